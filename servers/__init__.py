@@ -1,0 +1,1 @@
+"""hyperhive's tool servers, their shared kernel (`common`) and the `hive` CLI."""

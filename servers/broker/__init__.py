@@ -1,0 +1,1 @@
+"""The message broker: messages, threads, broadcast, long-poll, leases, reminders, helper events."""

@@ -1,0 +1,84 @@
+"""The broker's timed work, in one task: fire reminders, wake receivers when leases run out,
+delete what retention allows. It sleeps until the next due time or until poked."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+
+import anyio
+import anyio.lowlevel
+
+from hyperhive.servers.common.clock import Clock
+from hyperhive.servers.common.config import BrokerSettings
+
+from .inbox import Waiters
+from .store import BrokerStore
+
+log = logging.getLogger("hyperhive.broker")
+
+LATE_AFTER = 2.0  # seconds past due after which a fired reminder is marked late
+
+
+class Scheduler:
+    def __init__(self, store: BrokerStore, waiters: Waiters, settings: BrokerSettings, clock: Clock) -> None:
+        self.store = store
+        self.waiters = waiters
+        self.settings = settings
+        self.clock = clock
+        self._lease_wakes: list[tuple[float, str]] = []
+        self._wake = anyio.Event()
+        self._next_retention = 0.0  # at start-up: run once
+
+    def poke(self) -> None:
+        """Something due may have changed (a reminder was added or cancelled): look again."""
+        self._wake.set()
+
+    def lease_taken(self, recipient: str, until: float) -> None:
+        """Wake `recipient`'s receivers when this lease runs out, in case it is never acked."""
+        heapq.heappush(self._lease_wakes, (until, recipient))
+        if self._lease_wakes[0][0] == until:
+            self.poke()
+
+    async def run(self) -> None:
+        for recipient, until in await self.store.lease_expiries(self.clock.now()):
+            heapq.heappush(self._lease_wakes, (until, recipient))
+        while True:
+            self._wake = anyio.Event()
+            try:
+                deadline = await self._run_due()
+            except Exception:
+                log.exception("scheduler step failed; retrying in 5 s")
+                deadline = self.clock.now() + 5
+            await self.clock.wait_until(deadline, self._wake)
+
+    async def _run_due(self) -> float:
+        now = self.clock.now()
+        while True:
+            fired = await self.store.fire_due_reminders(now, LATE_AFTER)
+            for recipient in fired:
+                self.waiters.notify(recipient)
+            if not fired:
+                break
+        while self._lease_wakes and self._lease_wakes[0][0] <= now:
+            _, recipient = heapq.heappop(self._lease_wakes)
+            self.waiters.notify(recipient)
+        if now >= self._next_retention:
+            await self._retention(now)
+            self._next_retention = now + self.settings.retention_interval_seconds
+        next_reminder = await self.store.next_reminder_due()
+        return min(
+            self._next_retention,
+            next_reminder if next_reminder is not None else math.inf,
+            self._lease_wakes[0][0] if self._lease_wakes else math.inf,
+        )
+
+    async def _retention(self, now: float) -> None:
+        cutoff = now - self.settings.retention_days * 86_400
+        total = 0
+        while deleted := await self.store.purge(cutoff):
+            total += deleted
+            await anyio.lowlevel.checkpoint()  # let sends and receives in between batches
+        if total:
+            log.info("retention deleted %d rows older than %.0f days", total, self.settings.retention_days)

@@ -1,0 +1,164 @@
+"""The broker's MCP tools: thin wrappers that name the caller and call mailbox.Broker.
+
+The sender of everything is the verified token's subject; no tool takes a sender argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastmcp import FastMCP
+from pydantic import Field
+
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.clock import Clock, SystemClock
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.principals import Principal
+from hyperhive.servers.common.tokens import current_principal
+from hyperhive.servers.common.toolserver import HiveServer, create_mcp
+
+from .mailbox import MAX_WAIT_SECONDS, Broker, to_message
+from .models import (
+    AckResult,
+    CancelResult,
+    LeaseResult,
+    ListMessagesResult,
+    PendingCount,
+    PostEventResult,
+    RecvBatchResult,
+    RecvResult,
+    Reminder,
+    RemindersResult,
+    SendResult,
+    StatsResult,
+    ThreadResult,
+)
+
+INSTRUCTIONS = (
+    "The hyperhive message broker. Messages you send are signed with your identity. "
+    "Use recv/recv_batch to get messages (long-poll up to 180 s), send to reply, thread to see "
+    "a conversation, remind to schedule a message."
+)
+
+Wait = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for a message (0-180)")]
+Ack = Annotated[
+    bool,
+    Field(description="false: lease instead; ack(ids) after handling, or they come back when the lease ends"),
+]
+Ids = Annotated[list[int], Field(min_length=1, max_length=100)]
+
+
+def _me() -> Principal:
+    principal = current_principal()
+    if principal is None:  # only possible without HTTP auth (e.g. an in-memory client)
+        raise Refused("not authenticated: call with a bearer token")
+    return principal
+
+
+def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> HiveServer:
+    agents = AgentRegistry(config.applied_dir)
+    broker = Broker(config, clock or SystemClock(), agents)
+
+    @asynccontextmanager
+    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
+        async with broker.running():
+            yield {"broker": broker}
+
+    mcp = create_mcp("broker", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
+
+    @mcp.tool(annotations={"readOnlyHint": False})
+    async def send(
+        to: Annotated[
+            str, Field(description="agent name, 'manager', 'operator', or '*' for all other agents")
+        ],
+        body: str,
+        in_reply_to: Annotated[int | None, Field(description="id of the message this answers")] = None,
+    ) -> SendResult:
+        """Send a message. Returns its id."""
+        return await broker.send(_me(), to, body, in_reply_to)
+
+    @mcp.tool
+    async def recv(wait_seconds: Wait = 0, ack: Ack = True) -> RecvResult:
+        """Take your oldest pending message (null if none came in wait_seconds); queued: how many remain."""
+        claimed = await broker.receive(_me(), 1, wait_seconds, ack)
+        message = to_message(claimed.rows[0]) if claimed.rows else None
+        return RecvResult(message=message, queued=claimed.queued)
+
+    @mcp.tool
+    async def recv_batch(
+        max: Annotated[int, Field(ge=1, le=50)] = 10, wait_seconds: Wait = 0, ack: Ack = True
+    ) -> RecvBatchResult:
+        """Like recv, for up to max messages at once."""
+        claimed = await broker.receive(_me(), max, wait_seconds, ack)
+        return RecvBatchResult(messages=[to_message(row) for row in claimed.rows], queued=claimed.queued)
+
+    @mcp.tool
+    async def ack(ids: Ids) -> AckResult:
+        """Confirm messages received with ack=false, so they are not delivered again."""
+        return await broker.ack(_me(), ids)
+
+    @mcp.tool
+    async def lease(
+        ids: Ids,
+        seconds: Annotated[float, Field(ge=0, le=86_400, description="0 releases them for redelivery now")],
+    ) -> LeaseResult:
+        """Extend the lease on messages received with ack=false to seconds from now."""
+        return await broker.lease(_me(), ids, seconds)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def pending_count() -> PendingCount:
+        """How many messages wait for you."""
+        return await broker.pending(_me())
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def thread(message_id: int) -> ThreadResult:
+        """The conversation a message belongs to (what you sent or received), oldest first."""
+        return await broker.thread(_me(), message_id)
+
+    @mcp.tool
+    async def remind(
+        body: str,
+        in_seconds: Annotated[float | None, Field(gt=0)] = None,
+        at: Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")] = None,
+        to: Annotated[str | None, Field(description="default: yourself")] = None,
+    ) -> Reminder:
+        """Schedule a message after in_seconds or at a time."""
+        return await broker.remind(_me(), body, in_seconds, at, to)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def list_my_reminders() -> RemindersResult:
+        """Your pending reminders."""
+        return await broker.reminders(_me())
+
+    @mcp.tool
+    async def cancel_reminder(id: int) -> CancelResult:
+        """Cancel a pending reminder of yours."""
+        return await broker.cancel_reminder(_me(), id)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def list_messages(
+        agent: Annotated[str | None, Field(description="only messages this name sent or received")] = None,
+        since: Annotated[int | None, Field(description="only messages with a larger id (a cursor)")] = None,
+        thread: Annotated[int | None, Field(description="only the thread of this message id")] = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+    ) -> ListMessagesResult:
+        """Messages and their deliveries, oldest first: the newest `limit`, or the `limit` after `since`."""
+        return await broker.list_messages(agent, since, thread, limit)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def stats() -> StatsResult:
+        """Per inbox: undelivered messages, deliveries in the last 24 h, pending reminders."""
+        return await broker.stats()
+
+    @mcp.tool
+    async def post_event(
+        to: Annotated[str, Field(description="agent name or 'operator'")], event: HelperEvent
+    ) -> PostEventResult:
+        """Deliver a helper event from sender 'system'."""
+        return await broker.post_event(to, event)
+
+    return HiveServer(mcp=mcp, before_shutdown=broker.drain)

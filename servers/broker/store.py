@@ -1,0 +1,466 @@
+"""The broker's sqlite schema and queries.
+
+A message is stored once; each recipient has a delivery row (queued -> leased -> delivered).
+A leased delivery whose lease has passed counts as queued again. Reminders are rows that
+become messages when they fire. Checks that need the agent registry or settings live in
+mailbox.py; this module only reads and writes rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import aiosqlite
+
+from hyperhive.servers.common.db import Database, Params, placeholders
+
+MIGRATIONS: Final = [
+    """
+    CREATE TABLE messages (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after retention
+        sender      TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        kind        TEXT NOT NULL DEFAULT 'message' CHECK (kind IN ('message', 'reminder', 'event')),
+        event       TEXT,                               -- JSON of the helper event, kind = 'event'
+        in_reply_to INTEGER,                            -- may point at a message retention removed
+        thread_id   INTEGER,                            -- the thread's first message; NULL on that one
+        broadcast   INTEGER NOT NULL DEFAULT 0,
+        late        INTEGER NOT NULL DEFAULT 0,         -- a reminder fired after its time
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX messages_thread ON messages (thread_id) WHERE thread_id IS NOT NULL;
+    CREATE INDEX messages_sender ON messages (sender, id);
+
+    CREATE TABLE deliveries (
+        message_id   INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        recipient    TEXT NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'leased', 'delivered')),
+        lease_until  REAL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        delivered_at REAL,
+        PRIMARY KEY (recipient, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_open ON deliveries (recipient, message_id) WHERE state != 'delivered';
+    CREATE INDEX deliveries_message ON deliveries (message_id);
+    CREATE INDEX deliveries_done ON deliveries (delivered_at) WHERE state = 'delivered';
+
+    CREATE TABLE reminders (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner       TEXT NOT NULL,
+        recipient   TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        due_at      REAL NOT NULL,
+        created_at  REAL NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'fired', 'cancelled')),
+        resolved_at REAL,
+        message_id  INTEGER
+    );
+    CREATE INDEX reminders_due ON reminders (due_at) WHERE state = 'pending';
+    CREATE INDEX reminders_owner ON reminders (owner, created_at);
+    """,
+]
+
+# A delivery the recipient can take now: queued, or leased with the lease run out.
+_AVAILABLE: Final = "state != 'delivered' AND (state = 'queued' OR lease_until <= :now)"
+_VISIBLE: Final = (
+    "(:everyone OR m.sender = :me OR EXISTS "
+    "(SELECT 1 FROM deliveries v WHERE v.message_id = m.id AND v.recipient = :me))"
+)
+
+
+class NotFound(Exception):
+    """Ids that are not the caller's to act on."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        super().__init__(", ".join(map(str, ids)))
+        self.ids = list(ids)
+
+
+class InboxesFull(Exception):
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = list(names)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    sender: str
+    body: str
+    kind: Literal["message", "reminder", "event"] = "message"
+    event: str | None = None
+    in_reply_to: int | None = None
+    broadcast: bool = False
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    rows: list[sqlite3.Row]  # messages rows, oldest first
+    queued: int  # still available to the recipient after this claim
+
+
+class BrokerStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---------------------------------------------------------------------------------- sending
+    async def insert_message(
+        self,
+        message: NewMessage,
+        recipients: Sequence[str],
+        now: float,
+        *,
+        inbox_cap: int | None,
+        reply_visible_to: str | None,
+    ) -> tuple[int, list[str], list[str]]:
+        """Store a message for `recipients`. Returns (id, delivered_to, skipped_full).
+
+        Inboxes at `inbox_cap` undelivered messages are skipped; if all are, InboxesFull.
+        `in_reply_to` must exist (and, unless `reply_visible_to` is None, be visible to that
+        principal), else NotFound.
+        """
+
+        async def tx(conn: aiosqlite.Connection) -> tuple[int, list[str], list[str]]:
+            thread_id = None
+            if message.in_reply_to is not None:
+                parent = await _one(
+                    conn,
+                    f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
+                    {"id": message.in_reply_to, "everyone": reply_visible_to is None, "me": reply_visible_to},
+                )
+                if parent is None:
+                    raise NotFound([message.in_reply_to])
+                thread_id = parent[0]
+            full: list[str] = []
+            if inbox_cap is not None:
+                async with conn.execute(
+                    f"SELECT recipient FROM deliveries WHERE state != 'delivered' "
+                    f"AND recipient IN ({placeholders(recipients)}) GROUP BY recipient HAVING count(*) >= ?",
+                    [*recipients, inbox_cap],
+                ) as cur:
+                    full = sorted(row[0] for row in await cur.fetchall())
+            deliver = [name for name in recipients if name not in full]
+            if not deliver:
+                raise InboxesFull(full)
+            cur = await conn.execute(
+                "INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, late, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.sender,
+                    message.body,
+                    message.kind,
+                    message.event,
+                    message.in_reply_to,
+                    thread_id,
+                    message.broadcast,
+                    message.late,
+                    now,
+                ),
+            )
+            message_id = cur.lastrowid
+            assert message_id is not None
+            await conn.executemany(
+                "INSERT INTO deliveries (message_id, recipient) VALUES (?, ?)",
+                [(message_id, name) for name in deliver],
+            )
+            return message_id, deliver, full
+
+        return await self.db.write(tx)
+
+    # -------------------------------------------------------------------------------- receiving
+    async def claim(self, recipient: str, limit: int, now: float, lease_until: float | None) -> Claimed:
+        """Take up to `limit` available messages, oldest first: delivered, or leased until `lease_until`."""
+        params = {
+            "me": recipient,
+            "now": now,
+            "limit": limit,
+            "state": "delivered" if lease_until is None else "leased",
+            "lease": lease_until,
+            "delivered": now if lease_until is None else None,
+        }
+
+        async def tx(conn: aiosqlite.Connection) -> Claimed:
+            async with conn.execute(
+                "UPDATE deliveries SET state = :state, lease_until = :lease, delivered_at = :delivered, "
+                "attempts = attempts + 1 "
+                "WHERE recipient = :me AND message_id IN ("
+                f"  SELECT message_id FROM deliveries WHERE recipient = :me AND {_AVAILABLE} "
+                "   ORDER BY message_id LIMIT :limit) "
+                "RETURNING message_id",
+                params,
+            ) as cur:
+                ids = sorted(row[0] for row in await cur.fetchall())
+            rows: list[sqlite3.Row] = []
+            if ids:
+                async with conn.execute(
+                    f"SELECT * FROM messages WHERE id IN ({placeholders(ids)}) ORDER BY id", ids
+                ) as cur:
+                    rows = list(await cur.fetchall())
+            queued = await _one(
+                conn, f"SELECT count(*) FROM deliveries WHERE recipient = :me AND {_AVAILABLE}", params
+            )
+            return Claimed(rows, queued[0] if queued else 0)
+
+        return await self.db.write(tx)
+
+    async def unclaim(self, recipient: str, ids: Sequence[int]) -> None:
+        """Put back messages a recv took but could not hand over (its caller went away)."""
+
+        async def tx(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, delivered_at = NULL, "
+                f"attempts = attempts - 1 WHERE recipient = ? AND message_id IN ({placeholders(ids)})",
+                [recipient, *ids],
+            )
+
+        await self.db.write(tx)
+
+    async def ack(self, recipient: str, ids: Sequence[int], now: float) -> tuple[int, int]:
+        """Mark deliveries as delivered. Returns (acked, already_acked); NotFound if any id is not ours."""
+
+        async def tx(conn: aiosqlite.Connection) -> tuple[int, int]:
+            async with conn.execute(
+                f"SELECT message_id, state FROM deliveries WHERE recipient = ? "
+                f"AND message_id IN ({placeholders(ids)})",
+                [recipient, *ids],
+            ) as cur:
+                states = {row[0]: row[1] for row in await cur.fetchall()}
+            missing = [i for i in ids if i not in states]
+            if missing:
+                raise NotFound(missing)
+            todo = [i for i, state in states.items() if state != "delivered"]
+            if todo:
+                await conn.execute(
+                    "UPDATE deliveries SET state = 'delivered', delivered_at = ?, lease_until = NULL "
+                    f"WHERE recipient = ? AND message_id IN ({placeholders(todo)})",
+                    [now, recipient, *todo],
+                )
+            return len(todo), len(states) - len(todo)
+
+        return await self.db.write(tx)
+
+    async def set_lease(self, recipient: str, ids: Sequence[int], lease_until: float | None) -> None:
+        """Extend the caller's leases to `lease_until`, or release them (None). NotFound if not leased."""
+
+        async def tx(conn: aiosqlite.Connection) -> None:
+            async with conn.execute(
+                f"SELECT message_id FROM deliveries WHERE recipient = ? AND state = 'leased' "
+                f"AND message_id IN ({placeholders(ids)})",
+                [recipient, *ids],
+            ) as cur:
+                leased = {row[0] for row in await cur.fetchall()}
+            missing = [i for i in ids if i not in leased]
+            if missing:
+                raise NotFound(missing)
+            state = "leased" if lease_until is not None else "queued"
+            await conn.execute(
+                f"UPDATE deliveries SET state = ?, lease_until = ? WHERE recipient = ? "
+                f"AND message_id IN ({placeholders(ids)})",
+                [state, lease_until, recipient, *ids],
+            )
+
+        await self.db.write(tx)
+
+    async def counts(self, recipient: str, now: float) -> tuple[int, int]:
+        """(queued, leased) for one inbox: available now, and leased with time left."""
+        row = await self.db.fetch_one(
+            f"SELECT count(*) FILTER (WHERE {_AVAILABLE}), "
+            "count(*) FILTER (WHERE state = 'leased' AND lease_until > :now) "
+            "FROM deliveries WHERE recipient = :me AND state != 'delivered'",
+            {"me": recipient, "now": now},
+        )
+        return (row[0], row[1]) if row else (0, 0)
+
+    async def lease_expiries(self, now: float) -> list[tuple[str, float]]:
+        """(recipient, lease_until) of every lease still running: the times to wake receivers."""
+        rows = await self.db.fetch_all(
+            "SELECT recipient, max(lease_until) FROM deliveries WHERE state = 'leased' AND lease_until > ? "
+            "GROUP BY recipient",
+            (now,),
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    # ---------------------------------------------------------------------------------- reading
+    async def thread(self, message_id: int, viewer: str | None) -> list[sqlite3.Row]:
+        """The whole thread of `message_id` as `viewer` may see it (None: everything), oldest first."""
+        visible = {"everyone": viewer is None, "me": viewer}
+        root = await self.db.fetch_one(
+            f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
+            {"id": message_id, **visible},
+        )
+        if root is None:
+            raise NotFound([message_id])
+        return await self.db.fetch_all(
+            "SELECT m.*, (SELECT group_concat(d.recipient, ',') FROM deliveries d WHERE d.message_id = m.id) "
+            f"AS recipients FROM messages m WHERE (m.id = :root OR m.thread_id = :root) AND {_VISIBLE} "
+            "ORDER BY m.id",
+            {"root": root[0], **visible},
+        )
+
+    async def list_messages(
+        self, agent: str | None, since: int | None, thread: int | None, limit: int
+    ) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+        """Messages (newest `limit`, or the first `limit` after `since`) and their delivery rows."""
+        if thread is not None:
+            root = await self.db.fetch_value(
+                "SELECT COALESCE(thread_id, id) FROM messages WHERE id = ?", (thread,)
+            )
+            if root is None:
+                raise NotFound([thread])
+            thread = int(root)
+        rows = await self.db.fetch_all(
+            "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root FROM messages m WHERE "
+            "(:agent IS NULL OR m.sender = :agent OR EXISTS "
+            " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = :agent)) "
+            "AND (:since IS NULL OR m.id > :since) "
+            "AND (:thread IS NULL OR m.id = :thread OR m.thread_id = :thread) "
+            f"ORDER BY m.id {'ASC' if since is not None else 'DESC'} LIMIT :limit",
+            {"agent": agent, "since": since, "thread": thread, "limit": limit},
+        )
+        rows.sort(key=lambda row: int(row["id"]))
+        ids = [row["id"] for row in rows]
+        deliveries = (
+            await self.db.fetch_all(
+                f"SELECT * FROM deliveries WHERE message_id IN ({placeholders(ids)}) ORDER BY recipient", ids
+            )
+            if ids
+            else []
+        )
+        return rows, deliveries
+
+    async def stats(self, since: float) -> dict[str, tuple[int, int, int]]:
+        """Per name: (undelivered, delivered since `since`, pending reminders owned)."""
+        result: dict[str, list[int]] = {}
+        queries = (
+            "SELECT recipient, count(*) FROM deliveries WHERE state != 'delivered' GROUP BY recipient",
+            "SELECT recipient, count(*) FROM deliveries WHERE state = 'delivered' AND delivered_at > ? "
+            "GROUP BY recipient",
+            "SELECT owner, count(*) FROM reminders WHERE state = 'pending' GROUP BY owner",
+        )
+        for column, sql in enumerate(queries):
+            for name, count in await self.db.fetch_all(sql, (since,) if "?" in sql else ()):
+                result.setdefault(name, [0, 0, 0])[column] = count
+        return {name: (c[0], c[1], c[2]) for name, c in result.items()}
+
+    # -------------------------------------------------------------------------------- reminders
+    async def add_reminder(
+        self,
+        owner: str,
+        recipient: str,
+        body: str,
+        due_at: float,
+        now: float,
+        *,
+        max_pending: int,
+        max_per_minute: int,
+    ) -> int | tuple[Literal["pending", "rate"], int]:
+        """Insert a reminder and return its id, or (which limit, current count) if a limit is hit."""
+
+        async def tx(conn: aiosqlite.Connection) -> int | tuple[Literal["pending", "rate"], int]:
+            counts = await _one(
+                conn,
+                "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE created_at > ?) "
+                "FROM reminders WHERE owner = ?",
+                (now - 60, owner),
+            )
+            pending, recent = (counts[0], counts[1]) if counts else (0, 0)
+            if pending >= max_pending:
+                return ("pending", pending)
+            if recent >= max_per_minute:
+                return ("rate", recent)
+            cur = await conn.execute(
+                "INSERT INTO reminders (owner, recipient, body, due_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                (owner, recipient, body, due_at, now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return await self.db.write(tx)
+
+    async def reminders_of(self, owner: str) -> list[sqlite3.Row]:
+        return await self.db.fetch_all(
+            "SELECT * FROM reminders WHERE owner = ? AND state = 'pending' ORDER BY due_at, id", (owner,)
+        )
+
+    async def oldest_recent_reminder(self, owner: str, since: float) -> float | None:
+        value = await self.db.fetch_value(
+            "SELECT min(created_at) FROM reminders WHERE owner = ? AND created_at > ?", (owner, since)
+        )
+        return None if value is None else float(value)
+
+    async def cancel_reminder(self, owner: str, reminder_id: int, now: float) -> bool:
+        async def tx(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "UPDATE reminders SET state = 'cancelled', resolved_at = ? "
+                "WHERE id = ? AND owner = ? AND state = 'pending'",
+                (now, reminder_id, owner),
+            )
+            return cur.rowcount == 1
+
+        return await self.db.write(tx)
+
+    async def next_reminder_due(self) -> float | None:
+        value = await self.db.fetch_value("SELECT min(due_at) FROM reminders WHERE state = 'pending'")
+        return None if value is None else float(value)
+
+    async def fire_due_reminders(self, now: float, late_after: float, batch: int = 500) -> list[str]:
+        """Turn due reminders into messages; returns the recipients to wake."""
+
+        async def tx(conn: aiosqlite.Connection) -> list[str]:
+            async with conn.execute(
+                "SELECT * FROM reminders WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+                (now, batch),
+            ) as cur:
+                due = list(await cur.fetchall())
+            for reminder in due:
+                cur = await conn.execute(
+                    "INSERT INTO messages (sender, body, kind, late, created_at) "
+                    "VALUES (?, ?, 'reminder', ?, ?)",
+                    (reminder["owner"], reminder["body"], now - reminder["due_at"] > late_after, now),
+                )
+                await conn.execute(
+                    "INSERT INTO deliveries (message_id, recipient) VALUES (?, ?)",
+                    (cur.lastrowid, reminder["recipient"]),
+                )
+                await conn.execute(
+                    "UPDATE reminders SET state = 'fired', resolved_at = ?, message_id = ? WHERE id = ?",
+                    (now, cur.lastrowid, reminder["id"]),
+                )
+            return sorted({reminder["recipient"] for reminder in due})
+
+        return await self.db.write(tx)
+
+    # -------------------------------------------------------------------------------- retention
+    async def purge(self, before: float, batch: int = 5000) -> int:
+        """Delete one batch of what retention allows; returns rows deleted (0: nothing left)."""
+
+        async def tx(conn: aiosqlite.Connection) -> int:
+            deleted = 0
+            cur = await conn.execute(
+                "DELETE FROM deliveries WHERE (recipient, message_id) IN (SELECT recipient, message_id "
+                "FROM deliveries WHERE state = 'delivered' AND delivered_at < ? LIMIT ?)",
+                (before, batch),
+            )
+            deleted += cur.rowcount
+            cur = await conn.execute(
+                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m WHERE m.created_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) LIMIT ?)",
+                (before, batch),
+            )
+            deleted += cur.rowcount
+            cur = await conn.execute(
+                "DELETE FROM reminders WHERE id IN (SELECT id FROM reminders WHERE state != 'pending' "
+                "AND resolved_at < ? LIMIT ?)",
+                (before, batch),
+            )
+            return deleted + cur.rowcount
+
+        return await self.db.write(tx)
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: Params) -> sqlite3.Row | None:
+    async with conn.execute(sql, params) as cur:
+        return await cur.fetchone()

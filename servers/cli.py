@@ -1,0 +1,308 @@
+"""The `hive` command: set up a hive home, run its servers, mint tokens, poke the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .common.config import (
+    AGENT_TOML,
+    HIVE_TOML,
+    HIVE_TOML_TEMPLATE,
+    ConfigError,
+    HiveConfig,
+    Listen,
+    agent_toml_template,
+    load_agent_config,
+    load_hive_config,
+)
+from .common.names import MANAGER, OPERATOR, SERVICE_PREFIX, InvalidName
+from .common.principals import Principal, Role, principal_for
+from .common.serving import ListenError, http_app, serve
+from .common.tokens import SecretError, create_secret, load_secret, mint_token
+
+DEFAULT_HOME = ".hive"
+SERVERS: dict[str, str] = {"broker": "hyperhive.servers.broker.server"}
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HIVE_HOME",
+    default=DEFAULT_HOME,
+    show_default=True,
+    help="The hive home: settings, secret, databases and agent configs ($HIVE_HOME).",
+)
+
+
+def _fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def _config(home: Path) -> HiveConfig:
+    try:
+        return load_hive_config(home)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _secret(config: HiveConfig) -> bytes:
+    try:
+        return load_secret(config.secret_path)
+    except SecretError as e:
+        _fail(str(e))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hyperhive", prog_name="hive")
+def main() -> None:
+    """hyperhive: a swarm of Claude Code agents on one host, every capability an MCP tool server.
+
+    \b
+    Start here:
+      hive up                   set up ./.hive if needed and run the whole hive
+      hive token operator       a bearer token for the MCP Inspector or scripts
+    """
+
+
+# ------------------------------------------------------------------------------------------- init
+
+
+def init_home(home: Path) -> list[str]:
+    """Create what is missing in the hive home; return what was created (relative paths)."""
+    created = []
+    if not home.exists():
+        created.append(".")
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    hive_toml = home / HIVE_TOML
+    if not hive_toml.exists():
+        hive_toml.write_text(HIVE_TOML_TEMPLATE)
+        created.append(HIVE_TOML)
+    config = _config(home)
+    if create_secret(config.secret_path):
+        created.append("secret")
+    for directory in (config.home / "state", config.run_dir, config.applied_dir, config.agents_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    manager_toml = config.applied_dir / MANAGER / AGENT_TOML
+    if not manager_toml.exists():
+        manager_toml.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        manager_toml.write_text(agent_toml_template("manager"))
+        created.append(str(manager_toml.relative_to(config.home)))
+    return created
+
+
+@main.command()
+@home_option
+def init(home: Path) -> None:
+    """Create the hive home: settings, the token-signing secret, the manager's config.
+
+    Safe to run again: it only adds what is missing and never overwrites.
+    """
+    created = init_home(home)
+    where = home.resolve()
+    if created:
+        click.echo(f"◆ hive home {where}")
+        for path in created:
+            if path != ".":
+                click.echo(f"  created {path}")
+    else:
+        click.echo(f"◆ hive home {where} is already set up; nothing changed")
+    click.echo("  next: `hive up` runs the hive here")
+
+
+# ------------------------------------------------------------------------------------------ token
+
+
+def principal_named(config: HiveConfig, name: str) -> Principal:
+    """The principal a token for `name` should carry: operator, service:<server>, or an agent."""
+    try:
+        if name == OPERATOR:
+            return principal_for(name, Role.OPERATOR)
+        if name.startswith(SERVICE_PREFIX):
+            return principal_for(name, Role.SERVICE)
+        principal_for(name, Role.AGENT)  # validates the name
+    except InvalidName as e:
+        _fail(f"{e}; NAME is 'operator', 'service:<server>' or an agent name")
+    path = config.applied_dir / name / AGENT_TOML
+    if not path.exists():
+        _fail(f"no agent named {name!r} ({path} not found)")
+    try:
+        return Principal(name, load_agent_config(path).principal_role)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def parse_duration(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 3600, 90s, 15m, 12h or 30d")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
+
+
+@main.command()
+@click.argument("name")
+@click.option("--ttl", help="Lifetime: seconds, or 90s, 15m, 12h, 30d. Default: [tokens] ttl_seconds.")
+@home_option
+def token(name: str, ttl: str | None, home: Path) -> None:
+    """Print a bearer token for NAME: 'operator', an agent, or 'service:<server>'.
+
+    \b
+    The token proves who the caller is to every hyperhive server, for example:
+      npx @modelcontextprotocol/inspector --cli http://127.0.0.1:7801/mcp \\
+          --header "Authorization: Bearer $(hive token operator)" --method tools/list
+    """
+    config = _config(home)
+    principal = principal_named(config, name)
+    seconds = parse_duration(ttl) if ttl else config.tokens.ttl_seconds
+    click.echo(mint_token(_secret(config), principal, seconds))
+
+
+# ------------------------------------------------------------------------------------------ serve
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("HIVE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpx2", "mcp", "fastmcp", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@main.command(name="serve")
+@click.argument("server", type=click.Choice(sorted(SERVERS)))
+@home_option
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this loopback port (0: any free one).")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Listen on this unix socket (created 0600).",
+)
+def serve_command(server: str, home: Path, port: int | None, socket_path: Path | None) -> None:
+    """Run one hyperhive server in the foreground until SIGTERM or Ctrl-C.
+
+    It listens where hive.toml says ([servers.SERVER]); --port and --socket replace that.
+    Once it is ready it prints `SERVER listening on URL` for each endpoint, then `SERVER ready`.
+    """
+    config = _config(home)
+    listen = config.listen(server)
+    if port is not None or socket_path is not None:
+        try:
+            listen = Listen(host=listen.host, port=port, socket=socket_path)
+        except ValueError as e:
+            _fail(str(e))
+    _setup_logging()
+    module = __import__(SERVERS[server], fromlist=["create"])
+    hive_server = module.create(config, _secret(config))
+
+    def ready(urls: list[str]) -> None:
+        for url in urls:
+            click.echo(f"{server} listening on {url}")
+        click.echo(f"{server} ready")
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(
+            serve(
+                http_app(hive_server.mcp), listen, before_shutdown=hive_server.before_shutdown, on_ready=ready
+            )
+        )
+    except ListenError as e:
+        _fail(str(e))
+
+
+# --------------------------------------------------------------------------------------------- up
+
+
+@main.command()
+@home_option
+def up(home: Path) -> None:
+    """Run the whole hive on this machine: set up the home if needed, then every server.
+
+    Each server runs as its own process. Ctrl-C or SIGTERM stops them all.
+    """
+    from .up import run_hive
+
+    created = init_home(home)
+    if created:
+        click.echo(f"◆ set up hive home {home.resolve()}")
+    config = _config(home)
+    sys.exit(run_hive(config, list(SERVERS), echo=click.echo))
+
+
+# ------------------------------------------------------------------------------------------ debug
+
+
+@main.group(hidden=True)
+def debug() -> None:
+    """Talk to the hive's servers by hand (for developers)."""
+
+
+def _as_option(default: str = OPERATOR) -> Callable[[Any], Any]:
+    return click.option(
+        "--as",
+        "as_name",
+        default=default,
+        show_default=True,
+        help="Act as this principal (operator or an agent).",
+    )
+
+
+def _call(home: Path, as_name: str, tool: str, arguments: dict[str, Any], timeout: float = 30) -> Any:
+    from fastmcp.exceptions import ToolError
+
+    from .common.client import AuthRefused, HiveClient, ServerUnavailable
+
+    config = _config(home)
+    secret = _secret(config)
+    token_text = mint_token(secret, principal_named(config, as_name), 300)
+
+    async def go() -> Any:
+        async with HiveClient.for_server(config, "broker", token_text, timeout=timeout) as client:
+            return await client.call(tool, arguments)
+
+    try:
+        return asyncio.run(go())
+    except (ToolError, AuthRefused, ServerUnavailable) as e:
+        _fail(str(e))
+
+
+@debug.command(name="send")
+@click.argument("to")
+@click.argument("body")
+@click.option("--reply-to", type=int, help="Id of the message this answers.")
+@_as_option()
+@home_option
+def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Path) -> None:
+    """Send BODY to TO (an agent, 'operator' or '*')."""
+    click.echo(json.dumps(_call(home, as_name, "send", {"to": to, "body": body, "in_reply_to": reply_to})))
+
+
+@debug.command(name="recv")
+@click.option("--wait", type=click.FloatRange(0, 180), default=0, show_default=True, help="Seconds to wait.")
+@click.option("--max", "limit", type=click.IntRange(1, 50), default=10, show_default=True)
+@_as_option()
+@home_option
+def debug_recv(wait: float, limit: int, as_name: str, home: Path) -> None:
+    """Receive (and ack) pending messages, one JSON object per line."""
+    result = _call(home, as_name, "recv_batch", {"max": limit, "wait_seconds": wait}, timeout=wait + 30)
+    for message in result["messages"]:
+        click.echo(json.dumps(message))
+    click.echo(f"({result['queued']} still queued)", err=True)
+
+
+if __name__ == "__main__":
+    main()

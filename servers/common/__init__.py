@@ -1,0 +1,1 @@
+"""The shared kernel: config, principals and tokens, allow-list policy, serving, sqlite, events, clients."""

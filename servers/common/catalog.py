@@ -1,0 +1,72 @@
+"""Every hyperhive tool and who may call it by default.
+
+One table serves both enforcement (each server's allow-list middleware) and validation
+(`agent.toml` may only name tools that exist and that an agent may be granted).
+A server's registered tools must match its entry here exactly; a test checks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from .principals import Role
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAccess:
+    """The roles that hold a tool without any agent.toml saying so."""
+
+    roles: frozenset[Role]
+
+    @property
+    def grantable(self) -> bool:
+        """Whether an agent.toml may grant it. Operator and service tools never are."""
+        return Role.AGENT in self.roles or Role.MANAGER in self.roles
+
+    @property
+    def kind(self) -> str:
+        if Role.AGENT in self.roles:
+            return "agent tool"
+        if Role.MANAGER in self.roles:
+            return "manager tool"
+        if Role.OPERATOR in self.roles:
+            return "operator tool"
+        return "service tool"
+
+
+def _access(*roles: Role) -> ToolAccess:
+    return ToolAccess(frozenset(roles))
+
+
+AGENT: Final = _access(Role.AGENT, Role.MANAGER, Role.OPERATOR)
+MANAGER: Final = _access(Role.MANAGER, Role.OPERATOR)
+OPERATOR: Final = _access(Role.OPERATOR)
+OPERATOR_AND_SERVICE: Final = _access(Role.OPERATOR, Role.SERVICE)
+SERVICE: Final = _access(Role.SERVICE)
+
+CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
+    "broker": {
+        "send": AGENT,
+        "recv": AGENT,
+        "recv_batch": AGENT,
+        "ack": AGENT,
+        "lease": AGENT,
+        "pending_count": AGENT,
+        "thread": AGENT,
+        "remind": AGENT,
+        "list_my_reminders": AGENT,
+        "cancel_reminder": AGENT,
+        "list_messages": OPERATOR_AND_SERVICE,
+        "stats": OPERATOR_AND_SERVICE,
+        "post_event": SERVICE,
+    },
+}
+
+SERVERS: Final = tuple(CATALOG)
+
+
+def role_default(server: str, role: Role) -> frozenset[str]:
+    """The tools of `server` that `role` holds by default."""
+    return frozenset(name for name, access in CATALOG.get(server, {}).items() if role in access.roles)

@@ -1,0 +1,236 @@
+"""Call another hyperhive server's tools by name, with a bearer token.
+
+    async with HiveClient.for_server(config, "broker", token) as broker:
+        sent = await broker.call("send", {"to": "alice", "body": "hi"}, result=SendResult)
+
+The client survives server restarts: a call that finds the server down (connection refused,
+so nothing was sent) is retried with backoff for `retry_seconds`; a connection lost mid-call is
+reported (the call may or may not have taken effect) and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+import anyio
+import httpx2
+from fastmcp import Client
+from fastmcp.client.transports import StreamableHttpTransport
+from fastmcp.exceptions import ToolError
+from pydantic import BaseModel
+
+from .config import HiveConfig
+from .serving import MCP_PATH
+
+log = logging.getLogger("hyperhive.client")
+
+M = TypeVar("M", bound=BaseModel)
+TokenSource = str | Callable[[], str]
+
+
+class ServerUnavailable(Exception):
+    """The server could not be reached, or the connection broke during a call."""
+
+
+class AuthRefused(Exception):
+    """The server refused the token (401): it is missing, expired, forged or revoked."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    name: str
+    url: str  # with a unix socket, the host part only sets the Host header
+    socket: Path | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.socket or self.url}"
+
+
+def server_address(config: HiveConfig, server: str) -> ServerAddress:
+    """Where to reach `server`: its TCP port if it has one, else its unix socket."""
+    listen = config.listen(server)
+    if listen.port:
+        host = f"[{listen.host}]" if ":" in listen.host else listen.host
+        return ServerAddress(server, f"http://{host}:{listen.port}{MCP_PATH}")
+    if listen.socket is not None:
+        return ServerAddress(server, f"http://localhost{MCP_PATH}", listen.socket)
+    raise ServerUnavailable(f"{server} has no fixed address in hive.toml (port 0 and no socket)")
+
+
+class _Bearer(httpx2.Auth):
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        token = self._token() if callable(self._token) else self._token
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+class HiveClient:
+    def __init__(
+        self,
+        address: ServerAddress,
+        token: TokenSource,
+        *,
+        timeout: float = 30.0,
+        retry_seconds: float = 10.0,
+    ) -> None:
+        self.address = address
+        self._auth = _Bearer(token)
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self._client: Client[Any] | None = None
+        self._session = AsyncExitStack()
+        self._refused = False
+
+    @classmethod
+    def for_server(cls, config: HiveConfig, server: str, token: TokenSource, **kwargs: Any) -> HiveClient:
+        return cls(server_address(config, server), token, **kwargs)
+
+    async def __aenter__(self) -> HiveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        session, self._session, self._client = self._session, AsyncExitStack(), None
+        try:
+            await session.aclose()
+        except Exception as e:  # a session whose server died cannot close cleanly
+            log.debug("closing a broken session to %s: %s", self.address, e)
+
+    # ------------------------------------------------------------------------------------ calls
+    @overload
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        result: type[M],
+        timeout: float | None = None,
+    ) -> M: ...
+
+    @overload
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        result: None = None,
+        timeout: float | None = None,
+    ) -> Any: ...
+
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        result: type[M] | None = None,
+        timeout: float | None = None,
+    ) -> M | Any:
+        """Call `tool`. Returns its structured result (validated into `result` if given).
+
+        Raises ToolError with the server's message when the tool refuses, AuthRefused on 401,
+        ServerUnavailable when the server stays unreachable or the connection breaks mid-call.
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                client = await self._connect()
+                outcome = await client.call_tool(
+                    tool, arguments or {}, timeout=timeout or self.timeout, raise_on_error=False
+                )
+                break
+            except Exception as e:
+                await self.close()
+                if self._refused:
+                    raise AuthRefused(f"{self.address.name} refused the token (401)") from None
+                if not _never_sent(e):
+                    raise ServerUnavailable(
+                        f"call to {self.address.name}.{tool} failed: {_reason(e)}"
+                    ) from None
+                if time.monotonic() + delay > deadline:
+                    raise ServerUnavailable(f"cannot reach {self.address}: {_reason(e)}") from None
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if outcome.is_error:
+            text = " ".join(getattr(block, "text", "") for block in outcome.content).strip()
+            raise ToolError(text or f"{self.address.name}.{tool} failed")
+        # Every hyperhive tool returns an object, so the structured content is the whole result.
+        data = outcome.structured_content
+        return result.model_validate(data) if result is not None else data
+
+    async def list_tools(self) -> list[str]:
+        try:
+            client = await self._connect()
+            return [tool.name for tool in await client.list_tools()]
+        except Exception as e:
+            await self.close()
+            if self._refused:
+                raise AuthRefused(f"{self.address.name} refused the token (401)") from None
+            raise ServerUnavailable(f"listing tools of {self.address.name} failed: {_reason(e)}") from None
+
+    async def _connect(self) -> Client[Any]:
+        if self._client is None:
+            self._refused = False
+            transport = StreamableHttpTransport(
+                self.address.url, auth=self._auth, httpx_client_factory=self._http_client
+            )
+            client: Client[Any] = await self._session.enter_async_context(
+                Client(transport, timeout=self.timeout)
+            )
+            self._client = client
+        return self._client
+
+    def _http_client(
+        self,
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+        **_: Any,
+    ) -> httpx2.AsyncClient:
+        transport = httpx2.AsyncHTTPTransport(uds=str(self.address.socket)) if self.address.socket else None
+        return httpx2.AsyncClient(
+            transport=transport,
+            headers=headers,
+            auth=auth,
+            # Long-polls hold a request for up to 180 s; the server pings SSE streams every 15 s.
+            timeout=timeout or httpx2.Timeout(30.0, read=300.0),
+            event_hooks={"response": [self._note_status]},
+        )
+
+    async def _note_status(self, response: httpx2.Response) -> None:
+        if response.status_code == 401:
+            self._refused = True
+
+
+def _causes(error: BaseException) -> Generator[BaseException, None, None]:
+    seen: BaseException | None = error
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _never_sent(error: BaseException) -> bool:
+    """True if the request cannot have reached the server (it refused the connection)."""
+    return any(
+        isinstance(e, httpx2.ConnectError | ConnectionRefusedError | FileNotFoundError)
+        for e in _causes(error)
+    )
+
+
+def _reason(error: BaseException) -> str:
+    """The network-level cause ("All connection attempts failed"), not a wrapper's message."""
+    for cause in _causes(error):
+        if isinstance(cause, httpx2.HTTPError | OSError) and str(cause):
+            return str(cause)
+    return str(error) or type(error).__name__

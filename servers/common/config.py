@@ -1,0 +1,347 @@
+"""Hive settings (`hive.toml`) and per-agent settings (`agent.toml`).
+
+Both are pydantic models loaded from TOML. A bad file raises ConfigError naming the file,
+the field and the reason; callers print it and never show a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .catalog import CATALOG, role_default
+from .names import BROADCAST, OPERATOR, InvalidName, check_agent_name
+from .principals import Role
+
+HIVE_TOML: Final = "hive.toml"
+AGENT_TOML: Final = "agent.toml"
+DEFAULT_MODEL: Final = "sonnet"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. `str()` is one line per problem: file: field: reason."""
+
+    def __init__(self, path: Path | str, problems: Iterable[tuple[str, str]]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems)
+        super().__init__(
+            "\n".join(
+                f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}"
+                for field, reason in self.problems
+            )
+        )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------- hive.toml
+
+
+class Listen(_Strict):
+    """Where a server listens: loopback TCP, a unix socket, or both."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None  # 0 picks a free port
+    socket: Path | None = None  # relative paths are under the hive home
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        if host == "localhost":
+            return host
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return host
+        except ValueError:
+            pass
+        raise ValueError(f"{host!r} is not a loopback address; hyperhive servers listen on 127.0.0.1 or ::1")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Self:
+        if self.port is None and self.socket is None:
+            raise ValueError("set a port, a socket, or both")
+        return self
+
+
+class ReminderLimits(_Strict):
+    max_pending: Annotated[int, Field(ge=1, le=100_000)] = 100
+    min_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5.0
+    max_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_horizon_days: Annotated[float, Field(gt=0, le=3650)] = 365.0
+
+
+class BrokerSettings(_Strict):
+    max_body_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 64 * 1024
+    inbox_cap: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    lease_seconds: Annotated[float, Field(ge=1, le=86_400)] = 120.0
+    retention_days: Annotated[float, Field(gt=0, le=36_500)] = 30.0
+    retention_interval_seconds: Annotated[float, Field(ge=1, le=86_400)] = 3600.0
+    reminders: ReminderLimits = ReminderLimits()
+
+
+class ServersSettings(_Strict):
+    broker: Listen = Listen(port=7801)
+
+
+class TokenSettings(_Strict):
+    ttl_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 86_400)] = 30 * 86_400
+
+
+class StorageSettings(_Strict):
+    # NORMAL survives a crash of the process (WAL); FULL also survives power loss, at an fsync per commit.
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class HiveConfig(_Strict):
+    """Everything in hive.toml, plus `home`: the directory the file lives in."""
+
+    home: Path
+    servers: ServersSettings = ServersSettings()
+    broker: BrokerSettings = BrokerSettings()
+    tokens: TokenSettings = TokenSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @property
+    def secret_path(self) -> Path:
+        return self.home / "secret"
+
+    @property
+    def applied_dir(self) -> Path:
+        return self.home / "applied"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.home / "agents"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def db_path(self, server: str) -> Path:
+        return self.home / "state" / f"{server}.sqlite"
+
+    def listen(self, server: str) -> Listen:
+        listen: Listen = getattr(self.servers, server)
+        if listen.socket is not None and not listen.socket.is_absolute():
+            return listen.model_copy(update={"socket": self.home / listen.socket})
+        return listen
+
+
+def load_hive_config(home: Path) -> HiveConfig:
+    path = home / HIVE_TOML
+    if not path.is_file():
+        raise ConfigError(path, [("", "not found; run `hive init` to create the hive home")])
+    data = _read_toml(path)
+    data["home"] = home.resolve()
+    return _validate(HiveConfig, data, path)
+
+
+HIVE_TOML_TEMPLATE: Final = """\
+# hyperhive settings. Relative paths are under this file's directory (the hive home).
+
+[servers.broker]
+host = "127.0.0.1"
+port = 7801
+# socket = "run/broker.sock"   # a unix socket too (created 0600 in a 0700 directory)
+
+[broker]
+max_body_bytes = 65536          # largest message body, in bytes of UTF-8
+inbox_cap = 10000               # undelivered messages per inbox before sends are refused
+lease_seconds = 120             # recv(ack=false): unacked messages come back after this
+retention_days = 30             # delivered messages older than this are deleted
+
+[broker.reminders]
+max_pending = 100               # pending reminders per agent
+min_delay_seconds = 5
+max_per_minute = 20             # reminders an agent may create per minute
+max_horizon_days = 365
+
+[tokens]
+ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` (30 days)
+
+[storage]
+synchronous = "normal"          # "full" also survives power loss, at an fsync per commit
+"""
+
+
+# --------------------------------------------------------------------------------------- agent.toml
+
+_MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,99}$")
+_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_MCP_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class HttpMcpServer(_Strict):
+    type: Literal["http"]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    headers: dict[str, str] = {}
+
+
+class StdioMcpServer(_Strict):
+    type: Literal["stdio"]
+    command: Annotated[str, Field(min_length=1)]
+    args: list[str] = []
+    env: dict[str, str] = {}
+
+
+McpServer = Annotated[HttpMcpServer | StdioMcpServer, Field(discriminator="type")]
+
+
+class AgentConfig(_Strict):
+    role: Literal["agent", "manager"] = "agent"
+    model: str = DEFAULT_MODEL
+    # Per hyperhive server, the exact tools this agent may call; a server left out gets the role default.
+    tools: dict[str, list[str]] = {}
+    # Names this agent may send to (and remind): agents, "operator", or "*" for everyone.
+    allowed_recipients: list[str] = [BROADCAST]
+    # Claude Code allowedTools patterns for Bash, e.g. "git diff:*".
+    bash: list[Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\n()]+$")]] = []
+    mcp_servers: dict[str, McpServer] = {}
+    env: dict[str, str] = {}
+    prompt: Annotated[str, Field(max_length=20_000)] = ""
+
+    @property
+    def principal_role(self) -> Role:
+        return Role(self.role)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, model: str) -> str:
+        if not _MODEL_RE.match(model):
+            raise ValueError(f"{model!r} is not a model name (e.g. 'sonnet' or 'claude-sonnet-4-5')")
+        return model
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, tools: dict[str, list[str]]) -> dict[str, list[str]]:
+        for server, names in tools.items():
+            catalog = CATALOG.get(server)
+            if catalog is None:
+                raise ValueError(f"unknown server {server!r}; servers: {', '.join(CATALOG)}")
+            for name in names:
+                access = catalog.get(name)
+                if access is None:
+                    raise ValueError(f"{server} has no tool {name!r}; tools: {', '.join(catalog)}")
+                if not access.grantable:
+                    raise ValueError(f"{server}.{name} is an {access.kind} and cannot be granted to an agent")
+        return tools
+
+    @field_validator("allowed_recipients")
+    @classmethod
+    def _recipients(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name in (BROADCAST, OPERATOR):
+                continue
+            try:
+                check_agent_name(name)
+            except InvalidName as e:
+                raise ValueError(f"{e}; use agent names, 'operator' or '*'") from None
+        return names
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not _ENV_RE.match(key):
+                raise ValueError(f"{key!r} is not an environment variable name")
+        return env
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_names(cls, servers: dict[str, Any]) -> dict[str, Any]:
+        for name in servers:
+            if not _MCP_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a server name (lowercase letters, digits, '-', '_')")
+            if name in CATALOG:
+                raise ValueError(f"{name!r} is a hyperhive server; name the extra server differently")
+        return servers
+
+    def allowed_tools(self, server: str) -> frozenset[str]:
+        if server in self.tools:
+            return frozenset(self.tools[server])
+        return role_default(server, self.principal_role)
+
+    def may_send_to(self, recipient: str) -> bool:
+        return BROADCAST in self.allowed_recipients or recipient in self.allowed_recipients
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    return parse_agent_config(path.read_text(encoding="utf-8"), path)
+
+
+def parse_agent_config(text: str, path: Path | str) -> AgentConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [("", f"invalid TOML: {e}")]) from None
+    return _validate(AgentConfig, data, Path(path))
+
+
+def agent_toml_template(role: Literal["agent", "manager"] = "agent", model: str = DEFAULT_MODEL) -> str:
+    return f"""\
+# hyperhive agent config. Edits take effect when the operator approves them.
+role = "{role}"
+model = "{model}"
+
+# Who this agent may message: agent names, "operator", or "*" for everyone.
+allowed_recipients = ["*"]
+
+# Shell commands Claude Code may run, as allowedTools patterns ("git diff:*").
+bash = []
+
+# Extra instructions appended to the system prompt.
+prompt = ""
+
+# The exact tools this agent may call, per hyperhive server; a server left out gets the
+# defaults of the role. For example:
+# [tools]
+# broker = ["send", "recv", "recv_batch", "ack", "thread", "remind"]
+
+# Environment variables for the agent's Claude Code.
+# [env]
+# LANG = "C.UTF-8"
+
+# Extra MCP servers only this agent uses.
+# [mcp_servers.search]
+# type = "http"
+# url = "http://127.0.0.1:9000/mcp"
+"""
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [("", f"invalid TOML: {e}")]) from None
+    except OSError as e:
+        raise ConfigError(path, [("", e.strerror or str(e))]) from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(path, [_problem(err) for err in e.errors()]) from None
+
+
+def _problem(err: Any) -> tuple[str, str]:
+    field = ".".join(str(part) for part in err["loc"])
+    reason: str = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        reason = "unknown setting (check the spelling)"
+    return field, reason

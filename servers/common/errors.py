@@ -1,0 +1,13 @@
+"""The one error a tool raises on purpose."""
+
+from __future__ import annotations
+
+from fastmcp.exceptions import ToolError
+
+
+class Refused(ToolError):
+    """A call that cannot be done as asked. The message says what was wrong and what to do.
+
+    It is a ToolError, so FastMCP passes the message to the caller verbatim and nothing else
+    (no traceback, no internals) leaves the server.
+    """

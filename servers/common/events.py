@@ -1,0 +1,104 @@
+"""Helper events: what the hive tells agents (mostly the manager) about itself.
+
+Servers post them to the broker with `post_event` (service principal); they arrive as messages
+from sender `system` with the event as structured data and `summary()` as the readable body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+AgentName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,10}$")]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+
+class ApprovalResolved(_Event):
+    type: Literal["approval_resolved"] = "approval_resolved"
+    request_id: int
+    request: Literal["apply_commit", "spawn"]
+    agent: AgentName
+    outcome: Literal["applied", "denied", "failed"]
+    by: str
+    note: str | None = None  # the operator's note on a denial
+    error: str | None = None  # why applying failed
+
+    def summary(self) -> str:
+        what = f"request #{self.request_id} ({self.request.replace('_', ' ')} for {self.agent})"
+        if self.outcome == "applied":
+            return f"{what} was approved by {self.by} and applied"
+        if self.outcome == "denied":
+            return f"{what} was denied by {self.by}" + (f": {self.note}" if self.note else "")
+        return f"{what} was approved by {self.by} but failed: {self.error or 'unknown error'}"
+
+
+class Spawned(_Event):
+    type: Literal["spawned"] = "spawned"
+    agent: AgentName
+    sha: str | None = None
+
+    def summary(self) -> str:
+        return f"agent {self.agent} was spawned" + (f" from {self.sha[:12]}" if self.sha else "")
+
+
+class Rebuilt(_Event):
+    type: Literal["rebuilt"] = "rebuilt"
+    agent: AgentName
+    sha: str | None = None
+
+    def summary(self) -> str:
+        return f"agent {self.agent} was rebuilt" + (f" at {self.sha[:12]}" if self.sha else "")
+
+
+class Killed(_Event):
+    type: Literal["killed"] = "killed"
+    agent: AgentName
+    by: str
+
+    def summary(self) -> str:
+        return f"agent {self.agent} was killed by {self.by}"
+
+
+class Destroyed(_Event):
+    type: Literal["destroyed"] = "destroyed"
+    agent: AgentName
+    purged: bool = False
+
+    def summary(self) -> str:
+        return f"agent {self.agent} was destroyed" + (" and its state purged" if self.purged else "")
+
+
+class ContainerCrash(_Event):
+    type: Literal["container_crash"] = "container_crash"
+    agent: AgentName
+    exit_code: int | None = None
+    signal: str | None = None
+    restarts: int = 0
+
+    def summary(self) -> str:
+        how = f"signal {self.signal}" if self.signal else f"exit code {self.exit_code}"
+        return f"agent {self.agent} crashed ({how}; {self.restarts} restarts so far)"
+
+
+class OperatorAnswered(_Event):
+    type: Literal["operator_answered"] = "operator_answered"
+    question_id: int
+    question: str
+    answer: str
+
+    def summary(self) -> str:
+        return f"question #{self.question_id} ({self.question!r}) was answered: {self.answer}"
+
+
+HelperEvent = Annotated[
+    ApprovalResolved | Spawned | Rebuilt | Killed | Destroyed | ContainerCrash | OperatorAnswered,
+    Field(discriminator="type"),
+]
+HELPER_EVENT: TypeAdapter[HelperEvent] = TypeAdapter(HelperEvent)

@@ -1,0 +1,78 @@
+"""Allow-lists, enforced by every server: one decision function and one middleware.
+
+Role defaults come from the catalog; an agent's `agent.toml` narrows or widens them with
+`[tools] <server> = [...]`. Operator and service tools can never be granted to agents.
+A tool a caller may not use is absent from its tools/list, and calling it is refused with
+a ToolError that names the missing permission (`<server>.<tool>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mcp_types as mt
+from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import Tool, ToolResult
+
+from .agents import AgentRegistry
+from .catalog import CATALOG
+from .config import AgentConfig
+from .principals import Principal, Role
+from .tokens import current_principal
+
+
+def refusal(server: str, tool: str, principal: Principal | None, config: AgentConfig | None) -> str | None:
+    """None if `principal` may call `server.tool`, else the reason it may not (one sentence)."""
+    access = CATALOG.get(server, {}).get(tool)
+    permission = f"{server}.{tool}"
+    if access is None:
+        return f"Unknown tool: {tool!r}"
+    if principal is None:
+        return f"permission denied: {permission} needs an authenticated caller"
+    if principal.role in (Role.OPERATOR, Role.SERVICE):
+        if principal.role in access.roles:
+            return None
+        return f"permission denied: {permission} is an {access.kind}; {principal} may not call it"
+    if config is None:
+        return f"permission denied: {principal.name} has no applied config, so it holds no tools"
+    if tool in config.allowed_tools(server):
+        return None
+    if not access.grantable:
+        return f"permission denied: {permission} is an {access.kind}; agents may not call it"
+    approver = "the operator" if principal.role is Role.MANAGER else "the manager"
+    return (
+        f"permission denied: {principal.name} lacks {permission}; ask {approver} to add "
+        f'"{tool}" to [tools] {server} in its agent.toml'
+    )
+
+
+class AllowListMiddleware(Middleware):
+    """Hides and refuses the tools of `server` that the caller's policy does not allow."""
+
+    def __init__(self, server: str, agents: AgentRegistry) -> None:
+        self.server = server
+        self.agents = agents
+
+    async def _refusal(self, tool: str) -> str | None:
+        principal = current_principal()
+        config = await self.agents.lookup(principal.name) if principal and principal.is_agent else None
+        return refusal(self.server, tool, principal, config)
+
+    async def on_list_tools(
+        self,
+        context: MiddlewareContext[mt.ListToolsRequest],
+        call_next: CallNext[mt.ListToolsRequest, Sequence[Tool]],
+    ) -> Sequence[Tool]:
+        tools = await call_next(context)
+        return [tool for tool in tools if await self._refusal(tool.name) is None]
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        reason = await self._refusal(context.message.name)
+        if reason is not None:
+            raise ToolError(reason)
+        return await call_next(context)

@@ -1,0 +1,43 @@
+"""Who is calling: a principal is a name and a role, taken from a verified token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .names import OPERATOR, SERVICE_PREFIX, InvalidName, check_agent_name
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    MANAGER = "manager"
+    OPERATOR = "operator"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+
+    @property
+    def is_agent(self) -> bool:
+        """An agent or the manager: a principal whose policy comes from its agent.toml."""
+        return self.role in (Role.AGENT, Role.MANAGER)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.role})"
+
+
+def principal_for(name: str, role: Role) -> Principal:
+    """Build a principal, checking that the name fits the role."""
+    if role is Role.OPERATOR:
+        if name != OPERATOR:
+            raise InvalidName(f"the operator principal is named {OPERATOR!r}, not {name!r}")
+    elif role is Role.SERVICE:
+        server = name.removeprefix(SERVICE_PREFIX)
+        if not name.startswith(SERVICE_PREFIX) or not server.isidentifier():
+            raise InvalidName(f"service principals are named 'service:<server>', not {name!r}")
+    else:
+        check_agent_name(name)
+    return Principal(name, role)

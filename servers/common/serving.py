@@ -1,0 +1,190 @@
+"""Serve a hyperhive FastMCP server over streamable HTTP on loopback TCP and/or a unix socket.
+
+The unix socket is created 0600 inside a 0700 directory; Host/Origin protection is on; SIGTERM
+and SIGINT stop the server gracefully: `before_shutdown` runs first (the broker uses it to
+release waiting long-polls), then open requests get a few seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Generator
+from pathlib import Path
+
+import uvicorn
+from fastmcp import FastMCP
+from starlette.applications import Starlette
+
+from .config import Listen
+
+log = logging.getLogger("hyperhive.serving")
+
+MCP_PATH = "/mcp"
+
+
+class ListenError(Exception):
+    """The server cannot listen where it was told to; the message says why."""
+
+
+def http_app(mcp: FastMCP) -> Starlette:
+    """The ASGI app for one of our servers: streamable HTTP at /mcp, Host/Origin checks on."""
+    # The SDK validates Mcp-Param-* headers against the called tool's schema; without this lookup
+    # it lists every tool through the whole middleware chain on each call (about half the cost of
+    # a call). None of our tools declare header parameters, so there is nothing to validate.
+    mcp._mcp_server.get_tool_input_schema = lambda name: None
+    return mcp.http_app(path=MCP_PATH, host_origin_protection=True)
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ListenError(
+                f"{host}:{port} is in use; stop the other server or pick another port"
+            ) from None
+        raise ListenError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_unix(path: Path) -> socket.socket:
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = directory.stat()
+    if st.st_uid != os.geteuid():
+        raise ListenError(f"{directory} belongs to another user; the socket directory must be ours")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        directory.chmod(0o700)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ListenError(f"{path} exists and is not a socket; move it away")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket of a server that is gone
+        else:
+            raise ListenError(f"another server is listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        path.chmod(0o600)
+    except OSError as e:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {e.strerror}") from None
+    sock.listen(1024)
+    return sock
+
+
+def endpoint_urls(sockets: list[socket.socket]) -> list[str]:
+    urls = []
+    for sock in sockets:
+        if sock.family == socket.AF_UNIX:
+            urls.append(f"unix:{sock.getsockname()}")
+        else:
+            host, port = sock.getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            urls.append(f"http://{host}:{port}{MCP_PATH}")
+    return urls
+
+
+class _Server(uvicorn.Server):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        before_shutdown: Callable[[], Awaitable[None]] | None,
+        on_ready: Callable[[], None] | None,
+    ) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+        self._on_ready = on_ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # serve() installs its own handlers; uvicorn's would re-raise the signal after shutdown.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_ready is not None:
+            self._on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._before_shutdown is not None:
+            await self._before_shutdown()
+        await super().shutdown(sockets=sockets)
+
+
+async def serve(
+    app: Starlette,
+    listen: Listen,
+    *,
+    before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    on_ready: Callable[[list[str]], None] | None = None,
+    stop: asyncio.Event | None = None,
+    graceful_seconds: int = 5,
+) -> None:
+    """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs."""
+    sockets: list[socket.socket] = []
+    try:
+        if listen.port is not None:
+            sockets.append(bind_tcp(listen.host, listen.port))
+        if listen.socket is not None:
+            sockets.append(bind_unix(listen.socket))
+        urls = endpoint_urls(sockets)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_seconds,
+        )
+        server = _Server(config, before_shutdown, (lambda: on_ready(urls)) if on_ready else None)
+
+        def request_exit() -> None:
+            server.should_exit = True
+
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread: caller stops us
+                loop.add_signal_handler(sig, request_exit)
+                handled.append(sig)
+        watcher = asyncio.create_task(_exit_when_set(stop, request_exit)) if stop else None
+        try:
+            await server.serve(sockets=sockets)
+        finally:
+            if watcher:
+                watcher.cancel()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+    finally:
+        _close(sockets)
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        if sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                Path(sock.getsockname()).unlink()
+        sock.close()
+
+
+async def _exit_when_set(stop: asyncio.Event, request_exit: Callable[[], None]) -> None:
+    await stop.wait()
+    request_exit()

@@ -1,0 +1,145 @@
+"""`hive up`: run every hyperhive server as its own process and keep them running.
+
+Servers start in order and stop in reverse order. A server that dies is restarted with
+backoff; one that keeps dying stops the hive with an error. Children get SIGTERM if this
+process dies, so nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .common.config import HiveConfig
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, then give up
+RESTART_WINDOW = 60.0
+
+Echo = Callable[[str], None]
+
+
+def _die_with_parent() -> None:
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class _Child:
+    name: str
+    process: asyncio.subprocess.Process | None = None
+    urls: list[str] = field(default_factory=list)
+    crashes: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, config: HiveConfig, servers: list[str], echo: Echo) -> None:
+        self.config = config
+        self.children = [_Child(name) for name in servers]
+        self.echo = echo
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            for child in self.children:
+                if not await self._start(child):
+                    return 1
+            self._announce()
+            watchers = [asyncio.create_task(self._watch(child)) for child in self.children]
+            stop = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait([stop, *watchers], return_when=asyncio.FIRST_COMPLETED)
+            failed = stop not in done
+            for task in [stop, *watchers]:
+                task.cancel()
+            return 1 if failed else 0
+        finally:
+            await self._stop_all()
+
+    async def _start(self, child: _Child) -> bool:
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hyperhive.servers.cli",
+            "serve",
+            child.name,
+            "--home",
+            str(self.config.home),
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # our signal handling decides when children stop
+            preexec_fn=_die_with_parent,
+        )
+        child.urls = []
+        assert child.process.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                line = await asyncio.wait_for(child.process.stdout.readline(), deadline - time.monotonic())
+            except TimeoutError:
+                self.echo(f"✗ {child.name} did not start within {START_TIMEOUT:.0f} s")
+                return False
+            if not line:
+                code = await child.process.wait()
+                self.echo(f"✗ {child.name} exited with code {code} while starting (its log is above)")
+                return False
+            text = line.decode().strip()
+            if text == f"{child.name} ready":
+                break
+            if " listening on " in text:
+                child.urls.append(text.split(" listening on ", 1)[1])
+        return True
+
+    def _announce(self) -> None:
+        self.echo(f"◆ hive up · home {self.config.home}")
+        for child in self.children:
+            self.echo(f"  {child.name:<10} {'  '.join(child.urls)}")
+        self.echo("  operator token: `hive token operator` · stop: Ctrl-C")
+
+    async def _watch(self, child: _Child) -> None:
+        """Wait for `child` to exit; restart it with backoff. Returns when it keeps dying."""
+        while True:
+            assert child.process is not None and child.process.stdout is not None
+            async for line in child.process.stdout:
+                self.echo(f"  {child.name}: {line.decode().rstrip()}")
+            code = await child.process.wait()
+            if self.stopping.is_set():
+                return
+            now = time.monotonic()
+            child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW] + [now]
+            if len(child.crashes) > MAX_RESTARTS:
+                self.echo(f"✗ {child.name} exited {len(child.crashes)} times in a minute; stopping the hive")
+                return
+            delay = 2 ** (len(child.crashes) - 1)
+            self.echo(f"✗ {child.name} exited with code {code}; restarting in {delay} s")
+            await asyncio.sleep(delay)
+            if not await self._start(child):
+                return
+
+    async def _stop_all(self) -> None:
+        for child in reversed(self.children):
+            process = child.process
+            if process is None or process.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                self.echo(f"✗ {child.name} did not stop within {STOP_TIMEOUT:.0f} s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        self.echo("◆ hive stopped")
+
+
+def run_hive(config: HiveConfig, servers: list[str], echo: Echo) -> int:
+    return asyncio.run(Supervisor(config, servers, echo).run())
