@@ -25,6 +25,7 @@ from .common.config import (
     load_agent_config,
     load_hive_config,
 )
+from .common.files import write_atomic
 from .common.names import MANAGER, OPERATOR, SERVICE_PREFIX, InvalidName
 from .common.principals import Principal, Role, principal_for
 from .common.serving import ListenError, http_app, serve
@@ -94,7 +95,7 @@ def init_home(home: Path) -> list[str]:
     manager_toml = config.applied_dir / MANAGER / AGENT_TOML
     if not manager_toml.exists():
         manager_toml.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        manager_toml.write_text(agent_toml_template("manager"))
+        write_atomic(manager_toml, agent_toml_template("manager"))
         created.append(str(manager_toml.relative_to(config.home)))
     return created
 

@@ -139,6 +139,7 @@ class Broker:
         if to == BROADCAST:
             if config is not None and not config.may_send_to(BROADCAST):
                 raise Refused("broadcast ('*') is not in your allowed_recipients; send to each agent instead")
+            await self.agents.refresh()  # rare and cheap: reach an agent created a moment ago too
             names = [name for name in self.agents.names() if name != me.name]
             if not names:
                 raise Refused("there are no other agents to broadcast to")

@@ -1,4 +1,4 @@
-"""What the broker's tools return. Fields that are null are left out: agents read these."""
+"""What the broker's tools return. Optional fields that are null are left out: agents read these."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ class _Compact(BaseModel):
 
     @model_serializer(mode="wrap")
     def _drop_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only optional fields: a required field that is null (recv's `message`) says something.
         data: dict[str, Any] = handler(self)
-        return {key: value for key, value in data.items() if value is not None}
+        fields = type(self).model_fields
+        return {k: v for k, v in data.items() if v is not None or (k in fields and fields[k].is_required())}
 
 
 class Message(_Compact):

@@ -1,15 +1,15 @@
 """The set of agents and their policies, read from the applied configs on disk.
 
-`applied/<name>/agent.toml` is written only by the lifecycle server after an approval; every
-server reads it through an AgentRegistry, which rescans in the background (and at once when
-asked about a name it does not know) so a new, changed or destroyed agent takes effect quickly.
+`applied/<name>/agent.toml` is written only by the lifecycle server after an approval, always
+atomically (files.write_atomic), so a scan never reads half a file. Every server reads it through
+an AgentRegistry, which rescans in the background (and at once when asked about a name it does
+not know) so a new, changed or destroyed agent takes effect within a second.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +29,9 @@ class _Seen:
 
 
 class AgentRegistry:
-    def __init__(self, applied_dir: Path, *, min_rescan_interval: float = 0.2) -> None:
+    def __init__(self, applied_dir: Path) -> None:
         self.applied_dir = applied_dir
         self._seen: dict[str, _Seen] = {}
-        self._min_rescan_interval = min_rescan_interval
-        self._last_scan = -1e9
         self._scan_lock = anyio.Lock()
 
     # --------------------------------------------------------------------------------- reading
@@ -49,18 +47,20 @@ class AgentRegistry:
         return {name: seen.error for name, seen in self._seen.items() if seen.error}
 
     async def lookup(self, name: str) -> AgentConfig | None:
-        """Like get(), but an unknown name triggers a (rate-limited) rescan first."""
+        """Like get(), but an agent that appeared since the last scan is found at once."""
         config = self.get(name)
-        if config is None and time.monotonic() - self._last_scan >= self._min_rescan_interval:
-            await self.refresh()
-            config = self.get(name)
+        if config is None and is_agent_name(name):
+            # One stat decides: only a name whose agent.toml now exists is worth a rescan.
+            path = self.applied_dir / name / AGENT_TOML
+            if await anyio.to_thread.run_sync(path.exists):
+                await self.refresh()
+                config = self.get(name)
         return config
 
     # -------------------------------------------------------------------------------- scanning
     async def refresh(self) -> None:
         async with self._scan_lock:
             self._seen = await anyio.to_thread.run_sync(self._scan, self._seen)
-            self._last_scan = time.monotonic()
 
     async def watch(self, interval: float = 1.0) -> None:
         """Rescan forever; run it in a task group and cancel it to stop."""

@@ -27,13 +27,14 @@ class ToolAccess:
 
     @property
     def kind(self) -> str:
+        """What the tool is, for messages: 'an agent tool', 'a manager tool', ..."""
         if Role.AGENT in self.roles:
-            return "agent tool"
+            return "an agent tool"
         if Role.MANAGER in self.roles:
-            return "manager tool"
+            return "a manager tool"
         if Role.OPERATOR in self.roles:
-            return "operator tool"
-        return "service tool"
+            return "an operator tool"
+        return "a service tool"
 
 
 def _access(*roles: Role) -> ToolAccess:

@@ -3,14 +3,17 @@
     async with HiveClient.for_server(config, "broker", token) as broker:
         sent = await broker.call("send", {"to": "alice", "body": "hi"}, result=SendResult)
 
-The client survives server restarts: a call that finds the server down (connection refused,
-so nothing was sent) is retried with backoff for `retry_seconds`; a connection lost mid-call is
-reported (the call may or may not have taken effect) and the next call reconnects.
+The client survives server restarts. A call that provably never reached the server (every
+connection attempt was refused) is retried with backoff for `retry_seconds`; a call that may
+have reached it fails with ServerUnavailable, so nothing is ever done twice. Either way the
+next call starts a fresh session.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import time
 from collections.abc import Callable, Generator
 from contextlib import AsyncExitStack
@@ -63,16 +66,6 @@ def server_address(config: HiveConfig, server: str) -> ServerAddress:
     raise ServerUnavailable(f"{server} has no fixed address in hive.toml (port 0 and no socket)")
 
 
-class _Bearer(httpx2.Auth):
-    def __init__(self, token: TokenSource) -> None:
-        self._token = token
-
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        token = self._token() if callable(self._token) else self._token
-        request.headers["Authorization"] = f"Bearer {token}"
-        yield request
-
-
 class HiveClient:
     def __init__(
         self,
@@ -83,9 +76,10 @@ class HiveClient:
         retry_seconds: float = 10.0,
     ) -> None:
         self.address = address
-        self._auth = _Bearer(token)
         self.timeout = timeout
         self.retry_seconds = retry_seconds
+        self._auth = _Bearer(token)
+        self._wire = _CountingTransport(address.socket)
         self._client: Client[Any] | None = None
         self._session = AsyncExitStack()
         self._refused = False
@@ -101,6 +95,11 @@ class HiveClient:
         await self.close()
 
     async def close(self) -> None:
+        """End the session and close its connections. The client may be used again after."""
+        await self._end_session()
+        await self._wire.close_pool()
+
+    async def _end_session(self) -> None:
         session, self._session, self._client = self._session, AsyncExitStack(), None
         try:
             await session.aclose()
@@ -144,6 +143,7 @@ class HiveClient:
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.1
         while True:
+            sent_before = self._wire.maybe_delivered
             try:
                 client = await self._connect()
                 outcome = await client.call_tool(
@@ -151,15 +151,17 @@ class HiveClient:
                 )
                 break
             except Exception as e:
-                await self.close()
+                maybe_sent = self._wire.maybe_delivered != sent_before
+                await self._end_session()
                 if self._refused:
                     raise AuthRefused(f"{self.address.name} refused the token (401)") from None
-                if not _never_sent(e):
+                if maybe_sent:  # it may have taken effect: never repeat it
                     raise ServerUnavailable(
                         f"call to {self.address.name}.{tool} failed: {_reason(e)}"
                     ) from None
                 if time.monotonic() + delay > deadline:
-                    raise ServerUnavailable(f"cannot reach {self.address}: {_reason(e)}") from None
+                    why = self._wire.last_refusal or _reason(e)
+                    raise ServerUnavailable(f"cannot reach {self.address}: {why}") from None
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if outcome.is_error:
@@ -174,7 +176,7 @@ class HiveClient:
             client = await self._connect()
             return [tool.name for tool in await client.list_tools()]
         except Exception as e:
-            await self.close()
+            await self._end_session()
             if self._refused:
                 raise AuthRefused(f"{self.address.name} refused the token (401)") from None
             raise ServerUnavailable(f"listing tools of {self.address.name} failed: {_reason(e)}") from None
@@ -198,9 +200,8 @@ class HiveClient:
         auth: httpx2.Auth | None = None,
         **_: Any,
     ) -> httpx2.AsyncClient:
-        transport = httpx2.AsyncHTTPTransport(uds=str(self.address.socket)) if self.address.socket else None
         return httpx2.AsyncClient(
-            transport=transport,
+            transport=self._wire,
             headers=headers,
             auth=auth,
             # Long-polls hold a request for up to 180 s; the server pings SSE streams every 15 s.
@@ -213,19 +214,66 @@ class HiveClient:
             self._refused = True
 
 
+class _Bearer(httpx2.Auth):
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        token = self._token() if callable(self._token) else self._token
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+class _CountingTransport(httpx2.AsyncBaseTransport):
+    """Counts the requests that may have reached the server: all but those whose connect failed.
+
+    The MCP client reports a dead connection as "Connection closed" whether or not the request
+    went out; this count is what tells the two apart.
+    """
+
+    def __init__(self, socket: Path | None) -> None:
+        self._socket = socket
+        self._inner = self._new_pool()
+        self.maybe_delivered = 0
+        self.last_refusal: str | None = None
+
+    def _new_pool(self) -> httpx2.AsyncHTTPTransport:
+        return httpx2.AsyncHTTPTransport(
+            uds=str(self._socket) if self._socket else None, verify=_tls_context()
+        )
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx2.ConnectError as e:
+            self.last_refusal = str(e) or "connection refused"
+            raise  # refused or unreachable: nothing was sent
+        except BaseException:
+            self.maybe_delivered += 1
+            raise
+        self.maybe_delivered += 1
+        return response
+
+    async def aclose(self) -> None:
+        # Called when a session ends; the pool is shared by the client's sessions and outlives them.
+        pass
+
+    async def close_pool(self) -> None:
+        pool, self._inner = self._inner, self._new_pool()
+        await pool.aclose()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~50 ms; every client would otherwise do it again.
+    return ssl.create_default_context()
+
+
 def _causes(error: BaseException) -> Generator[BaseException, None, None]:
     seen: BaseException | None = error
     while seen is not None:
         yield seen
         seen = seen.__cause__ or seen.__context__
-
-
-def _never_sent(error: BaseException) -> bool:
-    """True if the request cannot have reached the server (it refused the connection)."""
-    return any(
-        isinstance(e, httpx2.ConnectError | ConnectionRefusedError | FileNotFoundError)
-        for e in _causes(error)
-    )
 
 
 def _reason(error: BaseException) -> str:

@@ -231,7 +231,7 @@ class AgentConfig(_Strict):
                 if access is None:
                     raise ValueError(f"{server} has no tool {name!r}; tools: {', '.join(catalog)}")
                 if not access.grantable:
-                    raise ValueError(f"{server}.{name} is an {access.kind} and cannot be granted to an agent")
+                    raise ValueError(f"{server}.{name} is {access.kind}; agents cannot be granted it")
         return tools
 
     @field_validator("allowed_recipients")

@@ -83,8 +83,10 @@ class ContainerCrash(_Event):
     restarts: int = 0
 
     def summary(self) -> str:
-        how = f"signal {self.signal}" if self.signal else f"exit code {self.exit_code}"
-        return f"agent {self.agent} crashed ({how}; {self.restarts} restarts so far)"
+        how = [f"signal {self.signal}"] if self.signal else []
+        how += [f"exit code {self.exit_code}"] if self.exit_code is not None else []
+        how.append(f"{self.restarts} restart{'' if self.restarts == 1 else 's'} so far")
+        return f"agent {self.agent} crashed ({'; '.join(how)})"
 
 
 class OperatorAnswered(_Event):

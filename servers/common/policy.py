@@ -33,13 +33,13 @@ def refusal(server: str, tool: str, principal: Principal | None, config: AgentCo
     if principal.role in (Role.OPERATOR, Role.SERVICE):
         if principal.role in access.roles:
             return None
-        return f"permission denied: {permission} is an {access.kind}; {principal} may not call it"
+        return f"permission denied: {permission} is {access.kind}; {principal} may not call it"
     if config is None:
         return f"permission denied: {principal.name} has no applied config, so it holds no tools"
     if tool in config.allowed_tools(server):
         return None
     if not access.grantable:
-        return f"permission denied: {permission} is an {access.kind}; agents may not call it"
+        return f"permission denied: {permission} is {access.kind}; agents may not call it"
     approver = "the operator" if principal.role is Role.MANAGER else "the manager"
     return (
         f"permission denied: {principal.name} lacks {permission}; ask {approver} to add "

@@ -26,7 +26,7 @@ class Principal:
         return self.role in (Role.AGENT, Role.MANAGER)
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.role})"
+        return self.name if self.name == self.role else f"{self.name} ({self.role})"
 
 
 def principal_for(name: str, role: Role) -> Principal:

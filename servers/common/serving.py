@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 
@@ -44,16 +45,16 @@ def http_app(mcp: FastMCP) -> Starlette:
 
 def bind_tcp(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets that say so,
+    # and without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise ListenError(
-                f"{host}:{port} is in use; stop the other server or pick another port"
-            ) from None
+            raise ListenError(f"{host}:{port} is in use; stop the other server or use another port") from None
         raise ListenError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     sock.listen(1024)
     sock.set_inheritable(True)
@@ -127,6 +128,11 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._before_shutdown is not None:
             await self._before_shutdown()
+            # Let the requests it released finish on open connections first: uvicorn's shutdown
+            # marks in-flight responses "Connection: close", which MCP clients take for a dead session.
+            deadline = time.monotonic() + 2.0
+            while self.server_state.tasks and time.monotonic() < deadline:  # noqa: ASYNC110 (no event to wait on)
+                await asyncio.sleep(0.02)
         await super().shutdown(sockets=sockets)
 
 
@@ -141,11 +147,13 @@ async def serve(
 ) -> None:
     """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs."""
     sockets: list[socket.socket] = []
+    unix_paths: list[Path] = []  # uvicorn closes the sockets, so remember where to clean up
     try:
         if listen.port is not None:
             sockets.append(bind_tcp(listen.host, listen.port))
         if listen.socket is not None:
             sockets.append(bind_unix(listen.socket))
+            unix_paths.append(listen.socket)
         urls = endpoint_urls(sockets)
         config = uvicorn.Config(
             app,
@@ -174,15 +182,15 @@ async def serve(
             for sig in handled:
                 loop.remove_signal_handler(sig)
     finally:
-        _close(sockets)
+        _close(sockets, unix_paths)
 
 
-def _close(sockets: list[socket.socket]) -> None:
+def _close(sockets: list[socket.socket], unix_paths: list[Path]) -> None:
     for sock in sockets:
-        if sock.family == socket.AF_UNIX:
-            with contextlib.suppress(OSError):
-                Path(sock.getsockname()).unlink()
         sock.close()
+    for path in unix_paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 async def _exit_when_set(stop: asyncio.Event, request_exit: Callable[[], None]) -> None:

@@ -1,4 +1,5 @@
-"""What every hyperhive server is: a FastMCP server with hive tokens and the allow-list."""
+"""What every hyperhive server is: a FastMCP server with hive tokens, the allow-list, and
+argument errors a model can act on."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import mcp_types as mt
 from fastmcp import FastMCP
+from fastmcp.exceptions import ValidationError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools.base import ToolResult
+from pydantic import ValidationError as PydanticValidationError
 
 from .agents import AgentRegistry
+from .errors import Refused
 from .policy import AllowListMiddleware
 from .tokens import HiveTokenVerifier
 
@@ -33,8 +40,43 @@ def create_mcp(
         name,
         instructions=instructions,
         auth=HiveTokenVerifier(secret, agents),
-        middleware=[AllowListMiddleware(name, agents)],
+        middleware=[AllowListMiddleware(name, agents), ArgumentErrors()],
         lifespan=lifespan,
         # Unexpected exceptions reach the caller as "Error calling tool 'x'"; the server logs them.
         mask_error_details=True,
     )
+
+
+class ArgumentErrors(Middleware):
+    """Say which arguments were wrong, plainly, instead of pydantic's report with its links."""
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        try:
+            return await call_next(context)
+        except ValidationError as e:
+            cause = e.__cause__
+            if not isinstance(cause, PydanticValidationError):
+                raise
+            name = context.message.name
+            problems = "; ".join(_problem(error) for error in cause.errors())
+            hint = ""
+            if any(error["type"] == "unexpected_keyword_argument" for error in cause.errors()):
+                tool = (
+                    await context.fastmcp_context.fastmcp.get_tool(name) if context.fastmcp_context else None
+                )
+                if tool is not None:
+                    hint = f" ({name} takes: {', '.join(tool.parameters.get('properties', {}))})"
+            raise Refused(f"invalid arguments for {name}: {problems}{hint}") from None
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "arguments"
+    if error["type"] == "unexpected_keyword_argument":
+        return f"{where}: unknown argument"
+    if error["type"] == "missing_argument" or error["type"] == "missing":
+        return f"{where}: required"
+    return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"

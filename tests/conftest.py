@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from hivetest import BrokerEndpoint, BrokerProcess, Hive, in_process_broker
+
+
+@pytest.fixture
+def hive(tmp_path: Path) -> Hive:
+    """A fresh hive home (hive init) with only the manager."""
+    return Hive(tmp_path / "hive")
+
+
+@pytest.fixture
+async def broker(hive: Hive) -> AsyncIterator[BrokerEndpoint]:
+    """The broker over real HTTP on loopback, in-process, with a ManualClock at `broker.clock`."""
+    async with in_process_broker(hive) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def broker_process(hive: Hive) -> Iterator[BrokerProcess]:
+    """`hive serve broker` as a real process (not started; call .start())."""
+    process = BrokerProcess(hive)
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        process.process.kill()
+        process.process.wait()
