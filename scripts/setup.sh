@@ -57,8 +57,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$have" != "$deps[dev]" ] && [ "$have" != "$deps$extras" ]; then
   say "installing hyperhive$extras into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".$extras"
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".$extras"; } \
+      > .venv/pip.log 2>&1; then
+    tail -n 40 .venv/pip.log >&2
+    echo "pip failed; the whole log is in .venv/pip.log" >&2
+    exit 1
+  fi
   echo "$deps$extras" > .venv/.setup-stamp
 fi
 

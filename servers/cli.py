@@ -183,7 +183,7 @@ def _setup_logging() -> None:
 
 
 @main.command(name="serve")
-@click.argument("server", type=click.Choice(sorted(SERVERS)))
+@click.argument("server", type=click.Choice(sorted(SERVERS)), metavar="SERVER")
 @home_option
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen on this loopback port (0: any free one).")
 @click.option(

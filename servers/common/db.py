@@ -1,12 +1,14 @@
 """sqlite for one server: WAL, a busy timeout, versioned migrations, one writer path.
 
 All writes go through `Database.write(fn)`: one transaction at a time on the writer connection,
-shielded from cancellation so a client that disconnects mid-call never leaves half a change.
-Reads use a second, read-only connection and never wait for the writer (WAL).
+each in its own task so a caller that is cancelled (its client went away) can neither interrupt
+it nor leave half a change. Reads use a second, read-only connection and never wait for the
+writer (WAL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -38,6 +40,7 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = anyio.Lock()
+        self._writing: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -51,13 +54,19 @@ class Database:
         if not self.path.exists():
             # Messages are private: create the file 0600 before sqlite does (with the umask).
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode = WAL")
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
-        await self._reader.execute("PRAGMA query_only = ON")
+        try:
+            self._writer = await self._connect()
+            await self._writer.execute("PRAGMA journal_mode = WAL")
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+            await self._reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
+        if self._writing:  # let transactions whose callers were cancelled finish
+            await asyncio.gather(*self._writing, return_exceptions=True)
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -93,18 +102,27 @@ class Database:
 
     # ------------------------------------------------------------------------------------ writes
     async def write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `fn` in one write transaction: committed if it returns, rolled back if it raises."""
-        conn = self._require(self._writer)
-        with anyio.CancelScope(shield=True):
-            async with self._write_lock:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await fn(conn)
-                except BaseException:
-                    await conn.rollback()
-                    raise
-                await conn.commit()
-        return result
+        """Run `fn` in one write transaction: committed if it returns, rolled back if it raises.
+
+        If the caller is cancelled meanwhile, the transaction still runs to its end.
+        """
+        task = asyncio.ensure_future(self._transaction(self._require(self._writer), fn))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return await asyncio.shield(task)
+
+    async def _transaction(
+        self, conn: aiosqlite.Connection, fn: Callable[[aiosqlite.Connection], Awaitable[T]]
+    ) -> T:
+        async with self._write_lock:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = await fn(conn)
+            except BaseException:
+                await conn.rollback()
+                raise
+            await conn.commit()
+            return result
 
     # ------------------------------------------------------------------------------------- reads
     async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:

@@ -1,0 +1,186 @@
+"""Names, hive.toml and agent.toml: good files load, bad ones say file, field and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hyperhive.servers.common.config import (
+    HIVE_TOML_TEMPLATE,
+    AgentConfig,
+    ConfigError,
+    agent_toml_template,
+    load_hive_config,
+    parse_agent_config,
+)
+from hyperhive.servers.common.names import InvalidName, check_agent_name
+from hyperhive.servers.common.principals import Role
+
+
+@pytest.mark.parametrize("name", ["a", "alice", "bob-2", "abcdefghijk", "m0-x"])
+def test_valid_agent_names(name: str) -> None:
+    assert check_agent_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "use 1-11 characters"),
+        ("abcdefghijkl", "use 1-11 characters"),  # 12: too long for nixos-container
+        ("Alice", "lowercase"),
+        ("1abc", "starting with a letter"),
+        ("-abc", "starting with a letter"),
+        ("a_b", "lowercase letters, digits and '-'"),
+        ("../x", "use 1-11"),
+        ("a b", "use 1-11"),
+        ("operator", "reserved"),
+        ("system", "reserved"),
+        ("broker", "reserved"),
+    ],
+)
+def test_invalid_agent_names_say_why(name: str, why: str) -> None:
+    with pytest.raises(InvalidName, match=why):
+        check_agent_name(name)
+
+
+def test_non_string_names_are_refused() -> None:
+    with pytest.raises(InvalidName, match="must be a string"):
+        check_agent_name(42)
+
+
+# ----------------------------------------------------------------------------------- hive.toml
+
+
+def _home(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "hive.toml").write_text(text)
+    return tmp_path
+
+
+def test_the_template_loads_with_the_documented_defaults(tmp_path: Path) -> None:
+    config = load_hive_config(_home(tmp_path, HIVE_TOML_TEMPLATE))
+    assert config.home == tmp_path.resolve()
+    assert config.listen("broker").port == 7801 and config.listen("broker").host == "127.0.0.1"
+    assert config.broker.max_body_bytes == 65_536 and config.broker.inbox_cap == 10_000
+    assert config.broker.retention_days == 30 and config.broker.reminders.max_pending == 100
+    assert config.db_path("broker") == tmp_path.resolve() / "state" / "broker.sqlite"
+
+
+def test_an_empty_hive_toml_means_all_defaults(tmp_path: Path) -> None:
+    assert load_hive_config(_home(tmp_path, "")).broker.lease_seconds == 120
+
+
+def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
+    config = load_hive_config(_home(tmp_path, '[servers.broker]\nsocket = "run/b.sock"\n'))
+    listen = config.listen("broker")
+    assert listen.port is None and listen.socket == tmp_path.resolve() / "run" / "b.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        ("[servers.broker]\nport = 70000\n", "servers.broker.port", "less than or equal to 65535"),
+        ('[servers.broker]\nhost = "0.0.0.0"\nport = 1\n', "servers.broker.host", "not a loopback address"),
+        ('[servers.broker]\nhost = "example.com"\nport = 1\n', "servers.broker.host", "not a loopback"),
+        ("[servers.broker]\n", "servers.broker", "set a port, a socket, or both"),
+        ("[broker]\ninbox_cap = 0\n", "broker.inbox_cap", "greater than or equal to 1"),
+        ("[broker]\ninbox_kap = 5\n", "broker.inbox_kap", "unknown setting"),
+        ('[storage]\nsynchronous = "off"\n', "storage.synchronous", "'normal' or 'full'"),
+        ("[broker.reminders]\nmax_per_minute = -1\n", "broker.reminders.max_per_minute", "greater than"),
+    ],
+)
+def test_bad_hive_toml_names_file_field_and_reason(
+    tmp_path: Path, text: str, field: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_hive_config(_home(tmp_path, text))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'hive.toml'}: {field}: ")
+    assert reason in message
+
+
+def test_invalid_toml_syntax_is_reported_with_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"hive\.toml: invalid TOML: .*line 2"):
+        load_hive_config(_home(tmp_path, "[broker]\ninbox_cap = \n"))
+
+
+def test_missing_hive_toml_says_to_run_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found; run `hive init`"):
+        load_hive_config(tmp_path)
+
+
+# ---------------------------------------------------------------------------------- agent.toml
+
+
+def test_templates_parse_to_their_role() -> None:
+    manager = parse_agent_config(agent_toml_template("manager"), "agent.toml")
+    assert manager.principal_role is Role.MANAGER and manager.model == "sonnet"
+    assert manager.allowed_recipients == ["*"] and manager.tools == {}
+
+
+def test_a_full_agent_toml() -> None:
+    config = parse_agent_config(
+        """
+        role = "agent"
+        model = "claude-sonnet-4-5"
+        allowed_recipients = ["manager", "operator", "bob"]
+        bash = ["git status", "git diff:*"]
+        prompt = "Be brief."
+        [tools]
+        broker = ["send", "recv"]
+        [env]
+        LANG = "C.UTF-8"
+        [mcp_servers.search]
+        type = "http"
+        url = "http://127.0.0.1:9000/mcp"
+        [mcp_servers.local]
+        type = "stdio"
+        command = "my-server"
+        args = ["--fast"]
+        """,
+        "agent.toml",
+    )
+    assert config.allowed_tools("broker") == {"send", "recv"}
+    assert config.may_send_to("bob") and not config.may_send_to("carol") and not config.may_send_to("*")
+    assert config.mcp_servers["local"].type == "stdio"
+
+
+def test_role_defaults_apply_to_servers_left_out() -> None:
+    agent = AgentConfig()
+    assert "send" in agent.allowed_tools("broker") and "post_event" not in agent.allowed_tools("broker")
+    assert "list_messages" not in AgentConfig(role="manager").allowed_tools("broker")
+    assert AgentConfig().may_send_to("anyone")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        ('role = "operator"', "role", "'agent' or 'manager'"),
+        ('model = "a model"', "model", "is not a model name"),
+        ('[tools]\nmailer = ["send"]', "tools", "unknown server 'mailer'; servers: broker"),
+        ('[tools]\nbroker = ["sned"]', "tools", "broker has no tool 'sned'"),
+        (
+            '[tools]\nbroker = ["post_event"]',
+            "tools",
+            "broker.post_event is a service tool; agents cannot be granted",
+        ),
+        ('[tools]\nbroker = ["stats"]', "tools", "broker.stats is an operator tool"),
+        ('allowed_recipients = ["Bob"]', "allowed_recipients", "invalid agent name 'Bob'"),
+        ('bash = ["rm -rf /\\nls"]', "bash.0", "String should match pattern"),
+        ('[env]\n"1X" = "y"', "env", "'1X' is not an environment variable name"),
+        ('[mcp_servers.broker]\ntype = "http"\nurl = "http://x"', "mcp_servers", "is a hyperhive server"),
+        ('[mcp_servers.x]\ntype = "ftp"', "mcp_servers.x", "does not match any of the expected tags"),
+        (
+            '[mcp_servers.x]\ntype = "http"\nurl = "file:///etc"',
+            "mcp_servers.x.http.url",
+            "should match pattern",
+        ),
+        ('colour = "blue"', "colour", "unknown setting"),
+    ],
+)
+def test_bad_agent_toml_names_field_and_reason(text: str, field: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_agent_config(text, "applied/x/agent.toml")
+    message = str(caught.value)
+    assert message.startswith(f"applied/x/agent.toml: {field}: "), message
+    assert reason in message, message

@@ -1,0 +1,224 @@
+"""The rest of the shared kernel: sqlite, events, clock, the agent registry, sockets, packaging."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import sqlite3
+import stat
+import tomllib
+from pathlib import Path
+
+import aiosqlite
+import anyio
+import pytest
+
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.clock import ManualClock, iso, parse_iso
+from hyperhive.servers.common.db import Database, DatabaseError
+from hyperhive.servers.common.events import HELPER_EVENT, ApprovalResolved, ContainerCrash, OperatorAnswered
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.serving import ListenError, bind_tcp, bind_unix
+
+ROOT = Path(__file__).parents[2]
+
+# ----------------------------------------------------------------------------------------- sqlite
+
+V1 = "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+V2 = "ALTER TABLE t ADD COLUMN w TEXT;"
+
+
+async def test_database_migrates_in_order_and_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "x.sqlite"
+    async with Database(path, [V1]) as db:
+        await db.write(lambda c: c.execute("INSERT INTO t (v) VALUES ('a')"))
+    async with Database(path, [V1, V2]) as db:
+        assert await db.fetch_value("PRAGMA user_version") == 2
+        assert await db.fetch_value("PRAGMA journal_mode") == "wal"
+        assert await db.fetch_value("SELECT v FROM t") == "a"
+        assert [row[1] for row in await db.fetch_all("PRAGMA table_info(t)")] == ["id", "v", "w"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite"
+    async with Database(path, [V1, V2]):
+        pass
+    with pytest.raises(DatabaseError, match="schema version 2, newer than this hyperhive knows"):
+        async with Database(path, [V1]):
+            pass
+
+
+async def test_a_failed_migration_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite"
+    with pytest.raises(DatabaseError, match="migration 2 failed"):
+        async with Database(path, [V1, "CREATE TABLE u (a); SELECT * FROM nowhere;"]):
+            pass
+    async with Database(path, [V1]) as db:
+        assert await db.fetch_value("PRAGMA user_version") == 1
+        assert await db.fetch_value("SELECT count(*) FROM sqlite_master WHERE name = 'u'") == 0
+
+
+async def test_a_write_that_raises_is_rolled_back_whole(tmp_path: Path) -> None:
+    async with Database(tmp_path / "x.sqlite", [V1]) as db:
+
+        async def half(conn: aiosqlite.Connection) -> None:
+            await conn.execute("INSERT INTO t (v) VALUES ('first')")
+            await conn.execute("INSERT INTO t (v) VALUES (NULL)")  # violates NOT NULL
+
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.write(half)
+        assert await db.fetch_value("SELECT count(*) FROM t") == 0
+
+
+async def test_a_cancelled_caller_does_not_interrupt_its_write(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite"
+    async with Database(path, [V1]) as db:
+        started = anyio.Event()
+
+        async def slow(conn: aiosqlite.Connection) -> None:
+            await conn.execute("INSERT INTO t (v) VALUES ('one')")
+            started.set()
+            await anyio.sleep(0.2)
+            await conn.execute("INSERT INTO t (v) VALUES ('two')")
+
+        task = asyncio.create_task(db.write(slow))
+        await started.wait()
+        task.cancel()  # a native cancel, as uvicorn does when its graceful timeout runs out
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # Closing waited for the transaction, which ran to its end: both rows, never one.
+    async with Database(path, [V1]) as db:
+        assert await db.fetch_value("SELECT count(*) FROM t") == 2
+
+
+# ----------------------------------------------------------------------------------------- events
+
+
+def test_events_parse_by_type_and_summarise() -> None:
+    event = HELPER_EVENT.validate_python(
+        {"type": "approval_resolved", "request_id": 3, "request": "spawn", "agent": "bob",
+         "outcome": "failed", "by": "operator", "error": "no such commit"}
+    )  # fmt: skip
+    assert isinstance(event, ApprovalResolved)
+    assert event.summary() == "request #3 (spawn for bob) was approved by operator but failed: no such commit"
+    crash = ContainerCrash(agent="bob", signal="SIGKILL", exit_code=137, restarts=1)
+    assert crash.summary() == "agent bob crashed (signal SIGKILL; exit code 137; 1 restart so far)"
+    answered = OperatorAnswered(question_id=9, question="Deploy?", answer="yes")
+    assert answered.summary() == "question #9 ('Deploy?') was answered: yes"
+    with pytest.raises(ValueError, match="agent"):
+        HELPER_EVENT.validate_python({"type": "killed", "agent": "Not Valid", "by": "x"})
+
+
+# ------------------------------------------------------------------------------------------ clock
+
+
+def test_iso_round_trips_and_parse_requires_a_timezone() -> None:
+    assert iso(1_800_000_000.5) == "2027-01-15T08:00:00.500Z"
+    assert parse_iso("2027-01-15T08:00:00.500Z") == 1_800_000_000.5
+    assert parse_iso("2027-01-15T09:00:00+01:00") == 1_800_000_000
+    with pytest.raises(ValueError, match="has no timezone"):
+        parse_iso("2027-01-15T08:00:00")
+    with pytest.raises(ValueError, match="not an ISO 8601 time"):
+        parse_iso("next tuesday")
+
+
+async def test_manual_clock_wakes_waiters_when_advanced() -> None:
+    clock = ManualClock(start=100)
+    wake = anyio.Event()
+    waiter = asyncio.create_task(clock.wait_until(150, wake))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    clock.advance(60)
+    await asyncio.wait_for(waiter, 1)
+    await clock.wait_until(100, anyio.Event())  # already past: returns at once
+
+
+# --------------------------------------------------------------------------------------- registry
+
+
+async def test_registry_sees_new_changed_invalid_and_removed_agents(tmp_path: Path) -> None:
+    registry = AgentRegistry(tmp_path)
+    await registry.refresh()
+    assert registry.names() == []
+    (tmp_path / "alice").mkdir()
+    write_atomic(tmp_path / "alice" / "agent.toml", 'model = "opus"\n')
+    assert (await registry.lookup("alice")) is not None  # found without waiting for a rescan
+    assert registry.get("alice").model == "opus"  # type: ignore[union-attr]
+    write_atomic(tmp_path / "alice" / "agent.toml", 'model = "haiku"\n')
+    await registry.refresh()
+    assert registry.get("alice").model == "haiku"  # type: ignore[union-attr]
+    write_atomic(tmp_path / "alice" / "agent.toml", 'model = "no good"\n')
+    await registry.refresh()
+    assert registry.get("alice").model == "haiku"  # type: ignore[union-attr]  # the last good config stays
+    assert "is not a model name" in registry.errors()["alice"]
+    (tmp_path / "Bad Name").mkdir()
+    write_atomic(tmp_path / "Bad Name" / "agent.toml", "")
+    (tmp_path / "alice" / "agent.toml").unlink()
+    await registry.refresh()
+    assert registry.names() == [] and await registry.lookup("Bad Name") is None
+
+
+# ---------------------------------------------------------------------------------------- sockets
+
+
+def test_tcp_listeners_are_loopback_tcp_so_asyncio_sets_nodelay() -> None:
+    sock = bind_tcp("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # without it every response waits for a delayed ACK
+    finally:
+        sock.close()
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    first = bind_tcp("127.0.0.1", 0)
+    try:
+        with pytest.raises(ListenError, match="is in use; stop the other server or use another port"):
+            bind_tcp("127.0.0.1", first.getsockname()[1])
+    finally:
+        first.close()
+
+
+def test_unix_sockets_are_0600_in_a_0700_directory_and_stale_ones_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "broker.sock"
+    first = bind_unix(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with pytest.raises(ListenError, match="another server is listening"):
+        bind_unix(path)
+    first.close()  # the file stays behind, as after a crash
+    bind_unix(path).close()
+    path.unlink()
+    path.write_text("not a socket")
+    with pytest.raises(ListenError, match="exists and is not a socket"):
+        bind_unix(path)
+
+
+def test_an_existing_socket_directory_is_tightened(tmp_path: Path) -> None:
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o755)
+    bind_unix(directory / "s.sock").close()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+# -------------------------------------------------------------------------------------- packaging
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """Editable installs find new folders anyway; a wheel would silently leave them out."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping = setuptools["package-dir"]
+    found = set()
+    for package, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([package, *relative.parts]))
+    assert set(setuptools["packages"]) == found
+
+
+def test_pins_the_registry_can_serve() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "fastmcp==4.1.2" in dependencies and "mcp==2.3.0" in dependencies
+    assert all(re.match(r"^[a-z0-9-]+(\[[a-z]+\])?(==|>=)", dep) for dep in dependencies)

@@ -1,0 +1,67 @@
+"""The broker's rules without HTTP: what a receiver that is cancelled mid-claim gives back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperhive.servers.broker.mailbox import Broker
+from hyperhive.servers.cli import init_home
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.clock import ManualClock
+from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.principals import Principal, Role
+
+ALICE = Principal("alice", Role.AGENT)
+BOB = Principal("bob", Role.AGENT)
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    init_home(tmp_path)
+    config = load_hive_config(tmp_path)
+    for name in ("alice", "bob"):
+        (config.applied_dir / name).mkdir()
+        write_atomic(config.applied_dir / name / "agent.toml", "")
+    broker = Broker(config, ManualClock(), AgentRegistry(config.applied_dir))
+    async with broker.running():
+        yield broker
+
+
+@pytest.mark.parametrize("ack", [True, False])
+async def test_a_receiver_cancelled_during_its_claim_gives_the_messages_back(
+    broker: Broker, ack: bool
+) -> None:
+    await broker.send(ALICE, "bob", "precious", None)
+    claim = broker.store.claim
+    claiming, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_claim(*args: Any) -> Any:
+        claiming.set()
+        await release.wait()
+        return await claim(*args)
+
+    broker.store.claim = slow_claim  # type: ignore[method-assign]
+    receiver = asyncio.create_task(broker.receive(BOB, 1, 0, ack))
+    await claiming.wait()
+    receiver.cancel()  # the client went away while the claim was running
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    broker.store.claim = claim  # type: ignore[method-assign]
+
+    again = await broker.receive(BOB, 1, 5, ack=True)  # woken when the give-back lands
+    assert [row["body"] for row in again.rows] == ["precious"]
+
+
+async def test_waiters_are_released_by_drain(broker: Broker) -> None:
+    receiver = asyncio.create_task(broker.receive(BOB, 1, 60, ack=True))
+    await asyncio.sleep(0.05)
+    await broker.drain()
+    claimed = await asyncio.wait_for(receiver, 1)
+    assert claimed.rows == [] and claimed.queued == 0
