@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import uvloop
 
 from .common.config import (
     AGENT_TOML,
@@ -216,11 +217,10 @@ def serve_command(server: str, home: Path, port: int | None, socket_path: Path |
         sys.stdout.flush()
 
     try:
-        asyncio.run(
-            serve(
-                http_app(hive_server.mcp), listen, before_shutdown=hive_server.before_shutdown, on_ready=ready
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(
+                serve(http_app(hive_server.mcp), listen, before_shutdown=hive_server.before_shutdown, on_ready=ready)
             )
-        )
     except ListenError as e:
         _fail(str(e))
 

@@ -97,9 +97,7 @@ class Broker:
                 reply_visible_to=None if me.role is Role.OPERATOR else me.name,
             )
         except NotFound:
-            raise Refused(
-                f"unknown in_reply_to {in_reply_to}: no message with that id was sent to or by you"
-            ) from None
+            raise Refused(f"unknown in_reply_to {in_reply_to}: no message with that id was sent to or by you") from None
         except InboxesFull as e:
             whose = "the inbox of " + e.names[0] if len(e.names) == 1 else "every inbox"
             raise Refused(
@@ -208,9 +206,7 @@ class Broker:
         try:
             acked, already = await self.store.ack(me.name, _unique(ids), self.clock.now())
         except NotFound as e:
-            raise Refused(
-                f"not messages of yours: {e}; nothing was acked. Ack only ids you received."
-            ) from None
+            raise Refused(f"not messages of yours: {e}; nothing was acked. Ack only ids you received.") from None
         return AckResult(acked=acked, already_acked=already)
 
     async def lease(self, me: Principal, ids: Sequence[int], seconds: float) -> LeaseResult:
@@ -238,9 +234,7 @@ class Broker:
         try:
             rows = await self.store.thread(message_id, None if me.role is Role.OPERATOR else me.name)
         except NotFound:
-            raise Refused(
-                f"unknown message {message_id}: no message with that id was sent to or by you"
-            ) from None
+            raise Refused(f"unknown message {message_id}: no message with that id was sent to or by you") from None
         return ThreadResult(
             messages=[
                 ThreadMessage(
@@ -262,9 +256,7 @@ class Broker:
         try:
             rows, deliveries = await self.store.list_messages(agent, since, thread, limit)
         except NotFound:
-            raise Refused(
-                f"unknown message {thread}: no message has that id (or retention removed it)"
-            ) from None
+            raise Refused(f"unknown message {thread}: no message has that id (or retention removed it)") from None
         by_message: dict[int, list[Delivery]] = {}
         for d in deliveries:
             by_message.setdefault(d["message_id"], []).append(
@@ -331,9 +323,7 @@ class Broker:
         if isinstance(outcome, tuple):
             limit, count = outcome
             if limit == "pending":
-                raise Refused(
-                    f"you have {count} pending reminders, the limit; cancel some with cancel_reminder first"
-                )
+                raise Refused(f"you have {count} pending reminders, the limit; cancel some with cancel_reminder first")
             oldest = await self.store.oldest_recent_reminder(me.name, now - 60)
             retry = math.ceil(oldest + 60 - now) if oldest is not None else 60
             raise Refused(
@@ -347,8 +337,7 @@ class Broker:
         rows = await self.store.reminders_of(me.name)
         return RemindersResult(
             reminders=[
-                Reminder(id=row["id"], to=row["recipient"], body=row["body"], due_at=iso(row["due_at"]))
-                for row in rows
+                Reminder(id=row["id"], to=row["recipient"], body=row["body"], due_at=iso(row["due_at"])) for row in rows
             ]
         )
 

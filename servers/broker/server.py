@@ -72,9 +72,7 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
 
     @mcp.tool(annotations={"readOnlyHint": False})
     async def send(
-        to: Annotated[
-            str, Field(description="agent name, 'manager', 'operator', or '*' for all other agents")
-        ],
+        to: Annotated[str, Field(description="agent name, 'manager', 'operator', or '*' for all other agents")],
         body: str,
         in_reply_to: Annotated[int | None, Field(description="id of the message this answers")] = None,
     ) -> SendResult:

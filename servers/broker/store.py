@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import aiosqlite
-
-from hyperhive.servers.common.db import Database, Params, placeholders
+from hyperhive.servers.common.db import Database, placeholders
 
 MIGRATIONS: Final = [
     """
@@ -103,6 +101,8 @@ class Claimed:
 
 
 class BrokerStore:
+    """Each method is one job on the database's thread: one transaction, or one consistent read."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -123,29 +123,30 @@ class BrokerStore:
         principal), else NotFound.
         """
 
-        async def tx(conn: aiosqlite.Connection) -> tuple[int, list[str], list[str]]:
+        def tx(conn: sqlite3.Connection) -> tuple[int, list[str], list[str]]:
             thread_id = None
             if message.in_reply_to is not None:
-                parent = await _one(
-                    conn,
+                parent = conn.execute(
                     f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
                     {"id": message.in_reply_to, "everyone": reply_visible_to is None, "me": reply_visible_to},
-                )
+                ).fetchone()
                 if parent is None:
                     raise NotFound([message.in_reply_to])
                 thread_id = parent[0]
             full: list[str] = []
             if inbox_cap is not None:
-                async with conn.execute(
-                    f"SELECT recipient FROM deliveries WHERE state != 'delivered' "
-                    f"AND recipient IN ({placeholders(recipients)}) GROUP BY recipient HAVING count(*) >= ?",
-                    [*recipients, inbox_cap],
-                ) as cur:
-                    full = sorted(row[0] for row in await cur.fetchall())
+                full = sorted(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT recipient FROM deliveries WHERE state != 'delivered' "
+                        f"AND recipient IN ({placeholders(recipients)}) GROUP BY recipient HAVING count(*) >= ?",
+                        [*recipients, inbox_cap],
+                    )
+                )
             deliver = [name for name in recipients if name not in full]
             if not deliver:
                 raise InboxesFull(full)
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, late, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -162,7 +163,7 @@ class BrokerStore:
             )
             message_id = cur.lastrowid
             assert message_id is not None
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO deliveries (message_id, recipient) VALUES (?, ?)",
                 [(message_id, name) for name in deliver],
             )
@@ -182,35 +183,36 @@ class BrokerStore:
             "delivered": now if lease_until is None else None,
         }
 
-        async def tx(conn: aiosqlite.Connection) -> Claimed:
-            async with conn.execute(
-                "UPDATE deliveries SET state = :state, lease_until = :lease, delivered_at = :delivered, "
-                "attempts = attempts + 1 "
-                "WHERE recipient = :me AND message_id IN ("
-                f"  SELECT message_id FROM deliveries WHERE recipient = :me AND {_AVAILABLE} "
-                "   ORDER BY message_id LIMIT :limit) "
-                "RETURNING message_id",
-                params,
-            ) as cur:
-                ids = sorted(row[0] for row in await cur.fetchall())
-            rows: list[sqlite3.Row] = []
-            if ids:
-                async with conn.execute(
-                    f"SELECT * FROM messages WHERE id IN ({placeholders(ids)}) ORDER BY id", ids
-                ) as cur:
-                    rows = list(await cur.fetchall())
-            queued = await _one(
-                conn, f"SELECT count(*) FROM deliveries WHERE recipient = :me AND {_AVAILABLE}", params
+        def tx(conn: sqlite3.Connection) -> Claimed:
+            ids = sorted(
+                row[0]
+                for row in conn.execute(
+                    "UPDATE deliveries SET state = :state, lease_until = :lease, delivered_at = :delivered, "
+                    "attempts = attempts + 1 "
+                    "WHERE recipient = :me AND message_id IN ("
+                    f"  SELECT message_id FROM deliveries WHERE recipient = :me AND {_AVAILABLE} "
+                    "   ORDER BY message_id LIMIT :limit) "
+                    "RETURNING message_id",
+                    params,
+                ).fetchall()
             )
-            return Claimed(rows, queued[0] if queued else 0)
+            rows = (
+                conn.execute(f"SELECT * FROM messages WHERE id IN ({placeholders(ids)}) ORDER BY id", ids).fetchall()
+                if ids
+                else []
+            )
+            queued = conn.execute(
+                f"SELECT count(*) FROM deliveries WHERE recipient = :me AND {_AVAILABLE}", params
+            ).fetchone()[0]
+            return Claimed(rows, queued)
 
         return await self.db.write(tx)
 
     async def unclaim(self, recipient: str, ids: Sequence[int]) -> None:
         """Put back messages a recv took but could not hand over (its caller went away)."""
 
-        async def tx(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, delivered_at = NULL, "
                 f"attempts = attempts - 1 WHERE recipient = ? AND message_id IN ({placeholders(ids)})",
                 [recipient, *ids],
@@ -221,19 +223,20 @@ class BrokerStore:
     async def ack(self, recipient: str, ids: Sequence[int], now: float) -> tuple[int, int]:
         """Mark deliveries as delivered. Returns (acked, already_acked); NotFound if any id is not ours."""
 
-        async def tx(conn: aiosqlite.Connection) -> tuple[int, int]:
-            async with conn.execute(
-                f"SELECT message_id, state FROM deliveries WHERE recipient = ? "
-                f"AND message_id IN ({placeholders(ids)})",
-                [recipient, *ids],
-            ) as cur:
-                states = {row[0]: row[1] for row in await cur.fetchall()}
+        def tx(conn: sqlite3.Connection) -> tuple[int, int]:
+            states = dict(
+                conn.execute(
+                    f"SELECT message_id, state FROM deliveries WHERE recipient = ? "
+                    f"AND message_id IN ({placeholders(ids)})",
+                    [recipient, *ids],
+                ).fetchall()
+            )
             missing = [i for i in ids if i not in states]
             if missing:
                 raise NotFound(missing)
             todo = [i for i, state in states.items() if state != "delivered"]
             if todo:
-                await conn.execute(
+                conn.execute(
                     "UPDATE deliveries SET state = 'delivered', delivered_at = ?, lease_until = NULL "
                     f"WHERE recipient = ? AND message_id IN ({placeholders(todo)})",
                     [now, recipient, *todo],
@@ -245,18 +248,20 @@ class BrokerStore:
     async def set_lease(self, recipient: str, ids: Sequence[int], lease_until: float | None) -> None:
         """Extend the caller's leases to `lease_until`, or release them (None). NotFound if not leased."""
 
-        async def tx(conn: aiosqlite.Connection) -> None:
-            async with conn.execute(
-                f"SELECT message_id FROM deliveries WHERE recipient = ? AND state = 'leased' "
-                f"AND message_id IN ({placeholders(ids)})",
-                [recipient, *ids],
-            ) as cur:
-                leased = {row[0] for row in await cur.fetchall()}
+        def tx(conn: sqlite3.Connection) -> None:
+            leased = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT message_id FROM deliveries WHERE recipient = ? AND state = 'leased' "
+                    f"AND message_id IN ({placeholders(ids)})",
+                    [recipient, *ids],
+                )
+            }
             missing = [i for i in ids if i not in leased]
             if missing:
                 raise NotFound(missing)
             state = "leased" if lease_until is not None else "queued"
-            await conn.execute(
+            conn.execute(
                 f"UPDATE deliveries SET state = ?, lease_until = ? WHERE recipient = ? "
                 f"AND message_id IN ({placeholders(ids)})",
                 [state, lease_until, recipient, *ids],
@@ -287,63 +292,81 @@ class BrokerStore:
     async def thread(self, message_id: int, viewer: str | None) -> list[sqlite3.Row]:
         """The whole thread of `message_id` as `viewer` may see it (None: everything), oldest first."""
         visible = {"everyone": viewer is None, "me": viewer}
-        root = await self.db.fetch_one(
-            f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
-            {"id": message_id, **visible},
-        )
-        if root is None:
-            raise NotFound([message_id])
-        return await self.db.fetch_all(
-            "SELECT m.*, (SELECT group_concat(d.recipient, ',') FROM deliveries d WHERE d.message_id = m.id) "
-            f"AS recipients FROM messages m WHERE (m.id = :root OR m.thread_id = :root) AND {_VISIBLE} "
-            "ORDER BY m.id",
-            {"root": root[0], **visible},
-        )
+
+        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            root = conn.execute(
+                f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
+                {"id": message_id, **visible},
+            ).fetchone()
+            if root is None:
+                raise NotFound([message_id])
+            return conn.execute(
+                "SELECT m.*, (SELECT group_concat(d.recipient, ',') FROM deliveries d "
+                "WHERE d.message_id = m.id) AS recipients "
+                f"FROM messages m WHERE (m.id = :root OR m.thread_id = :root) AND {_VISIBLE} ORDER BY m.id",
+                {"root": root[0], **visible},
+            ).fetchall()
+
+        return await self.db.read(read)
 
     async def list_messages(
         self, agent: str | None, since: int | None, thread: int | None, limit: int
     ) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
         """Messages (newest `limit`, or the first `limit` after `since`) and their delivery rows."""
-        if thread is not None:
-            root = await self.db.fetch_value(
-                "SELECT COALESCE(thread_id, id) FROM messages WHERE id = ?", (thread,)
+
+        def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            root = thread
+            if thread is not None:
+                found = conn.execute("SELECT COALESCE(thread_id, id) FROM messages WHERE id = ?", (thread,)).fetchone()
+                if found is None:
+                    raise NotFound([thread])
+                root = found[0]
+            rows = conn.execute(
+                "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root FROM messages m WHERE "
+                "(:agent IS NULL OR m.sender = :agent OR EXISTS "
+                " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = :agent)) "
+                "AND (:since IS NULL OR m.id > :since) "
+                "AND (:thread IS NULL OR m.id = :thread OR m.thread_id = :thread) "
+                f"ORDER BY m.id {'ASC' if since is not None else 'DESC'} LIMIT :limit",
+                {"agent": agent, "since": since, "thread": root, "limit": limit},
+            ).fetchall()
+            rows.sort(key=lambda row: int(row["id"]))
+            ids = [row["id"] for row in rows]
+            deliveries = (
+                conn.execute(
+                    f"SELECT * FROM deliveries WHERE message_id IN ({placeholders(ids)}) ORDER BY recipient",
+                    ids,
+                ).fetchall()
+                if ids
+                else []
             )
-            if root is None:
-                raise NotFound([thread])
-            thread = int(root)
-        rows = await self.db.fetch_all(
-            "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root FROM messages m WHERE "
-            "(:agent IS NULL OR m.sender = :agent OR EXISTS "
-            " (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.recipient = :agent)) "
-            "AND (:since IS NULL OR m.id > :since) "
-            "AND (:thread IS NULL OR m.id = :thread OR m.thread_id = :thread) "
-            f"ORDER BY m.id {'ASC' if since is not None else 'DESC'} LIMIT :limit",
-            {"agent": agent, "since": since, "thread": thread, "limit": limit},
-        )
-        rows.sort(key=lambda row: int(row["id"]))
-        ids = [row["id"] for row in rows]
-        deliveries = (
-            await self.db.fetch_all(
-                f"SELECT * FROM deliveries WHERE message_id IN ({placeholders(ids)}) ORDER BY recipient", ids
-            )
-            if ids
-            else []
-        )
-        return rows, deliveries
+            return rows, deliveries
+
+        return await self.db.read(read)
 
     async def stats(self, since: float) -> dict[str, tuple[int, int, int]]:
         """Per name: (undelivered, delivered since `since`, pending reminders owned)."""
-        result: dict[str, list[int]] = {}
-        queries = (
-            "SELECT recipient, count(*) FROM deliveries WHERE state != 'delivered' GROUP BY recipient",
-            "SELECT recipient, count(*) FROM deliveries WHERE state = 'delivered' AND delivered_at > ? "
-            "GROUP BY recipient",
-            "SELECT owner, count(*) FROM reminders WHERE state = 'pending' GROUP BY owner",
-        )
-        for column, sql in enumerate(queries):
-            for name, count in await self.db.fetch_all(sql, (since,) if "?" in sql else ()):
-                result.setdefault(name, [0, 0, 0])[column] = count
-        return {name: (c[0], c[1], c[2]) for name, c in result.items()}
+
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int]]:
+            result: dict[str, list[int]] = {}
+            queries = (
+                (
+                    "SELECT recipient, count(*) FROM deliveries WHERE state != 'delivered' GROUP BY recipient",
+                    (),
+                ),
+                (
+                    "SELECT recipient, count(*) FROM deliveries WHERE state = 'delivered' AND delivered_at > ? "
+                    "GROUP BY recipient",
+                    (since,),
+                ),
+                ("SELECT owner, count(*) FROM reminders WHERE state = 'pending' GROUP BY owner", ()),
+            )
+            for column, (sql, params) in enumerate(queries):
+                for name, count in conn.execute(sql, params):
+                    result.setdefault(name, [0, 0, 0])[column] = count
+            return {name: (c[0], c[1], c[2]) for name, c in result.items()}
+
+        return await self.db.read(read)
 
     # -------------------------------------------------------------------------------- reminders
     async def add_reminder(
@@ -359,19 +382,17 @@ class BrokerStore:
     ) -> int | tuple[Literal["pending", "rate"], int]:
         """Insert a reminder and return its id, or (which limit, current count) if a limit is hit."""
 
-        async def tx(conn: aiosqlite.Connection) -> int | tuple[Literal["pending", "rate"], int]:
-            counts = await _one(
-                conn,
+        def tx(conn: sqlite3.Connection) -> int | tuple[Literal["pending", "rate"], int]:
+            pending, recent = conn.execute(
                 "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE created_at > ?) "
                 "FROM reminders WHERE owner = ?",
                 (now - 60, owner),
-            )
-            pending, recent = (counts[0], counts[1]) if counts else (0, 0)
+            ).fetchone()
             if pending >= max_pending:
                 return ("pending", pending)
             if recent >= max_per_minute:
                 return ("rate", recent)
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO reminders (owner, recipient, body, due_at, created_at) VALUES (?, ?, ?, ?, ?)",
                 (owner, recipient, body, due_at, now),
             )
@@ -392,8 +413,8 @@ class BrokerStore:
         return None if value is None else float(value)
 
     async def cancel_reminder(self, owner: str, reminder_id: int, now: float) -> bool:
-        async def tx(conn: aiosqlite.Connection) -> bool:
-            cur = await conn.execute(
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "UPDATE reminders SET state = 'cancelled', resolved_at = ? "
                 "WHERE id = ? AND owner = ? AND state = 'pending'",
                 (now, reminder_id, owner),
@@ -409,23 +430,21 @@ class BrokerStore:
     async def fire_due_reminders(self, now: float, late_after: float, batch: int = 500) -> list[str]:
         """Turn due reminders into messages; returns the recipients to wake."""
 
-        async def tx(conn: aiosqlite.Connection) -> list[str]:
-            async with conn.execute(
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            due = conn.execute(
                 "SELECT * FROM reminders WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
                 (now, batch),
-            ) as cur:
-                due = list(await cur.fetchall())
+            ).fetchall()
             for reminder in due:
-                cur = await conn.execute(
-                    "INSERT INTO messages (sender, body, kind, late, created_at) "
-                    "VALUES (?, ?, 'reminder', ?, ?)",
+                cur = conn.execute(
+                    "INSERT INTO messages (sender, body, kind, late, created_at) VALUES (?, ?, 'reminder', ?, ?)",
                     (reminder["owner"], reminder["body"], now - reminder["due_at"] > late_after, now),
                 )
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO deliveries (message_id, recipient) VALUES (?, ?)",
                     (cur.lastrowid, reminder["recipient"]),
                 )
-                await conn.execute(
+                conn.execute(
                     "UPDATE reminders SET state = 'fired', resolved_at = ?, message_id = ? WHERE id = ?",
                     (now, cur.lastrowid, reminder["id"]),
                 )
@@ -437,30 +456,15 @@ class BrokerStore:
     async def purge(self, before: float, batch: int = 5000) -> int:
         """Delete one batch of what retention allows; returns rows deleted (0: nothing left)."""
 
-        async def tx(conn: aiosqlite.Connection) -> int:
-            deleted = 0
-            cur = await conn.execute(
+        def tx(conn: sqlite3.Connection) -> int:
+            statements = (
                 "DELETE FROM deliveries WHERE (recipient, message_id) IN (SELECT recipient, message_id "
                 "FROM deliveries WHERE state = 'delivered' AND delivered_at < ? LIMIT ?)",
-                (before, batch),
-            )
-            deleted += cur.rowcount
-            cur = await conn.execute(
                 "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m WHERE m.created_at < ? "
                 "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) LIMIT ?)",
-                (before, batch),
-            )
-            deleted += cur.rowcount
-            cur = await conn.execute(
                 "DELETE FROM reminders WHERE id IN (SELECT id FROM reminders WHERE state != 'pending' "
                 "AND resolved_at < ? LIMIT ?)",
-                (before, batch),
             )
-            return deleted + cur.rowcount
+            return sum(conn.execute(sql, (before, batch)).rowcount for sql in statements)
 
         return await self.db.write(tx)
-
-
-async def _one(conn: aiosqlite.Connection, sql: str, params: Params) -> sqlite3.Row | None:
-    async with conn.execute(sql, params) as cur:
-        return await cur.fetchone()

@@ -156,9 +156,7 @@ class HiveClient:
                 if self._refused:
                     raise AuthRefused(f"{self.address.name} refused the token (401)") from None
                 if maybe_sent:  # it may have taken effect: never repeat it
-                    raise ServerUnavailable(
-                        f"call to {self.address.name}.{tool} failed: {_reason(e)}"
-                    ) from None
+                    raise ServerUnavailable(f"call to {self.address.name}.{tool} failed: {_reason(e)}") from None
                 if time.monotonic() + delay > deadline:
                     why = self._wire.last_refusal or _reason(e)
                     raise ServerUnavailable(f"cannot reach {self.address}: {why}") from None
@@ -187,9 +185,7 @@ class HiveClient:
             transport = StreamableHttpTransport(
                 self.address.url, auth=self._auth, httpx_client_factory=self._http_client
             )
-            client: Client[Any] = await self._session.enter_async_context(
-                Client(transport, timeout=self.timeout)
-            )
+            client: Client[Any] = await self._session.enter_async_context(Client(transport, timeout=self.timeout))
             self._client = client
         return self._client
 
@@ -238,9 +234,7 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
         self.last_refusal: str | None = None
 
     def _new_pool(self) -> httpx2.AsyncHTTPTransport:
-        return httpx2.AsyncHTTPTransport(
-            uds=str(self._socket) if self._socket else None, verify=_tls_context()
-        )
+        return httpx2.AsyncHTTPTransport(uds=str(self._socket) if self._socket else None, verify=_tls_context())
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:

@@ -8,7 +8,7 @@ a ToolError that names the missing permission (`<server>.<tool>`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import mcp_types as mt
 from fastmcp.exceptions import ToolError
@@ -16,15 +16,24 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 
 from .agents import AgentRegistry
-from .catalog import CATALOG
+from .catalog import CATALOG, ToolAccess
 from .config import AgentConfig
 from .principals import Principal, Role
 from .tokens import current_principal
 
 
-def refusal(server: str, tool: str, principal: Principal | None, config: AgentConfig | None) -> str | None:
-    """None if `principal` may call `server.tool`, else the reason it may not (one sentence)."""
-    access = CATALOG.get(server, {}).get(tool)
+def refusal(
+    server: str,
+    tool: str,
+    principal: Principal | None,
+    config: AgentConfig | None,
+    catalog: Mapping[str, ToolAccess] | None = None,
+) -> str | None:
+    """None if `principal` may call `server.tool`, else the reason it may not (one sentence).
+
+    `catalog` is the server's entry in CATALOG unless given (a benchmark's echo server).
+    """
+    access = (CATALOG.get(server, {}) if catalog is None else catalog).get(tool)
     permission = f"{server}.{tool}"
     if access is None:
         return f"Unknown tool: {tool!r}"
@@ -50,14 +59,15 @@ def refusal(server: str, tool: str, principal: Principal | None, config: AgentCo
 class AllowListMiddleware(Middleware):
     """Hides and refuses the tools of `server` that the caller's policy does not allow."""
 
-    def __init__(self, server: str, agents: AgentRegistry) -> None:
+    def __init__(self, server: str, agents: AgentRegistry, catalog: Mapping[str, ToolAccess] | None = None) -> None:
         self.server = server
         self.agents = agents
+        self.catalog = catalog
 
     async def _refusal(self, tool: str) -> str | None:
         principal = current_principal()
         config = await self.agents.lookup(principal.name) if principal and principal.is_agent else None
-        return refusal(self.server, tool, principal, config)
+        return refusal(self.server, tool, principal, config, self.catalog)
 
     async def on_list_tools(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -122,6 +123,10 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        # Everything built so far (FastMCP, pydantic schemas) lives as long as the server; moving it
+        # out of the collector's view turns full collections from tens of ms into a few.
+        gc.collect()
+        gc.freeze()
         if self.started and self._on_ready is not None:
             self._on_ready()
 

@@ -3,7 +3,7 @@ argument errors a model can act on."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from fastmcp.tools.base import ToolResult
 from pydantic import ValidationError as PydanticValidationError
 
 from .agents import AgentRegistry
+from .catalog import ToolAccess
 from .errors import Refused
 from .policy import AllowListMiddleware
 from .tokens import HiveTokenVerifier
@@ -35,12 +36,13 @@ def create_mcp(
     secret: bytes,
     agents: AgentRegistry,
     lifespan: Any = None,
+    catalog: Mapping[str, ToolAccess] | None = None,
 ) -> FastMCP[Any]:
     return FastMCP(
         name,
         instructions=instructions,
         auth=HiveTokenVerifier(secret, agents),
-        middleware=[AllowListMiddleware(name, agents), ArgumentErrors()],
+        middleware=[AllowListMiddleware(name, agents, catalog), ArgumentErrors()],
         lifespan=lifespan,
         # Unexpected exceptions reach the caller as "Error calling tool 'x'"; the server logs them.
         mask_error_details=True,
@@ -65,9 +67,7 @@ class ArgumentErrors(Middleware):
             problems = "; ".join(_problem(error) for error in cause.errors())
             hint = ""
             if any(error["type"] == "unexpected_keyword_argument" for error in cause.errors()):
-                tool = (
-                    await context.fastmcp_context.fastmcp.get_tool(name) if context.fastmcp_context else None
-                )
+                tool = await context.fastmcp_context.fastmcp.get_tool(name) if context.fastmcp_context else None
                 if tool is not None:
                     hint = f" ({name} takes: {', '.join(tool.parameters.get('properties', {}))})"
             raise Refused(f"invalid arguments for {name}: {problems}{hint}") from None

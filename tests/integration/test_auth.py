@@ -119,9 +119,7 @@ async def test_agent_toml_narrows_and_widens_the_allow_list(hive: Hive, broker: 
         await broker.client(boss).call("send", {"to": "manager", "body": "hi"})
 
 
-async def test_no_tool_takes_a_sender_and_unknown_arguments_are_refused(
-    hive: Hive, broker: BrokerEndpoint
-) -> None:
+async def test_no_tool_takes_a_sender_and_unknown_arguments_are_refused(hive: Hive, broker: BrokerEndpoint) -> None:
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
     refusal = r"invalid arguments for send: sender: unknown argument \(send takes: to, body, in_reply_to\)"
     with pytest.raises(ToolError, match=refusal):

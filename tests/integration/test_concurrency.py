@@ -14,9 +14,7 @@ AGENTS = 50
 PER_SENDER = 6
 
 
-async def test_50_senders_and_receivers_every_message_exactly_once(
-    hive: Hive, broker_process: BrokerProcess
-) -> None:
+async def test_50_senders_and_receivers_every_message_exactly_once(hive: Hive, broker_process: BrokerProcess) -> None:
     names = [hive.add_agent(f"c{i:02d}") for i in range(AGENTS)]
     broker = broker_process.start().endpoint()
     expected = {name: {f"{sender}:{k}" for sender in names if _target(sender, names) == name

@@ -86,9 +86,7 @@ async def test_ack_and_lease_refuse_ids_that_are_not_yours_and_change_nothing(
 # ----------------------------------------------------------------------------------------- threads
 
 
-async def test_thread_shows_the_conversation_the_caller_took_part_in(
-    hive: Hive, broker: BrokerEndpoint
-) -> None:
+async def test_thread_shows_the_conversation_the_caller_took_part_in(hive: Hive, broker: BrokerEndpoint) -> None:
     alice, bob, carol = hive.add_agent("alice"), hive.add_agent("bob"), hive.add_agent("carol")
     m1 = await _send(broker, alice, bob, "question")
     m2 = await _send(broker, bob, alice, "answer", reply=m1)
@@ -136,9 +134,7 @@ async def test_a_reply_to_a_broadcast_joins_its_thread(hive: Hive, broker: Broke
 # -------------------------------------------------------------------------------------- events
 
 
-async def test_post_event_delivers_a_typed_helper_event_from_system(
-    hive: Hive, broker: BrokerEndpoint
-) -> None:
+async def test_post_event_delivers_a_typed_helper_event_from_system(hive: Hive, broker: BrokerEndpoint) -> None:
     event = {
         "type": "approval_resolved",
         "request_id": 7,
@@ -162,12 +158,8 @@ async def test_post_event_refuses_bad_events_and_recipients(hive: Hive, broker: 
     with pytest.raises(ToolError):
         await service.call("post_event", {"to": "manager", "event": {"type": "killed"}})  # missing fields
     with pytest.raises(ToolError, match="unknown recipient 'ghost'"):
-        await service.call(
-            "post_event", {"to": "ghost", "event": {"type": "killed", "agent": "x", "by": "op"}}
-        )
-    await service.call(
-        "post_event", {"to": "operator", "event": {"type": "container_crash", "agent": "alice"}}
-    )
+        await service.call("post_event", {"to": "ghost", "event": {"type": "killed", "agent": "x", "by": "op"}})
+    await service.call("post_event", {"to": "operator", "event": {"type": "container_crash", "agent": "alice"}})
     got = (await broker.client("operator").call("recv", {}))["message"]
     assert got["body"] == "agent alice crashed (0 restarts so far)"
 

@@ -47,9 +47,7 @@ def test_tools_list_is_strictly_portable(
     assert expected <= tools
 
 
-def test_inspector_calls_a_tool_and_is_refused_without_a_valid_token(
-    hive: Hive, broker_process: BrokerProcess
-) -> None:
+def test_inspector_calls_a_tool_and_is_refused_without_a_valid_token(hive: Hive, broker_process: BrokerProcess) -> None:
     broker_process.start()
     sent = inspector(
         broker_process.url, hive.token("operator"), "--method", "tools/call",

@@ -25,9 +25,7 @@ async def test_send_and_recv_carry_the_token_subject_as_sender(hive: Hive, broke
     assert (await broker.client(bob).call("recv", {}))["message"] is None
 
 
-async def test_messages_come_oldest_first_and_queued_counts_the_rest(
-    hive: Hive, broker: BrokerEndpoint
-) -> None:
+async def test_messages_come_oldest_first_and_queued_counts_the_rest(hive: Hive, broker: BrokerEndpoint) -> None:
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
     for i in range(3):
         await broker.client(alice).call("send", {"to": bob, "body": f"m{i}"})
@@ -104,9 +102,7 @@ async def test_inbox_cap_refuses_sends_once_full(hive: Hive) -> None:
     async with in_process_broker(hive) as broker:
         for i in range(3):
             await broker.client(alice).call("send", {"to": bob, "body": f"m{i}"})
-        with pytest.raises(
-            ToolError, match=r"the inbox of bob is full \(3 undelivered messages\); nothing was sent"
-        ):
+        with pytest.raises(ToolError, match=r"the inbox of bob is full \(3 undelivered messages\); nothing was sent"):
             await broker.client(alice).call("send", {"to": bob, "body": "one too many"})
         await broker.client(bob).call("recv", {})  # delivering one makes room
         await broker.client(alice).call("send", {"to": bob, "body": "fits again"})
@@ -136,9 +132,7 @@ async def test_broadcast_skips_full_inboxes_and_says_so(hive: Hive) -> None:
         assert sent["skipped_full"] == ["bob"] and sent["recipients"] == 2
 
 
-async def test_recv_long_poll_is_woken_by_a_send_within_milliseconds(
-    hive: Hive, broker: BrokerEndpoint
-) -> None:
+async def test_recv_long_poll_is_woken_by_a_send_within_milliseconds(hive: Hive, broker: BrokerEndpoint) -> None:
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
     receiver = broker.client(bob)
     await receiver.call("pending_count", {})  # connect first, so only the wake is timed
@@ -194,9 +188,7 @@ async def test_a_cancelled_recv_consumes_nothing(hive: Hive, broker: BrokerEndpo
     assert got["message"]["body"] == "for a patient receiver"
 
 
-async def test_recv_batch_waits_for_the_first_then_takes_up_to_max(
-    hive: Hive, broker: BrokerEndpoint
-) -> None:
+async def test_recv_batch_waits_for_the_first_then_takes_up_to_max(hive: Hive, broker: BrokerEndpoint) -> None:
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
     for i in range(7):
         await broker.client(alice).call("send", {"to": bob, "body": f"m{i}"})

@@ -91,9 +91,7 @@ async def test_host_and_origin_protection(hive: Hive, broker_process: BrokerProc
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     base = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient() as http:
-        foreign_host = await http.post(
-            broker_process.url, json=body, headers={**base, "Host": "evil.example"}
-        )
+        foreign_host = await http.post(broker_process.url, json=body, headers={**base, "Host": "evil.example"})
         foreign_origin = await http.post(
             broker_process.url, json=body, headers={**base, "Origin": "http://evil.example"}
         )
@@ -104,9 +102,7 @@ async def test_host_and_origin_protection(hive: Hive, broker_process: BrokerProc
 async def test_the_client_rides_out_a_restart(hive: Hive, broker_process: BrokerProcess) -> None:
     bob = hive.add_agent("bob")
     broker_process.start()
-    async with HiveClient(
-        ServerAddress("broker", broker_process.url), hive.token(bob), retry_seconds=30
-    ) as client:
+    async with HiveClient(ServerAddress("broker", broker_process.url), hive.token(bob), retry_seconds=30) as client:
         assert await client.call("pending_count", {}) == {"queued": 0, "leased": 0}
         broker_process.stop()
         # Start the broker again while the next call is already knocking.
@@ -126,9 +122,7 @@ async def test_the_client_rides_out_a_restart(hive: Hive, broker_process: Broker
 async def test_port_in_use_is_a_clear_error(hive: Hive, broker_process: BrokerProcess) -> None:
     broker_process.start()
     second = BrokerProcess(hive, "--port", str(broker_process.port))
-    with pytest.raises(
-        RuntimeError, match=r"127\.0\.0\.1:\d+ is in use; stop the other server or use another port"
-    ):
+    with pytest.raises(RuntimeError, match=r"127\.0\.0\.1:\d+ is in use; stop the other server or use another port"):
         second.start()
     assert "Traceback" not in str(second.process and second.stderr())
 

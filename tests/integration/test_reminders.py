@@ -78,9 +78,7 @@ async def test_reminders_at_a_time_to_others_listed_and_cancelled_by_their_owner
         ({"body": "x", "in_seconds": 60, "to": "bob"}, "you may not send to 'bob'"),
     ],
 )
-async def test_remind_refusals(
-    hive: Hive, broker: BrokerEndpoint, arguments: dict[str, Any], error: str
-) -> None:
+async def test_remind_refusals(hive: Hive, broker: BrokerEndpoint, arguments: dict[str, Any], error: str) -> None:
     alice = hive.add_agent("alice", extra='allowed_recipients = ["manager"]')
     hive.add_agent("bob")
     with pytest.raises(ToolError, match=error):
@@ -101,9 +99,7 @@ async def test_reminder_limits_pending_and_rate(hive: Hive) -> None:
         await client.call("remind", {"body": "r3", "in_seconds": 600})  # the 4th this minute
         await client.call("cancel_reminder", {"id": ids[1]})
         clock.advance(20)
-        with pytest.raises(
-            ToolError, match=r"too many reminders: 4 in the last minute \(limit 4\); try again in 40 s"
-        ):
+        with pytest.raises(ToolError, match=r"too many reminders: 4 in the last minute \(limit 4\); try again in 40 s"):
             await client.call("remind", {"body": "r4", "in_seconds": 600})
         clock.advance(41)
         await client.call("remind", {"body": "r4", "in_seconds": 600})

@@ -74,10 +74,7 @@ def test_a_bad_hive_toml_is_reported_not_raised(tmp_path: Path) -> None:
     (tmp_path / "hive.toml").write_text("[servers.broker]\nport = -1\n")
     code, output = hive("token", "operator", "--home", str(tmp_path))
     assert code == 1
-    assert (
-        f"Error: {tmp_path / 'hive.toml'}: servers.broker.port: Input should be greater than or equal to 0"
-        in output
-    )
+    assert f"Error: {tmp_path / 'hive.toml'}: servers.broker.port: Input should be greater than or equal to 0" in output
 
 
 def test_commands_without_a_home_say_to_init(tmp_path: Path) -> None:

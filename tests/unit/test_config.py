@@ -89,9 +89,7 @@ def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
         ("[broker.reminders]\nmax_per_minute = -1\n", "broker.reminders.max_per_minute", "greater than"),
     ],
 )
-def test_bad_hive_toml_names_file_field_and_reason(
-    tmp_path: Path, text: str, field: str, reason: str
-) -> None:
+def test_bad_hive_toml_names_file_field_and_reason(tmp_path: Path, text: str, field: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_hive_config(_home(tmp_path, text))
     message = str(caught.value)

@@ -7,10 +7,11 @@ import re
 import socket
 import sqlite3
 import stat
+import threading
+import time
 import tomllib
 from pathlib import Path
 
-import aiosqlite
 import anyio
 import pytest
 
@@ -64,9 +65,9 @@ async def test_a_failed_migration_changes_nothing(tmp_path: Path) -> None:
 async def test_a_write_that_raises_is_rolled_back_whole(tmp_path: Path) -> None:
     async with Database(tmp_path / "x.sqlite", [V1]) as db:
 
-        async def half(conn: aiosqlite.Connection) -> None:
-            await conn.execute("INSERT INTO t (v) VALUES ('first')")
-            await conn.execute("INSERT INTO t (v) VALUES (NULL)")  # violates NOT NULL
+        def half(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t (v) VALUES ('first')")
+            conn.execute("INSERT INTO t (v) VALUES (NULL)")  # violates NOT NULL
 
         with pytest.raises(sqlite3.IntegrityError):
             await db.write(half)
@@ -76,16 +77,16 @@ async def test_a_write_that_raises_is_rolled_back_whole(tmp_path: Path) -> None:
 async def test_a_cancelled_caller_does_not_interrupt_its_write(tmp_path: Path) -> None:
     path = tmp_path / "x.sqlite"
     async with Database(path, [V1]) as db:
-        started = anyio.Event()
+        started = threading.Event()
 
-        async def slow(conn: aiosqlite.Connection) -> None:
-            await conn.execute("INSERT INTO t (v) VALUES ('one')")
+        def slow(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t (v) VALUES ('one')")
             started.set()
-            await anyio.sleep(0.2)
-            await conn.execute("INSERT INTO t (v) VALUES ('two')")
+            time.sleep(0.2)
+            conn.execute("INSERT INTO t (v) VALUES ('two')")
 
         task = asyncio.create_task(db.write(slow))
-        await started.wait()
+        await asyncio.to_thread(started.wait)
         task.cancel()  # a native cancel, as uvicorn does when its graceful timeout runs out
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -34,9 +34,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
 
 
 @pytest.mark.parametrize("ack", [True, False])
-async def test_a_receiver_cancelled_during_its_claim_gives_the_messages_back(
-    broker: Broker, ack: bool
-) -> None:
+async def test_a_receiver_cancelled_during_its_claim_gives_the_messages_back(broker: Broker, ack: bool) -> None:
     await broker.send(ALICE, "bob", "precious", None)
     claim = broker.store.claim
     claiming, release = asyncio.Event(), asyncio.Event()

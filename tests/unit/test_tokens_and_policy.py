@@ -111,9 +111,7 @@ async def test_verifier_checks_agents_against_their_applied_config(tmp_path: Pat
     assert token is not None and token.client_id == "alice" and token.scopes == ["agent"]
     assert await verifier.verify_token(mint_token(secret, Principal("alice", Role.MANAGER), 600)) is None
     assert await verifier.verify_token(mint_token(secret, Principal("ghost", Role.AGENT), 600)) is None
-    assert (
-        await verifier.verify_token(mint_token(secret, Principal("operator", Role.OPERATOR), 600)) is not None
-    )
+    assert await verifier.verify_token(mint_token(secret, Principal("operator", Role.OPERATOR), 600)) is not None
     # A role change revokes the old token, even a cached one.
     write_atomic(config.applied_dir / "alice" / "agent.toml", 'role = "manager"\n')
     await registry.refresh()

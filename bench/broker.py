@@ -1,0 +1,263 @@
+"""Broker benchmark over real MCP HTTP on loopback. Prints one JSON object.
+
+    .venv/bin/python bench/broker.py [--quick]
+
+Starts `hive serve broker` and an echo server built on the same stack (tokens, allow-list,
+argument checks, serving) as separate processes in a temporary hive, then measures:
+send latency, a bare echo call's latency (the stack's floor), wake latency (send -> a waiting
+recv returns), and delivered messages per second with 1, 10 and 100 sender/receiver pairs.
+
+The load comes from one process speaking MCP's stateless HTTP protocol (2026-07-28) directly
+with httpx2, so the client costs as little CPU as possible on a small machine; the servers do
+all their normal work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from hyperhive.servers.cli import init_home, principal_named
+from hyperhive.servers.common.config import AGENT_TOML, load_hive_config
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.tokens import load_secret, mint_token
+
+PROTOCOL = "2026-07-28"
+TARGETS = {"wake_p99_ms": 10.0, "send_p50_ms": 3.0, "send_vs_echo_p50": 1.3, "delivered_per_s_100": 2000.0}
+
+
+class McpCaller:
+    """tools/call over MCP's stateless HTTP protocol, one connection pool per caller."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.http = httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=300))
+        self.headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "MCP-Protocol-Version": PROTOCOL,
+            "Mcp-Method": "tools/call",
+            "Authorization": f"Bearer {token}",
+        }
+        self.meta = {
+            "io.modelcontextprotocol/protocolVersion": PROTOCOL,
+            "io.modelcontextprotocol/clientInfo": {"name": "hyperhive-bench", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        self.ids = iter(range(1, 1 << 62))
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "jsonrpc": "2.0",
+            "id": next(self.ids),
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": self.meta},
+        }
+        response = await self.http.post(self.url, json=body, headers={**self.headers, "Mcp-Name": tool})
+        response.raise_for_status()
+        if response.headers["content-type"].startswith("text/event-stream"):
+            data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+            reply = json.loads(data[-1])
+        else:
+            reply = response.json()
+        result = reply["result"]
+        if result.get("isError"):
+            raise RuntimeError(f"{tool}: {result['content'][0]['text']}")
+        return dict(result["structuredContent"])
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+
+@contextmanager
+def hive_with_servers(agents: int) -> Iterator[tuple[Path, str, str]]:
+    with tempfile.TemporaryDirectory(prefix="hive-bench-") as tmp:
+        home = Path(tmp)
+        init_home(home)
+        (home / "hive.toml").write_text("[broker]\ninbox_cap = 1000000\n")
+        config = load_hive_config(home)
+        for i in range(agents):
+            (config.applied_dir / f"b{i}").mkdir()
+            write_atomic(config.applied_dir / f"b{i}" / AGENT_TOML, 'role = "agent"\n')
+        broker = _start(
+            [sys.executable, "-m", "hyperhive.servers.cli", "serve", "broker", "--home", tmp, "--port", "0"]
+        )
+        echo = _start([sys.executable, __file__, "--serve-echo", tmp])
+        try:
+            yield home, broker[1], echo[1]
+        finally:
+            for process, _ in (broker, echo):
+                process.terminate()
+                process.wait(30)
+
+
+def _start(command: list[str]) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    url = ""
+    for line in process.stdout:
+        if " listening on " in line and not url:
+            url = line.split(" listening on ", 1)[1].strip()
+        if line.strip().endswith(" ready"):
+            return process, url
+    raise RuntimeError(f"{command} did not start")
+
+
+def serve_echo(home: str) -> None:
+    """An echo server on exactly the broker's stack: same verifier, middleware and serving."""
+    from hyperhive.servers.common.agents import AgentRegistry
+    from hyperhive.servers.common.catalog import AGENT
+    from hyperhive.servers.common.config import Listen
+    from hyperhive.servers.common.serving import http_app, serve
+    from hyperhive.servers.common.toolserver import create_mcp
+
+    config = load_hive_config(Path(home))
+    mcp = create_mcp(
+        "echo",
+        instructions="benchmark baseline",
+        secret=load_secret(config.secret_path),
+        agents=AgentRegistry(config.applied_dir),
+        catalog={"echo": AGENT},
+    )
+
+    @mcp.tool
+    async def echo(text: str) -> dict[str, str]:
+        return {"text": text}
+
+    def ready(urls: list[str]) -> None:
+        print(f"echo listening on {urls[0]}\necho ready", flush=True)
+
+    asyncio.run(serve(http_app(mcp), Listen(port=0), on_ready=ready))
+
+
+# ---------------------------------------------------------------------------------------- measures
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50": round(statistics.median(ordered) * 1000, 3),
+        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+        "n": len(ordered),
+    }
+
+
+async def timed(call: Any, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def latency(home: Path, broker_url: str, echo_url: str, n: int) -> dict[str, Any]:
+    token = _tokens(home)
+    sender, receiver = McpCaller(broker_url, token("b0")), McpCaller(broker_url, token("b1"))
+    operator = McpCaller(echo_url, token("operator"))
+    for _ in range(50):  # warm up connections and caches
+        await sender.call("send", {"to": "b1", "body": "warm"})
+        await operator.call("echo", {"text": "warm"})
+    send = await timed(lambda: sender.call("send", {"to": "b1", "body": "x" * 200}), n)
+    echo = await timed(lambda: operator.call("echo", {"text": "x" * 200}), n)
+
+    wake = []
+    for _ in range(max(50, n // 5)):
+        await receiver.call("recv_batch", {"max": 50})  # empty the inbox
+        waiting = asyncio.create_task(receiver.call("recv", {"wait_seconds": 30}))
+        await asyncio.sleep(0.005)  # let the recv reach the server and wait
+        started = time.perf_counter()
+        await sender.call("send", {"to": "b1", "body": "wake"})
+        await waiting
+        wake.append(time.perf_counter() - started)
+    for caller in (sender, receiver, operator):
+        await caller.close()
+    return {"send_ms": percentiles(send), "echo_ms": percentiles(echo), "wake_ms": percentiles(wake)}
+
+
+async def throughput(home: Path, broker_url: str, pairs: int, seconds: float) -> float:
+    """Delivered messages per second with `pairs` senders each feeding one receiver."""
+    token = _tokens(home)
+    senders = [McpCaller(broker_url, token(f"b{2 * i}")) for i in range(pairs)]
+    receivers = [McpCaller(broker_url, token(f"b{2 * i + 1}")) for i in range(pairs)]
+    delivered = 0
+    stop = time.monotonic() + seconds
+
+    async def send(caller: McpCaller, to: str) -> None:
+        while time.monotonic() < stop:
+            await caller.call("send", {"to": to, "body": "payload " * 25})
+
+    async def receive(caller: McpCaller) -> None:
+        nonlocal delivered
+        while time.monotonic() < stop:
+            batch = await caller.call("recv_batch", {"max": 50, "wait_seconds": 1})
+            delivered += len(batch["messages"])
+
+    started = time.monotonic()
+    await asyncio.gather(*(send(s, f"b{2 * i + 1}") for i, s in enumerate(senders)), *(receive(r) for r in receivers))
+    rate = delivered / (time.monotonic() - started)
+    for caller in senders + receivers:
+        await caller.close()
+    return round(rate, 1)
+
+
+def _tokens(home: Path) -> Any:
+    config = load_hive_config(home)
+    secret = load_secret(config.secret_path)
+    return lambda name: mint_token(secret, principal_named(config, name), 3600)
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    n, seconds = (300, 3.0) if quick else (1000, 8.0)
+    with hive_with_servers(agents=200) as (home, broker_url, echo_url):
+        result = await latency(home, broker_url, echo_url, n)
+        result["delivered_per_s"] = {str(p): await throughput(home, broker_url, p, seconds) for p in (1, 10, 100)}
+    result["send_vs_echo_p50"] = round(result["send_ms"]["p50"] / result["echo_ms"]["p50"], 2)
+    observed = {
+        "wake_p99_ms": result["wake_ms"]["p99"],
+        "send_p50_ms": result["send_ms"]["p50"],
+        "send_vs_echo_p50": result["send_vs_echo_p50"],
+        "delivered_per_s_100": result["delivered_per_s"]["100"],
+    }
+    result["targets"] = {
+        key: {
+            "target": target,
+            "observed": observed[key],
+            "met": observed[key] >= target if key.startswith("delivered") else observed[key] <= target,
+        }
+        for key, target in TARGETS.items()
+    }
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and shorter runs")
+    parser.add_argument("--serve-echo", metavar="HOME", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_echo:
+        serve_echo(args.serve_echo)
+        return
+    print(json.dumps(asyncio.run(run(args.quick)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
