@@ -63,3 +63,25 @@ async def test_waiters_are_released_by_drain(broker: Broker) -> None:
     await broker.drain()
     claimed = await asyncio.wait_for(receiver, 1)
     assert claimed.rows == [] and claimed.queued == 0
+
+
+async def test_hot_queries_use_the_open_deliveries_index_not_the_history(broker: Broker) -> None:
+    """A busy inbox keeps 30 days of delivered rows; claims and counts must not walk them."""
+    import sqlite3
+
+    from hyperhive.servers.broker.store import _AVAILABLE, _OPEN
+
+    def plans(conn: sqlite3.Connection) -> list[str]:
+        queries = [
+            f"SELECT message_id FROM {_OPEN} WHERE recipient = :me AND {_AVAILABLE} ORDER BY message_id LIMIT 5",
+            f"SELECT count(*) FROM {_OPEN} WHERE recipient = :me AND {_AVAILABLE}",
+            f"SELECT recipient FROM {_OPEN} WHERE state != 'delivered' AND recipient IN (:me) "
+            "GROUP BY recipient HAVING count(*) >= 5",
+        ]
+        return [
+            " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {q}", {"me": "bob", "now": 0}))
+            for q in queries
+        ]
+
+    for plan in await broker.db.read(plans):
+        assert "deliveries_open" in plan and "PRIMARY KEY" not in plan, plan
