@@ -130,3 +130,23 @@ async def test_no_tool_takes_a_sender_and_unknown_arguments_are_refused(hive: Hi
 async def test_unknown_tool(hive: Hive, broker: BrokerEndpoint) -> None:
     with pytest.raises(ToolError, match="Unknown tool: 'nope'"):
         await broker.client("operator").call("nope", {})
+
+
+async def test_an_agents_whole_tool_surface_stays_small(hive: Hive, broker: BrokerEndpoint) -> None:
+    """Every agent pays for its tool list in context on every turn; peers spend ~25k tokens."""
+    alice = hive.add_agent("alice")
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {hive.token(alice)}",
+    }
+    async with httpx2.AsyncClient() as http:
+        init = await http.post(broker.url, json=INITIALIZE, headers=headers)
+        session = {"Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+        listed = await http.post(broker.url, json=LIST_TOOLS, headers={**headers, **session})
+    text = listed.text.split("data: ", 1)[-1] if listed.text.startswith("event:") else listed.text
+    tools = json.loads(text)["result"]["tools"]
+    # What a model is shown of each tool: its name, description and input schema.
+    shown = json.dumps([{k: t[k] for k in ("name", "description", "inputSchema")} for t in tools])
+    assert len(tools) == 10
+    assert len(shown) < 2_500 * 3.5, f"{len(shown)} characters ≈ {len(shown) / 3.5:.0f} tokens"
