@@ -4,8 +4,9 @@
 
 Starts `hive serve broker` and an echo server built on the same stack (tokens, allow-list,
 argument checks, serving) as separate processes in a temporary hive, then measures:
-send latency, a bare echo call's latency (the stack's floor), wake latency (send -> a waiting
-recv returns), and delivered messages per second with 1, 10 and 100 sender/receiver pairs.
+send latency, a bare echo call's latency (the stack's floor), a read-only broker tool's latency
+(pending_count: the floor plus one sqlite job), wake latency (send -> a waiting recv returns),
+and delivered messages per second with 1, 10 and 100 sender/receiver pairs.
 
 The load comes from one process speaking MCP's stateless HTTP protocol (2026-07-28) directly
 with httpx2, so the client costs as little CPU as possible on a small machine; the servers do
@@ -177,6 +178,7 @@ async def latency(home: Path, broker_url: str, echo_url: str, n: int) -> dict[st
         await operator.call("echo", {"text": "warm"})
     send = await timed(lambda: sender.call("send", {"to": "b1", "body": "x" * 200}), n)
     echo = await timed(lambda: operator.call("echo", {"text": "x" * 200}), n)
+    read = await timed(lambda: sender.call("pending_count", {}), n)  # a broker tool that only reads
 
     wake = []
     for _ in range(max(50, n // 5)):
@@ -189,7 +191,12 @@ async def latency(home: Path, broker_url: str, echo_url: str, n: int) -> dict[st
         wake.append(time.perf_counter() - started)
     for caller in (sender, receiver, operator):
         await caller.close()
-    return {"send_ms": percentiles(send), "echo_ms": percentiles(echo), "wake_ms": percentiles(wake)}
+    return {
+        "send_ms": percentiles(send),
+        "echo_ms": percentiles(echo),
+        "read_tool_ms": percentiles(read),
+        "wake_ms": percentiles(wake),
+    }
 
 
 async def throughput(home: Path, broker_url: str, pairs: int, seconds: float) -> float:

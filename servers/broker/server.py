@@ -65,8 +65,8 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        async with broker.running():
-            yield {"broker": broker}
+        async with broker.running():  # the tools below close over `broker`
+            yield {}
 
     mcp = create_mcp("broker", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
 
