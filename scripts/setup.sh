@@ -43,7 +43,8 @@ if [ -z "$python" ]; then
   python=/usr/bin/python3
   python_ok "$python" || { echo "Python 3.11 or newer is required; $python is older" >&2; exit 1; }
 fi
-command -v git >/dev/null || apt_install git ca-certificates
+# git keeps agent configs; bubblewrap and setpriv (util-linux) make the agents' sandboxes.
+apt_install git ca-certificates bubblewrap util-linux
 
 # --- the venv ----------------------------------------------------------------------------------
 extras=""; [ "$mode" = test ] && extras="[dev]"
@@ -68,7 +69,9 @@ fi
 
 [ "$mode" = test ] || exit 0
 
-# --- test tools: the MCP Inspector and the Node it needs (from the npm registry) ---------------
+# --- test tools: a D-Bus daemon (a stand-in systemd in the NixOS backend's contract test), the
+# MCP Inspector and the Node it needs (from the npm registry) ----------------------------------
+apt_install dbus-daemon
 command -v npm >/dev/null || apt_install nodejs npm
 tools=tests/tools
 want="$(stamp_of $tools/package.json $tools/package-lock.json)"

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,9 +32,14 @@ from .common.names import MANAGER, OPERATOR, SERVICE_PREFIX, InvalidName
 from .common.principals import Principal, Role, principal_for
 from .common.serving import ListenError, http_app, serve
 from .common.tokens import SecretError, create_secret, load_secret, mint_token
+from .lifecycle.backends.base import BackendError
 
 DEFAULT_HOME = ".hive"
-SERVERS: dict[str, str] = {"broker": "hyperhive.servers.broker.server"}
+# Each server's module (with create(config, secret, ...)), in start-up order.
+SERVERS: dict[str, str] = {
+    "broker": "hyperhive.servers.broker.server",
+    "lifecycle": "hyperhive.servers.lifecycle.server",
+}
 
 home_option = click.option(
     "--home",
@@ -193,7 +199,14 @@ def _setup_logging() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Listen on this unix socket (created 0600).",
 )
-def serve_command(server: str, home: Path, port: int | None, socket_path: Path | None) -> None:
+@click.option(
+    "--stop-agents-on-exit",
+    is_flag=True,
+    help="lifecycle: stop every agent when the server stops (hive up does; a service lets them run).",
+)
+def serve_command(
+    server: str, home: Path, port: int | None, socket_path: Path | None, stop_agents_on_exit: bool
+) -> None:
     """Run one hyperhive server in the foreground until SIGTERM or Ctrl-C.
 
     It listens where hive.toml says ([servers.SERVER]); --port and --socket replace that.
@@ -206,9 +219,17 @@ def serve_command(server: str, home: Path, port: int | None, socket_path: Path |
             listen = Listen(host=listen.host, port=port, socket=socket_path)
         except ValueError as e:
             _fail(str(e))
+    options: dict[str, Any] = {}
+    if stop_agents_on_exit:
+        if server != "lifecycle":
+            _fail("--stop-agents-on-exit is for the lifecycle server")
+        options["stop_agents_on_exit"] = True
     _setup_logging()
     module = __import__(SERVERS[server], fromlist=["create"])
-    hive_server = module.create(config, _secret(config))
+    try:
+        hive_server = module.create(config, _secret(config), **options)
+    except BackendError as e:
+        _fail(str(e))
 
     def ready(urls: list[str]) -> None:
         for url in urls:
@@ -225,6 +246,30 @@ def serve_command(server: str, home: Path, port: int | None, socket_path: Path |
         _fail(str(e))
 
 
+# ---------------------------------------------------------------------------------------- calling
+
+
+def _call(
+    home: Path, server: str, tool: str, arguments: dict[str, Any], *, as_name: str = OPERATOR, timeout: float = 30
+) -> Any:
+    """Call one tool of one of the hive's servers, as `as_name` (a short-lived token from the secret)."""
+    from fastmcp.exceptions import ToolError
+
+    from .common.client import AuthRefused, HiveClient, ServerUnavailable
+
+    config = _config(home)
+    token_text = mint_token(_secret(config), principal_named(config, as_name), 300)
+
+    async def go() -> Any:
+        async with HiveClient.for_server(config, server, token_text, timeout=timeout, retry_seconds=0) as client:
+            return await client.call(tool, arguments)
+
+    try:
+        return asyncio.run(go())
+    except (ToolError, AuthRefused, ServerUnavailable) as e:
+        _fail(str(e))
+
+
 # --------------------------------------------------------------------------------------------- up
 
 
@@ -233,7 +278,9 @@ def serve_command(server: str, home: Path, port: int | None, socket_path: Path |
 def up(home: Path) -> None:
     """Run the whole hive on this machine: set up the home if needed, then every server.
 
-    Each server runs as its own process. Ctrl-C or SIGTERM stops them all.
+    Each server runs as its own process; the lifecycle server creates the manager agent on the
+    first run and starts the agents that should run, the manager first. Ctrl-C or SIGTERM stops
+    the agents, then the servers in reverse order.
     """
     from .up import run_hive
 
@@ -241,7 +288,90 @@ def up(home: Path) -> None:
     if created:
         click.echo(f"◆ set up hive home {home.resolve()}")
     config = _config(home)
-    sys.exit(run_hive(config, list(SERVERS), echo=click.echo))
+    servers = {name: ["--stop-agents-on-exit"] if name == "lifecycle" else [] for name in SERVERS}
+    sys.exit(run_hive(config, servers, echo=click.echo))
+
+
+# ----------------------------------------------------------------------------------------- agents
+
+
+@main.command()
+@home_option
+def agents(home: Path) -> None:
+    """List the agents: state, role, model, restarts, whether they need an update."""
+    listing = _call(home, "lifecycle", "list_agents", {})
+    click.echo(f"◆ {len(listing['agents'])} agents · {listing['backend']} · {listing['isolation']}")
+    rows = [("name", "role", "state", "model", "started", "restarts", "update")]
+    for agent in listing["agents"]:
+        state = agent["state"]
+        if agent["last_signal"] or agent["last_exit_code"] not in (None, 0):
+            state += f" (last: {agent['last_signal'] or 'exit ' + str(agent['last_exit_code'])})"
+        started = (agent["started_at"] or "-")[:19].replace("T", " ")
+        rows.append(
+            (agent["name"], agent["role"], state, agent["model"], started, str(agent["restart_count"]),
+             "needed" if agent["needs_update"] else "")
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _agent_action(tool: str, summary: str) -> None:
+    @main.command(name=tool, help=summary)
+    @click.argument("name")
+    @home_option
+    def command(name: str, home: Path) -> None:
+        agent = _call(home, "lifecycle", tool, {"name": name}, timeout=120)
+        click.echo(f"◆ {agent['name']}: {agent['state']}")
+
+
+for _tool, _summary in [
+    ("start", "Start agent NAME."),
+    ("stop", "Stop agent NAME: SIGTERM, then SIGKILL after the stop timeout."),
+    ("restart", "Stop agent NAME if it runs, then start it."),
+    ("kill", "SIGKILL agent NAME's sandbox now."),
+    ("rebuild", "Rebuild agent NAME from its applied config."),
+]:
+    _agent_action(_tool, _summary)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete its config repos, state, token and logs.")
+@click.option("--force", is_flag=True, help="Needed to destroy the manager.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+def destroy(name: str, purge: bool, force: bool, yes: bool, home: Path) -> None:
+    """Destroy agent NAME. Its repos and state are kept unless --purge."""
+    if not yes:
+        what = f"destroy {name} and delete its repos, state and logs" if purge else f"destroy {name}"
+        click.confirm(f"Really {what}?", abort=True)
+    _call(home, "lifecycle", "destroy", {"name": name, "purge": purge, "force": force}, timeout=120)
+    click.echo(f"◆ {name}: destroyed" + (" and purged" if purge else " (its repos and state are kept)"))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-n", "--lines", type=click.IntRange(1, 5000), default=50, show_default=True)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@home_option
+def logs(name: str, lines: int, follow: bool, home: Path) -> None:
+    """Print the end of agent NAME's log."""
+    printed = _call(home, "lifecycle", "logs", {"name": name, "lines": lines})["lines"]
+    for line in printed:
+        click.echo(line)
+    last = printed[-1] if printed else None
+    try:
+        while follow:
+            time.sleep(1)
+            fresh = _call(home, "lifecycle", "logs", {"name": name, "lines": 500})["lines"]
+            start = len(fresh) - fresh[::-1].index(last) if last in fresh else 0
+            for line in fresh[start:]:
+                click.echo(line)
+            if fresh:
+                last = fresh[-1]
+    except KeyboardInterrupt:
+        pass
 
 
 # ------------------------------------------------------------------------------------------ debug
@@ -262,25 +392,6 @@ def _as_option(default: str = OPERATOR) -> Callable[[Any], Any]:
     )
 
 
-def _call(home: Path, as_name: str, tool: str, arguments: dict[str, Any], timeout: float = 30) -> Any:
-    from fastmcp.exceptions import ToolError
-
-    from .common.client import AuthRefused, HiveClient, ServerUnavailable
-
-    config = _config(home)
-    secret = _secret(config)
-    token_text = mint_token(secret, principal_named(config, as_name), 300)
-
-    async def go() -> Any:
-        async with HiveClient.for_server(config, "broker", token_text, timeout=timeout) as client:
-            return await client.call(tool, arguments)
-
-    try:
-        return asyncio.run(go())
-    except (ToolError, AuthRefused, ServerUnavailable) as e:
-        _fail(str(e))
-
-
 @debug.command(name="send")
 @click.argument("to")
 @click.argument("body")
@@ -289,7 +400,9 @@ def _call(home: Path, as_name: str, tool: str, arguments: dict[str, Any], timeou
 @home_option
 def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Path) -> None:
     """Send BODY to TO (an agent, 'operator' or '*')."""
-    click.echo(json.dumps(_call(home, as_name, "send", {"to": to, "body": body, "in_reply_to": reply_to})))
+    click.echo(
+        json.dumps(_call(home, "broker", "send", {"to": to, "body": body, "in_reply_to": reply_to}, as_name=as_name))
+    )
 
 
 @debug.command(name="recv")
@@ -299,7 +412,8 @@ def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Pat
 @home_option
 def debug_recv(wait: float, limit: int, as_name: str, home: Path) -> None:
     """Receive (and ack) pending messages, one JSON object per line."""
-    result = _call(home, as_name, "recv_batch", {"max": limit, "wait_seconds": wait}, timeout=wait + 30)
+    arguments = {"max": limit, "wait_seconds": wait}
+    result = _call(home, "broker", "recv_batch", arguments, as_name=as_name, timeout=wait + 30)
     for message in result["messages"]:
         click.echo(json.dumps(message))
     click.echo(f"({result['queued']} still queued)", err=True)

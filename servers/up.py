@@ -34,15 +34,16 @@ def _die_with_parent() -> None:
 @dataclass
 class _Child:
     name: str
+    args: list[str] = field(default_factory=list)  # more arguments for `hive serve NAME`
     process: asyncio.subprocess.Process | None = None
     urls: list[str] = field(default_factory=list)
     crashes: list[float] = field(default_factory=list)
 
 
 class Supervisor:
-    def __init__(self, config: HiveConfig, servers: list[str], echo: Echo) -> None:
+    def __init__(self, config: HiveConfig, servers: dict[str, list[str]], echo: Echo) -> None:
         self.config = config
-        self.children = [_Child(name) for name in servers]
+        self.children = [_Child(name, args) for name, args in servers.items()]
         self.echo = echo
         self.stopping = asyncio.Event()
 
@@ -74,6 +75,7 @@ class Supervisor:
             child.name,
             "--home",
             str(self.config.home),
+            *child.args,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # our signal handling decides when children stop
             preexec_fn=_die_with_parent,
@@ -141,5 +143,5 @@ class Supervisor:
         self.echo("◆ hive stopped")
 
 
-def run_hive(config: HiveConfig, servers: list[str], echo: Echo) -> int:
+def run_hive(config: HiveConfig, servers: dict[str, list[str]], echo: Echo) -> int:
     return asyncio.run(Supervisor(config, servers, echo).run())

@@ -25,6 +25,4 @@ def broker_process(hive: Hive) -> Iterator[BrokerProcess]:
     """`hive serve broker` as a real process (not started; call .start())."""
     process = BrokerProcess(hive)
     yield process
-    if process.process is not None and process.process.poll() is None:
-        process.process.kill()
-        process.process.wait()
+    process.kill_if_running()

@@ -1,17 +1,21 @@
-"""Test support: a hive home with agents, tokens, and brokers served over real HTTP.
+"""Test support: a hive home with agents, tokens, and servers served over real HTTP.
 
-`InProcessBroker` serves the real app on a loopback port inside the test's event loop, with a
-ManualClock the test moves. `BrokerProcess` runs `hive serve broker` as a real process, for
-tests that stop and restart it.
+`in_process(hive, server)` serves a real server app on its loopback port inside the test's event
+loop (the broker with a ManualClock the test moves). `BrokerProcess` runs `hive serve broker` as
+a real process, for tests that stop and restart it.
+
+Each Hive gets free ports for its servers in hive.toml, so servers find each other as in `hive up`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hyperhive.servers.broker.server import create as create_broker
-from hyperhive.servers.cli import init_home, principal_named
+from hyperhive.servers.cli import SERVERS, init_home, principal_named
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.clock import Clock, ManualClock
-from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, Listen, load_hive_config
+from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.serving import http_app, serve
 from hyperhive.servers.common.tokens import load_secret, mint_token
@@ -32,12 +35,20 @@ from hyperhive.servers.common.tokens import load_secret, mint_token
 _names = itertools.count(1)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass
 class Hive:
     home: Path
+    ports: dict[str, int] = field(default_factory=lambda: {server: free_port() for server in SERVERS})
 
     def __post_init__(self) -> None:
         init_home(self.home)
+        self.configure("")
 
     @property
     def config(self) -> HiveConfig:
@@ -48,8 +59,9 @@ class Hive:
         return load_secret(self.config.secret_path)
 
     def configure(self, toml: str) -> None:
-        """Replace hive.toml with these settings; everything else takes its default."""
-        (self.home / "hive.toml").write_text(toml + "\n")
+        """Replace hive.toml with these settings (and the servers' ports); the rest takes its default."""
+        ports = "".join(f"[servers.{server}]\nport = {port}\n" for server, port in self.ports.items())
+        (self.home / "hive.toml").write_text(ports + toml + "\n")
 
     def add_agent(self, name: str | None = None, *, role: str = "agent", extra: str = "") -> str:
         """Write applied/<name>/agent.toml as the lifecycle server would; returns the name."""
@@ -68,16 +80,17 @@ class Hive:
 
 
 @dataclass
-class BrokerEndpoint:
+class Endpoint:
     hive: Hive
     url: str
     clock: ManualClock | None = None
+    server: str = "broker"
     _clients: list[HiveClient] = field(default_factory=list)
 
     def client(self, name: str, **kwargs: Any) -> HiveClient:
         """A HiveClient acting as `name`; closed when the fixture ends."""
         kwargs.setdefault("retry_seconds", 0)
-        client = HiveClient(ServerAddress("broker", self.url), self.hive.token(name), **kwargs)
+        client = HiveClient(ServerAddress(self.server, self.url), self.hive.token(name), **kwargs)
         self._clients.append(client)
         return client
 
@@ -87,21 +100,21 @@ class BrokerEndpoint:
         self._clients.clear()
 
 
-@contextlib.asynccontextmanager
-async def in_process_broker(hive: Hive, clock: Clock | None = None) -> AsyncIterator[BrokerEndpoint]:
-    """The real broker app on 127.0.0.1:<free port>, served in this event loop.
+BrokerEndpoint = Endpoint
 
-    Time is a ManualClock (`endpoint.clock`) unless another clock is given.
-    """
-    clock = clock or ManualClock(start=time.time())
-    server = create_broker(hive.config, hive.secret, clock=clock)
+
+@contextlib.asynccontextmanager
+async def in_process(hive: Hive, server: str, **options: Any) -> AsyncIterator[Endpoint]:
+    """The real app of `server` on its port from hive.toml, served in this event loop."""
+    module = importlib.import_module(SERVERS[server])
+    hive_server = module.create(hive.config, hive.secret, **options)
     stop = asyncio.Event()
     ready: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(
-            http_app(server.mcp),
-            Listen(port=0),
-            before_shutdown=server.before_shutdown,
+            http_app(hive_server.mcp),
+            hive.config.listen(server),
+            before_shutdown=hive_server.before_shutdown,
             on_ready=ready.set_result,
             stop=stop,
         )
@@ -109,7 +122,8 @@ async def in_process_broker(hive: Hive, clock: Clock | None = None) -> AsyncIter
     done, _ = await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # raises what stopped the server
-    endpoint = BrokerEndpoint(hive, ready.result()[0], clock if isinstance(clock, ManualClock) else None)
+    clock = options.get("clock")
+    endpoint = Endpoint(hive, ready.result()[0], clock if isinstance(clock, ManualClock) else None, server)
     try:
         yield endpoint
     finally:
@@ -118,63 +132,80 @@ async def in_process_broker(hive: Hive, clock: Clock | None = None) -> AsyncIter
         await task
 
 
-class BrokerProcess:
-    """`hive serve broker` as a child process on a fixed port, restartable."""
+def in_process_broker(hive: Hive, clock: Clock | None = None) -> contextlib.AbstractAsyncContextManager[Endpoint]:
+    """The broker, in-process; time is a ManualClock (`endpoint.clock`) unless another clock is given."""
+    return in_process(hive, "broker", clock=clock or ManualClock(start=time.time()))
 
-    def __init__(self, hive: Hive, *extra_args: str) -> None:
+
+class ServerProcess:
+    """`hive serve SERVER` as a child process, restartable, its log in a file under the home.
+
+    The broker defaults to a free port of its own (kept across restarts); other servers use
+    hive.toml's. `prefix` runs the command under another (e.g. `unshare --user ...`).
+    """
+
+    def __init__(self, hive: Hive, server: str, *extra_args: str, prefix: tuple[str, ...] = ()) -> None:
         self.hive = hive
+        self.server = server
         self.extra_args = extra_args
+        self.prefix = prefix
         self.process: subprocess.Popen[str] | None = None
         self.urls: list[str] = []
         self.port: int | None = None
+        self.log = hive.home.parent / f"{server}.log"
 
     @property
     def url(self) -> str:
         return self.urls[0]
 
-    def start(self, timeout: float = 30) -> BrokerProcess:
-        port_args = ["--port", str(self.port)] if self.port else []
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hyperhive.servers.cli",
-                "serve",
-                "broker",
-                "--home",
-                str(self.hive.home),
-                *(port_args or self.extra_args or ["--port", "0"]),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def start(self, timeout: float = 30) -> ServerProcess:
+        args = list(self.extra_args)
+        if self.port and "--port" in args:  # a restart keeps the port it got the first time
+            args[args.index("--port") + 1] = str(self.port)
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [*self.prefix, sys.executable, "-m", "hyperhive.servers.cli", "serve", self.server,
+                 "--home", str(self.hive.home), *args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )  # fmt: skip
         self.urls = []
         deadline = time.monotonic() + timeout
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line:
-                raise RuntimeError(f"broker exited: {self.process.wait()}\n{self.stderr()}")
-            if line.strip() == "broker ready":
+                raise RuntimeError(f"{self.server} exited: {self.process.wait()}\n{self.stderr()}")
+            if line.strip() == f"{self.server} ready":
                 break
             if " listening on " in line:
                 self.urls.append(line.split(" listening on ", 1)[1].strip())
         else:
-            raise RuntimeError("broker did not start in time")
+            raise RuntimeError(f"{self.server} did not start in time")
         if self.port is None and self.urls and self.urls[0].startswith("http"):
             self.port = int(self.urls[0].rsplit(":", 1)[1].split("/")[0])  # keep it across restarts
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.process is not None
         self.process.send_signal(sig)
         return self.process.wait(timeout)
 
     def stderr(self) -> str:
-        if self.process is None or self.process.stderr is None or self.process.poll() is None:
-            return ""
-        return self.process.stderr.read()
+        return self.log.read_text() if self.log.exists() else ""
 
-    def endpoint(self) -> BrokerEndpoint:
-        return BrokerEndpoint(self.hive, self.url)
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.hive, self.url, server=self.server)
+
+    def kill_if_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class BrokerProcess(ServerProcess):
+    """`hive serve broker` on a port of its own (`--port 0` the first time)."""
+
+    def __init__(self, hive: Hive, *extra_args: str) -> None:
+        super().__init__(hive, "broker", *(extra_args or ("--port", "0")))

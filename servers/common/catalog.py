@@ -43,6 +43,7 @@ def _access(*roles: Role) -> ToolAccess:
 
 AGENT: Final = _access(Role.AGENT, Role.MANAGER, Role.OPERATOR)
 MANAGER: Final = _access(Role.MANAGER, Role.OPERATOR)
+MANAGER_AND_SERVICE: Final = _access(Role.MANAGER, Role.OPERATOR, Role.SERVICE)
 OPERATOR: Final = _access(Role.OPERATOR)
 OPERATOR_AND_SERVICE: Final = _access(Role.OPERATOR, Role.SERVICE)
 SERVICE: Final = _access(Role.SERVICE)
@@ -62,6 +63,24 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
         "list_messages": OPERATOR_AND_SERVICE,
         "stats": OPERATOR_AND_SERVICE,
         "post_event": SERVICE,
+    },
+    "lifecycle": {
+        "list_agents": MANAGER_AND_SERVICE,
+        "agent_status": MANAGER_AND_SERVICE,
+        "logs": MANAGER_AND_SERVICE,
+        "agent_config": MANAGER_AND_SERVICE,
+        "agent_stats": MANAGER_AND_SERVICE,
+        "create_agent": OPERATOR_AND_SERVICE,
+        "start": OPERATOR_AND_SERVICE,
+        "stop": OPERATOR_AND_SERVICE,
+        "restart": OPERATOR_AND_SERVICE,
+        "kill": OPERATOR_AND_SERVICE,
+        "rebuild": OPERATOR_AND_SERVICE,
+        "rebuild_stale": OPERATOR_AND_SERVICE,
+        "destroy": OPERATOR_AND_SERVICE,
+        "set_model": OPERATOR_AND_SERVICE,
+        "apply_commit": SERVICE,
+        "read_state_file": OPERATOR,
     },
 }
 

@@ -89,6 +89,25 @@ class BrokerSettings(_Strict):
 
 class ServersSettings(_Strict):
     broker: Listen = Listen(port=7801)
+    lifecycle: Listen = Listen(port=7802)
+
+
+class NixosSettings(_Strict):
+    flake: str = "hyperhive"  # the flake whose agent base each agent's flake extends (a registry name or URL)
+    conf_dir: Path = Path("/etc/nixos-containers")  # where nixos-container keeps <name>.conf
+
+
+class LifecycleSettings(_Strict):
+    backend: Literal["auto", "bwrap", "nixos-container"] = "auto"  # auto: nixos-container under systemd
+    uid_base: Annotated[int, Field(ge=1000, le=2**31 - 70_000)] = 200_000  # agents' host uids when run as root
+    stop_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    restart_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0  # doubles with each crash
+    log_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
+    log_keep: Annotated[int, Field(ge=1, le=100)] = 3
+    rebuild_stale_on_start: bool = True
+    # What a sandbox runs when agent.toml has no [sandbox] command. Unset: the harness.
+    default_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    nixos: NixosSettings = NixosSettings()
 
 
 class TokenSettings(_Strict):
@@ -106,6 +125,7 @@ class HiveConfig(_Strict):
     home: Path
     servers: ServersSettings = ServersSettings()
     broker: BrokerSettings = BrokerSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
 
@@ -124,6 +144,14 @@ class HiveConfig(_Strict):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.home / "credentials"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
 
     def db_path(self, server: str) -> Path:
         return self.home / "state" / f"{server}.sqlite"
@@ -152,6 +180,10 @@ host = "127.0.0.1"
 port = 7801
 # socket = "run/broker.sock"   # a unix socket too (created 0600 in a 0700 directory)
 
+[servers.lifecycle]
+host = "127.0.0.1"
+port = 7802
+
 [broker]
 max_body_bytes = 65536          # largest message body, in bytes of UTF-8
 inbox_cap = 10000               # undelivered messages per inbox before sends are refused
@@ -164,8 +196,17 @@ min_delay_seconds = 5
 max_per_minute = 20             # reminders an agent may create per minute
 max_horizon_days = 365
 
+[lifecycle]
+backend = "auto"                # "bwrap", "nixos-container", or auto: nixos-container under systemd
+uid_base = 200000               # run as root, each agent gets its own host uid from here up
+stop_timeout_seconds = 10       # SIGTERM, then SIGKILL after this long
+restart_backoff_seconds = 1     # after a crash; doubles each time (agent.toml [sandbox] max_restarts)
+log_max_bytes = 10485760        # each agent's log is rotated at this size
+log_keep = 3
+rebuild_stale_on_start = true   # rebuild agents built by another hyperhive version
+
 [tokens]
-ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` (30 days)
+ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)
 
 [storage]
 synchronous = "normal"          # "full" also survives power loss, at an fsync per commit
@@ -195,6 +236,12 @@ class StdioMcpServer(_Strict):
 McpServer = Annotated[HttpMcpServer | StdioMcpServer, Field(discriminator="type")]
 
 
+class SandboxSettings(_Strict):
+    # What the sandbox runs; unset runs the harness. Set it to run a program of your own in its place.
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = 3  # crashes in a row restarted, then it stays failed
+
+
 class AgentConfig(_Strict):
     role: Literal["agent", "manager"] = "agent"
     model: str = DEFAULT_MODEL
@@ -207,6 +254,7 @@ class AgentConfig(_Strict):
     mcp_servers: dict[str, McpServer] = {}
     env: dict[str, str] = {}
     prompt: Annotated[str, Field(max_length=20_000)] = ""
+    sandbox: SandboxSettings = SandboxSettings()
 
     @property
     def principal_role(self) -> Role:
@@ -313,6 +361,12 @@ prompt = ""
 # [mcp_servers.search]
 # type = "http"
 # url = "http://127.0.0.1:9000/mcp"
+
+# The sandbox: how many crashes in a row are restarted (then it stays failed), and what it runs
+# (unset: the harness, which drives Claude Code).
+# [sandbox]
+# max_restarts = 3
+# command = ["python3", "-m", "my_agent"]
 """
 
 

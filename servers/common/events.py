@@ -81,12 +81,16 @@ class ContainerCrash(_Event):
     exit_code: int | None = None
     signal: str | None = None
     restarts: int = 0
+    will_restart: bool = False
+    last_lines: list[str] = []  # the end of its log, to see why
 
     def summary(self) -> str:
         how = [f"signal {self.signal}"] if self.signal else []
         how += [f"exit code {self.exit_code}"] if self.exit_code is not None else []
         how.append(f"{self.restarts} restart{'' if self.restarts == 1 else 's'} so far")
-        return f"agent {self.agent} crashed ({'; '.join(how)})"
+        then = "; restarting it" if self.will_restart else ""
+        tail = "\n" + "\n".join(self.last_lines[-5:]) if self.last_lines else ""
+        return f"agent {self.agent} crashed ({'; '.join(how)}){then}{tail}"
 
 
 class OperatorAnswered(_Event):

@@ -24,7 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
 from .agents import AgentRegistry
-from .names import InvalidName
+from .names import InvalidName, service_principal
 from .principals import Principal, Role, principal_for
 
 log = logging.getLogger("hyperhive.tokens")
@@ -158,6 +158,24 @@ class HiveTokenVerifier(TokenVerifier):
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
+
+
+class ServiceToken:
+    """A token for one of our servers to call another: minted on demand, renewed before it expires."""
+
+    def __init__(self, secret: bytes, server: str, ttl_seconds: int = 3600) -> None:
+        self._secret = secret
+        self._principal = Principal(service_principal(server), Role.SERVICE)
+        self._ttl = ttl_seconds
+        self._token = ""
+        self._renew_at = 0.0
+
+    def __call__(self) -> str:
+        now = time.time()
+        if now >= self._renew_at:
+            self._token = mint_token(self._secret, self._principal, self._ttl, now=now)
+            self._renew_at = now + self._ttl / 2
+        return self._token
 
 
 def current_principal() -> Principal | None:

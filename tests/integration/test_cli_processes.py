@@ -24,6 +24,40 @@ def _hive(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _bwrap_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if command.endswith(b"bwrap"):
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """True once /proc has no such process (a zombie awaiting its parent counts as gone)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _describe(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "gone"
+
+
 def _free_port() -> int:
     import socket
 
@@ -45,11 +79,17 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def test_hive_up_runs_the_broker_and_stops_without_orphans(tmp_path: Path) -> None:
+SLEEPER = f'["{sys.executable}", "-c", "import time; time.sleep(3600)"]'
+
+
+def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
-    port = _free_port()
-    (home / "hive.toml").write_text(f"[servers.broker]\nport = {port}\n")
+    ports = {"broker": _free_port(), "lifecycle": _free_port()}
+    (home / "hive.toml").write_text(
+        "".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items())
+        + f"[lifecycle]\ndefault_command = {SLEEPER}\n"  # until the harness exists
+    )
     for attempt in range(2):  # a second `hive up` reuses the home and its state
         up = subprocess.Popen(
             [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
@@ -57,31 +97,42 @@ def test_hive_up_runs_the_broker_and_stops_without_orphans(tmp_path: Path) -> No
             stderr=subprocess.STDOUT,
             text=True,
         )
-        assert up.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            lines.append(line)
-            if "stop: Ctrl-C" in line or not line:
-                break
-        output = "".join(lines)
-        assert f"broker     http://127.0.0.1:{port}/mcp" in output, output
-        children = _children_of(up.pid)
-        assert len(children) == 1
+        try:
+            assert up.stdout is not None
+            lines = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = up.stdout.readline()
+                lines.append(line)
+                if "stop: Ctrl-C" in line or not line:
+                    break
+            output = "".join(lines)
+            for name, port in ports.items():
+                assert f"{name:<10} http://127.0.0.1:{port}/mcp" in output, output
+            servers = _children_of(up.pid)
+            assert len(servers) == 2
+            agents = _hive(home, "agents")
+            assert agents.returncode == 0, agents.stderr
+            assert "manager  manager  running" in agents.stdout
+            sandboxes = _bwrap_processes()
+            assert sandboxes  # the manager's sandbox: the outer bwrap and its init
 
-        sent = _hive(home, "debug", "send", "manager", f"hello #{attempt}")
-        assert sent.returncode == 0, sent.stderr
-        if attempt == 1:
-            received = _hive(home, "debug", "recv", "--as", "manager")
-            bodies = [json.loads(line)["body"] for line in received.stdout.splitlines()]
-            assert bodies == ["hello #0", "hello #1"]  # the first run's message survived
+            sent = _hive(home, "debug", "send", "manager", f"hello #{attempt}")
+            assert sent.returncode == 0, sent.stderr
+            if attempt == 1:
+                received = _hive(home, "debug", "recv", "--as", "manager")
+                bodies = [json.loads(line)["body"] for line in received.stdout.splitlines()]
+                assert bodies == ["hello #0", "hello #1"]  # the first run's message survived
 
-        up.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert up.wait(30) == 0
-        assert "◆ hive stopped" in up.stdout.read()
-        for child in children:
-            assert not Path(f"/proc/{child}").exists(), "a server outlived hive up"
+            up.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            assert up.wait(30) == 0
+            assert "◆ hive stopped" in up.stdout.read()
+            for pid in [*servers, *sandboxes]:
+                assert _gone(pid), f"{pid} outlived hive up: {_describe(pid)}"
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
 
 
 def test_hive_up_exits_when_its_server_cannot_start(tmp_path: Path, broker_process: BrokerProcess) -> None:

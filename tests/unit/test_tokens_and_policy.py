@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.broker.server import create as create_broker
+from hyperhive.servers.lifecycle.server import create as create_lifecycle
 from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.catalog import CATALOG, role_default
@@ -160,7 +161,8 @@ def test_role_defaults() -> None:
 async def test_each_server_registers_exactly_its_catalog_entry(tmp_path: Path) -> None:
     init_home(tmp_path)
     config = load_hive_config(tmp_path)
-    servers = {"broker": create_broker(config, load_secret(config.secret_path))}
+    secret = load_secret(config.secret_path)
+    servers = {"broker": create_broker(config, secret), "lifecycle": create_lifecycle(config, secret)}
     assert set(servers) == set(CATALOG)
     for name, server in servers.items():
         registered = {tool.name for tool in await server.mcp.list_tools(run_middleware=False)}

@@ -1,0 +1,1 @@
+"""The lifecycle server: agent sandboxes, config repos, crash watch, logs."""

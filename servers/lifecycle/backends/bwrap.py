@@ -1,0 +1,408 @@
+"""The default backend: one bubblewrap sandbox per agent.
+
+Run as root, bwrap builds the sandbox (so it can bind a Python installed anywhere) and the
+command inside drops, through setpriv, to the agent's own host uid with no capabilities and
+no_new_privs: root inside is nobody outside. Run unprivileged, bwrap uses a user namespace and
+every agent shares the server's uid, which list_agents says.
+
+Sandboxes outlive the lifecycle server: each is its own session, recorded in the runtime dir
+(pid and start time of the outer bwrap, the namespace's init, its status file). A new server
+re-attaches to the ones still running and learns how the others ended from bwrap's
+--json-status-fd file, which bwrap completes with {"exit-code": N} when the sandbox ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+
+import hyperhive.harness
+import hyperhive.servers
+import hyperhive.ui
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.lifecycle import logfiles
+from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
+from hyperhive.servers.lifecycle.paths import AgentPaths
+
+log = logging.getLogger("hyperhive.lifecycle.bwrap")
+
+READY_TIMEOUT: Final = 10.0
+ROTATE_EVERY: Final = 5.0
+_ROOT_LINKS: Final = ("bin", "lib", "lib64", "sbin")  # merged-/usr symlinks, or real dirs elsewhere
+
+
+@dataclass
+class _Sandbox:
+    name: str
+    pid: int  # the outer bwrap (the monitor) in the host pid namespace
+    start_ticks: int | None  # its start time, to tell it from a later process with the same pid
+    init_pid: int  # the sandbox's pid 1, as seen from the host
+    pidns: int  # the sandbox's pid namespace inode
+    started_at: float
+    status: Path
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class BwrapBackend(Backend):
+    name = "bwrap"
+
+    def __init__(self, config: HiveConfig, *, bwrap: str = "bwrap") -> None:
+        self.config = config
+        self.bwrap = bwrap
+        self.runtime = config.run_dir / "lifecycle" / "bwrap"
+        self.privileged = os.geteuid() == 0
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._changes: asyncio.Queue[Change] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._attached = False
+        self._rotating: asyncio.Task[None] | None = None
+
+    @property
+    def isolation(self) -> str:
+        if self.privileged:
+            return "bubblewrap: own mount, pid, ipc and uts namespaces; each agent its own host uid, no capabilities"
+        return (
+            f"bubblewrap in a user namespace: own mount, pid, ipc and uts namespaces, but every agent runs as "
+            f"uid {os.geteuid()} because the lifecycle server is not root"
+        )
+
+    # ---------------------------------------------------------------------------------------- create
+    async def create(self, spec: SandboxSpec) -> None:
+        """Nothing to prepare: a bwrap sandbox is made at each start."""
+
+    async def update(self, spec: SandboxSpec) -> None:
+        """Nothing to update: the next start reads the new spec."""
+
+    async def destroy(self, name: str) -> None:
+        if name in self._sandboxes:
+            await self.kill(name)
+
+    # ----------------------------------------------------------------------------------------- start
+    async def start(self, spec: SandboxSpec) -> Running:
+        await self._attach()
+        if spec.name in self._sandboxes:
+            raise BackendError(f"{spec.name} is already running")
+        await anyio.to_thread.run_sync(self._prepare, spec)
+        status = self.runtime / f"{spec.name}.status"
+        status_fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        started_at = time.time()
+        try:
+            logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
+            process = await asyncio.create_subprocess_exec(
+                *self._argv(spec, status_fd),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                pass_fds=(status_fd,),
+                start_new_session=True,  # not ours to take down when this server stops
+                env={},
+            )
+        finally:
+            os.close(status_fd)
+            os.close(log_fd)
+        try:
+            ready = await self._ready(spec, process, status)
+        except BaseException:
+            # Whatever went wrong (or cancelled us), no sandbox may run that nobody tracks.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+            raise
+        sandbox = _Sandbox(
+            spec.name, process.pid, _start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
+            started_at, status,
+        )  # fmt: skip
+        record = {
+            "pid": sandbox.pid, "start_ticks": sandbox.start_ticks, "init_pid": sandbox.init_pid,
+            "pidns": sandbox.pidns, "started_at": started_at, "status": str(status),
+        }  # fmt: skip
+        write_atomic(self.runtime / f"{spec.name}.json", json.dumps(record), mode=0o600)
+        self._sandboxes[spec.name] = sandbox
+        self._spawn(self._watch_child(sandbox, process))
+        self._ensure_rotation()
+        return Running(spec.name, started_at, sandbox.pid)
+
+    def _prepare(self, spec: SandboxSpec) -> None:
+        self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spec.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The mount point of the read-only credentials bind, inside the agent's harness dir.
+        mount = spec.harness_dir / "credentials"
+        mount.mkdir(exist_ok=True)
+        if spec.uid is not None and self.privileged:
+            os.chown(mount, spec.uid, spec.uid)
+
+    def _argv(self, spec: SandboxSpec, status_fd: int) -> list[str]:
+        argv = [self.bwrap, "--new-session", "--ro-bind", "/usr", "/usr"]
+        for name in _ROOT_LINKS:
+            top = Path("/") / name
+            if top.is_symlink():
+                argv += ["--symlink", str(top.readlink()), str(top)]
+            elif top.is_dir():
+                argv += ["--ro-bind", str(top), str(top)]
+        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        # The Python and hyperhive the harness runs on, read-only at the same paths. Parent
+        # directories are made 0755 first: bwrap would copy the host's modes (/root is 0700).
+        made: set[Path] = {Path("/"), Path("/tmp")}
+        for directory in _runtime_dirs():
+            argv += [*_parents(directory, made), "--ro-bind", str(directory), str(directory)]
+        for directory in (spec.state_dir, spec.harness_dir, *spec.shared_rw):
+            argv += [*_parents(directory, made), "--bind", str(directory), str(directory)]
+        argv += ["--ro-bind", str(spec.credentials_dir), str(spec.harness_dir / "credentials")]
+        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.name]
+        if not self.privileged:
+            argv.append("--unshare-user")
+        argv += ["--chdir", str(spec.state_dir), "--clearenv"]
+        for key, value in spec.env.items():
+            argv += ["--setenv", key, value]
+        argv += ["--json-status-fd", str(status_fd), "--"]
+        if self.privileged:
+            if spec.uid is None:
+                raise BackendError(f"{spec.name} has no uid: as root, every agent runs as its own uid")
+            argv += [
+                "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+            ]  # fmt: skip
+        return argv + spec.command
+
+    async def _ready(self, spec: SandboxSpec, process: asyncio.subprocess.Process, status: Path) -> dict[str, int]:
+        """Wait for bwrap's first status line: the sandbox is up. A set-up failure ends bwrap first."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        delay = 0.001
+        while time.monotonic() < deadline:
+            for entry in _status_entries(await anyio.to_thread.run_sync(status.read_text)):
+                if "child-pid" in entry:
+                    return {"child-pid": int(entry["child-pid"]), "pid-namespace": int(entry["pid-namespace"])}
+            if process.returncode is not None:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        else:
+            raise BackendError(f"the sandbox of {spec.name} did not come up within {READY_TIMEOUT:.0f} s")
+        why = "\n".join(logfiles.tail(spec.log_path, 5)) or f"bwrap exited with code {process.returncode}"
+        raise BackendError(f"the sandbox of {spec.name} did not start: {why}")
+
+    # ----------------------------------------------------------------------------------- stop & kill
+    async def stop(self, name: str, timeout: float) -> None:
+        sandbox = self._running(name)
+        pids = await anyio.to_thread.run_sync(_namespace_pids, sandbox.pidns, sandbox.init_pid)
+        for pid in pids:  # bwrap's init ignores SIGTERM: signal what runs under it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with anyio.move_on_after(timeout if pids else 0):
+            await sandbox.ended.wait()
+        if not sandbox.ended.is_set():
+            await self.kill(name)
+
+    async def kill(self, name: str) -> None:
+        sandbox = self._running(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sandbox.init_pid, signal.SIGKILL)  # the kernel then kills the whole namespace
+        with anyio.fail_after(10):
+            await sandbox.ended.wait()
+
+    def _running(self, name: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(name)
+        if sandbox is None:
+            raise BackendError(f"{name} is not running")
+        return sandbox
+
+    # -------------------------------------------------------------------------------- watch & attach
+    async def list(self) -> dict[str, Running]:
+        await self._attach()
+        return {name: Running(name, s.started_at, s.pid) for name, s in self._sandboxes.items()}
+
+    def changes(self) -> AsyncIterator[Change]:
+        return self._drain_changes()
+
+    async def _drain_changes(self) -> AsyncIterator[Change]:
+        while True:
+            yield await self._changes.get()
+
+    async def _watch_child(self, sandbox: _Sandbox, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        await self._ended(sandbox, code)
+
+    async def _watch_adopted(self, sandbox: _Sandbox) -> None:
+        """A sandbox started by an earlier server: not our child, so watch it through a pidfd."""
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(sandbox.pid)
+        except ProcessLookupError:
+            await self._ended(sandbox, None)
+            return
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:  # a pidfd becomes readable when its process ends
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        await self._ended(sandbox, None)
+
+    async def _ended(self, sandbox: _Sandbox, returncode: int | None) -> None:
+        code = _exit_code(sandbox.status)
+        if code is None:
+            code = returncode
+        change = Change(
+            sandbox.name,
+            at=time.time(),
+            exit_code=code,
+            signal=code - 128 if code is not None and 128 < code < 128 + 65 else None,
+            started_at=sandbox.started_at,
+        )
+        log_path = AgentPaths.of(self.config, sandbox.name).log
+        how = f"signal {change.signal}" if change.signal else f"exit code {change.exit_code}"
+        await anyio.to_thread.run_sync(logfiles.mark, log_path, change.at, f"sandbox ended ({how})")
+        if self._sandboxes.get(sandbox.name) is sandbox:
+            del self._sandboxes[sandbox.name]
+        for path in (self.runtime / f"{sandbox.name}.json", sandbox.status):
+            path.unlink(missing_ok=True)
+        sandbox.ended.set()
+        self._changes.put_nowait(change)
+
+    async def _attach(self) -> None:
+        """Take over the sandboxes an earlier server started; report the ones that ended meanwhile."""
+        if self._attached:
+            return
+        self._attached = True
+        for record_path in sorted(self.runtime.glob("*.json")) if self.runtime.exists() else []:
+            name = record_path.stem
+            try:
+                record = json.loads(record_path.read_text())
+                sandbox = _Sandbox(
+                    name, record["pid"], record["start_ticks"], record["init_pid"], record["pidns"],
+                    record["started_at"], Path(record["status"]),
+                )  # fmt: skip
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("ignoring unreadable sandbox record %s: %s", record_path, e)
+                record_path.unlink(missing_ok=True)
+                continue
+            if _start_ticks(sandbox.pid) == sandbox.start_ticks:
+                self._sandboxes[name] = sandbox
+                self._spawn(self._watch_adopted(sandbox))
+                log.info("re-attached to the running sandbox of %s (pid %d)", name, sandbox.pid)
+            else:
+                await self._ended(sandbox, None)
+        if self._sandboxes:
+            self._ensure_rotation()
+
+    # ------------------------------------------------------------------------------------------ logs
+    async def logs(self, name: str, lines: int, since: float | None) -> builtins.list[str]:
+        path = AgentPaths.of(self.config, name).log
+        return await anyio.to_thread.run_sync(logfiles.tail, path, lines, since)
+
+    def _ensure_rotation(self) -> None:
+        if self._rotating is None or self._rotating.done():
+            self._rotating = asyncio.create_task(self._rotate_forever())
+
+    async def _rotate_forever(self) -> None:
+        settings = self.config.lifecycle
+        while self._sandboxes:
+            for name in list(self._sandboxes):
+                path = AgentPaths.of(self.config, name).log
+                await anyio.to_thread.run_sync(
+                    logfiles.rotate_if_large, path, settings.log_max_bytes, settings.log_keep
+                )
+            await asyncio.sleep(ROTATE_EVERY)
+
+    # ---------------------------------------------------------------------------------------- close
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *([self._rotating] if self._rotating else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _runtime_dirs() -> list[Path]:
+    """Python's prefixes and hyperhive's package dirs (an editable install lives outside them)."""
+    candidates = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix)}
+    for package in (hyperhive.servers, hyperhive.harness, hyperhive.ui):
+        candidates.update(Path(p) for p in package.__path__)
+    resolved = sorted({c.resolve() for c in candidates if c.exists()})
+    usr = Path("/usr")
+    kept: list[Path] = []
+    for path in resolved:
+        if path == usr or usr in path.parents or any(k in path.parents for k in kept):
+            continue
+        kept.append(path)
+    return kept
+
+
+def _parents(path: Path, made: set[Path]) -> list[str]:
+    argv: list[str] = []
+    for parent in reversed(path.parents):
+        if parent not in made:
+            made.add(parent)
+            argv += ["--perms", "0755", "--dir", str(parent)]
+    made.add(path)
+    return argv
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _namespace_pids(pidns: int, init_pid: int) -> list[int]:
+    """Host pids of every process in the pid namespace `pidns`, except its init."""
+    wanted = f"pid:[{pidns}]"
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == init_pid:
+            continue
+        try:
+            if str(Path(f"/proc/{entry.name}/ns/pid").readlink()) == wanted:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _status_entries(text: str) -> list[dict[str, Any]]:
+    """bwrap's status lines so far; a last line it is still writing is not one yet."""
+    entries = []
+    for line in text.split("\n")[:-1]:
+        with contextlib.suppress(ValueError):
+            entries.append(json.loads(line))
+    return entries
+
+
+def _exit_code(status: Path) -> int | None:
+    try:
+        text = status.read_text()
+    except OSError:
+        return None
+    for entry in reversed(_status_entries(text)):
+        if "exit-code" in entry:
+            return int(entry["exit-code"])
+    return None

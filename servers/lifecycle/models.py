@@ -1,0 +1,84 @@
+"""What the lifecycle server's tools return."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from hyperhive.servers.common.harnessdir import Turn, TurnSummary
+
+
+class AgentInfo(BaseModel):
+    name: str
+    role: str
+    state: str  # stopped | starting | running | stopping | restarting | failed
+    desired: str  # running | stopped: what it was last asked to be
+    model: str  # the model its next turn uses (set_model's override, else agent.toml's)
+    started_at: str | None
+    last_exit_code: int | None
+    last_signal: str | None
+    restart_count: int  # restarts after crashes
+    applied_sha: str | None
+    needs_update: bool  # built by another hyperhive version, or from an older applied config
+
+
+class AgentList(BaseModel):
+    backend: str
+    isolation: str  # how agents are kept apart here, in one line
+    version: str  # the hyperhive version agents are built with
+    agents: list[AgentInfo]
+
+
+class AgentStatus(AgentInfo):
+    backend: str
+    isolation: str
+    uid: int | None  # the host uid it runs as, when the server runs as root
+    crashes_in_a_row: int
+    stopped_at: str | None
+    busy: str | None  # what is being done to it right now, if anything
+    state_dir: str
+    harness_dir: str
+
+
+class LogLines(BaseModel):
+    name: str
+    lines: list[str]
+
+
+class AgentConfigText(BaseModel):
+    name: str
+    sha: str | None  # the applied repo's commit
+    agent_toml: str
+    agent_nix: str | None
+
+
+class AgentStats(BaseModel):
+    name: str
+    summary: TurnSummary
+    turns: list[Turn]
+
+
+class Applied(BaseModel):
+    name: str
+    proposed_sha: str
+    applied_sha: str
+
+
+class Rebuilt(BaseModel):
+    rebuilt: list[str]
+
+
+class DestroyResult(BaseModel):
+    name: str
+    purged: bool
+
+
+class ModelResult(BaseModel):
+    name: str
+    model: str
+
+
+class StateFile(BaseModel):
+    name: str
+    path: str
+    size: int
+    text: str

@@ -1,0 +1,77 @@
+"""Where an agent's things live in the hive home: stated once, used by the server and the backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, MODEL_FILE, TOKEN_FILE, TURN_STATS
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPaths:
+    home: Path
+    name: str
+
+    @classmethod
+    def of(cls, config: HiveConfig, name: str) -> AgentPaths:
+        return cls(config.home, name)
+
+    @property
+    def root(self) -> Path:
+        return self.home / "agents" / self.name
+
+    @property
+    def config(self) -> Path:
+        """The proposed config repo: the manager edits it."""
+        return self.root / "config"
+
+    @property
+    def state(self) -> Path:
+        """The agent's own files and its cwd (notes.md ...)."""
+        return self.root / "state"
+
+    @property
+    def harness(self) -> Path:
+        """Harness-owned: hive.json, the model override, turn stats."""
+        return self.root / "harness"
+
+    @property
+    def applied(self) -> Path:
+        """The applied config repo: written only by the lifecycle server."""
+        return self.home / "applied" / self.name
+
+    @property
+    def credentials(self) -> Path:
+        """Its token, outside the agents tree; bound read-only at harness/credentials in its sandbox."""
+        return self.home / "credentials" / self.name
+
+    @property
+    def token(self) -> Path:
+        return self.credentials / TOKEN_FILE
+
+    @property
+    def credentials_mount(self) -> Path:
+        return self.harness / CREDENTIALS
+
+    @property
+    def hive_json(self) -> Path:
+        return self.harness / HIVE_JSON
+
+    @property
+    def model_override(self) -> Path:
+        return self.harness / MODEL_FILE
+
+    @property
+    def turn_stats(self) -> Path:
+        return self.harness / TURN_STATS
+
+    @property
+    def log(self) -> Path:
+        """The sandbox's output (bwrap); outside the agent's reach."""
+        return self.home / "logs" / f"{self.name}.log"
+
+    def exists(self) -> bool:
+        """Provisioned: both repos, the state dir and the harness dir are there."""
+        return all(p.is_dir() for p in (self.config / ".git", self.applied / ".git", self.state, self.harness))

@@ -1,0 +1,101 @@
+"""Agent config repositories, through the `git` command.
+
+Each agent has a *proposed* repo (`agents/<name>/config/`, where the manager edits agent.toml and
+agent.nix) and an *applied* repo (`applied/<name>/`, written only by the lifecycle server when a
+commit is applied). Applying copies the config files at one proposed commit into the applied repo
+and commits them with that commit's sha in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import anyio
+
+from hyperhive.servers.common.files import write_atomic
+
+CONFIG_FILES: Final = ("agent.toml", "agent.nix")  # what a config repo holds and an apply copies
+_SHA_RE: Final = re.compile(r"^[0-9a-f]{7,64}$")
+_IDENTITY: Final = ("-c", "user.name=hyperhive", "-c", "user.email=hyperhive@localhost")
+
+
+class RepoError(Exception):
+    """A git operation failed, or a commit or file is not there; the message says which."""
+
+
+async def git(repo: Path, *args: str, check: bool = True) -> str:
+    """Run git in `repo` and return its stdout. Repos belong to agent uids, hence safe.directory."""
+    process = await asyncio.create_subprocess_exec(
+        "git", "-c", "safe.directory=*", "-c", "init.defaultBranch=main", *_IDENTITY, "-C", str(repo), *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+    )  # fmt: skip
+    out, err = await process.communicate()
+    if check and process.returncode != 0:
+        raise RepoError(f"git {' '.join(args)} in {repo} failed: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace")
+
+
+async def init_repo(repo: Path, files: Mapping[str, str], message: str) -> str:
+    """Create a repo holding `files` in one commit (unless it exists); returns HEAD's sha."""
+    if await anyio.to_thread.run_sync(_new_repo_dir, repo):
+        await git(repo, "init", "-q")
+        await anyio.to_thread.run_sync(_write_files, repo, files)
+        await git(repo, "add", "--", *files)
+        await git(repo, "commit", "-q", "-m", message)
+    return await head(repo)
+
+
+def _new_repo_dir(repo: Path) -> bool:
+    repo.mkdir(parents=True, exist_ok=True)
+    return not (repo / ".git").exists()
+
+
+def _write_files(repo: Path, files: Mapping[str, str]) -> None:
+    for name, text in files.items():
+        write_atomic(repo / name, text)
+
+
+async def head(repo: Path) -> str:
+    return (await git(repo, "rev-parse", "HEAD")).strip()
+
+
+async def resolve_commit(repo: Path, ref: str) -> str:
+    """The full sha of commit `ref` (a sha or an abbreviation of one) in `repo`; RepoError if there is none."""
+    if not _SHA_RE.match(ref):
+        raise RepoError(f"{ref!r} is not a commit sha (7 to 64 hex digits)")
+    out = await git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+    if not out.strip():
+        raise RepoError(f"there is no commit {ref} in {repo.name}'s proposed config repo")
+    return out.strip()
+
+
+async def files_at(repo: Path, sha: str) -> dict[str, str]:
+    """The config files present at commit `sha`: name -> text."""
+    listed = set((await git(repo, "ls-tree", "--name-only", sha)).split())
+    return {name: await git(repo, "show", f"{sha}:{name}") for name in CONFIG_FILES if name in listed}
+
+
+async def commit_files(repo: Path, files: Mapping[str, str], message: str) -> str:
+    """Make the config files in `repo` exactly `files` (removing the others) and commit; returns the sha.
+
+    The commit is made even when nothing changed, so every apply is in the history.
+    """
+    await anyio.to_thread.run_sync(_replace_config_files, repo, files)
+    await git(repo, "add", "-A")
+    await git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return await head(repo)
+
+
+def _replace_config_files(repo: Path, files: Mapping[str, str]) -> None:
+    for name in CONFIG_FILES:
+        path = repo / name
+        if name in files:
+            write_atomic(path, files[name])
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,235 @@
+"""The lifecycle server's MCP tools: thin wrappers over Supervisor.
+
+Reads are for the manager and the operator (and services); actions for the operator and the
+approvals server; apply_commit only for the approvals server; read_state_file only for the
+operator. The catalog in servers/common/catalog.py says so and the allow-list enforces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+from fastmcp import FastMCP
+from pydantic import Field
+
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.clock import iso, parse_iso
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.harnessdir import read_turns, summarise
+from hyperhive.servers.common.principals import Principal
+from hyperhive.servers.common.tokens import current_principal
+from hyperhive.servers.common.toolserver import HiveServer, create_mcp
+from hyperhive.servers.lifecycle import statefiles
+from hyperhive.servers.lifecycle.backends import choose_backend
+from hyperhive.servers.lifecycle.backends.base import Backend
+from hyperhive.servers.lifecycle.models import (
+    AgentConfigText,
+    AgentInfo,
+    AgentList,
+    AgentStats,
+    AgentStatus,
+    Applied,
+    DestroyResult,
+    LogLines,
+    ModelResult,
+    Rebuilt,
+    StateFile,
+)
+from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.store import AgentRow
+from hyperhive.servers.lifecycle.supervisor import Supervisor, signal_name
+
+INSTRUCTIONS = (
+    "The hyperhive lifecycle server: the agents' sandboxes, their config repos, crashes and logs. "
+    "list_agents for an overview, agent_status and logs for one agent."
+)
+STATE_FILE_CAP = 1024 * 1024
+
+Name = Annotated[str, Field(description="agent name")]
+Since = Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")]
+
+
+def create(
+    config: HiveConfig, secret: bytes, *, backend: Backend | None = None, stop_agents_on_exit: bool = False
+) -> HiveServer:
+    agents = AgentRegistry(config.applied_dir)
+    supervisor = Supervisor(
+        config, secret, agents, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
+        async with supervisor.running():  # the tools below close over `supervisor`
+            yield {}
+
+    mcp = create_mcp("lifecycle", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
+
+    def info(row: AgentRow) -> AgentInfo:
+        return AgentInfo(
+            name=row.name,
+            role=supervisor.role_of(row.name),
+            state=row.state,
+            desired=row.desired,
+            model=supervisor.model_of(row.name),
+            started_at=iso(row.started_at) if row.started_at else None,
+            last_exit_code=row.last_exit_code,
+            last_signal=signal_name(row.last_signal),
+            restart_count=row.restart_count,
+            applied_sha=row.applied_sha,
+            needs_update=supervisor.needs_update(row),
+        )
+
+    # ------------------------------------------------------------------------------------ reads
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def list_agents() -> AgentList:
+        """Every agent: state, role, model, last exit, restarts, applied sha, needs_update."""
+        rows = await supervisor.store.agents()
+        return AgentList(
+            backend=supervisor.backend.name,
+            isolation=supervisor.backend.isolation,
+            version=supervisor.version,
+            agents=[info(row) for row in rows],
+        )
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def agent_status(name: Name) -> AgentStatus:
+        """One agent in detail."""
+        row = await supervisor.row(name)
+        paths = AgentPaths.of(config, name)
+        return AgentStatus(
+            **info(row).model_dump(),
+            backend=supervisor.backend.name,
+            isolation=supervisor.backend.isolation,
+            uid=await supervisor.store.uid(name),
+            crashes_in_a_row=row.crashes,
+            stopped_at=iso(row.stopped_at) if row.stopped_at else None,
+            busy=supervisor.busy(name),
+            state_dir=str(paths.state),
+            harness_dir=str(paths.harness),
+        )
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def logs(name: Name, lines: Annotated[int, Field(ge=1, le=5000)] = 100, since: Since = None) -> LogLines:
+        """The end of an agent's log, oldest line first."""
+        await supervisor.row(name)
+        return LogLines(name=name, lines=await supervisor.backend.logs(name, lines, _time(since)))
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def agent_config(name: Name) -> AgentConfigText:
+        """The applied agent.toml (and agent.nix) of an agent."""
+        row = await supervisor.row(name)
+        applied = AgentPaths.of(config, name).applied
+
+        def read() -> tuple[str, str | None]:
+            nix = applied / "agent.nix"
+            return (applied / "agent.toml").read_text(), nix.read_text() if nix.exists() else None
+
+        toml, nix = await anyio.to_thread.run_sync(read)
+        return AgentConfigText(name=name, sha=row.applied_sha, agent_toml=toml, agent_nix=nix)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def agent_stats(name: Name, since: Since = None) -> AgentStats:
+        """The harness's turn statistics for an agent: a summary and the turns themselves."""
+        await supervisor.row(name)
+        turns = await anyio.to_thread.run_sync(read_turns, AgentPaths.of(config, name).turn_stats, _time(since))
+        return AgentStats(name=name, summary=summarise(turns), turns=turns)
+
+    # ---------------------------------------------------------------------------------- actions
+    @mcp.tool
+    async def create_agent(name: Name) -> AgentInfo:
+        """Create an agent from the template config and start it."""
+        return info(await supervisor.create(name))
+
+    @mcp.tool
+    async def start(name: Name) -> AgentInfo:
+        """Start a stopped or failed agent."""
+        return info(await supervisor.start(name))
+
+    @mcp.tool
+    async def stop(name: Name) -> AgentInfo:
+        """Stop an agent: SIGTERM, then SIGKILL after the stop timeout."""
+        return info(await supervisor.stop(name))
+
+    @mcp.tool
+    async def restart(name: Name) -> AgentInfo:
+        """Stop an agent if it runs, then start it."""
+        return info(await supervisor.restart(name))
+
+    @mcp.tool
+    async def kill(name: Name) -> AgentInfo:
+        """SIGKILL an agent's sandbox now."""
+        return info(await supervisor.kill(name, by=_me().name))
+
+    @mcp.tool
+    async def rebuild(name: Name) -> AgentInfo:
+        """Rebuild an agent's sandbox from its applied config (restarting it if it runs)."""
+        return info(await supervisor.rebuild(name))
+
+    @mcp.tool
+    async def rebuild_stale() -> Rebuilt:
+        """Rebuild every agent that needs_update, the manager first."""
+        return Rebuilt(rebuilt=await supervisor.rebuild_stale())
+
+    @mcp.tool(annotations={"destructiveHint": True})
+    async def destroy(
+        name: Name,
+        purge: Annotated[bool, Field(description="also delete its repos, state, token and logs")] = False,
+        force: Annotated[bool, Field(description="needed to destroy the manager")] = False,
+    ) -> DestroyResult:
+        """Destroy an agent's sandbox. Its repos and state stay unless purge."""
+        await supervisor.destroy(name, purge=purge, force=force)
+        return DestroyResult(name=name, purged=purge)
+
+    @mcp.tool
+    async def set_model(
+        name: Name, model: Annotated[str | None, Field(description="null: back to agent.toml's model")]
+    ) -> ModelResult:
+        """Change the model an agent's next turns use, without a rebuild."""
+        return ModelResult(name=name, model=await supervisor.set_model(name, model))
+
+    @mcp.tool
+    async def apply_commit(
+        name: Name, sha: Annotated[str, Field(description="a commit of its proposed repo")]
+    ) -> Applied:
+        """Validate and apply a commit of an agent's proposed config repo, then rebuild the agent."""
+        proposed, applied = await supervisor.apply_commit(name, sha)
+        return Applied(name=name, proposed_sha=proposed, applied_sha=applied)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def read_state_file(
+        name: Name, path: Annotated[str, Field(description="relative to its state dir")]
+    ) -> StateFile:
+        """Read a text file from an agent's state dir (regular files up to 1 MiB; no links)."""
+        await supervisor.row(name)
+        state = AgentPaths.of(config, name).state
+        try:
+            data = await anyio.to_thread.run_sync(statefiles.read_state_file, state, path, STATE_FILE_CAP)
+        except statefiles.UnsafePath as e:
+            raise Refused(str(e)) from None
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise Refused(f"{path} is not UTF-8 text ({len(data):,} bytes)") from None
+        return StateFile(name=name, path=path, size=len(data), text=text)
+
+    return HiveServer(mcp=mcp)
+
+
+def _me() -> Principal:
+    principal = current_principal()
+    if principal is None:
+        raise Refused("not authenticated: call with a bearer token")
+    return principal
+
+
+def _time(since: str | None) -> float | None:
+    if since is None:
+        return None
+    try:
+        return parse_iso(since)
+    except ValueError as e:
+        raise Refused(str(e)) from None

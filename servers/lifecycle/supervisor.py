@@ -1,0 +1,649 @@
+"""The lifecycle server's rules: provisioning agents, starting and stopping them in order,
+applying config commits, telling crashes from stops, restarting with backoff, and telling the
+manager what happened.
+
+Every method that changes an agent holds that agent exclusively; a second caller gets
+"busy: <name> is <doing what>" instead of waiting. Helper events go through an outbox in sqlite,
+so a broker that is down or restarting delays them but loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
+from typing import Any, Final, Literal
+
+import anyio
+from fastmcp.exceptions import ToolError
+
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.client import (
+    AuthRefused,
+    HiveClient,
+    ServerAddress,
+    ServerUnavailable,
+    server_address,
+)
+from hyperhive.servers.common.config import (
+    AGENT_TOML,
+    AgentConfig,
+    ConfigError,
+    HiveConfig,
+    agent_toml_template,
+    parse_agent_config,
+)
+from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.events import ContainerCrash, Destroyed, Killed, Rebuilt, Spawned, _Event
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.harnessdir import HarnessInfo
+from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
+from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.tokens import ServiceToken, mint_token
+from hyperhive.servers.lifecycle import logfiles, repos
+from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
+from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
+
+log = logging.getLogger("hyperhive.lifecycle")
+
+STEADY_SECONDS: Final = 600.0  # running this long without a crash clears the crash count
+MAX_BACKOFF: Final = 300.0
+TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
+CRASH_LOG_LINES: Final = 20
+
+
+def hyperhive_version() -> str:
+    return package_version("hyperhive")
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: HiveConfig,
+        secret: bytes,
+        agents: AgentRegistry,
+        backend: Backend,
+        *,
+        stop_agents_on_exit: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.secret = secret
+        self.agents = agents
+        self.backend = backend
+        self.stop_agents_on_exit = stop_agents_on_exit
+        self.clock = clock
+        self.version = hyperhive_version()
+        self.privileged = os.geteuid() == 0
+        self.db = Database(config.db_path("lifecycle"), MIGRATIONS, synchronous=config.storage.synchronous)
+        self.store = LifecycleStore(self.db)
+        self.broker = HiveClient(server_address(config, "broker"), ServiceToken(secret, "lifecycle"), retry_seconds=0)
+        self._busy: dict[str, str] = {}  # agent -> what is being done to it
+        self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
+        self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
+        self._outbox_wake = asyncio.Event()
+        self._closing = False
+
+    # -------------------------------------------------------------------------------- running
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Supervisor]:
+        async with self.db:
+            await self.agents.refresh()
+            await self._reconcile()
+            loops = [
+                asyncio.create_task(self.agents.watch()),
+                asyncio.create_task(self._follow_changes()),
+                asyncio.create_task(self._deliver_events()),
+                asyncio.create_task(self._refresh_tokens()),
+            ]
+            try:
+                await self._ensure_manager()
+                await self._start_up()
+                yield self
+            finally:
+                self._closing = True  # no sandbox starts from now on
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                if self.stop_agents_on_exit:
+                    await self._stop_all()
+                for task in loops:
+                    task.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                await self.broker.close()
+                await self.backend.close()
+
+    async def _reconcile(self) -> None:
+        """Match the recorded states with what is running now (sandboxes outlive this server)."""
+        running = await self.backend.list()
+        for row in await self.store.agents():
+            if row.name in running:
+                if row.state != "running":
+                    await self.store.update(row.name, state="running", started_at=running[row.name].started_at)
+            elif row.state in ("starting", "running", "stopping", "restarting"):
+                # It ended while no server watched; the backend reports how, and _start_up starts it again.
+                await self.store.update(row.name, state="stopped", stopped_at=self.clock())
+
+    async def _ensure_manager(self) -> None:
+        """The manager is infrastructure: created on first start without asking anyone."""
+        if await self.store.agent(MANAGER) is None:
+            sha = await self._provision(MANAGER, "manager")
+            await self.store.add(MANAGER, self.clock(), sha)
+            await self.store.update(MANAGER, desired="running")
+            log.info("created the manager agent")
+
+    async def _start_up(self) -> None:
+        """Rebuild stale agents if hive.toml says so, then start what should run: the manager first."""
+        rows = await self.store.agents()
+        if self.config.lifecycle.rebuild_stale_on_start:
+            for row in _manager_first([r for r in rows if self.needs_update(r)]):
+                with contextlib.suppress(Refused):
+                    await self.rebuild(row.name)
+            rows = await self.store.agents()
+        to_start = [r for r in rows if r.desired == "running" and r.state not in ("running", "restarting")]
+        for batch in _manager_first_batches(to_start):
+            await asyncio.gather(*(self._start_logged(row.name) for row in batch))
+
+    async def _start_logged(self, name: str) -> None:
+        try:
+            await self.start(name)
+        except Refused as e:
+            log.error("could not start %s: %s", name, e)
+
+    async def _stop_all(self) -> None:
+        """Stop every sandbox (others first, the manager last), keeping what each should be doing."""
+        rows = [r for r in await self.store.agents() if r.state in ("running", "starting")]
+        for batch in reversed(_manager_first_batches(rows)):
+            await asyncio.gather(*(self._stop_sandbox(row.name) for row in batch), return_exceptions=True)
+
+    # --------------------------------------------------------------------------------- reading
+    def role_of(self, name: str) -> str:
+        config = self.agents.get(name)
+        return config.role if config else "agent"
+
+    async def row(self, name: str) -> AgentRow:
+        try:
+            check_agent_name(name)
+        except InvalidName as e:
+            raise Refused(str(e)) from None
+        row = await self.store.agent(name)
+        if row is None:
+            raise Refused(f"no agent named {name!r}; list_agents shows the agents there are")
+        return row
+
+    def busy(self, name: str) -> str | None:
+        """What is being done to `name` right now, if anything."""
+        return self._busy.get(name)
+
+    def needs_update(self, row: AgentRow) -> bool:
+        if row.built_version is None:  # never built: its first start builds it
+            return False
+        return row.built_version != self.version or row.built_sha != row.applied_sha
+
+    def model_of(self, name: str) -> str:
+        override = AgentPaths.of(self.config, name).model_override
+        with contextlib.suppress(OSError):
+            text = override.read_text().strip()
+            if text:
+                return text
+        config = self.agents.get(name)
+        return config.model if config else "?"
+
+    # -------------------------------------------------------------------------------- creating
+    async def create(self, name: str) -> AgentRow:
+        try:
+            check_agent_name(name)
+        except InvalidName as e:
+            raise Refused(str(e)) from None
+        async with self._exclusive(name, "being created"):
+            if await self.store.agent(name) is not None:
+                raise Refused(f"{name} already exists")
+            sha = await self._provision(name, "agent")
+            await self.store.add(name, self.clock(), sha)
+            await self.store.update(name, desired="running")
+            await self._launch(name)
+            await self._announce(Spawned(agent=name, sha=sha))
+        return await self.row(name)
+
+    async def _provision(self, name: str, role: Literal["agent", "manager"]) -> str:
+        """Repos, dirs and uid; keeps whatever an earlier agent of this name left (destroy without purge)."""
+        paths = AgentPaths.of(self.config, name)
+        uid = await self._uid(name)
+        manager_uid = uid if name == MANAGER else (await self._uid(MANAGER) if self.privileged else None)
+        await anyio.to_thread.run_sync(self._make_dirs, paths, uid, manager_uid)
+        proposed = await repos.init_repo(
+            paths.config, {AGENT_TOML: agent_toml_template(role)}, f"Initial config for {name} (hyperhive template)"
+        )
+        files = await repos.files_at(paths.config, proposed)
+        applied = await repos.init_repo(paths.applied, files, f"Apply {proposed}\n\nInitial config of {name}.")
+        if manager_uid is not None:
+            await anyio.to_thread.run_sync(_chown_tree, paths.config, manager_uid)
+        await self.agents.refresh()
+        return applied
+
+    def _make_dirs(self, paths: AgentPaths, uid: int | None, manager_uid: int | None) -> None:
+        paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        paths.applied.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paths.credentials.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for private in (paths.state, paths.harness, paths.credentials):
+            private.mkdir(mode=0o700, exist_ok=True)
+            if uid is not None:
+                os.chown(private, uid, uid)
+        paths.config.mkdir(mode=0o700, exist_ok=True)
+
+    async def _uid(self, name: str) -> int | None:
+        if not self.privileged:
+            return None
+        taken = await anyio.to_thread.run_sync(_system_uids)
+        return await self.store.uid_of(name, self.config.lifecycle.uid_base, taken)
+
+    # ---------------------------------------------------------------------------- start & stop
+    async def start(self, name: str) -> AgentRow:
+        row = await self.row(name)
+        async with self._exclusive(name, "starting"):
+            if row.state == "running":
+                raise Refused(f"{name} is already running")
+            await self.store.update(name, desired="running", crashes=0)
+            await self._launch(name)
+        return await self.row(name)
+
+    async def stop(self, name: str) -> AgentRow:
+        row = await self.row(name)
+        async with self._exclusive(name, "stopping"):
+            await self.store.update(name, desired="stopped")
+            if row.state in ("running", "starting"):
+                await self._stop_sandbox(name)
+            elif row.state in ("restarting", "failed"):
+                await self.store.update(name, state="stopped")
+        return await self.row(name)
+
+    async def restart(self, name: str) -> AgentRow:
+        row = await self.row(name)
+        async with self._exclusive(name, "restarting"):
+            if row.state in ("running", "starting"):
+                await self._stop_sandbox(name)
+            await self.store.update(name, desired="running", crashes=0)
+            await self._launch(name)
+        return await self.row(name)
+
+    async def kill(self, name: str, by: str) -> AgentRow:
+        row = await self.row(name)
+        async with self._exclusive(name, "being killed"):
+            if row.state not in ("running", "starting"):
+                raise Refused(f"{name} is not running (it is {row.state})")
+            await self.store.update(name, desired="stopped")
+            await self._stop_sandbox(name, kill=True)
+            await self._announce(Killed(agent=name, by=by))
+        return await self.row(name)
+
+    async def _launch(self, name: str) -> None:
+        """Start the sandbox from the applied config. The caller holds the agent."""
+        if self._closing:
+            raise Refused("the lifecycle server is stopping; nothing is started now")
+        config = self.agents.get(name)
+        if config is None:
+            raise Refused(f"{name} has no applied config; nothing to start")
+        row = await self.row(name)
+        uid = await self._uid(name)
+        await self.store.update(name, state="starting")
+        spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
+        try:
+            if row.built_version is None or row.built_sha != row.applied_sha:
+                await self.backend.create(spec) if row.built_version is None else await self.backend.update(spec)
+            running = await self.backend.start(spec)
+        except BackendError as e:
+            await self.store.update(name, state="failed", stopped_at=self.clock())
+            raise Refused(str(e)) from None
+        await self.store.update(
+            name,
+            state="running",
+            started_at=running.started_at,
+            built_sha=row.applied_sha,
+            built_version=self.version,
+        )
+
+    def _prepare_start(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
+        """A fresh token and hive.json for the harness, and the spec to start it with."""
+        paths = AgentPaths.of(self.config, name)
+        self._write_token(paths, config, uid)
+        servers = {
+            server: address.url
+            for server in ("broker", "lifecycle")
+            if (address := _maybe_address(self.config, server)) is not None
+        }
+        info = HarnessInfo(
+            agent=name,
+            role=config.role,
+            servers=servers,
+            state_dir=str(paths.state),
+            harness_dir=str(paths.harness),
+            token_file=str(paths.credentials_mount / paths.token.name),
+        )
+        write_atomic(paths.hive_json, info.model_dump_json(indent=2), mode=0o644)
+        return self.spec(name, config, uid)
+
+    def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
+        paths = AgentPaths.of(self.config, name)
+        command = (
+            config.sandbox.command
+            or self.config.lifecycle.default_command
+            or [sys.executable, "-m", "hyperhive.harness", "--agent", name]
+        )
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(paths.harness),
+            "LANG": "C.UTF-8",
+            "HIVE_AGENT": name,
+            "HIVE_ROLE": config.role,
+            "HIVE_HARNESS_DIR": str(paths.harness),
+            "HIVE_STATE_DIR": str(paths.state),
+            **config.env,
+        }
+        return SandboxSpec(
+            name=name,
+            role=config.role,
+            command=list(command),
+            env=env,
+            uid=uid,
+            state_dir=paths.state,
+            harness_dir=paths.harness,
+            credentials_dir=paths.credentials,
+            applied_dir=paths.applied,
+            log_path=paths.log,
+            # The manager edits every agent's proposed config; uid permissions keep the rest closed.
+            shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
+        )
+
+    def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None) -> None:
+        principal = Principal(paths.name, Role(config.role))
+        token = mint_token(self.secret, principal, self.config.tokens.ttl_seconds)
+        write_atomic(paths.token, token, mode=0o600)
+        if uid is not None:
+            os.chown(paths.token, uid, uid)
+
+    async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:
+        """Stop it and mark it stopped; its ending will not count as a crash. `desired` is the caller's."""
+        await self.store.update(name, state="stopping")
+        self._expected_exits[name] = self._expected_exits.get(name, 0) + 1
+        try:
+            if kill:
+                await self.backend.kill(name)
+            else:
+                await self.backend.stop(name, self.config.lifecycle.stop_timeout_seconds)
+        except BackendError as e:
+            log.warning("stopping %s: %s", name, e)
+        await self.store.update(name, state="stopped", stopped_at=self.clock())
+
+    # --------------------------------------------------------------------------- config changes
+    async def apply_commit(self, name: str, ref: str) -> tuple[str, str]:
+        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed, applied) shas."""
+        await self.row(name)
+        paths = AgentPaths.of(self.config, name)
+        async with self._exclusive(name, "applying a commit"):
+            try:
+                proposed = await repos.resolve_commit(paths.config, ref)
+                files = await repos.files_at(paths.config, proposed)
+            except repos.RepoError as e:
+                raise Refused(str(e)) from None
+            if AGENT_TOML not in files:
+                raise Refused(f"commit {proposed[:12]} of {name}'s config has no {AGENT_TOML}; nothing was applied")
+            try:
+                config = parse_agent_config(files[AGENT_TOML], f"{name}@{proposed[:12]}:{AGENT_TOML}")
+            except ConfigError as e:
+                raise Refused(f"{e}\nNothing was applied.") from None
+            if name == MANAGER and config.role != "manager":
+                raise Refused('the manager\'s config must keep role = "manager"; nothing was applied')
+            applied = await repos.commit_files(
+                paths.applied, files, f"Apply {proposed}\n\nProposed commit {proposed} of agents/{name}/config."
+            )
+            await self.agents.refresh()
+            await self.store.update(name, applied_sha=applied)
+            await self._rebuild_held(name)
+            await self._announce(Rebuilt(agent=name, sha=proposed))
+        return proposed, applied
+
+    async def rebuild(self, name: str) -> AgentRow:
+        await self.row(name)
+        async with self._exclusive(name, "being rebuilt"):
+            await self._rebuild_held(name)
+            await self._announce(Rebuilt(agent=name, sha=(await self.row(name)).applied_sha))
+        return await self.row(name)
+
+    async def rebuild_stale(self) -> list[str]:
+        stale = [row.name for row in _manager_first([r for r in await self.store.agents() if self.needs_update(r)])]
+        for name in stale:
+            await self.rebuild(name)
+        return stale
+
+    async def _rebuild_held(self, name: str) -> None:
+        row = await self.row(name)
+        if row.state in ("running", "starting"):
+            await self._stop_sandbox(name)
+        config = self.agents.get(name)
+        if config is None:
+            raise Refused(f"{name} has no applied config")
+        if row.desired == "running":
+            await self._launch(name)
+        else:
+            spec = self.spec(name, config, await self._uid(name))
+            try:
+                await self.backend.update(spec)
+            except BackendError as e:
+                raise Refused(str(e)) from None
+            await self.store.update(name, built_sha=row.applied_sha, built_version=self.version)
+
+    async def set_model(self, name: str, model: str | None) -> str:
+        await self.row(name)
+        path = AgentPaths.of(self.config, name).model_override
+        if model is None:
+            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        else:
+            try:
+                AgentConfig(model=model)
+            except ValueError:
+                raise Refused(f"{model!r} is not a model name (e.g. 'sonnet' or 'claude-sonnet-4-5')") from None
+            uid = await self._uid(name)
+
+            def write() -> None:
+                write_atomic(path, model + "\n", mode=0o644)
+                if uid is not None:
+                    os.chown(path, uid, uid)
+
+            await anyio.to_thread.run_sync(write)
+        return self.model_of(name)
+
+    # ------------------------------------------------------------------------------- destroying
+    async def destroy(self, name: str, *, purge: bool, force: bool) -> None:
+        row = await self.row(name)
+        if name == MANAGER and not force:
+            raise Refused("the manager is infrastructure; destroying it needs force=true")
+        async with self._exclusive(name, "being destroyed"):
+            if row.state in ("running", "starting"):
+                await self._stop_sandbox(name, kill=True)
+            try:
+                await self.backend.destroy(name)
+            except BackendError as e:
+                raise Refused(str(e)) from None
+            await self.store.remove(name, forget_uid=purge)
+            if purge:
+                await anyio.to_thread.run_sync(self._purge, name)
+            await self.agents.refresh()
+            if name != MANAGER:
+                await self._announce(Destroyed(agent=name, purged=purge))
+
+    def _purge(self, name: str) -> None:
+        paths = AgentPaths.of(self.config, name)
+        for directory in (paths.root, paths.applied, paths.credentials):
+            shutil.rmtree(directory, ignore_errors=True)
+        logfiles.remove_all(paths.log)
+
+    # ---------------------------------------------------------------------------------- crashes
+    async def _follow_changes(self) -> None:
+        async for change in self.backend.changes():
+            try:
+                await self._on_change(change)
+            except Exception:
+                log.exception("handling the end of %s's sandbox failed", change.name)
+
+    async def _on_change(self, change: Change) -> None:
+        row = await self.store.agent(change.name)
+        if row is None:
+            return
+        if self._expected_exits.get(change.name):
+            self._expected_exits[change.name] -= 1
+            await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
+            return
+        lines = await self.backend.logs(change.name, CRASH_LOG_LINES, None)
+        if change.started_at is not None and row.started_at is not None and change.started_at < row.started_at:
+            # A run that ended while no server watched; a newer one is already going. Report only.
+            await self._announce(self._crash_event(change, row.restart_count, False, lines))
+            return
+        await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
+        crashes = row.crashes + 1
+        if row.started_at is not None and change.at - row.started_at > STEADY_SECONDS:
+            crashes = 1  # it had been running steadily: a new run of bad luck
+        config = self.agents.get(change.name)
+        limit = config.sandbox.max_restarts if config else 0
+        restart_ourselves = not change.auto_restarting and row.desired == "running" and crashes <= limit
+        if row.state == "running" or change.auto_restarting:
+            state = "restarting" if (restart_ourselves or change.auto_restarting) else "failed"
+            await self.store.update(change.name, state=state, stopped_at=change.at, crashes=crashes)
+        will_restart = restart_ourselves or change.auto_restarting
+        await self._announce(self._crash_event(change, row.restart_count, will_restart, lines))
+        if restart_ourselves and row.state == "running":
+            delay = min(self.config.lifecycle.restart_backoff_seconds * 2 ** (crashes - 1), MAX_BACKOFF)
+            self._spawn(self._restart_after_crash(change.name, delay))
+
+    def _crash_event(self, change: Change, restarts: int, will_restart: bool, lines: list[str]) -> ContainerCrash:
+        return ContainerCrash(
+            agent=change.name,
+            exit_code=change.exit_code,
+            signal=signal_name(change.signal),
+            restarts=change.restarts if change.restarts is not None else restarts,
+            will_restart=will_restart,
+            last_lines=lines,
+        )
+
+    async def _restart_after_crash(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        row = await self.store.agent(name)
+        if row is None or row.state != "restarting" or row.desired != "running" or name in self._busy:
+            return  # someone decided otherwise meanwhile
+        async with self._exclusive(name, "restarting after a crash"):
+            await self.store.update(name, restart_count=row.restart_count + 1)
+            try:
+                await self._launch(name)
+            except Refused as e:
+                log.error("restarting %s after its crash failed: %s", name, e)
+                await self._on_change(Change(name, at=self.clock()))
+
+    # ----------------------------------------------------------------------------------- events
+    async def _announce(self, event: _Event) -> None:
+        """Tell the manager, through the broker, as soon as it can be delivered."""
+        await self.store.queue_event(MANAGER, event.model_dump(), self.clock())
+        self._outbox_wake.set()
+
+    async def _deliver_events(self) -> None:
+        delay = 0.5
+        while True:
+            self._outbox_wake.clear()
+            delivered_all = True
+            for event_id, recipient, event in await self.store.pending_events():
+                try:
+                    await self.broker.call("post_event", {"to": recipient, "event": event}, timeout=10)
+                except ToolError as e:  # refused for good (no such recipient ...): drop it, say so
+                    log.error("the broker refused event %s for %s: %s", event.get("type"), recipient, e)
+                except (ServerUnavailable, AuthRefused) as e:
+                    await self.store.event_failed(event_id)
+                    log.info("broker unavailable, will retry event delivery: %s", e)
+                    delivered_all = False
+                    break
+                await self.store.event_done(event_id)
+            if delivered_all:
+                delay = 0.5
+                with anyio.move_on_after(60):
+                    await self._outbox_wake.wait()
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def _refresh_tokens(self) -> None:
+        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`. Renew them well before."""
+        while True:
+            await asyncio.sleep(min(TOKEN_REFRESH_EVERY, self.config.tokens.ttl_seconds / 4))
+            for row in await self.store.agents():
+                config = self.agents.get(row.name)
+                if row.state == "running" and config is not None:
+                    uid = await self._uid(row.name)
+                    paths = AgentPaths.of(self.config, row.name)
+                    await anyio.to_thread.run_sync(self._write_token, paths, config, uid)
+
+    # ------------------------------------------------------------------------------------ helpers
+    @asynccontextmanager
+    async def _exclusive(self, name: str, doing: str) -> AsyncIterator[None]:
+        current = self._busy.get(name)
+        if current is not None:
+            raise Refused(f"busy: {name} is {current}; try again when that is done")
+        self._busy[name] = doing
+        try:
+            yield
+        finally:
+            del self._busy[name]
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _manager_first(rows: list[AgentRow]) -> list[AgentRow]:
+    return sorted(rows, key=lambda row: (row.name != MANAGER, row.name))
+
+
+def _manager_first_batches(rows: list[AgentRow]) -> list[list[AgentRow]]:
+    """The manager alone, then everyone else together."""
+    first = [r for r in rows if r.name == MANAGER]
+    rest = [r for r in rows if r.name != MANAGER]
+    return [batch for batch in (first, rest) if batch]
+
+
+def _maybe_address(config: HiveConfig, server: str) -> ServerAddress | None:
+    try:
+        address = server_address(config, server)
+    except ServerUnavailable:
+        return None
+    return None if address.socket else address  # agents reach servers over loopback TCP
+
+
+def signal_name(number: int | None) -> str | None:
+    """SIGKILL for 9; the number itself for one Python does not know."""
+    if number is None:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _system_uids() -> set[int]:
+    """Uids of the host's accounts, which agents must not share."""
+    import pwd
+
+    return {entry.pw_uid for entry in pwd.getpwall()}
+
+
+def _chown_tree(root: os.PathLike[str], uid: int) -> None:
+    for directory, dirs, files in os.walk(root):
+        os.chown(directory, uid, uid)
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(directory, name), uid, uid, follow_symlinks=False)  # noqa: PTH118

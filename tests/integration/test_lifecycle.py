@@ -1,0 +1,464 @@
+"""The lifecycle server over real HTTP with real bubblewrap sandboxes, real git repos and a real
+broker receiving its events. Agents run small programs (agent.toml [sandbox] command, or
+hive.toml's default_command) until the harness exists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp.exceptions import ToolError
+from hivetest import Endpoint, Hive, in_process
+
+from hyperhive.servers.common.harnessdir import TURN_STATS_SCHEMA
+from hyperhive.servers.lifecycle import repos
+from hyperhive.servers.lifecycle.paths import AgentPaths
+
+pytestmark = pytest.mark.slow
+
+PY = sys.executable
+SLEEPER = [PY, "-c", "import time; time.sleep(3600)"]
+
+
+def toml_list(argv: list[str]) -> str:
+    return json.dumps(argv)  # a JSON array of strings is a TOML array
+
+
+class Hivemind:
+    """A broker and a lifecycle server, both in-process, and helpers to drive them."""
+
+    def __init__(self, hive: Hive, broker: Endpoint, lifecycle: Endpoint) -> None:
+        self.hive, self.broker, self.lifecycle = hive, broker, lifecycle
+        self.operator = lifecycle.client("operator", timeout=60)
+        self.approvals = lifecycle.client("service:approvals", timeout=60)
+        self._manager_inbox = broker.client("manager")
+        self._seen: list[dict[str, Any]] = []  # events received while looking for another kind
+
+    async def call(self, tool: str, **arguments: Any) -> Any:
+        return await self.operator.call(tool, arguments)
+
+    async def status(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("agent_status", name=name)
+        return result
+
+    async def until_state(self, name: str, *states: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.status(name)
+            if status["state"] in states or time.monotonic() > deadline:
+                assert status["state"] in states, status
+                return status
+            await asyncio.sleep(0.05)
+
+    async def event(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next helper event of type `kind` in the manager's inbox (others are kept for later)."""
+        for event in self._seen:
+            if event["type"] == kind:
+                self._seen.remove(event)
+                return event
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await self._manager_inbox.call("recv", {"wait_seconds": max(0.1, deadline - time.monotonic())})
+            message = got["message"]
+            if message and message.get("kind") == "event":
+                event = message["event"]
+                if event["type"] == kind:
+                    return event
+                self._seen.append(event)
+        raise AssertionError(f"no {kind} event within {timeout} s; saw {self._seen}")
+
+    async def propose(self, name: str, agent_toml: str) -> str:
+        """Commit a new agent.toml into the agent's proposed repo, as the manager would."""
+        paths = AgentPaths.of(self.hive.config, name)
+        return await repos.commit_files(paths.config, {"agent.toml": agent_toml}, f"propose for {name}")
+
+    async def create(self, name: str, command: list[str] | None = None) -> None:
+        await self.call("create_agent", name=name)
+        await self.event("spawned")
+        if command is not None:
+            sha = await self.propose(name, f"[sandbox]\ncommand = {toml_list(command)}\n")
+            await self.approvals.call("apply_commit", {"name": name, "sha": sha})
+            await self.event("rebuilt")
+        await self.until_state(name, "running")
+
+
+@pytest.fixture
+async def hivemind(hive: Hive) -> AsyncIterator[Hivemind]:
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nrestart_backoff_seconds = 0.2")
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle,
+    ):
+        yield Hivemind(hive, broker, lifecycle)
+
+
+# ------------------------------------------------------------------------------------ basics
+
+
+async def test_the_manager_is_created_and_started_first(hivemind: Hivemind) -> None:
+    listing = await hivemind.call("list_agents")
+    assert listing["backend"] == "bwrap" and "own host uid" in listing["isolation"]
+    [manager] = listing["agents"]
+    assert (manager["name"], manager["role"], manager["state"]) == ("manager", "manager", "running")
+    assert manager["applied_sha"] and not manager["needs_update"]
+    status = await hivemind.status("manager")
+    assert status["uid"] >= 200_000 and status["busy"] is None
+
+
+async def test_create_run_stop_start(hivemind: Hivemind) -> None:
+    await hivemind.call("create_agent", name="alice")
+    spawned = await hivemind.event("spawned")
+    assert spawned["agent"] == "alice"
+    alice = await hivemind.until_state("alice", "running")
+    assert alice["role"] == "agent" and alice["model"] == "sonnet" and alice["started_at"].endswith("Z")
+    paths = AgentPaths.of(hivemind.hive.config, "alice")
+    assert paths.config.joinpath(".git").is_dir() and paths.applied.joinpath("agent.toml").exists()
+    assert stat.S_IMODE(paths.state.stat().st_mode) == 0o700 and paths.state.stat().st_uid == alice["uid"]
+    info = json.loads(paths.hive_json.read_text())
+    assert info["agent"] == "alice" and info["servers"]["broker"] == hivemind.broker.url
+
+    stopped = await hivemind.call("stop", name="alice")
+    assert stopped["state"] == "stopped" and stopped["desired"] == "stopped"
+    assert (await hivemind.status("alice"))["last_signal"] == "SIGTERM"
+    started = await hivemind.call("start", name="alice")
+    assert started["state"] == "running"
+    with pytest.raises(ToolError, match="alice is already running"):
+        await hivemind.call("start", name="alice")
+    with pytest.raises(ToolError, match="alice already exists"):
+        await hivemind.call("create_agent", name="alice")
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("Alice", "invalid agent name"),
+        ("../etc", "invalid agent name"),
+        ("operator", "reserved"),
+        ("ghost", "no agent"),
+    ],
+)
+async def test_names_are_checked_at_every_tool(hivemind: Hivemind, name: str, error: str) -> None:
+    for tool in ("agent_status", "start", "stop", "logs", "agent_config", "read_state_file"):
+        arguments: dict[str, Any] = {"name": name}
+        if tool == "read_state_file":
+            arguments["path"] = "notes.md"
+        with pytest.raises(ToolError, match=error):
+            await hivemind.call(tool, **arguments)
+
+
+# ------------------------------------------------------------------------------------ crashes
+
+
+async def test_a_crash_is_reported_with_its_exit_code_and_the_last_lines(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", [PY, "-c", "import time; time.sleep(0.5); print('giving up', flush=True); exit(42)"])
+    crash = await hivemind.event("container_crash", timeout=10)
+    assert crash["agent"] == "alice" and crash["exit_code"] == 42 and crash["signal"] is None
+    assert crash["will_restart"] is True and "giving up" in crash["last_lines"]
+
+
+async def test_a_killed_sandbox_is_a_crash_with_a_signal(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    started = time.monotonic()
+    os.kill(_sandbox_process(hivemind.hive, "alice"), 9)  # from outside, like the OOM killer
+    crash = await hivemind.event("container_crash", timeout=5)
+    assert time.monotonic() - started < 1.5, "the crash took longer than a second to reach the manager"
+    assert (crash["signal"], crash["exit_code"]) == ("SIGKILL", 137)
+
+
+async def test_restart_policy_then_failed(hivemind: Hivemind) -> None:
+    await hivemind.call("create_agent", name="alice")
+    sha = await hivemind.propose(
+        "alice", f"[sandbox]\nmax_restarts = 2\ncommand = {toml_list([PY, '-c', 'exit(3)'])}\n"
+    )
+    await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": sha})
+    crashes = [await hivemind.event("container_crash", timeout=10) for _ in range(3)]
+    assert [c["will_restart"] for c in crashes] == [True, True, False]
+    assert [c["restarts"] for c in crashes] == [0, 1, 2]
+    failed = await hivemind.until_state("alice", "failed")
+    assert failed["restart_count"] == 2 and failed["last_exit_code"] == 3
+    # An operator's start gives it a fresh count.
+    await hivemind.call("start", name="alice")
+    assert (await hivemind.event("container_crash"))["will_restart"] is True
+
+
+async def test_kill_is_not_a_crash(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    killed = await hivemind.call("kill", name="alice")
+    assert killed["state"] == "stopped"
+    event = await hivemind.event("killed")
+    assert event == {"type": "killed", "agent": "alice", "by": "operator"}
+    await asyncio.sleep(0.5)
+    assert (await hivemind.status("alice"))["state"] == "stopped"  # no restart: it was asked for
+    inbox = await hivemind.broker.client("manager").call("recv_batch", {"max": 50})
+    assert not any(m.get("event", {}).get("type") == "container_crash" for m in inbox["messages"])
+
+
+# ---------------------------------------------------------------------------------- isolation
+
+
+ESCAPE = r"""
+import os, json, sys
+results = {"uid": os.getuid()}
+for target in sys.argv[1:]:
+    try:
+        with open(target, "w") as f:
+            f.write("x")
+        results[target] = "wrote"
+    except OSError as e:
+        results[target] = e.strerror
+other = os.environ["OTHER_STATE"]
+try:
+    results["read other"] = os.listdir(other)
+except OSError as e:
+    results["read other"] = e.strerror
+try:
+    results["token"] = len(open(os.environ["HIVE_HARNESS_DIR"] + "/credentials/token").read())
+except OSError as e:
+    results["token"] = e.strerror
+with open("result.json", "w") as f:
+    json.dump(results, f)
+"""
+
+
+async def test_the_sandbox_cannot_write_outside_its_binds_or_read_another_agent(hivemind: Hivemind) -> None:
+    config = hivemind.hive.config
+    await hivemind.create("bob", SLEEPER)
+    (AgentPaths.of(config, "bob").state / "secret.md").write_text("bob's")
+    escape_paths = ["/etc/hive-test", "/usr/hive-test", str(config.home / "secret"), str(Path(PY).parent / "x")]
+    await hivemind.call("create_agent", name="alice")
+    alice = AgentPaths.of(config, "alice")
+    script = alice.state / "escape.py"
+    script.write_text(ESCAPE)
+    sha = await hivemind.propose(
+        "alice",
+        f"[sandbox]\ncommand = {toml_list([PY, str(script), *escape_paths])}\n"
+        f'[env]\nOTHER_STATE = "{AgentPaths.of(config, "bob").state}"\n',
+    )
+    await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": sha})
+    result_file = alice.state / "result.json"
+    deadline = time.monotonic() + 10
+    while not result_file.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    results = json.loads(result_file.read_text())
+    assert results["uid"] == (await hivemind.status("alice"))["uid"]  # not root, outside or in
+    for path in escape_paths:
+        assert results[path] != "wrote", path
+    assert not Path("/etc/hive-test").exists() and (config.home / "secret").read_text() != "x"
+    assert results["read other"] == "No such file or directory"  # not even mounted
+    assert results["token"] > 100  # its own token, read-only
+    assert stat.S_IMODE(AgentPaths.of(config, "alice").token.stat().st_mode) == 0o600
+
+
+async def test_the_manager_sees_proposed_repos_but_not_other_agents_state(hivemind: Hivemind) -> None:
+    config = hivemind.hive.config
+    await hivemind.create("bob", SLEEPER)
+    bob = AgentPaths.of(config, "bob")
+    manager_uid = (await hivemind.status("manager"))["uid"]
+    assert bob.config.stat().st_uid == manager_uid  # the manager edits bob's proposed config
+    assert bob.state.stat().st_uid != manager_uid and stat.S_IMODE(bob.state.stat().st_mode) == 0o700
+
+
+# ---------------------------------------------------------------------------------- config repos
+
+
+async def test_apply_commit_validates_then_applies_and_rebuilds(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    before = await hivemind.status("alice")
+
+    bad = await hivemind.propose("alice", 'model = "not a model"\n')
+    with pytest.raises(ToolError, match=r"(?s)model: 'not a model' is not a model name.*Nothing was applied"):
+        await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": bad})
+    assert (await hivemind.status("alice"))["applied_sha"] == before["applied_sha"]
+    with pytest.raises(ToolError, match="there is no commit deadbeef"):
+        await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": "deadbeef"})
+    with pytest.raises(ToolError, match="is not a commit sha"):
+        await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": "--upload-pack=x"})
+
+    good = await hivemind.propose("alice", 'model = "opus"\n[sandbox]\ncommand = ' + toml_list(SLEEPER) + "\n")
+    applied = await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": good[:12]})
+    assert applied["proposed_sha"] == good
+    rebuilt = await hivemind.event("rebuilt")
+    assert rebuilt == {"type": "rebuilt", "agent": "alice", "sha": good}
+    after = await hivemind.until_state("alice", "running")
+    assert after["model"] == "opus" and after["applied_sha"] == applied["applied_sha"] != before["applied_sha"]
+    assert after["started_at"] != before["started_at"]  # rebuilt means restarted
+    config = await hivemind.call("agent_config", name="alice")
+    assert config["agent_toml"].startswith('model = "opus"') and config["agent_nix"] is None
+    log = await repos.git(AgentPaths.of(hivemind.hive.config, "alice").applied, "log", "-1", "--format=%B")
+    assert good in log
+
+
+async def test_apply_commit_is_for_the_approvals_server_only(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    sha = await hivemind.propose("alice", 'model = "opus"\n')
+    with pytest.raises(ToolError, match=r"lifecycle\.apply_commit is a service tool"):
+        await hivemind.call("apply_commit", name="alice", sha=sha)
+
+
+async def test_the_manager_must_stay_a_manager(hivemind: Hivemind) -> None:
+    sha = await hivemind.propose("manager", 'role = "agent"\n')
+    with pytest.raises(ToolError, match='must keep role = "manager"'):
+        await hivemind.approvals.call("apply_commit", {"name": "manager", "sha": sha})
+
+
+# ---------------------------------------------------------------------------------- destroying
+
+
+async def test_destroy_keeps_or_purges(hivemind: Hivemind) -> None:
+    config = hivemind.hive.config
+    await hivemind.create("alice", SLEEPER)
+    paths = AgentPaths.of(config, "alice")
+    (paths.state / "notes.md").write_text("remember this")
+    uid = (await hivemind.status("alice"))["uid"]
+
+    await hivemind.call("destroy", name="alice")
+    assert (await hivemind.event("destroyed")) == {"type": "destroyed", "agent": "alice", "purged": False}
+    assert "alice" not in [a["name"] for a in (await hivemind.call("list_agents"))["agents"]]
+    assert (paths.state / "notes.md").read_text() == "remember this" and paths.config.is_dir()
+    # Created again, it takes up what was kept: same notes, same uid.
+    await hivemind.call("create_agent", name="alice")
+    again = await hivemind.until_state("alice", "running")
+    assert again["uid"] == uid and (paths.state / "notes.md").exists()
+
+    await hivemind.call("destroy", name="alice", purge=True)
+    assert (await hivemind.event("destroyed", timeout=10))["purged"] is True
+    assert not paths.root.exists() and not paths.applied.exists() and not paths.credentials.exists()
+
+
+async def test_destroying_the_manager_needs_force(hivemind: Hivemind) -> None:
+    with pytest.raises(ToolError, match="destroying it needs force=true"):
+        await hivemind.call("destroy", name="manager")
+    assert (await hivemind.status("manager"))["state"] == "running"
+
+
+# ---------------------------------------------------------------------------------- the rest
+
+
+async def test_busy_agents_refuse_a_second_operation(hivemind: Hivemind) -> None:
+    # A program that ignores SIGTERM makes the stop wait for the full stop timeout.
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open('ready', 'w'); time.sleep(3600)"
+    await hivemind.create("alice", [PY, "-c", ignore])
+    ready = AgentPaths.of(hivemind.hive.config, "alice").state / "ready"
+    deadline = time.monotonic() + 10
+    while not ready.exists() and time.monotonic() < deadline:  # its handler is in place
+        await asyncio.sleep(0.02)
+    stopping = asyncio.create_task(hivemind.call("stop", name="alice"))
+    await asyncio.sleep(0.3)
+    with pytest.raises(ToolError, match="busy: alice is stopping; try again when that is done"):
+        await hivemind.call("restart", name="alice")
+    assert (await hivemind.status("alice"))["busy"] == "stopping"
+    stopped = await stopping
+    assert stopped["state"] == "stopped"
+    assert (await hivemind.status("alice"))["last_signal"] == "SIGKILL"  # after the timeout
+
+
+async def test_logs_set_model_and_stats(hivemind: Hivemind) -> None:
+    talker = [PY, "-c", "import time\nfor i in range(5): print('line', i, flush=True)\ntime.sleep(3600)"]
+    await hivemind.create("alice", talker)
+    await asyncio.sleep(0.5)
+    lines = (await hivemind.call("logs", name="alice", lines=3))["lines"]
+    assert lines == ["line 2", "line 3", "line 4"]
+    marker = [line for line in (await hivemind.call("logs", name="alice", lines=50))["lines"] if "starting" in line]
+    since = marker[-1][1:25]
+    after = (await hivemind.call("logs", name="alice", since=since))["lines"]
+    assert after[0].endswith("starting sandbox: " + shlex.join(talker).replace("\n", "\\n"))
+    assert after[-1] == "line 4"
+    with pytest.raises(ToolError, match="not an ISO 8601 time"):
+        await hivemind.call("logs", name="alice", since="yesterday")
+
+    assert (await hivemind.call("set_model", name="alice", model="haiku"))["model"] == "haiku"
+    assert (await hivemind.status("alice"))["model"] == "haiku"
+    assert AgentPaths.of(hivemind.hive.config, "alice").model_override.read_text() == "haiku\n"
+    with pytest.raises(ToolError, match="is not a model name"):
+        await hivemind.call("set_model", name="alice", model="rm -rf")
+    assert (await hivemind.call("set_model", name="alice", model=None))["model"] == "sonnet"
+
+    stats_file = AgentPaths.of(hivemind.hive.config, "alice").turn_stats
+    import sqlite3
+
+    with sqlite3.connect(stats_file) as db:
+        db.executescript(TURN_STATS_SCHEMA)
+        for i, ok in enumerate([1, 1, 0]):
+            db.execute(
+                "INSERT INTO turns (started_at, ended_at, ok, model, tool_calls, tokens_in, tokens_out, cost_usd) "
+                "VALUES (?, ?, ?, 'sonnet', ?, 100, 20, 0.01)",
+                (1000.0 + i * 100, 1000.0 + i * 100 + 10 + i, ok, json.dumps({"mcp__broker__send": i + 1})),
+            )
+    stats = await hivemind.call("agent_stats", name="alice")
+    assert stats["summary"]["turns"] == 3 and stats["summary"]["errors"] == 1
+    assert stats["summary"]["tool_calls"] == {"mcp__broker__send": 6} and stats["summary"]["duration_p50"] == 11
+    later = await hivemind.call("agent_stats", name="alice", since="1970-01-01T00:18:20Z")  # 1100
+    assert [t["started_at"] for t in later["turns"]] == [1100.0, 1200.0]
+
+
+async def test_read_state_file_refuses_what_is_not_a_plain_file_inside(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    state = AgentPaths.of(hivemind.hive.config, "alice").state
+    (state / "notes.md").write_text("# notes\nall good")
+    (state / "sub").mkdir()
+    (state / "sub" / "deep.md").write_text("deep")
+    (state / "link.md").symlink_to("/etc/passwd")
+    (state / "linkdir").symlink_to(state / "sub")
+    os.mkfifo(state / "pipe")
+    os.mknod(state / "device", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+    (state / "big.md").write_text("x" * (1024 * 1024 + 1))
+    (state / "binary").write_bytes(b"\xff\xfe\x00")
+
+    read = await hivemind.call("read_state_file", name="alice", path="notes.md")
+    assert read == {"name": "alice", "path": "notes.md", "size": 16, "text": "# notes\nall good"}
+    assert (await hivemind.call("read_state_file", name="alice", path="sub/deep.md"))["text"] == "deep"
+    refusals = {
+        "../../secret": "contains '..'",
+        "sub/../notes.md": "contains '..'",
+        "/etc/passwd": "is absolute",
+        "link.md": "is a symbolic link",
+        "linkdir/deep.md": "linkdir is a symbolic link",
+        "pipe": "is a fifo, not a regular file",
+        "device": "is a device, not a regular file",
+        "sub": "is a directory",
+        "missing.md": "does not exist",
+        "big.md": "1,048,577 bytes; files up to 1,048,576 bytes",
+        "binary": "is not UTF-8 text",
+        "": "give a path relative",
+    }
+    for path, error in refusals.items():
+        with pytest.raises(ToolError, match=error):
+            await hivemind.call("read_state_file", name="alice", path=path)
+
+
+async def test_needs_update_and_rebuild_stale(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    store = hivemind.lifecycle  # the version an agent was built with is recorded; pretend it is old
+    del store
+    import sqlite3
+
+    with sqlite3.connect(hivemind.hive.config.db_path("lifecycle")) as db:
+        db.execute("UPDATE agents SET built_version = '0.0.1' WHERE name = 'alice'")
+    listing = {a["name"]: a for a in (await hivemind.call("list_agents"))["agents"]}
+    assert listing["alice"]["needs_update"] and not listing["manager"]["needs_update"]
+    assert (await hivemind.call("rebuild_stale")) == {"rebuilt": ["alice"]}
+    assert not (await hivemind.status("alice"))["needs_update"]
+    assert (await hivemind.event("rebuilt"))["agent"] == "alice"
+
+
+def _sandbox_process(hive: Hive, name: str) -> int:
+    """The pid of the agent's own program: the process in its sandbox that is not bwrap."""
+    record = json.loads((hive.config.run_dir / "lifecycle" / "bwrap" / f"{name}.json").read_text())
+    namespace = f"pid:[{record['pidns']}]"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != record["init_pid"]:
+            try:
+                if str((entry / "ns" / "pid").readlink()) == namespace:
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no process in {name}'s sandbox")
