@@ -58,7 +58,6 @@ def bind_tcp(host: str, port: int) -> socket.socket:
             raise ListenError(f"{host}:{port} is in use; stop the other server or use another port") from None
         raise ListenError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     sock.listen(1024)
-    sock.set_inheritable(True)
     return sock
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.broker.server import create as create_broker
-from hyperhive.servers.lifecycle.server import create as create_lifecycle
 from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.catalog import CATALOG, role_default
@@ -28,6 +27,7 @@ from hyperhive.servers.common.tokens import (
     load_secret,
     mint_token,
 )
+from hyperhive.servers.lifecycle.server import create as create_lifecycle
 
 SECRET = b"s" * 64
 ALICE = Principal("alice", Role.AGENT)

@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -104,15 +105,8 @@ class BwrapBackend(Backend):
         started_at = time.time()
         try:
             logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
-            process = await asyncio.create_subprocess_exec(
-                *self._argv(spec, status_fd),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                pass_fds=(status_fd,),
-                start_new_session=True,  # not ours to take down when this server stops
-                env={},
-            )
+            argv = self._argv(spec, status_fd)
+            process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, status_fd)
         finally:
             os.close(status_fd)
             os.close(log_fd)
@@ -123,7 +117,7 @@ class BwrapBackend(Backend):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             with anyio.CancelScope(shield=True):
-                await process.wait()
+                await anyio.to_thread.run_sync(process.wait)
             raise
         sandbox = _Sandbox(
             spec.name, process.pid, _start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
@@ -135,7 +129,7 @@ class BwrapBackend(Backend):
         }  # fmt: skip
         write_atomic(self.runtime / f"{spec.name}.json", json.dumps(record), mode=0o600)
         self._sandboxes[spec.name] = sandbox
-        self._spawn(self._watch_child(sandbox, process))
+        self._spawn(self._watch(sandbox, process))
         self._ensure_rotation()
         return Running(spec.name, started_at, sandbox.pid)
 
@@ -181,7 +175,7 @@ class BwrapBackend(Backend):
             ]  # fmt: skip
         return argv + spec.command
 
-    async def _ready(self, spec: SandboxSpec, process: asyncio.subprocess.Process, status: Path) -> dict[str, int]:
+    async def _ready(self, spec: SandboxSpec, process: subprocess.Popen[bytes], status: Path) -> dict[str, int]:
         """Wait for bwrap's first status line: the sandbox is up. A set-up failure ends bwrap first."""
         deadline = time.monotonic() + READY_TIMEOUT
         delay = 0.001
@@ -189,7 +183,7 @@ class BwrapBackend(Backend):
             for entry in _status_entries(await anyio.to_thread.run_sync(status.read_text)):
                 if "child-pid" in entry:
                     return {"child-pid": int(entry["child-pid"]), "pid-namespace": int(entry["pid-namespace"])}
-            if process.returncode is not None:
+            if process.poll() is not None:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
@@ -235,17 +229,13 @@ class BwrapBackend(Backend):
         while True:
             yield await self._changes.get()
 
-    async def _watch_child(self, sandbox: _Sandbox, process: asyncio.subprocess.Process) -> None:
-        code = await process.wait()
-        await self._ended(sandbox, code)
-
-    async def _watch_adopted(self, sandbox: _Sandbox) -> None:
-        """A sandbox started by an earlier server: not our child, so watch it through a pidfd."""
+    async def _watch(self, sandbox: _Sandbox, process: subprocess.Popen[bytes] | None) -> None:
+        """Wait for the sandbox to end through a pidfd: ours (`process`) or adopted from an earlier server."""
         loop = asyncio.get_running_loop()
         try:
             fd = os.pidfd_open(sandbox.pid)
         except ProcessLookupError:
-            await self._ended(sandbox, None)
+            await self._ended(sandbox, process.wait() if process else None)
             return
         gone: asyncio.Future[None] = loop.create_future()
 
@@ -259,7 +249,8 @@ class BwrapBackend(Backend):
         finally:
             loop.remove_reader(fd)
             os.close(fd)
-        await self._ended(sandbox, None)
+        # Our own child must be reaped (its code then comes for free); an adopted one is not ours to reap.
+        await self._ended(sandbox, process.wait() if process else None)
 
     async def _ended(self, sandbox: _Sandbox, returncode: int | None) -> None:
         code = _exit_code(sandbox.status)
@@ -301,7 +292,7 @@ class BwrapBackend(Backend):
                 continue
             if _start_ticks(sandbox.pid) == sandbox.start_ticks:
                 self._sandboxes[name] = sandbox
-                self._spawn(self._watch_adopted(sandbox))
+                self._spawn(self._watch(sandbox, None))
                 log.info("re-attached to the running sandbox of %s (pid %d)", name, sandbox.pid)
             else:
                 await self._ended(sandbox, None)
@@ -337,6 +328,25 @@ class BwrapBackend(Backend):
         for task in [*self._tasks, *([self._rotating] if self._rotating else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _spawn(argv: list[str], log_fd: int, status_fd: int) -> subprocess.Popen[bytes]:
+    """Start bwrap with nothing open but its output, its status file and /dev/null.
+
+    The standard library's Popen, not the event loop's: uvloop's subprocess passes on inheritable
+    descriptors and some of its own, and a sandbox must not hold any of the server's (its
+    listening socket among them).
+    """
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        pass_fds=(status_fd,),
+        close_fds=True,
+        start_new_session=True,  # not ours to take down when this server stops
+        env={},
+    )
 
 
 def _runtime_dirs() -> list[Path]:

@@ -1,0 +1,141 @@
+"""The lifecycle server stops and starts; the agents carry on, and nothing is lost track of."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hivetest import Endpoint, Hive, ServerProcess, in_process
+from test_lifecycle import SLEEPER, Hivemind, _sandbox_process, toml_list
+
+pytestmark = pytest.mark.slow
+
+
+def _configure(hive: Hive) -> None:
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nrestart_backoff_seconds = 0.2")
+
+
+async def _wait_for(check: Any, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+async def test_sandboxes_outlive_the_server_and_are_watched_again(hive: Hive) -> None:
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle") as lifecycle:  # agents keep running when it stops
+            first = Hivemind(hive, broker, lifecycle)
+            await first.create("alice")
+            before = await first.status("alice")
+            program = _sandbox_process(hive, "alice")
+        assert Path(f"/proc/{program}").exists(), "the sandbox died with the server"
+
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            second = Hivemind(hive, broker, lifecycle)
+            after = await second.status("alice")
+            assert after["state"] == "running" and after["started_at"] == before["started_at"]  # re-attached
+            os.kill(program, signal.SIGKILL)  # the new server must notice, though it did not start it
+            crash = await second.event("container_crash")
+            assert (crash["agent"], crash["signal"], crash["will_restart"]) == ("alice", "SIGKILL", True)
+            restarted = await second.until_state("alice", "running")
+            assert restarted["started_at"] != before["started_at"] and restarted["restart_count"] == 1
+
+
+async def test_the_manager_starts_first(hive: Hive) -> None:
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            for name in ("alice", "bob"):
+                await hivemind.create(name)
+        # Stopping the hive stopped every agent but remembered they should run.
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            listing = await lifecycle.client("operator").call("list_agents", {})
+            started = {agent["name"]: agent["started_at"] for agent in listing["agents"]}
+            assert all(agent["state"] == "running" for agent in listing["agents"])
+            assert started["manager"] < started["alice"] and started["manager"] < started["bob"]
+
+
+@pytest.fixture
+def lifecycle_process(hive: Hive) -> Iterator[ServerProcess]:
+    process = ServerProcess(hive, "lifecycle")
+    yield process
+    process.kill_if_running()
+    # Whatever the test left running: take the agents down through a server that stops them.
+    cleanup = ServerProcess(hive, "lifecycle", "--stop-agents-on-exit").start()
+    cleanup.stop()
+
+
+async def test_a_killed_lifecycle_server_loses_no_agent(hive: Hive, lifecycle_process: ServerProcess) -> None:
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        lifecycle_process.start()
+        hivemind = Hivemind(hive, broker, Endpoint(hive, lifecycle_process.url, server="lifecycle"))
+        await hivemind.create("alice")
+        await hivemind.create("bob")
+        bob_before = await hivemind.status("bob")
+        await hivemind.operator.close()
+        await hivemind.approvals.close()
+
+        lifecycle_process.stop(signal.SIGKILL)  # no clean-up of any kind
+        os.kill(_sandbox_process(hive, "alice"), signal.SIGKILL)  # alice dies while nobody watches
+        await asyncio.sleep(0.3)
+
+        lifecycle_process.start()
+        hivemind = Hivemind(hive, broker, Endpoint(hive, lifecycle_process.url, server="lifecycle"))
+        crash = await hivemind.event("container_crash")  # reported once the server is back
+        assert (crash["agent"], crash["exit_code"]) == ("alice", 137)
+        alice = await hivemind.until_state("alice", "running")  # it should run, so it runs again
+        assert alice["last_signal"] == "SIGKILL"
+        bob = await hivemind.status("bob")
+        assert bob["state"] == "running" and bob["started_at"] == bob_before["started_at"]  # untouched
+        await hivemind.operator.close()
+
+
+async def test_an_unprivileged_server_uses_a_user_namespace_and_says_so(hive: Hive) -> None:
+    _configure(hive)
+    # A user namespace where this process is uid 1000: the lifecycle server is not root there.
+    unprivileged = ("unshare", "--user", "--map-user=1000", "--map-group=1000", "--")
+    lifecycle = ServerProcess(hive, "lifecycle", "--stop-agents-on-exit", prefix=unprivileged)
+    async with in_process(hive, "broker") as broker:
+        lifecycle.start()
+        try:
+            hivemind = Hivemind(hive, broker, Endpoint(hive, lifecycle.url, server="lifecycle"))
+            listing = await hivemind.call("list_agents")
+            assert "user namespace" in listing["isolation"] and "uid 1000" in listing["isolation"]
+            await hivemind.create("alice")
+            status = await hivemind.status("alice")
+            assert status["state"] == "running" and status["uid"] is None
+            await hivemind.call("stop", name="alice")
+            await hivemind.operator.close()
+            await hivemind.approvals.close()
+        finally:
+            assert lifecycle.stop() == 0
+
+
+async def test_a_sandbox_holds_none_of_the_servers_descriptors(hive: Hive, lifecycle_process: ServerProcess) -> None:
+    """No listening socket, database or log of the server may leak into an agent's sandbox."""
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        lifecycle_process.start()  # a real `hive serve lifecycle`: its event loop spawns the sandboxes
+        hivemind = Hivemind(hive, broker, Endpoint(hive, lifecycle_process.url, server="lifecycle"))
+        # ls inherits whatever its shell inherited; it opens only fd 3 itself, to read the directory.
+        await hivemind.create("alice", ["/bin/sh", "-c", "ls -l /proc/self/fd; sleep 3600"])
+        await asyncio.sleep(0.5)
+        listing = (await hivemind.call("logs", name="alice", lines=30))["lines"]
+        fds = {line.split()[8]: line.split("->")[-1].strip() for line in listing if "->" in line}
+        assert set(fds) <= {"0", "1", "2", "3"}, fds
+        assert fds["0"] == "/dev/null" and fds["1"].endswith("logs/alice.log")
+        await hivemind.operator.close()
+        await hivemind.approvals.close()
