@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from hivetest import BrokerEndpoint, BrokerProcess, Hive, in_process_broker
+from hivetest import SLEEPER, BrokerEndpoint, BrokerProcess, Hive, Hivemind, in_process, in_process_broker, toml_list
 
 
 @pytest.fixture
@@ -26,3 +26,13 @@ def broker_process(hive: Hive) -> Iterator[BrokerProcess]:
     process = BrokerProcess(hive)
     yield process
     process.kill_if_running()
+
+
+@pytest.fixture
+async def hivemind(hive: Hive) -> AsyncIterator[Hivemind]:
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nrestart_backoff_seconds = 0.2")
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle,
+    ):
+        yield Hivemind(hive, broker, lifecycle)

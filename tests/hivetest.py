@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import importlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,8 @@ from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, load_hive_co
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.serving import http_app, serve
 from hyperhive.servers.common.tokens import load_secret, mint_token
+from hyperhive.servers.lifecycle import repos
+from hyperhive.servers.lifecycle.paths import AgentPaths
 
 _names = itertools.count(1)
 
@@ -209,3 +212,85 @@ class BrokerProcess(ServerProcess):
 
     def __init__(self, hive: Hive, *extra_args: str) -> None:
         super().__init__(hive, "broker", *(extra_args or ("--port", "0")))
+
+
+# ------------------------------------------------------------------------------- agents
+
+PY = sys.executable
+SLEEPER = [PY, "-c", "import time; time.sleep(3600)"]
+
+
+def toml_list(argv: list[str]) -> str:
+    return json.dumps(argv)  # a JSON array of strings is a TOML array
+
+
+class Hivemind:
+    """A broker and a lifecycle server, both in-process, and helpers to drive them."""
+
+    def __init__(self, hive: Hive, broker: Endpoint, lifecycle: Endpoint) -> None:
+        self.hive, self.broker, self.lifecycle = hive, broker, lifecycle
+        self.operator = lifecycle.client("operator", timeout=60)
+        self.approvals = lifecycle.client("service:approvals", timeout=60)
+        self._manager_inbox = broker.client("manager")
+        self._seen: list[dict[str, Any]] = []  # events received while looking for another kind
+
+    async def call(self, tool: str, **arguments: Any) -> Any:
+        return await self.operator.call(tool, arguments)
+
+    async def status(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("agent_status", name=name)
+        return result
+
+    async def until_state(self, name: str, *states: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.status(name)
+            if status["state"] in states or time.monotonic() > deadline:
+                assert status["state"] in states, status
+                return status
+            await asyncio.sleep(0.05)
+
+    async def event(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next helper event of type `kind` in the manager's inbox (others are kept for later)."""
+        for event in self._seen:
+            if event["type"] == kind:
+                self._seen.remove(event)
+                return event
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await self._manager_inbox.call("recv", {"wait_seconds": max(0.1, deadline - time.monotonic())})
+            message = got["message"]
+            if message and message.get("kind") == "event":
+                event = message["event"]
+                if event["type"] == kind:
+                    return event
+                self._seen.append(event)
+        raise AssertionError(f"no {kind} event within {timeout} s; saw {self._seen}")
+
+    async def propose(self, name: str, agent_toml: str) -> str:
+        """Commit a new agent.toml into the agent's proposed repo, as the manager would."""
+        paths = AgentPaths.of(self.hive.config, name)
+        return await repos.commit_files(paths.config, {"agent.toml": agent_toml}, f"propose for {name}")
+
+    async def create(self, name: str, command: list[str] | None = None) -> None:
+        await self.call("create_agent", name=name)
+        await self.event("spawned")
+        if command is not None:
+            sha = await self.propose(name, f"[sandbox]\ncommand = {toml_list(command)}\n")
+            await self.approvals.call("apply_commit", {"name": name, "sha": sha})
+            await self.event("rebuilt")
+        await self.until_state(name, "running")
+
+
+def sandbox_process(hive: Hive, name: str) -> int:
+    """The pid of the agent's own program: the process in its sandbox that is not bwrap."""
+    record = json.loads((hive.config.run_dir / "lifecycle" / "bwrap" / f"{name}.json").read_text())
+    namespace = f"pid:[{record['pidns']}]"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != record["init_pid"]:
+            try:
+                if str((entry / "ns" / "pid").readlink()) == namespace:
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no process in {name}'s sandbox")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hivetest import BrokerProcess, Hive
+from hivetest import BrokerProcess, Hive, Hivemind
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +156,35 @@ def test_debug_verbs_report_refusals_plainly(hive: Hive, broker_process: BrokerP
     result = _hive(hive.home, "debug", "send", "ghost", "hi")
     assert result.returncode == 1
     assert result.stderr.startswith("Error: unknown recipient 'ghost'") and "Traceback" not in result.stderr
+
+
+async def test_agent_verbs(hivemind: Hivemind) -> None:
+    home = hivemind.hive.home
+
+    async def hive(*args: str) -> subprocess.CompletedProcess[str]:
+        # In a thread: the servers answering it run in this event loop.
+        result = await asyncio.to_thread(_hive, home, *args)
+        assert "Traceback" not in result.stderr
+        return result
+
+    await hivemind.create("alice")
+    listing = await hive("agents")
+    assert listing.returncode == 0, listing.stderr
+    assert "◆ 2 agents · bwrap" in listing.stdout
+    assert any(line.split()[:3] == ["alice", "agent", "running"] for line in listing.stdout.splitlines())
+
+    assert (await hive("stop", "alice")).stdout == "◆ alice: stopped\n"
+    assert (await hive("start", "alice")).stdout == "◆ alice: running\n"
+    assert (await hive("restart", "alice")).stdout == "◆ alice: running\n"
+    logs = await hive("logs", "alice", "-n", "1")
+    assert logs.returncode == 0 and "hyperhive: starting sandbox" in logs.stdout
+
+    refused = await hive("destroy", "manager", "--yes")
+    assert refused.returncode == 1 and "destroying it needs force=true" in refused.stderr
+    unknown = await hive("start", "ghost")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("Error: no agent named 'ghost'")
+    unasked = await hive("destroy", "alice")  # nobody answers the question: nothing happens
+    assert unasked.returncode == 1 and "Really destroy alice?" in unasked.stdout
+    assert (await hivemind.status("alice"))["state"] == "running"
+    destroyed = await hive("destroy", "alice", "--yes")
+    assert destroyed.stdout == "◆ alice: destroyed (its repos and state are kept)\n"

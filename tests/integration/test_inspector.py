@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from hivetest import BrokerProcess, Hive
+from hivetest import BrokerProcess, Hive, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +58,30 @@ def test_inspector_calls_a_tool_and_is_refused_without_a_valid_token(hive: Hive,
     assert json.loads(sent.stdout)["structuredContent"]["recipients"] == 1
     refused = inspector(broker_process.url, "forged", "--method", "tools/list")
     assert refused.returncode != 0
+
+
+LIFECYCLE_READS = {"list_agents", "agent_status", "logs", "agent_config", "agent_stats"}
+LIFECYCLE_ACTIONS = {
+    "create_agent", "start", "stop", "restart", "kill", "rebuild", "rebuild_stale", "destroy", "set_model",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file"}),
+        ("manager", LIFECYCLE_READS),
+        ("service:approvals", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"apply_commit"}),
+    ],
+)
+def test_lifecycle_tools_list_is_strictly_portable(hive: Hive, principal: str, expected: set[str]) -> None:
+    sleeper = json.dumps([sys.executable, "-c", "import time; time.sleep(3600)"])
+    hive.configure(f"[lifecycle]\ndefault_command = {sleeper}")
+    lifecycle = ServerProcess(hive, "lifecycle", "--stop-agents-on-exit").start()
+    try:
+        run = inspector(lifecycle.url, hive.token(principal), "--method", "tools/list", "--strict")
+        assert run.returncode == 0, run.stderr
+        assert "error" not in run.stderr.lower(), run.stderr
+        assert {tool["name"] for tool in json.loads(run.stdout)["tools"]} == expected
+    finally:
+        assert lifecycle.stop() == 0

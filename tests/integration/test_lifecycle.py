@@ -9,97 +9,19 @@ import json
 import os
 import shlex
 import stat
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastmcp.exceptions import ToolError
-from hivetest import Endpoint, Hive, in_process
+from hivetest import PY, SLEEPER, Hivemind, sandbox_process, toml_list
 
 from hyperhive.servers.common.harnessdir import TURN_STATS_SCHEMA
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
-
-PY = sys.executable
-SLEEPER = [PY, "-c", "import time; time.sleep(3600)"]
-
-
-def toml_list(argv: list[str]) -> str:
-    return json.dumps(argv)  # a JSON array of strings is a TOML array
-
-
-class Hivemind:
-    """A broker and a lifecycle server, both in-process, and helpers to drive them."""
-
-    def __init__(self, hive: Hive, broker: Endpoint, lifecycle: Endpoint) -> None:
-        self.hive, self.broker, self.lifecycle = hive, broker, lifecycle
-        self.operator = lifecycle.client("operator", timeout=60)
-        self.approvals = lifecycle.client("service:approvals", timeout=60)
-        self._manager_inbox = broker.client("manager")
-        self._seen: list[dict[str, Any]] = []  # events received while looking for another kind
-
-    async def call(self, tool: str, **arguments: Any) -> Any:
-        return await self.operator.call(tool, arguments)
-
-    async def status(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("agent_status", name=name)
-        return result
-
-    async def until_state(self, name: str, *states: str, timeout: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = await self.status(name)
-            if status["state"] in states or time.monotonic() > deadline:
-                assert status["state"] in states, status
-                return status
-            await asyncio.sleep(0.05)
-
-    async def event(self, kind: str, timeout: float = 10) -> dict[str, Any]:
-        """The next helper event of type `kind` in the manager's inbox (others are kept for later)."""
-        for event in self._seen:
-            if event["type"] == kind:
-                self._seen.remove(event)
-                return event
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = await self._manager_inbox.call("recv", {"wait_seconds": max(0.1, deadline - time.monotonic())})
-            message = got["message"]
-            if message and message.get("kind") == "event":
-                event = message["event"]
-                if event["type"] == kind:
-                    return event
-                self._seen.append(event)
-        raise AssertionError(f"no {kind} event within {timeout} s; saw {self._seen}")
-
-    async def propose(self, name: str, agent_toml: str) -> str:
-        """Commit a new agent.toml into the agent's proposed repo, as the manager would."""
-        paths = AgentPaths.of(self.hive.config, name)
-        return await repos.commit_files(paths.config, {"agent.toml": agent_toml}, f"propose for {name}")
-
-    async def create(self, name: str, command: list[str] | None = None) -> None:
-        await self.call("create_agent", name=name)
-        await self.event("spawned")
-        if command is not None:
-            sha = await self.propose(name, f"[sandbox]\ncommand = {toml_list(command)}\n")
-            await self.approvals.call("apply_commit", {"name": name, "sha": sha})
-            await self.event("rebuilt")
-        await self.until_state(name, "running")
-
-
-@pytest.fixture
-async def hivemind(hive: Hive) -> AsyncIterator[Hivemind]:
-    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nrestart_backoff_seconds = 0.2")
-    async with (
-        in_process(hive, "broker") as broker,
-        in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle,
-    ):
-        yield Hivemind(hive, broker, lifecycle)
-
 
 # ------------------------------------------------------------------------------------ basics
 
@@ -168,7 +90,7 @@ async def test_a_crash_is_reported_with_its_exit_code_and_the_last_lines(hivemin
 async def test_a_killed_sandbox_is_a_crash_with_a_signal(hivemind: Hivemind) -> None:
     await hivemind.create("alice", SLEEPER)
     started = time.monotonic()
-    os.kill(_sandbox_process(hivemind.hive, "alice"), 9)  # from outside, like the OOM killer
+    os.kill(sandbox_process(hivemind.hive, "alice"), 9)  # from outside, like the OOM killer
     crash = await hivemind.event("container_crash", timeout=5)
     assert time.monotonic() - started < 1.5, "the crash took longer than a second to reach the manager"
     assert (crash["signal"], crash["exit_code"]) == ("SIGKILL", 137)
@@ -448,17 +370,3 @@ async def test_needs_update_and_rebuild_stale(hivemind: Hivemind) -> None:
     assert (await hivemind.call("rebuild_stale")) == {"rebuilt": ["alice"]}
     assert not (await hivemind.status("alice"))["needs_update"]
     assert (await hivemind.event("rebuilt"))["agent"] == "alice"
-
-
-def _sandbox_process(hive: Hive, name: str) -> int:
-    """The pid of the agent's own program: the process in its sandbox that is not bwrap."""
-    record = json.loads((hive.config.run_dir / "lifecycle" / "bwrap" / f"{name}.json").read_text())
-    namespace = f"pid:[{record['pidns']}]"
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != record["init_pid"]:
-            try:
-                if str((entry / "ns" / "pid").readlink()) == namespace:
-                    return int(entry.name)
-            except OSError:
-                continue
-    raise AssertionError(f"no process in {name}'s sandbox")

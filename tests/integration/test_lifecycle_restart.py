@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hivetest import Endpoint, Hive, ServerProcess, in_process
-from test_lifecycle import SLEEPER, Hivemind, _sandbox_process, toml_list
+from hivetest import SLEEPER, Endpoint, Hive, Hivemind, ServerProcess, in_process, sandbox_process, toml_list
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +37,7 @@ async def test_sandboxes_outlive_the_server_and_are_watched_again(hive: Hive) ->
             first = Hivemind(hive, broker, lifecycle)
             await first.create("alice")
             before = await first.status("alice")
-            program = _sandbox_process(hive, "alice")
+            program = sandbox_process(hive, "alice")
         assert Path(f"/proc/{program}").exists(), "the sandbox died with the server"
 
         async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
@@ -89,7 +88,7 @@ async def test_a_killed_lifecycle_server_loses_no_agent(hive: Hive, lifecycle_pr
         await hivemind.approvals.close()
 
         lifecycle_process.stop(signal.SIGKILL)  # no clean-up of any kind
-        os.kill(_sandbox_process(hive, "alice"), signal.SIGKILL)  # alice dies while nobody watches
+        os.kill(sandbox_process(hive, "alice"), signal.SIGKILL)  # alice dies while nobody watches
         await asyncio.sleep(0.3)
 
         lifecycle_process.start()

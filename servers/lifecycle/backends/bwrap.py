@@ -102,16 +102,22 @@ class BwrapBackend(Backend):
         status = self.runtime / f"{spec.name}.status"
         status_fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        # bwrap writes --info-fd once, when the sandbox is up, and closes it: a pipe wakes us at once.
+        info_read, info_write = os.pipe()
         started_at = time.time()
         try:
             logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
-            argv = self._argv(spec, status_fd)
-            process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, status_fd)
+            argv = self._argv(spec, status_fd, info_write)
+            process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, (status_fd, info_write))
+        except BaseException:
+            os.close(info_read)
+            raise
         finally:
             os.close(status_fd)
             os.close(log_fd)
+            os.close(info_write)
         try:
-            ready = await self._ready(spec, process, status)
+            ready = await self._ready(spec, process, info_read)
         except BaseException:
             # Whatever went wrong (or cancelled us), no sandbox may run that nobody tracks.
             with contextlib.suppress(ProcessLookupError):
@@ -142,7 +148,7 @@ class BwrapBackend(Backend):
         if spec.uid is not None and self.privileged:
             os.chown(mount, spec.uid, spec.uid)
 
-    def _argv(self, spec: SandboxSpec, status_fd: int) -> list[str]:
+    def _argv(self, spec: SandboxSpec, status_fd: int, info_fd: int) -> list[str]:
         argv = [self.bwrap, "--new-session", "--ro-bind", "/usr", "/usr"]
         for name in _ROOT_LINKS:
             top = Path("/") / name
@@ -165,7 +171,7 @@ class BwrapBackend(Backend):
         argv += ["--chdir", str(spec.state_dir), "--clearenv"]
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
-        argv += ["--json-status-fd", str(status_fd), "--"]
+        argv += ["--info-fd", str(info_fd), "--json-status-fd", str(status_fd), "--"]
         if self.privileged:
             if spec.uid is None:
                 raise BackendError(f"{spec.name} has no uid: as root, every agent runs as its own uid")
@@ -175,20 +181,21 @@ class BwrapBackend(Backend):
             ]  # fmt: skip
         return argv + spec.command
 
-    async def _ready(self, spec: SandboxSpec, process: subprocess.Popen[bytes], status: Path) -> dict[str, int]:
-        """Wait for bwrap's first status line: the sandbox is up. A set-up failure ends bwrap first."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        delay = 0.001
-        while time.monotonic() < deadline:
-            for entry in _status_entries(await anyio.to_thread.run_sync(status.read_text)):
-                if "child-pid" in entry:
-                    return {"child-pid": int(entry["child-pid"]), "pid-namespace": int(entry["pid-namespace"])}
-            if process.poll() is not None:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
-        else:
-            raise BackendError(f"the sandbox of {spec.name} did not come up within {READY_TIMEOUT:.0f} s")
+    async def _ready(self, spec: SandboxSpec, process: subprocess.Popen[bytes], info_fd: int) -> dict[str, int]:
+        """Wait for bwrap's info: the sandbox is up. A set-up failure closes the pipe with nothing in it."""
+        try:
+            with anyio.fail_after(READY_TIMEOUT):
+                data = await _read_to_end(info_fd)
+        except TimeoutError:
+            raise BackendError(f"the sandbox of {spec.name} did not come up within {READY_TIMEOUT:.0f} s") from None
+        finally:
+            os.close(info_fd)
+        try:
+            info = json.loads(data)
+            return {"child-pid": int(info["child-pid"]), "pid-namespace": int(info["pid-namespace"])}
+        except (ValueError, KeyError):
+            pass
+        await anyio.to_thread.run_sync(process.wait)
         why = "\n".join(logfiles.tail(spec.log_path, 5)) or f"bwrap exited with code {process.returncode}"
         raise BackendError(f"the sandbox of {spec.name} did not start: {why}")
 
@@ -330,8 +337,8 @@ class BwrapBackend(Backend):
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _spawn(argv: list[str], log_fd: int, status_fd: int) -> subprocess.Popen[bytes]:
-    """Start bwrap with nothing open but its output, its status file and /dev/null.
+def _spawn(argv: list[str], log_fd: int, keep: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """Start bwrap with nothing open but its output, /dev/null and the descriptors in `keep`.
 
     The standard library's Popen, not the event loop's: uvloop's subprocess passes on inheritable
     descriptors and some of its own, and a sandbox must not hold any of the server's (its
@@ -342,11 +349,35 @@ def _spawn(argv: list[str], log_fd: int, status_fd: int) -> subprocess.Popen[byt
         stdin=subprocess.DEVNULL,
         stdout=log_fd,
         stderr=log_fd,
-        pass_fds=(status_fd,),
+        pass_fds=keep,
         close_fds=True,
         start_new_session=True,  # not ours to take down when this server stops
         env={},
     )
+
+
+async def _read_to_end(fd: int) -> bytes:
+    """Everything written to the pipe `fd` until its writer closes it, without tying up a thread."""
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    closed: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except BlockingIOError:
+            return
+        if not closed.done():
+            closed.set_result(None)  # read() returned b"": the writer closed it
+
+    loop.add_reader(fd, readable)
+    try:
+        await closed
+    finally:
+        loop.remove_reader(fd)
+    return b"".join(chunks)
 
 
 def _runtime_dirs() -> list[Path]:

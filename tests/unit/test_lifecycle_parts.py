@@ -1,0 +1,160 @@
+"""The lifecycle server's parts on their own: log files, config repos, the bwrap command line,
+choosing a backend, uid allocation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperhive.servers.cli import init_home
+from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.db import Database
+from hyperhive.servers.lifecycle import logfiles, repos
+from hyperhive.servers.lifecycle.backends import choose_backend
+from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
+from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
+from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.store import MIGRATIONS, LifecycleStore
+
+# --------------------------------------------------------------------------------------- log files
+
+
+def test_tail_reads_back_across_rotation_and_filters_by_time(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    logfiles.mark(log, 1000.0, "starting sandbox")
+    with log.open("a") as f:
+        f.write("".join(f"old {i}\n" for i in range(5)))
+    assert logfiles.rotate_if_large(log, max_bytes=10, keep=2) is True
+    assert log.read_text() == "" and log.with_name("a.log.1").exists()
+    logfiles.mark(log, 2000.0, "starting sandbox again")
+    with log.open("a") as f:
+        f.write("new 0\nnew 1\n")
+    assert logfiles.tail(log, 2) == ["new 0", "new 1"]
+    again = f"[{iso(2000.0)}] hyperhive: starting sandbox again"
+    assert logfiles.tail(log, 4) == ["old 4", again, "new 0", "new 1"]  # the rest from the rotated file
+    everything = logfiles.tail(log, 100)
+    assert everything[0].endswith("hyperhive: starting sandbox") and everything[-1] == "new 1" and len(everything) == 9
+    # Lines without a timestamp belong to the time of the stamped line before them.
+    assert logfiles.tail(log, 100, since=1500.0) == [again, "new 0", "new 1"]
+    assert logfiles.tail(log, 100, since=3000.0) == []
+
+
+def test_rotation_keeps_a_bounded_number_of_old_logs(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    for round_ in range(5):
+        log.write_text(f"round {round_}\n" * 10)
+        logfiles.rotate_if_large(log, max_bytes=5, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.log", "a.log.1", "a.log.2", "a.log.3"]
+    assert log.with_name("a.log.1").read_text().startswith("round 4")
+    assert logfiles.rotate_if_large(tmp_path / "missing.log", 5, 3) is False
+    logfiles.remove_all(log)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_last_line_and_an_empty_file(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("short\n" + "x" * 200_000 + "\n")
+    assert logfiles.tail(log, 1) == ["x" * 200_000]
+    assert logfiles.tail(tmp_path / "none.log", 10) == []
+    assert logfiles.one_line("a\nb\r\nc") == "a\\nb\\r\\nc"
+
+
+# ------------------------------------------------------------------------------------------- repos
+
+
+async def test_config_repos(tmp_path: Path) -> None:
+    repo = tmp_path / "config"
+    first = await repos.init_repo(repo, {"agent.toml": 'model = "opus"\n'}, "initial")
+    assert await repos.init_repo(repo, {"agent.toml": "ignored"}, "again") == first  # exists: untouched
+    assert await repos.resolve_commit(repo, first[:10]) == first
+    assert await repos.files_at(repo, first) == {"agent.toml": 'model = "opus"\n'}
+    second = await repos.commit_files(repo, {"agent.toml": "", "agent.nix": "{ }\n"}, "with nix")
+    assert await repos.files_at(repo, second) == {"agent.toml": "", "agent.nix": "{ }\n"}
+    third = await repos.commit_files(repo, {"agent.toml": ""}, "without nix")
+    assert not (repo / "agent.nix").exists() and await repos.files_at(repo, third) == {"agent.toml": ""}
+    same = await repos.commit_files(repo, {"agent.toml": ""}, "nothing changed, still recorded")
+    assert same != third
+    for bad, error in [("xyz", "is not a commit sha"), ("-n", "is not a commit sha"), ("0" * 40, "there is no commit")]:
+        with pytest.raises(repos.RepoError, match=error):
+            await repos.resolve_commit(repo, bad)
+
+
+# -------------------------------------------------------------------------------------------- bwrap
+
+
+def _spec(tmp_path: Path, uid: int | None) -> SandboxSpec:
+    init_home(tmp_path)
+    config = load_hive_config(tmp_path)
+    paths = AgentPaths.of(config, "alice")
+    return SandboxSpec(
+        name="alice",
+        role="agent",
+        command=["prog", "--flag"],
+        env={"HIVE_AGENT": "alice"},
+        uid=uid,
+        state_dir=paths.state,
+        harness_dir=paths.harness,
+        credentials_dir=paths.credentials,
+        applied_dir=paths.applied,
+        log_path=paths.log,
+    )
+
+
+def test_the_bwrap_command_line(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, uid=200_123)
+    backend = BwrapBackend(load_hive_config(tmp_path))
+    backend.privileged = True
+    argv = backend._argv(spec, 9, 10)
+    text = " ".join(argv)
+    assert "--die-with-parent" not in argv  # sandboxes outlive the server
+    for flag in ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session", "--clearenv"):
+        assert flag in argv
+    assert f"--bind {spec.state_dir} {spec.state_dir}" in text
+    assert f"--ro-bind {spec.credentials_dir} {spec.harness_dir}/credentials" in text
+    assert f"--ro-bind {Path(sys.prefix).resolve()}" in text or f"--ro-bind {Path(sys.base_prefix).resolve()}" in text
+    sources = [Path(argv[i + 1]) for i, arg in enumerate(argv) if arg in ("--bind", "--ro-bind")]
+    secret = tmp_path / "secret"
+    assert not any(source == secret or source in secret.parents for source in sources)  # nor the home
+    assert "--info-fd 10 --json-status-fd 9" in text and "--setenv HIVE_AGENT alice" in text
+    tail = argv[argv.index("--") + 1 :]
+    assert tail[:2] == ["setpriv", "--reuid=200123"] and "--no-new-privs" in tail and tail[-2:] == ["prog", "--flag"]
+    assert "--unshare-user" not in argv
+
+    backend.privileged = False
+    unprivileged = backend._argv(_spec(tmp_path, uid=None), 9, 10)
+    assert "--unshare-user" in unprivileged and "setpriv" not in unprivileged
+    backend.privileged = True
+    with pytest.raises(BackendError, match="as root, every agent runs as its own uid"):
+        backend._argv(_spec(tmp_path, uid=None), 9, 10)
+
+
+def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    init_home(tmp_path)
+    assert choose_backend(load_hive_config(tmp_path)).name == "bwrap"  # no systemd here
+    (tmp_path / "hive.toml").write_text('[lifecycle]\nbackend = "nixos-container"\n')
+    assert choose_backend(load_hive_config(tmp_path)).name == "nixos-container"
+    (tmp_path / "hive.toml").write_text('[lifecycle]\nbackend = "bwrap"\n')
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    with pytest.raises(BackendError, match="bubblewrap is not installed"):
+        choose_backend(load_hive_config(tmp_path))
+
+
+# -------------------------------------------------------------------------------------------- uids
+
+
+async def test_uids_are_allocated_once_and_never_shared(tmp_path: Path) -> None:
+    async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
+        store = LifecycleStore(db)
+        taken = {200_000, 200_002}  # accounts of the host
+        alice = await store.uid_of("alice", 200_000, taken)
+        bob = await store.uid_of("bob", 200_000, taken)
+        assert (alice, bob) == (200_001, 200_003)
+        assert await store.uid_of("alice", 200_000, taken) == alice  # recorded
+        await store.remove("alice", forget_uid=False)
+        assert await store.uid("alice") == alice  # kept when destroyed without purge
+        await store.remove("bob", forget_uid=True)
+        assert await store.uid("bob") is None
+        assert await store.uid_of("carol", 200_000, taken) == 200_003  # bob's is free again
