@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,17 @@ async def test_a_sandbox_holds_none_of_the_servers_descriptors(hive: Hive, lifec
         assert fds["0"] == "/dev/null" and fds["1"].endswith("logs/alice.log")
         await hivemind.operator.close()
         await hivemind.approvals.close()
+
+
+async def test_start_up_rebuilds_agents_built_by_another_version(hive: Hive) -> None:
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            await Hivemind(hive, broker, lifecycle).create("alice")
+        with sqlite3.connect(hive.config.db_path("lifecycle")) as db:  # as if built by an older hyperhive
+            db.execute("UPDATE agents SET built_version = '0.0.1' WHERE name = 'alice'")
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            assert (await hivemind.event("rebuilt"))["agent"] == "alice"
+            alice = await hivemind.status("alice")
+            assert alice["state"] == "running" and not alice["needs_update"]
