@@ -172,11 +172,7 @@ class Supervisor:
         return config.role if config else "agent"
 
     async def row(self, name: str) -> AgentRow:
-        try:
-            check_agent_name(name)
-        except InvalidName as e:
-            raise Refused(str(e)) from None
-        row = await self.store.agent(name)
+        row = await self.store.agent(_checked(name))
         if row is None:
             raise Refused(f"no agent named {name!r}; list_agents shows the agents there are")
         return row
@@ -201,11 +197,7 @@ class Supervisor:
 
     # -------------------------------------------------------------------------------- creating
     async def create(self, name: str) -> AgentRow:
-        try:
-            check_agent_name(name)
-        except InvalidName as e:
-            raise Refused(str(e)) from None
-        async with self._exclusive(name, "being created"):
+        async with self._exclusive(_checked(name), "being created"):
             if await self.store.agent(name) is not None:
                 raise Refused(f"{name} already exists")
             sha = await self._provision(name, "agent")
@@ -298,8 +290,10 @@ class Supervisor:
         await self.store.update(name, state="starting")
         spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
         try:
-            if row.built_version is None or row.built_sha != row.applied_sha:
-                await self.backend.create(spec) if row.built_version is None else await self.backend.update(spec)
+            if row.built_version is None:  # its first start: prepare what the backend needs
+                await self.backend.create(spec)
+            elif row.built_sha != row.applied_sha:  # a config was applied since it was built
+                await self.backend.update(spec)
             running = await self.backend.start(spec)
         except BackendError as e:
             await self.store.update(name, state="failed", stopped_at=self.clock())
@@ -604,6 +598,14 @@ class Supervisor:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _checked(name: str) -> str:
+    """`name` if it is a valid agent name; a refusal saying why otherwise."""
+    try:
+        return check_agent_name(name)
+    except InvalidName as e:
+        raise Refused(str(e)) from None
 
 
 def _manager_first(rows: list[AgentRow]) -> list[AgentRow]:
