@@ -39,6 +39,8 @@ DEFAULT_HOME = ".hive"
 SERVERS: dict[str, str] = {
     "broker": "hyperhive.servers.broker.server",
     "lifecycle": "hyperhive.servers.lifecycle.server",
+    "approvals": "hyperhive.servers.approvals.server",
+    "operator": "hyperhive.servers.operator.server",
 }
 
 home_option = click.option(

@@ -90,6 +90,20 @@ class BrokerSettings(_Strict):
 class ServersSettings(_Strict):
     broker: Listen = Listen(port=7801)
     lifecycle: Listen = Listen(port=7802)
+    approvals: Listen = Listen(port=7803)
+    operator: Listen = Listen(port=7804)
+
+
+class QuestionSettings(_Strict):
+    default_ttl_seconds: Annotated[float, Field(ge=1, le=30 * 86_400)] = 86_400.0  # when ttl_seconds is not given
+    max_ttl_seconds: Annotated[float, Field(ge=1, le=365 * 86_400)] = 7 * 86_400.0
+    max_question_bytes: Annotated[int, Field(ge=16, le=1024 * 1024)] = 8192
+    max_options: Annotated[int, Field(ge=2, le=100)] = 20
+    max_pending_per_asker: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+
+class ApprovalSettings(_Strict):
+    max_pending: Annotated[int, Field(ge=1, le=10_000)] = 100  # requests waiting for the operator, in all
 
 
 class NixosSettings(_Strict):
@@ -126,6 +140,8 @@ class HiveConfig(_Strict):
     servers: ServersSettings = ServersSettings()
     broker: BrokerSettings = BrokerSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    questions: QuestionSettings = QuestionSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
 
@@ -184,6 +200,14 @@ port = 7801
 host = "127.0.0.1"
 port = 7802
 
+[servers.approvals]
+host = "127.0.0.1"
+port = 7803
+
+[servers.operator]
+host = "127.0.0.1"
+port = 7804
+
 [broker]
 max_body_bytes = 65536          # largest message body, in bytes of UTF-8
 inbox_cap = 10000               # undelivered messages per inbox before sends are refused
@@ -204,6 +228,16 @@ restart_backoff_seconds = 1     # after a crash; doubles each time (agent.toml [
 log_max_bytes = 10485760        # each agent's log is rotated at this size
 log_keep = 3
 rebuild_stale_on_start = true   # rebuild agents built by another hyperhive version
+
+[questions]
+default_ttl_seconds = 86400     # a question nobody answers in time resolves as "[expired]"
+max_ttl_seconds = 604800
+max_question_bytes = 8192
+max_options = 20
+max_pending_per_asker = 50
+
+[approvals]
+max_pending = 100               # requests waiting for the operator, in all
 
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)

@@ -94,17 +94,44 @@ class ContainerCrash(_Event):
 
 
 class OperatorAnswered(_Event):
+    """A question the agent asked was resolved: answered, or "[cancelled]" / "[expired]"."""
+
     type: Literal["operator_answered"] = "operator_answered"
     question_id: int
     question: str
     answer: str
+    answered_by: str = "operator"  # the operator, or the agent an ask_agent question went to
 
     def summary(self) -> str:
-        return f"question #{self.question_id} ({self.question!r}) was answered: {self.answer}"
+        if self.answer in ("[cancelled]", "[expired]"):
+            return f"question #{self.question_id} ({self.question!r}) got no answer: {self.answer[1:-1]}"
+        who = "" if self.answered_by == "operator" else f" by {self.answered_by}"
+        return f"question #{self.question_id} ({self.question!r}) was answered{who}: {self.answer}"
+
+
+class QuestionAsked(_Event):
+    """Another agent asks this one a question (ask_agent); answer it with answer_question."""
+
+    type: Literal["question_asked"] = "question_asked"
+    question_id: int
+    asker: AgentName
+    question: str
+    options: list[str] | None = None
+    multi: bool = False
+    expires_at: str | None = None  # ISO 8601 UTC
+
+    def summary(self) -> str:
+        lines = [f"{self.asker} asks you (question #{self.question_id}): {self.question}"]
+        if self.options:
+            how = "one or more" if self.multi else "one"
+            lines.append(f"Options ({how}): " + " | ".join(self.options))
+        deadline = f" before {self.expires_at}" if self.expires_at else ""
+        lines.append(f"Answer with answer_question(id={self.question_id}, answer=...){deadline}.")
+        return "\n".join(lines)
 
 
 HelperEvent = Annotated[
-    ApprovalResolved | Spawned | Rebuilt | Killed | Destroyed | ContainerCrash | OperatorAnswered,
+    ApprovalResolved | Spawned | Rebuilt | Killed | Destroyed | ContainerCrash | OperatorAnswered | QuestionAsked,
     Field(discriminator="type"),
 ]
 HELPER_EVENT: TypeAdapter[HelperEvent] = TypeAdapter(HelperEvent)

@@ -1,13 +1,13 @@
-"""The lifecycle server's sqlite: what each agent is doing, their host uids, events to deliver."""
+"""The lifecycle server's sqlite: what each agent is doing, their host uids, events to deliver (outbox)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.outbox import OUTBOX_SCHEMA
 
 MIGRATIONS: Final = [
     """
@@ -32,15 +32,8 @@ MIGRATIONS: Final = [
         name TEXT PRIMARY KEY,
         uid  INTEGER NOT NULL UNIQUE
     );
-    -- Helper events waiting for the broker; delivered in order, deleted once accepted.
-    CREATE TABLE outbox (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        recipient  TEXT NOT NULL,
-        event      TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        attempts   INTEGER NOT NULL DEFAULT 0
-    );
-    """,
+    """
+    + OUTBOX_SCHEMA,
 ]
 
 State = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
@@ -117,24 +110,3 @@ class LifecycleStore:
             return uid
 
         return await self.db.write(tx)
-
-    # ------------------------------------------------------------------------------------- outbox
-    async def queue_event(self, recipient: str, event: dict[str, Any], now: float) -> None:
-        await self.db.write(
-            lambda conn: conn.execute(
-                "INSERT INTO outbox (recipient, event, created_at) VALUES (?, ?, ?)",
-                (recipient, json.dumps(event), now),
-            )
-        )
-
-    async def pending_events(self, limit: int = 50) -> list[tuple[int, str, dict[str, Any]]]:
-        rows = await self.db.fetch_all("SELECT id, recipient, event FROM outbox ORDER BY id LIMIT ?", (limit,))
-        return [(row[0], row[1], json.loads(row[2])) for row in rows]
-
-    async def event_done(self, event_id: int) -> None:
-        await self.db.write(lambda conn: conn.execute("DELETE FROM outbox WHERE id = ?", (event_id,)))
-
-    async def event_failed(self, event_id: int) -> None:
-        await self.db.write(
-            lambda conn: conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (event_id,))
-        )

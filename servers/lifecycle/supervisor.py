@@ -3,8 +3,8 @@ applying config commits, telling crashes from stops, restarting with backoff, an
 manager what happened.
 
 Every method that changes an agent holds that agent exclusively; a second caller gets
-"busy: <name> is <doing what>" instead of waiting. Helper events go through an outbox in sqlite,
-so a broker that is down or restarting delays them but loses none.
+"busy: <name> is <doing what>" instead of waiting. Helper events go through the outbox
+(servers/common/outbox.py), so a broker that is down or restarting delays them but loses none.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from importlib.metadata import version as package_version
 from typing import Any, Final, Literal
 
 import anyio
-from fastmcp.exceptions import ToolError
 
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.client import (
-    AuthRefused,
     HiveClient,
     ServerAddress,
     ServerUnavailable,
@@ -43,10 +41,11 @@ from hyperhive.servers.common.config import (
 )
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.events import ContainerCrash, Destroyed, Killed, Rebuilt, Spawned, _Event
+from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.harnessdir import HarnessInfo
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
+from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.common.tokens import ServiceToken, mint_token
 from hyperhive.servers.lifecycle import logfiles, repos
@@ -88,10 +87,10 @@ class Supervisor:
         self.db = Database(config.db_path("lifecycle"), MIGRATIONS, synchronous=config.storage.synchronous)
         self.store = LifecycleStore(self.db)
         self.broker = HiveClient(server_address(config, "broker"), ServiceToken(secret, "lifecycle"), retry_seconds=0)
+        self.outbox = Outbox(self.db, self.broker, clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
-        self._outbox_wake = asyncio.Event()
         self._closing = False
 
     # -------------------------------------------------------------------------------- running
@@ -103,7 +102,7 @@ class Supervisor:
             loops = [
                 asyncio.create_task(self.agents.watch()),
                 asyncio.create_task(self._follow_changes()),
-                asyncio.create_task(self._deliver_events()),
+                asyncio.create_task(self.outbox.run()),
                 asyncio.create_task(self._refresh_tokens()),
             ]
             try:
@@ -542,34 +541,9 @@ class Supervisor:
                 await self._on_change(Change(name, at=self.clock()))
 
     # ----------------------------------------------------------------------------------- events
-    async def _announce(self, event: _Event) -> None:
+    async def _announce(self, event: HelperEvent) -> None:
         """Tell the manager, through the broker, as soon as it can be delivered."""
-        await self.store.queue_event(MANAGER, event.model_dump(), self.clock())
-        self._outbox_wake.set()
-
-    async def _deliver_events(self) -> None:
-        delay = 0.5
-        while True:
-            self._outbox_wake.clear()
-            delivered_all = True
-            for event_id, recipient, event in await self.store.pending_events():
-                try:
-                    await self.broker.call("post_event", {"to": recipient, "event": event}, timeout=10)
-                except ToolError as e:  # refused for good (no such recipient ...): drop it, say so
-                    log.error("the broker refused event %s for %s: %s", event.get("type"), recipient, e)
-                except (ServerUnavailable, AuthRefused) as e:
-                    await self.store.event_failed(event_id)
-                    log.info("broker unavailable, will retry event delivery: %s", e)
-                    delivered_all = False
-                    break
-                await self.store.event_done(event_id)
-            if delivered_all:
-                delay = 0.5
-                with anyio.move_on_after(60):
-                    await self._outbox_wake.wait()
-            else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+        await self.outbox.post(MANAGER, event)
 
     async def _refresh_tokens(self) -> None:
         """Agents run for weeks; their tokens last `[tokens] ttl_seconds`. Renew them well before."""

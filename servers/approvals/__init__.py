@@ -1,0 +1,1 @@
+"""The approvals server: the queue of config changes and spawns the operator approves or denies."""

@@ -1,0 +1,1 @@
+"""The operator server: questions for the operator (and between agents), with deadlines."""
