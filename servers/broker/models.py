@@ -4,21 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from hyperhive.servers.common.models import CompactModel
 
 
-class _Compact(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    @model_serializer(mode="wrap")
-    def _drop_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Only optional fields: a required field that is null (recv's `message`) says something.
-        data: dict[str, Any] = handler(self)
-        fields = type(self).model_fields
-        return {k: v for k, v in data.items() if v is not None or (k in fields and fields[k].is_required())}
-
-
-class Message(_Compact):
+class Message(CompactModel):
     id: int
     sender: str
     body: str
@@ -30,33 +19,33 @@ class Message(_Compact):
     late: Literal[True] | None = None  # a reminder that fired after its time (the broker was down)
 
 
-class SendResult(_Compact):
+class SendResult(CompactModel):
     id: int
     recipients: int  # how many inboxes it went to
     skipped_full: list[str] | None = None  # a broadcast skips inboxes that are full
 
 
-class RecvResult(_Compact):
+class RecvResult(CompactModel):
     message: Message | None
     queued: int  # messages still waiting after this one
 
 
-class RecvBatchResult(_Compact):
+class RecvBatchResult(CompactModel):
     messages: list[Message]
     queued: int
 
 
-class AckResult(_Compact):
+class AckResult(CompactModel):
     acked: int
     already_acked: int
 
 
-class LeaseResult(_Compact):
+class LeaseResult(CompactModel):
     lease_until: str | None  # None: released for redelivery now
     messages: int
 
 
-class PendingCount(_Compact):
+class PendingCount(CompactModel):
     queued: int  # waiting to be received
     leased: int  # received with ack=false and not yet acked
 
@@ -65,26 +54,26 @@ class ThreadMessage(Message):
     to: list[str]  # ["*"] for a broadcast
 
 
-class ThreadResult(_Compact):
+class ThreadResult(CompactModel):
     messages: list[ThreadMessage]
 
 
-class Reminder(_Compact):
+class Reminder(CompactModel):
     id: int
     to: str
     body: str
     due_at: str
 
 
-class RemindersResult(_Compact):
+class RemindersResult(CompactModel):
     reminders: list[Reminder]
 
 
-class CancelResult(_Compact):
+class CancelResult(CompactModel):
     cancelled: int
 
 
-class Delivery(_Compact):
+class Delivery(CompactModel):
     to: str
     state: Literal["queued", "leased", "delivered"]
     delivered_at: str | None = None
@@ -95,21 +84,21 @@ class ListedMessage(Message):
     deliveries: list[Delivery]
 
 
-class ListMessagesResult(_Compact):
+class ListMessagesResult(CompactModel):
     messages: list[ListedMessage]
     next_since: int | None  # pass as `since` to get what came after
 
 
-class InboxStats(_Compact):
+class InboxStats(CompactModel):
     name: str
     pending: int  # undelivered: queued or leased
     delivered_24h: int
     pending_reminders: int
 
 
-class StatsResult(_Compact):
+class StatsResult(CompactModel):
     inboxes: list[InboxStats]
 
 
-class PostEventResult(_Compact):
+class PostEventResult(CompactModel):
     id: int

@@ -15,10 +15,8 @@ from pydantic import Field
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import HelperEvent
-from hyperhive.servers.common.principals import Principal
-from hyperhive.servers.common.tokens import current_principal
+from hyperhive.servers.common.tokens import caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
 from .mailbox import MAX_WAIT_SECONDS, Broker, to_message
@@ -52,13 +50,6 @@ Ack = Annotated[
 Ids = Annotated[list[int], Field(min_length=1, max_length=100)]
 
 
-def _me() -> Principal:
-    principal = current_principal()
-    if principal is None:  # only possible without HTTP auth (e.g. an in-memory client)
-        raise Refused("not authenticated: call with a bearer token")
-    return principal
-
-
 def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> HiveServer:
     agents = AgentRegistry(config.applied_dir)
     broker = Broker(config, clock or SystemClock(), agents)
@@ -77,12 +68,12 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
         in_reply_to: Annotated[int | None, Field(description="id of the message this answers")] = None,
     ) -> SendResult:
         """Send a message. Returns its id."""
-        return await broker.send(_me(), to, body, in_reply_to)
+        return await broker.send(caller(), to, body, in_reply_to)
 
     @mcp.tool
     async def recv(wait_seconds: Wait = 0, ack: Ack = True) -> RecvResult:
         """Take your oldest pending message (null if none came in wait_seconds); queued: how many remain."""
-        claimed = await broker.receive(_me(), 1, wait_seconds, ack)
+        claimed = await broker.receive(caller(), 1, wait_seconds, ack)
         message = to_message(claimed.rows[0]) if claimed.rows else None
         return RecvResult(message=message, queued=claimed.queued)
 
@@ -91,13 +82,13 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
         max: Annotated[int, Field(ge=1, le=50)] = 10, wait_seconds: Wait = 0, ack: Ack = True
     ) -> RecvBatchResult:
         """Like recv, for up to max messages at once."""
-        claimed = await broker.receive(_me(), max, wait_seconds, ack)
+        claimed = await broker.receive(caller(), max, wait_seconds, ack)
         return RecvBatchResult(messages=[to_message(row) for row in claimed.rows], queued=claimed.queued)
 
     @mcp.tool
     async def ack(ids: Ids) -> AckResult:
         """Confirm messages received with ack=false, so they are not delivered again."""
-        return await broker.ack(_me(), ids)
+        return await broker.ack(caller(), ids)
 
     @mcp.tool
     async def lease(
@@ -105,17 +96,17 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
         seconds: Annotated[float, Field(ge=0, le=86_400, description="0 releases them for redelivery now")],
     ) -> LeaseResult:
         """Extend the lease on messages received with ack=false to seconds from now."""
-        return await broker.lease(_me(), ids, seconds)
+        return await broker.lease(caller(), ids, seconds)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def pending_count() -> PendingCount:
         """How many messages wait for you."""
-        return await broker.pending(_me())
+        return await broker.pending(caller())
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def thread(message_id: int) -> ThreadResult:
         """The conversation a message belongs to (what you sent or received), oldest first."""
-        return await broker.thread(_me(), message_id)
+        return await broker.thread(caller(), message_id)
 
     @mcp.tool
     async def remind(
@@ -125,17 +116,17 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
         to: Annotated[str | None, Field(description="default: yourself")] = None,
     ) -> Reminder:
         """Schedule a message after in_seconds or at a time."""
-        return await broker.remind(_me(), body, in_seconds, at, to)
+        return await broker.remind(caller(), body, in_seconds, at, to)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_my_reminders() -> RemindersResult:
         """Your pending reminders."""
-        return await broker.reminders(_me())
+        return await broker.reminders(caller())
 
     @mcp.tool
     async def cancel_reminder(id: int) -> CancelResult:
         """Cancel a pending reminder of yours."""
-        return await broker.cancel_reminder(_me(), id)
+        return await broker.cancel_reminder(caller(), id)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_messages(

@@ -24,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
 from .agents import AgentRegistry
+from .errors import Refused
 from .names import InvalidName, service_principal
 from .principals import Principal, Role, principal_for
 
@@ -184,3 +185,11 @@ def current_principal() -> Principal | None:
     if token is None:
         return None
     return Principal(token.client_id, Role(token.claims["role"]))
+
+
+def caller() -> Principal:
+    """The verified caller of the current tool call; the only identity a tool may act on."""
+    principal = current_principal()
+    if principal is None:  # only possible without HTTP auth (e.g. an in-memory client)
+        raise Refused("not authenticated: call with a bearer token")
+    return principal

@@ -47,8 +47,25 @@ class LogLines(BaseModel):
 class AgentConfigText(BaseModel):
     name: str
     sha: str | None  # the applied repo's commit
+    proposed_sha: str | None  # the proposed commit it was applied from
     agent_toml: str
     agent_nix: str | None
+
+
+class CommitDiff(BaseModel):
+    name: str
+    proposed_sha: str
+    applied_sha: str | None  # None: nothing applied yet (a draft)
+    diff: str  # unified diff of the applied config to the proposed commit; '' if they are the same
+    valid: bool
+    problems: str | None  # why it cannot be applied, when it cannot
+
+
+class Draft(BaseModel):
+    name: str
+    config_dir: str  # the proposed repo: edit agent.toml (and agent.nix) and commit there
+    state_dir: str  # the agent's future files: seed notes.md here
+    sha: str  # the proposed repo's HEAD
 
 
 class AgentStats(BaseModel):

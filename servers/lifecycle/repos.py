@@ -16,9 +16,9 @@ from typing import Final
 
 import anyio
 
+from hyperhive.servers.common.diffs import CONFIG_FILES
 from hyperhive.servers.common.files import write_atomic
 
-CONFIG_FILES: Final = ("agent.toml", "agent.nix")  # what a config repo holds and an apply copies
 _SHA_RE: Final = re.compile(r"^[0-9a-f]{7,64}$")
 _IDENTITY: Final = ("-c", "user.name=hyperhive", "-c", "user.email=hyperhive@localhost")
 

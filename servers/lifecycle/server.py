@@ -20,8 +20,7 @@ from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.harnessdir import read_turns, summarise
-from hyperhive.servers.common.principals import Principal
-from hyperhive.servers.common.tokens import current_principal
+from hyperhive.servers.common.tokens import caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle import statefiles
 from hyperhive.servers.lifecycle.backends import choose_backend
@@ -33,7 +32,9 @@ from hyperhive.servers.lifecycle.models import (
     AgentStats,
     AgentStatus,
     Applied,
+    CommitDiff,
     DestroyResult,
+    Draft,
     LogLines,
     ModelResult,
     Rebuilt,
@@ -51,6 +52,7 @@ STATE_FILE_CAP = 1024 * 1024
 
 Name = Annotated[str, Field(description="agent name")]
 Since = Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")]
+Sha = Annotated[str, Field(description="a commit of its proposed repo")]
 
 
 def create(
@@ -129,7 +131,17 @@ def create(
             return (applied / "agent.toml").read_text(), nix.read_text() if nix.exists() else None
 
         toml, nix = await anyio.to_thread.run_sync(read)
-        return AgentConfigText(name=name, sha=row.applied_sha, agent_toml=toml, agent_nix=nix)
+        return AgentConfigText(
+            name=name, sha=row.applied_sha, proposed_sha=row.applied_from, agent_toml=toml, agent_nix=nix
+        )
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def diff_commit(name: Name, sha: Sha) -> CommitDiff:
+        """What applying a proposed commit would change, and whether it can be applied."""
+        proposed, applied, diff, problems = await supervisor.diff_commit(name, sha)
+        return CommitDiff(
+            name=name, proposed_sha=proposed, applied_sha=applied, diff=diff, valid=problems is None, problems=problems
+        )
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def agent_stats(name: Name, since: Since = None) -> AgentStats:
@@ -140,9 +152,20 @@ def create(
 
     # ---------------------------------------------------------------------------------- actions
     @mcp.tool
-    async def create_agent(name: Name) -> AgentInfo:
-        """Create an agent from the template config and start it."""
-        return info(await supervisor.create(name))
+    async def create_agent(
+        name: Name,
+        sha: Annotated[
+            str | None, Field(description="a commit of its draft's proposed repo; default: the template")
+        ] = None,
+    ) -> AgentInfo:
+        """Create an agent and start it."""
+        return info(await supervisor.create(name, sha))
+
+    @mcp.tool
+    async def create_draft(name: Name) -> Draft:
+        """Make an agent's proposed config repo and state dir, without creating the agent."""
+        paths, sha = await supervisor.create_draft(name)
+        return Draft(name=name, config_dir=str(paths.config), state_dir=str(paths.state), sha=sha)
 
     @mcp.tool
     async def start(name: Name) -> AgentInfo:
@@ -162,7 +185,7 @@ def create(
     @mcp.tool
     async def kill(name: Name) -> AgentInfo:
         """SIGKILL an agent's sandbox now."""
-        return info(await supervisor.kill(name, by=_me().name))
+        return info(await supervisor.kill(name, by=caller().name))
 
     @mcp.tool
     async def rebuild(name: Name) -> AgentInfo:
@@ -192,9 +215,7 @@ def create(
         return ModelResult(name=name, model=await supervisor.set_model(name, model))
 
     @mcp.tool
-    async def apply_commit(
-        name: Name, sha: Annotated[str, Field(description="a commit of its proposed repo")]
-    ) -> Applied:
+    async def apply_commit(name: Name, sha: Sha) -> Applied:
         """Validate and apply a commit of an agent's proposed config repo, then rebuild the agent."""
         proposed, applied = await supervisor.apply_commit(name, sha)
         return Applied(name=name, proposed_sha=proposed, applied_sha=applied)
@@ -217,13 +238,6 @@ def create(
         return StateFile(name=name, path=path, size=len(data), text=text)
 
     return HiveServer(mcp=mcp)
-
-
-def _me() -> Principal:
-    principal = current_principal()
-    if principal is None:
-        raise Refused("not authenticated: call with a bearer token")
-    return principal
 
 
 def _time(since: str | None) -> float | None:

@@ -34,6 +34,9 @@ MIGRATIONS: Final = [
     );
     """
     + OUTBOX_SCHEMA,
+    # The proposed commit the applied config came from: lets the approvals server tell, after a
+    # crash, whether an approved apply already happened.
+    "ALTER TABLE agents ADD COLUMN applied_from TEXT;",
 ]
 
 State = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
@@ -54,6 +57,7 @@ class AgentRow:
     built_sha: str | None
     built_version: str | None
     created_at: float
+    applied_from: str | None = None
 
 
 class LifecycleStore:

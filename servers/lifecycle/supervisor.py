@@ -40,6 +40,7 @@ from hyperhive.servers.common.config import (
     parse_agent_config,
 )
 from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.diffs import render_diff
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.files import write_atomic
@@ -136,9 +137,9 @@ class Supervisor:
     async def _ensure_manager(self) -> None:
         """The manager is infrastructure: created on first start without asking anyone."""
         if await self.store.agent(MANAGER) is None:
-            sha = await self._provision(MANAGER, "manager")
-            await self.store.add(MANAGER, self.clock(), sha)
-            await self.store.update(MANAGER, desired="running")
+            proposed, applied = await self._provision(MANAGER, "manager")
+            await self.store.add(MANAGER, self.clock(), applied)
+            await self.store.update(MANAGER, desired="running", applied_from=proposed)
             log.info("created the manager agent")
 
     async def _start_up(self) -> None:
@@ -195,42 +196,107 @@ class Supervisor:
         return config.model if config else "?"
 
     # -------------------------------------------------------------------------------- creating
-    async def create(self, name: str) -> AgentRow:
+    async def create(self, name: str, ref: str | None = None) -> AgentRow:
+        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed repo."""
         async with self._exclusive(_checked(name), "being created"):
             if await self.store.agent(name) is not None:
                 raise Refused(f"{name} already exists")
-            sha = await self._provision(name, "agent")
-            await self.store.add(name, self.clock(), sha)
-            await self.store.update(name, desired="running")
+            proposed, applied = await self._provision(name, "agent", ref)
+            await self.store.add(name, self.clock(), applied)
+            await self.store.update(name, desired="running", applied_from=proposed)
             await self._launch(name)
-            await self._announce(Spawned(agent=name, sha=sha))
+            await self._announce(Spawned(agent=name, sha=proposed))
         return await self.row(name)
 
-    async def _provision(self, name: str, role: Literal["agent", "manager"]) -> str:
-        """Repos, dirs and uid; keeps whatever an earlier agent of this name left (destroy without purge)."""
+    async def create_draft(self, name: str) -> tuple[AgentPaths, str]:
+        """A proposed repo and a state dir, no sandbox: the manager edits the config and seeds notes first."""
+        async with self._exclusive(_checked(name), "being drafted"):
+            if await self.store.agent(name) is not None:
+                raise Refused(f"{name} already exists; a draft is for an agent that does not exist yet")
+            paths = AgentPaths.of(self.config, name)
+            manager_uid = await self._uid(MANAGER)
+            await anyio.to_thread.run_sync(self._make_draft_dirs, paths, manager_uid)
+            sha = await self._proposed_repo(paths, "agent", manager_uid)
+        return paths, sha
+
+    async def _provision(self, name: str, role: Literal["agent", "manager"], ref: str | None = None) -> tuple[str, str]:
+        """Repos, dirs and uid; returns (proposed sha, applied sha).
+
+        Keeps what is there: a draft's repo and seeded state, or what an earlier agent of this
+        name left when destroyed without purge. Without `ref`, the applied config stays as it
+        was, or starts as the proposed repo's HEAD.
+        """
         paths = AgentPaths.of(self.config, name)
         uid = await self._uid(name)
-        manager_uid = uid if name == MANAGER else (await self._uid(MANAGER) if self.privileged else None)
-        await anyio.to_thread.run_sync(self._make_dirs, paths, uid, manager_uid)
-        proposed = await repos.init_repo(
-            paths.config, {AGENT_TOML: agent_toml_template(role)}, f"Initial config for {name} (hyperhive template)"
-        )
+        manager_uid = uid if name == MANAGER else await self._uid(MANAGER)
+        await anyio.to_thread.run_sync(self._make_dirs, paths, uid)
+        head = await self._proposed_repo(paths, role, manager_uid)
+        try:
+            proposed = await repos.resolve_commit(paths.config, ref) if ref else head
+        except repos.RepoError as e:
+            raise Refused(str(e)) from None
         files = await repos.files_at(paths.config, proposed)
-        applied = await repos.init_repo(paths.applied, files, f"Apply {proposed}\n\nInitial config of {name}.")
-        if manager_uid is not None:
-            await anyio.to_thread.run_sync(_chown_tree, paths.config, manager_uid)
+        _validate(name, proposed, files)
+        message = f"Apply {proposed}\n\nInitial config of {name}."
+        if ref and (paths.applied / ".git").exists():
+            applied = await repos.commit_files(paths.applied, files, message)
+        else:
+            applied = await repos.init_repo(paths.applied, files, message)
         await self.agents.refresh()
-        return applied
+        return proposed, applied
 
-    def _make_dirs(self, paths: AgentPaths, uid: int | None, manager_uid: int | None) -> None:
+    async def _proposed_repo(self, paths: AgentPaths, role: Literal["agent", "manager"], owner: int | None) -> str:
+        """The proposed repo (made from the template if new), owned by the manager, who edits it."""
+        sha = await repos.init_repo(
+            paths.config,
+            {AGENT_TOML: agent_toml_template(role)},
+            f"Initial config for {paths.name} (hyperhive template)",
+        )
+        if owner is not None:
+            await anyio.to_thread.run_sync(_chown_tree, paths.config, owner)
+        return sha
+
+    def _make_dirs(self, paths: AgentPaths, uid: int | None) -> None:
         paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         paths.applied.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         paths.credentials.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for private in (paths.state, paths.harness, paths.credentials):
             private.mkdir(mode=0o700, exist_ok=True)
-            if uid is not None:
-                os.chown(private, uid, uid)
         paths.config.mkdir(mode=0o700, exist_ok=True)
+        if uid is not None:
+            # The whole state dir: a draft's notes were seeded by the manager, under its uid.
+            _chown_tree(paths.state, uid)
+            for private in (paths.harness, paths.credentials):
+                os.chown(private, uid, uid)
+
+    def _make_draft_dirs(self, paths: AgentPaths, manager_uid: int | None) -> None:
+        paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        paths.config.mkdir(mode=0o700, exist_ok=True)
+        paths.state.mkdir(mode=0o700, exist_ok=True)
+        if manager_uid is not None:  # the manager seeds its notes; the agent takes them over when created
+            os.chown(paths.state, manager_uid, manager_uid)
+
+    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None]:
+        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None)."""
+        paths = AgentPaths.of(self.config, _checked(name))
+        if not await anyio.to_thread.run_sync((paths.config / ".git").exists):
+            raise Refused(f"{name} has no proposed config repo; create it, or request_spawn_draft({name!r})")
+        try:
+            proposed = await repos.resolve_commit(paths.config, ref)
+            files = await repos.files_at(paths.config, proposed)
+        except repos.RepoError as e:
+            raise Refused(str(e)) from None
+        applied_sha, applied_files = None, {}
+        if await anyio.to_thread.run_sync((paths.applied / ".git").exists):
+            applied_sha = await repos.head(paths.applied)
+            applied_files = await repos.files_at(paths.applied, applied_sha)
+        problems = None
+        try:
+            _validate(name, proposed, files)
+        except Refused as e:
+            problems = str(e)
+        diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
+        return proposed, applied_sha, diff, problems
 
     async def _uid(self, name: str) -> int | None:
         if not self.privileged:
@@ -388,19 +454,15 @@ class Supervisor:
                 files = await repos.files_at(paths.config, proposed)
             except repos.RepoError as e:
                 raise Refused(str(e)) from None
-            if AGENT_TOML not in files:
-                raise Refused(f"commit {proposed[:12]} of {name}'s config has no {AGENT_TOML}; nothing was applied")
             try:
-                config = parse_agent_config(files[AGENT_TOML], f"{name}@{proposed[:12]}:{AGENT_TOML}")
-            except ConfigError as e:
+                _validate(name, proposed, files)
+            except Refused as e:
                 raise Refused(f"{e}\nNothing was applied.") from None
-            if name == MANAGER and config.role != "manager":
-                raise Refused('the manager\'s config must keep role = "manager"; nothing was applied')
             applied = await repos.commit_files(
                 paths.applied, files, f"Apply {proposed}\n\nProposed commit {proposed} of agents/{name}/config."
             )
             await self.agents.refresh()
-            await self.store.update(name, applied_sha=applied)
+            await self.store.update(name, applied_sha=applied, applied_from=proposed)
             await self._rebuild_held(name)
             await self._announce(Rebuilt(agent=name, sha=proposed))
         return proposed, applied
@@ -572,6 +634,18 @@ class Supervisor:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _validate(name: str, sha: str, files: dict[str, str]) -> None:
+    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted."""
+    if AGENT_TOML not in files:
+        raise Refused(f"commit {sha[:12]} of {name}'s config has no {AGENT_TOML}")
+    try:
+        config = parse_agent_config(files[AGENT_TOML], f"{name}@{sha[:12]}:{AGENT_TOML}")
+    except ConfigError as e:
+        raise Refused(str(e)) from None
+    if name == MANAGER and config.role != "manager":
+        raise Refused('the manager\'s config must keep role = "manager"')
 
 
 def _checked(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import stat
 import time
@@ -10,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.servers.broker.server import create as create_broker
-from hyperhive.servers.cli import init_home
+from hyperhive.servers.cli import SERVERS, init_home
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.catalog import CATALOG, role_default
 from hyperhive.servers.common.config import AgentConfig, load_hive_config
@@ -27,7 +27,6 @@ from hyperhive.servers.common.tokens import (
     load_secret,
     mint_token,
 )
-from hyperhive.servers.lifecycle.server import create as create_lifecycle
 
 SECRET = b"s" * 64
 ALICE = Principal("alice", Role.AGENT)
@@ -162,7 +161,7 @@ async def test_each_server_registers_exactly_its_catalog_entry(tmp_path: Path) -
     init_home(tmp_path)
     config = load_hive_config(tmp_path)
     secret = load_secret(config.secret_path)
-    servers = {"broker": create_broker(config, secret), "lifecycle": create_lifecycle(config, secret)}
+    servers = {name: importlib.import_module(module).create(config, secret) for name, module in SERVERS.items()}
     assert set(servers) == set(CATALOG)
     for name, server in servers.items():
         registered = {tool.name for tool in await server.mcp.list_tools(run_middleware=False)}

@@ -1,0 +1,260 @@
+"""The approval queue's rules: what the manager may request, and what approving does.
+
+Requests are checked when they are made (the commit exists, its config is valid, the agent is
+there or is not), so the operator reviews only what could be carried out. Approving claims the
+request, then asks the lifecycle server to carry it out, as the service principal; the outcome
+(applied, denied with the note, or failed with the error) is stored and sent to the requester as
+an ApprovalResolved event. A request left `approving` by a crash, or by a lifecycle server that
+did not answer, is finished by a recovery task: found already done, or carried out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal
+
+import anyio
+from fastmcp.exceptions import ToolError
+
+from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedRequest
+from hyperhive.servers.approvals.store import MIGRATIONS, ApprovalStore, Kind, NotPending, RequestRow, Unknown
+from hyperhive.servers.common import audit
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable, server_address
+from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, agent_toml_template
+from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.diffs import render_diff
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.names import InvalidName, check_agent_name
+from hyperhive.servers.common.outbox import Outbox
+from hyperhive.servers.common.principals import Principal
+from hyperhive.servers.common.tokens import ServiceToken
+
+log = logging.getLogger("hyperhive.approvals")
+
+RECOVERY_RETRY: Final = (1.0, 60.0)  # seconds between attempts while the lifecycle server is away
+
+
+class Approvals:
+    def __init__(
+        self, config: HiveConfig, secret: bytes, agents: AgentRegistry, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.agents = agents
+        self.clock = clock
+        self.db = Database(config.db_path("approvals"), MIGRATIONS, synchronous=config.storage.synchronous)
+        self.store = ApprovalStore(self.db)
+        token = ServiceToken(secret, "approvals")
+        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
+        self.outbox = Outbox(self.db, self.broker, clock)
+        # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
+        self.lifecycle = HiveClient(server_address(config, "lifecycle"), token, timeout=300, retry_seconds=5)
+        self._recover = asyncio.Event()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Approvals]:
+        async with self.db:
+            await self.agents.refresh()
+            loops = [
+                asyncio.create_task(self.agents.watch()),
+                asyncio.create_task(self.outbox.run()),
+                asyncio.create_task(self._recovery()),
+            ]
+            self._recover.set()  # requests a crash left half done are finished first
+            try:
+                yield self
+            finally:
+                for task in loops:
+                    task.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                await self.lifecycle.close()
+                await self.broker.close()
+
+    # --------------------------------------------------------------------------------- requesting
+    async def request_apply_commit(self, me: Principal, agent: str, ref: str) -> Request:
+        diff = await self._diff(_checked(agent), ref)
+        if diff["applied_sha"] is None:
+            raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
+        if not diff["diff"]:
+            raise Refused(f"commit {diff['proposed_sha'][:12]} changes nothing in {agent}'s applied config")
+        return await self._add(me, "apply_commit", agent, diff["proposed_sha"], diff["diff"])
+
+    async def request_spawn(self, me: Principal, name: str) -> Request:
+        await self._must_not_exist(_checked(name))
+        template = {AGENT_TOML: agent_toml_template("agent")}
+        return await self._add(me, "spawn", name, None, render_diff({}, template, "none", "template"))
+
+    async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
+        del me  # drafting needs no approval; spawning it will
+        await self._must_not_exist(_checked(name))
+        draft = await self._lifecycle("create_draft", {"name": name})
+        return DraftMade(**draft)
+
+    async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
+        await self._must_not_exist(_checked(name))
+        diff = await self._diff(name, ref)
+        return await self._add(me, "spawn_commit", name, diff["proposed_sha"], diff["diff"])
+
+    async def _add(self, me: Principal, kind: Kind, agent: str, sha: str | None, diff: str) -> Request:
+        same = await self.store.pending_like(kind, agent, sha)
+        if same is not None:
+            raise Refused(f"request #{same.id} asks for this already and is {same.state}")
+        request_id = await self.store.add(
+            kind, agent, sha, diff, me.name, self.clock(), self.config.approvals.max_pending
+        )
+        if request_id is None:
+            raise Refused(
+                f"{self.config.approvals.max_pending} requests are waiting for the operator already; "
+                "try again when some are resolved"
+            )
+        return _model(await self.store.get(request_id))
+
+    async def _diff(self, name: str, ref: str) -> dict[str, Any]:
+        diff: dict[str, Any] = await self._lifecycle("diff_commit", {"name": name, "sha": ref})
+        if not diff["valid"]:
+            raise Refused(f"the config at {diff['proposed_sha'][:12]} cannot be applied: {diff['problems']}")
+        return diff
+
+    async def _must_not_exist(self, name: str) -> None:
+        listing = await self._lifecycle("list_agents", {})
+        if any(agent["name"] == name for agent in listing["agents"]):
+            raise Refused(f"{name} exists already")
+
+    async def _lifecycle(self, tool: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return await self.lifecycle.call(tool, arguments)
+        except ToolError as e:
+            raise Refused(str(e)) from None
+        except (ServerUnavailable, AuthRefused) as e:
+            raise Refused(f"the lifecycle server cannot be reached ({e}); try again shortly") from None
+
+    # ---------------------------------------------------------------------------------- reviewing
+    async def mine(self, me: Principal) -> list[Request]:
+        rows = await self.store.where(
+            "requested_by = ? ORDER BY state NOT IN ('pending', 'approving'), id DESC LIMIT 50", (me.name,)
+        )
+        return [_model(row, with_diff=False) for row in rows]
+
+    async def pending(self) -> list[ReviewedRequest]:
+        return await self._reviewed(await self.store.where("state IN ('pending', 'approving') ORDER BY id"))
+
+    async def history(self, limit: int) -> list[ReviewedRequest]:
+        rows = await self.store.where("state IN ('applied', 'denied', 'failed') ORDER BY id DESC LIMIT ?", (limit,))
+        return await self._reviewed(rows)
+
+    async def _reviewed(self, rows: list[RequestRow]) -> list[ReviewedRequest]:
+        trails = await audit.entries(self.db, [row.id for row in rows])
+        return [ReviewedRequest(**_model(row).model_dump(), audit=trails[row.id]) for row in rows]
+
+    # ---------------------------------------------------------------------------------- deciding
+    async def approve(self, me: Principal, request_id: int) -> Request:
+        try:
+            row = await self.store.claim(request_id, me.name, self.clock())
+        except NotPending as e:
+            raise Refused(_already(e.row)) from None
+        except Unknown:
+            raise Refused(f"there is no request #{request_id}; pending_approvals lists the waiting ones") from None
+        if not await self._finish(row):
+            self._recover.set()  # the lifecycle server did not answer: finish it when it does
+        return _model(await self.store.get(request_id))
+
+    async def deny(self, me: Principal, request_id: int, note: str) -> Request:
+        if not note.strip():
+            raise Refused("say why in note: the manager reads it")
+        try:
+            row = await self.store.deny(request_id, me.name, note.strip(), self.clock())
+        except NotPending as e:
+            raise Refused(_already(e.row)) from None
+        except Unknown:
+            raise Refused(f"there is no request #{request_id}; pending_approvals lists the waiting ones") from None
+        self.outbox.wake()
+        return _model(row)
+
+    async def _finish(self, row: RequestRow) -> bool:
+        """Carry out an approved request and record the outcome; False if lifecycle could not be asked."""
+        try:
+            if await self._done_already(row):
+                outcome: tuple[Literal["applied", "failed"], str | None] = ("applied", None)
+            else:
+                await self.lifecycle.call(*_lifecycle_call(row))
+                outcome = ("applied", None)
+        except ToolError as e:
+            outcome = ("failed", str(e))
+        except (ServerUnavailable, AuthRefused) as e:
+            log.warning("request #%d is approved but the lifecycle server did not answer: %s", row.id, e)
+            return False
+        await self.store.finish(row.id, outcome[0], outcome[1], self.clock())
+        self.outbox.wake()
+        return True
+
+    async def _done_already(self, row: RequestRow) -> bool:
+        """Did an earlier attempt (before a crash) carry this out? Asked before doing it again."""
+        listing = await self.lifecycle.call("list_agents", {})
+        if not any(agent["name"] == row.agent for agent in listing["agents"]):
+            return False
+        if row.kind == "spawn":
+            return True
+        config = await self.lifecycle.call("agent_config", {"name": row.agent})
+        return bool(config["proposed_sha"] == row.commit_sha)
+
+    async def _recovery(self) -> None:
+        """Finish every request left `approving`, retrying while the lifecycle server is away."""
+        delay = RECOVERY_RETRY[0]
+        while True:
+            await self._recover.wait()
+            self._recover.clear()
+            stuck = await self.store.where("state = 'approving' ORDER BY id")
+            finished = [await self._finish(row) for row in stuck]
+            if all(finished):
+                delay = RECOVERY_RETRY[0]
+                continue
+            with contextlib.suppress(TimeoutError):
+                with anyio.fail_after(delay):
+                    await self._recover.wait()
+            self._recover.set()
+            delay = min(delay * 2, RECOVERY_RETRY[1])
+
+
+def _lifecycle_call(row: RequestRow) -> tuple[str, dict[str, Any]]:
+    if row.kind == "apply_commit":
+        return "apply_commit", {"name": row.agent, "sha": row.commit_sha}
+    if row.kind == "spawn_commit":
+        return "create_agent", {"name": row.agent, "sha": row.commit_sha}
+    return "create_agent", {"name": row.agent}
+
+
+def _checked(name: str) -> str:
+    try:
+        return check_agent_name(name)
+    except InvalidName as e:
+        raise Refused(str(e)) from None
+
+
+def _already(row: RequestRow) -> str:
+    when = iso(row.resolved_at) if row.resolved_at else "?"
+    if row.state == "approving":
+        return f"request #{row.id} was approved by {row.resolved_by} at {when} and is being carried out"
+    return f"request #{row.id} was already {row.state}: by {row.resolved_by} at {when}"
+
+
+def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
+    return Request(
+        id=row.id,
+        kind=row.kind,
+        agent=row.agent,
+        commit_sha=row.commit_sha,
+        state=row.state,
+        requested_by=row.requested_by,
+        requested_at=iso(row.requested_at),
+        resolved_by=row.resolved_by,
+        resolved_at=iso(row.resolved_at) if row.resolved_at else None,
+        note=row.note,
+        error=row.error,
+        diff=row.diff if with_diff else None,
+    )

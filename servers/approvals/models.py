@@ -1,0 +1,40 @@
+"""What the approvals server's tools return."""
+
+from __future__ import annotations
+
+from hyperhive.servers.common.audit import AuditEntry
+from hyperhive.servers.common.models import CompactModel
+
+
+class Request(CompactModel):
+    id: int
+    kind: str  # apply_commit | spawn | spawn_commit
+    agent: str
+    commit_sha: str | None
+    state: str  # pending | approving | applied | denied | failed
+    requested_by: str
+    requested_at: str
+    resolved_by: str | None
+    resolved_at: str | None
+    note: str | None  # the operator's reason for a denial
+    error: str | None  # why carrying it out failed
+    diff: str | None = None  # what approving changes (left out where the caller does not need it)
+
+
+class ReviewedRequest(Request):
+    audit: list[AuditEntry]
+
+
+class RequestList(CompactModel):
+    requests: list[Request]
+
+
+class ReviewList(CompactModel):
+    requests: list[ReviewedRequest]
+
+
+class DraftMade(CompactModel):
+    name: str
+    config_dir: str  # edit agent.toml (and agent.nix) here and commit, then request_spawn_commit
+    state_dir: str  # seed the agent's notes.md here
+    sha: str  # the proposed repo's HEAD (the template)

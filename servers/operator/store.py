@@ -1,0 +1,261 @@
+"""The operator server's sqlite: questions, the events they owe (outbox) and their audit trail.
+
+A question is `pending` until exactly one of answer, cancel or expiry resolves it. Each of those
+is one write transaction whose state change is a conditional `UPDATE … WHERE state = 'pending'`:
+only the transaction that changes the row queues the asker's event and writes the audit entry,
+so a race between an answer, a cancel and the deadline resolves the question once. Checks that
+need settings or the agent registry live in questions.py; this module only reads and writes rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from hyperhive.servers.common import audit
+from hyperhive.servers.common.audit import AUDIT_SCHEMA
+from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.events import OperatorAnswered, QuestionAsked
+from hyperhive.servers.common.names import OPERATOR, SYSTEM
+from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
+
+MIGRATIONS: Final = [
+    """
+    CREATE TABLE questions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        asker       TEXT NOT NULL,
+        target      TEXT NOT NULL,                      -- 'operator', or the agent asked (ask_agent)
+        question    TEXT NOT NULL,
+        options     TEXT,                               -- JSON list of strings; NULL: free text
+        multi       INTEGER NOT NULL DEFAULT 0,
+        asked_at    REAL NOT NULL,
+        expires_at  REAL NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'answered', 'cancelled', 'expired')),
+        answer      TEXT,                               -- the answer, '[cancelled]' or '[expired]'
+        resolved_by TEXT,                               -- a principal, or 'system' for an expiry
+        resolved_at REAL
+    );
+    CREATE INDEX questions_due ON questions (expires_at) WHERE state = 'pending';
+    CREATE INDEX questions_target ON questions (target, id) WHERE state = 'pending';
+    CREATE INDEX questions_asker ON questions (asker, id);
+    CREATE INDEX questions_resolved ON questions (resolved_at, id) WHERE state != 'pending';
+    """
+    + OUTBOX_SCHEMA
+    + AUDIT_SCHEMA,
+]
+
+State = Literal["pending", "answered", "cancelled", "expired"]
+CANCELLED: Final = "[cancelled]"
+EXPIRED: Final = "[expired]"
+
+
+@dataclass(frozen=True, slots=True)
+class NewQuestion:
+    asker: str
+    target: str
+    question: str
+    options: list[str] | None
+    multi: bool
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionRow:
+    id: int
+    asker: str
+    target: str
+    question: str
+    options: list[str] | None
+    multi: bool
+    asked_at: float
+    expires_at: float
+    state: State
+    answer: str | None
+    resolved_by: str | None
+    resolved_at: float | None
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> QuestionRow:
+        return cls(
+            id=row["id"],
+            asker=row["asker"],
+            target=row["target"],
+            question=row["question"],
+            options=json.loads(row["options"]) if row["options"] is not None else None,
+            multi=bool(row["multi"]),
+            asked_at=row["asked_at"],
+            expires_at=row["expires_at"],
+            state=row["state"],
+            answer=row["answer"],
+            resolved_by=row["resolved_by"],
+            resolved_at=row["resolved_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TooManyPending:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    question: QuestionRow  # as it is after the transaction
+    won: bool  # False: it was already resolved (or had just expired), and nothing changed
+
+
+class QuestionStore:
+    """Each method is one job on the database's thread: one transaction, or one consistent read."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -------------------------------------------------------------------------------- asking
+    async def add(self, new: NewQuestion, now: float, *, max_pending: int) -> int | TooManyPending:
+        """Insert a question (its audit entry and, for an agent, the QuestionAsked event) and return its id."""
+
+        def tx(conn: sqlite3.Connection) -> int | TooManyPending:
+            # Counted in the same transaction as the insert, so parallel asks cannot pass the cap together.
+            pending = conn.execute(
+                "SELECT count(*) FROM questions WHERE asker = ? AND state = 'pending'", (new.asker,)
+            ).fetchone()[0]
+            if pending >= max_pending:
+                return TooManyPending(pending)
+            cur = conn.execute(
+                "INSERT INTO questions (asker, target, question, options, multi, asked_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.asker,
+                    new.target,
+                    new.question,
+                    json.dumps(new.options) if new.options is not None else None,
+                    new.multi,
+                    now,
+                    new.expires_at,
+                ),
+            )
+            question_id = cur.lastrowid
+            assert question_id is not None
+            audit.record(conn, question_id, "asked", new.asker, now, f"to {new.target}")
+            if new.target != OPERATOR:  # the operator reads pending_questions; an agent reads its inbox
+                event = QuestionAsked(
+                    question_id=question_id,
+                    asker=new.asker,
+                    question=new.question,
+                    options=new.options,
+                    multi=new.multi,
+                    expires_at=iso(new.expires_at),
+                )
+                queue_event(conn, new.target, event, now)
+            return question_id
+
+        return await self.db.write(tx)
+
+    # ----------------------------------------------------------------------------- resolving
+    async def resolve(
+        self, question_id: int, state: Literal["answered", "cancelled"], answer: str, actor: str, now: float
+    ) -> Resolution:
+        """Answer or cancel a pending question, unless something resolved it first.
+
+        A question past its deadline is expired first, in the same transaction: a deadline is
+        final even in the moment before the expiry task gets to it.
+        """
+
+        def tx(conn: sqlite3.Connection) -> Resolution:
+            _expire(conn, now, only=question_id)
+            changed = conn.execute(
+                "UPDATE questions SET state = ?, answer = ?, resolved_by = ?, resolved_at = ? "
+                "WHERE id = ? AND state = 'pending' RETURNING *",
+                (state, answer, actor, now, question_id),
+            ).fetchone()
+            if changed is None:
+                return Resolution(QuestionRow.of(_row(conn, question_id)), won=False)
+            row = QuestionRow.of(changed)
+            audit.record(conn, question_id, state, actor, now, answer if state == "answered" else None)
+            if not (state == "cancelled" and actor == row.asker):  # who withdraws a question knows it
+                _tell_asker(conn, row, now)
+            return Resolution(row, won=True)
+
+        return await self.db.write(tx)
+
+    async def expire_due(self, now: float, batch: int = 500) -> int:
+        """Expire one batch of pending questions past their deadline; returns how many (0: none left)."""
+        return await self.db.write(lambda conn: len(_expire(conn, now, batch=batch)))
+
+    async def next_deadline(self) -> float | None:
+        value = await self.db.fetch_value("SELECT min(expires_at) FROM questions WHERE state = 'pending'")
+        return None if value is None else float(value)
+
+    # ------------------------------------------------------------------------------- reading
+    async def get(self, question_id: int) -> QuestionRow | None:
+        row = await self.db.fetch_one("SELECT * FROM questions WHERE id = ?", (question_id,))
+        return None if row is None else QuestionRow.of(row)
+
+    async def asked_by(self, asker: str, resolved_limit: int) -> list[QuestionRow]:
+        """The asker's pending questions (oldest first), then its `resolved_limit` latest resolved ones."""
+
+        def read(conn: sqlite3.Connection) -> list[QuestionRow]:
+            pending = conn.execute(
+                "SELECT * FROM questions WHERE asker = ? AND state = 'pending' ORDER BY id", (asker,)
+            ).fetchall()
+            resolved = conn.execute(
+                "SELECT * FROM questions WHERE asker = ? AND state != 'pending' ORDER BY id DESC LIMIT ?",
+                (asker, resolved_limit),
+            ).fetchall()
+            return [QuestionRow.of(row) for row in (*pending, *resolved)]
+
+        return await self.db.read(read)
+
+    async def pending_for(self, target: str) -> list[QuestionRow]:
+        rows = await self.db.fetch_all(
+            "SELECT * FROM questions WHERE target = ? AND state = 'pending' ORDER BY id", (target,)
+        )
+        return [QuestionRow.of(row) for row in rows]
+
+    async def resolved(self, limit: int) -> list[QuestionRow]:
+        rows = await self.db.fetch_all(
+            "SELECT * FROM questions WHERE state != 'pending' ORDER BY resolved_at DESC, id DESC LIMIT ?", (limit,)
+        )
+        return [QuestionRow.of(row) for row in rows]
+
+    async def audit_trails(self, question_ids: list[int]) -> dict[int, list[audit.AuditEntry]]:
+        return await audit.entries(self.db, question_ids)
+
+
+def _expire(conn: sqlite3.Connection, now: float, *, only: int | None = None, batch: int = 500) -> list[QuestionRow]:
+    """Inside a transaction: resolve due questions as '[expired]', with their events and audit entries."""
+    if only is not None:
+        which = "id = :only"
+    else:  # the oldest deadlines first, a batch at a time, so one transaction stays short
+        which = (
+            "id IN (SELECT id FROM questions WHERE state = 'pending' AND expires_at <= :now "
+            "ORDER BY expires_at LIMIT :n)"
+        )
+    rows = conn.execute(
+        "UPDATE questions SET state = 'expired', answer = :answer, resolved_by = :system, resolved_at = :now "
+        f"WHERE {which} AND state = 'pending' AND expires_at <= :now RETURNING *",
+        {"answer": EXPIRED, "system": SYSTEM, "now": now, "only": only, "n": batch},
+    ).fetchall()
+    expired = [QuestionRow.of(row) for row in rows]
+    for question in expired:
+        audit.record(conn, question.id, "expired", SYSTEM, now)
+        _tell_asker(conn, question, now)
+    return expired
+
+
+def _tell_asker(conn: sqlite3.Connection, question: QuestionRow, now: float) -> None:
+    assert question.answer is not None and question.resolved_by is not None
+    event = OperatorAnswered(
+        question_id=question.id, question=question.question, answer=question.answer, answered_by=question.resolved_by
+    )
+    queue_event(conn, question.asker, event, now)
+
+
+def _row(conn: sqlite3.Connection, question_id: int) -> sqlite3.Row:
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
+    if row is None:  # questions are never deleted, and callers look a question up before resolving it
+        raise LookupError(f"no question {question_id}")
+    return row

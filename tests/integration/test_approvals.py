@@ -1,0 +1,272 @@
+"""The approval queue over real HTTP, with a real broker and lifecycle server carrying it out."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastmcp.exceptions import ToolError
+from hivetest import SLEEPER, Endpoint, Hive, Hivemind, in_process, toml_list
+
+from hyperhive.servers.common import audit
+from hyperhive.servers.lifecycle import repos
+from hyperhive.servers.lifecycle.paths import AgentPaths
+
+pytestmark = pytest.mark.slow
+
+
+class Queue:
+    """The three servers, and the manager and operator at the approval queue."""
+
+    def __init__(self, hivemind: Hivemind, approvals: Endpoint) -> None:
+        self.hivemind = hivemind
+        self.hive = hivemind.hive
+        self.endpoint = approvals
+        self.manager = approvals.client("manager", timeout=120)
+        self.operator = approvals.client("operator", timeout=120)
+
+    async def request(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.manager.call(tool, arguments)
+        return result
+
+    async def approve(self, request_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self.operator.call("approve", {"id": request_id})
+        return result
+
+    async def propose(self, name: str, agent_toml: str) -> str:
+        return await self.hivemind.propose(name, agent_toml)
+
+
+@pytest.fixture
+async def queue(hivemind: Hivemind) -> AsyncIterator[Queue]:
+    async with in_process(hivemind.hive, "approvals") as approvals:
+        yield Queue(hivemind, approvals)
+
+
+SLEEPING = f"[sandbox]\ncommand = {toml_list(SLEEPER)}\n"
+
+
+async def test_apply_commit_flow_with_diff(queue: Queue) -> None:
+    hivemind = queue.hivemind
+    await hivemind.create("alice")
+    sha = await queue.propose("alice", 'model = "opus"\n' + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=sha[:10])
+    assert (request["kind"], request["agent"], request["commit_sha"], request["state"]) == (
+        "apply_commit", "alice", sha, "pending",
+    )  # fmt: skip
+    assert '-model = "sonnet"' in request["diff"] and '+model = "opus"' in request["diff"]
+    assert "--- applied/agent.toml" in request["diff"] and f"+++ proposed@{sha[:12]}/agent.toml" in request["diff"]
+
+    [waiting] = (await queue.operator.call("pending_approvals", {}))["requests"]
+    assert waiting["id"] == request["id"] and waiting["diff"] == request["diff"]
+    assert [(e["action"], e["actor"]) for e in waiting["audit"]] == [("requested", "manager")]
+
+    approved = await queue.approve(request["id"])
+    assert approved["state"] == "applied" and approved["resolved_by"] == "operator" and approved["error"] is None
+    resolved = await hivemind.event("approval_resolved")
+    assert resolved == {
+        "type": "approval_resolved", "request_id": request["id"], "request": "apply_commit", "agent": "alice",
+        "outcome": "applied", "by": "operator", "note": None, "error": None,
+    }  # fmt: skip
+    assert (await hivemind.event("rebuilt"))["sha"] == sha
+    alice = await hivemind.until_state("alice", "running")
+    assert alice["model"] == "opus"
+    assert (await hivemind.call("agent_config", name="alice"))["proposed_sha"] == sha
+
+    with pytest.raises(ToolError, match=rf"request #{request['id']} was already applied: by operator at "):
+        await queue.approve(request["id"])
+    [history] = (await queue.operator.call("approval_history", {}))["requests"]
+    assert [e["action"] for e in history["audit"]] == ["requested", "approved", "applied"]
+    mine = (await queue.request("list_my_requests"))["requests"]
+    assert [r["id"] for r in mine] == [request["id"]] and "diff" not in mine[0]
+
+
+async def test_deny_with_a_note(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    sha = await queue.propose("alice", 'model = "opus"\n')
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=sha)
+    with pytest.raises(ToolError, match="say why in note"):
+        await queue.operator.call("deny", {"id": request["id"], "note": "  "})
+    denied = await queue.operator.call("deny", {"id": request["id"], "note": "opus costs too much"})
+    assert (denied["state"], denied["note"]) == ("denied", "opus costs too much")
+    event = await queue.hivemind.event("approval_resolved")
+    assert (event["outcome"], event["note"]) == ("denied", "opus costs too much")
+    with pytest.raises(ToolError, match="was already denied: by operator"):
+        await queue.approve(request["id"])
+    assert (await queue.hivemind.status("alice"))["model"] == "sonnet"  # nothing applied
+
+
+async def test_requests_are_checked_when_made(queue: Queue) -> None:
+    hivemind = queue.hivemind
+    await hivemind.create("alice")
+    bad = await queue.propose("alice", 'model = "not a model"\n')
+    cases = [
+        ({"agent": "alice", "commit_ref": bad}, r"cannot be applied: .*'not a model' is not a model name"),
+        ({"agent": "alice", "commit_ref": "abcdef1234"}, "there is no commit abcdef1234"),
+        ({"agent": "ghost", "commit_ref": "abcdef1234"}, "ghost has no proposed config repo"),
+        ({"agent": "Bad!", "commit_ref": "abcdef1234"}, "invalid agent name"),
+    ]
+    for arguments, error in cases:
+        with pytest.raises(ToolError, match=error):
+            await queue.request("request_apply_commit", **arguments)
+    same = await queue.propose("alice", (AgentPaths.of(queue.hive.config, "alice").applied / "agent.toml").read_text())
+    with pytest.raises(ToolError, match="changes nothing in alice's applied config"):
+        await queue.request("request_apply_commit", agent="alice", commit_ref=same)
+    good = await queue.propose("alice", 'model = "haiku"\n')
+    first = await queue.request("request_apply_commit", agent="alice", commit_ref=good)
+    with pytest.raises(ToolError, match=rf"request #{first['id']} asks for this already and is pending"):
+        await queue.request("request_apply_commit", agent="alice", commit_ref=good)
+    with pytest.raises(ToolError, match="manager exists already"):
+        await queue.request("request_spawn", name="manager")
+    assert len((await queue.operator.call("pending_approvals", {}))["requests"]) == 1  # nothing else stored
+
+
+async def test_who_may_do_what(queue: Queue) -> None:
+    alice = queue.hive.add_agent("alice")
+    as_alice = queue.endpoint.client(alice)
+    with pytest.raises(ToolError, match=r"alice lacks approvals\.request_spawn; ask the manager"):
+        await as_alice.call("request_spawn", {"name": "bob"})
+    with pytest.raises(ToolError, match=r"approvals\.approve is an operator tool"):
+        await as_alice.call("approve", {"id": 1})
+    with pytest.raises(ToolError, match=r"approvals\.approve is an operator tool"):
+        await queue.manager.call("approve", {"id": 1})  # the manager asks; only the operator decides
+
+
+async def test_spawn_in_one_step(queue: Queue) -> None:
+    request = await queue.request("request_spawn", name="bob")
+    assert request["kind"] == "spawn" and "+++ template/agent.toml" in request["diff"]
+    approved = await queue.approve(request["id"])
+    assert approved["state"] == "applied"
+    assert (await queue.hivemind.event("spawned"))["agent"] == "bob"
+    event = await queue.hivemind.event("approval_resolved")
+    assert (event["request"], event["agent"], event["outcome"]) == ("spawn", "bob", "applied")
+    assert (await queue.hivemind.until_state("bob", "running"))["role"] == "agent"
+
+
+async def test_spawn_in_two_steps_from_a_draft(queue: Queue) -> None:
+    config = queue.hive.config
+    draft = await queue.request("request_spawn_draft", name="carol")
+    paths = AgentPaths.of(config, "carol")
+    assert (draft["config_dir"], draft["state_dir"]) == (str(paths.config), str(paths.state))
+    assert (await queue.hivemind.call("list_agents"))["agents"][-1]["name"] != "carol"  # not an agent yet
+    manager_uid = (await queue.hivemind.status("manager"))["uid"]
+    assert paths.state.stat().st_uid == manager_uid  # the manager seeds it
+    (paths.state / "notes.md").write_text("# carol\nYou review pull requests.\n")
+    sha = await queue.propose("carol", 'model = "haiku"\n' + SLEEPING)
+
+    request = await queue.request("request_spawn_commit", name="carol", commit_ref=sha)
+    assert request["kind"] == "spawn_commit" and "--- /dev/null" in request["diff"]
+    await queue.approve(request["id"])
+    carol = await queue.hivemind.until_state("carol", "running")
+    assert carol["model"] == "haiku"
+    notes = paths.state / "notes.md"
+    assert notes.read_text().startswith("# carol") and notes.stat().st_uid == carol["uid"] != manager_uid
+    assert stat.S_IMODE(paths.state.stat().st_mode) == 0o700
+    with pytest.raises(ToolError, match="carol exists already"):
+        await queue.request("request_spawn_draft", name="carol")
+
+
+async def test_a_failing_apply_is_reported(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    sha = await queue.propose("alice", 'model = "opus"\n')
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=sha)
+    await queue.hivemind.call("destroy", name="alice", purge=True)  # gone before the operator decides
+    failed = await queue.approve(request["id"])
+    assert failed["state"] == "failed" and "no agent named 'alice'" in failed["error"]
+    event = await queue.hivemind.event("approval_resolved")
+    assert event["outcome"] == "failed" and "no agent named 'alice'" in event["error"]
+
+
+async def test_concurrent_approvals_resolve_once(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    sha = await queue.propose("alice", 'model = "opus"\n' + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=sha)
+    other = queue.endpoint.client("operator", timeout=120)
+    results = await asyncio.gather(
+        queue.approve(request["id"]), other.call("approve", {"id": request["id"]}), return_exceptions=True
+    )
+    refusals = [r for r in results if isinstance(r, ToolError)]
+    assert len(refusals) == 1 and "approved by operator" in str(refusals[0])
+    assert (await queue.hivemind.event("approval_resolved"))["outcome"] == "applied"
+    await asyncio.sleep(0.5)
+    messages = (await queue.hivemind.broker.client("operator").call("list_messages", {"agent": "manager"}))["messages"]
+    assert sum(m.get("event", {}).get("type") == "approval_resolved" for m in messages) == 1
+
+
+# ------------------------------------------------------------------------------------ restarts
+
+
+async def test_pending_requests_survive_a_restart(hivemind: Hivemind) -> None:
+    await hivemind.create("alice")
+    sha = await hivemind.propose("alice", 'model = "opus"\n')
+    async with in_process(hivemind.hive, "approvals") as approvals:
+        request = await approvals.client("manager").call("request_apply_commit", {"agent": "alice", "commit_ref": sha})
+    async with in_process(hivemind.hive, "approvals") as approvals:
+        [waiting] = (await approvals.client("operator").call("pending_approvals", {}))["requests"]
+        assert waiting["id"] == request["id"] and waiting["state"] == "pending"
+
+
+def _crash_mid_approval(hive: Hive, request_id: int) -> None:
+    """What a crash between claiming and carrying out leaves: approving, nothing else."""
+    with sqlite3.connect(hive.config.db_path("approvals")) as db:
+        now = time.time()
+        db.execute(
+            "UPDATE requests SET state = 'approving', resolved_by = 'operator', resolved_at = ? WHERE id = ?",
+            (now, request_id),
+        )
+        audit.record(db, request_id, "approved", "operator", now)
+
+
+async def test_a_crash_between_approve_and_apply_is_recovered(hivemind: Hivemind) -> None:
+    await hivemind.create("alice")
+    first = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
+    async with in_process(hivemind.hive, "approvals") as approvals:
+        request = await approvals.client("manager").call(
+            "request_apply_commit", {"agent": "alice", "commit_ref": first}
+        )
+    _crash_mid_approval(hivemind.hive, request["id"])
+    async with in_process(hivemind.hive, "approvals") as approvals:  # recovery carries it out
+        event = await hivemind.event("approval_resolved")
+        assert (event["request_id"], event["outcome"]) == (request["id"], "applied")
+        [done] = (await approvals.client("operator").call("approval_history", {}))["requests"]
+        assert [e["action"] for e in done["audit"]] == ["requested", "approved", "applied"]
+    assert (await hivemind.status("alice"))["model"] == "opus"
+
+    # Had the apply itself happened before the crash, recovery finds it done and does not repeat it.
+    second = await hivemind.propose("alice", 'model = "haiku"\n' + SLEEPING)
+    async with in_process(hivemind.hive, "approvals") as approvals:
+        request = await approvals.client("manager").call(
+            "request_apply_commit", {"agent": "alice", "commit_ref": second}
+        )
+    await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": second})
+    applies = await repos.git(AgentPaths.of(hivemind.hive.config, "alice").applied, "rev-list", "--count", "HEAD")
+    _crash_mid_approval(hivemind.hive, request["id"])
+    async with in_process(hivemind.hive, "approvals"):
+        assert (await hivemind.event("approval_resolved"))["outcome"] == "applied"
+    again = await repos.git(AgentPaths.of(hivemind.hive.config, "alice").applied, "rev-list", "--count", "HEAD")
+    assert again == applies
+
+
+async def test_approving_while_the_lifecycle_server_is_down(hive: Hive) -> None:
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}")
+    async with in_process(hive, "broker") as broker, in_process(hive, "approvals") as approvals:
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            await hivemind.create("alice")
+            sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
+            request = await approvals.client("manager").call(
+                "request_apply_commit", {"agent": "alice", "commit_ref": sha}
+            )
+            await hivemind.operator.close()
+            await hivemind.approvals.close()
+        approved = await approvals.client("operator", timeout=60).call("approve", {"id": request["id"]})
+        assert approved["state"] == "approving"  # recorded; carried out when the lifecycle server is back
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            assert (await hivemind.event("approval_resolved", timeout=20))["outcome"] == "applied"
+            assert (await hivemind.status("alice"))["model"] == "opus"
