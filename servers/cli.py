@@ -79,6 +79,8 @@ def main() -> None:
     \b
     Start here:
       hive up                   set up ./.hive if needed and run the whole hive
+      hive approvals            requests from the manager waiting for your decision
+      hive questions            questions from agents waiting for your answer
       hive token operator       a bearer token for the MCP Inspector or scripts
     """
 
@@ -268,8 +270,15 @@ def _call(
 
     try:
         return asyncio.run(go())
-    except (ToolError, AuthRefused, ServerUnavailable) as e:
+    except ServerUnavailable as e:
+        _fail(f"{e} (is `hive up` running, on this --home?)")
+    except (ToolError, AuthRefused) as e:
         _fail(str(e))
+
+
+def _when(timestamp: str | None) -> str:
+    """An ISO 8601 UTC time as the CLI shows it: to the second, no T."""
+    return (timestamp or "-")[:19].replace("T", " ")
 
 
 # --------------------------------------------------------------------------------------------- up
@@ -308,7 +317,7 @@ def agents(home: Path) -> None:
         state = agent["state"]
         if agent["last_signal"] or agent["last_exit_code"] not in (None, 0):
             state += f" (last: {agent['last_signal'] or 'exit ' + str(agent['last_exit_code'])})"
-        started = (agent["started_at"] or "-")[:19].replace("T", " ")
+        started = _when(agent["started_at"])
         rows.append(
             (agent["name"], agent["role"], state, agent["model"], started, str(agent["restart_count"]),
              "needed" if agent["needs_update"] else "")
@@ -374,6 +383,135 @@ def logs(name: str, lines: int, follow: bool, home: Path) -> None:
                 last = fresh[-1]
     except KeyboardInterrupt:
         pass
+
+
+# -------------------------------------------------------------------------------------- approvals
+
+
+def _echo_diff(diff: str) -> None:
+    for line in diff.splitlines():
+        colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+        click.secho("    " + line, fg=None if line.startswith(("+++", "---")) else colour)
+
+
+def _request_title(request: dict[str, Any]) -> str:
+    what = {"apply_commit": "apply config", "spawn": "spawn", "spawn_commit": "spawn from draft"}
+    commit = f" @ {request['commit_sha'][:12]}" if request.get("commit_sha") else ""
+    return f"#{request['id']} {what.get(request['kind'], request['kind'])} {request['agent']}{commit}"
+
+
+@main.command()
+@click.option("--history", "history", type=click.IntRange(1, 500), metavar="N", help="Show the N latest resolved.")
+@click.option("--no-diff", is_flag=True, help="Leave out the diffs.")
+@home_option
+def approvals(history: int | None, no_diff: bool, home: Path) -> None:
+    """List the requests waiting for your decision, with the diff each would apply.
+
+    Approve with `hive approve ID`, or deny with `hive deny ID --note TEXT`.
+    """
+    if history is not None:
+        resolved = _call(home, "approvals", "approval_history", {"limit": history})["requests"]
+        click.echo(f"◆ {len(resolved)} resolved requests, newest first")
+        for request in resolved:
+            reason = request.get("note") or request.get("error")
+            click.echo(
+                f"{_request_title(request)} · {request['state']} by {request['resolved_by']} "
+                f"at {_when(request['resolved_at'])}" + (f": {reason}" if reason else "")
+            )
+        return
+    waiting = _call(home, "approvals", "pending_approvals", {})["requests"]
+    click.echo(f"◆ {len(waiting)} requests waiting" if waiting else "◆ no requests waiting")
+    for request in waiting:
+        click.echo(
+            f"{_request_title(request)} · asked by {request['requested_by']} at {_when(request['requested_at'])}"
+        )
+        if request.get("diff") and not no_diff:
+            _echo_diff(request["diff"])
+
+
+@main.command()
+@click.argument("request_id", metavar="ID", type=int)
+@home_option
+def approve(request_id: int, home: Path) -> None:
+    """Approve request ID: it is carried out now, and the manager told the outcome."""
+    request = _call(home, "approvals", "approve", {"id": request_id}, timeout=300)
+    if request["state"] == "failed":
+        _fail(f"request #{request_id} was approved but failed: {request['error']}")
+    if request["state"] == "approving":
+        click.echo(f"◆ {_request_title(request)}: approved; it is carried out when the lifecycle server answers")
+    else:
+        click.echo(f"◆ {_request_title(request)}: {request['state']}")
+
+
+@main.command()
+@click.argument("request_id", metavar="ID", type=int)
+@click.option("--note", required=True, help="Why: the manager reads it.")
+@home_option
+def deny(request_id: int, note: str, home: Path) -> None:
+    """Deny request ID, saying why."""
+    request = _call(home, "approvals", "deny", {"id": request_id, "note": note})
+    click.echo(f"◆ {_request_title(request)}: denied")
+
+
+# -------------------------------------------------------------------------------------- questions
+
+
+@main.command()
+@home_option
+def questions(home: Path) -> None:
+    """List the questions waiting for your answer, oldest first.
+
+    Answer with `hive answer ID TEXT…`, or cancel with `hive cancel-question ID`.
+    """
+    waiting = _call(home, "operator", "pending_questions", {})["questions"]
+    click.echo(f"◆ {len(waiting)} questions waiting" if waiting else "◆ no questions waiting")
+    for question in waiting:
+        click.echo(f"#{question['id']} from {question['asker']} · {_duration(question['seconds_left'])} left")
+        for line in question["question"].splitlines():
+            click.echo(f"    {line}")
+        if question.get("options"):
+            pick = "pick one or more" if question.get("multi") else "pick one"
+            click.echo(f"    {pick}: {' | '.join(question['options'])}")
+
+
+def _duration(seconds: int) -> str:
+    """Seconds as their two largest units: 59s, 4m 10s, 23h 59m, 2d 3h."""
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count or (parts and len(parts) < 2):
+            parts.append(f"{count}{unit}")
+        if len(parts) == 2:
+            break
+    return " ".join(part for part in parts if not part.startswith("0")) or "0s"
+
+
+@main.command()
+@click.argument("question_id", metavar="ID", type=int)
+@click.argument("text", nargs=-1, required=True)
+@home_option
+def answer(question_id: int, text: tuple[str, ...], home: Path) -> None:
+    """Answer question ID with TEXT; the asker gets it in its inbox.
+
+    With options, TEXT is one of them; for a question that takes several, give each option as
+    its own argument (quote options with spaces): hive answer 7 red "dark blue".
+    """
+    waiting = _call(home, "operator", "pending_questions", {})["questions"]
+    question = next((q for q in waiting if q["id"] == question_id), None)
+    given: str | list[str] = " ".join(text)
+    if question is not None and question.get("multi") and len(text) > 1:
+        given = list(text)
+    resolved = _call(home, "operator", "answer", {"id": question_id, "answer": given})
+    click.echo(f"◆ question #{question_id}: answered {resolved['answer']!r}")
+
+
+@main.command(name="cancel-question")
+@click.argument("question_id", metavar="ID", type=int)
+@home_option
+def cancel_question(question_id: int, home: Path) -> None:
+    """Cancel question ID; its asker gets "[cancelled]"."""
+    _call(home, "operator", "cancel_question", {"id": question_id})
+    click.echo(f"◆ question #{question_id}: cancelled")
 
 
 # ------------------------------------------------------------------------------------------ debug

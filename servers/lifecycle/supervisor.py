@@ -693,7 +693,10 @@ def _system_uids() -> set[int]:
 
 
 def _chown_tree(root: os.PathLike[str], uid: int) -> None:
-    for directory, dirs, files in os.walk(root):
-        os.chown(directory, uid, uid)
+    # The tree may be written by another uid (the manager seeding a draft) while we walk it: fwalk
+    # holds each directory open and chowns relative to it, so a directory swapped for a symlink
+    # mid-walk cannot redirect a chown outside the tree.
+    os.chown(root, uid, uid, follow_symlinks=False)
+    for _, dirs, files, directory_fd in os.fwalk(root):
         for name in [*dirs, *files]:
-            os.chown(os.path.join(directory, name), uid, uid, follow_symlinks=False)  # noqa: PTH118
+            os.chown(name, uid, uid, dir_fd=directory_fd, follow_symlinks=False)

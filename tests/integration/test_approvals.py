@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import stat
 import time
@@ -157,6 +158,11 @@ async def test_spawn_in_two_steps_from_a_draft(queue: Queue) -> None:
     manager_uid = (await queue.hivemind.status("manager"))["uid"]
     assert paths.state.stat().st_uid == manager_uid  # the manager seeds it
     (paths.state / "notes.md").write_text("# carol\nYou review pull requests.\n")
+    (paths.state / "seed").mkdir()
+    (paths.state / "seed" / "todo.md").write_text("- first\n")
+    outside = queue.hive.home / "not-carols"
+    outside.write_text("the host's\n")
+    (paths.state / "link").symlink_to(outside)  # a seeded link must not hand its target to carol
     sha = await queue.propose("carol", 'model = "haiku"\n' + SLEEPING)
 
     request = await queue.request("request_spawn_commit", name="carol", commit_ref=sha)
@@ -166,6 +172,8 @@ async def test_spawn_in_two_steps_from_a_draft(queue: Queue) -> None:
     assert carol["model"] == "haiku"
     notes = paths.state / "notes.md"
     assert notes.read_text().startswith("# carol") and notes.stat().st_uid == carol["uid"] != manager_uid
+    assert (paths.state / "seed" / "todo.md").stat().st_uid == carol["uid"]
+    assert (paths.state / "link").lstat().st_uid == carol["uid"] and outside.stat().st_uid == os.geteuid()
     assert stat.S_IMODE(paths.state.stat().st_mode) == 0o700
     with pytest.raises(ToolError, match="carol exists already"):
         await queue.request("request_spawn_draft", name="carol")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from hivetest import BrokerProcess, Hive, Hivemind
+from hivetest import SLEEPER as SLEEPER_ARGV
+from hivetest import BrokerProcess, Hive, Hivemind, in_process, toml_list
+
+from hyperhive.servers.cli import SERVERS
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +90,7 @@ SLEEPER = f'["{sys.executable}", "-c", "import time; time.sleep(3600)"]'
 def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
-    ports = {"broker": _free_port(), "lifecycle": _free_port()}
+    ports = {name: _free_port() for name in SERVERS}
     (home / "hive.toml").write_text(
         "".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items())
         + f"[lifecycle]\ndefault_command = {SLEEPER}\n"  # until the harness exists
@@ -111,10 +115,12 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
             for name, port in ports.items():
                 assert f"{name:<10} http://127.0.0.1:{port}/mcp" in output, output
             servers = _children_of(up.pid)
-            assert len(servers) == 2
+            assert len(servers) == len(SERVERS) == 4
             agents = _hive(home, "agents")
             assert agents.returncode == 0, agents.stderr
             assert "manager  manager  running" in agents.stdout
+            for verb in ("approvals", "questions"):  # the approvals and operator servers answer too
+                assert _hive(home, verb).stdout == f"◆ no {'requests' if verb == 'approvals' else verb} waiting\n"
             sandboxes = _bwrap_processes()
             assert sandboxes  # the manager's sandbox: the outer bwrap and its init
 
@@ -188,3 +194,69 @@ async def test_agent_verbs(hivemind: Hivemind) -> None:
     assert (await hivemind.status("alice"))["state"] == "running"
     destroyed = await hive("destroy", "alice", "--yes")
     assert destroyed.stdout == "◆ alice: destroyed (its repos and state are kept)\n"
+
+
+async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
+    home = hivemind.hive.home
+
+    async def hive(*args: str) -> subprocess.CompletedProcess[str]:
+        result = await asyncio.to_thread(_hive, home, *args)
+        assert "Traceback" not in result.stderr
+        return result
+
+    async with in_process(hivemind.hive, "approvals") as approvals, in_process(hivemind.hive, "operator") as operator:
+        assert (await hive("approvals")).stdout == "◆ no requests waiting\n"
+        await hivemind.create("alice")
+        sha = await hivemind.propose("alice", f'model = "opus"\n[sandbox]\ncommand = {toml_list(SLEEPER_ARGV)}\n')
+        manager = approvals.client("manager", timeout=60)
+        first = await manager.call("request_apply_commit", {"agent": "alice", "commit_ref": sha})
+        second = await manager.call("request_spawn", {"name": "bob"})
+
+        listing = await hive("approvals")
+        assert listing.returncode == 0, listing.stderr
+        lines = listing.stdout.splitlines()
+        assert lines[0] == "◆ 2 requests waiting"
+        assert lines[1].startswith(f"#{first['id']} apply config alice @ {sha[:12]} · asked by manager at ")
+        assert '    +model = "opus"' in lines and '    -model = "sonnet"' in lines
+        assert any(line.startswith(f"#{second['id']} spawn bob · asked by manager") for line in lines)
+        assert "+model" not in (await hive("approvals", "--no-diff")).stdout
+
+        approved = await hive("approve", str(first["id"]))
+        assert approved.stdout == f"◆ #{first['id']} apply config alice @ {sha[:12]}: applied\n"
+        again = await hive("approve", str(first["id"]))
+        assert again.returncode == 1 and f"request #{first['id']} was already applied" in again.stderr
+        noteless = await hive("deny", str(second["id"]))
+        assert noteless.returncode == 2 and "Missing option '--note'" in noteless.stderr
+        denied = await hive("deny", str(second["id"]), "--note", "not now")
+        assert denied.stdout == f"◆ #{second['id']} spawn bob: denied\n"
+        history = (await hive("approvals", "--history", "5")).stdout.splitlines()
+        assert history[0] == "◆ 2 resolved requests, newest first"
+        assert history[1].startswith(f"#{second['id']} spawn bob · denied by operator at ") and history[1].endswith(
+            ": not now"
+        )
+
+        asker = operator.client("manager")
+        plain = await asker.call("ask_operator", {"question": "Ship it?\nThe tests pass.", "ttl_seconds": 3600})
+        multi = await asker.call(
+            "ask_operator", {"question": "Colours?", "options": ["red", "dark blue"], "multi": True}
+        )
+        waiting = (await hive("questions")).stdout.splitlines()
+        assert waiting[0] == "◆ 2 questions waiting"
+        assert re.fullmatch(rf"#{plain['id']} from manager · (59m \d+s|1h) left", waiting[1]), waiting[1]
+        assert waiting[2:4] == ["    Ship it?", "    The tests pass."]
+        assert waiting[5:] == ["    Colours?", "    pick one or more: red | dark blue"]
+
+        answered = await hive("answer", str(plain["id"]), "yes,", "ship", "it")
+        assert answered.stdout == f"◆ question #{plain['id']}: answered 'yes, ship it'\n"
+        picked = await hive("answer", str(multi["id"]), "dark blue", "red")
+        assert picked.stdout == f"◆ question #{multi['id']}: answered 'red, dark blue'\n"
+        late = await hive("cancel-question", str(plain["id"]))
+        assert late.returncode == 1 and f"question {plain['id']} was already answered by operator" in late.stderr
+        third = await asker.call("ask_operator", {"question": "Still there?"})
+        assert (await hive("cancel-question", str(third["id"]))).stdout == f"◆ question #{third['id']}: cancelled\n"
+        assert (await hive("questions")).stdout == "◆ no questions waiting\n"
+        unknown = await hive("answer", "999", "hi")
+        assert unknown.returncode == 1 and unknown.stderr.startswith("Error: no question 999")
+
+    down = await hive("questions")  # the operator server is not running: say so plainly
+    assert down.returncode == 1 and "operator" in down.stderr

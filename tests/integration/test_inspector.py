@@ -1,4 +1,4 @@
-"""The real MCP Inspector CLI (npm @modelcontextprotocol/inspector@2.12.0) against the broker."""
+"""The real MCP Inspector CLI (npm @modelcontextprotocol/inspector@2.12.0) against each server."""
 
 from __future__ import annotations
 
@@ -69,9 +69,9 @@ LIFECYCLE_ACTIONS = {
 @pytest.mark.parametrize(
     ("principal", "expected"),
     [
-        ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file"}),
-        ("manager", LIFECYCLE_READS),
-        ("service:approvals", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"apply_commit"}),
+        ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft"}),
+        ("manager", LIFECYCLE_READS | {"diff_commit"}),
+        ("service:approvals", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"apply_commit", "diff_commit", "create_draft"}),
     ],
 )
 def test_lifecycle_tools_list_is_strictly_portable(hive: Hive, principal: str, expected: set[str]) -> None:
@@ -85,3 +85,54 @@ def test_lifecycle_tools_list_is_strictly_portable(hive: Hive, principal: str, e
         assert {tool["name"] for tool in json.loads(run.stdout)["tools"]} == expected
     finally:
         assert lifecycle.stop() == 0
+
+
+MANAGER_REQUESTS = {"request_apply_commit", "request_spawn", "request_spawn_draft", "request_spawn_commit",
+                    "list_my_requests"}  # fmt: skip
+ASKING = {"ask_agent", "answer_question", "list_my_asks", "cancel_ask"}
+
+
+@pytest.mark.parametrize(
+    ("server", "principal", "expected"),
+    [
+        ("approvals", "operator", MANAGER_REQUESTS | {"pending_approvals", "approve", "deny", "approval_history"}),
+        ("approvals", "manager", MANAGER_REQUESTS),
+        ("approvals", "alice", set()),
+        ("operator", "operator", ASKING | {"ask_operator", "pending_questions", "answer", "cancel_question",
+                                          "question_history"}),
+        ("operator", "manager", ASKING | {"ask_operator"}),
+        ("operator", "alice", ASKING),
+    ],
+)  # fmt: skip
+def test_approvals_and_operator_tools_lists_are_strictly_portable(
+    hive: Hive, server: str, principal: str, expected: set[str]
+) -> None:
+    hive.add_agent("alice")
+    process = ServerProcess(hive, server).start()
+    try:
+        run = inspector(process.url, hive.token(principal), "--method", "tools/list", "--strict")
+        assert run.returncode == 0, run.stderr
+        assert "error" not in run.stderr.lower(), run.stderr
+        assert {tool["name"] for tool in json.loads(run.stdout)["tools"]} == expected
+    finally:
+        assert process.stop() == 0
+
+
+def test_inspector_asks_the_operator_a_question_and_lists_it(hive: Hive, broker_process: BrokerProcess) -> None:
+    broker_process.start()  # where the answer will go
+    process = ServerProcess(hive, "operator").start()
+    try:
+        asked = inspector(
+            process.url, hive.token("manager"), "--method", "tools/call", "--tool-name", "ask_operator",
+            "--tool-arg", "question=Deploy on Friday?", "--tool-arg", 'options=["yes", "no"]',
+        )  # fmt: skip
+        assert asked.returncode == 0, asked.stderr
+        question_id = json.loads(asked.stdout)["structuredContent"]["id"]
+        listed = inspector(
+            process.url, hive.token("operator"), "--method", "tools/call", "--tool-name", "pending_questions"
+        )
+        assert listed.returncode == 0, listed.stderr
+        [waiting] = json.loads(listed.stdout)["structuredContent"]["questions"]
+        assert (waiting["id"], waiting["options"]) == (question_id, ["yes", "no"])
+    finally:
+        assert process.stop() == 0
