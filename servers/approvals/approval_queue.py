@@ -25,6 +25,7 @@ from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedReque
 from hyperhive.servers.approvals.store import MIGRATIONS, ApprovalStore, Kind, NotPending, RequestRow, Unknown
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.background import background
 from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable, server_address
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, agent_toml_template
@@ -61,18 +62,11 @@ class Approvals:
     async def running(self) -> AsyncIterator[Approvals]:
         async with self.db:
             await self.agents.refresh()
-            loops = [
-                asyncio.create_task(self.agents.watch()),
-                asyncio.create_task(self.outbox.run()),
-                asyncio.create_task(self._recovery()),
-            ]
             self._recover.set()  # requests a crash left half done are finished first
             try:
-                yield self
+                async with background(self.agents.watch(), self.outbox.run(), self._recovery()):
+                    yield self
             finally:
-                for task in loops:
-                    task.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
                 await self.lifecycle.close()
                 await self.broker.close()
 

@@ -5,11 +5,8 @@ The manager requests; the operator approves or denies; the lifecycle server carr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastmcp import FastMCP
 from pydantic import Field
 
 from hyperhive.servers.approvals.approval_queue import Approvals
@@ -32,12 +29,7 @@ def create(config: HiveConfig, secret: bytes) -> HiveServer:
     agents = AgentRegistry(config.applied_dir)
     approvals = Approvals(config, secret, agents)
 
-    @asynccontextmanager
-    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        async with approvals.running():  # the tools below close over `approvals`
-            yield {}
-
-    mcp = create_mcp("approvals", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
+    mcp = create_mcp("approvals", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=approvals.running)
 
     # ------------------------------------------------------------------------------ the manager
     @mcp.tool

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.background import background
 from hyperhive.servers.common.clock import Clock, iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.db import Database
@@ -70,15 +71,12 @@ class Broker:
         """Open the database and run the registry watch and the scheduler until exit."""
         async with self.db:
             await self.agents.refresh()
-            # Plain tasks, not a task group: FastMCP may leave this context from another cancel scope.
-            loops = [asyncio.create_task(self.agents.watch()), asyncio.create_task(self.scheduler.run())]
-            try:
-                yield self
-            finally:
-                self.waiters.close()
-                for task in loops:
-                    task.cancel()
-                await asyncio.gather(*loops, *self._background, return_exceptions=True)
+            async with background(self.agents.watch(), self.scheduler.run()):
+                try:
+                    yield self
+                finally:
+                    self.waiters.close()
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def drain(self) -> None:
         """Answer every waiting long-poll now (empty), so the server can stop promptly."""

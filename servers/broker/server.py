@@ -5,11 +5,8 @@ The sender of everything is the verified token's subject; no tool takes a sender
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastmcp import FastMCP
 from pydantic import Field
 
 from hyperhive.servers.common.agents import AgentRegistry
@@ -54,12 +51,7 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
     agents = AgentRegistry(config.applied_dir)
     broker = Broker(config, clock or SystemClock(), agents)
 
-    @asynccontextmanager
-    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        async with broker.running():  # the tools below close over `broker`
-            yield {}
-
-    mcp = create_mcp("broker", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
+    mcp = create_mcp("broker", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=broker.running)
 
     @mcp.tool(annotations={"readOnlyHint": False})
     async def send(

@@ -4,7 +4,8 @@ argument errors a model can act on."""
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +38,10 @@ def create_mcp(
     instructions: str,
     secret: bytes,
     agents: AgentRegistry,
-    lifespan: Any = None,
+    running: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     catalog: Mapping[str, ToolAccess] | None = None,
 ) -> FastMCP[Any]:
+    """A server named `name` (its catalog entry), whose `running()` context spans its life."""
     # FastMCP's OpenTelemetry spans cost about a quarter of a call even when nothing exports them.
     # hyperhive exports no traces; FASTMCP_TELEMETRY_MODE=native turns them back on.
     if "FASTMCP_TELEMETRY_MODE" not in os.environ:
@@ -49,10 +51,21 @@ def create_mcp(
         instructions=instructions,
         auth=HiveTokenVerifier(secret, agents),
         middleware=[AllowListMiddleware(name, agents, catalog), ArgumentErrors()],
-        lifespan=lifespan,
+        lifespan=_lifespan(running) if running is not None else None,
         # Unexpected exceptions reach the caller as "Error calling tool 'x'"; the server logs them.
         mask_error_details=True,
     )
+
+
+def _lifespan(
+    running: Callable[[], AbstractAsyncContextManager[object]],
+) -> Callable[[FastMCP[Any]], AbstractAsyncContextManager[dict[str, Any]]]:
+    @asynccontextmanager
+    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
+        async with running():  # the tools close over the object that runs
+            yield {}
+
+    return lifespan
 
 
 class ArgumentErrors(Middleware):

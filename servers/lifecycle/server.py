@@ -7,12 +7,9 @@ operator. The catalog in servers/common/catalog.py says so and the allow-list en
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from fastmcp import FastMCP
 from pydantic import Field
 
 from hyperhive.servers.common.agents import AgentRegistry
@@ -63,12 +60,7 @@ def create(
         config, secret, agents, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        async with supervisor.running():  # the tools below close over `supervisor`
-            yield {}
-
-    mcp = create_mcp("lifecycle", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
+    mcp = create_mcp("lifecycle", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=supervisor.running)
 
     def info(row: AgentRow) -> AgentInfo:
         return AgentInfo(

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import anyio
 
 from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.background import background
 from hyperhive.servers.common.client import (
     HiveClient,
     ServerAddress,
@@ -100,26 +101,22 @@ class Supervisor:
         async with self.db:
             await self.agents.refresh()
             await self._reconcile()
-            loops = [
-                asyncio.create_task(self.agents.watch()),
-                asyncio.create_task(self._follow_changes()),
-                asyncio.create_task(self.outbox.run()),
-                asyncio.create_task(self._refresh_tokens()),
-            ]
             try:
-                await self._ensure_manager()
-                await self._start_up()
-                yield self
+                async with background(
+                    self.agents.watch(), self._follow_changes(), self.outbox.run(), self._refresh_tokens()
+                ):
+                    try:
+                        await self._ensure_manager()
+                        await self._start_up()
+                        yield self
+                    finally:
+                        self._closing = True  # no sandbox starts from now on
+                        for task in self._tasks:
+                            task.cancel()
+                        await asyncio.gather(*self._tasks, return_exceptions=True)
+                        if self.stop_agents_on_exit:
+                            await self._stop_all()
             finally:
-                self._closing = True  # no sandbox starts from now on
-                for task in self._tasks:
-                    task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-                if self.stop_agents_on_exit:
-                    await self._stop_all()
-                for task in loops:
-                    task.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
                 await self.broker.close()
                 await self.backend.close()
 

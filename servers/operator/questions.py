@@ -9,7 +9,6 @@ Questions never reveal themselves to principals they do not concern.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
@@ -19,6 +18,7 @@ from typing import Final, Literal
 import anyio
 
 from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.background import background
 from hyperhive.servers.common.client import HiveClient, server_address
 from hyperhive.servers.common.clock import Clock, iso
 from hyperhive.servers.common.config import HiveConfig
@@ -67,18 +67,10 @@ class Questions:
             await self.agents.refresh()
             # Questions whose deadline passed while the server was down are resolved before any call.
             await self._expire_due()
-            # Plain tasks, not a task group: FastMCP may leave this context from another cancel scope.
-            loops = [
-                asyncio.create_task(self.agents.watch()),
-                asyncio.create_task(self.outbox.run()),
-                asyncio.create_task(self._expire_forever()),
-            ]
             try:
-                yield self
+                async with background(self.agents.watch(), self.outbox.run(), self._expire_forever()):
+                    yield self
             finally:
-                for task in loops:
-                    task.cancel()
-                await asyncio.gather(*loops, return_exceptions=True)
                 await self.broker.close()
 
     # ------------------------------------------------------------------------------------ asking

@@ -7,11 +7,8 @@ No `from __future__ import annotations` here: ttl_seconds's description quotes t
 so it is built inside create(), and FastMCP must see it evaluated when it reads the signatures.
 """
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastmcp import FastMCP
 from pydantic import Field
 
 from hyperhive.servers.common.agents import AgentRegistry
@@ -44,12 +41,7 @@ def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> 
         f"max {settings.max_ttl_seconds:g})"
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        async with questions.running():  # the tools below close over `questions`
-            yield {}
-
-    mcp = create_mcp("operator", instructions=INSTRUCTIONS, secret=secret, agents=agents, lifespan=lifespan)
+    mcp = create_mcp("operator", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=questions.running)
 
     @mcp.tool
     async def ask_operator(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,17 @@ def _hive(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def _hive_beside(hivemind: Hivemind) -> Callable[..., Awaitable[subprocess.CompletedProcess[str]]]:
+    """`hive` against servers running in this event loop: in a thread, never with a traceback."""
+
+    async def hive(*args: str) -> subprocess.CompletedProcess[str]:
+        result = await asyncio.to_thread(_hive, hivemind.hive.home, *args)
+        assert "Traceback" not in result.stderr
+        return result
+
+    return hive
 
 
 def _bwrap_processes() -> list[int]:
@@ -165,13 +177,7 @@ def test_debug_verbs_report_refusals_plainly(hive: Hive, broker_process: BrokerP
 
 
 async def test_agent_verbs(hivemind: Hivemind) -> None:
-    home = hivemind.hive.home
-
-    async def hive(*args: str) -> subprocess.CompletedProcess[str]:
-        # In a thread: the servers answering it run in this event loop.
-        result = await asyncio.to_thread(_hive, home, *args)
-        assert "Traceback" not in result.stderr
-        return result
+    hive = _hive_beside(hivemind)
 
     await hivemind.create("alice")
     listing = await hive("agents")
@@ -197,12 +203,7 @@ async def test_agent_verbs(hivemind: Hivemind) -> None:
 
 
 async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
-    home = hivemind.hive.home
-
-    async def hive(*args: str) -> subprocess.CompletedProcess[str]:
-        result = await asyncio.to_thread(_hive, home, *args)
-        assert "Traceback" not in result.stderr
-        return result
+    hive = _hive_beside(hivemind)
 
     async with in_process(hivemind.hive, "approvals") as approvals, in_process(hivemind.hive, "operator") as operator:
         assert (await hive("approvals")).stdout == "◆ no requests waiting\n"
