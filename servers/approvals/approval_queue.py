@@ -57,6 +57,7 @@ class Approvals:
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
         self.lifecycle = HiveClient(server_address(config, "lifecycle"), token, timeout=300, retry_seconds=5)
         self._recover = asyncio.Event()
+        self._carrying_out: set[int] = set()  # requests an approve or the recovery is working on now
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Approvals]:
@@ -172,6 +173,15 @@ class Approvals:
 
     async def _finish(self, row: RequestRow) -> bool:
         """Carry out an approved request and record the outcome; False if lifecycle could not be asked."""
+        if row.id in self._carrying_out:  # an approve is on it (and will hand it to recovery if it must)
+            return True
+        self._carrying_out.add(row.id)
+        try:
+            return await self._carry_out(row)
+        finally:
+            self._carrying_out.discard(row.id)
+
+    async def _carry_out(self, row: RequestRow) -> bool:
         try:
             if await self._done_already(row):
                 outcome: tuple[Literal["applied", "failed"], str | None] = ("applied", None)
@@ -203,9 +213,7 @@ class Approvals:
         while True:
             await self._recover.wait()
             self._recover.clear()
-            stuck = await self.store.where("state = 'approving' ORDER BY id")
-            finished = [await self._finish(row) for row in stuck]
-            if all(finished):
+            if await self._recovery_pass():
                 delay = RECOVERY_RETRY[0]
                 continue
             with contextlib.suppress(TimeoutError):
@@ -213,6 +221,11 @@ class Approvals:
                     await self._recover.wait()
             self._recover.set()
             delay = min(delay * 2, RECOVERY_RETRY[1])
+
+    async def _recovery_pass(self) -> bool:
+        """Try once to finish every request left `approving`; True if none is left waiting for lifecycle."""
+        stuck = await self.store.where("state = 'approving' ORDER BY id")
+        return all([await self._finish(row) for row in stuck])
 
 
 def _lifecycle_call(row: RequestRow) -> tuple[str, dict[str, Any]]:

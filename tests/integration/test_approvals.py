@@ -14,7 +14,10 @@ import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import SLEEPER, Endpoint, Hive, Hivemind, in_process, toml_list
 
+from hyperhive.servers.approvals.approval_queue import Approvals
 from hyperhive.servers.common import audit
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -49,6 +52,8 @@ async def queue(hivemind: Hivemind) -> AsyncIterator[Queue]:
         yield Queue(hivemind, approvals)
 
 
+MANAGER = Principal("manager", Role.MANAGER)
+OPERATOR = Principal("operator", Role.OPERATOR)
 SLEEPING = f"[sandbox]\ncommand = {toml_list(SLEEPER)}\n"
 
 
@@ -278,3 +283,20 @@ async def test_approving_while_the_lifecycle_server_is_down(hive: Hive) -> None:
             hivemind = Hivemind(hive, broker, lifecycle)
             assert (await hivemind.event("approval_resolved", timeout=20))["outcome"] == "applied"
             assert (await hivemind.status("alice"))["model"] == "opus"
+
+
+async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hivemind) -> None:
+    await hivemind.create("alice")
+    sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
+    hive = hivemind.hive
+    approvals = Approvals(hive.config, hive.secret, AgentRegistry(hive.config.applied_dir))
+    async with approvals.running():
+        request = await approvals.request_apply_commit(MANAGER, "alice", sha)
+        # The recovery looks for `approving` requests while the approve is still carrying this one out.
+        approved, _ = await asyncio.gather(approvals.approve(OPERATOR, request.id), approvals._recovery_pass())
+        final = await approvals.store.get(request.id)
+        assert (await hivemind.event("approval_resolved"))["outcome"] == "applied"
+    assert (final.state, final.error) == ("applied", None), final
+    assert approved.state in ("applied", "approving")
+    applied = AgentPaths.of(hive.config, "alice").applied
+    assert (await repos.git(applied, "rev-list", "--count", "HEAD")).strip() == "2"  # created, then applied once
