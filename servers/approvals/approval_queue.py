@@ -22,7 +22,15 @@ import anyio
 from fastmcp.exceptions import ToolError
 
 from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedRequest
-from hyperhive.servers.approvals.store import MIGRATIONS, ApprovalStore, Kind, NotPending, RequestRow, Unknown
+from hyperhive.servers.approvals.store import (
+    MIGRATIONS,
+    ApprovalStore,
+    Kind,
+    NotPending,
+    QueueFull,
+    RequestRow,
+    Unknown,
+)
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.background import background
@@ -97,18 +105,15 @@ class Approvals:
         return await self._add(me, "spawn_commit", name, diff["proposed_sha"], diff["diff"])
 
     async def _add(self, me: Principal, kind: Kind, agent: str, sha: str | None, diff: str) -> Request:
-        same = await self.store.pending_like(kind, agent, sha)
-        if same is not None:
-            raise Refused(f"request #{same.id} asks for this already and is {same.state}")
-        request_id = await self.store.add(
-            kind, agent, sha, diff, me.name, self.clock(), self.config.approvals.max_pending
-        )
-        if request_id is None:
+        added = await self.store.add(kind, agent, sha, diff, me.name, self.clock(), self.config.approvals.max_pending)
+        if isinstance(added, RequestRow):
+            raise Refused(f"request #{added.id} asks for this already and is {added.state}")
+        if isinstance(added, QueueFull):
             raise Refused(
-                f"{self.config.approvals.max_pending} requests are waiting for the operator already; "
+                f"{added.waiting} requests are waiting for the operator already, the limit; "
                 "try again when some are resolved"
             )
-        return _model(await self.store.get(request_id))
+        return _model(await self.store.get(added))
 
     async def _diff(self, name: str, ref: str) -> dict[str, Any]:
         diff: dict[str, Any] = await self._lifecycle("diff_commit", {"name": name, "sha": ref})

@@ -73,6 +73,11 @@ class Unknown(Exception):
     """No such request."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueFull:
+    waiting: int
+
+
 class ApprovalStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -89,13 +94,6 @@ class ApprovalStore:
         rows = await self.db.fetch_all(f"SELECT * FROM requests WHERE {sql}", params)
         return [RequestRow(**dict(row)) for row in rows]
 
-    async def pending_like(self, kind: Kind, agent: str, commit_sha: str | None) -> RequestRow | None:
-        rows = await self.where(
-            "state IN ('pending', 'approving') AND agent = ? AND kind = ? AND commit_sha IS ? ORDER BY id LIMIT 1",
-            (agent, kind, commit_sha),
-        )
-        return rows[0] if rows else None
-
     # ------------------------------------------------------------------------------------ writing
     async def add(
         self,
@@ -106,13 +104,21 @@ class ApprovalStore:
         requester: str,
         now: float,
         max_pending: int,
-    ) -> int | None:
-        """The new request's id, or None if `max_pending` requests wait already."""
+    ) -> int | RequestRow | QueueFull:
+        """The new request's id; the open request that asks the same already; or QueueFull."""
 
-        def tx(conn: sqlite3.Connection) -> int | None:
+        def tx(conn: sqlite3.Connection) -> int | RequestRow | QueueFull:
+            # Both checks in the insert's transaction, so two identical requests at once make one.
+            same = conn.execute(
+                "SELECT * FROM requests WHERE state IN ('pending', 'approving') "
+                "AND agent = ? AND kind = ? AND commit_sha IS ? ORDER BY id LIMIT 1",
+                (agent, kind, commit_sha),
+            ).fetchone()
+            if same is not None:
+                return RequestRow(**dict(same))
             waiting = conn.execute("SELECT count(*) FROM requests WHERE state = 'pending'").fetchone()[0]
             if waiting >= max_pending:
-                return None
+                return QueueFull(waiting)
             cur = conn.execute(
                 "INSERT INTO requests (kind, agent, commit_sha, diff, requested_by, requested_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

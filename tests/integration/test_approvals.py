@@ -132,6 +132,24 @@ async def test_requests_are_checked_when_made(queue: Queue) -> None:
     assert len((await queue.operator.call("pending_approvals", {}))["requests"]) == 1  # nothing else stored
 
 
+async def test_identical_requests_at_once_make_one_and_the_queue_is_capped(hivemind: Hivemind) -> None:
+    hive = hivemind.hive
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n[approvals]\nmax_pending = 2")
+    async with in_process(hive, "approvals") as approvals:
+        manager = approvals.client("manager", timeout=60)
+        spawns = [manager.call("request_spawn", {"name": "bob"}) for _ in range(4)]
+        outcomes = await asyncio.gather(*spawns, return_exceptions=True)
+        made = [o for o in outcomes if isinstance(o, dict)]
+        assert len(made) == 1, outcomes
+        refusal = f"request #{made[0]['id']} asks for this already and is pending"
+        assert all(refusal in str(o) for o in outcomes if o not in made), outcomes
+        await manager.call("request_spawn", {"name": "carol"})
+        with pytest.raises(ToolError, match="2 requests are waiting for the operator already, the limit"):
+            await manager.call("request_spawn", {"name": "dave"})
+        waiting = (await approvals.client("operator").call("pending_approvals", {}))["requests"]
+        assert [r["agent"] for r in waiting] == ["bob", "carol"]
+
+
 async def test_who_may_do_what(queue: Queue) -> None:
     alice = queue.hive.add_agent("alice")
     as_alice = queue.endpoint.client(alice)
