@@ -422,9 +422,10 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
     waiting = _call(home, "approvals", "pending_approvals", {})["requests"]
     click.echo(f"◆ {len(waiting)} requests waiting" if waiting else "◆ no requests waiting")
     for request in waiting:
-        click.echo(
-            f"{_request_title(request)} · asked by {request['requested_by']} at {_when(request['requested_at'])}"
-        )
+        line = f"{_request_title(request)} · asked by {request['requested_by']} at {_when(request['requested_at'])}"
+        if request["state"] == "approving":  # approved; waiting for the lifecycle server to carry it out
+            line += f" · approved by {request['resolved_by']}, being carried out"
+        click.echo(line)
         if request.get("diff") and not no_diff:
             _echo_diff(request["diff"])
 
