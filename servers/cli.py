@@ -101,8 +101,10 @@ def init_home(home: Path) -> list[str]:
     config = _config(home)
     if create_secret(config.secret_path):
         created.append("secret")
-    for directory in (config.home / "state", config.run_dir, config.applied_dir, config.agents_dir):
+    for directory in (config.home / "state", config.run_dir, config.applied_dir):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Agents' own uids pass through it to their dirs (the manager to every proposed repo).
+    config.agents_dir.mkdir(mode=0o711, exist_ok=True)
     manager_toml = config.applied_dir / MANAGER / AGENT_TOML
     if not manager_toml.exists():
         manager_toml.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,6 +180,31 @@ def token(name: str, ttl: str | None, home: Path) -> None:
     principal = principal_named(config, name)
     seconds = parse_duration(ttl) if ttl else config.tokens.ttl_seconds
     click.echo(mint_token(_secret(config), principal, seconds))
+
+
+@main.command(name="mcp-config")
+@click.argument("name")
+@click.option("--ttl", help="Lifetime of the token in it: seconds, or 90s, 15m, 12h, 30d. Default: 12h.")
+@home_option
+def mcp_config(name: str, ttl: str | None, home: Path) -> None:
+    """Print the --mcp-config JSON the harness gives agent NAME, with a fresh token.
+
+    \b
+    Run Claude Code by hand as that agent, with the same servers and tools:
+      claude --mcp-config "$(hive mcp-config alice)" --strict-mcp-config
+    The tools it may call are printed on stderr, ready for --allowedTools.
+    """
+    from .lifecycle.harness import harness_info
+
+    config = _config(home)
+    principal = principal_named(config, name)
+    if principal.role not in (Role.AGENT, Role.MANAGER):
+        _fail(f"{name} is not an agent; mcp-config is an agent's view of the hive")
+    agent = load_agent_config(config.applied_dir / name / AGENT_TOML)
+    info = harness_info(config, name, agent)
+    token = mint_token(_secret(config), principal, parse_duration(ttl) if ttl else 12 * 3600)
+    click.echo(json.dumps({"mcpServers": info.mcp_config(token)}, indent=2))
+    click.echo(f"allowed tools: {' '.join(info.tool_names())}", err=True)
 
 
 # ------------------------------------------------------------------------------------------ serve
@@ -312,7 +339,7 @@ def agents(home: Path) -> None:
     """List the agents: state, role, model, restarts, whether they need an update."""
     listing = _call(home, "lifecycle", "list_agents", {})
     click.echo(f"◆ {len(listing['agents'])} agents · {listing['backend']} · {listing['isolation']}")
-    rows = [("name", "role", "state", "model", "started", "restarts", "update")]
+    rows = [("name", "role", "state", "model", "started", "restarts", "update", "turn")]
     for agent in listing["agents"]:
         state = agent["state"]
         if agent["last_signal"] or agent["last_exit_code"] not in (None, 0):
@@ -320,11 +347,33 @@ def agents(home: Path) -> None:
         started = _when(agent["started_at"])
         rows.append(
             (agent["name"], agent["role"], state, agent["model"], started, str(agent["restart_count"]),
-             "needed" if agent["needs_update"] else "")
+             "needed" if agent["needs_update"] else "", _turn_text(agent.get("turn")))
         )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _turn_text(turn: dict[str, Any] | None) -> str:
+    """What an agent's harness is doing, in a few words: idle, running 12 s, error: why."""
+    if not turn:
+        return ""
+    since = _duration(int(max(0.0, time.time() - turn["since"])))
+    if turn["state"] == "running":
+        return f"running {since}" + (f" ({turn['messages']} msgs)" if turn.get("messages") else "")
+    if turn["state"] == "error":
+        return f"error {since}: {turn.get('reason') or '?'}"
+    return str(turn["state"])
+
+
+@main.command(name="cancel-turn")
+@click.argument("name")
+@home_option
+def cancel_turn(name: str, home: Path) -> None:
+    """Stop the Claude Code turn agent NAME is running (its messages are not handled again)."""
+    result = _call(home, "lifecycle", "cancel_turn", {"name": name})
+    ended = result["turn"]["state"] != "running"
+    click.echo(f"◆ {name}: turn {result['cancelled']} " + ("cancelled" if ended else "asked to stop (still ending)"))
 
 
 def _agent_action(tool: str, summary: str) -> None:
@@ -513,6 +562,35 @@ def cancel_question(question_id: int, home: Path) -> None:
     """Cancel question ID; its asker gets "[cancelled]"."""
     _call(home, "operator", "cancel_question", {"id": question_id})
     click.echo(f"◆ question #{question_id}: cancelled")
+
+
+# --------------------------------------------------------------------------------------- messages
+
+
+@main.command()
+@click.argument("to")
+@click.argument("text", nargs=-1, required=True)
+@click.option("--reply-to", type=int, help="Id of the message this answers.")
+@home_option
+def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> None:
+    """Send a message as the operator to TO: an agent, or '*' for every agent."""
+    sent = _call(home, "broker", "send", {"to": to, "body": " ".join(text), "in_reply_to": reply_to})
+    click.echo(f"◆ message #{sent['id']} sent to {sent['recipients']} inbox{'' if sent['recipients'] == 1 else 'es'}")
+
+
+@main.command()
+@click.option("--wait", type=click.FloatRange(0, 180), default=0, show_default=True, help="Seconds to wait.")
+@home_option
+def inbox(wait: float, home: Path) -> None:
+    """Take the operator's messages (up to 50), waiting up to --wait seconds for the first."""
+    result = _call(home, "broker", "recv_batch", {"max": 50, "wait_seconds": wait}, timeout=wait + 30)
+    for message in result["messages"]:
+        reply = f" (re #{message['in_reply_to']})" if message.get("in_reply_to") else ""
+        click.echo(f"#{message['id']} {_when(message['sent_at'])} {message['sender']}{reply}: {message['body']}")
+    if not result["messages"]:
+        click.echo("◆ no messages")
+    if result["queued"]:
+        click.echo(f"◆ {result['queued']} more waiting")
 
 
 # ------------------------------------------------------------------------------------------ debug

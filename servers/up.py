@@ -104,7 +104,11 @@ class Supervisor:
         self.echo(f"◆ hive up · home {self.config.home}")
         for child in self.children:
             self.echo(f"  {child.name:<10} {'  '.join(child.urls)}")
-        self.echo("  operator token: `hive token operator` · stop: Ctrl-C")
+        logs = self.config.logs_dir
+        self.echo(f"  agents     the manager runs; agents' logs in {logs} (or `hive logs NAME`)")
+        self.echo("  operator   `hive send manager TEXT` to talk to it, `hive approvals`, `hive questions`")
+        self.echo("             a token for the MCP Inspector or scripts: `hive token operator`")
+        self.echo("  stop       Ctrl-C (agents first, then the servers)")
 
     async def _watch(self, child: _Child) -> None:
         """Wait for `child` to exit; restart it with backoff. Returns when it keeps dying."""
@@ -133,10 +137,14 @@ class Supervisor:
                 continue
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
+            # The lifecycle server stops every agent first, each allowed its own stop timeout.
+            timeout = STOP_TIMEOUT + (
+                self.config.lifecycle.stop_timeout_seconds * 2 if child.name == "lifecycle" else 0
+            )
             try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(process.wait(), timeout)
             except TimeoutError:
-                self.echo(f"✗ {child.name} did not stop within {STOP_TIMEOUT:.0f} s; killing it")
+                self.echo(f"✗ {child.name} did not stop within {timeout:.0f} s; killing it")
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()

@@ -79,6 +79,7 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
         "rebuild_stale": OPERATOR_AND_SERVICE,
         "destroy": OPERATOR_AND_SERVICE,
         "set_model": OPERATOR_AND_SERVICE,
+        "cancel_turn": OPERATOR_AND_SERVICE,
         "apply_commit": SERVICE,
         "diff_commit": MANAGER_AND_SERVICE,
         "create_draft": OPERATOR_AND_SERVICE,

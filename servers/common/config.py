@@ -124,6 +124,22 @@ class LifecycleSettings(_Strict):
     nixos: NixosSettings = NixosSettings()
 
 
+class HarnessSettings(_Strict):
+    """How every agent's harness drives Claude Code (agent.toml's env adds to and overrides `env`)."""
+
+    # Given to every agent's Claude Code, e.g. ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL.
+    env: dict[str, str] = {}
+    batch_max: Annotated[int, Field(ge=1, le=50)] = 10  # messages one wake takes in at most
+    notes_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 32 * 1024  # then notes.md is compacted
+    # A session whose context grew past this many tokens is replaced by a fresh one before the next wake.
+    context_reset_tokens: Annotated[int, Field(ge=1000, le=10_000_000)] = 150_000
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        return _check_env_names(env)
+
+
 class TokenSettings(_Strict):
     ttl_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 86_400)] = 30 * 86_400
 
@@ -142,6 +158,7 @@ class HiveConfig(_Strict):
     lifecycle: LifecycleSettings = LifecycleSettings()
     questions: QuestionSettings = QuestionSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    harness: HarnessSettings = HarnessSettings()
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
 
@@ -239,6 +256,15 @@ max_pending_per_asker = 50
 [approvals]
 max_pending = 100               # requests waiting for the operator, in all
 
+[harness]
+batch_max = 10                  # messages one wake of an agent takes in at most
+notes_max_bytes = 32768         # an agent's notes.md past this size is rewritten shorter
+context_reset_tokens = 150000   # a Claude Code session past this context size starts afresh
+
+# Given to every agent's Claude Code; an agent.toml [env] adds to it and wins.
+[harness.env]
+# ANTHROPIC_API_KEY = "sk-ant-..."      # or run `claude login` as the agent (see the README)
+
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)
 
@@ -331,10 +357,7 @@ class AgentConfig(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if not _ENV_RE.match(key):
-                raise ValueError(f"{key!r} is not an environment variable name")
-        return env
+        return _check_env_names(env)
 
     @field_validator("mcp_servers")
     @classmethod
@@ -415,6 +438,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, [("", f"invalid TOML: {e}")]) from None
     except OSError as e:
         raise ConfigError(path, [("", e.strerror or str(e))]) from None
+
+
+def _check_env_names(env: dict[str, str]) -> dict[str, str]:
+    for key in env:
+        if not _ENV_RE.match(key):
+            raise ValueError(f"{key!r} is not an environment variable name")
+    return env
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -1,7 +1,10 @@
-"""The files an agent's harness dir holds: what the lifecycle server writes there for the harness
-(hive.json, the model override, the token) and what the harness writes for others (turn stats).
+"""The files between the lifecycle server and an agent's harness, stated once for both sides.
 
-Both sides use this module, so the layout is stated once.
+The lifecycle server writes the harness's instructions into the agent's credentials dir, which
+the sandbox sees read-only at harness/credentials: hive.json (who it is, its servers and tools),
+the token, the model override (set_model) and a cancel request (cancel_turn). The agent cannot
+change them. The harness writes what others read into its harness dir: turn.json (its turn
+state, shown by agent_status) and the turn stats.
 """
 
 from __future__ import annotations
@@ -10,19 +13,25 @@ import json
 import sqlite3
 import statistics
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-HIVE_JSON: Final = "hive.json"  # HarnessInfo, written by lifecycle at each start
+CREDENTIALS: Final = "credentials"  # in the harness dir: a read-only bind of the agent's credentials dir
+# In CREDENTIALS, written by lifecycle:
+HIVE_JSON: Final = "hive.json"  # HarnessInfo, written at each start
+TOKEN_FILE: Final = "token"  # the agent's bearer token, refreshed while it runs
 MODEL_FILE: Final = "model"  # the runtime model override (set_model); absent: agent.toml's model
-CREDENTIALS: Final = "credentials"  # a read-only bind of the agent's credentials dir
-TOKEN_FILE: Final = "token"  # in CREDENTIALS: the agent's bearer token, refreshed by lifecycle
-TURN_STATS: Final = "turn-stats.sqlite"  # written by the harness, read by lifecycle's agent_stats
+CANCEL_FILE: Final = "cancel"  # the id of a turn the operator cancelled (cancel_turn)
+# In the harness dir, written by the harness:
+TURN_STATE: Final = "turn.json"  # TurnState
+TURN_STATS: Final = "turn-stats.sqlite"  # read by lifecycle's agent_stats
+TURN_STATE_MAX_BYTES: Final = 16 * 1024
 
 TURN_STATS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS turns (
     id              INTEGER PRIMARY KEY,
+    kind            TEXT NOT NULL DEFAULT 'wake', -- wake | compaction (the notes rewrite)
     started_at      REAL NOT NULL,
     ended_at        REAL NOT NULL,
     ok              INTEGER NOT NULL,
@@ -42,19 +51,53 @@ CREATE INDEX IF NOT EXISTS turns_started ON turns (started_at);
 
 
 class HarnessInfo(BaseModel):
-    """hive.json: who the agent is and where its servers are."""
+    """hive.json: who the agent is, where its servers are, and what its Claude Code may do."""
 
     model_config = ConfigDict(extra="forbid")
 
     agent: str
     role: str
-    servers: dict[str, str]  # server name -> MCP URL reachable from inside the sandbox
+    model: str  # agent.toml's; the override file wins
+    servers: dict[str, str]  # hyperhive server -> MCP URL reachable from inside the sandbox
+    tools: dict[str, list[str]]  # hyperhive server -> the tools this agent may call there
+    bash: list[str]  # Claude Code allowedTools patterns for Bash ("git diff:*")
+    mcp_servers: dict[str, dict[str, Any]]  # its own extra MCP servers, as Claude Code's --mcp-config has them
+    env: dict[str, str]  # configured environment for Claude Code (hive.toml [harness.env] + agent.toml [env])
+    prompt: str  # agent.toml's addendum to the system prompt
     state_dir: str
     harness_dir: str
     token_file: str
+    batch_max: int = 10
+    notes_max_bytes: int = 32 * 1024
+    context_reset_tokens: int = 150_000
+
+    def tool_names(self) -> list[str]:
+        """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""
+        return [f"mcp__{server}__{tool}" for server, tools in self.tools.items() for tool in sorted(tools)]
+
+    def mcp_config(self, token: str) -> dict[str, dict[str, Any]]:
+        """The `mcpServers` of Claude Code's --mcp-config: the hyperhive servers it may use, then its own."""
+        servers: dict[str, dict[str, Any]] = {
+            server: {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}
+            for server, url in self.servers.items()
+            if self.tools.get(server)
+        }
+        servers.update(self.mcp_servers)
+        return servers
+
+
+class TurnState(BaseModel):
+    """turn.json: what the harness is doing now."""
+
+    state: Literal["starting", "idle", "running", "error"]
+    since: float  # epoch seconds: when it entered this state
+    turn: int | None = None  # the running turn's id (cancel_turn names it)
+    messages: int = 0  # messages the running turn consumes
+    reason: str | None = None  # for an error: what went wrong and what happens next
 
 
 class Turn(BaseModel):
+    kind: str = "wake"
     started_at: float
     ended_at: float
     ok: bool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from hyperhive.servers.common.harnessdir import Turn, TurnSummary
+from hyperhive.servers.common.harnessdir import Turn, TurnState, TurnSummary
 
 
 class AgentInfo(BaseModel):
@@ -19,6 +19,7 @@ class AgentInfo(BaseModel):
     restart_count: int  # restarts after crashes
     applied_sha: str | None
     needs_update: bool  # built by another hyperhive version, or from an older applied config
+    turn: TurnState | None = None  # its harness: idle, running a turn (since when), or an error and why
 
 
 class AgentList(BaseModel):
@@ -99,3 +100,9 @@ class StateFile(BaseModel):
     path: str
     size: int
     text: str
+
+
+class TurnCancelled(BaseModel):
+    name: str
+    cancelled: int  # the turn's id
+    turn: TurnState  # the harness's state now (still "running" if it has not stopped within 5 s)

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, MODEL_FILE, TOKEN_FILE, TURN_STATS
+from hyperhive.servers.common.harnessdir import (
+    CANCEL_FILE,
+    CREDENTIALS,
+    HIVE_JSON,
+    MODEL_FILE,
+    TOKEN_FILE,
+    TURN_STATE,
+    TURN_STATS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +42,7 @@ class AgentPaths:
 
     @property
     def harness(self) -> Path:
-        """Harness-owned: hive.json, the model override, turn stats."""
+        """Harness-owned: turn state and stats, Claude Code's own config; the agent can write here."""
         return self.root / "harness"
 
     @property
@@ -44,7 +52,8 @@ class AgentPaths:
 
     @property
     def credentials(self) -> Path:
-        """Its token, outside the agents tree; bound read-only at harness/credentials in its sandbox."""
+        """Its token and the harness's instructions (hive.json, model, cancel), outside the agents tree;
+        bound read-only at harness/credentials in its sandbox."""
         return self.home / "credentials" / self.name
 
     @property
@@ -57,11 +66,19 @@ class AgentPaths:
 
     @property
     def hive_json(self) -> Path:
-        return self.harness / HIVE_JSON
+        return self.credentials / HIVE_JSON
 
     @property
     def model_override(self) -> Path:
-        return self.harness / MODEL_FILE
+        return self.credentials / MODEL_FILE
+
+    @property
+    def cancel_request(self) -> Path:
+        return self.credentials / CANCEL_FILE
+
+    @property
+    def turn_state(self) -> Path:
+        return self.harness / TURN_STATE
 
     @property
     def turn_stats(self) -> Path:

@@ -36,6 +36,7 @@ from hyperhive.servers.lifecycle.models import (
     ModelResult,
     Rebuilt,
     StateFile,
+    TurnCancelled,
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import AgentRow
@@ -75,6 +76,7 @@ def create(
             restart_count=row.restart_count,
             applied_sha=row.applied_sha,
             needs_update=supervisor.needs_update(row),
+            turn=supervisor.turn_state(row.name) if row.state == "running" else None,
         )
 
     # ------------------------------------------------------------------------------------ reads
@@ -205,6 +207,12 @@ def create(
     ) -> ModelResult:
         """Change the model an agent's next turns use, without a rebuild."""
         return ModelResult(name=name, model=await supervisor.set_model(name, model))
+
+    @mcp.tool
+    async def cancel_turn(name: Name) -> TurnCancelled:
+        """Stop the Claude Code turn an agent is running; the messages it was handling are not redelivered."""
+        cancelled, state = await supervisor.cancel_turn(name)
+        return TurnCancelled(name=name, cancelled=cancelled, turn=state)
 
     @mcp.tool
     async def apply_commit(name: Name, sha: Sha) -> Applied:

@@ -26,12 +26,7 @@ import anyio
 
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.background import background
-from hyperhive.servers.common.client import (
-    HiveClient,
-    ServerAddress,
-    ServerUnavailable,
-    server_address,
-)
+from hyperhive.servers.common.client import HiveClient, server_address
 from hyperhive.servers.common.config import (
     AGENT_TOML,
     AgentConfig,
@@ -45,13 +40,14 @@ from hyperhive.servers.common.diffs import render_diff
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.common.harnessdir import HarnessInfo
+from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.common.tokens import ServiceToken, mint_token
 from hyperhive.servers.lifecycle import logfiles, repos
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
+from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
 
@@ -60,6 +56,7 @@ log = logging.getLogger("hyperhive.lifecycle")
 STEADY_SECONDS: Final = 600.0  # running this long without a crash clears the crash count
 MAX_BACKOFF: Final = 300.0
 TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
+CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
 CRASH_LOG_LINES: Final = 20
 
 
@@ -254,6 +251,7 @@ class Supervisor:
         return sha
 
     def _make_dirs(self, paths: AgentPaths, uid: int | None) -> None:
+        _make_agents_dir(self.config)
         paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         paths.applied.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         paths.credentials.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -267,6 +265,7 @@ class Supervisor:
                 os.chown(private, uid, uid)
 
     def _make_draft_dirs(self, paths: AgentPaths, manager_uid: int | None) -> None:
+        _make_agents_dir(self.config)
         paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         paths.config.mkdir(mode=0o700, exist_ok=True)
         paths.state.mkdir(mode=0o700, exist_ok=True)
@@ -372,20 +371,9 @@ class Supervisor:
         """A fresh token and hive.json for the harness, and the spec to start it with."""
         paths = AgentPaths.of(self.config, name)
         self._write_token(paths, config, uid)
-        servers = {
-            server: address.url
-            for server in ("broker", "lifecycle")
-            if (address := _maybe_address(self.config, server)) is not None
-        }
-        info = HarnessInfo(
-            agent=name,
-            role=config.role,
-            servers=servers,
-            state_dir=str(paths.state),
-            harness_dir=str(paths.harness),
-            token_file=str(paths.credentials_mount / paths.token.name),
-        )
+        info = harness_info(self.config, name, config)
         write_atomic(paths.hive_json, info.model_dump_json(indent=2), mode=0o644)
+        paths.cancel_request.unlink(missing_ok=True)  # meant for a turn of the run before
         return self.spec(name, config, uid)
 
     def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
@@ -513,6 +501,27 @@ class Supervisor:
 
             await anyio.to_thread.run_sync(write)
         return self.model_of(name)
+
+    def turn_state(self, name: str) -> TurnState | None:
+        """What its harness says it is doing; None for an agent that is not running."""
+        return read_turn_state(AgentPaths.of(self.config, name))
+
+    async def cancel_turn(self, name: str, wait: float = CANCEL_WAIT) -> tuple[int, TurnState]:
+        """Ask the harness to stop its running turn: (the turn's id, its state once stopped or after `wait`)."""
+        row = await self.row(name)
+        paths = AgentPaths.of(self.config, name)
+        turn = await anyio.to_thread.run_sync(read_turn_state, paths) if row.state == "running" else None
+        if turn is None or turn.state != "running" or turn.turn is None:
+            doing = f"its harness is {turn.state}" if turn else f"it is {row.state}"
+            raise Refused(f"{name} is not running a turn ({doing}); nothing to cancel")
+        await anyio.to_thread.run_sync(write_atomic, paths.cancel_request, f"{turn.turn}\n", 0o644)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            now = await anyio.to_thread.run_sync(read_turn_state, paths)
+            if now is not None and now.turn != turn.turn:
+                return turn.turn, now
+        return turn.turn, turn
 
     # ------------------------------------------------------------------------------- destroying
     async def destroy(self, name: str, *, purge: bool, force: bool) -> None:
@@ -664,14 +673,6 @@ def _manager_first_batches(rows: list[AgentRow]) -> list[list[AgentRow]]:
     return [batch for batch in (first, rest) if batch]
 
 
-def _maybe_address(config: HiveConfig, server: str) -> ServerAddress | None:
-    try:
-        address = server_address(config, server)
-    except ServerUnavailable:
-        return None
-    return None if address.socket else address  # agents reach servers over loopback TCP
-
-
 def signal_name(number: int | None) -> str | None:
     """SIGKILL for 9; the number itself for one Python does not know."""
     if number is None:
@@ -680,6 +681,12 @@ def signal_name(number: int | None) -> str | None:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def _make_agents_dir(config: HiveConfig) -> None:
+    """agents/ lets every agent's uid pass through to its own dirs, and the manager to every config repo."""
+    config.agents_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    config.agents_dir.chmod(0o711)
 
 
 def _system_uids() -> set[int]:

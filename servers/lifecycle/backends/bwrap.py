@@ -156,14 +156,18 @@ class BwrapBackend(Backend):
                 argv += ["--symlink", str(top.readlink()), str(top)]
             elif top.is_dir():
                 argv += ["--ro-bind", str(top), str(top)]
-        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp"]
         # The Python and hyperhive the harness runs on, read-only at the same paths. Parent
         # directories are made 0755 first: bwrap would copy the host's modes (/root is 0700).
         made: set[Path] = {Path("/"), Path("/tmp")}
         for directory in _runtime_dirs():
             argv += [*_parents(directory, made), "--ro-bind", str(directory), str(directory)]
-        for directory in (spec.state_dir, spec.harness_dir, *spec.shared_rw):
+        bound: list[Path] = []
+        for directory in (*spec.shared_rw, spec.state_dir, spec.harness_dir):
+            if any(directory == b or b in directory.parents for b in bound):
+                continue  # already inside a wider bind (the manager's agents tree holds its own dirs)
             argv += [*_parents(directory, made), "--bind", str(directory), str(directory)]
+            bound.append(directory)
         argv += ["--ro-bind", str(spec.credentials_dir), str(spec.harness_dir / "credentials")]
         argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.name]
         if not self.privileged:

@@ -1,0 +1,3 @@
+from hyperhive.harness.main import main
+
+main()

@@ -1,0 +1,236 @@
+"""One agent's Claude Code, through claude-agent-sdk: a persistent session that runs turns.
+
+The session keeps Claude Code running between wakes (a turn then costs only model time). It is
+replaced by a fresh one after a failure of the CLI, when the agent's token is renewed, and when
+its context grew past the reset threshold; the agent's notes.md carries what matters across.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    ClaudeSDKError,
+    ResultMessage,
+    SystemMessage,
+    ToolUseBlock,
+)
+from claude_agent_sdk.types import McpServerConfig
+
+from hyperhive.harness.prompts import system_prompt
+from hyperhive.servers.common.harnessdir import HarnessInfo
+
+log = logging.getLogger("hyperhive.harness.claude")
+
+# The built-in tools an agent has. Bash only runs what agent.toml's bash patterns allow; the file
+# tools only work inside the agent's state dir (its cwd). Web, task and notebook tools are left out.
+BUILTIN_TOOLS: Final = ("Bash", "Read", "Write", "Edit", "Glob", "Grep", "TodoWrite")
+# Environment variables that Claude Code reads its credentials from.
+CREDENTIAL_VARS: Final = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+NO_CREDENTIALS: Final = "no Claude credentials: set ANTHROPIC_API_KEY or run `claude login`"
+
+
+@dataclass
+class TurnOutcome:
+    ok: bool
+    terminal_reason: str | None = None
+    error: str | None = None
+    model_turns: int = 0
+    tool_calls: Counter[str] = field(default_factory=Counter)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    context_tokens: int = 0  # the context's size at the last model call
+    retry: bool = False  # it failed for a reason that may pass (API, CLI): run the same wake again
+
+
+def claude_env(info: HarnessInfo, harness_dir: Path) -> dict[str, str]:
+    """Claude Code's whole environment: its own HOME and config dir, and what the hive configured."""
+    home = harness_dir / "home"
+    config_dir = harness_dir / "claude"
+    for directory in (home, config_dir):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    env = {
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(config_dir),
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "ENABLE_TOOL_SEARCH": "false",  # offer the (few) MCP tools directly, not behind a search
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    env.update(info.env)
+    return env
+
+
+def scrub_environment(info: HarnessInfo) -> None:
+    """The SDK passes this process's environment on to Claude Code: keep only configured ANTHROPIC_*/CLAUDE*."""
+    for key in list(os.environ):
+        if key.startswith(("ANTHROPIC_", "CLAUDE")) and key not in info.env:
+            del os.environ[key]
+
+
+def has_credentials(env: dict[str, str]) -> bool:
+    if any(env.get(key) for key in CREDENTIAL_VARS):
+        return True
+    return (Path(env["CLAUDE_CONFIG_DIR"]) / ".credentials.json").is_file()
+
+
+def allowed_tools(info: HarnessInfo) -> list[str]:
+    """Exactly the hyperhive tools of its allow-list, its own MCP servers, its bash patterns, and file
+    access to its state dir."""
+    state = info.state_dir.rstrip("/")
+    files = [f"{tool}(/{state}/**)" for tool in ("Read", "Edit", "Write")]  # "//abs/path": an absolute path
+    return [
+        *info.tool_names(),
+        *(f"mcp__{name}" for name in info.mcp_servers),
+        *(f"Bash({pattern})" for pattern in info.bash),
+        *files,
+        "Glob",
+        "Grep",
+        "TodoWrite",
+    ]
+
+
+class ClaudeSession:
+    def __init__(self, info: HarnessInfo, token: Callable[[], str], stderr: Callable[[str], None]) -> None:
+        self.info = info
+        self.token = token
+        self._stderr = stderr
+        self._last_stderr: deque[str] = deque(maxlen=5)  # the CLI's last words: why it failed
+        self.env = claude_env(info, Path(info.harness_dir))
+        self._client: ClaudeSDKClient | None = None
+        self._model: str | None = None
+        self._token_used: str | None = None
+        self._cost_so_far = 0.0
+        self.reset_wanted: str | None = None  # why the next turn starts a fresh session
+
+    def options(self, model: str, token: str) -> ClaudeAgentOptions:
+        servers: dict[str, McpServerConfig] = self.info.mcp_config(token)  # type: ignore[assignment]
+        return ClaudeAgentOptions(
+            model=model,
+            cwd=self.info.state_dir,
+            env=self.env,
+            mcp_servers=servers,
+            strict_mcp_config=True,
+            tools=list(BUILTIN_TOOLS),
+            allowed_tools=allowed_tools(self.info),
+            permission_mode="dontAsk",  # whatever is not allowed above is refused, never asked about
+            setting_sources=[],
+            system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt(self.info)},
+            stderr=self._on_stderr,
+        )
+
+    def _on_stderr(self, line: str) -> None:
+        if line.strip():
+            self._last_stderr.append(line.strip())
+        self._stderr(line)
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def turn(self, prompt: str, model: str) -> TurnOutcome:
+        self._last_stderr.clear()
+        try:
+            client = await self._ready(model)
+            await client.query(prompt)
+            return await self._collect(client)
+        except ClaudeSDKError as e:
+            await self.close()  # a failed CLI: the next turn starts a fresh session
+            why = f"Claude Code failed: {self._last_stderr[-1]}" if self._last_stderr else _first_line(e)
+            return TurnOutcome(ok=False, terminal_reason="cli_error", error=why, retry=True)
+
+    async def _ready(self, model: str) -> ClaudeSDKClient:
+        token = self.token()
+        if self._client is not None and (self.reset_wanted or token != self._token_used):
+            log.info("starting a fresh Claude Code session: %s", self.reset_wanted or "the agent's token was renewed")
+            await self.close()
+        if self._client is None:
+            client = ClaudeSDKClient(self.options(model, token))
+            await client.connect()
+            self._client, self._model, self._token_used = client, model, token
+            self._cost_so_far = 0.0
+            self.reset_wanted = None
+        elif model != self._model:
+            await self._client.set_model(model)
+            self._model = model
+        return self._client
+
+    async def _collect(self, client: ClaudeSDKClient) -> TurnOutcome:
+        outcome = TurnOutcome(ok=False)
+        result: ResultMessage | None = None
+        async for message in client.receive_response():
+            if isinstance(message, AssistantMessage):
+                for block in message.content:
+                    if isinstance(block, ToolUseBlock):
+                        outcome.tool_calls[block.name] += 1
+                if message.usage:
+                    outcome.context_tokens = _context_tokens(message.usage)
+            elif isinstance(message, SystemMessage) and message.subtype == "init":
+                _log_failed_servers(message.data)
+            elif isinstance(message, ResultMessage):
+                result = message
+        if result is None:
+            return TurnOutcome(
+                ok=False, terminal_reason="no_result", error="Claude Code ended without a result", retry=True
+            )
+        usage = result.usage or {}
+        total = result.total_cost_usd or 0.0
+        outcome.cost_usd, self._cost_so_far = max(0.0, total - self._cost_so_far), total
+        outcome.model_turns = result.num_turns
+        outcome.tokens_in = _context_tokens(usage)
+        outcome.tokens_out = int(usage.get("output_tokens") or 0)
+        outcome.terminal_reason = result.terminal_reason or result.subtype
+        outcome.ok = not result.is_error
+        if result.is_error:
+            outcome.error = _result_error(result)
+            outcome.retry = result.api_error_status is not None or result.subtype == "success"
+        if outcome.context_tokens > self.info.context_reset_tokens:
+            self.reset_wanted = f"its context reached {outcome.context_tokens:,} tokens"
+        return outcome
+
+    async def interrupt(self) -> None:
+        if self._client is not None:
+            await self._client.interrupt()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.disconnect()
+            except Exception as e:  # a CLI that already died cannot disconnect cleanly
+                log.debug("disconnecting Claude Code: %s", e)
+
+
+def _context_tokens(usage: dict[str, Any]) -> int:
+    keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    return sum(int(usage.get(key) or 0) for key in keys)
+
+
+def _result_error(result: ResultMessage) -> str:
+    parts = [str(e) for e in (result.errors or [])] or [str(result.result or result.subtype)]
+    if result.api_error_status:
+        parts.insert(0, f"API error {result.api_error_status}")
+    return _first_line(": ".join(parts))
+
+
+def _first_line(error: object) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:500]
+
+
+def _log_failed_servers(data: dict[str, Any]) -> None:
+    for server in data.get("mcp_servers", []):
+        if isinstance(server, dict) and server.get("status") not in ("connected", None):
+            log.warning(
+                "MCP server %s is %s: its tools are not available this turn", server.get("name"), server["status"]
+            )

@@ -1,0 +1,205 @@
+"""The turn loop: wait for messages, run one Claude Code turn on them, acknowledge, record.
+
+    long-poll recv(ack=false) -> recv_batch the rest (up to batch_max) -> turn -> ack -> stats
+
+Messages are leased, not taken: if this process dies mid-turn the broker delivers them again
+once the lease ends, and while a turn runs the lease is extended so a long turn keeps them.
+The broker being down, a refused token or a failed turn are retried with backoff, with the
+reason shown in turn.json; a wake is never dropped. Only a turn that ran (or the operator
+cancelled) acknowledges its messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Final, TypeVar
+
+from fastmcp.exceptions import ToolError
+
+from hyperhive.harness.claude import NO_CREDENTIALS, ClaudeSession, TurnOutcome, has_credentials
+from hyperhive.harness.notes import NotesKeeper
+from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.harness.wake import render_wake
+from hyperhive.servers.broker.models import Message, RecvBatchResult, RecvResult
+from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerAddress, ServerUnavailable
+from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo
+
+log = logging.getLogger("hyperhive.harness")
+
+POLL_SECONDS: Final = 170.0  # a long-poll, under the broker's 180 s bound
+LEASE_SECONDS: Final = 300.0  # how far each extension moves a running turn's lease
+LEASE_EVERY: Final = 60.0
+CANCEL_POLL: Final = 0.2  # how often a running turn looks for the operator's cancel
+CREDENTIALS_POLL: Final = 10.0
+MAX_BACKOFF: Final = 300.0
+RESET_AFTER_FAILURES: Final = 3  # failed turns in a row, then a fresh session
+
+T = TypeVar("T")
+
+
+class Harness:
+    def __init__(self, info: HarnessInfo, *, session: ClaudeSession | None = None) -> None:
+        self.info = info
+        self.harness_dir = Path(info.harness_dir)
+        self.control = self.harness_dir / CREDENTIALS  # read-only: written by the lifecycle server
+        self.token_path = Path(info.token_file)
+        self.session = session or ClaudeSession(info, self.token, stderr=_claude_stderr)
+        self.recorder = TurnRecorder(self.harness_dir)
+        self.notes = NotesKeeper(info, self.session.env, self.recorder)
+        address = ServerAddress("broker", info.servers["broker"])
+        self.broker = HiveClient(address, self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
+        self._failures = 0
+
+    def token(self) -> str:
+        return self.token_path.read_text().strip()
+
+    def model(self) -> str:
+        """The model for the next turn: the operator's override (set_model), else agent.toml's."""
+        with contextlib.suppress(OSError):
+            override = (self.control / MODEL_FILE).read_text().strip()
+            if override:
+                return override
+        return self.info.model
+
+    # ------------------------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        await self.recorder.open()
+        try:
+            while True:
+                await self._wait_for_credentials()
+                await self.recorder.set("idle")
+                messages, queued = await self._wake()
+                await self._handle(messages, queued)
+        finally:
+            await self.session.close()
+            await self.broker.close()
+
+    async def _wait_for_credentials(self) -> None:
+        while not has_credentials(self.session.env):
+            if self.recorder.state.reason != NO_CREDENTIALS:
+                log.error("%s; this agent waits until there are some", NO_CREDENTIALS)
+            await self.recorder.set("error", reason=NO_CREDENTIALS)
+            await asyncio.sleep(CREDENTIALS_POLL)
+
+    async def _wake(self) -> tuple[list[Message], int]:
+        """Block until at least one message is here; lease it and up to batch_max - 1 more."""
+        while True:
+            first = await self._persist(
+                "waiting for messages",
+                lambda: self.broker.call("recv", {"wait_seconds": POLL_SECONDS, "ack": False}, result=RecvResult),
+            )
+            if first.message is None:
+                continue
+            messages, queued = [first.message], first.queued
+            if queued and self.info.batch_max > 1:
+                rest = await self._persist("taking queued messages", self._recv_rest)
+                messages += rest.messages
+                queued = rest.queued
+            return messages, queued
+
+    async def _recv_rest(self) -> RecvBatchResult:
+        more = {"max": self.info.batch_max - 1, "ack": False}
+        return await self.broker.call("recv_batch", more, result=RecvBatchResult)
+
+    async def _handle(self, messages: list[Message], queued: int) -> None:
+        """Run turns on `messages` until one runs through (or is cancelled), then acknowledge them."""
+        ids = [m.id for m in messages]
+        prompt = render_wake(messages, queued, self.info.role)
+        async with self._leased(ids):
+            while True:
+                model = self.model()
+                started = time.time()
+                turn_id = int(started * 1000)
+                await self.recorder.set("running", turn=turn_id, messages=len(messages))
+                outcome, cancelled = await self._turn(prompt, model, turn_id)
+                await self.recorder.record(turn_row("wake", started, model, outcome, len(messages), queued))
+                if outcome.ok or cancelled or not outcome.retry:
+                    break
+                self._failures += 1
+                if self._failures >= RESET_AFTER_FAILURES:
+                    self.session.reset_wanted = f"{self._failures} turns failed in a row"
+                delay = min(2.0**self._failures, MAX_BACKOFF)
+                reason = f"turn failed: {outcome.error}; trying again in {delay:.0f} s"
+                log.warning("%s", reason)
+                await self.recorder.set("error", reason=reason)
+                await asyncio.sleep(delay)
+        self._failures = 0 if outcome.ok else self._failures
+        if not outcome.ok:
+            log.warning("turn %d ended: %s", turn_id, "cancelled by the operator" if cancelled else outcome.error)
+        await self._ack(ids)
+        await self.notes.keep_short(self.model())
+
+    async def _turn(self, prompt: str, model: str, turn_id: int) -> tuple[TurnOutcome, bool]:
+        """One Claude Code turn, interrupted if the operator cancels it. (outcome, whether cancelled)."""
+        cancelled = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_cancel(turn_id, cancelled))
+        try:
+            outcome = await self.session.turn(prompt, model)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if cancelled.is_set():
+            outcome.ok, outcome.retry = False, False
+            outcome.terminal_reason, outcome.error = "cancelled", "cancelled by the operator"
+        return outcome, cancelled.is_set()
+
+    async def _watch_cancel(self, turn_id: int, cancelled: asyncio.Event) -> None:
+        path = self.control / CANCEL_FILE
+        while True:
+            await asyncio.sleep(CANCEL_POLL)
+            with contextlib.suppress(OSError, ValueError):
+                if int(path.read_text().strip()) == turn_id:
+                    log.info("the operator cancelled turn %d", turn_id)
+                    cancelled.set()
+                    await self.session.interrupt()
+                    return
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, ids: list[int]) -> AsyncIterator[None]:
+        """Keep extending the lease on `ids` while the body runs (turns and retries can be long)."""
+
+        async def extend() -> None:
+            while True:
+                await asyncio.sleep(LEASE_EVERY)
+                try:
+                    await self.broker.call("lease", {"ids": ids, "seconds": LEASE_SECONDS})
+                except (ServerUnavailable, AuthRefused, ToolError) as e:
+                    log.warning("extending the lease of messages %s: %s", ids, e)
+
+        keeper = asyncio.create_task(extend())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _ack(self, ids: list[int]) -> None:
+        await self._persist("acknowledging messages", lambda: self.broker.call("ack", {"ids": ids}))
+
+    async def _persist(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Call the broker until it answers; the reason it does not is the harness's state meanwhile.
+
+        Only calls that are safe to repeat come here: recv and recv_batch lease (a lost answer's
+        messages come back when the lease ends), ack and lease are idempotent.
+        """
+        delay = 1.0
+        while True:
+            try:
+                return await call()
+            except (ServerUnavailable, AuthRefused, ToolError) as e:
+                reason = f"{doing}: {e}; trying again in {delay:.0f} s"
+                log.warning("%s", reason)
+                await self.recorder.set("error", reason=reason)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def _claude_stderr(line: str) -> None:
+    log.info("claude: %s", line.rstrip())

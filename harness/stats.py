@@ -1,0 +1,74 @@
+"""What the harness records for others: the turn state (turn.json) and one row per turn.
+
+Both live in the harness dir. The lifecycle server reads them for agent_status and agent_stats;
+the layout is in hyperhive.servers.common.harnessdir.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import anyio
+
+from hyperhive.harness.claude import TurnOutcome
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATS, TURN_STATS_SCHEMA, Turn, TurnState
+
+
+class TurnRecorder:
+    def __init__(self, harness_dir: Path) -> None:
+        self.state_path = harness_dir / TURN_STATE
+        self.stats_path = harness_dir / TURN_STATS
+        self.state = TurnState(state="starting", since=time.time())
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._create)
+        await self.set("starting")
+
+    def _create(self) -> None:
+        with sqlite3.connect(self.stats_path) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(TURN_STATS_SCHEMA)
+        conn.close()
+
+    async def set(self, state: str, *, turn: int | None = None, messages: int = 0, reason: str | None = None) -> None:
+        """Enter `state` (the time counts from now unless it is the same state and reason as before)."""
+        same = self.state.state == state and self.state.reason == reason and self.state.turn == turn
+        since = self.state.since if same else time.time()
+        self.state = TurnState.model_validate(
+            {"state": state, "since": since, "turn": turn, "messages": messages, "reason": reason}
+        )
+        await anyio.to_thread.run_sync(write_atomic, self.state_path, self.state.model_dump_json(), 0o644)
+
+    async def record(self, turn: Turn) -> None:
+        await anyio.to_thread.run_sync(self._insert, turn)
+
+    def _insert(self, turn: Turn) -> None:
+        row = turn.model_dump()
+        row["tool_calls"] = json.dumps(turn.tool_calls, sort_keys=True)
+        columns = ", ".join(row)
+        with sqlite3.connect(self.stats_path) as conn:
+            conn.execute(f"INSERT INTO turns ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        conn.close()
+
+
+def turn_row(kind: str, started: float, model: str, outcome: TurnOutcome, messages: int, queued: int) -> Turn:
+    return Turn(
+        kind=kind,
+        started_at=started,
+        ended_at=time.time(),
+        ok=outcome.ok,
+        terminal_reason=outcome.terminal_reason,
+        model=model,
+        model_turns=outcome.model_turns,
+        tool_calls=dict(outcome.tool_calls),
+        tokens_in=outcome.tokens_in,
+        tokens_out=outcome.tokens_out,
+        cost_usd=outcome.cost_usd,
+        messages=messages,
+        inbox_depth=messages + queued,
+        error=outcome.error,
+    )

@@ -1,0 +1,73 @@
+"""The wake prompt: the messages a turn handles, as Claude Code reads them.
+
+Each message says who sent it, its id (to reply with in_reply_to) and what it answers; a
+broadcast says it may need no action; helper events from `system` read as one line of what
+happened, and for the manager what to do about it. When more messages wait than one wake takes
+in, the prompt says how many and to drain them with recv_batch before acting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from hyperhive.servers.broker.models import Message
+from hyperhive.servers.common.events import HELPER_EVENT
+
+# What the manager should do about each helper event: a reminder, the system prompt has the rest.
+MANAGER_HINTS: dict[str, str] = {
+    "approval_resolved": "Tell whoever asked for it; if it failed, find out why before trying again.",
+    "spawned": "Greet the new agent with its task if it has none yet.",
+    "rebuilt": "Its new config is live; check it behaves as intended.",
+    "killed": "The operator stopped it; do not restart work on it without asking.",
+    "destroyed": "Reassign its work if any was left.",
+    "container_crash": "Look at its logs (lifecycle logs) and tell the operator if it keeps crashing.",
+    "operator_answered": "Act on the answer, or on the lack of one.",
+    "question_asked": "Answer with answer_question, or ask the operator if you cannot.",
+}
+
+
+def render_wake(messages: list[Message], queued: int, role: str) -> str:
+    """The prompt of one wake: `messages` in order, and `queued` more still waiting."""
+    count = f"{len(messages)} new message{'' if len(messages) == 1 else 's'}"
+    lines = [f"You have {count}."]
+    if queued:
+        lines[0] = (
+            f"You have {count}, and {queued} more {'is' if queued == 1 else 'are'} queued: "
+            "drain them with recv_batch (ack=true) before acting, so you act on the whole picture."
+        )
+    for message in messages:
+        lines += ["", _heading(message), _body(message, role)]
+    return "\n".join(lines)
+
+
+def _heading(message: Message) -> str:
+    if message.kind == "event":
+        kind = (message.event or {}).get("type", "event")
+        return f"--- event #{message.id} from system ({kind}), {message.sent_at}"
+    what = "reminder" if message.kind == "reminder" else "message"
+    parts = [f"--- {what} #{message.id} from {message.sender}", message.sent_at]
+    if message.in_reply_to is not None:
+        parts.append(f"in reply to #{message.in_reply_to}")
+    if message.broadcast:
+        parts.append("broadcast to every agent: it may need no action from you")
+    if message.late:
+        parts.append("late: it was due while the broker was down")
+    return ", ".join(parts)
+
+
+def _body(message: Message, role: str) -> str:
+    if message.kind != "event" or not message.event:
+        return message.body
+    summary, kind = _event_summary(message.event, message.body)
+    hint = MANAGER_HINTS.get(kind) if role == "manager" else None
+    return f"{summary}\n({hint})" if hint else summary
+
+
+def _event_summary(event: dict[str, Any], fallback: str) -> tuple[str, str]:
+    try:
+        parsed = HELPER_EVENT.validate_python(event)
+    except ValidationError:  # an event kind this harness does not know yet: the broker's text
+        return fallback, str(event.get("type", ""))
+    return parsed.summary(), parsed.type
