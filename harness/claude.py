@@ -55,13 +55,13 @@ class TurnOutcome:
 
 def claude_env(info: HarnessInfo, harness_dir: Path) -> dict[str, str]:
     """Claude Code's whole environment: its own HOME and config dir, and what the hive configured."""
-    home = harness_dir / "home"
-    config_dir = harness_dir / "claude"
-    for directory in (home, config_dir):
+    home, config_dir, tmp = harness_dir / "home", harness_dir / "claude", harness_dir / "tmp"
+    for directory in (home, config_dir, tmp):
         directory.mkdir(mode=0o700, exist_ok=True)
     env = {
         "HOME": str(home),
         "CLAUDE_CONFIG_DIR": str(config_dir),
+        "TMPDIR": str(tmp),
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "ENABLE_TOOL_SEARCH": "false",  # offer the (few) MCP tools directly, not behind a search
@@ -87,15 +87,15 @@ def has_credentials(env: dict[str, str]) -> bool:
 def allowed_tools(info: HarnessInfo) -> list[str]:
     """Exactly the hyperhive tools of its allow-list, its own MCP servers, its bash patterns, and file
     access to its state dir."""
+    # "//" starts an absolute path in a rule; an Edit rule covers Write too. Reading, globbing and
+    # grepping inside the cwd (the state dir) need no rule; bare Read/Edit/Glob/Grep would allow any path.
     state = info.state_dir.rstrip("/")
-    files = [f"{tool}(/{state}/**)" for tool in ("Read", "Edit", "Write")]  # "//abs/path": an absolute path
     return [
         *info.tool_names(),
         *(f"mcp__{name}" for name in info.mcp_servers),
         *(f"Bash({pattern})" for pattern in info.bash),
-        *files,
-        "Glob",
-        "Grep",
+        f"Read(/{state}/**)",
+        f"Edit(/{state}/**)",
         "TodoWrite",
     ]
 

@@ -68,8 +68,10 @@ class Harness:
 
     # ------------------------------------------------------------------------------------ loop
     async def run(self) -> None:
-        await self.recorder.open()
+        previous = await self.recorder.open()
         try:
+            if previous is not None and previous.leased:
+                await self._release(previous.leased)
             while True:
                 await self._wait_for_credentials()
                 await self.recorder.set("idle")
@@ -115,7 +117,7 @@ class Harness:
                 model = self.model()
                 started = time.time()
                 turn_id = int(started * 1000)
-                await self.recorder.set("running", turn=turn_id, messages=len(messages))
+                await self.recorder.set("running", turn=turn_id, leased=ids)
                 outcome, cancelled = await self._turn(prompt, model, turn_id)
                 await self.recorder.record(turn_row("wake", started, model, outcome, len(messages), queued))
                 if outcome.ok or cancelled or not outcome.retry:
@@ -179,6 +181,14 @@ class Harness:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+
+    async def _release(self, ids: list[int]) -> None:
+        """Messages a previous run of this harness was handling when it died: deliver them again now,
+        not when their lease runs out."""
+        log.info("handing messages %s back for redelivery: the last run ended in the middle of a turn", ids)
+        await self._persist(
+            "releasing unfinished messages", lambda: self.broker.call("lease", {"ids": ids, "seconds": 0})
+        )
 
     async def _ack(self, ids: list[int]) -> None:
         await self._persist("acknowledging messages", lambda: self.broker.call("ack", {"ids": ids}))

@@ -80,7 +80,7 @@ class NotesKeeper:
             cwd=state,
             env=self.env,
             tools=["Read", "Edit", "Write"],
-            allowed_tools=[f"{tool}(/{state}/{NOTES})" for tool in ("Read", "Edit", "Write")],
+            allowed_tools=[f"Read(/{state}/{NOTES})", f"Edit(/{state}/{NOTES})"],  # Edit covers Write
             permission_mode="dontAsk",
             setting_sources=[],
             strict_mcp_config=True,

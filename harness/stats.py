@@ -15,7 +15,7 @@ import anyio
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATS, TURN_STATS_SCHEMA, Turn, TurnState
+from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATS, TURN_STATS_SCHEMA, HarnessState, Turn, TurnState
 
 
 class TurnRecorder:
@@ -24,9 +24,18 @@ class TurnRecorder:
         self.stats_path = harness_dir / TURN_STATS
         self.state = TurnState(state="starting", since=time.time())
 
-    async def open(self) -> None:
+    async def open(self) -> TurnState | None:
+        """Create the stats file if needed; returns the state the previous run left behind."""
+        previous = await anyio.to_thread.run_sync(self._previous)
         await anyio.to_thread.run_sync(self._create)
         await self.set("starting")
+        return previous
+
+    def _previous(self) -> TurnState | None:
+        try:
+            return TurnState.model_validate_json(self.state_path.read_bytes())
+        except (OSError, ValueError):
+            return None
 
     def _create(self) -> None:
         with sqlite3.connect(self.stats_path) as conn:
@@ -34,12 +43,24 @@ class TurnRecorder:
             conn.executescript(TURN_STATS_SCHEMA)
         conn.close()
 
-    async def set(self, state: str, *, turn: int | None = None, messages: int = 0, reason: str | None = None) -> None:
+    async def set(
+        self,
+        state: HarnessState,
+        *,
+        turn: int | None = None,
+        leased: list[int] | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Enter `state` (the time counts from now unless it is the same state and reason as before)."""
         same = self.state.state == state and self.state.reason == reason and self.state.turn == turn
         since = self.state.since if same else time.time()
-        self.state = TurnState.model_validate(
-            {"state": state, "since": since, "turn": turn, "messages": messages, "reason": reason}
+        self.state = TurnState(
+            state=state,
+            since=since,
+            turn=turn,
+            messages=len(leased or ()),
+            leased=leased or [],
+            reason=reason,
         )
         await anyio.to_thread.run_sync(write_atomic, self.state_path, self.state.model_dump_json(), 0o644)
 

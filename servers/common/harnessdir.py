@@ -86,13 +86,17 @@ class HarnessInfo(BaseModel):
         return servers
 
 
+HarnessState = Literal["starting", "idle", "running", "error"]
+
+
 class TurnState(BaseModel):
     """turn.json: what the harness is doing now."""
 
-    state: Literal["starting", "idle", "running", "error"]
+    state: HarnessState
     since: float  # epoch seconds: when it entered this state
     turn: int | None = None  # the running turn's id (cancel_turn names it)
     messages: int = 0  # messages the running turn consumes
+    leased: list[int] = []  # their ids: a harness that died mid-turn releases them at its next start
     reason: str | None = None  # for an error: what went wrong and what happens next
 
 

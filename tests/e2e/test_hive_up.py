@@ -1,0 +1,398 @@
+"""The whole hive as `hive up` runs it, with the real Claude Code in real bwrap sandboxes.
+
+The only fake is the model: a scripted Messages API on loopback (tests/fakes/anthropic_api.py)
+that every agent's Claude Code reaches through hive.toml's [harness.env]. One `hive up` serves
+the module; the tests run in order and share the hive (alice, once spawned, stays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes.anthropic_api import Hold, Request, Say, ScriptedAPI, ToolCall
+from fastmcp.exceptions import ToolError
+from hivetest import free_port
+
+from hyperhive.servers.cli import SERVERS
+from hyperhive.servers.common.client import HiveClient
+from hyperhive.servers.common.config import HiveConfig, load_hive_config
+from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.tokens import load_secret, mint_token
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+ALICE_MAY_NOT = ("mcp__lifecycle__", "mcp__approvals__", "mcp__operator__ask_operator", "mcp__broker__list_messages")
+
+
+@dataclass
+class RunningHive:
+    home: Path
+    config: HiveConfig
+    api: ScriptedAPI
+    up: subprocess.Popen[str]
+    output: list[str]
+
+    def token(self, name: str, role: Role) -> str:
+        return mint_token(load_secret(self.config.secret_path), Principal(name, role), 600)
+
+    def client(self, server: str, name: str = "operator", role: Role = Role.OPERATOR) -> HiveClient:
+        return HiveClient.for_server(self.config, server, self.token(name, role), retry_seconds=0)
+
+    async def call(self, server: str, tool: str, **arguments: Any) -> Any:
+        async with self.client(server) as client:
+            return await client.call(tool, arguments, timeout=60)
+
+    def hive(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "hyperhive.servers.cli", *args, "--home", str(self.home)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    async def status(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("lifecycle", "agent_status", name=name)
+        return result
+
+    async def until(self, name: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.status(name)
+            if predicate(status):
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} never got there; last status: {status}\n{self.log(name)}")
+            await asyncio.sleep(0.2)
+
+    async def operator_inbox(self, timeout: float = 60) -> list[dict[str, Any]]:
+        async with self.client("broker") as broker:
+            result = await broker.call("recv_batch", {"max": 50, "wait_seconds": timeout}, timeout=timeout + 30)
+        messages: list[dict[str, Any]] = result["messages"]
+        return messages
+
+    def log(self, name: str) -> str:
+        path = self.home / "logs" / f"{name}.log"
+        return path.read_text()[-4000:] if path.exists() else "(no log)"
+
+    def wait_for(self, what: str, predicate: Any, timeout: float = 60) -> Request:
+        try:
+            return self.api.wait_for(predicate, timeout=timeout)
+        except Exception as e:  # say what was seen instead
+            seen = "\n".join(
+                f"  {r.agent} #{r.position} {r.reply!r} wake={r.wake[:120]!r}" for r in self.api.snapshot()
+            )
+            raise AssertionError(
+                f"no request where {what}: {e}\nrequests so far:\n{seen}\n{self.log('manager')}"
+            ) from None
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
+    home = tmp_path_factory.mktemp("hive")
+    api = ScriptedAPI().start()
+    env = "".join(f"{key} = {json.dumps(value)}\n" for key, value in api.env().items())
+    (home / "hive.toml").write_text(
+        "".join(f"[servers.{name}]\nport = {free_port()}\n" for name in SERVERS)
+        + "[lifecycle]\nrestart_backoff_seconds = 0.2\n"
+        + f"[harness.env]\n{env}"
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    assert up.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        output.append(line)
+        if "Ctrl-C" in line or not line:
+            break
+    assert any("Ctrl-C" in line for line in output), "".join(output)
+    # Keep reading its output so it never blocks on a full pipe.
+    threading.Thread(target=lambda: output.extend(up.stdout or []), daemon=True).start()
+    hive = RunningHive(home, load_hive_config(home), api, up, output)
+    try:
+        yield hive
+    finally:
+        sandboxes = _sandbox_pids()
+        up.send_signal(signal.SIGINT)
+        try:
+            code = up.wait(60)
+        finally:
+            if up.poll() is None:
+                up.kill()
+            api.close()
+        assert code == 0, "".join(output)
+        leftovers = [pid for pid in sandboxes if _alive(pid)] + _processes_under(home)
+        assert not leftovers, f"outlived hive up: {leftovers}"
+
+
+# ----------------------------------------------------------------------------------------- tests
+
+
+async def test_1_the_operator_talks_to_the_manager_and_it_answers(running: RunningHive) -> None:
+    manager = await running.until("manager", lambda s: s["turn"] and s["turn"]["state"] == "idle")
+    assert manager["state"] == "running"
+    running.api.script(
+        agent="manager",
+        when="e2e-1 ping",
+        steps=[ToolCall("mcp__broker__send", {"to": "operator", "body": "pong from the manager"}), Say("sent")],
+        times=1,
+    )
+    sent = running.hive("send", "manager", "e2e-1", "ping")
+    assert sent.returncode == 0 and sent.stdout.startswith("◆ message #"), sent.stderr
+    [reply] = await running.operator_inbox()
+    assert (reply["sender"], reply["body"]) == ("manager", "pong from the manager")
+
+    wake = running.wait_for("the manager woke on the ping", lambda r: r.agent == "manager" and "e2e-1 ping" in r.wake)
+    assert re.search(r"--- message #\d+ from operator", wake.wake)
+    # Claude Code offers the manager exactly its allow-list: its MCP tools, and no operator tools.
+    assert "mcp__approvals__request_spawn" in wake.tools and "mcp__operator__ask_operator" in wake.tools
+    assert not [t for t in wake.tools if t in ("mcp__approvals__approve", "mcp__operator__answer")]
+    stats = await running.call("lifecycle", "agent_stats", name="manager")
+    turn = await _until_turn_recorded(running, "manager", "mcp__broker__send")
+    assert turn["ok"] and turn["messages"] == 1 and turn["model"] == "sonnet" and turn["tokens_in"] > 0
+    assert stats["name"] == "manager"
+
+
+async def test_2_spawn_with_approval_then_manager_and_alice_talk_in_a_thread(running: RunningHive) -> None:
+    api = running.api
+    api.script(
+        agent="manager",
+        when="e2e-2 spawn",
+        steps=[ToolCall("mcp__approvals__request_spawn", {"name": "alice"}), Say("asked")],
+        times=1,
+    )
+    api.script(
+        agent="manager",
+        when=lambda wake: "approval_resolved" in wake and "alice" in wake,
+        steps=[ToolCall("mcp__broker__send", {"to": "alice", "body": "e2e-2 task: say hello"}), Say("ok")],
+        times=1,
+    )
+    api.script(
+        agent="alice",
+        when="e2e-2 task",
+        steps=[ToolCall("mcp__broker__send", _reply_to_manager("hello, manager")), Say("replied")],
+        times=1,
+    )
+    running.hive("send", "manager", "e2e-2 spawn alice please")
+    request_id = await _pending_request(running)
+    approved = running.hive("approve", str(request_id))
+    assert approved.returncode == 0, approved.stderr
+    alice = await running.until("alice", lambda s: s["state"] == "running")
+    assert alice["role"] == "agent"
+
+    reply = running.wait_for(
+        "the manager got alice's reply",
+        lambda r: r.agent == "manager" and "hello, manager" in r.wake,
+        timeout=90,
+    )
+    assert re.search(r"--- message #\d+ from alice, [^,]+, in reply to #\d+\nhello, manager", reply.wake), reply.wake
+    task = running.wait_for("alice got the task", lambda r: r.agent == "alice" and "e2e-2 task" in r.wake)
+    assert task.body["model"]  # alice's own Claude Code, in its own sandbox
+
+
+async def test_3_a_sandbox_killed_mid_turn_gets_its_message_again_and_the_manager_hears(
+    running: RunningHive,
+) -> None:
+    api = running.api
+    holding = threading.Event()
+    api.script(agent="alice", when="e2e-3 work", steps=[Hold(holding, seconds=120), Say("never")], times=1)
+    api.script(
+        agent="alice",
+        when="e2e-3 work",
+        steps=[ToolCall("mcp__broker__send", {"to": "operator", "body": "e2e-3 done after all"}), Say("ok")],
+        times=1,
+    )
+    await running.call("broker", "send", to="alice", body="e2e-3 work on this")
+    running.wait_for("alice's turn started", lambda r: r.agent == "alice" and "e2e-3 work" in r.wake)
+    busy = await running.until("alice", lambda s: s["turn"] and s["turn"]["state"] == "running")
+    assert busy["turn"]["messages"] == 1
+
+    init = json.loads((running.config.run_dir / "lifecycle" / "bwrap" / "alice.json").read_text())["init_pid"]
+    os.kill(init, signal.SIGKILL)  # the whole sandbox, as a crash would take it
+    holding.set()
+
+    [done] = await running.operator_inbox(timeout=90)  # redelivered after the restart, handled this time
+    assert (done["sender"], done["body"]) == ("alice", "e2e-3 done after all")
+    crash = running.wait_for(
+        "the manager was told of the crash",
+        lambda r: r.agent == "manager" and "container_crash" in r.wake and "agent alice crashed" in r.wake,
+    )
+    assert "SIGKILL" in crash.wake
+    status = await running.status("alice")
+    assert status["restart_count"] >= 1 and status["state"] == "running"
+
+
+async def test_4_a_question_to_the_operator_expires_and_the_manager_is_told(running: RunningHive) -> None:
+    running.api.script(
+        agent="manager",
+        when="e2e-4 ask",
+        steps=[
+            ToolCall(
+                "mcp__operator__ask_operator",
+                {"question": "e2e-4: go ahead?", "options": ["yes", "no"], "ttl_seconds": 2},
+            ),
+            Say("asked"),
+        ],
+        times=1,
+    )
+    running.hive("send", "manager", "e2e-4 ask the operator")
+    expired = running.wait_for(
+        "the manager heard the question expired",
+        lambda r: r.agent == "manager" and "operator_answered" in r.wake and "e2e-4: go ahead?" in r.wake,
+    )
+    assert "got no answer: expired" in expired.wake
+    history = await running.call("operator", "question_history")
+    [asked] = [q for q in history["questions"] if q["question"] == "e2e-4: go ahead?"]
+    assert asked["answer"] == "[expired]" and asked["asker"] == "manager"
+
+
+async def test_5_a_tool_outside_the_allow_list_is_not_offered_and_refused(running: RunningHive) -> None:
+    api = running.api
+    api.script(
+        agent="alice",
+        when="e2e-5 sneak",
+        steps=[ToolCall("mcp__approvals__approve", {"id": 1}), Say("tried")],
+        times=1,
+    )
+    await running.call("broker", "send", to="alice", body="e2e-5 sneak")
+    after = running.wait_for(
+        "alice's Claude Code answered the forbidden call",
+        lambda r: r.agent == "alice" and "e2e-5 sneak" in r.wake and r.position == 1,
+    )
+    [result] = after.tool_results()
+    assert result.get("is_error") is True, result
+    for request in api.snapshot():
+        if request.agent == "alice":
+            assert not [t for t in request.tools if t.startswith(ALICE_MAY_NOT)], request.tools
+
+    # The servers refuse a direct call with alice's own token, whatever Claude Code would do.
+    for server, tool, arguments, why in [
+        ("approvals", "approve", {"id": 1}, "approvals.approve is an operator tool; agents may not call it"),
+        ("lifecycle", "list_agents", {}, "alice lacks lifecycle.list_agents; ask the manager"),
+        ("broker", "list_messages", {}, "broker.list_messages is an operator tool"),
+    ]:
+        async with running.client(server, "alice", Role.AGENT) as client:
+            with pytest.raises(ToolError, match=re.escape(f"permission denied: {why}")):
+                await client.call(tool, arguments)
+
+
+async def test_6_the_operator_cancels_a_running_turn_and_changes_the_model(running: RunningHive) -> None:
+    api = running.api
+    api.script(agent="alice", when="e2e-6 long", steps=[Hold(None, seconds=120), Say("never")], times=1)
+    await running.call("broker", "send", to="alice", body="e2e-6 long job")
+    running.wait_for("alice's long turn started", lambda r: r.agent == "alice" and "e2e-6 long" in r.wake)
+    await running.until("alice", lambda s: s["turn"] and s["turn"]["state"] == "running")
+    cancelled = running.hive("cancel-turn", "alice")
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stdout + cancelled.stderr
+    idle = await running.until("alice", lambda s: s["turn"]["state"] == "idle")
+    assert idle["state"] == "running"
+    turn = await _until_turn_recorded(running, "alice", None, reason="cancelled")
+    assert not turn["ok"] and turn["error"] == "cancelled by the operator"
+    refused = running.hive("cancel-turn", "alice")
+    assert refused.returncode == 1 and "not running a turn" in refused.stderr
+
+    await running.call("lifecycle", "set_model", name="alice", model="haiku")
+    api.script(agent="alice", when="e2e-6 again", steps=[Say("fine")], times=1)
+    await running.call("broker", "send", to="alice", body="e2e-6 again")
+    again = running.wait_for("alice's next turn", lambda r: r.agent == "alice" and "e2e-6 again" in r.wake)
+    assert "haiku" in again.body["model"]
+    # The cancelled message was acknowledged: it never comes back.
+    await asyncio.sleep(1)
+    assert len([r for r in api.snapshot() if r.agent == "alice" and "e2e-6 long" in r.wake and r.position == 0]) == 1
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _reply_to_manager(body: str) -> Any:
+    def make(request: Request) -> dict[str, Any]:
+        found = re.search(r"--- message #(\d+) from manager", request.wake)
+        assert found, request.wake
+        return {"to": "manager", "body": body, "in_reply_to": int(found[1])}
+
+    return make
+
+
+async def _pending_request(running: RunningHive, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = await running.call("approvals", "pending_approvals")
+        if pending["requests"]:
+            request_id: int = pending["requests"][0]["id"]
+            return request_id
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no approval request came\n{running.log('manager')}")
+
+
+async def _until_turn_recorded(
+    running: RunningHive, name: str, tool: str | None, reason: str | None = None, timeout: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        turns = (await running.call("lifecycle", "agent_stats", name=name))["turns"]
+        for turn in reversed(turns):
+            if (tool is None or tool in turn["tool_calls"]) and (reason is None or turn["terminal_reason"] == reason):
+                found: dict[str, Any] = turn
+                return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no such turn of {name}: {turns}")
+        await asyncio.sleep(0.2)
+
+
+def _sandbox_pids() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bwrap"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _processes_under(home: Path) -> list[str]:
+    """Processes still running with the hive home in their command line (harnesses, Claude Code)."""
+    deadline = time.monotonic() + 10
+    while True:
+        left = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    environ = (entry / "environ").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if (str(home) in cmdline or str(home) in environ) and _alive(int(entry.name)):
+                    left.append(f"{entry.name}: {cmdline[:120]}")
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)

@@ -1,0 +1,216 @@
+"""The harness's parts on their own: the wake prompt, what Claude Code is allowed, its environment,
+the system prompts, turn records, and what the lifecycle server tells the harness."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hyperhive.harness.claude import (
+    NO_CREDENTIALS,
+    TurnOutcome,
+    allowed_tools,
+    claude_env,
+    has_credentials,
+    scrub_environment,
+)
+from hyperhive.harness.main import load_info
+from hyperhive.harness.prompts import system_prompt
+from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.harness.wake import render_wake
+from hyperhive.servers.broker.models import Message
+from hyperhive.servers.cli import init_home
+from hyperhive.servers.common.config import AgentConfig, load_hive_config
+from hyperhive.servers.common.events import ContainerCrash, OperatorAnswered
+from hyperhive.servers.common.harnessdir import HarnessInfo, TurnState, read_turns, summarise
+from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
+from hyperhive.servers.lifecycle.paths import AgentPaths
+
+
+def _info(tmp_path: Path, **changes: object) -> HarnessInfo:
+    data: dict[str, object] = {
+        "agent": "alice",
+        "role": "agent",
+        "model": "sonnet",
+        "servers": {"broker": "http://127.0.0.1:7801/mcp", "lifecycle": "http://127.0.0.1:7802/mcp"},
+        "tools": {"broker": ["send", "recv"], "lifecycle": []},
+        "bash": ["git diff:*"],
+        "mcp_servers": {"search": {"type": "http", "url": "http://127.0.0.1:9000/mcp", "headers": {}}},
+        "env": {"ANTHROPIC_API_KEY": "k"},
+        "prompt": "",
+        "state_dir": str(tmp_path / "state"),
+        "harness_dir": str(tmp_path / "harness"),
+        "token_file": str(tmp_path / "harness" / "credentials" / "token"),
+    }
+    data.update(changes)
+    (tmp_path / "harness").mkdir(exist_ok=True)
+    return HarnessInfo.model_validate(data)
+
+
+def _message(id: int, body: str, **fields: object) -> Message:
+    return Message.model_validate(
+        {"id": id, "sender": "manager", "body": body, "sent_at": "2026-11-21T10:00:00Z", **fields}
+    )
+
+
+# ----------------------------------------------------------------------------------------- the wake
+
+
+def test_the_wake_names_sender_id_and_reply_and_says_how_many_are_queued() -> None:
+    prompt = render_wake([_message(7, "do X", in_reply_to=3), _message(8, "all: lunch", broadcast=True)], 4, "agent")
+    assert prompt.startswith("You have 2 new messages, and 4 more are queued: drain them with recv_batch")
+    assert "--- message #7 from manager, 2026-11-21T10:00:00Z, in reply to #3\ndo X" in prompt
+    assert "#8 from manager" in prompt and "broadcast to every agent: it may need no action from you" in prompt
+    assert render_wake([_message(1, "hi")], 0, "agent") == (
+        "You have 1 new message.\n\n--- message #1 from manager, 2026-11-21T10:00:00Z\nhi"
+    )
+
+
+def test_helper_events_read_as_what_happened_and_the_manager_gets_what_to_do() -> None:
+    crash = ContainerCrash(agent="alice", signal="SIGKILL", restarts=1, will_restart=True)
+    answered = OperatorAnswered(question_id=5, question="ok?", answer="[expired]")
+    events = [
+        _message(9, crash.summary(), sender="system", kind="event", event=crash.model_dump()),
+        _message(10, "raw text", sender="system", kind="event", event=answered.model_dump()),
+        _message(11, "something new happened", sender="system", kind="event", event={"type": "from_the_future"}),
+    ]
+    manager = render_wake(events, 0, "manager")
+    assert "--- event #9 from system (container_crash)" in manager
+    assert "agent alice crashed (signal SIGKILL; 1 restart so far); restarting it" in manager
+    assert "(Look at its logs" in manager
+    assert "question #5 ('ok?') got no answer: expired" in manager
+    assert "something new happened" in manager  # an unknown event falls back to the broker's text
+    assert "(Look at its logs" not in render_wake(events, 0, "agent")
+
+
+def test_reminders_and_late_ones_say_so() -> None:
+    prompt = render_wake([_message(3, "check the build", kind="reminder", late=True, sender="alice")], 0, "agent")
+    assert "--- reminder #3 from alice" in prompt and "late: it was due while the broker was down" in prompt
+
+
+# ------------------------------------------------------------------------------- what it may do
+
+
+def test_allowed_tools_are_exactly_the_allow_list_bash_patterns_and_files_in_its_state_dir(tmp_path: Path) -> None:
+    info = _info(tmp_path)
+    state = tmp_path / "state"
+    assert allowed_tools(info) == [
+        "mcp__broker__recv",
+        "mcp__broker__send",
+        "mcp__search",
+        "Bash(git diff:*)",
+        f"Read(/{state}/**)",
+        f"Edit(/{state}/**)",
+        "TodoWrite",
+    ]
+
+
+def test_the_mcp_config_has_only_servers_it_may_use_with_its_token(tmp_path: Path) -> None:
+    config = _info(tmp_path).mcp_config("T0K")
+    assert config == {
+        "broker": {"type": "http", "url": "http://127.0.0.1:7801/mcp", "headers": {"Authorization": "Bearer T0K"}},
+        "search": {"type": "http", "url": "http://127.0.0.1:9000/mcp", "headers": {}},
+    }  # lifecycle grants it nothing: not offered at all
+
+
+def test_claude_gets_its_own_home_and_only_configured_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://leak.example")
+    monkeypatch.setenv("CLAUDE_CODE_USE_BEDROCK", "1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "inherited")
+    info = _info(tmp_path)
+    scrub_environment(info)
+    assert "ANTHROPIC_BASE_URL" not in os.environ and "CLAUDE_CODE_USE_BEDROCK" not in os.environ
+    assert os.environ["ANTHROPIC_API_KEY"] == "inherited"  # configured (hive.json env names it)
+    env = claude_env(info, tmp_path / "harness")
+    assert env["HOME"] == str(tmp_path / "harness" / "home") and Path(env["CLAUDE_CONFIG_DIR"]).is_dir()
+    assert env["ANTHROPIC_API_KEY"] == "k" and "ANTHROPIC_BASE_URL" not in env
+    assert has_credentials(env)
+    bare = claude_env(_info(tmp_path, env={}), tmp_path / "harness")
+    assert not has_credentials(bare)
+    (Path(bare["CLAUDE_CONFIG_DIR"]) / ".credentials.json").write_text("{}")  # what `claude login` leaves
+    assert has_credentials(bare)
+    assert "ANTHROPIC_API_KEY" in NO_CREDENTIALS and "claude login" in NO_CREDENTIALS
+
+
+def test_system_prompts_name_the_agent_and_carry_its_addendum(tmp_path: Path) -> None:
+    manager = system_prompt(_info(tmp_path, agent="manager", role="manager"))
+    assert manager.startswith("hyperhive agent: manager (role manager)")
+    for must in ("role fit", "package legitimacy", "cheaper alternative", "blast radius", "ask_operator"):
+        assert must in manager
+    agent = system_prompt(_info(tmp_path, prompt="You review Python code."))
+    assert "notes.md" in agent and "ask the manager" in agent and "in_reply_to" in agent
+    assert agent.endswith("Instructions from your config (agent.toml):\nYou review Python code.")
+
+
+# ------------------------------------------------------------------------------------ records
+
+
+async def test_turns_are_recorded_for_agent_stats_and_the_state_for_agent_status(tmp_path: Path) -> None:
+    recorder = TurnRecorder(tmp_path)
+    await recorder.open()
+    outcome = TurnOutcome(ok=True, terminal_reason="completed", model_turns=3, tokens_in=1200, tokens_out=80)
+    outcome.tool_calls.update({"mcp__broker__send": 2})
+    await recorder.record(turn_row("wake", 100.0, "haiku", outcome, messages=2, queued=5))
+    await recorder.record(turn_row("wake", 200.0, "haiku", TurnOutcome(ok=False, error="API error 529"), 1, 0))
+    [first, second] = read_turns(tmp_path / "turn-stats.sqlite", since=None)
+    assert (first.ok, first.model, first.model_turns, first.messages, first.inbox_depth) == (True, "haiku", 3, 2, 7)
+    assert first.tool_calls == {"mcp__broker__send": 2} and second.error == "API error 529"
+    summary = summarise([first, second])
+    assert (summary.turns, summary.errors, summary.tokens_in) == (2, 1, 1200)
+
+    await recorder.set("running", turn=42, leased=[5, 6])
+    state = json.loads((tmp_path / "turn.json").read_text())
+    assert state["state"] == "running" and state["turn"] == 42 and state["messages"] == 2
+    assert (await TurnRecorder(tmp_path).open()) == TurnState.model_validate(state)  # what the next run finds
+
+
+def test_lifecycle_reads_turn_json_without_following_links(tmp_path: Path) -> None:
+    paths = AgentPaths(tmp_path, "alice")
+    paths.harness.mkdir(parents=True)
+    assert read_turn_state(paths) is None
+    paths.turn_state.write_text('{"state": "idle", "since": 1.0}')
+    assert read_turn_state(paths) is not None and read_turn_state(paths).state == "idle"  # type: ignore[union-attr]
+    paths.turn_state.write_text('{"state": "bogus", "since": 1.0}')
+    assert read_turn_state(paths) is None
+    secret = tmp_path / "secret"
+    secret.write_text('{"state": "idle", "since": 1.0}')
+    paths.turn_state.unlink()
+    paths.turn_state.symlink_to(secret)
+    assert read_turn_state(paths) is None
+
+
+# ------------------------------------------------------------------------- what lifecycle writes
+
+
+def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env(tmp_path: Path) -> None:
+    init_home(tmp_path)
+    (tmp_path / "hive.toml").write_text(
+        (tmp_path / "hive.toml").read_text().replace("[harness.env]\n", '[harness.env]\nA = "hive"\nB = "hive"\n')
+    )
+    config = load_hive_config(tmp_path)
+    agent = AgentConfig(tools={"broker": ["send"]}, env={"B": "agent"}, bash=["ls:*"], prompt="be brief")
+    info = harness_info(config, "alice", agent)
+    assert info.tools["broker"] == ["send"] and info.tools["lifecycle"] == [] and info.tools["approvals"] == []
+    assert info.env == {"A": "hive", "B": "agent"} and info.bash == ["ls:*"] and info.prompt == "be brief"
+    assert set(info.servers) == {"broker", "lifecycle", "approvals", "operator"}
+    assert info.token_file.endswith("agents/alice/harness/credentials/token")
+    manager = harness_info(config, "manager", AgentConfig(role="manager"))
+    assert "request_spawn" in manager.tools["approvals"] and "ask_operator" in manager.tools["operator"]
+    assert "approve" not in manager.tools["approvals"] and "answer" not in manager.tools["operator"]
+
+
+def test_the_harness_refuses_a_missing_or_foreign_hive_json(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"cannot read .*hive\.json"):
+        load_info("alice", tmp_path)
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "hive.json").write_text(_info(tmp_path).model_dump_json())
+    with pytest.raises(SystemExit, match="is for 'alice', not 'bob'"):
+        load_info("bob", tmp_path)
+    assert load_info("alice", tmp_path).agent == "alice"
+    with pytest.raises(SystemExit, match="no harness dir"):
+        load_info("alice", None)
