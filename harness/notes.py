@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKError, ResultMessage, query
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKError,
+    ResultMessage,
+    ToolUseBlock,
+    query,
+)
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import TurnRecorder, turn_row
@@ -90,7 +97,9 @@ class NotesKeeper:
         outcome = TurnOutcome(ok=False)
         try:
             async for message in query(prompt=compaction_prompt(size, target), options=options):
-                if isinstance(message, ResultMessage):
+                if isinstance(message, AssistantMessage):
+                    outcome.tool_calls.update(b.name for b in message.content if isinstance(b, ToolUseBlock))
+                elif isinstance(message, ResultMessage):
                     usage = message.usage or {}
                     outcome.ok = not message.is_error
                     outcome.terminal_reason = message.terminal_reason or message.subtype

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.anthropic_api import Hold, Request, Say, ScriptedAPI, ToolCall
+from fakes.anthropic_api import Fail, Hold, Request, Say, ScriptedAPI, ToolCall
 from fastmcp.exceptions import ToolError
 from hivetest import free_port
 
@@ -105,7 +105,9 @@ class RunningHive:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
     home = tmp_path_factory.mktemp("hive")
     api = ScriptedAPI().start()
-    env = "".join(f"{key} = {json.dumps(value)}\n" for key, value in api.env().items())
+    # No retries inside Claude Code: an API failure ends the turn, and the harness's own retry shows.
+    claude_env = {**api.env(), "CLAUDE_CODE_MAX_RETRIES": "0"}
+    env = "".join(f"{key} = {json.dumps(value)}\n" for key, value in claude_env.items())
     (home / "hive.toml").write_text(
         "".join(f"[servers.{name}]\nport = {free_port()}\n" for name in SERVERS)
         + "[lifecycle]\nrestart_backoff_seconds = 0.2\n"
@@ -321,6 +323,42 @@ async def test_6_the_operator_cancels_a_running_turn_and_changes_the_model(runni
     assert len([r for r in api.snapshot() if r.agent == "alice" and "e2e-6 long" in r.wake and r.position == 0]) == 1
 
 
+async def test_7_a_failed_api_call_is_retried_and_the_wake_is_handled_once(running: RunningHive) -> None:
+    running.api.script(agent="alice", when="e2e-7 flaky", steps=[Fail(529, times=1), Say()], times=1)
+    running.api.script(  # the harness's second try
+        agent="alice",
+        when="e2e-7 flaky",
+        steps=[ToolCall("mcp__broker__send", {"to": "operator", "body": "e2e-7 handled"}), Say()],
+        times=1,
+    )
+    await running.call("broker", "send", to="alice", body="e2e-7 flaky")
+    [handled] = await running.operator_inbox()
+    assert handled["body"] == "e2e-7 handled"
+    failed = await _until_turn_recorded(running, "alice", None, reason="api_error")
+    assert not failed["ok"] and "529" in failed["error"]
+    ok = await _until_turn_recorded(running, "alice", "mcp__broker__send")
+    assert ok["ok"] and ok["started_at"] > failed["started_at"]
+    assert (await running.status("alice"))["turn"]["state"] == "idle"
+
+
+async def test_8_notes_past_the_limit_are_rewritten_and_the_old_ones_kept(running: RunningHive) -> None:
+    status = await running.status("alice")
+    notes = Path(status["state_dir"]) / "notes.md"
+    long_notes = "# alice's notes\n" + "".join(f"- finished task {i}: details nobody needs\n" for i in range(1000))
+    notes.write_text(long_notes)
+    os.chown(notes, status["uid"], status["uid"])
+    running.api.script(
+        when="has grown to",  # the rewrite runs outside alice's session, with its own system prompt
+        steps=[ToolCall("Write", {"file_path": str(notes), "content": "# alice's notes\n- all tasks done\n"}), Say()],
+        times=1,
+    )
+    await running.call("broker", "send", to="alice", body="e2e-8 anything")
+    compaction = await _until_turn_recorded(running, "alice", "Write", kind="compaction")
+    assert compaction["ok"], compaction
+    assert notes.read_text() == "# alice's notes\n- all tasks done\n"
+    assert (notes.parent / "notes.previous.md").read_text() == long_notes
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -345,13 +383,20 @@ async def _pending_request(running: RunningHive, timeout: float = 60) -> int:
 
 
 async def _until_turn_recorded(
-    running: RunningHive, name: str, tool: str | None, reason: str | None = None, timeout: float = 30
+    running: RunningHive,
+    name: str,
+    tool: str | None,
+    reason: str | None = None,
+    kind: str = "wake",
+    timeout: float = 30,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         turns = (await running.call("lifecycle", "agent_stats", name=name))["turns"]
         for turn in reversed(turns):
-            if (tool is None or tool in turn["tool_calls"]) and (reason is None or turn["terminal_reason"] == reason):
+            if turn["kind"] != kind or (tool is not None and tool not in turn["tool_calls"]):
+                continue
+            if reason is None or turn["terminal_reason"] == reason:
                 found: dict[str, Any] = turn
                 return found
         if time.monotonic() > deadline:

@@ -96,17 +96,12 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-SLEEPER = f'["{sys.executable}", "-c", "import time; time.sleep(3600)"]'
-
-
 def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
     ports = {name: _free_port() for name in SERVERS}
-    (home / "hive.toml").write_text(
-        "".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items())
-        + f"[lifecycle]\ndefault_command = {SLEEPER}\n"  # until the harness exists
-    )
+    # No Claude credentials anywhere: the manager's harness runs and says so instead of crashing.
+    (home / "hive.toml").write_text("".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items()))
     for attempt in range(2):  # a second `hive up` reuses the home and its state
         up = subprocess.Popen(
             [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
@@ -121,16 +116,20 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
             while time.monotonic() < deadline:
                 line = up.stdout.readline()
                 lines.append(line)
-                if "stop: Ctrl-C" in line or not line:
+                if "Ctrl-C" in line or not line:
                     break
             output = "".join(lines)
             for name, port in ports.items():
                 assert f"{name:<10} http://127.0.0.1:{port}/mcp" in output, output
             servers = _children_of(up.pid)
             assert len(servers) == len(SERVERS) == 4
-            agents = _hive(home, "agents")
+            deadline = time.monotonic() + 30
+            while "no Claude credentials" not in (agents := _hive(home, "agents")).stdout:
+                assert time.monotonic() < deadline, agents.stdout + agents.stderr
+                time.sleep(0.3)
             assert agents.returncode == 0, agents.stderr
             assert "manager  manager  running" in agents.stdout
+            assert "error" in agents.stdout and "set ANTHROPIC_API_KEY or run `claude login`" in agents.stdout
             for verb in ("approvals", "questions"):  # the approvals and operator servers answer too
                 assert _hive(home, verb).stdout == f"◆ no {'requests' if verb == 'approvals' else verb} waiting\n"
             sandboxes = _bwrap_processes()
