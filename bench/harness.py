@@ -13,8 +13,9 @@ wakes with the broker's `send` tool over MCP (HiveClient, operator token).
 Measures:
 - wake_to_turn_start_ms: from the operator's `send` returning to the scripted API receiving the
   agent's first /v1/messages request of that turn, one agent whose Claude Code session is already
-  connected, one wake at a time (each after the previous turn was acknowledged). Split at the
-  moment the harness marked the turn running in turn.json: broker wake + harness, then Claude Code.
+  connected, one wake at a time (each after the previous turn was acknowledged). Split where the
+  harness starts the turn (its turn row's started_at: it has the message and is about to mark the
+  turn running and hand the prompt to Claude Code): broker wake + harness, then harness + Claude Code.
 - turns_per_second with 1 and with N agents: each agent in a closed loop (the operator sends the
   next wake when the agent's reply of the previous turn arrives) for a fixed window; a turn counts
   once the harness recorded it and acknowledged its message.
@@ -333,9 +334,22 @@ class Operator:
 
     async def reply(self, name: str, mark: str) -> None:
         """Wait for `name`'s reply to the wake `mark` (older replies are skipped)."""
-        async with asyncio.timeout(REPLY_TIMEOUT):
-            while mark not in await self.replies[name].get():
-                pass
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:
+            try:
+                if mark in await asyncio.wait_for(self.replies[name].get(), 1.0):
+                    return
+            except TimeoutError:
+                self.check()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no reply from {name} to {mark} within {REPLY_TIMEOUT} s") from None
+
+    def check(self) -> None:
+        """Raise what stopped the reply router, or say which process died."""
+        if self._task is not None and self._task.done():
+            self._task.result()
+            raise RuntimeError("the operator's reply router stopped")
+        self.bench.check_alive()
 
     async def until_done(self, names: list[str], timeout: float = TURN_TIMEOUT) -> float:
         """Wait until each agent has handled and acknowledged every wake sent to it; the time.monotonic() then."""
@@ -345,7 +359,7 @@ class Operator:
             now = time.monotonic()
             if finished:
                 return now
-            self.bench.check_alive()
+            self.check()
             if now > deadline:
                 states = {n: self.bench.turn_state(n) for n in names}
                 raise TimeoutError(f"turns not finished within {timeout} s: sent {self.sent}, states {states}")
@@ -369,7 +383,7 @@ async def wake_latency(bench: Bench, operator: Operator, name: str, wakes: int, 
     """One wake at a time to `name`, each once the previous turn was acknowledged and `gap` seconds passed."""
     api = bench.api
     total, to_harness, to_claude, send_call = [], [], [], []
-    preceded, sessions = 0, set[str]()
+    preceded, sessions, sizes = 0, set[str](), []
     since, started = time.time(), time.monotonic()
     for _ in range(wakes):
         await asyncio.sleep(gap)  # the harness is back in its long-poll, Claude Code idle
@@ -383,6 +397,7 @@ async def wake_latency(bench: Bench, operator: Operator, name: str, wakes: int, 
         total.append(request.received - returned)
         send_call.append(returned - before)
         sessions.add(request.session)
+        sizes.append(len(json.dumps(request.body)) / 1024)
         preceded += min(r.received for r in api.snapshot()[seen:]) < request.received
         # The harness's turn row starts when it has the message and is about to mark the turn running.
         turn_started = bench.turns(name, since)[-1]["started_at"] - returned_wall
@@ -391,6 +406,7 @@ async def wake_latency(bench: Bench, operator: Operator, name: str, wakes: int, 
     turns = bench.turns(name, since)
     requests = [r for r in api.snapshot() if r.agent == name and r.received >= started]
     observed = percentiles(total)
+    failed = [t for t in turns if not t["ok"] or json.loads(t["tool_calls"]) != {"mcp__broker__send": 1}]
     return {
         **observed,
         "target_ms": TARGET_WAKE_MS,
@@ -402,8 +418,10 @@ async def wake_latency(bench: Bench, operator: Operator, name: str, wakes: int, 
         },
         "operator_send_call_ms": percentiles(send_call),
         "whole_turn_ms": percentiles([t["ended_at"] - t["started_at"] for t in turns]),
+        "turns_not_as_scripted": len(failed),
         "model_requests_per_turn": round(len(requests) / len(turns), 2),
         "claude_code_sessions": len(sessions),
+        "first_request_kib": {"first_wake": round(sizes[0], 1), "last_wake": round(sizes[-1], 1)},
         "wakes_where_another_request_came_first": preceded,
     }
 
@@ -505,6 +523,7 @@ def idle_memory(bench: Bench) -> dict[str, Any]:
         "pss_mean": mb(pss_mb) if any(pss_mb) else None,
         "processes_per_agent": max(processes),
         "agents": len(total_mb),
+        "per_agent": {name: round(mb, 1) for name, mb in zip(bench.harnesses, total_mb, strict=True)},
     }
 
 
@@ -517,14 +536,22 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         names = bench.names
         result["warm_up_seconds"] = round(await warm_up(operator, names, args.warmup), 2)
         await asyncio.sleep(args.settle)
-        result["idle_rss_mb_per_agent"] = await asyncio.to_thread(idle_memory, bench)
+        memory = await asyncio.to_thread(idle_memory, bench)
+        memory.pop("per_agent")
+        result["idle_rss_mb_per_agent"] = {**memory, "when": f"idle after {args.warmup} turn(s) each"}
         result["wake_to_turn_start_ms"] = await wake_latency(bench, operator, names[0], args.wakes, args.gap)
         result["turns_per_second"] = {"1": await turn_rate(bench, operator, names[:1], args.seconds)}
         if len(names) > 1:
             result["turns_per_second"][str(len(names))] = await turn_rate(bench, operator, names, args.seconds)
         await asyncio.sleep(args.settle)
         after = await asyncio.to_thread(idle_memory, bench)
-        result["idle_rss_mb_per_agent"]["after_all_turns_mean"] = after["mean"]
+        turns = {name: len(bench.turns(name)) for name in names}
+        busiest = max(names, key=lambda name: turns[name])
+        result["idle_rss_mb_per_agent"]["after_all_turns"] = {
+            "mean": after["mean"],
+            "max": after["max"],
+            "busiest_agent": {"name": busiest, "turns": turns[busiest], "mb": after["per_agent"][busiest]},
+        }
     wake = result["wake_to_turn_start_ms"]
     result["targets"] = {
         "wake_to_turn_start_p99_ms": {"target": TARGET_WAKE_MS, "observed": wake["p99"], "met": wake["met"]},

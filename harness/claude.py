@@ -36,7 +36,10 @@ log = logging.getLogger("hyperhive.harness.claude")
 BUILTIN_TOOLS: Final = ("Bash", "Read", "Write", "Edit", "Glob", "Grep", "TodoWrite")
 # Environment variables that Claude Code reads its credentials from.
 CREDENTIAL_VARS: Final = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
-NO_CREDENTIALS: Final = "no Claude credentials: set ANTHROPIC_API_KEY or run `claude login`"
+NO_CREDENTIALS: Final = (
+    "no Claude credentials: set ANTHROPIC_API_KEY or run `claude login` "
+    "(hive.toml [harness.env], or `hive claude NAME auth login`)"
+)
 
 
 @dataclass
@@ -53,9 +56,14 @@ class TurnOutcome:
     retry: bool = False  # it failed for a reason that may pass (API, CLI): run the same wake again
 
 
+def claude_dirs(harness_dir: Path) -> tuple[Path, Path, Path]:
+    """Claude Code's HOME, CLAUDE_CONFIG_DIR (where `claude auth login` keeps credentials) and TMPDIR."""
+    return harness_dir / "home", harness_dir / "claude", harness_dir / "tmp"
+
+
 def claude_env(info: HarnessInfo, harness_dir: Path) -> dict[str, str]:
     """Claude Code's whole environment: its own HOME and config dir, and what the hive configured."""
-    home, config_dir, tmp = harness_dir / "home", harness_dir / "claude", harness_dir / "tmp"
+    home, config_dir, tmp = claude_dirs(harness_dir)
     for directory in (home, config_dir, tmp):
         directory.mkdir(mode=0o700, exist_ok=True)
     env = {
@@ -82,6 +90,14 @@ def has_credentials(env: dict[str, str]) -> bool:
     if any(env.get(key) for key in CREDENTIAL_VARS):
         return True
     return (Path(env["CLAUDE_CONFIG_DIR"]) / ".credentials.json").is_file()
+
+
+def bundled_cli() -> str:
+    """The Claude Code CLI that claude-agent-sdk ships with (the one the harness runs)."""
+    import claude_agent_sdk
+
+    bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+    return str(bundled) if bundled.exists() else "claude"
 
 
 def allowed_tools(info: HarnessInfo) -> list[str]:

@@ -93,10 +93,11 @@ def init_home(home: Path) -> list[str]:
     created = []
     if not home.exists():
         created.append(".")
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # 0711: agents' uids may pass through to their own dirs (`hive claude`); nothing here is listable.
+    home.mkdir(mode=0o711, parents=True, exist_ok=True)
     hive_toml = home / HIVE_TOML
     if not hive_toml.exists():
-        hive_toml.write_text(HIVE_TOML_TEMPLATE)
+        write_atomic(hive_toml, HIVE_TOML_TEMPLATE, mode=0o600)  # it may hold an API key ([harness.env])
         created.append(HIVE_TOML)
     config = _config(home)
     if create_secret(config.secret_path):
@@ -205,6 +206,54 @@ def mcp_config(name: str, ttl: str | None, home: Path) -> None:
     token = mint_token(_secret(config), principal, parse_duration(ttl) if ttl else 12 * 3600)
     click.echo(json.dumps({"mcpServers": info.mcp_config(token)}, indent=2))
     click.echo(f"allowed tools: {' '.join(info.tool_names())}", err=True)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@home_option
+def claude(name: str, args: tuple[str, ...], home: Path) -> None:
+    """Run Claude Code as agent NAME sees it: its config dir, env and (as root) its uid.
+
+    \b
+    Log an agent in with a Claude account instead of an API key:
+      hive claude manager auth login
+    Its harness picks the credentials up within seconds. ARGS go to Claude Code as they are.
+    """
+    from hyperhive.harness.claude import bundled_cli, claude_dirs, claude_env
+
+    from .lifecycle.harness import harness_info
+    from .lifecycle.paths import AgentPaths
+
+    config = _config(home)
+    principal = principal_named(config, name)
+    if principal.role not in (Role.AGENT, Role.MANAGER):
+        _fail(f"{name} is not an agent")
+    paths = AgentPaths.of(config, name)
+    if not paths.harness.is_dir():
+        _fail(f"{name} has no harness dir yet ({paths.harness}); start it once first")
+    owner = paths.harness.stat().st_uid
+    if os.geteuid() == 0 and owner != 0:
+        blocked = [p for p in (config.home, *config.home.parents) if not p.stat().st_mode & 0o001]
+        if blocked:
+            _fail(f"{name}'s uid {owner} cannot reach its dir through {blocked[0]}: `chmod o+x {blocked[0]}`")
+    for directory in claude_dirs(paths.harness):
+        if not directory.exists():
+            directory.mkdir(mode=0o700)
+            os.chown(directory, owner, owner)
+    info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
+    env = claude_env(info, paths.harness)
+
+    def become_agent() -> None:
+        if os.geteuid() == 0 and owner != 0:
+            os.setgroups([])
+            os.setgid(owner)
+            os.setuid(owner)
+
+    import subprocess
+
+    done = subprocess.run([bundled_cli(), *args], env=env, cwd=paths.state, preexec_fn=become_agent, check=False)
+    sys.exit(done.returncode)
 
 
 # ------------------------------------------------------------------------------------------ serve

@@ -27,7 +27,7 @@ from fastmcp.exceptions import ToolError
 from hivetest import free_port
 
 from hyperhive.servers.cli import SERVERS
-from hyperhive.servers.common.client import HiveClient
+from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.config import HiveConfig, load_hive_config
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.common.tokens import load_secret, mint_token
@@ -57,7 +57,7 @@ class RunningHive:
 
     def hive(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "hyperhive.servers.cli", *args, "--home", str(self.home)],
+            [sys.executable, "-m", "hyperhive.servers.cli", args[0], "--home", str(self.home), *args[1:]],
             capture_output=True,
             text=True,
             timeout=90,
@@ -357,6 +357,40 @@ async def test_8_notes_past_the_limit_are_rewritten_and_the_old_ones_kept(runnin
     assert compaction["ok"], compaction
     assert notes.read_text() == "# alice's notes\n- all tasks done\n"
     assert (notes.parent / "notes.previous.md").read_text() == long_notes
+
+
+async def test_9_mcp_config_and_claude_show_the_hive_as_an_agent_sees_it(running: RunningHive) -> None:
+    printed = running.hive("mcp-config", "alice")
+    assert printed.returncode == 0, printed.stderr
+    servers = json.loads(printed.stdout)["mcpServers"]
+    assert set(servers) == {"broker", "operator"}  # alice holds no lifecycle or approvals tools
+    assert "mcp__broker__send" in printed.stderr and "mcp__lifecycle" not in printed.stderr
+    token = servers["broker"]["headers"]["Authorization"].removeprefix("Bearer ")
+    async with HiveClient(ServerAddress("broker", servers["broker"]["url"]), token, retry_seconds=0) as broker:
+        sent = await broker.call("send", {"to": "operator", "body": "e2e-9 from a hand-made client"})
+    [message] = await running.operator_inbox()
+    assert (message["id"], message["sender"]) == (sent["id"], "alice")
+    refused = running.hive("mcp-config", "operator")
+    assert refused.returncode == 1 and "not an agent" in refused.stderr
+
+    # The bundled Claude Code as alice's uid, which must be able to walk to its dir.
+    closed = [p for p in (running.home, *running.home.parents) if not p.stat().st_mode & 0o001]
+    assert closed  # pytest's temporary dirs are 0700
+    blocked = running.hive("claude", "alice", "auth", "status")
+    assert blocked.returncode == 1 and f"`chmod o+x {closed[0]}`" in blocked.stderr
+    for path in closed:
+        path.chmod(path.stat().st_mode | 0o001)
+    try:
+        status = running.hive("claude", "alice", "auth", "status")
+    finally:
+        for path in closed:
+            path.chmod(path.stat().st_mode & ~0o001)
+    assert status.returncode == 0, status.stderr
+    auth = json.loads(status.stdout)
+    assert auth["loggedIn"] and auth["apiKeySource"] == "ANTHROPIC_API_KEY"
+    assert auth["configDirectory"].endswith("agents/alice/harness/claude")
+    alice_uid = (await running.status("alice"))["uid"]
+    assert {p.stat().st_uid for p in Path(auth["configDirectory"]).rglob("*")} == {alice_uid}
 
 
 # ------------------------------------------------------------------------------------------ helpers
