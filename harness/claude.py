@@ -92,6 +92,12 @@ def has_credentials(env: dict[str, str]) -> bool:
     return (Path(env["CLAUDE_CONFIG_DIR"]) / ".credentials.json").is_file()
 
 
+def builtin_tools(info: HarnessInfo) -> list[str]:
+    """Claude Code's own tools for this agent. Without bash patterns there is no Bash at all: Claude Code
+    would still run commands it deems read-only (`id`, `cat` …) without asking."""
+    return [tool for tool in BUILTIN_TOOLS if tool != "Bash" or info.bash]
+
+
 def bundled_cli() -> str:
     """The Claude Code CLI that claude-agent-sdk ships with (the one the harness runs)."""
     import claude_agent_sdk
@@ -137,7 +143,7 @@ class ClaudeSession:
             env=self.env,
             mcp_servers=servers,
             strict_mcp_config=True,
-            tools=list(BUILTIN_TOOLS),
+            tools=builtin_tools(self.info),
             allowed_tools=allowed_tools(self.info),
             permission_mode="dontAsk",  # whatever is not allowed above is refused, never asked about
             setting_sources=[],

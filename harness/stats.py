@@ -62,7 +62,9 @@ class TurnRecorder:
             leased=leased or [],
             reason=reason,
         )
-        await anyio.to_thread.run_sync(write_atomic, self.state_path, self.state.model_dump_json(), 0o644)
+        # No fsync: it is on the way to every turn's start, and a lost update only shows a stale state.
+        text = self.state.model_dump_json()
+        await anyio.to_thread.run_sync(lambda: write_atomic(self.state_path, text, 0o644, durable=False))
 
     async def record(self, turn: Turn) -> None:
         await anyio.to_thread.run_sync(self._insert, turn)

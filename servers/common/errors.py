@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastmcp.exceptions import ToolError
 
 
@@ -11,3 +13,7 @@ class Refused(ToolError):
     It is a ToolError, so FastMCP passes the message to the caller verbatim and nothing else
     (no traceback, no internals) leaves the server.
     """
+
+    def __init__(self, *args: object, log_level: int = logging.INFO) -> None:
+        # A refusal is the server working as meant: not an error in its log.
+        super().__init__(*args, log_level=log_level)

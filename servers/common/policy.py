@@ -8,6 +8,7 @@ a ToolError that names the missing permission (`<server>.<tool>`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import mcp_types as mt
@@ -84,5 +85,5 @@ class AllowListMiddleware(Middleware):
     ) -> ToolResult:
         reason = await self._refusal(context.message.name)
         if reason is not None:
-            raise ToolError(reason)
+            raise ToolError(reason, log_level=logging.WARNING)  # worth seeing: a call outside an allow-list
         return await call_next(context)

@@ -270,19 +270,34 @@ async def test_4_a_question_to_the_operator_expires_and_the_manager_is_told(runn
 
 async def test_5_a_tool_outside_the_allow_list_is_not_offered_and_refused(running: RunningHive) -> None:
     api = running.api
+    status = await running.status("alice")
+    outside = Path(status["harness_dir"]) / "planted.txt"  # its own harness dir, but not its state dir
     api.script(
         agent="alice",
         when="e2e-5 sneak",
-        steps=[ToolCall("mcp__approvals__approve", {"id": 1}), Say("tried")],
+        steps=[
+            ToolCall("mcp__approvals__approve", {"id": 1}),
+            ToolCall("Write", {"file_path": str(outside), "content": "x"}),
+            ToolCall("Read", {"file_path": str(Path(status["harness_dir"]) / "turn.json")}),
+            ToolCall("Bash", {"command": "id"}),  # agent.toml grants no bash patterns
+            ToolCall("Write", {"file_path": str(Path(status["state_dir"]) / "ok.txt"), "content": "mine"}),
+            Say("tried"),
+        ],
         times=1,
     )
     await running.call("broker", "send", to="alice", body="e2e-5 sneak")
-    after = running.wait_for(
-        "alice's Claude Code answered the forbidden call",
-        lambda r: r.agent == "alice" and "e2e-5 sneak" in r.wake and r.position == 1,
-    )
-    [result] = after.tool_results()
-    assert result.get("is_error") is True, result
+    answers = [
+        running.wait_for(
+            f"alice's Claude Code answered call {position}",
+            lambda r, p=position: r.agent == "alice" and "e2e-5 sneak" in r.wake and r.position == p,  # type: ignore[misc]
+        )
+        for position in range(1, 6)
+    ]
+    assert all(a.tool_results() for a in answers), [a.messages[-2:] for a in answers]
+    results = [a.tool_results()[0] for a in answers]
+    assert [result.get("is_error") is True for result in results] == [True, True, True, True, False], results
+    assert not outside.exists()
+    assert (Path(status["state_dir"]) / "ok.txt").read_text() == "mine"  # its state dir is its own
     for request in api.snapshot():
         if request.agent == "alice":
             assert not [t for t in request.tools if t.startswith(ALICE_MAY_NOT)], request.tools
@@ -393,6 +408,29 @@ async def test_9_mcp_config_and_claude_show_the_hive_as_an_agent_sees_it(running
     assert {p.stat().st_uid for p in Path(auth["configDirectory"]).rglob("*")} == {alice_uid}
 
 
+async def test_10_agents_ride_out_a_broker_restart(running: RunningHive) -> None:
+    [broker] = [
+        pid for pid in _children(running.up.pid) if b"serve\0broker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    os.kill(broker, signal.SIGKILL)  # hive up restarts it; the harnesses' long-polls break meanwhile
+    running.api.script(
+        agent="alice",
+        when="e2e-10 still there",
+        steps=[ToolCall("mcp__broker__send", {"to": "operator", "body": "e2e-10 yes"}), Say()],
+        times=1,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await running.call("broker", "send", to="alice", body="e2e-10 still there?")
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the broker did not come back"
+            await asyncio.sleep(0.3)
+    [answer] = await running.operator_inbox()
+    assert (answer["sender"], answer["body"]) == ("alice", "e2e-10 yes")
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -436,6 +474,18 @@ async def _until_turn_recorded(
         if time.monotonic() > deadline:
             raise AssertionError(f"no such turn of {name}: {turns}")
         await asyncio.sleep(0.2)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def _sandbox_pids() -> list[int]:

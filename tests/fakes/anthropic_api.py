@@ -194,10 +194,13 @@ class Request:
         return estimate_tokens([self.body.get("system"), self.messages, self.body.get("tools")])
 
     def tool_results(self) -> list[dict[str, Any]]:
-        """The tool_result blocks of the last message (what the previous ToolCall got back)."""
-        if not self.messages:
+        """The tool_result blocks of the last user message (what the previous ToolCall got back).
+
+        Claude Code may put a `role: "system"` message after it (a reminder), so that is skipped."""
+        users = [m for m in self.messages if m.get("role") == "user"]
+        if not users:
             return []
-        return [b for b in blocks(self.messages[-1].get("content")) if b.get("type") == "tool_result"]
+        return [b for b in blocks(users[-1].get("content")) if b.get("type") == "tool_result"]
 
     def tool_result_text(self) -> str:
         """The text of the last message's tool results, joined (with is_error results marked)."""

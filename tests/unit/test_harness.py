@@ -13,6 +13,7 @@ from hyperhive.harness.claude import (
     NO_CREDENTIALS,
     TurnOutcome,
     allowed_tools,
+    builtin_tools,
     claude_env,
     has_credentials,
     scrub_environment,
@@ -106,6 +107,7 @@ def test_allowed_tools_are_exactly_the_allow_list_bash_patterns_and_files_in_its
         f"Edit(/{state}/**)",
         "TodoWrite",
     ]
+    assert "Bash" in builtin_tools(info) and "Bash" not in builtin_tools(_info(tmp_path, bash=[]))
 
 
 def test_the_mcp_config_has_only_servers_it_may_use_with_its_token(tmp_path: Path) -> None:
