@@ -73,6 +73,11 @@ def claude_env(info: HarnessInfo, harness_dir: Path) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
         "ENABLE_TOOL_SEARCH": "false",  # offer the (few) MCP tools directly, not behind a search
+        # Its commits (the manager's, in config repos) say who made them.
+        "GIT_AUTHOR_NAME": info.agent,
+        "GIT_AUTHOR_EMAIL": f"{info.agent}@hyperhive.local",
+        "GIT_COMMITTER_NAME": info.agent,
+        "GIT_COMMITTER_EMAIL": f"{info.agent}@hyperhive.local",
         "DISABLE_AUTOUPDATER": "1",
     }
     env.update(info.env)
@@ -111,13 +116,15 @@ def allowed_tools(info: HarnessInfo) -> list[str]:
     access to its state dir."""
     # "//" starts an absolute path in a rule; an Edit rule covers Write too. Reading, globbing and
     # grepping inside the cwd (the state dir) need no rule; bare Read/Edit/Glob/Grep would allow any path.
+    # The manager also edits every agent's proposed config repo.
     state = info.state_dir.rstrip("/")
+    trees = [f"/{state}/**"] + ([f"/{info.agents_dir.rstrip('/')}/*/config/**"] if info.agents_dir else [])
     return [
         *info.tool_names(),
         *(f"mcp__{name}" for name in info.mcp_servers),
         *(f"Bash({pattern})" for pattern in info.bash),
-        f"Read(/{state}/**)",
-        f"Edit(/{state}/**)",
+        *(f"Read({tree})" for tree in trees),
+        *(f"Edit({tree})" for tree in trees),
         "TodoWrite",
     ]
 

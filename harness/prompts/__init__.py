@@ -13,6 +13,12 @@ def system_prompt(info: HarnessInfo) -> str:
     """What the harness appends to Claude Code's own system prompt for this agent."""
     base = (HERE / ("manager.md" if info.role == "manager" else "agent.md")).read_text(encoding="utf-8")
     parts = [f"hyperhive agent: {info.agent} (role {info.role})", base.strip()]
+    if info.agents_dir:
+        parts.append(
+            f"The agents' proposed config repos are {info.agents_dir}/<name>/config. Edit agent.toml there, "
+            f'commit with `git -C {info.agents_dir}/<name>/config commit -am "<what and why>"`, take the sha '
+            f"from `git -C {info.agents_dir}/<name>/config rev-parse HEAD`, then request_apply_commit(agent, sha)."
+        )
     if info.prompt.strip():
         parts.append("Instructions from your config (agent.toml):\n" + info.prompt.strip())
     return "\n\n".join(parts)

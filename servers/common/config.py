@@ -390,7 +390,12 @@ def parse_agent_config(text: str, path: Path | str) -> AgentConfig:
     return _validate(AgentConfig, data, Path(path))
 
 
+# The manager edits agents' config repos and commits there with `git -C <repo> ...`.
+MANAGER_BASH: Final = '["git -C:*"]'
+
+
 def agent_toml_template(role: Literal["agent", "manager"] = "agent", model: str = DEFAULT_MODEL) -> str:
+    bash = MANAGER_BASH if role == "manager" else "[]"
     return f"""\
 # hyperhive agent config. Edits take effect when the operator approves them.
 role = "{role}"
@@ -400,7 +405,7 @@ model = "{model}"
 allowed_recipients = ["*"]
 
 # Shell commands Claude Code may run, as allowedTools patterns ("git diff:*").
-bash = []
+bash = {bash}
 
 # Extra instructions appended to the system prompt.
 prompt = ""

@@ -67,6 +67,7 @@ class HarnessInfo(BaseModel):
     state_dir: str
     harness_dir: str
     token_file: str
+    agents_dir: str | None = None  # the manager's: where every agent's proposed config repo is
     batch_max: int = 10
     notes_max_bytes: int = 32 * 1024
     context_reset_tokens: int = 150_000

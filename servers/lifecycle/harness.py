@@ -33,6 +33,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         state_dir=str(paths.state),
         harness_dir=str(paths.harness),
         token_file=str(paths.credentials_mount / paths.token.name),
+        agents_dir=str(config.agents_dir) if agent.role == "manager" else None,
         batch_max=settings.batch_max,
         notes_max_bytes=settings.notes_max_bytes,
         context_reset_tokens=settings.context_reset_tokens,

@@ -134,7 +134,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
     try:
         yield hive
     finally:
-        sandboxes = _sandbox_pids()
+        sandboxes = [pid for pid in _sandbox_pids() if str(home) in _cmdline(pid)]
+        assert sandboxes  # the manager's and alice's
         up.send_signal(signal.SIGINT)
         try:
             code = up.wait(60)
@@ -143,7 +144,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
                 up.kill()
             api.close()
         assert code == 0, "".join(output)
-        leftovers = [pid for pid in sandboxes if _alive(pid)] + _processes_under(home)
+        leftovers = [f"{pid}: {_cmdline(pid)[-300:]}" for pid in sandboxes if _alive(pid)] + _processes_under(home)
         assert not leftovers, f"outlived hive up: {leftovers}"
 
 
@@ -431,6 +432,56 @@ async def test_10_agents_ride_out_a_broker_restart(running: RunningHive) -> None
     assert (answer["sender"], answer["body"]) == ("alice", "e2e-10 yes")
 
 
+async def test_11_the_manager_edits_and_commits_a_config_and_asks_to_apply_it(running: RunningHive) -> None:
+    repo = running.config.agents_dir / "alice" / "config"
+    toml = repo / "agent.toml"
+    brief = 'prompt = "Be brief."'
+
+    def request_apply(request: Request) -> dict[str, Any]:
+        sha = request.tool_result_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{40}", sha), sha
+        return {"agent": "alice", "commit_ref": sha}
+
+    running.api.script(
+        agent="manager",
+        when="e2e-11 configure",
+        steps=[
+            ToolCall("Read", {"file_path": str(toml)}),
+            ToolCall(
+                "Edit", {"file_path": str(toml), "old_string": 'prompt = ""', "new_string": 'prompt = "Be brief."'}
+            ),
+            ToolCall("Bash", {"command": f'git -C {repo} commit -am "alice: be brief (asked by the operator)"'}),
+            ToolCall("Bash", {"command": f"git -C {repo} rev-parse HEAD"}),
+            ToolCall("mcp__approvals__request_apply_commit", request_apply),
+            Say("asked"),
+        ],
+        times=1,
+    )
+    running.hive("send", "manager", "e2e-11 configure alice to be brief")
+    request_id = await _pending_request(running)
+    pending = await running.call("approvals", "pending_approvals")
+    [request] = [r for r in pending["requests"] if r["id"] == request_id]
+    assert f"+{brief}" in request["diff"], request
+    approved = running.hive("approve", str(request_id))
+    assert approved.returncode == 0, approved.stderr
+    config = await running.call("lifecycle", "agent_config", name="alice")
+    assert brief in config["agent_toml"]
+    log = await asyncio.to_thread(
+        subprocess.run,
+        ["git", "-c", "safe.directory=*", "-C", str(repo), "log", "-1", "--format=%an %s"],
+        capture_output=True,
+        text=True,
+    )
+    assert log.stdout.strip() == "manager alice: be brief (asked by the operator)"
+    await running.until("alice", lambda s: s["state"] == "running" and s["turn"] and s["turn"]["state"] == "idle")
+    running.api.script(agent="alice", when="e2e-11 hello", steps=[Say("hi")], times=1)
+    await running.call("broker", "send", to="alice", body="e2e-11 hello")
+    rebuilt = running.wait_for(
+        "alice runs with its new prompt", lambda r: r.agent == "alice" and "e2e-11 hello" in r.wake
+    )
+    assert "Instructions from your config (agent.toml):\nBe brief." in rebuilt.system_text
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -498,6 +549,13 @@ def _sandbox_pids() -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "(gone)"
 
 
 def _alive(pid: int) -> bool:

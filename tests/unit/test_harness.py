@@ -108,6 +108,8 @@ def test_allowed_tools_are_exactly_the_allow_list_bash_patterns_and_files_in_its
         "TodoWrite",
     ]
     assert "Bash" in builtin_tools(info) and "Bash" not in builtin_tools(_info(tmp_path, bash=[]))
+    manager = allowed_tools(_info(tmp_path, agent="manager", role="manager", agents_dir="/hive/agents"))
+    assert "Edit(//hive/agents/*/config/**)" in manager and "Read(//hive/agents/*/config/**)" in manager
 
 
 def test_the_mcp_config_has_only_servers_it_may_use_with_its_token(tmp_path: Path) -> None:
@@ -140,8 +142,9 @@ def test_claude_gets_its_own_home_and_only_configured_credentials(
 
 
 def test_system_prompts_name_the_agent_and_carry_its_addendum(tmp_path: Path) -> None:
-    manager = system_prompt(_info(tmp_path, agent="manager", role="manager"))
+    manager = system_prompt(_info(tmp_path, agent="manager", role="manager", agents_dir="/hive/agents"))
     assert manager.startswith("hyperhive agent: manager (role manager)")
+    assert "git -C /hive/agents/<name>/config commit" in manager
     for must in ("role fit", "package legitimacy", "cheaper alternative", "blast radius", "ask_operator"):
         assert must in manager
     agent = system_prompt(_info(tmp_path, prompt="You review Python code."))
@@ -204,6 +207,7 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     manager = harness_info(config, "manager", AgentConfig(role="manager"))
     assert "request_spawn" in manager.tools["approvals"] and "ask_operator" in manager.tools["operator"]
     assert "approve" not in manager.tools["approvals"] and "answer" not in manager.tools["operator"]
+    assert manager.agents_dir == str(config.agents_dir) and info.agents_dir is None
 
 
 def test_the_harness_refuses_a_missing_or_foreign_hive_json(tmp_path: Path) -> None:
