@@ -34,7 +34,6 @@ import platform
 import re
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,9 @@ from hyperhive.servers.common.harnessdir import (  # noqa: E402
     TOKEN_FILE,
     TURN_STATE,
     TURN_STATS,
+    Turn,
     TurnState,
+    read_turns,
 )
 from hyperhive.servers.common.tokens import load_secret, mint_token  # noqa: E402
 from hyperhive.servers.lifecycle.harness import harness_info  # noqa: E402
@@ -248,19 +249,10 @@ class Bench:
         except (OSError, ValueError):
             return None
 
-    def turns(self, name: str, since: float = 0.0) -> list[dict[str, Any]]:
-        path = self.paths(name).harness / TURN_STATS
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute(
-                "SELECT * FROM turns WHERE kind = 'wake' AND started_at >= ? ORDER BY id", (since,)
-            ).fetchall()
-        finally:
-            conn.close()
-        return [dict(row) for row in rows]
+    def turns(self, name: str, since: float = 0.0) -> list[Turn]:
+        """The agent's wake turns (not notes compactions) started at or after `since`, oldest first."""
+        turns = read_turns(self.paths(name).harness / TURN_STATS, since, limit=100_000)
+        return [turn for turn in turns if turn.kind == "wake"]
 
     def done(self, name: str, expected: int) -> bool:
         """Whether `name` recorded `expected` turns in all and acknowledged the last (idle again)."""
@@ -400,13 +392,13 @@ async def wake_latency(bench: Bench, operator: Operator, name: str, wakes: int, 
         sizes.append(len(json.dumps(request.body)) / 1024)
         preceded += min(r.received for r in api.snapshot()[seen:]) < request.received
         # The harness's turn row starts when it has the message and is about to mark the turn running.
-        turn_started = bench.turns(name, since)[-1]["started_at"] - returned_wall
+        turn_started = bench.turns(name, since)[-1].started_at - returned_wall
         to_harness.append(turn_started)
         to_claude.append(request.received - returned - turn_started)
     turns = bench.turns(name, since)
     requests = [r for r in api.snapshot() if r.agent == name and r.received >= started]
     observed = percentiles(total)
-    failed = [t for t in turns if not t["ok"] or json.loads(t["tool_calls"]) != {"mcp__broker__send": 1}]
+    failed = [t for t in turns if not t.ok or t.tool_calls != {"mcp__broker__send": 1}]
     return {
         **observed,
         "target_ms": TARGET_WAKE_MS,
@@ -417,7 +409,7 @@ async def wake_latency(bench: Bench, operator: Operator, name: str, wakes: int, 
             "harness_turn_start_to_api_request": percentiles(to_claude),
         },
         "operator_send_call_ms": percentiles(send_call),
-        "whole_turn_ms": percentiles([t["ended_at"] - t["started_at"] for t in turns]),
+        "whole_turn_ms": percentiles([t.ended_at - t.started_at for t in turns]),
         "turns_not_as_scripted": len(failed),
         "model_requests_per_turn": round(len(requests) / len(turns), 2),
         "claude_code_sessions": len(sessions),
@@ -449,7 +441,7 @@ async def turn_rate(bench: Bench, operator: Operator, names: list[str], seconds:
     elapsed = finished - started
     rows = [row for name in names for row in bench.turns(name, since)]
     sent = sum(operator.sent[name] - sent_before[name] for name in names)
-    ok = [row for row in rows if row["ok"] and json.loads(row["tool_calls"]) == {"mcp__broker__send": 1}]
+    ok = [row for row in rows if row.ok and row.tool_calls == {"mcp__broker__send": 1}]
     return {
         "agents": len(names),
         "turns": len(rows),
@@ -458,7 +450,7 @@ async def turn_rate(bench: Bench, operator: Operator, names: list[str], seconds:
         "seconds": round(elapsed, 2),
         "per_second": round(len(rows) / elapsed, 2),
         "per_agent_per_second": round(len(rows) / elapsed / len(names), 2),
-        "whole_turn_ms": percentiles([row["ended_at"] - row["started_at"] for row in rows]),
+        "whole_turn_ms": percentiles([row.ended_at - row.started_at for row in rows]),
     }
 
 

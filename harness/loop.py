@@ -128,9 +128,9 @@ class Harness:
                 delay = min(2.0**self._failures, MAX_BACKOFF)
                 reason = f"turn failed: {outcome.error}; trying again in {delay:.0f} s"
                 log.warning("%s", reason)
-                await self.recorder.set("error", reason=reason)
+                await self.recorder.set("error", leased=ids, reason=reason)  # still ours if we die now
                 await asyncio.sleep(delay)
-        self._failures = 0 if outcome.ok else self._failures
+        self._failures = 0
         if not outcome.ok:
             log.warning("turn %d ended: %s", turn_id, "cancelled by the operator" if cancelled else outcome.error)
         await self._ack(ids)

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -294,3 +295,76 @@ def sandbox_process(hive: Hive, name: str) -> int:
             except OSError:
                 continue
     raise AssertionError(f"no process in {name}'s sandbox")
+
+
+# ---------------------------------------------------------------------------------- processes
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for child in _pids():
+        try:
+            if int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(child)
+        except OSError:
+            continue
+    return found
+
+
+def bwrap_pids(containing: str = "") -> list[int]:
+    """bubblewrap processes (sandboxes' outer monitors and inits), those whose command line has `containing`."""
+    return [pid for pid in _pids() if cmdline(pid).split(" ", 1)[0].endswith("bwrap") and containing in cmdline(pid)]
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    """True once /proc has no such process (a zombie awaiting its parent counts as gone)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def start_hive_up(home: Path, timeout: float = 90) -> tuple[subprocess.Popen[str], list[str]]:
+    """`hive up` on `home`, once it has announced itself; (the process, its output so far).
+
+    The output list keeps growing from a reader thread, so the process never blocks on a full pipe.
+    """
+    up = subprocess.Popen(
+        [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert up.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        output.append(line)
+        if "Ctrl-C" in line or not line:
+            break
+    if not any("Ctrl-C" in line for line in output):
+        up.kill()
+        up.wait()
+        raise AssertionError("hive up did not start:\n" + "".join(output))
+    threading.Thread(target=lambda: output.extend(up.stdout or []), daemon=True).start()
+    return up, output

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from fakes.anthropic_api import Fail, Hold, Request, Say, ScriptedAPI, ToolCall
 from fastmcp.exceptions import ToolError
-from hivetest import free_port
+from hivetest import bwrap_pids, children_of, cmdline, free_port, gone, start_hive_up
 
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.client import HiveClient, ServerAddress
@@ -113,28 +113,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
         + "[lifecycle]\nrestart_backoff_seconds = 0.2\n"
         + f"[harness.env]\n{env}"
     )
-    up = subprocess.Popen(
-        [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    assert up.stdout is not None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = up.stdout.readline()
-        output.append(line)
-        if "Ctrl-C" in line or not line:
-            break
-    assert any("Ctrl-C" in line for line in output), "".join(output)
-    # Keep reading its output so it never blocks on a full pipe.
-    threading.Thread(target=lambda: output.extend(up.stdout or []), daemon=True).start()
+    up, output = start_hive_up(home)
     hive = RunningHive(home, load_hive_config(home), api, up, output)
     try:
         yield hive
     finally:
-        sandboxes = [pid for pid in _sandbox_pids() if str(home) in _cmdline(pid)]
+        sandboxes = bwrap_pids(containing=str(home))
         assert sandboxes  # the manager's and alice's
         up.send_signal(signal.SIGINT)
         try:
@@ -144,7 +128,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
                 up.kill()
             api.close()
         assert code == 0, "".join(output)
-        leftovers = [f"{pid}: {_cmdline(pid)[-300:]}" for pid in sandboxes if _alive(pid)] + _processes_under(home)
+        leftovers = [f"{pid}: {cmdline(pid)[-300:]}" for pid in sandboxes if not gone(pid)] + _processes_under(home)
         assert not leftovers, f"outlived hive up: {leftovers}"
 
 
@@ -410,9 +394,7 @@ async def test_9_mcp_config_and_claude_show_the_hive_as_an_agent_sees_it(running
 
 
 async def test_10_agents_ride_out_a_broker_restart(running: RunningHive) -> None:
-    [broker] = [
-        pid for pid in _children(running.up.pid) if b"serve\0broker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    [broker] = [pid for pid in children_of(running.up.pid) if " serve broker " in cmdline(pid)]
     os.kill(broker, signal.SIGKILL)  # hive up restarts it; the harnesses' long-polls break meanwhile
     running.api.script(
         agent="alice",
@@ -527,45 +509,6 @@ async def _until_turn_recorded(
         await asyncio.sleep(0.2)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def _sandbox_pids() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bwrap"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return "(gone)"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _processes_under(home: Path) -> list[str]:
     """Processes still running with the hive home in their command line (harnesses, Claude Code)."""
     deadline = time.monotonic() + 10
@@ -574,12 +517,12 @@ def _processes_under(home: Path) -> list[str]:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and int(entry.name) != os.getpid():
                 try:
-                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    command = cmdline(int(entry.name))
                     environ = (entry / "environ").read_bytes().decode(errors="replace")
                 except OSError:
                     continue
-                if (str(home) in cmdline or str(home) in environ) and _alive(int(entry.name)):
-                    left.append(f"{entry.name}: {cmdline[:120]}")
+                if (str(home) in command or str(home) in environ) and not gone(int(entry.name), within=0):
+                    left.append(f"{entry.name}: {command[:120]}")
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)

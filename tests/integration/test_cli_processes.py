@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 from hivetest import SLEEPER as SLEEPER_ARGV
-from hivetest import BrokerProcess, Hive, Hivemind, in_process, toml_list
+from hivetest import (
+    BrokerProcess,
+    Hive,
+    Hivemind,
+    bwrap_pids,
+    children_of,
+    cmdline,
+    gone,
+    in_process,
+    start_hive_up,
+    toml_list,
+)
 
 from hyperhive.servers.cli import SERVERS
 
@@ -41,59 +52,12 @@ def _hive_beside(hivemind: Hivemind) -> Callable[..., Awaitable[subprocess.Compl
     return hive
 
 
-def _bwrap_processes() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
-                continue
-            if command.endswith(b"bwrap"):
-                found.append(int(entry.name))
-    return found
-
-
-def _gone(pid: int, within: float = 5.0) -> bool:
-    """True once /proc has no such process (a zombie awaiting its parent counts as gone)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _describe(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
-    except OSError:
-        return "gone"
-
-
 def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_path: Path) -> None:
@@ -103,25 +67,12 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
     # No Claude credentials anywhere: the manager's harness runs and says so instead of crashing.
     (home / "hive.toml").write_text("".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items()))
     for attempt in range(2):  # a second `hive up` reuses the home and its state
-        up = subprocess.Popen(
-            [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        up, lines = start_hive_up(home, timeout=60)
         try:
-            assert up.stdout is not None
-            lines = []
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                line = up.stdout.readline()
-                lines.append(line)
-                if "Ctrl-C" in line or not line:
-                    break
             output = "".join(lines)
             for name, port in ports.items():
                 assert f"{name:<10} http://127.0.0.1:{port}/mcp" in output, output
-            servers = _children_of(up.pid)
+            servers = children_of(up.pid)
             assert len(servers) == len(SERVERS) == 4
             deadline = time.monotonic() + 30
             while "no Claude credentials" not in (agents := _hive(home, "agents")).stdout:
@@ -132,7 +83,7 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
             assert "error" in agents.stdout and "set ANTHROPIC_API_KEY or run `claude login`" in agents.stdout
             for verb in ("approvals", "questions"):  # the approvals and operator servers answer too
                 assert _hive(home, verb).stdout == f"◆ no {'requests' if verb == 'approvals' else verb} waiting\n"
-            sandboxes = _bwrap_processes()
+            sandboxes = bwrap_pids(containing=str(home))
             assert sandboxes  # the manager's sandbox: the outer bwrap and its init
 
             sent = _hive(home, "debug", "send", "manager", f"hello #{attempt}")
@@ -144,9 +95,12 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
 
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends
             assert up.wait(30) == 0
-            assert "◆ hive stopped" in up.stdout.read()
+            deadline = time.monotonic() + 5  # the reader thread takes the last lines
+            while not any("◆ hive stopped" in line for line in lines):
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.05)
             for pid in [*servers, *sandboxes]:
-                assert _gone(pid), f"{pid} outlived hive up: {_describe(pid)}"
+                assert gone(pid), f"{pid} outlived hive up: {cmdline(pid)[:200]}"
         finally:
             if up.poll() is None:
                 up.kill()
