@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from .common.tokens import SecretError, create_secret, load_secret, mint_token
 from .lifecycle.backends.base import BackendError
 
 DEFAULT_HOME = ".hive"
+DASHBOARD_PASSWORD = "dashboard.password"  # hyperhive.ui.auth.PASSWORD_FILE
+DASHBOARD = "dashboard"  # `hive serve dashboard`: the NiceGUI app, not an MCP server
 # Each server's module (with create(config, secret, ...)), in start-up order.
 SERVERS: dict[str, str] = {
     "broker": "hyperhive.servers.broker.server",
@@ -102,6 +105,10 @@ def init_home(home: Path) -> list[str]:
     config = _config(home)
     if create_secret(config.secret_path):
         created.append("secret")
+    password = config.home / DASHBOARD_PASSWORD
+    if not password.exists():
+        write_atomic(password, secrets.token_urlsafe(18) + "\n", mode=0o600)
+        created.append(DASHBOARD_PASSWORD)
     for directory in (config.home / "state", config.run_dir, config.applied_dir):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Agents' own uids pass through it to their dirs (the manager to every proposed repo).
@@ -269,8 +276,42 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
+    """The dashboard holds an operator token (minted here), never the secret beyond this point."""
+    os.environ.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs under pytest (hive up in a test)
+    from nicegui import app as nicegui_app
+
+    from hyperhive.ui.app import read_password, run
+
+    _setup_logging()
+    token = mint_token(_secret(config), principal_for(OPERATOR, Role.OPERATOR), config.tokens.ttl_seconds)
+    try:
+        password = read_password(config.home / DASHBOARD_PASSWORD)
+    except OSError as e:
+        _fail(f"cannot read {config.home / DASHBOARD_PASSWORD}: {e.strerror}; `hive init` creates it")
+    host, port = config.dashboard.host, port or config.dashboard.port
+    url = f"http://{host}:{port}"
+
+    async def ready() -> None:
+        # Start-up hooks run before uvicorn binds its socket: say "ready" once it accepts connections.
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            click.echo(f"{DASHBOARD} listening on {url}")
+            click.echo(f"{DASHBOARD} ready")
+            sys.stdout.flush()
+            return
+
+    nicegui_app.on_startup(ready)
+    run(config, token, password, host, port)
+
+
 @main.command(name="serve")
-@click.argument("server", type=click.Choice(sorted(SERVERS)), metavar="SERVER")
+@click.argument("server", type=click.Choice([*sorted(SERVERS), DASHBOARD]), metavar="SERVER")
 @home_option
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen on this loopback port (0: any free one).")
 @click.option(
@@ -287,12 +328,15 @@ def _setup_logging() -> None:
 def serve_command(
     server: str, home: Path, port: int | None, socket_path: Path | None, stop_agents_on_exit: bool
 ) -> None:
-    """Run one hyperhive server in the foreground until SIGTERM or Ctrl-C.
+    """Run one hyperhive server (or the dashboard) in the foreground until SIGTERM or Ctrl-C.
 
     It listens where hive.toml says ([servers.SERVER]); --port and --socket replace that.
     Once it is ready it prints `SERVER listening on URL` for each endpoint, then `SERVER ready`.
     """
     config = _config(home)
+    if server == DASHBOARD:
+        _serve_dashboard(config, port)
+        return
     listen = config.listen(server)
     if port is not None or socket_path is not None:
         try:
@@ -376,7 +420,14 @@ def up(home: Path) -> None:
         click.echo(f"◆ set up hive home {home.resolve()}")
     config = _config(home)
     servers = {name: ["--stop-agents-on-exit"] if name == "lifecycle" else [] for name in SERVERS}
-    sys.exit(run_hive(config, servers, echo=click.echo))
+    servers[DASHBOARD] = []
+    secret = _secret(config)
+
+    def login_link(url: str) -> str:
+        token = mint_token(secret, principal_for(OPERATOR, Role.OPERATOR), 12 * 3600)
+        return f"{url}/login?token={token}"
+
+    sys.exit(run_hive(config, servers, echo=click.echo, login_link=login_link))
 
 
 # ----------------------------------------------------------------------------------------- agents

@@ -41,10 +41,17 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, config: HiveConfig, servers: dict[str, list[str]], echo: Echo) -> None:
+    def __init__(
+        self,
+        config: HiveConfig,
+        servers: dict[str, list[str]],
+        echo: Echo,
+        login_link: Callable[[str], str] | None = None,
+    ) -> None:
         self.config = config
         self.children = [_Child(name, args) for name, args in servers.items()]
         self.echo = echo
+        self.login_link = login_link
         self.stopping = asyncio.Event()
 
     async def run(self) -> int:
@@ -104,6 +111,9 @@ class Supervisor:
         self.echo(f"◆ hive up · home {self.config.home}")
         for child in self.children:
             self.echo(f"  {child.name:<10} {'  '.join(child.urls)}")
+            if child.name == "dashboard" and child.urls and self.login_link:
+                self.echo(f"  {'log in':<10} {self.login_link(child.urls[0])}")
+                self.echo(f"  {'':<10} (or the password in {self.config.home / 'dashboard.password'})")
         logs = self.config.logs_dir
         self.echo(f"  agents     the manager runs; agents' logs in {logs} (or `hive logs NAME`)")
         self.echo("  operator   `hive send manager TEXT` to talk to it, `hive approvals`, `hive questions`")
@@ -151,5 +161,7 @@ class Supervisor:
         self.echo("◆ hive stopped")
 
 
-def run_hive(config: HiveConfig, servers: dict[str, list[str]], echo: Echo) -> int:
-    return asyncio.run(Supervisor(config, servers, echo).run())
+def run_hive(
+    config: HiveConfig, servers: dict[str, list[str]], echo: Echo, login_link: Callable[[str], str] | None = None
+) -> int:
+    return asyncio.run(Supervisor(config, servers, echo, login_link).run())

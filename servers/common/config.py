@@ -102,6 +102,18 @@ class QuestionSettings(_Strict):
     max_pending_per_asker: Annotated[int, Field(ge=1, le=10_000)] = 50
 
 
+class DashboardSettings(_Strict):
+    """The operator dashboard (NiceGUI); loopback only, like the servers."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 7805
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        return Listen._loopback_only(host)
+
+
 class ApprovalSettings(_Strict):
     max_pending: Annotated[int, Field(ge=1, le=10_000)] = 100  # requests waiting for the operator, in all
 
@@ -159,6 +171,7 @@ class HiveConfig(_Strict):
     questions: QuestionSettings = QuestionSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     harness: HarnessSettings = HarnessSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
 
@@ -264,6 +277,10 @@ context_reset_tokens = 150000   # a Claude Code session past this context size s
 # Given to every agent's Claude Code; an agent.toml [env] adds to it and wins.
 [harness.env]
 # ANTHROPIC_API_KEY = "sk-ant-..."      # or run `claude login` as the agent (see the README)
+
+[dashboard]
+host = "127.0.0.1"
+port = 7805                     # log in with dashboard.password, or the link `hive up` prints
 
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)

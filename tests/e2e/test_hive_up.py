@@ -110,6 +110,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
     env = "".join(f"{key} = {json.dumps(value)}\n" for key, value in claude_env.items())
     (home / "hive.toml").write_text(
         "".join(f"[servers.{name}]\nport = {free_port()}\n" for name in SERVERS)
+        + f"[dashboard]\nport = {free_port()}\n"
         + "[lifecycle]\nrestart_backoff_seconds = 0.2\n"
         + f"[harness.env]\n{env}"
     )

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -65,15 +67,26 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
     home.mkdir()
     ports = {name: _free_port() for name in SERVERS}
     # No Claude credentials anywhere: the manager's harness runs and says so instead of crashing.
-    (home / "hive.toml").write_text("".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items()))
+    dashboard = _free_port()
+    (home / "hive.toml").write_text(
+        "".join(f"[servers.{name}]\nport = {port}\n" for name, port in ports.items())
+        + f"[dashboard]\nport = {dashboard}\n"
+    )
     for attempt in range(2):  # a second `hive up` reuses the home and its state
         up, lines = start_hive_up(home, timeout=60)
         try:
             output = "".join(lines)
             for name, port in ports.items():
                 assert f"{name:<10} http://127.0.0.1:{port}/mcp" in output, output
+            assert f"dashboard  http://127.0.0.1:{dashboard}" in output, output
+            [link] = re.findall(r"log in     (http://\S+/login\?token=\S+)", output)
             servers = children_of(up.pid)
-            assert len(servers) == len(SERVERS) == 4
+            assert len(servers) == len(SERVERS) + 1 == 5  # and the dashboard
+            with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/", timeout=10) as page:
+                assert page.url.endswith("/login?redirect_to=/")  # not logged in: the login page
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            with opener.open(link, timeout=10) as page:  # the one-click link logs in and lands on the swarm
+                assert page.status == 200 and urllib.parse.urlparse(page.url).path == "/"
             deadline = time.monotonic() + 30
             while "no Claude credentials" not in (agents := _hive(home, "agents")).stdout:
                 assert time.monotonic() < deadline, agents.stdout + agents.stderr

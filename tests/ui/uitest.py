@@ -1,0 +1,20 @@
+"""What the dashboard tests share besides fixtures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hivetest import Hive, ServerProcess
+from nicegui.testing import User
+
+
+@dataclass
+class Servers(Hive):
+    processes: dict[str, ServerProcess] = field(default_factory=dict)
+
+
+async def log_in(user: User, password: str, path: str = "/") -> None:
+    await user.open(f"/login?redirect_to={path}")
+    user.find(marker="secret").type(password)
+    user.find(marker="login").click()
+    await user.should_see("◆ swarm" if path == "/" else "◆", retries=100)

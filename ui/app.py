@@ -1,0 +1,55 @@
+"""The operator dashboard: a NiceGUI app that is an unprivileged MCP client of the hive.
+
+`setup()` registers everything (login, pages, the backend's poll loop) and `run()` serves it;
+`hive serve dashboard` and `hive up` call them. Pages live in `pages.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from nicegui import app, ui
+
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.ui import auth, pages
+from hyperhive.ui.backend import Backend
+
+TITLE = "hyperhive"
+
+
+def setup(config: HiveConfig, token: str, password: str, *, interval: float = 1.0) -> Callable[[], None]:
+    """Register the dashboard on NiceGUI's app; returns the root page to give ui.run."""
+    backend = Backend(config, token, interval=interval)
+    credentials = auth.Credentials(config, password)
+    app.on_startup(backend.start)
+    app.on_shutdown(backend.stop)
+    app.add_middleware(auth.LoginRequired)
+    pages.register(backend, credentials)
+    return pages.root
+
+
+def storage_secret(password: str) -> str:
+    """Sessions signed with a key derived from the password: they survive restarts, not a new password."""
+    return hashlib.sha256(b"hyperhive dashboard sessions\0" + password.encode()).hexdigest()
+
+
+def run(config: HiveConfig, token: str, password: str, host: str, port: int) -> None:
+    root = setup(config, token, password)
+    ui.run(
+        root,
+        host=host,
+        port=port,
+        title=TITLE,
+        dark=True,
+        reload=False,
+        show=False,
+        favicon="◆",
+        storage_secret=storage_secret(password),
+        uvicorn_logging_level="warning",
+    )
+
+
+def read_password(path: Path) -> str:
+    return path.read_text().strip()

@@ -1,0 +1,640 @@
+"""The dashboard's pages: one NiceGUI single-page app (a frame with the navigation, the
+"unreachable" banner and the pending questions, around sub-pages), plus /login.
+
+Every page reads the backend's state when it is built and then follows its events, changing
+its own elements in place (a badge's text, a row's buttons); nothing on a page polls the hive.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi.responses import RedirectResponse
+from fastmcp.exceptions import ToolError
+from nicegui import app, ui
+
+from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+from hyperhive.ui.auth import Credentials
+from hyperhive.ui.backend import Backend, Notice
+
+STATE_COLOURS = {
+    "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
+    "stopped": "grey", "failed": "negative",
+}  # fmt: skip
+TURN_COLOURS = {"idle": "grey-7", "running": "primary", "error": "negative", "starting": "info"}
+
+
+class _Hive:
+    backend: Backend
+    credentials: Credentials
+
+
+hive = _Hive()
+
+
+def register(backend: Backend, credentials: Credentials) -> None:
+    hive.backend, hive.credentials = backend, credentials
+
+    @ui.page("/login")
+    async def login(redirect_to: str = "/", token: str = "") -> RedirectResponse | None:
+        if token and await credentials.token_ok(token):  # the one-click link `hive up` prints
+            app.storage.user["operator"] = True
+            return RedirectResponse(redirect_to if redirect_to.startswith("/") else "/")
+        if app.storage.user.get("operator"):
+            return RedirectResponse("/")
+
+        async def try_login() -> None:
+            given = secret.value or ""
+            if credentials.password_ok(given) or await credentials.token_ok(given):
+                app.storage.user["operator"] = True
+                ui.navigate.to(redirect_to if redirect_to.startswith("/") else "/")
+            else:
+                ui.notify("not the dashboard password or an operator token", type="negative")
+
+        with ui.card().classes("absolute-center w-96"):
+            ui.label("◆ hyperhive").classes("text-xl")
+            secret = ui.input("password or operator token", password=True).props("autofocus").classes("w-full")
+            secret.mark("secret")
+            secret.on("keydown.enter", try_login)
+            ui.button("log in", on_click=try_login).mark("login")
+        return None
+
+
+# ------------------------------------------------------------------------------------------- frame
+
+
+def root() -> None:
+    """The frame every page shares; the sub-page below it follows the URL."""
+    ui.dark_mode(True)
+    ui.add_css(".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }")
+    backend = hive.backend
+    with ui.header().classes("items-center gap-4 py-1 bg-grey-10"):
+        ui.link("◆ hyperhive", "/").classes("text-lg text-white no-underline")
+        ui.link("swarm", "/").classes("text-white")
+        approvals_link = ui.link("approvals", "/approvals").classes("text-white")
+        questions_link = ui.link("questions", "/questions").classes("text-white")
+        ui.link("messages", "/messages").classes("text-white")
+        ui.space()
+        ui.button(icon="notifications", on_click=_enable_desktop_notifications).props("flat dense round").tooltip(
+            "desktop notifications"
+        )
+        ui.button("log out", on_click=_logout).props("flat dense")
+    banner = ui.label().classes("w-full bg-negative text-white p-2").mark("banner")
+    strip = ui.column().classes("w-full gap-1")
+
+    def show_reachability(reachable: dict[str, bool]) -> None:
+        down = [server for server, up in reachable.items() if not up]
+        banner.set_text(f"{', '.join(down)} unreachable: retrying every second" if down else "")
+        banner.set_visibility(bool(down))
+
+    def show_counts(*_: object) -> None:
+        approvals_link.set_text(
+            f"approvals ({len(backend.state.approvals)})" if backend.state.approvals else "approvals"
+        )
+        questions_link.set_text(
+            f"questions ({len(backend.state.questions)})" if backend.state.questions else "questions"
+        )
+
+    def show_questions(questions: list[dict[str, Any]]) -> None:
+        show_counts()
+        strip.clear()
+        with strip:
+            for question in questions:
+                question_card(question, compact=True)
+
+    def notify(notice: Notice) -> None:
+        colour: Literal["negative", "warning", "info"] = (
+            "negative" if notice.kind == "crash" else "warning" if notice.kind == "question" else "info"
+        )
+        ui.notify(f"{notice.title}: {notice.body}", type=colour, position="top-right", close_button="ok")
+        ui.run_javascript(
+            'if ("Notification" in window && Notification.permission === "granted") '
+            f"new Notification({json.dumps(notice.title)}, {{body: {json.dumps(notice.body)}}});"
+        )
+
+    show_reachability(backend.state.reachable)
+    show_questions(backend.state.questions)
+    backend.reachability_changed.subscribe(show_reachability)
+    backend.questions_changed.subscribe(show_questions)
+    backend.approvals_changed.subscribe(show_counts)
+    backend.notice.subscribe(notify)
+    with ui.column().classes("w-full p-4 gap-3"):
+        ui.sub_pages(
+            {
+                "/": swarm_page,
+                "/approvals": approvals_page,
+                "/questions": questions_page,
+                "/messages": messages_page,
+                "/agent/{name}": agent_page,
+            }
+        )
+
+
+def _enable_desktop_notifications() -> None:
+    ui.run_javascript('if ("Notification" in window) Notification.requestPermission()')
+    ui.notify("desktop notifications: allow them in the browser's prompt")
+
+
+def _logout() -> None:
+    app.storage.user.clear()
+    ui.navigate.to("/login")
+
+
+async def act(what: str, call: Awaitable[Any], done: str | None = None) -> Any:
+    """Run an operator action; a refusal or an unreachable server becomes a red toast, never a traceback."""
+    try:
+        result = await call
+    except ToolError as e:
+        ui.notify(f"{what}: {e}", type="negative", multi_line=True, close_button="ok")
+        return None
+    except (ServerUnavailable, AuthRefused) as e:
+        ui.notify(f"{what}: {e}", type="negative", close_button="ok")
+        return None
+    if done:
+        ui.notify(done, type="positive")
+    return result
+
+
+async def confirm(text: str, action: str = "confirm") -> bool:
+    with ui.dialog() as dialog, ui.card():
+        ui.label(text)
+        with ui.row():
+            ui.button("cancel", on_click=lambda: dialog.submit(False)).props("flat")
+            ui.button(action, color="negative", on_click=lambda: dialog.submit(True)).mark("confirm")
+    result = await dialog
+    dialog.delete()
+    return bool(result)
+
+
+def since(timestamp: float | str | None) -> str:
+    """'12 s', '3 min', '2 h' ago."""
+    if timestamp is None:
+        return "-"
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    seconds = max(0, int(time.time() - timestamp))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def section(title: str) -> None:
+    ui.label(f"◆ {title}").classes("text-lg text-grey-4")
+
+
+# ------------------------------------------------------------------------------------------- swarm
+
+
+class AgentRow:
+    """One agent's row; `show` changes its elements in place."""
+
+    def __init__(self, agent: dict[str, Any]) -> None:
+        self.name = name = agent["name"]
+        backend = hive.backend
+        with ui.row().classes("w-full items-center gap-3 hh-mono no-wrap") as self.row:
+            ui.link(name, f"/agent/{name}").classes("w-24 font-bold")
+            self.state = ui.badge("").mark(f"state-{name}")
+            self.role = ui.label("").classes("w-16 text-grey-5")
+            self.model = ui.button("", icon="psychology", on_click=self.change_model)
+            self.model.props("outline rounded dense no-caps size=sm").mark(f"model-{name}").tooltip("change the model")
+            self.turn = ui.label("").classes("w-64 truncate").mark(f"turn-{name}")
+            self.cancel = ui.button("cancel turn", on_click=self.cancel_turn).props("flat dense size=sm color=warning")
+            self.cancel.mark(f"cancel-{name}")
+            self.inbox = ui.label("").classes("w-28 text-grey-5").mark(f"inbox-{name}")
+            self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
+            ui.space()
+            for action in ("start", "stop", "restart", "kill", "rebuild"):
+                ui.button(action, on_click=lambda a=action: self.do(a)).props("flat dense size=sm").mark(
+                    f"{action}-{name}"
+                )
+            ui.button("destroy", on_click=self.destroy).props("flat dense size=sm color=negative").mark(
+                f"destroy-{name}"
+            )
+        self.backend = backend
+        self.show(agent)
+
+    def show(self, agent: dict[str, Any]) -> None:
+        self.state.set_text(agent["state"])
+        self.state.props(f"color={STATE_COLOURS.get(agent['state'], 'grey')}")
+        self.role.set_text(agent["role"])
+        self.model.set_text(agent["model"])
+        turn = agent.get("turn") or {}
+        if turn.get("state") == "running":
+            text = f"running {since(turn['since'])} · {turn.get('messages', 0)} msg"
+        elif turn.get("state") == "error":
+            text = f"error: {turn.get('reason') or '?'}"
+        elif turn.get("state") == "idle":
+            text = f"idle · last turn {since(turn['since'])} ago"
+        else:
+            text = turn.get("state", "")
+        self.turn.set_text(text)
+        self.turn.classes(replace=f"w-64 truncate text-{TURN_COLOURS.get(turn.get('state', ''), 'grey-7')}")
+        self.cancel.set_visibility(turn.get("state") == "running")
+        self.inbox.set_text(f"inbox {agent['pending']} · rem {agent['pending_reminders']}")
+        self.update.set_visibility(bool(agent["needs_update"]))
+
+    async def do(self, action: str) -> None:
+        if action in ("kill", "stop", "restart") and not await confirm(f"{action} {self.name}?", action):
+            return
+        await act(
+            f"{action} {self.name}", self.backend.call("lifecycle", action, name=self.name), f"{self.name}: {action}"
+        )
+
+    async def destroy(self) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
+            purge = ui.checkbox("also purge its repos, files, token and logs").mark("purge")
+            with ui.row():
+                ui.button("cancel", on_click=lambda: dialog.submit(None)).props("flat")
+                ui.button("destroy", color="negative", on_click=lambda: dialog.submit(purge.value)).mark("confirm")
+        choice = await dialog
+        dialog.delete()
+        if choice is None:
+            return
+        force = self.name == "manager"
+        call = self.backend.call("lifecycle", "destroy", name=self.name, purge=bool(choice), force=force)
+        await act(f"destroy {self.name}", call, f"{self.name}: destroyed")
+
+    async def cancel_turn(self) -> None:
+        await act(
+            f"cancel {self.name}'s turn",
+            self.backend.call("lifecycle", "cancel_turn", name=self.name),
+            "turn cancelled",
+        )
+
+    async def change_model(self) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"model for {self.name}'s next turns")
+            model = ui.input("model", value=self.model.text).mark("model-input")
+            with ui.row():
+                ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat")
+                ui.button("set", on_click=lambda: dialog.submit(model.value)).mark("set-model")
+        chosen = await dialog
+        dialog.delete()
+        if chosen is None:
+            return
+        call = self.backend.call("lifecycle", "set_model", name=self.name, model=chosen or None)
+        await act(f"set {self.name}'s model", call, f"{self.name}: model {chosen or 'from agent.toml'}")
+
+
+def swarm_page() -> None:
+    backend = hive.backend
+    with ui.row().classes("items-center w-full"):
+        section("swarm")
+        summary = ui.label("").classes("text-grey-6")
+        ui.space()
+        ui.button(
+            "update all",
+            on_click=lambda: act("update all", backend.call("lifecycle", "rebuild_stale"), "rebuilt what needed it"),
+        ).props("outline dense").mark("update-all")
+    rows: dict[str, AgentRow] = {}
+    table = ui.column().classes("w-full gap-1")
+
+    def show(agent: dict[str, Any]) -> None:
+        row = rows.get(agent["name"])
+        if row is None:
+            with table:
+                rows[agent["name"]] = AgentRow(agent)
+        else:
+            row.show(agent)
+        summary.set_text(f"{len(backend.state.agents)} agents · {backend.state.backend}")
+
+    def remove(name: str) -> None:
+        row = rows.pop(name, None)
+        if row is not None:
+            row.row.delete()
+
+    for agent in backend.state.agents.values():
+        show(agent)
+    backend.agent_changed.subscribe(show)
+    backend.agent_removed.subscribe(remove)
+
+    section("spawn")
+    with ui.row().classes("items-center"):
+        name = ui.input("name", placeholder="a-z, 0-9, -").props("dense").mark("spawn-name")
+
+        async def spawn() -> None:
+            if await act(
+                f"spawn {name.value}",
+                backend.call("lifecycle", "create_agent", name=name.value),
+                f"{name.value}: spawned",
+            ):
+                name.set_value("")
+
+        ui.button("spawn", on_click=spawn).props("dense").mark("spawn")
+
+
+# --------------------------------------------------------------------------------------- approvals
+
+
+def approvals_page() -> None:
+    backend = hive.backend
+    section("approvals")
+    pending = ui.column().classes("w-full gap-3")
+
+    def show(requests: list[dict[str, Any]]) -> None:
+        pending.clear()
+        with pending:
+            if not requests:
+                ui.label("no requests waiting").classes("text-grey-6")
+            for request in requests:
+                approval_card(request)
+
+    show(backend.state.approvals)
+    backend.approvals_changed.subscribe(show)
+    section("history")
+    history = ui.column().classes("w-full gap-1 hh-mono")
+
+    async def load_history() -> None:
+        result = await act("history", backend.call("approvals", "approval_history", limit=50))
+        history.clear()
+        with history:
+            for request in (result or {}).get("requests", []):
+                by = request.get("resolved_by") or "-"
+                outcome = request["state"] + (f": {request['note']}" if request.get("note") else "")
+                outcome += f": {request['error']}" if request.get("error") else ""
+                ui.label(
+                    f"#{request['id']} {request['kind'].replace('_', ' ')} {request['agent']} · {outcome} · by {by} "
+                    f"· {(request.get('resolved_at') or '')[:19].replace('T', ' ')}"
+                )
+
+    ui.timer(0.1, load_history, once=True)
+    backend.approvals_changed.subscribe(lambda _: load_history())
+
+
+def approval_card(request: dict[str, Any]) -> None:
+    backend = hive.backend
+    rid = request["id"]
+    with ui.card().classes("w-full"):
+        with ui.row().classes("items-center w-full"):
+            ui.label(f"#{rid} {request['kind'].replace('_', ' ')} · {request['agent']}").classes("text-lg")
+            ui.label(f"asked by {request['requested_by']} {since(request['requested_at'])} ago").classes("text-grey-6")
+            if request["state"] == "approving":
+                ui.badge("being carried out", color="info")
+        if request.get("diff"):
+            ui.code(language="diff").classes("w-full").set_content(request["diff"])
+        with ui.row().classes("items-center"):
+            ui.button(
+                "approve",
+                color="positive",
+                on_click=lambda: act(
+                    f"approve #{rid}", backend.call("approvals", "approve", id=rid), f"#{rid} approved"
+                ),
+            ).mark(f"approve-{rid}")
+            note = ui.input("why not (shown to the manager)").props("dense").classes("w-96").mark(f"note-{rid}")
+
+            async def deny() -> None:
+                if not (note.value or "").strip():
+                    ui.notify("say why, for the manager", type="warning")
+                    return
+                await act(f"deny #{rid}", backend.call("approvals", "deny", id=rid, note=note.value), f"#{rid} denied")
+
+            ui.button("deny", color="negative", on_click=deny).props("outline").mark(f"deny-{rid}")
+
+
+# --------------------------------------------------------------------------------------- questions
+
+
+def question_card(question: dict[str, Any], *, compact: bool = False) -> None:
+    """A pending question with its answer form and a countdown: the strip on every page, and /questions."""
+    backend = hive.backend
+    qid = question["id"]
+    deadline = datetime.fromisoformat(question["expires_at"].replace("Z", "+00:00")).timestamp()
+    with ui.card().classes("w-full bg-amber-10" if compact else "w-full").props("flat bordered"):
+        with ui.row().classes("items-center w-full no-wrap"):
+            ui.label(f"? #{qid} {question['asker']}:").classes("font-bold")
+            ui.label(question["question"]).classes("grow")
+            countdown = ui.chip("", icon="timer", color="orange").props("dense").mark(f"ttl-{qid}")
+
+            def tick() -> None:
+                left = int(deadline - time.time())
+                countdown.set_text(f"{max(0, left) // 60}:{max(0, left) % 60:02d}")
+
+            tick()
+            ui.timer(1.0, tick)
+        with ui.row().classes("items-center"):
+            options = question.get("options")
+            if options:
+                answer: Any = ui.select(options, multiple=bool(question.get("multi")), label="answer").props("dense")
+                answer.classes("w-72").mark(f"answer-{qid}")
+            else:
+                answer = ui.input("answer").props("dense").classes("w-96").mark(f"answer-{qid}")
+
+            async def send() -> None:
+                value = answer.value  # several options of a multi question go as a list
+                if not value:
+                    ui.notify("pick or write an answer first", type="warning")
+                    return
+                await act(
+                    f"answer #{qid}", backend.call("operator", "answer", id=qid, answer=value), f"#{qid} answered"
+                )
+
+            ui.button("answer", on_click=send).props("dense").mark(f"send-{qid}")
+            ui.button(
+                "cancel",
+                on_click=lambda: act(
+                    f"cancel #{qid}", backend.call("operator", "cancel_question", id=qid), f"#{qid} cancelled"
+                ),
+            ).props("flat dense").mark(f"cancel-question-{qid}")
+
+
+def questions_page() -> None:
+    backend = hive.backend
+    section("questions")
+    ui.label("pending questions are at the top of every page").classes("text-grey-6")
+    section("history")
+    history = ui.column().classes("w-full gap-1 hh-mono")
+
+    async def load() -> None:
+        result = await act("history", backend.call("operator", "question_history", limit=50))
+        history.clear()
+        with history:
+            for q in (result or {}).get("questions", []):
+                asked = f"#{q['id']} {q['asker']} → {q.get('to', 'operator')}: {q['question']}"
+                ui.label(f"{asked} · {q['state']}: {q.get('answer') or '-'}")
+
+    ui.timer(0.1, load, once=True)
+    backend.questions_changed.subscribe(lambda _: load())
+
+
+# ---------------------------------------------------------------------------------------- messages
+
+
+def messages_page() -> None:
+    backend = hive.backend
+    section("compose")
+    with ui.row().classes("items-center w-full"):
+        to = ui.select(["*", "manager"], value="manager", label="to")
+        to.props("dense").classes("w-40").mark("compose-to")
+        body = ui.input("message").props("dense").classes("grow").mark("compose-body")
+
+        async def send() -> None:
+            if not (body.value or "").strip():
+                return
+            if await act("send", backend.call("broker", "send", to=to.value, body=body.value), "sent"):
+                body.set_value("")
+
+        body.on("keydown.enter", send)
+
+        def recipients(agent: dict[str, Any]) -> None:  # agents come and go
+            names = ["*", *sorted(backend.state.agents)]
+            if list(to.options) != names:
+                to.set_options(names, value=to.value if to.value in names else "manager")
+                agent_filter.set_options(["everyone", *names[1:], "operator"], value=agent_filter.value)
+
+        backend.agent_changed.subscribe(recipients)
+        ui.button("send", on_click=send).props("dense").mark("compose-send")
+    with ui.row().classes("items-center"):
+        section("messages")
+        agent_filter = ui.select(["everyone", "manager", "operator"], value="everyone", label="agent")
+        agent_filter.props("dense").classes("w-40").mark("filter-agent")
+        thread = (
+            ui.number("thread of message #", format="%d").props("dense clearable").classes("w-44").mark("filter-thread")
+        )
+    flow = ui.column().classes("w-full gap-0 hh-mono")
+
+    def wanted(message: dict[str, Any]) -> bool:
+        who = agent_filter.value
+        if who not in (None, "everyone"):
+            recipients = [d["to"] for d in message.get("deliveries", [])]
+            if message["sender"] != who and who not in recipients:
+                return False
+        return not thread.value or message.get("thread_id") == _thread_of(int(thread.value))
+
+    thread_roots: dict[int, int] = {}
+
+    def _thread_of(message_id: int) -> int | None:
+        return thread_roots.get(message_id)
+
+    def line(message: dict[str, Any]) -> None:
+        thread_roots[message["id"]] = message.get("thread_id", message["id"])
+        if not wanted(message):
+            return
+        recipients = ",".join(d["to"] for d in message.get("deliveries", [])) or "?"
+        reply = f" re #{message['in_reply_to']}" if message.get("in_reply_to") else ""
+        with flow:
+            head = f"#{message['id']} {message['sent_at'][11:19]} {message['sender']} → {recipients}{reply}"
+            ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap").on(
+                "click", lambda m=message: thread.set_value(m["id"])
+            )
+
+    def redraw(*_: object) -> None:
+        flow.clear()
+        for message in backend.state.messages:
+            line(message)
+
+    recipients({})
+    redraw()
+    agent_filter.on_value_change(redraw)
+    thread.on_value_change(redraw)
+
+    def add(messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            line(message)
+
+    backend.messages_added.subscribe(add)
+
+
+# ------------------------------------------------------------------------------------------- agent
+
+
+def agent_page(name: str) -> None:
+    backend = hive.backend
+    section(name)
+    with ui.tabs() as tabs:
+        for tab in ("log", "config", "files", "stats"):
+            ui.tab(tab).mark(f"tab-{tab}")
+    with ui.tab_panels(tabs, value="log").classes("w-full"):
+        with ui.tab_panel("log"):
+            log = ui.log(max_lines=1000).classes("w-full h-96 hh-mono").mark("log")
+            seen = {"last": ""}
+
+            async def follow() -> None:
+                result = await act("logs", backend.call("lifecycle", "logs", name=name, lines=200))
+                lines = (result or {}).get("lines", [])
+                start = lines.index(seen["last"]) + 1 if seen["last"] in lines else 0
+                for text in lines[start:]:
+                    log.push(text)
+                if lines:
+                    seen["last"] = lines[-1]
+
+            ui.timer(1.0, follow)
+        with ui.tab_panel("config"):
+            config = ui.code("", language="toml").classes("w-full").mark("config")
+
+            async def load_config() -> None:
+                result = await act("config", backend.call("lifecycle", "agent_config", name=name))
+                if result:
+                    config.set_content(result["agent_toml"])
+
+            ui.timer(0.1, load_config, once=True)
+        with ui.tab_panel("files"):
+            path = ui.input("file in its state dir", value="notes.md").props("dense").mark("file-path")
+            content = ui.code("", language="markdown").classes("w-full").mark("file")
+
+            async def read() -> None:
+                result = await act(
+                    f"read {path.value}", backend.call("lifecycle", "read_state_file", name=name, path=path.value)
+                )
+                content.set_content(result["text"] if result else "")
+
+            ui.button("read", on_click=read).props("dense").mark("file-read")
+        with ui.tab_panel("stats"):
+            stats_panel(name)
+
+
+def stats_panel(name: str) -> None:
+    backend = hive.backend
+    summary = ui.label("").mark("stats-summary")
+    charts = ui.row().classes("w-full")
+
+    async def load() -> None:
+        result = await act("stats", backend.call("lifecycle", "agent_stats", name=name))
+        if not result:
+            return
+        s = result["summary"]
+        summary.set_text(
+            f"{s['turns']} turns · {s['errors']} errors"
+            f" · p50 {s['duration_p50'] or 0:.1f} s · p95 {s['duration_p95'] or 0:.1f} s"
+            f" · tokens {s['tokens_in']:,} in / {s['tokens_out']:,} out · ${s['cost_usd']:.4f}"
+        )
+        turns = result["turns"]
+        charts.clear()
+        with charts:
+            per_hour: dict[str, int] = {}
+            for turn in turns:
+                hour = datetime.fromtimestamp(turn["started_at"], UTC).strftime("%m-%d %H:00")
+                per_hour[hour] = per_hour.get(hour, 0) + 1
+            _chart("turns per hour", list(per_hour), [{"type": "bar", "data": list(per_hour.values())}])
+            _chart("duration (s) and inbox depth", [str(i) for i in range(len(turns))], [
+                {"type": "line", "name": "seconds", "data": [round(t["ended_at"] - t["started_at"], 1) for t in turns]},
+                {"type": "line", "name": "inbox", "data": [t["inbox_depth"] for t in turns]},
+            ])  # fmt: skip
+            tools = s["tool_calls"]
+            _chart("tool calls", list(tools), [{"type": "bar", "data": list(tools.values())}])
+            _chart("tokens and cost", [str(i) for i in range(len(turns))], [
+                {"type": "line", "name": "tokens in", "data": [t["tokens_in"] for t in turns]},
+                {"type": "line", "name": "tokens out", "data": [t["tokens_out"] for t in turns]},
+            ])  # fmt: skip
+
+    ui.timer(0.1, load, once=True)
+    ui.button("refresh", on_click=load).props("flat dense")
+
+
+def _chart(title: str, x: list[str], series: list[dict[str, Any]]) -> None:
+    ui.echart(
+        {
+            "title": {"text": title, "textStyle": {"fontSize": 12, "color": "#bbb"}},
+            "tooltip": {"trigger": "axis"},
+            "xAxis": {"type": "category", "data": x},
+            "yAxis": {"type": "value"},
+            "series": series,
+            "animation": False,
+        }
+    ).classes("w-96 h-56")
