@@ -43,7 +43,7 @@ def register(backend: Backend, credentials: Credentials) -> None:
     async def login(redirect_to: str = "/", token: str = "") -> RedirectResponse | None:
         if token and await credentials.token_ok(token):  # the one-click link `hive up` prints
             app.storage.user["operator"] = True
-            return RedirectResponse(redirect_to if redirect_to.startswith("/") else "/")
+            return RedirectResponse(_local(redirect_to))
         if app.storage.user.get("operator"):
             return RedirectResponse("/")
 
@@ -51,7 +51,7 @@ def register(backend: Backend, credentials: Credentials) -> None:
             given = secret.value or ""
             if credentials.password_ok(given) or await credentials.token_ok(given):
                 app.storage.user["operator"] = True
-                ui.navigate.to(redirect_to if redirect_to.startswith("/") else "/")
+                ui.navigate.to(_local(redirect_to))
             else:
                 ui.notify("not the dashboard password or an operator token", type="negative")
 
@@ -62,6 +62,11 @@ def register(backend: Backend, credentials: Credentials) -> None:
             secret.on("keydown.enter", try_login)
             ui.button("log in", on_click=try_login).mark("login")
         return None
+
+
+def _local(path: str) -> str:
+    """Only a path on this dashboard: never another site ("//evil.example" is one)."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
 
 
 # ------------------------------------------------------------------------------------------- frame
