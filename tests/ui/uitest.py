@@ -17,4 +17,6 @@ async def log_in(user: User, password: str, path: str = "/") -> None:
     await user.open(f"/login?redirect_to={path}")
     user.find(marker="secret").type(password)
     user.find(marker="login").click()
-    await user.should_see("◆ swarm" if path == "/" else "◆", retries=100)
+    await user.should_see("log out", retries=100)  # the frame's: only a logged-in page has it
+    if path == "/":
+        await user.should_see("◆ swarm", retries=100)
