@@ -240,10 +240,14 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     if not paths.harness.is_dir():
         _fail(f"{name} has no harness dir yet ({paths.harness}); start it once first")
     owner = paths.harness.stat().st_uid
+    cli = Path(bundled_cli())
     if os.geteuid() == 0 and owner != 0:
-        blocked = [p for p in (config.home, *config.home.parents) if not p.stat().st_mode & 0o001]
-        if blocked:
-            _fail(f"{name}'s uid {owner} cannot reach its dir through {blocked[0]}: `chmod o+x {blocked[0]}`")
+        # It runs as the agent's uid on the host (no sandbox binds paths in): that uid must be able
+        # to walk to the agent's dirs and to Claude Code itself.
+        for what, path in ((f"{name}'s dir", config.home), ("Claude Code", cli.resolve().parent)):
+            blocked = [p for p in (path, *path.parents) if not p.stat().st_mode & 0o001]
+            if blocked:
+                _fail(f"{name}'s uid {owner} cannot reach {what} through {blocked[0]}: `chmod o+x {blocked[0]}`")
     for directory in claude_dirs(paths.harness):
         if not directory.exists():
             directory.mkdir(mode=0o700)
@@ -259,7 +263,10 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
 
     import subprocess
 
-    done = subprocess.run([bundled_cli(), *args], env=env, cwd=paths.state, preexec_fn=become_agent, check=False)
+    try:
+        done = subprocess.run([str(cli), *args], env=env, cwd=paths.state, preexec_fn=become_agent, check=False)
+    except OSError as e:
+        _fail(f"cannot run {cli} as {name}'s uid {owner}: {e.strerror}")
     sys.exit(done.returncode)
 
 

@@ -26,6 +26,7 @@ from fakes.anthropic_api import Fail, Hold, Request, Say, ScriptedAPI, ToolCall
 from fastmcp.exceptions import ToolError
 from hivetest import bwrap_pids, children_of, cmdline, free_port, gone, start_hive_up
 
+from hyperhive.harness.claude import bundled_cli
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.config import HiveConfig, load_hive_config
@@ -374,11 +375,15 @@ async def test_9_mcp_config_and_claude_show_the_hive_as_an_agent_sees_it(running
     refused = running.hive("mcp-config", "operator")
     assert refused.returncode == 1 and "not an agent" in refused.stderr
 
-    # The bundled Claude Code as alice's uid, which must be able to walk to its dir.
-    closed = [p for p in (running.home, *running.home.parents) if not p.stat().st_mode & 0o001]
+    # The bundled Claude Code as alice's uid, which must be able to walk to its dir and to the CLI
+    # (a checkout may itself sit in a 0700 temporary dir).
+    cli = Path(bundled_cli()).resolve().parent
+    chains = {p for start in (running.home, cli) for p in (start, *start.parents)}
+    closed = sorted(p for p in chains if not p.stat().st_mode & 0o001)
     assert closed  # pytest's temporary dirs are 0700
     blocked = running.hive("claude", "alice", "auth", "status")
-    assert blocked.returncode == 1 and f"`chmod o+x {closed[0]}`" in blocked.stderr
+    assert blocked.returncode == 1 and "cannot reach" in blocked.stderr
+    assert any(f"`chmod o+x {path}`" in blocked.stderr for path in closed), blocked.stderr
     for path in closed:
         path.chmod(path.stat().st_mode | 0o001)
     try:
