@@ -27,6 +27,8 @@ class TurnRecorder:
     async def open(self) -> TurnState | None:
         """Create the stats file if needed; returns the state the previous run left behind."""
         previous = await anyio.to_thread.run_sync(self._previous)
+        if previous is not None:
+            self.state.last_turn_at = previous.last_turn_at
         await anyio.to_thread.run_sync(self._create)
         await self.set("starting")
         return previous
@@ -61,13 +63,16 @@ class TurnRecorder:
             messages=len(leased or ()),
             leased=leased or [],
             reason=reason,
+            last_turn_at=self.state.last_turn_at,
         )
         # No fsync: it is on the way to every turn's start, and a lost update only shows a stale state.
         text = self.state.model_dump_json()
         await anyio.to_thread.run_sync(lambda: write_atomic(self.state_path, text, 0o644, durable=False))
 
     async def record(self, turn: Turn) -> None:
+        """Keep the turn's row; turn.json shows its end from the next state change on."""
         await anyio.to_thread.run_sync(self._insert, turn)
+        self.state.last_turn_at = turn.ended_at
 
     def _insert(self, turn: Turn) -> None:
         row = turn.model_dump()

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,36 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@dataclass
+class Servers(Hive):
+    """A hive whose servers run as processes (`hive serve`), by server name."""
+
+    processes: dict[str, ServerProcess] = field(default_factory=dict)
+
+    async def call(self, server: str, tool: str, as_name: str = "operator", **arguments: Any) -> Any:
+        """One MCP tool call to a running server, as the operator or as the agent named."""
+        async with HiveClient.for_server(self.config, server, self.token(as_name), retry_seconds=0) as client:
+            return await client.call(tool, arguments)
+
+    @contextlib.contextmanager
+    def serving(self, *, dashboard: bool = False) -> Iterator[Servers]:
+        """Run the four servers (agents: sleepers), and the dashboard if asked, until the block ends."""
+        self.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
+        for name in SERVERS:
+            extra = ("--stop-agents-on-exit",) if name == "lifecycle" else ()
+            self.processes[name] = ServerProcess(self, name, *extra)
+        if dashboard:
+            self.processes["dashboard"] = ServerProcess(self, "dashboard", "--port", str(free_port()))
+        try:
+            for process in self.processes.values():
+                process.start()
+            yield self
+        finally:
+            for process in reversed(self.processes.values()):
+                if process.process is not None and process.process.poll() is None:
+                    process.stop()
 
 
 class BrokerProcess(ServerProcess):

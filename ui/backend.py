@@ -23,6 +23,7 @@ from nicegui import Event
 from hyperhive.servers.common.catalog import SERVERS
 from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.names import OPERATOR
 
 log = logging.getLogger("hyperhive.ui")
 
@@ -47,6 +48,7 @@ class HiveState:
     questions: list[dict[str, Any]] = field(default_factory=list)  # pending operator questions
     messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MESSAGES_KEPT))
     reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVERS, True))
+    unread: int = 0  # messages to the operator not taken yet
     polled_at: float = 0.0
 
 
@@ -63,6 +65,7 @@ class Backend:
         self.approvals_changed = Event[list[dict[str, Any]]]()
         self.questions_changed = Event[list[dict[str, Any]]]()
         self.messages_added = Event[list[dict[str, Any]]]()
+        self.unread_changed = Event[int]()
         self.reachability_changed = Event[dict[str, bool]]()
         self.notice = Event[Notice]()
         self._since: int | None = None
@@ -107,6 +110,8 @@ class Backend:
         agents, stats, approvals, questions, messages = results
         if agents is not None:
             self._update_agents(agents, stats)
+        if stats is not None:
+            self._update_unread(stats)
         if approvals is not None:
             self._update_approvals(approvals["requests"])
         if questions is not None:
@@ -162,6 +167,12 @@ class Backend:
             if self.state.agents.get(name) != agent:
                 self.state.agents[name] = agent
                 self.agent_changed.emit(agent)
+
+    def _update_unread(self, stats: dict[str, Any]) -> None:
+        unread = next((inbox["pending"] for inbox in stats["inboxes"] if inbox["name"] == OPERATOR), 0)
+        if unread != self.state.unread:
+            self.state.unread = unread
+            self.unread_changed.emit(unread)
 
     def _update_approvals(self, requests: list[dict[str, Any]]) -> None:
         if requests != self.state.approvals:

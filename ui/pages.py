@@ -18,6 +18,7 @@ from fastmcp.exceptions import ToolError
 from nicegui import app, ui
 
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.names import OPERATOR
 from hyperhive.ui.auth import Credentials
 from hyperhive.ui.backend import Backend, Notice
 
@@ -25,6 +26,7 @@ STATE_COLOURS = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
     "stopped": "grey", "failed": "negative",
 }  # fmt: skip
+INBOX_SHOWN = 20  # the operator's newest messages on /messages
 TURN_COLOURS = {"idle": "grey-7", "running": "primary", "error": "negative", "starting": "info"}
 
 
@@ -38,6 +40,7 @@ hive = _Hive()
 
 def register(backend: Backend, credentials: Credentials) -> None:
     hive.backend, hive.credentials = backend, credentials
+    ui.button.default_props("no-caps")  # labels as written: lowercase, as everywhere in hyperhive
 
     @ui.page("/login")
     async def login(redirect_to: str = "/", token: str = "") -> RedirectResponse | None:
@@ -75,7 +78,11 @@ def _local(path: str) -> str:
 def root() -> None:
     """The frame every page shares; the sub-page below it follows the URL."""
     ui.dark_mode(True)
-    ui.add_css(".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }")
+    ui.add_css(
+        ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
+        " .hh-question { border-left: 4px solid var(--q-warning); }"
+    )
+
     backend = hive.backend
     with ui.header().classes("items-center gap-4 py-1 bg-grey-10"):
         ui.link("◆ hyperhive", "/").classes("text-lg text-white no-underline")
@@ -104,12 +111,18 @@ def root() -> None:
             f"questions ({len(backend.state.questions)})" if backend.state.questions else "questions"
         )
 
+    cards: dict[int, ui.card] = {}
+
     def show_questions(questions: list[dict[str, Any]]) -> None:
+        """Add new questions' cards and drop answered ones; a half-typed answer elsewhere stays."""
         show_counts()
-        strip.clear()
-        with strip:
-            for question in questions:
-                question_card(question, compact=True)
+        pending = {q["id"] for q in questions}
+        for qid in [qid for qid in cards if qid not in pending]:
+            cards.pop(qid).delete()
+        for question in questions:
+            if question["id"] not in cards:
+                with strip:
+                    cards[question["id"]] = question_card(question)
 
     def notify(notice: Notice) -> None:
         colour: Literal["negative", "warning", "info"] = (
@@ -196,23 +209,38 @@ def section(title: str) -> None:
 # ------------------------------------------------------------------------------------------- swarm
 
 
+# The swarm table's columns: (label, width class); AgentRow fills them in this order.
+COLUMNS = [
+    ("agent", "w-28"), ("state", "w-20"), ("role", "w-16"), ("model", "w-28"), ("turn", "w-60"),
+    ("last turn", "w-20"), ("inbox", "w-12 text-right"), ("rem", "w-12 text-right"), ("", "w-24"),
+]  # fmt: skip
+
+
 class AgentRow:
-    """One agent's row; `show` changes its elements in place."""
+    """One agent's row; `show` changes its elements in place, `tick` its relative times."""
 
     def __init__(self, agent: dict[str, Any]) -> None:
         self.name = name = agent["name"]
-        backend = hive.backend
-        with ui.row().classes("w-full items-center gap-3 hh-mono no-wrap") as self.row:
-            ui.link(name, f"/agent/{name}").classes("w-24 font-bold")
-            self.state = ui.badge("").mark(f"state-{name}")
-            self.role = ui.label("").classes("w-16 text-grey-5")
-            self.model = ui.button("", icon="psychology", on_click=self.change_model)
-            self.model.props("outline rounded dense no-caps size=sm").mark(f"model-{name}").tooltip("change the model")
-            self.turn = ui.label("").classes("w-64 truncate").mark(f"turn-{name}")
-            self.cancel = ui.button("cancel turn", on_click=self.cancel_turn).props("flat dense size=sm color=warning")
-            self.cancel.mark(f"cancel-{name}")
-            self.inbox = ui.label("").classes("w-28 text-grey-5").mark(f"inbox-{name}")
-            self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
+        self.backend = hive.backend
+        self.agent = agent
+        width = dict(COLUMNS)
+        with ui.row().classes("w-full items-center gap-3 hh-mono no-wrap hh-agent") as self.row:
+            ui.link(name, f"/agent/{name}").classes(f"{width['agent']} font-bold truncate")
+            with ui.element().classes(width["state"]):
+                self.state = ui.badge("").mark(f"state-{name}")
+            self.role = ui.label("").classes(f"{width['role']} text-grey-5")
+            with ui.element().classes(width["model"]):
+                self.model = ui.button("", icon="psychology", on_click=self.change_model)
+            self.model.props("outline rounded dense size=sm").mark(f"model-{name}").tooltip("change the model")
+            with ui.row().classes(f"{width['turn']} items-center no-wrap gap-1"):
+                self.turn = ui.label("").classes("truncate").mark(f"turn-{name}")
+                self.cancel = ui.button("cancel", on_click=self.cancel_turn).props("flat dense size=sm color=warning")
+                self.cancel.mark(f"cancel-{name}").tooltip("cancel the running turn")
+            self.last_turn = ui.label("").classes(f"{width['last turn']} text-grey-5").mark(f"last-turn-{name}")
+            self.inbox = ui.label("").classes(width["inbox"]).mark(f"inbox-{name}")
+            self.reminders = ui.label("").classes(f"{width['rem']} text-grey-5").mark(f"reminders-{name}")
+            with ui.element().classes(width[""]):
+                self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
             ui.space()
             for action in ("start", "stop", "restart", "kill", "rebuild"):
                 ui.button(action, on_click=lambda a=action: self.do(a)).props("flat dense size=sm").mark(
@@ -221,28 +249,37 @@ class AgentRow:
             ui.button("destroy", on_click=self.destroy).props("flat dense size=sm color=negative").mark(
                 f"destroy-{name}"
             )
-        self.backend = backend
         self.show(agent)
 
     def show(self, agent: dict[str, Any]) -> None:
+        self.agent = agent
         self.state.set_text(agent["state"])
         self.state.props(f"color={STATE_COLOURS.get(agent['state'], 'grey')}")
         self.role.set_text(agent["role"])
         self.model.set_text(agent["model"])
         turn = agent.get("turn") or {}
-        if turn.get("state") == "running":
-            text = f"running {since(turn['since'])} · {turn.get('messages', 0)} msg"
-        elif turn.get("state") == "error":
-            text = f"error: {turn.get('reason') or '?'}"
-        elif turn.get("state") == "idle":
-            text = f"idle · last turn {since(turn['since'])} ago"
-        else:
-            text = turn.get("state", "")
-        self.turn.set_text(text)
-        self.turn.classes(replace=f"w-64 truncate text-{TURN_COLOURS.get(turn.get('state', ''), 'grey-7')}")
+        self.turn.classes(replace=f"truncate text-{TURN_COLOURS.get(turn.get('state', ''), 'grey-7')}")
+        self.turn.props.set_optional("title", turn.get("reason"))  # the whole reason on hover; the text truncates
         self.cancel.set_visibility(turn.get("state") == "running")
-        self.inbox.set_text(f"inbox {agent['pending']} · rem {agent['pending_reminders']}")
+        self.inbox.set_text(str(agent["pending"]))
+        self.reminders.set_text(str(agent["pending_reminders"]))
         self.update.set_visibility(bool(agent["needs_update"]))
+        self.tick()
+
+    def tick(self) -> None:
+        turn = self.agent.get("turn") or {}
+        state = turn.get("state")
+        if state == "running":
+            text = f"running {since(turn['since'])} · {turn.get('messages', 0)} msg"
+        elif state == "error":
+            text = f"error: {turn.get('reason') or '?'}"
+        elif state:
+            text = f"{state} {since(turn['since'])}"
+        else:
+            text = "no harness" if self.agent["state"] == "running" else "-"
+        self.turn.set_text(text)
+        last = turn.get("last_turn_at")
+        self.last_turn.set_text("now" if state == "running" else f"{since(last)} ago" if last else "never")
 
     async def do(self, action: str) -> None:
         if action in ("kill", "stop", "restart") and not await confirm(f"{action} {self.name}?", action):
@@ -299,6 +336,9 @@ def swarm_page() -> None:
             on_click=lambda: act("update all", backend.call("lifecycle", "rebuild_stale"), "rebuilt what needed it"),
         ).props("outline dense").mark("update-all")
     rows: dict[str, AgentRow] = {}
+    with ui.row().classes("w-full gap-3 no-wrap text-grey-6 text-xs"):
+        for label, width in COLUMNS:
+            ui.label(label).classes(width)
     table = ui.column().classes("w-full gap-1")
 
     def show(agent: dict[str, Any]) -> None:
@@ -319,6 +359,12 @@ def swarm_page() -> None:
         show(agent)
     backend.agent_changed.subscribe(show)
     backend.agent_removed.subscribe(remove)
+
+    def tick() -> None:  # "running 12 s": only texts that changed go out
+        for row in rows.values():
+            row.tick()
+
+    ui.timer(1.0, tick)
 
     section("spawn")
     with ui.row().classes("items-center"):
@@ -406,12 +452,12 @@ def approval_card(request: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------- questions
 
 
-def question_card(question: dict[str, Any], *, compact: bool = False) -> None:
-    """A pending question with its answer form and a countdown: the strip on every page, and /questions."""
+def question_card(question: dict[str, Any]) -> ui.card:
+    """A pending question with its answer form and a countdown, for the strip at the top of every page."""
     backend = hive.backend
     qid = question["id"]
     deadline = datetime.fromisoformat(question["expires_at"].replace("Z", "+00:00")).timestamp()
-    with ui.card().classes("w-full bg-amber-10" if compact else "w-full").props("flat bordered"):
+    with ui.card().classes("w-full bg-grey-9 hh-question").props("flat bordered") as card:
         with ui.row().classes("items-center w-full no-wrap"):
             ui.label(f"? #{qid} {question['asker']}:").classes("font-bold")
             ui.label(question["question"]).classes("grow")
@@ -447,6 +493,7 @@ def question_card(question: dict[str, Any], *, compact: bool = False) -> None:
                     f"cancel #{qid}", backend.call("operator", "cancel_question", id=qid), f"#{qid} cancelled"
                 ),
             ).props("flat dense").mark(f"cancel-question-{qid}")
+    return card
 
 
 def questions_page() -> None:
@@ -473,17 +520,64 @@ def questions_page() -> None:
 
 def messages_page() -> None:
     backend = hive.backend
+    reply_to: dict[str, int | None] = {"id": None}
+
+    with ui.row().classes("items-center w-full"):
+        section("your inbox")
+        unread = ui.label("").classes("text-grey-6").mark("unread")
+        ui.space()
+
+        async def mark_read() -> None:
+            taken = await act("mark read", backend.call("broker", "recv_batch", max=50, ack=True))
+            if taken is not None:
+                more = f", {taken['queued']} more waiting" if taken["queued"] else ""
+                ui.notify(f"{len(taken['messages'])} marked read{more}")
+
+        ui.button("mark read", on_click=mark_read).props("outline dense").mark("mark-read").tooltip(
+            "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
+        )
+    inbox = ui.column().classes("w-full gap-0 hh-mono").mark("inbox")
+
+    def show_unread(count: int) -> None:
+        unread.set_text(f"{count} unread" if count else "nothing unread")
+
+    def reply(message: dict[str, Any]) -> None:
+        to.set_value(message["sender"])
+        reply_to["id"] = message["id"]
+        replying.set_text(f"re #{message['id']}")
+        replying.set_visibility(True)
+        body.run_method("focus")
+
+    def inbox_line(message: dict[str, Any]) -> None:
+        if OPERATOR not in [d["to"] for d in message.get("deliveries", [])]:
+            return
+        with inbox, ui.row().classes("items-center no-wrap gap-2") as row:
+            ui.label(f"#{message['id']} {message['sent_at'][11:19]} {message['sender']}: {message['body']}")
+            if message["sender"] in backend.state.agents:
+                ui.button("reply", on_click=lambda m=message: reply(m)).props("flat dense size=sm").mark(
+                    f"reply-{message['id']}"
+                )
+        row.move(inbox, target_index=0)  # newest first
+        while len(inbox.default_slot.children) > INBOX_SHOWN:
+            inbox.default_slot.children[-1].delete()
+
     section("compose")
     with ui.row().classes("items-center w-full"):
         to = ui.select(["*", "manager"], value="manager", label="to")
         to.props("dense").classes("w-40").mark("compose-to")
+        replying = ui.chip("", icon="reply", removable=True, color="grey-8").props("dense").mark("replying")
+        replying.on("remove", lambda: reply_to.update(id=None))
+        replying.set_visibility(False)
         body = ui.input("message").props("dense").classes("grow").mark("compose-body")
 
         async def send() -> None:
             if not (body.value or "").strip():
                 return
-            if await act("send", backend.call("broker", "send", to=to.value, body=body.value), "sent"):
+            call = backend.call("broker", "send", to=to.value, body=body.value, in_reply_to=reply_to["id"])
+            if await act("send", call, "sent"):
                 body.set_value("")
+                reply_to["id"] = None
+                replying.set_visibility(False)
 
         body.on("keydown.enter", send)
 
@@ -491,13 +585,13 @@ def messages_page() -> None:
             names = ["*", *sorted(backend.state.agents)]
             if list(to.options) != names:
                 to.set_options(names, value=to.value if to.value in names else "manager")
-                agent_filter.set_options(["everyone", *names[1:], "operator"], value=agent_filter.value)
+                agent_filter.set_options(["everyone", *names[1:], OPERATOR], value=agent_filter.value)
 
         backend.agent_changed.subscribe(recipients)
         ui.button("send", on_click=send).props("dense").mark("compose-send")
     with ui.row().classes("items-center"):
         section("messages")
-        agent_filter = ui.select(["everyone", "manager", "operator"], value="everyone", label="agent")
+        agent_filter = ui.select(["everyone", "manager", OPERATOR], value="everyone", label="agent")
         agent_filter.props("dense").classes("w-40").mark("filter-agent")
         thread = (
             ui.number("thread of message #", format="%d").props("dense clearable").classes("w-44").mark("filter-thread")
@@ -510,12 +604,9 @@ def messages_page() -> None:
             recipients = [d["to"] for d in message.get("deliveries", [])]
             if message["sender"] != who and who not in recipients:
                 return False
-        return not thread.value or message.get("thread_id") == _thread_of(int(thread.value))
+        return not thread.value or message.get("thread_id") == thread_roots.get(int(thread.value))
 
     thread_roots: dict[int, int] = {}
-
-    def _thread_of(message_id: int) -> int | None:
-        return thread_roots.get(message_id)
 
     def line(message: dict[str, Any]) -> None:
         thread_roots[message["id"]] = message.get("thread_id", message["id"])
@@ -525,25 +616,29 @@ def messages_page() -> None:
         reply = f" re #{message['in_reply_to']}" if message.get("in_reply_to") else ""
         with flow:
             head = f"#{message['id']} {message['sent_at'][11:19]} {message['sender']} → {recipients}{reply}"
-            ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap").on(
+            ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap cursor-pointer").on(
                 "click", lambda m=message: thread.set_value(m["id"])
-            )
+            ).tooltip("follow its thread")
 
     def redraw(*_: object) -> None:
         flow.clear()
         for message in backend.state.messages:
             line(message)
 
-    recipients({})
-    redraw()
-    agent_filter.on_value_change(redraw)
-    thread.on_value_change(redraw)
-
     def add(messages: list[dict[str, Any]]) -> None:
         for message in messages:
             line(message)
+            inbox_line(message)
 
+    recipients({})
+    redraw()
+    for message in backend.state.messages:
+        inbox_line(message)
+    show_unread(backend.state.unread)
+    agent_filter.on_value_change(redraw)
+    thread.on_value_change(redraw)
     backend.messages_added.subscribe(add)
+    backend.unread_changed.subscribe(show_unread)
 
 
 # ------------------------------------------------------------------------------------------- agent
@@ -621,7 +716,7 @@ def stats_panel(name: str) -> None:
                 {"type": "line", "name": "seconds", "data": [round(t["ended_at"] - t["started_at"], 1) for t in turns]},
                 {"type": "line", "name": "inbox", "data": [t["inbox_depth"] for t in turns]},
             ])  # fmt: skip
-            tools = s["tool_calls"]
+            tools = dict(sorted(s["tool_calls"].items(), key=lambda item: -item[1]))  # most used first
             _chart("tool calls", list(tools), [{"type": "bar", "data": list(tools.values())}])
             _chart("tokens and cost", [str(i) for i in range(len(turns))], [
                 {"type": "line", "name": "tokens in", "data": [t["tokens_in"] for t in turns]},

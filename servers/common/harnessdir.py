@@ -99,6 +99,7 @@ class TurnState(BaseModel):
     messages: int = 0  # messages the running turn consumes
     leased: list[int] = []  # their ids: a harness that died mid-turn releases them at its next start
     reason: str | None = None  # for an error: what went wrong and what happens next
+    last_turn_at: float | None = None  # epoch seconds: when its last turn ended (kept across restarts)
 
 
 class Turn(BaseModel):

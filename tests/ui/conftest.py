@@ -7,12 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from hivetest import SLEEPER, ServerProcess, toml_list
+from hivetest import Servers
 from nicegui.testing import User
 from nicegui.testing.user_simulation import user_simulation
-from uitest import Servers
-
-from hyperhive.servers.cli import SERVERS
 
 MAIN = Path(__file__).with_name("dashboard_main.py")
 
@@ -20,18 +17,8 @@ MAIN = Path(__file__).with_name("dashboard_main.py")
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """broker, lifecycle, approvals and operator as `hive serve` processes on one hive home."""
-    hive = Servers(tmp_path_factory.mktemp("ui") / "hive")
-    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
-    for name in SERVERS:
-        hive.processes[name] = ServerProcess(hive, name, *(("--stop-agents-on-exit",) if name == "lifecycle" else ()))
-    try:
-        for process in hive.processes.values():
-            process.start()
+    with Servers(tmp_path_factory.mktemp("ui") / "hive").serving() as hive:
         yield hive
-    finally:
-        for process in reversed(hive.processes.values()):
-            if process.process is not None and process.process.poll() is None:
-                process.stop()
 
 
 @pytest.fixture

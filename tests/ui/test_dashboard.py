@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import os
+import signal
+import sqlite3
+import time
 
 import pytest
-from hivetest import Hive
+from hivetest import Servers, gone, sandbox_process
+from nicegui import ui
 from nicegui.testing import User
-from uitest import Servers, log_in
+from uitest import log_in
 
-from hyperhive.servers.common.client import HiveClient
+from hyperhive.harness.claude import TurnOutcome
+from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
 
 
-async def call(hive: Hive, server: str, tool: str, as_name: str = "operator", **arguments: Any) -> Any:
-    async with HiveClient.for_server(hive.config, server, hive.token(as_name), retry_seconds=0) as client:
-        return await client.call(tool, arguments)
-
-
 async def test_login_is_required_and_the_password_or_a_token_lets_you_in(
-    user: User, servers: Hive, password: str
+    user: User, servers: Servers, password: str
 ) -> None:
     await user.open("/")
     await user.should_see("log in")
@@ -34,7 +35,7 @@ async def test_login_is_required_and_the_password_or_a_token_lets_you_in(
     await user.should_see(marker="state-manager", content="running", retries=100)
 
 
-async def test_a_token_link_logs_in(user: User, servers: Hive) -> None:
+async def test_a_token_link_logs_in(user: User, servers: Servers) -> None:
     await user.open(f"/login?token={servers.token('operator')}")
     await user.should_see("◆ swarm")
     await user.open("/approvals")
@@ -47,7 +48,9 @@ async def test_a_token_link_logs_in(user: User, servers: Hive) -> None:
     await user.should_see("log in")
 
 
-async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(user: User, servers: Hive, password: str) -> None:
+async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(
+    user: User, servers: Servers, password: str
+) -> None:
     await log_in(user, password)
     user.find(marker="spawn-name").type("alice")
     user.find(marker="spawn").click()
@@ -57,7 +60,7 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(user: User,
     await user.should_see("stop alice?")
     user.find(marker="confirm").click()
     await user.should_see(marker="state-alice", content="stopped", retries=50)
-    assert (await call(servers, "lifecycle", "agent_status", name="alice"))["state"] == "stopped"
+    assert (await servers.call("lifecycle", "agent_status", name="alice"))["state"] == "stopped"
     user.find(marker="start-alice").click()
     await user.should_see(marker="state-alice", content="running", retries=50)
 
@@ -66,7 +69,7 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(user: User,
     user.find(marker="model-input").clear().type("haiku")
     user.find(marker="set-model").click()
     await user.should_see(marker="model-alice", content="haiku", retries=50)
-    assert (await call(servers, "lifecycle", "agent_status", name="alice"))["model"] == "haiku"
+    assert (await servers.call("lifecycle", "agent_status", name="alice"))["model"] == "haiku"
 
     user.find(marker="spawn-name").type("Bad Name")
     user.find(marker="spawn").click()
@@ -78,15 +81,15 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(user: User,
     user.find(marker="confirm").click()
     await user.should_see("alice: destroyed", retries=50)
     await user.should_not_see(marker="state-alice", retries=50)
-    listing = await call(servers, "lifecycle", "list_agents")
+    listing = await servers.call("lifecycle", "list_agents")
     assert [a["name"] for a in listing["agents"]] == ["manager"]
 
 
 async def test_approvals_show_the_diff_and_are_approved_or_denied_with_a_note(
-    user: User, servers: Hive, password: str
+    user: User, servers: Servers, password: str
 ) -> None:
-    first = await call(servers, "approvals", "request_spawn", as_name="manager", name="bob")
-    second = await call(servers, "approvals", "request_spawn", as_name="manager", name="carol")
+    first = await servers.call("approvals", "request_spawn", as_name="manager", name="bob")
+    second = await servers.call("approvals", "request_spawn", as_name="manager", name="carol")
     await log_in(user, password, "/approvals")
     await user.open("/approvals")
     await user.should_see(f"#{first['id']} spawn · bob")
@@ -100,16 +103,18 @@ async def test_approvals_show_the_diff_and_are_approved_or_denied_with_a_note(
     await user.should_see(f"#{second['id']} denied", retries=50)
     await user.should_see(f"#{second['id']} spawn carol · denied: not now · by operator", retries=50)
     await user.should_see(f"#{first['id']} spawn bob · applied", retries=50)
-    assert (await call(servers, "lifecycle", "agent_status", name="bob"))["state"] in ("running", "starting")
-    await call(servers, "lifecycle", "destroy", name="bob", purge=True)
+    assert (await servers.call("lifecycle", "agent_status", name="bob"))["state"] in ("running", "starting")
+    await servers.call("lifecycle", "destroy", name="bob", purge=True)
 
 
-async def test_questions_are_on_every_page_and_answered_with_options(user: User, servers: Hive, password: str) -> None:
-    asked = await call(
-        servers, "operator", "ask_operator", as_name="manager",
+async def test_questions_are_on_every_page_and_answered_with_options(
+    user: User, servers: Servers, password: str
+) -> None:
+    asked = await servers.call(
+        "operator", "ask_operator", as_name="manager",
         question="which regions?", options=["eu", "us", "asia"], multi=True, ttl_seconds=600,
     )  # fmt: skip
-    other = await call(servers, "operator", "ask_operator", as_name="manager", question="free text?", ttl_seconds=600)
+    other = await servers.call("operator", "ask_operator", as_name="manager", question="free text?", ttl_seconds=600)
     await log_in(user, password)
     await user.should_see("which regions?")  # the strip over the swarm page
     await user.should_see(marker=f"ttl-{asked['id']}")
@@ -120,26 +125,26 @@ async def test_questions_are_on_every_page_and_answered_with_options(user: User,
     await user.should_see(f"#{asked['id']} answered", retries=50)
     user.find(marker=f"cancel-question-{other['id']}").click()
     await user.should_see(f"#{other['id']} cancelled", retries=50)
-    asks = {q["id"]: q for q in (await call(servers, "operator", "list_my_asks", as_name="manager"))["questions"]}
+    asks = {q["id"]: q for q in (await servers.call("operator", "list_my_asks", as_name="manager"))["questions"]}
     assert asks[asked["id"]]["answer"] == "eu, asia" and asks[other["id"]]["state"] == "cancelled"
     await user.open("/questions")
     await user.should_see("which regions? · answered: eu, asia", retries=50)
 
 
-async def test_messages_compose_filter_and_follow_a_thread(user: User, servers: Hive, password: str) -> None:
+async def test_messages_compose_filter_and_follow_a_thread(user: User, servers: Servers, password: str) -> None:
     await log_in(user, password)
     await user.open("/messages")
     user.find(marker="compose-body").type("hello manager")
     user.find(marker="compose-send").click()
     await user.should_see("sent")
     await user.should_see("operator → manager: hello manager", retries=50)
-    inbox = await call(servers, "broker", "recv_batch", as_name="manager", max=10)
+    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=10)
     [mine] = [m for m in inbox["messages"] if m["body"] == "hello manager"]
-    await call(servers, "broker", "send", as_name="manager", to="operator", body="hi back", in_reply_to=mine["id"])
+    await servers.call("broker", "send", as_name="manager", to="operator", body="hi back", in_reply_to=mine["id"])
     await user.should_see(f"manager → operator re #{mine['id']}: hi back", retries=50)
 
 
-async def test_an_agent_page_has_its_log_config_files_and_stats(user: User, servers: Hive, password: str) -> None:
+async def test_an_agent_page_has_its_log_config_files_and_stats(user: User, servers: Servers, password: str) -> None:
     state = servers.home / "agents" / "manager" / "state"
     (state / "notes.md").write_text("# notes\nremember the milk\n")
     await log_in(user, password)
@@ -170,9 +175,141 @@ async def test_an_unreachable_server_shows_a_banner_until_it_is_back(
     await user.should_not_see("unreachable", retries=100)
 
 
-async def test_new_requests_and_questions_pop_up_as_toasts(user: User, servers: Hive, password: str) -> None:
+async def test_new_requests_and_questions_pop_up_as_toasts(user: User, servers: Servers, password: str) -> None:
     await log_in(user, password)
     await asyncio.sleep(0.5)  # the dashboard has seen what was there before
-    asked = await call(servers, "operator", "ask_operator", as_name="manager", question="toast?", ttl_seconds=600)
+    asked = await servers.call("operator", "ask_operator", as_name="manager", question="toast?", ttl_seconds=600)
     await user.should_see("manager asks: toast?", retries=50)
-    await call(servers, "operator", "cancel_question", id=asked["id"])
+    await servers.call("operator", "cancel_question", id=asked["id"])
+
+
+async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers: Servers, password: str) -> None:
+    await servers.call("lifecycle", "create_agent", name="erin")
+    await log_in(user, password)
+    await user.should_see(marker="state-erin", content="running", retries=50)
+    await user.should_see(marker="last-turn-erin", content="never")  # a sleeper: no harness, no turns
+
+    first = sandbox_process(servers, "erin")
+    user.find(marker="restart-erin").click()
+    await user.should_see("restart erin?")
+    user.find(marker="confirm").click()
+    await user.should_see("erin: restart", retries=50)
+    await user.should_see(marker="state-erin", content="running", retries=50)
+    assert sandbox_process(servers, "erin") != first
+
+    user.find(marker="kill-erin").click()
+    await user.should_see("kill erin?")
+    user.find(marker="confirm").click()
+    await user.should_see(marker="state-erin", content="stopped", retries=50)
+    assert gone(first) and (await servers.call("lifecycle", "agent_status", name="erin"))["state"] == "stopped"
+
+    user.find(marker="rebuild-erin").click()  # not destructive: no question asked
+    await user.should_see("erin: rebuild", retries=50)
+
+    # Pretend erin was built by an older hyperhive, as after an upgrade.
+    with sqlite3.connect(servers.config.db_path("lifecycle")) as db:
+        db.execute("UPDATE agents SET built_version = '0.0.1' WHERE name = 'erin'")
+    db.close()
+    await user.should_see(marker="update-erin", retries=50)
+    user.find(marker="update-all").click()
+    await user.should_see("rebuilt what needed it", retries=50)
+    await user.should_not_see(marker="update-erin", retries=50)
+    assert not (await servers.call("lifecycle", "agent_status", name="erin"))["needs_update"]
+    await servers.call("lifecycle", "destroy", name="erin", purge=True)
+
+
+async def test_a_running_turn_is_shown_and_cancelled(user: User, servers: Servers, password: str) -> None:
+    """The test plays the harness: it writes turn.json as the real one does and obeys the cancel file."""
+    await servers.call("lifecycle", "create_agent", name="gus")
+    paths = AgentPaths.of(servers.config, "gus")
+    harness = TurnRecorder(paths.harness)
+    await harness.open()
+    await harness.set("running", turn=42, leased=[7, 8])
+    await log_in(user, password)
+    await user.should_see(marker="turn-gus", content="running", retries=50)
+    await user.should_see(marker="turn-gus", content="2 msg")
+    await user.should_see(marker="last-turn-gus", content="now")
+
+    async def obey_cancel() -> None:
+        while not paths.cancel_request.exists():
+            await asyncio.sleep(0.05)
+        assert paths.cancel_request.read_text().strip() == "42"
+        await harness.record(
+            turn_row("wake", time.time() - 3, "sonnet", TurnOutcome(ok=False, error="cancelled"), 2, 0)
+        )
+        await harness.set("idle")
+
+    obeying = asyncio.create_task(obey_cancel())
+    user.find(marker="cancel-gus").click()
+    await user.should_see("turn cancelled", retries=100)
+    await obeying
+    await user.should_see(marker="turn-gus", content="idle", retries=50)
+    await user.should_see(marker="last-turn-gus", content="s ago", retries=50)
+    await user.should_not_see(marker="cancel-gus")
+    await servers.call("lifecycle", "destroy", name="gus", purge=True)
+
+
+async def test_a_crash_pops_up_a_toast(user: User, servers: Servers, password: str) -> None:
+    await servers.call("lifecycle", "create_agent", name="fred")
+    await log_in(user, password)
+    await user.should_see(marker="state-fred", content="running", retries=50)
+    await asyncio.sleep(0.5)  # the dashboard has read the flow so far
+    os.kill(sandbox_process(servers, "fred"), signal.SIGKILL)
+    await user.should_see("fred crashed", retries=100)
+    await servers.call("lifecycle", "destroy", name="fred", purge=True)
+
+
+async def test_the_operator_inbox_replies_and_marks_read(user: User, servers: Servers, password: str) -> None:
+    await servers.call("broker", "recv_batch", max=50)  # what earlier tests sent the operator: read
+    asked = await servers.call("broker", "send", as_name="manager", to="operator", body="may I spawn three?")
+    await log_in(user, password)
+    await user.open("/messages")
+    await user.should_see(marker="unread", content="1 unread", retries=50)
+    await user.should_see("manager: may I spawn three?")
+    user.find(marker=f"reply-{asked['id']}").click()
+    await user.should_see(marker="replying", content=f"re #{asked['id']}")
+    user.find(marker="compose-body").type("two is enough")
+    user.find(marker="compose-send").click()
+    await user.should_see("sent", retries=50)
+    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=50)
+    [reply] = [m for m in inbox["messages"] if m["body"] == "two is enough"]
+    assert reply["in_reply_to"] == asked["id"] and reply["sender"] == "operator"
+
+    user.find(marker="mark-read").click()
+    await user.should_see(marker="unread", content="nothing unread", retries=50)
+    assert (await servers.call("broker", "pending_count")) == {"queued": 0, "leased": 0}
+
+    # The flow filtered to one agent shows what it sent or received, nothing else.
+    await servers.call("lifecycle", "create_agent", name="hal")
+    await servers.call("broker", "send", to="hal", body="hello hal")
+    await user.should_see("operator → hal: hello hal", retries=50)
+    [agent_filter] = user.find(marker="filter-agent").elements
+    agent_filter.set_value("hal")  # type: ignore[attr-defined]
+    await user.should_not_see("manager → operator: may I spawn three?")  # the flow; the inbox above keeps it
+    await user.should_see("operator → hal: hello hal")
+    agent_filter.set_value("everyone")  # type: ignore[attr-defined]
+    await user.should_see("manager → operator: may I spawn three?")
+    await servers.call("lifecycle", "destroy", name="hal", purge=True)
+
+
+async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, password: str) -> None:
+    """Two turns recorded by the harness's own recorder into the manager's turn-stats."""
+    harness = TurnRecorder(AgentPaths.of(servers.config, "manager").harness)
+    await harness.open()
+    ok = TurnOutcome(ok=True, terminal_reason="completed", model_turns=2, tokens_in=900, tokens_out=40)
+    ok.tool_calls.update({"mcp__broker__send": 2, "Read": 1})
+    await harness.record(turn_row("wake", time.time() - 5, "sonnet", ok, messages=1, queued=3))
+    await harness.record(turn_row("wake", time.time() - 2, "sonnet", TurnOutcome(ok=False, error="API 529"), 1, 0))
+    await harness.set("idle")
+    await log_in(user, password)
+    await user.should_see(marker="last-turn-manager", content="s ago", retries=50)
+    await user.open("/agent/manager")
+    user.find(marker="tab-stats").click()
+    await user.should_see(marker="stats-summary", content="2 turns · 1 errors", retries=50)
+    await user.should_see(marker="stats-summary", content="tokens 900 in / 40 out")
+    charts = user.find(kind=ui.echart).elements
+    titles = {chart.options["title"]["text"] for chart in charts}  # type: ignore[attr-defined]
+    assert titles == {"turns per hour", "duration (s) and inbox depth", "tool calls", "tokens and cost"}
+    [tools] = [c for c in charts if c.options["title"]["text"] == "tool calls"]  # type: ignore[attr-defined]
+    assert tools.options["xAxis"]["data"] == ["mcp__broker__send", "Read"]  # type: ignore[attr-defined]
+    assert tools.options["series"][0]["data"] == [2, 1]  # type: ignore[attr-defined]

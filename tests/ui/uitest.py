@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from hivetest import Hive, ServerProcess
 from nicegui.testing import User
-
-
-@dataclass
-class Servers(Hive):
-    processes: dict[str, ServerProcess] = field(default_factory=dict)
 
 
 async def log_in(user: User, password: str, path: str = "/") -> None:

@@ -171,7 +171,11 @@ async def test_turns_are_recorded_for_agent_stats_and_the_state_for_agent_status
     await recorder.set("running", turn=42, leased=[5, 6])
     state = json.loads((tmp_path / "turn.json").read_text())
     assert state["state"] == "running" and state["turn"] == 42 and state["messages"] == 2
+    assert state["last_turn_at"] == second.ended_at  # the dashboard's "last turn" column
     assert (await TurnRecorder(tmp_path).open()) == TurnState.model_validate(state)  # what the next run finds
+    next_run = TurnRecorder(tmp_path)
+    await next_run.open()
+    assert next_run.state.state == "starting" and next_run.state.last_turn_at == second.ended_at
 
 
 def test_lifecycle_reads_turn_json_without_following_links(tmp_path: Path) -> None:

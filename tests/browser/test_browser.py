@@ -1,0 +1,144 @@
+"""An operator's day in a real browser: log in, approve, answer, stop, look at every page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from conftest import shot
+from hivetest import Servers
+from playwright.async_api import ConsoleMessage, Locator, Page, expect
+
+pytestmark = pytest.mark.slow
+
+
+def url_of(dashboard: Servers, path: str = "/") -> str:
+    return dashboard.processes["dashboard"].url + path
+
+
+async def open_logged_in(page: Page, dashboard: Servers, path: str = "/") -> None:
+    """Through the one-click link `hive up` prints: an operator token in the URL."""
+    await page.goto(url_of(dashboard, f"/login?token={dashboard.token('operator')}&redirect_to={path}"))
+    await expect(page.get_by_role("button", name="log out")).to_be_visible()
+
+
+def agent_row(page: Page, name: str) -> Locator:
+    return page.locator(".nicegui-row.no-wrap").filter(has=page.get_by_role("link", name=name, exact=True))
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
+    """Poll `check` until it returns something truthy (a server carries the click out after the toast)."""
+    for _ in range(int(timeout / 0.1)):
+        if result := await check():
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not true within {timeout} s: {check}")
+
+
+async def test_the_password_logs_in(page: Page, dashboard: Servers, password: str) -> None:
+    await page.goto(url_of(dashboard))
+    await expect(page).to_have_url(re.compile(r"/login\?redirect_to=/$"))
+    await shot(page, "login")
+    await page.get_by_label("password or operator token").fill("not it")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_text("not the dashboard password or an operator token")).to_be_visible()
+    await page.get_by_label("password or operator token").fill(password)
+    await page.get_by_role("button", name="log in").click()
+    await expect(page.get_by_text("◆ swarm")).to_be_visible()
+    await expect(agent_row(page, "manager").get_by_text("running", exact=True)).to_be_visible()
+
+
+async def test_a_spawn_request_is_approved(page: Page, dashboard: Servers) -> None:
+    request = await dashboard.call("approvals", "request_spawn", as_name="manager", name="bob")
+    rid = request["id"]
+    await open_logged_in(page, dashboard, "/approvals")
+    card = page.locator(".q-card").filter(has_text=f"#{rid} spawn · bob")
+    await expect(card.get_by_text('+role = "agent"')).to_be_visible()  # the diff of bob's config
+    await expect(page.get_by_role("link", name="approvals (1)")).to_be_visible()
+    await shot(page, "approvals")
+    await card.get_by_role("button", name="approve").click()
+    await expect(page.get_by_text(f"#{rid} approved")).to_be_visible()
+    await expect(page.get_by_text(f"#{rid} spawn bob · applied · by operator")).to_be_visible()
+    await expect(page.get_by_role("link", name="approvals", exact=True)).to_be_visible()
+
+    async def bob_runs() -> bool:
+        return (await dashboard.call("lifecycle", "agent_status", name="bob"))["state"] == "running"
+
+    await eventually(bob_runs)
+
+
+async def test_a_question_is_answered_with_options(page: Page, dashboard: Servers) -> None:
+    asked = await dashboard.call(
+        "operator", "ask_operator", as_name="manager",
+        question="which regions?", options=["eu", "us", "asia"], multi=True, ttl_seconds=600,
+    )  # fmt: skip
+    await open_logged_in(page, dashboard, "/messages")  # the strip of pending questions is on every page
+    card = page.locator(".q-card").filter(has_text="which regions?")
+    await expect(card.get_by_text(re.compile(r"^(9|10):\d\d$"))).to_be_visible()  # the ttl counts down
+    await card.get_by_label("answer").click()
+    await page.get_by_role("option", name="eu").click()
+    await page.get_by_role("option", name="asia").click()
+    await page.keyboard.press("Escape")
+    await shot(page, "question")
+    await card.get_by_role("button", name="answer").click()
+    await expect(page.get_by_text(f"#{asked['id']} answered")).to_be_visible()
+    await expect(card).to_have_count(0)
+
+    async def answered() -> dict[str, Any] | None:
+        asks = await dashboard.call("operator", "list_my_asks", as_name="manager")
+        return next((q for q in asks["questions"] if q["id"] == asked["id"] and q["state"] == "answered"), None)
+
+    assert (await eventually(answered))["answer"] == "eu, asia"
+
+
+async def test_an_agent_is_stopped_after_one_confirmation(page: Page, dashboard: Servers) -> None:
+    await dashboard.call("lifecycle", "create_agent", name="dave")
+    await open_logged_in(page, dashboard)
+    row = agent_row(page, "dave")
+    await expect(row.get_by_text("running", exact=True)).to_be_visible()
+    await row.get_by_role("button", name="stop").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog.get_by_text("stop dave?")).to_be_visible()
+    await dialog.get_by_role("button", name="stop").click()
+    await expect(row.get_by_text("stopped", exact=True)).to_be_visible()
+    assert (await dashboard.call("lifecycle", "agent_status", name="dave"))["state"] == "stopped"
+    await shot(page, "swarm")
+
+
+async def test_every_page_renders_without_browser_errors(page: Page, dashboard: Servers) -> None:
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    (dashboard.home / "agents" / "manager" / "state" / "notes.md").write_text("# notes\nremember the milk\n")
+    await dashboard.call("broker", "send", as_name="manager", to="operator", body="status: all quiet")
+
+    await open_logged_in(page, dashboard, "/messages")
+    await expect(page.get_by_text("manager → operator: status: all quiet")).to_be_visible()
+    await shot(page, "messages")
+    await page.get_by_role("link", name="questions").click()
+    await expect(page.get_by_text("which regions? · answered: eu, asia")).to_be_visible()
+    await shot(page, "questions")
+    await page.get_by_role("link", name="swarm").click()
+    await agent_row(page, "manager").get_by_role("link", name="manager").click()
+    await expect(page.get_by_text("◆ manager")).to_be_visible()
+    await shot(page, "agent-log")
+    await page.get_by_role("tab", name="config").click()
+    await expect(page.get_by_text('role = "manager"')).to_be_visible()
+    await shot(page, "agent-config")
+    await page.get_by_role("tab", name="files").click()
+    await page.get_by_role("button", name="read").click()
+    await expect(page.get_by_text("remember the milk")).to_be_visible()
+    await shot(page, "agent-files")
+    await page.get_by_role("tab", name="stats").click()
+    await expect(page.get_by_text(re.compile(r"\d+ turns · \d+ errors"))).to_be_visible()
+    await page.wait_for_timeout(500)  # the charts' first frame
+    await shot(page, "agent-stats")
+    assert errors == []
