@@ -298,6 +298,7 @@ def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
         _fail(f"cannot read {config.home / DASHBOARD_PASSWORD}: {e.strerror}; `hive init` creates it")
     host, port = config.dashboard.host, port or config.dashboard.port
     url = f"http://{host}:{port}"
+    _become_dashboard_user(config)
 
     async def ready() -> None:
         # Start-up hooks run before uvicorn binds its socket: say "ready" once it accepts connections.
@@ -315,6 +316,48 @@ def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
 
     nicegui_app.on_startup(ready)
     run(config, token, password, host, port)
+
+
+def _become_dashboard_user(config: HiveConfig) -> None:
+    """Started as root, the dashboard drops to [dashboard] user once it holds its token and password:
+    it needs no more than a browser does. It stays root, and says why, where that user could not work."""
+    import pwd
+
+    import nicegui
+
+    import hyperhive.ui
+
+    log = logging.getLogger("hyperhive.dashboard")
+    user = config.dashboard.user
+    storage = config.dashboard_dir
+    storage.mkdir(mode=0o700, exist_ok=True)
+    if os.geteuid() != 0 or not user:
+        return
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        _fail(f'[dashboard] user = "{user}": no such user; name an existing one, or "" to keep root')
+    why_not = ""
+    for name in SERVERS:
+        if config.listen(name).port is None:
+            why_not = f"{name} listens only on a unix socket (0600, root's)"
+    # Python imports lazily: that user must reach the standard library and every package, not just
+    # start; and the hive home, for its sessions.
+    code = (Path(os.__file__), Path(nicegui.__file__), Path(hyperhive.ui.__file__), Path(sys.executable))
+    for path in [p.resolve().parent for p in code] + [storage.parent]:
+        blocked = [p for p in (path, *path.parents) if not p.stat().st_mode & 0o001]
+        if blocked:
+            why_not = f"{user} cannot reach {path} through {blocked[0]} (`chmod o+x {blocked[0]}`)"
+            break
+    if why_not:
+        log.warning("the dashboard stays root: %s", why_not)
+        return
+    for path in (storage, *storage.iterdir()):  # sessions a root dashboard kept before
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    log.info("the dashboard runs as %s (uid %d)", user, entry.pw_uid)
 
 
 @main.command(name="serve")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nicegui import app, ui
+from nicegui.storage import Storage
 
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.ui import auth, pages
@@ -21,6 +22,7 @@ TITLE = "hyperhive"
 
 def setup(config: HiveConfig, token: str, password: str, *, interval: float = 1.0) -> Callable[[], None]:
     """Register the dashboard on NiceGUI's app; returns the root page to give ui.run."""
+    Storage.path = config.dashboard_dir  # login sessions in the hive home, not in the working directory
     backend = Backend(config, token, interval=interval)
     credentials = auth.Credentials(config, password)
     app.on_startup(backend.start)

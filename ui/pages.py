@@ -80,7 +80,7 @@ def root() -> None:
     ui.dark_mode(True)
     ui.add_css(
         ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
-        " .hh-question { border-left: 4px solid var(--q-warning); }"
+        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS
     )
 
     backend = hive.backend
@@ -209,11 +209,16 @@ def section(title: str) -> None:
 # ------------------------------------------------------------------------------------------- swarm
 
 
-# The swarm table's columns: (label, width class); AgentRow fills them in this order.
-COLUMNS = [
-    ("agent", "w-28"), ("state", "w-20"), ("role", "w-16"), ("model", "w-28"), ("turn", "w-60"),
-    ("last turn", "w-20"), ("inbox", "w-12 text-right"), ("rem", "w-12 text-right"), ("", "w-24"),
-]  # fmt: skip
+# The swarm table is a CSS grid: one template for the header and every row, so a row's cells are
+# its elements themselves (no wrappers: 50 agents stay a light page).
+SWARM_COLUMNS = ["agent", "state", "role", "model", "turn", "last turn", "inbox", "rem", "", ""]
+SWARM_CSS = """
+.hh-swarm { display: grid; grid-template-columns: 8rem 5.5rem 4.5rem 7.5rem 16rem 5.5rem 3rem 3rem 6.5rem 1fr;
+            align-items: center; justify-items: start; column-gap: 0.75rem; width: 100%; }
+.hh-swarm > .hh-num { justify-self: end; }
+.hh-swarm > .hh-actions { justify-self: end; display: flex; }
+.hh-turn { display: flex; align-items: center; gap: 0.25rem; max-width: 16rem; }
+"""
 
 
 class AgentRow:
@@ -223,33 +228,38 @@ class AgentRow:
         self.name = name = agent["name"]
         self.backend = hive.backend
         self.agent = agent
-        width = dict(COLUMNS)
-        with ui.row().classes("w-full items-center gap-3 hh-mono no-wrap hh-agent") as self.row:
-            ui.link(name, f"/agent/{name}").classes(f"{width['agent']} font-bold truncate")
-            with ui.element().classes(width["state"]):
-                self.state = ui.badge("").mark(f"state-{name}")
-            self.role = ui.label("").classes(f"{width['role']} text-grey-5")
-            with ui.element().classes(width["model"]):
-                self.model = ui.button("", icon="psychology", on_click=self.change_model)
-            self.model.props("outline rounded dense size=sm").mark(f"model-{name}").tooltip("change the model")
-            with ui.row().classes(f"{width['turn']} items-center no-wrap gap-1"):
+        with ui.element().classes("hh-swarm hh-mono") as self.row:
+            ui.link(name, f"/agent/{name}").classes("font-bold truncate max-w-full")
+            self.state = ui.badge("").mark(f"state-{name}")
+            self.role = ui.label("").classes("text-grey-5")
+            self.model = ui.button("", icon="psychology", on_click=self.change_model).mark(f"model-{name}")
+            self.model.props('outline rounded dense size=sm title="change the model"')
+            with ui.element().classes("hh-turn"):
                 self.turn = ui.label("").classes("truncate").mark(f"turn-{name}")
-                self.cancel = ui.button("cancel", on_click=self.cancel_turn).props("flat dense size=sm color=warning")
-                self.cancel.mark(f"cancel-{name}").tooltip("cancel the running turn")
-            self.last_turn = ui.label("").classes(f"{width['last turn']} text-grey-5").mark(f"last-turn-{name}")
-            self.inbox = ui.label("").classes(width["inbox"]).mark(f"inbox-{name}")
-            self.reminders = ui.label("").classes(f"{width['rem']} text-grey-5").mark(f"reminders-{name}")
-            with ui.element().classes(width[""]):
-                self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
-            ui.space()
-            for action in ("start", "stop", "restart", "kill", "rebuild"):
-                ui.button(action, on_click=lambda a=action: self.do(a)).props("flat dense size=sm").mark(
-                    f"{action}-{name}"
-                )
-            ui.button("destroy", on_click=self.destroy).props("flat dense size=sm color=negative").mark(
-                f"destroy-{name}"
-            )
+                self.cancel = ui.button("cancel", on_click=self.cancel_turn).mark(f"cancel-{name}")
+                self.cancel.props('flat dense size=sm color=warning title="cancel the running turn"')
+            self.last_turn = ui.label("").classes("text-grey-5").mark(f"last-turn-{name}")
+            self.inbox = ui.label("").classes("hh-num").mark(f"inbox-{name}")
+            self.reminders = ui.label("").classes("hh-num text-grey-5").mark(f"reminders-{name}")
+            self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
+            with ui.element().classes("hh-actions"):
+                for action in ("start", "stop"):
+                    ui.button(action, on_click=lambda a=action: self.do(a)).props("flat dense size=sm").mark(
+                        f"{action}-{name}"
+                    )
+                self.more = ui.button(icon="more_horiz", on_click=self.more_actions).mark(f"more-{name}")
+                self.more.props('flat dense round size=sm title="restart, kill, rebuild, destroy"')
+        self.menu: ui.menu | None = None
         self.show(agent)
+
+    def more_actions(self) -> None:
+        """The rarer actions, built on first use: a swarm page of 50 agents need not carry 200 buttons."""
+        if self.menu is None:
+            with self.more, ui.menu() as self.menu:
+                for action in ("restart", "kill", "rebuild"):
+                    ui.menu_item(action, on_click=lambda a=action: self.do(a)).mark(f"{action}-{self.name}")
+                ui.menu_item("destroy", on_click=self.destroy).classes("text-negative").mark(f"destroy-{self.name}")
+        self.menu.open()
 
     def show(self, agent: dict[str, Any]) -> None:
         self.agent = agent
@@ -282,14 +292,15 @@ class AgentRow:
         self.last_turn.set_text("now" if state == "running" else f"{since(last)} ago" if last else "never")
 
     async def do(self, action: str) -> None:
-        if action in ("kill", "stop", "restart") and not await confirm(f"{action} {self.name}?", action):
-            return
+        with self.row:  # its dialog: not inside the menu the click came from, which closes
+            if action in ("kill", "stop", "restart") and not await confirm(f"{action} {self.name}?", action):
+                return
         await act(
             f"{action} {self.name}", self.backend.call("lifecycle", action, name=self.name), f"{self.name}: {action}"
         )
 
     async def destroy(self) -> None:
-        with ui.dialog() as dialog, ui.card():
+        with self.row, ui.dialog() as dialog, ui.card():
             ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
             purge = ui.checkbox("also purge its repos, files, token and logs").mark("purge")
             with ui.row():
@@ -336,9 +347,9 @@ def swarm_page() -> None:
             on_click=lambda: act("update all", backend.call("lifecycle", "rebuild_stale"), "rebuilt what needed it"),
         ).props("outline dense").mark("update-all")
     rows: dict[str, AgentRow] = {}
-    with ui.row().classes("w-full gap-3 no-wrap text-grey-6 text-xs"):
-        for label, width in COLUMNS:
-            ui.label(label).classes(width)
+    with ui.element().classes("hh-swarm text-grey-6 text-xs"):
+        for label in SWARM_COLUMNS:
+            ui.label(label).classes("hh-num" if label in ("inbox", "rem") else "")
     table = ui.column().classes("w-full gap-1")
 
     def show(agent: dict[str, Any]) -> None:
@@ -616,9 +627,9 @@ def messages_page() -> None:
         reply = f" re #{message['in_reply_to']}" if message.get("in_reply_to") else ""
         with flow:
             head = f"#{message['id']} {message['sent_at'][11:19]} {message['sender']} → {recipients}{reply}"
-            ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap cursor-pointer").on(
-                "click", lambda m=message: thread.set_value(m["id"])
-            ).tooltip("follow its thread")
+            text = ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap cursor-pointer")
+            text.props["title"] = "click: follow its thread"  # an attribute, not a tooltip element per line
+            text.on("click", lambda m=message: thread.set_value(m["id"]))
 
     def redraw(*_: object) -> None:
         flow.clear()

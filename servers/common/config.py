@@ -107,6 +107,7 @@ class DashboardSettings(_Strict):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 7805
+    user: str = "nobody"  # started as root, it drops to this user ("" keeps root)
 
     @field_validator("host")
     @classmethod
@@ -186,6 +187,11 @@ class HiveConfig(_Strict):
     @property
     def agents_dir(self) -> Path:
         return self.home / "agents"
+
+    @property
+    def dashboard_dir(self) -> Path:
+        """The dashboard's login sessions; owned by the user it runs as."""
+        return self.home / "dashboard"
 
     @property
     def run_dir(self) -> Path:
@@ -281,6 +287,7 @@ context_reset_tokens = 150000   # a Claude Code session past this context size s
 [dashboard]
 host = "127.0.0.1"
 port = 7805                     # log in with dashboard.password, or the link `hive up` prints
+user = "nobody"                 # started as root, the dashboard runs as this user ("" keeps root)
 
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)

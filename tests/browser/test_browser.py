@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +29,7 @@ async def open_logged_in(page: Page, dashboard: Servers, path: str = "/") -> Non
 
 
 def agent_row(page: Page, name: str) -> Locator:
-    return page.locator(".nicegui-row.no-wrap").filter(has=page.get_by_role("link", name=name, exact=True))
+    return page.locator(".hh-swarm").filter(has=page.get_by_role("link", name=name, exact=True))
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15) -> Any:
@@ -99,12 +102,20 @@ async def test_an_agent_is_stopped_after_one_confirmation(page: Page, dashboard:
     await open_logged_in(page, dashboard)
     row = agent_row(page, "dave")
     await expect(row.get_by_text("running", exact=True)).to_be_visible()
-    await row.get_by_role("button", name="stop").click()
+    await row.get_by_role("button", name="stop", exact=True).click()
     dialog = page.get_by_role("dialog")
     await expect(dialog.get_by_text("stop dave?")).to_be_visible()
     await dialog.get_by_role("button", name="stop").click()
     await expect(row.get_by_text("stopped", exact=True)).to_be_visible()
     assert (await dashboard.call("lifecycle", "agent_status", name="dave"))["state"] == "stopped"
+
+    await row.get_by_role("button", name="start", exact=True).click()
+    await expect(row.get_by_text("running", exact=True)).to_be_visible()
+    await row.get_by_role("button", name="restart, kill, rebuild, destroy").click()  # the rarer actions' menu
+    await page.locator(".q-menu").get_by_text("kill").click()
+    await expect(page.get_by_role("dialog").get_by_text("kill dave?")).to_be_visible()  # not closed with the menu
+    await page.get_by_role("dialog").get_by_role("button", name="kill").click()
+    await expect(row.get_by_text("stopped", exact=True)).to_be_visible()
     await shot(page, "swarm")
 
 
@@ -142,3 +153,21 @@ async def test_every_page_renders_without_browser_errors(page: Page, dashboard: 
     await page.wait_for_timeout(500)  # the charts' first frame
     await shot(page, "agent-stats")
     assert errors == []
+
+
+def test_the_dashboard_runs_as_an_unprivileged_user(dashboard: Servers) -> None:
+    """Started as root it drops to [dashboard] user ("nobody"), unless that user could not run it
+    (the checkout unreachable for it, say), which its log names. Its sessions are that user's."""
+    process = dashboard.processes["dashboard"]
+    assert process.process is not None
+    status = Path(f"/proc/{process.process.pid}/status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    if os.geteuid() != 0:
+        assert uid == os.geteuid()
+    elif uid == 0:
+        assert "the dashboard stays root: " in process.stderr()
+    else:
+        assert uid == pwd.getpwnam("nobody").pw_uid and "the dashboard runs as nobody" in process.stderr()
+    sessions = dashboard.home / "dashboard"
+    assert sessions.stat().st_uid == uid and sessions.stat().st_mode & 0o777 == 0o700
+    assert any(sessions.glob("storage-user-*.json"))  # the logins above kept their sessions here

@@ -75,6 +75,7 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(
     user.find(marker="spawn").click()
     await user.should_see("invalid agent name")  # the server's refusal, as a toast
 
+    user.find(marker="more-alice").click()  # the menu of rarer actions
     user.find(marker="destroy-alice").click()
     await user.should_see("also purge its repos, files, token and logs")
     user.find(marker="purge").click()
@@ -190,6 +191,7 @@ async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers
     await user.should_see(marker="last-turn-erin", content="never")  # a sleeper: no harness, no turns
 
     first = sandbox_process(servers, "erin")
+    user.find(marker="more-erin").click()  # the menu of rarer actions
     user.find(marker="restart-erin").click()
     await user.should_see("restart erin?")
     user.find(marker="confirm").click()
@@ -197,12 +199,14 @@ async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers
     await user.should_see(marker="state-erin", content="running", retries=50)
     assert sandbox_process(servers, "erin") != first
 
+    user.find(marker="more-erin").click()  # the menu of rarer actions
     user.find(marker="kill-erin").click()
     await user.should_see("kill erin?")
     user.find(marker="confirm").click()
     await user.should_see(marker="state-erin", content="stopped", retries=50)
     assert gone(first) and (await servers.call("lifecycle", "agent_status", name="erin"))["state"] == "stopped"
 
+    user.find(marker="more-erin").click()  # the menu of rarer actions
     user.find(marker="rebuild-erin").click()  # not destructive: no question asked
     await user.should_see("erin: rebuild", retries=50)
 

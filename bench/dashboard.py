@@ -1,0 +1,277 @@
+"""Dashboard benchmark: a real browser on a hive with 50 agents and 10,000 messages. Prints JSON.
+
+    .venv/bin/python bench/dashboard.py [--quick]     (as root: the agents are bwrap sandboxes)
+
+In a temporary hive it runs the four servers and `hive serve dashboard` as processes, creates the
+agents (sleepers) and sends the messages through the broker, then drives Debian's headless
+Chromium with Playwright (`scripts/setup.sh test` installs both) and measures:
+- page_load_ms: from navigation to the page's content being shown (the last agent's row, the
+  newest message, ...), with a logged-in session, per page; plus the HTML document's size;
+- bytes_per_update: what the dashboard sends the browser over its websocket for one change: a new
+  message on /messages, one agent's model on /, and the idle rate (countdown and clock ticks);
+- the dashboard process's resident memory at the end.
+--quick: 10 agents, 1,000 messages, fewer rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, WebSocket, async_playwright
+
+from hyperhive.servers.cli import SERVERS, init_home
+from hyperhive.servers.common.client import HiveClient
+from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.tokens import load_secret, mint_token
+
+TARGETS = {"page_load_p50_ms": 1000.0, "bytes_per_message": 2048.0}
+SLEEP = ["/bin/sleep", "3600"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_home(root: Path) -> Path:
+    root.chmod(0o711)  # the agents' uids reach their dirs inside
+    home = root / "hive"
+    init_home(home)
+    ports = "".join(f"[servers.{server}]\nport = {free_port()}\n" for server in SERVERS)
+    (home / "hive.toml").write_text(
+        f"{ports}[dashboard]\nport = {free_port()}\n"
+        f"[lifecycle]\nuid_base = 310000\ndefault_command = {json.dumps(SLEEP)}\nrebuild_stale_on_start = false\n"
+    )
+    return home
+
+
+class Processes:
+    """`hive serve X` children; each is ready once it prints `X ready`."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.children: dict[str, subprocess.Popen[str]] = {}
+        self.urls: dict[str, str] = {}
+
+    def start(self, server: str, *args: str) -> None:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "hyperhive.servers.cli", "serve", server, "--home", str(self.home), *args],
+            stdout=subprocess.PIPE, stderr=(self.home.parent / f"{server}.log").open("w"), text=True,
+        )  # fmt: skip
+        self.children[server] = child
+        assert child.stdout is not None
+        for line in child.stdout:
+            if " listening on " in line:
+                self.urls.setdefault(server, line.split(" listening on ", 1)[1].strip())
+            if line.strip() == f"{server} ready":
+                return
+        raise RuntimeError(f"{server} exited: {(self.home.parent / f'{server}.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        for child in reversed(self.children.values()):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+    def rss_mb(self, server: str) -> float:
+        status = Path(f"/proc/{self.children[server].pid}/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        return round(kb / 1024, 1)
+
+
+def stats_of(samples: list[float], scale: float = 1.0) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50": round(statistics.median(ordered) * scale, 1),
+        "max": round(ordered[-1] * scale, 1),
+        "n": len(ordered),
+    }
+
+
+async def seed(home: Path, agents: int, messages: int) -> dict[str, Any]:
+    """Create the agents at once, then send the messages from 8 senders (agents and the operator)."""
+    config = load_hive_config(home)
+    secret = load_secret(config.secret_path)
+
+    def client(server: str, name: str, role: Role) -> HiveClient:
+        token = mint_token(secret, Principal(name, role), 3600)
+        return HiveClient.for_server(config, server, token, timeout=300)
+
+    names = [f"agent-{i:02d}" for i in range(agents)]
+    started = time.perf_counter()
+
+    async def create(name: str) -> None:
+        async with client("lifecycle", "operator", Role.OPERATOR) as lifecycle:
+            await lifecycle.call("create_agent", {"name": name})
+
+    await asyncio.gather(*(create(name) for name in names))
+    created = time.perf_counter() - started
+
+    senders = ["operator", "manager", *names[:6]]
+    started = time.perf_counter()
+
+    async def send_from(index: int, sender: str) -> None:
+        role = Role.OPERATOR if sender == "operator" else Role.MANAGER if sender == "manager" else Role.AGENT
+        async with client("broker", sender, role) as broker:
+            for n in range(index, messages, len(senders)):
+                to = "operator" if sender != "operator" and n % 10 == 0 else names[n % len(names)]
+                to = names[(n + 1) % len(names)] if to == sender else to
+                await broker.call("send", {"to": to, "body": f"message {n}: status report, all quiet"})
+
+    await asyncio.gather(*(send_from(i, s) for i, s in enumerate(senders)))
+    return {"create_agents_s": round(created, 1), "send_messages_s": round(time.perf_counter() - started, 1)}
+
+
+class Wire:
+    """Counts what the dashboard sends the page over its websockets."""
+
+    def __init__(self, page: Page) -> None:
+        self.bytes = 0
+        page.on("websocket", self._attach)
+
+    def _attach(self, socket: WebSocket) -> None:
+        socket.on("framereceived", self._count)
+
+    def _count(self, payload: str | bytes) -> None:
+        self.bytes += len(payload.encode() if isinstance(payload, str) else payload)
+
+
+async def page_loads(page: Page, base: str, pages: dict[str, str], rounds: int) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for path, shown in pages.items():
+        times, html = [], 0
+        for _ in range(rounds):
+            started = time.perf_counter()
+            response = await page.goto(base + path)
+            await page.get_by_text(shown).first.wait_for()
+            times.append(time.perf_counter() - started)
+            html = len(await response.body()) if response else 0
+        result[path] = {**stats_of(times, 1000), "html_bytes": html}
+    return result
+
+
+async def bytes_per_update(page: Page, wire: Wire, base: str, home: Path, agents: int, rounds: int) -> dict[str, Any]:
+    config = load_hive_config(home)
+    secret = load_secret(config.secret_path)
+    manager = mint_token(secret, Principal("manager", Role.MANAGER), 3600)
+    operator = mint_token(secret, Principal("operator", Role.OPERATOR), 3600)
+    result: dict[str, Any] = {}
+
+    await page.goto(base + "/messages")
+    await page.wait_for_timeout(2000)
+    before = wire.bytes
+    await page.wait_for_timeout(5000)
+    result["idle_messages_page_per_s"] = round((wire.bytes - before) / 5)
+    samples: list[float] = []
+    async with HiveClient.for_server(config, "broker", manager) as broker:
+        for n in range(rounds):
+            before = wire.bytes
+            await broker.call("send", {"to": "operator", "body": f"update {n} for the bench"})
+            await page.get_by_text(f"update {n} for the bench").first.wait_for()
+            await page.wait_for_timeout(1100)  # one more poll round: anything else it sends for this
+            samples.append(wire.bytes - before - result["idle_messages_page_per_s"] * 1.1)
+    result["message_on_messages_page"] = stats_of(samples)
+
+    await page.goto(base + "/")
+    await page.get_by_text(f"agent-{agents - 1:02d}").first.wait_for()
+    await page.wait_for_timeout(2000)
+    before = wire.bytes
+    await page.wait_for_timeout(5000)
+    result["idle_swarm_page_per_s"] = round((wire.bytes - before) / 5)
+    samples = []
+    async with HiveClient.for_server(config, "lifecycle", operator) as lifecycle:
+        for n in range(rounds):
+            before = wire.bytes
+            model = f"bench-model-{n}"
+            await lifecycle.call("set_model", {"name": f"agent-{n % agents:02d}", "model": model})
+            await page.get_by_text(model).first.wait_for()
+            await page.wait_for_timeout(1100)
+            samples.append(wire.bytes - before - result["idle_swarm_page_per_s"] * 1.1)
+    result["agent_change_on_swarm_page"] = stats_of(samples)
+    return result
+
+
+def chromium() -> str:
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise SystemExit("no Chromium: `scripts/setup.sh test` installs Debian's chromium (or set CHROMIUM)")
+    return found
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    agents, messages, rounds = (10, 1_000, 3) if quick else (50, 10_000, 10)
+    with tempfile.TemporaryDirectory(prefix="hive-bench-") as tmp:
+        home = make_home(Path(tmp))
+        processes = Processes(home)
+        try:
+            for server in SERVERS:
+                extra = ("--stop-agents-on-exit",) if server == "lifecycle" else ()
+                await asyncio.to_thread(processes.start, server, *extra)
+            result: dict[str, Any] = {"agents": agents, "messages": messages}
+            result["seed"] = await seed(home, agents, messages)
+            await asyncio.to_thread(processes.start, "dashboard")
+            base = processes.urls["dashboard"]
+            secret = load_secret(load_hive_config(home).secret_path)
+            token = mint_token(secret, Principal("operator", Role.OPERATOR), 3600)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=chromium(), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+                )
+                page = await (await browser.new_context(viewport={"width": 1400, "height": 900})).new_page()
+                wire = Wire(page)
+                await page.goto(f"{base}/login?token={token}")
+                await page.get_by_text("◆ swarm").wait_for()
+                result["page_load_ms"] = await page_loads(
+                    page,
+                    base,
+                    {
+                        "/": f"agent-{agents - 1:02d}",  # the last row of the swarm
+                        "/messages": f"message {messages - 1}:",  # the newest message
+                        "/approvals": "◆ history",
+                        "/agent/agent-00": "◆ agent-00",
+                    },
+                    rounds,
+                )
+                result["bytes_per_update"] = await bytes_per_update(page, wire, base, home, agents, rounds)
+                await browser.close()
+            result["dashboard_rss_mb"] = processes.rss_mb("dashboard")
+        finally:
+            processes.stop()
+    loads = [page["p50"] for page in result["page_load_ms"].values()]
+    per_message = result["bytes_per_update"]["message_on_messages_page"]["p50"]
+    observed = {"page_load_p50_ms": max(loads), "bytes_per_message": per_message}
+    result["targets"] = {
+        key: {"target": target, "observed": observed[key], "met": observed[key] <= target}
+        for key, target in TARGETS.items()
+    }
+    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="10 agents, 1,000 messages, 3 rounds")
+    print(json.dumps(asyncio.run(run(parser.parse_args().quick)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
