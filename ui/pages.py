@@ -342,10 +342,14 @@ def swarm_page() -> None:
         section("swarm")
         summary = ui.label("").classes("text-grey-6")
         ui.space()
-        ui.button(
-            "update all",
-            on_click=lambda: act("update all", backend.call("lifecycle", "rebuild_stale"), "rebuilt what needed it"),
-        ).props("outline dense").mark("update-all")
+
+        async def update_all() -> None:
+            result = await act("update all", backend.call("lifecycle", "rebuild_stale"))
+            if result is not None:
+                rebuilt = result["rebuilt"]
+                ui.notify(f"rebuilt {', '.join(rebuilt)}" if rebuilt else "every agent is up to date", type="positive")
+
+        ui.button("update all", on_click=update_all).props("outline dense").mark("update-all")
     rows: dict[str, AgentRow] = {}
     with ui.element().classes("hh-swarm text-grey-6 text-xs"):
         for label in SWARM_COLUMNS:

@@ -216,7 +216,7 @@ async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers
     db.close()
     await user.should_see(marker="update-erin", retries=50)
     user.find(marker="update-all").click()
-    await user.should_see("rebuilt what needed it", retries=50)
+    await user.should_see("rebuilt erin", retries=50)
     await user.should_not_see(marker="update-erin", retries=50)
     assert not (await servers.call("lifecycle", "agent_status", name="erin"))["needs_update"]
     await servers.call("lifecycle", "destroy", name="erin", purge=True)
