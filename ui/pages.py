@@ -20,7 +20,7 @@ from nicegui import app, ui
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.ui.auth import Credentials
-from hyperhive.ui.backend import Backend, Notice
+from hyperhive.ui.backend import MESSAGES_KEPT, Backend, Notice
 
 STATE_COLOURS = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
@@ -634,6 +634,8 @@ def messages_page() -> None:
             text = ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap cursor-pointer")
             text.props["title"] = "click: follow its thread"  # an attribute, not a tooltip element per line
             text.on("click", lambda m=message: thread.set_value(m["id"]))
+        while len(flow.default_slot.children) > MESSAGES_KEPT:  # a page open for days stays small
+            flow.default_slot.children[0].delete()
 
     def redraw(*_: object) -> None:
         flow.clear()

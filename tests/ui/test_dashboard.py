@@ -16,6 +16,7 @@ from uitest import log_in
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
@@ -317,3 +318,15 @@ async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, pas
     [tools] = [c for c in charts if c.options["title"]["text"] == "tool calls"]  # type: ignore[attr-defined]
     assert tools.options["xAxis"]["data"] == ["mcp__broker__send", "Read"]  # type: ignore[attr-defined]
     assert tools.options["series"][0]["data"] == [2, 1]  # type: ignore[attr-defined]
+
+
+async def test_an_open_message_flow_keeps_only_the_newest(user: User, servers: Servers, password: str) -> None:
+    await log_in(user, password)
+    await user.open("/messages")
+    async with HiveClient.for_server(servers.config, "broker", servers.token("operator")) as broker:
+        for n in range(520):
+            await broker.call("send", {"to": "manager", "body": f"flood {n:03d}"})
+    await user.should_see("operator → manager: flood 519", retries=100)
+    await user.should_see("operator → manager: flood 020")
+    await user.should_not_see("operator → manager: flood 019")  # the page keeps the newest 500 lines
+    await servers.call("broker", "recv_batch", as_name="manager", max=50)
