@@ -293,7 +293,8 @@ class AgentRow:
 
     async def do(self, action: str) -> None:
         with self.row:  # its dialog: not inside the menu the click came from, which closes
-            if action in ("kill", "stop", "restart") and not await confirm(f"{action} {self.name}?", action):
+            # All but start interrupt what the agent is doing (rebuild restarts a running one).
+            if action != "start" and not await confirm(f"{action} {self.name}?", action):
                 return
         await act(
             f"{action} {self.name}", self.backend.call("lifecycle", action, name=self.name), f"{self.name}: {action}"
@@ -738,19 +739,20 @@ def stats_panel(name: str) -> None:
             _chart("tokens and cost", [str(i) for i in range(len(turns))], [
                 {"type": "line", "name": "tokens in", "data": [t["tokens_in"] for t in turns]},
                 {"type": "line", "name": "tokens out", "data": [t["tokens_out"] for t in turns]},
-            ])  # fmt: skip
+                {"type": "bar", "name": "cost $", "yAxisIndex": 1, "data": [t["cost_usd"] for t in turns]},
+            ], second_axis=True)  # fmt: skip
 
     ui.timer(0.1, load, once=True)
     ui.button("refresh", on_click=load).props("flat dense")
 
 
-def _chart(title: str, x: list[str], series: list[dict[str, Any]]) -> None:
+def _chart(title: str, x: list[str], series: list[dict[str, Any]], *, second_axis: bool = False) -> None:
     ui.echart(
         {
             "title": {"text": title, "textStyle": {"fontSize": 12, "color": "#bbb"}},
             "tooltip": {"trigger": "axis"},
             "xAxis": {"type": "category", "data": x},
-            "yAxis": {"type": "value"},
+            "yAxis": [{"type": "value"}, {"type": "value"}] if second_axis else {"type": "value"},
             "series": series,
             "animation": False,
         }

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shlex
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -359,10 +360,7 @@ async def test_read_state_file_refuses_what_is_not_a_plain_file_inside(hivemind:
 
 async def test_needs_update_and_rebuild_stale(hivemind: Hivemind) -> None:
     await hivemind.create("alice", SLEEPER)
-    store = hivemind.lifecycle  # the version an agent was built with is recorded; pretend it is old
-    del store
-    import sqlite3
-
+    # The version an agent was built with is recorded; pretend it is old.
     with sqlite3.connect(hivemind.hive.config.db_path("lifecycle")) as db:
         db.execute("UPDATE agents SET built_version = '0.0.1' WHERE name = 'alice'")
     listing = {a["name"]: a for a in (await hivemind.call("list_agents"))["agents"]}

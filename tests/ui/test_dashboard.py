@@ -208,7 +208,9 @@ async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers
     assert gone(first) and (await servers.call("lifecycle", "agent_status", name="erin"))["state"] == "stopped"
 
     user.find(marker="more-erin").click()  # the menu of rarer actions
-    user.find(marker="rebuild-erin").click()  # not destructive: no question asked
+    user.find(marker="rebuild-erin").click()
+    await user.should_see("rebuild erin?")  # it restarts a running agent: asked once too
+    user.find(marker="confirm").click()
     await user.should_see("erin: rebuild", retries=50)
 
     # Pretend erin was built by an older hyperhive, as after an upgrade.
@@ -318,6 +320,8 @@ async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, pas
     [tools] = [c for c in charts if c.options["title"]["text"] == "tool calls"]  # type: ignore[attr-defined]
     assert tools.options["xAxis"]["data"] == ["mcp__broker__send", "Read"]  # type: ignore[attr-defined]
     assert tools.options["series"][0]["data"] == [2, 1]  # type: ignore[attr-defined]
+    [tokens] = [c for c in charts if c.options["title"]["text"] == "tokens and cost"]  # type: ignore[attr-defined]
+    assert [series["name"] for series in tokens.options["series"]] == ["tokens in", "tokens out", "cost $"]  # type: ignore[attr-defined]
 
 
 async def test_an_open_message_flow_keeps_only_the_newest(user: User, servers: Servers, password: str) -> None:
