@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi.responses import RedirectResponse
 from fastmcp.exceptions import ToolError
-from nicegui import app, ui
+from nicegui import app, context, ui
 
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.names import OPERATOR
@@ -164,16 +164,22 @@ def _logout() -> None:
 
 async def act(what: str, call: Awaitable[Any], done: str | None = None) -> Any:
     """Run an operator action; a refusal or an unreachable server becomes a red toast, never a traceback."""
+    # The toast goes to the page, not the caller's slot: the card whose button started the action is
+    # often redrawn (and deleted) by the live update its own action caused before the call returns.
+    client = context.client
     try:
         result = await call
     except ToolError as e:
-        ui.notify(f"{what}: {e}", type="negative", multi_line=True, close_button="ok")
+        with client:
+            ui.notify(f"{what}: {e}", type="negative", multi_line=True, close_button="ok")
         return None
     except (ServerUnavailable, AuthRefused) as e:
-        ui.notify(f"{what}: {e}", type="negative", close_button="ok")
+        with client:
+            ui.notify(f"{what}: {e}", type="negative", close_button="ok")
         return None
     if done:
-        ui.notify(done, type="positive")
+        with client:
+            ui.notify(done, type="positive")
     return result
 
 
@@ -447,13 +453,14 @@ def approval_card(request: dict[str, Any]) -> None:
         if request.get("diff"):
             ui.code(language="diff").classes("w-full").set_content(request["diff"])
         with ui.row().classes("items-center"):
-            ui.button(
-                "approve",
-                color="positive",
-                on_click=lambda: act(
-                    f"approve #{rid}", backend.call("approvals", "approve", id=rid), f"#{rid} approved"
-                ),
-            ).mark(f"approve-{rid}")
+
+            async def approve() -> None:
+                approve_button.props("loading")  # carrying out a spawn or rebuild takes seconds
+                await act(f"approve #{rid}", backend.call("approvals", "approve", id=rid), f"#{rid} approved")
+                if not approve_button.is_deleted:  # the card usually goes with the request it showed
+                    approve_button.props(remove="loading")
+
+            approve_button = ui.button("approve", color="positive", on_click=approve).mark(f"approve-{rid}")
             note = ui.input("why not (shown to the manager)").props("dense").classes("w-96").mark(f"note-{rid}")
 
             async def deny() -> None:

@@ -63,7 +63,8 @@ async def test_a_spawn_request_is_approved(page: Page, dashboard: Servers) -> No
     await expect(page.get_by_role("link", name="approvals (1)")).to_be_visible()
     await shot(page, "approvals")
     await card.get_by_role("button", name="approve").click()
-    await expect(page.get_by_text(f"#{rid} approved")).to_be_visible()
+    # approving carries the spawn out (agent made and started): seconds on a busy machine
+    await expect(page.get_by_text(f"#{rid} approved")).to_be_visible(timeout=30_000)
     await expect(page.get_by_text(f"#{rid} spawn bob · applied · by operator")).to_be_visible()
     await expect(page.get_by_role("link", name="approvals", exact=True)).to_be_visible()
 
