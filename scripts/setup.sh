@@ -70,9 +70,10 @@ fi
 [ "$mode" = test ] || exit 0
 
 # --- test tools: a D-Bus daemon (a stand-in systemd in the NixOS backend's contract test),
-# Chromium for the browser suite (Playwright drives Debian's, it downloads none), the MCP
-# Inspector and the Node it needs (from the npm registry) ---------------------------------------
-apt_install dbus-daemon chromium
+# Nix (`nix-instantiate` checks every .nix file and evaluates the module's hive.toml; there is no
+# nixpkgs here), Chromium for the browser suite (Playwright drives Debian's, it downloads none),
+# the MCP Inspector and the Node it needs (from the npm registry) -----------------------------------
+apt_install dbus-daemon nix-bin chromium
 command -v npm >/dev/null || apt_install nodejs npm
 tools=tests/tools
 want="$(stamp_of $tools/package.json $tools/package-lock.json)"

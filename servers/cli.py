@@ -32,6 +32,7 @@ from .common.files import write_atomic
 from .common.names import MANAGER, OPERATOR, SERVICE_PREFIX, InvalidName
 from .common.principals import Principal, Role, principal_for
 from .common.serving import ListenError, http_app, serve
+from .common.systemd import credential, notify
 from .common.tokens import SecretError, create_secret, load_secret, mint_token
 from .lifecycle.backends.base import BackendError
 
@@ -69,7 +70,7 @@ def _config(home: Path) -> HiveConfig:
 
 def _secret(config: HiveConfig) -> bytes:
     try:
-        return load_secret(config.secret_path)
+        return load_secret(credential("secret", config.secret_path))
     except SecretError as e:
         _fail(str(e))
 
@@ -292,10 +293,13 @@ def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
 
     _setup_logging()
     token = mint_token(_secret(config), principal_for(OPERATOR, Role.OPERATOR), config.tokens.ttl_seconds)
+    password_file = credential(DASHBOARD_PASSWORD, config.home / DASHBOARD_PASSWORD)
     try:
-        password = read_password(config.home / DASHBOARD_PASSWORD)
+        password = read_password(password_file)
     except OSError as e:
-        _fail(f"cannot read {config.home / DASHBOARD_PASSWORD}: {e.strerror}; `hive init` creates it")
+        _fail(f"cannot read {password_file}: {e.strerror}; `hive init` creates it")
+    if not password:
+        _fail(f"{password_file} is empty; write the dashboard password in it")
     host, port = config.dashboard.host, port or config.dashboard.port
     url = f"http://{host}:{port}"
     _become_dashboard_user(config)
@@ -312,6 +316,7 @@ def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
             click.echo(f"{DASHBOARD} listening on {url}")
             click.echo(f"{DASHBOARD} ready")
             sys.stdout.flush()
+            notify("READY=1")
             return
 
     nicegui_app.on_startup(ready)
@@ -410,6 +415,7 @@ def serve_command(
             click.echo(f"{server} listening on {url}")
         click.echo(f"{server} ready")
         sys.stdout.flush()
+        notify("READY=1")  # a Type=notify unit is started now: units ordered after it may call it
 
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -417,6 +423,27 @@ def serve_command(
                 serve(http_app(hive_server.mcp), listen, before_shutdown=hive_server.before_shutdown, on_ready=ready)
             )
     except ListenError as e:
+        _fail(str(e))
+
+
+@main.command(name="sandbox-exec", hidden=True)
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--base-env",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON object of variables the spec's own environment adds to and overrides.",
+)
+def sandbox_exec(spec_file: Path, base_env: Path | None) -> None:
+    """Become what an agent's sandbox spec file says: its command, in its cwd, with its environment.
+
+    The harness unit in an agent's nixos-container runs this on the sandbox.json the lifecycle
+    server wrote for the start (nix/agent-base.nix).
+    """
+    from .lifecycle.backends.nixos_spec import SpecError, exec_spec
+
+    try:
+        exec_spec(spec_file, base_env)
+    except SpecError as e:
         _fail(str(e))
 
 

@@ -121,6 +121,7 @@ class ApprovalSettings(_Strict):
 
 class NixosSettings(_Strict):
     flake: str = "hyperhive"  # the flake whose agent base each agent's flake extends (a registry name or URL)
+    nixpkgs: str | None = None  # the nixpkgs the agents' flakes make hyperhive's follow (the NixOS module: the host's)
     conf_dir: Path = Path("/etc/nixos-containers")  # where nixos-container keeps <name>.conf
 
 
@@ -157,9 +158,15 @@ class TokenSettings(_Strict):
     ttl_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 86_400)] = 30 * 86_400
 
 
+ServerName = Literal["broker", "lifecycle", "approvals", "operator"]
+
+
 class StorageSettings(_Strict):
     # NORMAL survives a crash of the process (WAL); FULL also survives power loss, at an fsync per commit.
     synchronous: Literal["normal", "full"] = "normal"
+    # A server's database directory when not <home>/state; relative paths are under the home. The
+    # NixOS module gives each unprivileged server its own, so none can touch the lifecycle's.
+    dirs: dict[ServerName, Path] = {}
 
 
 class HiveConfig(_Strict):
@@ -205,8 +212,9 @@ class HiveConfig(_Strict):
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
-    def db_path(self, server: str) -> Path:
-        return self.home / "state" / f"{server}.sqlite"
+    def db_path(self, server: ServerName) -> Path:
+        directory = self.storage.dirs.get(server, Path("state"))
+        return self.home / directory / f"{server}.sqlite"
 
     def listen(self, server: str) -> Listen:
         listen: Listen = getattr(self.servers, server)
@@ -294,6 +302,7 @@ ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and 
 
 [storage]
 synchronous = "normal"          # "full" also survives power loss, at an fsync per commit
+# dirs = { broker = "/var/lib/hyperhive/db/broker" }   # a server's database elsewhere than state/
 """
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -378,13 +377,9 @@ class Supervisor:
 
     def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
         paths = AgentPaths.of(self.config, name)
-        command = (
-            config.sandbox.command
-            or self.config.lifecycle.default_command
-            or [sys.executable, "-m", "hyperhive.harness", "--agent", name]
-        )
+        command = config.sandbox.command or self.config.lifecycle.default_command or self.backend.harness_command(name)
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PATH": self.backend.path,
             "HOME": str(paths.harness),
             "LANG": "C.UTF-8",
             "HIVE_AGENT": name,

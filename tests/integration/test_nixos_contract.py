@@ -9,6 +9,7 @@ calls asserted here are the backend's contract with NixOS.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shlex
@@ -35,16 +36,17 @@ from hyperhive.servers.lifecycle.backends.nixos import (
     NixosContainerBackend,
     bus_escape,
     bus_unescape,
+    container_conf,
     is_new_stop,
-    with_nspawn_flags,
 )
-from hyperhive.servers.lifecycle.backends.nixos_flake import nix_string, render_flake
+from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, nix_string, render_flake
 
 pytestmark = pytest.mark.slow
 
 FAKES_BIN = Path(__file__).parent.parent / "fakes" / "bin"
 FLAKE_REF = "github:example/hyperhive"
 UNIT = "container@alice.service"
+AGENT_UID = 200_001
 
 
 # -------------------------------------------------------------------------------------- fixtures
@@ -129,9 +131,9 @@ def make_spec(config: HiveConfig, name: str = "alice", *, shared_rw: tuple[Path,
     spec = SandboxSpec(
         name=name,
         role="agent",
-        command=["hive-harness"],
-        env={},
-        uid=None,
+        command=["hive-harness", "--agent", name],
+        env={"PATH": "/run/current-system/sw/bin", "HIVE_AGENT": name},
+        uid=AGENT_UID,
         state_dir=home / "agents" / name / "state",
         harness_dir=home / "agents" / name / "harness",
         credentials_dir=home / "credentials" / name,
@@ -172,12 +174,13 @@ async def test_create_renders_the_flake_runs_nixos_container_and_binds_the_agent
     flake = (flake_dir / "flake.nix").read_text()  # render_flake's exact text is tested below
     assert f'inputs.hyperhive.url = "{FLAKE_REF}";' in flake
     assert 'name = "alice";' in flake
-    assert "modules = [ ];" in flake
-    # nixos-container's own lines stay; the bind mounts are added.
+    assert f"uid = {AGENT_UID};" in flake
+    assert "agent.nix" not in flake
+    # nixos-container's own lines stay, but on the host's network; the bind mounts are added.
     assert (tools.conf_dir / "alice.conf").read_text().splitlines() == [
-        "PRIVATE_NETWORK=1",
-        "HOST_ADDRESS=10.233.1.1",
-        "LOCAL_ADDRESS=10.233.1.2",
+        "PRIVATE_NETWORK=0",
+        "HOST_ADDRESS=",
+        "LOCAL_ADDRESS=",
         "HOST_BRIDGE=",
         "HOST_PORT=",
         "AUTO_START=0",
@@ -202,16 +205,25 @@ async def test_create_of_an_existing_container_updates_it_and_replaces_the_binds
     ref = f"path:{flake_dir}#container"
     assert tools.nixos_commands()[2:] == [["list"], ["update", "alice", "--flake", ref]] * 2
     assert sorted(p.name for p in flake_dir.iterdir()) == ["agent.nix", "flake.nix"]  # the lock is gone
-    assert "modules = [ ./agent.nix ];" in (flake_dir / "flake.nix").read_text()
+    assert "        ./agent.nix\n" in (flake_dir / "flake.nix").read_text()
     conf = (tools.conf_dir / "alice.conf").read_text().splitlines()
     assert [line for line in conf if line.startswith("EXTRA_NSPAWN_FLAGS=")] == [
         expected_flags(spec)[:-1] + f' --bind={shared}:{shared}"'
     ]
-    assert conf[0] == "PRIVATE_NETWORK=1"
+    assert conf[0] == "PRIVATE_NETWORK=0"
 
     (spec.applied_dir / "agent.nix").unlink()
     await backend.update(spec)
     assert sorted(p.name for p in flake_dir.iterdir()) == ["flake.nix"]
+
+
+async def test_an_agent_without_its_own_uid_is_refused_before_anything_runs(
+    backend: NixosContainerBackend, config: HiveConfig, tools: Tools
+) -> None:
+    spec = dataclasses.replace(make_spec(config), uid=None)
+    with pytest.raises(BackendError, match="only a lifecycle server running as root hands out"):
+        await backend.create(spec)
+    assert tools.nixos_commands() == []
 
 
 async def test_a_failing_nixos_container_is_a_backend_error_with_its_stderr(
@@ -285,6 +297,13 @@ async def test_start_list_and_stop_go_through_systemd(
     assert before <= running.started_at <= time.time()
     assert systemd.actions() == [("StartUnit", UNIT, "replace")]
     assert ("Subscribe",) in systemd.calls
+    # What the container's harness unit runs: this start's command and environment, the agent's own file.
+    handed = spec.credentials_dir / "sandbox.json"
+    assert json.loads(handed.read_text()) == {"command": spec.command, "env": spec.env, "cwd": str(spec.state_dir)}
+    assert (handed.stat().st_mode & 0o777, handed.stat().st_uid) == (
+        0o600,
+        AGENT_UID if os.geteuid() == 0 else os.geteuid(),
+    )
     assert await backend.list() == {"alice": running}
     assert await backend.start(spec) == running  # already up: nothing changes
 
@@ -605,58 +624,18 @@ def test_each_stop_is_new_once() -> None:
     assert not is_new_stop("failed", "up")
 
 
-def test_the_flags_line_replaces_only_itself() -> None:
-    conf = 'PRIVATE_NETWORK=1\nEXTRA_NSPAWN_FLAGS="--old"\nAUTO_START=0'
-    assert with_nspawn_flags(conf, ["--bind=/a:/a", "--bind-ro=/b:/c"]) == (
-        'PRIVATE_NETWORK=1\nEXTRA_NSPAWN_FLAGS="--bind=/a:/a --bind-ro=/b:/c"\nAUTO_START=0\n'
+def test_the_conf_gets_the_host_network_and_the_binds_and_keeps_the_rest() -> None:
+    conf = (
+        'PRIVATE_NETWORK=1\nHOST_ADDRESS=10.233.1.1\nEXTRA_NSPAWN_FLAGS="--old"\nAUTO_START=0\nEXTRA_NSPAWN_FLAGS="x"'
     )
-    assert with_nspawn_flags("A=1\n", ["--x"]) == 'A=1\nEXTRA_NSPAWN_FLAGS="--x"\n'
-
-
-def test_render_flake_without_agent_nix(tmp_path: Path) -> None:
-    assert render_flake("alice", "agent", tmp_path, "hyperhive") == {
-        "flake.nix": """\
-# Generated by hyperhive for agent alice; do not edit: it is rewritten on every rebuild.
-{
-  inputs.hyperhive.url = "hyperhive";
-  outputs = { self, hyperhive, ... }: {
-    nixosConfigurations.container = hyperhive.lib.mkAgentContainer {
-      name = "alice";
-      role = "agent";
-      modules = [ ];
-    };
-  };
-}
-"""
-    }
-
-
-def test_render_flake_with_agent_nix(tmp_path: Path) -> None:
-    agent_nix = "{ pkgs, ... }: {\n  environment.systemPackages = [ pkgs.ripgrep ];\n}\n"
-    (tmp_path / "agent.nix").write_text(agent_nix)
-    files = render_flake("manager", "manager", tmp_path, 'path:/opt/hive"${x}')
-    assert list(files) == ["flake.nix", "agent.nix"]
-    assert files["agent.nix"] == agent_nix
-    assert (
-        files["flake.nix"]
-        == """\
-# Generated by hyperhive for agent manager; do not edit: it is rewritten on every rebuild.
-{
-  inputs.hyperhive.url = "path:/opt/hive\\"\\${x}";
-  outputs = { self, hyperhive, ... }: {
-    nixosConfigurations.container = hyperhive.lib.mkAgentContainer {
-      name = "manager";
-      role = "manager";
-      modules = [ ./agent.nix ];
-    };
-  };
-}
-"""
+    assert container_conf(conf, ["--bind=/a:/a", "--bind-ro=/b:/c"]) == (
+        'PRIVATE_NETWORK=0\nHOST_ADDRESS=\nEXTRA_NSPAWN_FLAGS="--bind=/a:/a --bind-ro=/b:/c"\nAUTO_START=0\n'
     )
-    assert render_flake("manager", "manager", tmp_path, 'path:/opt/hive"${x}') == files  # deterministic
+    assert container_conf("A=1\n", ["--x"]) == 'A=1\nPRIVATE_NETWORK=0\nEXTRA_NSPAWN_FLAGS="--x"\n'
 
 
 def test_nix_strings_cannot_interpolate_or_end_early() -> None:
     assert nix_string('a"b\\c${d}$e\nf') == '"a\\"b\\\\c\\${d}\\$e\\nf"'
+    bad = AgentFlake("Bad Name", "agent", 1000, Path("/s"), Path("/h"), "x86_64-linux")
     with pytest.raises(ValueError, match="invalid agent name"):
-        render_flake("Bad Name", "agent", Path("/nonexistent"), "hyperhive")
+        render_flake(bad, Path("/nonexistent"), "hyperhive")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,11 @@ class Change:
 
 class Backend(abc.ABC):
     name: str  # "bwrap" | "nixos-container"
+    path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH inside its sandboxes
+
+    def harness_command(self, name: str) -> builtins.list[str]:
+        """What a sandbox runs when neither agent.toml nor hive.toml says: the harness, as this Python runs it."""
+        return [sys.executable, "-m", "hyperhive.harness", "--agent", name]
 
     @property
     @abc.abstractmethod

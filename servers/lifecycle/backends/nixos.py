@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -35,7 +36,8 @@ from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.names import is_agent_name
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
-from hyperhive.servers.lifecycle.backends.nixos_flake import FLAKE_OUTPUT, render_flake
+from hyperhive.servers.lifecycle.backends.nixos_flake import FLAKE_OUTPUT, AgentFlake, host_system, render_flake
+from hyperhive.servers.lifecycle.backends.nixos_spec import SPEC_FILE, sandbox_json
 
 log = logging.getLogger("hyperhive.lifecycle.nixos")
 
@@ -170,14 +172,26 @@ def nspawn_bind_flags(spec: SandboxSpec) -> builtins.list[str]:
     return [f"{flag}={source}:{target}" for flag, source, target in binds]
 
 
-def with_nspawn_flags(conf: str, flags: Iterable[str]) -> str:
-    """nixos-container's NAME.conf with its EXTRA_NSPAWN_FLAGS line set to `flags`, the rest kept."""
-    line = f'EXTRA_NSPAWN_FLAGS="{" ".join(flags)}"'
-    lines = conf.splitlines()
-    kept = [other for other in lines if not other.startswith("EXTRA_NSPAWN_FLAGS=")]
-    where = next((i for i, other in enumerate(lines) if other.startswith("EXTRA_NSPAWN_FLAGS=")), len(kept))
-    kept.insert(where, line)
-    return "\n".join(kept) + "\n"
+def container_conf(conf: str, flags: Iterable[str]) -> str:
+    """nixos-container's NAME.conf as hyperhive runs it: the agent's binds in EXTRA_NSPAWN_FLAGS, and
+    the host's network (the servers listen on host loopback, as for bwrap sandboxes). The rest is kept.
+
+    `nixos-container create` gives a container a private network with 10.233.x addresses; from there
+    the harness could not reach 127.0.0.1 on the host.
+    """
+    values = {"PRIVATE_NETWORK": "0", "EXTRA_NSPAWN_FLAGS": f'"{" ".join(flags)}"'}
+    cleared = ("HOST_ADDRESS", "LOCAL_ADDRESS", "HOST_ADDRESS6", "LOCAL_ADDRESS6")  # of the private network
+    lines, seen = [], set()
+    for line in conf.splitlines():
+        key = line.split("=", 1)[0]
+        if key in values:
+            if key not in seen:  # a repeated key goes
+                seen.add(key)
+                lines.append(f"{key}={values[key]}")
+            continue
+        lines.append(f"{key}=" if key in cleared else line)
+    lines += [f"{key}={value}" for key, value in values.items() if key not in seen]
+    return "\n".join(lines) + "\n"
 
 
 def write_flake(directory: Path, files: dict[str, str]) -> None:
@@ -289,6 +303,11 @@ class NixosContainerBackend(Backend):
     """
 
     name = "nixos-container"
+    path = "/run/wrappers/bin:/run/current-system/sw/bin"  # the container's NixOS system profile
+
+    def harness_command(self, name: str) -> builtins.list[str]:
+        """The harness of the hyperhive package in the container's system (nix/agent-base.nix)."""
+        return ["hive-harness", "--agent", name]
 
     def __init__(self, config: HiveConfig, *, bus_address: str | None = None, render_dir: Path | None = None) -> None:
         self.config = config
@@ -313,8 +332,8 @@ class NixosContainerBackend(Backend):
     @property
     def isolation(self) -> str:
         return (
-            "nixos-container (systemd-nspawn): per agent its own NixOS root, pid, ipc, uts and private network "
-            "namespaces; no user namespace (uids inside are host uids)"
+            "nixos-container (systemd-nspawn): per agent its own NixOS root, pid, ipc and uts namespaces, its own "
+            "host uid; the host's network (the servers are on host loopback); no user namespace"
         )
 
     # ------------------------------------------------------------------------------- build & remove
@@ -331,9 +350,9 @@ class NixosContainerBackend(Backend):
         name = _checked(spec.name)
         binds = nspawn_bind_flags(spec)  # before building anything: a bad path is an error either way
         directory = self.render_dir / name
-        files = await asyncio.to_thread(
-            render_flake, name, spec.role, spec.applied_dir, self.config.lifecycle.nixos.flake
-        )
+        agent = AgentFlake(name, spec.role, _uid(spec), spec.state_dir, spec.harness_dir, _system())
+        nixos = self.config.lifecycle.nixos
+        files = await asyncio.to_thread(render_flake, agent, spec.applied_dir, nixos.flake, nixos.nixpkgs)
         await asyncio.to_thread(write_flake, directory, files)
         # path: — a plain path inside a git work tree would be read as git+file, tracked files only.
         flake = f"path:{directory}#{FLAKE_OUTPUT}"
@@ -352,7 +371,7 @@ class NixosContainerBackend(Backend):
             mode = stat.S_IMODE(conf.stat().st_mode)
         except FileNotFoundError:
             raise BackendError(f"nixos-container built {name} but left no {conf}") from None
-        write_atomic(conf, with_nspawn_flags(text, flags), mode=mode)
+        write_atomic(conf, container_conf(text, flags), mode=mode)
 
     async def destroy(self, name: str) -> None:
         name = _checked(name)
@@ -363,7 +382,9 @@ class NixosContainerBackend(Backend):
 
     # ---------------------------------------------------------------------------- start, stop, kill
     async def start(self, spec: SandboxSpec) -> Running:
+        """Hand the harness unit its command (sandbox.json, read-only inside), then start the container."""
         name = _checked(spec.name)
+        await asyncio.to_thread(_write_spec, spec)
         job = await self._manager("StartUnit", "ss", container_unit(name), "replace")
         return await self._started(name, _job_id(job[0]), fresh=False)
 
@@ -421,6 +442,7 @@ class NixosContainerBackend(Backend):
     async def restart(self, spec: SandboxSpec, timeout: float) -> Running:
         """systemd's RestartUnit: one job, stop then start. SIGKILL if the stop takes over `timeout`."""
         name = _checked(spec.name)
+        await asyncio.to_thread(_write_spec, spec)
         job = _job_id((await self._manager("RestartUnit", "ss", container_unit(name), "replace"))[0])
 
         def stopped(state: UnitState) -> bool:
@@ -703,6 +725,29 @@ def _checked(name: str) -> str:
     if not is_agent_name(name):
         raise BackendError(f"{name!r} is not an agent name")
     return name
+
+
+def _uid(spec: SandboxSpec) -> int:
+    if spec.uid is None:
+        raise BackendError(
+            f"cannot build the container of {spec.name}: its harness runs as the agent's own host uid, which "
+            "only a lifecycle server running as root hands out (the NixOS module runs it as root)"
+        )
+    return spec.uid
+
+
+def _system() -> str:
+    try:
+        return host_system()
+    except ValueError as e:
+        raise BackendError(str(e)) from None
+
+
+def _write_spec(spec: SandboxSpec) -> None:
+    path = spec.credentials_dir / SPEC_FILE
+    write_atomic(path, sandbox_json(spec), mode=0o600)  # its env may hold an API key
+    if spec.uid is not None and os.geteuid() == 0:
+        os.chown(path, spec.uid, spec.uid)
 
 
 def _job_id(path: str) -> int:

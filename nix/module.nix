@@ -1,0 +1,349 @@
+# services.hyperhive: the four servers and the dashboard as systemd units, agents as nixos-containers.
+#
+# The lifecycle server runs as root (it builds and starts containers and hands each agent its own
+# uid); the broker, approvals and operator servers and the dashboard run as the unprivileged
+# `hyperhive` user, hardened, each with its own database directory, reading the token-signing
+# secret as a systemd credential. All listen on loopback TCP (agents share the host's network)
+# and on unix sockets in /run/hyperhive (0600, in 0700 directories).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.hyperhive;
+  inherit (lib) mkOption mkEnableOption types;
+
+  hive = lib.getExe' cfg.package "hive";
+  stateDirectory = lib.removePrefix "/var/lib/" cfg.home;
+  serverNames = [
+    "broker"
+    "lifecycle"
+    "approvals"
+    "operator"
+  ];
+  unprivileged = [
+    "broker"
+    "approvals"
+    "operator"
+  ];
+  ports = {
+    broker = 7801;
+    lifecycle = 7802;
+    approvals = 7803;
+    operator = 7804;
+  };
+  # The lifecycle server is root: its socket gets a directory of its own inside /run/hyperhive.
+  defaultSocket = name: if name == "lifecycle" then "/run/hyperhive/lifecycle/lifecycle.sock" else "/run/hyperhive/${name}.sock";
+
+  listenOptions = name: {
+    host = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      description = "Loopback address of the ${name} server's TCP port (hyperhive refuses any other).";
+    };
+    port = mkOption {
+      type = types.nullOr types.port;
+      default = ports.${name};
+      description = "TCP port of the ${name} server; null for the unix socket only (agents need the TCP ports of the servers their tools use).";
+    };
+    socket = mkOption {
+      type = types.nullOr types.str;
+      default = defaultSocket name;
+      description = "Unix socket of the ${name} server (created 0600 in a 0700 directory); null for none.";
+    };
+  };
+
+  settings = lib.recursiveUpdate (import ./settings.nix {
+    inherit cfg;
+    nixpkgs = pkgs.path;
+  }) cfg.settings;
+
+  hiveToml = pkgs.writeText "hive.toml" (import ./hive-toml.nix settings);
+
+  # What every unprivileged unit gets: its own user, read-only everything but its own state,
+  # loopback networking only, no privileges to gain.
+  hardening = {
+    User = cfg.user;
+    Group = cfg.group;
+    UMask = "0077";
+    NoNewPrivileges = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    PrivateUsers = true;
+    ProtectHostname = true;
+    ProtectClock = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+    ];
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    RemoveIPC = true;
+    CapabilityBoundingSet = "";
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+    ];
+    IPAddressAllow = "localhost";
+    IPAddressDeny = "any";
+    ReadWritePaths = [ "/run/hyperhive" ];
+    # Python's ctypes (cffi callbacks) and uvloop need writable+executable pages now and then:
+    # MemoryDenyWriteExecute stays off.
+  };
+
+  serverUnit = name: {
+    description = "hyperhive ${name} server";
+    wantedBy = [ "multi-user.target" ];
+    requires = [ "hyperhive-init.service" ];
+    after = [
+      "hyperhive-init.service"
+      "network.target"
+    ]
+    ++ lib.optional (name != "broker") "hyperhive-broker.service";
+    environment.HIVE_HOME = cfg.home;
+    serviceConfig = hardening // {
+      Type = "notify";
+      ExecStart = "${hive} serve ${name}";
+      Restart = "on-failure";
+      RestartSec = 2;
+      StateDirectory = "${stateDirectory}/db/${name}";
+      StateDirectoryMode = "0700";
+      LoadCredential = [ "secret:${cfg.home}/secret" ];
+    };
+  };
+in
+{
+  options.services.hyperhive = {
+    enable = mkEnableOption "hyperhive, a swarm of Claude Code agents whose every capability is an MCP tool server";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
+      description = "The hyperhive package (hyperhive's flake sets its own packages.default).";
+    };
+
+    flake = mkOption {
+      type = types.str;
+      example = "github:example/hyperhive?dir=nix";
+      description = ''
+        Flake reference of hyperhive's flake, which each agent's generated flake extends
+        (nixosConfigurations.agent-base / manager). hyperhive's nixosModules.default sets it to
+        the flake it came from, so the agents run the hyperhive the host runs.
+      '';
+    };
+
+    home = mkOption {
+      type = types.strMatching "/var/lib/[^/].*";
+      default = "/var/lib/hyperhive";
+      description = "The hive home: settings, secret, databases, agent configs and agents' files. Under /var/lib: the units use StateDirectory.";
+    };
+
+    user = mkOption {
+      type = types.str;
+      default = "hyperhive";
+      description = "The unprivileged user of the broker, approvals and operator servers and the dashboard.";
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = "hyperhive";
+      description = "Its group; it may read the applied agent configs (the servers enforce their allow-lists).";
+    };
+
+    backend = mkOption {
+      type = types.enum [
+        "nixos-container"
+        "bwrap"
+      ];
+      default = "nixos-container";
+      description = "How agents are sandboxed: a nixos-container each, or bubblewrap as on any Linux.";
+    };
+
+    listen = lib.genAttrs serverNames (name: listenOptions name);
+
+    dashboard = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Run the operator dashboard (NiceGUI), as ${cfg.user}.";
+      };
+      host = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        description = "Loopback address of the dashboard; reach it from elsewhere through an SSH tunnel or a reverse proxy.";
+      };
+      port = mkOption {
+        type = types.port;
+        default = 7805;
+        description = "The dashboard's port.";
+      };
+    };
+
+    operatorSecretFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/hyperhive-operator";
+      description = ''
+        A file holding the operator's dashboard password (e.g. from agenix or sops-nix), handed
+        to the dashboard as a systemd credential. null: the password `hive init` generated in
+        ''${home}/dashboard.password.
+      '';
+    };
+
+    retention = {
+      messageDays = mkOption {
+        type = types.numbers.positive;
+        default = 30;
+        description = "Delivered broker messages older than this many days are deleted.";
+      };
+      logFiles = mkOption {
+        type = types.ints.between 1 100;
+        default = 3;
+        description = "Rotated log files kept per agent (bwrap backend; nixos-containers log to the journal).";
+      };
+    };
+
+    settings = mkOption {
+      type = types.attrsOf types.anything;
+      default = { };
+      example = {
+        harness.batch_max = 5;
+        questions.default_ttl_seconds = 3600;
+      };
+      description = ''
+        More hive.toml settings, merged over the ones the options above make. The file lands in
+        the world-readable Nix store: give API keys to agents with `claude login` as the agent
+        (see docs/nixos.md), not here.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    users.users.${cfg.user} = {
+      isSystemUser = true;
+      group = cfg.group;
+      description = "hyperhive servers and dashboard";
+    };
+    users.groups.${cfg.group} = { };
+
+    nix.settings.experimental-features = [
+      "nix-command"
+      "flakes"
+    ];
+    environment.systemPackages = [ cfg.package ];
+    # `hive` as root on the host finds the home without --home, through sudo too.
+    environment.variables.HIVE_HOME = cfg.home;
+    security.sudo.extraConfig = lib.mkIf config.security.sudo.enable ''
+      Defaults env_keep += "HIVE_HOME"
+    '';
+
+    systemd.tmpfiles.rules = [
+      "d /run/hyperhive 0700 ${cfg.user} ${cfg.group} -"
+      "d /run/hyperhive/lifecycle 0700 root root -"
+    ];
+
+    systemd.services = {
+      # The home, its settings and secret, the manager's config: `hive init` adds what is missing.
+      hyperhive-init = {
+        description = "hyperhive: set up the hive home";
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          StateDirectory = stateDirectory;
+          StateDirectoryMode = "0711";
+        };
+        script = ''
+          ln -sfn ${hiveToml} ${cfg.home}/hive.toml
+          ${hive} init --home ${cfg.home}
+          # The unprivileged servers read the applied agent configs (their allow-lists); nothing else.
+          chgrp ${cfg.group} ${cfg.home}/applied
+          chmod 0750 ${cfg.home}/applied
+        '';
+      };
+
+      hyperhive-lifecycle = {
+        description = "hyperhive lifecycle server (agents' sandboxes)";
+        wantedBy = [ "multi-user.target" ];
+        requires = [ "hyperhive-init.service" ];
+        after = [
+          "hyperhive-init.service"
+          "hyperhive-broker.service"
+          "network.target"
+        ];
+        path = [
+          pkgs.nixos-container
+          config.nix.package
+          pkgs.git
+          config.systemd.package
+          pkgs.bubblewrap
+          pkgs.util-linux
+        ];
+        environment.HIVE_HOME = cfg.home;
+        # Root, and little hardening: it builds containers, runs nix and systemd-nspawn, chowns
+        # agents' files to their uids. Containers are units of their own: they outlive a restart.
+        serviceConfig = {
+          Type = "notify";
+          ExecStart = "${hive} serve lifecycle";
+          Restart = "on-failure";
+          RestartSec = 2;
+          # Ready once the agents that should run are started; a first start builds their containers.
+          TimeoutStartSec = "30min";
+          # Only the server: bwrap sandboxes live in its cgroup and outlive a restart of it, as
+          # containers do (it re-attaches to both).
+          KillMode = "process";
+          NoNewPrivileges = true;
+          PrivateTmp = true;
+          ProtectHome = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          LockPersonality = true;
+        };
+      };
+    }
+    // lib.genAttrs (map (name: "hyperhive-${name}") unprivileged) (
+      unit: serverUnit (lib.removePrefix "hyperhive-" unit)
+    )
+    // lib.optionalAttrs cfg.dashboard.enable {
+      hyperhive-dashboard = {
+        description = "hyperhive operator dashboard";
+        wantedBy = [ "multi-user.target" ];
+        requires = [ "hyperhive-init.service" ];
+        after = [
+          "hyperhive-init.service"
+          "network.target"
+        ]
+        ++ map (name: "hyperhive-${name}.service") serverNames;
+        environment.HIVE_HOME = cfg.home;
+        serviceConfig = hardening // {
+          Type = "notify";
+          ExecStart = "${hive} serve dashboard";
+          Restart = "on-failure";
+          RestartSec = 2;
+          StateDirectory = "${stateDirectory}/dashboard";
+          StateDirectoryMode = "0700";
+          LoadCredential = [
+            "secret:${cfg.home}/secret"
+            "dashboard.password:${
+              if cfg.operatorSecretFile != null then toString cfg.operatorSecretFile else "${cfg.home}/dashboard.password"
+            }"
+          ];
+        };
+      };
+    };
+  };
+}

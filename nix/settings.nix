@@ -1,0 +1,41 @@
+# The hive.toml that services.hyperhive's options make, before services.hyperhive.settings is
+# merged over it. Plain builtins, no nixpkgs: the Python tests evaluate it, write it with
+# hive-toml.nix and load it with hyperhive's own loader.
+#
+# cfg: the services.hyperhive options; nixpkgs: the host's nixpkgs source (pkgs.path).
+{ cfg, nixpkgs }:
+let
+  servers = [
+    "broker"
+    "lifecycle"
+    "approvals"
+    "operator"
+  ];
+  # Each unprivileged server keeps its database in a directory of its own (its StateDirectory),
+  # apart from the lifecycle server's state/, which only root may write.
+  unprivileged = [
+    "broker"
+    "approvals"
+    "operator"
+  ];
+  genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+  listen = name: builtins.removeAttrs cfg.listen.${name} (builtins.filter (k: cfg.listen.${name}.${k} == null) [ "port" "socket" ]);
+in
+{
+  servers = genAttrs servers listen;
+  broker.retention_days = cfg.retention.messageDays;
+  lifecycle = {
+    backend = cfg.backend;
+    log_keep = cfg.retention.logFiles;
+    nixos = {
+      flake = cfg.flake;
+      # The agents' flakes use the host's nixpkgs: nothing to download, the same packages.
+      nixpkgs = "path:${toString nixpkgs}";
+    };
+  };
+  dashboard = {
+    inherit (cfg.dashboard) host port;
+    user = ""; # the unit runs it as services.hyperhive.user already
+  };
+  storage.dirs = genAttrs unprivileged (name: "${cfg.home}/db/${name}");
+}
