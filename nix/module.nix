@@ -17,23 +17,9 @@ let
 
   hive = lib.getExe' cfg.package "hive";
   stateDirectory = lib.removePrefix "/var/lib/" cfg.home;
-  serverNames = [
-    "broker"
-    "lifecycle"
-    "approvals"
-    "operator"
-  ];
-  unprivileged = [
-    "broker"
-    "approvals"
-    "operator"
-  ];
-  ports = {
-    broker = 7801;
-    lifecycle = 7802;
-    approvals = 7803;
-    operator = 7804;
-  };
+  servers = import ./servers.nix;
+  serverNames = servers.all;
+  inherit (servers) unprivileged ports;
   # The lifecycle server is root: its socket gets a directory of its own inside /run/hyperhive.
   defaultSocket = name: if name == "lifecycle" then "/run/hyperhive/lifecycle/lifecycle.sock" else "/run/hyperhive/${name}.sock";
 

@@ -5,24 +5,12 @@
 # cfg: the services.hyperhive options; nixpkgs: the host's nixpkgs source (pkgs.path).
 { cfg, nixpkgs }:
 let
-  servers = [
-    "broker"
-    "lifecycle"
-    "approvals"
-    "operator"
-  ];
-  # Each unprivileged server keeps its database in a directory of its own (its StateDirectory),
-  # apart from the lifecycle server's state/, which only root may write.
-  unprivileged = [
-    "broker"
-    "approvals"
-    "operator"
-  ];
+  servers = import ./servers.nix;
   genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
   listen = name: builtins.removeAttrs cfg.listen.${name} (builtins.filter (k: cfg.listen.${name}.${k} == null) [ "port" "socket" ]);
 in
 {
-  servers = genAttrs servers listen;
+  servers = genAttrs servers.all listen;
   broker.retention_days = cfg.retention.messageDays;
   lifecycle = {
     backend = cfg.backend;
@@ -37,5 +25,7 @@ in
     inherit (cfg.dashboard) host port;
     user = ""; # the unit runs it as services.hyperhive.user already
   };
-  storage.dirs = genAttrs unprivileged (name: "${cfg.home}/db/${name}");
+  # Each unprivileged server keeps its database in a directory of its own (its StateDirectory),
+  # apart from the lifecycle server's state/, which only root may write.
+  storage.dirs = genAttrs servers.unprivileged (name: "${cfg.home}/db/${name}");
 }
