@@ -270,6 +270,7 @@ async def test_destroy_stops_the_container_then_destroys_it_and_its_flake(
     spec = make_spec(config)
     await backend.create(spec)
     await backend.start(spec)
+    (spec.state_dir / "notes.md").write_text("what alice keeps\n")
 
     await backend.destroy("alice")
 
@@ -277,6 +278,9 @@ async def test_destroy_stops_the_container_then_destroys_it_and_its_flake(
     assert tools.nixos_commands()[-1] == ["destroy", "alice"]
     assert not (tools.conf_dir / "alice.conf").exists()
     assert not (config.run_dir / "lifecycle" / "flakes" / "alice").exists()
+    # The agent's own files live on the host, bound in: destroying the container keeps them.
+    assert (spec.state_dir / "notes.md").read_text() == "what alice keeps\n"
+    assert spec.harness_dir.is_dir() and spec.applied_dir.is_dir()
     await backend.destroy("alice")  # nothing left: still fine
     assert systemd.actions()[-1] == ("StopUnit", UNIT, "replace")  # not stopped again
 
