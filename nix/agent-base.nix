@@ -30,11 +30,13 @@ in
     stateDir = mkOption {
       type = types.str;
       default = "/var/lib/hyperhive/agents/${cfg.name}/state";
+      defaultText = lib.literalExpression ''"/var/lib/hyperhive/agents/''${config.hyperhive.agent.name}/state"'';
       description = "The agent's own files and working directory, bound in from the host at the same path.";
     };
     harnessDir = mkOption {
       type = types.str;
       default = "/var/lib/hyperhive/agents/${cfg.name}/harness";
+      defaultText = lib.literalExpression ''"/var/lib/hyperhive/agents/''${config.hyperhive.agent.name}/harness"'';
       description = "Harness-owned files (turn state, Claude Code's config); the agent's HOME. Bound in from the host.";
     };
     package = mkOption {
@@ -72,7 +74,6 @@ in
     networking.firewall.enable = false;
     services.resolved.enable = false;
 
-    users.mutableUsers = false;
     users.groups.agent.gid = cfg.uid;
     users.users.agent = {
       isNormalUser = true;

@@ -20,14 +20,7 @@
       systems = [ "x86_64-linux" ]; # claude-agent-sdk's wheel (with the Claude Code CLI) is x86_64 only
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
       # The agent bases. A generated agent flake calls .extendModules on one of them.
-      agentSystem =
-        module:
-        lib.nixosSystem {
-          modules = [
-            module
-            { nixpkgs.hostPlatform = lib.mkDefault "x86_64-linux"; }
-          ];
-        };
+      agentSystem = module: lib.nixosSystem { modules = [ module ]; };
     in
     {
       packages = forAllSystems (pkgs: rec {

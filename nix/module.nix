@@ -43,7 +43,9 @@ let
 
   settings = lib.recursiveUpdate (import ./settings.nix {
     inherit cfg;
-    nixpkgs = pkgs.path;
+    # The host's nixpkgs as a flake: nixosSystem records its source (and the registry entry it
+    # makes keeps it from garbage collection); pkgs.path where it does not.
+    nixpkgs = if (config.nixpkgs.flake.source or null) != null then config.nixpkgs.flake.source else pkgs.path;
   }) cfg.settings;
 
   hiveToml = pkgs.writeText "hive.toml" (import ./hive-toml.nix settings);
@@ -125,11 +127,13 @@ in
 
     flake = mkOption {
       type = types.str;
+      default = "hyperhive";
       example = "github:example/hyperhive?dir=nix";
       description = ''
         Flake reference of hyperhive's flake, which each agent's generated flake extends
         (nixosConfigurations.agent-base / manager). hyperhive's nixosModules.default sets it to
-        the flake it came from, so the agents run the hyperhive the host runs.
+        the flake it came from, so the agents run the hyperhive the host runs; the default is a
+        flake registry name.
       '';
     };
 
@@ -166,7 +170,7 @@ in
       enable = mkOption {
         type = types.bool;
         default = true;
-        description = "Run the operator dashboard (NiceGUI), as ${cfg.user}.";
+        description = "Run the operator dashboard (NiceGUI), as services.hyperhive.user.";
       };
       host = mkOption {
         type = types.str;
