@@ -351,10 +351,13 @@ def swarm_page() -> None:
         ui.space()
 
         async def update_all() -> None:
+            client = context.client  # the operator may have moved to another page meanwhile
             result = await act("update all", backend.call("lifecycle", "rebuild_stale"))
             if result is not None:
                 rebuilt = result["rebuilt"]
-                ui.notify(f"rebuilt {', '.join(rebuilt)}" if rebuilt else "every agent is up to date", type="positive")
+                text = f"rebuilt {', '.join(rebuilt)}" if rebuilt else "every agent is up to date"
+                with client:
+                    ui.notify(text, type="positive")
 
         ui.button("update all", on_click=update_all).props("outline dense").mark("update-all")
     rows: dict[str, AgentRow] = {}
@@ -551,10 +554,12 @@ def messages_page() -> None:
         ui.space()
 
         async def mark_read() -> None:
+            client = context.client
             taken = await act("mark read", backend.call("broker", "recv_batch", max=50, ack=True))
             if taken is not None:
                 more = f", {taken['queued']} more waiting" if taken["queued"] else ""
-                ui.notify(f"{len(taken['messages'])} marked read{more}")
+                with client:
+                    ui.notify(f"{len(taken['messages'])} marked read{more}")
 
         ui.button("mark read", on_click=mark_read).props("outline dense").mark("mark-read").tooltip(
             "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
