@@ -195,6 +195,17 @@ in
       '';
     };
 
+    environmentFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/hyperhive.env";
+      description = ''
+        A file of NAME=value lines every agent's Claude Code gets, e.g. ANTHROPIC_API_KEY=sk-ant-…,
+        kept out of the world-readable Nix store (agenix, sops-nix). The lifecycle server reads it
+        at each agent start; agent.toml's [env] wins over it.
+      '';
+    };
+
     retention = {
       messageDays = mkOption {
         type = types.numbers.positive;
@@ -217,8 +228,7 @@ in
       };
       description = ''
         More hive.toml settings, merged over the ones the options above make. The file lands in
-        the world-readable Nix store: give API keys to agents with `claude login` as the agent
-        (see docs/nixos.md), not here.
+        the world-readable Nix store: API keys go in environmentFile, not here.
       '';
     };
   };

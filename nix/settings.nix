@@ -12,6 +12,8 @@ in
 {
   servers = genAttrs servers.all listen;
   broker.retention_days = cfg.retention.messageDays;
+  # Read by the lifecycle server (root) at each agent start; null leaves it out.
+  harness.env_file = if cfg.environmentFile == null then null else toString cfg.environmentFile;
   lifecycle = {
     backend = cfg.backend;
     log_keep = cfg.retention.logFiles;

@@ -209,8 +209,10 @@ def mcp_config(name: str, ttl: str | None, home: Path) -> None:
     principal = principal_named(config, name)
     if principal.role not in (Role.AGENT, Role.MANAGER):
         _fail(f"{name} is not an agent; mcp-config is an agent's view of the hive")
-    agent = load_agent_config(config.applied_dir / name / AGENT_TOML)
-    info = harness_info(config, name, agent)
+    try:
+        info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
+    except ConfigError as e:
+        _fail(str(e))
     token = mint_token(_secret(config), principal, parse_duration(ttl) if ttl else 12 * 3600)
     click.echo(json.dumps({"mcpServers": info.mcp_config(token)}, indent=2))
     click.echo(f"allowed tools: {' '.join(info.tool_names())}", err=True)
@@ -253,7 +255,10 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
         if not directory.exists():
             directory.mkdir(mode=0o700)
             os.chown(directory, owner, owner)
-    info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
+    try:
+        info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
+    except ConfigError as e:
+        _fail(str(e))
     env = claude_env(info, paths.harness)
 
     def become_agent() -> None:

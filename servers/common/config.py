@@ -143,6 +143,9 @@ class HarnessSettings(_Strict):
 
     # Given to every agent's Claude Code, e.g. ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL.
     env: dict[str, str] = {}
+    # More of it from a file of NAME=value lines, read at each agent start: secrets kept out of
+    # hive.toml (the NixOS module's environmentFile). It wins over `env`; agent.toml's [env] over both.
+    env_file: Path | None = None
     batch_max: Annotated[int, Field(ge=1, le=50)] = 10  # messages one wake takes in at most
     notes_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 32 * 1024  # then notes.md is compacted
     # A session whose context grew past this many tokens is replaced by a fresh one before the next wake.
@@ -289,6 +292,7 @@ notes_max_bytes = 32768         # an agent's notes.md past this size is rewritte
 context_reset_tokens = 150000   # a Claude Code session past this context size starts afresh
 
 # Given to every agent's Claude Code; an agent.toml [env] adds to it and wins.
+# env_file = "/run/secrets/hive.env"   # more of it from NAME=value lines, read at each agent start
 [harness.env]
 # ANTHROPIC_API_KEY = "sk-ant-..."      # or run `claude login` as the agent (see the README)
 
@@ -476,6 +480,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, [("", f"invalid TOML: {e}")]) from None
     except OSError as e:
         raise ConfigError(path, [("", e.strerror or str(e))]) from None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines (systemd EnvironmentFile style: # comments, blank lines, optional quotes)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(path, [("", f"cannot read it: {e.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, [("", "is not UTF-8 text")]) from None
+    env: dict[str, str] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not _ENV_RE.match(name):
+            problems.append((f"line {number}", "expected NAME=value"))
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[name] = value
+    if problems:
+        raise ConfigError(path, problems)
+    return env
 
 
 def _check_env_names(env: dict[str, str]) -> dict[str, str]:

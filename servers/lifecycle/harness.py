@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from hyperhive.servers.common.catalog import SERVERS
 from hyperhive.servers.common.client import ServerUnavailable, server_address
-from hyperhive.servers.common.config import AgentConfig, HiveConfig
+from hyperhive.servers.common.config import AgentConfig, HiveConfig, read_env_file
 from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATE_MAX_BYTES, HarnessInfo, TurnState
 from hyperhive.servers.lifecycle import statefiles
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -20,6 +20,7 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessInfo:
     paths = AgentPaths.of(config, name)
     settings = config.harness
+    from_file = read_env_file(config.home / settings.env_file) if settings.env_file else {}  # ConfigError
     return HarnessInfo(
         agent=name,
         role=agent.role,
@@ -28,7 +29,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         tools={server: sorted(agent.allowed_tools(server)) for server in SERVERS},
         bash=list(agent.bash),
         mcp_servers={extra: server.model_dump() for extra, server in agent.mcp_servers.items()},
-        env={**settings.env, **agent.env},
+        env={**settings.env, **from_file, **agent.env},
         prompt=agent.prompt,
         state_dir=str(paths.state),
         harness_dir=str(paths.harness),

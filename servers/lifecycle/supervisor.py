@@ -348,14 +348,14 @@ class Supervisor:
         row = await self.row(name)
         uid = await self._uid(name)
         await self.store.update(name, state="starting")
-        spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
         try:
+            spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
             if row.built_version is None:  # its first start: prepare what the backend needs
                 await self.backend.create(spec)
             elif row.built_sha != row.applied_sha:  # a config was applied since it was built
                 await self.backend.update(spec)
             running = await self.backend.start(spec)
-        except BackendError as e:
+        except (BackendError, ConfigError) as e:  # ConfigError: [harness] env_file
             await self.store.update(name, state="failed", stopped_at=self.clock())
             raise Refused(str(e)) from None
         await self.store.update(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from fastmcp.exceptions import ToolError
-from hivetest import PY, SLEEPER, Hivemind, sandbox_process, toml_list
+from hivetest import PY, SLEEPER, Hive, Hivemind, in_process, sandbox_process, toml_list
 
 from hyperhive.servers.common.harnessdir import TURN_STATS_SCHEMA
 from hyperhive.servers.lifecycle import repos
@@ -58,6 +58,33 @@ async def test_create_run_stop_start(hivemind: Hivemind) -> None:
         await hivemind.call("start", name="alice")
     with pytest.raises(ToolError, match="alice already exists"):
         await hivemind.call("create_agent", name="alice")
+
+
+async def test_an_env_file_reaches_the_harness_and_a_broken_one_refuses_the_start(hive: Hive) -> None:
+    """[harness] env_file: secrets kept out of hive.toml (the NixOS module's environmentFile)."""
+    hive.configure(f'[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n\n[harness]\nenv_file = "secrets.env"')
+    secrets = hive.home / "secrets.env"
+    secrets.write_text("# kept out of the Nix store\nANTHROPIC_API_KEY='sk-from-file'\n\nexport EXTRA=1\n")
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle,
+    ):
+        hivemind = Hivemind(hive, broker, lifecycle)
+        await hivemind.until_state("manager", "running")
+        info = json.loads(AgentPaths.of(hive.config, "manager").hive_json.read_text())
+        assert {key: info["env"].get(key) for key in ("ANTHROPIC_API_KEY", "EXTRA")} == {
+            "ANTHROPIC_API_KEY": "sk-from-file",
+            "EXTRA": "1",
+        }
+
+        secrets.write_text("ANTHROPIC_API_KEY=ok\nno equals sign here\n")
+        await hivemind.call("stop", name="manager")
+        with pytest.raises(ToolError, match=r"secrets\.env: line 2: expected NAME=value"):
+            await hivemind.call("start", name="manager")
+        assert (await hivemind.status("manager"))["state"] == "failed"  # not left "starting"
+        secrets.unlink()
+        with pytest.raises(ToolError, match=r"secrets\.env: cannot read it: No such file or directory"):
+            await hivemind.call("start", name="manager")
 
 
 @pytest.mark.parametrize(

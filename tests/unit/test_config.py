@@ -13,6 +13,7 @@ from hyperhive.servers.common.config import (
     agent_toml_template,
     load_hive_config,
     parse_agent_config,
+    read_env_file,
 )
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role
@@ -182,3 +183,24 @@ def test_bad_agent_toml_names_field_and_reason(text: str, field: str, reason: st
     message = str(caught.value)
     assert message.startswith(f"applied/x/agent.toml: {field}: "), message
     assert reason in message, message
+
+
+def test_env_files_read_like_systemd_environment_files(tmp_path: Path) -> None:
+    env_file = tmp_path / "hive.env"
+    env_file.write_text(
+        "# secrets\n\nANTHROPIC_API_KEY=sk-ant-1\nexport QUOTED=\"a b\"\nSINGLE='c=d'\n  SPACED = e \nEMPTY=\n"
+    )
+    assert read_env_file(env_file) == {
+        "ANTHROPIC_API_KEY": "sk-ant-1",
+        "QUOTED": "a b",
+        "SINGLE": "c=d",
+        "SPACED": "e",
+        "EMPTY": "",
+    }
+    env_file.write_text("OK=1\n1BAD=x\njust words\n")
+    with pytest.raises(ConfigError) as error:
+        read_env_file(env_file)
+    assert str(error.value) == f"{env_file}: line 2: expected NAME=value\n{env_file}: line 3: expected NAME=value"
+    env_file.write_bytes(b"A=\xff\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        read_env_file(env_file)

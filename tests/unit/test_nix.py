@@ -127,6 +127,7 @@ MODULE_DEFAULTS = """{
   };
   dashboard = { host = "127.0.0.1"; port = 7805; };
   retention = { messageDays = 14; logFiles = 5; };
+  environmentFile = null;
 }"""
 
 
@@ -156,10 +157,21 @@ def test_the_module_writes_a_hive_toml_hyperhive_loads(tmp_path: Path) -> None:
     assert config.dashboard.user == ""  # the unit is unprivileged already
     assert config.harness.batch_max == 5
     assert config.harness.env == {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "8000"}
+    assert config.harness.env_file is None  # environmentFile = null
     # Each unprivileged server's database in its own StateDirectory; the lifecycle's stays root's.
     assert config.db_path("broker") == HOME / "db" / "broker" / "broker.sqlite"
     assert config.db_path("operator") == HOME / "db" / "operator" / "operator.sqlite"
     assert config.db_path("lifecycle") == tmp_path.resolve() / "state" / "lifecycle.sqlite"
+
+
+def test_the_module_points_the_lifecycle_server_at_the_environment_file(tmp_path: Path) -> None:
+    text = evaluate(
+        "import ./hive-toml.nix (import ./settings.nix { nixpkgs = /nix/store/1111-nixpkgs-source; "
+        f'cfg = {MODULE_DEFAULTS} // {{ environmentFile = "/run/agenix/hive.env"; }}; }})'
+    )
+    assert isinstance(text, str)
+    (tmp_path / HIVE_TOML).write_text(text)
+    assert load_hive_config(tmp_path).harness.env_file == Path("/run/agenix/hive.env")
 
 
 def test_toml_values_survive_the_nix_writer() -> None:
