@@ -28,7 +28,7 @@ log = logging.getLogger("hyperhive.harness")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m hyperhive.harness",
+        prog="hive-harness",  # also `python -m hyperhive.harness`
         description="Run one hyperhive agent: wait for its messages and drive Claude Code turns on them.",
     )
     parser.add_argument("--agent", required=True, help="the agent's name")

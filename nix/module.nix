@@ -103,6 +103,7 @@ let
     ]
     ++ lib.optional (name != "broker") "hyperhive-broker.service";
     environment.HIVE_HOME = cfg.home;
+    restartTriggers = [ hiveToml ]; # hive.toml is a symlink in the home: the unit itself does not change
     serviceConfig = hardening // {
       Type = "notify";
       ExecStart = "${hive} serve ${name}";
@@ -294,6 +295,7 @@ in
           pkgs.util-linux
         ];
         environment.HIVE_HOME = cfg.home;
+        restartTriggers = [ hiveToml ];
         # Root, and little hardening: it builds containers, runs nix and systemd-nspawn, chowns
         # agents' files to their uids. Containers are units of their own: they outlive a restart.
         serviceConfig = {
@@ -329,9 +331,11 @@ in
         ]
         ++ map (name: "hyperhive-${name}.service") serverNames;
         environment.HIVE_HOME = cfg.home;
+        restartTriggers = [ hiveToml ];
         serviceConfig = hardening // {
           Type = "notify";
           ExecStart = "${hive} serve dashboard";
+          WorkingDirectory = "${cfg.home}/dashboard"; # its own state dir: nothing else is writable
           Restart = "on-failure";
           RestartSec = 2;
           StateDirectory = "${stateDirectory}/dashboard";
