@@ -116,7 +116,9 @@ def init_home(home: Path) -> list[str]:
     config.agents_dir.mkdir(mode=0o711, exist_ok=True)
     manager_toml = config.applied_dir / MANAGER / AGENT_TOML
     if not manager_toml.exists():
-        manager_toml.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Like every applied repo: readable inside applied/, which alone guards them (0700; the
+        # NixOS module opens it to the unprivileged servers' group, which enforce the allow-lists).
+        manager_toml.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         write_atomic(manager_toml, agent_toml_template("manager"))
         created.append(str(manager_toml.relative_to(config.home)))
     return created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,11 @@ def test_init_creates_the_home_and_is_safe_to_run_again(tmp_path: Path) -> None:
     assert code == 0
     assert "created hive.toml" in output and "created secret" in output
     assert "created applied/manager/agent.toml" in output
+    # applied/ is the one guard of the applied configs: a server let through it (the NixOS module's
+    # unprivileged ones, by group) reads the manager's as it reads every other agent's.
+    modes = {path: stat.S_IMODE((home / path).stat().st_mode) for path in ("applied", "applied/manager")}
+    assert modes == {"applied": 0o700, "applied/manager": 0o755}
+    assert (home / "applied/manager/agent.toml").stat().st_mode & 0o004
     secret = (home / "secret").read_text()
     (home / "hive.toml").write_text("[broker]\ninbox_cap = 7\n")  # an operator's edit
     code, output = hive("init", "--home", str(home))
