@@ -261,3 +261,13 @@ def make_spec(root: Path) -> SandboxSpec:
         applied_dir=root / "applied",
         log_path=root / "log",
     )
+
+
+def test_the_package_depends_on_every_dependency_pyproject_lists() -> None:
+    text = (NIX / "package.nix").read_text()
+    listed = re.search(r"\n  dependencies = with python\.pkgs; \[\n(.*?)\n  \];", text, re.S)
+    assert listed, "package.nix lost its `dependencies = with python.pkgs; [ ... ];` list"
+    in_nix = {line.strip() for line in listed.group(1).splitlines()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[=<>!~\[; ]", dep, maxsplit=1)[0].lower().replace("_", "-") for dep in project["dependencies"]}
+    assert wanted == in_nix
