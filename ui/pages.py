@@ -601,6 +601,9 @@ def messages_page() -> None:
         async def send() -> None:
             if not (body.value or "").strip():
                 return
+            if not to.value:
+                ui.notify("pick who it is for", type="warning")
+                return
             call = backend.call("broker", "send", to=to.value, body=body.value, in_reply_to=reply_to["id"])
             if await act("send", call, "sent"):
                 body.set_value("")
@@ -610,6 +613,8 @@ def messages_page() -> None:
         body.on("keydown.enter", send)
 
         def recipients(agent: dict[str, Any]) -> None:  # agents come and go
+            if not backend.state.agents:  # not heard from the lifecycle server yet: keep the defaults
+                return
             names = ["*", *sorted(backend.state.agents)]
             if list(to.options) != names:
                 to.set_options(names, value=to.value if to.value in names else "manager")
