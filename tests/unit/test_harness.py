@@ -126,9 +126,11 @@ def test_claude_gets_its_own_home_and_only_configured_credentials(
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://leak.example")
     monkeypatch.setenv("CLAUDE_CODE_USE_BEDROCK", "1")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "inherited")
+    monkeypatch.setenv("PYTHONPATH", "/nix/store/0000-hyperhive/lib/python3.11/site-packages")  # the wrapper's
     info = _info(tmp_path)
     scrub_environment(info)
     assert "ANTHROPIC_BASE_URL" not in os.environ and "CLAUDE_CODE_USE_BEDROCK" not in os.environ
+    assert "PYTHONPATH" not in os.environ  # not for the agent's own Python
     assert os.environ["ANTHROPIC_API_KEY"] == "inherited"  # configured (hive.json env names it)
     env = claude_env(info, tmp_path / "harness")
     assert env["HOME"] == str(tmp_path / "harness" / "home") and Path(env["CLAUDE_CONFIG_DIR"]).is_dir()
