@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -162,8 +162,11 @@ def _logout() -> None:
     ui.navigate.to("/login")
 
 
-async def act(what: str, call: Awaitable[Any], done: str | None = None) -> Any:
-    """Run an operator action; a refusal or an unreachable server becomes a red toast, never a traceback."""
+async def act(what: str, call: Awaitable[Any], done: str | Callable[[Any], str] | None = None) -> Any:
+    """Run an operator action; a refusal or an unreachable server becomes a red toast, never a traceback.
+
+    `done` is the toast on success, or makes it from the result.
+    """
     # The toast goes to the page, not the caller's slot: the card whose button started the action is
     # often redrawn (and deleted) by the live update its own action caused before the call returns.
     client = context.client
@@ -179,7 +182,7 @@ async def act(what: str, call: Awaitable[Any], done: str | None = None) -> Any:
         return None
     if done:
         with client:
-            ui.notify(done, type="positive")
+            ui.notify(done if isinstance(done, str) else done(result), type="positive")
     return result
 
 
@@ -350,14 +353,12 @@ def swarm_page() -> None:
         summary = ui.label("").classes("text-grey-6")
         ui.space()
 
+        def updated(result: dict[str, Any]) -> str:
+            rebuilt = result["rebuilt"]
+            return f"rebuilt {', '.join(rebuilt)}" if rebuilt else "every agent is up to date"
+
         async def update_all() -> None:
-            client = context.client  # the operator may have moved to another page meanwhile
-            result = await act("update all", backend.call("lifecycle", "rebuild_stale"))
-            if result is not None:
-                rebuilt = result["rebuilt"]
-                text = f"rebuilt {', '.join(rebuilt)}" if rebuilt else "every agent is up to date"
-                with client:
-                    ui.notify(text, type="positive")
+            await act("update all", backend.call("lifecycle", "rebuild_stale"), updated)
 
         ui.button("update all", on_click=update_all).props("outline dense").mark("update-all")
     rows: dict[str, AgentRow] = {}
@@ -553,13 +554,12 @@ def messages_page() -> None:
         unread = ui.label("").classes("text-grey-6").mark("unread")
         ui.space()
 
+        def marked(taken: dict[str, Any]) -> str:
+            more = f", {taken['queued']} more waiting" if taken["queued"] else ""
+            return f"{len(taken['messages'])} marked read{more}"
+
         async def mark_read() -> None:
-            client = context.client
-            taken = await act("mark read", backend.call("broker", "recv_batch", max=50, ack=True))
-            if taken is not None:
-                more = f", {taken['queued']} more waiting" if taken["queued"] else ""
-                with client:
-                    ui.notify(f"{len(taken['messages'])} marked read{more}")
+            await act("mark read", backend.call("broker", "recv_batch", max=50, ack=True), marked)
 
         ui.button("mark read", on_click=mark_read).props("outline dense").mark("mark-read").tooltip(
             "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
