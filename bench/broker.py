@@ -32,10 +32,11 @@ from typing import Any
 
 import httpx2
 
-from hyperhive.servers.cli import init_home, principal_named
+from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.config import AGENT_TOML, load_hive_config
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.common.tokens import load_secret, mint_token
+from hyperhive.servers.common.instances import current_instance, new_instance
+from hyperhive.servers.common.issuer import issue_token, server_credentials
 
 PROTOCOL = "2026-07-28"
 TARGETS = {"wake_p99_ms": 10.0, "send_p50_ms": 3.0, "send_vs_echo_p50": 1.3, "delivered_per_s_100": 2000.0}
@@ -133,8 +134,8 @@ def serve_echo(home: str) -> None:
     mcp = create_mcp(
         "echo",
         instructions="benchmark baseline",
-        secret=load_secret(config.secret_path),
-        agents=AgentRegistry(config.applied_dir),
+        credentials=server_credentials(config, "broker"),
+        agents=AgentRegistry(config.applied_dir, config.instances_dir),
         catalog={"echo": AGENT},
     )
 
@@ -227,8 +228,13 @@ async def throughput(home: Path, broker_url: str, pairs: int, seconds: float) ->
 
 def _tokens(home: Path) -> Any:
     config = load_hive_config(home)
-    secret = load_secret(config.secret_path)
-    return lambda name: mint_token(secret, principal_named(config, name), 3600)
+
+    def token(name: str) -> str:
+        if name != "operator" and current_instance(config.instances_dir, name) is None:
+            new_instance(config.instances_dir, name)  # agents written straight into applied/ here
+        return issue_token(config, name, 3600)
+
+    return token
 
 
 async def run(quick: bool) -> dict[str, Any]:

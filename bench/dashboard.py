@@ -34,8 +34,8 @@ from playwright.async_api import Page, WebSocket, async_playwright
 from hyperhive.servers.cli import SERVERS, init_home
 from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.common.config import load_hive_config
-from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import load_secret, mint_token
+from hyperhive.servers.common.issuer import issue_token
+from hyperhive.servers.common.principals import Role
 
 TARGETS = {"page_load_p50_ms": 1000.0, "bytes_per_message": 2048.0}
 SLEEP = ["/bin/sleep", "3600"]
@@ -110,10 +110,9 @@ def stats_of(samples: list[float], scale: float = 1.0) -> dict[str, float]:
 async def seed(home: Path, agents: int, messages: int) -> dict[str, Any]:
     """Create the agents at once, then send the messages from 8 senders (agents and the operator)."""
     config = load_hive_config(home)
-    secret = load_secret(config.secret_path)
 
     def client(server: str, name: str, role: Role) -> HiveClient:
-        token = mint_token(secret, Principal(name, role), 3600)
+        token = issue_token(config, name, 3600)
         return HiveClient.for_server(config, server, token, timeout=300)
 
     names = [f"agent-{i:02d}" for i in range(agents)]
@@ -171,9 +170,8 @@ async def page_loads(page: Page, base: str, pages: dict[str, str], rounds: int) 
 
 async def bytes_per_update(page: Page, wire: Wire, base: str, home: Path, agents: int, rounds: int) -> dict[str, Any]:
     config = load_hive_config(home)
-    secret = load_secret(config.secret_path)
-    manager = mint_token(secret, Principal("manager", Role.MANAGER), 3600)
-    operator = mint_token(secret, Principal("operator", Role.OPERATOR), 3600)
+    manager = issue_token(config, "manager", 3600)
+    operator = issue_token(config, "operator", 3600)
     result: dict[str, Any] = {}
 
     await page.goto(base + "/messages")
@@ -230,8 +228,7 @@ async def run(quick: bool) -> dict[str, Any]:
             result["seed"] = await seed(home, agents, messages)
             await asyncio.to_thread(processes.start, "dashboard")
             base = processes.urls["dashboard"]
-            secret = load_secret(load_hive_config(home).secret_path)
-            token = mint_token(secret, Principal("operator", Role.OPERATOR), 3600)
+            token = issue_token(load_hive_config(home), "operator", 3600)
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=chromium(), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]

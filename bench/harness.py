@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 import claude_agent_sdk  # noqa: E402
 
 from hyperhive.servers.broker.models import RecvBatchResult  # noqa: E402
-from hyperhive.servers.cli import init_home, principal_named  # noqa: E402
+from hyperhive.servers.cli import init_home  # noqa: E402
 from hyperhive.servers.common.client import HiveClient, ServerAddress  # noqa: E402
 from hyperhive.servers.common.config import AGENT_TOML, AgentConfig, HiveConfig, load_hive_config  # noqa: E402
 from hyperhive.servers.common.files import write_atomic  # noqa: E402
@@ -67,7 +67,8 @@ from hyperhive.servers.common.harnessdir import (  # noqa: E402
     TurnState,
     read_turns,
 )
-from hyperhive.servers.common.tokens import load_secret, mint_token  # noqa: E402
+from hyperhive.servers.common.instances import current_instance, new_instance  # noqa: E402
+from hyperhive.servers.common.issuer import issue_token  # noqa: E402
 from hyperhive.servers.lifecycle.harness import harness_info  # noqa: E402
 from hyperhive.servers.lifecycle.paths import AgentPaths  # noqa: E402
 from tests.fakes.anthropic_api import Request, Say, ScriptedAPI, ToolCall  # noqa: E402
@@ -201,8 +202,9 @@ class Bench:
             }
         )
         write_atomic(control / HIVE_JSON, info.model_dump_json(indent=2))
-        secret = load_secret(config.secret_path)
-        write_atomic(control / TOKEN_FILE, mint_token(secret, principal_named(config, name), 3 * 3600))
+        if current_instance(config.instances_dir, name) is None:
+            new_instance(config.instances_dir, name)  # the lifecycle server is not running here
+        write_atomic(control / TOKEN_FILE, issue_token(config, name, 3 * 3600))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
         log = self.logs / f"{name}.log"
         command = [sys.executable, "-m", "hyperhive.harness", "--agent", name, "--harness-dir", str(paths.harness)]
@@ -285,7 +287,7 @@ class Operator:
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
         config = load_hive_config(bench.home)
-        token = mint_token(load_secret(config.secret_path), principal_named(config, "operator"), 3 * 3600)
+        token = issue_token(config, "operator", 3 * 3600)
         address = ServerAddress("broker", f"http://127.0.0.1:{config.servers.broker.port}/mcp")
         self.sender = HiveClient(address, token, retry_seconds=0)
         self.receiver = HiveClient(address, token, timeout=60, retry_seconds=0)

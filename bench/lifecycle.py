@@ -28,9 +28,8 @@ from typing import Any
 from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.client import HiveClient, server_address
 from hyperhive.servers.common.config import load_hive_config
-from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.issuer import issue_token, server_credentials
 from hyperhive.servers.common.serving import http_app, serve
-from hyperhive.servers.common.tokens import load_secret, mint_token
 from hyperhive.servers.lifecycle.backends.base import SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -98,15 +97,14 @@ async def backend_latency(home: Path, runs: int) -> dict[str, Any]:
 
 async def server_latency(home: Path, creates: int, fleet: int) -> dict[str, Any]:
     config = load_hive_config(home)
-    secret = load_secret(config.secret_path)
-    server = create_lifecycle(config, secret, stop_agents_on_exit=True)
+    server = create_lifecycle(config, server_credentials(config, "lifecycle"), stop_agents_on_exit=True)
     stop = asyncio.Event()
     ready: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(http_app(server.mcp), config.listen("lifecycle"), on_ready=ready.set_result, stop=stop)
     )
     await ready
-    operator = mint_token(secret, Principal("operator", Role.OPERATOR), 3600)
+    operator = issue_token(config, "operator", 3600)
     address = server_address(config, "lifecycle")
     result: dict[str, Any] = {}
     async with HiveClient(address, operator, timeout=300) as client:

@@ -2,8 +2,9 @@
 #
 # The lifecycle server runs as root (it builds and starts containers and hands each agent its own
 # uid); the broker, approvals and operator servers and the dashboard run as the unprivileged
-# `hyperhive` user, hardened, each with its own database directory, reading the token-signing
-# secret as a systemd credential. All listen on loopback TCP (agents share the host's network)
+# `hyperhive` user, hardened, each with its own database directory, verifying tokens with the
+# public key and holding its own token, both systemd credentials (only root holds the private
+# key: `hive` and the lifecycle server issue). All listen on loopback TCP (agents share the host network)
 # and on unix sockets in /run/hyperhive (0600, in 0700 directories).
 {
   config,
@@ -111,7 +112,11 @@ let
       RestartSec = 2;
       StateDirectory = "${stateDirectory}/db/${name}";
       StateDirectoryMode = "0700";
-      LoadCredential = [ "secret:${cfg.home}/secret" ];
+      # The public key to verify callers with; a service's own token (the issuer renews it).
+      LoadCredential = [
+        "signing.pub:${cfg.home}/signing.pub"
+      ]
+      ++ lib.optional (name != "broker") "service.token:${cfg.home}/tokens/service-${name}.token";
     };
   };
 in
@@ -253,6 +258,14 @@ in
       Defaults env_keep += "HIVE_HOME"
     '';
 
+    systemd.timers.hyperhive-tokens = {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = "daily";
+        Persistent = true;
+      };
+    };
+
     systemd.tmpfiles.rules = [
       "d /run/hyperhive 0700 ${cfg.user} ${cfg.group} -"
       "d /run/hyperhive/lifecycle 0700 root root -"
@@ -271,9 +284,26 @@ in
         script = ''
           ln -sfn ${hiveToml} ${cfg.home}/hive.toml
           ${hive} init --home ${cfg.home}
-          # The unprivileged servers read the applied agent configs (their allow-lists); nothing else.
-          chgrp ${cfg.group} ${cfg.home}/applied
-          chmod 0750 ${cfg.home}/applied
+          # The unprivileged servers read the applied agent configs (their allow-lists) and the
+          # agents' live instances (a token of an ended one is refused); nothing else.
+          chgrp ${cfg.group} ${cfg.home}/applied ${cfg.home}/instances
+          chmod 0750 ${cfg.home}/applied ${cfg.home}/instances
+        '';
+      };
+
+      # The servers' and the dashboard's tokens live [tokens] ttl_seconds; `hive init` re-issues
+      # those past half their life, and the units holding one are restarted to read it.
+      hyperhive-tokens = {
+        description = "hyperhive: renew the servers' and the dashboard's tokens";
+        requires = [ "hyperhive-init.service" ];
+        after = [ "hyperhive-init.service" ];
+        serviceConfig.Type = "oneshot";
+        path = [ config.systemd.package ];
+        script = ''
+          renewed=$(${hive} init --home ${cfg.home} | sed -n 's|^  created tokens/\(.*\)\.token$|\1|p')
+          for name in $renewed; do
+            systemctl try-restart "hyperhive-''${name#service-}.service"
+          done
         '';
       };
 
@@ -341,7 +371,7 @@ in
           StateDirectory = "${stateDirectory}/dashboard";
           StateDirectoryMode = "0700";
           LoadCredential = [
-            "secret:${cfg.home}/secret"
+            "dashboard.token:${cfg.home}/tokens/dashboard.token"
             "dashboard.password:${
               if cfg.operatorSecretFile != null then toString cfg.operatorSecretFile else "${cfg.home}/dashboard.password"
             }"

@@ -21,6 +21,7 @@ from .common.config import (
     AGENT_TOML,
     HIVE_TOML,
     HIVE_TOML_TEMPLATE,
+    AgentConfig,
     ConfigError,
     HiveConfig,
     Listen,
@@ -28,18 +29,29 @@ from .common.config import (
     load_agent_config,
     load_hive_config,
 )
+from .common.errors import Refused
 from .common.files import write_atomic
-from .common.names import MANAGER, OPERATOR, SERVICE_PREFIX, InvalidName
-from .common.principals import Principal, Role, principal_for
+from .common.issuer import DASHBOARD_TOKEN, IssueError, Issuer, handed_token, server_credentials
+from .common.keys import (
+    PRIVATE_KEY_FILE,
+    KeyFileError,
+    SigningKey,
+    create_key_pair,
+    load_signing_key,
+    migrate_legacy_secret,
+    write_key_pair,
+)
+from .common.names import MANAGER, OPERATOR
 from .common.serving import ListenError, http_app, serve
 from .common.systemd import credential, notify
-from .common.tokens import SecretError, create_secret, load_secret, mint_token
+from .common.tokens import TokenFile
 from .lifecycle.backends.base import BackendError
 
 DEFAULT_HOME = ".hive"
 DASHBOARD_PASSWORD = "dashboard.password"  # hyperhive.ui.auth.PASSWORD_FILE
 DASHBOARD = "dashboard"  # `hive serve dashboard`: the NiceGUI app, not an MCP server
-# Each server's module (with create(config, secret, ...)), in start-up order.
+LOGIN_CODE_MINUTES = 10
+# Each server's module (with create(config, credentials, ...)), in start-up order.
 SERVERS: dict[str, str] = {
     "broker": "hyperhive.servers.broker.server",
     "lifecycle": "hyperhive.servers.lifecycle.server",
@@ -53,7 +65,7 @@ home_option = click.option(
     envvar="HIVE_HOME",
     default=DEFAULT_HOME,
     show_default=True,
-    help="The hive home: settings, secret, databases and agent configs ($HIVE_HOME).",
+    help="The hive home: settings, keys, databases and agent configs ($HIVE_HOME).",
 )
 
 
@@ -68,10 +80,23 @@ def _config(home: Path) -> HiveConfig:
         _fail(str(e))
 
 
-def _secret(config: HiveConfig) -> bytes:
+def _signing_key(config: HiveConfig) -> SigningKey:
+    """The hive's private key: only its owner (root, or who ran `hive init`) issues tokens."""
     try:
-        return load_secret(credential("secret", config.secret_path))
-    except SecretError as e:
+        return load_signing_key(config.home / PRIVATE_KEY_FILE)
+    except KeyFileError as e:
+        _fail(str(e))
+
+
+def _issuer(config: HiveConfig) -> Issuer:
+    signing = _signing_key(config)
+    return Issuer(config, lambda: signing)
+
+
+def _mint(config: HiveConfig, name: str, ttl_seconds: int, audience: tuple[str, ...] | None = None) -> str:
+    try:
+        return _issuer(config).token_for(name, ttl_seconds, audience)
+    except IssueError as e:
         _fail(str(e))
 
 
@@ -104,14 +129,18 @@ def init_home(home: Path) -> list[str]:
         write_atomic(hive_toml, HIVE_TOML_TEMPLATE, mode=0o600)  # it may hold an API key ([harness.env])
         created.append(HIVE_TOML)
     config = _config(home)
-    if create_secret(config.secret_path):
-        created.append("secret")
+    if create_key_pair(config.home):
+        created.append(PRIVATE_KEY_FILE)
+    if migrate_legacy_secret(config.home):
+        created.append(f"{PRIVATE_KEY_FILE} (it replaces the old shared secret, now deleted)")
     password = config.home / DASHBOARD_PASSWORD
     if not password.exists():
         write_atomic(password, secrets.token_urlsafe(18) + "\n", mode=0o600)
         created.append(DASHBOARD_PASSWORD)
     for directory in (config.home / "state", config.run_dir, config.applied_dir):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config.instances_dir.mkdir(mode=0o755, exist_ok=True)  # ids only; the servers read them
+    created += [f"tokens/{name}.token" for name in _issuer(config).issue_handed_tokens()]
     # Agents' own uids pass through it to their dirs (the manager to every proposed repo).
     config.agents_dir.mkdir(mode=0o711, exist_ok=True)
     manager_toml = config.applied_dir / MANAGER / AGENT_TOML
@@ -127,9 +156,10 @@ def init_home(home: Path) -> list[str]:
 @main.command()
 @home_option
 def init(home: Path) -> None:
-    """Create the hive home: settings, the token-signing secret, the manager's config.
+    """Create the hive home: settings, the token-signing key pair, the manager's config.
 
-    Safe to run again: it only adds what is missing and never overwrites.
+    Safe to run again: it only adds what is missing (and renews the servers' tokens past half
+    their life); it never overwrites a setting or a key.
     """
     created = init_home(home)
     where = home.resolve()
@@ -146,26 +176,18 @@ def init(home: Path) -> None:
 # ------------------------------------------------------------------------------------------ token
 
 
-def principal_named(config: HiveConfig, name: str) -> Principal:
-    """The principal a token for `name` should carry: operator, service:<server>, or an agent."""
-    try:
-        if name == OPERATOR:
-            return principal_for(name, Role.OPERATOR)
-        if name.startswith(SERVICE_PREFIX):
-            return principal_for(name, Role.SERVICE)
-        principal_for(name, Role.AGENT)  # validates the name
-    except InvalidName as e:
-        _fail(f"{e}; NAME is 'operator', 'service:<server>' or an agent name")
-    path = config.applied_dir / name / AGENT_TOML
-    if not path.exists():
-        _fail(f"no agent named {name!r} ({path} not found)")
-    try:
-        return Principal(name, load_agent_config(path).principal_role)
-    except ConfigError as e:
-        _fail(str(e))
-
-
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def _agent_config(config: HiveConfig, name: str) -> AgentConfig:
+    """The applied config of agent `name`, or a clear failure."""
+    try:
+        _, agent = _issuer(config).principal_named(name)
+    except IssueError as e:
+        _fail(str(e))
+    if agent is None:
+        _fail(f"{name} is not an agent")
+    return agent
 
 
 def parse_duration(text: str) -> int:
@@ -178,19 +200,45 @@ def parse_duration(text: str) -> int:
 @main.command()
 @click.argument("name")
 @click.option("--ttl", help="Lifetime: seconds, or 90s, 15m, 12h, 30d. Default: [tokens] ttl_seconds.")
+@click.option("--aud", "audience", help="Only for these servers, comma-separated (default: all NAME may use).")
 @home_option
-def token(name: str, ttl: str | None, home: Path) -> None:
+def token(name: str, ttl: str | None, audience: str | None, home: Path) -> None:
     """Print a bearer token for NAME: 'operator', an agent, or 'service:<server>'.
 
     \b
-    The token proves who the caller is to every hyperhive server, for example:
+    The token proves who the caller is to the servers it names, for example:
       npx @modelcontextprotocol/inspector --cli http://127.0.0.1:7801/mcp \\
           --header "Authorization: Bearer $(hive token operator)" --method tools/list
+    Only the hive's owner can issue (it reads signing.key). An agent's token is for its running
+    instance: it stops working when the agent stops, restarts or is destroyed.
+    `hive rotate-key` voids every token issued before it.
     """
     config = _config(home)
-    principal = principal_named(config, name)
     seconds = parse_duration(ttl) if ttl else config.tokens.ttl_seconds
-    click.echo(mint_token(_secret(config), principal, seconds))
+    servers = tuple(part.strip() for part in audience.split(",") if part.strip()) if audience else None
+    click.echo(_mint(config, name, seconds, servers))
+
+
+@main.command(name="rotate-key")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+def rotate_key(yes: bool, home: Path) -> None:
+    """Make a new token-signing key pair and re-issue what the hive hands out.
+
+    Every running server verifies with the new key within a second; every token signed by the old
+    one is refused from then on (tokens made with `hive token` included: make new ones). The
+    lifecycle server gives running agents new tokens at once; the servers' and the dashboard's
+    token files are re-issued here (a NixOS host restarts those units).
+    """
+    config = _config(home)
+    _signing_key(config)  # only the owner of the old key may replace it
+    if not yes:
+        click.confirm("Every token issued so far will stop working. Rotate the key?", abort=True)
+    signing = SigningKey.generate()
+    write_key_pair(config.home, signing)
+    issued = Issuer(config, lambda: signing).issue_handed_tokens(force=True)
+    click.echo(f"◆ new signing key {signing.kid[:12]}…; re-issued tokens: {', '.join(issued)}")
+    click.echo("  running agents get new tokens from the lifecycle server within seconds")
 
 
 @main.command(name="mcp-config")
@@ -208,14 +256,12 @@ def mcp_config(name: str, ttl: str | None, home: Path) -> None:
     from .lifecycle.harness import harness_info
 
     config = _config(home)
-    principal = principal_named(config, name)
-    if principal.role not in (Role.AGENT, Role.MANAGER):
-        _fail(f"{name} is not an agent; mcp-config is an agent's view of the hive")
+    agent = _agent_config(config, name)
     try:
-        info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
+        info = harness_info(config, name, agent)
     except ConfigError as e:
         _fail(str(e))
-    token = mint_token(_secret(config), principal, parse_duration(ttl) if ttl else 12 * 3600)
+    token = _mint(config, name, parse_duration(ttl) if ttl else 12 * 3600)
     click.echo(json.dumps({"mcpServers": info.mcp_config(token)}, indent=2))
     click.echo(f"allowed tools: {' '.join(info.tool_names())}", err=True)
 
@@ -238,9 +284,7 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     from .lifecycle.paths import AgentPaths
 
     config = _config(home)
-    principal = principal_named(config, name)
-    if principal.role not in (Role.AGENT, Role.MANAGER):
-        _fail(f"{name} is not an agent")
+    _agent_config(config, name)
     paths = AgentPaths.of(config, name)
     if not paths.harness.is_dir():
         _fail(f"{name} has no harness dir yet ({paths.harness}); start it once first")
@@ -291,15 +335,20 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
-    """The dashboard holds an operator token (minted here), never the secret beyond this point."""
+def _serve_dashboard(config: HiveConfig, port: int | None, login_code: bool) -> None:
+    """The dashboard holds an operator token (a file the issuer renews), never key material."""
     os.environ.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs under pytest (hive up in a test)
     from nicegui import app as nicegui_app
 
     from hyperhive.ui.app import read_password, run
+    from hyperhive.ui.auth import LoginCode
 
     _setup_logging()
-    token = mint_token(_secret(config), principal_for(OPERATOR, Role.OPERATOR), config.tokens.ttl_seconds)
+    token = TokenFile(credential(f"{DASHBOARD_TOKEN}.token", handed_token(config, DASHBOARD_TOKEN)))
+    try:
+        token.check()
+    except Refused as e:
+        _fail(str(e))
     password_file = credential(DASHBOARD_PASSWORD, config.home / DASHBOARD_PASSWORD)
     try:
         password = read_password(password_file)
@@ -309,6 +358,7 @@ def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
         _fail(f"{password_file} is empty; write the dashboard password in it")
     host, port = config.dashboard.host, port or config.dashboard.port
     url = f"http://{host}:{port}"
+    code = LoginCode.new(LOGIN_CODE_MINUTES * 60) if login_code else None
     _become_dashboard_user(config)
 
     async def ready() -> None:
@@ -321,13 +371,16 @@ def _serve_dashboard(config: HiveConfig, port: int | None) -> None:
                 continue
             writer.close()
             click.echo(f"{DASHBOARD} listening on {url}")
+            if code is not None:
+                link = f"{url}/login?code={code.code}"
+                click.echo(f"{DASHBOARD} login link {link} (one use, within {LOGIN_CODE_MINUTES} minutes)")
             click.echo(f"{DASHBOARD} ready")
             sys.stdout.flush()
             notify("READY=1")
             return
 
     nicegui_app.on_startup(ready)
-    run(config, token, password, host, port)
+    run(config, token, password, host, port, login_code=code)
 
 
 def _become_dashboard_user(config: HiveConfig) -> None:
@@ -387,8 +440,13 @@ def _become_dashboard_user(config: HiveConfig) -> None:
     is_flag=True,
     help="lifecycle: stop every agent when the server stops (hive up does; a service lets them run).",
 )
+@click.option(
+    "--login-code",
+    is_flag=True,
+    help=f"dashboard: print a one-time login link (valid {LOGIN_CODE_MINUTES} minutes) once it is ready.",
+)
 def serve_command(
-    server: str, home: Path, port: int | None, socket_path: Path | None, stop_agents_on_exit: bool
+    server: str, home: Path, port: int | None, socket_path: Path | None, stop_agents_on_exit: bool, login_code: bool
 ) -> None:
     """Run one hyperhive server (or the dashboard) in the foreground until SIGTERM or Ctrl-C.
 
@@ -397,8 +455,10 @@ def serve_command(
     """
     config = _config(home)
     if server == DASHBOARD:
-        _serve_dashboard(config, port)
+        _serve_dashboard(config, port, login_code)
         return
+    if login_code:
+        _fail("--login-code is for the dashboard")
     listen = config.listen(server)
     if port is not None or socket_path is not None:
         try:
@@ -413,8 +473,8 @@ def serve_command(
     _setup_logging()
     module = __import__(SERVERS[server], fromlist=["create"])
     try:
-        hive_server = module.create(config, _secret(config), **options)
-    except BackendError as e:
+        hive_server = module.create(config, server_credentials(config, server), **options)
+    except (BackendError, KeyFileError, Refused) as e:
         _fail(str(e))
 
     def ready(urls: list[str]) -> None:
@@ -460,13 +520,13 @@ def sandbox_exec(spec_file: Path, base_env: Path | None) -> None:
 def _call(
     home: Path, server: str, tool: str, arguments: dict[str, Any], *, as_name: str = OPERATOR, timeout: float = 30
 ) -> Any:
-    """Call one tool of one of the hive's servers, as `as_name` (a short-lived token from the secret)."""
+    """Call one tool of one of the hive's servers, as `as_name` (a five-minute token this owner issues)."""
     from fastmcp.exceptions import ToolError
 
     from .common.client import AuthRefused, HiveClient, ServerUnavailable
 
     config = _config(home)
-    token_text = mint_token(_secret(config), principal_named(config, as_name), 300)
+    token_text = _mint(config, as_name, 300)
 
     async def go() -> Any:
         async with HiveClient.for_server(config, server, token_text, timeout=timeout, retry_seconds=0) as client:
@@ -504,14 +564,9 @@ def up(home: Path) -> None:
         click.echo(f"◆ set up hive home {home.resolve()}")
     config = _config(home)
     servers = {name: ["--stop-agents-on-exit"] if name == "lifecycle" else [] for name in SERVERS}
-    servers[DASHBOARD] = []
-    secret = _secret(config)
-
-    def login_link(url: str) -> str:
-        token = mint_token(secret, principal_for(OPERATOR, Role.OPERATOR), 12 * 3600)
-        return f"{url}/login?token={token}"
-
-    sys.exit(run_hive(config, servers, echo=click.echo, login_link=login_link))
+    servers[DASHBOARD] = ["--login-code"]  # a one-time login link, shown once the hive is up
+    issuer = _issuer(config)
+    sys.exit(run_hive(config, servers, echo=click.echo, renew_tokens=issuer.issue_handed_tokens))
 
 
 # ----------------------------------------------------------------------------------------- agents

@@ -23,6 +23,8 @@ STOP_TIMEOUT = 10.0
 MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, then give up
 RESTART_WINDOW = 60.0
 
+RENEW_EVERY = 3600.0  # seconds between checks of the servers' and the dashboard's tokens
+
 Echo = Callable[[str], None]
 
 
@@ -37,6 +39,7 @@ class _Child:
     args: list[str] = field(default_factory=list)  # more arguments for `hive serve NAME`
     process: asyncio.subprocess.Process | None = None
     urls: list[str] = field(default_factory=list)
+    login_link: str = ""  # the dashboard's one-time login link, shown once
     crashes: list[float] = field(default_factory=list)
 
 
@@ -46,12 +49,12 @@ class Supervisor:
         config: HiveConfig,
         servers: dict[str, list[str]],
         echo: Echo,
-        login_link: Callable[[str], str] | None = None,
+        renew_tokens: Callable[[], list[str]] | None = None,
     ) -> None:
         self.config = config
         self.children = [_Child(name, args) for name, args in servers.items()]
         self.echo = echo
-        self.login_link = login_link
+        self.renew_tokens = renew_tokens
         self.stopping = asyncio.Event()
 
     async def run(self) -> int:
@@ -64,10 +67,11 @@ class Supervisor:
                     return 1
             self._announce()
             watchers = [asyncio.create_task(self._watch(child)) for child in self.children]
+            renewer = asyncio.create_task(self._renew())
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([stop, *watchers], return_when=asyncio.FIRST_COMPLETED)
             failed = stop not in done
-            for task in [stop, *watchers]:
+            for task in [stop, renewer, *watchers]:
                 task.cancel()
             return 1 if failed else 0
         finally:
@@ -105,15 +109,18 @@ class Supervisor:
                 break
             if " listening on " in text:
                 child.urls.append(text.split(" listening on ", 1)[1])
+            elif text.startswith(f"{child.name} login link "):  # not echoed: it is shown once, below
+                child.login_link = text.removeprefix(f"{child.name} login link ")
         return True
 
     def _announce(self) -> None:
         self.echo(f"◆ hive up · home {self.config.home}")
         for child in self.children:
             self.echo(f"  {child.name:<10} {'  '.join(child.urls)}")
-            if child.name == "dashboard" and child.urls and self.login_link:
-                self.echo(f"  {'log in':<10} {self.login_link(child.urls[0])}")
+            if child.login_link:
+                self.echo(f"  {'log in':<10} {child.login_link}")
                 self.echo(f"  {'':<10} (or the password in {self.config.home / 'dashboard.password'})")
+                child.login_link = ""
         logs = self.config.logs_dir
         self.echo(f"  agents     the manager runs; agents' logs in {logs} (or `hive logs NAME`)")
         self.echo("  operator   `hive send manager TEXT` to talk to it, `hive approvals`, `hive questions`")
@@ -140,6 +147,19 @@ class Supervisor:
             if not await self._start(child):
                 return
 
+    async def _renew(self) -> None:
+        """The servers' and the dashboard's tokens are files this process (the issuer) keeps fresh;
+        their holders read them again when they change."""
+        while self.renew_tokens is not None:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                renewed = self.renew_tokens()
+            except OSError as e:
+                self.echo(f"✗ renewing the servers' tokens failed: {e}; trying again in an hour")
+                continue
+            if renewed:
+                self.echo(f"◆ renewed tokens: {', '.join(renewed)}")
+
     async def _stop_all(self) -> None:
         for child in reversed(self.children):
             process = child.process
@@ -162,6 +182,9 @@ class Supervisor:
 
 
 def run_hive(
-    config: HiveConfig, servers: dict[str, list[str]], echo: Echo, login_link: Callable[[str], str] | None = None
+    config: HiveConfig,
+    servers: dict[str, list[str]],
+    echo: Echo,
+    renew_tokens: Callable[[], list[str]] | None = None,
 ) -> int:
-    return asyncio.run(Supervisor(config, servers, echo, login_link).run())
+    return asyncio.run(Supervisor(config, servers, echo, renew_tokens).run())

@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hyperhive.servers.cli import SERVERS, init_home, principal_named
+from hyperhive.servers.cli import SERVERS, init_home
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.clock import Clock, ManualClock
 from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, load_hive_config
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.instances import end_instances, new_instance
+from hyperhive.servers.common.issuer import Issuer, server_credentials
+from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, SigningKey, load_signing_key
 from hyperhive.servers.common.serving import http_app, serve
-from hyperhive.servers.common.tokens import load_secret, mint_token
+from hyperhive.servers.common.tokens import ServerCredentials
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -53,14 +56,19 @@ class Hive:
     def __post_init__(self) -> None:
         init_home(self.home)
         self.configure("")
+        new_instance(self.config.instances_dir, "manager")  # as if the lifecycle server had started it
 
     @property
     def config(self) -> HiveConfig:
         return load_hive_config(self.home)
 
     @property
-    def secret(self) -> bytes:
-        return load_secret(self.config.secret_path)
+    def signing(self) -> SigningKey:
+        return load_signing_key(self.home / PRIVATE_KEY_FILE)
+
+    def credentials(self, server: str) -> ServerCredentials:
+        """What `hive serve SERVER` would hold."""
+        return server_credentials(self.config, server)
 
     def configure(self, toml: str) -> None:
         """Replace hive.toml with these settings (and the servers' ports); the rest takes its default."""
@@ -73,14 +81,17 @@ class Hive:
         directory = self.home / "applied" / name
         directory.mkdir(parents=True, exist_ok=True)
         write_atomic(directory / AGENT_TOML, f'role = "{role}"\n{extra}\n')
+        new_instance(self.config.instances_dir, name)  # as if the lifecycle server had started it
         return name
 
     def remove_agent(self, name: str) -> None:
         (self.home / "applied" / name / AGENT_TOML).unlink()
         (self.home / "applied" / name).rmdir()
+        end_instances(self.config.instances_dir, name)
 
     def token(self, name: str, ttl: int = 3600) -> str:
-        return mint_token(self.secret, principal_named(self.config, name), ttl)
+        signing = self.signing
+        return Issuer(self.config, lambda: signing).token_for(name, ttl)
 
 
 @dataclass
@@ -111,7 +122,7 @@ BrokerEndpoint = Endpoint
 async def in_process(hive: Hive, server: str, **options: Any) -> AsyncIterator[Endpoint]:
     """The real app of `server` on its port from hive.toml, served in this event loop."""
     module = importlib.import_module(SERVERS[server])
-    hive_server = module.create(hive.config, hive.secret, **options)
+    hive_server = module.create(hive.config, hive.credentials(server), **options)
     stop = asyncio.Event()
     ready: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(

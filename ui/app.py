@@ -13,6 +13,7 @@ from pathlib import Path
 from nicegui import app, ui
 from nicegui.storage import Storage
 
+from hyperhive.servers.common.client import TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.ui import auth, pages
 from hyperhive.ui.backend import Backend
@@ -20,11 +21,18 @@ from hyperhive.ui.backend import Backend
 TITLE = "hyperhive"
 
 
-def setup(config: HiveConfig, token: str, password: str, *, interval: float = 1.0) -> Callable[[], None]:
+def setup(
+    config: HiveConfig,
+    token: TokenSource,
+    password: str,
+    *,
+    interval: float = 1.0,
+    login_code: auth.LoginCode | None = None,
+) -> Callable[[], None]:
     """Register the dashboard on NiceGUI's app; returns the root page to give ui.run."""
     Storage.path = config.dashboard_dir  # login sessions in the hive home, not in the working directory
     backend = Backend(config, token, interval=interval)
-    credentials = auth.Credentials(config, password)
+    credentials = auth.Credentials(config, password, login_code)
     app.on_startup(backend.start)
     app.on_shutdown(backend.stop)
     app.add_middleware(auth.LoginRequired)
@@ -37,8 +45,10 @@ def storage_secret(password: str) -> str:
     return hashlib.sha256(b"hyperhive dashboard sessions\0" + password.encode()).hexdigest()
 
 
-def run(config: HiveConfig, token: str, password: str, host: str, port: int) -> None:
-    root = setup(config, token, password)
+def run(
+    config: HiveConfig, token: TokenSource, password: str, host: str, port: int, login_code: auth.LoginCode | None
+) -> None:
+    root = setup(config, token, password, login_code=login_code)
     ui.run(
         root,
         host=host,

@@ -21,7 +21,7 @@ from fastmcp.exceptions import ToolError
 from nicegui import Event
 
 from hyperhive.servers.common.catalog import SERVERS
-from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
+from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable, TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.names import OPERATOR
 
@@ -53,7 +53,7 @@ class HiveState:
 
 
 class Backend:
-    def __init__(self, config: HiveConfig, token: str, *, interval: float = 1.0) -> None:
+    def __init__(self, config: HiveConfig, token: TokenSource, *, interval: float = 1.0) -> None:
         self.config = config
         self.interval = interval
         self.clients = {

@@ -43,8 +43,8 @@ def register(backend: Backend, credentials: Credentials) -> None:
     ui.button.default_props("no-caps")  # labels as written: lowercase, as everywhere in hyperhive
 
     @ui.page("/login")
-    async def login(redirect_to: str = "/", token: str = "") -> RedirectResponse | None:
-        if token and await credentials.token_ok(token):  # the one-click link `hive up` prints
+    async def login(redirect_to: str = "/", code: str = "") -> RedirectResponse | None:
+        if code and credentials.code_ok(code):  # the one-time link `hive up` prints
             app.storage.user["operator"] = True
             return RedirectResponse(_local(redirect_to))
         if app.storage.user.get("operator"):
@@ -60,6 +60,10 @@ def register(backend: Backend, credentials: Credentials) -> None:
 
         with ui.card().classes("absolute-center w-96"):
             ui.label("◆ hyperhive").classes("text-xl")
+            if code:
+                ui.label("that login link was used or has expired: log in with the password").classes(
+                    "text-warning"
+                ).mark("code-spent")
             secret = ui.input("password or operator token", password=True).props("autofocus").classes("w-full")
             secret.mark("secret")
             secret.on("keydown.enter", try_login)

@@ -43,7 +43,6 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal
-from hyperhive.servers.common.tokens import ServiceToken
 
 log = logging.getLogger("hyperhive.approvals")
 
@@ -52,14 +51,18 @@ RECOVERY_RETRY: Final = (1.0, 60.0)  # seconds between attempts while the lifecy
 
 class Approvals:
     def __init__(
-        self, config: HiveConfig, secret: bytes, agents: AgentRegistry, *, clock: Callable[[], float] = time.time
+        self,
+        config: HiveConfig,
+        token: Callable[[], str],
+        agents: AgentRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.agents = agents
         self.clock = clock
         self.db = Database(config.db_path("approvals"), MIGRATIONS, synchronous=config.storage.synchronous)
         self.store = ApprovalStore(self.db)
-        token = ServiceToken(secret, "approvals")
         self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
         self.outbox = Outbox(self.db, self.broker, clock)
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.

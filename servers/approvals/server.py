@@ -13,7 +13,7 @@ from hyperhive.servers.approvals.approval_queue import Approvals
 from hyperhive.servers.approvals.models import DraftMade, Request, RequestList, ReviewList
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.tokens import caller
+from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
 INSTRUCTIONS = (
@@ -25,11 +25,13 @@ Agent = Annotated[str, Field(description="agent name")]
 Ref = Annotated[str, Field(description="a commit of the agent's proposed config repo (sha)")]
 
 
-def create(config: HiveConfig, secret: bytes) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir)
-    approvals = Approvals(config, secret, agents)
+def create(config: HiveConfig, credentials: ServerCredentials) -> HiveServer:
+    agents = AgentRegistry(config.applied_dir, config.instances_dir)
+    approvals = Approvals(config, credentials.service_token(), agents)
 
-    mcp = create_mcp("approvals", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=approvals.running)
+    mcp = create_mcp(
+        "approvals", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=approvals.running
+    )
 
     # ------------------------------------------------------------------------------ the manager
     @mcp.tool

@@ -13,7 +13,7 @@ from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent
-from hyperhive.servers.common.tokens import caller
+from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
 from .mailbox import MAX_WAIT_SECONDS, Broker, to_message
@@ -47,11 +47,13 @@ Ack = Annotated[
 Ids = Annotated[list[int], Field(min_length=1, max_length=100)]
 
 
-def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir)
+def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
+    agents = AgentRegistry(config.applied_dir, config.instances_dir)
     broker = Broker(config, clock or SystemClock(), agents)
 
-    mcp = create_mcp("broker", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=broker.running)
+    mcp = create_mcp(
+        "broker", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=broker.running
+    )
 
     @mcp.tool(annotations={"readOnlyHint": False})
     async def send(

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 
 from .config import AGENT_TOML, AgentConfig, ConfigError, load_agent_config
+from .instances import current_instance
 from .names import is_agent_name
 
 log = logging.getLogger("hyperhive.agents")
@@ -29,8 +30,10 @@ class _Seen:
 
 
 class AgentRegistry:
-    def __init__(self, applied_dir: Path) -> None:
+    def __init__(self, applied_dir: Path, instances_dir: Path | None = None) -> None:
         self.applied_dir = applied_dir
+        # Beside applied/ in a hive home (HiveConfig.instances_dir).
+        self.instances_dir = instances_dir or applied_dir.parent / "instances"
         self._seen: dict[str, _Seen] = {}
         self._scan_lock = anyio.Lock()
 
@@ -56,6 +59,10 @@ class AgentRegistry:
                 await self.refresh()
                 config = self.get(name)
         return config
+
+    def instance(self, name: str) -> str | None:
+        """The live instance of `name`, read now: a destroyed or ended instance is refused at once."""
+        return current_instance(self.instances_dir, name)
 
     # -------------------------------------------------------------------------------- scanning
     async def refresh(self) -> None:

@@ -111,6 +111,24 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
 
 SERVERS: Final = tuple(CATALOG)
 
+# Exactly the tools each service principal calls, per server: a service may call nothing else,
+# whatever its role would allow (approvals cannot kill an agent; nobody but approvals applies).
+SERVICE_TOOLS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
+    "service:approvals": {
+        "lifecycle": frozenset(
+            {"diff_commit", "list_agents", "agent_config", "apply_commit", "create_agent", "create_draft"}
+        ),
+        "broker": frozenset({"post_event"}),
+    },
+    "service:operator": {"broker": frozenset({"post_event"})},
+    "service:lifecycle": {"broker": frozenset({"post_event"})},
+}
+
+
+def audience_of_service(principal_name: str) -> tuple[str, ...]:
+    """The servers a service principal's token is for: those it calls."""
+    return tuple(sorted(SERVICE_TOOLS[principal_name]))
+
 
 def role_default(server: str, role: Role) -> frozenset[str]:
     """The tools of `server` that `role` holds by default."""

@@ -187,8 +187,13 @@ class HiveConfig(_Strict):
     storage: StorageSettings = StorageSettings()
 
     @property
-    def secret_path(self) -> Path:
-        return self.home / "secret"
+    def instances_dir(self) -> Path:
+        return self.home / "instances"
+
+    @property
+    def tokens_dir(self) -> Path:
+        """Tokens the hive hands its own processes: the services' and the dashboard's (0700)."""
+        return self.home / "tokens"
 
     @property
     def applied_dir(self) -> Path:

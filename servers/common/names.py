@@ -13,6 +13,8 @@ SYSTEM: Final = "system"  # sender of helper events
 MANAGER: Final = "manager"  # the manager agent's name
 BROADCAST: Final = "*"
 SERVICE_PREFIX: Final = "service:"
+# The servers that call other servers, each as its own service principal: a closed set.
+SERVICES: Final = frozenset({"approvals", "operator", "lifecycle"})
 
 # Names an agent may not take: they mean something else in messages, tokens or paths.
 RESERVED: Final = frozenset(
@@ -44,4 +46,6 @@ def is_agent_name(name: str) -> bool:
 
 def service_principal(server: str) -> str:
     """The principal name a hyperhive server uses when it calls another one."""
+    if server not in SERVICES:
+        raise InvalidName(f"{server!r} is not a service: the services are {', '.join(sorted(SERVICES))}")
     return SERVICE_PREFIX + server

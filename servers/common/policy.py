@@ -17,7 +17,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 
 from .agents import AgentRegistry
-from .catalog import CATALOG, ToolAccess
+from .catalog import CATALOG, SERVICE_TOOLS, ToolAccess
 from .config import AgentConfig
 from .principals import Principal, Role
 from .tokens import current_principal
@@ -40,7 +40,11 @@ def refusal(
         return f"Unknown tool: {tool!r}"
     if principal is None:
         return f"permission denied: {permission} needs an authenticated caller"
-    if principal.role in (Role.OPERATOR, Role.SERVICE):
+    if principal.role is Role.SERVICE:
+        if Role.SERVICE in access.roles and tool in SERVICE_TOOLS.get(principal.name, {}).get(server, ()):
+            return None
+        return f"permission denied: {principal.name} does not call {permission}"
+    if principal.role is Role.OPERATOR:
         if principal.role in access.roles:
             return None
         return f"permission denied: {permission} is {access.kind}; {principal} may not call it"

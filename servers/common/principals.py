@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .names import OPERATOR, SERVICE_PREFIX, InvalidName, check_agent_name
+from .names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, check_agent_name
 
 
 class Role(StrEnum):
@@ -35,9 +35,9 @@ def principal_for(name: str, role: Role) -> Principal:
         if name != OPERATOR:
             raise InvalidName(f"the operator principal is named {OPERATOR!r}, not {name!r}")
     elif role is Role.SERVICE:
-        server = name.removeprefix(SERVICE_PREFIX)
-        if not name.startswith(SERVICE_PREFIX) or not server.isidentifier():
-            raise InvalidName(f"service principals are named 'service:<server>', not {name!r}")
+        if not name.startswith(SERVICE_PREFIX) or name.removeprefix(SERVICE_PREFIX) not in SERVICES:
+            known = ", ".join(SERVICE_PREFIX + server for server in sorted(SERVICES))
+            raise InvalidName(f"{name!r} is not a service principal; there are exactly: {known}")
     else:
         check_agent_name(name)
     return Principal(name, role)

@@ -21,7 +21,7 @@ from .agents import AgentRegistry
 from .catalog import ToolAccess
 from .errors import Refused
 from .policy import AllowListMiddleware
-from .tokens import HiveTokenVerifier
+from .tokens import HiveTokenVerifier, ServerCredentials
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def create_mcp(
     name: str,
     *,
     instructions: str,
-    secret: bytes,
+    credentials: ServerCredentials,
     agents: AgentRegistry,
     running: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     catalog: Mapping[str, ToolAccess] | None = None,
@@ -49,7 +49,7 @@ def create_mcp(
     return FastMCP(
         name,
         instructions=instructions,
-        auth=HiveTokenVerifier(secret, agents),
+        auth=HiveTokenVerifier(name, credentials.keys, agents),
         middleware=[AllowListMiddleware(name, agents, catalog), ArgumentErrors()],
         lifespan=_lifespan(running) if running is not None else None,
         # Unexpected exceptions reach the caller as "Error calling tool 'x'"; the server logs them.

@@ -17,7 +17,7 @@ from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.harnessdir import read_turns, summarise
-from hyperhive.servers.common.tokens import caller
+from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle import statefiles
 from hyperhive.servers.lifecycle.backends import choose_backend
@@ -54,14 +54,27 @@ Sha = Annotated[str, Field(description="a commit of its proposed repo")]
 
 
 def create(
-    config: HiveConfig, secret: bytes, *, backend: Backend | None = None, stop_agents_on_exit: bool = False
+    config: HiveConfig,
+    credentials: ServerCredentials,
+    *,
+    backend: Backend | None = None,
+    stop_agents_on_exit: bool = False,
 ) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir)
+    agents = AgentRegistry(config.applied_dir, config.instances_dir)
+    if credentials.signing is None:
+        raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
     supervisor = Supervisor(
-        config, secret, agents, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
+        config,
+        credentials.signing.current,
+        credentials.service_token(),
+        agents,
+        backend or choose_backend(config),
+        stop_agents_on_exit=stop_agents_on_exit,
     )
 
-    mcp = create_mcp("lifecycle", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=supervisor.running)
+    mcp = create_mcp(
+        "lifecycle", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=supervisor.running
+    )
 
     def info(row: AgentRow) -> AgentInfo:
         return AgentInfo(

@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import version as package_version
 from typing import Any, Final, Literal
 
@@ -40,10 +41,12 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.harnessdir import TurnState
+from hyperhive.servers.common.instances import current_instance, end_instances, new_instance
+from hyperhive.servers.common.issuer import Issuer
+from hyperhive.servers.common.keys import SigningKey
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import ServiceToken, mint_token
 from hyperhive.servers.lifecycle import logfiles, repos
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
@@ -55,6 +58,7 @@ log = logging.getLogger("hyperhive.lifecycle")
 STEADY_SECONDS: Final = 600.0  # running this long without a crash clears the crash count
 MAX_BACKOFF: Final = 300.0
 TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
+KEY_CHECK_SECONDS: Final = 1.0  # how soon agents get tokens signed by a rotated key
 CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
 CRASH_LOG_LINES: Final = 20
 
@@ -67,7 +71,8 @@ class Supervisor:
     def __init__(
         self,
         config: HiveConfig,
-        secret: bytes,
+        signing: Callable[[], SigningKey],
+        token: Callable[[], str],
         agents: AgentRegistry,
         backend: Backend,
         *,
@@ -75,7 +80,7 @@ class Supervisor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.secret = secret
+        self.issuer = Issuer(config, signing)
         self.agents = agents
         self.backend = backend
         self.stop_agents_on_exit = stop_agents_on_exit
@@ -84,7 +89,7 @@ class Supervisor:
         self.privileged = os.geteuid() == 0
         self.db = Database(config.db_path("lifecycle"), MIGRATIONS, synchronous=config.storage.synchronous)
         self.store = LifecycleStore(self.db)
-        self.broker = HiveClient(server_address(config, "broker"), ServiceToken(secret, "lifecycle"), retry_seconds=0)
+        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
         self.outbox = Outbox(self.db, self.broker, clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
@@ -125,6 +130,7 @@ class Supervisor:
                     await self.store.update(row.name, state="running", started_at=running[row.name].started_at)
             elif row.state in ("starting", "running", "stopping", "restarting"):
                 # It ended while no server watched; the backend reports how, and _start_up starts it again.
+                await self._end_instance(row.name)
                 await self.store.update(row.name, state="stopped", stopped_at=self.clock())
 
     async def _ensure_manager(self) -> None:
@@ -403,12 +409,25 @@ class Supervisor:
             shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
         )
 
-    def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None) -> None:
-        principal = Principal(paths.name, Role(config.role))
-        token = mint_token(self.secret, principal, self.config.tokens.ttl_seconds)
+    def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None, *, new: bool = True) -> None:
+        """A token for a new instance of the agent (`new`), or a renewed one for its live instance."""
+        instance = current_instance(self.config.instances_dir, paths.name)
+        if new or instance is None:
+            instance = new_instance(self.config.instances_dir, paths.name)
+        token = self.issuer.agent_token(Principal(paths.name, Role(config.role)), config, instance)
         write_atomic(paths.token, token, mode=0o600)
         if uid is not None:
             os.chown(paths.token, uid, uid)
+
+    async def _end_instance(self, name: str, *, reissue: bool = False) -> None:
+        """Its sandbox ended: every token of that run stops working now, whatever still holds one.
+        `reissue`: the backend restarts it by itself, so its token file gets the new instance's."""
+        config = self.agents.get(name)
+        if reissue and config is not None:
+            uid = await self._uid(name)
+            await anyio.to_thread.run_sync(self._write_token, AgentPaths.of(self.config, name), config, uid)
+        else:
+            await anyio.to_thread.run_sync(new_instance, self.config.instances_dir, name)
 
     async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:
         """Stop it and mark it stopped; its ending will not count as a crash. `desired` is the caller's."""
@@ -421,6 +440,7 @@ class Supervisor:
                 await self.backend.stop(name, self.config.lifecycle.stop_timeout_seconds)
         except BackendError as e:
             log.warning("stopping %s: %s", name, e)
+        await self._end_instance(name)
         await self.store.update(name, state="stopped", stopped_at=self.clock())
 
     # --------------------------------------------------------------------------- config changes
@@ -520,6 +540,14 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------- destroying
     async def destroy(self, name: str, *, purge: bool, force: bool) -> None:
+        if purge and await self.store.agent(_checked(name)) is None and self._leftovers(name):
+            # Destroyed before, its files kept: purge them now.
+            async with self._exclusive(name, "being purged"):
+                await self.store.remove(name, forget_uid=True)
+                await anyio.to_thread.run_sync(end_instances, self.config.instances_dir, name)
+                await anyio.to_thread.run_sync(self._purge, name)
+                await self.agents.refresh()
+            return
         row = await self.row(name)
         if name == MANAGER and not force:
             raise Refused("the manager is infrastructure; destroying it needs force=true")
@@ -531,11 +559,16 @@ class Supervisor:
             except BackendError as e:
                 raise Refused(str(e)) from None
             await self.store.remove(name, forget_uid=purge)
+            await anyio.to_thread.run_sync(end_instances, self.config.instances_dir, name)
             if purge:
                 await anyio.to_thread.run_sync(self._purge, name)
             await self.agents.refresh()
             if name != MANAGER:
                 await self._announce(Destroyed(agent=name, purged=purge))
+
+    def _leftovers(self, name: str) -> bool:
+        paths = AgentPaths.of(self.config, name)
+        return any(path.exists() for path in (paths.root, paths.applied, paths.credentials))
 
     def _purge(self, name: str) -> None:
         paths = AgentPaths.of(self.config, name)
@@ -564,6 +597,7 @@ class Supervisor:
             # A run that ended while no server watched; a newer one is already going. Report only.
             await self._announce(self._crash_event(change, row.restart_count, False, lines))
             return
+        await self._end_instance(change.name, reissue=change.auto_restarting)
         await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
         crashes = row.crashes + 1
         if row.started_at is not None and change.at - row.started_at > STEADY_SECONDS:
@@ -609,15 +643,23 @@ class Supervisor:
         await self.outbox.post(MANAGER, event)
 
     async def _refresh_tokens(self) -> None:
-        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`. Renew them well before."""
+        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them well before, and
+        at once when the hive's key is rotated (`hive rotate-key`: what the old key signed is refused)."""
+        every = min(TOKEN_REFRESH_EVERY, self.config.tokens.ttl_seconds / 4)
+        kid = self.issuer.signing().kid
+        due = self.clock() + every
         while True:
-            await asyncio.sleep(min(TOKEN_REFRESH_EVERY, self.config.tokens.ttl_seconds / 4))
+            await asyncio.sleep(KEY_CHECK_SECONDS)
+            current = self.issuer.signing().kid
+            if current == kid and self.clock() < due:
+                continue
+            kid, due = current, self.clock() + every
             for row in await self.store.agents():
                 config = self.agents.get(row.name)
-                if row.state == "running" and config is not None:
+                if row.state in ("running", "starting") and config is not None:
                     uid = await self._uid(row.name)
                     paths = AgentPaths.of(self.config, row.name)
-                    await anyio.to_thread.run_sync(self._write_token, paths, config, uid)
+                    await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
 
     # ------------------------------------------------------------------------------------ helpers
     @asynccontextmanager

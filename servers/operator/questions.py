@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Literal
 
@@ -27,7 +27,6 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import OPERATOR, InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import ServiceToken
 
 from .models import (
     Asked,
@@ -50,13 +49,13 @@ Answer = str | list[str]
 
 
 class Questions:
-    def __init__(self, config: HiveConfig, secret: bytes, clock: Clock, agents: AgentRegistry) -> None:
+    def __init__(self, config: HiveConfig, token: Callable[[], str], clock: Clock, agents: AgentRegistry) -> None:
         self.settings = config.questions
         self.clock = clock
         self.agents = agents
         self.db = Database(config.db_path("operator"), MIGRATIONS, synchronous=config.storage.synchronous)
         self.store = QuestionStore(self.db)
-        self.broker = HiveClient(server_address(config, "broker"), ServiceToken(secret, "operator"), retry_seconds=0)
+        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
         self.outbox = Outbox(self.db, self.broker, clock.now)
         self._deadlines_changed = anyio.Event()
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.tokens import caller
+from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
 from .models import Asked, HistoryResult, MyAsksResult, PendingQuestionsResult, Resolved
@@ -32,16 +32,18 @@ Multi = Annotated[bool, Field(description="the answer may pick several options")
 AnswerArg = Annotated[str | list[str], Field(description="text, one of the options, or a list of them if multi")]
 
 
-def create(config: HiveConfig, secret: bytes, *, clock: Clock | None = None) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir)
-    questions = Questions(config, secret, clock or SystemClock(), agents)
+def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
+    agents = AgentRegistry(config.applied_dir, config.instances_dir)
+    questions = Questions(config, credentials.service_token(), clock or SystemClock(), agents)
     settings = config.questions
     ttl_help = (
         f"seconds until it expires unanswered (default {settings.default_ttl_seconds:g}, "
         f"max {settings.max_ttl_seconds:g})"
     )
 
-    mcp = create_mcp("operator", instructions=INSTRUCTIONS, secret=secret, agents=agents, running=questions.running)
+    mcp = create_mcp(
+        "operator", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=questions.running
+    )
 
     @mcp.tool
     async def ask_operator(

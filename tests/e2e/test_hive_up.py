@@ -30,8 +30,8 @@ from hyperhive.harness.claude import bundled_cli
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.config import HiveConfig, load_hive_config
-from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import load_secret, mint_token
+from hyperhive.servers.common.issuer import issue_token
+from hyperhive.servers.common.principals import Role
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -47,7 +47,7 @@ class RunningHive:
     output: list[str]
 
     def token(self, name: str, role: Role) -> str:
-        return mint_token(load_secret(self.config.secret_path), Principal(name, role), 600)
+        return issue_token(self.config, name, 600)
 
     def client(self, server: str, name: str = "operator", role: Role = Role.OPERATOR) -> HiveClient:
         return HiveClient.for_server(self.config, server, self.token(name, role), retry_seconds=0)

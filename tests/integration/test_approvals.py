@@ -307,7 +307,9 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
     await hivemind.create("alice")
     sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
     hive = hivemind.hive
-    approvals = Approvals(hive.config, hive.secret, AgentRegistry(hive.config.applied_dir))
+    approvals = Approvals(
+        hive.config, hive.credentials("approvals").service_token(), AgentRegistry(hive.config.applied_dir)
+    )
     async with approvals.running():
         request = await approvals.request_apply_commit(MANAGER, "alice", sha)
         # The recovery looks for `approving` requests while the approve is still carrying this one out.

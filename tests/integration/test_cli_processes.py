@@ -79,7 +79,9 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
             for name, port in ports.items():
                 assert f"{name:<10} http://127.0.0.1:{port}/mcp" in output, output
             assert f"dashboard  http://127.0.0.1:{dashboard}" in output, output
-            [link] = re.findall(r"log in     (http://\S+/login\?token=\S+)", output)
+            # A one-time code in the link, never a token: it works once, then is spent.
+            [link] = re.findall(r"log in     (http://\S+/login\?code=\S+)", output)
+            assert "eyJ" not in output  # no token printed anywhere
             servers = children_of(up.pid)
             assert len(servers) == len(SERVERS) + 1 == 5  # and the dashboard
             with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/", timeout=10) as page:
@@ -87,6 +89,9 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
             with opener.open(link, timeout=10) as page:  # the one-click link logs in and lands on the swarm
                 assert page.status == 200 and urllib.parse.urlparse(page.url).path == "/"
+            stranger = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            with stranger.open(link, timeout=10) as page:  # used once: a second browser gets the login page
+                assert urllib.parse.urlparse(page.url).path == "/login"
             deadline = time.monotonic() + 30
             while "no Claude credentials" not in (agents := _hive(home, "agents")).stdout:
                 assert time.monotonic() < deadline, agents.stdout + agents.stderr

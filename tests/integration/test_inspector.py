@@ -33,7 +33,7 @@ def inspector(url: str, token: str, *args: str) -> subprocess.CompletedProcess[s
     [
         ("operator", {"send", "recv", "list_messages", "stats"}),
         ("alice", {"send", "recv", "recv_batch", "ack", "thread", "remind"}),
-        ("service:approvals", {"post_event", "list_messages", "stats"}),
+        ("service:approvals", {"post_event"}),  # exactly what the approvals server calls
     ],
 )
 def test_tools_list_is_strictly_portable(
@@ -72,7 +72,10 @@ LIFECYCLE_ACTIONS = {
     [
         ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft"}),
         ("manager", LIFECYCLE_READS | {"diff_commit"}),
-        ("service:approvals", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"apply_commit", "diff_commit", "create_draft"}),
+        (  # exactly what the approvals server calls: it cannot kill or destroy
+            "service:approvals",
+            {"list_agents", "agent_config", "apply_commit", "diff_commit", "create_agent", "create_draft"},
+        ),
     ],
 )
 def test_lifecycle_tools_list_is_strictly_portable(hive: Hive, principal: str, expected: set[str]) -> None:

@@ -183,7 +183,7 @@ async def test_the_sandbox_cannot_write_outside_its_binds_or_read_another_agent(
     config = hivemind.hive.config
     await hivemind.create("bob", SLEEPER)
     (AgentPaths.of(config, "bob").state / "secret.md").write_text("bob's")
-    escape_paths = ["/etc/hive-test", "/usr/hive-test", str(config.home / "secret"), str(Path(PY).parent / "x")]
+    escape_paths = ["/etc/hive-test", "/usr/hive-test", str(config.home / "signing.key"), str(Path(PY).parent / "x")]
     await hivemind.call("create_agent", name="alice")
     alice = AgentPaths.of(config, "alice")
     script = alice.state / "escape.py"
@@ -202,7 +202,7 @@ async def test_the_sandbox_cannot_write_outside_its_binds_or_read_another_agent(
     assert results["uid"] == (await hivemind.status("alice"))["uid"]  # not root, outside or in
     for path in escape_paths:
         assert results[path] != "wrote", path
-    assert not Path("/etc/hive-test").exists() and (config.home / "secret").read_text() != "x"
+    assert not Path("/etc/hive-test").exists() and (config.home / "signing.key").read_text() != "x"
     assert results["read other"] == "No such file or directory"  # not even mounted
     assert results["token"] > 100  # its own token, read-only
     assert stat.S_IMODE(AgentPaths.of(config, "alice").token.stat().st_mode) == 0o600

@@ -281,7 +281,9 @@ MANAGER = Principal("manager", Role.MANAGER)
 
 
 def questions_of(hive: Hive, clock: ManualClock) -> Questions:
-    return Questions(hive.config, hive.secret, clock, AgentRegistry(hive.config.applied_dir))
+    return Questions(
+        hive.config, hive.credentials("operator").service_token(), clock, AgentRegistry(hive.config.applied_dir)
+    )
 
 
 async def test_calls_that_both_saw_a_question_pending_still_resolve_it_once(hive: Hive, broker: BrokerEndpoint) -> None:

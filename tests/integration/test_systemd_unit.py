@@ -50,16 +50,16 @@ def notify_socket() -> Iterator[socket.socket]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_a_unit_gets_its_secret_as_a_credential_says_ready_and_keeps_its_own_database(
+def test_a_unit_gets_its_key_as_a_credential_says_ready_and_keeps_its_own_database(
     tmp_path: Path, notify_socket: socket.socket
 ) -> None:
     home = tmp_path / "hive"
     assert hive(home, "init").returncode == 0
-    # As the module does it: the secret stays root's; systemd copies it for the unit.
+    # As the module does it: systemd copies the public key for the unit; the private one stays root's.
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
-    (home / "secret").rename(credentials / "secret")
-    (credentials / "secret").chmod(0o400)
+    (home / "signing.pub").rename(credentials / "signing.pub")
+    (credentials / "signing.pub").chmod(0o400)
     db_dir = tmp_path / "db" / "broker"
     port = free_port()
     toml = (home / "hive.toml").read_text()
@@ -82,10 +82,10 @@ def test_a_unit_gets_its_secret_as_a_credential_says_ready_and_keeps_its_own_dat
         assert "sent to 1 inbox" in sent.stdout
         assert (db_dir / "broker.sqlite").is_file()
         assert not (home / "state" / "broker.sqlite").exists()
-        # Without the credential there is no secret at all: a clear error, not a traceback.
-        refused = hive(home, "send", "manager", "hello")
+        # Without the credential a server has no key to verify with: a clear error, not a traceback.
+        refused = hive(home, "serve", "broker", "--port", "0")
         assert refused.returncode == 1
-        assert f"{home.resolve() / 'secret'} not found; run `hive init`" in refused.stderr
+        assert f"{home.resolve() / 'signing.pub'} not found; run `hive init`" in refused.stderr
         assert "Traceback" not in refused.stderr
     finally:
         broker.terminate()
@@ -99,7 +99,6 @@ def test_the_dashboard_takes_its_password_from_a_credential(tmp_path: Path) -> N
     assert hive(home, "init").returncode == 0
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
-    shutil.copy(home / "secret", credentials / "secret")
     (credentials / "dashboard.password").write_text("\n")  # an operator secret file left empty
 
     result = hive(home, "serve", "dashboard", env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)})

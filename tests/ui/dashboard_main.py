@@ -6,12 +6,11 @@ from pathlib import Path
 from nicegui import ui
 
 from hyperhive.servers.common.config import load_hive_config
-from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import load_secret, mint_token
+from hyperhive.servers.common.issuer import issue_token
 from hyperhive.ui.app import read_password, setup, storage_secret
 
 config = load_hive_config(Path(os.environ["HIVE_TEST_HOME"]))
-token = mint_token(load_secret(config.secret_path), Principal("operator", Role.OPERATOR), 3600)
+token = issue_token(config, "operator", 3600)
 password = read_password(config.home / "dashboard.password")
 root = setup(config, token, password, interval=0.2)
 ui.run(root, storage_secret=storage_secret(password), dark=True, reload=False, show=False)

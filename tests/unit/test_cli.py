@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from hyperhive.servers.cli import main
 from hyperhive.servers.common.config import load_hive_config
-from hyperhive.servers.common.tokens import decode_token, load_secret
+from hyperhive.servers.common.instances import new_instance
+from hyperhive.servers.common.keys import load_public_keys
+from hyperhive.servers.common.tokens import InvalidToken, decode_token
 
 
 def hive(*args: str) -> tuple[int, str]:
@@ -23,18 +25,23 @@ def test_init_creates_the_home_and_is_safe_to_run_again(tmp_path: Path) -> None:
     home = tmp_path / "h"
     code, output = hive("init", "--home", str(home))
     assert code == 0
-    assert "created hive.toml" in output and "created secret" in output
+    assert "created hive.toml" in output and "created signing.key" in output
+    for name in ("service-approvals", "service-operator", "dashboard"):
+        assert f"created tokens/{name}.token" in output
+        assert stat.S_IMODE((home / "tokens" / f"{name}.token").stat().st_mode) == 0o600
     assert "created applied/manager/agent.toml" in output
     # applied/ is the one guard of the applied configs: a server let through it (the NixOS module's
     # unprivileged ones, by group) reads the manager's as it reads every other agent's.
     modes = {path: stat.S_IMODE((home / path).stat().st_mode) for path in ("applied", "applied/manager")}
     assert modes == {"applied": 0o700, "applied/manager": 0o755}
     assert (home / "applied/manager/agent.toml").stat().st_mode & 0o004
-    secret = (home / "secret").read_text()
+    key = (home / "signing.key").read_text()
+    tokens = (home / "tokens" / "dashboard.token").read_text()
     (home / "hive.toml").write_text("[broker]\ninbox_cap = 7\n")  # an operator's edit
     code, output = hive("init", "--home", str(home))
     assert code == 0 and "already set up; nothing changed" in output
-    assert (home / "secret").read_text() == secret
+    assert (home / "signing.key").read_text() == key
+    assert (home / "tokens" / "dashboard.token").read_text() == tokens  # still good: not re-issued
     assert load_hive_config(home).broker.inbox_cap == 7
 
 
@@ -47,23 +54,57 @@ def test_home_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mon
 def test_token_for_each_kind_of_principal(tmp_path: Path) -> None:
     home = str(tmp_path)
     hive("init", "--home", home)
-    secret = load_secret(tmp_path / "secret")
-    for name, role in [("operator", "operator"), ("manager", "manager"), ("service:approvals", "service")]:
+    keys = load_public_keys(tmp_path / "signing.pub")
+    new_instance(tmp_path / "instances", "manager")  # as the lifecycle server does when it starts it
+    expected = [
+        ("operator", "operator", ["approvals", "broker", "lifecycle", "operator"]),
+        ("manager", "manager", ["approvals", "broker", "lifecycle", "operator"]),
+        ("service:approvals", "service", ["broker", "lifecycle"]),
+        ("service:operator", "service", ["broker"]),
+    ]
+    for name, role, audience in expected:
         code, output = hive("token", name, "--home", home)
-        assert code == 0
-        principal, claims = decode_token(secret, output.strip())
-        assert (principal.name, principal.role.value) == (name, role)
-    code, output = hive("token", "operator", "--ttl", "15m", "--home", home)
-    _, claims = decode_token(secret, output.strip())
-    assert claims["exp"] - claims["iat"] == 900
+        assert code == 0, output
+        principal, claims = decode_token(keys, output.strip())
+        assert (principal.name, principal.role.value, claims["aud"]) == (name, role, audience)
+    code, output = hive("token", "operator", "--ttl", "15m", "--aud", "broker", "--home", home)
+    _, claims = decode_token(keys, output.strip())
+    assert claims["exp"] - claims["iat"] == 900 and claims["aud"] == ["broker"]
+
+
+def test_rotate_key_voids_old_tokens_and_reissues_the_handed_ones(tmp_path: Path) -> None:
+    home = str(tmp_path)
+    hive("init", "--home", home)
+    old_token = hive("token", "operator", "--home", home)[1].strip()
+    handed = (tmp_path / "tokens" / "service-approvals.token").read_text()
+    code, output = hive("rotate-key", "--yes", "--home", home)
+    assert code == 0 and "re-issued tokens: service-approvals, service-operator, dashboard" in output
+    keys = load_public_keys(tmp_path / "signing.pub")
+    with pytest.raises(InvalidToken):
+        decode_token(keys, old_token)
+    fresh = (tmp_path / "tokens" / "service-approvals.token").read_text()
+    assert fresh != handed and decode_token(keys, fresh.strip())[0].name == "service:approvals"
+
+
+def test_an_old_home_migrates_from_its_shared_secret(tmp_path: Path) -> None:
+    hive("init", "--home", str(tmp_path))
+    (tmp_path / "signing.key").unlink()
+    (tmp_path / "signing.pub").unlink()
+    (tmp_path / "secret").write_text("s" * 64 + "\n")
+    code, output = hive("init", "--home", str(tmp_path))
+    assert code == 0 and "replaces the old shared secret" in output
+    assert not (tmp_path / "secret").exists() and (tmp_path / "signing.pub").exists()
 
 
 @pytest.mark.parametrize(
     ("args", "error"),
     [
         (["token", "ghost"], "no agent named 'ghost'"),
+        (["token", "manager"], "manager has no live instance: it was never started, or it was destroyed"),
+        (["token", "operator", "--aud", "forge"], "operator holds no tools on forge"),
+        (["token", "service:evil"], "'service:evil' is not a service principal"),
         (["token", "Not Valid"], "invalid agent name 'Not Valid'"),
-        (["token", "service:"], "service principals are named 'service:<server>'"),
+        (["token", "service:"], "is not a service principal"),
         (["token", "operator", "--ttl", "soon"], "'soon' is not a duration"),
         (["serve", "mailer"], "Invalid value for 'SERVER'"),
         (["serve", "broker", "--port", "99999"], "99999 is not in the range"),

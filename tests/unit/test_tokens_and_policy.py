@@ -10,26 +10,34 @@ import time
 from pathlib import Path
 
 import pytest
+from joserfc.jwk import KeySet
 
 from hyperhive.servers.cli import SERVERS, init_home
 from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.catalog import CATALOG, role_default
+from hyperhive.servers.common.catalog import CATALOG, SERVICE_TOOLS, role_default
 from hyperhive.servers.common.config import AgentConfig, load_hive_config
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.instances import current_instance, end_instances, new_instance
+from hyperhive.servers.common.issuer import Issuer, server_credentials
+from hyperhive.servers.common.keys import (
+    KeyFileError,
+    PublicKeys,
+    SigningKey,
+    create_key_pair,
+    load_public_keys,
+    load_signing_key,
+    migrate_legacy_secret,
+    write_key_pair,
+)
 from hyperhive.servers.common.policy import refusal
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import (
-    HiveTokenVerifier,
-    InvalidToken,
-    SecretError,
-    create_secret,
-    decode_token,
-    load_secret,
-    mint_token,
-)
+from hyperhive.servers.common.tokens import HiveTokenVerifier, InvalidToken, decode_token, mint_token
 
-SECRET = b"s" * 64
+KEY = SigningKey.generate()
+OTHER_KEY = SigningKey.generate()
+KEYS = KeySet.import_key_set(KEY.public_jwks())  # type: ignore[arg-type]
 ALICE = Principal("alice", Role.AGENT)
+ALL = ("approvals", "broker", "lifecycle", "operator")
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -37,13 +45,17 @@ def _b64(data: dict[str, object]) -> str:
 
 
 def test_mint_and_decode_round_trip() -> None:
-    token = mint_token(SECRET, ALICE, 600, now=1_800_000_000)
-    principal, claims = decode_token(SECRET, token, now=1_800_000_100)
+    token = mint_token(KEY, ALICE, 600, audience=["broker"], instance="i1", now=1_800_000_000)
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header == {"alg": "Ed25519", "typ": "JWT", "kid": KEY.kid}
+    principal, claims = decode_token(KEYS, token, audience="broker", now=1_800_000_100)
     assert principal == ALICE
     assert claims == {
         "iss": "hyperhive",
         "sub": "alice",
         "role": "agent",
+        "aud": ["broker"],
+        "inst": "i1",
         "iat": 1_800_000_000,
         "exp": 1_800_000_600,
     }
@@ -52,70 +64,135 @@ def test_mint_and_decode_round_trip() -> None:
 @pytest.mark.parametrize(
     ("make", "why"),
     [
-        (lambda: mint_token(b"x" * 64, ALICE, 600), "bad_signature"),
-        (lambda: mint_token(SECRET, ALICE, 60, now=time.time() - 3600), "expired"),
-        (lambda: mint_token(SECRET, ALICE, 600, now=time.time() + 3600), "future"),
-        (lambda: f"{_b64({'alg': 'none'})}.{_b64({'sub': 'alice'})}.", "none"),
+        (lambda: mint_token(OTHER_KEY, ALICE, 600, audience=ALL, instance="i"), "bad_signature|kid"),
+        (lambda: mint_token(KEY, ALICE, 60, audience=ALL, instance="i", now=time.time() - 3600), "expired"),
+        (lambda: mint_token(KEY, ALICE, 600, audience=ALL, instance="i", now=time.time() + 3600), "future"),
+        (lambda: mint_token(KEY, ALICE, 600, audience=["approvals"], instance="i"), "not meant for the broker"),
+        (lambda: f"{_b64({'alg': 'none'})}.{_b64({'sub': 'alice'})}.", "none|alg"),
         (lambda: "a.b", "Invalid JSON Web Signature|malformed"),
         (lambda: "", "Invalid JSON Web Signature|malformed"),
     ],
 )
 def test_bad_tokens_are_refused_with_a_reason(make: object, why: str) -> None:
     with pytest.raises(InvalidToken, match=why):
-        decode_token(SECRET, make())  # type: ignore[operator]
+        decode_token(KEYS, make(), audience="broker")  # type: ignore[operator]
+
+
+def test_an_hs256_token_signed_with_the_public_key_is_refused() -> None:
+    """The classic algorithm confusion: the public key used as an HMAC secret."""
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    claims = {"iss": "hyperhive", "sub": "operator", "role": "operator", "aud": list(ALL)}
+    claims |= {"iat": int(time.time()), "exp": int(time.time()) + 60}
+    public = json.dumps(KEY.public_jwks()).encode()
+    forged = jwt.encode({"alg": "HS256", "kid": KEY.kid}, claims, OctKey.import_key(public))
+    with pytest.raises(InvalidToken):
+        decode_token(KEYS, forged, audience="broker")
 
 
 def test_claims_must_fit_the_role() -> None:
     from joserfc import jwt
-    from joserfc.jwk import OctKey
 
     def signed(**claims: object) -> str:
-        base = {"iss": "hyperhive", "iat": int(time.time()), "exp": int(time.time()) + 60}
-        return jwt.encode({"alg": "HS256"}, {**base, **claims}, OctKey.import_key(SECRET))
+        base = {"iss": "hyperhive", "iat": int(time.time()), "exp": int(time.time()) + 60, "aud": list(ALL)}
+        return jwt.encode({"alg": "Ed25519", "kid": KEY.kid}, {**base, **claims}, KEY.key, algorithms=["Ed25519"])
 
     with pytest.raises(InvalidToken, match="role"):
-        decode_token(SECRET, signed(sub="alice", role="root"))
+        decode_token(KEYS, signed(sub="alice", role="root"))
     with pytest.raises(InvalidToken, match="operator principal is named 'operator'"):
-        decode_token(SECRET, signed(sub="alice", role="operator"))
-    with pytest.raises(InvalidToken, match="service:<server>"):
-        decode_token(SECRET, signed(sub="approvals", role="service"))
+        decode_token(KEYS, signed(sub="alice", role="operator"))
+    # Service principals are a closed set: service:evil is refused at the door.
+    with pytest.raises(InvalidToken, match="'service:evil' is not a service principal"):
+        decode_token(KEYS, signed(sub="service:evil", role="service"))
+    with pytest.raises(InvalidToken, match="not a service principal"):
+        decode_token(KEYS, signed(sub="approvals", role="service"))
     with pytest.raises(InvalidToken, match="invalid agent name"):
-        decode_token(SECRET, signed(sub="../etc", role="agent"))
+        decode_token(KEYS, signed(sub="../etc", role="agent", inst="i"))
     with pytest.raises(InvalidToken, match="iss"):
-        decode_token(SECRET, signed(sub="alice", role="agent", iss="someone-else"))
+        decode_token(KEYS, signed(sub="alice", role="agent", iss="someone-else", inst="i"))
+    with pytest.raises(InvalidToken, match="names its instance"):
+        decode_token(KEYS, signed(sub="alice", role="agent"))
+    with pytest.raises(InvalidToken, match="aud"):
+        decode_token(KEYS, signed(sub="operator", role="operator", aud=None))
 
 
-def test_secret_is_created_once_0600_and_refused_when_others_can_read_it(tmp_path: Path) -> None:
-    path = tmp_path / "secret"
-    assert create_secret(path) is True
-    first = load_secret(path)
-    assert create_secret(path) is False and load_secret(path) == first  # never overwritten
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(first) == 64
-    path.chmod(0o644)
-    with pytest.raises(SecretError, match="readable by others; run `chmod 600"):
-        load_secret(path)
-    with pytest.raises(SecretError, match="run `hive init`"):
-        load_secret(tmp_path / "missing")
+def test_the_key_pair_is_created_once_the_private_half_0600_and_refused_when_others_can_read_it(
+    tmp_path: Path,
+) -> None:
+    assert create_key_pair(tmp_path) is True
+    first = load_signing_key(tmp_path / "signing.key")
+    assert create_key_pair(tmp_path) is False and load_signing_key(tmp_path / "signing.key").kid == first.kid
+    assert stat.S_IMODE((tmp_path / "signing.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "signing.pub").stat().st_mode) == 0o644
+    public = load_public_keys(tmp_path / "signing.pub")
+    assert not any(key.is_private for key in public.keys)  # the public file holds no secret
+    assert '"d"' not in (tmp_path / "signing.pub").read_text()
+    (tmp_path / "signing.key").chmod(0o644)
+    with pytest.raises(KeyFileError, match="readable by others; run `chmod 600"):
+        load_signing_key(tmp_path / "signing.key")
+    with pytest.raises(KeyFileError, match="run `hive init`"):
+        load_signing_key(tmp_path / "missing")
+    (tmp_path / "signing.pub").write_text(json.dumps({"keys": [dict(KEY.key.as_dict(private=True))]}))
+    with pytest.raises(KeyFileError, match="public keys only"):
+        load_public_keys(tmp_path / "signing.pub")
 
 
-async def test_verifier_checks_agents_against_their_applied_config(tmp_path: Path) -> None:
+def test_an_old_home_with_a_shared_secret_migrates(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s" * 64)
+    assert migrate_legacy_secret(tmp_path) is False  # not before the key pair exists
+    create_key_pair(tmp_path)
+    assert migrate_legacy_secret(tmp_path) is True
+    assert not (tmp_path / "secret").exists()
+
+
+async def test_verifier_checks_agents_against_their_applied_config_and_instance(tmp_path: Path) -> None:
     init_home(tmp_path)
     config = load_hive_config(tmp_path)
-    secret = load_secret(config.secret_path)
-    registry = AgentRegistry(config.applied_dir)
-    verifier = HiveTokenVerifier(secret, registry)
+    signing = load_signing_key(tmp_path / "signing.key")
+    registry = AgentRegistry(config.applied_dir, config.instances_dir)
+    verifier = HiveTokenVerifier("broker", PublicKeys(tmp_path / "signing.pub"), registry)
     (config.applied_dir / "alice").mkdir()
     write_atomic(config.applied_dir / "alice" / "agent.toml", 'role = "agent"\n')
+    first = new_instance(config.instances_dir, "alice")
 
-    token = await verifier.verify_token(mint_token(secret, ALICE, 600))
+    def minted(principal: Principal, instance: str | None = first) -> str:
+        return mint_token(signing, principal, 600, audience=ALL, instance=instance if principal.is_agent else None)
+
+    token = await verifier.verify_token(minted(ALICE))
     assert token is not None and token.client_id == "alice" and token.scopes == ["agent"]
-    assert await verifier.verify_token(mint_token(secret, Principal("alice", Role.MANAGER), 600)) is None
-    assert await verifier.verify_token(mint_token(secret, Principal("ghost", Role.AGENT), 600)) is None
-    assert await verifier.verify_token(mint_token(secret, Principal("operator", Role.OPERATOR), 600)) is not None
+    assert await verifier.verify_token(minted(Principal("alice", Role.MANAGER))) is None
+    assert await verifier.verify_token(minted(Principal("ghost", Role.AGENT))) is None
+    assert await verifier.verify_token(minted(Principal("operator", Role.OPERATOR))) is not None
+    assert await verifier.verify_token(minted(ALICE, "not-the-live-one")) is None
+    # A new instance (its sandbox restarted) ends the old one's tokens at once, cached or not.
+    old = minted(ALICE)
+    second = new_instance(config.instances_dir, "alice")
+    assert await verifier.verify_token(old) is None
+    assert await verifier.verify_token(minted(ALICE, second)) is not None
+    # Destroyed: no token of it works, without waiting for a rescan.
+    end_instances(config.instances_dir, "alice")
+    assert current_instance(config.instances_dir, "alice") is None
+    assert await verifier.verify_token(minted(ALICE, second)) is None
     # A role change revokes the old token, even a cached one.
+    third = new_instance(config.instances_dir, "alice")
     write_atomic(config.applied_dir / "alice" / "agent.toml", 'role = "manager"\n')
     await registry.refresh()
-    assert await verifier.verify_token(mint_token(secret, ALICE, 600)) is None
+    assert await verifier.verify_token(minted(ALICE, third)) is None
+
+
+async def test_a_rotated_key_voids_what_the_old_one_signed(tmp_path: Path) -> None:
+    init_home(tmp_path)
+    config = load_hive_config(tmp_path)
+    keys = PublicKeys(tmp_path / "signing.pub")
+    verifier = HiveTokenVerifier("broker", keys, AgentRegistry(config.applied_dir, config.instances_dir))
+    old = Issuer(config, lambda: load_signing_key(tmp_path / "signing.key")).token_for("operator", 600)
+    assert await verifier.verify_token(old) is not None  # and cached
+    rotated = SigningKey.generate()
+    write_key_pair(tmp_path, rotated)
+    keys._watch._checked = 0.0  # as if a second had passed
+    assert await verifier.verify_token(old) is None
+    assert await verifier.verify_token(Issuer(config, lambda: rotated).token_for("operator", 600)) is not None
 
 
 # --------------------------------------------------------------------------------------- policy
@@ -133,7 +210,7 @@ SERVICE = Principal("service:approvals", Role.SERVICE)
         ("list_messages", OPERATOR, None, None),
         ("post_event", SERVICE, None, None),
         ("post_event", OPERATOR, None, "broker.post_event is a service tool; operator may not call it"),
-        ("send", SERVICE, None, "broker.send is an agent tool; service:approvals (service) may not call it"),
+        ("send", SERVICE, None, "service:approvals does not call broker.send"),
         ("stats", ALICE, AgentConfig(), "broker.stats is an operator tool; agents may not call it"),
         ("send", ALICE, AgentConfig(tools={"broker": ["recv"]}), "alice lacks broker.send; ask the manager"),
         ("send", ALICE, None, "alice has no applied config"),
@@ -151,6 +228,34 @@ def test_refusal_decisions(
         assert result is not None and expected in result
 
 
+@pytest.mark.parametrize(
+    ("server", "tool", "service", "allowed"),
+    [
+        ("lifecycle", "apply_commit", "service:approvals", True),
+        ("lifecycle", "create_agent", "service:approvals", True),
+        ("lifecycle", "kill", "service:approvals", False),
+        ("lifecycle", "destroy", "service:approvals", False),
+        ("lifecycle", "apply_commit", "service:operator", False),
+        ("lifecycle", "apply_commit", "service:lifecycle", False),
+        ("broker", "post_event", "service:operator", True),
+        ("broker", "list_messages", "service:operator", False),
+        ("broker", "post_event", "service:lifecycle", True),
+    ],
+)
+def test_each_service_may_call_exactly_what_its_server_calls(
+    server: str, tool: str, service: str, allowed: bool
+) -> None:
+    result = refusal(server, tool, Principal(service, Role.SERVICE), None)
+    assert (result is None) is allowed, result
+
+
+def test_service_tools_exist_and_are_service_tools() -> None:
+    for service, servers in SERVICE_TOOLS.items():
+        for server, tools in servers.items():
+            for tool in tools:
+                assert Role.SERVICE in CATALOG[server][tool].roles, (service, server, tool)
+
+
 def test_role_defaults() -> None:
     assert role_default("broker", Role.AGENT) == role_default("broker", Role.MANAGER)
     assert role_default("broker", Role.SERVICE) == {"list_messages", "stats", "post_event"}
@@ -160,8 +265,10 @@ def test_role_defaults() -> None:
 async def test_each_server_registers_exactly_its_catalog_entry(tmp_path: Path) -> None:
     init_home(tmp_path)
     config = load_hive_config(tmp_path)
-    secret = load_secret(config.secret_path)
-    servers = {name: importlib.import_module(module).create(config, secret) for name, module in SERVERS.items()}
+    servers = {
+        name: importlib.import_module(module).create(config, server_credentials(config, name))
+        for name, module in SERVERS.items()
+    }
     assert set(servers) == set(CATALOG)
     for name, server in servers.items():
         registered = {tool.name for tool in await server.mcp.list_tools(run_middleware=False)}
