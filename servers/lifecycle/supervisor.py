@@ -638,7 +638,7 @@ class Supervisor:
 
 
 def _validate(name: str, sha: str, files: dict[str, str]) -> None:
-    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted."""
+    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted or made."""
     if AGENT_TOML not in files:
         raise Refused(f"commit {sha[:12]} of {name}'s config has no {AGENT_TOML}")
     try:
@@ -647,6 +647,9 @@ def _validate(name: str, sha: str, files: dict[str, str]) -> None:
         raise Refused(str(e)) from None
     if name == MANAGER and config.role != "manager":
         raise Refused('the manager\'s config must keep role = "manager"')
+    if name != MANAGER and config.role == "manager":
+        # A manager's token and a read-write bind of every agent's config repo: one manager only.
+        raise Refused(f'role = "manager" is for the agent named {MANAGER} only; {name} must keep role = "agent"')
 
 
 def _checked(name: str) -> str:

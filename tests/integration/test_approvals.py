@@ -318,3 +318,26 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
     assert approved.state in ("applied", "approving")
     applied = AgentPaths.of(hive.config, "alice").applied
     assert (await repos.git(applied, "rev-list", "--count", "HEAD")).strip() == "2"  # created, then applied once
+
+
+# ------------------------------------------------------------------- what approving applies (#12)
+
+
+async def test_only_the_agent_named_manager_has_role_manager(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    promoted = await queue.propose("alice", 'role = "manager"\n' + SLEEPING)
+    refusal = r'role = "manager" is for the agent named manager only'
+    with pytest.raises(ToolError, match=refusal):
+        await queue.request("request_apply_commit", agent="alice", commit_ref=promoted)
+    with pytest.raises(ToolError, match=refusal):
+        await queue.hivemind.approvals.call("apply_commit", {"name": "alice", "sha": promoted})
+    await queue.request("request_spawn_draft", name="carol")
+    draft = await queue.propose("carol", 'role = "manager"\n')
+    with pytest.raises(ToolError, match=refusal):
+        await queue.request("request_spawn_commit", name="carol", commit_ref=draft)
+    with pytest.raises(ToolError, match=refusal):
+        await queue.hivemind.call("create_agent", name="carol", sha=draft)
+    demoted = await queue.propose("manager", 'role = "agent"\n')
+    with pytest.raises(ToolError, match='the manager\'s config must keep role = "manager"'):
+        await queue.request("request_apply_commit", agent="manager", commit_ref=demoted)
+    assert (await queue.hivemind.status("alice"))["role"] == "agent"
