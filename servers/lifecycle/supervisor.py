@@ -226,9 +226,9 @@ class Supervisor:
         head = await self._proposed_repo(paths, role, manager_uid)
         try:
             proposed = await repos.resolve_commit(paths.config, ref) if ref else head
+            files = await repos.files_at(paths.config, proposed)
         except repos.RepoError as e:
             raise Refused(str(e)) from None
-        files = await repos.files_at(paths.config, proposed)
         _validate(name, proposed, files)
         message = f"Apply {proposed}\n\nInitial config of {name}."
         if ref and (paths.applied / ".git").exists():

@@ -323,6 +323,33 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
 # ------------------------------------------------------------------- what approving applies (#12)
 
 
+@pytest.mark.parametrize("how", ["rewritten object", "replace ref"])
+async def test_a_commit_rewritten_after_the_request_is_not_applied(queue: Queue, how: str) -> None:
+    await queue.hivemind.create("alice")
+    paths = AgentPaths.of(queue.hive.config, "alice")
+    shown = await queue.propose("alice", 'model = "opus"\n' + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=shown)
+    # The manager owns its agents' proposed repos and can change what a sha reads as in them.
+    swapped = await queue.propose("alice", 'model = "opus"\nbash = ["rm:*"]\n' + SLEEPING)
+    if how == "replace ref":
+        await repos.git(paths.config, "replace", shown, swapped)
+    else:
+        blob = (await repos.git(paths.config, "rev-parse", f"{shown}:agent.toml")).strip()
+        other = (await repos.git(paths.config, "rev-parse", f"{swapped}:agent.toml")).strip()
+        objects = paths.config / ".git" / "objects"
+        target = objects / blob[:2] / blob[2:]
+        target.chmod(0o644)
+        target.write_bytes((objects / other[:2] / other[2:]).read_bytes())
+    approved = await queue.approve(request["id"])
+    if how == "replace ref":  # not followed: the commit the diff was shown for is applied
+        assert approved["state"] == "applied", approved
+        assert (paths.applied / "agent.toml").read_text() == 'model = "opus"\n' + SLEEPING
+    else:  # refused: the bytes are not the ones the sha names
+        assert approved["state"] == "failed", approved
+        assert f"blob {blob[:12]} in config does not match its hash" in approved["error"], approved["error"]
+    assert "rm:*" not in (paths.applied / "agent.toml").read_text()
+
+
 async def test_only_the_agent_named_manager_has_role_manager(queue: Queue) -> None:
     await queue.hivemind.create("alice")
     promoted = await queue.propose("alice", 'role = "manager"\n' + SLEEPING)
