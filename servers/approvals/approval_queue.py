@@ -86,12 +86,17 @@ class Approvals:
             raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
         if not diff["diff"]:
             raise Refused(f"commit {diff['proposed_sha'][:12]} changes nothing in {agent}'s applied config")
-        return await self._add(me, "apply_commit", agent, diff["proposed_sha"], diff["diff"])
+        return await self._add(me, "apply_commit", agent, diff["proposed_sha"], diff["applied_sha"], diff["diff"])
 
     async def request_spawn(self, me: Principal, name: str) -> Request:
-        await self._must_not_exist(_checked(name))
+        drafts = await self._must_not_exist(_checked(name))
+        if name in drafts:  # the template is not what the draft holds: the operator reviews that instead
+            raise Refused(
+                f"a draft of {name} exists: use request_spawn_commit({name!r}, sha) to ask for it "
+                f"(its config repo is {self.config.agents_dir / name / 'config'})"
+            )
         template = {AGENT_TOML: agent_toml_template("agent")}
-        return await self._add(me, "spawn", name, None, render_diff({}, template, "none", "template"))
+        return await self._add(me, "spawn", name, None, None, render_diff({}, template, "none", "template"))
 
     async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
         del me  # drafting needs no approval; spawning it will
@@ -102,10 +107,14 @@ class Approvals:
     async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
         await self._must_not_exist(_checked(name))
         diff = await self._diff(name, ref)
-        return await self._add(me, "spawn_commit", name, diff["proposed_sha"], diff["diff"])
+        return await self._add(me, "spawn_commit", name, diff["proposed_sha"], diff["applied_sha"], diff["diff"])
 
-    async def _add(self, me: Principal, kind: Kind, agent: str, sha: str | None, diff: str) -> Request:
-        added = await self.store.add(kind, agent, sha, diff, me.name, self.clock(), self.config.approvals.max_pending)
+    async def _add(
+        self, me: Principal, kind: Kind, agent: str, sha: str | None, base: str | None, diff: str
+    ) -> Request:
+        added = await self.store.add(
+            kind, agent, sha, base, diff, me.name, self.clock(), self.config.approvals.max_pending
+        )
         if isinstance(added, RequestRow):
             raise Refused(f"request #{added.id} asks for this already and is {added.state}")
         if isinstance(added, QueueFull):
@@ -121,10 +130,13 @@ class Approvals:
             raise Refused(f"the config at {diff['proposed_sha'][:12]} cannot be applied: {diff['problems']}")
         return diff
 
-    async def _must_not_exist(self, name: str) -> None:
+    async def _must_not_exist(self, name: str) -> list[str]:
+        """Refuse if agent `name` exists; the drafts there are otherwise."""
         listing = await self._lifecycle("list_agents", {})
         if any(agent["name"] == name for agent in listing["agents"]):
             raise Refused(f"{name} exists already")
+        drafts: list[str] = listing.get("drafts", [])
+        return drafts
 
     async def _lifecycle(self, tool: str, arguments: dict[str, Any]) -> Any:
         try:
@@ -234,11 +246,14 @@ class Approvals:
 
 
 def _lifecycle_call(row: RequestRow) -> tuple[str, dict[str, Any]]:
+    """What carries `row` out: exactly its commit, on exactly the applied config its diff was against."""
     if row.kind == "apply_commit":
-        return "apply_commit", {"name": row.agent, "sha": row.commit_sha}
+        # No base: a request stored before bases were; applied as it was then, by its sha.
+        return "apply_commit", {"name": row.agent, "sha": row.commit_sha, "expected_base": row.base_sha}
+    base = row.base_sha or "none"
     if row.kind == "spawn_commit":
-        return "create_agent", {"name": row.agent, "sha": row.commit_sha}
-    return "create_agent", {"name": row.agent}
+        return "create_agent", {"name": row.agent, "sha": row.commit_sha, "expected_base": base}
+    return "create_agent", {"name": row.agent, "expected_base": base}  # the template, and never a draft
 
 
 def _checked(name: str) -> str:
@@ -261,6 +276,7 @@ def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
         kind=row.kind,
         agent=row.agent,
         commit_sha=row.commit_sha,
+        base_sha=row.base_sha,
         state=row.state,
         requested_by=row.requested_by,
         requested_at=iso(row.requested_at),

@@ -39,6 +39,12 @@ MIGRATIONS: Final = [
     """
     + OUTBOX_SCHEMA
     + audit.AUDIT_SCHEMA,
+    # The applied config's sha the diff was made against (NULL: there was none, a new agent);
+    # approving applies the request only while it is still that. NULL in an apply_commit made
+    # before this column was: not checked.
+    """
+    ALTER TABLE requests ADD COLUMN base_sha TEXT;
+    """,
 ]
 
 Kind = Literal["apply_commit", "spawn", "spawn_commit"]
@@ -59,6 +65,7 @@ class RequestRow:
     resolved_at: float | None
     note: str | None
     error: str | None
+    base_sha: str | None
 
 
 class NotPending(Exception):
@@ -100,6 +107,7 @@ class ApprovalStore:
         kind: Kind,
         agent: str,
         commit_sha: str | None,
+        base_sha: str | None,
         diff: str,
         requester: str,
         now: float,
@@ -120,9 +128,9 @@ class ApprovalStore:
             if waiting >= max_pending:
                 return QueueFull(waiting)
             cur = conn.execute(
-                "INSERT INTO requests (kind, agent, commit_sha, diff, requested_by, requested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, agent, commit_sha, diff, requester, now),
+                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, requested_by, requested_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, agent, commit_sha, base_sha, diff, requester, now),
             )
             assert cur.lastrowid is not None
             detail = f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")

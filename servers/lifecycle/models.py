@@ -27,6 +27,8 @@ class AgentList(BaseModel):
     isolation: str  # how agents are kept apart here, in one line
     version: str  # the hyperhive version agents are built with
     agents: list[AgentInfo]
+    # Names with a proposed config repo but no agent: drafts, and what destroyed agents left.
+    drafts: list[str] = []
 
 
 class AgentStatus(AgentInfo):

@@ -170,6 +170,23 @@ class Supervisor:
             raise Refused(f"no agent named {name!r}; list_agents shows the agents there are")
         return row
 
+    async def drafts(self, rows: list[AgentRow]) -> list[str]:
+        """Names with a proposed config repo and no agent: drafts, and what destroyed agents left."""
+        agents = {row.name for row in rows}
+
+        def find() -> list[str]:
+            with contextlib.suppress(OSError):
+                return sorted(
+                    entry.name
+                    for entry in os.scandir(self.config.agents_dir)
+                    if entry.name not in agents
+                    and _is_name(entry.name)
+                    and AgentPaths.of(self.config, entry.name).config.joinpath(".git").exists()
+                )
+            return []
+
+        return await anyio.to_thread.run_sync(find)
+
     def busy(self, name: str) -> str | None:
         """What is being done to `name` right now, if anything."""
         return self._busy.get(name)
@@ -189,11 +206,24 @@ class Supervisor:
         return config.model if config else "?"
 
     # -------------------------------------------------------------------------------- creating
-    async def create(self, name: str, ref: str | None = None) -> AgentRow:
-        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed repo."""
+    async def create(self, name: str, ref: str | None = None, expected_base: str | None = None) -> AgentRow:
+        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed repo.
+
+        With `expected_base` (an approved request: the applied sha its diff was against, or "none"),
+        the applied config must still be that, and without `ref` there must be no draft: what is
+        created is then exactly what the operator was shown.
+        """
         async with self._exclusive(_checked(name), "being created"):
             if await self.store.agent(name) is not None:
                 raise Refused(f"{name} already exists")
+            paths = AgentPaths.of(self.config, name)
+            if expected_base is not None:
+                await _check_base(name, paths, expected_base)
+                if ref is None and await anyio.to_thread.run_sync((paths.config / ".git").exists):
+                    raise Refused(
+                        f"a draft of {name} exists (its config repo, made after the template was shown); "
+                        f"nothing was created: ask the manager to request_spawn_commit({name!r}, sha) for it"
+                    )
             proposed, applied = await self._provision(name, "agent", ref)
             await self.store.add(name, self.clock(), applied)
             await self.store.update(name, desired="running", applied_from=proposed)
@@ -424,8 +454,12 @@ class Supervisor:
         await self.store.update(name, state="stopped", stopped_at=self.clock())
 
     # --------------------------------------------------------------------------- config changes
-    async def apply_commit(self, name: str, ref: str) -> tuple[str, str]:
-        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed, applied) shas."""
+    async def apply_commit(self, name: str, ref: str, expected_base: str | None = None) -> tuple[str, str]:
+        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed, applied) shas.
+
+        `expected_base`: the applied sha the approved diff was made against; checked under the
+        agent's lock, so a diff that went stale (another apply since) is refused, not applied.
+        """
         await self.row(name)
         paths = AgentPaths.of(self.config, name)
         async with self._exclusive(name, "applying a commit"):
@@ -438,6 +472,8 @@ class Supervisor:
                 _validate(name, proposed, files)
             except Refused as e:
                 raise Refused(f"{e}\nNothing was applied.") from None
+            if expected_base is not None:
+                await _check_base(name, paths, expected_base)
             applied = await repos.commit_files(
                 paths.applied, files, f"Apply {proposed}\n\nProposed commit {proposed} of agents/{name}/config."
             )
@@ -650,6 +686,25 @@ def _validate(name: str, sha: str, files: dict[str, str]) -> None:
     if name != MANAGER and config.role == "manager":
         # A manager's token and a read-write bind of every agent's config repo: one manager only.
         raise Refused(f'role = "manager" is for the agent named {MANAGER} only; {name} must keep role = "agent"')
+
+
+async def _check_base(name: str, paths: AgentPaths, expected: str) -> None:
+    """Refuse unless the applied config is still `expected` (its sha, or "none")."""
+    has_applied = await anyio.to_thread.run_sync((paths.applied / ".git").exists)
+    current = await repos.head(paths.applied) if has_applied else "none"
+    if current != expected:
+        raise Refused(
+            f"{name}'s applied config changed since the diff was made (it was {expected[:12]}, it is "
+            f"{current[:12]}); nothing was applied: ask the manager to request it again"
+        )
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_agent_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 def _checked(name: str) -> str:

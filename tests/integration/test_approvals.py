@@ -323,6 +323,52 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
 # ------------------------------------------------------------------- what approving applies (#12)
 
 
+async def test_a_one_step_spawn_is_refused_while_a_draft_of_that_name_exists(queue: Queue) -> None:
+    await queue.request("request_spawn_draft", name="carol")
+    with pytest.raises(ToolError, match=r"a draft of carol exists: use request_spawn_commit\('carol', sha\)"):
+        await queue.request("request_spawn", name="carol")
+    # What a destroyed agent left (its config repos) is a draft too: the template is not what it holds.
+    await queue.hivemind.create("alice")
+    await queue.hivemind.call("destroy", name="alice")
+    with pytest.raises(ToolError, match="a draft of alice exists"):
+        await queue.request("request_spawn", name="alice")
+    assert (await queue.operator.call("pending_approvals", {}))["requests"] == []
+
+
+async def test_a_one_step_spawn_never_applies_a_draft_made_after_it(queue: Queue) -> None:
+    request = await queue.request("request_spawn", name="bob")
+    await queue.hivemind.call("create_draft", name="bob")  # after the operator was shown the template
+    await queue.propose("bob", 'bash = ["rm:*"]\n' + SLEEPING)
+    failed = await queue.approve(request["id"])
+    assert failed["state"] == "failed", failed
+    assert "a draft of bob exists" in failed["error"] and "request_spawn_commit" in failed["error"]
+    assert "bob" not in [a["name"] for a in (await queue.hivemind.call("list_agents"))["agents"]]
+    assert not (AgentPaths.of(queue.hive.config, "bob").applied / ".git").exists()
+    event = await queue.hivemind.event("approval_resolved")
+    assert event["outcome"] == "failed" and "a draft of bob exists" in event["error"]
+
+
+async def test_a_request_whose_diff_went_stale_is_refused(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    base = (await queue.hivemind.call("agent_config", name="alice"))["sha"]
+    opus = await queue.propose("alice", 'model = "opus"\n' + SLEEPING)
+    first = await queue.request("request_apply_commit", agent="alice", commit_ref=opus)
+    assert (first["commit_sha"], first["base_sha"]) == (opus, base)
+    haiku = await queue.propose("alice", 'model = "haiku"\n' + SLEEPING)
+    second = await queue.request("request_apply_commit", agent="alice", commit_ref=haiku)
+    assert (await queue.approve(second["id"]))["state"] == "applied"
+    moved = (await queue.hivemind.call("agent_config", name="alice"))["sha"]
+
+    stale = await queue.approve(first["id"])  # its diff was against `base`, not what is applied now
+    assert stale["state"] == "failed", stale
+    assert f"changed since the diff was made (it was {base[:12]}, it is {moved[:12]})" in stale["error"]
+    assert "ask the manager to request it again" in stale["error"]
+    assert (await queue.hivemind.status("alice"))["model"] == "haiku"  # nothing applied
+    assert (await queue.hivemind.call("agent_config", name="alice"))["sha"] == moved
+    with pytest.raises(ToolError, match="changed since the diff was made"):  # checked by lifecycle itself
+        await queue.hivemind.approvals.call("apply_commit", {"name": "alice", "sha": opus, "expected_base": base})
+
+
 @pytest.mark.parametrize("how", ["rewritten object", "replace ref"])
 async def test_a_commit_rewritten_after_the_request_is_not_applied(queue: Queue, how: str) -> None:
     await queue.hivemind.create("alice")
