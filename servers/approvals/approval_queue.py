@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,7 +39,7 @@ from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnava
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, agent_toml_template
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.diffs import render_diff
+from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
@@ -86,7 +87,7 @@ class Approvals:
             raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
         if not diff["diff"]:
             raise Refused(f"commit {diff['proposed_sha'][:12]} changes nothing in {agent}'s applied config")
-        return await self._add(me, "apply_commit", agent, diff["proposed_sha"], diff["applied_sha"], diff["diff"])
+        return await self._add(me, "apply_commit", agent, diff)
 
     async def request_spawn(self, me: Principal, name: str) -> Request:
         drafts = await self._must_not_exist(_checked(name))
@@ -96,7 +97,13 @@ class Approvals:
                 f"(its config repo is {self.config.agents_dir / name / 'config'})"
             )
         template = {AGENT_TOML: agent_toml_template("agent")}
-        return await self._add(me, "spawn", name, None, None, render_diff({}, template, "none", "template"))
+        shown = {
+            "proposed_sha": None,
+            "applied_sha": None,
+            "diff": render_diff({}, template, "none", "template"),
+            "widenings": widenings({}, template),
+        }
+        return await self._add(me, "spawn", name, shown)
 
     async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
         del me  # drafting needs no approval; spawning it will
@@ -107,13 +114,20 @@ class Approvals:
     async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
         await self._must_not_exist(_checked(name))
         diff = await self._diff(name, ref)
-        return await self._add(me, "spawn_commit", name, diff["proposed_sha"], diff["applied_sha"], diff["diff"])
+        return await self._add(me, "spawn_commit", name, diff)
 
-    async def _add(
-        self, me: Principal, kind: Kind, agent: str, sha: str | None, base: str | None, diff: str
-    ) -> Request:
+    async def _add(self, me: Principal, kind: Kind, agent: str, shown: dict[str, Any]) -> Request:
+        """Store a request with what the operator will review: the commit, its base, diff and widenings."""
         added = await self.store.add(
-            kind, agent, sha, base, diff, me.name, self.clock(), self.config.approvals.max_pending
+            kind,
+            agent,
+            shown["proposed_sha"],
+            shown["applied_sha"],
+            shown["diff"],
+            shown.get("widenings", []),
+            me.name,
+            self.clock(),
+            self.config.approvals.max_pending,
         )
         if isinstance(added, RequestRow):
             raise Refused(f"request #{added.id} asks for this already and is {added.state}")
@@ -285,4 +299,5 @@ def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
         note=row.note,
         error=row.error,
         diff=row.diff if with_diff else None,
+        widenings=json.loads(row.widenings),
     )

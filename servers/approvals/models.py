@@ -20,6 +20,8 @@ class Request(CompactModel):
     note: str | None  # the operator's reason for a denial
     error: str | None  # why carrying it out failed
     diff: str | None = None  # what approving changes (left out where the caller does not need it)
+    # What the new config may do that the old could not (role, bash, tools, servers, sandbox), one line each.
+    widenings: list[str]
 
 
 class ReviewedRequest(Request):

@@ -8,6 +8,7 @@ found done) at start-up. Each change, its audit entry and its event commit toget
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -42,8 +43,10 @@ MIGRATIONS: Final = [
     # The applied config's sha the diff was made against (NULL: there was none, a new agent);
     # approving applies the request only while it is still that. NULL in an apply_commit made
     # before this column was: not checked.
+    # widenings: a JSON list of what the new config may do that the old could not.
     """
     ALTER TABLE requests ADD COLUMN base_sha TEXT;
+    ALTER TABLE requests ADD COLUMN widenings TEXT NOT NULL DEFAULT '[]';
     """,
 ]
 
@@ -66,6 +69,7 @@ class RequestRow:
     note: str | None
     error: str | None
     base_sha: str | None
+    widenings: str  # JSON list
 
 
 class NotPending(Exception):
@@ -109,6 +113,7 @@ class ApprovalStore:
         commit_sha: str | None,
         base_sha: str | None,
         diff: str,
+        widenings: list[str],
         requester: str,
         now: float,
         max_pending: int,
@@ -128,9 +133,9 @@ class ApprovalStore:
             if waiting >= max_pending:
                 return QueueFull(waiting)
             cur = conn.execute(
-                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, requested_by, requested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, agent, commit_sha, base_sha, diff, requester, now),
+                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, requested_by, requested_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, agent, commit_sha, base_sha, diff, json.dumps(widenings), requester, now),
             )
             assert cur.lastrowid is not None
             detail = f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")

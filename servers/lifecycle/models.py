@@ -62,6 +62,7 @@ class CommitDiff(BaseModel):
     diff: str  # unified diff of the applied config to the proposed commit; '' if they are the same
     valid: bool
     problems: str | None  # why it cannot be applied, when it cannot
+    widenings: list[str] = []  # what it may do that the applied config could not, e.g. 'bash: + "rm:*"'
 
 
 class Draft(BaseModel):

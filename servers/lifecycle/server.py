@@ -140,9 +140,15 @@ def create(
     @mcp.tool(annotations={"readOnlyHint": True})
     async def diff_commit(name: Name, sha: Sha) -> CommitDiff:
         """What applying a proposed commit would change, and whether it can be applied."""
-        proposed, applied, diff, problems = await supervisor.diff_commit(name, sha)
+        proposed, applied, diff, problems, widenings = await supervisor.diff_commit(name, sha)
         return CommitDiff(
-            name=name, proposed_sha=proposed, applied_sha=applied, diff=diff, valid=problems is None, problems=problems
+            name=name,
+            proposed_sha=proposed,
+            applied_sha=applied,
+            diff=diff,
+            valid=problems is None,
+            problems=problems,
+            widenings=widenings,
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})

@@ -35,7 +35,7 @@ from hyperhive.servers.common.config import (
     parse_agent_config,
 )
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.diffs import render_diff
+from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.files import write_atomic
@@ -301,8 +301,8 @@ class Supervisor:
         if manager_uid is not None:  # the manager seeds its notes; the agent takes them over when created
             os.chown(paths.state, manager_uid, manager_uid)
 
-    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None]:
-        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None)."""
+    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str]]:
+        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None, widenings)."""
         paths = AgentPaths.of(self.config, _checked(name))
         if not await anyio.to_thread.run_sync((paths.config / ".git").exists):
             raise Refused(f"{name} has no proposed config repo; create it, or request_spawn_draft({name!r})")
@@ -321,7 +321,7 @@ class Supervisor:
         except Refused as e:
             problems = str(e)
         diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
-        return proposed, applied_sha, diff, problems
+        return proposed, applied_sha, diff, problems, widenings(applied_files, files)
 
     async def _uid(self, name: str) -> int | None:
         if not self.privileged:

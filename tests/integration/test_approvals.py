@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sqlite3
 import stat
 import time
@@ -394,6 +395,33 @@ async def test_a_commit_rewritten_after_the_request_is_not_applied(queue: Queue,
         assert approved["state"] == "failed", approved
         assert f"blob {blob[:12]} in config does not match its hash" in approved["error"], approved["error"]
     assert "rm:*" not in (paths.applied / "agent.toml").read_text()
+
+
+async def test_widenings_are_listed_with_the_request(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    wide = await queue.propose(
+        "alice",
+        'bash = ["rm:*", "ls:*"]\nallowed_recipients = ["*"]\n'
+        '[tools]\nlifecycle = ["list_agents", "logs"]\n'
+        '[mcp_servers.foo]\ntype = "stdio"\ncommand = "/usr/bin/foo"\nargs = ["--serve"]\n' + SLEEPING,
+    )
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=wide)
+    assert request["widenings"] == [
+        'bash: + "rm:*", "ls:*"',
+        "tools.lifecycle: + list_agents, logs",
+        "mcp_servers: + foo (stdio: /usr/bin/foo --serve)",
+        f"sandbox.command: (default) → {shlex.join(SLEEPER)}",
+    ]
+    [waiting] = (await queue.operator.call("pending_approvals", {}))["requests"]
+    assert waiting["widenings"] == request["widenings"]
+    assert (await queue.approve(request["id"]))["state"] == "applied"
+
+    # Fewer patterns and tools, no extra server, the same command: a narrowing is no widening.
+    narrower = await queue.propose("alice", 'bash = ["ls:*"]\n[tools]\nlifecycle = ["logs"]\n' + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=narrower)
+    assert request["widenings"] == [] and request["diff"]
+    spawn = await queue.request("request_spawn", name="bob")
+    assert spawn["widenings"] == []  # the template is the default agent
 
 
 async def test_only_the_agent_named_manager_has_role_manager(queue: Queue) -> None:
