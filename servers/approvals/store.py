@@ -122,10 +122,11 @@ class ApprovalStore:
 
         def tx(conn: sqlite3.Connection) -> int | RequestRow | QueueFull:
             # Both checks in the insert's transaction, so two identical requests at once make one.
+            # Asked against another base (the applied config moved), it is a new request: the old went stale.
             same = conn.execute(
                 "SELECT * FROM requests WHERE state IN ('pending', 'approving') "
-                "AND agent = ? AND kind = ? AND commit_sha IS ? ORDER BY id LIMIT 1",
-                (agent, kind, commit_sha),
+                "AND agent = ? AND kind = ? AND commit_sha IS ? AND base_sha IS ? ORDER BY id LIMIT 1",
+                (agent, kind, commit_sha, base_sha),
             ).fetchone()
             if same is not None:
                 return RequestRow(**dict(same))

@@ -359,6 +359,9 @@ async def test_a_request_whose_diff_went_stale_is_refused(queue: Queue) -> None:
     second = await queue.request("request_apply_commit", agent="alice", commit_ref=haiku)
     assert (await queue.approve(second["id"]))["state"] == "applied"
     moved = (await queue.hivemind.call("agent_config", name="alice"))["sha"]
+    # Asked again, against what is applied now: a request of its own, not "asks for this already".
+    again = await queue.request("request_apply_commit", agent="alice", commit_ref=opus)
+    assert again["id"] != first["id"] and again["base_sha"] == moved
 
     stale = await queue.approve(first["id"])  # its diff was against `base`, not what is applied now
     assert stale["state"] == "failed", stale
@@ -368,6 +371,8 @@ async def test_a_request_whose_diff_went_stale_is_refused(queue: Queue) -> None:
     assert (await queue.hivemind.call("agent_config", name="alice"))["sha"] == moved
     with pytest.raises(ToolError, match="changed since the diff was made"):  # checked by lifecycle itself
         await queue.hivemind.approvals.call("apply_commit", {"name": "alice", "sha": opus, "expected_base": base})
+    assert (await queue.approve(again["id"]))["state"] == "applied"
+    assert (await queue.hivemind.status("alice"))["model"] == "opus"
 
 
 @pytest.mark.parametrize("how", ["rewritten object", "replace ref"])
