@@ -233,9 +233,9 @@ class Approvals:
         listing = await self.lifecycle.call("list_agents", {})
         if not any(agent["name"] == row.agent for agent in listing["agents"]):
             return False
-        if row.kind == "spawn":
-            return True
         config = await self.lifecycle.call("agent_config", {"name": row.agent})
+        if row.kind == "spawn":  # made from the template, as shown; not one made otherwise meanwhile
+            return bool(config["agent_toml"] == agent_toml_template("agent") and config.get("agent_nix") is None)
         return bool(config["proposed_sha"] == row.commit_sha)
 
     async def _recovery(self) -> None:

@@ -349,6 +349,15 @@ async def test_a_one_step_spawn_never_applies_a_draft_made_after_it(queue: Queue
     assert event["outcome"] == "failed" and "a draft of bob exists" in event["error"]
 
 
+async def test_a_one_step_spawn_is_not_reported_applied_for_an_agent_made_otherwise(queue: Queue) -> None:
+    request = await queue.request("request_spawn", name="bob")
+    await queue.hivemind.call("create_draft", name="bob")
+    sha = await queue.propose("bob", 'bash = ["rm:*"]\n' + SLEEPING)
+    await queue.hivemind.call("create_agent", name="bob", sha=sha)  # the operator, from the draft
+    failed = await queue.approve(request["id"])
+    assert failed["state"] == "failed" and "bob already exists" in failed["error"], failed
+
+
 async def test_a_request_whose_diff_went_stale_is_refused(queue: Queue) -> None:
     await queue.hivemind.create("alice")
     base = (await queue.hivemind.call("agent_config", name="alice"))["sha"]
