@@ -695,6 +695,8 @@ def _request_title(request: dict[str, Any]) -> str:
 def approvals(history: int | None, no_diff: bool, home: Path) -> None:
     """List the requests waiting for your decision, with the diff each would apply.
 
+    Each also lists its widenings: what the new config may do that the old could not (role,
+    bash patterns, tools, recipients, extra MCP servers, sandbox settings, agent.nix).
     Approve with `hive approve ID`, or deny with `hive deny ID --note TEXT`.
     """
     if history is not None:
@@ -714,6 +716,8 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
         if request["state"] == "approving":  # approved; waiting for the lifecycle server to carry it out
             line += f" · approved by {request['resolved_by']}, being carried out"
         click.echo(line)
+        for widening in request.get("widenings", []):  # shown even without the diff: what it newly allows
+            click.secho(f"    widens {widening}", fg="yellow", bold=True)
         if request.get("diff") and not no_diff:
             _echo_diff(request["diff"])
 

@@ -458,6 +458,8 @@ def approval_card(request: dict[str, Any]) -> None:
             ui.label(f"asked by {request['requested_by']} {since(request['requested_at'])} ago").classes("text-grey-6")
             if request["state"] == "approving":
                 ui.badge("being carried out", color="info")
+        for widening in request.get("widenings", []):  # what the new config may do that the old could not
+            ui.label(f"widens {widening}").classes("text-warning text-weight-bold").mark(f"widening-{rid}")
         if request.get("diff"):
             ui.code(language="diff").classes("w-full").set_content(request["diff"])
         with ui.row().classes("items-center"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,7 +39,7 @@ from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnava
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, agent_toml_template
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.diffs import render_diff
+from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
@@ -89,12 +90,23 @@ class Approvals:
             raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
         if not diff["diff"]:
             raise Refused(f"commit {diff['proposed_sha'][:12]} changes nothing in {agent}'s applied config")
-        return await self._add(me, "apply_commit", agent, diff["proposed_sha"], diff["diff"])
+        return await self._add(me, "apply_commit", agent, diff)
 
     async def request_spawn(self, me: Principal, name: str) -> Request:
-        await self._must_not_exist(_checked(name))
+        drafts = await self._must_not_exist(_checked(name))
+        if name in drafts:  # the template is not what the draft holds: the operator reviews that instead
+            raise Refused(
+                f"a draft of {name} exists: use request_spawn_commit({name!r}, sha) to ask for it "
+                f"(its config repo is {self.config.agents_dir / name / 'config'})"
+            )
         template = {AGENT_TOML: agent_toml_template("agent")}
-        return await self._add(me, "spawn", name, None, render_diff({}, template, "none", "template"))
+        shown = {
+            "proposed_sha": None,
+            "applied_sha": None,
+            "diff": render_diff({}, template, "none", "template"),
+            "widenings": widenings({}, template),
+        }
+        return await self._add(me, "spawn", name, shown)
 
     async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
         del me  # drafting needs no approval; spawning it will
@@ -105,10 +117,21 @@ class Approvals:
     async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
         await self._must_not_exist(_checked(name))
         diff = await self._diff(name, ref)
-        return await self._add(me, "spawn_commit", name, diff["proposed_sha"], diff["diff"])
+        return await self._add(me, "spawn_commit", name, diff)
 
-    async def _add(self, me: Principal, kind: Kind, agent: str, sha: str | None, diff: str) -> Request:
-        added = await self.store.add(kind, agent, sha, diff, me.name, self.clock(), self.config.approvals.max_pending)
+    async def _add(self, me: Principal, kind: Kind, agent: str, shown: dict[str, Any]) -> Request:
+        """Store a request with what the operator will review: the commit, its base, diff and widenings."""
+        added = await self.store.add(
+            kind,
+            agent,
+            shown["proposed_sha"],
+            shown["applied_sha"],
+            shown["diff"],
+            shown.get("widenings", []),
+            me.name,
+            self.clock(),
+            self.config.approvals.max_pending,
+        )
         if isinstance(added, RequestRow):
             raise Refused(f"request #{added.id} asks for this already and is {added.state}")
         if isinstance(added, QueueFull):
@@ -124,10 +147,13 @@ class Approvals:
             raise Refused(f"the config at {diff['proposed_sha'][:12]} cannot be applied: {diff['problems']}")
         return diff
 
-    async def _must_not_exist(self, name: str) -> None:
+    async def _must_not_exist(self, name: str) -> list[str]:
+        """Refuse if agent `name` exists; the drafts there are otherwise."""
         listing = await self._lifecycle("list_agents", {})
         if any(agent["name"] == name for agent in listing["agents"]):
             raise Refused(f"{name} exists already")
+        drafts: list[str] = listing.get("drafts", [])
+        return drafts
 
     async def _lifecycle(self, tool: str, arguments: dict[str, Any]) -> Any:
         try:
@@ -210,9 +236,9 @@ class Approvals:
         listing = await self.lifecycle.call("list_agents", {})
         if not any(agent["name"] == row.agent for agent in listing["agents"]):
             return False
-        if row.kind == "spawn":
-            return True
         config = await self.lifecycle.call("agent_config", {"name": row.agent})
+        if row.kind == "spawn":  # made from the template, as shown; not one made otherwise meanwhile
+            return bool(config["agent_toml"] == agent_toml_template("agent") and config.get("agent_nix") is None)
         return bool(config["proposed_sha"] == row.commit_sha)
 
     async def _recovery(self) -> None:
@@ -237,11 +263,14 @@ class Approvals:
 
 
 def _lifecycle_call(row: RequestRow) -> tuple[str, dict[str, Any]]:
+    """What carries `row` out: exactly its commit, on exactly the applied config its diff was against."""
     if row.kind == "apply_commit":
-        return "apply_commit", {"name": row.agent, "sha": row.commit_sha}
+        # No base: a request stored before bases were; applied as it was then, by its sha.
+        return "apply_commit", {"name": row.agent, "sha": row.commit_sha, "expected_base": row.base_sha}
+    base = row.base_sha or "none"
     if row.kind == "spawn_commit":
-        return "create_agent", {"name": row.agent, "sha": row.commit_sha}
-    return "create_agent", {"name": row.agent}
+        return "create_agent", {"name": row.agent, "sha": row.commit_sha, "expected_base": base}
+    return "create_agent", {"name": row.agent, "expected_base": base}  # the template, and never a draft
 
 
 def _checked(name: str) -> str:
@@ -264,6 +293,7 @@ def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
         kind=row.kind,
         agent=row.agent,
         commit_sha=row.commit_sha,
+        base_sha=row.base_sha,
         state=row.state,
         requested_by=row.requested_by,
         requested_at=iso(row.requested_at),
@@ -272,4 +302,5 @@ def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
         note=row.note,
         error=row.error,
         diff=row.diff if with_diff else None,
+        widenings=json.loads(row.widenings),
     )

@@ -10,7 +10,8 @@ class Request(CompactModel):
     id: int
     kind: str  # apply_commit | spawn | spawn_commit
     agent: str
-    commit_sha: str | None
+    commit_sha: str | None  # the proposed commit approving applies, exactly
+    base_sha: str | None  # the applied config the diff is against (None: none, a new agent); it must not move
     state: str  # pending | approving | applied | denied | failed
     requested_by: str
     requested_at: str
@@ -19,6 +20,8 @@ class Request(CompactModel):
     note: str | None  # the operator's reason for a denial
     error: str | None  # why carrying it out failed
     diff: str | None = None  # what approving changes (left out where the caller does not need it)
+    # What the new config may do that the old could not (role, bash, tools, servers, sandbox), one line each.
+    widenings: list[str]
 
 
 class ReviewedRequest(Request):

@@ -8,6 +8,7 @@ found done) at start-up. Each change, its audit entry and its event commit toget
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -39,6 +40,14 @@ MIGRATIONS: Final = [
     """
     + OUTBOX_SCHEMA
     + audit.AUDIT_SCHEMA,
+    # The applied config's sha the diff was made against (NULL: there was none, a new agent);
+    # approving applies the request only while it is still that. NULL in an apply_commit made
+    # before this column was: not checked.
+    # widenings: a JSON list of what the new config may do that the old could not.
+    """
+    ALTER TABLE requests ADD COLUMN base_sha TEXT;
+    ALTER TABLE requests ADD COLUMN widenings TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 Kind = Literal["apply_commit", "spawn", "spawn_commit"]
@@ -59,6 +68,8 @@ class RequestRow:
     resolved_at: float | None
     note: str | None
     error: str | None
+    base_sha: str | None
+    widenings: str  # JSON list
 
 
 class NotPending(Exception):
@@ -100,7 +111,9 @@ class ApprovalStore:
         kind: Kind,
         agent: str,
         commit_sha: str | None,
+        base_sha: str | None,
         diff: str,
+        widenings: list[str],
         requester: str,
         now: float,
         max_pending: int,
@@ -109,10 +122,11 @@ class ApprovalStore:
 
         def tx(conn: sqlite3.Connection) -> int | RequestRow | QueueFull:
             # Both checks in the insert's transaction, so two identical requests at once make one.
+            # Asked against another base (the applied config moved), it is a new request: the old went stale.
             same = conn.execute(
                 "SELECT * FROM requests WHERE state IN ('pending', 'approving') "
-                "AND agent = ? AND kind = ? AND commit_sha IS ? ORDER BY id LIMIT 1",
-                (agent, kind, commit_sha),
+                "AND agent = ? AND kind = ? AND commit_sha IS ? AND base_sha IS ? ORDER BY id LIMIT 1",
+                (agent, kind, commit_sha, base_sha),
             ).fetchone()
             if same is not None:
                 return RequestRow(**dict(same))
@@ -120,9 +134,9 @@ class ApprovalStore:
             if waiting >= max_pending:
                 return QueueFull(waiting)
             cur = conn.execute(
-                "INSERT INTO requests (kind, agent, commit_sha, diff, requested_by, requested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, agent, commit_sha, diff, requester, now),
+                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, requested_by, requested_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, agent, commit_sha, base_sha, diff, json.dumps(widenings), requester, now),
             )
             assert cur.lastrowid is not None
             detail = f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")

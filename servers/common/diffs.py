@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
+import shlex
 from collections.abc import Mapping
 from typing import Final
+
+from .catalog import CATALOG
+from .config import AGENT_TOML, AgentConfig, ConfigError, McpServer, parse_agent_config
+from .names import BROADCAST
 
 CONFIG_FILES: Final = ("agent.toml", "agent.nix")  # what a config repo holds and an apply copies
 
@@ -25,3 +31,58 @@ def render_diff(old: Mapping[str, str], new: Mapping[str, str], old_label: str, 
             )
         )
     return "".join(line if line.endswith("\n") else line + "\n" for line in parts)
+
+
+def widenings(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """What the new config may do that the old could not, one line each ("bash: + \"rm:*\"").
+
+    Read from the parsed configs, so a widening cannot hide in formatting; a new agent is compared
+    with the default agent. A narrowing is not listed. agent.nix cannot be read this way: any
+    change to it is listed, for the operator to read in the diff.
+    """
+    try:
+        after = parse_agent_config(new.get(AGENT_TOML, ""), AGENT_TOML)
+    except ConfigError:
+        return []  # invalid: it cannot be requested or applied anyway
+    try:
+        before = parse_agent_config(old[AGENT_TOML], AGENT_TOML) if AGENT_TOML in old else AgentConfig()
+    except ConfigError:
+        before = AgentConfig()
+    found: list[str] = []
+    if after.role != before.role and after.role == "manager":
+        found.append(f"role: {before.role} → {after.role}")
+    if added := [pattern for pattern in after.bash if pattern not in before.bash]:
+        found.append("bash: + " + ", ".join(json.dumps(pattern) for pattern in added))
+    for server in CATALOG:
+        if tools := sorted(after.allowed_tools(server) - before.allowed_tools(server)):
+            found.append(f"tools.{server}: + {', '.join(tools)}")
+    if BROADCAST not in before.allowed_recipients:
+        recipients = [name for name in after.allowed_recipients if name not in before.allowed_recipients]
+        if recipients:
+            found.append("allowed_recipients: + " + ", ".join(json.dumps(name) for name in recipients))
+    for name, extra in after.mcp_servers.items():
+        if name not in before.mcp_servers:
+            found.append(f"mcp_servers: + {name} ({_mcp(extra)})")
+        elif before.mcp_servers[name] != extra:
+            found.append(f"mcp_servers: {name} changed ({_mcp(before.mcp_servers[name])} → {_mcp(extra)})")
+    sandbox_before, sandbox_after = before.sandbox.model_dump(), after.sandbox.model_dump()
+    for key, value in sandbox_after.items():
+        if key != "max_restarts" and value != sandbox_before.get(key):  # any other setting: what it runs, binds
+            found.append(f"sandbox.{key}: {_setting(sandbox_before.get(key))} → {_setting(value)}")
+    if old.get("agent.nix") != new.get("agent.nix"):
+        found.append("agent.nix: changed (the container's NixOS config: read its diff)")
+    return found
+
+
+def _mcp(server: McpServer) -> str:
+    if server.type == "http":
+        return f"http: {server.url}"
+    return f"stdio: {shlex.join([server.command, *server.args])}"
+
+
+def _setting(value: object) -> str:
+    if value is None:
+        return "(default)"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return shlex.join(value)
+    return json.dumps(value)

@@ -27,6 +27,8 @@ class AgentList(BaseModel):
     isolation: str  # how agents are kept apart here, in one line
     version: str  # the hyperhive version agents are built with
     agents: list[AgentInfo]
+    # Names with a proposed config repo but no agent: drafts, and what destroyed agents left.
+    drafts: list[str] = []
 
 
 class AgentStatus(AgentInfo):
@@ -60,6 +62,7 @@ class CommitDiff(BaseModel):
     diff: str  # unified diff of the applied config to the proposed commit; '' if they are the same
     valid: bool
     problems: str | None  # why it cannot be applied, when it cannot
+    widenings: list[str] = []  # what it may do that the applied config could not, e.g. 'bash: + "rm:*"'
 
 
 class Draft(BaseModel):

@@ -51,6 +51,13 @@ STATE_FILE_CAP = 1024 * 1024
 Name = Annotated[str, Field(description="agent name")]
 Since = Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")]
 Sha = Annotated[str, Field(description="a commit of its proposed repo")]
+ExpectedBase = Annotated[
+    str | None,
+    Field(
+        description="the applied config's sha the caller's diff was made against ('none': it had none); "
+        "refused if the applied config is no longer that"
+    ),
+]
 
 
 def create(
@@ -102,6 +109,7 @@ def create(
             isolation=supervisor.backend.isolation,
             version=supervisor.version,
             agents=[info(row) for row in rows],
+            drafts=await supervisor.drafts(rows),
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -145,9 +153,15 @@ def create(
     @mcp.tool(annotations={"readOnlyHint": True})
     async def diff_commit(name: Name, sha: Sha) -> CommitDiff:
         """What applying a proposed commit would change, and whether it can be applied."""
-        proposed, applied, diff, problems = await supervisor.diff_commit(name, sha)
+        proposed, applied, diff, problems, widenings = await supervisor.diff_commit(name, sha)
         return CommitDiff(
-            name=name, proposed_sha=proposed, applied_sha=applied, diff=diff, valid=problems is None, problems=problems
+            name=name,
+            proposed_sha=proposed,
+            applied_sha=applied,
+            diff=diff,
+            valid=problems is None,
+            problems=problems,
+            widenings=widenings,
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -164,9 +178,10 @@ def create(
         sha: Annotated[
             str | None, Field(description="a commit of its draft's proposed repo; default: the template")
         ] = None,
+        expected_base: ExpectedBase = None,
     ) -> AgentInfo:
-        """Create an agent and start it."""
-        return info(await supervisor.create(name, sha))
+        """Create an agent and start it. With expected_base and no sha: from the template only, never a draft."""
+        return info(await supervisor.create(name, sha, expected_base))
 
     @mcp.tool
     async def create_draft(name: Name) -> Draft:
@@ -228,9 +243,9 @@ def create(
         return TurnCancelled(name=name, cancelled=cancelled, turn=state)
 
     @mcp.tool
-    async def apply_commit(name: Name, sha: Sha) -> Applied:
+    async def apply_commit(name: Name, sha: Sha, expected_base: ExpectedBase = None) -> Applied:
         """Validate and apply a commit of an agent's proposed config repo, then rebuild the agent."""
-        proposed, applied = await supervisor.apply_commit(name, sha)
+        proposed, applied = await supervisor.apply_commit(name, sha, expected_base)
         return Applied(name=name, proposed_sha=proposed, applied_sha=applied)
 
     @mcp.tool(annotations={"readOnlyHint": True})

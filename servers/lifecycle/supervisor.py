@@ -36,7 +36,7 @@ from hyperhive.servers.common.config import (
     parse_agent_config,
 )
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.diffs import render_diff
+from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.files import write_atomic
@@ -176,6 +176,23 @@ class Supervisor:
             raise Refused(f"no agent named {name!r}; list_agents shows the agents there are")
         return row
 
+    async def drafts(self, rows: list[AgentRow]) -> list[str]:
+        """Names with a proposed config repo and no agent: drafts, and what destroyed agents left."""
+        agents = {row.name for row in rows}
+
+        def find() -> list[str]:
+            with contextlib.suppress(OSError):
+                return sorted(
+                    entry.name
+                    for entry in os.scandir(self.config.agents_dir)
+                    if entry.name not in agents
+                    and _is_name(entry.name)
+                    and AgentPaths.of(self.config, entry.name).config.joinpath(".git").exists()
+                )
+            return []
+
+        return await anyio.to_thread.run_sync(find)
+
     def busy(self, name: str) -> str | None:
         """What is being done to `name` right now, if anything."""
         return self._busy.get(name)
@@ -195,11 +212,24 @@ class Supervisor:
         return config.model if config else "?"
 
     # -------------------------------------------------------------------------------- creating
-    async def create(self, name: str, ref: str | None = None) -> AgentRow:
-        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed repo."""
+    async def create(self, name: str, ref: str | None = None, expected_base: str | None = None) -> AgentRow:
+        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed repo.
+
+        With `expected_base` (an approved request: the applied sha its diff was against, or "none"),
+        the applied config must still be that, and without `ref` there must be no draft: what is
+        created is then exactly what the operator was shown.
+        """
         async with self._exclusive(_checked(name), "being created"):
             if await self.store.agent(name) is not None:
                 raise Refused(f"{name} already exists")
+            paths = AgentPaths.of(self.config, name)
+            if expected_base is not None:
+                await _check_base(name, paths, expected_base)
+                if ref is None and await anyio.to_thread.run_sync((paths.config / ".git").exists):
+                    raise Refused(
+                        f"a draft of {name} exists (its config repo, made after the template was shown); "
+                        f"nothing was created: ask the manager to request_spawn_commit({name!r}, sha) for it"
+                    )
             proposed, applied = await self._provision(name, "agent", ref)
             await self.store.add(name, self.clock(), applied)
             await self.store.update(name, desired="running", applied_from=proposed)
@@ -232,9 +262,9 @@ class Supervisor:
         head = await self._proposed_repo(paths, role, manager_uid)
         try:
             proposed = await repos.resolve_commit(paths.config, ref) if ref else head
+            files = await repos.files_at(paths.config, proposed)
         except repos.RepoError as e:
             raise Refused(str(e)) from None
-        files = await repos.files_at(paths.config, proposed)
         _validate(name, proposed, files)
         message = f"Apply {proposed}\n\nInitial config of {name}."
         if ref and (paths.applied / ".git").exists():
@@ -277,8 +307,8 @@ class Supervisor:
         if manager_uid is not None:  # the manager seeds its notes; the agent takes them over when created
             os.chown(paths.state, manager_uid, manager_uid)
 
-    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None]:
-        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None)."""
+    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str]]:
+        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None, widenings)."""
         paths = AgentPaths.of(self.config, _checked(name))
         if not await anyio.to_thread.run_sync((paths.config / ".git").exists):
             raise Refused(f"{name} has no proposed config repo; create it, or request_spawn_draft({name!r})")
@@ -297,7 +327,7 @@ class Supervisor:
         except Refused as e:
             problems = str(e)
         diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
-        return proposed, applied_sha, diff, problems
+        return proposed, applied_sha, diff, problems, widenings(applied_files, files)
 
     async def _uid(self, name: str) -> int | None:
         if not self.privileged:
@@ -444,8 +474,12 @@ class Supervisor:
         await self.store.update(name, state="stopped", stopped_at=self.clock())
 
     # --------------------------------------------------------------------------- config changes
-    async def apply_commit(self, name: str, ref: str) -> tuple[str, str]:
-        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed, applied) shas."""
+    async def apply_commit(self, name: str, ref: str, expected_base: str | None = None) -> tuple[str, str]:
+        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed, applied) shas.
+
+        `expected_base`: the applied sha the approved diff was made against; checked under the
+        agent's lock, so a diff that went stale (another apply since) is refused, not applied.
+        """
         await self.row(name)
         paths = AgentPaths.of(self.config, name)
         async with self._exclusive(name, "applying a commit"):
@@ -458,6 +492,8 @@ class Supervisor:
                 _validate(name, proposed, files)
             except Refused as e:
                 raise Refused(f"{e}\nNothing was applied.") from None
+            if expected_base is not None:
+                await _check_base(name, paths, expected_base)
             applied = await repos.commit_files(
                 paths.applied, files, f"Apply {proposed}\n\nProposed commit {proposed} of agents/{name}/config."
             )
@@ -680,7 +716,7 @@ class Supervisor:
 
 
 def _validate(name: str, sha: str, files: dict[str, str]) -> None:
-    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted."""
+    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted or made."""
     if AGENT_TOML not in files:
         raise Refused(f"commit {sha[:12]} of {name}'s config has no {AGENT_TOML}")
     try:
@@ -689,6 +725,28 @@ def _validate(name: str, sha: str, files: dict[str, str]) -> None:
         raise Refused(str(e)) from None
     if name == MANAGER and config.role != "manager":
         raise Refused('the manager\'s config must keep role = "manager"')
+    if name != MANAGER and config.role == "manager":
+        # A manager's token and a read-write bind of every agent's config repo: one manager only.
+        raise Refused(f'role = "manager" is for the agent named {MANAGER} only; {name} must keep role = "agent"')
+
+
+async def _check_base(name: str, paths: AgentPaths, expected: str) -> None:
+    """Refuse unless the applied config is still `expected` (its sha, or "none")."""
+    has_applied = await anyio.to_thread.run_sync((paths.applied / ".git").exists)
+    current = await repos.head(paths.applied) if has_applied else "none"
+    if current != expected:
+        raise Refused(
+            f"{name}'s applied config changed since the diff was made (it was {expected[:12]}, it is "
+            f"{current[:12]}); nothing was applied: ask the manager to request it again"
+        )
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_agent_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 def _checked(name: str) -> str:

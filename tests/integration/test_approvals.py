@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sqlite3
 import stat
 import time
@@ -320,3 +321,140 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
     assert approved.state in ("applied", "approving")
     applied = AgentPaths.of(hive.config, "alice").applied
     assert (await repos.git(applied, "rev-list", "--count", "HEAD")).strip() == "2"  # created, then applied once
+
+
+# ------------------------------------------------------------------- what approving applies (#12)
+
+
+async def test_a_one_step_spawn_is_refused_while_a_draft_of_that_name_exists(queue: Queue) -> None:
+    await queue.request("request_spawn_draft", name="carol")
+    with pytest.raises(ToolError, match=r"a draft of carol exists: use request_spawn_commit\('carol', sha\)"):
+        await queue.request("request_spawn", name="carol")
+    # What a destroyed agent left (its config repos) is a draft too: the template is not what it holds.
+    await queue.hivemind.create("alice")
+    await queue.hivemind.call("destroy", name="alice")
+    with pytest.raises(ToolError, match="a draft of alice exists"):
+        await queue.request("request_spawn", name="alice")
+    assert (await queue.operator.call("pending_approvals", {}))["requests"] == []
+
+
+async def test_a_one_step_spawn_never_applies_a_draft_made_after_it(queue: Queue) -> None:
+    request = await queue.request("request_spawn", name="bob")
+    await queue.hivemind.call("create_draft", name="bob")  # after the operator was shown the template
+    await queue.propose("bob", 'bash = ["rm:*"]\n' + SLEEPING)
+    failed = await queue.approve(request["id"])
+    assert failed["state"] == "failed", failed
+    assert "a draft of bob exists" in failed["error"] and "request_spawn_commit" in failed["error"]
+    assert "bob" not in [a["name"] for a in (await queue.hivemind.call("list_agents"))["agents"]]
+    assert not (AgentPaths.of(queue.hive.config, "bob").applied / ".git").exists()
+    event = await queue.hivemind.event("approval_resolved")
+    assert event["outcome"] == "failed" and "a draft of bob exists" in event["error"]
+
+
+async def test_a_one_step_spawn_is_not_reported_applied_for_an_agent_made_otherwise(queue: Queue) -> None:
+    request = await queue.request("request_spawn", name="bob")
+    await queue.hivemind.call("create_draft", name="bob")
+    sha = await queue.propose("bob", 'bash = ["rm:*"]\n' + SLEEPING)
+    await queue.hivemind.call("create_agent", name="bob", sha=sha)  # the operator, from the draft
+    failed = await queue.approve(request["id"])
+    assert failed["state"] == "failed" and "bob already exists" in failed["error"], failed
+
+
+async def test_a_request_whose_diff_went_stale_is_refused(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    base = (await queue.hivemind.call("agent_config", name="alice"))["sha"]
+    opus = await queue.propose("alice", 'model = "opus"\n' + SLEEPING)
+    first = await queue.request("request_apply_commit", agent="alice", commit_ref=opus)
+    assert (first["commit_sha"], first["base_sha"]) == (opus, base)
+    haiku = await queue.propose("alice", 'model = "haiku"\n' + SLEEPING)
+    second = await queue.request("request_apply_commit", agent="alice", commit_ref=haiku)
+    assert (await queue.approve(second["id"]))["state"] == "applied"
+    moved = (await queue.hivemind.call("agent_config", name="alice"))["sha"]
+    # Asked again, against what is applied now: a request of its own, not "asks for this already".
+    again = await queue.request("request_apply_commit", agent="alice", commit_ref=opus)
+    assert again["id"] != first["id"] and again["base_sha"] == moved
+
+    stale = await queue.approve(first["id"])  # its diff was against `base`, not what is applied now
+    assert stale["state"] == "failed", stale
+    assert f"changed since the diff was made (it was {base[:12]}, it is {moved[:12]})" in stale["error"]
+    assert "ask the manager to request it again" in stale["error"]
+    assert (await queue.hivemind.status("alice"))["model"] == "haiku"  # nothing applied
+    assert (await queue.hivemind.call("agent_config", name="alice"))["sha"] == moved
+    with pytest.raises(ToolError, match="changed since the diff was made"):  # checked by lifecycle itself
+        await queue.hivemind.approvals.call("apply_commit", {"name": "alice", "sha": opus, "expected_base": base})
+    assert (await queue.approve(again["id"]))["state"] == "applied"
+    assert (await queue.hivemind.status("alice"))["model"] == "opus"
+
+
+@pytest.mark.parametrize("how", ["rewritten object", "replace ref"])
+async def test_a_commit_rewritten_after_the_request_is_not_applied(queue: Queue, how: str) -> None:
+    await queue.hivemind.create("alice")
+    paths = AgentPaths.of(queue.hive.config, "alice")
+    shown = await queue.propose("alice", 'model = "opus"\n' + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=shown)
+    # The manager owns its agents' proposed repos and can change what a sha reads as in them.
+    swapped = await queue.propose("alice", 'model = "opus"\nbash = ["rm:*"]\n' + SLEEPING)
+    if how == "replace ref":
+        await repos.git(paths.config, "replace", shown, swapped)
+    else:
+        blob = (await repos.git(paths.config, "rev-parse", f"{shown}:agent.toml")).strip()
+        other = (await repos.git(paths.config, "rev-parse", f"{swapped}:agent.toml")).strip()
+        objects = paths.config / ".git" / "objects"
+        target = objects / blob[:2] / blob[2:]
+        target.chmod(0o644)
+        target.write_bytes((objects / other[:2] / other[2:]).read_bytes())
+    approved = await queue.approve(request["id"])
+    if how == "replace ref":  # not followed: the commit the diff was shown for is applied
+        assert approved["state"] == "applied", approved
+        assert (paths.applied / "agent.toml").read_text() == 'model = "opus"\n' + SLEEPING
+    else:  # refused: the bytes are not the ones the sha names
+        assert approved["state"] == "failed", approved
+        assert f"blob {blob[:12]} in config does not match its hash" in approved["error"], approved["error"]
+    assert "rm:*" not in (paths.applied / "agent.toml").read_text()
+
+
+async def test_widenings_are_listed_with_the_request(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    wide = await queue.propose(
+        "alice",
+        'bash = ["rm:*", "ls:*"]\nallowed_recipients = ["*"]\n'
+        '[tools]\nlifecycle = ["list_agents", "logs"]\n'
+        '[mcp_servers.foo]\ntype = "stdio"\ncommand = "/usr/bin/foo"\nargs = ["--serve"]\n' + SLEEPING,
+    )
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=wide)
+    assert request["widenings"] == [
+        'bash: + "rm:*", "ls:*"',
+        "tools.lifecycle: + list_agents, logs",
+        "mcp_servers: + foo (stdio: /usr/bin/foo --serve)",
+        f"sandbox.command: (default) → {shlex.join(SLEEPER)}",
+    ]
+    [waiting] = (await queue.operator.call("pending_approvals", {}))["requests"]
+    assert waiting["widenings"] == request["widenings"]
+    assert (await queue.approve(request["id"]))["state"] == "applied"
+
+    # Fewer patterns and tools, no extra server, the same command: a narrowing is no widening.
+    narrower = await queue.propose("alice", 'bash = ["ls:*"]\n[tools]\nlifecycle = ["logs"]\n' + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=narrower)
+    assert request["widenings"] == [] and request["diff"]
+    spawn = await queue.request("request_spawn", name="bob")
+    assert spawn["widenings"] == []  # the template is the default agent
+
+
+async def test_only_the_agent_named_manager_has_role_manager(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    promoted = await queue.propose("alice", 'role = "manager"\n' + SLEEPING)
+    refusal = r'role = "manager" is for the agent named manager only'
+    with pytest.raises(ToolError, match=refusal):
+        await queue.request("request_apply_commit", agent="alice", commit_ref=promoted)
+    with pytest.raises(ToolError, match=refusal):
+        await queue.hivemind.approvals.call("apply_commit", {"name": "alice", "sha": promoted})
+    await queue.request("request_spawn_draft", name="carol")
+    draft = await queue.propose("carol", 'role = "manager"\n')
+    with pytest.raises(ToolError, match=refusal):
+        await queue.request("request_spawn_commit", name="carol", commit_ref=draft)
+    with pytest.raises(ToolError, match=refusal):
+        await queue.hivemind.call("create_agent", name="carol", sha=draft)
+    demoted = await queue.propose("manager", 'role = "agent"\n')
+    with pytest.raises(ToolError, match='the manager\'s config must keep role = "manager"'):
+        await queue.request("request_apply_commit", agent="manager", commit_ref=demoted)
+    assert (await queue.hivemind.status("alice"))["role"] == "agent"

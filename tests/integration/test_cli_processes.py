@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -191,7 +192,9 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         assert lines[1].startswith(f"#{first['id']} apply config alice @ {sha[:12]} · asked by manager at ")
         assert '    +model = "opus"' in lines and '    -model = "sonnet"' in lines
         assert any(line.startswith(f"#{second['id']} spawn bob · asked by manager") for line in lines)
-        assert "+model" not in (await hive("approvals", "--no-diff")).stdout
+        assert f"    widens sandbox.command: (default) → {shlex.join(SLEEPER_ARGV)}" in lines
+        brief = (await hive("approvals", "--no-diff")).stdout
+        assert "+model" not in brief and "    widens sandbox.command: (default) → " in brief
 
         approved = await hive("approve", str(first["id"]))
         assert approved.stdout == f"◆ #{first['id']} apply config alice @ {sha[:12]}: applied\n"

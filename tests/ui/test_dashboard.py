@@ -17,6 +17,7 @@ from uitest import log_in
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import TurnRecorder, turn_row
 from hyperhive.servers.common.client import HiveClient
+from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
@@ -107,6 +108,18 @@ async def test_approvals_show_the_diff_and_are_approved_or_denied_with_a_note(
     await user.should_see(f"#{first['id']} spawn bob · applied", retries=50)
     assert (await servers.call("lifecycle", "agent_status", name="bob"))["state"] in ("running", "starting")
     await servers.call("lifecycle", "destroy", name="bob", purge=True)
+
+
+async def test_an_approval_shows_what_it_widens(user: User, servers: Servers, password: str) -> None:
+    await servers.call("approvals", "request_spawn_draft", as_name="manager", name="dave")
+    paths = AgentPaths.of(servers.config, "dave")
+    sha = await repos.commit_files(paths.config, {"agent.toml": 'bash = ["rm:*"]\n'}, "dave may rm")
+    request = await servers.call("approvals", "request_spawn_commit", as_name="manager", name="dave", commit_ref=sha)
+    await log_in(user, password, "/approvals")
+    await user.open("/approvals")
+    await user.should_see(f"#{request['id']} spawn commit · dave")
+    await user.should_see('widens bash: + "rm:*"', marker=f"widening-{request['id']}")
+    await servers.call("approvals", "deny", id=request["id"], note="no rm")
 
 
 async def test_questions_are_on_every_page_and_answered_with_options(

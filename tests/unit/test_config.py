@@ -15,6 +15,7 @@ from hyperhive.servers.common.config import (
     parse_agent_config,
     read_env_file,
 )
+from hyperhive.servers.common.diffs import widenings
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role
 
@@ -204,3 +205,36 @@ def test_env_files_read_like_systemd_environment_files(tmp_path: Path) -> None:
     env_file.write_bytes(b"A=\xff\n")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         read_env_file(env_file)
+
+
+def _widenings(old: str | None, new: str, **files: str) -> list[str]:
+    before = {"agent.toml": old} if old is not None else {}
+    return widenings(before, {"agent.toml": new, **files})
+
+
+def test_widenings_are_read_from_the_parsed_configs() -> None:
+    template = agent_toml_template("agent")
+    assert _widenings(None, template) == [] and _widenings(template, template) == []
+    # Formatting is not a change; narrowing is not a widening.
+    assert _widenings('bash = ["ls:*"]', "bash = [ 'ls:*' ]\n# same") == []
+    assert _widenings('bash = ["ls:*", "rm:*"]\n[tools]\nbroker = ["send", "recv"]', '[tools]\nbroker = ["recv"]') == []
+    assert _widenings('allowed_recipients = ["*"]', 'allowed_recipients = ["bob"]') == []
+    assert _widenings("[sandbox]\nmax_restarts = 1", "[sandbox]\nmax_restarts = 9") == []
+    assert _widenings('allowed_recipients = ["bob"]', 'allowed_recipients = ["bob", "operator"]') == [
+        'allowed_recipients: + "operator"'
+    ]
+    assert _widenings('[tools]\nbroker = ["recv"]', 'model = "opus"') == [
+        "tools.broker: + ack, cancel_reminder, lease, list_my_reminders, pending_count, recv_batch, remind, send, "
+        "thread"
+    ]  # leaving a server out gives the role's defaults back
+    http = '[mcp_servers.web]\ntype = "http"\nurl = "http://127.0.0.1:9000/mcp"\n'
+    assert _widenings(http, http.replace("9000", "9001")) == [
+        "mcp_servers: web changed (http: http://127.0.0.1:9000/mcp → http: http://127.0.0.1:9001/mcp)"
+    ]
+    assert _widenings('[sandbox]\ncommand = ["run", "it"]', "") == ["sandbox.command: run it → (default)"]
+    assert _widenings("", "", **{"agent.nix": "{ }\n"}) == [
+        "agent.nix: changed (the container's NixOS config: read its diff)"
+    ]
+    promoted = _widenings(None, 'role = "manager"')
+    assert promoted[0] == "role: agent → manager" and "tools.approvals: + list_my_requests" in promoted[2]
+    assert _widenings(None, 'model = "not a model"') == []  # invalid: refused before anyone sees it
