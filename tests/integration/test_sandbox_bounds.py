@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fastmcp.exceptions import ToolError
 from hivetest import PY, SLEEPER, Hive, Hivemind, children_of, cmdline, in_process, toml_list
 
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -222,3 +223,28 @@ async def test_tmp_is_size_limited(hivemind: Hivemind) -> None:
     await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": sha})
     assert await _until((state / "tmp.txt").exists, 10)
     assert (state / "tmp.txt").read_text() == "No space left on device"
+
+
+async def test_a_state_dir_past_its_budget_warns_and_refuses_the_start(hive: Hive) -> None:
+    hive.configure(
+        f'[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n[sandbox]\nstate_max = "2M"\nstate_check_seconds = 1\n'
+    )
+    async with in_process(hive, "broker") as broker, in_process(hive, "lifecycle", stop_agents_on_exit=True) as lc:
+        hivemind = Hivemind(hive, broker, lc)
+        await hivemind.create("alice")
+        state = AgentPaths.of(hive.config, "alice").state
+        (state / "big").write_bytes(os.urandom(3 << 20))  # as the agent would, past its budget
+        warning = await hivemind.event("state_over_budget", timeout=10)  # seen while it runs
+        assert (warning["agent"], warning["budget"], warning["refused_start"]) == ("alice", "2M", False)
+        assert warning["used"].endswith("M")
+
+        await hivemind.call("stop", name="alice")
+        with pytest.raises(ToolError, match=r"alice's state dir holds 3(\.\d)?M, past its budget of 2M"):
+            await hivemind.call("start", name="alice")
+        status = await hivemind.status("alice")
+        assert status["state"] == "failed" and "state_max" in status["problem"]
+        assert (await hivemind.event("state_over_budget"))["refused_start"] is True
+
+        (state / "big").unlink()
+        assert (await hivemind.call("start", name="alice"))["state"] == "running"
+        assert (await hivemind.status("alice"))["problem"] is None
