@@ -136,13 +136,14 @@ async def test_the_cgroup_has_the_configured_limits(hivemind: Hivemind) -> None:
         assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
         assert (dirs["pids"] / "pids.max").read_text().strip() == "40"
         assert (dirs["cpu"] / "cpu.shares").read_text().strip() == str(50 * 1024 // 100)
-        procs = (dirs["pids"] / "cgroup.procs").read_text().split()
+        procs_file = dirs["pids"] / "cgroup.procs"
     else:
         assert (dirs["unified"] / "memory.max").read_text().strip() == str(96 << 20)
         assert (dirs["unified"] / "pids.max").read_text().strip() == "40"
-        procs = (dirs["unified"] / "cgroup.procs").read_text().split()
-    # Everything of the sandbox is in it: bwrap outside and in, and the program.
-    assert {record["pid"], record["init_pid"]} <= {int(p) for p in procs} and len(procs) == 3
+        procs_file = dirs["unified"] / "cgroup.procs"
+    # Everything of the sandbox is in it: bwrap outside and in, and the program (once bwrap's set-up is done).
+    assert await _until(lambda: len(procs_file.read_text().split()) == 3, 5), procs_file.read_text()
+    assert {record["pid"], record["init_pid"]} <= {int(p) for p in procs_file.read_text().split()}
     await hivemind.call("stop", name="alice")
     assert not any(d.exists() for d in dirs.values())
 
