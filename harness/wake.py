@@ -23,6 +23,7 @@ MANAGER_HINTS: dict[str, str] = {
     "killed": "The operator stopped it; do not restart work on it without asking.",
     "destroyed": "Reassign its work if any was left.",
     "container_crash": "Look at its logs (lifecycle logs) and tell the operator if it keeps crashing.",
+    "state_over_budget": "Ask it to clean up its state dir, or ask the operator to raise its state_max.",
     "operator_answered": "Act on the answer, or on the lack of one.",
     "question_asked": "Answer with answer_question, or ask the operator if you cannot.",
 }

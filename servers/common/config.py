@@ -9,11 +9,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .catalog import CATALOG, role_default
 from .names import BROADCAST, OPERATOR, InvalidName, check_agent_name
@@ -138,6 +138,55 @@ class LifecycleSettings(_Strict):
     nixos: NixosSettings = NixosSettings()
 
 
+_SIZE_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
+_SIZE_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a size: "4G", "512M", "1.5G", "64KiB" (binary units: 1K = 1024) or a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f'{value!r} is not a size; write it like "4G", "512M" or a number of bytes')
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = _SIZE_RE.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f'{value!r} is not a size; write it like "4G", "512M" or a number of bytes')
+        number, unit = float(match[1]), match[2].upper()
+    return int(number * _SIZE_UNITS[unit])
+
+
+def _size_between(minimum: str, maximum: str = "1024T") -> Callable[[object], int]:
+    """A validator: a size ("4G"), in bytes, between `minimum` and `maximum`."""
+    low, high = parse_size(minimum), parse_size(maximum)
+
+    def check(value: object) -> int:
+        size = parse_size(value)
+        if not low <= size <= high:
+            raise ValueError(f"{value!r} is out of range: between {minimum} and {maximum}")
+        return size
+
+    return check
+
+
+MemorySize = Annotated[int, BeforeValidator(_size_between("16M"))]
+TmpSize = Annotated[int, BeforeValidator(_size_between("1M"))]
+StateSize = Annotated[int, BeforeValidator(_size_between("1M"))]
+PidsMax = Annotated[int, Field(ge=16, le=4_194_304)]
+CpuWeight = Annotated[int, Field(ge=1, le=10_000)]
+
+
+class SandboxDefaults(_Strict):
+    """Every agent's sandbox bounds (hive.toml [sandbox]); an agent.toml [sandbox] overrides them."""
+
+    memory_max: MemorySize = 4 * 1024**3  # RAM of everything in the sandbox; past it, the OOM killer
+    pids_max: PidsMax = 512  # processes and threads at once
+    cpu_weight: CpuWeight = 100  # its share of CPU when the host is busy (100 is even, 1..10000)
+    tmp_max: TmpSize = 1024**3  # its /tmp (RAM-backed)
+    state_max: StateSize = 10 * 1024**3  # its state dir: a warning past it, and no start
+    state_check_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0  # how often running agents' are measured
+
+
 class HarnessSettings(_Strict):
     """How every agent's harness drives Claude Code (agent.toml's env adds to and overrides `env`)."""
 
@@ -185,6 +234,7 @@ class HiveConfig(_Strict):
     dashboard: DashboardSettings = DashboardSettings()
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
+    sandbox: SandboxDefaults = SandboxDefaults()
 
     @property
     def instances_dir(self) -> Path:
@@ -306,6 +356,16 @@ host = "127.0.0.1"
 port = 7805                     # log in with dashboard.password, or the link `hive up` prints
 user = "nobody"                 # started as root, the dashboard runs as this user ("" keeps root)
 
+[sandbox]
+# Every agent's bounds (an agent.toml [sandbox] overrides them). Sizes: "4G", "512M", bytes.
+# Limits need cgroups the lifecycle server may write (root); unprivileged, it runs without them.
+memory_max = "4G"               # RAM of everything in the sandbox; past it, the OOM killer
+pids_max = 512                  # processes and threads at once (a fork bomb stops here)
+cpu_weight = 100                # its share of CPU when the host is busy (1..10000, 100 is even)
+tmp_max = "1G"                  # its /tmp, which is RAM-backed
+state_max = "10G"               # its state dir: a warning to the manager past it, and no start
+state_check_seconds = 300       # how often the state dirs of running agents are measured
+
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)
 
@@ -342,6 +402,17 @@ class SandboxSettings(_Strict):
     # What the sandbox runs; unset runs the harness. Set it to run a program of your own in its place.
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     max_restarts: Annotated[int, Field(ge=0, le=100)] = 3  # crashes in a row restarted, then it stays failed
+    # Bounds; unset takes hive.toml's [sandbox].
+    memory_max: MemorySize | None = None
+    pids_max: PidsMax | None = None
+    cpu_weight: CpuWeight | None = None
+    tmp_max: TmpSize | None = None
+    state_max: StateSize | None = None
+
+    def bounds(self, defaults: SandboxDefaults) -> SandboxDefaults:
+        """The bounds this agent runs with: its own where set, the hive's elsewhere."""
+        own = {k: v for k, v in self.model_dump(include=set(SandboxDefaults.model_fields)).items() if v is not None}
+        return defaults.model_copy(update=own)
 
 
 class AgentConfig(_Strict):
@@ -466,11 +537,16 @@ prompt = ""
 # type = "http"
 # url = "http://127.0.0.1:9000/mcp"
 
-# The sandbox: how many crashes in a row are restarted (then it stays failed), and what it runs
-# (unset: the harness, which drives Claude Code).
+# The sandbox: how many crashes in a row are restarted (then it stays failed), what it runs
+# (unset: the harness, which drives Claude Code), and its bounds (unset: hive.toml's [sandbox]).
 # [sandbox]
 # max_restarts = 3
 # command = ["python3", "-m", "my_agent"]
+# memory_max = "4G"
+# pids_max = 512
+# cpu_weight = 100
+# tmp_max = "1G"
+# state_max = "10G"
 """
 
 

@@ -83,14 +83,30 @@ class ContainerCrash(_Event):
     restarts: int = 0
     will_restart: bool = False
     last_lines: list[str] = []  # the end of its log, to see why
+    reason: str | None = None  # what the platform knows of why, e.g. "out of memory"
 
     def summary(self) -> str:
-        how = [f"signal {self.signal}"] if self.signal else []
+        how = [self.reason] if self.reason else []
+        how += [f"signal {self.signal}"] if self.signal else []
         how += [f"exit code {self.exit_code}"] if self.exit_code is not None else []
         how.append(f"{self.restarts} restart{'' if self.restarts == 1 else 's'} so far")
         then = "; restarting it" if self.will_restart else ""
         tail = "\n" + "\n".join(self.last_lines[-5:]) if self.last_lines else ""
         return f"agent {self.agent} crashed ({'; '.join(how)}){then}{tail}"
+
+
+class StateOverBudget(_Event):
+    """An agent's state dir holds more than its [sandbox] state_max: it will not start until it holds less."""
+
+    type: Literal["state_over_budget"] = "state_over_budget"
+    agent: AgentName
+    used: str  # "10.5G"
+    budget: str  # "10G"
+    refused_start: bool = False  # a start was refused for it (else: seen while it runs)
+
+    def summary(self) -> str:
+        then = "; it was not started" if self.refused_start else "; it will not start again until it holds less"
+        return f"agent {self.agent}'s state dir holds {self.used}, past its budget of {self.budget}{then}"
 
 
 class OperatorAnswered(_Event):
@@ -131,7 +147,15 @@ class QuestionAsked(_Event):
 
 
 HelperEvent = Annotated[
-    ApprovalResolved | Spawned | Rebuilt | Killed | Destroyed | ContainerCrash | OperatorAnswered | QuestionAsked,
+    ApprovalResolved
+    | Spawned
+    | Rebuilt
+    | Killed
+    | Destroyed
+    | ContainerCrash
+    | StateOverBudget
+    | OperatorAnswered
+    | QuestionAsked,
     Field(discriminator="type"),
 ]
 HELPER_EVENT: TypeAdapter[HelperEvent] = TypeAdapter(HelperEvent)

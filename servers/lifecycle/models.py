@@ -20,6 +20,7 @@ class AgentInfo(BaseModel):
     applied_sha: str | None
     needs_update: bool  # built by another hyperhive version, or from an older applied config
     turn: TurnState | None = None  # its harness: idle, running a turn (since when), or an error and why
+    problem: str | None = None  # why it cannot run as it is (its state dir past its state_max)
 
 
 class AgentList(BaseModel):

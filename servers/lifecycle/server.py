@@ -97,6 +97,7 @@ def create(
             applied_sha=row.applied_sha,
             needs_update=supervisor.needs_update(row),
             turn=supervisor.turn_state(row.name) if row.state == "running" else None,
+            problem=supervisor.problem(row.name),
         )
 
     # ------------------------------------------------------------------------------------ reads

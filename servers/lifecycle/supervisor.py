@@ -38,7 +38,15 @@ from hyperhive.servers.common.config import (
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
+from hyperhive.servers.common.events import (
+    ContainerCrash,
+    Destroyed,
+    HelperEvent,
+    Killed,
+    Rebuilt,
+    Spawned,
+    StateOverBudget,
+)
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.common.instances import current_instance, end_instances, new_instance
@@ -47,8 +55,9 @@ from hyperhive.servers.common.keys import SigningKey
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.lifecycle import logfiles, repos
+from hyperhive.servers.lifecycle import logfiles, repos, statebudget
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
+from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
@@ -94,6 +103,7 @@ class Supervisor:
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
+        self._over_budget: dict[str, str] = {}  # agents whose state dir is past state_max -> why
         self._closing = False
 
     # -------------------------------------------------------------------------------- running
@@ -104,7 +114,11 @@ class Supervisor:
             await self._reconcile()
             try:
                 async with background(
-                    self.agents.watch(), self._follow_changes(), self.outbox.run(), self._refresh_tokens()
+                    self.agents.watch(),
+                    self._follow_changes(),
+                    self.outbox.run(),
+                    self._refresh_tokens(),
+                    self._watch_state_budgets(),
                 ):
                     try:
                         await self._ensure_manager()
@@ -383,6 +397,9 @@ class Supervisor:
             raise Refused(f"{name} has no applied config; nothing to start")
         row = await self.row(name)
         uid = await self._uid(name)
+        if not await self._check_state_budget(name, config, starting=True):
+            await self.store.update(name, state="failed", stopped_at=self.clock())
+            raise Refused(self._over_budget[name])
         await self.store.update(name, state="starting")
         try:
             spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
@@ -414,6 +431,7 @@ class Supervisor:
     def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
         paths = AgentPaths.of(self.config, name)
         command = config.sandbox.command or self.config.lifecycle.default_command or self.backend.harness_command(name)
+        bounds = config.sandbox.bounds(self.config.sandbox)
         env = {
             "PATH": self.backend.path,
             "HOME": str(paths.harness),
@@ -437,6 +455,8 @@ class Supervisor:
             log_path=paths.log,
             # The manager edits every agent's proposed config; uid permissions keep the rest closed.
             shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
+            limits=Limits(bounds.memory_max, bounds.pids_max, bounds.cpu_weight),
+            tmp_max=bounds.tmp_max,
         )
 
     def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None, *, new: bool = True) -> None:
@@ -658,6 +678,7 @@ class Supervisor:
             restarts=change.restarts if change.restarts is not None else restarts,
             will_restart=will_restart,
             last_lines=lines,
+            reason=change.reason,
         )
 
     async def _restart_after_crash(self, name: str, delay: float) -> None:
@@ -672,6 +693,39 @@ class Supervisor:
             except Refused as e:
                 log.error("restarting %s after its crash failed: %s", name, e)
                 await self._on_change(Change(name, at=self.clock()))
+
+    # ------------------------------------------------------------------------------- state budget
+    def problem(self, name: str) -> str | None:
+        """Why it cannot run as it is, if something other than its state says so."""
+        return self._over_budget.get(name)
+
+    async def _check_state_budget(self, name: str, config: AgentConfig, *, starting: bool = False) -> bool:
+        """True if its state dir is within [sandbox] state_max; tells the manager once when it passes."""
+        budget = config.sandbox.bounds(self.config.sandbox).state_max
+        used = await anyio.to_thread.run_sync(statebudget.usage, AgentPaths.of(self.config, name).state)
+        if used.bytes <= budget:
+            self._over_budget.pop(name, None)
+            return True
+        message = statebudget.over_budget_message(name, used, budget)
+        log_path = AgentPaths.of(self.config, name).log
+        await anyio.to_thread.run_sync(logfiles.mark, log_path, self.clock(), message)
+        if name not in self._over_budget or starting:
+            used_text = ("at least " if not used.complete else "") + statebudget.human(used.bytes)
+            event = StateOverBudget(
+                agent=name, used=used_text, budget=statebudget.human(budget), refused_start=starting
+            )
+            await self._announce(event)
+        self._over_budget[name] = message
+        return False
+
+    async def _watch_state_budgets(self) -> None:
+        """Measure running agents' state dirs now and then; passing the budget is told to the manager."""
+        while True:
+            await asyncio.sleep(self.config.sandbox.state_check_seconds)
+            for row in await self.store.agents():
+                config = self.agents.get(row.name)
+                if row.state == "running" and config is not None:
+                    await self._check_state_budget(row.name, config)
 
     # ----------------------------------------------------------------------------------- events
     async def _announce(self, event: HelperEvent) -> None:

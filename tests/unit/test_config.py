@@ -10,9 +10,11 @@ from hyperhive.servers.common.config import (
     HIVE_TOML_TEMPLATE,
     AgentConfig,
     ConfigError,
+    SandboxDefaults,
     agent_toml_template,
     load_hive_config,
     parse_agent_config,
+    parse_size,
     read_env_file,
 )
 from hyperhive.servers.common.diffs import widenings
@@ -238,3 +240,50 @@ def test_widenings_are_read_from_the_parsed_configs() -> None:
     promoted = _widenings(None, 'role = "manager"')
     assert promoted[0] == "role: agent → manager" and "tools.approvals: + list_my_requests" in promoted[2]
     assert _widenings(None, 'model = "not a model"') == []  # invalid: refused before anyone sees it
+
+
+# ---------------------------------------------------------------------------------- [sandbox] sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4G", 4 << 30), ("512M", 512 << 20), ("1.5G", 3 << 29), ("64KiB", 65536), ("2m", 2 << 20), (4096, 4096)],
+)
+def test_sizes_parse_in_binary_units(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('memory_max = "4X"', r"sandbox\.memory_max: '4X' is not a size"),
+        ('memory_max = "1K"', r"sandbox\.memory_max: '1K' is out of range: between 16M and 1024T"),
+        ("tmp_max = true", r"sandbox\.tmp_max: True is not a size"),
+        ('state_max = "-1G"', r"sandbox\.state_max: '-1G' is not a size"),
+        ("pids_max = 3", r"sandbox\.pids_max: Input should be greater than or equal to 16"),
+        ("cpu_weight = 0", r"sandbox\.cpu_weight: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_sandbox_bounds_are_refused_clearly(line: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_agent_config(f"[sandbox]\n{line}\n", "agent.toml")
+
+
+def test_an_agent_overrides_the_hive_bounds_one_by_one(tmp_path: Path) -> None:
+    (tmp_path / "hive.toml").write_text('[sandbox]\nmemory_max = "8G"\npids_max = 1000\n')
+    hive = load_hive_config(tmp_path)
+    agent = parse_agent_config('[sandbox]\nmemory_max = "512M"\n', "agent.toml")
+    bounds = agent.sandbox.bounds(hive.sandbox)
+    assert (bounds.memory_max, bounds.pids_max, bounds.cpu_weight) == (512 << 20, 1000, 100)
+    assert (bounds.tmp_max, bounds.state_max) == (1 << 30, 10 << 30)  # the documented defaults
+
+
+def test_the_templates_bounds_are_the_defaults(tmp_path: Path) -> None:
+    (tmp_path / "hive.toml").write_text(HIVE_TOML_TEMPLATE)
+    assert load_hive_config(tmp_path).sandbox == SandboxDefaults()
+    # The agent.toml template's commented [sandbox] example, uncommented, says the same.
+    lines = agent_toml_template().splitlines()
+    start = lines.index("# [sandbox]")
+    example = "\n".join(line.removeprefix("# ") for line in lines[start:] if line.startswith("# "))
+    agent = parse_agent_config(example, "agent.toml")
+    assert agent.sandbox.bounds(SandboxDefaults()) == SandboxDefaults()

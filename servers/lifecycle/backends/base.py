@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hyperhive.servers.lifecycle.cgroups import Limits
+
 
 class BackendError(Exception):
     """A backend operation that failed; the message says what and, where it can, why."""
@@ -35,6 +37,8 @@ class SandboxSpec:
     applied_dir: Path  # the applied config repo: agent.toml and, on NixOS, agent.nix
     log_path: Path  # where the command's output goes (backends with their own journal may ignore it)
     shared_rw: tuple[Path, ...] = field(default=())  # more read-write binds (the manager: the agents tree)
+    limits: Limits = field(default=Limits())  # its cgroup's (hive.toml [sandbox], agent.toml [sandbox])
+    tmp_max: int | None = None  # bytes of its /tmp
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class Change:
     auto_restarting: bool = False  # the platform restarts it itself (systemd Restart=on-failure)
     restarts: int | None = None  # the platform's own restart count, where it keeps one
     started_at: float | None = None  # when the run that ended had started, where the backend knows
+    reason: str | None = None  # what the platform knows of why: "out of memory"
 
 
 class Backend(abc.ABC):

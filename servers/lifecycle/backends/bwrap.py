@@ -6,9 +6,16 @@ no_new_privs: root inside is nobody outside. Run unprivileged, bwrap uses a user
 every agent shares the server's uid, which list_agents says.
 
 Sandboxes outlive the lifecycle server: each is its own session, recorded in the runtime dir
-(pid and start time of the outer bwrap, the namespace's init, its status file). A new server
-re-attaches to the ones still running and learns how the others ended from bwrap's
+(pid and start time of the outer bwrap, the namespace's init, its status file, its cgroup). A
+new server re-attaches to the ones still running and learns how the others ended from bwrap's
 --json-status-fd file, which bwrap completes with {"exit-code": N} when the sandbox ends.
+
+A dead sandbox is dead: bwrap's outer process exits as soon as the command it ran does, but the
+namespace's init keeps whatever that command forked. So when the outer process ends, everything
+left in the sandbox's cgroup (and its pid namespace) is killed before the end is reported, and
+the next run never meets the last one's processes. Each sandbox enters its own cgroup (memory,
+pids, CPU limits; cgroups.py) before bwrap even starts: a tiny shell writes its own pid to the
+cgroup and execs bwrap, so nothing of the sandbox ever runs outside it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +44,7 @@ import hyperhive.servers
 import hyperhive.ui
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.lifecycle import logfiles
+from hyperhive.servers.lifecycle import cgroups, logfiles
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -44,6 +52,11 @@ log = logging.getLogger("hyperhive.lifecycle.bwrap")
 
 READY_TIMEOUT: Final = 10.0
 ROTATE_EVERY: Final = 5.0
+SWEEP_TIMEOUT: Final = 5.0  # killing what is left of an ended sandbox waits this long at most
+OUT_OF_MEMORY: Final = "out of memory"
+# Writes its own pid to each cgroup.procs given before "--", then execs the rest: the sandbox is
+# in its cgroup before bwrap runs (no preexec_fn, which is unsafe in a threaded server).
+_ENTER_CGROUP: Final = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 _ROOT_LINKS: Final = ("bin", "lib", "lib64", "sbin")  # merged-/usr symlinks, or real dirs elsewhere
 
 
@@ -56,6 +69,7 @@ class _Sandbox:
     pidns: int  # the sandbox's pid namespace inode
     started_at: float
     status: Path
+    cgroup: cgroups.Cgroup | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -64,9 +78,17 @@ class BwrapBackend(Backend):
 
     def __init__(self, config: HiveConfig, *, bwrap: str = "bwrap") -> None:
         self.config = config
-        self.bwrap = bwrap
+        self.bwrap = shutil.which(bwrap) or bwrap
         self.runtime = config.run_dir / "lifecycle" / "bwrap"
         self.privileged = os.geteuid() == 0
+        self.cgroups, self.cgroups_how = cgroups.probe(config.home)
+        if self.cgroups is None:
+            log.warning("sandboxes run without resource limits (memory, processes, CPU): %s", self.cgroups_how)
+        elif self.cgroups.missing:
+            log.warning("sandboxes run without %s limits: %s", ", ".join(self.cgroups.missing), self.cgroups_how)
+        self.tmpfs_size = _supports_tmpfs_size(self.bwrap)
+        if not self.tmpfs_size:
+            log.warning("this bwrap has no --size: sandboxes' /tmp is not size-limited (bubblewrap 0.5 has it)")
         self._sandboxes: dict[str, _Sandbox] = {}
         self._changes: asyncio.Queue[Change] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -75,11 +97,19 @@ class BwrapBackend(Backend):
 
     @property
     def isolation(self) -> str:
+        limits = (
+            f"; its own {self.cgroups_how} (memory, processes, CPU)"
+            if self.cgroups
+            else f"; no resource limits ({self.cgroups_how})"
+        )
         if self.privileged:
-            return "bubblewrap: own mount, pid, ipc and uts namespaces; each agent its own host uid, no capabilities"
+            return (
+                "bubblewrap: own mount, pid, ipc and uts namespaces; each agent its own host uid, no capabilities"
+                + limits
+            )
         return (
             f"bubblewrap in a user namespace: own mount, pid, ipc and uts namespaces, but every agent runs as "
-            f"uid {os.geteuid()} because the lifecycle server is not root"
+            f"uid {os.geteuid()} because the lifecycle server is not root" + limits
         )
 
     # ---------------------------------------------------------------------------------------- create
@@ -98,7 +128,7 @@ class BwrapBackend(Backend):
         await self._attach()
         if spec.name in self._sandboxes:
             raise BackendError(f"{spec.name} is already running")
-        await anyio.to_thread.run_sync(self._prepare, spec)
+        cgroup = await anyio.to_thread.run_sync(self._prepare, spec)
         status = self.runtime / f"{spec.name}.status"
         status_fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -108,9 +138,13 @@ class BwrapBackend(Backend):
         try:
             logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
             argv = self._argv(spec, status_fd, info_write)
+            if cgroup is not None:
+                argv = ["/bin/sh", "-c", _ENTER_CGROUP, "enter-cgroup", *map(str, cgroup.procs_files), "--", *argv]
             process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, (status_fd, info_write))
         except BaseException:
             os.close(info_read)
+            if cgroup is not None:
+                await anyio.to_thread.run_sync(cgroup.remove)
             raise
         finally:
             os.close(status_fd)
@@ -123,15 +157,19 @@ class BwrapBackend(Backend):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             with anyio.CancelScope(shield=True):
+                if cgroup is not None:  # the sandbox may be up in its own session: the cgroup has it all
+                    await anyio.to_thread.run_sync(cgroup.kill)
+                    await anyio.to_thread.run_sync(cgroup.remove)
                 await anyio.to_thread.run_sync(process.wait)
             raise
         sandbox = _Sandbox(
             spec.name, process.pid, _start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
-            started_at, status,
+            started_at, status, cgroup,
         )  # fmt: skip
         record = {
             "pid": sandbox.pid, "start_ticks": sandbox.start_ticks, "init_pid": sandbox.init_pid,
             "pidns": sandbox.pidns, "started_at": started_at, "status": str(status),
+            "cgroup": cgroup.record() if cgroup else None,
         }  # fmt: skip
         write_atomic(self.runtime / f"{spec.name}.json", json.dumps(record), mode=0o600)
         self._sandboxes[spec.name] = sandbox
@@ -139,7 +177,8 @@ class BwrapBackend(Backend):
         self._ensure_rotation()
         return Running(spec.name, started_at, sandbox.pid)
 
-    def _prepare(self, spec: SandboxSpec) -> None:
+    def _prepare(self, spec: SandboxSpec) -> cgroups.Cgroup | None:
+        """Dirs, and the sandbox's fresh cgroup with its limits (None where this host gives us none)."""
         self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The mount point of the read-only credentials bind, inside the agent's harness dir.
@@ -147,6 +186,12 @@ class BwrapBackend(Backend):
         mount.mkdir(exist_ok=True)
         if spec.uid is not None and self.privileged:
             os.chown(mount, spec.uid, spec.uid)
+        if self.cgroups is None:
+            return None
+        try:
+            return self.cgroups.create(spec.name, spec.limits)
+        except cgroups.CgroupError as e:
+            raise BackendError(f"cannot make the cgroup of {spec.name}: {e}") from None
 
     def _argv(self, spec: SandboxSpec, status_fd: int, info_fd: int) -> list[str]:
         argv = [self.bwrap, "--new-session", "--ro-bind", "/usr", "/usr"]
@@ -156,7 +201,10 @@ class BwrapBackend(Backend):
                 argv += ["--symlink", str(top.readlink()), str(top)]
             elif top.is_dir():
                 argv += ["--ro-bind", str(top), str(top)]
-        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp"]
+        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--perms", "01777"]
+        if spec.tmp_max is not None and self.tmpfs_size:
+            argv += ["--size", str(spec.tmp_max)]
+        argv += ["--tmpfs", "/tmp"]
         # The Python and hyperhive the harness runs on, read-only at the same paths. Parent
         # directories are made 0755 first: bwrap would copy the host's modes (/root is 0700).
         made: set[Path] = {Path("/"), Path("/tmp")}
@@ -217,8 +265,13 @@ class BwrapBackend(Backend):
 
     async def kill(self, name: str) -> None:
         sandbox = self._running(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(sandbox.init_pid, signal.SIGKILL)  # the kernel then kills the whole namespace
+        # The init first, so bwrap reports how it ended (the kernel kills the rest of the namespace);
+        # then, if bwrap does not end, everything in the cgroup, bwrap included.
+        await anyio.to_thread.run_sync(_kill_init, sandbox.pidns, sandbox.init_pid)
+        with anyio.move_on_after(2):
+            await sandbox.ended.wait()
+        if not sandbox.ended.is_set() and sandbox.cgroup is not None:
+            await anyio.to_thread.run_sync(sandbox.cgroup.kill)
         with anyio.fail_after(10):
             await sandbox.ended.wait()
 
@@ -264,18 +317,23 @@ class BwrapBackend(Backend):
         await self._ended(sandbox, process.wait() if process else None)
 
     async def _ended(self, sandbox: _Sandbox, returncode: int | None) -> None:
+        # Its command has ended; whatever it forked has not, and dies now, before anyone restarts it.
+        with anyio.CancelScope(shield=True):
+            out_of_memory = await anyio.to_thread.run_sync(_sweep, sandbox)
         code = _exit_code(sandbox.status)
         if code is None:
-            code = returncode
+            code = 128 - returncode if returncode is not None and returncode < 0 else returncode
         change = Change(
             sandbox.name,
             at=time.time(),
             exit_code=code,
             signal=code - 128 if code is not None and 128 < code < 128 + 65 else None,
             started_at=sandbox.started_at,
+            reason=OUT_OF_MEMORY if out_of_memory else None,
         )
         log_path = AgentPaths.of(self.config, sandbox.name).log
         how = f"signal {change.signal}" if change.signal else f"exit code {change.exit_code}"
+        how += f", {change.reason}" if change.reason else ""
         await anyio.to_thread.run_sync(logfiles.mark, log_path, change.at, f"sandbox ended ({how})")
         if self._sandboxes.get(sandbox.name) is sandbox:
             del self._sandboxes[sandbox.name]
@@ -296,6 +354,7 @@ class BwrapBackend(Backend):
                 sandbox = _Sandbox(
                     name, record["pid"], record["start_ticks"], record["init_pid"], record["pidns"],
                     record["started_at"], Path(record["status"]),
+                    cgroups.open_cgroup(record["cgroup"]) if record.get("cgroup") else None,
                 )  # fmt: skip
             except (OSError, ValueError, KeyError) as e:
                 log.warning("ignoring unreadable sandbox record %s: %s", record_path, e)
@@ -409,6 +468,42 @@ def _parents(path: Path, made: set[Path]) -> list[str]:
     return argv
 
 
+def _supports_tmpfs_size(bwrap: str) -> bool:
+    """Whether this bwrap knows --size (bubblewrap 0.5 and later)."""
+    try:
+        result = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10, env={})
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in result.stdout
+
+
+def _sweep(sandbox: _Sandbox) -> bool:
+    """Kill what is left of an ended sandbox and wait until it is gone (bounded). True if the
+    kernel killed something in it for its memory limit."""
+    out_of_memory = False
+    if sandbox.cgroup is not None:
+        sandbox.cgroup.kill(SWEEP_TIMEOUT)
+        out_of_memory = sandbox.cgroup.oom_kills() > 0
+        sandbox.cgroup.remove()
+    # Without a cgroup (unprivileged), the pid namespace bounds it: its init's death ends it all.
+    _kill_init(sandbox.pidns, sandbox.init_pid)
+    deadline = time.monotonic() + SWEEP_TIMEOUT
+    while (left := _namespace_pids(sandbox.pidns, None)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if left:
+        log.error("the ended sandbox of %s still has processes %s", sandbox.name, left)
+    return out_of_memory
+
+
+def _kill_init(pidns: int, init_pid: int) -> None:
+    """SIGKILL the init of pid namespace `pidns` (the kernel then kills all of it), if still that init."""
+    try:
+        if str(Path(f"/proc/{init_pid}/ns/pid").readlink()) == f"pid:[{pidns}]":
+            os.kill(init_pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        pass
+
+
 def _start_ticks(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot."""
     try:
@@ -418,17 +513,19 @@ def _start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def _namespace_pids(pidns: int, init_pid: int) -> list[int]:
-    """Host pids of every process in the pid namespace `pidns`, except its init."""
+def _namespace_pids(pidns: int, init_pid: int | None) -> list[int]:
+    """Host pids of every live process in the pid namespace `pidns`, except its init."""
     wanted = f"pid:[{pidns}]"
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == init_pid:
             continue
         try:
-            if str(Path(f"/proc/{entry.name}/ns/pid").readlink()) == wanted:
-                found.append(int(entry.name))
-        except OSError:
+            if str(Path(f"/proc/{entry.name}/ns/pid").readlink()) != wanted:
+                continue
+            if Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(entry.name))  # a zombie is dead already, waiting for its parent
+        except OSError:  # gone meanwhile
             continue
     return found
 
