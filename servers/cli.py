@@ -767,14 +767,34 @@ def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> No
 @home_option
 def inbox(wait: float, home: Path) -> None:
     """Take the operator's messages (up to 50), waiting up to --wait seconds for the first."""
-    result = _call(home, "broker", "recv_batch", {"max": 50, "wait_seconds": wait}, timeout=wait + 30)
-    for message in result["messages"]:
-        reply = f" (re #{message['in_reply_to']})" if message.get("in_reply_to") else ""
-        click.echo(f"#{message['id']} {_when(message['sent_at'])} {message['sender']}{reply}: {message['body']}")
-    if not result["messages"]:
-        click.echo("◆ no messages")
-    if result["queued"]:
-        click.echo(f"◆ {result['queued']} more waiting")
+
+    def show(messages: list[dict[str, Any]], queued: int) -> None:
+        for message in messages:
+            reply = f" (re #{message['in_reply_to']})" if message.get("in_reply_to") else ""
+            click.echo(f"#{message['id']} {_when(message['sent_at'])} {message['sender']}{reply}: {message['body']}")
+        if not messages:
+            click.echo("◆ no messages")
+        if queued:
+            click.echo(f"◆ {queued} more waiting")
+
+    _receive(home, {"max": 50, "wait_seconds": wait}, OPERATOR, show)
+
+
+def _receive(
+    home: Path, arguments: dict[str, Any], as_name: str, show: Callable[[list[dict[str, Any]], int], None]
+) -> None:
+    """Lease messages, show them, then ack them: at-least-once, so a broker (or this process) that
+    dies before the ack hands them out again when the lease ends, instead of losing them."""
+    timeout = float(arguments["wait_seconds"]) + 30
+    result = _call(home, "broker", "recv_batch", {**arguments, "ack": False}, as_name=as_name, timeout=timeout)
+    show(result["messages"], result["queued"])
+    ids = [message["id"] for message in result["messages"]]
+    if not ids:
+        return
+    try:
+        _call(home, "broker", "ack", {"ids": ids}, as_name=as_name)
+    except click.ClickException as e:
+        _fail(f"{e.message}\nthe messages above were shown but not acknowledged: they will be delivered again")
 
 
 # ------------------------------------------------------------------------------------------ debug
@@ -814,12 +834,14 @@ def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Pat
 @_as_option()
 @home_option
 def debug_recv(wait: float, limit: int, as_name: str, home: Path) -> None:
-    """Receive (and ack) pending messages, one JSON object per line."""
-    arguments = {"max": limit, "wait_seconds": wait}
-    result = _call(home, "broker", "recv_batch", arguments, as_name=as_name, timeout=wait + 30)
-    for message in result["messages"]:
-        click.echo(json.dumps(message))
-    click.echo(f"({result['queued']} still queued)", err=True)
+    """Receive pending messages, one JSON object per line; ack them once printed."""
+
+    def show(messages: list[dict[str, Any]], queued: int) -> None:
+        for message in messages:
+            click.echo(json.dumps(message))
+        click.echo(f"({queued} still queued)", err=True)
+
+    _receive(home, {"max": limit, "wait_seconds": wait}, as_name, show)
 
 
 if __name__ == "__main__":
