@@ -580,6 +580,20 @@ for _tool, _summary in [
 
 
 @main.command()
+@click.option("--agent", help="Only actions on this agent.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
+@home_option
+def audit(agent: str | None, limit: int, home: Path) -> None:
+    """Who did what to which agent, when, and how it ended (refusals and failures too)."""
+    entries = _call(home, "lifecycle", "audit", {"limit": limit, "agent": agent})["entries"]
+    for entry in entries:
+        what = f"{entry['actor']} {entry['action']} {entry['agent']} {entry['outcome']}"
+        click.echo(f"{_when(entry['at'])} {what}" + (f" · {entry['detail']}" if entry.get("detail") else ""))
+    if not entries:
+        click.echo("◆ no actions recorded")
+
+
+@main.command()
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="Also delete its config repos, state, token and logs.")
 @click.option("--force", is_flag=True, help="Needed to destroy the manager.")

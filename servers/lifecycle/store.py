@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from hyperhive.servers.common.audit import ACTION_AUDIT_SCHEMA
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA
 
@@ -37,6 +38,8 @@ MIGRATIONS: Final = [
     # The proposed commit the applied config came from: lets the approvals server tell, after a
     # crash, whether an approved apply already happened.
     "ALTER TABLE agents ADD COLUMN applied_from TEXT;",
+    # Who did what to which agent, when, and how it ended (the `audit` tool).
+    ACTION_AUDIT_SCHEMA,
 ]
 
 State = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
