@@ -35,6 +35,7 @@ from .common.serving import ListenError, http_app, serve
 from .common.systemd import credential, notify
 from .common.tokens import SecretError, create_secret, load_secret, mint_token
 from .lifecycle.backends.base import BackendError
+from .lifecycle.uidrange import UidRangeError
 
 DEFAULT_HOME = ".hive"
 DASHBOARD_PASSWORD = "dashboard.password"  # hyperhive.ui.auth.PASSWORD_FILE
@@ -414,7 +415,7 @@ def serve_command(
     module = __import__(SERVERS[server], fromlist=["create"])
     try:
         hive_server = module.create(config, _secret(config), **options)
-    except BackendError as e:
+    except (BackendError, UidRangeError) as e:
         _fail(str(e))
 
     def ready(urls: list[str]) -> None:

@@ -42,6 +42,11 @@ MIGRATIONS: Final = [
     ACTION_AUDIT_SCHEMA,
 ]
 
+
+class UidsExhausted(Exception):
+    """Every uid of the home's block is taken."""
+
+
 State = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
 
 
@@ -102,8 +107,8 @@ class LifecycleStore:
         value = await self.db.fetch_value("SELECT uid FROM uids WHERE name = ?", (name,))
         return None if value is None else int(value)
 
-    async def uid_of(self, name: str, base: int, taken: set[int]) -> int:
-        """The uid recorded for `name`, or the lowest free one from `base` up (not in `taken`)."""
+    async def uid_of(self, name: str, base: int, taken: set[int], end: int = 2**31 - 1) -> int:
+        """The uid recorded for `name`, or the lowest free one from `base` up (not in `taken`), below `end`."""
 
         def tx(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT uid FROM uids WHERE name = ?", (name,)).fetchone()
@@ -113,6 +118,8 @@ class LifecycleStore:
             uid = base
             while uid in used:
                 uid += 1
+            if uid >= end:
+                raise UidsExhausted()
             conn.execute("INSERT INTO uids (name, uid) VALUES (?, ?)", (name, uid))
             return uid
 
