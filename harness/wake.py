@@ -36,7 +36,8 @@ def render_wake(messages: list[Message], queued: int, role: str) -> str:
     if queued:
         lines[0] = (
             f"You have {count}, and {queued} more {'is' if queued == 1 else 'are'} queued: "
-            "drain them with recv_batch (ack=true) before acting, so you act on the whole picture."
+            "drain them with recv_batch (ack=false) before acting, so you act on the whole picture, "
+            "and ack(ids) once you have handled them (unacked, they come back)."
         )
     for message in messages:
         lines += ["", _heading(message), _body(message, role)]

@@ -46,6 +46,7 @@ from .common.serving import ListenError, http_app, serve
 from .common.systemd import credential, notify
 from .common.tokens import TokenFile
 from .lifecycle.backends.base import BackendError
+from .lifecycle.uidrange import UidRangeError
 
 DEFAULT_HOME = ".hive"
 DASHBOARD_PASSWORD = "dashboard.password"  # hyperhive.ui.auth.PASSWORD_FILE
@@ -474,7 +475,7 @@ def serve_command(
     module = __import__(SERVERS[server], fromlist=["create"])
     try:
         hive_server = module.create(config, server_credentials(config, server), **options)
-    except (BackendError, KeyFileError, Refused) as e:
+    except (BackendError, KeyFileError, Refused, UidRangeError) as e:
         _fail(str(e))
 
     def ready(urls: list[str]) -> None:
@@ -632,6 +633,20 @@ for _tool, _summary in [
     ("rebuild", "Rebuild agent NAME from its applied config."),
 ]:
     _agent_action(_tool, _summary)
+
+
+@main.command()
+@click.option("--agent", help="Only actions on this agent.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
+@home_option
+def audit(agent: str | None, limit: int, home: Path) -> None:
+    """Who did what to which agent, when, and how it ended (refusals and failures too)."""
+    entries = _call(home, "lifecycle", "audit", {"limit": limit, "agent": agent})["entries"]
+    for entry in entries:
+        what = f"{entry['actor']} {entry['action']} {entry['agent']} {entry['outcome']}"
+        click.echo(f"{_when(entry['at'])} {what}" + (f" · {entry['detail']}" if entry.get("detail") else ""))
+    if not entries:
+        click.echo("◆ no actions recorded")
 
 
 @main.command()
@@ -826,14 +841,34 @@ def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> No
 @home_option
 def inbox(wait: float, home: Path) -> None:
     """Take the operator's messages (up to 50), waiting up to --wait seconds for the first."""
-    result = _call(home, "broker", "recv_batch", {"max": 50, "wait_seconds": wait}, timeout=wait + 30)
-    for message in result["messages"]:
-        reply = f" (re #{message['in_reply_to']})" if message.get("in_reply_to") else ""
-        click.echo(f"#{message['id']} {_when(message['sent_at'])} {message['sender']}{reply}: {message['body']}")
-    if not result["messages"]:
-        click.echo("◆ no messages")
-    if result["queued"]:
-        click.echo(f"◆ {result['queued']} more waiting")
+
+    def show(messages: list[dict[str, Any]], queued: int) -> None:
+        for message in messages:
+            reply = f" (re #{message['in_reply_to']})" if message.get("in_reply_to") else ""
+            click.echo(f"#{message['id']} {_when(message['sent_at'])} {message['sender']}{reply}: {message['body']}")
+        if not messages:
+            click.echo("◆ no messages")
+        if queued:
+            click.echo(f"◆ {queued} more waiting")
+
+    _receive(home, {"max": 50, "wait_seconds": wait}, OPERATOR, show)
+
+
+def _receive(
+    home: Path, arguments: dict[str, Any], as_name: str, show: Callable[[list[dict[str, Any]], int], None]
+) -> None:
+    """Lease messages, show them, then ack them: at-least-once, so a broker (or this process) that
+    dies before the ack hands them out again when the lease ends, instead of losing them."""
+    timeout = float(arguments["wait_seconds"]) + 30
+    result = _call(home, "broker", "recv_batch", {**arguments, "ack": False}, as_name=as_name, timeout=timeout)
+    show(result["messages"], result["queued"])
+    ids = [message["id"] for message in result["messages"]]
+    if not ids:
+        return
+    try:
+        _call(home, "broker", "ack", {"ids": ids}, as_name=as_name)
+    except click.ClickException as e:
+        _fail(f"{e.message}\nthe messages above were shown but not acknowledged: they will be delivered again")
 
 
 # ------------------------------------------------------------------------------------------ debug
@@ -873,12 +908,14 @@ def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Pat
 @_as_option()
 @home_option
 def debug_recv(wait: float, limit: int, as_name: str, home: Path) -> None:
-    """Receive (and ack) pending messages, one JSON object per line."""
-    arguments = {"max": limit, "wait_seconds": wait}
-    result = _call(home, "broker", "recv_batch", arguments, as_name=as_name, timeout=wait + 30)
-    for message in result["messages"]:
-        click.echo(json.dumps(message))
-    click.echo(f"({result['queued']} still queued)", err=True)
+    """Receive pending messages, one JSON object per line; ack them once printed."""
+
+    def show(messages: list[dict[str, Any]], queued: int) -> None:
+        for message in messages:
+            click.echo(json.dumps(message))
+        click.echo(f"({queued} still queued)", err=True)
+
+    _receive(home, {"max": limit, "wait_seconds": wait}, as_name, show)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`hive up`: run every hyperhive server as its own process and keep them running.
 
-Servers start in order and stop in reverse order. A server that dies is restarted with
-backoff; one that keeps dying stops the hive with an error. Children get SIGTERM if this
-process dies, so nothing outlives it.
+Servers start in order and stop in reverse order. A server that dies, or fails while
+starting (a port still held for a moment, a database still locked), is started again with
+backoff; only one that keeps failing (more than MAX_RESTARTS times within RESTART_WINDOW)
+stops the hive with an error. Children get SIGTERM if this process dies, so nothing outlives it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, then give up
 RESTART_WINDOW = 60.0
+MAX_BACKOFF = 8.0
 
 RENEW_EVERY = 3600.0  # seconds between checks of the servers' and the dashboard's tokens
 
@@ -63,7 +65,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         try:
             for child in self.children:
-                if not await self._start(child):
+                if not await self._start_until_up(child):
                     return 1
             self._announce()
             watchers = [asyncio.create_task(self._watch(child)) for child in self.children]
@@ -99,6 +101,9 @@ class Supervisor:
                 line = await asyncio.wait_for(child.process.stdout.readline(), deadline - time.monotonic())
             except TimeoutError:
                 self.echo(f"✗ {child.name} did not start within {START_TIMEOUT:.0f} s")
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+                await child.process.wait()
                 return False
             if not line:
                 code = await child.process.wait()
@@ -112,6 +117,26 @@ class Supervisor:
             elif text.startswith(f"{child.name} login link "):  # not echoed: it is shown once, below
                 child.login_link = text.removeprefix(f"{child.name} login link ")
         return True
+
+    async def _start_until_up(self, child: _Child) -> bool:
+        """Start `child`, again with backoff while it fails; False once it failed too often (or we stop)."""
+        while not await self._start(child):
+            if self.stopping.is_set() or not await self._backoff(child, "retrying"):
+                return False
+        return True
+
+    async def _backoff(self, child: _Child, doing: str) -> bool:
+        """Count a failure of `child` and wait before the next try; False when it fails too often."""
+        now = time.monotonic()
+        child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW] + [now]
+        if len(child.crashes) > MAX_RESTARTS:
+            self.echo(f"✗ {child.name} failed {len(child.crashes)} times in a minute; stopping the hive")
+            return False
+        delay = min(2 ** (len(child.crashes) - 1), MAX_BACKOFF)
+        self.echo(f"  {child.name}: {doing} in {delay:g} s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        return not self.stopping.is_set()
 
     def _announce(self) -> None:
         self.echo(f"◆ hive up · home {self.config.home}")
@@ -136,15 +161,8 @@ class Supervisor:
             code = await child.process.wait()
             if self.stopping.is_set():
                 return
-            now = time.monotonic()
-            child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW] + [now]
-            if len(child.crashes) > MAX_RESTARTS:
-                self.echo(f"✗ {child.name} exited {len(child.crashes)} times in a minute; stopping the hive")
-                return
-            delay = 2 ** (len(child.crashes) - 1)
-            self.echo(f"✗ {child.name} exited with code {code}; restarting in {delay} s")
-            await asyncio.sleep(delay)
-            if not await self._start(child):
+            self.echo(f"✗ {child.name} exited with code {code}")
+            if not await self._backoff(child, "restarting") or not await self._start_until_up(child):
                 return
 
     async def _renew(self) -> None:

@@ -1,10 +1,23 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hivetest import SLEEPER, BrokerEndpoint, BrokerProcess, Hive, Hivemind, in_process, in_process_broker, toml_list
+
+from hyperhive.servers.lifecycle.uidrange import REGISTRY_ENV
+
+# Lifecycle servers run as root register their home's uid block host-wide: never in the host's
+# own registry from a test. Each test gets its own (servers started in a test inherit it).
+os.environ[REGISTRY_ENV] = str(Path(tempfile.mkdtemp(prefix="hive-uids-")) / "uid-ranges")
+
+
+@pytest.fixture(autouse=True)
+def _own_uid_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "uid-ranges"))
 
 
 @pytest.fixture

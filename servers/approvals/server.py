@@ -13,6 +13,7 @@ from hyperhive.servers.approvals.approval_queue import Approvals
 from hyperhive.servers.approvals.models import DraftMade, Request, RequestList, ReviewList
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.models import Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
@@ -66,12 +67,12 @@ def create(config: HiveConfig, credentials: ServerCredentials) -> HiveServer:
         return ReviewList(requests=await approvals.pending())
 
     @mcp.tool
-    async def approve(id: int) -> Request:
+    async def approve(id: Id) -> Request:
         """Approve a request: it is carried out now and the requester told the outcome."""
         return await approvals.approve(caller(), id)
 
     @mcp.tool
-    async def deny(id: int, note: Annotated[str, Field(description="why; the requester reads it")]) -> Request:
+    async def deny(id: Id, note: Annotated[str, Field(description="why; the requester reads it")]) -> Request:
         """Deny a request, saying why."""
         return await approvals.deny(caller(), id, note)
 

@@ -99,8 +99,9 @@ class Broker:
         except InboxesFull as e:
             whose = "the inbox of " + e.names[0] if len(e.names) == 1 else "every inbox"
             raise Refused(
-                f"{whose} is full ({self.settings.inbox_cap:,} undelivered messages); nothing was sent. "
-                "Try again later, or tell the operator the recipient is not reading its messages."
+                f"{whose} is full ({self.settings.inbox_cap:,} undelivered messages and reminders scheduled for "
+                "it); nothing was sent. Try again later, or tell the operator the recipient is not reading its "
+                "messages."
             ) from None
         for name in delivered:
             self.waiters.notify(name)
@@ -317,11 +318,17 @@ class Broker:
             now,
             max_pending=limits.max_pending,
             max_per_minute=limits.max_per_minute,
+            inbox_cap=self.settings.inbox_cap,
         )
         if isinstance(outcome, tuple):
             limit, count = outcome
             if limit == "pending":
                 raise Refused(f"you have {count} pending reminders, the limit; cancel some with cancel_reminder first")
+            if limit == "inbox":
+                raise Refused(
+                    f"the inbox of {recipient} is full ({count:,} undelivered messages and reminders scheduled "
+                    f"for it, the limit is {self.settings.inbox_cap:,}); nothing was scheduled. Try again later."
+                )
             oldest = await self.store.oldest_recent_reminder(me.name, now - 60)
             retry = math.ceil(oldest + 60 - now) if oldest is not None else 60
             raise Refused(

@@ -13,6 +13,7 @@ from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.models import Cursor, Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
@@ -42,9 +43,12 @@ INSTRUCTIONS = (
 Wait = Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait for a message (0-180)")]
 Ack = Annotated[
     bool,
-    Field(description="false: lease instead; ack(ids) after handling, or they come back when the lease ends"),
+    Field(
+        description="true: at-most-once, the message is gone once this returns (a lost reply loses it). "
+        "false (at-least-once, recommended): leased; ack(ids) after handling, or they come back when the lease ends"
+    ),
 ]
-Ids = Annotated[list[int], Field(min_length=1, max_length=100)]
+Ids = Annotated[list[Id], Field(min_length=1, max_length=100)]
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
@@ -59,7 +63,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
     async def send(
         to: Annotated[str, Field(description="agent name, 'manager', 'operator', or '*' for all other agents")],
         body: str,
-        in_reply_to: Annotated[int | None, Field(description="id of the message this answers")] = None,
+        in_reply_to: Annotated[Id | None, Field(description="id of the message this answers")] = None,
     ) -> SendResult:
         """Send a message. Returns its id."""
         return await broker.send(caller(), to, body, in_reply_to)
@@ -98,7 +102,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await broker.pending(caller())
 
     @mcp.tool(annotations={"readOnlyHint": True})
-    async def thread(message_id: int) -> ThreadResult:
+    async def thread(message_id: Id) -> ThreadResult:
         """The conversation a message belongs to (what you sent or received), oldest first."""
         return await broker.thread(caller(), message_id)
 
@@ -118,15 +122,15 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await broker.reminders(caller())
 
     @mcp.tool
-    async def cancel_reminder(id: int) -> CancelResult:
+    async def cancel_reminder(id: Id) -> CancelResult:
         """Cancel a pending reminder of yours."""
         return await broker.cancel_reminder(caller(), id)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_messages(
         agent: Annotated[str | None, Field(description="only messages this name sent or received")] = None,
-        since: Annotated[int | None, Field(description="only messages with a larger id (a cursor)")] = None,
-        thread: Annotated[int | None, Field(description="only the thread of this message id")] = None,
+        since: Annotated[Cursor | None, Field(description="only messages with a larger id (a cursor)")] = None,
+        thread: Annotated[Id | None, Field(description="only the thread of this message id")] = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
     ) -> ListMessagesResult:
         """Messages and their deliveries, oldest first: the newest `limit`, or the `limit` after `since`."""

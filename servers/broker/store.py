@@ -60,6 +60,8 @@ MIGRATIONS: Final = [
     CREATE INDEX reminders_due ON reminders (due_at) WHERE state = 'pending';
     CREATE INDEX reminders_owner ON reminders (owner, created_at);
     """,
+    # The inbox cap counts reminders scheduled for an inbox as already in it.
+    "CREATE INDEX reminders_recipient ON reminders (recipient) WHERE state = 'pending';",
 ]
 
 # An inbox's open deliveries. INDEXED BY, because without statistics sqlite prefers the primary
@@ -139,14 +141,7 @@ class BrokerStore:
                 thread_id = parent[0]
             full: list[str] = []
             if inbox_cap is not None:
-                full = sorted(
-                    row[0]
-                    for row in conn.execute(
-                        f"SELECT recipient FROM {_OPEN} WHERE state != 'delivered' "
-                        f"AND recipient IN ({placeholders(recipients)}) GROUP BY recipient HAVING count(*) >= ?",
-                        [*recipients, inbox_cap],
-                    )
-                )
+                full = sorted(name for name, count in _inbox_loads(conn, recipients).items() if count >= inbox_cap)
             deliver = [name for name in recipients if name not in full]
             if not deliver:
                 raise InboxesFull(full)
@@ -391,10 +386,15 @@ class BrokerStore:
         *,
         max_pending: int,
         max_per_minute: int,
-    ) -> int | tuple[Literal["pending", "rate"], int]:
-        """Insert a reminder and return its id, or (which limit, current count) if a limit is hit."""
+        inbox_cap: int,
+    ) -> int | tuple[Literal["pending", "rate", "inbox"], int]:
+        """Insert a reminder and return its id, or (which limit, current count) if a limit is hit.
 
-        def tx(conn: sqlite3.Connection) -> int | tuple[Literal["pending", "rate"], int]:
+        A reminder takes its place in the recipient's inbox now (see _inbox_loads), so one that
+        comes due is always delivered without passing `inbox_cap`.
+        """
+
+        def tx(conn: sqlite3.Connection) -> int | tuple[Literal["pending", "rate", "inbox"], int]:
             pending, recent = conn.execute(
                 "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE created_at > ?) "
                 "FROM reminders WHERE owner = ?",
@@ -404,6 +404,9 @@ class BrokerStore:
                 return ("pending", pending)
             if recent >= max_per_minute:
                 return ("rate", recent)
+            load = _inbox_loads(conn, [recipient]).get(recipient, 0)
+            if load >= inbox_cap:
+                return ("inbox", load)
             cur = conn.execute(
                 "INSERT INTO reminders (owner, recipient, body, due_at, created_at) VALUES (?, ?, ?, ?, ?)",
                 (owner, recipient, body, due_at, now),
@@ -480,3 +483,16 @@ class BrokerStore:
             return sum(conn.execute(sql, (before, batch)).rowcount for sql in statements)
 
         return await self.db.write(tx)
+
+
+def _inbox_loads(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, int]:
+    """Per recipient: undelivered messages plus the reminders scheduled for it. The inbox cap
+    counts both, so a reminder that comes due never finds its inbox full."""
+    marks = placeholders(recipients)
+    rows = conn.execute(
+        f"SELECT recipient, count(*) FROM (SELECT recipient FROM {_OPEN} WHERE state != 'delivered' "
+        f"AND recipient IN ({marks}) UNION ALL SELECT recipient FROM reminders INDEXED BY reminders_recipient "
+        f"WHERE state = 'pending' AND recipient IN ({marks})) GROUP BY recipient",
+        [*recipients, *recipients],
+    )
+    return {name: count for name, count in rows}

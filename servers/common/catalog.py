@@ -84,6 +84,7 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
         "diff_commit": MANAGER_AND_SERVICE,
         "create_draft": OPERATOR_AND_SERVICE,
         "read_state_file": OPERATOR,
+        "audit": OPERATOR,
     },
     "approvals": {
         "request_apply_commit": MANAGER,

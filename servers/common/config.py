@@ -127,7 +127,7 @@ class NixosSettings(_Strict):
 
 class LifecycleSettings(_Strict):
     backend: Literal["auto", "bwrap", "nixos-container"] = "auto"  # auto: nixos-container under systemd
-    uid_base: Annotated[int, Field(ge=1000, le=2**31 - 70_000)] = 200_000  # agents' host uids when run as root
+    uid_base: Annotated[int, Field(ge=1000, le=2**31 - 70_000)] = 200_000  # where this hive's uid block starts
     stop_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
     restart_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0  # doubles with each crash
     log_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
@@ -324,7 +324,7 @@ max_horizon_days = 365
 
 [lifecycle]
 backend = "auto"                # "bwrap", "nixos-container", or auto: nixos-container under systemd
-uid_base = 200000               # run as root, each agent gets its own host uid from here up
+uid_base = 200000               # as root: this hive's block of agent uids starts here
 stop_timeout_seconds = 10       # SIGTERM, then SIGKILL after this long
 restart_backoff_seconds = 1     # after a crash; doubles each time (agent.toml [sandbox] max_restarts)
 log_max_bytes = 10485760        # each agent's log is rotated at this size

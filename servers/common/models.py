@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class CompactModel(BaseModel):
@@ -18,3 +18,10 @@ class CompactModel(BaseModel):
         data: dict[str, Any] = handler(self)
         fields = type(self).model_fields
         return {k: v for k, v in data.items() if v is not None or (k in fields and fields[k].is_required())}
+
+
+# Ids as sqlite stores them (signed 64-bit, from 1): a larger or negative number is refused at
+# the boundary with a clear message instead of overflowing in the database.
+MAX_ID: Final = 2**63 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Cursor = Annotated[int, Field(ge=0, le=MAX_ID, description="an id to continue after (0: from the start)")]

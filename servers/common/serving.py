@@ -23,12 +23,30 @@ from pathlib import Path
 import uvicorn
 from fastmcp import FastMCP
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 
 from .config import Listen
 
 log = logging.getLogger("hyperhive.serving")
 
 MCP_PATH = "/mcp"
+
+
+class _CalmDisconnects(logging.Filter):
+    """A client that hangs up mid-request is the client's business: one line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ClientDisconnect):
+            record.msg, record.args = "a client hung up before sending its whole request; ignored", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _calm_disconnect_logs() -> None:
+    sdk = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _CalmDisconnects) for f in sdk.filters):
+        sdk.addFilter(_CalmDisconnects())
 
 
 class ListenError(Exception):
@@ -150,6 +168,7 @@ async def serve(
     graceful_seconds: int = 5,
 ) -> None:
     """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs."""
+    _calm_disconnect_logs()
     sockets: list[socket.socket] = []
     unix_paths: list[Path] = []  # uvicorn closes the sockets, so remember where to clean up
     try:

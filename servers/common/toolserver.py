@@ -3,6 +3,7 @@ argument errors a model can act on."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,6 +23,8 @@ from .catalog import ToolAccess
 from .errors import Refused
 from .policy import AllowListMiddleware
 from .tokens import HiveTokenVerifier, ServerCredentials
+
+log = logging.getLogger("hyperhive.tools")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ def create_mcp(
     # hyperhive exports no traces; FASTMCP_TELEMETRY_MODE=native turns them back on.
     if "FASTMCP_TELEMETRY_MODE" not in os.environ:
         fastmcp.settings.telemetry_mode = "off"
+    _quiet_argument_warnings()
     return FastMCP(
         name,
         instructions=instructions,
@@ -89,7 +93,23 @@ class ArgumentErrors(Middleware):
                 tool = await context.fastmcp_context.fastmcp.get_tool(name) if context.fastmcp_context else None
                 if tool is not None:
                     hint = f" ({name} takes: {', '.join(tool.parameters.get('properties', {}))})"
-            raise Refused(f"invalid arguments for {name}: {problems}{hint}") from None
+            message = f"invalid arguments for {name}: {problems}{hint}"
+            log.info("refused: %s", message[:500])
+            raise Refused(message) from None
+
+
+class _DropArgumentWarnings(logging.Filter):
+    """FastMCP warns about every call with bad arguments, over several lines; ArgumentErrors
+    logs one line instead (a caller's mistake is not the server's warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Invalid arguments for tool")
+
+
+def _quiet_argument_warnings() -> None:
+    server_log = logging.getLogger("fastmcp.server.server")
+    if not any(isinstance(f, _DropArgumentWarnings) for f in server_log.filters):
+        server_log.addFilter(_DropArgumentWarnings())
 
 
 def _problem(error: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from hyperhive.servers.common.audit import ActionEntry
 from hyperhive.servers.common.harnessdir import Turn, TurnState, TurnSummary
 
 
@@ -110,3 +111,7 @@ class TurnCancelled(BaseModel):
     name: str
     cancelled: int  # the turn's id
     turn: TurnState  # the harness's state now (still "running" if it has not stopped within 5 s)
+
+
+class AuditLog(BaseModel):
+    entries: list[ActionEntry]  # newest first

@@ -7,16 +7,21 @@ operator. The catalog in servers/common/catalog.py says so and the allow-list en
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio
 from pydantic import Field
 
+from hyperhive.servers.common import audit as audit_trail
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.harnessdir import read_turns, summarise
+from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle import statefiles
@@ -29,6 +34,7 @@ from hyperhive.servers.lifecycle.models import (
     AgentStats,
     AgentStatus,
     Applied,
+    AuditLog,
     CommitDiff,
     DestroyResult,
     Draft,
@@ -47,6 +53,8 @@ INSTRUCTIONS = (
     "list_agents for an overview, agent_status and logs for one agent."
 )
 STATE_FILE_CAP = 1024 * 1024
+
+log = logging.getLogger("hyperhive.lifecycle")
 
 Name = Annotated[str, Field(description="agent name")]
 Since = Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")]
@@ -82,6 +90,32 @@ def create(
     mcp = create_mcp(
         "lifecycle", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=supervisor.running
     )
+
+    @asynccontextmanager
+    async def audited(action: str, name: str, detail: str | None = None) -> AsyncIterator[None]:
+        """Record who did `action` to `name`, when, and how it ended (refusals and failures with why)."""
+        actor, why = caller().name, None
+        outcome: audit_trail.Outcome = "ok"
+        try:
+            yield
+        except Refused as e:
+            outcome, why = "refused", str(e)
+            raise
+        except Exception as e:
+            outcome, why = "failed", f"{type(e).__name__}: {e}"
+            raise
+        except BaseException:
+            outcome, why = "interrupted", "the call was cancelled (the caller went away or the server stopped)"
+            raise
+        finally:
+            text = "; ".join(part for part in (detail, why) if part) or None
+            with anyio.CancelScope(shield=True):
+                try:
+                    await audit_trail.record_action(
+                        supervisor.db, name, action, actor, supervisor.clock(), outcome, text
+                    )
+                except Exception:
+                    log.exception("could not write the audit record of %s %s by %s", action, name, actor)
 
     def info(row: AgentRow) -> AgentInfo:
         return AgentInfo(
@@ -182,43 +216,51 @@ def create(
         expected_base: ExpectedBase = None,
     ) -> AgentInfo:
         """Create an agent and start it. With expected_base and no sha: from the template only, never a draft."""
-        return info(await supervisor.create(name, sha, expected_base))
+        async with audited("create_agent", name, f"sha={sha}" if sha else None):
+            return info(await supervisor.create(name, sha, expected_base))
 
     @mcp.tool
     async def create_draft(name: Name) -> Draft:
         """Make an agent's proposed config repo and state dir, without creating the agent."""
-        paths, sha = await supervisor.create_draft(name)
+        async with audited("create_draft", name):
+            paths, sha = await supervisor.create_draft(name)
         return Draft(name=name, config_dir=str(paths.config), state_dir=str(paths.state), sha=sha)
 
     @mcp.tool
     async def start(name: Name) -> AgentInfo:
         """Start a stopped or failed agent."""
-        return info(await supervisor.start(name))
+        async with audited("start", name):
+            return info(await supervisor.start(name))
 
     @mcp.tool
     async def stop(name: Name) -> AgentInfo:
         """Stop an agent: SIGTERM, then SIGKILL after the stop timeout."""
-        return info(await supervisor.stop(name))
+        async with audited("stop", name):
+            return info(await supervisor.stop(name))
 
     @mcp.tool
     async def restart(name: Name) -> AgentInfo:
         """Stop an agent if it runs, then start it."""
-        return info(await supervisor.restart(name))
+        async with audited("restart", name):
+            return info(await supervisor.restart(name))
 
     @mcp.tool
     async def kill(name: Name) -> AgentInfo:
         """SIGKILL an agent's sandbox now."""
-        return info(await supervisor.kill(name, by=caller().name))
+        async with audited("kill", name):
+            return info(await supervisor.kill(name, by=caller().name))
 
     @mcp.tool
     async def rebuild(name: Name) -> AgentInfo:
         """Rebuild an agent's sandbox from its applied config (restarting it if it runs)."""
-        return info(await supervisor.rebuild(name))
+        async with audited("rebuild", name):
+            return info(await supervisor.rebuild(name))
 
     @mcp.tool
     async def rebuild_stale() -> Rebuilt:
         """Rebuild every agent that needs_update, the manager first."""
-        return Rebuilt(rebuilt=await supervisor.rebuild_stale())
+        async with audited("rebuild_stale", "*"):
+            return Rebuilt(rebuilt=await supervisor.rebuild_stale())
 
     @mcp.tool(annotations={"destructiveHint": True})
     async def destroy(
@@ -227,7 +269,8 @@ def create(
         force: Annotated[bool, Field(description="needed to destroy the manager")] = False,
     ) -> DestroyResult:
         """Destroy an agent's sandbox. Its repos and state stay unless purge."""
-        await supervisor.destroy(name, purge=purge, force=force)
+        async with audited("destroy", name, f"purge={str(purge).lower()} force={str(force).lower()}"):
+            await supervisor.destroy(name, purge=purge, force=force)
         return DestroyResult(name=name, purged=purge)
 
     @mcp.tool
@@ -235,18 +278,21 @@ def create(
         name: Name, model: Annotated[str | None, Field(description="null: back to agent.toml's model")]
     ) -> ModelResult:
         """Change the model an agent's next turns use, without a rebuild."""
-        return ModelResult(name=name, model=await supervisor.set_model(name, model))
+        async with audited("set_model", name, f"model={model}"):
+            return ModelResult(name=name, model=await supervisor.set_model(name, model))
 
     @mcp.tool
     async def cancel_turn(name: Name) -> TurnCancelled:
         """Stop the Claude Code turn an agent is running; the messages it was handling are not redelivered."""
-        cancelled, state = await supervisor.cancel_turn(name)
+        async with audited("cancel_turn", name):
+            cancelled, state = await supervisor.cancel_turn(name)
         return TurnCancelled(name=name, cancelled=cancelled, turn=state)
 
     @mcp.tool
     async def apply_commit(name: Name, sha: Sha, expected_base: ExpectedBase = None) -> Applied:
         """Validate and apply a commit of an agent's proposed config repo, then rebuild the agent."""
-        proposed, applied = await supervisor.apply_commit(name, sha, expected_base)
+        async with audited("apply_commit", name, f"sha={sha}"):
+            proposed, applied = await supervisor.apply_commit(name, sha, expected_base)
         return Applied(name=name, proposed_sha=proposed, applied_sha=applied)
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -254,17 +300,31 @@ def create(
         name: Name, path: Annotated[str, Field(description="relative to its state dir")]
     ) -> StateFile:
         """Read a text file from an agent's state dir (regular files up to 1 MiB; no links)."""
-        await supervisor.row(name)
-        state = AgentPaths.of(config, name).state
-        try:
-            data = await anyio.to_thread.run_sync(statefiles.read_state_file, state, path, STATE_FILE_CAP)
-        except statefiles.UnsafePath as e:
-            raise Refused(str(e)) from None
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:
-            raise Refused(f"{path} is not UTF-8 text ({len(data):,} bytes)") from None
+        async with audited("read_state_file", name, f"path={path[:300]}"):
+            await supervisor.row(name)
+            state = AgentPaths.of(config, name).state
+            try:
+                data = await anyio.to_thread.run_sync(statefiles.read_state_file, state, path, STATE_FILE_CAP)
+            except statefiles.UnsafePath as e:
+                raise Refused(str(e)) from None
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                raise Refused(f"{path} is not UTF-8 text ({len(data):,} bytes)") from None
         return StateFile(name=name, path=path, size=len(data), text=text)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def audit(
+        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+        agent: Annotated[str | None, Field(description="only actions on this agent")] = None,
+    ) -> AuditLog:
+        """Who did what to which agent, when, and how it ended (refused and failed actions too), newest first."""
+        if agent is not None:
+            try:
+                check_agent_name(agent)
+            except InvalidName as e:
+                raise Refused(str(e)) from None
+        return AuditLog(entries=await audit_trail.actions(supervisor.db, limit, agent))
 
     return HiveServer(mcp=mcp)
 

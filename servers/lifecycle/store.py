@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from hyperhive.servers.common.audit import ACTION_AUDIT_SCHEMA
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA
 
@@ -37,7 +38,14 @@ MIGRATIONS: Final = [
     # The proposed commit the applied config came from: lets the approvals server tell, after a
     # crash, whether an approved apply already happened.
     "ALTER TABLE agents ADD COLUMN applied_from TEXT;",
+    # Who did what to which agent, when, and how it ended (the `audit` tool).
+    ACTION_AUDIT_SCHEMA,
 ]
+
+
+class UidsExhausted(Exception):
+    """Every uid of the home's block is taken."""
+
 
 State = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
 
@@ -99,8 +107,8 @@ class LifecycleStore:
         value = await self.db.fetch_value("SELECT uid FROM uids WHERE name = ?", (name,))
         return None if value is None else int(value)
 
-    async def uid_of(self, name: str, base: int, taken: set[int]) -> int:
-        """The uid recorded for `name`, or the lowest free one from `base` up (not in `taken`)."""
+    async def uid_of(self, name: str, base: int, taken: set[int], end: int = 2**31 - 1) -> int:
+        """The uid recorded for `name`, or the lowest free one from `base` up (not in `taken`), below `end`."""
 
         def tx(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT uid FROM uids WHERE name = ?", (name,)).fetchone()
@@ -110,6 +118,8 @@ class LifecycleStore:
             uid = base
             while uid in used:
                 uid += 1
+            if uid >= end:
+                raise UidsExhausted()
             conn.execute("INSERT INTO uids (name, uid) VALUES (?, ?)", (name, uid))
             return uid
 

@@ -60,7 +60,8 @@ from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Cha
 from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.paths import AgentPaths
-from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
+from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore, UidsExhausted
+from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 
 log = logging.getLogger("hyperhive.lifecycle")
 
@@ -96,6 +97,8 @@ class Supervisor:
         self.clock = clock
         self.version = hyperhive_version()
         self.privileged = os.geteuid() == 0
+        # This home's block of host uids, which no other hive on this host may use (UidRangeError if taken).
+        self.uids = claim_uids(config.home, config.lifecycle.uid_base) if self.privileged else None
         self.db = Database(config.db_path("lifecycle"), MIGRATIONS, synchronous=config.storage.synchronous)
         self.store = LifecycleStore(self.db)
         self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
@@ -346,8 +349,14 @@ class Supervisor:
     async def _uid(self, name: str) -> int | None:
         if not self.privileged:
             return None
+        assert self.uids is not None
         taken = await anyio.to_thread.run_sync(_system_uids)
-        return await self.store.uid_of(name, self.config.lifecycle.uid_base, taken)
+        try:
+            return await self.store.uid_of(name, self.uids.start, taken, end=self.uids.end)
+        except UidsExhausted:
+            raise Refused(
+                f"no free host uid left in this hive's block {self.uids}; destroy agents with purge to free some"
+            ) from None
 
     # ---------------------------------------------------------------------------- start & stop
     async def start(self, name: str) -> AgentRow:

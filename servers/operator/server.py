@@ -14,6 +14,7 @@ from pydantic import Field
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.models import Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
@@ -67,7 +68,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await questions.ask_agent(caller(), to, question, options, multi, ttl_seconds)
 
     @mcp.tool
-    async def answer_question(id: int, answer: AnswerArg) -> Resolved:
+    async def answer_question(id: Id, answer: AnswerArg) -> Resolved:
         """Answer a question another agent asked you (a question_asked event)."""
         return await questions.answer(caller(), id, answer)
 
@@ -77,7 +78,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await questions.my_asks(caller())
 
     @mcp.tool
-    async def cancel_ask(id: int) -> Resolved:
+    async def cancel_ask(id: Id) -> Resolved:
         """Withdraw a pending question of yours."""
         return await questions.cancel_ask(caller(), id)
 
@@ -87,12 +88,12 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await questions.pending_questions()
 
     @mcp.tool
-    async def answer(id: int, answer: AnswerArg) -> Resolved:
+    async def answer(id: Id, answer: AnswerArg) -> Resolved:
         """Answer a pending question; the asker gets the answer in its inbox."""
         return await questions.answer(caller(), id, answer)
 
     @mcp.tool
-    async def cancel_question(id: int) -> Resolved:
+    async def cancel_question(id: Id) -> Resolved:
         """Cancel a pending question; the asker gets '[cancelled]'."""
         return await questions.cancel_question(caller(), id)
 

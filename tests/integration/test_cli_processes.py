@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,3 +236,42 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
 
     down = await hive("questions")  # the operator server is not running: say so plainly
     assert down.returncode == 1 and "operator" in down.stderr
+
+
+def test_hive_up_retries_a_server_that_fails_to_start(hive: Hive) -> None:
+    """The operator server's port is held through its first two starts: the hive comes up anyway."""
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER_ARGV)}")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", hive.ports["operator"]))
+    holder.listen()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(hive.home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        assert up.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            output.append(line)
+            if not line or "Ctrl-C" in line:
+                break
+            if sum("✗ operator exited with code 1 while starting" in seen for seen in output) == 2:
+                holder.close()  # the third start finds the port free
+        text = "".join(output)
+        assert "Ctrl-C" in text, text
+        assert text.count("✗ operator exited with code 1 while starting") == 2, text
+        assert "retrying in 1 s" in text and "retrying in 2 s" in text, text
+        time.sleep(2)
+        assert up.poll() is None, "".join(output)  # and it stays up
+        assert _hive(hive.home, "questions").stdout == "◆ no questions waiting\n"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    finally:
+        holder.close()
+        if up.poll() is None:
+            up.kill()
+            up.wait()

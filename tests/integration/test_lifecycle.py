@@ -395,3 +395,14 @@ async def test_needs_update_and_rebuild_stale(hivemind: Hivemind) -> None:
     assert (await hivemind.call("rebuild_stale")) == {"rebuilt": ["alice"]}
     assert not (await hivemind.status("alice"))["needs_update"]
     assert (await hivemind.event("rebuilt"))["agent"] == "alice"
+
+
+async def test_two_hives_on_one_host_give_their_agents_different_uids(hivemind: Hivemind, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("agents get host uids of their own only when the lifecycle server runs as root")
+    other = Hive(tmp_path / "other")
+    other.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}")
+    async with in_process(other, "broker"), in_process(other, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+        theirs = await lifecycle.client("operator", timeout=60).call("agent_status", {"name": "manager"})
+    ours = await hivemind.status("manager")
+    assert ours["uid"] != theirs["uid"], (ours["uid"], theirs["uid"])

@@ -102,7 +102,8 @@ async def test_inbox_cap_refuses_sends_once_full(hive: Hive) -> None:
     async with in_process_broker(hive) as broker:
         for i in range(3):
             await broker.client(alice).call("send", {"to": bob, "body": f"m{i}"})
-        with pytest.raises(ToolError, match=r"the inbox of bob is full \(3 undelivered messages\); nothing was sent"):
+        full = r"the inbox of bob is full \(3 undelivered messages and reminders scheduled for it\); nothing was sent"
+        with pytest.raises(ToolError, match=full):
             await broker.client(alice).call("send", {"to": bob, "body": "one too many"})
         await broker.client(bob).call("recv", {})  # delivering one makes room
         await broker.client(alice).call("send", {"to": bob, "body": "fits again"})

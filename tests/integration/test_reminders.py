@@ -155,3 +155,28 @@ async def test_retention_deletes_old_delivered_messages_only(hive: Hive, broker:
 
     # Retention runs hourly; the clock moved 31 days, so it runs now.
     assert await _eventually(remaining) == [unread, recent]
+
+
+async def test_reminders_hold_their_place_under_the_inbox_cap(hive: Hive) -> None:
+    hive.configure("[broker]\ninbox_cap = 3")
+    alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
+    async with in_process_broker(hive) as broker:
+        assert broker.clock is not None
+        to_bob = broker.client(alice)
+        await to_bob.call("send", {"to": bob, "body": "one"})
+        await to_bob.call("remind", {"body": "later", "in_seconds": 60, "to": bob})
+        await to_bob.call("remind", {"body": "later too", "in_seconds": 60, "to": bob})
+        # Two messages' worth of bob's inbox is promised to the reminders: neither a send nor
+        # another reminder may take it.
+        with pytest.raises(ToolError, match=f"the inbox of {bob} is full .*reminders scheduled for it"):
+            await to_bob.call("send", {"to": bob, "body": "two"})
+        with pytest.raises(ToolError, match=f"the inbox of {bob} is full"):
+            await to_bob.call("remind", {"body": "and another", "in_seconds": 60, "to": bob})
+        broker.clock.advance(61)  # both fire into what is now a full inbox: their places were kept
+        assert await _eventually(lambda: _queued(broker.client(bob), 3))
+        got = await broker.client(bob).call("recv_batch", {"max": 10, "ack": False})
+        assert [m["body"] for m in got["messages"]] == ["one", "later", "later too"]
+
+
+async def _queued(client: Any, count: int) -> bool:
+    return bool((await client.call("pending_count", {}))["queued"] == count)

@@ -1,0 +1,54 @@
+"""The CLI's receiving verbs are at-least-once: they ack only what they have printed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hivetest import Hive, ServerProcess
+
+from hyperhive.servers import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("verb", [["inbox"], ["debug", "recv"]])
+def test_a_broker_that_dies_before_the_ack_redelivers(
+    hive: Hive, verb: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hive.configure("[broker]\nlease_seconds = 1")
+    broker = ServerProcess(hive, "broker")
+    broker.start()
+    try:
+        runner = CliRunner()
+        home = ["--home", str(hive.home)]
+        sent = runner.invoke(cli.main, ["debug", "send", "operator", "the only copy", "--as", "manager", *home])
+        assert sent.exit_code == 0, sent.output
+
+        real_call = cli._call
+        tools: list[str] = []
+
+        def broker_dies_before_the_ack(home: Any, server: str, tool: str, arguments: Any, **options: Any) -> Any:
+            tools.append(tool)
+            if tool == "ack":
+                broker.stop(signal.SIGKILL)  # after the reply reached us, before the ack reaches it
+            return real_call(home, server, tool, arguments, **options)
+
+        monkeypatch.setattr(cli, "_call", broker_dies_before_the_ack)
+        shown = runner.invoke(cli.main, [*verb, *home])
+        assert "the only copy" in shown.output  # printed first ...
+        assert tools == ["recv_batch", "ack"]  # ... then acked
+        assert shown.exit_code == 1 and "not acknowledged" in shown.output, shown.output
+        monkeypatch.setattr(cli, "_call", real_call)
+
+        broker.start()
+        time.sleep(1.2)  # the lease runs out
+        again = runner.invoke(cli.main, [*verb, *home])
+        assert again.exit_code == 0, again.output
+        assert "the only copy" in again.output  # delivered again, not lost
+        assert "the only copy" not in runner.invoke(cli.main, [*verb, *home]).output  # now acked
+    finally:
+        broker.kill_if_running()
