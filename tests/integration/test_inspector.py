@@ -70,7 +70,7 @@ LIFECYCLE_ACTIONS = {
 @pytest.mark.parametrize(
     ("principal", "expected"),
     [
-        ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft"}),
+        ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft", "audit"}),
         ("manager", LIFECYCLE_READS | {"diff_commit"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy
             "service:approvals",
