@@ -4,6 +4,7 @@ choosing a backend, uid allocation."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,56 @@ def test_rotation_keeps_a_bounded_number_of_old_logs(tmp_path: Path) -> None:
 def test_a_long_last_line_and_an_empty_file(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("short\n" + "x" * 200_000 + "\n")
-    assert logfiles.tail(log, 1) == ["x" * 200_000]
+    [long] = logfiles.tail(log, 1)
+    assert long == "x" * logfiles.LINE_MAX + f" … [{200_000 - logfiles.LINE_MAX:,} more bytes of this line cut]"
+    assert logfiles.tail(log, 2) == ["short", long]
     assert logfiles.tail(tmp_path / "none.log", 10) == []
     assert logfiles.one_line("a\nb\r\nc") == "a\\nb\\r\\nc"
+
+
+@pytest.mark.timeout(60)  # today's code took minutes here; fail, do not hang
+def test_logs_read_a_bounded_amount_from_the_end_of_a_50_mb_log_with_a_20_mb_line(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    with log.open("wb") as f:
+        short = b"".join(b"early %07d\n" % i for i in range(100_000))  # 1.4 MB a round
+        while f.tell() < 30 * 1024 * 1024:
+            f.write(short)
+        f.write(b"L" * (20 * 1024 * 1024) + b"\n")  # one 20 MB line, written by a hostile agent
+        f.write(b"".join(b"late %02d\n" % i for i in range(50)))
+    assert log.stat().st_size > 50 * 1024 * 1024
+    started = time.monotonic()
+    lines = logfiles.tail(log, 100)
+    elapsed = time.monotonic() - started
+    assert lines[-50:] == [f"late {i:02d}" for i in range(50)]
+    assert sum(len(line) for line in lines) <= logfiles.RETURN_MAX
+    marker, long = lines[:-50]  # the long line's start and the lines before it are past the scan budget
+    assert marker == "[… older lines left out: only the last 16 MiB are read back]"
+    assert long.startswith("[… the start of this line was not read] LLLL") and len(long) <= logfiles.LINE_MAX + 200
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+
+
+@pytest.mark.timeout(60)
+def test_logs_of_a_million_short_lines(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(b"[%s] line %07d\n" % (iso(1000.0 + i).encode(), i) for i in range(1_000_000)))
+    started = time.monotonic()
+    last = logfiles.tail(log, 100)
+    most = logfiles.tail(log, 5000)
+    recent = logfiles.tail(log, 5000, since=1000.0 + 999_990)
+    elapsed = time.monotonic() - started
+    assert last == [f"[{iso(1000.0 + i)}] line {i:07d}" for i in range(999_900, 1_000_000)]
+    assert len(most) == 5000 and most[0].endswith("line 0995000") and most[-100:] == last
+    assert len(recent) == 10 and recent[0].endswith("line 0999990")
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+
+
+def test_logs_cap_what_they_return(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"{i:05d} " + "y" * 1000 + "\n" for i in range(1000)))  # 1 MB of 1 KB lines
+    lines = logfiles.tail(log, 1000)
+    assert sum(len(line) for line in lines) <= logfiles.RETURN_MAX
+    assert lines[0].startswith("[… older lines left out") and lines[-1].startswith("00999 ")
+    assert 200 < len(lines) <= 262
 
 
 # ------------------------------------------------------------------------------------------- repos
