@@ -47,6 +47,8 @@ MANAGER_AND_SERVICE: Final = _access(Role.MANAGER, Role.OPERATOR, Role.SERVICE)
 OPERATOR: Final = _access(Role.OPERATOR)
 OPERATOR_AND_SERVICE: Final = _access(Role.OPERATOR, Role.SERVICE)
 SERVICE: Final = _access(Role.SERVICE)
+# What an agent's harness reports about itself (identity from its token): not the operator's.
+HARNESS: Final = _access(Role.AGENT, Role.MANAGER)
 
 CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
     "broker": {
@@ -84,6 +86,7 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
         "diff_commit": MANAGER_AND_SERVICE,
         "create_draft": OPERATOR_AND_SERVICE,
         "read_state_file": OPERATOR,
+        "record_turn": HARNESS,
     },
     "approvals": {
         "request_apply_commit": MANAGER,
@@ -110,6 +113,15 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
 }
 
 SERVERS: Final = tuple(CATALOG)
+
+# Tools the harness calls for its agent, never offered to the agent's Claude Code: the model must
+# not be able to forge its own turn stats. The harness leaves them out of Claude Code's MCP config.
+HARNESS_ONLY: Final = frozenset({("lifecycle", "record_turn")})
+
+
+def offered_to_claude(server: str, tools: frozenset[str]) -> frozenset[str]:
+    """`tools` of `server` without the harness's own."""
+    return frozenset(tool for tool in tools if (server, tool) not in HARNESS_ONLY)
 
 
 def role_default(server: str, role: Role) -> frozenset[str]:

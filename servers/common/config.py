@@ -150,6 +150,8 @@ class HarnessSettings(_Strict):
     notes_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 32 * 1024  # then notes.md is compacted
     # A session whose context grew past this many tokens is replaced by a fresh one before the next wake.
     context_reset_tokens: Annotated[int, Field(ge=1000, le=10_000_000)] = 150_000
+    # How long the lifecycle server keeps the turn stats the harnesses report (agent_stats).
+    stats_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
 
     @field_validator("env")
     @classmethod

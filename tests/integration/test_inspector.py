@@ -71,7 +71,7 @@ LIFECYCLE_ACTIONS = {
     ("principal", "expected"),
     [
         ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft"}),
-        ("manager", LIFECYCLE_READS | {"diff_commit"}),
+        ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn"}),
         ("service:approvals", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"apply_commit", "diff_commit", "create_draft"}),
     ],
 )
