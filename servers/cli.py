@@ -256,7 +256,8 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     for directory in claude_dirs(paths.harness):
         if not directory.exists():
             directory.mkdir(mode=0o700)
-            os.chown(directory, owner, owner)
+            # The agent owns the harness dir and may swap the new dir for a link: never chown through one.
+            os.chown(directory, owner, owner, follow_symlinks=False)
     try:
         info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
     except ConfigError as e:

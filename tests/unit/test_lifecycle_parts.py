@@ -3,6 +3,7 @@ choosing a backend, uid allocation."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -177,6 +178,23 @@ def test_the_bwrap_command_line(tmp_path: Path) -> None:
     backend.privileged = True
     with pytest.raises(BackendError, match="as root, every agent runs as its own uid"):
         backend._argv(_spec(tmp_path, uid=None), 9, 10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_preparing_a_sandbox_never_chowns_through_a_link_the_agent_planted(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, uid=200_123)
+    backend = BwrapBackend(load_hive_config(tmp_path))
+    backend.privileged = True
+    spec.harness_dir.mkdir(parents=True)
+    target = tmp_path / "root-only"  # think /etc
+    target.mkdir(mode=0o700)
+    (spec.harness_dir / "credentials").symlink_to(target)
+    with pytest.raises(BackendError, match="credentials is not a directory"):
+        backend._prepare(spec)
+    assert target.stat().st_uid == 0
+    (spec.harness_dir / "credentials").unlink()
+    backend._prepare(spec)
+    assert (spec.harness_dir / "credentials").stat().st_uid == 200_123
 
 
 def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
