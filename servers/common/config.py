@@ -292,6 +292,7 @@ max_pending = 100               # requests waiting for the operator, in all
 batch_max = 10                  # messages one wake of an agent takes in at most
 notes_max_bytes = 32768         # an agent's notes.md past this size is rewritten shorter
 context_reset_tokens = 150000   # a Claude Code session past this context size starts afresh
+stats_retention_days = 90       # the lifecycle server keeps agents' turn stats this long
 
 # Given to every agent's Claude Code; an agent.toml [env] adds to it and wins.
 # env_file = "/run/secrets/hive.env"   # more of it from NAME=value lines, read at each agent start

@@ -11,15 +11,18 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.cli import init_home
-from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.clock import ManualClock, iso
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.lifecycle import logfiles, repos
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.lifecycle import logfiles, repos, turnstats
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
+from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, LifecycleStore
+from hyperhive.servers.lifecycle.turnstats import TurnStats
 
 # --------------------------------------------------------------------------------------- log files
 
@@ -209,6 +212,40 @@ def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 # -------------------------------------------------------------------------------------------- uids
+
+
+async def test_turn_stats_are_kept_for_the_retention_and_pruned_per_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    clock = ManualClock(now)
+    async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
+        stats = TurnStats(LifecycleStore(db), retention_days=90, clock=clock.now)
+
+        def turn(key: str, age_days: float) -> TurnRecord:
+            started = now - age_days * 86_400
+            return TurnRecord(
+                key=key, started_at=started, ended_at=started + 3, ok=True, terminal_reason=None, model="m",
+                model_turns=1, tool_calls={"Read": 1}, tokens_in=1, tokens_out=1, cost_usd=0.0, messages=1,
+                inbox_depth=1, error=None,
+            )  # fmt: skip
+
+        assert await stats.record("alice", turn("a1", 89)) is True
+        assert await stats.record("alice", turn("a1", 89)) is False  # the same key: a retry, kept once
+        for i in range(5):
+            await stats.record("alice", turn(f"a{i + 2}", 1 - i / 10))
+        await stats.record("bob", turn("a1", 10))  # keys are per agent
+        clock.advance(2 * 86_400)  # the 89-day-old turn is now 91 days old
+        monkeypatch.setattr(turnstats, "KEEP_PER_AGENT", 3)
+        assert await stats.prune() == 1 + 2  # past the retention, and alice's beyond her newest 3
+        assert [t.started_at for t in await stats.turns("alice", None)] == [
+            now - (1 - i / 10) * 86_400 for i in (2, 3, 4)
+        ]
+        assert len(await stats.turns("bob", None)) == 1
+        with pytest.raises(Refused, match="older than the 90-day retention"):
+            await stats.record("alice", turn("old", 89))  # 91 days old by the clock now
+        await stats.store.forget_turns("alice")
+        assert await stats.turns("alice", None) == []
 
 
 async def test_uids_are_allocated_once_and_never_shared(tmp_path: Path) -> None:
