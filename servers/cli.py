@@ -548,6 +548,8 @@ def _turn_text(turn: dict[str, Any] | None) -> str:
         return f"running {since}" + (f" ({turn['messages']} msgs)" if turn.get("messages") else "")
     if turn["state"] == "error":
         return f"error {since}: {turn.get('reason') or '?'}"
+    if turn["state"] == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
+        return f"unreadable: {turn.get('reason') or '?'}"
     return str(turn["state"])
 
 
