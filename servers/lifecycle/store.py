@@ -145,14 +145,27 @@ class LifecycleStore:
         return await self.db.write(tx)
 
     # ------------------------------------------------------------------------------- turn stats
-    async def add_turn(self, agent: str, turn: TurnRecord) -> bool:
-        """Keep one turn of `agent`; False if a turn with its key is kept already."""
+    async def add_turn(self, agent: str, turn: TurnRecord, keep: int) -> bool:
+        """Keep one turn of `agent`, and at most `keep` of its turns (its oldest go first);
+        False if a turn with its key is kept already."""
         row = turn.model_dump(exclude={"key"})
         row["tool_calls"] = json.dumps(turn.tool_calls, sort_keys=True)
         columns = ["agent", "key", *row]
         values = [agent, turn.key, *row.values()]
         sql = f"INSERT OR IGNORE INTO turns ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        return bool(await self.db.write(lambda conn: conn.execute(sql, values).rowcount))
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            if not conn.execute(sql, values).rowcount:
+                return False
+            over = int(conn.execute("SELECT COUNT(*) FROM turns WHERE agent = ?", (agent,)).fetchone()[0]) - keep
+            if over > 0:  # room for a while: a hundredth of them at once
+                conn.execute(
+                    "DELETE FROM turns WHERE id IN (SELECT id FROM turns WHERE agent = ? ORDER BY started_at LIMIT ?)",
+                    (agent, max(over, keep // 100)),
+                )
+            return True
+
+        return await self.db.write(tx)
 
     async def turns(self, agent: str, since: float | None, limit: int) -> list[Turn]:
         """The newest `limit` turns of `agent` started at or after `since`, oldest first."""

@@ -22,7 +22,9 @@ from hyperhive.servers.lifecycle.store import LifecycleStore
 log = logging.getLogger("hyperhive.lifecycle.turnstats")
 
 PRUNE_EVERY: Final = 3600.0
-KEEP_PER_AGENT: Final = 200_000  # turns per agent at most, whatever their age: a bound on a chatty harness
+# Turns kept per agent at most, whatever their age: a bound on the disk a chatty (or hostile) harness
+# can fill in root's database, ~10 KiB a row at worst (typically a few hundred bytes).
+KEEP_PER_AGENT: Final = 100_000
 STATS_LIMIT: Final = 1000  # turns agent_stats returns (and summarises) at most
 
 
@@ -39,7 +41,7 @@ class TurnStats:
                 f"this turn started more than {self.retention_days} days ago, older than the "
                 f"{self.retention_days}-day retention ([harness] stats_retention_days); it is not kept"
             )
-        return await self.store.add_turn(agent, turn)
+        return await self.store.add_turn(agent, turn, KEEP_PER_AGENT)
 
     async def turns(self, agent: str, since: float | None) -> list[Turn]:
         return await self.store.turns(agent, since, STATS_LIMIT)

@@ -242,6 +242,10 @@ async def test_turn_stats_are_kept_for_the_retention_and_pruned_per_agent(
             now - (1 - i / 10) * 86_400 for i in (2, 3, 4)
         ]
         assert len(await stats.turns("bob", None)) == 1
+        for i in range(4):  # past the cap when recorded: her oldest make room
+            await stats.record("alice", turn(f"b{i}", 0.5 - i / 10))
+        assert len(await stats.turns("alice", None)) == 3
+        assert (await stats.turns("alice", None))[-1].started_at == now - (0.5 - 3 / 10) * 86_400
         with pytest.raises(Refused, match="older than the 90-day retention"):
             await stats.record("alice", turn("old", 89))  # 91 days old by the clock now
         await stats.store.forget_turns("alice")
