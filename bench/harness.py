@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/harness.py [--wakes 50] [--agents 10] [--seconds 15]
 
-Runs, in a temporary hive: `hive serve broker` as a process; the scripted Anthropic Messages API
-(tests/fakes/anthropic_api.py) on loopback in this process; and one `python -m hyperhive.harness`
-process per agent, outside any sandbox, each driving the Claude Code CLI bundled with
-claude-agent-sdk. Every agent's hive.json (built with the lifecycle server's harness_info) names
-only the broker and gives Claude Code the scripted API's environment. Each scripted turn is one
+Runs, in a temporary hive: `hive serve broker` and `hive serve lifecycle` as processes (the latter
+only receives the harnesses' turn stats; its manager sandbox runs a sleeper); the scripted Anthropic
+Messages API (tests/fakes/anthropic_api.py) on loopback in this process; and one
+`python -m hyperhive.harness` process per agent, outside any sandbox, each driving the Claude Code
+CLI bundled with claude-agent-sdk. Every agent's hive.json (built with the lifecycle server's
+harness_info) names the broker and the lifecycle server, gives Claude Code only the broker's tools
+and the scripted API's environment. Each scripted turn is one
 MCP tool call (mcp__broker__send back to the operator), then end_turn; the operator sends the
 wakes with the broker's `send` tool over MCP (HiveClient, operator token).
 
@@ -18,7 +20,7 @@ Measures:
   turn running and hand the prompt to Claude Code): broker wake + harness, then harness + Claude Code.
 - turns_per_second with 1 and with N agents: each agent in a closed loop (the operator sends the
   next wake when the agent's reply of the previous turn arrives) for a fixed window; a turn counts
-  once the harness recorded it and acknowledged its message.
+  once the harness reported it (lifecycle's store) and acknowledged its message.
 - idle_rss_mb_per_agent: VmRSS summed over the harness process and its children (Claude Code),
   read from /proc once every session is connected and idle; PSS (shared pages split) alongside.
 """
@@ -34,6 +36,7 @@ import platform
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -57,20 +60,13 @@ from hyperhive.servers.cli import init_home  # noqa: E402
 from hyperhive.servers.common.client import HiveClient, ServerAddress  # noqa: E402
 from hyperhive.servers.common.config import AGENT_TOML, AgentConfig, HiveConfig, load_hive_config  # noqa: E402
 from hyperhive.servers.common.files import write_atomic  # noqa: E402
-from hyperhive.servers.common.harnessdir import (  # noqa: E402
-    CREDENTIALS,
-    HIVE_JSON,
-    TOKEN_FILE,
-    TURN_STATE,
-    TURN_STATS,
-    Turn,
-    TurnState,
-    read_turns,
-)
+from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, TOKEN_FILE, TURN_STATE, TurnState  # noqa: E402
 from hyperhive.servers.common.instances import current_instance, new_instance  # noqa: E402
 from hyperhive.servers.common.issuer import issue_token  # noqa: E402
 from hyperhive.servers.lifecycle.harness import harness_info  # noqa: E402
+from hyperhive.servers.lifecycle.models import Turn  # noqa: E402
 from hyperhive.servers.lifecycle.paths import AgentPaths  # noqa: E402
+from hyperhive.servers.lifecycle.store import turn_from_row  # noqa: E402
 from tests.fakes.anthropic_api import Request, Say, ScriptedAPI, ToolCall  # noqa: E402
 
 TARGET_WAKE_MS = 100.0
@@ -125,6 +121,7 @@ class Bench:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hive-bench-harness-")))
     api: ScriptedAPI = field(default_factory=ScriptedAPI)
     broker: Child | None = None
+    lifecycle: Child | None = None  # where the harnesses report their turns (record_turn)
     harnesses: dict[str, Child] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
 
@@ -148,8 +145,9 @@ class Bench:
         if error is not None and not isinstance(error, KeyboardInterrupt):
             self.print_tails()
         self.stop_harnesses()
-        if self.broker is not None:
-            _stop(self.broker.process, signal.SIGTERM, 30)
+        for server in (self.lifecycle, self.broker):
+            if server is not None:
+                _stop(server.process, signal.SIGTERM, 30)
         self.api.close()
         if self.keep:
             print(f"kept {self.root}", file=sys.stderr)
@@ -159,8 +157,11 @@ class Bench:
     def setup(self) -> None:
         self.logs.mkdir()
         init_home(self.home)
-        port = free_port()
-        (self.home / "hive.toml").write_text(f"[servers.broker]\nport = {port}\n[broker]\ninbox_cap = 1000000\n")
+        sleeper = json.dumps([sys.executable, "-c", "import time; time.sleep(86400)"])  # the manager's sandbox
+        (self.home / "hive.toml").write_text(
+            f"[servers.broker]\nport = {free_port()}\n[servers.lifecycle]\nport = {free_port()}\n"
+            f"[broker]\ninbox_cap = 1000000\n[lifecycle]\ndefault_command = {sleeper}\n"
+        )
         self.api.start()
         self.api.script(
             when=lambda wake: MARK.search(wake) is not None,
@@ -171,21 +172,24 @@ class Bench:
         for name in self.names:
             (config.applied_dir / name).mkdir()
             write_atomic(config.applied_dir / name / AGENT_TOML, 'role = "agent"\n')
-        self.broker = self._start_broker()
+        self.broker = self._start_server("broker")
+        self.lifecycle = self._start_server("lifecycle")
         for name in self.names:
             self.harnesses[name] = self._start_harness(config, name)
 
-    def _start_broker(self) -> Child:
-        log = self.logs / "broker.log"
-        command = [sys.executable, "-m", "hyperhive.servers.cli", "serve", "broker", "--home", str(self.home)]
+    def _start_server(self, server: str) -> Child:
+        log = self.logs / f"{server}.log"
+        command = [sys.executable, "-m", "hyperhive.servers.cli", "serve", server, "--home", str(self.home)]
+        if server == "lifecycle":
+            command.append("--stop-agents-on-exit")
         with log.open("wb") as err:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, cwd=self.root)
-        child = Child("broker", process, log)
+        child = Child(server, process, log)
         assert process.stdout is not None
         for line in process.stdout:
-            if line.strip() == b"broker ready":
+            if line.strip() == f"{server} ready".encode():
                 return child
-        raise RuntimeError(f"the broker did not start (exit {process.wait()}):\n{tail(log)}")
+        raise RuntimeError(f"the {server} server did not start (exit {process.wait()}):\n{tail(log)}")
 
     def _start_harness(self, config: HiveConfig, name: str) -> Child:
         paths = AgentPaths.of(config, name)
@@ -193,10 +197,10 @@ class Bench:
         for directory in (paths.state, paths.harness, control):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = harness_info(config, name, AgentConfig())
-        # Only the broker runs here: Claude Code gets no other hyperhive server.
+        # Claude Code gets only the broker; the harness reports its turns to the lifecycle server.
         info = info.model_copy(
             update={
-                "servers": {"broker": info.servers["broker"]},
+                "servers": {server: info.servers[server] for server in ("broker", "lifecycle")},
                 "tools": {"broker": info.tools["broker"]},
                 "env": {**info.env, **self.api.env()},
             }
@@ -229,7 +233,7 @@ class Bench:
             child.process.wait()
 
     def print_tails(self) -> None:
-        for child in [*([self.broker] if self.broker else []), *self.harnesses.values()]:
+        for child in [*(s for s in (self.broker, self.lifecycle) if s), *self.harnesses.values()]:
             state = child.process.poll()
             how = "running" if state is None else f"exited {state}"
             print(f"--- {child.name} ({how}): {child.log}", file=sys.stderr)
@@ -241,7 +245,7 @@ class Bench:
         return AgentPaths(self.home.resolve(), name)
 
     def check_alive(self) -> None:
-        for child in [*([self.broker] if self.broker else []), *self.harnesses.values()]:
+        for child in [*(s for s in (self.broker, self.lifecycle) if s), *self.harnesses.values()]:
             if child.process.poll() is not None:
                 raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
 
@@ -253,8 +257,15 @@ class Bench:
 
     def turns(self, name: str, since: float = 0.0) -> list[Turn]:
         """The agent's wake turns (not notes compactions) started at or after `since`, oldest first."""
-        turns = read_turns(self.paths(name).harness / TURN_STATS, since, limit=100_000)
-        return [turn for turn in turns if turn.kind == "wake"]
+        # Read from the lifecycle server's own store (the bench's files, not an agent's).
+        db = load_hive_config(self.home).db_path("lifecycle")
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute(
+                "SELECT * FROM turns WHERE agent = ? AND kind = 'wake' AND started_at >= ? ORDER BY started_at",
+                (name, since),
+            ).fetchall()
+        return [turn_from_row(row) for row in rows]
 
     def done(self, name: str, expected: int) -> bool:
         """Whether `name` recorded `expected` turns in all and acknowledged the last (idle again)."""
@@ -559,7 +570,7 @@ def mode() -> dict[str, str]:
         "harness": "python -m hyperhive.harness processes outside sandboxes, one per agent",
         "claude_code": f"real CLI bundled with claude-agent-sdk {claude_agent_sdk.__version__}: {version}",
         "model": "scripted Messages API on loopback (tests/fakes/anthropic_api.py), in the benchmark process",
-        "servers": "hive serve broker only; the operator speaks MCP through HiveClient",
+        "servers": "hive serve broker and lifecycle (turn stats); the operator speaks MCP through HiveClient",
         "turn": "wake -> tool_use mcp__broker__send to the operator -> end_turn -> ack",
     }
 

@@ -27,6 +27,7 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import McpServerConfig
 
 from hyperhive.harness.prompts import system_prompt
+from hyperhive.servers.common.catalog import HARNESS_ONLY
 from hyperhive.servers.common.harnessdir import HarnessInfo
 
 log = logging.getLogger("hyperhive.harness.claude")
@@ -134,6 +135,12 @@ def allowed_tools(info: HarnessInfo) -> list[str]:
     ]
 
 
+def harness_only_tools() -> list[str]:
+    """The harness's own tools (record_turn): kept out of the model's sight even where hive.json's
+    tools would list them; the harness already leaves them out of the MCP config's allow-list."""
+    return sorted(f"mcp__{server}__{tool}" for server, tool in HARNESS_ONLY)
+
+
 class ClaudeSession:
     def __init__(self, info: HarnessInfo, token: Callable[[], str], stderr: Callable[[str], None]) -> None:
         self.info = info
@@ -157,6 +164,7 @@ class ClaudeSession:
             strict_mcp_config=True,
             tools=builtin_tools(self.info),
             allowed_tools=allowed_tools(self.info),
+            disallowed_tools=harness_only_tools(),
             permission_mode="dontAsk",  # whatever is not allowed above is refused, never asked about
             setting_sources=[],
             system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt(self.info)},

@@ -23,7 +23,7 @@ from fastmcp.exceptions import ToolError
 
 from hyperhive.harness.claude import NO_CREDENTIALS, ClaudeSession, TurnOutcome, has_credentials
 from hyperhive.harness.notes import NotesKeeper
-from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake
 from hyperhive.servers.broker.models import Message, RecvBatchResult, RecvResult
 from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerAddress, ServerUnavailable
@@ -49,11 +49,19 @@ class Harness:
         self.control = self.harness_dir / CREDENTIALS  # read-only: written by the lifecycle server
         self.token_path = Path(info.token_file)
         self.session = session or ClaudeSession(info, self.token, stderr=_claude_stderr)
-        self.recorder = TurnRecorder(self.harness_dir)
+        self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
         address = ServerAddress("broker", info.servers["broker"])
         self.broker = HiveClient(address, self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
         self._failures = 0
+
+    def _lifecycle(self) -> HiveClient | None:
+        """Where turn stats go (record_turn): the lifecycle server, if hive.json names it."""
+        url = self.info.servers.get("lifecycle")
+        if url is None:
+            log.warning("hive.json names no lifecycle URL: turn stats are not recorded")
+            return None
+        return HiveClient(ServerAddress("lifecycle", url), self.token, timeout=30, retry_seconds=2)
 
     def token(self) -> str:
         return self.token_path.read_text().strip()
@@ -80,6 +88,7 @@ class Harness:
         finally:
             await self.session.close()
             await self.broker.close()
+            await self.recorder.close()
 
     async def _wait_for_credentials(self) -> None:
         while not has_credentials(self.session.env):

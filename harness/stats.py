@@ -1,35 +1,120 @@
-"""What the harness records for others: the turn state (turn.json) and one row per turn.
+"""What the harness reports about itself: its turn state (turn.json) and one row per turn.
 
-Both live in the harness dir. The lifecycle server reads them for agent_status and agent_stats;
-the layout is in hyperhive.servers.common.harnessdir.
+turn.json lives in the harness dir; the lifecycle server reads it (without trusting it) for
+agent_status. Turn rows go to the lifecycle server over MCP (record_turn, filed under the name in
+this agent's token) from a background task: a turn never waits for them. While lifecycle is
+unreachable rows wait in a bounded queue and are retried with backoff; a row that still cannot be
+delivered after RETRY_FOR seconds, or that the queue has no room for, is dropped and logged.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
+import asyncio
+import collections
+import contextlib
+import logging
+import math
 import time
+import uuid
 from pathlib import Path
+from typing import Final
 
 import anyio
+from fastmcp.exceptions import ToolError
 
 from hyperhive.harness.claude import TurnOutcome
+from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATS, TURN_STATS_SCHEMA, HarnessState, Turn, TurnState
+from hyperhive.servers.common.harnessdir import TURN_STATE, HarnessState, TurnState
+from hyperhive.servers.lifecycle.models import LONGEST_TURN, Recorded, TurnRecord
+
+log = logging.getLogger("hyperhive.harness.stats")
+
+QUEUE_MAX: Final = 200  # rows waiting for lifecycle; the oldest is dropped to make room
+RETRY_FOR: Final = 600.0  # seconds one row is retried before it is given up
+MAX_BACKOFF: Final = 60.0
+FLUSH_SECONDS: Final = 5.0  # at exit, how long rows still waiting may take to go out
+
+
+class StatsReporter:
+    """Delivers turn rows to lifecycle.record_turn in the background (see the module's doc)."""
+
+    def __init__(self, lifecycle: HiveClient | None, *, queue_max: int = QUEUE_MAX, retry_for: float = RETRY_FOR):
+        self.lifecycle = lifecycle
+        self.retry_for = retry_for
+        self.dropped = 0
+        self._queue: collections.deque[tuple[TurnRecord, float]] = collections.deque(maxlen=queue_max)
+        self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def submit(self, turn: TurnRecord) -> None:
+        """Queue `turn` for delivery; never blocks."""
+        if self.lifecycle is None:
+            return
+        if len(self._queue) == self._queue.maxlen:
+            lost, _ = self._queue[0]
+            self._lose(lost, f"{len(self._queue)} rows are waiting for the lifecycle server already")
+        self._queue.append((turn, time.monotonic()))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all())
+
+    async def close(self, flush_seconds: float = FLUSH_SECONDS) -> None:
+        """Give waiting rows `flush_seconds` to go out, then stop (what is left is logged as lost)."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender}, timeout=flush_seconds)  # it ends when the queue is empty
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        for turn, _ in self._queue:
+            self._lose(turn, "the harness is stopping")
+        self._queue.clear()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
+
+    async def _send_all(self) -> None:
+        delay = 1.0
+        while self._queue:
+            turn, queued_at = self._queue[0]
+            try:
+                assert self.lifecycle is not None
+                await self.lifecycle.call("record_turn", {"turn": turn.model_dump()}, result=Recorded)
+            except (ServerUnavailable, AuthRefused) as e:
+                # record_turn is idempotent (the row's key), so a call that may have gone through is
+                # simply repeated.
+                if time.monotonic() - queued_at > self.retry_for:
+                    self._queue.popleft()
+                    self._lose(turn, f"the lifecycle server stayed unreachable for {self.retry_for:.0f} s: {e}")
+                    continue
+                log.info("turn stats: %s; trying again in %.0f s (%d rows waiting)", e, delay, len(self._queue))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            except ToolError as e:  # refused (not granted, invalid): trying again would not help
+                self._queue.popleft()
+                self._lose(turn, f"the lifecycle server refused it: {e}")
+                continue
+            self._queue.popleft()
+            delay = 1.0
+
+    def _lose(self, turn: TurnRecord, why: str) -> None:
+        self.dropped += 1
+        log.warning("turn stats row of the turn started at %.3f lost: %s", turn.started_at, why)
 
 
 class TurnRecorder:
-    def __init__(self, harness_dir: Path) -> None:
+    def __init__(self, harness_dir: Path, reporter: StatsReporter | None = None) -> None:
         self.state_path = harness_dir / TURN_STATE
-        self.stats_path = harness_dir / TURN_STATS
+        self.reporter = reporter or StatsReporter(None)
         self.state = TurnState(state="starting", since=time.time())
 
     async def open(self) -> TurnState | None:
-        """Create the stats file if needed; returns the state the previous run left behind."""
+        """Returns the state the previous run left behind."""
         previous = await anyio.to_thread.run_sync(self._previous)
         if previous is not None:
             self.state.last_turn_at = previous.last_turn_at
-        await anyio.to_thread.run_sync(self._create)
         await self.set("starting")
         return previous
 
@@ -38,12 +123,6 @@ class TurnRecorder:
             return TurnState.model_validate_json(self.state_path.read_bytes())
         except (OSError, ValueError):
             return None
-
-    def _create(self) -> None:
-        with sqlite3.connect(self.stats_path) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(TURN_STATS_SCHEMA)
-        conn.close()
 
     async def set(
         self,
@@ -69,34 +148,37 @@ class TurnRecorder:
         text = self.state.model_dump_json()
         await anyio.to_thread.run_sync(lambda: write_atomic(self.state_path, text, 0o644, durable=False))
 
-    async def record(self, turn: Turn) -> None:
-        """Keep the turn's row; turn.json shows its end from the next state change on."""
-        await anyio.to_thread.run_sync(self._insert, turn)
+    async def record(self, turn: TurnRecord) -> None:
+        """Report the turn (in the background); turn.json shows its end from the next state change on."""
+        self.reporter.submit(turn)
         self.state.last_turn_at = turn.ended_at
 
-    def _insert(self, turn: Turn) -> None:
-        row = turn.model_dump()
-        row["tool_calls"] = json.dumps(turn.tool_calls, sort_keys=True)
-        columns = ", ".join(row)
-        with sqlite3.connect(self.stats_path) as conn:
-            conn.execute(f"INSERT INTO turns ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-        conn.close()
+    async def close(self) -> None:
+        await self.reporter.close()
 
 
-def turn_row(kind: str, started: float, model: str, outcome: TurnOutcome, messages: int, queued: int) -> Turn:
-    return Turn(
-        kind=kind,
-        started_at=started,
-        ended_at=time.time(),
+def turn_row(kind: str, started: float, model: str, outcome: TurnOutcome, messages: int, queued: int) -> TurnRecord:
+    """The row of one turn, its fields cut to what record_turn accepts (a long error, many tools)."""
+    tools = dict(outcome.tool_calls.most_common(64))
+    ended = time.time()
+    return TurnRecord(
+        key=uuid.uuid4().hex,
+        kind="compaction" if kind == "compaction" else "wake",
+        started_at=min(max(started, ended - LONGEST_TURN), ended),  # a clock that jumped: still a valid row
+        ended_at=ended,
         ok=outcome.ok,
-        terminal_reason=outcome.terminal_reason,
-        model=model,
-        model_turns=outcome.model_turns,
-        tool_calls=dict(outcome.tool_calls),
-        tokens_in=outcome.tokens_in,
-        tokens_out=outcome.tokens_out,
-        cost_usd=outcome.cost_usd,
-        messages=messages,
-        inbox_depth=messages + queued,
-        error=outcome.error,
+        terminal_reason=_cut(outcome.terminal_reason, 200),
+        model=_cut(model, 200),
+        model_turns=min(max(outcome.model_turns, 0), 100_000),
+        tool_calls={name[:128]: min(count, 1_000_000) for name, count in tools.items()},
+        tokens_in=min(max(outcome.tokens_in, 0), 10**10),
+        tokens_out=min(max(outcome.tokens_out, 0), 10**10),
+        cost_usd=min(max(outcome.cost_usd, 0.0), 100_000.0) if math.isfinite(outcome.cost_usd) else 0.0,
+        messages=min(messages, 1000),
+        inbox_depth=min(messages + queued, 10**9),
+        error=_cut(outcome.error, 2000),
     )
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"

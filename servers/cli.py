@@ -301,7 +301,8 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     for directory in claude_dirs(paths.harness):
         if not directory.exists():
             directory.mkdir(mode=0o700)
-            os.chown(directory, owner, owner)
+            # The agent owns the harness dir and may swap the new dir for a link: never chown through one.
+            os.chown(directory, owner, owner, follow_symlinks=False)
     try:
         info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
     except ConfigError as e:
@@ -603,6 +604,8 @@ def _turn_text(turn: dict[str, Any] | None) -> str:
         return f"running {since}" + (f" ({turn['messages']} msgs)" if turn.get("messages") else "")
     if turn["state"] == "error":
         return f"error {since}: {turn.get('reason') or '?'}"
+    if turn["state"] == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
+        return f"unreadable: {turn.get('reason') or '?'}"
     return str(turn["state"])
 
 

@@ -27,7 +27,13 @@ STATE_COLOURS = {
     "stopped": "grey", "failed": "negative",
 }  # fmt: skip
 INBOX_SHOWN = 20  # the operator's newest messages on /messages
-TURN_COLOURS = {"idle": "grey-7", "running": "primary", "error": "negative", "starting": "info"}
+TURN_COLOURS = {
+    "idle": "grey-7",
+    "running": "primary",
+    "error": "negative",
+    "starting": "info",
+    "unreadable": "negative",
+}
 
 
 class _Hive:

@@ -47,6 +47,8 @@ MANAGER_AND_SERVICE: Final = _access(Role.MANAGER, Role.OPERATOR, Role.SERVICE)
 OPERATOR: Final = _access(Role.OPERATOR)
 OPERATOR_AND_SERVICE: Final = _access(Role.OPERATOR, Role.SERVICE)
 SERVICE: Final = _access(Role.SERVICE)
+# What an agent's harness reports about itself (identity from its token): not the operator's.
+HARNESS: Final = _access(Role.AGENT, Role.MANAGER)
 
 CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
     "broker": {
@@ -85,6 +87,7 @@ CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {
         "create_draft": OPERATOR_AND_SERVICE,
         "read_state_file": OPERATOR,
         "audit": OPERATOR,
+        "record_turn": HARNESS,
     },
     "approvals": {
         "request_apply_commit": MANAGER,
@@ -129,6 +132,16 @@ SERVICE_TOOLS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
 def audience_of_service(principal_name: str) -> tuple[str, ...]:
     """The servers a service principal's token is for: those it calls."""
     return tuple(sorted(SERVICE_TOOLS[principal_name]))
+
+
+# Tools the harness calls for its agent, never offered to the agent's Claude Code: the model must
+# not be able to forge its own turn stats. The harness leaves them out of Claude Code's MCP config.
+HARNESS_ONLY: Final = frozenset({("lifecycle", "record_turn")})
+
+
+def offered_to_claude(server: str, tools: frozenset[str]) -> frozenset[str]:
+    """`tools` of `server` without the harness's own."""
+    return frozenset(tool for tool in tools if (server, tool) not in HARNESS_ONLY)
 
 
 def role_default(server: str, role: Role) -> frozenset[str]:

@@ -1,10 +1,19 @@
-"""Files other processes read while we write them."""
+"""Files shared across a trust boundary: written whole for others (write_atomic), and read from
+an agent's dirs by privileged code without trusting them (read_agent_file)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import os
+import stat
 import tempfile
-from pathlib import Path
+import time
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+import anyio
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644, *, durable: bool = True) -> None:
@@ -24,3 +33,135 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, *, durable: bool = Tr
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+# ------------------------------------------------------------------------------ agents' files
+# A privileged process (the lifecycle server, `hive` as root) reads a file an agent can write only
+# through read_agent_file: the agent may have put a symlink (to /etc/shadow, to another agent's
+# file), a fifo that blocks a reader forever, a device, or a file of gigabytes there.
+
+AGENT_FILE_SECONDS: Final = 2.0  # a read that takes longer is given up
+_CHUNK: Final = 64 * 1024
+
+
+class UnsafeFile(Exception):
+    """The file cannot be read safely (or at all); the message says why, naming the relative path."""
+
+
+class FileMissing(UnsafeFile):
+    """There is no such file."""
+
+
+def read_agent_file(
+    trusted: Path, agent_dir: str, relative: str, *, cap: int, seconds: float = AGENT_FILE_SECONDS
+) -> bytes:
+    """The bytes of `trusted/agent_dir/relative`, a regular file of at most `cap` bytes.
+
+    `trusted` is a directory only root can change (agents/<name>), `agent_dir` the agent's dir in
+    it (state, harness), `relative` a path inside that. From `trusted` every component is
+    opened relative to the one before with O_NOFOLLOW (a symlink anywhere is refused, never
+    followed), the file itself first with O_PATH so that only a regular file is ever opened for
+    reading, and then non-blocking. Reading stops at `cap` + 1 bytes and after `seconds`.
+    Raises UnsafeFile (FileMissing when it is not there).
+    """
+    deadline = time.monotonic() + seconds
+    inside = agent_path_parts(relative)
+    parts = [agent_dir, *inside]
+    fds: list[int] = []
+    try:
+        fds.append(os.open(trusted, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
+        for i, part in enumerate(parts[:-1]):
+            where = "/".join(inside[:i]) or f"the agent's {agent_dir} dir"  # messages name paths inside it
+            fds.append(_open_component(part, fds[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK, where))
+        path_fd = _open_component(parts[-1], fds[-1], os.O_PATH, relative)
+        fds.append(path_fd)
+        mode = os.fstat(path_fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafeFile(f"{relative} is {_kind(mode)}, not a regular file")
+        # Reopening the O_PATH descriptor opens exactly the inode checked above, even if the name
+        # was swapped for something else meanwhile.
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fds.append(fd)
+        size = os.fstat(fd).st_size
+        if size > cap:
+            raise UnsafeFile(f"{relative} is {size:,} bytes; files up to {cap:,} bytes can be read")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= cap:
+            if time.monotonic() > deadline:
+                raise UnsafeFile(f"reading {relative} took longer than {seconds:g} s")
+            chunk = os.read(fd, min(_CHUNK, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:
+            raise UnsafeFile(f"{relative} grew past {cap:,} bytes while it was read")
+        return b"".join(chunks)
+    except UnsafeFile:
+        raise
+    except OSError as e:
+        raise UnsafeFile(f"{relative} cannot be read: {e.strerror}") from None
+    finally:
+        for fd in reversed(fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+async def read_agent_file_async(
+    trusted: Path, agent_dir: str, relative: str, *, cap: int, seconds: float = AGENT_FILE_SECONDS
+) -> bytes:
+    """read_agent_file in a worker thread, given up after `seconds` even if the thread is stuck in a
+    system call (a file on a hung mount): the caller never waits longer."""
+    try:
+        with anyio.fail_after(seconds + 0.5):
+            return await anyio.to_thread.run_sync(
+                functools.partial(read_agent_file, trusted, agent_dir, relative, cap=cap, seconds=seconds),
+                abandon_on_cancel=True,
+            )
+    except TimeoutError:
+        raise UnsafeFile(f"reading {relative} took longer than {seconds:g} s") from None
+
+
+def agent_path_parts(relative: str) -> list[str]:
+    """The components of a path relative to an agent's dir; UnsafeFile unless it stays inside."""
+    if not relative or "\0" in relative:
+        raise UnsafeFile("give a path relative to the agent's dir, e.g. notes.md")
+    if relative.startswith("/"):
+        raise UnsafeFile(f"{relative} is absolute; give a path relative to the agent's dir")
+    parts = [p for p in PurePosixPath(relative).parts if p != "."]
+    if ".." in parts:
+        raise UnsafeFile(f"{relative} contains '..'; only paths inside the agent's dir can be read")
+    if not parts:
+        raise UnsafeFile("give a file's path, not the directory itself")
+    return parts
+
+
+def _open_component(name: str, dir_fd: int, flags: int, where: str) -> int:
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise FileMissing(f"{where} does not exist") from None
+    except NotADirectoryError:
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise UnsafeFile(f"{where} is a symbolic link; links are not followed") from None
+        raise UnsafeFile(f"{where} is not a directory") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # the component is a symlink
+            raise UnsafeFile(f"{where} is a symbolic link; links are not followed") from None
+        raise UnsafeFile(f"{where} cannot be opened: {e.strerror}") from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"

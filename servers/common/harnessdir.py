@@ -3,16 +3,13 @@
 The lifecycle server writes the harness's instructions into the agent's credentials dir, which
 the sandbox sees read-only at harness/credentials: hive.json (who it is, its servers and tools),
 the token, the model override (set_model) and a cancel request (cancel_turn). The agent cannot
-change them. The harness writes what others read into its harness dir: turn.json (its turn
-state, shown by agent_status) and the turn stats.
+change them. The harness writes turn.json (its turn state, shown by agent_status) into its harness dir, which
+the agent can write too: the lifecycle server reads it without trusting it. Turn stats go to the
+lifecycle server over MCP (record_turn), never through a file.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import statistics
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -25,29 +22,7 @@ MODEL_FILE: Final = "model"  # the runtime model override (set_model); absent: a
 CANCEL_FILE: Final = "cancel"  # the id of a turn the operator cancelled (cancel_turn)
 # In the harness dir, written by the harness:
 TURN_STATE: Final = "turn.json"  # TurnState
-TURN_STATS: Final = "turn-stats.sqlite"  # read by lifecycle's agent_stats
 TURN_STATE_MAX_BYTES: Final = 16 * 1024
-
-TURN_STATS_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS turns (
-    id              INTEGER PRIMARY KEY,
-    kind            TEXT NOT NULL DEFAULT 'wake', -- wake | compaction (the notes rewrite)
-    started_at      REAL NOT NULL,
-    ended_at        REAL NOT NULL,
-    ok              INTEGER NOT NULL,
-    terminal_reason TEXT,
-    model           TEXT,
-    model_turns     INTEGER NOT NULL DEFAULT 0,
-    tool_calls      TEXT NOT NULL DEFAULT '{}',   -- JSON: tool name -> calls
-    tokens_in       INTEGER NOT NULL DEFAULT 0,
-    tokens_out      INTEGER NOT NULL DEFAULT 0,
-    cost_usd        REAL NOT NULL DEFAULT 0,
-    messages        INTEGER NOT NULL DEFAULT 0,   -- messages the turn consumed
-    inbox_depth     INTEGER NOT NULL DEFAULT 0,   -- messages waiting when it started
-    error           TEXT
-);
-CREATE INDEX IF NOT EXISTS turns_started ON turns (started_at);
-"""
 
 
 class HarnessInfo(BaseModel):
@@ -87,7 +62,8 @@ class HarnessInfo(BaseModel):
         return servers
 
 
-HarnessState = Literal["starting", "idle", "running", "error"]
+# "unreadable" is never written: the lifecycle server shows it for a turn.json it cannot read.
+HarnessState = Literal["starting", "idle", "running", "error", "unreadable"]
 
 
 class TurnState(BaseModel):
@@ -100,73 +76,3 @@ class TurnState(BaseModel):
     leased: list[int] = []  # their ids: a harness that died mid-turn releases them at its next start
     reason: str | None = None  # for an error: what went wrong and what happens next
     last_turn_at: float | None = None  # epoch seconds: when its last turn ended (kept across restarts)
-
-
-class Turn(BaseModel):
-    kind: str = "wake"
-    started_at: float
-    ended_at: float
-    ok: bool
-    terminal_reason: str | None
-    model: str | None
-    model_turns: int
-    tool_calls: dict[str, int]
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    messages: int
-    inbox_depth: int
-    error: str | None
-
-
-class TurnSummary(BaseModel):
-    turns: int
-    errors: int
-    duration_p50: float | None
-    duration_p95: float | None
-    tool_calls: dict[str, int]
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    messages: int
-
-
-def read_turns(path: Path, since: float | None, limit: int = 1000) -> list[Turn]:
-    """The newest `limit` turns started at or after `since`, oldest first (none if the file is absent)."""
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute(
-            "SELECT * FROM turns WHERE started_at >= ? ORDER BY started_at DESC LIMIT ?", (since or 0, limit)
-        ).fetchall()
-    finally:
-        conn.close()
-    return [_turn(row) for row in reversed(rows)]
-
-
-def summarise(turns: list[Turn]) -> TurnSummary:
-    durations = sorted(t.ended_at - t.started_at for t in turns)
-    calls: dict[str, int] = {}
-    for turn in turns:
-        for name, count in turn.tool_calls.items():
-            calls[name] = calls.get(name, 0) + count
-    return TurnSummary(
-        turns=len(turns),
-        errors=sum(not t.ok for t in turns),
-        duration_p50=statistics.median(durations) if durations else None,
-        duration_p95=durations[min(len(durations) - 1, int(len(durations) * 0.95))] if durations else None,
-        tool_calls=dict(sorted(calls.items(), key=lambda item: -item[1])),
-        tokens_in=sum(t.tokens_in for t in turns),
-        tokens_out=sum(t.tokens_out for t in turns),
-        cost_usd=round(sum(t.cost_usd for t in turns), 6),
-        messages=sum(t.messages for t in turns),
-    )
-
-
-def _turn(row: sqlite3.Row) -> Turn:
-    data: dict[str, Any] = dict(row)
-    data.pop("id")
-    data["tool_calls"] = json.loads(data["tool_calls"] or "{}")
-    return Turn.model_validate(data)

@@ -2,18 +2,21 @@
 
 hive.json, the model override and cancel requests go into the agent's credentials dir (read-only
 in its sandbox); turn.json comes from the harness dir, which the agent can write, so it is read
-like any file of the agent's: no links followed, size capped, validated.
+like any file of the agent's (servers/common/files.py: no links followed, non-blocking, size and
+time capped) and validated; turn stats come over MCP (record_turn), never from a file.
 """
 
 from __future__ import annotations
 
+import time
+
 from pydantic import ValidationError
 
-from hyperhive.servers.common.catalog import SERVERS
+from hyperhive.servers.common.catalog import SERVERS, offered_to_claude
 from hyperhive.servers.common.client import ServerUnavailable, server_address
 from hyperhive.servers.common.config import AgentConfig, HiveConfig, read_env_file
+from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async
 from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATE_MAX_BYTES, HarnessInfo, TurnState
-from hyperhive.servers.lifecycle import statefiles
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 
@@ -26,7 +29,8 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         role=agent.role,
         model=agent.model,
         servers=agent_urls(config),
-        tools={server: sorted(agent.allowed_tools(server)) for server in SERVERS},
+        # What its Claude Code may call: the harness's own tools (record_turn) are not offered to the model.
+        tools={server: sorted(offered_to_claude(server, agent.allowed_tools(server))) for server in SERVERS},
         bash=list(agent.bash),
         mcp_servers={extra: server.model_dump() for extra, server in agent.mcp_servers.items()},
         env={**settings.env, **from_file, **agent.env},
@@ -54,10 +58,22 @@ def agent_urls(config: HiveConfig) -> dict[str, str]:
     return urls
 
 
-def read_turn_state(paths: AgentPaths) -> TurnState | None:
-    """The harness's turn.json; None when there is none or it is not a valid one."""
+async def read_turn_state(paths: AgentPaths) -> TurnState | None:
+    """The harness's turn.json; None when there is none, state "unreadable" (and why) when it is not
+    a valid one: a link, a fifo, too big, too slow, not JSON, not a turn state."""
     try:
-        data = statefiles.read_state_file(paths.harness, TURN_STATE, TURN_STATE_MAX_BYTES)
+        data = await read_agent_file_async(paths.root, paths.harness.name, TURN_STATE, cap=TURN_STATE_MAX_BYTES)
         return TurnState.model_validate_json(data)
-    except (statefiles.UnsafePath, ValidationError, OSError):
+    except FileMissing:
         return None
+    except UnsafeFile as e:
+        why = str(e) if TURN_STATE in str(e) else f"{TURN_STATE} cannot be read: {e}"
+    except ValidationError as e:
+        why = f"{TURN_STATE} is not a turn state ({e.error_count()} problems, e.g. {_first_problem(e)})"
+    return TurnState(state="unreadable", since=time.time(), reason=why)
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the document"
+    return f"{where}: {first['msg']}"[:200]

@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -16,6 +17,9 @@ from hyperhive.servers.common.clock import iso, parse_iso
 
 _STAMP: Final = re.compile(r"^\[?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d))\]?")
 _BLOCK: Final = 64 * 1024
+SCAN_MAX: Final = 16 * 1024 * 1024  # bytes one tail reads back at most (both files together)
+RETURN_MAX: Final = 256 * 1024  # characters it returns at most
+LINE_MAX: Final = 64 * 1024  # a longer line is cut, with a marker saying by how much
 
 
 def mark(path: Path, when: float, text: str) -> None:
@@ -37,14 +41,22 @@ def tail(path: Path, lines: int, since: float | None = None) -> list[str]:
 
     With `since`, only lines at or after it. Lines carry a leading ISO timestamp when hyperhive
     or the harness wrote them; a line without one belongs to the time of the line before it.
+
+    The sandbox writes what it likes into its log, so this is bounded whatever the file holds: at
+    most SCAN_MAX bytes are read (backwards, in blocks), a line is cut after LINE_MAX bytes and
+    at most RETURN_MAX bytes are returned; a marker line says when older lines were left out.
     """
-    found: list[str] = []
+    found: list[str] = []  # newest first
+    budget = _Budget()
     for file in (path, path.with_name(path.name + ".1")):
-        if len(found) >= lines:
+        if len(found) >= lines or budget.spent:
             break
-        found = _last_lines(file, lines - len(found)) + found
+        found += _last_lines(file, lines - len(found), budget)
+    if budget.spent:
+        found.append(f"[… older lines left out: {budget.why}]")
+    found.reverse()
     if since is None:
-        return found[-lines:]
+        return found[-lines:] if len(found) > lines else found
     kept, current = [], None
     for line in found:
         match = _STAMP.match(line)
@@ -78,22 +90,76 @@ def remove_all(path: Path) -> None:
         file.unlink(missing_ok=True)
 
 
-def _last_lines(path: Path, wanted: int) -> list[str]:
-    """Read backwards from the end in blocks until `wanted` whole lines are in hand."""
+class _Budget:
+    """What one tail may still read and return."""
+
+    def __init__(self) -> None:
+        self.scan = SCAN_MAX
+        self.out = RETURN_MAX
+        self.why = ""
+
+    @property
+    def spent(self) -> bool:
+        return bool(self.why)
+
+
+def _last_lines(path: Path, wanted: int, budget: _Budget) -> list[str]:
+    """Up to `wanted` lines from the end of `path`, newest first, within `budget`."""
     try:
-        f = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        data = b""
-        position = end
-        while position > 0 and data.count(b"\n") <= wanted:
-            position = max(0, position - _BLOCK)
+    result: list[str] = []
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        position = f.seek(0, os.SEEK_END)
+        line = bytearray()  # the start of the line being read backwards: its first LINE_MAX bytes at most
+        length = 0  # the whole line's length so far
+        at_end = True  # the file's last byte, when a newline, ends the last line rather than starting one
+
+        def finish(complete: bool) -> bool:
+            """Add the line read so far; False once nothing more may be added."""
+            text = line[:LINE_MAX].decode(errors="replace")
+            if length > LINE_MAX:
+                text += f" … [{length - LINE_MAX:,} more bytes of this line cut]"
+            if not complete:
+                text = "[… the start of this line was not read] " + text
+            if len(text) > budget.out:
+                budget.why = f"more than {RETURN_MAX // 1024} KiB"
+                return False
+            budget.out -= len(text)
+            result.append(text)
+            return len(result) < wanted
+
+        while position > 0:
+            if budget.scan <= 0:
+                budget.why = f"only the last {SCAN_MAX // (1024 * 1024)} MiB are read back"
+                if length and len(result) < wanted:
+                    finish(complete=False)
+                return result
+            size = min(_BLOCK, position, budget.scan)
+            position -= size
+            budget.scan -= size
             f.seek(position)
-            data = f.read(end - position)
-    text = data.decode(errors="replace")
-    result = text.splitlines()
-    if position > 0 and result:
-        result = result[1:]  # the first line is cut in the middle
-    return result[-wanted:] if wanted > 0 else []
+            block = f.read(size)
+            end = len(block)
+            if at_end and block.endswith(b"\n"):
+                end -= 1
+            at_end = False
+            while True:
+                newline = block.rfind(b"\n", 0, end)
+                piece = block[newline + 1 : end]
+                length += len(piece)
+                line[0:0] = piece
+                del line[LINE_MAX:]  # keep the line's start; the rest is cut
+                if newline < 0:
+                    break
+                if not finish(complete=True):
+                    return result
+                line.clear()
+                length = 0
+                end = newline
+        if length or line:
+            finish(complete=True)  # the file's first line
+    return result[:wanted]

@@ -1,11 +1,81 @@
-"""What the lifecycle server's tools return."""
+"""What the lifecycle server's tools take and return."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import time
+from typing import Annotated, Final, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hyperhive.servers.common.audit import ActionEntry
-from hyperhive.servers.common.harnessdir import Turn, TurnState, TurnSummary
+from hyperhive.servers.common.harnessdir import TurnState
+
+FUTURE_SLACK: Final = 86_400.0  # a turn may start this far ahead of the server's clock (skew), no further
+LONGEST_TURN: Final = 7 * 86_400.0
+_Text = Annotated[str, Field(max_length=200)]
+_ToolName = Annotated[str, Field(min_length=1, max_length=128)]
+_Count = Annotated[int, Field(ge=0, le=1_000_000)]
+_Tokens = Annotated[int, Field(ge=0, le=10**10)]
+_Time = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Turn(BaseModel):
+    """One Claude Code turn of an agent, as its harness reported it."""
+
+    kind: Literal["wake", "compaction"] = "wake"  # compaction: the notes.md rewrite
+    started_at: _Time  # epoch seconds
+    ended_at: _Time
+    ok: bool
+    terminal_reason: _Text | None
+    model: _Text | None
+    model_turns: Annotated[int, Field(ge=0, le=100_000)]
+    tool_calls: Annotated[dict[_ToolName, _Count], Field(max_length=64)]  # tool name -> calls
+    tokens_in: _Tokens
+    tokens_out: _Tokens
+    cost_usd: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
+    messages: Annotated[int, Field(ge=0, le=1000)]  # messages the turn consumed
+    inbox_depth: Annotated[int, Field(ge=0, le=10**9)]  # messages waiting when it started
+    error: Annotated[str, Field(max_length=2000)] | None
+
+
+class TurnRecord(Turn):
+    """record_turn's argument: a turn plus the harness's key for it (a retry with the same key is
+    stored once). Every field is bounded: the harness runs in the agent's sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+    @field_validator("started_at")
+    @classmethod
+    def _not_ahead(cls, started_at: float) -> float:
+        if started_at > time.time() + FUTURE_SLACK:
+            raise ValueError("is more than a day in the future")
+        return started_at
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> Self:
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        if self.ended_at - self.started_at > LONGEST_TURN:
+            raise ValueError("a turn lasting more than 7 days is not a turn")
+        return self
+
+
+class TurnSummary(BaseModel):
+    turns: int
+    errors: int
+    duration_p50: float | None
+    duration_p95: float | None
+    tool_calls: dict[str, int]
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    messages: int
+
+
+class Recorded(BaseModel):
+    recorded: bool  # false: a row with this key was recorded before (a retry)
 
 
 class AgentInfo(BaseModel):

@@ -13,7 +13,6 @@ from hyperhive.servers.common.harnessdir import (
     MODEL_FILE,
     TOKEN_FILE,
     TURN_STATE,
-    TURN_STATS,
 )
 
 
@@ -42,7 +41,7 @@ class AgentPaths:
 
     @property
     def harness(self) -> Path:
-        """Harness-owned: turn state and stats, Claude Code's own config; the agent can write here."""
+        """Harness-owned: turn state, Claude Code's own config; the agent can write here."""
         return self.root / "harness"
 
     @property
@@ -79,10 +78,6 @@ class AgentPaths:
     @property
     def turn_state(self) -> Path:
         return self.harness / TURN_STATE
-
-    @property
-    def turn_stats(self) -> Path:
-        return self.harness / TURN_STATS
 
     @property
     def log(self) -> Path:

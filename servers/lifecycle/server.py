@@ -20,11 +20,10 @@ from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.harnessdir import read_turns, summarise
+from hyperhive.servers.common.files import UnsafeFile, read_agent_file_async
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
-from hyperhive.servers.lifecycle import statefiles
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import Backend
 from hyperhive.servers.lifecycle.models import (
@@ -41,12 +40,15 @@ from hyperhive.servers.lifecycle.models import (
     LogLines,
     ModelResult,
     Rebuilt,
+    Recorded,
     StateFile,
     TurnCancelled,
+    TurnRecord,
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import AgentRow
 from hyperhive.servers.lifecycle.supervisor import Supervisor, signal_name
+from hyperhive.servers.lifecycle.turnstats import summarise
 
 INSTRUCTIONS = (
     "The hyperhive lifecycle server: the agents' sandboxes, their config repos, crashes and logs. "
@@ -117,7 +119,7 @@ def create(
                 except Exception:
                     log.exception("could not write the audit record of %s %s by %s", action, name, actor)
 
-    def info(row: AgentRow) -> AgentInfo:
+    async def info(row: AgentRow) -> AgentInfo:
         return AgentInfo(
             name=row.name,
             role=supervisor.role_of(row.name),
@@ -130,7 +132,7 @@ def create(
             restart_count=row.restart_count,
             applied_sha=row.applied_sha,
             needs_update=supervisor.needs_update(row),
-            turn=supervisor.turn_state(row.name) if row.state == "running" else None,
+            turn=await supervisor.turn_state(row.name) if row.state == "running" else None,
             problem=supervisor.problem(row.name),
         )
 
@@ -143,7 +145,7 @@ def create(
             backend=supervisor.backend.name,
             isolation=supervisor.backend.isolation,
             version=supervisor.version,
-            agents=[info(row) for row in rows],
+            agents=[await info(row) for row in rows],
             drafts=await supervisor.drafts(rows),
         )
 
@@ -153,7 +155,7 @@ def create(
         row = await supervisor.row(name)
         paths = AgentPaths.of(config, name)
         return AgentStatus(
-            **info(row).model_dump(),
+            **(await info(row)).model_dump(),
             backend=supervisor.backend.name,
             isolation=supervisor.backend.isolation,
             uid=await supervisor.store.uid(name),
@@ -203,8 +205,16 @@ def create(
     async def agent_stats(name: Name, since: Since = None) -> AgentStats:
         """The harness's turn statistics for an agent: a summary and the turns themselves."""
         await supervisor.row(name)
-        turns = await anyio.to_thread.run_sync(read_turns, AgentPaths.of(config, name).turn_stats, _time(since))
+        turns = await supervisor.turn_stats.turns(name, _time(since))
         return AgentStats(name=name, summary=summarise(turns), turns=turns)
+
+    @mcp.tool
+    async def record_turn(turn: TurnRecord) -> Recorded:
+        """Keep one turn of the calling agent for agent_stats (its harness calls this after each turn)."""
+        me = caller()
+        if not me.is_agent:
+            raise Refused(f"record_turn keeps an agent's own turns; {me} has none")
+        return Recorded(recorded=await supervisor.turn_stats.record(me.name, turn))
 
     # ---------------------------------------------------------------------------------- actions
     @mcp.tool
@@ -217,7 +227,7 @@ def create(
     ) -> AgentInfo:
         """Create an agent and start it. With expected_base and no sha: from the template only, never a draft."""
         async with audited("create_agent", name, f"sha={sha}" if sha else None):
-            return info(await supervisor.create(name, sha, expected_base))
+            return await info(await supervisor.create(name, sha, expected_base))
 
     @mcp.tool
     async def create_draft(name: Name) -> Draft:
@@ -230,31 +240,31 @@ def create(
     async def start(name: Name) -> AgentInfo:
         """Start a stopped or failed agent."""
         async with audited("start", name):
-            return info(await supervisor.start(name))
+            return await info(await supervisor.start(name))
 
     @mcp.tool
     async def stop(name: Name) -> AgentInfo:
         """Stop an agent: SIGTERM, then SIGKILL after the stop timeout."""
         async with audited("stop", name):
-            return info(await supervisor.stop(name))
+            return await info(await supervisor.stop(name))
 
     @mcp.tool
     async def restart(name: Name) -> AgentInfo:
         """Stop an agent if it runs, then start it."""
         async with audited("restart", name):
-            return info(await supervisor.restart(name))
+            return await info(await supervisor.restart(name))
 
     @mcp.tool
     async def kill(name: Name) -> AgentInfo:
         """SIGKILL an agent's sandbox now."""
         async with audited("kill", name):
-            return info(await supervisor.kill(name, by=caller().name))
+            return await info(await supervisor.kill(name, by=caller().name))
 
     @mcp.tool
     async def rebuild(name: Name) -> AgentInfo:
         """Rebuild an agent's sandbox from its applied config (restarting it if it runs)."""
         async with audited("rebuild", name):
-            return info(await supervisor.rebuild(name))
+            return await info(await supervisor.rebuild(name))
 
     @mcp.tool
     async def rebuild_stale() -> Rebuilt:
@@ -302,10 +312,10 @@ def create(
         """Read a text file from an agent's state dir (regular files up to 1 MiB; no links)."""
         async with audited("read_state_file", name, f"path={path[:300]}"):
             await supervisor.row(name)
-            state = AgentPaths.of(config, name).state
+            paths = AgentPaths.of(config, name)
             try:
-                data = await anyio.to_thread.run_sync(statefiles.read_state_file, state, path, STATE_FILE_CAP)
-            except statefiles.UnsafePath as e:
+                data = await read_agent_file_async(paths.root, paths.state.name, path, cap=STATE_FILE_CAP)
+            except UnsafeFile as e:
                 raise Refused(str(e)) from None
             try:
                 text = data.decode()

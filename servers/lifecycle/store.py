@@ -1,7 +1,9 @@
-"""The lifecycle server's sqlite: what each agent is doing, their host uids, events to deliver (outbox)."""
+"""The lifecycle server's sqlite: what each agent is doing, their host uids, their turn stats,
+events to deliver (outbox)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -9,6 +11,7 @@ from typing import Any, Final, Literal
 from hyperhive.servers.common.audit import ACTION_AUDIT_SCHEMA
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA
+from hyperhive.servers.lifecycle.models import Turn, TurnRecord
 
 MIGRATIONS: Final = [
     """
@@ -40,6 +43,32 @@ MIGRATIONS: Final = [
     "ALTER TABLE agents ADD COLUMN applied_from TEXT;",
     # Who did what to which agent, when, and how it ended (the `audit` tool).
     ACTION_AUDIT_SCHEMA,
+    # Turn stats, reported by each agent's harness over MCP (record_turn); kept for [harness]
+    # stats_retention_days. `key` is the harness's id for a row: a retried report is stored once.
+    """
+    CREATE TABLE turns (
+        id              INTEGER PRIMARY KEY,
+        agent           TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        kind            TEXT NOT NULL,              -- wake | compaction (the notes rewrite)
+        started_at      REAL NOT NULL,
+        ended_at        REAL NOT NULL,
+        ok              INTEGER NOT NULL,
+        terminal_reason TEXT,
+        model           TEXT,
+        model_turns     INTEGER NOT NULL,
+        tool_calls      TEXT NOT NULL,              -- JSON: tool name -> calls
+        tokens_in       INTEGER NOT NULL,
+        tokens_out      INTEGER NOT NULL,
+        cost_usd        REAL NOT NULL,
+        messages        INTEGER NOT NULL,           -- messages the turn consumed
+        inbox_depth     INTEGER NOT NULL,           -- messages waiting when it started
+        error           TEXT,
+        UNIQUE (agent, key)
+    );
+    CREATE INDEX turns_by_agent ON turns (agent, started_at);
+    CREATE INDEX turns_by_start ON turns (started_at);
+    """,
 ]
 
 
@@ -124,3 +153,60 @@ class LifecycleStore:
             return uid
 
         return await self.db.write(tx)
+
+    # ------------------------------------------------------------------------------- turn stats
+    async def add_turn(self, agent: str, turn: TurnRecord, keep: int) -> bool:
+        """Keep one turn of `agent`, and at most `keep` of its turns (its oldest go first);
+        False if a turn with its key is kept already."""
+        row = turn.model_dump(exclude={"key"})
+        row["tool_calls"] = json.dumps(turn.tool_calls, sort_keys=True)
+        columns = ["agent", "key", *row]
+        values = [agent, turn.key, *row.values()]
+        sql = f"INSERT OR IGNORE INTO turns ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            if not conn.execute(sql, values).rowcount:
+                return False
+            over = int(conn.execute("SELECT COUNT(*) FROM turns WHERE agent = ?", (agent,)).fetchone()[0]) - keep
+            if over > 0:  # room for a while: a hundredth of them at once
+                conn.execute(
+                    "DELETE FROM turns WHERE id IN (SELECT id FROM turns WHERE agent = ? ORDER BY started_at LIMIT ?)",
+                    (agent, max(over, keep // 100)),
+                )
+            return True
+
+        return await self.db.write(tx)
+
+    async def turns(self, agent: str, since: float | None, limit: int) -> list[Turn]:
+        """The newest `limit` turns of `agent` started at or after `since`, oldest first."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM turns WHERE agent = ? AND started_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?",
+            (agent, since or 0.0, limit),
+        )
+        return [turn_from_row(row) for row in reversed(rows)]
+
+    async def prune_turns(self, before: float, keep_per_agent: int) -> int:
+        """Forget turns started before `before`, and each agent's beyond its newest `keep_per_agent`."""
+
+        def tx(conn: sqlite3.Connection) -> int:
+            removed = conn.execute("DELETE FROM turns WHERE started_at < ?", (before,)).rowcount
+            for (agent,) in conn.execute("SELECT DISTINCT agent FROM turns").fetchall():
+                removed += conn.execute(
+                    "DELETE FROM turns WHERE agent = ? AND started_at < (SELECT started_at FROM turns "
+                    "WHERE agent = ? ORDER BY started_at DESC LIMIT 1 OFFSET ?)",
+                    (agent, agent, keep_per_agent - 1),
+                ).rowcount
+            return removed
+
+        return await self.db.write(tx)
+
+    async def forget_turns(self, agent: str) -> None:
+        await self.db.write(lambda conn: conn.execute("DELETE FROM turns WHERE agent = ?", (agent,)))
+
+
+def turn_from_row(row: sqlite3.Row) -> Turn:
+    data: dict[str, Any] = dict(row)
+    for column in ("id", "agent", "key"):
+        data.pop(column)
+    data["tool_calls"] = json.loads(data["tool_calls"])
+    return Turn.model_validate(data)

@@ -61,6 +61,7 @@ from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore, UidsExhausted
+from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 
 log = logging.getLogger("hyperhive.lifecycle")
@@ -103,6 +104,7 @@ class Supervisor:
         self.store = LifecycleStore(self.db)
         self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
         self.outbox = Outbox(self.db, self.broker, clock)
+        self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
@@ -122,6 +124,7 @@ class Supervisor:
                     self.outbox.run(),
                     self._refresh_tokens(),
                     self._watch_state_budgets(),
+                    self.turn_stats.prune_forever(),
                 ):
                     try:
                         await self._ensure_manager()
@@ -582,15 +585,15 @@ class Supervisor:
             await anyio.to_thread.run_sync(write)
         return self.model_of(name)
 
-    def turn_state(self, name: str) -> TurnState | None:
-        """What its harness says it is doing; None for an agent that is not running."""
-        return read_turn_state(AgentPaths.of(self.config, name))
+    async def turn_state(self, name: str) -> TurnState | None:
+        """What its harness says it is doing (turn.json, read without trusting it)."""
+        return await read_turn_state(AgentPaths.of(self.config, name))
 
     async def cancel_turn(self, name: str, wait: float = CANCEL_WAIT) -> tuple[int, TurnState]:
         """Ask the harness to stop its running turn: (the turn's id, its state once stopped or after `wait`)."""
         row = await self.row(name)
         paths = AgentPaths.of(self.config, name)
-        turn = await anyio.to_thread.run_sync(read_turn_state, paths) if row.state == "running" else None
+        turn = await read_turn_state(paths) if row.state == "running" else None
         if turn is None or turn.state != "running" or turn.turn is None:
             doing = f"its harness is {turn.state}" if turn else f"it is {row.state}"
             raise Refused(f"{name} is not running a turn ({doing}); nothing to cancel")
@@ -598,7 +601,7 @@ class Supervisor:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            now = await anyio.to_thread.run_sync(read_turn_state, paths)
+            now = await read_turn_state(paths)
             if now is not None and now.turn != turn.turn:
                 return turn.turn, now
         return turn.turn, turn
@@ -627,6 +630,7 @@ class Supervisor:
             await anyio.to_thread.run_sync(end_instances, self.config.instances_dir, name)
             if purge:
                 await anyio.to_thread.run_sync(self._purge, name)
+                await self.store.forget_turns(name)
             await self.agents.refresh()
             if name != MANAGER:
                 await self._announce(Destroyed(agent=name, purged=purge))

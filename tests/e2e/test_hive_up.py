@@ -156,6 +156,8 @@ async def test_1_the_operator_talks_to_the_manager_and_it_answers(running: Runni
     # Claude Code offers the manager exactly its allow-list: its MCP tools, and no operator tools.
     assert "mcp__approvals__request_spawn" in wake.tools and "mcp__operator__ask_operator" in wake.tools
     assert not [t for t in wake.tools if t in ("mcp__approvals__approve", "mcp__operator__answer")]
+    # Its harness reports its turns with record_turn; the model is never offered that tool.
+    assert "mcp__lifecycle__agent_stats" in wake.tools and "mcp__lifecycle__record_turn" not in wake.tools
     stats = await running.call("lifecycle", "agent_stats", name="manager")
     turn = await _until_turn_recorded(running, "manager", "mcp__broker__send")
     assert turn["ok"] and turn["messages"] == 1 and turn["model"] == "sonnet" and turn["tokens_in"] > 0

@@ -71,7 +71,7 @@ LIFECYCLE_ACTIONS = {
     ("principal", "expected"),
     [
         ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft", "audit"}),
-        ("manager", LIFECYCLE_READS | {"diff_commit"}),
+        ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy
             "service:approvals",
             {"list_agents", "agent_config", "apply_commit", "diff_commit", "create_agent", "create_draft"},

@@ -18,7 +18,7 @@ import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import PY, SLEEPER, Hive, Hivemind, in_process, sandbox_process, toml_list
 
-from hyperhive.servers.common.harnessdir import TURN_STATS_SCHEMA
+from hyperhive.servers.common.clock import iso
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -332,22 +332,20 @@ async def test_logs_set_model_and_stats(hivemind: Hivemind) -> None:
         await hivemind.call("set_model", name="alice", model="rm -rf")
     assert (await hivemind.call("set_model", name="alice", model=None))["model"] == "sonnet"
 
-    stats_file = AgentPaths.of(hivemind.hive.config, "alice").turn_stats
-    import sqlite3
-
-    with sqlite3.connect(stats_file) as db:
-        db.executescript(TURN_STATS_SCHEMA)
-        for i, ok in enumerate([1, 1, 0]):
-            db.execute(
-                "INSERT INTO turns (started_at, ended_at, ok, model, tool_calls, tokens_in, tokens_out, cost_usd) "
-                "VALUES (?, ?, ?, 'sonnet', ?, 100, 20, 0.01)",
-                (1000.0 + i * 100, 1000.0 + i * 100 + 10 + i, ok, json.dumps({"mcp__broker__send": i + 1})),
-            )
+    alice = hivemind.lifecycle.client("alice")  # as alice's harness reports its turns
+    base = time.time() - 1000
+    for i, ok in enumerate([True, True, False]):
+        turn = {
+            "key": f"turn-{i}", "started_at": base + i * 100, "ended_at": base + i * 100 + 10 + i, "ok": ok,
+            "terminal_reason": None, "model": "sonnet", "model_turns": 1, "tool_calls": {"mcp__broker__send": i + 1},
+            "tokens_in": 100, "tokens_out": 20, "cost_usd": 0.01, "messages": 1, "inbox_depth": 1, "error": None,
+        }  # fmt: skip
+        await alice.call("record_turn", {"turn": turn})
     stats = await hivemind.call("agent_stats", name="alice")
     assert stats["summary"]["turns"] == 3 and stats["summary"]["errors"] == 1
     assert stats["summary"]["tool_calls"] == {"mcp__broker__send": 6} and stats["summary"]["duration_p50"] == 11
-    later = await hivemind.call("agent_stats", name="alice", since="1970-01-01T00:18:20Z")  # 1100
-    assert [t["started_at"] for t in later["turns"]] == [1100.0, 1200.0]
+    later = await hivemind.call("agent_stats", name="alice", since=iso(base + 100))
+    assert [t["started_at"] for t in later["turns"]] == [base + 100, base + 200]
 
 
 async def test_read_state_file_refuses_what_is_not_a_plain_file_inside(hivemind: Hivemind) -> None:

@@ -15,7 +15,7 @@ from nicegui.testing import User
 from uitest import log_in
 
 from hyperhive.harness.claude import TurnOutcome
-from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -313,14 +313,17 @@ async def test_the_operator_inbox_replies_and_marks_read(user: User, servers: Se
 
 
 async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, password: str) -> None:
-    """Two turns recorded by the harness's own recorder into the manager's turn-stats."""
-    harness = TurnRecorder(AgentPaths.of(servers.config, "manager").harness)
+    """Two turns reported by the harness's own recorder, as the manager, to the lifecycle server."""
+    lifecycle = HiveClient.for_server(servers.config, "lifecycle", servers.token("manager"))
+    harness = TurnRecorder(AgentPaths.of(servers.config, "manager").harness, StatsReporter(lifecycle))
     await harness.open()
     ok = TurnOutcome(ok=True, terminal_reason="completed", model_turns=2, tokens_in=900, tokens_out=40)
     ok.tool_calls.update({"mcp__broker__send": 2, "Read": 1})
     await harness.record(turn_row("wake", time.time() - 5, "sonnet", ok, messages=1, queued=3))
     await harness.record(turn_row("wake", time.time() - 2, "sonnet", TurnOutcome(ok=False, error="API 529"), 1, 0))
     await harness.set("idle")
+    await harness.close()  # sends what is waiting
+    assert harness.reporter.dropped == 0
     await log_in(user, password)
     await user.should_see(marker="last-turn-manager", content="s ago", retries=50)
     await user.open("/agent/manager")

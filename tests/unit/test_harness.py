@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from hyperhive.harness.claude import (
     NO_CREDENTIALS,
+    ClaudeSession,
     TurnOutcome,
     allowed_tools,
     builtin_tools,
@@ -26,8 +28,9 @@ from hyperhive.servers.broker.models import Message
 from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.config import AgentConfig, load_hive_config
 from hyperhive.servers.common.events import ContainerCrash, OperatorAnswered
-from hyperhive.servers.common.harnessdir import HarnessInfo, TurnState, read_turns, summarise
+from hyperhive.servers.common.harnessdir import HarnessInfo, TurnState
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
+from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 
@@ -157,42 +160,50 @@ def test_system_prompts_name_the_agent_and_carry_its_addendum(tmp_path: Path) ->
 # ------------------------------------------------------------------------------------ records
 
 
-async def test_turns_are_recorded_for_agent_stats_and_the_state_for_agent_status(tmp_path: Path) -> None:
-    recorder = TurnRecorder(tmp_path)
+async def test_the_turn_state_is_kept_for_agent_status_and_the_next_run(tmp_path: Path) -> None:
+    recorder = TurnRecorder(tmp_path)  # no lifecycle server: rows go nowhere, the state is still kept
     await recorder.open()
-    outcome = TurnOutcome(ok=True, terminal_reason="completed", model_turns=3, tokens_in=1200, tokens_out=80)
-    outcome.tool_calls.update({"mcp__broker__send": 2})
-    await recorder.record(turn_row("wake", 100.0, "haiku", outcome, messages=2, queued=5))
-    await recorder.record(turn_row("wake", 200.0, "haiku", TurnOutcome(ok=False, error="API error 529"), 1, 0))
-    [first, second] = read_turns(tmp_path / "turn-stats.sqlite", since=None)
-    assert (first.ok, first.model, first.model_turns, first.messages, first.inbox_depth) == (True, "haiku", 3, 2, 7)
-    assert first.tool_calls == {"mcp__broker__send": 2} and second.error == "API error 529"
-    summary = summarise([first, second])
-    assert (summary.turns, summary.errors, summary.tokens_in) == (2, 1, 1200)
-
+    outcome = TurnOutcome(ok=False, error="API error 529")
+    await recorder.record(turn_row("wake", time.time() - 5, "haiku", outcome, 1, 0))
     await recorder.set("running", turn=42, leased=[5, 6])
     state = json.loads((tmp_path / "turn.json").read_text())
     assert state["state"] == "running" and state["turn"] == 42 and state["messages"] == 2
-    assert state["last_turn_at"] == second.ended_at  # the dashboard's "last turn" column
+    assert state["last_turn_at"] >= time.time() - 5  # the dashboard's "last turn" column
     assert (await TurnRecorder(tmp_path).open()) == TurnState.model_validate(state)  # what the next run finds
     next_run = TurnRecorder(tmp_path)
     await next_run.open()
-    assert next_run.state.state == "starting" and next_run.state.last_turn_at == second.ended_at
+    assert next_run.state.state == "starting" and next_run.state.last_turn_at == state["last_turn_at"]
 
 
-def test_lifecycle_reads_turn_json_without_following_links(tmp_path: Path) -> None:
+def test_a_turn_row_fits_what_record_turn_accepts(tmp_path: Path) -> None:
+    outcome = TurnOutcome(ok=False, error="E" * 10_000, terminal_reason="r" * 500, model_turns=3, tokens_in=1200)
+    outcome.tool_calls.update({f"mcp__x__tool{i}" + "y" * 200: i + 1 for i in range(100)})
+    outcome.cost_usd = float("nan")
+    row = turn_row("wake", time.time() - 9, "haiku", outcome, messages=2, queued=5)
+    assert (row.model_turns, row.messages, row.inbox_depth, row.tokens_in, row.cost_usd) == (3, 2, 7, 1200, 0.0)
+    assert len(row.tool_calls) == 64 and max(map(len, row.tool_calls)) == 128 and min(row.tool_calls.values()) == 37
+    assert len(row.error or "") == 2000 and len(row.terminal_reason or "") == 200
+    assert TurnRecord.model_validate(row.model_dump()) == row  # what the server will validate
+    old = turn_row("compaction", 1.0, "m", TurnOutcome(ok=True), 0, 0)  # a clock that jumped by decades
+    assert old.key != row.key and old.ended_at - old.started_at == 7 * 86_400
+
+
+async def test_lifecycle_reads_turn_json_without_following_links(tmp_path: Path) -> None:
     paths = AgentPaths(tmp_path, "alice")
     paths.harness.mkdir(parents=True)
-    assert read_turn_state(paths) is None
+    assert await read_turn_state(paths) is None
     paths.turn_state.write_text('{"state": "idle", "since": 1.0}')
-    assert read_turn_state(paths) is not None and read_turn_state(paths).state == "idle"  # type: ignore[union-attr]
+    assert (await read_turn_state(paths)) == TurnState(state="idle", since=1.0)
     paths.turn_state.write_text('{"state": "bogus", "since": 1.0}')
-    assert read_turn_state(paths) is None
+    bogus = await read_turn_state(paths)
+    assert bogus is not None and bogus.state == "unreadable" and "state: Input should be" in (bogus.reason or "")
     secret = tmp_path / "secret"
     secret.write_text('{"state": "idle", "since": 1.0}')
     paths.turn_state.unlink()
     paths.turn_state.symlink_to(secret)
-    assert read_turn_state(paths) is None
+    linked = await read_turn_state(paths)
+    assert linked is not None and linked.state == "unreadable"
+    assert linked.reason == "turn.json is a symbolic link, not a regular file"
 
 
 # ------------------------------------------------------------------------- what lifecycle writes
@@ -206,13 +217,22 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     config = load_hive_config(tmp_path)
     agent = AgentConfig(tools={"broker": ["send"]}, env={"B": "agent"}, bash=["ls:*"], prompt="be brief")
     info = harness_info(config, "alice", agent)
+    # record_turn is the harness's: its Claude Code is neither given it nor shown it.
     assert info.tools["broker"] == ["send"] and info.tools["lifecycle"] == [] and info.tools["approvals"] == []
+    assert "lifecycle" not in info.mcp_config("T0K")
+    assert "record_turn" in agent.allowed_tools("lifecycle")  # while the server lets its harness call it
     assert info.env == {"A": "hive", "B": "agent"} and info.bash == ["ls:*"] and info.prompt == "be brief"
     assert set(info.servers) == {"broker", "lifecycle", "approvals", "operator"}
     assert info.token_file.endswith("agents/alice/harness/credentials/token")
     manager = harness_info(config, "manager", AgentConfig(role="manager"))
     assert "request_spawn" in manager.tools["approvals"] and "ask_operator" in manager.tools["operator"]
     assert "approve" not in manager.tools["approvals"] and "answer" not in manager.tools["operator"]
+    assert "agent_stats" in manager.tools["lifecycle"] and "record_turn" not in manager.tools["lifecycle"]
+    assert not any("record_turn" in tool for tool in manager.tool_names())
+    Path(manager.harness_dir).mkdir(parents=True)
+    options = ClaudeSession(manager, lambda: "T0K", stderr=lambda _: None).options("sonnet", "T0K")
+    assert options.disallowed_tools == ["mcp__lifecycle__record_turn"]
+    assert not any("record_turn" in tool for tool in options.allowed_tools)
     assert manager.agents_dir == str(config.agents_dir) and info.agents_dir is None
 
 

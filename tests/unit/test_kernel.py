@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import sqlite3
@@ -19,7 +20,7 @@ from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import ManualClock, iso, parse_iso
 from hyperhive.servers.common.db import Database, DatabaseError
 from hyperhive.servers.common.events import HELPER_EVENT, ApprovalResolved, ContainerCrash, OperatorAnswered
-from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file, read_agent_file_async, write_atomic
 from hyperhive.servers.common.serving import ListenError, bind_tcp, bind_unix
 
 ROOT = Path(__file__).parents[2]
@@ -223,3 +224,50 @@ def test_pins_the_registry_can_serve() -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "fastmcp==4.1.2" in dependencies and "mcp==2.3.0" in dependencies
     assert all(re.match(r"^[a-z0-9-]+(\[[a-z]+\])?(==|>=)", dep) for dep in dependencies)
+
+
+# ------------------------------------------------------------------------------ agents' files
+
+
+@pytest.mark.timeout(30)  # a fifo that is opened for reading blocks for good: fail, do not hang
+async def test_an_agents_file_is_read_only_if_it_is_a_small_regular_file_reached_without_links(
+    tmp_path: Path,
+) -> None:
+    trusted = tmp_path / "agents" / "alice"  # root's; state/ in it is the agent's
+    state = trusted / "state"
+    (state / "sub").mkdir(parents=True)
+    (state / "sub" / "notes.md").write_text("mine")
+    bob = tmp_path / "agents" / "bob" / "state"
+    bob.mkdir(parents=True)
+    (bob / "notes.md").write_text("bob's")
+    (state / "to-bob.md").symlink_to(bob / "notes.md")
+    (state / "shadow").symlink_to("/etc/shadow")
+    (state / "linked").symlink_to(bob)  # a symlinked parent dir
+    os.mkfifo(state / "pipe")
+    with (state / "huge").open("wb") as f:
+        f.truncate(50 * 1024 * 1024)
+
+    assert read_agent_file(trusted, "state", "sub/notes.md", cap=100) == b"mine"
+    assert await read_agent_file_async(trusted, "state", "./sub/notes.md", cap=100) == b"mine"
+    refusals = {
+        "to-bob.md": "to-bob.md is a symbolic link",
+        "shadow": "shadow is a symbolic link",
+        "linked/notes.md": "linked is a symbolic link; links are not followed",
+        "pipe": "pipe is a fifo, not a regular file",
+        "huge": "huge is 52,428,800 bytes; files up to 100 bytes",
+        "sub": "sub is a directory",
+        "sub/notes.md/x": "sub/notes.md is not a directory",
+        "../bob/notes.md": "contains '..'",
+        "/etc/shadow": "is absolute",
+    }
+    for relative, error in refusals.items():
+        started = time.monotonic()
+        with pytest.raises(UnsafeFile, match=re.escape(error)):
+            await read_agent_file_async(trusted, "state", relative, cap=100)
+        assert time.monotonic() - started < 2.5
+    with pytest.raises(FileMissing, match=r"missing\.md does not exist"):
+        read_agent_file(trusted, "state", "missing.md", cap=100)
+    (trusted / "state").rename(trusted / "real-state")
+    (trusted / "state").symlink_to(bob)  # the agent's dir itself swapped for a link
+    with pytest.raises(UnsafeFile, match="the agent's state dir is a symbolic link"):
+        read_agent_file(trusted, "state", "notes.md", cap=100)

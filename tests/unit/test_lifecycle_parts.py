@@ -3,21 +3,26 @@ choosing a backend, uid allocation."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from hyperhive.servers.cli import init_home
-from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.clock import ManualClock, iso
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.lifecycle import logfiles, repos
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.lifecycle import logfiles, repos, turnstats
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
+from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, LifecycleStore
+from hyperhive.servers.lifecycle.turnstats import TurnStats
 
 # --------------------------------------------------------------------------------------- log files
 
@@ -57,9 +62,56 @@ def test_rotation_keeps_a_bounded_number_of_old_logs(tmp_path: Path) -> None:
 def test_a_long_last_line_and_an_empty_file(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text("short\n" + "x" * 200_000 + "\n")
-    assert logfiles.tail(log, 1) == ["x" * 200_000]
+    [long] = logfiles.tail(log, 1)
+    assert long == "x" * logfiles.LINE_MAX + f" … [{200_000 - logfiles.LINE_MAX:,} more bytes of this line cut]"
+    assert logfiles.tail(log, 2) == ["short", long]
     assert logfiles.tail(tmp_path / "none.log", 10) == []
     assert logfiles.one_line("a\nb\r\nc") == "a\\nb\\r\\nc"
+
+
+@pytest.mark.timeout(60)  # today's code took minutes here; fail, do not hang
+def test_logs_read_a_bounded_amount_from_the_end_of_a_50_mb_log_with_a_20_mb_line(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    with log.open("wb") as f:
+        short = b"".join(b"early %07d\n" % i for i in range(100_000))  # 1.4 MB a round
+        while f.tell() < 30 * 1024 * 1024:
+            f.write(short)
+        f.write(b"L" * (20 * 1024 * 1024) + b"\n")  # one 20 MB line, written by a hostile agent
+        f.write(b"".join(b"late %02d\n" % i for i in range(50)))
+    assert log.stat().st_size > 50 * 1024 * 1024
+    started = time.monotonic()
+    lines = logfiles.tail(log, 100)
+    elapsed = time.monotonic() - started
+    assert lines[-50:] == [f"late {i:02d}" for i in range(50)]
+    assert sum(len(line) for line in lines) <= logfiles.RETURN_MAX
+    marker, long = lines[:-50]  # the long line's start and the lines before it are past the scan budget
+    assert marker == "[… older lines left out: only the last 16 MiB are read back]"
+    assert long.startswith("[… the start of this line was not read] LLLL") and len(long) <= logfiles.LINE_MAX + 200
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+
+
+@pytest.mark.timeout(60)
+def test_logs_of_a_million_short_lines(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(b"[%s] line %07d\n" % (iso(1000.0 + i).encode(), i) for i in range(1_000_000)))
+    started = time.monotonic()
+    last = logfiles.tail(log, 100)
+    most = logfiles.tail(log, 5000)
+    recent = logfiles.tail(log, 5000, since=1000.0 + 999_990)
+    elapsed = time.monotonic() - started
+    assert last == [f"[{iso(1000.0 + i)}] line {i:07d}" for i in range(999_900, 1_000_000)]
+    assert len(most) == 5000 and most[0].endswith("line 0995000") and most[-100:] == last
+    assert len(recent) == 10 and recent[0].endswith("line 0999990")
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+
+
+def test_logs_cap_what_they_return(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"{i:05d} " + "y" * 1000 + "\n" for i in range(1000)))  # 1 MB of 1 KB lines
+    lines = logfiles.tail(log, 1000)
+    assert sum(len(line) for line in lines) <= logfiles.RETURN_MAX
+    assert lines[0].startswith("[… older lines left out") and lines[-1].startswith("00999 ")
+    assert 200 < len(lines) <= 262
 
 
 # ------------------------------------------------------------------------------------------- repos
@@ -131,6 +183,23 @@ def test_the_bwrap_command_line(tmp_path: Path) -> None:
         backend._argv(_spec(tmp_path, uid=None), 9, 10)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_preparing_a_sandbox_never_chowns_through_a_link_the_agent_planted(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, uid=200_123)
+    backend = BwrapBackend(load_hive_config(tmp_path))
+    backend.privileged = True
+    spec.harness_dir.mkdir(parents=True)
+    target = tmp_path / "root-only"  # think /etc
+    target.mkdir(mode=0o700)
+    (spec.harness_dir / "credentials").symlink_to(target)
+    with pytest.raises(BackendError, match="credentials is not a directory"):
+        backend._prepare(spec)
+    assert target.stat().st_uid == 0
+    (spec.harness_dir / "credentials").unlink()
+    backend._prepare(spec)
+    assert (spec.harness_dir / "credentials").stat().st_uid == 200_123
+
+
 def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     init_home(tmp_path)
     assert choose_backend(load_hive_config(tmp_path)).name == "bwrap"  # no systemd here
@@ -143,6 +212,44 @@ def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 # -------------------------------------------------------------------------------------------- uids
+
+
+async def test_turn_stats_are_kept_for_the_retention_and_pruned_per_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    clock = ManualClock(now)
+    async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
+        stats = TurnStats(LifecycleStore(db), retention_days=90, clock=clock.now)
+
+        def turn(key: str, age_days: float) -> TurnRecord:
+            started = now - age_days * 86_400
+            return TurnRecord(
+                key=key, started_at=started, ended_at=started + 3, ok=True, terminal_reason=None, model="m",
+                model_turns=1, tool_calls={"Read": 1}, tokens_in=1, tokens_out=1, cost_usd=0.0, messages=1,
+                inbox_depth=1, error=None,
+            )  # fmt: skip
+
+        assert await stats.record("alice", turn("a1", 89)) is True
+        assert await stats.record("alice", turn("a1", 89)) is False  # the same key: a retry, kept once
+        for i in range(5):
+            await stats.record("alice", turn(f"a{i + 2}", 1 - i / 10))
+        await stats.record("bob", turn("a1", 10))  # keys are per agent
+        clock.advance(2 * 86_400)  # the 89-day-old turn is now 91 days old
+        monkeypatch.setattr(turnstats, "KEEP_PER_AGENT", 3)
+        assert await stats.prune() == 1 + 2  # past the retention, and alice's beyond her newest 3
+        assert [t.started_at for t in await stats.turns("alice", None)] == [
+            now - (1 - i / 10) * 86_400 for i in (2, 3, 4)
+        ]
+        assert len(await stats.turns("bob", None)) == 1
+        for i in range(4):  # past the cap when recorded: her oldest make room
+            await stats.record("alice", turn(f"b{i}", 0.5 - i / 10))
+        assert len(await stats.turns("alice", None)) == 3
+        assert (await stats.turns("alice", None))[-1].started_at == now - (0.5 - 3 / 10) * 86_400
+        with pytest.raises(Refused, match="older than the 90-day retention"):
+            await stats.record("alice", turn("old", 89))  # 91 days old by the clock now
+        await stats.store.forget_turns("alice")
+        assert await stats.turns("alice", None) == []
 
 
 async def test_uids_are_allocated_once_and_never_shared(tmp_path: Path) -> None:

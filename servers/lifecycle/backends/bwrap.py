@@ -29,6 +29,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -182,10 +183,14 @@ class BwrapBackend(Backend):
         self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The mount point of the read-only credentials bind, inside the agent's harness dir.
+        # The agent owns the harness dir: a link planted there must not make root chown its target.
         mount = spec.harness_dir / "credentials"
-        mount.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            mount.mkdir()
+        if not stat.S_ISDIR(os.lstat(mount).st_mode):
+            raise BackendError(f"{mount} is not a directory (a link?); remove it and start {spec.name} again")
         if spec.uid is not None and self.privileged:
-            os.chown(mount, spec.uid, spec.uid)
+            os.chown(mount, spec.uid, spec.uid, follow_symlinks=False)
         if self.cgroups is None:
             return None
         try:
