@@ -35,6 +35,7 @@ from .common.issuer import DASHBOARD_TOKEN, IssueError, Issuer, handed_token, se
 from .common.keys import (
     PRIVATE_KEY_FILE,
     KeyFileError,
+    ReloadingSigningKey,
     SigningKey,
     create_key_pair,
     load_signing_key,
@@ -567,7 +568,9 @@ def up(home: Path) -> None:
     config = _config(home)
     servers = {name: ["--stop-agents-on-exit"] if name == "lifecycle" else [] for name in SERVERS}
     servers[DASHBOARD] = ["--login-code"]  # a one-time login link, shown once the hive is up
-    issuer = _issuer(config)
+    _signing_key(config)  # a clear error now, not in an hour
+    # It renews the servers' tokens while it runs: with the key of the moment (`hive rotate-key`).
+    issuer = Issuer(config, ReloadingSigningKey(config.home / PRIVATE_KEY_FILE).current)
     sys.exit(run_hive(config, servers, echo=click.echo, renew_tokens=issuer.issue_handed_tokens))
 
 

@@ -31,7 +31,7 @@ from hyperhive.servers.common.keys import (
 )
 from hyperhive.servers.common.policy import refusal
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.tokens import HiveTokenVerifier, InvalidToken, decode_token, mint_token
+from hyperhive.servers.common.tokens import HiveTokenVerifier, InvalidToken, TokenFile, decode_token, mint_token
 
 KEY = SigningKey.generate()
 OTHER_KEY = SigningKey.generate()
@@ -273,3 +273,35 @@ async def test_each_server_registers_exactly_its_catalog_entry(tmp_path: Path) -
     for name, server in servers.items():
         registered = {tool.name for tool in await server.mcp.list_tools(run_middleware=False)}
         assert registered == set(CATALOG[name]), name
+
+
+def test_handed_tokens_are_reissued_when_missing_half_spent_or_of_another_key(tmp_path: Path) -> None:
+    init_home(tmp_path)
+    config = load_hive_config(tmp_path)
+    signing = load_signing_key(tmp_path / "signing.key")
+    issuer = Issuer(config, lambda: signing)
+    assert issuer.issue_handed_tokens() == []  # init issued them; all still good
+    (tmp_path / "tokens" / "service-operator.token").unlink()
+    assert issuer.issue_handed_tokens() == ["service-operator"]
+    half_spent = mint_token(signing, Principal("operator", Role.OPERATOR), 600, audience=ALL, now=time.time() - 301)
+    (tmp_path / "tokens" / "dashboard.token").write_text(half_spent)
+    assert issuer.issue_handed_tokens() == ["dashboard"]
+    rotated = SigningKey.generate()
+    assert Issuer(config, lambda: rotated).issue_handed_tokens() == [
+        "service-approvals",
+        "service-operator",
+        "dashboard",
+    ]
+
+
+def test_a_token_file_is_read_again_when_it_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "service.token"
+    write_atomic(path, "first\n")
+    token = TokenFile(path)
+    assert token() == "first"
+    write_atomic(path, "second\n")
+    token._watch._checked = 0.0  # as if a second had passed
+    assert token() == "second"
+    path.unlink()
+    token._watch._checked = 0.0
+    assert token() == "second"  # gone for a moment (a rotation): keep the last good one
