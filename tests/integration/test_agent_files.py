@@ -161,7 +161,9 @@ async def test_the_harness_retries_its_reports_with_a_bounded_queue_and_logs_wha
     hive: Hive, caplog: pytest.LogCaptureFixture
 ) -> None:
     hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}")
-    lifecycle = HiveClient(server_address(hive.config, "lifecycle"), hive.token("manager"), retry_seconds=0)
+    # As the harness does: the token file's token of the moment (the lifecycle server starting the
+    # manager below begins a new instance, and the old instance's token is refused from then on).
+    lifecycle = HiveClient(server_address(hive.config, "lifecycle"), lambda: hive.token("manager"), retry_seconds=0)
     reporter = StatsReporter(lifecycle, queue_max=2)
     now = time.time()
     rows = [turn_row("wake", now - 30 + i, "sonnet", TurnOutcome(ok=True), 1, 0) for i in range(4)]

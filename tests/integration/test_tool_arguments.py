@@ -36,6 +36,8 @@ def _caller(server: str, tool: str) -> str:
     roles = CATALOG[server][tool].roles
     if Role.OPERATOR in roles:
         return "operator"
+    if Role.MANAGER in roles:  # the harness's own tools (record_turn)
+        return "manager"
     return "service:approvals" if server == "lifecycle" else f"service:{'lifecycle' if server == 'broker' else server}"
 
 

@@ -11,6 +11,7 @@ import pytest
 from hivetest import Servers
 from nicegui.testing import User
 from nicegui.testing.user_simulation import user_simulation
+from uitest import LOGIN_CODE
 
 MAIN = Path(__file__).with_name("dashboard_main.py")
 
@@ -36,6 +37,7 @@ async def user(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     for check in ("should_see", "should_not_see"):
         monkeypatch.setattr(User, check, _patient(getattr(User, check)))
     monkeypatch.setenv("HIVE_TEST_HOME", str(servers.home))
+    monkeypatch.setenv("HIVE_TEST_LOGIN_CODE", LOGIN_CODE)
     async with user_simulation(main_file=MAIN) as simulated:
         yield simulated
 

@@ -12,7 +12,7 @@ import pytest
 from hivetest import Servers, gone, sandbox_process
 from nicegui import ui
 from nicegui.testing import User
-from uitest import log_in
+from uitest import LOGIN_CODE, log_in
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
@@ -37,17 +37,23 @@ async def test_login_is_required_and_the_password_or_a_token_lets_you_in(
     await user.should_see(marker="state-manager", content="running", retries=100)
 
 
-async def test_a_token_link_logs_in(user: User, servers: Servers) -> None:
-    await user.open(f"/login?token={servers.token('operator')}")
+async def test_the_one_time_link_logs_in_once_and_a_token_in_a_url_never(user: User, servers: Servers) -> None:
+    await user.open("/login?code=guessed")
+    await user.should_see("that login link was used or has expired")
+    await user.open(f"/login?code={LOGIN_CODE}")
     await user.should_see("◆ swarm")
     await user.open("/approvals")
     await user.should_see("◆ approvals")
     user.find("log out").click()
     await user.should_see("log in")
-    await user.open("/login?token=forged")
-    await user.should_see("log in")
+    await user.open(f"/login?code={LOGIN_CODE}")  # spent
+    await user.should_see("that login link was used or has expired")
+    await user.open(f"/login?token={servers.token('operator')}")  # tokens stay out of URLs (and logs)
     await user.open("/messages")
     await user.should_see("log in")
+    user.find(marker="secret").type(servers.token("operator"))  # pasted into the form, a token works
+    user.find(marker="login").click()
+    await user.should_see("log out")  # the frame's: only a logged-in page has it
 
 
 async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from nicegui.testing import User
+
+LOGIN_CODE: Final = "one-time-code-of-this-test"  # the dashboard's one-time login code in these tests
 
 
 async def log_in(user: User, password: str, path: str = "/") -> None:
