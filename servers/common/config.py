@@ -87,6 +87,16 @@ class BrokerSettings(_Strict):
     reminders: ReminderLimits = ReminderLimits()
 
 
+class ServingSettings(_Strict):
+    """Connection limits of every server, so one client (a hostile sandbox) cannot take it offline."""
+
+    idle_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 15  # keep-alive between two requests
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0  # request line and headers in full
+    # A peer is a uid (unix socket, loopback TCP) or an address; more connections are closed at once.
+    max_connections_per_peer: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    max_connections: Annotated[int, Field(ge=16, le=1_000_000)] = 4096  # in all, and below the fd limit
+
+
 class ServersSettings(_Strict):
     broker: Listen = Listen(port=7801)
     lifecycle: Listen = Listen(port=7802)
@@ -177,6 +187,7 @@ class HiveConfig(_Strict):
 
     home: Path
     servers: ServersSettings = ServersSettings()
+    serving: ServingSettings = ServingSettings()
     broker: BrokerSettings = BrokerSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     questions: QuestionSettings = QuestionSettings()
@@ -254,6 +265,12 @@ port = 7803
 [servers.operator]
 host = "127.0.0.1"
 port = 7804
+
+[serving]                       # every server's connections (a peer: a uid, or an address)
+idle_timeout_seconds = 15       # a kept-alive connection idle this long is closed
+header_timeout_seconds = 10     # a request's line and headers must arrive within this
+max_connections_per_peer = 64   # more from one peer are closed at once (logged once a minute)
+max_connections = 4096          # in all (at most the open-files limit, which the server raises)
 
 [broker]
 max_body_bytes = 65536          # largest message body, in bytes of UTF-8

@@ -24,7 +24,8 @@ import uvicorn
 from fastmcp import FastMCP
 from starlette.applications import Starlette
 
-from .config import Listen
+from .config import Listen, ServingSettings
+from .connections import PeerLimits, guarded_protocol
 
 log = logging.getLogger("hyperhive.serving")
 
@@ -148,8 +149,14 @@ async def serve(
     on_ready: Callable[[list[str]], None] | None = None,
     stop: asyncio.Event | None = None,
     graceful_seconds: int = 5,
+    limits: ServingSettings | None = None,
 ) -> None:
-    """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs."""
+    """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs.
+
+    `limits` (hive.toml [serving]) caps connections per peer and in all, and times out idle
+    connections and slow request headers."""
+    settings = limits or ServingSettings()
+    peers = PeerLimits(settings)
     sockets: list[socket.socket] = []
     unix_paths: list[Path] = []  # uvicorn closes the sockets, so remember where to clean up
     try:
@@ -165,6 +172,8 @@ async def serve(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=graceful_seconds,
+            http=guarded_protocol(peers),
+            timeout_keep_alive=settings.idle_timeout_seconds,
         )
         server = _Server(config, before_shutdown, (lambda: on_ready(urls)) if on_ready else None)
 
@@ -187,6 +196,7 @@ async def serve(
                 loop.remove_signal_handler(sig)
     finally:
         _close(sockets, unix_paths)
+        peers.close()
 
 
 def _close(sockets: list[socket.socket], unix_paths: list[Path]) -> None:
