@@ -2,11 +2,11 @@
 
 A peer is who opened the connection: its uid over the unix socket (SO_PEERCRED) and over loopback
 TCP (the kernel's socket table says who owns the client end, so agents sharing 127.0.0.1 are still
-told apart), else its address. Each peer may hold `max_connections_per_peer` connections and the
-server `max_connections` in all; a connection over either cap is closed at once, not queued, and
-logged once a minute per peer. A connection must send its request line and headers within
-`header_timeout_seconds` (slowloris), and one idle between requests is closed after
-`idle_timeout_seconds`.
+told apart), else its address. Each peer may hold `max_connections_per_peer` connections (root and
+the server's own uid are not capped) and the server `max_connections` in all; a connection over
+either cap is closed at once, not queued, and logged once a minute per peer. A connection must
+send its request line and headers within `header_timeout_seconds` (slowloris), and one idle
+between requests is closed after `idle_timeout_seconds`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import resource
 import socket
 import struct
@@ -55,15 +56,19 @@ class PeerLimits:
         self._warned: dict[tuple[str, str], float] = {}
         self._diag: socket.socket | None = None
         self._diag_seq = 0
+        # Root and our own uid could kill this server outright: a cap protects nothing against them,
+        # and unprivileged, every agent and server shares our uid. They count towards the total only.
+        self.uncapped = {"uid:0", f"uid:{os.geteuid()}"}
 
     def admit(self, peer: str) -> bool:
         """Count a new connection of `peer` in, or say it must be closed now (and maybe warn)."""
         held = self.open.get(peer, 0)
-        if held < self.settings.max_connections_per_peer and self.total < self.max_connections:
+        per_peer_ok = held < self.settings.max_connections_per_peer or peer in self.uncapped
+        if per_peer_ok and self.total < self.max_connections:
             self.open[peer] = held + 1
             self.total += 1
             return True
-        if held >= self.settings.max_connections_per_peer:
+        if not per_peer_ok:
             self.note(peer, f"connections refused: it holds {held}, max_connections_per_peer")
         else:
             self.note(peer, f"connections refused: the server holds {self.total}, max_connections")

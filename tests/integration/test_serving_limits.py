@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -208,45 +210,100 @@ async def test_a_connection_without_complete_headers_is_closed_after_the_header_
             w.close()
 
 
+# Started as root, it becomes `uid`, opens `count` connections to `target` (a port or a socket
+# path), and says how many of them the server closed at once.
+CONNECT = r"""
+import os, socket, sys, time
+target, count, uid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.setgroups([]); os.setgid(uid); os.setuid(uid)
+held = []
+for _ in range(count):
+    if target.isdigit():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.connect(("127.0.0.1", int(target)))
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(target)
+    held.append(s)
+time.sleep(0.5)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        closed += s.recv(1) == b""
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print(f"{len(held) - closed} {closed}", flush=True)
+sys.stdin.read()
+"""
+
+
+def connect_as(target: int | Path, count: int, uid: int) -> tuple[subprocess.Popen[str], tuple[int, int]]:
+    """(the process holding the connections, (connections still open, connections closed at once))."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", CONNECT, str(target), str(count), str(uid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    still_open, closed = process.stdout.readline().split()
+    return process, (int(still_open), int(closed))
+
+
 @root_only
 async def test_connections_over_the_per_peer_cap_are_closed_at_once_and_other_peers_still_connect(
     tmp_path: Path,
 ) -> None:
     hive = Hive(tmp_path / "hive")
     port = hive.ports.pop("broker")
+    run = Path(tempfile.mkdtemp(prefix="hh-"))  # reachable by other uids (pytest's tmp_path is not)
     hive.configure(
-        f'[servers.broker]\nport = {port}\nsocket = "run/broker.sock"\n'
+        f'[servers.broker]\nport = {port}\nsocket = "{run}/run/broker.sock"\n'
         "[serving]\nmax_connections_per_peer = 4\nheader_timeout_seconds = 30\n"
     )
     async with in_process_broker(hive):
         sock_path = hive.config.listen("broker").socket
         assert sock_path is not None
-        # Root's connections count together over the unix socket (SO_PEERCRED) and loopback TCP.
-        held = [await asyncio.open_unix_connection(str(sock_path)) for _ in range(2)]
-        held += [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-        for reader, _ in held:
-            assert not await _closed_within(reader, 0.2)
-        started = time.monotonic()
-        over_tcp, tcp_writer = await asyncio.open_connection("127.0.0.1", port)
-        over_unix, unix_writer = await asyncio.open_unix_connection(str(sock_path))
-        assert await _closed_within(over_tcp, 2)
-        assert await _closed_within(over_unix, 2)
-        assert time.monotonic() - started < 1
-        # Another uid on the same loopback address is another peer.
-        other, _ = await asyncio.to_thread(start_peer, port, 1, 0, 65534)
+        run.chmod(0o755)  # let the other uids reach the socket, as a bind into a sandbox would
+        sock_path.parent.chmod(0o755)
+        sock_path.chmod(0o666)
+        holders = []
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)  # root is still full
-            assert await _closed_within(reader, 2)
-            writer.close()
+            holder, counts = await asyncio.to_thread(connect_as, port, 6, 65534)
+            holders.append(holder)
+            assert counts == (4, 2)
+            # The same uid over the unix socket (SO_PEERCRED) is the same peer.
+            holder, counts = await asyncio.to_thread(connect_as, sock_path, 2, 65534)
+            holders.append(holder)
+            assert counts == (0, 2)
+            # Another uid on the same loopback address is another peer, over either transport.
+            holder, counts = await asyncio.to_thread(connect_as, port, 3, 65533)
+            holders.append(holder)
+            assert counts == (3, 0)
+            holder, counts = await asyncio.to_thread(connect_as, sock_path, 2, 65533)
+            holders.append(holder)
+            assert counts == (1, 1)
+            # Root (like the server's own uid) is not capped, and is answered.
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+            for reader, _ in held:
+                assert not await _closed_within(reader, 0.1)
+            assert b"HTTP/1.1" in await _http_get(*held[-1])
+            # The first holder gone, its uid has places again.
+            holders[0].stdin.close()  # type: ignore[union-attr]
+            holders[0].wait(5)
+            await asyncio.sleep(0.2)
+            holder, counts = await asyncio.to_thread(connect_as, port, 2, 65534)
+            holders.append(holder)
+            assert counts == (2, 0)
+            for _, writer in held:
+                writer.close()
         finally:
-            await asyncio.to_thread(stop_peer, other)
-        # Closing one frees a place.
-        held[0][1].close()
-        await asyncio.sleep(0.2)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        assert b"HTTP/1.1" in await _http_get(reader, writer)
-        for w in (tcp_writer, unix_writer, writer, *(w for _, w in held[1:])):
-            w.close()
+            for holder in holders:
+                if holder.stdin and not holder.stdin.closed:
+                    holder.stdin.close()
+                holder.wait(5)
+    shutil.rmtree(run, ignore_errors=True)
 
 
 def test_refusals_are_logged_once_a_minute_per_peer(caplog: pytest.LogCaptureFixture) -> None:
