@@ -354,6 +354,9 @@ class SandboxSettings(_Strict):
     # What the sandbox runs; unset runs the harness. Set it to run a program of your own in its place.
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     max_restarts: Annotated[int, Field(ge=0, le=100)] = 3  # crashes in a row restarted, then it stays failed
+    # bubblewrap: "outbound" (own network namespace: the outside world and the hive's servers, not the
+    # host's other loopback services), "hive-only" (the hive's servers alone), "host" (the host's network)
+    network: Literal["outbound", "hive-only", "host"] = "outbound"
 
 
 class AgentConfig(_Strict):
@@ -478,11 +481,14 @@ prompt = ""
 # type = "http"
 # url = "http://127.0.0.1:9000/mcp"
 
-# The sandbox: how many crashes in a row are restarted (then it stays failed), and what it runs
-# (unset: the harness, which drives Claude Code).
+# The sandbox: how many crashes in a row are restarted (then it stays failed), what it runs
+# (unset: the harness, which drives Claude Code), and its network (bubblewrap): "outbound" (the
+# outside world and the hive's servers, not the host's other loopback services), "hive-only"
+# (the hive's servers alone) or "host" (the host's network, every loopback service).
 # [sandbox]
 # max_restarts = 3
 # command = ["python3", "-m", "my_agent"]
+# network = "outbound"
 """
 
 

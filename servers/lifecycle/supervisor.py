@@ -401,6 +401,7 @@ class Supervisor:
             log_path=paths.log,
             # The manager edits every agent's proposed config; uid permissions keep the rest closed.
             shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
+            network=config.sandbox.network,
         )
 
     def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None) -> None:

@@ -35,6 +35,7 @@ class SandboxSpec:
     applied_dir: Path  # the applied config repo: agent.toml and, on NixOS, agent.nix
     log_path: Path  # where the command's output goes (backends with their own journal may ignore it)
     shared_rw: tuple[Path, ...] = field(default=())  # more read-write binds (the manager: the agents tree)
+    network: str = "outbound"  # agent.toml [sandbox] network: "outbound", "hive-only" or "host"
 
 
 @dataclass(frozen=True, slots=True)
