@@ -50,7 +50,8 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
-# Inside the sandbox: try each target, ask the broker over HTTP, read /proc/net/tcp, write it all down.
+# Inside the sandbox: try each target, ask the broker over HTTP, open more connections to it than
+# one peer may hold, read /proc/net/tcp, and write it all down.
 PROBE = r"""
 import json, os, socket, sys, time
 targets, broker_port, other_port = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -66,6 +67,18 @@ for name, host, port in targets:
 s = socket.create_connection(("127.0.0.1", broker_port), timeout=5)
 s.sendall(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 result["broker"] = s.recv(64).decode(errors="replace").split("\r\n")[0]
+held = [socket.create_connection(("127.0.0.1", broker_port), timeout=5) for _ in range(80)]
+time.sleep(1)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        closed += s.recv(1) == b""
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+result["broker_connections_closed"] = closed
 tcp = open("/proc/net/tcp").read().splitlines()[1:]
 result["host_listener_seen"] = any(line.split()[1].endswith(":%04X" % other_port) for line in tcp)
 path = os.path.join(os.environ["HIVE_STATE_DIR"], "probe.json")
@@ -154,6 +167,9 @@ async def test_outbound_and_hive_only_sandboxes_reach_the_hive_but_not_the_hosts
         assert agent["host_listener_seen"] is False, agent
     assert outbound["outside"] == "connected: hello", outbound
     assert hive_only["outside"].startswith("failed"), hive_only
+    for agent in (outbound, hive_only, host):
+        # The broker sees the agent's own uid, however it is connected, and caps it (64 per peer).
+        assert agent["broker_connections_closed"] == 80 - 64, agent
     # "host": today's behaviour, the host's network and all its loopback services.
     assert host["broker"].startswith("HTTP/1.1 "), host
     assert host["other_loopback"] == "connected: hello", host
