@@ -196,6 +196,14 @@ def guarded_protocol(limits: PeerLimits) -> type[HttpToolsProtocol]:
             self._peer = None
             super().connection_lost(exc)
 
+        def handle_websocket_upgrade(self) -> None:
+            # The websocket protocol takes the connection over and is never told to give its place back.
+            self._disarm_header_timer()
+            if self._peer is not None:
+                limits.release(self._peer)
+                self._peer = None
+            super().handle_websocket_upgrade()
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._arm_header_timer()  # the next request on a kept-alive connection

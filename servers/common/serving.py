@@ -173,6 +173,7 @@ async def serve(
             lifespan="on",
             timeout_graceful_shutdown=graceful_seconds,
             http=guarded_protocol(peers),
+            ws="none",  # MCP needs no websockets; an upgraded connection would leave the peer limits
             timeout_keep_alive=settings.idle_timeout_seconds,
         )
         server = _Server(config, before_shutdown, (lambda: on_ready(urls)) if on_ready else None)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+import uvicorn
 from hivetest import BrokerProcess, Hive, in_process_broker
 
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.config import ServingSettings
-from hyperhive.servers.common.connections import PeerLimits
+from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the flooding peers run as other uids")
 
@@ -332,3 +333,55 @@ def test_the_peer_of_a_loopback_connection_is_the_uid_that_opened_it() -> None:
     with a, b:
         assert limits.peer_of(a) == f"uid:{os.geteuid()}"
     limits.close()
+
+
+async def test_upgrade_requests_do_not_use_up_connection_places(tmp_path: Path) -> None:
+    """A websocket upgrade would hand the connection to another protocol, which never gave its place back."""
+    hive = Hive(tmp_path / "hive")
+    hive.configure("[serving]\nmax_connections = 16\n")
+    async with in_process_broker(hive) as endpoint:
+        port = _port(endpoint.url)
+        upgrade = (
+            b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(upgrade)
+            await asyncio.wait_for(reader.read(12), 5)
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert b"HTTP/1.1" in await _http_get(reader, writer)
+        writer.close()
+
+
+async def test_an_upgraded_connection_gives_its_place_back() -> None:
+    """Where websockets are served (uvicorn ws="auto", as the dashboard), the upgrade frees the place."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    limits = PeerLimits(ServingSettings())
+    config = uvicorn.Config(Starlette(routes=[WebSocketRoute("/ws", echo)]), http=guarded_protocol(limits), ws="auto")
+    server = uvicorn.Server(config)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        assert b"101" in await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+        writer.close()
+        await asyncio.sleep(0.2)
+        assert limits.total == 0 and limits.open == {}
+        server.should_exit = True
+        await task
