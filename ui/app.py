@@ -14,6 +14,7 @@ from nicegui import app, ui
 from nicegui.storage import Storage
 
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
 from hyperhive.ui import auth, pages
 from hyperhive.ui.backend import Backend
 
@@ -50,6 +51,9 @@ def run(config: HiveConfig, token: str, password: str, host: str, port: int) -> 
         favicon="◆",
         storage_secret=storage_secret(password),
         uvicorn_logging_level="warning",
+        # The servers' connection limits ([serving]); the socket.io websocket gives its place back.
+        http=guarded_protocol(PeerLimits(config.serving)),
+        timeout_keep_alive=config.serving.idle_timeout_seconds,
     )
 
 
