@@ -143,6 +143,9 @@ class LifecycleSettings(_Strict):
     log_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
     log_keep: Annotated[int, Field(ge=1, le=100)] = 3
     rebuild_stale_on_start: bool = True
+    # Host loopback ports (127.0.0.1) that sandboxes with a network of their own reach besides the
+    # hive's servers ([sandbox] network = "outbound" or "hive-only"), e.g. a local model API proxy.
+    forward_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
     # What a sandbox runs when agent.toml has no [sandbox] command. Unset: the harness.
     default_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     nixos: NixosSettings = NixosSettings()
@@ -292,6 +295,7 @@ restart_backoff_seconds = 1     # after a crash; doubles each time (agent.toml [
 log_max_bytes = 10485760        # each agent's log is rotated at this size
 log_keep = 3
 rebuild_stale_on_start = true   # rebuild agents built by another hyperhive version
+# forward_ports = [4000]        # host loopback ports sandboxes reach besides the hive's (a local API proxy)
 
 [questions]
 default_ttl_seconds = 86400     # a question nobody answers in time resolves as "[expired]"

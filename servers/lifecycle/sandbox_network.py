@@ -55,12 +55,14 @@ def bwrap_args(mode: str) -> list[str]:
 
 
 def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
-    """The (loopback address, port) of each hive server with a fixed TCP port: what a sandbox reaches."""
+    """What a sandbox reaches on its loopback: the (address, port) of each hive server with a fixed
+    TCP port, and [lifecycle] forward_ports."""
     ports = []
     for server in _SERVERS:
         listen = config.listen(server)
         if listen.port:
             ports.append(("127.0.0.1" if listen.host == "localhost" else listen.host, listen.port))
+    ports += [("127.0.0.1", port) for port in config.lifecycle.forward_ports if ("127.0.0.1", port) not in ports]
     return ports
 
 
