@@ -200,7 +200,9 @@ def _start_pasta(init_pid: int, privileged: bool) -> subprocess.Popen[bytes]:
     netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY)  # passed on: pasta opens it as /proc/self/fd/N
     fds = [netns]
     argv = [pasta, "-f", "-q", "--config-net", "--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
-    argv += ["--netns", f"/proc/self/fd/{netns}"]
+    # --no-netns-quit: the keeper ends pasta (it would watch the namespace's file with inotify, and
+    # write to the agent's log when the host has no inotify instance left).
+    argv += ["--netns", f"/proc/self/fd/{netns}", "--no-netns-quit"]
     if privileged:
         # This pasta (Debian 12's) drops to --runas before it opens /dev/net/tun and enters the
         # namespace, which then fails for any uid but root's (checked); it keeps no capability it
