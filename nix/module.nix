@@ -322,6 +322,7 @@ in
           pkgs.git
           config.systemd.package
           pkgs.bubblewrap
+          pkgs.passt # pasta: a bubblewrap sandbox's outbound network ([sandbox] network)
           pkgs.util-linux
         ];
         environment.HIVE_HOME = cfg.home;

@@ -43,8 +43,9 @@ if [ -z "$python" ]; then
   python=/usr/bin/python3
   python_ok "$python" || { echo "Python 3.11 or newer is required; $python is older" >&2; exit 1; }
 fi
-# git keeps agent configs; bubblewrap and setpriv (util-linux) make the agents' sandboxes.
-apt_install git ca-certificates bubblewrap util-linux
+# git keeps agent configs; bubblewrap and setpriv (util-linux) make the agents' sandboxes, pasta
+# (passt) their outbound network ([sandbox] network = "outbound", the default).
+apt_install git ca-certificates bubblewrap util-linux passt
 
 # --- the venv ----------------------------------------------------------------------------------
 extras=""; [ "$mode" = test ] && extras="[dev]"

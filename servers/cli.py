@@ -490,7 +490,13 @@ def serve_command(
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(
-                serve(http_app(hive_server.mcp), listen, before_shutdown=hive_server.before_shutdown, on_ready=ready)
+                serve(
+                    http_app(hive_server.mcp),
+                    listen,
+                    before_shutdown=hive_server.before_shutdown,
+                    on_ready=ready,
+                    limits=config.serving,
+                )
             )
     except ListenError as e:
         _fail(str(e))

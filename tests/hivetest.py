@@ -132,6 +132,7 @@ async def in_process(hive: Hive, server: str, **options: Any) -> AsyncIterator[E
             before_shutdown=hive_server.before_shutdown,
             on_ready=ready.set_result,
             stop=stop,
+            limits=hive.config.serving,
         )
     )
     done, _ = await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)

@@ -15,6 +15,7 @@ from nicegui.storage import Storage
 
 from hyperhive.servers.common.client import TokenSource
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
 from hyperhive.ui import auth, pages
 from hyperhive.ui.backend import Backend
 
@@ -60,6 +61,9 @@ def run(
         favicon="◆",
         storage_secret=storage_secret(password),
         uvicorn_logging_level="warning",
+        # The servers' connection limits ([serving]); the socket.io websocket gives its place back.
+        http=guarded_protocol(PeerLimits(config.serving)),
+        timeout_keep_alive=config.serving.idle_timeout_seconds,
     )
 
 

@@ -87,6 +87,16 @@ class BrokerSettings(_Strict):
     reminders: ReminderLimits = ReminderLimits()
 
 
+class ServingSettings(_Strict):
+    """Connection limits of every server, so one client (a hostile sandbox) cannot take it offline."""
+
+    idle_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 15  # keep-alive between two requests
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0  # request line and headers in full
+    # A peer is a uid (unix socket, loopback TCP) or an address; more connections are closed at once.
+    max_connections_per_peer: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    max_connections: Annotated[int, Field(ge=16, le=1_000_000)] = 4096  # in all, and below the fd limit
+
+
 class ServersSettings(_Strict):
     broker: Listen = Listen(port=7801)
     lifecycle: Listen = Listen(port=7802)
@@ -133,6 +143,9 @@ class LifecycleSettings(_Strict):
     log_max_bytes: Annotated[int, Field(ge=4096)] = 10 * 1024 * 1024
     log_keep: Annotated[int, Field(ge=1, le=100)] = 3
     rebuild_stale_on_start: bool = True
+    # Host loopback ports (127.0.0.1) that sandboxes with a network of their own reach besides the
+    # hive's servers ([sandbox] network = "outbound" or "hive-only"), e.g. a local model API proxy.
+    forward_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
     # What a sandbox runs when agent.toml has no [sandbox] command. Unset: the harness.
     default_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     nixos: NixosSettings = NixosSettings()
@@ -228,6 +241,7 @@ class HiveConfig(_Strict):
 
     home: Path
     servers: ServersSettings = ServersSettings()
+    serving: ServingSettings = ServingSettings()
     broker: BrokerSettings = BrokerSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     questions: QuestionSettings = QuestionSettings()
@@ -312,6 +326,12 @@ port = 7803
 host = "127.0.0.1"
 port = 7804
 
+[serving]                       # every server's connections (a peer: a uid, or an address)
+idle_timeout_seconds = 15       # a kept-alive connection idle this long is closed
+header_timeout_seconds = 10     # a request's line and headers must arrive within this
+max_connections_per_peer = 64   # more from one peer are closed at once (logged once a minute)
+max_connections = 4096          # in all (at most the open-files limit, which the server raises)
+
 [broker]
 max_body_bytes = 65536          # largest message body, in bytes of UTF-8
 inbox_cap = 10000               # undelivered messages per inbox before sends are refused
@@ -332,6 +352,7 @@ restart_backoff_seconds = 1     # after a crash; doubles each time (agent.toml [
 log_max_bytes = 10485760        # each agent's log is rotated at this size
 log_keep = 3
 rebuild_stale_on_start = true   # rebuild agents built by another hyperhive version
+# forward_ports = [4000]        # host loopback ports sandboxes reach besides the hive's (a local API proxy)
 
 [questions]
 default_ttl_seconds = 86400     # a question nobody answers in time resolves as "[expired]"
@@ -405,6 +426,9 @@ class SandboxSettings(_Strict):
     # What the sandbox runs; unset runs the harness. Set it to run a program of your own in its place.
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     max_restarts: Annotated[int, Field(ge=0, le=100)] = 3  # crashes in a row restarted, then it stays failed
+    # bubblewrap: "outbound" (own network namespace: the outside world and the hive's servers, not the
+    # host's other loopback services), "hive-only" (the hive's servers alone), "host" (the host's network)
+    network: Literal["outbound", "hive-only", "host"] = "outbound"
     # Bounds; unset takes hive.toml's [sandbox].
     memory_max: MemorySize | None = None
     pids_max: PidsMax | None = None
@@ -541,10 +565,14 @@ prompt = ""
 # url = "http://127.0.0.1:9000/mcp"
 
 # The sandbox: how many crashes in a row are restarted (then it stays failed), what it runs
-# (unset: the harness, which drives Claude Code), and its bounds (unset: hive.toml's [sandbox]).
+# (unset: the harness, which drives Claude Code), its network (bubblewrap): "outbound" (the
+# outside world and the hive's servers, not the host's other loopback services), "hive-only"
+# (the hive's servers alone) or "host" (the host's network, every loopback service), and its
+# bounds (unset: hive.toml's [sandbox]).
 # [sandbox]
 # max_restarts = 3
 # command = ["python3", "-m", "my_agent"]
+# network = "outbound"
 # memory_max = "4G"
 # pids_max = 512
 # cpu_weight = 100

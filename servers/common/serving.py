@@ -25,7 +25,8 @@ from fastmcp import FastMCP
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
-from .config import Listen
+from .config import Listen, ServingSettings
+from .connections import PeerLimits, guarded_protocol
 
 log = logging.getLogger("hyperhive.serving")
 
@@ -166,8 +167,14 @@ async def serve(
     on_ready: Callable[[list[str]], None] | None = None,
     stop: asyncio.Event | None = None,
     graceful_seconds: int = 5,
+    limits: ServingSettings | None = None,
 ) -> None:
-    """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs."""
+    """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs.
+
+    `limits` (hive.toml [serving]) caps connections per peer and in all, and times out idle
+    connections and slow request headers."""
+    settings = limits or ServingSettings()
+    peers = PeerLimits(settings)
     _calm_disconnect_logs()
     sockets: list[socket.socket] = []
     unix_paths: list[Path] = []  # uvicorn closes the sockets, so remember where to clean up
@@ -184,6 +191,9 @@ async def serve(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=graceful_seconds,
+            http=guarded_protocol(peers),
+            ws="none",  # MCP needs no websockets; an upgraded connection would leave the peer limits
+            timeout_keep_alive=settings.idle_timeout_seconds,
         )
         server = _Server(config, before_shutdown, (lambda: on_ready(urls)) if on_ready else None)
 
@@ -206,6 +216,7 @@ async def serve(
                 loop.remove_signal_handler(sig)
     finally:
         _close(sockets, unix_paths)
+        peers.close()
 
 
 def _close(sockets: list[socket.socket], unix_paths: list[Path]) -> None:

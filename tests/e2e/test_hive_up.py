@@ -112,7 +112,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHive]:
     (home / "hive.toml").write_text(
         "".join(f"[servers.{name}]\nport = {free_port()}\n" for name in SERVERS)
         + f"[dashboard]\nport = {free_port()}\n"
-        + "[lifecycle]\nrestart_backoff_seconds = 0.2\n"
+        + f"[lifecycle]\nrestart_backoff_seconds = 0.2\nforward_ports = [{api.port}]\n"  # the API, into sandboxes
         + f"[harness.env]\n{env}"
     )
     up, output = start_hive_up(home)

@@ -39,6 +39,7 @@ class SandboxSpec:
     shared_rw: tuple[Path, ...] = field(default=())  # more read-write binds (the manager: the agents tree)
     limits: Limits = field(default=Limits())  # its cgroup's (hive.toml [sandbox], agent.toml [sandbox])
     tmp_max: int | None = None  # bytes of its /tmp
+    network: str = "outbound"  # agent.toml [sandbox] network: "outbound", "hive-only" or "host"
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ import hyperhive.servers
 import hyperhive.ui
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.lifecycle import cgroups, logfiles
+from hyperhive.servers.lifecycle import cgroups, logfiles, sandbox_network
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -135,15 +135,17 @@ class BwrapBackend(Backend):
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         # bwrap writes --info-fd once, when the sandbox is up, and closes it: a pipe wakes us at once.
         info_read, info_write = os.pipe()
+        block_read, block_write = os.pipe()  # its command waits on this (--block-fd) until its network is up
         started_at = time.time()
         try:
             logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
-            argv = self._argv(spec, status_fd, info_write)
+            argv = self._argv(spec, status_fd, info_write, block_read)
             if cgroup is not None:
                 argv = ["/bin/sh", "-c", _ENTER_CGROUP, "enter-cgroup", *map(str, cgroup.procs_files), "--", *argv]
-            process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, (status_fd, info_write))
+            process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, (status_fd, info_write, block_read))
         except BaseException:
             os.close(info_read)
+            os.close(block_write)
             if cgroup is not None:
                 await anyio.to_thread.run_sync(cgroup.remove)
             raise
@@ -151,8 +153,10 @@ class BwrapBackend(Backend):
             os.close(status_fd)
             os.close(log_fd)
             os.close(info_write)
+            os.close(block_read)
         try:
             ready = await self._ready(spec, process, info_read)
+            await self._network(spec, ready["child-pid"], block_write)
         except BaseException:
             # Whatever went wrong (or cancelled us), no sandbox may run that nobody tracks.
             with contextlib.suppress(ProcessLookupError):
@@ -163,6 +167,8 @@ class BwrapBackend(Backend):
                     await anyio.to_thread.run_sync(cgroup.remove)
                 await anyio.to_thread.run_sync(process.wait)
             raise
+        finally:
+            os.close(block_write)
         sandbox = _Sandbox(
             spec.name, process.pid, _start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
             started_at, status, cgroup,
@@ -177,6 +183,18 @@ class BwrapBackend(Backend):
         self._spawn(self._watch(sandbox, process))
         self._ensure_rotation()
         return Running(spec.name, started_at, sandbox.pid)
+
+    async def _network(self, spec: SandboxSpec, init_pid: int, block_fd: int) -> None:
+        """Give the sandbox its network ([sandbox] network), then let its command run."""
+        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            uid = spec.uid if spec.uid is not None else os.geteuid()
+            await sandbox_network.attach(spec.network, init_pid, uid, sandbox_network.hive_ports(self.config), log_fd)
+        except sandbox_network.NetworkError as e:
+            raise BackendError(f"the sandbox of {spec.name} did not start: {e}") from None
+        finally:
+            os.close(log_fd)
+        os.write(block_fd, b"1")
 
     def _prepare(self, spec: SandboxSpec) -> cgroups.Cgroup | None:
         """Dirs, and the sandbox's fresh cgroup with its limits (None where this host gives us none)."""
@@ -198,7 +216,7 @@ class BwrapBackend(Backend):
         except cgroups.CgroupError as e:
             raise BackendError(f"cannot make the cgroup of {spec.name}: {e}") from None
 
-    def _argv(self, spec: SandboxSpec, status_fd: int, info_fd: int) -> list[str]:
+    def _argv(self, spec: SandboxSpec, status_fd: int, info_fd: int, block_fd: int | None = None) -> list[str]:
         argv = [self.bwrap, "--new-session", "--ro-bind", "/usr", "/usr"]
         for name in _ROOT_LINKS:
             top = Path("/") / name
@@ -228,6 +246,9 @@ class BwrapBackend(Backend):
         argv += ["--chdir", str(spec.state_dir), "--clearenv"]
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
+        argv += sandbox_network.bwrap_args(spec.network)
+        if block_fd is not None:
+            argv += ["--block-fd", str(block_fd)]
         argv += ["--info-fd", str(info_fd), "--json-status-fd", str(status_fd), "--"]
         if self.privileged:
             if spec.uid is None:

@@ -1,0 +1,186 @@
+"""[sandbox] network: what an agent's sandbox reaches, with real bubblewrap sandboxes and pasta.
+
+Everything runs in a network namespace this test makes, so no real network is touched: its
+loopback holds the hive's servers and another service the agents must not reach, and a veth pair
+inside it holds the "outside world" (an address that is not loopback) and the default route.
+The test talks to the servers over their unix sockets, which cross network namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hivetest import Hive, ServerProcess, free_port, toml_list
+
+from hyperhive.servers.common.client import HiveClient, ServerAddress
+from hyperhive.servers.lifecycle import repos
+from hyperhive.servers.lifecycle.paths import AgentPaths
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and agents' own uids"),
+    pytest.mark.skipif(not shutil.which("pasta"), reason="needs pasta (Debian: passt; scripts/setup.sh installs it)"),
+]
+
+OUTSIDE = "10.213.9.9"  # on an interface of the test's namespace: "the outside world"
+GATEWAY = "10.213.0.1"  # the namespace's default route (pasta maps it to the host's loopback unless told not to)
+
+# Serves "hello" on the host's loopback (a service agents must not reach) and on OUTSIDE.
+LISTEN = r"""
+import socket, sys, threading
+def serve(address):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(address); s.listen()
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello"); c.close()
+threads = [threading.Thread(target=serve, args=(("127.0.0.1", int(sys.argv[1])),), daemon=True),
+           threading.Thread(target=serve, args=((sys.argv[2], int(sys.argv[3])),), daemon=True)]
+for t in threads: t.start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+# Inside the sandbox: try each target, ask the broker over HTTP, open more connections to it than
+# one peer may hold, read /proc/net/tcp, and write it all down.
+PROBE = r"""
+import json, os, socket, sys, time
+targets, broker_port, other_port = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+result = {}
+for name, host, port in targets:
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((host, port)); result[name] = "connected: " + s.recv(16).decode()
+    except OSError as e:
+        result[name] = f"failed: {e}"
+    finally:
+        s.close()
+s = socket.create_connection(("127.0.0.1", broker_port), timeout=5)
+s.sendall(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+result["broker"] = s.recv(64).decode(errors="replace").split("\r\n")[0]
+held = [socket.create_connection(("127.0.0.1", broker_port), timeout=5) for _ in range(80)]
+time.sleep(1)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        closed += s.recv(1) == b""
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+result["broker_connections_closed"] = closed
+tcp = open("/proc/net/tcp").read().splitlines()[1:]
+result["host_listener_seen"] = any(line.split()[1].endswith(":%04X" % other_port) for line in tcp)
+path = os.path.join(os.environ["HIVE_STATE_DIR"], "probe.json")
+open(path + ".tmp", "w").write(json.dumps(result)); os.rename(path + ".tmp", path)
+time.sleep(3600)
+"""
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"hhnet{os.getpid()}"
+    ip("netns", "add", name)
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        # A veth pair with both ends inside (this kernel has no dummy interfaces): nothing leaves it.
+        ip("-n", name, "link", "add", "hh0", "type", "veth", "peer", "name", "hh1")
+        ip("-n", name, "addr", "add", "10.213.0.2/24", "dev", "hh0")
+        ip("-n", name, "addr", "add", f"{OUTSIDE}/32", "dev", "hh1")
+        ip("-n", name, "link", "set", "hh0", "up")
+        ip("-n", name, "link", "set", "hh1", "up")
+        ip("-n", name, "route", "add", "default", "via", GATEWAY)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
+
+
+async def test_outbound_and_hive_only_sandboxes_reach_the_hive_but_not_the_hosts_loopback(netns: str) -> None:
+    base = Path(tempfile.mkdtemp(prefix="hhn-"))  # short: unix socket paths are limited to 107 bytes
+    in_ns = ("ip", "netns", "exec", netns)
+    other_port, outside_port = free_port(), free_port()
+    listener = subprocess.Popen(  # noqa: ASYNC220 (a start; it is waited for in a thread below)
+        [*in_ns, sys.executable, "-c", LISTEN, str(other_port), OUTSIDE, str(outside_port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    servers: list[ServerProcess] = []
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        hive = Hive(base / "h")
+        broker_port, lifecycle_port = hive.ports.pop("broker"), hive.ports.pop("lifecycle")
+        hive.configure(
+            f'[servers.broker]\nport = {broker_port}\nsocket = "run/broker.sock"\n'
+            f'[servers.lifecycle]\nport = {lifecycle_port}\nsocket = "run/lifecycle.sock"\n'
+        )
+        for server in ("broker", "lifecycle"):
+            extra = ("--stop-agents-on-exit",) if server == "lifecycle" else ()
+            servers.append(ServerProcess(hive, server, *extra, prefix=in_ns).start())
+        socket_path = hive.config.listen("lifecycle").socket
+        address = ServerAddress("lifecycle", "http://localhost/mcp", socket_path)
+        targets = [
+            ["other_loopback", "127.0.0.1", other_port],
+            ["outside", OUTSIDE, outside_port],
+            ["gateway", GATEWAY, other_port],
+        ]
+        probe = [sys.executable, "-c", PROBE, json.dumps(targets), str(broker_port), str(other_port)]
+        results: dict[str, dict[str, Any]] = {}
+        async with HiveClient(address, hive.token("operator"), timeout=60, retry_seconds=0) as lifecycle:
+            for name, mode in (("netout", "outbound"), ("netonly", "hive-only"), ("nethost", "host")):
+                draft = await lifecycle.call("create_draft", {"name": name})
+                paths = AgentPaths.of(hive.config, name)
+                agent_toml = f'[sandbox]\nnetwork = "{mode}"\ncommand = {toml_list(probe)}\n'
+                sha = await repos.commit_files(paths.config, {"agent.toml": agent_toml}, f"{mode} probe")
+                assert draft["sha"] != sha
+                await lifecycle.call("create_agent", {"name": name, "sha": sha})
+            for name in ("netout", "netonly", "nethost"):
+                results[name] = await _probe_result(AgentPaths.of(hive.config, name).state / "probe.json")
+    finally:
+        for process in reversed(servers):
+            if process.process is not None and process.process.poll() is None:
+                process.stop()
+        assert listener.stdin is not None
+        listener.stdin.close()
+        await asyncio.to_thread(listener.wait, 10)
+        shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps(results, indent=1))
+    outbound, hive_only, host = results["netout"], results["netonly"], results["nethost"]
+    for agent in (outbound, hive_only):
+        assert agent["broker"].startswith("HTTP/1.1 "), agent  # the hive's server answers (401: no token)
+        assert agent["other_loopback"].startswith("failed"), agent
+        assert agent["gateway"].startswith("failed"), agent  # not the host's loopback by the back door
+        assert agent["host_listener_seen"] is False, agent
+    assert outbound["outside"] == "connected: hello", outbound
+    assert hive_only["outside"].startswith("failed"), hive_only
+    for agent in (outbound, hive_only, host):
+        # The broker sees the agent's own uid, however it is connected, and caps it (64 per peer).
+        assert agent["broker_connections_closed"] == 80 - 64, agent
+    # "host": today's behaviour, the host's network and all its loopback services.
+    assert host["broker"].startswith("HTTP/1.1 "), host
+    assert host["other_loopback"] == "connected: hello", host
+    assert host["outside"] == "connected: hello", host
+    assert host["host_listener_seen"] is True, host
+
+
+async def _probe_result(path: Path, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path.name} from the sandbox within {timeout} s"
+        await asyncio.sleep(0.1)
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
