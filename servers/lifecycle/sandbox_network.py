@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
+from hyperhive.servers.lifecycle.pipes import read_to_end
+
 if TYPE_CHECKING:
     from hyperhive.servers.common.config import HiveConfig
 
@@ -94,7 +96,7 @@ async def attach(mode: str, init_pid: int, uid: int, ports: Sequence[tuple[str, 
     finally:
         os.close(write_end)
     try:
-        answer = await asyncio.wait_for(_read_to_end(read_end), READY_TIMEOUT)
+        answer = await asyncio.wait_for(read_to_end(read_end), READY_TIMEOUT)
     except TimeoutError:
         answer = f"not ready within {READY_TIMEOUT:.0f} s".encode()
     finally:
@@ -105,29 +107,6 @@ async def attach(mode: str, init_pid: int, uid: int, ports: Sequence[tuple[str, 
         await asyncio.to_thread(keeper.wait)
         why = answer.decode(errors="replace").strip() or f"it exited with code {keeper.returncode}"
         raise NetworkError(f'the sandbox\'s network ("{mode}") could not be set up: {why}')
-
-
-async def _read_to_end(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    loop = asyncio.get_running_loop()
-    chunks: list[bytes] = []
-    closed: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        try:
-            while chunk := os.read(fd, 4096):
-                chunks.append(chunk)
-        except BlockingIOError:
-            return
-        if not closed.done():
-            closed.set_result(None)
-
-    loop.add_reader(fd, readable)
-    try:
-        await closed
-    finally:
-        loop.remove_reader(fd)
-    return b"".join(chunks)
 
 
 # ------------------------------------------------------------------------------------- the keeper

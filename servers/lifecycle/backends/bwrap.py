@@ -45,7 +45,7 @@ import hyperhive.servers
 import hyperhive.ui
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.lifecycle import cgroups, logfiles, sandbox_network
+from hyperhive.servers.lifecycle import cgroups, logfiles, pipes, sandbox_network
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -263,7 +263,7 @@ class BwrapBackend(Backend):
         """Wait for bwrap's info: the sandbox is up. A set-up failure closes the pipe with nothing in it."""
         try:
             with anyio.fail_after(READY_TIMEOUT):
-                data = await _read_to_end(info_fd)
+                data = await pipes.read_to_end(info_fd)
         except TimeoutError:
             raise BackendError(f"the sandbox of {spec.name} did not come up within {READY_TIMEOUT:.0f} s") from None
         finally:
@@ -443,30 +443,6 @@ def _spawn(argv: list[str], log_fd: int, keep: tuple[int, ...]) -> subprocess.Po
         start_new_session=True,  # not ours to take down when this server stops
         env={},
     )
-
-
-async def _read_to_end(fd: int) -> bytes:
-    """Everything written to the pipe `fd` until its writer closes it, without tying up a thread."""
-    os.set_blocking(fd, False)
-    loop = asyncio.get_running_loop()
-    chunks: list[bytes] = []
-    closed: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        try:
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        except BlockingIOError:
-            return
-        if not closed.done():
-            closed.set_result(None)  # read() returned b"": the writer closed it
-
-    loop.add_reader(fd, readable)
-    try:
-        await closed
-    finally:
-        loop.remove_reader(fd)
-    return b"".join(chunks)
 
 
 def _runtime_dirs() -> list[Path]:
