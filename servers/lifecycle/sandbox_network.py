@@ -9,8 +9,10 @@
 
 The hive's ports are forwarded by a keeper process per sandbox rather than by pasta: it listens
 inside the sandbox's namespace and connects from the host's as the agent's uid, so the servers
-tell agents apart by uid ([serving] caps each). The keeper also runs pasta, and ends when the
-sandbox does, taking pasta with it. It is this module run as a program.
+tell agents apart by uid ([serving] caps each). The keeper also starts pasta; as root it forks,
+and its root half only waits for the sandbox to end to end pasta (the forwarding half runs as the
+agent). With a cgroup, all of them join the sandbox's, so the kill that ends it ends them too.
+It is this module run as a program.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ctypes
 import encodings.idna  # noqa: F401  (loaded while the keeper can still read Python's files)
 import fcntl
 import os
+import select
 import shutil
 import signal
 import socket
@@ -68,24 +71,37 @@ def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
     return ports
 
 
-def keeper_command(mode: str, init_pid: int, uid: int, ports: Sequence[tuple[str, int]]) -> list[str]:
+def keeper_command(
+    mode: str, init_pid: int, uid: int, ports: Sequence[tuple[str, int]], cgroup_procs: Sequence[Path] = ()
+) -> list[str]:
     if mode == "outbound" and shutil.which("pasta") is None:
         raise NetworkError(
             'network = "outbound" needs pasta (the Debian package passt; scripts/setup.sh installs it); '
             'install it, or set [sandbox] network = "hive-only" or "host" in agent.toml'
         )
     argv = [sys.executable, "-m", __name__, "--mode", mode, "--pid", str(init_pid), "--uid", str(uid)]
+    argv += [f"--cgroup-procs={path}" for path in cgroup_procs]
     return argv + [f"--forward={host},{port}" for host, port in ports]
 
 
-async def attach(mode: str, init_pid: int, uid: int, ports: Sequence[tuple[str, int]], log_fd: int) -> None:
+async def attach(
+    mode: str,
+    init_pid: int,
+    uid: int,
+    ports: Sequence[tuple[str, int]],
+    log_fd: int,
+    cgroup_procs: Sequence[Path] = (),
+) -> None:
     """Give the sandbox whose pid 1 is `init_pid` its network; returns once it is up.
 
     Call it after bwrap made the namespaces and before the sandbox's command runs (bwrap
-    --block-fd). The keeper's own messages go to `log_fd`, the sandbox's log."""
+    --block-fd). The keeper's own messages go to `log_fd`, the sandbox's log. With the sandbox's
+    `cgroup_procs` the keeper, and the pasta it starts, join the sandbox's cgroup: the kill that
+    ends the sandbox ends them too (pasta escapes a parent-death signal, and the keeper drops the
+    privileges it would need to end a root pasta itself)."""
     if mode == "host":
         return
-    argv = keeper_command(mode, init_pid, uid, ports)
+    argv = keeper_command(mode, init_pid, uid, ports, cgroup_procs)
     read_end, write_end = os.pipe()
     try:
         # The standard library's Popen, like the sandbox's: nothing of the server's is inherited.
@@ -278,7 +294,7 @@ async def _keep(
         server.close()
     if pasta is not None and pasta.poll() is None:
         with contextlib.suppress(PermissionError, ProcessLookupError):
-            pasta.terminate()  # when it runs as root, its parent-death signal ends it as we exit
+            pasta.terminate()  # ours only when not root: then it runs as our uid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,13 +303,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, required=True, help="the sandbox's pid 1, as the host sees it")
     parser.add_argument("--uid", type=int, required=True, help="the agent's uid: forwarded connections are its")
     parser.add_argument("--forward", action="append", default=[], help="HOST,PORT of a hive server")
+    parser.add_argument("--cgroup-procs", action="append", default=[], help="the sandbox's cgroup.procs files")
     args = parser.parse_args(argv)
     forwards = [(host, int(port)) for host, port in (f.rsplit(",", 1) for f in args.forward)]
     privileged = os.geteuid() == 0
     try:
+        for procs in args.cgroup_procs:  # first: whatever it starts is the sandbox's to end
+            Path(procs).write_text(str(os.getpid()))
         pidfd = os.pidfd_open(args.pid)
         listeners = _listen_inside(args.pid, forwards, join_userns=not privileged)
         pasta = _start_pasta(args.pid, privileged) if args.mode == "outbound" else None
+    except OSError as e:
+        print(e, flush=True)
+        return 1
+    if privileged and pasta is not None and os.fork() != 0:
+        # This process stays root only to end the root pasta when the sandbox ends (pasta does not
+        # reliably get a parent-death signal, and the forwarding child below cannot signal it).
+        for sock in listeners:
+            sock.close()
+        _reap(pidfd, pasta)
+        return 0
+    try:
         if privileged:
             _drop_privileges(args.uid)
     except OSError as e:
@@ -303,8 +333,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # closes the pipe: the lifecycle server stops waiting
     os.close(devnull)
-    asyncio.run(_keep(pidfd, listeners, forwards, pasta))
+    asyncio.run(_keep(pidfd, listeners, forwards, None if privileged else pasta))
     return 0
+
+
+def _reap(pidfd: int, pasta: subprocess.Popen[bytes]) -> None:
+    """Wait for the sandbox's pid 1 to end, then end pasta; say once if pasta ends before it."""
+    os.close(1)  # the pipe's end is the forwarding child's to close, once it is ready
+    said = False
+    while not select.select([pidfd], [], [], 1.0)[0]:
+        if pasta.poll() is not None and not said:
+            print(f"pasta exited with code {pasta.returncode}: no outbound network", file=sys.stderr, flush=True)
+            said = True
+    if pasta.poll() is None:
+        pasta.terminate()
+        try:
+            pasta.wait(5)
+        except subprocess.TimeoutExpired:
+            pasta.kill()
+            pasta.wait()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -141,8 +142,9 @@ async def test_the_cgroup_has_the_configured_limits(hivemind: Hivemind) -> None:
         assert (dirs["unified"] / "memory.max").read_text().strip() == str(96 << 20)
         assert (dirs["unified"] / "pids.max").read_text().strip() == "40"
         procs_file = dirs["unified"] / "cgroup.procs"
-    # Everything of the sandbox is in it: bwrap outside and in, and the program (once bwrap's set-up is done).
-    assert await _until(lambda: len(procs_file.read_text().split()) == 3, 5), procs_file.read_text()
+    # Everything of the sandbox is in it: bwrap outside and in, and the program (once bwrap's set-up is
+    # done), and its network's keeper (a root half that ends pasta, a forwarding half) and pasta.
+    assert await _until(lambda: len(procs_file.read_text().split()) == 6, 5), procs_file.read_text()
     assert {record["pid"], record["init_pid"]} <= {int(p) for p in procs_file.read_text().split()}
     await hivemind.call("stop", name="alice")
     assert not any(d.exists() for d in dirs.values())
@@ -249,3 +251,31 @@ async def test_a_state_dir_past_its_budget_warns_and_refuses_the_start(hive: Hiv
         (state / "big").unlink()
         assert (await hivemind.call("start", name="alice"))["state"] == "running"
         assert (await hivemind.status("alice"))["problem"] is None
+
+
+def _network_helpers() -> set[int]:
+    """Live pasta and network keeper processes on this host."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _alive(int(entry.name)):
+            command = cmdline(int(entry.name))
+            if "passt" in command or "pasta" in command or "sandbox_network" in command:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("pasta") is None, reason="needs root and pasta")
+async def test_a_sandboxs_pasta_and_network_keeper_end_with_it(hivemind: Hivemind) -> None:
+    """They held ~30 MB each: left behind at every stop, a few hundred filled the host's memory."""
+    before = _network_helpers()
+    await hivemind.create("alice", SLEEPER)  # network = "outbound", the default
+    ours = _network_helpers() - before
+    assert len(ours) >= 2, "a keeper and its pasta"
+    await hivemind.call("stop", name="alice")
+    assert await _until(lambda: not (ours & _network_helpers()), 2.0), f"left alive: {ours & _network_helpers()}"
+
+    await hivemind.call("start", name="alice")
+    ours = _network_helpers() - before
+    first = _record(hivemind.hive, "alice")
+    os.kill(first["pid"], signal.SIGKILL)  # a crash of the sandbox itself
+    assert await _until(lambda: not (ours & _network_helpers()), 2.0), f"left alive: {ours & _network_helpers()}"

@@ -156,7 +156,7 @@ class BwrapBackend(Backend):
             os.close(block_read)
         try:
             ready = await self._ready(spec, process, info_read)
-            await self._network(spec, ready["child-pid"], block_write)
+            await self._network(spec, ready["child-pid"], block_write, cgroup)
         except BaseException:
             # Whatever went wrong (or cancelled us), no sandbox may run that nobody tracks.
             with contextlib.suppress(ProcessLookupError):
@@ -184,12 +184,14 @@ class BwrapBackend(Backend):
         self._ensure_rotation()
         return Running(spec.name, started_at, sandbox.pid)
 
-    async def _network(self, spec: SandboxSpec, init_pid: int, block_fd: int) -> None:
+    async def _network(self, spec: SandboxSpec, init_pid: int, block_fd: int, cgroup: cgroups.Cgroup | None) -> None:
         """Give the sandbox its network ([sandbox] network), then let its command run."""
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND)
         try:
             uid = spec.uid if spec.uid is not None else os.geteuid()
-            await sandbox_network.attach(spec.network, init_pid, uid, sandbox_network.hive_ports(self.config), log_fd)
+            ports = sandbox_network.hive_ports(self.config)
+            procs = cgroup.procs_files if cgroup is not None else ()
+            await sandbox_network.attach(spec.network, init_pid, uid, ports, log_fd, procs)
         except sandbox_network.NetworkError as e:
             raise BackendError(f"the sandbox of {spec.name} did not start: {e}") from None
         finally:
