@@ -54,9 +54,34 @@ class NetworkError(Exception):
     """The sandbox's network could not be set up; the message says why and what to do."""
 
 
-def bwrap_args(mode: str) -> list[str]:
-    """What bwrap needs for `mode`: its own network namespace unless the host's."""
-    return [] if mode == "host" else ["--unshare-net"]
+# Where an outbound sandbox sends DNS: pasta forwards it to the host's first resolver, which may
+# well be on the host's loopback (systemd-resolved's 127.0.0.53), out of the sandbox's reach.
+# Link-local, so it is never a real host; Podman's pasta networks use the same address.
+DNS_FORWARD: Final = "169.254.1.1"
+HOST_RESOLV_CONF: Final = Path("/etc/resolv.conf")
+
+
+def bwrap_args(mode: str, resolv_conf: Path | None = None) -> list[str]:
+    """What bwrap needs for `mode`: its own network namespace unless the host's, and for "outbound"
+    the resolv.conf that names pasta's DNS forward (`resolv_conf`, from `sandbox_resolv_conf`)."""
+    if mode == "host":
+        return []
+    argv = ["--unshare-net"]
+    if mode == "outbound" and resolv_conf is not None:
+        # Over the host's file, or where its link points (systemd-resolved's /run/... file: /etc
+        # is bound read-only and the link then resolves inside the sandbox to this file).
+        argv += ["--ro-bind", str(resolv_conf), str(HOST_RESOLV_CONF.resolve())]
+    return argv
+
+
+def sandbox_resolv_conf() -> str:
+    """The sandbox's resolv.conf: one nameserver, pasta's DNS forward; the host's search and options."""
+    try:
+        host = HOST_RESOLV_CONF.read_text(errors="replace")
+    except OSError:
+        host = ""  # no resolver configured: pasta has none to forward to either
+    kept = [line for line in host.splitlines() if line.split()[:1] in (["search"], ["domain"], ["options"])]
+    return "\n".join([f"nameserver {DNS_FORWARD}", *kept]) + "\n"
 
 
 def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
@@ -195,6 +220,7 @@ def _start_pasta(init_pid: int, privileged: bool) -> subprocess.Popen[bytes]:
     netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY)  # passed on: pasta opens it as /proc/self/fd/N
     fds = [netns]
     argv = [pasta, "-f", "-q", "--config-net", "--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none"]
+    argv += ["--dns-forward", DNS_FORWARD]
     # --no-netns-quit: the keeper ends pasta (it would watch the namespace's file with inotify, and
     # write to the agent's log when the host has no inotify instance left).
     argv += ["--netns", f"/proc/self/fd/{netns}", "--no-netns-quit"]

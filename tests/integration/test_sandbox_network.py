@@ -36,15 +36,27 @@ pytestmark = [
 OUTSIDE = "10.213.9.9"  # on an interface of the test's namespace: "the outside world"
 GATEWAY = "10.213.0.1"  # the namespace's default route (pasta maps it to the host's loopback unless told not to)
 
-# Serves "hello" on the host's loopback (a service agents must not reach) and on OUTSIDE.
+# Serves "hello" on the host's loopback (a service agents must not reach) and on OUTSIDE, and is
+# the host's DNS resolver on its loopback (as systemd-resolved is on 127.0.0.53): every name of
+# type A is OUTSIDE.
 LISTEN = r"""
-import socket, sys, threading
+import socket, struct, sys, threading
 def serve(address):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(address); s.listen()
     while True:
         c, _ = s.accept(); c.sendall(b"hello"); c.close()
+def resolve():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 53))
+    while True:
+        query, peer = s.recvfrom(512)
+        end = query.index(b"\0", 12) + 5
+        is_a = query[end - 4:end] == b"\0\1\0\1"
+        answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(sys.argv[2])
+        header = query[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, int(is_a), 0, 0)
+        s.sendto(header + query[12:end] + (answer if is_a else b""), peer)
 threads = [threading.Thread(target=serve, args=(("127.0.0.1", int(sys.argv[1])),), daemon=True),
-           threading.Thread(target=serve, args=((sys.argv[2], int(sys.argv[3])),), daemon=True)]
+           threading.Thread(target=serve, args=((sys.argv[2], int(sys.argv[3])),), daemon=True),
+           threading.Thread(target=resolve, daemon=True)]
 for t in threads: t.start()
 print("ready", flush=True)
 sys.stdin.read()
@@ -64,6 +76,13 @@ for name, host, port in targets:
         result[name] = f"failed: {e}"
     finally:
         s.close()
+try:  # a name, through the sandbox's resolver (the search domain comes from the host's)
+    address = socket.getaddrinfo("outside", targets[1][2], socket.AF_INET, socket.SOCK_STREAM)[0][4]
+    s = socket.create_connection(address, timeout=2)
+    result["outside_by_name"] = "connected: " + s.recv(16).decode()
+    s.close()
+except OSError as e:
+    result["outside_by_name"] = f"failed: {e}"
 s = socket.create_connection(("127.0.0.1", broker_port), timeout=5)
 s.sendall(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 result["broker"] = s.recv(64).decode(errors="replace").split("\r\n")[0]
@@ -95,6 +114,10 @@ def ip(*args: str) -> None:
 def netns() -> Iterator[str]:
     name = f"hhnet{os.getpid()}"
     ip("netns", "add", name)
+    # `ip netns exec` binds this over /etc/resolv.conf: the namespace's resolver is on its loopback.
+    etc = Path("/etc/netns") / name
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text("nameserver 127.0.0.1\nsearch hive.test\noptions timeout:1 attempts:2\n")
     try:
         ip("-n", name, "link", "set", "lo", "up")
         # A veth pair with both ends inside (this kernel has no dummy interfaces): nothing leaves it.
@@ -107,6 +130,7 @@ def netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
+        shutil.rmtree(etc, ignore_errors=True)
 
 
 async def test_outbound_and_hive_only_sandboxes_reach_the_hive_but_not_the_hosts_loopback(netns: str) -> None:
@@ -166,7 +190,10 @@ async def test_outbound_and_hive_only_sandboxes_reach_the_hive_but_not_the_hosts
         assert agent["gateway"].startswith("failed"), agent  # not the host's loopback by the back door
         assert agent["host_listener_seen"] is False, agent
     assert outbound["outside"] == "connected: hello", outbound
+    # DNS works although the host's resolver is on its loopback (pasta forwards 169.254.1.1 to it).
+    assert outbound["outside_by_name"] == "connected: hello", outbound
     assert hive_only["outside"].startswith("failed"), hive_only
+    assert hive_only["outside_by_name"].startswith("failed"), hive_only
     for agent in (outbound, hive_only, host):
         # The broker sees the agent's own uid, however it is connected, and caps it (64 per peer).
         assert agent["broker_connections_closed"] == 80 - 64, agent
@@ -174,6 +201,7 @@ async def test_outbound_and_hive_only_sandboxes_reach_the_hive_but_not_the_hosts
     assert host["broker"].startswith("HTTP/1.1 "), host
     assert host["other_loopback"] == "connected: hello", host
     assert host["outside"] == "connected: hello", host
+    assert host["outside_by_name"] == "connected: hello", host
     assert host["host_listener_seen"] is True, host
 
 

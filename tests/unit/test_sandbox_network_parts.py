@@ -18,6 +18,24 @@ def test_only_host_shares_the_hosts_network_namespace() -> None:
     assert AgentConfig().sandbox.network == "outbound"
 
 
+def test_an_outbound_sandbox_asks_pastas_dns_forward_with_the_hosts_search_and_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = tmp_path / "resolv.conf"
+    host.write_text("# resolved\nnameserver 127.0.0.53\nnameserver 10.0.0.1\noptions edns0 trust-ad\nsearch lan\n")
+    monkeypatch.setattr(sandbox_network, "HOST_RESOLV_CONF", host)
+    assert sandbox_network.sandbox_resolv_conf() == "nameserver 169.254.1.1\noptions edns0 trust-ad\nsearch lan\n"
+    mine = tmp_path / "sandbox-resolv.conf"
+    assert bwrap_args("outbound", mine) == ["--unshare-net", "--ro-bind", str(mine), str(host)]
+    assert bwrap_args("hive-only", mine) == ["--unshare-net"]  # nothing to resolve with
+    link = tmp_path / "link.conf"
+    link.symlink_to(host)  # systemd-resolved: /etc/resolv.conf -> ../run/systemd/resolve/stub-resolv.conf
+    monkeypatch.setattr(sandbox_network, "HOST_RESOLV_CONF", link)
+    assert bwrap_args("outbound", mine)[-1] == str(host)  # bound where the link leads
+    host.unlink()
+    assert sandbox_network.sandbox_resolv_conf() == "nameserver 169.254.1.1\n"
+
+
 def test_the_forwarded_ports_are_the_servers_fixed_tcp_ports(tmp_path: Path) -> None:
     init_home(tmp_path)
     (tmp_path / "hive.toml").write_text(

@@ -248,7 +248,13 @@ class BwrapBackend(Backend):
         argv += ["--chdir", str(spec.state_dir), "--clearenv"]
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
-        argv += sandbox_network.bwrap_args(spec.network)
+        resolv_conf = None
+        if spec.network == "outbound":
+            # Made again at each start (the host's search domains may change); replaced whole, so a
+            # running sandbox keeps the file it was given.
+            resolv_conf = self.runtime / "resolv.conf"
+            write_atomic(resolv_conf, sandbox_network.sandbox_resolv_conf(), durable=False)
+        argv += sandbox_network.bwrap_args(spec.network, resolv_conf)
         if block_fd is not None:
             argv += ["--block-fd", str(block_fd)]
         argv += ["--info-fd", str(info_fd), "--json-status-fd", str(status_fd), "--"]
