@@ -242,9 +242,10 @@ class V2Hierarchy(Hierarchy):
         hive.mkdir(exist_ok=True)
         if self.controllers:
             enable = " ".join(f"+{c}" for c in self.controllers)
-            # The server's own cgroup holds processes (the server): the kernel then refuses to give
-            # controllers to its children unless it is the root. Under systemd's Delegate=yes, the
-            # answer is for the server to move itself into a leaf of its own first.
+            # The server's own cgroup holds processes (the server, and whatever else its unit or
+            # `hive up` runs there): the kernel then refuses to give controllers to its children
+            # unless it is the root ("no internal processes"). Under systemd's Delegate=yes, the
+            # answer is to move them all into a leaf of their own first.
             try:
                 _write(self.parent / "cgroup.subtree_control", enable)
             except CgroupError as e:
@@ -252,7 +253,7 @@ class V2Hierarchy(Hierarchy):
                     raise
                 leaf = self.parent / "hyperhive-server"
                 leaf.mkdir(exist_ok=True)
-                _write(leaf / "cgroup.procs", str(os.getpid()))
+                _move_all(self.parent, leaf)
                 _write(self.parent / "cgroup.subtree_control", enable)
             _write(hive / "cgroup.subtree_control", enable)
         cgroup.directory.mkdir()
@@ -363,6 +364,20 @@ def _write(path: Path, value: str, *, optional: bool = False) -> None:
         if optional and e.errno == errno.ENOENT:
             return
         raise CgroupError(e.errno, f"cannot write {value!r} to {path}: {e.strerror}") from None
+
+
+def _move_all(source: Path, target: Path) -> None:
+    """Move every process of cgroup `source` into `target`, those that fork in meanwhile too (bounded)."""
+    for _ in range(20):
+        pids = _read_pids(source / "cgroup.procs")
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                _write(target / "cgroup.procs", str(pid))
+            except CgroupError as e:
+                if e.errno != errno.ESRCH:  # gone meanwhile: nothing to move
+                    raise
 
 
 def _read_pids(path: Path) -> set[int]:
