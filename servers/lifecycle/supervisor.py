@@ -6,6 +6,9 @@ Every method that changes an agent holds that agent exclusively; a second caller
 restart policy's (restart_policy.py); dirs, uids and config repos are provisioning's
 (provisioning.py); what a sandbox is given, sandbox_setup.py's. Helper events go through the outbox
 (servers/common/outbox.py), so a broker that is down or restarting delays them but loses none.
+
+Past ~400 lines because server.py reaches everything through it (the read-only pass-throughs at
+"reading"), and the hive's start-up order (reconcile, the manager first, stop all) lives here too.
 """
 
 from __future__ import annotations
@@ -369,12 +372,13 @@ class Supervisor:
         `expected_base`: the applied sha the approved diff was made against; checked under the
         agent's lock, so a diff that went stale (another apply since) is refused, not applied.
         """
-        row = await self.row(name)
+        await self.row(name)
         paths = AgentPaths.of(self.config, name)
         async with self._exclusive(name, "applying a commit"):
             proposed, files = await self.provisioning.files_at(name, ref)
             done = await self.provisioning.applied_already(name, proposed, expected_base)
             if done is not None:
+                row = await self.row(name)
                 if row.applied_sha != done or row.built_sha != done:
                     await self._finish_apply(name, proposed, done)  # the server died before it was done
                 return proposed, done, True
