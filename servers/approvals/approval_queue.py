@@ -5,7 +5,8 @@ there or is not), so the operator reviews only what could be carried out. Approv
 request, then asks the lifecycle server to carry it out, as the service principal; the outcome
 (applied, denied with the note, or failed with the error) is stored and sent to the requester as
 an ApprovalResolved event. A request left `approving` by a crash, or by a lifecycle server that
-did not answer, is finished by a recovery task: found already done, or carried out again.
+did not answer, is finished by a recovery task sending the same lifecycle call again (lifecycle
+answers "already applied" for what was carried out before, and does not do it twice).
 """
 
 from __future__ import annotations
@@ -216,12 +217,11 @@ class Approvals:
             self._carrying_out.discard(row.id)
 
     async def _carry_out(self, row: RequestRow) -> bool:
+        # One lifecycle call, the same every time: sent again after a crash, lifecycle answers
+        # "already applied" for what an earlier attempt carried out, and does not do it twice.
+        outcome: tuple[Literal["applied", "failed"], str | None] = ("applied", None)
         try:
-            if await self._done_already(row):
-                outcome: tuple[Literal["applied", "failed"], str | None] = ("applied", None)
-            else:
-                await self.lifecycle.call(*_lifecycle_call(row))
-                outcome = ("applied", None)
+            await self.lifecycle.call(*_lifecycle_call(row))
         except ToolError as e:
             outcome = ("failed", str(e))
         except (ServerUnavailable, AuthRefused) as e:
@@ -230,16 +230,6 @@ class Approvals:
         await self.store.finish(row.id, outcome[0], outcome[1], self.clock())
         self.outbox.wake()
         return True
-
-    async def _done_already(self, row: RequestRow) -> bool:
-        """Did an earlier attempt (before a crash) carry this out? Asked before doing it again."""
-        listing = await self.lifecycle.call("list_agents", {})
-        if not any(agent["name"] == row.agent for agent in listing["agents"]):
-            return False
-        config = await self.lifecycle.call("agent_config", {"name": row.agent})
-        if row.kind == "spawn":  # made from the template, as shown; not one made otherwise meanwhile
-            return bool(config["agent_toml"] == agent_toml_template("agent") and config.get("agent_nix") is None)
-        return bool(config["proposed_sha"] == row.commit_sha)
 
     async def _recovery(self) -> None:
         """Finish every request left `approving`, retrying while the lifecycle server is away."""

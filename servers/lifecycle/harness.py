@@ -8,16 +8,24 @@ time capped) and validated; turn stats come over MCP (record_turn), never from a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import time
+from typing import Final
 
+import anyio
 from pydantic import ValidationError
 
 from hyperhive.servers.common.catalog import SERVERS, offered_to_claude
 from hyperhive.servers.common.client import ServerUnavailable, server_address
 from hyperhive.servers.common.config import AgentConfig, HiveConfig, read_env_file
-from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic
 from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATE_MAX_BYTES, HarnessInfo, TurnState
 from hyperhive.servers.lifecycle.paths import AgentPaths
+
+CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
 
 
 def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessInfo:
@@ -77,3 +85,44 @@ def _first_problem(error: ValidationError) -> str:
     first = error.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "the document"
     return f"{where}: {first['msg']}"[:200]
+
+
+def model_of(paths: AgentPaths, config: AgentConfig | None) -> str:
+    """The model its next turn uses: set_model's override, else agent.toml's."""
+    with contextlib.suppress(OSError):
+        text = paths.model_override.read_text().strip()
+        if text:
+            return text
+    return config.model if config else "?"
+
+
+async def set_model_override(paths: AgentPaths, model: str | None, uid: int | None) -> None:
+    """Write (None: remove) the model override its harness reads before each turn."""
+    path = paths.model_override
+    if model is None:
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        return
+    try:
+        AgentConfig(model=model)
+    except ValueError:
+        raise Refused(f"{model!r} is not a model name (e.g. 'sonnet' or 'claude-sonnet-4-5')") from None
+
+    def write() -> None:
+        write_atomic(path, model + "\n", mode=0o644)
+        if uid is not None:
+            os.chown(path, uid, uid)
+
+    await anyio.to_thread.run_sync(write)
+
+
+async def cancel_turn(paths: AgentPaths, turn: TurnState, wait: float = CANCEL_WAIT) -> tuple[int, TurnState]:
+    """Ask the harness to stop running turn `turn`: (the turn's id, its state once stopped or after `wait`)."""
+    assert turn.turn is not None
+    await anyio.to_thread.run_sync(write_atomic, paths.cancel_request, f"{turn.turn}\n", 0o644)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = await read_turn_state(paths)
+        if now is not None and now.turn != turn.turn:
+            return turn.turn, now
+    return turn.turn, turn

@@ -154,6 +154,14 @@ class Applied(BaseModel):
     name: str
     proposed_sha: str
     applied_sha: str
+    # True: this commit was applied on this base before (the same call, sent again); nothing was done now.
+    already_applied: bool = False
+
+
+class Created(AgentInfo):
+    # True: the agent was created from this sha (or the template) on this base before (the same call,
+    # sent again); nothing was done now.
+    already_applied: bool = False
 
 
 class Rebuilt(BaseModel):

@@ -21,7 +21,6 @@ from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import UnsafeFile, read_agent_file_async
-from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
@@ -35,6 +34,7 @@ from hyperhive.servers.lifecycle.models import (
     Applied,
     AuditLog,
     CommitDiff,
+    Created,
     DestroyResult,
     Draft,
     LogLines,
@@ -113,9 +113,7 @@ def create(
             text = "; ".join(part for part in (detail, why) if part) or None
             with anyio.CancelScope(shield=True):
                 try:
-                    await audit_trail.record_action(
-                        supervisor.db, name, action, actor, supervisor.clock(), outcome, text
-                    )
+                    await supervisor.record_action(name, action, actor, outcome, text)
                 except Exception:
                     log.exception("could not write the audit record of %s %s by %s", action, name, actor)
 
@@ -133,17 +131,17 @@ def create(
             applied_sha=row.applied_sha,
             needs_update=supervisor.needs_update(row),
             turn=await supervisor.turn_state(row.name) if row.state == "running" else None,
-            problem=supervisor.problem(row.name),
+            problem=row.problem,
         )
 
     # ------------------------------------------------------------------------------------ reads
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_agents() -> AgentList:
         """Every agent: state, role, model, last exit, restarts, applied sha, needs_update."""
-        rows = await supervisor.store.agents()
+        rows = await supervisor.rows()
         return AgentList(
-            backend=supervisor.backend.name,
-            isolation=supervisor.backend.isolation,
+            backend=supervisor.backend_name,
+            isolation=supervisor.isolation,
             version=supervisor.version,
             agents=[await info(row) for row in rows],
             drafts=await supervisor.drafts(rows),
@@ -156,9 +154,9 @@ def create(
         paths = AgentPaths.of(config, name)
         return AgentStatus(
             **(await info(row)).model_dump(),
-            backend=supervisor.backend.name,
-            isolation=supervisor.backend.isolation,
-            uid=await supervisor.store.uid(name),
+            backend=supervisor.backend_name,
+            isolation=supervisor.isolation,
+            uid=await supervisor.recorded_uid(name),
             crashes_in_a_row=row.crashes,
             stopped_at=iso(row.stopped_at) if row.stopped_at else None,
             busy=supervisor.busy(name),
@@ -169,8 +167,7 @@ def create(
     @mcp.tool(annotations={"readOnlyHint": True})
     async def logs(name: Name, lines: Annotated[int, Field(ge=1, le=5000)] = 100, since: Since = None) -> LogLines:
         """The end of an agent's log, oldest line first."""
-        await supervisor.row(name)
-        return LogLines(name=name, lines=await supervisor.backend.logs(name, lines, _time(since)))
+        return LogLines(name=name, lines=await supervisor.logs(name, lines, _time(since)))
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def agent_config(name: Name) -> AgentConfigText:
@@ -204,8 +201,7 @@ def create(
     @mcp.tool(annotations={"readOnlyHint": True})
     async def agent_stats(name: Name, since: Since = None) -> AgentStats:
         """The harness's turn statistics for an agent: a summary and the turns themselves."""
-        await supervisor.row(name)
-        turns = await supervisor.turn_stats.turns(name, _time(since))
+        turns = await supervisor.turns(name, _time(since))
         return AgentStats(name=name, summary=summarise(turns), turns=turns)
 
     @mcp.tool
@@ -214,7 +210,7 @@ def create(
         me = caller()
         if not me.is_agent:
             raise Refused(f"record_turn keeps an agent's own turns; {me} has none")
-        return Recorded(recorded=await supervisor.turn_stats.record(me.name, turn))
+        return Recorded(recorded=await supervisor.record_turn(me.name, turn))
 
     # ---------------------------------------------------------------------------------- actions
     @mcp.tool
@@ -224,10 +220,12 @@ def create(
             str | None, Field(description="a commit of its draft's proposed repo; default: the template")
         ] = None,
         expected_base: ExpectedBase = None,
-    ) -> AgentInfo:
-        """Create an agent and start it. With expected_base and no sha: from the template only, never a draft."""
+    ) -> Created:
+        """Create an agent and start it. With expected_base and no sha: from the template only, never a draft.
+        Sent again for an agent it created (same sha and expected_base): already_applied, nothing done."""
         async with audited("create_agent", name, f"sha={sha}" if sha else None):
-            return await info(await supervisor.create(name, sha, expected_base))
+            row, already = await supervisor.create(name, sha, expected_base)
+            return Created(**(await info(row)).model_dump(), already_applied=already)
 
     @mcp.tool
     async def create_draft(name: Name) -> Draft:
@@ -300,10 +298,11 @@ def create(
 
     @mcp.tool
     async def apply_commit(name: Name, sha: Sha, expected_base: ExpectedBase = None) -> Applied:
-        """Validate and apply a commit of an agent's proposed config repo, then rebuild the agent."""
+        """Validate and apply a commit of an agent's proposed config repo, then rebuild the agent.
+        Sent again once it is applied (same sha and expected_base): already_applied, nothing done."""
         async with audited("apply_commit", name, f"sha={sha}"):
-            proposed, applied = await supervisor.apply_commit(name, sha, expected_base)
-        return Applied(name=name, proposed_sha=proposed, applied_sha=applied)
+            proposed, applied, already = await supervisor.apply_commit(name, sha, expected_base)
+        return Applied(name=name, proposed_sha=proposed, applied_sha=applied, already_applied=already)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def read_state_file(
@@ -329,12 +328,7 @@ def create(
         agent: Annotated[str | None, Field(description="only actions on this agent")] = None,
     ) -> AuditLog:
         """Who did what to which agent, when, and how it ended (refused and failed actions too), newest first."""
-        if agent is not None:
-            try:
-                check_agent_name(agent)
-            except InvalidName as e:
-                raise Refused(str(e)) from None
-        return AuditLog(entries=await audit_trail.actions(supervisor.db, limit, agent))
+        return AuditLog(entries=await supervisor.actions(limit, agent))
 
     return HiveServer(mcp=mcp)
 

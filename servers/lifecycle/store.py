@@ -69,6 +69,8 @@ MIGRATIONS: Final = [
     CREATE INDEX turns_by_agent ON turns (agent, started_at);
     CREATE INDEX turns_by_start ON turns (started_at);
     """,
+    # Why an agent cannot run as it is (its state dir past state_max), kept across restarts of the server.
+    "ALTER TABLE agents ADD COLUMN problem TEXT;",
 ]
 
 
@@ -95,6 +97,7 @@ class AgentRow:
     built_version: str | None
     created_at: float
     applied_from: str | None = None
+    problem: str | None = None  # why it cannot run as it is, if something other than its state says so
 
 
 class LifecycleStore:
@@ -123,6 +126,9 @@ class LifecycleStore:
         await self.db.write(
             lambda conn: conn.execute(f"UPDATE agents SET {assignments} WHERE name = ?", (*fields.values(), name))
         )
+
+    async def set_problem(self, name: str, problem: str | None) -> None:
+        await self.db.write(lambda conn: conn.execute("UPDATE agents SET problem = ? WHERE name = ?", (problem, name)))
 
     async def remove(self, name: str, forget_uid: bool) -> None:
         def tx(conn: sqlite3.Connection) -> None:

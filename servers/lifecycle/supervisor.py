@@ -1,10 +1,14 @@
-"""The lifecycle server's rules: provisioning agents, starting and stopping them in order,
-applying config commits, telling crashes from stops, restarting with backoff, and telling the
-manager what happened.
+"""The lifecycle server's state machine: each agent started, stopped, restarted, killed, rebuilt,
+created and destroyed in order, following what the backend reports, and telling the manager.
 
 Every method that changes an agent holds that agent exclusively; a second caller gets
-"busy: <name> is <doing what>" instead of waiting. Helper events go through the outbox
+"busy: <name> is <doing what>" instead of waiting. What to do when a sandbox ends is the pure
+restart policy's (restart_policy.py); dirs, uids and config repos are provisioning's
+(provisioning.py); what a sandbox is given, sandbox_setup.py's. Helper events go through the outbox
 (servers/common/outbox.py), so a broker that is down or restarting delays them but loses none.
+
+Past ~400 lines because server.py reaches everything through it (the read-only pass-throughs at
+"reading"), and the hive's start-up order (reconcile, the manager first, stop all) lives here too.
 """
 
 from __future__ import annotations
@@ -13,64 +17,43 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from importlib.metadata import version as package_version
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 
+from hyperhive.servers.common import audit
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.background import background
 from hyperhive.servers.common.client import HiveClient, server_address
-from hyperhive.servers.common.config import (
-    AGENT_TOML,
-    AgentConfig,
-    ConfigError,
-    HiveConfig,
-    agent_toml_template,
-    parse_agent_config,
-)
+from hyperhive.servers.common.config import ConfigError, HiveConfig
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.events import (
-    ContainerCrash,
-    Destroyed,
-    HelperEvent,
-    Killed,
-    Rebuilt,
-    Spawned,
-    StateOverBudget,
-)
-from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.harnessdir import TurnState
-from hyperhive.servers.common.instances import current_instance, end_instances, new_instance
+from hyperhive.servers.common.instances import end_instances
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.keys import SigningKey
-from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
+from hyperhive.servers.common.names import MANAGER
 from hyperhive.servers.common.outbox import Outbox
-from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.lifecycle import logfiles, repos, statebudget
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
-from hyperhive.servers.lifecycle.cgroups import Limits
-from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
+from hyperhive.servers.lifecycle import harness
+from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change
+from hyperhive.servers.lifecycle.models import Turn, TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
-from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore, UidsExhausted
+from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
+from hyperhive.servers.lifecycle.restart_policy import RestartSettings, decide
+from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
+from hyperhive.servers.lifecycle.statebudget import StateBudgets
+from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 
 log = logging.getLogger("hyperhive.lifecycle")
 
-STEADY_SECONDS: Final = 600.0  # running this long without a crash clears the crash count
-MAX_BACKOFF: Final = 300.0
-TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
-KEY_CHECK_SECONDS: Final = 1.0  # how soon agents get tokens signed by a rotated key
-CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
 CRASH_LOG_LINES: Final = 20
 
 
@@ -105,10 +88,12 @@ class Supervisor:
         self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
         self.outbox = Outbox(self.db, self.broker, clock)
         self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, clock)
+        self.provisioning = Provisioning(config, self.store, agents, self.uids)
+        self.setup = SandboxSetup(config, self.issuer, agents, backend, self.provisioning, self.store, clock)
+        self.budgets = StateBudgets(config, self.store, agents, self._announce, clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
-        self._over_budget: dict[str, str] = {}  # agents whose state dir is past state_max -> why
         self._closing = False
 
     # -------------------------------------------------------------------------------- running
@@ -122,8 +107,8 @@ class Supervisor:
                     self.agents.watch(),
                     self._follow_changes(),
                     self.outbox.run(),
-                    self._refresh_tokens(),
-                    self._watch_state_budgets(),
+                    self.setup.refresh_tokens(),
+                    self.budgets.watch(),
                     self.turn_stats.prune_forever(),
                 ):
                     try:
@@ -150,13 +135,13 @@ class Supervisor:
                     await self.store.update(row.name, state="running", started_at=running[row.name].started_at)
             elif row.state in ("starting", "running", "stopping", "restarting"):
                 # It ended while no server watched; the backend reports how, and _start_up starts it again.
-                await self._end_instance(row.name)
+                await self.setup.end_instance(row.name)
                 await self.store.update(row.name, state="stopped", stopped_at=self.clock())
 
     async def _ensure_manager(self) -> None:
         """The manager is infrastructure: created on first start without asking anyone."""
         if await self.store.agent(MANAGER) is None:
-            proposed, applied = await self._provision(MANAGER, "manager")
+            proposed, applied = await self.provisioning.provision(MANAGER, "manager")
             await self.store.add(MANAGER, self.clock(), applied)
             await self.store.update(MANAGER, desired="running", applied_from=proposed)
             log.info("created the manager agent")
@@ -186,32 +171,34 @@ class Supervisor:
             await asyncio.gather(*(self._stop_sandbox(row.name) for row in batch), return_exceptions=True)
 
     # --------------------------------------------------------------------------------- reading
-    def role_of(self, name: str) -> str:
-        config = self.agents.get(name)
-        return config.role if config else "agent"
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def isolation(self) -> str:
+        return self.backend.isolation
+
+    async def rows(self) -> list[AgentRow]:
+        return await self.store.agents()
 
     async def row(self, name: str) -> AgentRow:
-        row = await self.store.agent(_checked(name))
+        row = await self.store.agent(checked(name))
         if row is None:
             raise Refused(f"no agent named {name!r}; list_agents shows the agents there are")
         return row
 
     async def drafts(self, rows: list[AgentRow]) -> list[str]:
         """Names with a proposed config repo and no agent: drafts, and what destroyed agents left."""
-        agents = {row.name for row in rows}
+        return await self.provisioning.drafts({row.name for row in rows})
 
-        def find() -> list[str]:
-            with contextlib.suppress(OSError):
-                return sorted(
-                    entry.name
-                    for entry in os.scandir(self.config.agents_dir)
-                    if entry.name not in agents
-                    and _is_name(entry.name)
-                    and AgentPaths.of(self.config, entry.name).config.joinpath(".git").exists()
-                )
-            return []
+    async def recorded_uid(self, name: str) -> int | None:
+        """The host uid recorded for it, if any (none is allocated by asking)."""
+        return await self.store.uid(name)
 
-        return await anyio.to_thread.run_sync(find)
+    def role_of(self, name: str) -> str:
+        config = self.agents.get(name)
+        return config.role if config else "agent"
 
     def busy(self, name: str) -> str | None:
         """What is being done to `name` right now, if anything."""
@@ -223,143 +210,74 @@ class Supervisor:
         return row.built_version != self.version or row.built_sha != row.applied_sha
 
     def model_of(self, name: str) -> str:
-        override = AgentPaths.of(self.config, name).model_override
-        with contextlib.suppress(OSError):
-            text = override.read_text().strip()
-            if text:
-                return text
-        config = self.agents.get(name)
-        return config.model if config else "?"
+        return harness.model_of(AgentPaths.of(self.config, name), self.agents.get(name))
+
+    async def logs(self, name: str, lines: int, since: float | None) -> list[str]:
+        await self.row(name)
+        return await self.backend.logs(name, lines, since)
+
+    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str]]:
+        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None, widenings)."""
+        return await self.provisioning.diff_commit(name, ref)
+
+    async def turns(self, name: str, since: float | None) -> list[Turn]:
+        await self.row(name)
+        return await self.turn_stats.turns(name, since)
+
+    async def record_turn(self, name: str, turn: TurnRecord) -> bool:
+        return await self.turn_stats.record(name, turn)
+
+    async def record_action(
+        self, name: str, action: str, actor: str, outcome: audit.Outcome, detail: str | None
+    ) -> None:
+        await audit.record_action(self.db, name, action, actor, self.clock(), outcome, detail)
+
+    async def actions(self, limit: int, agent: str | None) -> list[audit.ActionEntry]:
+        return await audit.actions(self.db, limit, None if agent is None else checked(agent))
 
     # -------------------------------------------------------------------------------- creating
-    async def create(self, name: str, ref: str | None = None, expected_base: str | None = None) -> AgentRow:
-        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed repo.
+    async def create(
+        self, name: str, ref: str | None = None, expected_base: str | None = None
+    ) -> tuple[AgentRow, bool]:
+        """Create and start an agent: from the template, or from commit `ref` of its (draft's) proposed
+        repo; returns it and whether it was created already (by this same call, sent again).
 
         With `expected_base` (an approved request: the applied sha its diff was against, or "none"),
         the applied config must still be that, and without `ref` there must be no draft: what is
         created is then exactly what the operator was shown.
         """
-        async with self._exclusive(_checked(name), "being created"):
+        async with self._exclusive(checked(name), "being created"):
             if await self.store.agent(name) is not None:
+                if (ref is not None or expected_base is not None) and await self._created_already(
+                    name, ref, expected_base
+                ):
+                    return await self.row(name), True
                 raise Refused(f"{name} already exists")
-            paths = AgentPaths.of(self.config, name)
-            if expected_base is not None:
-                await _check_base(name, paths, expected_base)
-                if ref is None and await anyio.to_thread.run_sync((paths.config / ".git").exists):
-                    raise Refused(
-                        f"a draft of {name} exists (its config repo, made after the template was shown); "
-                        f"nothing was created: ask the manager to request_spawn_commit({name!r}, sha) for it"
-                    )
-            proposed, applied = await self._provision(name, "agent", ref)
+            await self.provisioning.check_new(name, ref, expected_base)
+            proposed, applied = await self.provisioning.provision(name, "agent", ref)
             await self.store.add(name, self.clock(), applied)
             await self.store.update(name, desired="running", applied_from=proposed)
             await self._launch(name)
             await self._announce(Spawned(agent=name, sha=proposed))
-        return await self.row(name)
+        return await self.row(name), False
+
+    async def _created_already(self, name: str, ref: str | None, expected_base: str | None) -> bool:
+        """Whether `name` is what create(name, ref, expected_base) made: its applied config is `ref`'s
+        (or the template) on `expected_base`, and it was not changed since."""
+        proposed = None
+        if ref is not None:
+            with contextlib.suppress(Refused):  # no such commit: not what was created
+                proposed, _ = await self.provisioning.read_commit(name, ref)
+            if proposed is None:
+                return False
+        return await self.provisioning.applied_already(name, proposed, expected_base) is not None
 
     async def create_draft(self, name: str) -> tuple[AgentPaths, str]:
         """A proposed repo and a state dir, no sandbox: the manager edits the config and seeds notes first."""
-        async with self._exclusive(_checked(name), "being drafted"):
+        async with self._exclusive(checked(name), "being drafted"):
             if await self.store.agent(name) is not None:
                 raise Refused(f"{name} already exists; a draft is for an agent that does not exist yet")
-            paths = AgentPaths.of(self.config, name)
-            manager_uid = await self._uid(MANAGER)
-            await anyio.to_thread.run_sync(self._make_draft_dirs, paths, manager_uid)
-            sha = await self._proposed_repo(paths, "agent", manager_uid)
-        return paths, sha
-
-    async def _provision(self, name: str, role: Literal["agent", "manager"], ref: str | None = None) -> tuple[str, str]:
-        """Repos, dirs and uid; returns (proposed sha, applied sha).
-
-        Keeps what is there: a draft's repo and seeded state, or what an earlier agent of this
-        name left when destroyed without purge. Without `ref`, the applied config stays as it
-        was, or starts as the proposed repo's HEAD.
-        """
-        paths = AgentPaths.of(self.config, name)
-        uid = await self._uid(name)
-        manager_uid = uid if name == MANAGER else await self._uid(MANAGER)
-        await anyio.to_thread.run_sync(self._make_dirs, paths, uid)
-        head = await self._proposed_repo(paths, role, manager_uid)
-        try:
-            proposed = await repos.resolve_commit(paths.config, ref) if ref else head
-            files = await repos.files_at(paths.config, proposed)
-        except repos.RepoError as e:
-            raise Refused(str(e)) from None
-        _validate(name, proposed, files)
-        message = f"Apply {proposed}\n\nInitial config of {name}."
-        if ref and (paths.applied / ".git").exists():
-            applied = await repos.commit_files(paths.applied, files, message)
-        else:
-            applied = await repos.init_repo(paths.applied, files, message)
-        await self.agents.refresh()
-        return proposed, applied
-
-    async def _proposed_repo(self, paths: AgentPaths, role: Literal["agent", "manager"], owner: int | None) -> str:
-        """The proposed repo (made from the template if new), owned by the manager, who edits it."""
-        sha = await repos.init_repo(
-            paths.config,
-            {AGENT_TOML: agent_toml_template(role)},
-            f"Initial config for {paths.name} (hyperhive template)",
-        )
-        if owner is not None:
-            await anyio.to_thread.run_sync(_chown_tree, paths.config, owner)
-        return sha
-
-    def _make_dirs(self, paths: AgentPaths, uid: int | None) -> None:
-        _make_agents_dir(self.config)
-        paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        paths.applied.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        paths.credentials.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for private in (paths.state, paths.harness, paths.credentials):
-            private.mkdir(mode=0o700, exist_ok=True)
-        paths.config.mkdir(mode=0o700, exist_ok=True)
-        if uid is not None:
-            # The whole state dir: a draft's notes were seeded by the manager, under its uid.
-            _chown_tree(paths.state, uid)
-            for private in (paths.harness, paths.credentials):
-                os.chown(private, uid, uid)
-
-    def _make_draft_dirs(self, paths: AgentPaths, manager_uid: int | None) -> None:
-        _make_agents_dir(self.config)
-        paths.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        paths.config.mkdir(mode=0o700, exist_ok=True)
-        paths.state.mkdir(mode=0o700, exist_ok=True)
-        if manager_uid is not None:  # the manager seeds its notes; the agent takes them over when created
-            os.chown(paths.state, manager_uid, manager_uid)
-
-    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str]]:
-        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None, widenings)."""
-        paths = AgentPaths.of(self.config, _checked(name))
-        if not await anyio.to_thread.run_sync((paths.config / ".git").exists):
-            raise Refused(f"{name} has no proposed config repo; create it, or request_spawn_draft({name!r})")
-        try:
-            proposed = await repos.resolve_commit(paths.config, ref)
-            files = await repos.files_at(paths.config, proposed)
-        except repos.RepoError as e:
-            raise Refused(str(e)) from None
-        applied_sha, applied_files = None, {}
-        if await anyio.to_thread.run_sync((paths.applied / ".git").exists):
-            applied_sha = await repos.head(paths.applied)
-            applied_files = await repos.files_at(paths.applied, applied_sha)
-        problems = None
-        try:
-            _validate(name, proposed, files)
-        except Refused as e:
-            problems = str(e)
-        diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
-        return proposed, applied_sha, diff, problems, widenings(applied_files, files)
-
-    async def _uid(self, name: str) -> int | None:
-        if not self.privileged:
-            return None
-        assert self.uids is not None
-        taken = await anyio.to_thread.run_sync(_system_uids)
-        try:
-            return await self.store.uid_of(name, self.uids.start, taken, end=self.uids.end)
-        except UidsExhausted:
-            raise Refused(
-                f"no free host uid left in this hive's block {self.uids}; destroy agents with purge to free some"
-            ) from None
+            return await self.provisioning.make_draft(name)
 
     # ---------------------------------------------------------------------------- start & stop
     async def start(self, name: str) -> AgentRow:
@@ -408,13 +326,14 @@ class Supervisor:
         if config is None:
             raise Refused(f"{name} has no applied config; nothing to start")
         row = await self.row(name)
-        uid = await self._uid(name)
-        if not await self._check_state_budget(name, config, starting=True):
+        uid = await self.provisioning.uid(name)
+        problem = await self.budgets.check(name, config, starting=True)
+        if problem is not None:
             await self.store.update(name, state="failed", stopped_at=self.clock())
-            raise Refused(self._over_budget[name])
+            raise Refused(problem)
         await self.store.update(name, state="starting")
         try:
-            spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
+            spec = await anyio.to_thread.run_sync(self.setup.prepare_start, name, config, uid)
             if row.built_version is None:  # its first start: prepare what the backend needs
                 await self.backend.create(spec)
             elif row.built_sha != row.applied_sha:  # a config was applied since it was built
@@ -431,67 +350,6 @@ class Supervisor:
             built_version=self.version,
         )
 
-    def _prepare_start(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
-        """A fresh token and hive.json for the harness, and the spec to start it with."""
-        paths = AgentPaths.of(self.config, name)
-        self._write_token(paths, config, uid)
-        info = harness_info(self.config, name, config)
-        write_atomic(paths.hive_json, info.model_dump_json(indent=2), mode=0o644)
-        paths.cancel_request.unlink(missing_ok=True)  # meant for a turn of the run before
-        return self.spec(name, config, uid)
-
-    def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
-        paths = AgentPaths.of(self.config, name)
-        command = config.sandbox.command or self.config.lifecycle.default_command or self.backend.harness_command(name)
-        bounds = config.sandbox.bounds(self.config.sandbox)
-        env = {
-            "PATH": self.backend.path,
-            "HOME": str(paths.harness),
-            "LANG": "C.UTF-8",
-            "HIVE_AGENT": name,
-            "HIVE_ROLE": config.role,
-            "HIVE_HARNESS_DIR": str(paths.harness),
-            "HIVE_STATE_DIR": str(paths.state),
-            **config.env,
-        }
-        return SandboxSpec(
-            name=name,
-            role=config.role,
-            command=list(command),
-            env=env,
-            uid=uid,
-            state_dir=paths.state,
-            harness_dir=paths.harness,
-            credentials_dir=paths.credentials,
-            applied_dir=paths.applied,
-            log_path=paths.log,
-            # The manager edits every agent's proposed config; uid permissions keep the rest closed.
-            shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
-            limits=Limits(bounds.memory_max, bounds.pids_max, bounds.cpu_weight),
-            tmp_max=bounds.tmp_max,
-            network=config.sandbox.network,
-        )
-
-    def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None, *, new: bool = True) -> None:
-        """A token for a new instance of the agent (`new`), or a renewed one for its live instance."""
-        instance = current_instance(self.config.instances_dir, paths.name)
-        if new or instance is None:
-            instance = new_instance(self.config.instances_dir, paths.name)
-        token = self.issuer.agent_token(Principal(paths.name, Role(config.role)), config, instance)
-        write_atomic(paths.token, token, mode=0o600)
-        if uid is not None:
-            os.chown(paths.token, uid, uid)
-
-    async def _end_instance(self, name: str, *, reissue: bool = False) -> None:
-        """Its sandbox ended: every token of that run stops working now, whatever still holds one.
-        `reissue`: the backend restarts it by itself, so its token file gets the new instance's."""
-        config = self.agents.get(name)
-        if reissue and config is not None:
-            uid = await self._uid(name)
-            await anyio.to_thread.run_sync(self._write_token, AgentPaths.of(self.config, name), config, uid)
-        else:
-            await anyio.to_thread.run_sync(new_instance, self.config.instances_dir, name)
-
     async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:
         """Stop it and mark it stopped; its ending will not count as a crash. `desired` is the caller's."""
         await self.store.update(name, state="stopping")
@@ -503,12 +361,13 @@ class Supervisor:
                 await self.backend.stop(name, self.config.lifecycle.stop_timeout_seconds)
         except BackendError as e:
             log.warning("stopping %s: %s", name, e)
-        await self._end_instance(name)
+        await self.setup.end_instance(name)
         await self.store.update(name, state="stopped", stopped_at=self.clock())
 
     # --------------------------------------------------------------------------- config changes
-    async def apply_commit(self, name: str, ref: str, expected_base: str | None = None) -> tuple[str, str]:
-        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed, applied) shas.
+    async def apply_commit(self, name: str, ref: str, expected_base: str | None = None) -> tuple[str, str, bool]:
+        """Apply commit `ref` of the agent's proposed repo and rebuild it. Returns (proposed sha, applied
+        sha, whether it was applied already: this same call, sent again, is answered and not repeated).
 
         `expected_base`: the applied sha the approved diff was made against; checked under the
         agent's lock, so a diff that went stale (another apply since) is refused, not applied.
@@ -516,25 +375,27 @@ class Supervisor:
         await self.row(name)
         paths = AgentPaths.of(self.config, name)
         async with self._exclusive(name, "applying a commit"):
+            proposed, files = await self.provisioning.files_at(name, ref)
+            done = await self.provisioning.applied_already(name, proposed, expected_base)
+            if done is not None:
+                row = await self.row(name)
+                if row.applied_sha != done or row.built_sha != done:
+                    await self._finish_apply(name, proposed, done)  # the server died before it was done
+                return proposed, done, True
             try:
-                proposed = await repos.resolve_commit(paths.config, ref)
-                files = await repos.files_at(paths.config, proposed)
-            except repos.RepoError as e:
-                raise Refused(str(e)) from None
-            try:
-                _validate(name, proposed, files)
+                validate(name, proposed, files)
             except Refused as e:
                 raise Refused(f"{e}\nNothing was applied.") from None
             if expected_base is not None:
-                await _check_base(name, paths, expected_base)
-            applied = await repos.commit_files(
-                paths.applied, files, f"Apply {proposed}\n\nProposed commit {proposed} of agents/{name}/config."
-            )
-            await self.agents.refresh()
-            await self.store.update(name, applied_sha=applied, applied_from=proposed)
-            await self._rebuild_held(name)
-            await self._announce(Rebuilt(agent=name, sha=proposed))
-        return proposed, applied
+                await check_base(name, paths, expected_base)
+            applied = await self.provisioning.apply(name, proposed, files)
+            await self._finish_apply(name, proposed, applied)
+        return proposed, applied, False
+
+    async def _finish_apply(self, name: str, proposed: str, applied: str) -> None:
+        await self.store.update(name, applied_sha=applied, applied_from=proposed)
+        await self._rebuild_held(name)
+        await self._announce(Rebuilt(agent=name, sha=proposed))
 
     async def rebuild(self, name: str) -> AgentRow:
         await self.row(name)
@@ -559,62 +420,42 @@ class Supervisor:
         if row.desired == "running":
             await self._launch(name)
         else:
-            spec = self.spec(name, config, await self._uid(name))
+            spec = self.setup.spec(name, config, await self.provisioning.uid(name))
             try:
                 await self.backend.update(spec)
             except BackendError as e:
                 raise Refused(str(e)) from None
             await self.store.update(name, built_sha=row.applied_sha, built_version=self.version)
 
+    # ----------------------------------------------------------------------------- its harness
     async def set_model(self, name: str, model: str | None) -> str:
         await self.row(name)
-        path = AgentPaths.of(self.config, name).model_override
-        if model is None:
-            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
-        else:
-            try:
-                AgentConfig(model=model)
-            except ValueError:
-                raise Refused(f"{model!r} is not a model name (e.g. 'sonnet' or 'claude-sonnet-4-5')") from None
-            uid = await self._uid(name)
-
-            def write() -> None:
-                write_atomic(path, model + "\n", mode=0o644)
-                if uid is not None:
-                    os.chown(path, uid, uid)
-
-            await anyio.to_thread.run_sync(write)
+        uid = await self.provisioning.uid(name) if model is not None else None
+        await harness.set_model_override(AgentPaths.of(self.config, name), model, uid)
         return self.model_of(name)
 
     async def turn_state(self, name: str) -> TurnState | None:
         """What its harness says it is doing (turn.json, read without trusting it)."""
-        return await read_turn_state(AgentPaths.of(self.config, name))
+        return await harness.read_turn_state(AgentPaths.of(self.config, name))
 
-    async def cancel_turn(self, name: str, wait: float = CANCEL_WAIT) -> tuple[int, TurnState]:
+    async def cancel_turn(self, name: str, wait: float = harness.CANCEL_WAIT) -> tuple[int, TurnState]:
         """Ask the harness to stop its running turn: (the turn's id, its state once stopped or after `wait`)."""
         row = await self.row(name)
         paths = AgentPaths.of(self.config, name)
-        turn = await read_turn_state(paths) if row.state == "running" else None
+        turn = await harness.read_turn_state(paths) if row.state == "running" else None
         if turn is None or turn.state != "running" or turn.turn is None:
             doing = f"its harness is {turn.state}" if turn else f"it is {row.state}"
             raise Refused(f"{name} is not running a turn ({doing}); nothing to cancel")
-        await anyio.to_thread.run_sync(write_atomic, paths.cancel_request, f"{turn.turn}\n", 0o644)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            now = await read_turn_state(paths)
-            if now is not None and now.turn != turn.turn:
-                return turn.turn, now
-        return turn.turn, turn
+        return await harness.cancel_turn(paths, turn, wait)
 
     # ------------------------------------------------------------------------------- destroying
     async def destroy(self, name: str, *, purge: bool, force: bool) -> None:
-        if purge and await self.store.agent(_checked(name)) is None and self._leftovers(name):
+        if purge and await self.store.agent(checked(name)) is None and self.provisioning.leftovers(name):
             # Destroyed before, its files kept: purge them now.
             async with self._exclusive(name, "being purged"):
                 await self.store.remove(name, forget_uid=True)
                 await anyio.to_thread.run_sync(end_instances, self.config.instances_dir, name)
-                await anyio.to_thread.run_sync(self._purge, name)
+                await anyio.to_thread.run_sync(self.provisioning.purge, name)
                 await self.agents.refresh()
             return
         row = await self.row(name)
@@ -630,21 +471,11 @@ class Supervisor:
             await self.store.remove(name, forget_uid=purge)
             await anyio.to_thread.run_sync(end_instances, self.config.instances_dir, name)
             if purge:
-                await anyio.to_thread.run_sync(self._purge, name)
+                await anyio.to_thread.run_sync(self.provisioning.purge, name)
                 await self.store.forget_turns(name)
             await self.agents.refresh()
             if name != MANAGER:
                 await self._announce(Destroyed(agent=name, purged=purge))
-
-    def _leftovers(self, name: str) -> bool:
-        paths = AgentPaths.of(self.config, name)
-        return any(path.exists() for path in (paths.root, paths.applied, paths.credentials))
-
-    def _purge(self, name: str) -> None:
-        paths = AgentPaths.of(self.config, name)
-        for directory in (paths.root, paths.applied, paths.credentials):
-            shutil.rmtree(directory, ignore_errors=True)
-        logfiles.remove_all(paths.log)
 
     # ---------------------------------------------------------------------------------- crashes
     async def _follow_changes(self) -> None:
@@ -655,34 +486,30 @@ class Supervisor:
                 log.exception("handling the end of %s's sandbox failed", change.name)
 
     async def _on_change(self, change: Change) -> None:
+        """Carry out what the restart policy decides about a sandbox that ended."""
         row = await self.store.agent(change.name)
         if row is None:
             return
-        if self._expected_exits.get(change.name):
+        expected = bool(self._expected_exits.get(change.name))
+        if expected:
             self._expected_exits[change.name] -= 1
-            await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
-            return
-        lines = await self.backend.logs(change.name, CRASH_LOG_LINES, None)
-        if change.started_at is not None and row.started_at is not None and change.started_at < row.started_at:
-            # A run that ended while no server watched; a newer one is already going. Report only.
-            await self._announce(self._crash_event(change, row.restart_count, False, lines))
-            return
-        await self._end_instance(change.name, reissue=change.auto_restarting)
-        await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
-        crashes = row.crashes + 1
-        if row.started_at is not None and change.at - row.started_at > STEADY_SECONDS:
-            crashes = 1  # it had been running steadily: a new run of bad luck
         config = self.agents.get(change.name)
-        limit = config.sandbox.max_restarts if config else 0
-        restart_ourselves = not change.auto_restarting and row.desired == "running" and crashes <= limit
-        if row.state == "running" or change.auto_restarting:
-            state = "restarting" if (restart_ourselves or change.auto_restarting) else "failed"
-            await self.store.update(change.name, state=state, stopped_at=change.at, crashes=crashes)
-        will_restart = restart_ourselves or change.auto_restarting
-        await self._announce(self._crash_event(change, row.restart_count, will_restart, lines))
-        if restart_ourselves and row.state == "running":
-            delay = min(self.config.lifecycle.restart_backoff_seconds * 2 ** (crashes - 1), MAX_BACKOFF)
-            self._spawn(self._restart_after_crash(change.name, delay))
+        settings = RestartSettings(
+            max_restarts=config.sandbox.max_restarts if config else 0,
+            backoff_seconds=self.config.lifecycle.restart_backoff_seconds,
+        )
+        decision = decide(row, change, settings, expected=expected)
+        lines = await self.backend.logs(change.name, CRASH_LOG_LINES, None) if decision.report else []
+        if decision.end_instance:
+            await self.setup.end_instance(change.name, reissue=decision.reissue_token)
+        if decision.record_exit:
+            await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
+        if decision.state is not None:
+            await self.store.update(change.name, state=decision.state, stopped_at=change.at, crashes=decision.crashes)
+        if decision.report:
+            await self._announce(self._crash_event(change, row.restart_count, decision.will_restart, lines))
+        if decision.restart_after is not None:
+            self._spawn(self._restart_after_crash(change.name, decision.restart_after))
 
     def _crash_event(self, change: Change, restarts: int, will_restart: bool, lines: list[str]) -> ContainerCrash:
         return ContainerCrash(
@@ -708,64 +535,11 @@ class Supervisor:
                 log.error("restarting %s after its crash failed: %s", name, e)
                 await self._on_change(Change(name, at=self.clock()))
 
-    # ------------------------------------------------------------------------------- state budget
-    def problem(self, name: str) -> str | None:
-        """Why it cannot run as it is, if something other than its state says so."""
-        return self._over_budget.get(name)
-
-    async def _check_state_budget(self, name: str, config: AgentConfig, *, starting: bool = False) -> bool:
-        """True if its state dir is within [sandbox] state_max; tells the manager once when it passes."""
-        budget = config.sandbox.bounds(self.config.sandbox).state_max
-        used = await anyio.to_thread.run_sync(statebudget.usage, AgentPaths.of(self.config, name).state)
-        if used.bytes <= budget:
-            self._over_budget.pop(name, None)
-            return True
-        message = statebudget.over_budget_message(name, used, budget)
-        log_path = AgentPaths.of(self.config, name).log
-        await anyio.to_thread.run_sync(logfiles.mark, log_path, self.clock(), message)
-        if name not in self._over_budget or starting:
-            used_text = ("at least " if not used.complete else "") + statebudget.human(used.bytes)
-            event = StateOverBudget(
-                agent=name, used=used_text, budget=statebudget.human(budget), refused_start=starting
-            )
-            await self._announce(event)
-        self._over_budget[name] = message
-        return False
-
-    async def _watch_state_budgets(self) -> None:
-        """Measure running agents' state dirs now and then; passing the budget is told to the manager."""
-        while True:
-            await asyncio.sleep(self.config.sandbox.state_check_seconds)
-            for row in await self.store.agents():
-                config = self.agents.get(row.name)
-                if row.state == "running" and config is not None:
-                    await self._check_state_budget(row.name, config)
-
-    # ----------------------------------------------------------------------------------- events
+    # ------------------------------------------------------------------------------------ helpers
     async def _announce(self, event: HelperEvent) -> None:
         """Tell the manager, through the broker, as soon as it can be delivered."""
         await self.outbox.post(MANAGER, event)
 
-    async def _refresh_tokens(self) -> None:
-        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them well before, and
-        at once when the hive's key is rotated (`hive rotate-key`: what the old key signed is refused)."""
-        every = min(TOKEN_REFRESH_EVERY, self.config.tokens.ttl_seconds / 4)
-        kid = self.issuer.signing().kid
-        due = self.clock() + every
-        while True:
-            await asyncio.sleep(KEY_CHECK_SECONDS)
-            current = self.issuer.signing().kid
-            if current == kid and self.clock() < due:
-                continue
-            kid, due = current, self.clock() + every
-            for row in await self.store.agents():
-                config = self.agents.get(row.name)
-                if row.state in ("running", "starting") and config is not None:
-                    uid = await self._uid(row.name)
-                    paths = AgentPaths.of(self.config, row.name)
-                    await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
-
-    # ------------------------------------------------------------------------------------ helpers
     @asynccontextmanager
     async def _exclusive(self, name: str, doing: str) -> AsyncIterator[None]:
         current = self._busy.get(name)
@@ -781,48 +555,6 @@ class Supervisor:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _validate(name: str, sha: str, files: dict[str, str]) -> None:
-    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted or made."""
-    if AGENT_TOML not in files:
-        raise Refused(f"commit {sha[:12]} of {name}'s config has no {AGENT_TOML}")
-    try:
-        config = parse_agent_config(files[AGENT_TOML], f"{name}@{sha[:12]}:{AGENT_TOML}")
-    except ConfigError as e:
-        raise Refused(str(e)) from None
-    if name == MANAGER and config.role != "manager":
-        raise Refused('the manager\'s config must keep role = "manager"')
-    if name != MANAGER and config.role == "manager":
-        # A manager's token and a read-write bind of every agent's config repo: one manager only.
-        raise Refused(f'role = "manager" is for the agent named {MANAGER} only; {name} must keep role = "agent"')
-
-
-async def _check_base(name: str, paths: AgentPaths, expected: str) -> None:
-    """Refuse unless the applied config is still `expected` (its sha, or "none")."""
-    has_applied = await anyio.to_thread.run_sync((paths.applied / ".git").exists)
-    current = await repos.head(paths.applied) if has_applied else "none"
-    if current != expected:
-        raise Refused(
-            f"{name}'s applied config changed since the diff was made (it was {expected[:12]}, it is "
-            f"{current[:12]}); nothing was applied: ask the manager to request it again"
-        )
-
-
-def _is_name(name: str) -> bool:
-    try:
-        check_agent_name(name)
-    except InvalidName:
-        return False
-    return True
-
-
-def _checked(name: str) -> str:
-    """`name` if it is a valid agent name; a refusal saying why otherwise."""
-    try:
-        return check_agent_name(name)
-    except InvalidName as e:
-        raise Refused(str(e)) from None
 
 
 def _manager_first(rows: list[AgentRow]) -> list[AgentRow]:
@@ -844,26 +576,3 @@ def signal_name(number: int | None) -> str | None:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
-
-
-def _make_agents_dir(config: HiveConfig) -> None:
-    """agents/ lets every agent's uid pass through to its own dirs, and the manager to every config repo."""
-    config.agents_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-    config.agents_dir.chmod(0o711)
-
-
-def _system_uids() -> set[int]:
-    """Uids of the host's accounts, which agents must not share."""
-    import pwd
-
-    return {entry.pw_uid for entry in pwd.getpwall()}
-
-
-def _chown_tree(root: os.PathLike[str], uid: int) -> None:
-    # The tree may be written by another uid (the manager seeding a draft) while we walk it: fwalk
-    # holds each directory open and chowns relative to it, so a directory swapped for a symlink
-    # mid-walk cannot redirect a chown outside the tree.
-    os.chown(root, uid, uid, follow_symlinks=False)
-    for _, dirs, files, directory_fd in os.fwalk(root):
-        for name in [*dirs, *files]:
-            os.chown(name, uid, uid, dir_fd=directory_fd, follow_symlinks=False)

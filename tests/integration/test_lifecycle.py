@@ -247,6 +247,62 @@ async def test_apply_commit_validates_then_applies_and_rebuilds(hivemind: Hivemi
     assert good in log
 
 
+async def _events(hivemind: Hivemind, kind: str) -> list[dict[str, Any]]:
+    """Every helper event of type `kind` sent to the manager so far (read or not)."""
+    await asyncio.sleep(0.5)  # the outbox delivers at once; leave it a moment
+    listing = await hivemind.broker.client("operator").call("list_messages", {"agent": "manager"})
+    return [m["event"] for m in listing["messages"] if (m.get("event") or {}).get("type") == kind]
+
+
+async def test_apply_commit_sent_again_is_already_applied_and_done_once(hivemind: Hivemind) -> None:
+    await hivemind.create("alice")
+    paths = AgentPaths.of(hivemind.hive.config, "alice")
+    base = (await hivemind.call("agent_config", name="alice"))["sha"]
+    sha = await hivemind.propose("alice", 'model = "opus"\n')
+    call = {"name": "alice", "sha": sha, "expected_base": base}
+    first = await hivemind.approvals.call("apply_commit", call)
+    assert first["already_applied"] is False and first["proposed_sha"] == sha
+    started = (await hivemind.status("alice"))["started_at"]
+    commits = await repos.git(paths.applied, "rev-list", "--count", "HEAD")
+    again = await hivemind.approvals.call("apply_commit", call)  # a retry after a crash, say
+    assert again == {**first, "already_applied": True}
+    assert await repos.git(paths.applied, "rev-list", "--count", "HEAD") == commits  # nothing committed
+    assert (await hivemind.status("alice"))["started_at"] == started  # nor rebuilt
+    assert [e["sha"] for e in await _events(hivemind, "rebuilt")] == [sha]  # told once
+    # Without expected_base (the operator's own apply) it is the same call again too.
+    assert (await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": sha[:12]}))["already_applied"]
+
+    # Once something else was applied, the old call is stale: refused, not "already applied".
+    haiku = await hivemind.propose("alice", 'model = "haiku"\n')
+    await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": haiku})
+    with pytest.raises(ToolError, match="changed since the diff was made"):
+        await hivemind.approvals.call("apply_commit", call)
+    # The same commit on another base is applied anew (its request was against what is applied now).
+    now = (await hivemind.call("agent_config", name="alice"))["sha"]
+    reapplied = await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": sha, "expected_base": now})
+    assert reapplied["already_applied"] is False and (await hivemind.status("alice"))["model"] == "opus"
+
+
+async def test_create_agent_sent_again_is_already_applied_and_done_once(hivemind: Hivemind) -> None:
+    await hivemind.call("create_draft", name="bob")
+    sha = await hivemind.propose("bob", f"[sandbox]\ncommand = {toml_list(SLEEPER)}\n")
+    call = {"name": "bob", "sha": sha, "expected_base": "none"}
+    first = await hivemind.approvals.call("create_agent", call)
+    assert first["already_applied"] is False and first["state"] == "running"
+    again = await hivemind.approvals.call("create_agent", call)
+    assert again["already_applied"] is True and again["started_at"] == first["started_at"]
+    assert [e["agent"] for e in await _events(hivemind, "spawned")] == ["bob"]
+    # The template, as a one-step spawn asks for it: sent again, already applied too.
+    template = {"name": "carol", "expected_base": "none"}
+    assert (await hivemind.approvals.call("create_agent", template))["already_applied"] is False
+    assert (await hivemind.approvals.call("create_agent", template))["already_applied"] is True
+    # What was not created by that call is no "already applied": bob is not the template, nor carol sha.
+    with pytest.raises(ToolError, match="bob already exists"):
+        await hivemind.approvals.call("create_agent", {"name": "bob", "expected_base": "none"})
+    with pytest.raises(ToolError, match="carol already exists"):
+        await hivemind.approvals.call("create_agent", {"name": "carol", "sha": sha, "expected_base": "none"})
+
+
 async def test_apply_commit_is_for_the_approvals_server_only(hivemind: Hivemind) -> None:
     await hivemind.create("alice", SLEEPER)
     sha = await hivemind.propose("alice", 'model = "opus"\n')

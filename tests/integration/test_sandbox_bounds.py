@@ -279,3 +279,22 @@ async def test_a_sandboxs_pasta_and_network_keeper_end_with_it(hivemind: Hivemin
     first = _record(hivemind.hive, "alice")
     os.kill(first["pid"], signal.SIGKILL)  # a crash of the sandbox itself
     assert await _until(lambda: not (ours & _network_helpers()), 2.0), f"left alive: {ours & _network_helpers()}"
+
+
+async def test_a_state_dir_problem_is_still_shown_after_the_lifecycle_server_restarts(hive: Hive) -> None:
+    """Issue 12: the problem was kept in the server's memory only; a restart hid it until the next check."""
+    budget = f'[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n[sandbox]\nstate_max = "2M"\n'
+    hive.configure(budget + "state_check_seconds = 1\n")
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle") as lc:  # its sandboxes outlive it
+            hivemind = Hivemind(hive, broker, lc)
+            await hivemind.create("alice")
+            (AgentPaths.of(hive.config, "alice").state / "big").write_bytes(os.urandom(3 << 20))
+            await hivemind.event("state_over_budget", timeout=10)
+            assert "state_max" in (await hivemind.status("alice"))["problem"]
+        hive.configure(budget + "state_check_seconds = 3600\n")  # no new measurement after the restart
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lc:
+            hivemind = Hivemind(hive, broker, lc)
+            [alice] = [a for a in (await hivemind.call("list_agents"))["agents"] if a["name"] == "alice"]
+            assert alice["state"] == "running"
+            assert alice["problem"] is not None and "past its budget of 2M" in alice["problem"], alice

@@ -1,0 +1,132 @@
+"""What an agent's sandbox is given: its spec (command, environment, binds, limits), a token for
+each new run, hive.json for its harness; and tokens renewed while it runs.
+
+A token names the sandbox instance it is for (servers/common/instances.py): when a run ends, its
+instance ends and every token of that run stops working, whatever still holds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from functools import partial
+from typing import Final
+
+import anyio
+
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.config import AgentConfig, HiveConfig
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.instances import current_instance, new_instance
+from hyperhive.servers.common.issuer import Issuer
+from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.lifecycle.backends.base import Backend, SandboxSpec
+from hyperhive.servers.lifecycle.cgroups import Limits
+from hyperhive.servers.lifecycle.harness import harness_info
+from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.provisioning import Provisioning
+from hyperhive.servers.lifecycle.store import LifecycleStore
+
+TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
+KEY_CHECK_SECONDS: Final = 1.0  # how soon agents get tokens signed by a rotated key
+
+
+class SandboxSetup:
+    def __init__(
+        self,
+        config: HiveConfig,
+        issuer: Issuer,
+        agents: AgentRegistry,
+        backend: Backend,
+        provisioning: Provisioning,
+        store: LifecycleStore,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.issuer = issuer
+        self.agents = agents
+        self.backend = backend
+        self.provisioning = provisioning
+        self.store = store
+        self.clock = clock
+
+    def prepare_start(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
+        """A fresh token and hive.json for the harness, and the spec to start it with. Blocking."""
+        paths = AgentPaths.of(self.config, name)
+        self._write_token(paths, config, uid)
+        info = harness_info(self.config, name, config)
+        write_atomic(paths.hive_json, info.model_dump_json(indent=2), mode=0o644)
+        paths.cancel_request.unlink(missing_ok=True)  # meant for a turn of the run before
+        return self.spec(name, config, uid)
+
+    def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
+        paths = AgentPaths.of(self.config, name)
+        command = config.sandbox.command or self.config.lifecycle.default_command or self.backend.harness_command(name)
+        bounds = config.sandbox.bounds(self.config.sandbox)
+        env = {
+            "PATH": self.backend.path,
+            "HOME": str(paths.harness),
+            "LANG": "C.UTF-8",
+            "HIVE_AGENT": name,
+            "HIVE_ROLE": config.role,
+            "HIVE_HARNESS_DIR": str(paths.harness),
+            "HIVE_STATE_DIR": str(paths.state),
+            **config.env,
+        }
+        return SandboxSpec(
+            name=name,
+            role=config.role,
+            command=list(command),
+            env=env,
+            uid=uid,
+            state_dir=paths.state,
+            harness_dir=paths.harness,
+            credentials_dir=paths.credentials,
+            applied_dir=paths.applied,
+            log_path=paths.log,
+            # The manager edits every agent's proposed config; uid permissions keep the rest closed.
+            shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
+            limits=Limits(bounds.memory_max, bounds.pids_max, bounds.cpu_weight),
+            tmp_max=bounds.tmp_max,
+            network=config.sandbox.network,
+        )
+
+    def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None, *, new: bool = True) -> None:
+        """A token for a new instance of the agent (`new`), or a renewed one for its live instance."""
+        instance = current_instance(self.config.instances_dir, paths.name)
+        if new or instance is None:
+            instance = new_instance(self.config.instances_dir, paths.name)
+        token = self.issuer.agent_token(Principal(paths.name, Role(config.role)), config, instance)
+        write_atomic(paths.token, token, mode=0o600)
+        if uid is not None:
+            os.chown(paths.token, uid, uid)
+
+    async def end_instance(self, name: str, *, reissue: bool = False) -> None:
+        """Its sandbox ended: every token of that run stops working now, whatever still holds one.
+        `reissue`: the backend restarts it by itself, so its token file gets the new instance's."""
+        config = self.agents.get(name)
+        if reissue and config is not None:
+            uid = await self.provisioning.uid(name)
+            await anyio.to_thread.run_sync(self._write_token, AgentPaths.of(self.config, name), config, uid)
+        else:
+            await anyio.to_thread.run_sync(new_instance, self.config.instances_dir, name)
+
+    async def refresh_tokens(self) -> None:
+        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them well before, and
+        at once when the hive's key is rotated (`hive rotate-key`: what the old key signed is refused)."""
+        every = min(TOKEN_REFRESH_EVERY, self.config.tokens.ttl_seconds / 4)
+        kid = self.issuer.signing().kid
+        due = self.clock() + every
+        while True:
+            await asyncio.sleep(KEY_CHECK_SECONDS)
+            current = self.issuer.signing().kid
+            if current == kid and self.clock() < due:
+                continue
+            kid, due = current, self.clock() + every
+            for row in await self.store.agents():
+                config = self.agents.get(row.name)
+                if row.state in ("running", "starting") and config is not None:
+                    uid = await self.provisioning.uid(row.name)
+                    paths = AgentPaths.of(self.config, row.name)
+                    await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
