@@ -56,7 +56,7 @@ from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_nam
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.lifecycle import logfiles, repos, statebudget
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Restarted, SandboxSpec
 from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -107,6 +107,7 @@ class Supervisor:
         self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
+        self._coming_back: set[str] = set()  # crashed, and the platform restarts them itself (systemd)
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
         self._over_budget: dict[str, str] = {}  # agents whose state dir is past state_max -> why
         self._closing = False
@@ -375,7 +376,7 @@ class Supervisor:
         row = await self.row(name)
         async with self._exclusive(name, "stopping"):
             await self.store.update(name, desired="stopped")
-            if row.state in ("running", "starting"):
+            if row.state in ("running", "starting") or name in self._coming_back:  # systemd would bring it back
                 await self._stop_sandbox(name)
             elif row.state in ("restarting", "failed"):
                 await self.store.update(name, state="stopped")
@@ -400,8 +401,8 @@ class Supervisor:
             await self._announce(Killed(agent=name, by=by))
         return await self.row(name)
 
-    async def _launch(self, name: str) -> None:
-        """Start the sandbox from the applied config. The caller holds the agent."""
+    async def _launch(self, name: str, *, rebuild: bool = False) -> None:
+        """Start the sandbox from the applied config (rebuilt first with `rebuild`). The caller holds the agent."""
         if self._closing:
             raise Refused("the lifecycle server is stopping; nothing is started now")
         config = self.agents.get(name)
@@ -413,11 +414,12 @@ class Supervisor:
             await self.store.update(name, state="failed", stopped_at=self.clock())
             raise Refused(self._over_budget[name])
         await self.store.update(name, state="starting")
+        self._coming_back.discard(name)  # what the platform was restarting is started now
         try:
             spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
             if row.built_version is None:  # its first start: prepare what the backend needs
                 await self.backend.create(spec)
-            elif row.built_sha != row.applied_sha:  # a config was applied since it was built
+            elif rebuild or self.needs_update(row):  # a config applied, or another hyperhive, since it was built
                 await self.backend.update(spec)
             running = await self.backend.start(spec)
         except (BackendError, ConfigError) as e:  # ConfigError: [harness] env_file
@@ -504,6 +506,7 @@ class Supervisor:
         except BackendError as e:
             log.warning("stopping %s: %s", name, e)
         await self._end_instance(name)
+        self._coming_back.discard(name)
         await self.store.update(name, state="stopped", stopped_at=self.clock())
 
     # --------------------------------------------------------------------------- config changes
@@ -557,7 +560,7 @@ class Supervisor:
         if config is None:
             raise Refused(f"{name} has no applied config")
         if row.desired == "running":
-            await self._launch(name)
+            await self._launch(name, rebuild=True)
         else:
             spec = self.spec(name, config, await self._uid(name))
             try:
@@ -650,7 +653,10 @@ class Supervisor:
     async def _follow_changes(self) -> None:
         async for change in self.backend.changes():
             try:
-                await self._on_change(change)
+                if isinstance(change, Restarted):
+                    await self._on_restarted(change)
+                else:
+                    await self._on_change(change)
             except Exception:
                 log.exception("handling the end of %s's sandbox failed", change.name)
 
@@ -668,6 +674,10 @@ class Supervisor:
             await self._announce(self._crash_event(change, row.restart_count, False, lines))
             return
         await self._end_instance(change.name, reissue=change.auto_restarting)
+        if change.auto_restarting:
+            self._coming_back.add(change.name)
+        else:
+            self._coming_back.discard(change.name)
         await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
         crashes = row.crashes + 1
         if row.started_at is not None and change.at - row.started_at > STEADY_SECONDS:
@@ -675,14 +685,26 @@ class Supervisor:
         config = self.agents.get(change.name)
         limit = config.sandbox.max_restarts if config else 0
         restart_ourselves = not change.auto_restarting and row.desired == "running" and crashes <= limit
-        if row.state == "running" or change.auto_restarting:
+        # "restarting": systemd restarted it before and has now given up (or it stopped from outside).
+        if row.state in ("running", "restarting") or change.auto_restarting:
             state = "restarting" if (restart_ourselves or change.auto_restarting) else "failed"
             await self.store.update(change.name, state=state, stopped_at=change.at, crashes=crashes)
         will_restart = restart_ourselves or change.auto_restarting
         await self._announce(self._crash_event(change, row.restart_count, will_restart, lines))
-        if restart_ourselves and row.state == "running":
+        if restart_ourselves and row.state in ("running", "restarting"):
             delay = min(self.config.lifecycle.restart_backoff_seconds * 2 ** (crashes - 1), MAX_BACKOFF)
             self._spawn(self._restart_after_crash(change.name, delay))
+
+    async def _on_restarted(self, restarted: Restarted) -> None:
+        """The platform restarted a crashed sandbox itself (systemd's Restart=on-failure): it runs again."""
+        name = restarted.name
+        self._coming_back.discard(name)
+        row = await self.store.agent(name)
+        if row is None or row.state != "restarting" or row.desired != "running" or name in self._busy:
+            return  # not waiting for it: started again by us meanwhile, or being changed right now
+        await self.store.update(
+            name, state="running", started_at=restarted.running.started_at, restart_count=row.restart_count + 1
+        )
 
     def _crash_event(self, change: Change, restarts: int, will_restart: bool, lines: list[str]) -> ContainerCrash:
         return ContainerCrash(

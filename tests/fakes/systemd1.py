@@ -7,10 +7,18 @@ properties move the way systemd moves them:
 - a job returns at once and takes effect a moment later (StartUnit returns before the unit is
   active; until then the unit shows its old state and a pending Job);
 - Restart=on-failure (on by default, as on NixOS): a crash goes to activating/auto-restart, and
-  the restart, when it is queued after `restart_delay`, counts in NRestarts;
+  the restart, when it is queued after `restart_delay`, counts in NRestarts, then runs like a
+  start (activating/start, then active/running);
 - a unit SIGKILLed with no stop job queued counts as crashed (and restarts); with one, it stops;
 - PropertiesChanged (Service first, then Unit, as systemd sends them) only once a client has
   called Subscribe.
+
+What the real unit is (nixpkgs nixos/modules/virtualisation/nixos-containers.nix, `container@`'s
+serviceDirectives): Type=notify (active once the container's own systemd is up), Restart=on-failure
+with the default RestartSec=100ms, RestartForceExitStatus=133 and SuccessExitStatus=133 (nspawn's
+exit on a reboot inside: restarted, not a failure), Slice=machine.slice, Delegate=yes,
+KillMode=mixed with KillSignal=TERM (nspawn turns SIGTERM into the container's shutdown), and
+EnvironmentFile=-/etc/nixos-containers/%i.conf read at every start.
 
 Every Manager call lands in `FakeSystemd.calls` as (member, args). Test hooks on FakeUnit
 simulate what happens inside: crash(), exit(), and knobs fail_start, ignore_sigterm,

@@ -7,7 +7,8 @@ at the same paths through EXTRA_NSPAWN_FLAGS in nixos-container's `CONF_DIR/NAME
 nixos-container has no flag for bind mounts.
 
 The unit has Restart=on-failure, so systemd restarts a crashed container on its own: a crash
-often shows only as SubState `auto-restart`, and changes() reports that as a crash too.
+often shows only as SubState `auto-restart`, and changes() reports that as a crash too (with
+auto_restarting), then reports Restarted once the unit is active again.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from dbus_fast.aio import MessageBus
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.names import is_agent_name
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import (
+    Backend,
+    BackendError,
+    Change,
+    Restarted,
+    Running,
+    SandboxSpec,
+)
 from hyperhive.servers.lifecycle.backends.nixos_flake import FLAKE_OUTPUT, AgentFlake, host_system, render_flake
 from hyperhive.servers.lifecycle.backends.nixos_spec import SPEC_FILE, sandbox_json
 
@@ -280,9 +288,12 @@ def is_new_stop(previous: str | None, kind: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Stopped:
     name: str
-    kind: str
+    kind: str  # a stop_kind, or RESTARTED: systemd's own restart after a crash is up
     at: float
     known: bool = True  # False: the unit vanished while we were away; there is nothing to read
+
+
+RESTARTED: Final = "restarted"
 
 
 class SystemdError(BackendError):
@@ -320,11 +331,12 @@ class NixosContainerBackend(Backend):
         self._closed = False
         self._systemd_owner: str | None = None  # systemd's unique bus name: only its signals count
         self._kinds: dict[str, str] = {}  # agent → stop_kind of its unit, as last seen
+        self._coming_back: set[str] = set()  # crashed units systemd is restarting, not yet active again
         self._signalled: dict[str, int] = {}  # agent → sequence number of its last signal
         self._sequence = 0
         self._waiters: dict[str, set[asyncio.Event]] = {}  # object path → waits to wake on a change
         self._stopped: asyncio.Queue[_Stopped] = asyncio.Queue()
-        self._changes: asyncio.Queue[Change | None] = asyncio.Queue()
+        self._changes: asyncio.Queue[Change | Restarted | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._journal = _journal_module()
@@ -497,10 +509,10 @@ class NixosContainerBackend(Backend):
         return _journal_messages(out, since)
 
     # -------------------------------------------------------------------------------------- changes
-    def changes(self) -> AsyncIterator[Change]:
+    def changes(self) -> AsyncIterator[Change | Restarted]:
         return self._stream_changes()
 
-    async def _stream_changes(self) -> AsyncIterator[Change]:
+    async def _stream_changes(self) -> AsyncIterator[Change | Restarted]:
         if self._closed:
             return
         await self.connect()
@@ -531,13 +543,21 @@ class NixosContainerBackend(Backend):
         self._signalled[name] = self._sequence
         active = str(changed["ActiveState"].value) if "ActiveState" in changed else ""
         sub = str(changed["SubState"].value) if "SubState" in changed else ""
-        self._observe(name, stop_kind(active, sub), time.time())
+        self._observe(name, stop_kind(active, sub), time.time(), active=active)
 
-    def _observe(self, name: str, kind: str, at: float, *, known: bool = True) -> None:
+    def _observe(self, name: str, kind: str, at: float, *, known: bool = True, active: str = "") -> None:
+        """Queue a stop the unit's new state means, or, after an auto-restart, its being active again."""
         previous = self._kinds.get(name)
         self._kinds[name] = kind
         if is_new_stop(previous, kind):
             self._stopped.put_nowait(_Stopped(name, kind, at, known))
+        if kind == "auto-restart":
+            self._coming_back.add(name)
+        elif kind != "up":
+            self._coming_back.discard(name)  # stopped or failed for good: not coming back
+        elif active == "active" and name in self._coming_back:  # activating is not up yet
+            self._coming_back.discard(name)
+            self._stopped.put_nowait(_Stopped(name, RESTARTED, at))
 
     def _systemd_changed_owner(self, owner: str | None) -> None:
         """systemd re-executed (or left the bus): follow its new name, subscribe again, catch up."""
@@ -554,9 +574,16 @@ class NixosContainerBackend(Backend):
             log.warning("could not follow systemd after it re-executed: %s", e)
 
     async def _report_stops(self) -> None:
-        """Turn each stop the watch saw into a Change, reading how the main process ended."""
+        """Turn each stop the watch saw into a Change, reading how the main process ended (and each
+        come-back after systemd's own restart into a Restarted), in the order they happened."""
         while True:
             stopped = await self._stopped.get()
+            if stopped.kind == RESTARTED:
+                try:
+                    self._changes.put_nowait(Restarted(stopped.name, await self._running(stopped.name)))
+                except BackendError as e:  # gone again meanwhile: its stop follows in the queue
+                    log.warning("%s came back but could not be read: %s", stopped.name, e)
+                continue
             service: dict[str, Any] = {}
             try:
                 if stopped.known:
@@ -641,7 +668,7 @@ class NixosContainerBackend(Backend):
             if self._signalled.get(name, 0) > sequence:
                 continue  # a signal newer than this list came in meanwhile
             if report:
-                self._observe(name, stop_kind(row[3], row[4]), now)
+                self._observe(name, stop_kind(row[3], row[4]), now, active=row[3])
             else:
                 self._kinds[name] = stop_kind(row[3], row[4])
         if not report:
