@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from importlib.metadata import version as package_version
 from typing import Any, Final, Literal
 
 import anyio
@@ -63,6 +62,7 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore, UidsExhausted
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
+from hyperhive.servers.lifecycle.version import installed_version
 
 log = logging.getLogger("hyperhive.lifecycle")
 
@@ -72,10 +72,6 @@ TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
 KEY_CHECK_SECONDS: Final = 1.0  # how soon agents get tokens signed by a rotated key
 CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
 CRASH_LOG_LINES: Final = 20
-
-
-def hyperhive_version() -> str:
-    return package_version("hyperhive")
 
 
 class Supervisor:
@@ -96,7 +92,7 @@ class Supervisor:
         self.backend = backend
         self.stop_agents_on_exit = stop_agents_on_exit
         self.clock = clock
-        self.version = hyperhive_version()
+        self.version = installed_version()
         self.privileged = os.geteuid() == 0
         # This home's block of host uids, which no other hive on this host may use (UidRangeError if taken).
         self.uids = claim_uids(config.home, config.lifecycle.uid_base) if self.privileged else None

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 
 import pytest
 from fakes.nixos_host import Tools
@@ -20,6 +21,7 @@ from hivetest import SLEEPER, Hive, Hivemind, in_process, sandbox_process, toml_
 from hyperhive.servers.lifecycle.backends.base import Backend
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.backends.nixos import NixosContainerBackend
+from hyperhive.servers.lifecycle.version import installed_version
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +164,8 @@ async def test_update_all_rebuilds_agents_built_by_another_hyperhive(platform: P
         db.execute("UPDATE agents SET built_version = '0.0.1' WHERE name = 'alice'")
     assert (await hivemind.status("alice"))["needs_update"]
 
+    # What agents are built with is the installed hyperhive's files, not only its release number.
+    assert (await hivemind.call("list_agents"))["version"] == installed_version() != package_version("hyperhive")
     assert await hivemind.call("rebuild_stale") == {"rebuilt": ["alice"]}
 
     after = await hivemind.status("alice")
