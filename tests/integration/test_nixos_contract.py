@@ -37,6 +37,7 @@ from hyperhive.servers.lifecycle.backends.nixos import (
     is_new_stop,
 )
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, nix_string, render_flake
+from hyperhive.servers.lifecycle.cgroups import Limits
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,15 @@ async def backend(config: HiveConfig, bus: DBusDaemon, systemd: FakeSystemd) -> 
     await backend.close()
 
 
-def make_spec(config: HiveConfig, name: str = "alice", *, shared_rw: tuple[Path, ...] = ()) -> SandboxSpec:
+def make_spec(
+    config: HiveConfig,
+    name: str = "alice",
+    *,
+    shared_rw: tuple[Path, ...] = (),
+    limits: Limits | None = None,
+    tmp_max: int | None = None,
+    network: str = "host",
+) -> SandboxSpec:
     home = config.home
     spec = SandboxSpec(
         name=name,
@@ -76,6 +85,9 @@ def make_spec(config: HiveConfig, name: str = "alice", *, shared_rw: tuple[Path,
         applied_dir=home / "applied" / name,
         log_path=home / "logs" / f"{name}.log",
         shared_rw=shared_rw,
+        limits=limits or Limits(),
+        tmp_max=tmp_max,
+        network=network,
     )
     for directory in (spec.state_dir, spec.harness_dir, spec.credentials_dir, spec.applied_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -350,6 +362,61 @@ async def test_start_after_a_failure_waits_for_the_new_start(
     running = await backend.start(spec)  # the old failure is not this start's
 
     assert running.pid == unit.service["MainPID"]
+
+
+# ------------------------------------------------------------------------------- sandbox limits
+
+LIMITS = [("MemoryMax", 512 * 2**20), ("TasksMax", 64), ("CPUWeight", 50)]
+
+
+async def test_every_start_sets_the_limits_on_the_unit_and_they_hold_through_systemds_restarts(
+    backend: NixosContainerBackend, config: HiveConfig, systemd: FakeSystemd
+) -> None:
+    spec = make_spec(config, limits=Limits(memory_max=512 * 2**20, pids_max=64, cpu_weight=50))
+    stream = backend.changes()
+    await backend.start(spec)
+
+    # Runtime properties (a drop-in under /run), set before the unit starts, and again at every start.
+    limits_call = ("SetUnitProperties", UNIT, True, LIMITS)
+    assert systemd.calls.index(limits_call) < systemd.calls.index(("StartUnit", UNIT, "replace"))
+    applied = await backend._properties("alice", "org.freedesktop.systemd1.Service")  # read back over the bus
+    assert [(key, applied[key]) for key, _ in LIMITS] == LIMITS
+    unit = systemd.unit("alice")
+    unit.crash(signal=9)  # the OOM killer; systemd restarts it by itself, with the same limits
+    assert (await next_change(stream)).auto_restarting  # type: ignore[union-attr]
+    assert isinstance(await next_change(stream), Restarted)
+    assert list(unit.resources.items()) == LIMITS
+
+    await backend.stop("alice", timeout=5)
+    await backend.start(make_spec(config))  # a limit dropped from the config is lifted at the next start
+    assert set(unit.resources.values()) == {2**64 - 1}
+
+
+async def test_tmp_is_a_tmpfs_of_tmp_max_bytes_from_the_next_start_on(
+    backend: NixosContainerBackend, config: HiveConfig, tools: Tools
+) -> None:
+    spec = make_spec(config)
+    await backend.create(spec)
+    assert "--tmpfs" not in (tools.conf_dir / "alice.conf").read_text()
+
+    sized = make_spec(config, tmp_max=64 * 2**20)
+    await backend.start(sized)  # the unit's start script reads NAME.conf at every start: written then too
+
+    conf = (tools.conf_dir / "alice.conf").read_text().splitlines()
+    assert f'{expected_flags(sized)[:-1]} --tmpfs=/tmp:mode=1777,size={64 * 2**20}"' in conf
+    assert "PRIVATE_NETWORK=0" in conf
+
+
+@pytest.mark.parametrize("network", ["outbound", "hive-only"])
+async def test_a_network_a_container_cannot_honour_is_refused_before_anything_runs(
+    backend: NixosContainerBackend, config: HiveConfig, tools: Tools, systemd: FakeSystemd, network: str
+) -> None:
+    spec = make_spec(config, network=network)
+    for action in (backend.create, backend.start):
+        with pytest.raises(BackendError, match=rf'network = "{network}", which the nixos-container backend cannot'):
+            await action(spec)
+    assert tools.nixos_commands() == [] and systemd.actions() == []
+    assert backend.default_network == "host"  # what an agent.toml without a network gets here
 
 
 # ------------------------------------------------------------------------------------ changes()

@@ -75,6 +75,7 @@ class Restarted:
 class Backend(abc.ABC):
     name: str  # "bwrap" | "nixos-container"
     path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH inside its sandboxes
+    default_network: str = "outbound"  # for an agent.toml that sets no [sandbox] network
 
     def harness_command(self, name: str) -> builtins.list[str]:
         """What a sandbox runs when neither agent.toml nor hive.toml says: the harness, as this Python runs it."""

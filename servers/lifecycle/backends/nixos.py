@@ -73,6 +73,7 @@ CLD_EXITED: Final = 1  # ExecMainCode: the siginfo code of how the main process 
 CLD_KILLED: Final = 2
 CLD_DUMPED: Final = 3
 SIGKILL: Final = 9
+UNLIMITED: Final = 2**64 - 1  # MemoryMax/TasksMax "infinity", CPUWeight "not set": systemd's UINT64_MAX
 
 # systemd 254 added auto-restart-queued (the restart job is queued); both mean "crashed, coming back".
 AUTO_RESTART_STATES: Final = frozenset({"auto-restart", "auto-restart-queued"})
@@ -178,6 +179,46 @@ def nspawn_bind_flags(spec: SandboxSpec) -> builtins.list[str]:
                     "letters, digits and ._+@%=,~/- (it is word-split by the container's start script)"
                 )
     return [f"{flag}={source}:{target}" for flag, source, target in binds]
+
+
+def nspawn_flags(spec: SandboxSpec) -> builtins.list[str]:
+    """Everything hyperhive adds to systemd-nspawn's command line: the agent's binds and its /tmp.
+
+    /tmp is a tmpfs of [sandbox] tmp_max bytes (nspawn's own /tmp has no size). Raises BackendError
+    for a network a container cannot honour, before anything is built or started.
+    """
+    container_network(spec)
+    flags = nspawn_bind_flags(spec)
+    if spec.tmp_max is not None:
+        flags.append(f"--tmpfs=/tmp:mode=1777,size={int(spec.tmp_max)}")
+    return flags
+
+
+def container_network(spec: SandboxSpec) -> str:
+    """PRIVATE_NETWORK for `spec`: "0", the host's network, which is all a nixos-container offers here.
+
+    The hive's servers listen on host loopback. A container with a network of its own
+    (PRIVATE_NETWORK=1: loopback only, or a veth with host NAT) would not reach them, and nothing
+    here forwards their ports into it as the bubblewrap backend's keeper does; so "outbound" and
+    "hive-only", which promise the host's other loopback services out of reach, are refused
+    rather than quietly given the host's network.
+    """
+    if spec.network != "host":
+        raise BackendError(
+            f'{spec.name} asks for [sandbox] network = "{spec.network}", which the nixos-container backend cannot '
+            "honour: its containers share the host's network (the hive's servers are on host loopback), so every "
+            'loopback service of the host is in reach. Set network = "host" in its agent.toml (or leave it unset), '
+            'or run the hive with [lifecycle] backend = "bwrap" for a network of its own'
+        )
+    return "0"
+
+
+def unit_limits(spec: SandboxSpec) -> builtins.list[tuple[str, Variant]]:
+    """[sandbox] memory_max, pids_max and cpu_weight as container@NAME's MemoryMax, TasksMax and CPUWeight;
+    an unset one is set to systemd's "infinity" / "not set", so a limit dropped from the config goes too."""
+    limits = spec.limits
+    values = {"MemoryMax": limits.memory_max, "TasksMax": limits.pids_max, "CPUWeight": limits.cpu_weight}
+    return [(key, Variant("t", UNLIMITED if value is None else int(value))) for key, value in values.items()]
 
 
 def container_conf(conf: str, flags: Iterable[str]) -> str:
@@ -341,11 +382,14 @@ class NixosContainerBackend(Backend):
         self._supervisor: asyncio.Task[None] | None = None
         self._journal = _journal_module()
 
+    default_network = "host"  # the only network it offers (container_network says why)
+
     @property
     def isolation(self) -> str:
         return (
             "nixos-container (systemd-nspawn): per agent its own NixOS root, pid, ipc and uts namespaces, its own "
-            "host uid; the host's network (the servers are on host loopback); no user namespace"
+            "host uid, its unit's MemoryMax/TasksMax/CPUWeight and a sized /tmp; the host's network (the servers "
+            "are on host loopback); no user namespace"
         )
 
     # ------------------------------------------------------------------------------- build & remove
@@ -360,7 +404,7 @@ class NixosContainerBackend(Backend):
 
     async def _build(self, spec: SandboxSpec) -> None:
         name = _checked(spec.name)
-        binds = nspawn_bind_flags(spec)  # before building anything: a bad path is an error either way
+        flags = nspawn_flags(spec)  # before building anything: a bad path or network is an error either way
         directory = self.render_dir / name
         agent = AgentFlake(name, spec.role, _uid(spec), spec.state_dir, spec.harness_dir, _system())
         nixos = self.config.lifecycle.nixos
@@ -370,7 +414,7 @@ class NixosContainerBackend(Backend):
         flake = f"path:{directory}#{FLAKE_OUTPUT}"
         verb = "update" if name in await self._containers() else "create"
         await _run(NIXOS_CONTAINER, verb, name, "--flake", flake)
-        await asyncio.to_thread(self._write_conf, name, binds)
+        await asyncio.to_thread(self._write_conf, name, flags)
 
     async def _containers(self) -> set[str]:
         out = await _run(NIXOS_CONTAINER, "list")
@@ -396,9 +440,23 @@ class NixosContainerBackend(Backend):
     async def start(self, spec: SandboxSpec) -> Running:
         """Hand the harness unit its command (sandbox.json, read-only inside), then start the container."""
         name = _checked(spec.name)
-        await asyncio.to_thread(_write_spec, spec)
+        await self._prepare_start(spec)
         job = await self._manager("StartUnit", "ss", container_unit(name), "replace")
         return await self._started(name, _job_id(job[0]), fresh=False)
+
+    async def _prepare_start(self, spec: SandboxSpec) -> None:
+        """What every start reads: sandbox.json, NAME.conf (binds, /tmp, network: the unit's start script
+        reads it each time) and the unit's resource limits.
+
+        The limits are set over D-Bus as runtime properties (SetUnitProperties, runtime=true: a drop-in
+        under /run/systemd/system.control): they hold for every run of the unit, systemd's own
+        restarts after a crash included, until the host reboots; each start sets them again.
+        """
+        flags = nspawn_flags(spec)
+        await asyncio.to_thread(_write_spec, spec)
+        if (self.conf_dir / f"{spec.name}.conf").exists():  # else not built yet: create() writes it
+            await asyncio.to_thread(self._write_conf, spec.name, flags)
+        await self._manager("SetUnitProperties", "sba(sv)", container_unit(spec.name), True, unit_limits(spec))
 
     async def _started(self, name: str, job: int, *, fresh: bool) -> Running:
         """Wait for the unit to be up, or down with `job` (its start or restart job) done.
@@ -454,7 +512,7 @@ class NixosContainerBackend(Backend):
     async def restart(self, spec: SandboxSpec, timeout: float) -> Running:
         """systemd's RestartUnit: one job, stop then start. SIGKILL if the stop takes over `timeout`."""
         name = _checked(spec.name)
-        await asyncio.to_thread(_write_spec, spec)
+        await self._prepare_start(spec)
         job = _job_id((await self._manager("RestartUnit", "ss", container_unit(name), "replace"))[0])
 
         def stopped(state: UnitState) -> bool:
