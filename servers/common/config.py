@@ -427,8 +427,9 @@ class SandboxSettings(_Strict):
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     max_restarts: Annotated[int, Field(ge=0, le=100)] = 3  # crashes in a row restarted, then it stays failed
     # bubblewrap: "outbound" (own network namespace: the outside world and the hive's servers, not the
-    # host's other loopback services), "hive-only" (the hive's servers alone), "host" (the host's network)
-    network: Literal["outbound", "hive-only", "host"] = "outbound"
+    # host's other loopback services), "hive-only" (the hive's servers alone), "host" (the host's network).
+    # nixos-container offers "host" only. Unset: the backend's default (bubblewrap "outbound", NixOS "host").
+    network: Literal["outbound", "hive-only", "host"] | None = None
     # Bounds; unset takes hive.toml's [sandbox].
     memory_max: MemorySize | None = None
     pids_max: PidsMax | None = None
@@ -565,10 +566,10 @@ prompt = ""
 # url = "http://127.0.0.1:9000/mcp"
 
 # The sandbox: how many crashes in a row are restarted (then it stays failed), what it runs
-# (unset: the harness, which drives Claude Code), its network (bubblewrap): "outbound" (the
-# outside world and the hive's servers, not the host's other loopback services), "hive-only"
-# (the hive's servers alone) or "host" (the host's network, every loopback service), and its
-# bounds (unset: hive.toml's [sandbox]).
+# (unset: the harness, which drives Claude Code), its network: "outbound" (the outside world
+# and the hive's servers, not the host's other loopback services), "hive-only" (the hive's
+# servers alone) or "host" (the host's network, every loopback service; the only one NixOS
+# containers offer, and their default), and its bounds (unset: hive.toml's [sandbox]).
 # [sandbox]
 # max_restarts = 3
 # command = ["python3", "-m", "my_agent"]

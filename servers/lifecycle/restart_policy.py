@@ -56,9 +56,10 @@ def decide(row: AgentRow, change: Change, settings: RestartSettings, *, expected
     restart_ourselves = not change.auto_restarting and row.desired == "running" and crashes <= settings.max_restarts
     will_restart = restart_ourselves or change.auto_restarting
     state: State | None = None
-    if row.state == "running" or change.auto_restarting:
+    # "restarting" too: the platform restarted it before and has now given up (or it stopped from outside).
+    if row.state in ("running", "restarting") or change.auto_restarting:
         state = "restarting" if will_restart else "failed"
     delay = None
-    if restart_ourselves and row.state == "running":
+    if restart_ourselves and row.state in ("running", "restarting"):
         delay = min(settings.backoff_seconds * 2 ** (crashes - 1), settings.max_backoff)
     return Decision("crash", True, True, change.auto_restarting, state, crashes, True, will_restart, delay)

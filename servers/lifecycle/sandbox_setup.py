@@ -89,7 +89,7 @@ class SandboxSetup:
             shared_rw=(self.config.agents_dir,) if config.role == "manager" else (),
             limits=Limits(bounds.memory_max, bounds.pids_max, bounds.cpu_weight),
             tmp_max=bounds.tmp_max,
-            network=config.sandbox.network,
+            network=config.sandbox.network or self.backend.default_network,
         )
 
     def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None, *, new: bool = True) -> None:

@@ -21,7 +21,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from importlib.metadata import version as package_version
 from typing import Any, Final
 
 import anyio
@@ -41,7 +40,7 @@ from hyperhive.servers.common.keys import SigningKey
 from hyperhive.servers.common.names import MANAGER
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.lifecycle import harness
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change
+from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Restarted
 from hyperhive.servers.lifecycle.models import Turn, TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
@@ -51,14 +50,11 @@ from hyperhive.servers.lifecycle.statebudget import StateBudgets
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
+from hyperhive.servers.lifecycle.version import installed_version
 
 log = logging.getLogger("hyperhive.lifecycle")
 
 CRASH_LOG_LINES: Final = 20
-
-
-def hyperhive_version() -> str:
-    return package_version("hyperhive")
 
 
 class Supervisor:
@@ -79,7 +75,7 @@ class Supervisor:
         self.backend = backend
         self.stop_agents_on_exit = stop_agents_on_exit
         self.clock = clock
-        self.version = hyperhive_version()
+        self.version = installed_version()
         self.privileged = os.geteuid() == 0
         # This home's block of host uids, which no other hive on this host may use (UidRangeError if taken).
         self.uids = claim_uids(config.home, config.lifecycle.uid_base) if self.privileged else None
@@ -93,6 +89,7 @@ class Supervisor:
         self.budgets = StateBudgets(config, self.store, agents, self._announce, clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
+        self._coming_back: set[str] = set()  # crashed, and the platform restarts them itself (systemd)
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
         self._closing = False
 
@@ -293,7 +290,7 @@ class Supervisor:
         row = await self.row(name)
         async with self._exclusive(name, "stopping"):
             await self.store.update(name, desired="stopped")
-            if row.state in ("running", "starting"):
+            if row.state in ("running", "starting") or name in self._coming_back:  # systemd would bring it back
                 await self._stop_sandbox(name)
             elif row.state in ("restarting", "failed"):
                 await self.store.update(name, state="stopped")
@@ -318,8 +315,8 @@ class Supervisor:
             await self._announce(Killed(agent=name, by=by))
         return await self.row(name)
 
-    async def _launch(self, name: str) -> None:
-        """Start the sandbox from the applied config. The caller holds the agent."""
+    async def _launch(self, name: str, *, rebuild: bool = False) -> None:
+        """Start the sandbox from the applied config (rebuilt first with `rebuild`). The caller holds the agent."""
         if self._closing:
             raise Refused("the lifecycle server is stopping; nothing is started now")
         config = self.agents.get(name)
@@ -332,11 +329,12 @@ class Supervisor:
             await self.store.update(name, state="failed", stopped_at=self.clock())
             raise Refused(problem)
         await self.store.update(name, state="starting")
+        self._coming_back.discard(name)  # what the platform was restarting is started now
         try:
             spec = await anyio.to_thread.run_sync(self.setup.prepare_start, name, config, uid)
             if row.built_version is None:  # its first start: prepare what the backend needs
                 await self.backend.create(spec)
-            elif row.built_sha != row.applied_sha:  # a config was applied since it was built
+            elif rebuild or self.needs_update(row):  # a config applied, or another hyperhive, since it was built
                 await self.backend.update(spec)
             running = await self.backend.start(spec)
         except (BackendError, ConfigError) as e:  # ConfigError: [harness] env_file
@@ -362,6 +360,7 @@ class Supervisor:
         except BackendError as e:
             log.warning("stopping %s: %s", name, e)
         await self.setup.end_instance(name)
+        self._coming_back.discard(name)
         await self.store.update(name, state="stopped", stopped_at=self.clock())
 
     # --------------------------------------------------------------------------- config changes
@@ -418,7 +417,7 @@ class Supervisor:
         if config is None:
             raise Refused(f"{name} has no applied config")
         if row.desired == "running":
-            await self._launch(name)
+            await self._launch(name, rebuild=True)
         else:
             spec = self.setup.spec(name, config, await self.provisioning.uid(name))
             try:
@@ -481,7 +480,10 @@ class Supervisor:
     async def _follow_changes(self) -> None:
         async for change in self.backend.changes():
             try:
-                await self._on_change(change)
+                if isinstance(change, Restarted):
+                    await self._on_restarted(change)
+                else:
+                    await self._on_change(change)
             except Exception:
                 log.exception("handling the end of %s's sandbox failed", change.name)
 
@@ -502,6 +504,11 @@ class Supervisor:
         lines = await self.backend.logs(change.name, CRASH_LOG_LINES, None) if decision.report else []
         if decision.end_instance:
             await self.setup.end_instance(change.name, reissue=decision.reissue_token)
+        if decision.kind == "crash":  # does the platform bring it back itself (systemd)?
+            if change.auto_restarting:
+                self._coming_back.add(change.name)
+            else:
+                self._coming_back.discard(change.name)
         if decision.record_exit:
             await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
         if decision.state is not None:
@@ -510,6 +517,17 @@ class Supervisor:
             await self._announce(self._crash_event(change, row.restart_count, decision.will_restart, lines))
         if decision.restart_after is not None:
             self._spawn(self._restart_after_crash(change.name, decision.restart_after))
+
+    async def _on_restarted(self, restarted: Restarted) -> None:
+        """The platform restarted a crashed sandbox itself (systemd's Restart=on-failure): it runs again."""
+        name = restarted.name
+        self._coming_back.discard(name)
+        row = await self.store.agent(name)
+        if row is None or row.state != "restarting" or row.desired != "running" or name in self._busy:
+            return  # not waiting for it: started again by us meanwhile, or being changed right now
+        await self.store.update(
+            name, state="running", started_at=restarted.running.started_at, restart_count=row.restart_count + 1
+        )
 
     def _crash_event(self, change: Change, restarts: int, will_restart: bool, lines: list[str]) -> ContainerCrash:
         return ContainerCrash(

@@ -7,10 +7,18 @@ properties move the way systemd moves them:
 - a job returns at once and takes effect a moment later (StartUnit returns before the unit is
   active; until then the unit shows its old state and a pending Job);
 - Restart=on-failure (on by default, as on NixOS): a crash goes to activating/auto-restart, and
-  the restart, when it is queued after `restart_delay`, counts in NRestarts;
+  the restart, when it is queued after `restart_delay`, counts in NRestarts, then runs like a
+  start (activating/start, then active/running);
 - a unit SIGKILLed with no stop job queued counts as crashed (and restarts); with one, it stops;
 - PropertiesChanged (Service first, then Unit, as systemd sends them) only once a client has
   called Subscribe.
+
+What the real unit is (nixpkgs nixos/modules/virtualisation/nixos-containers.nix, `container@`'s
+serviceDirectives): Type=notify (active once the container's own systemd is up), Restart=on-failure
+with the default RestartSec=100ms, RestartForceExitStatus=133 and SuccessExitStatus=133 (nspawn's
+exit on a reboot inside: restarted, not a failure), Slice=machine.slice, Delegate=yes,
+KillMode=mixed with KillSignal=TERM (nspawn turns SIGTERM into the container's shutdown), and
+EnvironmentFile=-/etc/nixos-containers/%i.conf read at every start.
 
 Every Manager call lands in `FakeSystemd.calls` as (member, args). Test hooks on FakeUnit
 simulate what happens inside: crash(), exit(), and knobs fail_start, ignore_sigterm,
@@ -32,7 +40,7 @@ from typing import Annotated, Any
 import pytest
 from dbus_fast import DBusError, PropertyAccess
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusInt32, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32, DBusUInt64
+from dbus_fast.annotations import DBusBool, DBusInt32, DBusObjectPath, DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -43,6 +51,9 @@ CLD_EXITED, CLD_KILLED = 1, 2
 UnitRows = Annotated[list[list[Any]], DBusSignature("a(ssssssouso)")]
 Strings = Annotated[list[str], DBusSignature("as")]
 JobRef = Annotated[list[Any], DBusSignature("(uo)")]
+Assignments = Annotated[list[list[Any]], DBusSignature("a(sv)")]
+UNLIMITED = 2**64 - 1  # what systemd shows for MemoryMax/TasksMax infinity and an unset CPUWeight
+SETTABLE = ("MemoryMax", "TasksMax", "CPUWeight")  # the resource properties the fake lets one set
 
 _pids = itertools.count(4242)
 _jobs = itertools.count(1)
@@ -155,6 +166,18 @@ class ServiceObject(ServiceInterface):
     def main_pid(self) -> DBusUInt32:
         return int(self.fake.service["MainPID"])
 
+    @dbus_property(PropertyAccess.READ, name="MemoryMax")
+    def memory_max(self) -> DBusUInt64:
+        return self.fake.resources["MemoryMax"]
+
+    @dbus_property(PropertyAccess.READ, name="TasksMax")
+    def tasks_max(self) -> DBusUInt64:
+        return self.fake.resources["TasksMax"]
+
+    @dbus_property(PropertyAccess.READ, name="CPUWeight")
+    def cpu_weight(self) -> DBusUInt64:
+        return self.fake.resources["CPUWeight"]
+
 
 class Manager(ServiceInterface):
     def __init__(self, systemd: FakeSystemd) -> None:
@@ -193,6 +216,19 @@ class Manager(ServiceInterface):
     def restart_unit(self, name: DBusStr, mode: DBusStr) -> DBusObjectPath:
         self.systemd.record("RestartUnit", name, mode)
         return self.systemd.load(name).restart()
+
+    @dbus_method(name="SetUnitProperties")
+    def set_unit_properties(self, name: DBusStr, runtime: DBusBool, properties: Assignments):  # no return annotation
+        """As systemd: loads the unit; each assignment holds for every later run of it (a drop-in)."""
+        self.systemd.record("SetUnitProperties", name, runtime, [(key, variant.value) for key, variant in properties])
+        unit = self.systemd.load(name)
+        for key, variant in properties:
+            if key not in SETTABLE or variant.signature != "t":
+                raise DBusError(
+                    "org.freedesktop.DBus.Error.InvalidArgs", f"Cannot set property {key}, or not in this way."
+                )
+        for key, variant in properties:
+            unit.resources[key] = variant.value
 
     @dbus_method(name="KillUnit")
     def kill_unit(self, name: DBusStr, whom: DBusStr, signal: DBusInt32):  # no return annotation, as above
@@ -234,6 +270,7 @@ class FakeUnit:
         self.service: dict[str, Any] = {
             "Result": "success", "ExecMainCode": 0, "ExecMainStatus": 0, "NRestarts": 0, "MainPID": 0,
         }  # fmt: skip
+        self.resources = dict.fromkeys(SETTABLE, UNLIMITED)  # SetUnitProperties' drop-ins: they outlive each run
         # Knobs for a test.
         self.restart_on_failure = True  # NixOS's container@.service has Restart=on-failure
         self.restart_delay = 0.1  # systemd's default RestartSec

@@ -13,12 +13,8 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,11 +23,12 @@ from typing import Any, ClassVar
 import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
+from fakes.nixos_host import Tools
 from fakes.systemd1 import DBusDaemon, FakeSystemd
 
 from hyperhive.servers.common.config import HiveConfig, LifecycleSettings, NixosSettings
 from hyperhive.servers.lifecycle.backends import nixos
-from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Running, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Restarted, Running, SandboxSpec
 from hyperhive.servers.lifecycle.backends.nixos import (
     NixosContainerBackend,
     bus_escape,
@@ -40,10 +37,10 @@ from hyperhive.servers.lifecycle.backends.nixos import (
     is_new_stop,
 )
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, nix_string, render_flake
+from hyperhive.servers.lifecycle.cgroups import Limits
 
 pytestmark = pytest.mark.slow
 
-FAKES_BIN = Path(__file__).parent.parent / "fakes" / "bin"
 FLAKE_REF = "github:example/hyperhive"
 UNIT = "container@alice.service"
 AGENT_UID = 200_001
@@ -52,70 +49,10 @@ AGENT_UID = 200_001
 # -------------------------------------------------------------------------------------- fixtures
 
 
-@dataclass
-class Tools:
-    """The stand-ins' records and the files they read."""
-
-    nixos_log: Path
-    journal_log: Path
-    journal: Path
-    conf_dir: Path
-
-    def nixos_commands(self) -> list[list[str]]:
-        return _json_lines(self.nixos_log)
-
-    def journal_commands(self) -> list[list[str]]:
-        return _json_lines(self.journal_log)
-
-
-def _json_lines(path: Path) -> list[list[str]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-@pytest.fixture
-def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tools:
-    """nixos-container and journalctl stand-ins first on PATH, run by this interpreter."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("nixos-container", "journalctl"):
-        shim = bin_dir / tool
-        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(FAKES_BIN / tool))} "$@"\n')
-        shim.chmod(0o755)
-    result = Tools(tmp_path / "nixos.log", tmp_path / "journal.log", tmp_path / "journal.json", tmp_path / "conf")
-    result.conf_dir.mkdir()
-    result.journal.write_text("")
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_NIXOS_LOG", str(result.nixos_log))
-    monkeypatch.setenv("FAKE_NIXOS_CONF_DIR", str(result.conf_dir))
-    monkeypatch.setenv("FAKE_JOURNAL_LOG", str(result.journal_log))
-    monkeypatch.setenv("FAKE_JOURNAL", str(result.journal))
-    monkeypatch.delenv("FAKE_NIXOS_FAIL", raising=False)
-    return result
-
-
 @pytest.fixture
 def config(tmp_path: Path, tools: Tools) -> HiveConfig:
     nixos_settings = NixosSettings(flake=FLAKE_REF, conf_dir=tools.conf_dir)
     return HiveConfig(home=tmp_path / "hive", lifecycle=LifecycleSettings(nixos=nixos_settings))
-
-
-@pytest.fixture
-def bus() -> Iterator[DBusDaemon]:
-    # Not under tmp_path: a unix socket path must stay under 108 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="hh-dbus-"))
-    daemon = DBusDaemon(directory)
-    daemon.start()
-    yield daemon
-    daemon.stop()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-async def systemd(bus: DBusDaemon) -> AsyncIterator[FakeSystemd]:
-    fake = FakeSystemd()
-    await fake.connect(bus.address)
-    yield fake
-    fake.disconnect()
 
 
 @pytest.fixture
@@ -126,7 +63,15 @@ async def backend(config: HiveConfig, bus: DBusDaemon, systemd: FakeSystemd) -> 
     await backend.close()
 
 
-def make_spec(config: HiveConfig, name: str = "alice", *, shared_rw: tuple[Path, ...] = ()) -> SandboxSpec:
+def make_spec(
+    config: HiveConfig,
+    name: str = "alice",
+    *,
+    shared_rw: tuple[Path, ...] = (),
+    limits: Limits | None = None,
+    tmp_max: int | None = None,
+    network: str = "host",
+) -> SandboxSpec:
     home = config.home
     spec = SandboxSpec(
         name=name,
@@ -140,6 +85,9 @@ def make_spec(config: HiveConfig, name: str = "alice", *, shared_rw: tuple[Path,
         applied_dir=home / "applied" / name,
         log_path=home / "logs" / f"{name}.log",
         shared_rw=shared_rw,
+        limits=limits or Limits(),
+        tmp_max=tmp_max,
+        network=network,
     )
     for directory in (spec.state_dir, spec.harness_dir, spec.credentials_dir, spec.applied_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -147,7 +95,7 @@ def make_spec(config: HiveConfig, name: str = "alice", *, shared_rw: tuple[Path,
     return spec
 
 
-async def next_change(stream: AsyncIterator[Change]) -> Change:
+async def next_change(stream: AsyncIterator[Change | Restarted]) -> Change | Restarted:
     return await asyncio.wait_for(anext(stream), 10)
 
 
@@ -416,6 +364,61 @@ async def test_start_after_a_failure_waits_for_the_new_start(
     assert running.pid == unit.service["MainPID"]
 
 
+# ------------------------------------------------------------------------------- sandbox limits
+
+LIMITS = [("MemoryMax", 512 * 2**20), ("TasksMax", 64), ("CPUWeight", 50)]
+
+
+async def test_every_start_sets_the_limits_on_the_unit_and_they_hold_through_systemds_restarts(
+    backend: NixosContainerBackend, config: HiveConfig, systemd: FakeSystemd
+) -> None:
+    spec = make_spec(config, limits=Limits(memory_max=512 * 2**20, pids_max=64, cpu_weight=50))
+    stream = backend.changes()
+    await backend.start(spec)
+
+    # Runtime properties (a drop-in under /run), set before the unit starts, and again at every start.
+    limits_call = ("SetUnitProperties", UNIT, True, LIMITS)
+    assert systemd.calls.index(limits_call) < systemd.calls.index(("StartUnit", UNIT, "replace"))
+    applied = await backend._properties("alice", "org.freedesktop.systemd1.Service")  # read back over the bus
+    assert [(key, applied[key]) for key, _ in LIMITS] == LIMITS
+    unit = systemd.unit("alice")
+    unit.crash(signal=9)  # the OOM killer; systemd restarts it by itself, with the same limits
+    assert (await next_change(stream)).auto_restarting  # type: ignore[union-attr]
+    assert isinstance(await next_change(stream), Restarted)
+    assert list(unit.resources.items()) == LIMITS
+
+    await backend.stop("alice", timeout=5)
+    await backend.start(make_spec(config))  # a limit dropped from the config is lifted at the next start
+    assert set(unit.resources.values()) == {2**64 - 1}
+
+
+async def test_tmp_is_a_tmpfs_of_tmp_max_bytes_from_the_next_start_on(
+    backend: NixosContainerBackend, config: HiveConfig, tools: Tools
+) -> None:
+    spec = make_spec(config)
+    await backend.create(spec)
+    assert "--tmpfs" not in (tools.conf_dir / "alice.conf").read_text()
+
+    sized = make_spec(config, tmp_max=64 * 2**20)
+    await backend.start(sized)  # the unit's start script reads NAME.conf at every start: written then too
+
+    conf = (tools.conf_dir / "alice.conf").read_text().splitlines()
+    assert f'{expected_flags(sized)[:-1]} --tmpfs=/tmp:mode=1777,size={64 * 2**20}"' in conf
+    assert "PRIVATE_NETWORK=0" in conf
+
+
+@pytest.mark.parametrize("network", ["outbound", "hive-only"])
+async def test_a_network_a_container_cannot_honour_is_refused_before_anything_runs(
+    backend: NixosContainerBackend, config: HiveConfig, tools: Tools, systemd: FakeSystemd, network: str
+) -> None:
+    spec = make_spec(config, network=network)
+    for action in (backend.create, backend.start):
+        with pytest.raises(BackendError, match=rf'network = "{network}", which the nixos-container backend cannot'):
+            await action(spec)
+    assert tools.nixos_commands() == [] and systemd.actions() == []
+    assert backend.default_network == "host"  # what an agent.toml without a network gets here
+
+
 # ------------------------------------------------------------------------------------ changes()
 
 
@@ -454,11 +457,14 @@ async def test_crashes_systemd_restarts_itself_are_reported_as_auto_restarting(
 
     await unit.wait_for("active")  # systemd brought it back
     assert unit.service["NRestarts"] == 1
+    back = await next_change(stream)  # and says so: the lifecycle server marks it running again
+    assert back == Restarted("alice", Running("alice", unit.active_enter / 1e6, unit.service["MainPID"]))
     unit.crash(exit_code=1)
     change = await next_change(stream)
     assert change == Change("alice", at=change.at, exit_code=1, auto_restarting=True, restarts=1)
 
     await unit.wait_for("active")
+    assert isinstance(await next_change(stream), Restarted)
     unit.crash(exit_code=2, restart=False)  # systemd gives up (its start limit)
     change = await next_change(stream)
     assert change == Change("alice", at=change.at, exit_code=2, auto_restarting=False, restarts=2)

@@ -9,13 +9,15 @@ import pytest
 from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.config import AgentConfig, ConfigError, load_agent_config, load_hive_config
 from hyperhive.servers.lifecycle import sandbox_network
+from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.sandbox_network import NetworkError, bwrap_args, hive_ports, keeper_command
 
 
 def test_only_host_shares_the_hosts_network_namespace() -> None:
     assert bwrap_args("host") == []
     assert bwrap_args("outbound") == bwrap_args("hive-only") == ["--unshare-net"]
-    assert AgentConfig().sandbox.network == "outbound"
+    assert AgentConfig().sandbox.network is None  # unset: the backend's default, bubblewrap's is outbound
+    assert BwrapBackend.default_network == "outbound"
 
 
 def test_an_outbound_sandbox_asks_pastas_dns_forward_with_the_hosts_search_and_options(

@@ -3,7 +3,8 @@
 The lifecycle server decides *what* should run (the agent's spec, when to start, stop, restart);
 a backend knows *how* on its platform: bubblewrap on any Linux, nixos-container on NixOS.
 A backend reports every sandbox that stops through `changes()`, whoever stopped it; the server
-tells an operator's stop from a crash by what it asked for.
+tells an operator's stop from a crash by what it asked for. Where the platform restarts a crashed
+sandbox itself (systemd), changes() also says when it is up again, so the server knows it runs.
 """
 
 from __future__ import annotations
@@ -63,9 +64,18 @@ class Change:
     reason: str | None = None  # what the platform knows of why: "out of memory"
 
 
+@dataclass(frozen=True, slots=True)
+class Restarted:
+    """A sandbox the platform restarted on its own (after a Change with auto_restarting) is up again."""
+
+    name: str
+    running: Running  # the new run
+
+
 class Backend(abc.ABC):
     name: str  # "bwrap" | "nixos-container"
     path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH inside its sandboxes
+    default_network: str = "outbound"  # for an agent.toml that sets no [sandbox] network
 
     def harness_command(self, name: str) -> builtins.list[str]:
         """What a sandbox runs when neither agent.toml nor hive.toml says: the harness, as this Python runs it."""
@@ -113,8 +123,9 @@ class Backend(abc.ABC):
         """The last `lines` lines of its output, only those at or after `since` when given."""
 
     @abc.abstractmethod
-    def changes(self) -> AsyncIterator[Change]:
-        """Every sandbox that stops, as it happens, until the backend is closed."""
+    def changes(self) -> AsyncIterator[Change | Restarted]:
+        """Every sandbox that stops, as it happens, until the backend is closed; under an init that
+        restarts crashed sandboxes itself, also each one it brought back (Restarted)."""
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Release watches and connections. Sandboxes keep running."""

@@ -7,7 +7,8 @@ at the same paths through EXTRA_NSPAWN_FLAGS in nixos-container's `CONF_DIR/NAME
 nixos-container has no flag for bind mounts.
 
 The unit has Restart=on-failure, so systemd restarts a crashed container on its own: a crash
-often shows only as SubState `auto-restart`, and changes() reports that as a crash too.
+often shows only as SubState `auto-restart`, and changes() reports that as a crash too (with
+auto_restarting), then reports Restarted once the unit is active again.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from dbus_fast.aio import MessageBus
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.names import is_agent_name
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import (
+    Backend,
+    BackendError,
+    Change,
+    Restarted,
+    Running,
+    SandboxSpec,
+)
 from hyperhive.servers.lifecycle.backends.nixos_flake import FLAKE_OUTPUT, AgentFlake, host_system, render_flake
 from hyperhive.servers.lifecycle.backends.nixos_spec import SPEC_FILE, sandbox_json
 
@@ -65,6 +73,7 @@ CLD_EXITED: Final = 1  # ExecMainCode: the siginfo code of how the main process 
 CLD_KILLED: Final = 2
 CLD_DUMPED: Final = 3
 SIGKILL: Final = 9
+UNLIMITED: Final = 2**64 - 1  # MemoryMax/TasksMax "infinity", CPUWeight "not set": systemd's UINT64_MAX
 
 # systemd 254 added auto-restart-queued (the restart job is queued); both mean "crashed, coming back".
 AUTO_RESTART_STATES: Final = frozenset({"auto-restart", "auto-restart-queued"})
@@ -170,6 +179,46 @@ def nspawn_bind_flags(spec: SandboxSpec) -> builtins.list[str]:
                     "letters, digits and ._+@%=,~/- (it is word-split by the container's start script)"
                 )
     return [f"{flag}={source}:{target}" for flag, source, target in binds]
+
+
+def nspawn_flags(spec: SandboxSpec) -> builtins.list[str]:
+    """Everything hyperhive adds to systemd-nspawn's command line: the agent's binds and its /tmp.
+
+    /tmp is a tmpfs of [sandbox] tmp_max bytes (nspawn's own /tmp has no size). Raises BackendError
+    for a network a container cannot honour, before anything is built or started.
+    """
+    container_network(spec)
+    flags = nspawn_bind_flags(spec)
+    if spec.tmp_max is not None:
+        flags.append(f"--tmpfs=/tmp:mode=1777,size={int(spec.tmp_max)}")
+    return flags
+
+
+def container_network(spec: SandboxSpec) -> str:
+    """PRIVATE_NETWORK for `spec`: "0", the host's network, which is all a nixos-container offers here.
+
+    The hive's servers listen on host loopback. A container with a network of its own
+    (PRIVATE_NETWORK=1: loopback only, or a veth with host NAT) would not reach them, and nothing
+    here forwards their ports into it as the bubblewrap backend's keeper does; so "outbound" and
+    "hive-only", which promise the host's other loopback services out of reach, are refused
+    rather than quietly given the host's network.
+    """
+    if spec.network != "host":
+        raise BackendError(
+            f'{spec.name} asks for [sandbox] network = "{spec.network}", which the nixos-container backend cannot '
+            "honour: its containers share the host's network (the hive's servers are on host loopback), so every "
+            'loopback service of the host is in reach. Set network = "host" in its agent.toml (or leave it unset), '
+            'or run the hive with [lifecycle] backend = "bwrap" for a network of its own'
+        )
+    return "0"
+
+
+def unit_limits(spec: SandboxSpec) -> builtins.list[tuple[str, Variant]]:
+    """[sandbox] memory_max, pids_max and cpu_weight as container@NAME's MemoryMax, TasksMax and CPUWeight;
+    an unset one is set to systemd's "infinity" / "not set", so a limit dropped from the config goes too."""
+    limits = spec.limits
+    values = {"MemoryMax": limits.memory_max, "TasksMax": limits.pids_max, "CPUWeight": limits.cpu_weight}
+    return [(key, Variant("t", UNLIMITED if value is None else int(value))) for key, value in values.items()]
 
 
 def container_conf(conf: str, flags: Iterable[str]) -> str:
@@ -280,9 +329,12 @@ def is_new_stop(previous: str | None, kind: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Stopped:
     name: str
-    kind: str
+    kind: str  # a stop_kind, or RESTARTED: systemd's own restart after a crash is up
     at: float
     known: bool = True  # False: the unit vanished while we were away; there is nothing to read
+
+
+RESTARTED: Final = "restarted"
 
 
 class SystemdError(BackendError):
@@ -320,20 +372,24 @@ class NixosContainerBackend(Backend):
         self._closed = False
         self._systemd_owner: str | None = None  # systemd's unique bus name: only its signals count
         self._kinds: dict[str, str] = {}  # agent → stop_kind of its unit, as last seen
+        self._coming_back: set[str] = set()  # crashed units systemd is restarting, not yet active again
         self._signalled: dict[str, int] = {}  # agent → sequence number of its last signal
         self._sequence = 0
         self._waiters: dict[str, set[asyncio.Event]] = {}  # object path → waits to wake on a change
         self._stopped: asyncio.Queue[_Stopped] = asyncio.Queue()
-        self._changes: asyncio.Queue[Change | None] = asyncio.Queue()
+        self._changes: asyncio.Queue[Change | Restarted | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._supervisor: asyncio.Task[None] | None = None
         self._journal = _journal_module()
+
+    default_network = "host"  # the only network it offers (container_network says why)
 
     @property
     def isolation(self) -> str:
         return (
             "nixos-container (systemd-nspawn): per agent its own NixOS root, pid, ipc and uts namespaces, its own "
-            "host uid; the host's network (the servers are on host loopback); no user namespace"
+            "host uid, its unit's MemoryMax/TasksMax/CPUWeight and a sized /tmp; the host's network (the servers "
+            "are on host loopback); no user namespace"
         )
 
     # ------------------------------------------------------------------------------- build & remove
@@ -348,7 +404,7 @@ class NixosContainerBackend(Backend):
 
     async def _build(self, spec: SandboxSpec) -> None:
         name = _checked(spec.name)
-        binds = nspawn_bind_flags(spec)  # before building anything: a bad path is an error either way
+        flags = nspawn_flags(spec)  # before building anything: a bad path or network is an error either way
         directory = self.render_dir / name
         agent = AgentFlake(name, spec.role, _uid(spec), spec.state_dir, spec.harness_dir, _system())
         nixos = self.config.lifecycle.nixos
@@ -358,7 +414,7 @@ class NixosContainerBackend(Backend):
         flake = f"path:{directory}#{FLAKE_OUTPUT}"
         verb = "update" if name in await self._containers() else "create"
         await _run(NIXOS_CONTAINER, verb, name, "--flake", flake)
-        await asyncio.to_thread(self._write_conf, name, binds)
+        await asyncio.to_thread(self._write_conf, name, flags)
 
     async def _containers(self) -> set[str]:
         out = await _run(NIXOS_CONTAINER, "list")
@@ -384,9 +440,23 @@ class NixosContainerBackend(Backend):
     async def start(self, spec: SandboxSpec) -> Running:
         """Hand the harness unit its command (sandbox.json, read-only inside), then start the container."""
         name = _checked(spec.name)
-        await asyncio.to_thread(_write_spec, spec)
+        await self._prepare_start(spec)
         job = await self._manager("StartUnit", "ss", container_unit(name), "replace")
         return await self._started(name, _job_id(job[0]), fresh=False)
+
+    async def _prepare_start(self, spec: SandboxSpec) -> None:
+        """What every start reads: sandbox.json, NAME.conf (binds, /tmp, network: the unit's start script
+        reads it each time) and the unit's resource limits.
+
+        The limits are set over D-Bus as runtime properties (SetUnitProperties, runtime=true: a drop-in
+        under /run/systemd/system.control): they hold for every run of the unit, systemd's own
+        restarts after a crash included, until the host reboots; each start sets them again.
+        """
+        flags = nspawn_flags(spec)
+        await asyncio.to_thread(_write_spec, spec)
+        if (self.conf_dir / f"{spec.name}.conf").exists():  # else not built yet: create() writes it
+            await asyncio.to_thread(self._write_conf, spec.name, flags)
+        await self._manager("SetUnitProperties", "sba(sv)", container_unit(spec.name), True, unit_limits(spec))
 
     async def _started(self, name: str, job: int, *, fresh: bool) -> Running:
         """Wait for the unit to be up, or down with `job` (its start or restart job) done.
@@ -442,7 +512,7 @@ class NixosContainerBackend(Backend):
     async def restart(self, spec: SandboxSpec, timeout: float) -> Running:
         """systemd's RestartUnit: one job, stop then start. SIGKILL if the stop takes over `timeout`."""
         name = _checked(spec.name)
-        await asyncio.to_thread(_write_spec, spec)
+        await self._prepare_start(spec)
         job = _job_id((await self._manager("RestartUnit", "ss", container_unit(name), "replace"))[0])
 
         def stopped(state: UnitState) -> bool:
@@ -497,10 +567,10 @@ class NixosContainerBackend(Backend):
         return _journal_messages(out, since)
 
     # -------------------------------------------------------------------------------------- changes
-    def changes(self) -> AsyncIterator[Change]:
+    def changes(self) -> AsyncIterator[Change | Restarted]:
         return self._stream_changes()
 
-    async def _stream_changes(self) -> AsyncIterator[Change]:
+    async def _stream_changes(self) -> AsyncIterator[Change | Restarted]:
         if self._closed:
             return
         await self.connect()
@@ -531,13 +601,21 @@ class NixosContainerBackend(Backend):
         self._signalled[name] = self._sequence
         active = str(changed["ActiveState"].value) if "ActiveState" in changed else ""
         sub = str(changed["SubState"].value) if "SubState" in changed else ""
-        self._observe(name, stop_kind(active, sub), time.time())
+        self._observe(name, stop_kind(active, sub), time.time(), active=active)
 
-    def _observe(self, name: str, kind: str, at: float, *, known: bool = True) -> None:
+    def _observe(self, name: str, kind: str, at: float, *, known: bool = True, active: str = "") -> None:
+        """Queue a stop the unit's new state means, or, after an auto-restart, its being active again."""
         previous = self._kinds.get(name)
         self._kinds[name] = kind
         if is_new_stop(previous, kind):
             self._stopped.put_nowait(_Stopped(name, kind, at, known))
+        if kind == "auto-restart":
+            self._coming_back.add(name)
+        elif kind != "up":
+            self._coming_back.discard(name)  # stopped or failed for good: not coming back
+        elif active == "active" and name in self._coming_back:  # activating is not up yet
+            self._coming_back.discard(name)
+            self._stopped.put_nowait(_Stopped(name, RESTARTED, at))
 
     def _systemd_changed_owner(self, owner: str | None) -> None:
         """systemd re-executed (or left the bus): follow its new name, subscribe again, catch up."""
@@ -554,9 +632,16 @@ class NixosContainerBackend(Backend):
             log.warning("could not follow systemd after it re-executed: %s", e)
 
     async def _report_stops(self) -> None:
-        """Turn each stop the watch saw into a Change, reading how the main process ended."""
+        """Turn each stop the watch saw into a Change, reading how the main process ended (and each
+        come-back after systemd's own restart into a Restarted), in the order they happened."""
         while True:
             stopped = await self._stopped.get()
+            if stopped.kind == RESTARTED:
+                try:
+                    self._changes.put_nowait(Restarted(stopped.name, await self._running(stopped.name)))
+                except BackendError as e:  # gone again meanwhile: its stop follows in the queue
+                    log.warning("%s came back but could not be read: %s", stopped.name, e)
+                continue
             service: dict[str, Any] = {}
             try:
                 if stopped.known:
@@ -641,7 +726,7 @@ class NixosContainerBackend(Backend):
             if self._signalled.get(name, 0) > sequence:
                 continue  # a signal newer than this list came in meanwhile
             if report:
-                self._observe(name, stop_kind(row[3], row[4]), now)
+                self._observe(name, stop_kind(row[3], row[4]), now, active=row[3])
             else:
                 self._kinds[name] = stop_kind(row[3], row[4])
         if not report:
