@@ -253,6 +253,7 @@ class BwrapBackend(Backend):
             # Made again at each start (the host's search domains may change); replaced whole, so a
             # running sandbox keeps the file it was given.
             resolv_conf = self.runtime / "resolv.conf"
+            self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_atomic(resolv_conf, sandbox_network.sandbox_resolv_conf(), durable=False)
         argv += sandbox_network.bwrap_args(spec.network, resolv_conf)
         if block_fd is not None:
