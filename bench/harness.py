@@ -299,7 +299,7 @@ class Operator:
         self.bench = bench
         config = load_hive_config(bench.home)
         token = issue_token(config, "operator", 3 * 3600)
-        address = ServerAddress("broker", f"http://127.0.0.1:{config.servers.broker.port}/mcp")
+        address = ServerAddress("broker", f"http://127.0.0.1:{config.listen('broker').port}/mcp")
         self.sender = HiveClient(address, token, retry_seconds=0)
         self.receiver = HiveClient(address, token, timeout=60, retry_seconds=0)
         self.replies: dict[str, asyncio.Queue[str]] = {name: asyncio.Queue() for name in bench.names}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -212,11 +212,7 @@ class ClaudeSession:
         result: ResultMessage | None = None
         async for message in client.receive_response():
             if isinstance(message, AssistantMessage):
-                for block in message.content:
-                    if isinstance(block, ToolUseBlock):
-                        outcome.tool_calls[block.name] += 1
-                if message.usage:
-                    outcome.context_tokens = _context_tokens(message.usage)
+                count_step(outcome, message)
             elif isinstance(message, SystemMessage) and message.subtype == "init":
                 _log_failed_servers(message.data)
             elif isinstance(message, ResultMessage):
@@ -225,16 +221,11 @@ class ClaudeSession:
             return TurnOutcome(
                 ok=False, terminal_reason="no_result", error="Claude Code ended without a result", retry=True
             )
-        usage = result.usage or {}
+        # The session's total_cost_usd adds up over its turns: this turn cost the difference.
         total = result.total_cost_usd or 0.0
-        outcome.cost_usd, self._cost_so_far = max(0.0, total - self._cost_so_far), total
-        outcome.model_turns = result.num_turns
-        outcome.tokens_in = _context_tokens(usage)
-        outcome.tokens_out = int(usage.get("output_tokens") or 0)
-        outcome.terminal_reason = result.terminal_reason or result.subtype
-        outcome.ok = not result.is_error
+        cost, self._cost_so_far = max(0.0, total - self._cost_so_far), total
+        count_result(outcome, result, cost)
         if result.is_error:
-            outcome.error = _result_error(result)
             outcome.retry = result.api_error_status is not None or result.subtype == "success"
         if outcome.context_tokens > self.info.context_reset_tokens:
             self.reset_wanted = f"its context reached {outcome.context_tokens:,} tokens"
@@ -253,9 +244,37 @@ class ClaudeSession:
                 log.debug("disconnecting Claude Code: %s", e)
 
 
-def _context_tokens(usage: dict[str, Any]) -> int:
+# ------------------------------------------------------------------------------ turn statistics
+# A turn's numbers are computed here and only here, for a wake (ClaudeSession) and a notes
+# compaction (notes.py) alike.
+
+
+def tokens_in(usage: Mapping[str, Any]) -> int:
+    """The input tokens of a model call (or of a turn's calls, in a ResultMessage's usage): fresh
+    input plus what was read from and written to the prompt cache. `input_tokens` alone is only the
+    uncached tail, a handful of tokens in a cached session; the model read all of it."""
     keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
     return sum(int(usage.get(key) or 0) for key in keys)
+
+
+def count_step(outcome: TurnOutcome, message: AssistantMessage) -> None:
+    """One model call of the turn: its tool calls, and the context's size so far."""
+    outcome.tool_calls.update(block.name for block in message.content if isinstance(block, ToolUseBlock))
+    if message.usage:
+        outcome.context_tokens = tokens_in(message.usage)
+
+
+def count_result(outcome: TurnOutcome, result: ResultMessage, cost_usd: float) -> None:
+    """The turn's end: whether it ran through, its model calls, tokens in and out, and `cost_usd`."""
+    usage = result.usage or {}
+    outcome.ok = not result.is_error
+    outcome.terminal_reason = result.terminal_reason or result.subtype
+    outcome.model_turns = result.num_turns
+    outcome.tokens_in = tokens_in(usage)
+    outcome.tokens_out = int(usage.get("output_tokens") or 0)
+    outcome.cost_usd = cost_usd
+    if result.is_error:
+        outcome.error = _result_error(result)
 
 
 def _result_error(result: ResultMessage) -> str:

@@ -1,6 +1,6 @@
 """The turn loop: wait for messages, run one Claude Code turn on them, acknowledge, record.
 
-    long-poll recv(ack=false) -> recv_batch the rest (up to batch_max) -> turn -> ack -> stats
+    long-poll recv_batch(batch_max, ack=false) -> turn -> ack -> stats
 
 Messages are leased, not taken: if this process dies mid-turn the broker delivers them again
 once the lease ends, and while a turn runs the lease is extended so a long turn keeps them.
@@ -25,7 +25,7 @@ from hyperhive.harness.claude import NO_CREDENTIALS, ClaudeSession, TurnOutcome,
 from hyperhive.harness.notes import NotesKeeper
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake
-from hyperhive.servers.broker.models import Message, RecvBatchResult, RecvResult
+from hyperhive.servers.broker.models import Message, RecvBatchResult
 from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerAddress, ServerUnavailable
 from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo
 
@@ -98,24 +98,16 @@ class Harness:
             await asyncio.sleep(CREDENTIALS_POLL)
 
     async def _wake(self) -> tuple[list[Message], int]:
-        """Block until at least one message is here; lease it and up to batch_max - 1 more."""
+        """Block until at least one message is here; lease it and up to batch_max - 1 more, in one
+        long-poll (it returns as soon as the first message arrives, with what else is waiting)."""
         while True:
-            first = await self._persist(
-                "waiting for messages",
-                lambda: self.broker.call("recv", {"wait_seconds": POLL_SECONDS, "ack": False}, result=RecvResult),
-            )
-            if first.message is None:
-                continue
-            messages, queued = [first.message], first.queued
-            if queued and self.info.batch_max > 1:
-                rest = await self._persist("taking queued messages", self._recv_rest)
-                messages += rest.messages
-                queued = rest.queued
-            return messages, queued
+            batch = await self._persist("waiting for messages", self._recv_batch)
+            if batch.messages:
+                return batch.messages, batch.queued
 
-    async def _recv_rest(self) -> RecvBatchResult:
-        more = {"max": self.info.batch_max - 1, "ack": False}
-        return await self.broker.call("recv_batch", more, result=RecvBatchResult)
+    async def _recv_batch(self) -> RecvBatchResult:
+        wait = {"max": self.info.batch_max, "wait_seconds": POLL_SECONDS, "ack": False}
+        return await self.broker.call("recv_batch", wait, result=RecvBatchResult)
 
     async def _handle(self, messages: list[Message], queued: int) -> None:
         """Run turns on `messages` until one runs through (or is cancelled), then acknowledge them."""

@@ -18,11 +18,10 @@ from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKError,
     ResultMessage,
-    ToolUseBlock,
     query,
 )
 
-from hyperhive.harness.claude import TurnOutcome
+from hyperhive.harness.claude import TurnOutcome, count_result, count_step
 from hyperhive.harness.stats import TurnRecorder, turn_row
 from hyperhive.servers.common.harnessdir import HarnessInfo
 
@@ -98,17 +97,9 @@ class NotesKeeper:
         try:
             async for message in query(prompt=compaction_prompt(size, target), options=options):
                 if isinstance(message, AssistantMessage):
-                    outcome.tool_calls.update(b.name for b in message.content if isinstance(b, ToolUseBlock))
+                    count_step(outcome, message)
                 elif isinstance(message, ResultMessage):
-                    usage = message.usage or {}
-                    outcome.ok = not message.is_error
-                    outcome.terminal_reason = message.terminal_reason or message.subtype
-                    outcome.model_turns = message.num_turns
-                    outcome.cost_usd = message.total_cost_usd or 0.0
-                    outcome.tokens_in = int(usage.get("input_tokens") or 0)
-                    outcome.tokens_out = int(usage.get("output_tokens") or 0)
-                    if message.is_error:
-                        outcome.error = str(message.result or message.subtype)
+                    count_result(outcome, message, message.total_cost_usd or 0.0)  # a one-shot run: its total
         except ClaudeSDKError as e:
             outcome.ok, outcome.error = False, str(e).splitlines()[0] if str(e) else type(e).__name__
         return outcome

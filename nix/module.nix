@@ -116,7 +116,7 @@ let
       LoadCredential = [
         "signing.pub:${cfg.home}/signing.pub"
       ]
-      ++ lib.optional (name != "broker") "service.token:${cfg.home}/tokens/service-${name}.token";
+      ++ lib.optional (lib.elem name servers.handedToken) "service.token:${cfg.home}/tokens/service-${name}.token";
     };
   };
 in

@@ -1,4 +1,5 @@
-# hyperhive's four MCP servers, as module.nix and settings.nix both need them.
+# hyperhive's MCP servers, as module.nix and settings.nix both need them: what
+# servers/common/registry.py says of each (tests/unit/test_nix.py fails when the two disagree).
 {
   # In start-up order: the broker first (the others post events to it).
   all = [
@@ -14,7 +15,13 @@
     "approvals"
     "operator"
   ];
-  # hyperhive's default TCP ports (servers/common/config.py's ServersSettings).
+  # The servers that call another one with a service token the hive hands them (a systemd
+  # credential); the lifecycle server mints its own.
+  handedToken = [
+    "approvals"
+    "operator"
+  ];
+  # hyperhive's default TCP ports.
   ports = {
     broker = 7801;
     lifecycle = 7802;

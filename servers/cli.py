@@ -43,6 +43,7 @@ from .common.keys import (
     write_key_pair,
 )
 from .common.names import MANAGER, OPERATOR
+from .common.registry import REGISTRY
 from .common.serving import ListenError, http_app, serve
 from .common.systemd import credential, notify
 from .common.tokens import TokenFile
@@ -53,13 +54,8 @@ DEFAULT_HOME = ".hive"
 DASHBOARD_PASSWORD = "dashboard.password"  # hyperhive.ui.auth.PASSWORD_FILE
 DASHBOARD = "dashboard"  # `hive serve dashboard`: the NiceGUI app, not an MCP server
 LOGIN_CODE_MINUTES = 10
-# Each server's module (with create(config, credentials, ...)), in start-up order.
-SERVERS: dict[str, str] = {
-    "broker": "hyperhive.servers.broker.server",
-    "lifecycle": "hyperhive.servers.lifecycle.server",
-    "approvals": "hyperhive.servers.approvals.server",
-    "operator": "hyperhive.servers.operator.server",
-}
+# Each server's module (with create(config, credentials, ...)), in start-up order: the registry's.
+SERVERS: dict[str, str] = {spec.name: spec.module for spec in REGISTRY}
 
 home_option = click.option(
     "--home",

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from .catalog import CATALOG, role_default
 from .names import BROADCAST, OPERATOR, InvalidName, check_agent_name
 from .principals import Role
+from .registry import REGISTRY, SERVER_NAMES, server_spec
 
 HIVE_TOML: Final = "hive.toml"
 AGENT_TOML: Final = "agent.toml"
@@ -97,11 +98,17 @@ class ServingSettings(_Strict):
     max_connections: Annotated[int, Field(ge=16, le=1_000_000)] = 4096  # in all, and below the fd limit
 
 
-class ServersSettings(_Strict):
-    broker: Listen = Listen(port=7801)
-    lifecycle: Listen = Listen(port=7802)
-    approvals: Listen = Listen(port=7803)
-    operator: Listen = Listen(port=7804)
+def default_listens() -> dict[str, Listen]:
+    """[servers]: each server of the registry on its default port; a table in hive.toml replaces its entry."""
+    return {spec.name: Listen(port=spec.port) for spec in REGISTRY}
+
+
+def _known_servers(servers: object) -> object:
+    if isinstance(servers, dict):
+        unknown = [name for name in servers if name not in SERVER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown server {unknown[0]!r}; the servers are {', '.join(SERVER_NAMES)}")
+    return servers
 
 
 class QuestionSettings(_Strict):
@@ -225,22 +232,20 @@ class TokenSettings(_Strict):
     ttl_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 86_400)] = 30 * 86_400
 
 
-ServerName = Literal["broker", "lifecycle", "approvals", "operator"]
-
-
 class StorageSettings(_Strict):
     # NORMAL survives a crash of the process (WAL); FULL also survives power loss, at an fsync per commit.
     synchronous: Literal["normal", "full"] = "normal"
     # A server's database directory when not <home>/state; relative paths are under the home. The
     # NixOS module gives each unprivileged server its own, so none can touch the lifecycle's.
-    dirs: dict[ServerName, Path] = {}
+    dirs: Annotated[dict[str, Path], BeforeValidator(_known_servers)] = {}
 
 
 class HiveConfig(_Strict):
     """Everything in hive.toml, plus `home`: the directory the file lives in."""
 
     home: Path
-    servers: ServersSettings = ServersSettings()
+    # Where each server listens, one entry per server of the registry (registry.py).
+    servers: Annotated[dict[str, Listen], BeforeValidator(_known_servers)] = Field(default_factory=default_listens)
     serving: ServingSettings = ServingSettings()
     broker: BrokerSettings = BrokerSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
@@ -286,12 +291,19 @@ class HiveConfig(_Strict):
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
-    def db_path(self, server: ServerName) -> Path:
-        directory = self.storage.dirs.get(server, Path("state"))
+    @field_validator("servers")
+    @classmethod
+    def _every_server(cls, servers: dict[str, Listen]) -> dict[str, Listen]:
+        """Servers hive.toml leaves out listen on their defaults, in the registry's order."""
+        defaults = default_listens()
+        return {name: servers.get(name, defaults[name]) for name in SERVER_NAMES}
+
+    def db_path(self, server: str) -> Path:
+        directory = self.storage.dirs.get(server_spec(server).name, Path("state"))
         return self.home / directory / f"{server}.sqlite"
 
     def listen(self, server: str) -> Listen:
-        listen: Listen = getattr(self.servers, server)
+        listen = self.servers[server_spec(server).name]
         if listen.socket is not None and not listen.socket.is_absolute():
             return listen.model_copy(update={"socket": self.home / listen.socket})
         return listen
@@ -306,26 +318,21 @@ def load_hive_config(home: Path) -> HiveConfig:
     return _validate(HiveConfig, data, path)
 
 
-HIVE_TOML_TEMPLATE: Final = """\
-# hyperhive settings. Relative paths are under this file's directory (the hive home).
+def _servers_template() -> str:
+    """hive.toml's [servers.*] tables: every server of the registry on its default port."""
+    tables = []
+    for index, spec in enumerate(REGISTRY):
+        table = f'[servers.{spec.name}]\nhost = "127.0.0.1"\nport = {spec.port}\n'
+        if index == 0:
+            table += f'# socket = "run/{spec.name}.sock"   # a unix socket too (created 0600 in a 0700 directory)\n'
+        tables.append(table)
+    return "\n".join(tables)
 
-[servers.broker]
-host = "127.0.0.1"
-port = 7801
-# socket = "run/broker.sock"   # a unix socket too (created 0600 in a 0700 directory)
 
-[servers.lifecycle]
-host = "127.0.0.1"
-port = 7802
-
-[servers.approvals]
-host = "127.0.0.1"
-port = 7803
-
-[servers.operator]
-host = "127.0.0.1"
-port = 7804
-
+HIVE_TOML_TEMPLATE: Final = (
+    "# hyperhive settings. Relative paths are under this file's directory (the hive home).\n\n"
+    + _servers_template()
+    + """
 [serving]                       # every server's connections (a peer: a uid, or an address)
 idle_timeout_seconds = 15       # a kept-alive connection idle this long is closed
 header_timeout_seconds = 10     # a request's line and headers must arrive within this
@@ -397,6 +404,7 @@ ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and 
 synchronous = "normal"          # "full" also survives power loss, at an fsync per commit
 # dirs = { broker = "/var/lib/hyperhive/db/broker" }   # a server's database elsewhere than state/
 """
+)
 
 
 # --------------------------------------------------------------------------------------- agent.toml

@@ -26,6 +26,7 @@ from .instances import current_instance
 from .keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, PublicKeys, ReloadingSigningKey, SigningKey, load_signing_key
 from .names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, service_principal
 from .principals import Principal, Role, principal_for
+from .registry import callers, server_spec
 from .systemd import credential
 from .tokens import InvalidToken, IssuedToken, ServerCredentials, TokenFile, decode_token, mint_token
 
@@ -48,10 +49,13 @@ class HandedToken:
         return config.tokens_dir / f"{self.name}.token"
 
 
-# The services that call other servers (the lifecycle server mints its own), and the dashboard.
+# The services that call other servers (a server that issues tokens mints its own), and the dashboard.
 HANDED_TOKENS: Final = (
-    HandedToken("service-approvals", Principal("service:approvals", Role.SERVICE)),
-    HandedToken("service-operator", Principal("service:operator", Role.SERVICE)),
+    *(
+        HandedToken(f"service-{spec.name}", Principal(service_principal(spec.name), Role.SERVICE))
+        for spec in callers()
+        if not spec.issues_tokens
+    ),
     HandedToken(DASHBOARD_TOKEN, Principal(OPERATOR, Role.OPERATOR)),
 )
 
@@ -179,7 +183,7 @@ def server_credentials(config: HiveConfig, server: str) -> ServerCredentials:
     Raises KeyFileError or Refused (messages say what to do) when something is missing.
     """
     keys = PublicKeys(credential(PUBLIC_KEY_FILE, config.home / PUBLIC_KEY_FILE))
-    if server == "lifecycle":
+    if server_spec(server).issues_tokens:
         signing = ReloadingSigningKey(config.home / PRIVATE_KEY_FILE)
         principal = Principal(service_principal(server), Role.SERVICE)
         return ServerCredentials(keys, IssuedToken(signing.current, principal, audience_of(principal)), signing)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from .registry import SERVER_NAMES, callers
+
 # 11 characters is the nixos-container name limit; agents must fit it on every backend.
 AGENT_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
 
@@ -14,12 +16,11 @@ MANAGER: Final = "manager"  # the manager agent's name
 BROADCAST: Final = "*"
 SERVICE_PREFIX: Final = "service:"
 # The servers that call other servers, each as its own service principal: a closed set.
-SERVICES: Final = frozenset({"approvals", "operator", "lifecycle"})
+SERVICES: Final = frozenset(spec.name for spec in callers())
 
-# Names an agent may not take: they mean something else in messages, tokens or paths.
-RESERVED: Final = frozenset(
-    {OPERATOR, SYSTEM, "service", "broker", "lifecycle", "approvals", "dashboard", "hive", "all", "root"}
-)
+# Names an agent may not take: they mean something else in messages, tokens or paths (every
+# server's name among them).
+RESERVED: Final = frozenset({OPERATOR, SYSTEM, "service", "dashboard", "hive", "all", "root", *SERVER_NAMES})
 
 
 class InvalidName(ValueError):

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from .access import Role
 from .names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, check_agent_name
 
-
-class Role(StrEnum):
-    AGENT = "agent"
-    MANAGER = "manager"
-    OPERATOR = "operator"
-    SERVICE = "service"
+__all__ = ["Principal", "Role", "principal_for"]
 
 
 @dataclass(frozen=True, slots=True)

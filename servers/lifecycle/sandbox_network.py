@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
+from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.lifecycle.pipes import read_to_end
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ _CLONE_NEWUSER: Final = 0x10000000
 _NS_GET_USERNS: Final = 0xB701  # ioctl: the user namespace that owns a namespace
 _PR_SET_PDEATHSIG: Final = 1
 _PR_SET_NO_NEW_PRIVS: Final = 38
-_SERVERS: Final = ("broker", "lifecycle", "approvals", "operator")
 
 
 class NetworkError(Exception):
@@ -88,7 +88,7 @@ def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
     """What a sandbox reaches on its loopback: the (address, port) of each hive server with a fixed
     TCP port, and [lifecycle] forward_ports."""
     ports = []
-    for server in _SERVERS:
+    for server in SERVER_NAMES:
         listen = config.listen(server)
         if listen.port:
             ports.append(("127.0.0.1" if listen.host == "localhost" else listen.host, listen.port))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import BrokerEndpoint, Hive
+
+from hyperhive.harness.loop import Harness
+from hyperhive.servers.common.harnessdir import HarnessInfo
 
 LEASE = 120  # the default [broker] lease_seconds
 
@@ -81,6 +86,49 @@ async def test_ack_and_lease_refuse_ids_that_are_not_yours_and_change_nothing(
         await broker.client(bob).call("lease", {"ids": [theirs], "seconds": 10})
     with pytest.raises(ToolError):
         await broker.client(bob).call("ack", {"ids": []})
+
+
+def _harness(tmp_path: Path, hive: Hive, broker: BrokerEndpoint, agent: str, batch_max: int) -> Harness:
+    token = tmp_path / "harness" / "credentials" / "token"
+    token.parent.mkdir(parents=True)
+    token.write_text(hive.token(agent))
+    info = HarnessInfo(
+        agent=agent, role="agent", model="sonnet", servers={"broker": broker.url}, tools={"broker": ["recv"]},
+        bash=[], mcp_servers={}, env={}, prompt="", state_dir=str(tmp_path / "state"),
+        harness_dir=str(tmp_path / "harness"), token_file=str(token), batch_max=batch_max,
+    )  # fmt: skip
+    return Harness(info)
+
+
+async def test_the_harness_wakes_with_one_leasing_recv_batch_long_poll(
+    hive: Hive, broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
+    harness = _harness(tmp_path, hive, broker, bob, batch_max=2)
+    calls: list[str] = []
+    call = harness.broker.call
+
+    async def counted(tool: str, arguments: dict[str, Any], **kwargs: Any) -> Any:
+        calls.append(tool)
+        return await call(tool, arguments, **kwargs)
+
+    harness.broker.call = counted  # type: ignore[method-assign]
+    try:
+        waking = asyncio.create_task(harness._wake())
+        await asyncio.sleep(0.3)
+        assert not waking.done()  # it long-polls for the first message
+        first = await _send(broker, alice, bob, "one")
+        messages, queued = await asyncio.wait_for(waking, 5)
+        assert [m.id for m in messages] == [first] and queued == 0
+        second, third, _ = [await _send(broker, alice, bob, body) for body in ("two", "three", "four")]
+        messages, queued = await asyncio.wait_for(harness._wake(), 5)
+        assert [m.id for m in messages] == [second, third] and queued == 1  # batch_max, and what is left
+        assert calls == ["recv_batch", "recv_batch"]  # one call a wake, not recv and then recv_batch
+        # All three are leased (ack=false): a crash mid-turn gets them delivered again.
+        assert await broker.client(bob).call("pending_count", {}) == {"queued": 1, "leased": 3}
+    finally:
+        await harness.broker.close()
+        await harness.recorder.close()
 
 
 # ----------------------------------------------------------------------------------------- threads

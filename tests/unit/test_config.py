@@ -20,6 +20,7 @@ from hyperhive.servers.common.config import (
 from hyperhive.servers.common.diffs import widenings
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role
+from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES
 
 
 @pytest.mark.parametrize("name", ["a", "alice", "bob-2", "abcdefghijk", "m0-x"])
@@ -74,6 +75,16 @@ def test_an_empty_hive_toml_means_all_defaults(tmp_path: Path) -> None:
     assert load_hive_config(_home(tmp_path, "")).broker.lease_seconds == 120
 
 
+def test_every_server_of_the_registry_listens_on_its_default_port_unless_set(tmp_path: Path) -> None:
+    config = load_hive_config(_home(tmp_path, "[servers.operator]\nport = 9904\n"))
+    assert list(config.servers) == list(SERVER_NAMES)
+    assert {name: config.listen(name).port for name in SERVER_NAMES} == {
+        spec.name: 9904 if spec.name == "operator" else spec.port for spec in REGISTRY
+    }
+    with pytest.raises(KeyError, match="no hyperhive server 'forge': the servers are broker, lifecycle"):
+        config.listen("forge")
+
+
 def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
     config = load_hive_config(_home(tmp_path, '[servers.broker]\nsocket = "run/b.sock"\n'))
     listen = config.listen("broker")
@@ -87,6 +98,8 @@ def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
         ('[servers.broker]\nhost = "0.0.0.0"\nport = 1\n', "servers.broker.host", "not a loopback address"),
         ('[servers.broker]\nhost = "example.com"\nport = 1\n', "servers.broker.host", "not a loopback"),
         ("[servers.broker]\n", "servers.broker", "set a port, a socket, or both"),
+        ("[servers.brokr]\nport = 1\n", "servers", "unknown server 'brokr'; the servers are broker, lifecycle"),
+        ('[storage]\ndirs = { brokr = "db" }\n', "storage.dirs", "unknown server 'brokr'; the servers are broker"),
         ("[broker]\ninbox_cap = 0\n", "broker.inbox_cap", "greater than or equal to 1"),
         ("[broker]\ninbox_kap = 5\n", "broker.inbox_kap", "unknown setting"),
         ('[storage]\nsynchronous = "off"\n', "storage.synchronous", "'normal' or 'full'"),

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from claude_agent_sdk import AssistantMessage, ResultMessage, ToolUseBlock
 
+from hyperhive.harness import notes
 from hyperhive.harness.claude import (
     NO_CREDENTIALS,
     ClaudeSession,
@@ -19,6 +22,7 @@ from hyperhive.harness.claude import (
     claude_env,
     has_credentials,
     scrub_environment,
+    tokens_in,
 )
 from hyperhive.harness.main import load_info
 from hyperhive.harness.prompts import system_prompt
@@ -186,6 +190,53 @@ def test_a_turn_row_fits_what_record_turn_accepts(tmp_path: Path) -> None:
     assert TurnRecord.model_validate(row.model_dump()) == row  # what the server will validate
     old = turn_row("compaction", 1.0, "m", TurnOutcome(ok=True), 0, 0)  # a clock that jumped by decades
     assert old.key != row.key and old.ended_at - old.started_at == 7 * 86_400
+
+
+# One model call of a cached session: most of its input is read from (or written to) the cache.
+USAGE = {"input_tokens": 12, "cache_read_input_tokens": 9000, "cache_creation_input_tokens": 300, "output_tokens": 40}
+
+
+def _turn_messages(usage: dict[str, int]) -> list[object]:
+    step = AssistantMessage(content=[ToolUseBlock(id="t1", name="Edit", input={})], model="m", usage=usage)
+    result = ResultMessage(
+        subtype="success", duration_ms=1, duration_api_ms=1, is_error=False, num_turns=2, session_id="s",
+        total_cost_usd=0.25, usage=usage, terminal_reason="completed",
+    )  # fmt: skip
+    return [step, result]
+
+
+def test_tokens_in_is_all_input_the_model_read_fresh_or_from_the_cache() -> None:
+    assert tokens_in(USAGE) == 12 + 9000 + 300
+    assert tokens_in({"output_tokens": 5}) == 0
+    assert tokens_in({"input_tokens": None, "cache_read_input_tokens": 7}) == 7  # absent or null: none
+
+
+async def test_a_wake_and_a_notes_compaction_count_their_turn_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = _info(tmp_path)
+    session = ClaudeSession(info, lambda: "token", stderr=lambda _: None)
+
+    class Client:
+        async def receive_response(self) -> AsyncIterator[object]:
+            for message in _turn_messages(USAGE):
+                yield message
+
+    wake = await session._collect(Client())  # type: ignore[arg-type]
+
+    async def query(**_: object) -> AsyncIterator[object]:
+        for message in _turn_messages(USAGE):
+            yield message
+
+    monkeypatch.setattr(notes, "query", query)
+    keeper = notes.NotesKeeper(info, session.env, TurnRecorder(tmp_path / "harness"))
+    compaction = await keeper._rewrite("sonnet", 40_000, 16_000)
+
+    for outcome in (wake, compaction):
+        assert outcome.ok and outcome.terminal_reason == "completed" and outcome.model_turns == 2
+        assert (outcome.tokens_in, outcome.tokens_out) == (tokens_in(USAGE), 40)
+        assert outcome.tool_calls == {"Edit": 1} and outcome.cost_usd == 0.25
+    assert wake.context_tokens == tokens_in(USAGE)
 
 
 async def test_lifecycle_reads_turn_json_without_following_links(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.common.config import HIVE_TOML, load_hive_config
+from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES, callers
 from hyperhive.servers.lifecycle.backends.base import SandboxSpec
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, render_flake
 from hyperhive.servers.lifecycle.backends.nixos_spec import sandbox_json
@@ -187,6 +188,16 @@ def test_toml_values_survive_the_nix_writer() -> None:
         "d": True,
         "odd key": {"f": -3},
         "g": {"h": {"i": "j"}},
+    }
+
+
+def test_servers_nix_says_what_the_server_registry_says() -> None:
+    """nix/servers.nix is written by hand; the registry is the truth. Update servers.nix to match."""
+    assert evaluate("import ./servers.nix") == {
+        "all": list(SERVER_NAMES),
+        "unprivileged": [spec.name for spec in REGISTRY if not spec.root],
+        "handedToken": [spec.name for spec in callers() if not spec.issues_tokens],
+        "ports": {spec.name: spec.port for spec in REGISTRY},
     }
 
 

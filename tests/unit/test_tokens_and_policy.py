@@ -31,6 +31,7 @@ from hyperhive.servers.common.keys import (
 )
 from hyperhive.servers.common.policy import refusal
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES
 from hyperhive.servers.common.tokens import HiveTokenVerifier, InvalidToken, TokenFile, decode_token, mint_token
 
 KEY = SigningKey.generate()
@@ -254,6 +255,16 @@ def test_service_tools_exist_and_are_service_tools() -> None:
         for server, tools in servers.items():
             for tool in tools:
                 assert Role.SERVICE in CATALOG[server][tool].roles, (service, server, tool)
+
+
+def test_the_server_registry_is_consistent() -> None:
+    """Unique names and ports; one server issues tokens, and it calls others with a token it mints itself."""
+    assert len({spec.name for spec in REGISTRY}) == len({spec.port for spec in REGISTRY}) == len(REGISTRY)
+    issuers = [spec for spec in REGISTRY if spec.issues_tokens]
+    assert len(issuers) == 1 and issuers[0].calls
+    assert REGISTRY[0].name == "broker"  # started first: every service posts its events there
+    for spec in REGISTRY:
+        assert spec.name not in spec.calls and set(spec.calls) <= set(SERVER_NAMES), spec.name
 
 
 def test_role_defaults() -> None:
