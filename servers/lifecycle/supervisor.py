@@ -24,9 +24,7 @@ from typing import Any, Final, Literal
 
 import anyio
 
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.background import background
-from hyperhive.servers.common.client import HiveClient, server_address
+from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.config import (
     AGENT_TOML,
     AgentConfig,
@@ -35,7 +33,6 @@ from hyperhive.servers.common.config import (
     agent_toml_template,
     parse_agent_config,
 )
-from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import (
@@ -52,15 +49,15 @@ from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.common.instances import current_instance, end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.keys import SigningKey
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
-from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.lifecycle import logfiles, repos, statebudget
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, SandboxSpec
 from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.paths import AgentPaths
-from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore, UidsExhausted
+from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore, UidsExhausted
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 
@@ -81,30 +78,27 @@ def hyperhive_version() -> str:
 class Supervisor:
     def __init__(
         self,
-        config: HiveConfig,
+        kit: ServiceKit,
         signing: Callable[[], SigningKey],
-        token: Callable[[], str],
-        agents: AgentRegistry,
         backend: Backend,
         *,
         stop_agents_on_exit: bool = False,
-        clock: Callable[[], float] = time.time,
     ) -> None:
+        config = kit.config
+        self.kit = kit
         self.config = config
         self.issuer = Issuer(config, signing)
-        self.agents = agents
+        self.agents = kit.agents
         self.backend = backend
         self.stop_agents_on_exit = stop_agents_on_exit
-        self.clock = clock
+        self.clock = kit.clock.now  # the time now, as this module's call sites read it: self.clock()
         self.version = hyperhive_version()
         self.privileged = os.geteuid() == 0
         # This home's block of host uids, which no other hive on this host may use (UidRangeError if taken).
         self.uids = claim_uids(config.home, config.lifecycle.uid_base) if self.privileged else None
-        self.db = Database(config.db_path("lifecycle"), MIGRATIONS, synchronous=config.storage.synchronous)
-        self.store = LifecycleStore(self.db)
-        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
-        self.outbox = Outbox(self.db, self.broker, clock)
-        self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, clock)
+        self.store = LifecycleStore(kit.db)
+        self.outbox = kit.outbox
+        self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, kit.clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
         self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
@@ -114,32 +108,27 @@ class Supervisor:
     # -------------------------------------------------------------------------------- running
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Supervisor]:
-        async with self.db:
-            await self.agents.refresh()
-            await self._reconcile()
-            try:
-                async with background(
-                    self.agents.watch(),
-                    self._follow_changes(),
-                    self.outbox.run(),
-                    self._refresh_tokens(),
-                    self._watch_state_budgets(),
-                    self.turn_stats.prune_forever(),
-                ):
-                    try:
-                        await self._ensure_manager()
-                        await self._start_up()
-                        yield self
-                    finally:
-                        self._closing = True  # no sandbox starts from now on
-                        for task in self._tasks:
-                            task.cancel()
-                        await asyncio.gather(*self._tasks, return_exceptions=True)
-                        if self.stop_agents_on_exit:
-                            await self._stop_all()
-            finally:
-                await self.broker.close()
-                await self.backend.close()
+        try:
+            async with self.kit.running(
+                self._follow_changes,
+                self._refresh_tokens,
+                self._watch_state_budgets,
+                self.turn_stats.prune_forever,
+                first=self._reconcile,
+            ):
+                try:
+                    await self._ensure_manager()
+                    await self._start_up()
+                    yield self
+                finally:
+                    self._closing = True  # no sandbox starts from now on
+                    for task in self._tasks:
+                        task.cancel()
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                    if self.stop_agents_on_exit:
+                        await self._stop_all()
+        finally:
+            await self.backend.close()
 
     async def _reconcile(self) -> None:
         """Match the recorded states with what is running now (sandboxes outlive this server)."""
@@ -681,7 +670,7 @@ class Supervisor:
         will_restart = restart_ourselves or change.auto_restarting
         await self._announce(self._crash_event(change, row.restart_count, will_restart, lines))
         if restart_ourselves and row.state == "running":
-            delay = min(self.config.lifecycle.restart_backoff_seconds * 2 ** (crashes - 1), MAX_BACKOFF)
+            delay = Backoff(self.config.lifecycle.restart_backoff_seconds, MAX_BACKOFF).delay(crashes)
             self._spawn(self._restart_after_crash(change.name, delay))
 
     def _crash_event(self, change: Change, restarts: int, will_restart: bool, lines: list[str]) -> ContainerCrash:

@@ -220,7 +220,7 @@ async def test_turn_stats_are_kept_for_the_retention_and_pruned_per_agent(
     now = time.time()
     clock = ManualClock(now)
     async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
-        stats = TurnStats(LifecycleStore(db), retention_days=90, clock=clock.now)
+        stats = TurnStats(LifecycleStore(db), retention_days=90, clock=clock)
 
         def turn(key: str, age_days: float) -> TurnRecord:
             started = now - age_days * 86_400
