@@ -136,18 +136,17 @@ class Supervisor:
         for row in await self.store.agents():
             if row.name in running:
                 if row.state != "running":
-                    await self.store.update(row.name, state="running", started_at=running[row.name].started_at)
+                    await self.store.mark_running(row.name, running[row.name].started_at)
             elif row.state in ("starting", "running", "stopping", "restarting"):
                 # It ended while no server watched; the backend reports how, and _start_up starts it again.
                 await self._end_instance(row.name)
-                await self.store.update(row.name, state="stopped", stopped_at=self.clock())
+                await self.store.mark_stopped(row.name, self.clock())
 
     async def _ensure_manager(self) -> None:
         """The manager is infrastructure: created on first start without asking anyone."""
         if await self.store.agent(MANAGER) is None:
             proposed, applied = await self._provision(MANAGER, "manager")
-            await self.store.add(MANAGER, self.clock(), applied)
-            await self.store.update(MANAGER, desired="running", applied_from=proposed)
+            await self.store.add(MANAGER, self.clock(), applied, proposed)
             log.info("created the manager agent")
 
     async def _start_up(self) -> None:
@@ -240,8 +239,7 @@ class Supervisor:
                         f"nothing was created: ask the manager to request_spawn_commit({name!r}, sha) for it"
                     )
             proposed, applied = await self._provision(name, "agent", ref)
-            await self.store.add(name, self.clock(), applied)
-            await self.store.update(name, desired="running", applied_from=proposed)
+            await self.store.add(name, self.clock(), applied, proposed)
             await self._launch(name)
             await self._announce(Spawned(agent=name, sha=proposed))
         return await self.row(name)
@@ -356,18 +354,18 @@ class Supervisor:
         async with self._exclusive(name, "starting"):
             if row.state == "running":
                 raise Refused(f"{name} is already running")
-            await self.store.update(name, desired="running", crashes=0)
+            await self.store.want_running(name)
             await self._launch(name)
         return await self.row(name)
 
     async def stop(self, name: str) -> AgentRow:
         row = await self.row(name)
         async with self._exclusive(name, "stopping"):
-            await self.store.update(name, desired="stopped")
+            await self.store.want_stopped(name)
             if row.state in ("running", "starting"):
                 await self._stop_sandbox(name)
             elif row.state in ("restarting", "failed"):
-                await self.store.update(name, state="stopped")
+                await self.store.mark_stopped(name)
         return await self.row(name)
 
     async def restart(self, name: str) -> AgentRow:
@@ -375,7 +373,7 @@ class Supervisor:
         async with self._exclusive(name, "restarting"):
             if row.state in ("running", "starting"):
                 await self._stop_sandbox(name)
-            await self.store.update(name, desired="running", crashes=0)
+            await self.store.want_running(name)
             await self._launch(name)
         return await self.row(name)
 
@@ -384,7 +382,7 @@ class Supervisor:
         async with self._exclusive(name, "being killed"):
             if row.state not in ("running", "starting"):
                 raise Refused(f"{name} is not running (it is {row.state})")
-            await self.store.update(name, desired="stopped")
+            await self.store.want_stopped(name)
             await self._stop_sandbox(name, kill=True)
             await self._announce(Killed(agent=name, by=by))
         return await self.row(name)
@@ -399,9 +397,9 @@ class Supervisor:
         row = await self.row(name)
         uid = await self._uid(name)
         if not await self._check_state_budget(name, config, starting=True):
-            await self.store.update(name, state="failed", stopped_at=self.clock())
+            await self.store.mark_failed(name, self.clock())
             raise Refused(self._over_budget[name])
-        await self.store.update(name, state="starting")
+        await self.store.mark_changing(name, "starting")
         try:
             spec = await anyio.to_thread.run_sync(self._prepare_start, name, config, uid)
             if row.built_version is None:  # its first start: prepare what the backend needs
@@ -410,15 +408,9 @@ class Supervisor:
                 await self.backend.update(spec)
             running = await self.backend.start(spec)
         except (BackendError, ConfigError) as e:  # ConfigError: [harness] env_file
-            await self.store.update(name, state="failed", stopped_at=self.clock())
+            await self.store.mark_failed(name, self.clock())
             raise Refused(str(e)) from None
-        await self.store.update(
-            name,
-            state="running",
-            started_at=running.started_at,
-            built_sha=row.applied_sha,
-            built_version=self.version,
-        )
+        await self.store.mark_started(name, running.started_at, row.applied_sha, self.version)
 
     def _prepare_start(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
         """A fresh token and hive.json for the harness, and the spec to start it with."""
@@ -483,7 +475,7 @@ class Supervisor:
 
     async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:
         """Stop it and mark it stopped; its ending will not count as a crash. `desired` is the caller's."""
-        await self.store.update(name, state="stopping")
+        await self.store.mark_changing(name, "stopping")
         self._expected_exits[name] = self._expected_exits.get(name, 0) + 1
         try:
             if kill:
@@ -493,7 +485,7 @@ class Supervisor:
         except BackendError as e:
             log.warning("stopping %s: %s", name, e)
         await self._end_instance(name)
-        await self.store.update(name, state="stopped", stopped_at=self.clock())
+        await self.store.mark_stopped(name, self.clock())
 
     # --------------------------------------------------------------------------- config changes
     async def apply_commit(self, name: str, ref: str, expected_base: str | None = None) -> tuple[str, str]:
@@ -520,7 +512,7 @@ class Supervisor:
                 paths.applied, files, f"Apply {proposed}\n\nProposed commit {proposed} of agents/{name}/config."
             )
             await self.agents.refresh()
-            await self.store.update(name, applied_sha=applied, applied_from=proposed)
+            await self.store.set_applied(name, applied, proposed)
             await self._rebuild_held(name)
             await self._announce(Rebuilt(agent=name, sha=proposed))
         return proposed, applied
@@ -553,7 +545,7 @@ class Supervisor:
                 await self.backend.update(spec)
             except BackendError as e:
                 raise Refused(str(e)) from None
-            await self.store.update(name, built_sha=row.applied_sha, built_version=self.version)
+            await self.store.set_built(name, row.applied_sha, self.version)
 
     async def set_model(self, name: str, model: str | None) -> str:
         await self.row(name)
@@ -649,7 +641,7 @@ class Supervisor:
             return
         if self._expected_exits.get(change.name):
             self._expected_exits[change.name] -= 1
-            await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
+            await self.store.record_exit(change.name, change.exit_code, change.signal)
             return
         lines = await self.backend.logs(change.name, CRASH_LOG_LINES, None)
         if change.started_at is not None and row.started_at is not None and change.started_at < row.started_at:
@@ -657,7 +649,7 @@ class Supervisor:
             await self._announce(self._crash_event(change, row.restart_count, False, lines))
             return
         await self._end_instance(change.name, reissue=change.auto_restarting)
-        await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
+        await self.store.record_exit(change.name, change.exit_code, change.signal)
         crashes = row.crashes + 1
         if row.started_at is not None and change.at - row.started_at > STEADY_SECONDS:
             crashes = 1  # it had been running steadily: a new run of bad luck
@@ -665,8 +657,10 @@ class Supervisor:
         limit = config.sandbox.max_restarts if config else 0
         restart_ourselves = not change.auto_restarting and row.desired == "running" and crashes <= limit
         if row.state == "running" or change.auto_restarting:
-            state = "restarting" if (restart_ourselves or change.auto_restarting) else "failed"
-            await self.store.update(change.name, state=state, stopped_at=change.at, crashes=crashes)
+            state: Literal["restarting", "failed"] = (
+                "restarting" if (restart_ourselves or change.auto_restarting) else "failed"
+            )
+            await self.store.mark_crashed(change.name, state, change.at, crashes)
         will_restart = restart_ourselves or change.auto_restarting
         await self._announce(self._crash_event(change, row.restart_count, will_restart, lines))
         if restart_ourselves and row.state == "running":
@@ -690,7 +684,7 @@ class Supervisor:
         if row is None or row.state != "restarting" or row.desired != "running" or name in self._busy:
             return  # someone decided otherwise meanwhile
         async with self._exclusive(name, "restarting after a crash"):
-            await self.store.update(name, restart_count=row.restart_count + 1)
+            await self.store.count_restart(name)
             try:
                 await self._launch(name)
             except Refused as e:
