@@ -22,6 +22,7 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import HelperEvent
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
+from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
 
 from .inbox import Waiters
@@ -116,10 +117,8 @@ class Broker:
 
     async def _recipients(self, me: Principal, to: str) -> list[str]:
         """Resolve `to` for a send or reminder by `me`, enforcing allowed_recipients for agents."""
-        config = await self.agents.lookup(me.name) if me.role is Role.AGENT else None
         if to == BROADCAST:
-            if config is not None and not config.may_send_to(BROADCAST):
-                raise Refused("broadcast ('*') is not in your allowed_recipients; send to each agent instead")
+            await check_recipient(self.agents, me, BROADCAST, verb="send to")
             await self.agents.refresh()  # rare and cheap: reach an agent created a moment ago too
             names = [name for name in self.agents.names() if name != me.name]
             if not names:
@@ -129,9 +128,7 @@ class Broker:
             raise Refused(f"{to!r} is you; to leave yourself a note for later, use remind")
         if to != OPERATOR:
             await self._known_agent(to)
-        if config is not None and not config.may_send_to(to):
-            allowed = ", ".join(config.allowed_recipients) or "nobody"
-            raise Refused(f"you may not send to {to!r}; your allowed_recipients are: {allowed}")
+        await check_recipient(self.agents, me, to, verb="send to")
         return [to]
 
     async def _known_agent(self, name: str) -> None:

@@ -19,6 +19,7 @@ from hyperhive.servers.common.clock import DueLoop, iso
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import OPERATOR, InvalidName, check_agent_name
+from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
 
 from .models import (
@@ -112,11 +113,7 @@ class Questions:
         if target is None:
             known = ", ".join(name for name in self.agents.names()[:20] if name != me.name) or "none"
             raise Refused(f"unknown agent {to!r}: no such agent. Known: {known}")
-        if me.role is Role.AGENT:  # the manager and the operator may ask anyone, as they may message anyone
-            mine = await self.agents.lookup(me.name)
-            if mine is None or not mine.may_send_to(to):
-                allowed = ", ".join(mine.allowed_recipients) if mine and mine.allowed_recipients else "nobody"
-                raise Refused(f"you may not ask {to!r}; your allowed_recipients are: {allowed}")
+        await check_recipient(self.agents, me, to, verb="ask")  # whom it may message, it may ask
         if "answer_question" not in target.allowed_tools("operator"):
             # Asking would only wait out the deadline: say so now.
             raise Refused(f"{to} cannot answer questions (its agent.toml leaves out operator.answer_question)")

@@ -14,6 +14,7 @@ from hyperhive.servers.broker.store import MIGRATIONS
 from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.clock import ManualClock
 from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
@@ -86,3 +87,9 @@ async def test_hot_queries_use_the_open_deliveries_index_not_the_history(broker:
 
     for plan in await broker.kit.db.read(plans):
         assert "deliveries_open" in plan and "PRIMARY KEY" not in plan, plan
+
+
+async def test_an_agent_without_an_applied_config_sends_to_no_one(broker: Broker) -> None:
+    # carol's config is gone (destroyed a moment ago): like asking, sending is refused, not unchecked.
+    with pytest.raises(Refused, match=r"^you may not send to 'bob'; your allowed_recipients are: nobody$"):
+        await broker.send(Principal("carol", Role.AGENT), "bob", "hello", None)
