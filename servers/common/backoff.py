@@ -50,10 +50,15 @@ class Backoff:
         """Count a failed attempt and wait its delay, or until `wake` is set; True if woken."""
         delay = self.next_delay
         self.attempts += 1
-        if wake is None:
-            await anyio.sleep(delay)
-            return False
-        with anyio.move_on_after(delay):
-            await wake.wait()
-            return True
+        return await sleep_or_wake(delay, wake)
+
+
+async def sleep_or_wake(seconds: float, wake: Wakeable | None) -> bool:
+    """Sleep `seconds`, or less if `wake` is set meanwhile; True if woken."""
+    if wake is None:
+        await anyio.sleep(seconds)
         return False
+    with anyio.move_on_after(seconds):
+        await wake.wait()
+        return True
+    return False

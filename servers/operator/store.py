@@ -4,7 +4,8 @@ A question is `pending` until exactly one of answer, cancel or expiry resolves i
 is one write transaction whose state change is a conditional `UPDATE … WHERE state = 'pending'`:
 only the transaction that changes the row queues the asker's event and writes the audit entry,
 so a race between an answer, a cancel and the deadline resolves the question once. Checks that
-need settings or the agent registry live in questions.py; this module only reads and writes rows.
+need settings or the agent registry live in questions.py; this module reads and writes rows, and refuses
+what the rows it reads forbid (LimitReached), in the same transaction.
 """
 
 from __future__ import annotations
