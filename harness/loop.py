@@ -26,6 +26,7 @@ from hyperhive.harness.notes import NotesKeeper
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake
 from hyperhive.servers.broker.models import Message, RecvBatchResult
+from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerAddress, ServerUnavailable
 from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo
 
@@ -37,6 +38,7 @@ LEASE_EVERY: Final = 60.0
 CANCEL_POLL: Final = 0.2  # how often a running turn looks for the operator's cancel
 CREDENTIALS_POLL: Final = 10.0
 MAX_BACKOFF: Final = 300.0
+TURN_BACKOFF: Final = Backoff(2.0, MAX_BACKOFF)  # after the nth failed turn in a row: 2, 4, 8 … 300 s
 RESET_AFTER_FAILURES: Final = 3  # failed turns in a row, then a fresh session
 
 T = TypeVar("T")
@@ -126,7 +128,7 @@ class Harness:
                 self._failures += 1
                 if self._failures >= RESET_AFTER_FAILURES:
                     self.session.reset_wanted = f"{self._failures} turns failed in a row"
-                delay = min(2.0**self._failures, MAX_BACKOFF)
+                delay = TURN_BACKOFF.delay(self._failures)
                 reason = f"turn failed: {outcome.error}; trying again in {delay:.0f} s"
                 log.warning("%s", reason)
                 await self.recorder.set("error", leased=ids, reason=reason)  # still ours if we die now
@@ -200,16 +202,15 @@ class Harness:
         Only calls that are safe to repeat come here: recv and recv_batch lease (a lost answer's
         messages come back when the lease ends), ack and lease are idempotent.
         """
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while True:
             try:
                 return await call()
             except (ServerUnavailable, AuthRefused, ToolError) as e:
-                reason = f"{doing}: {e}; trying again in {delay:.0f} s"
+                reason = f"{doing}: {e}; trying again in {backoff.next_delay:.0f} s"
                 log.warning("%s", reason)
                 await self.recorder.set("error", reason=reason)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await backoff.wait()
 
 
 def _claude_stderr(line: str) -> None:

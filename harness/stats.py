@@ -23,6 +23,7 @@ import anyio
 from fastmcp.exceptions import ToolError
 
 from hyperhive.harness.claude import TurnOutcome
+from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.harnessdir import TURN_STATE, HarnessState, TurnState
@@ -75,7 +76,7 @@ class StatsReporter:
             await self.lifecycle.close()
 
     async def _send_all(self) -> None:
-        delay = 1.0
+        backoff = Backoff(1.0, MAX_BACKOFF)
         while self._queue:
             turn, queued_at = self._queue[0]
             try:
@@ -88,16 +89,17 @@ class StatsReporter:
                     self._queue.popleft()
                     self._lose(turn, f"the lifecycle server stayed unreachable for {self.retry_for:.0f} s: {e}")
                     continue
-                log.info("turn stats: %s; trying again in %.0f s (%d rows waiting)", e, delay, len(self._queue))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                log.info(
+                    "turn stats: %s; trying again in %.0f s (%d rows waiting)", e, backoff.next_delay, len(self._queue)
+                )
+                await backoff.wait()
                 continue
             except ToolError as e:  # refused (not granted, invalid): trying again would not help
                 self._queue.popleft()
                 self._lose(turn, f"the lifecycle server refused it: {e}")
                 continue
             self._queue.popleft()
-            delay = 1.0
+            backoff.reset()
 
     def _lose(self, turn: TurnRecord, why: str) -> None:
         self.dropped += 1

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .common.backoff import Backoff, sleep_or_wake
 from .common.config import HiveConfig
 
 START_TIMEOUT = 30.0
@@ -24,6 +25,7 @@ STOP_TIMEOUT = 10.0
 MAX_RESTARTS = 5  # within RESTART_WINDOW seconds, then give up
 RESTART_WINDOW = 60.0
 MAX_BACKOFF = 8.0
+RESTART_BACKOFF = Backoff(1.0, MAX_BACKOFF)  # after the nth failure in RESTART_WINDOW: 1, 2, 4, 8, 8 s
 
 RENEW_EVERY = 3600.0  # seconds between checks of the servers' and the dashboard's tokens
 
@@ -132,10 +134,9 @@ class Supervisor:
         if len(child.crashes) > MAX_RESTARTS:
             self.echo(f"✗ {child.name} failed {len(child.crashes)} times in a minute; stopping the hive")
             return False
-        delay = min(2 ** (len(child.crashes) - 1), MAX_BACKOFF)
+        delay = RESTART_BACKOFF.delay(len(child.crashes))
         self.echo(f"  {child.name}: {doing} in {delay:g} s")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay)
+        await sleep_or_wake(delay, self.stopping)
         return not self.stopping.is_set()
 
     def _announce(self) -> None:

@@ -12,77 +12,50 @@ answers "already applied" for what was carried out before, and does not do it tw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
-import anyio
 from fastmcp.exceptions import ToolError
 
 from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedRequest
-from hyperhive.servers.approvals.store import (
-    MIGRATIONS,
-    ApprovalStore,
-    Kind,
-    NotPending,
-    QueueFull,
-    RequestRow,
-    Unknown,
-)
+from hyperhive.servers.approvals.store import ApprovalStore, Kind, RequestRow
 from hyperhive.servers.common import audit
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.background import background
-from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable, server_address
+from hyperhive.servers.common.backoff import Backoff
+from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import iso
-from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, agent_toml_template
-from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.config import AGENT_TOML, agent_toml_template
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import InvalidName, check_agent_name
-from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal
 
 log = logging.getLogger("hyperhive.approvals")
 
 RECOVERY_RETRY: Final = (1.0, 60.0)  # seconds between attempts while the lifecycle server is away
+MY_REQUESTS: Final = 50  # list_my_requests shows this many
 
 
 class Approvals:
-    def __init__(
-        self,
-        config: HiveConfig,
-        token: Callable[[], str],
-        agents: AgentRegistry,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self.agents = agents
-        self.clock = clock
-        self.db = Database(config.db_path("approvals"), MIGRATIONS, synchronous=config.storage.synchronous)
-        self.store = ApprovalStore(self.db)
-        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
-        self.outbox = Outbox(self.db, self.broker, clock)
+    def __init__(self, kit: ServiceKit) -> None:
+        self.kit = kit
+        self.config = kit.config
+        self.clock = kit.clock
+        self.store = ApprovalStore(kit.db)
+        self.outbox = kit.outbox
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
-        self.lifecycle = HiveClient(server_address(config, "lifecycle"), token, timeout=300, retry_seconds=5)
+        self.lifecycle = kit.client("lifecycle", timeout=300, retry_seconds=5)
         self._recover = asyncio.Event()
         self._carrying_out: set[int] = set()  # requests an approve or the recovery is working on now
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Approvals]:
-        async with self.db:
-            await self.agents.refresh()
-            self._recover.set()  # requests a crash left half done are finished first
-            try:
-                async with background(self.agents.watch(), self.outbox.run(), self._recovery()):
-                    yield self
-            finally:
-                await self.lifecycle.close()
-                await self.broker.close()
+        self._recover.set()  # requests a crash left half done are finished first
+        async with self.kit.running(self._recovery):
+            yield self
 
     # --------------------------------------------------------------------------------- requesting
     async def request_apply_commit(self, me: Principal, agent: str, ref: str) -> Request:
@@ -122,7 +95,7 @@ class Approvals:
 
     async def _add(self, me: Principal, kind: Kind, agent: str, shown: dict[str, Any]) -> Request:
         """Store a request with what the operator will review: the commit, its base, diff and widenings."""
-        added = await self.store.add(
+        request_id = await self.store.add(
             kind,
             agent,
             shown["proposed_sha"],
@@ -130,17 +103,10 @@ class Approvals:
             shown["diff"],
             shown.get("widenings", []),
             me.name,
-            self.clock(),
+            self.clock.now(),
             self.config.approvals.max_pending,
         )
-        if isinstance(added, RequestRow):
-            raise Refused(f"request #{added.id} asks for this already and is {added.state}")
-        if isinstance(added, QueueFull):
-            raise Refused(
-                f"{added.waiting} requests are waiting for the operator already, the limit; "
-                "try again when some are resolved"
-            )
-        return _model(await self.store.get(added))
+        return _model(await self.store.get(request_id))
 
     async def _diff(self, name: str, ref: str) -> dict[str, Any]:
         diff: dict[str, Any] = await self._lifecycle("diff_commit", {"name": name, "sha": ref})
@@ -166,30 +132,22 @@ class Approvals:
 
     # ---------------------------------------------------------------------------------- reviewing
     async def mine(self, me: Principal) -> list[Request]:
-        rows = await self.store.where(
-            "requested_by = ? ORDER BY state NOT IN ('pending', 'approving'), id DESC LIMIT 50", (me.name,)
-        )
+        rows = await self.store.requested_by(me.name, MY_REQUESTS)
         return [_model(row, with_diff=False) for row in rows]
 
     async def pending(self) -> list[ReviewedRequest]:
-        return await self._reviewed(await self.store.where("state IN ('pending', 'approving') ORDER BY id"))
+        return await self._reviewed(await self.store.open_requests())
 
     async def history(self, limit: int) -> list[ReviewedRequest]:
-        rows = await self.store.where("state IN ('applied', 'denied', 'failed') ORDER BY id DESC LIMIT ?", (limit,))
-        return await self._reviewed(rows)
+        return await self._reviewed(await self.store.resolved(limit))
 
     async def _reviewed(self, rows: list[RequestRow]) -> list[ReviewedRequest]:
-        trails = await audit.entries(self.db, [row.id for row in rows])
+        trails = await audit.entries(self.kit.db, [row.id for row in rows])
         return [ReviewedRequest(**_model(row).model_dump(), audit=trails[row.id]) for row in rows]
 
     # ---------------------------------------------------------------------------------- deciding
     async def approve(self, me: Principal, request_id: int) -> Request:
-        try:
-            row = await self.store.claim(request_id, me.name, self.clock())
-        except NotPending as e:
-            raise Refused(_already(e.row)) from None
-        except Unknown:
-            raise Refused(f"there is no request #{request_id}; pending_approvals lists the waiting ones") from None
+        row = await self.store.claim(request_id, me.name, self.clock.now())
         if not await self._finish(row):
             self._recover.set()  # the lifecycle server did not answer: finish it when it does
         return _model(await self.store.get(request_id))
@@ -197,12 +155,7 @@ class Approvals:
     async def deny(self, me: Principal, request_id: int, note: str) -> Request:
         if not note.strip():
             raise Refused("say why in note: the manager reads it")
-        try:
-            row = await self.store.deny(request_id, me.name, note.strip(), self.clock())
-        except NotPending as e:
-            raise Refused(_already(e.row)) from None
-        except Unknown:
-            raise Refused(f"there is no request #{request_id}; pending_approvals lists the waiting ones") from None
+        row = await self.store.deny(request_id, me.name, note.strip(), self.clock.now())
         self.outbox.wake()
         return _model(row)
 
@@ -227,28 +180,25 @@ class Approvals:
         except (ServerUnavailable, AuthRefused) as e:
             log.warning("request #%d is approved but the lifecycle server did not answer: %s", row.id, e)
             return False
-        await self.store.finish(row.id, outcome[0], outcome[1], self.clock())
+        await self.store.finish(row.id, outcome[0], outcome[1], self.clock.now())
         self.outbox.wake()
         return True
 
     async def _recovery(self) -> None:
         """Finish every request left `approving`, retrying while the lifecycle server is away."""
-        delay = RECOVERY_RETRY[0]
+        backoff = Backoff(*RECOVERY_RETRY)
         while True:
             await self._recover.wait()
             self._recover.clear()
             if await self._recovery_pass():
-                delay = RECOVERY_RETRY[0]
+                backoff.reset()
                 continue
-            with contextlib.suppress(TimeoutError):
-                with anyio.fail_after(delay):
-                    await self._recover.wait()
+            await backoff.wait(self._recover)
             self._recover.set()
-            delay = min(delay * 2, RECOVERY_RETRY[1])
 
     async def _recovery_pass(self) -> bool:
         """Try once to finish every request left `approving`; True if none is left waiting for lifecycle."""
-        stuck = await self.store.where("state = 'approving' ORDER BY id")
+        stuck = await self.store.approving()
         return all([await self._finish(row) for row in stuck])
 
 
@@ -268,13 +218,6 @@ def _checked(name: str) -> str:
         return check_agent_name(name)
     except InvalidName as e:
         raise Refused(str(e)) from None
-
-
-def _already(row: RequestRow) -> str:
-    when = iso(row.resolved_at) if row.resolved_at else "?"
-    if row.state == "approving":
-        return f"request #{row.id} was approved by {row.resolved_by} at {when} and is being carried out"
-    return f"request #{row.id} was already {row.state}: by {row.resolved_by} at {when}"
 
 
 def _model(row: RequestRow, *, with_diff: bool = True) -> Request:

@@ -11,8 +11,10 @@ from pydantic import Field
 
 from hyperhive.servers.approvals.approval_queue import Approvals
 from hyperhive.servers.approvals.models import DraftMade, Request, RequestList, ReviewList
-from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.approvals.store import MIGRATIONS
+from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
@@ -26,12 +28,12 @@ Agent = Annotated[str, Field(description="agent name")]
 Ref = Annotated[str, Field(description="a commit of the agent's proposed config repo (sha)")]
 
 
-def create(config: HiveConfig, credentials: ServerCredentials) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir, config.instances_dir)
-    approvals = Approvals(config, credentials.service_token(), agents)
+def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
+    kit = ServiceKit("approvals", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
+    approvals = Approvals(kit)
 
     mcp = create_mcp(
-        "approvals", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=approvals.running
+        "approvals", instructions=INSTRUCTIONS, credentials=credentials, agents=kit.agents, running=approvals.running
     )
 
     # ------------------------------------------------------------------------------ the manager

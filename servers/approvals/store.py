@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Literal
 
 from hyperhive.servers.common import audit
+from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.errors import AlreadyResolved, LimitReached, NotFound, Refused
 from hyperhive.servers.common.events import ApprovalResolved
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
 
@@ -72,37 +75,34 @@ class RequestRow:
     widenings: str  # JSON list
 
 
-class NotPending(Exception):
-    """The request was resolved already (or is being carried out)."""
-
-    def __init__(self, row: RequestRow) -> None:
-        super().__init__(row.state)
-        self.row = row
-
-
-class Unknown(Exception):
-    """No such request."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueFull:
-    waiting: int
-
-
 class ApprovalStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     # ------------------------------------------------------------------------------------ reading
     async def get(self, request_id: int) -> RequestRow:
-        row = await self.db.fetch_one("SELECT * FROM requests WHERE id = ?", (request_id,))
-        if row is None:
-            raise Unknown(request_id)
-        return RequestRow(**dict(row))
+        return await self.db.read(partial(_row, request_id=request_id))
 
-    async def where(self, sql: str, params: tuple[object, ...] = ()) -> list[RequestRow]:
-        """Requests matching a WHERE clause of ours (never a caller's text)."""
-        rows = await self.db.fetch_all(f"SELECT * FROM requests WHERE {sql}", params)
+    async def requested_by(self, requester: str, limit: int) -> list[RequestRow]:
+        """`requester`'s requests: the open ones first, then the latest resolved; newest first in each."""
+        return await self._rows(
+            "requested_by = ? ORDER BY state NOT IN ('pending', 'approving'), id DESC LIMIT ?", (requester, limit)
+        )
+
+    async def open_requests(self) -> list[RequestRow]:
+        """Requests waiting for a decision or being carried out, oldest first."""
+        return await self._rows("state IN ('pending', 'approving') ORDER BY id")
+
+    async def resolved(self, limit: int) -> list[RequestRow]:
+        """The `limit` latest applied, denied or failed requests, newest first."""
+        return await self._rows("state IN ('applied', 'denied', 'failed') ORDER BY id DESC LIMIT ?", (limit,))
+
+    async def approving(self) -> list[RequestRow]:
+        """Requests approved and not yet carried out (a crash, or a lifecycle server away), oldest first."""
+        return await self._rows("state = 'approving' ORDER BY id")
+
+    async def _rows(self, where: str, params: tuple[object, ...] = ()) -> list[RequestRow]:
+        rows = await self.db.fetch_all(f"SELECT * FROM requests WHERE {where}", params)
         return [RequestRow(**dict(row)) for row in rows]
 
     # ------------------------------------------------------------------------------------ writing
@@ -117,10 +117,11 @@ class ApprovalStore:
         requester: str,
         now: float,
         max_pending: int,
-    ) -> int | RequestRow | QueueFull:
-        """The new request's id; the open request that asks the same already; or QueueFull."""
+    ) -> int:
+        """The new request's id. Refused if an open request asks the same already; LimitReached if
+        `max_pending` requests wait already."""
 
-        def tx(conn: sqlite3.Connection) -> int | RequestRow | QueueFull:
+        def tx(conn: sqlite3.Connection) -> int:
             # Both checks in the insert's transaction, so two identical requests at once make one.
             # Asked against another base (the applied config moved), it is a new request: the old went stale.
             same = conn.execute(
@@ -129,10 +130,13 @@ class ApprovalStore:
                 (agent, kind, commit_sha, base_sha),
             ).fetchone()
             if same is not None:
-                return RequestRow(**dict(same))
+                raise Refused(f"request #{same['id']} asks for this already and is {same['state']}")
             waiting = conn.execute("SELECT count(*) FROM requests WHERE state = 'pending'").fetchone()[0]
             if waiting >= max_pending:
-                return QueueFull(waiting)
+                raise LimitReached(
+                    f"{waiting} requests are waiting for the operator already, the limit; "
+                    "try again when some are resolved"
+                )
             cur = conn.execute(
                 "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, requested_by, requested_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -146,7 +150,7 @@ class ApprovalStore:
         return await self.db.write(tx)
 
     async def claim(self, request_id: int, operator: str, now: float) -> RequestRow:
-        """pending -> approving, by `operator`: exactly one caller wins. NotPending for the others."""
+        """pending -> approving, by `operator`: exactly one caller wins; AlreadyResolved for the others."""
 
         def tx(conn: sqlite3.Connection) -> RequestRow:
             cur = conn.execute(
@@ -156,7 +160,7 @@ class ApprovalStore:
             )
             row = _row(conn, request_id)
             if cur.rowcount == 0:
-                raise NotPending(row)
+                raise AlreadyResolved(_already(row))
             audit.record(conn, request_id, "approved", operator, now)
             return row
 
@@ -171,7 +175,7 @@ class ApprovalStore:
             )
             row = _row(conn, request_id)
             if cur.rowcount == 0:
-                raise NotPending(row)
+                raise AlreadyResolved(_already(row))
             audit.record(conn, request_id, "denied", operator, now, note)
             queue_event(conn, row.requested_by, _event(row), now)
             return row
@@ -200,8 +204,16 @@ class ApprovalStore:
 def _row(conn: sqlite3.Connection, request_id: int) -> RequestRow:
     row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
     if row is None:
-        raise Unknown(request_id)
+        raise NotFound(f"there is no request #{request_id}; pending_approvals lists the waiting ones")
     return RequestRow(**dict(row))
+
+
+def _already(row: RequestRow) -> str:
+    """How a request that is no longer pending was resolved, for whoever acts on it late."""
+    when = iso(row.resolved_at) if row.resolved_at else "?"
+    if row.state == "approving":
+        return f"request #{row.id} was approved by {row.resolved_by} at {when} and is being carried out"
+    return f"request #{row.id} was already {row.state}: by {row.resolved_by} at {when}"
 
 
 def _event(row: RequestRow) -> ApprovalResolved:

@@ -17,14 +17,12 @@ from typing import Any
 
 import anyio
 
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.background import background
-from hyperhive.servers.common.clock import Clock, iso, parse_iso
-from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
+from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
 
 from .inbox import Waiters
@@ -47,7 +45,7 @@ from .models import (
     ThreadResult,
 )
 from .scheduler import Scheduler
-from .store import MIGRATIONS, BrokerStore, Claimed, InboxesFull, NewMessage, NotFound
+from .store import BrokerStore, Claimed, NewMessage
 
 log = logging.getLogger("hyperhive.broker")
 
@@ -55,27 +53,24 @@ MAX_WAIT_SECONDS = 180.0
 
 
 class Broker:
-    def __init__(self, config: HiveConfig, clock: Clock, agents: AgentRegistry) -> None:
-        self.config = config
-        self.settings = config.broker
-        self.clock = clock
-        self.agents = agents
-        self.db = Database(config.db_path("broker"), MIGRATIONS, synchronous=config.storage.synchronous)
-        self.store = BrokerStore(self.db)
+    def __init__(self, kit: ServiceKit) -> None:
+        self.kit = kit
+        self.settings = kit.config.broker
+        self.clock = kit.clock
+        self.agents = kit.agents
+        self.store = BrokerStore(kit.db)
         self.waiters = Waiters()
-        self.scheduler = Scheduler(self.store, self.waiters, self.settings, clock)
+        self.scheduler = Scheduler(self.store, self.waiters, self.settings, kit.clock)
         self._background: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Broker]:
         """Open the database and run the registry watch and the scheduler until exit."""
-        async with self.db:
-            await self.agents.refresh()
-            async with background(self.agents.watch(), self.scheduler.run()):
-                try:
-                    yield self
-                finally:
-                    self.waiters.close()
+        async with self.kit.running(self.scheduler.run):
+            try:
+                yield self
+            finally:
+                self.waiters.close()
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def drain(self) -> None:
@@ -86,23 +81,13 @@ class Broker:
     async def send(self, me: Principal, to: str, body: str, in_reply_to: int | None) -> SendResult:
         self._check_body(body)
         recipients = await self._recipients(me, to)
-        try:
-            message_id, delivered, full = await self.store.insert_message(
-                NewMessage(sender=me.name, body=body, in_reply_to=in_reply_to, broadcast=to == BROADCAST),
-                recipients,
-                self.clock.now(),
-                inbox_cap=self.settings.inbox_cap,
-                reply_visible_to=None if me.role is Role.OPERATOR else me.name,
-            )
-        except NotFound:
-            raise Refused(f"unknown in_reply_to {in_reply_to}: no message with that id was sent to or by you") from None
-        except InboxesFull as e:
-            whose = "the inbox of " + e.names[0] if len(e.names) == 1 else "every inbox"
-            raise Refused(
-                f"{whose} is full ({self.settings.inbox_cap:,} undelivered messages and reminders scheduled for "
-                "it); nothing was sent. Try again later, or tell the operator the recipient is not reading its "
-                "messages."
-            ) from None
+        message_id, delivered, full = await self.store.insert_message(
+            NewMessage(sender=me.name, body=body, in_reply_to=in_reply_to, broadcast=to == BROADCAST),
+            recipients,
+            self.clock.now(),
+            inbox_cap=self.settings.inbox_cap,
+            reply_visible_to=None if me.role is Role.OPERATOR else me.name,
+        )
         for name in delivered:
             self.waiters.notify(name)
         return SendResult(id=message_id, recipients=len(delivered), skipped_full=full or None)
@@ -132,10 +117,8 @@ class Broker:
 
     async def _recipients(self, me: Principal, to: str) -> list[str]:
         """Resolve `to` for a send or reminder by `me`, enforcing allowed_recipients for agents."""
-        config = await self.agents.lookup(me.name) if me.role is Role.AGENT else None
         if to == BROADCAST:
-            if config is not None and not config.may_send_to(BROADCAST):
-                raise Refused("broadcast ('*') is not in your allowed_recipients; send to each agent instead")
+            await check_recipient(self.agents, me, BROADCAST, verb="send to")
             await self.agents.refresh()  # rare and cheap: reach an agent created a moment ago too
             names = [name for name in self.agents.names() if name != me.name]
             if not names:
@@ -145,9 +128,7 @@ class Broker:
             raise Refused(f"{to!r} is you; to leave yourself a note for later, use remind")
         if to != OPERATOR:
             await self._known_agent(to)
-        if config is not None and not config.may_send_to(to):
-            allowed = ", ".join(config.allowed_recipients) or "nobody"
-            raise Refused(f"you may not send to {to!r}; your allowed_recipients are: {allowed}")
+        await check_recipient(self.agents, me, to, verb="send to")
         return [to]
 
     async def _known_agent(self, name: str) -> None:
@@ -202,22 +183,13 @@ class Broker:
         task.add_done_callback(lambda _: self.waiters.notify(recipient))
 
     async def ack(self, me: Principal, ids: Sequence[int]) -> AckResult:
-        try:
-            acked, already = await self.store.ack(me.name, _unique(ids), self.clock.now())
-        except NotFound as e:
-            raise Refused(f"not messages of yours: {e}; nothing was acked. Ack only ids you received.") from None
+        acked, already = await self.store.ack(me.name, _unique(ids), self.clock.now())
         return AckResult(acked=acked, already_acked=already)
 
     async def lease(self, me: Principal, ids: Sequence[int], seconds: float) -> LeaseResult:
         ids = _unique(ids)
         until = self.clock.now() + seconds if seconds > 0 else None
-        try:
-            await self.store.set_lease(me.name, ids, until)
-        except NotFound as e:
-            raise Refused(
-                f"not leased to you: {e}; nothing changed. Only messages received with ack=false "
-                "and not yet acked hold a lease."
-            ) from None
+        await self.store.set_lease(me.name, ids, until)
         if until is None:
             self.waiters.notify(me.name)
         else:
@@ -230,10 +202,7 @@ class Broker:
 
     # ------------------------------------------------------------------------------------ reading
     async def thread(self, me: Principal, message_id: int) -> ThreadResult:
-        try:
-            rows = await self.store.thread(message_id, None if me.role is Role.OPERATOR else me.name)
-        except NotFound:
-            raise Refused(f"unknown message {message_id}: no message with that id was sent to or by you") from None
+        rows = await self.store.thread(message_id, None if me.role is Role.OPERATOR else me.name)
         return ThreadResult(
             messages=[
                 ThreadMessage(
@@ -252,10 +221,7 @@ class Broker:
                 check_agent_name(agent)
             except InvalidName as e:
                 raise Refused(str(e)) from None
-        try:
-            rows, deliveries = await self.store.list_messages(agent, since, thread, limit)
-        except NotFound:
-            raise Refused(f"unknown message {thread}: no message has that id (or retention removed it)") from None
+        rows, deliveries = await self.store.list_messages(agent, since, thread, limit)
         by_message: dict[int, list[Delivery]] = {}
         for d in deliveries:
             by_message.setdefault(d["message_id"], []).append(
@@ -310,7 +276,7 @@ class Broker:
             if to == BROADCAST:
                 raise Refused("a reminder goes to one recipient, not '*'")
             recipient = (await self._recipients(me, to))[0]
-        outcome = await self.store.add_reminder(
+        reminder_id = await self.store.add_reminder(
             me.name,
             recipient,
             body,
@@ -320,23 +286,8 @@ class Broker:
             max_per_minute=limits.max_per_minute,
             inbox_cap=self.settings.inbox_cap,
         )
-        if isinstance(outcome, tuple):
-            limit, count = outcome
-            if limit == "pending":
-                raise Refused(f"you have {count} pending reminders, the limit; cancel some with cancel_reminder first")
-            if limit == "inbox":
-                raise Refused(
-                    f"the inbox of {recipient} is full ({count:,} undelivered messages and reminders scheduled "
-                    f"for it, the limit is {self.settings.inbox_cap:,}); nothing was scheduled. Try again later."
-                )
-            oldest = await self.store.oldest_recent_reminder(me.name, now - 60)
-            retry = math.ceil(oldest + 60 - now) if oldest is not None else 60
-            raise Refused(
-                f"too many reminders: {count} in the last minute (limit {limits.max_per_minute}); "
-                f"try again in {retry} s"
-            )
         self.scheduler.poke()
-        return Reminder(id=outcome, to=recipient, body=body, due_at=iso(due))
+        return Reminder(id=reminder_id, to=recipient, body=body, due_at=iso(due))
 
     async def reminders(self, me: Principal) -> RemindersResult:
         rows = await self.store.reminders_of(me.name)
@@ -347,10 +298,7 @@ class Broker:
         )
 
     async def cancel_reminder(self, me: Principal, reminder_id: int) -> CancelResult:
-        if not await self.store.cancel_reminder(me.name, reminder_id, self.clock.now()):
-            raise Refused(
-                f"no pending reminder {reminder_id} of yours; list_my_reminders shows the ones you can cancel"
-            )
+        await self.store.cancel_reminder(me.name, reminder_id, self.clock.now())
         self.scheduler.poke()
         return CancelResult(cancelled=reminder_id)
 

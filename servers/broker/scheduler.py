@@ -10,7 +10,7 @@ import math
 import anyio
 import anyio.lowlevel
 
-from hyperhive.servers.common.clock import Clock
+from hyperhive.servers.common.clock import Clock, DueLoop
 from hyperhive.servers.common.config import BrokerSettings
 
 from .inbox import Waiters
@@ -28,12 +28,12 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self._lease_wakes: list[tuple[float, str]] = []
-        self._wake = anyio.Event()
+        self._due = DueLoop(clock, self._run_due, what="the broker's scheduler step")
         self._next_retention = 0.0  # at start-up: run once
 
     def poke(self) -> None:
         """Something due may have changed (a reminder was added or cancelled): look again."""
-        self._wake.set()
+        self._due.poke()
 
     def lease_taken(self, recipient: str, until: float) -> None:
         """Wake `recipient`'s receivers when this lease runs out, in case it is never acked."""
@@ -44,14 +44,7 @@ class Scheduler:
     async def run(self) -> None:
         for recipient, until in await self.store.lease_expiries(self.clock.now()):
             heapq.heappush(self._lease_wakes, (until, recipient))
-        while True:
-            self._wake = anyio.Event()
-            try:
-                deadline = await self._run_due()
-            except Exception:
-                log.exception("scheduler step failed; retrying in 5 s")
-                deadline = self.clock.now() + 5
-            await self.clock.wait_until(deadline, self._wake)
+        await self._due.run()
 
     async def _run_due(self) -> float:
         now = self.clock.now()

@@ -9,10 +9,10 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.clock import Clock, SystemClock
+from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Cursor, Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
@@ -33,6 +33,7 @@ from .models import (
     StatsResult,
     ThreadResult,
 )
+from .store import MIGRATIONS
 
 INSTRUCTIONS = (
     "The hyperhive message broker. Messages you send are signed with your identity. "
@@ -52,11 +53,11 @@ Ids = Annotated[list[Id], Field(min_length=1, max_length=100)]
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir, config.instances_dir)
-    broker = Broker(config, clock or SystemClock(), agents)
+    kit = ServiceKit("broker", config, MIGRATIONS, clock=clock)
+    broker = Broker(kit)
 
     mcp = create_mcp(
-        "broker", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=broker.running
+        "broker", instructions=INSTRUCTIONS, credentials=credentials, agents=kit.agents, running=broker.running
     )
 
     @mcp.tool(annotations={"readOnlyHint": False})

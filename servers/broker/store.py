@@ -3,17 +3,20 @@
 A message is stored once; each recipient has a delivery row (queued -> leased -> delivered).
 A leased delivery whose lease has passed counts as queued again. Reminders are rows that
 become messages when they fire. Checks that need the agent registry or settings live in
-mailbox.py; this module only reads and writes rows.
+mailbox.py; this module reads and writes rows, and refuses (NotFound, LimitReached) what the rows
+it reads forbid, in the same transaction.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from hyperhive.servers.common.db import Database, placeholders
+from hyperhive.servers.common.errors import LimitReached, NotFound
 
 MIGRATIONS: Final = [
     """
@@ -75,20 +78,6 @@ _VISIBLE: Final = (
 )
 
 
-class NotFound(Exception):
-    """Ids that are not the caller's to act on."""
-
-    def __init__(self, ids: Sequence[int]) -> None:
-        super().__init__(", ".join(map(str, ids)))
-        self.ids = list(ids)
-
-
-class InboxesFull(Exception):
-    def __init__(self, names: Sequence[str]) -> None:
-        super().__init__(", ".join(names))
-        self.names = list(names)
-
-
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     sender: str
@@ -124,7 +113,7 @@ class BrokerStore:
     ) -> tuple[int, list[str], list[str]]:
         """Store a message for `recipients`. Returns (id, delivered_to, skipped_full).
 
-        Inboxes at `inbox_cap` undelivered messages are skipped; if all are, InboxesFull.
+        Inboxes at `inbox_cap` undelivered messages are skipped; if all are, LimitReached.
         `in_reply_to` must exist (and, unless `reply_visible_to` is None, be visible to that
         principal), else NotFound.
         """
@@ -137,14 +126,22 @@ class BrokerStore:
                     {"id": message.in_reply_to, "everyone": reply_visible_to is None, "me": reply_visible_to},
                 ).fetchone()
                 if parent is None:
-                    raise NotFound([message.in_reply_to])
+                    raise NotFound(
+                        f"unknown in_reply_to {message.in_reply_to}: no message with that id was sent to or by you"
+                    )
                 thread_id = parent[0]
             full: list[str] = []
             if inbox_cap is not None:
                 full = sorted(name for name, count in _inbox_loads(conn, recipients).items() if count >= inbox_cap)
             deliver = [name for name in recipients if name not in full]
             if not deliver:
-                raise InboxesFull(full)
+                assert inbox_cap is not None
+                whose = "the inbox of " + full[0] if len(full) == 1 else "every inbox"
+                raise LimitReached(
+                    f"{whose} is full ({inbox_cap:,} undelivered messages and reminders scheduled for it); "
+                    "nothing was sent. Try again later, or tell the operator the recipient is not reading its "
+                    "messages."
+                )
             cur = conn.execute(
                 "INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, late, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -232,7 +229,9 @@ class BrokerStore:
             )
             missing = [i for i in ids if i not in states]
             if missing:
-                raise NotFound(missing)
+                raise NotFound(
+                    f"not messages of yours: {_listed(missing)}; nothing was acked. Ack only ids you received."
+                )
             todo = [i for i, state in states.items() if state != "delivered"]
             if todo:
                 conn.execute(
@@ -258,7 +257,10 @@ class BrokerStore:
             }
             missing = [i for i in ids if i not in leased]
             if missing:
-                raise NotFound(missing)
+                raise NotFound(
+                    f"not leased to you: {_listed(missing)}; nothing changed. Only messages received with "
+                    "ack=false and not yet acked hold a lease."
+                )
             state = "leased" if lease_until is not None else "queued"
             conn.execute(
                 f"UPDATE deliveries SET state = ?, lease_until = ? WHERE recipient = ? "
@@ -298,7 +300,7 @@ class BrokerStore:
                 {"id": message_id, **visible},
             ).fetchone()
             if root is None:
-                raise NotFound([message_id])
+                raise NotFound(f"unknown message {message_id}: no message with that id was sent to or by you")
             return conn.execute(
                 "SELECT m.*, (SELECT group_concat(d.recipient, ',') FROM deliveries d "
                 "WHERE d.message_id = m.id) AS recipients "
@@ -318,7 +320,7 @@ class BrokerStore:
             if thread is not None:
                 found = conn.execute("SELECT COALESCE(thread_id, id) FROM messages WHERE id = ?", (thread,)).fetchone()
                 if found is None:
-                    raise NotFound([thread])
+                    raise NotFound(f"unknown message {thread}: no message has that id (or retention removed it)")
                 root = found[0]
             # Only the filters given, each in a form its index serves ("x IS NULL OR ..." defeats them).
             where = []
@@ -387,26 +389,34 @@ class BrokerStore:
         max_pending: int,
         max_per_minute: int,
         inbox_cap: int,
-    ) -> int | tuple[Literal["pending", "rate", "inbox"], int]:
-        """Insert a reminder and return its id, or (which limit, current count) if a limit is hit.
+    ) -> int:
+        """Insert a reminder and return its id; LimitReached (saying which limit) if it would pass one.
 
         A reminder takes its place in the recipient's inbox now (see _inbox_loads), so one that
         comes due is always delivered without passing `inbox_cap`.
         """
 
-        def tx(conn: sqlite3.Connection) -> int | tuple[Literal["pending", "rate", "inbox"], int]:
-            pending, recent = conn.execute(
-                "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE created_at > ?) "
-                "FROM reminders WHERE owner = ?",
-                (now - 60, owner),
+        def tx(conn: sqlite3.Connection) -> int:
+            pending, recent, oldest_recent = conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE created_at > :since), "
+                "min(created_at) FILTER (WHERE created_at > :since) FROM reminders WHERE owner = :owner",
+                {"since": now - 60, "owner": owner},
             ).fetchone()
             if pending >= max_pending:
-                return ("pending", pending)
+                raise LimitReached(
+                    f"you have {pending} pending reminders, the limit; cancel some with cancel_reminder first"
+                )
             if recent >= max_per_minute:
-                return ("rate", recent)
+                retry = math.ceil(oldest_recent + 60 - now)
+                raise LimitReached(
+                    f"too many reminders: {recent} in the last minute (limit {max_per_minute}); try again in {retry} s"
+                )
             load = _inbox_loads(conn, [recipient]).get(recipient, 0)
             if load >= inbox_cap:
-                return ("inbox", load)
+                raise LimitReached(
+                    f"the inbox of {recipient} is full ({load:,} undelivered messages and reminders scheduled "
+                    f"for it, the limit is {inbox_cap:,}); nothing was scheduled. Try again later."
+                )
             cur = conn.execute(
                 "INSERT INTO reminders (owner, recipient, body, due_at, created_at) VALUES (?, ?, ?, ?, ?)",
                 (owner, recipient, body, due_at, now),
@@ -421,22 +431,21 @@ class BrokerStore:
             "SELECT * FROM reminders WHERE owner = ? AND state = 'pending' ORDER BY due_at, id", (owner,)
         )
 
-    async def oldest_recent_reminder(self, owner: str, since: float) -> float | None:
-        value = await self.db.fetch_value(
-            "SELECT min(created_at) FROM reminders WHERE owner = ? AND created_at > ?", (owner, since)
-        )
-        return None if value is None else float(value)
+    async def cancel_reminder(self, owner: str, reminder_id: int, now: float) -> None:
+        """Cancel a pending reminder of `owner`'s; NotFound if it has none with that id."""
 
-    async def cancel_reminder(self, owner: str, reminder_id: int, now: float) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
+        def tx(conn: sqlite3.Connection) -> None:
             cur = conn.execute(
                 "UPDATE reminders SET state = 'cancelled', resolved_at = ? "
                 "WHERE id = ? AND owner = ? AND state = 'pending'",
                 (now, reminder_id, owner),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                raise NotFound(
+                    f"no pending reminder {reminder_id} of yours; list_my_reminders shows the ones you can cancel"
+                )
 
-        return await self.db.write(tx)
+        await self.db.write(tx)
 
     async def next_reminder_due(self) -> float | None:
         value = await self.db.fetch_value("SELECT min(due_at) FROM reminders WHERE state = 'pending'")
@@ -483,6 +492,10 @@ class BrokerStore:
             return sum(conn.execute(sql, (before, batch)).rowcount for sql in statements)
 
         return await self.db.write(tx)
+
+
+def _listed(ids: Sequence[int]) -> str:
+    return ", ".join(map(str, ids))
 
 
 def _inbox_loads(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, int]:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-import anyio
 import httpx2
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 from fastmcp.exceptions import ToolError
 from pydantic import BaseModel
 
+from .backoff import Backoff
 from .config import HiveConfig
 from .serving import MCP_PATH
 
@@ -141,7 +141,7 @@ class HiveClient:
         ServerUnavailable when the server stays unreachable or the connection breaks mid-call.
         """
         deadline = time.monotonic() + self.retry_seconds
-        delay = 0.1
+        backoff = Backoff(0.1, 2.0)
         while True:
             sent_before = self._wire.maybe_delivered
             try:
@@ -157,11 +157,10 @@ class HiveClient:
                     raise AuthRefused(f"{self.address.name} refused the token (401)") from None
                 if maybe_sent:  # it may have taken effect: never repeat it
                     raise ServerUnavailable(f"call to {self.address.name}.{tool} failed: {_reason(e)}") from None
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + backoff.next_delay > deadline:
                     why = self._wire.last_refusal or _reason(e)
                     raise ServerUnavailable(f"cannot reach {self.address}: {why}") from None
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.wait()
         if outcome.is_error:
             text = " ".join(getattr(block, "text", "") for block in outcome.content).strip()
             raise ToolError(text or f"{self.address.name}.{tool} failed")

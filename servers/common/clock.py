@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio
+
+log = logging.getLogger("hyperhive.clock")
 
 
 class Clock(Protocol):
@@ -51,6 +55,38 @@ class ManualClock:
             await wake.wait()
         finally:
             self._waiting.discard(wake)
+
+
+class DueLoop:
+    """One task that runs `step` whenever something is due: `step` does what is due now and returns
+    the next due time (epoch seconds; math.inf for none); the loop sleeps until then on `clock`, or
+    until poke() says something due may have changed. A step that fails is logged and tried again
+    `retry_seconds` later, so one bad row never ends the loop."""
+
+    def __init__(
+        self, clock: Clock, step: Callable[[], Awaitable[float]], *, what: str, retry_seconds: float = 5.0
+    ) -> None:
+        self.clock = clock
+        self.step = step
+        self.what = what
+        self.retry_seconds = retry_seconds
+        self._wake = anyio.Event()
+
+    def poke(self) -> None:
+        """Something due may be sooner than the loop sleeps until (added, cancelled): look again."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Forever (run it as a task; cancel it to stop)."""
+        while True:
+            # A fresh event before the step looks: a poke while it looks still cuts the sleep short.
+            self._wake = anyio.Event()
+            try:
+                due = await self.step()
+            except Exception:
+                log.exception("%s failed; retrying in %g s", self.what, self.retry_seconds)
+                due = self.clock.now() + self.retry_seconds
+            await self.clock.wait_until(due, self._wake)
 
 
 def iso(ts: float) -> str:

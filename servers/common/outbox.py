@@ -13,15 +13,15 @@ import asyncio
 import json
 import logging
 import sqlite3
-import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
 import anyio
 from fastmcp.exceptions import ToolError
 
+from .backoff import Backoff
 from .client import AuthRefused, HiveClient, ServerUnavailable
+from .clock import Clock
 from .db import Database
 from .events import HelperEvent
 
@@ -47,7 +47,7 @@ def queue_event(conn: sqlite3.Connection, recipient: str, event: HelperEvent, no
 
 
 class Outbox:
-    def __init__(self, db: Database, broker: HiveClient, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, broker: HiveClient, clock: Clock) -> None:
         self.db = db
         self.broker = broker
         self.clock = clock
@@ -55,7 +55,7 @@ class Outbox:
 
     async def post(self, recipient: str, event: HelperEvent) -> None:
         """Queue `event` on its own and have it delivered as soon as it can be."""
-        await self.db.write(lambda conn: queue_event(conn, recipient, event, self.clock()))
+        await self.db.write(lambda conn: queue_event(conn, recipient, event, self.clock.now()))
         self.wake()
 
     def wake(self) -> None:
@@ -63,16 +63,15 @@ class Outbox:
 
     async def run(self) -> None:
         """Deliver forever (run it as a task; cancel it to stop)."""
-        delay = 0.5
+        backoff = Backoff(0.5, 30)
         while True:
             self._wake.clear()
             if await self._deliver_pending():
-                delay = 0.5
+                backoff.reset()
                 with anyio.move_on_after(60):  # and look again now and then, should a wake be missed
                     await self._wake.wait()
             else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+                await backoff.wait()
 
     async def _deliver_pending(self) -> bool:
         """Deliver the queue in order; False if the broker could not be reached (try again later)."""

@@ -1,4 +1,5 @@
-"""Allow-lists, enforced by every server: one decision function and one middleware.
+"""Allow-lists, enforced by every server: one decision function and one middleware; and the one
+allowed_recipients check, for every tool that addresses someone (send, remind, ask_agent).
 
 Role defaults come from the catalog; an agent's `agent.toml` narrows or widens them with
 `[tools] <server> = [...]`. Operator and service tools can never be granted to agents.
@@ -19,6 +20,8 @@ from fastmcp.tools.base import Tool, ToolResult
 from .agents import AgentRegistry
 from .catalog import CATALOG, SERVICE_TOOLS, ToolAccess
 from .config import AgentConfig
+from .errors import Refused
+from .names import BROADCAST
 from .principals import Principal, Role
 from .tokens import current_principal
 
@@ -59,6 +62,29 @@ def refusal(
         f"permission denied: {principal.name} lacks {permission}; ask {approver} to add "
         f'"{tool}" to [tools] {server} in its agent.toml'
     )
+
+
+def recipient_refusal(me: Principal, config: AgentConfig | None, to: str, *, verb: str) -> str | None:
+    """None if `me` may address `to` ("*": everyone) by its allowed_recipients, else why not.
+
+    Only agents are limited: the manager and the operator address anyone. An agent without an
+    applied config (it was destroyed a moment ago) may address no one. `verb` names the act in
+    the refusal: "send to", "ask".
+    """
+    if me.role is not Role.AGENT or (config is not None and config.may_send_to(to)):
+        return None
+    if to == BROADCAST:
+        return "broadcast ('*') is not in your allowed_recipients; send to each agent instead"
+    allowed = ", ".join(config.allowed_recipients) if config is not None else ""
+    return f"you may not {verb} {to!r}; your allowed_recipients are: {allowed or 'nobody'}"
+
+
+async def check_recipient(agents: AgentRegistry, me: Principal, to: str, *, verb: str) -> None:
+    """Refused unless `me` may address `to` (recipient_refusal)."""
+    config = await agents.lookup(me.name) if me.role is Role.AGENT else None
+    reason = recipient_refusal(me, config, to, verb=verb)
+    if reason is not None:
+        raise Refused(reason)
 
 
 class AllowListMiddleware(Middleware):

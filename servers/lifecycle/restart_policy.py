@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.lifecycle.backends.base import Change
-from hyperhive.servers.lifecycle.store import AgentRow, State
+from hyperhive.servers.lifecycle.store import AgentRow
 
 STEADY_SECONDS: Final = 600.0  # running this long without a crash clears the crash count
 MAX_BACKOFF: Final = 300.0
@@ -35,7 +36,7 @@ class Decision:
     record_exit: bool  # store its exit code and signal
     end_instance: bool  # every token of the run that ended stops working
     reissue_token: bool  # ... and the platform's own restart gets a token of a new instance
-    state: State | None  # the state to record (with stopped_at and `crashes`); None: leave it
+    state: Literal["restarting", "failed"] | None  # the state to record (with stopped_at and `crashes`); None: leave it
     crashes: int  # crashes in a row, counting this one (recorded only with `state`)
     report: bool  # tell the manager (a container_crash event)
     will_restart: bool  # what that event says
@@ -55,11 +56,11 @@ def decide(row: AgentRow, change: Change, settings: RestartSettings, *, expected
         crashes = 1  # it had been running steadily: a new run of bad luck
     restart_ourselves = not change.auto_restarting and row.desired == "running" and crashes <= settings.max_restarts
     will_restart = restart_ourselves or change.auto_restarting
-    state: State | None = None
+    state: Literal["restarting", "failed"] | None = None
     # "restarting" too: the platform restarted it before and has now given up (or it stopped from outside).
     if row.state in ("running", "restarting") or change.auto_restarting:
         state = "restarting" if will_restart else "failed"
     delay = None
     if restart_ourselves and row.state in ("running", "restarting"):
-        delay = min(settings.backoff_seconds * 2 ** (crashes - 1), settings.max_backoff)
+        delay = Backoff(settings.backoff_seconds, settings.max_backoff).delay(crashes)
     return Decision("crash", True, True, change.auto_restarting, state, crashes, True, will_restart, delay)

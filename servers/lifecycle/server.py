@@ -16,11 +16,11 @@ import anyio
 from pydantic import Field
 
 from hyperhive.servers.common import audit as audit_trail
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.clock import iso, parse_iso
+from hyperhive.servers.common.clock import Clock, iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import UnsafeFile, read_agent_file_async
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
@@ -46,7 +46,7 @@ from hyperhive.servers.lifecycle.models import (
     TurnRecord,
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
-from hyperhive.servers.lifecycle.store import AgentRow
+from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
 from hyperhive.servers.lifecycle.supervisor import Supervisor, signal_name
 from hyperhive.servers.lifecycle.turnstats import summarise
 
@@ -76,21 +76,17 @@ def create(
     *,
     backend: Backend | None = None,
     stop_agents_on_exit: bool = False,
+    clock: Clock | None = None,
 ) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir, config.instances_dir)
     if credentials.signing is None:
         raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
+    kit = ServiceKit("lifecycle", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
     supervisor = Supervisor(
-        config,
-        credentials.signing.current,
-        credentials.service_token(),
-        agents,
-        backend or choose_backend(config),
-        stop_agents_on_exit=stop_agents_on_exit,
+        kit, credentials.signing.current, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
     )
 
     mcp = create_mcp(
-        "lifecycle", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=supervisor.running
+        "lifecycle", instructions=INSTRUCTIONS, credentials=credentials, agents=kit.agents, running=supervisor.running
     )
 
     @asynccontextmanager

@@ -112,19 +112,73 @@ class LifecycleStore:
         row = await self.db.fetch_one("SELECT * FROM agents WHERE name = ?", (name,))
         return AgentRow(**dict(row)) if row else None
 
-    async def add(self, name: str, now: float, applied_sha: str) -> None:
+    async def add(self, name: str, now: float, applied_sha: str, applied_from: str) -> None:
+        """A new agent, stopped and meant to run, its config applied from proposed commit `applied_from`."""
         await self.db.write(
             lambda conn: conn.execute(
-                "INSERT INTO agents (name, state, applied_sha, created_at) VALUES (?, 'stopped', ?, ?)",
-                (name, applied_sha, now),
+                "INSERT INTO agents (name, state, desired, applied_sha, applied_from, created_at) "
+                "VALUES (?, 'stopped', 'running', ?, ?, ?)",
+                (name, applied_sha, applied_from, now),
             )
         )
 
-    async def update(self, name: str, **fields: Any) -> None:
-        """Set columns of one agent (names are ours, values are parameters)."""
-        assignments = ", ".join(f"{column} = ?" for column in fields)
+    # What an agent is doing, and what it should be doing. One method a change, each naming the
+    # columns it sets: no caller can write a column (or a state) the rules do not name.
+    async def want_running(self, name: str) -> None:
+        """Asked to run (start, restart): a fresh run of crashes from here."""
+        await self._set(name, "desired = 'running', crashes = 0")
+
+    async def want_stopped(self, name: str) -> None:
+        await self._set(name, "desired = 'stopped'")
+
+    async def mark_changing(self, name: str, state: Literal["starting", "stopping"]) -> None:
+        await self._set(name, "state = ?", state)
+
+    async def mark_running(self, name: str, started_at: float) -> None:
+        """Found running (a sandbox outlived the server)."""
+        await self._set(name, "state = 'running', started_at = ?", started_at)
+
+    async def mark_started(self, name: str, started_at: float, built_sha: str | None, built_version: str) -> None:
+        """Started by us, its sandbox built from `built_sha` with hyperhive `built_version`."""
+        await self._set(
+            name,
+            "state = 'running', started_at = ?, built_sha = ?, built_version = ?",
+            started_at,
+            built_sha,
+            built_version,
+        )
+
+    async def mark_restarted(self, name: str, started_at: float) -> None:
+        """Running again: the platform restarted it after a crash (systemd's Restart=on-failure)."""
+        await self._set(name, "state = 'running', started_at = ?, restart_count = restart_count + 1", started_at)
+
+    async def mark_stopped(self, name: str, stopped_at: float | None = None) -> None:
+        """Stopped; `stopped_at` None keeps the time it last stopped (it was not running)."""
+        await self._set(name, "state = 'stopped', stopped_at = COALESCE(?, stopped_at)", stopped_at)
+
+    async def mark_failed(self, name: str, stopped_at: float) -> None:
+        await self._set(name, "state = 'failed', stopped_at = ?", stopped_at)
+
+    async def mark_crashed(
+        self, name: str, state: Literal["restarting", "failed"], stopped_at: float, crashes: int
+    ) -> None:
+        await self._set(name, "state = ?, stopped_at = ?, crashes = ?", state, stopped_at, crashes)
+
+    async def record_exit(self, name: str, exit_code: int | None, signal: int | None) -> None:
+        await self._set(name, "last_exit_code = ?, last_signal = ?", exit_code, signal)
+
+    async def count_restart(self, name: str) -> None:
+        await self._set(name, "restart_count = restart_count + 1")
+
+    async def set_applied(self, name: str, applied_sha: str, applied_from: str) -> None:
+        await self._set(name, "applied_sha = ?, applied_from = ?", applied_sha, applied_from)
+
+    async def set_built(self, name: str, built_sha: str | None, built_version: str) -> None:
+        await self._set(name, "built_sha = ?, built_version = ?", built_sha, built_version)
+
+    async def _set(self, name: str, assignments: str, *values: object) -> None:
         await self.db.write(
-            lambda conn: conn.execute(f"UPDATE agents SET {assignments} WHERE name = ?", (*fields.values(), name))
+            lambda conn: conn.execute(f"UPDATE agents SET {assignments} WHERE name = ?", (*values, name))
         )
 
     async def set_problem(self, name: str, problem: str | None) -> None:

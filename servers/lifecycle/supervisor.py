@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -26,19 +25,15 @@ from typing import Any, Final
 import anyio
 
 from hyperhive.servers.common import audit
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.background import background
-from hyperhive.servers.common.client import HiveClient, server_address
-from hyperhive.servers.common.config import ConfigError, HiveConfig
-from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.config import ConfigError
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.common.instances import end_instances
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.keys import SigningKey
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import MANAGER
-from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.lifecycle import harness
 from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Restarted
 from hyperhive.servers.lifecycle.models import Turn, TurnRecord
@@ -47,7 +42,7 @@ from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, c
 from hyperhive.servers.lifecycle.restart_policy import RestartSettings, decide
 from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
 from hyperhive.servers.lifecycle.statebudget import StateBudgets
-from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
+from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 from hyperhive.servers.lifecycle.version import installed_version
@@ -60,33 +55,29 @@ CRASH_LOG_LINES: Final = 20
 class Supervisor:
     def __init__(
         self,
-        config: HiveConfig,
+        kit: ServiceKit,
         signing: Callable[[], SigningKey],
-        token: Callable[[], str],
-        agents: AgentRegistry,
         backend: Backend,
         *,
         stop_agents_on_exit: bool = False,
-        clock: Callable[[], float] = time.time,
     ) -> None:
+        config, agents = kit.config, kit.agents
+        self.kit = kit
         self.config = config
         self.issuer = Issuer(config, signing)
         self.agents = agents
         self.backend = backend
         self.stop_agents_on_exit = stop_agents_on_exit
-        self.clock = clock
+        self.clock = kit.clock.now  # the time now, as the call sites read it: self.clock()
         self.version = installed_version()
         self.privileged = os.geteuid() == 0
         # This home's block of host uids, which no other hive on this host may use (UidRangeError if taken).
         self.uids = claim_uids(config.home, config.lifecycle.uid_base) if self.privileged else None
-        self.db = Database(config.db_path("lifecycle"), MIGRATIONS, synchronous=config.storage.synchronous)
-        self.store = LifecycleStore(self.db)
-        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
-        self.outbox = Outbox(self.db, self.broker, clock)
-        self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, clock)
+        self.store = LifecycleStore(kit.db)
+        self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, kit.clock)
         self.provisioning = Provisioning(config, self.store, agents, self.uids)
-        self.setup = SandboxSetup(config, self.issuer, agents, backend, self.provisioning, self.store, clock)
-        self.budgets = StateBudgets(config, self.store, agents, self._announce, clock)
+        self.setup = SandboxSetup(config, self.issuer, agents, backend, self.provisioning, self.store, self.clock)
+        self.budgets = StateBudgets(config, self.store, agents, self._announce, self.clock)
         self._busy: dict[str, str] = {}  # agent -> what is being done to it
         self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
         self._coming_back: set[str] = set()  # crashed, and the platform restarts them itself (systemd)
@@ -96,32 +87,27 @@ class Supervisor:
     # -------------------------------------------------------------------------------- running
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Supervisor]:
-        async with self.db:
-            await self.agents.refresh()
-            await self._reconcile()
-            try:
-                async with background(
-                    self.agents.watch(),
-                    self._follow_changes(),
-                    self.outbox.run(),
-                    self.setup.refresh_tokens(),
-                    self.budgets.watch(),
-                    self.turn_stats.prune_forever(),
-                ):
-                    try:
-                        await self._ensure_manager()
-                        await self._start_up()
-                        yield self
-                    finally:
-                        self._closing = True  # no sandbox starts from now on
-                        for task in self._tasks:
-                            task.cancel()
-                        await asyncio.gather(*self._tasks, return_exceptions=True)
-                        if self.stop_agents_on_exit:
-                            await self._stop_all()
-            finally:
-                await self.broker.close()
-                await self.backend.close()
+        try:
+            async with self.kit.running(
+                self._follow_changes,
+                self.setup.refresh_tokens,
+                self.budgets.watch,
+                self.turn_stats.prune_forever,
+                first=self._reconcile,
+            ):
+                try:
+                    await self._ensure_manager()
+                    await self._start_up()
+                    yield self
+                finally:
+                    self._closing = True  # no sandbox starts from now on
+                    for task in self._tasks:
+                        task.cancel()
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                    if self.stop_agents_on_exit:
+                        await self._stop_all()
+        finally:
+            await self.backend.close()
 
     async def _reconcile(self) -> None:
         """Match the recorded states with what is running now (sandboxes outlive this server)."""
@@ -129,18 +115,17 @@ class Supervisor:
         for row in await self.store.agents():
             if row.name in running:
                 if row.state != "running":
-                    await self.store.update(row.name, state="running", started_at=running[row.name].started_at)
+                    await self.store.mark_running(row.name, running[row.name].started_at)
             elif row.state in ("starting", "running", "stopping", "restarting"):
                 # It ended while no server watched; the backend reports how, and _start_up starts it again.
                 await self.setup.end_instance(row.name)
-                await self.store.update(row.name, state="stopped", stopped_at=self.clock())
+                await self.store.mark_stopped(row.name, self.clock())
 
     async def _ensure_manager(self) -> None:
         """The manager is infrastructure: created on first start without asking anyone."""
         if await self.store.agent(MANAGER) is None:
             proposed, applied = await self.provisioning.provision(MANAGER, "manager")
-            await self.store.add(MANAGER, self.clock(), applied)
-            await self.store.update(MANAGER, desired="running", applied_from=proposed)
+            await self.store.add(MANAGER, self.clock(), applied, proposed)
             log.info("created the manager agent")
 
     async def _start_up(self) -> None:
@@ -227,10 +212,10 @@ class Supervisor:
     async def record_action(
         self, name: str, action: str, actor: str, outcome: audit.Outcome, detail: str | None
     ) -> None:
-        await audit.record_action(self.db, name, action, actor, self.clock(), outcome, detail)
+        await audit.record_action(self.kit.db, name, action, actor, self.clock(), outcome, detail)
 
     async def actions(self, limit: int, agent: str | None) -> list[audit.ActionEntry]:
-        return await audit.actions(self.db, limit, None if agent is None else checked(agent))
+        return await audit.actions(self.kit.db, limit, None if agent is None else checked(agent))
 
     # -------------------------------------------------------------------------------- creating
     async def create(
@@ -252,8 +237,7 @@ class Supervisor:
                 raise Refused(f"{name} already exists")
             await self.provisioning.check_new(name, ref, expected_base)
             proposed, applied = await self.provisioning.provision(name, "agent", ref)
-            await self.store.add(name, self.clock(), applied)
-            await self.store.update(name, desired="running", applied_from=proposed)
+            await self.store.add(name, self.clock(), applied, proposed)
             await self._launch(name)
             await self._announce(Spawned(agent=name, sha=proposed))
         return await self.row(name), False
@@ -282,18 +266,18 @@ class Supervisor:
         async with self._exclusive(name, "starting"):
             if row.state == "running":
                 raise Refused(f"{name} is already running")
-            await self.store.update(name, desired="running", crashes=0)
+            await self.store.want_running(name)
             await self._launch(name)
         return await self.row(name)
 
     async def stop(self, name: str) -> AgentRow:
         row = await self.row(name)
         async with self._exclusive(name, "stopping"):
-            await self.store.update(name, desired="stopped")
+            await self.store.want_stopped(name)
             if row.state in ("running", "starting") or name in self._coming_back:  # systemd would bring it back
                 await self._stop_sandbox(name)
             elif row.state in ("restarting", "failed"):
-                await self.store.update(name, state="stopped")
+                await self.store.mark_stopped(name)
         return await self.row(name)
 
     async def restart(self, name: str) -> AgentRow:
@@ -301,7 +285,7 @@ class Supervisor:
         async with self._exclusive(name, "restarting"):
             if row.state in ("running", "starting"):
                 await self._stop_sandbox(name)
-            await self.store.update(name, desired="running", crashes=0)
+            await self.store.want_running(name)
             await self._launch(name)
         return await self.row(name)
 
@@ -310,7 +294,7 @@ class Supervisor:
         async with self._exclusive(name, "being killed"):
             if row.state not in ("running", "starting"):
                 raise Refused(f"{name} is not running (it is {row.state})")
-            await self.store.update(name, desired="stopped")
+            await self.store.want_stopped(name)
             await self._stop_sandbox(name, kill=True)
             await self._announce(Killed(agent=name, by=by))
         return await self.row(name)
@@ -326,9 +310,9 @@ class Supervisor:
         uid = await self.provisioning.uid(name)
         problem = await self.budgets.check(name, config, starting=True)
         if problem is not None:
-            await self.store.update(name, state="failed", stopped_at=self.clock())
+            await self.store.mark_failed(name, self.clock())
             raise Refused(problem)
-        await self.store.update(name, state="starting")
+        await self.store.mark_changing(name, "starting")
         self._coming_back.discard(name)  # what the platform was restarting is started now
         try:
             spec = await anyio.to_thread.run_sync(self.setup.prepare_start, name, config, uid)
@@ -338,19 +322,13 @@ class Supervisor:
                 await self.backend.update(spec)
             running = await self.backend.start(spec)
         except (BackendError, ConfigError) as e:  # ConfigError: [harness] env_file
-            await self.store.update(name, state="failed", stopped_at=self.clock())
+            await self.store.mark_failed(name, self.clock())
             raise Refused(str(e)) from None
-        await self.store.update(
-            name,
-            state="running",
-            started_at=running.started_at,
-            built_sha=row.applied_sha,
-            built_version=self.version,
-        )
+        await self.store.mark_started(name, running.started_at, row.applied_sha, self.version)
 
     async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:
         """Stop it and mark it stopped; its ending will not count as a crash. `desired` is the caller's."""
-        await self.store.update(name, state="stopping")
+        await self.store.mark_changing(name, "stopping")
         self._expected_exits[name] = self._expected_exits.get(name, 0) + 1
         try:
             if kill:
@@ -361,7 +339,7 @@ class Supervisor:
             log.warning("stopping %s: %s", name, e)
         await self.setup.end_instance(name)
         self._coming_back.discard(name)
-        await self.store.update(name, state="stopped", stopped_at=self.clock())
+        await self.store.mark_stopped(name, self.clock())
 
     # --------------------------------------------------------------------------- config changes
     async def apply_commit(self, name: str, ref: str, expected_base: str | None = None) -> tuple[str, str, bool]:
@@ -392,7 +370,7 @@ class Supervisor:
         return proposed, applied, False
 
     async def _finish_apply(self, name: str, proposed: str, applied: str) -> None:
-        await self.store.update(name, applied_sha=applied, applied_from=proposed)
+        await self.store.set_applied(name, applied, proposed)
         await self._rebuild_held(name)
         await self._announce(Rebuilt(agent=name, sha=proposed))
 
@@ -424,7 +402,7 @@ class Supervisor:
                 await self.backend.update(spec)
             except BackendError as e:
                 raise Refused(str(e)) from None
-            await self.store.update(name, built_sha=row.applied_sha, built_version=self.version)
+            await self.store.set_built(name, row.applied_sha, self.version)
 
     # ----------------------------------------------------------------------------- its harness
     async def set_model(self, name: str, model: str | None) -> str:
@@ -510,9 +488,9 @@ class Supervisor:
             else:
                 self._coming_back.discard(change.name)
         if decision.record_exit:
-            await self.store.update(change.name, last_exit_code=change.exit_code, last_signal=change.signal)
+            await self.store.record_exit(change.name, change.exit_code, change.signal)
         if decision.state is not None:
-            await self.store.update(change.name, state=decision.state, stopped_at=change.at, crashes=decision.crashes)
+            await self.store.mark_crashed(change.name, decision.state, change.at, decision.crashes)
         if decision.report:
             await self._announce(self._crash_event(change, row.restart_count, decision.will_restart, lines))
         if decision.restart_after is not None:
@@ -525,9 +503,7 @@ class Supervisor:
         row = await self.store.agent(name)
         if row is None or row.state != "restarting" or row.desired != "running" or name in self._busy:
             return  # not waiting for it: started again by us meanwhile, or being changed right now
-        await self.store.update(
-            name, state="running", started_at=restarted.running.started_at, restart_count=row.restart_count + 1
-        )
+        await self.store.mark_restarted(name, restarted.running.started_at)
 
     def _crash_event(self, change: Change, restarts: int, will_restart: bool, lines: list[str]) -> ContainerCrash:
         return ContainerCrash(
@@ -546,7 +522,7 @@ class Supervisor:
         if row is None or row.state != "restarting" or row.desired != "running" or name in self._busy:
             return  # someone decided otherwise meanwhile
         async with self._exclusive(name, "restarting after a crash"):
-            await self.store.update(name, restart_count=row.restart_count + 1)
+            await self.store.count_restart(name)
             try:
                 await self._launch(name)
             except Refused as e:
@@ -556,7 +532,7 @@ class Supervisor:
     # ------------------------------------------------------------------------------------ helpers
     async def _announce(self, event: HelperEvent) -> None:
         """Tell the manager, through the broker, as soon as it can be delivered."""
-        await self.outbox.post(MANAGER, event)
+        await self.kit.outbox.post(MANAGER, event)
 
     @asynccontextmanager
     async def _exclusive(self, name: str, doing: str) -> AsyncIterator[None]:

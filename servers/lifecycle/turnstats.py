@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
-from collections.abc import Callable
 from typing import Final
 
+from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.lifecycle.models import Turn, TurnRecord, TurnSummary
 from hyperhive.servers.lifecycle.store import LifecycleStore
@@ -29,14 +29,14 @@ STATS_LIMIT: Final = 1000  # turns agent_stats returns (and summarises) at most
 
 
 class TurnStats:
-    def __init__(self, store: LifecycleStore, retention_days: int, clock: Callable[[], float]) -> None:
+    def __init__(self, store: LifecycleStore, retention_days: int, clock: Clock) -> None:
         self.store = store
         self.retention = retention_days * 86_400.0
         self.retention_days = retention_days
         self.clock = clock
 
     async def record(self, agent: str, turn: TurnRecord) -> bool:
-        if turn.started_at < self.clock() - self.retention:
+        if turn.started_at < self.clock.now() - self.retention:
             raise Refused(
                 f"this turn started more than {self.retention_days} days ago, older than the "
                 f"{self.retention_days}-day retention ([harness] stats_retention_days); it is not kept"
@@ -47,7 +47,7 @@ class TurnStats:
         return await self.store.turns(agent, since, STATS_LIMIT)
 
     async def prune(self) -> int:
-        removed = await self.store.prune_turns(self.clock() - self.retention, KEEP_PER_AGENT)
+        removed = await self.store.prune_turns(self.clock.now() - self.retention, KEEP_PER_AGENT)
         if removed:
             log.info("forgot %d turn stats rows (older than %d days or beyond an agent's newest %d)",
                      removed, self.retention_days, KEEP_PER_AGENT)  # fmt: skip

@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Literal
 
-import anyio
-
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.background import background
-from hyperhive.servers.common.client import HiveClient, server_address
-from hyperhive.servers.common.clock import Clock, iso
-from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.clock import DueLoop, iso
 from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import OPERATOR, InvalidName, check_agent_name
-from hyperhive.servers.common.outbox import Outbox
+from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
 
 from .models import (
@@ -38,7 +32,7 @@ from .models import (
     PendingQuestionsResult,
     Resolved,
 )
-from .store import CANCELLED, EXPIRED, MIGRATIONS, NewQuestion, QuestionRow, QuestionStore, TooManyPending
+from .store import CANCELLED, EXPIRED, NewQuestion, QuestionRow, QuestionStore
 
 log = logging.getLogger("hyperhive.operator")
 
@@ -49,28 +43,22 @@ Answer = str | list[str]
 
 
 class Questions:
-    def __init__(self, config: HiveConfig, token: Callable[[], str], clock: Clock, agents: AgentRegistry) -> None:
-        self.settings = config.questions
-        self.clock = clock
-        self.agents = agents
-        self.db = Database(config.db_path("operator"), MIGRATIONS, synchronous=config.storage.synchronous)
-        self.store = QuestionStore(self.db)
-        self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
-        self.outbox = Outbox(self.db, self.broker, clock.now)
-        self._deadlines_changed = anyio.Event()
+    def __init__(self, kit: ServiceKit) -> None:
+        self.kit = kit
+        self.settings = kit.config.questions
+        self.clock = kit.clock
+        self.agents = kit.agents
+        self.store = QuestionStore(kit.db)
+        self.outbox = kit.outbox
+        # Sleeps until the earliest deadline; a new question may be sooner, and pokes it.
+        self._expiry = DueLoop(kit.clock, self._expire_due, what="expiring questions")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Questions]:
         """Open the database; run the registry watch, event delivery and expiry until exit."""
-        async with self.db:
-            await self.agents.refresh()
-            # Questions whose deadline passed while the server was down are resolved before any call.
-            await self._expire_due()
-            try:
-                async with background(self.agents.watch(), self.outbox.run(), self._expire_forever()):
-                    yield self
-            finally:
-                await self.broker.close()
+        # Questions whose deadline passed while the server was down are resolved before any call.
+        async with self.kit.running(self._expiry.run, first=self._expire_due):
+            yield self
 
     # ------------------------------------------------------------------------------------ asking
     async def ask_operator(
@@ -104,18 +92,13 @@ class Questions:
         now = self.clock.now()
         expires_at = now + self._check_ttl(ttl_seconds)
         limit = self.settings.max_pending_per_asker
-        outcome = await self.store.add(
+        question_id = await self.store.add(
             NewQuestion(me.name, target, text, choices, multi, expires_at), now, max_pending=limit
         )
-        if isinstance(outcome, TooManyPending):
-            raise Refused(
-                f"you have {outcome.count} pending questions, the limit; wait for answers or withdraw some "
-                "with cancel_ask (list_my_asks shows them)"
-            )
-        self._deadlines_changed.set()  # the expiry task sleeps until the earliest deadline; this may be sooner
+        self._expiry.poke()  # the expiry task sleeps until the earliest deadline; this may be sooner
         if target != OPERATOR:
             self.outbox.wake()  # QuestionAsked for the agent asked
-        return Asked(id=outcome, to=target, expires_at=iso(expires_at))
+        return Asked(id=question_id, to=target, expires_at=iso(expires_at))
 
     async def _check_target(self, me: Principal, to: str) -> None:
         if to == OPERATOR:
@@ -130,11 +113,7 @@ class Questions:
         if target is None:
             known = ", ".join(name for name in self.agents.names()[:20] if name != me.name) or "none"
             raise Refused(f"unknown agent {to!r}: no such agent. Known: {known}")
-        if me.role is Role.AGENT:  # the manager and the operator may ask anyone, as they may message anyone
-            mine = await self.agents.lookup(me.name)
-            if mine is None or not mine.may_send_to(to):
-                allowed = ", ".join(mine.allowed_recipients) if mine and mine.allowed_recipients else "nobody"
-                raise Refused(f"you may not ask {to!r}; your allowed_recipients are: {allowed}")
+        await check_recipient(self.agents, me, to, verb="ask")  # whom it may message, it may ask
         if "answer_question" not in target.allowed_tools("operator"):
             # Asking would only wait out the deadline: say so now.
             raise Refused(f"{to} cannot answer questions (its agent.toml leaves out operator.answer_question)")
@@ -327,18 +306,6 @@ class Questions:
         return HistoryResult(questions=entries)
 
     # ------------------------------------------------------------------------------------ expiry
-    async def _expire_forever(self) -> None:
-        """Sleep until the earliest deadline (or a new question), expire what is due, repeat."""
-        while True:
-            # A fresh event before looking: a question added while we look still wakes the wait below.
-            self._deadlines_changed = anyio.Event()
-            try:
-                deadline = await self._expire_due()
-            except Exception:
-                log.exception("expiring questions failed; retrying in 5 s")
-                deadline = self.clock.now() + 5
-            await self.clock.wait_until(deadline, self._deadlines_changed)
-
     async def _expire_due(self) -> float:
         """Expire every question past its deadline; return the next deadline (inf: none pending)."""
         while await self.store.expire_due(self.clock.now()):

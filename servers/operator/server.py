@@ -11,15 +11,16 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.clock import Clock, SystemClock
+from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
 from .models import Asked, HistoryResult, MyAsksResult, PendingQuestionsResult, Resolved
 from .questions import Questions
+from .store import MIGRATIONS
 
 INSTRUCTIONS = (
     "Questions for the operator and between agents. ask_operator and ask_agent return at once; the "
@@ -34,8 +35,8 @@ AnswerArg = Annotated[str | list[str], Field(description="text, one of the optio
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    agents = AgentRegistry(config.applied_dir, config.instances_dir)
-    questions = Questions(config, credentials.service_token(), clock or SystemClock(), agents)
+    kit = ServiceKit("operator", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
+    questions = Questions(kit)
     settings = config.questions
     ttl_help = (
         f"seconds until it expires unanswered (default {settings.default_ttl_seconds:g}, "
@@ -43,7 +44,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
     )
 
     mcp = create_mcp(
-        "operator", instructions=INSTRUCTIONS, credentials=credentials, agents=agents, running=questions.running
+        "operator", instructions=INSTRUCTIONS, credentials=credentials, agents=kit.agents, running=questions.running
     )
 
     @mcp.tool

@@ -4,7 +4,8 @@ A question is `pending` until exactly one of answer, cancel or expiry resolves i
 is one write transaction whose state change is a conditional `UPDATE … WHERE state = 'pending'`:
 only the transaction that changes the row queues the asker's event and writes the audit entry,
 so a race between an answer, a cancel and the deadline resolves the question once. Checks that
-need settings or the agent registry live in questions.py; this module only reads and writes rows.
+need settings or the agent registry live in questions.py; this module reads and writes rows, and refuses
+what the rows it reads forbid (LimitReached), in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hyperhive.servers.common import audit
 from hyperhive.servers.common.audit import AUDIT_SCHEMA
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.errors import LimitReached
 from hyperhive.servers.common.events import OperatorAnswered, QuestionAsked
 from hyperhive.servers.common.names import OPERATOR, SYSTEM
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
@@ -97,11 +99,6 @@ class QuestionRow:
 
 
 @dataclass(frozen=True, slots=True)
-class TooManyPending:
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
 class Resolution:
     question: QuestionRow  # as it is after the transaction
     won: bool  # False: it was already resolved (or had just expired), and nothing changed
@@ -114,16 +111,20 @@ class QuestionStore:
         self.db = db
 
     # -------------------------------------------------------------------------------- asking
-    async def add(self, new: NewQuestion, now: float, *, max_pending: int) -> int | TooManyPending:
-        """Insert a question (its audit entry and, for an agent, the QuestionAsked event) and return its id."""
+    async def add(self, new: NewQuestion, now: float, *, max_pending: int) -> int:
+        """Insert a question (its audit entry and, for an agent, the QuestionAsked event) and return its id;
+        LimitReached if its asker has `max_pending` pending already."""
 
-        def tx(conn: sqlite3.Connection) -> int | TooManyPending:
+        def tx(conn: sqlite3.Connection) -> int:
             # Counted in the same transaction as the insert, so parallel asks cannot pass the cap together.
             pending = conn.execute(
                 "SELECT count(*) FROM questions WHERE asker = ? AND state = 'pending'", (new.asker,)
             ).fetchone()[0]
             if pending >= max_pending:
-                return TooManyPending(pending)
+                raise LimitReached(
+                    f"you have {pending} pending questions, the limit; wait for answers or withdraw some "
+                    "with cancel_ask (list_my_asks shows them)"
+                )
             cur = conn.execute(
                 "INSERT INTO questions (asker, target, question, options, multi, asked_at, expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -16,8 +16,9 @@ from fastmcp.exceptions import ToolError
 from hivetest import SLEEPER, Endpoint, Hive, Hivemind, in_process, toml_list
 
 from hyperhive.servers.approvals.approval_queue import Approvals
+from hyperhive.servers.approvals.store import MIGRATIONS
 from hyperhive.servers.common import audit
-from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -309,7 +310,7 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
     sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
     hive = hivemind.hive
     approvals = Approvals(
-        hive.config, hive.credentials("approvals").service_token(), AgentRegistry(hive.config.applied_dir)
+        ServiceKit("approvals", hive.config, MIGRATIONS, token=hive.credentials("approvals").service_token())
     )
     async with approvals.running():
         request = await approvals.request_apply_commit(MANAGER, "alice", sha)

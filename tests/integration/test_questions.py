@@ -14,12 +14,13 @@ import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import BrokerEndpoint, Endpoint, Hive, in_process
 
-from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import ManualClock, iso
 from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.operator.models import Resolved
 from hyperhive.servers.operator.questions import Questions
+from hyperhive.servers.operator.store import MIGRATIONS
 
 pytestmark = pytest.mark.slow  # two servers per test, and events that travel through the outbox
 
@@ -281,9 +282,8 @@ MANAGER = Principal("manager", Role.MANAGER)
 
 
 def questions_of(hive: Hive, clock: ManualClock) -> Questions:
-    return Questions(
-        hive.config, hive.credentials("operator").service_token(), clock, AgentRegistry(hive.config.applied_dir)
-    )
+    token = hive.credentials("operator").service_token()
+    return Questions(ServiceKit("operator", hive.config, MIGRATIONS, token=token, clock=clock))
 
 
 async def test_calls_that_both_saw_a_question_pending_still_resolve_it_once(hive: Hive, broker: BrokerEndpoint) -> None:
@@ -313,7 +313,7 @@ async def test_calls_that_both_saw_a_question_pending_still_resolve_it_once(hive
 async def test_a_deadline_is_final_even_before_the_expiry_task_runs(hive: Hive) -> None:
     clock = ManualClock(start=time.time())
     questions = questions_of(hive, clock)
-    async with questions.db:  # the database alone: no expiry task, no delivery
+    async with questions.kit.db:  # the database alone: no expiry task, no delivery
         asked = await questions.ask_operator(MANAGER, "Now?", None, False, 10)
         clock.advance(10)
         late = f"^question {asked.id} expired at {re.escape(asked.expires_at)} without an answer"
@@ -321,7 +321,7 @@ async def test_a_deadline_is_final_even_before_the_expiry_task_runs(hive: Hive) 
             await questions.answer(OPERATOR, asked.id, "yes")
         with pytest.raises(Refused, match=late):
             await questions.cancel_question(OPERATOR, asked.id)
-        queued = await questions.db.fetch_all("SELECT recipient, event FROM outbox")
+        queued = await questions.kit.db.fetch_all("SELECT recipient, event FROM outbox")
         assert [(row[0], json.loads(row[1])) for row in queued] == [
             ("manager", answered(asked.id, "Now?", "[expired]", by="system"))
         ]

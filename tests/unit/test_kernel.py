@@ -17,7 +17,8 @@ import anyio
 import pytest
 
 from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.clock import ManualClock, iso, parse_iso
+from hyperhive.servers.common.backoff import Backoff
+from hyperhive.servers.common.clock import DueLoop, ManualClock, iso, parse_iso
 from hyperhive.servers.common.db import Database, DatabaseError
 from hyperhive.servers.common.events import HELPER_EVENT, ApprovalResolved, ContainerCrash, OperatorAnswered
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file, read_agent_file_async, write_atomic
@@ -136,6 +137,55 @@ async def test_manual_clock_wakes_waiters_when_advanced() -> None:
     clock.advance(60)
     await asyncio.wait_for(waiter, 1)
     await clock.wait_until(100, anyio.Event())  # already past: returns at once
+
+
+async def test_a_due_loop_sleeps_until_the_next_due_time_or_a_poke_and_survives_a_failing_step() -> None:
+    clock = ManualClock(start=100)
+    steps: list[float] = []
+    due_at = [150.0]
+
+    async def step() -> float:
+        steps.append(clock.now())
+        if len(steps) == 2:
+            raise RuntimeError("one bad row")
+        return due_at[0]
+
+    loop = DueLoop(clock, step, what="test step", retry_seconds=5)
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.sleep(0.01)
+        assert steps == [100]  # ran once, now asleep until 150
+        due_at[0] = 200.0
+        clock.advance(50)  # due: runs, fails, is retried 5 s later (not at 150 again)
+        await asyncio.sleep(0.01)
+        assert steps == [100, 150]
+        clock.advance(5)
+        await asyncio.sleep(0.01)
+        assert steps == [100, 150, 155]  # asleep until 200
+        loop.poke()  # something may be due sooner: it looks again at once
+        await asyncio.sleep(0.01)
+        assert steps == [100, 150, 155, 155]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_backoff_grows_to_its_cap_resets_and_is_cut_short_by_a_wake() -> None:
+    backoff = Backoff(0.01, 0.04)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4, 10_000)] == [0.01, 0.02, 0.04, 0.04, 0.04]
+    assert backoff.next_delay == 0.01
+    assert await backoff.wait() is False
+    assert backoff.next_delay == 0.02
+    backoff.reset()
+    assert backoff.next_delay == 0.01
+    slow = Backoff(60, 60)
+    wake = anyio.Event()
+    wake.set()
+    started = time.monotonic()
+    assert await slow.wait(wake) is True  # woken: no minute waited
+    assert time.monotonic() - started < 1
+    with pytest.raises(ValueError, match="initial <= maximum"):
+        Backoff(5, 1)
 
 
 # --------------------------------------------------------------------------------------- registry

@@ -220,7 +220,7 @@ async def test_turn_stats_are_kept_for_the_retention_and_pruned_per_agent(
     now = time.time()
     clock = ManualClock(now)
     async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
-        stats = TurnStats(LifecycleStore(db), retention_days=90, clock=clock.now)
+        stats = TurnStats(LifecycleStore(db), retention_days=90, clock=clock)
 
         def turn(key: str, age_days: float) -> TurnRecord:
             started = now - age_days * 86_400
@@ -265,3 +265,38 @@ async def test_uids_are_allocated_once_and_never_shared(tmp_path: Path) -> None:
         await store.remove("bob", forget_uid=True)
         assert await store.uid("bob") is None
         assert await store.uid_of("carol", 200_000, taken) == 200_003  # bob's is free again
+
+
+async def test_the_agent_rows_change_only_through_named_changes(tmp_path: Path) -> None:
+    async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
+        store = LifecycleStore(db)
+        await store.add("alice", 100.0, "applied1", "proposed1")
+        row = await store.agent("alice")
+        assert row is not None
+        assert (row.state, row.desired, row.applied_sha, row.applied_from) == (
+            "stopped",
+            "running",
+            "applied1",
+            "proposed1",
+        )
+        await store.mark_started("alice", 110.0, "applied1", "1.2.3")
+        await store.record_exit("alice", 1, None)
+        await store.mark_crashed("alice", "failed", 120.0, 3)
+        await store.count_restart("alice")
+        await store.count_restart("alice")
+        await store.want_stopped("alice")
+        await store.mark_stopped("alice")  # it was not running: the time it stopped is kept
+        row = await store.agent("alice")
+        assert row is not None
+        assert (row.state, row.desired, row.started_at, row.stopped_at) == ("stopped", "stopped", 110.0, 120.0)
+        assert (row.built_sha, row.built_version, row.last_exit_code, row.crashes, row.restart_count) == (
+            "applied1",
+            "1.2.3",
+            1,
+            3,
+            2,
+        )
+        await store.want_running("alice")  # a fresh run of crashes
+        row = await store.agent("alice")
+        assert row is not None and (row.desired, row.crashes) == ("running", 0)
+        assert not hasattr(store, "update")  # no write of any column a caller names

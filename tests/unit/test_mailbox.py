@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from hyperhive.servers.broker.mailbox import Broker
+from hyperhive.servers.broker.store import MIGRATIONS
 from hyperhive.servers.cli import init_home
-from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.clock import ManualClock
 from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
 
 ALICE = Principal("alice", Role.AGENT)
@@ -28,7 +30,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     for name in ("alice", "bob"):
         (config.applied_dir / name).mkdir()
         write_atomic(config.applied_dir / name / "agent.toml", "")
-    broker = Broker(config, ManualClock(), AgentRegistry(config.applied_dir))
+    broker = Broker(ServiceKit("broker", config, MIGRATIONS, clock=ManualClock()))
     async with broker.running():
         yield broker
 
@@ -83,5 +85,11 @@ async def test_hot_queries_use_the_open_deliveries_index_not_the_history(broker:
             for q in queries
         ]
 
-    for plan in await broker.db.read(plans):
+    for plan in await broker.kit.db.read(plans):
         assert "deliveries_open" in plan and "PRIMARY KEY" not in plan, plan
+
+
+async def test_an_agent_without_an_applied_config_sends_to_no_one(broker: Broker) -> None:
+    # carol's config is gone (destroyed a moment ago): like asking, sending is refused, not unchecked.
+    with pytest.raises(Refused, match=r"^you may not send to 'bob'; your allowed_recipients are: nobody$"):
+        await broker.send(Principal("carol", Role.AGENT), "bob", "hello", None)

@@ -29,7 +29,7 @@ from hyperhive.servers.common.keys import (
     migrate_legacy_secret,
     write_key_pair,
 )
-from hyperhive.servers.common.policy import refusal
+from hyperhive.servers.common.policy import recipient_refusal, refusal
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES
 from hyperhive.servers.common.tokens import HiveTokenVerifier, InvalidToken, TokenFile, decode_token, mint_token
@@ -227,6 +227,31 @@ def test_refusal_decisions(
         assert result is None
     else:
         assert result is not None and expected in result
+
+
+def test_one_allowed_recipients_check_for_sending_reminding_and_asking() -> None:
+    alice = Principal("alice", Role.AGENT)
+    limited = AgentConfig(allowed_recipients=["manager", "operator"])
+    for verb in ("send to", "ask"):
+        assert recipient_refusal(alice, limited, "manager", verb=verb) is None
+        assert recipient_refusal(alice, limited, "bob", verb=verb) == (
+            f"you may not {verb} 'bob'; your allowed_recipients are: manager, operator"
+        )
+    assert recipient_refusal(alice, AgentConfig(), "bob", verb="send to") is None  # default: everyone
+    assert recipient_refusal(alice, limited, "*", verb="send to") == (
+        "broadcast ('*') is not in your allowed_recipients; send to each agent instead"
+    )
+    nobody = AgentConfig(allowed_recipients=[])
+    assert (
+        recipient_refusal(alice, nobody, "bob", verb="ask")
+        == "you may not ask 'bob'; your allowed_recipients are: nobody"
+    )
+    # An agent whose applied config is gone addresses no one; the manager and the operator anyone.
+    assert recipient_refusal(alice, None, "bob", verb="send to") == (
+        "you may not send to 'bob'; your allowed_recipients are: nobody"
+    )
+    for boss in (Principal("manager", Role.MANAGER), Principal("operator", Role.OPERATOR)):
+        assert recipient_refusal(boss, nobody, "bob", verb="send to") is None
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from typing import Any, Final
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.names import is_agent_name
@@ -746,16 +747,15 @@ class NixosContainerBackend(Backend):
             if self._closed:
                 return
             log.warning("lost the connection to systemd over D-Bus; reconnecting")
-            delay = 0.5
+            backoff = Backoff(0.5, RECONNECT_MAX_SECONDS)
             while not self._closed:
                 try:
                     await self._connected()
                     log.info("reconnected to systemd")
                     break
                 except BackendError as e:
-                    log.warning("%s; retrying in %.1f s", e, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                    log.warning("%s; retrying in %.1f s", e, backoff.next_delay)
+                    await backoff.wait()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
