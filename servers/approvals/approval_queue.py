@@ -15,9 +15,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal
+from typing import Final, Literal, TypeVar
 
 import anyio
 from fastmcp.exceptions import ToolError
@@ -44,10 +44,13 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.outbox import Outbox
 from hyperhive.servers.common.principals import Principal
+from hyperhive.servers.lifecycle.client import LifecycleClient
+from hyperhive.servers.lifecycle.models import AgentInfo, Applied, CommitDiff
 
 log = logging.getLogger("hyperhive.approvals")
 
 RECOVERY_RETRY: Final = (1.0, 60.0)  # seconds between attempts while the lifecycle server is away
+T = TypeVar("T")
 
 
 class Approvals:
@@ -67,7 +70,7 @@ class Approvals:
         self.broker = HiveClient(server_address(config, "broker"), token, retry_seconds=0)
         self.outbox = Outbox(self.db, self.broker, clock)
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
-        self.lifecycle = HiveClient(server_address(config, "lifecycle"), token, timeout=300, retry_seconds=5)
+        self.lifecycle = LifecycleClient.for_server(config, token, timeout=300, retry_seconds=5)
         self._recover = asyncio.Event()
         self._carrying_out: set[int] = set()  # requests an approve or the recovery is working on now
 
@@ -86,11 +89,13 @@ class Approvals:
     # --------------------------------------------------------------------------------- requesting
     async def request_apply_commit(self, me: Principal, agent: str, ref: str) -> Request:
         diff = await self._diff(_checked(agent), ref)
-        if diff["applied_sha"] is None:
+        if diff.applied_sha is None:
             raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
-        if not diff["diff"]:
-            raise Refused(f"commit {diff['proposed_sha'][:12]} changes nothing in {agent}'s applied config")
-        return await self._add(me, "apply_commit", agent, diff)
+        if not diff.diff:
+            raise Refused(f"commit {diff.proposed_sha[:12]} changes nothing in {agent}'s applied config")
+        return await self._add(
+            me, "apply_commit", agent, diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings
+        )
 
     async def request_spawn(self, me: Principal, name: str) -> Request:
         drafts = await self._must_not_exist(_checked(name))
@@ -100,34 +105,38 @@ class Approvals:
                 f"(its config repo is {self.config.agents_dir / name / 'config'})"
             )
         template = {AGENT_TOML: agent_toml_template("agent")}
-        shown = {
-            "proposed_sha": None,
-            "applied_sha": None,
-            "diff": render_diff({}, template, "none", "template"),
-            "widenings": widenings({}, template),
-        }
-        return await self._add(me, "spawn", name, shown)
+        shown = render_diff({}, template, "none", "template")
+        return await self._add(me, "spawn", name, None, None, shown, widenings({}, template))
 
     async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
         del me  # drafting needs no approval; spawning it will
         await self._must_not_exist(_checked(name))
-        draft = await self._lifecycle("create_draft", {"name": name})
-        return DraftMade(**draft)
+        draft = await self._lifecycle(self.lifecycle.create_draft(name))
+        return DraftMade(name=draft.name, config_dir=draft.config_dir, state_dir=draft.state_dir, sha=draft.sha)
 
     async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
         await self._must_not_exist(_checked(name))
         diff = await self._diff(name, ref)
-        return await self._add(me, "spawn_commit", name, diff)
+        return await self._add(me, "spawn_commit", name, diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings)
 
-    async def _add(self, me: Principal, kind: Kind, agent: str, shown: dict[str, Any]) -> Request:
+    async def _add(
+        self,
+        me: Principal,
+        kind: Kind,
+        agent: str,
+        proposed_sha: str | None,
+        applied_sha: str | None,
+        diff: str,
+        widened: list[str],
+    ) -> Request:
         """Store a request with what the operator will review: the commit, its base, diff and widenings."""
         added = await self.store.add(
             kind,
             agent,
-            shown["proposed_sha"],
-            shown["applied_sha"],
-            shown["diff"],
-            shown.get("widenings", []),
+            proposed_sha,
+            applied_sha,
+            diff,
+            widened,
             me.name,
             self.clock(),
             self.config.approvals.max_pending,
@@ -141,23 +150,22 @@ class Approvals:
             )
         return _model(await self.store.get(added))
 
-    async def _diff(self, name: str, ref: str) -> dict[str, Any]:
-        diff: dict[str, Any] = await self._lifecycle("diff_commit", {"name": name, "sha": ref})
-        if not diff["valid"]:
-            raise Refused(f"the config at {diff['proposed_sha'][:12]} cannot be applied: {diff['problems']}")
+    async def _diff(self, name: str, ref: str) -> CommitDiff:
+        diff = await self._lifecycle(self.lifecycle.diff_commit(name, ref))
+        if not diff.valid:
+            raise Refused(f"the config at {diff.proposed_sha[:12]} cannot be applied: {diff.problems}")
         return diff
 
     async def _must_not_exist(self, name: str) -> list[str]:
         """Refuse if agent `name` exists; the drafts there are otherwise."""
-        listing = await self._lifecycle("list_agents", {})
-        if any(agent["name"] == name for agent in listing["agents"]):
+        listing = await self._lifecycle(self.lifecycle.list_agents())
+        if any(agent.name == name for agent in listing.agents):
             raise Refused(f"{name} exists already")
-        drafts: list[str] = listing.get("drafts", [])
-        return drafts
+        return listing.drafts
 
-    async def _lifecycle(self, tool: str, arguments: dict[str, Any]) -> Any:
+    async def _lifecycle(self, call: Awaitable[T]) -> T:
         try:
-            return await self.lifecycle.call(tool, arguments)
+            return await call
         except ToolError as e:
             raise Refused(str(e)) from None
         except (ServerUnavailable, AuthRefused) as e:
@@ -220,7 +228,7 @@ class Approvals:
             if await self._done_already(row):
                 outcome: tuple[Literal["applied", "failed"], str | None] = ("applied", None)
             else:
-                await self.lifecycle.call(*_lifecycle_call(row))
+                await _lifecycle_call(self.lifecycle, row)
                 outcome = ("applied", None)
         except ToolError as e:
             outcome = ("failed", str(e))
@@ -233,13 +241,13 @@ class Approvals:
 
     async def _done_already(self, row: RequestRow) -> bool:
         """Did an earlier attempt (before a crash) carry this out? Asked before doing it again."""
-        listing = await self.lifecycle.call("list_agents", {})
-        if not any(agent["name"] == row.agent for agent in listing["agents"]):
+        listing = await self.lifecycle.list_agents()
+        if not any(agent.name == row.agent for agent in listing.agents):
             return False
-        config = await self.lifecycle.call("agent_config", {"name": row.agent})
+        config = await self.lifecycle.agent_config(row.agent)
         if row.kind == "spawn":  # made from the template, as shown; not one made otherwise meanwhile
-            return bool(config["agent_toml"] == agent_toml_template("agent") and config.get("agent_nix") is None)
-        return bool(config["proposed_sha"] == row.commit_sha)
+            return config.agent_toml == agent_toml_template("agent") and config.agent_nix is None
+        return config.proposed_sha == row.commit_sha
 
     async def _recovery(self) -> None:
         """Finish every request left `approving`, retrying while the lifecycle server is away."""
@@ -262,15 +270,17 @@ class Approvals:
         return all([await self._finish(row) for row in stuck])
 
 
-def _lifecycle_call(row: RequestRow) -> tuple[str, dict[str, Any]]:
+def _lifecycle_call(lifecycle: LifecycleClient, row: RequestRow) -> Awaitable[Applied | AgentInfo]:
     """What carries `row` out: exactly its commit, on exactly the applied config its diff was against."""
     if row.kind == "apply_commit":
+        if row.commit_sha is None:  # the store never keeps one so; carrying it out fails, visibly
+            raise ToolError(f"request #{row.id} names no commit to apply")
         # No base: a request stored before bases were; applied as it was then, by its sha.
-        return "apply_commit", {"name": row.agent, "sha": row.commit_sha, "expected_base": row.base_sha}
+        return lifecycle.apply_commit(row.agent, row.commit_sha, expected_base=row.base_sha)
     base = row.base_sha or "none"
     if row.kind == "spawn_commit":
-        return "create_agent", {"name": row.agent, "sha": row.commit_sha, "expected_base": base}
-    return "create_agent", {"name": row.agent, "expected_base": base}  # the template, and never a draft
+        return lifecycle.create_agent(row.agent, row.commit_sha, expected_base=base)
+    return lifecycle.create_agent(row.agent, expected_base=base)  # the template, and never a draft
 
 
 def _checked(name: str) -> str:

@@ -18,6 +18,7 @@ from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.lifecycle import repos
+from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
@@ -320,7 +321,7 @@ async def test_the_operator_inbox_replies_and_marks_read(user: User, servers: Se
 
 async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, password: str) -> None:
     """Two turns reported by the harness's own recorder, as the manager, to the lifecycle server."""
-    lifecycle = HiveClient.for_server(servers.config, "lifecycle", servers.token("manager"))
+    lifecycle = LifecycleClient.for_server(servers.config, servers.token("manager"))
     harness = TurnRecorder(AgentPaths.of(servers.config, "manager").harness, StatsReporter(lifecycle))
     await harness.open()
     ok = TurnOutcome(ok=True, terminal_reason="completed", model_turns=2, tokens_in=900, tokens_out=40)
