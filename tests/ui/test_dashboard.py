@@ -7,11 +7,13 @@ import os
 import signal
 import sqlite3
 import time
+from typing import Any
 
 import pytest
 from hivetest import Servers, gone, sandbox_process
 from nicegui import ui
 from nicegui.testing import User
+from nicegui.testing.user_notify import UserNotify
 from uitest import LOGIN_CODE, log_in
 
 from hyperhive.harness.claude import TurnOutcome
@@ -115,6 +117,42 @@ async def test_approvals_show_the_diff_and_are_approved_or_denied_with_a_note(
     await user.should_see(f"#{first['id']} spawn bob · applied", retries=50)
     assert (await servers.call("lifecycle", "agent_status", name="bob"))["state"] in ("running", "starting")
     await servers.call("lifecycle", "destroy", name="bob", purge=True)
+
+
+class _Toasts(UserNotify):
+    """The toasts a page showed, with their colours (NiceGUI's own keeps the text only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: list[tuple[str, str | None]] = []
+
+    def __call__(self, message: str, **kwargs: Any) -> None:
+        super().__call__(message, **kwargs)
+        self.types.append((message, kwargs.get("type")))
+
+
+async def test_an_approval_whose_apply_fails_is_toasted_as_failed_with_the_reason(
+    user: User, servers: Servers, password: str
+) -> None:
+    request = await servers.call("approvals", "request_spawn", as_name="manager", name="erin")
+    # Meanwhile the operator makes erin otherwise (from a draft): approving the template spawn must fail.
+    await servers.call("lifecycle", "create_draft", name="erin")
+    sha = await repos.commit_files(
+        AgentPaths.of(servers.config, "erin").config, {"agent.toml": "model = 'opus'\n"}, "erin"
+    )
+    await servers.call("lifecycle", "create_agent", name="erin", sha=sha)
+    toasts = _Toasts()
+    user.notify = toasts
+    await log_in(user, password, "/approvals")
+    await user.open("/approvals")
+    await user.should_see(f"#{request['id']} spawn · erin")
+    user.find(marker=f"approve-{request['id']}").click()
+    await user.should_see(f"#{request['id']} approved but failed: ", retries=50)
+    shown = [(text, kind) for text, kind in toasts.types if text.startswith(f"#{request['id']}")]
+    assert len(shown) == 1 and shown[0][1] == "negative", shown  # red, and never a green "approved"
+    assert "erin already exists" in shown[0][0], shown
+    await user.should_see(f"#{request['id']} spawn erin · failed: ", retries=50)  # the history says so too
+    await servers.call("lifecycle", "destroy", name="erin", purge=True)
 
 
 async def test_an_approval_shows_what_it_widens(user: User, servers: Servers, password: str) -> None:
