@@ -198,7 +198,8 @@ async def test_messages_compose_filter_and_follow_a_thread(user: User, servers: 
     user.find(marker="compose-send").click()
     await user.should_see("sent")
     await user.should_see("operator → manager: hello manager", retries=50)
-    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=10)
+    # max=50: the earlier tests' helper events (spawned, approval_resolved, destroyed...) queue before it.
+    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=50)
     [mine] = [m for m in inbox["messages"] if m["body"] == "hello manager"]
     await servers.call("broker", "send", as_name="manager", to="operator", body="hi back", in_reply_to=mine["id"])
     await user.should_see(f"manager → operator re #{mine['id']}: hi back", retries=50)
