@@ -25,10 +25,12 @@ from hyperhive.harness.claude import NO_CREDENTIALS, ClaudeSession, TurnOutcome,
 from hyperhive.harness.notes import NotesKeeper
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake
+from hyperhive.servers.broker.client import BrokerClient
 from hyperhive.servers.broker.models import Message, RecvBatchResult
 from hyperhive.servers.common.backoff import Backoff
-from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerAddress, ServerUnavailable
+from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo
+from hyperhive.servers.lifecycle.client import LifecycleClient
 
 log = logging.getLogger("hyperhive.harness")
 
@@ -53,17 +55,16 @@ class Harness:
         self.session = session or ClaudeSession(info, self.token, stderr=_claude_stderr)
         self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
-        address = ServerAddress("broker", info.servers["broker"])
-        self.broker = HiveClient(address, self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
+        self.broker = BrokerClient.at(info.servers["broker"], self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
         self._failures = 0
 
-    def _lifecycle(self) -> HiveClient | None:
+    def _lifecycle(self) -> LifecycleClient | None:
         """Where turn stats go (record_turn): the lifecycle server, if hive.json names it."""
         url = self.info.servers.get("lifecycle")
         if url is None:
             log.warning("hive.json names no lifecycle URL: turn stats are not recorded")
             return None
-        return HiveClient(ServerAddress("lifecycle", url), self.token, timeout=30, retry_seconds=2)
+        return LifecycleClient.at(url, self.token, timeout=30, retry_seconds=2)
 
     def token(self) -> str:
         return self.token_path.read_text().strip()
@@ -108,8 +109,7 @@ class Harness:
                 return batch.messages, batch.queued
 
     async def _recv_batch(self) -> RecvBatchResult:
-        wait = {"max": self.info.batch_max, "wait_seconds": POLL_SECONDS, "ack": False}
-        return await self.broker.call("recv_batch", wait, result=RecvBatchResult)
+        return await self.broker.recv_batch(max=self.info.batch_max, wait_seconds=POLL_SECONDS, ack=False)
 
     async def _handle(self, messages: list[Message], queued: int) -> None:
         """Run turns on `messages` until one runs through (or is cancelled), then acknowledge them."""
@@ -173,7 +173,7 @@ class Harness:
             while True:
                 await asyncio.sleep(LEASE_EVERY)
                 try:
-                    await self.broker.call("lease", {"ids": ids, "seconds": LEASE_SECONDS})
+                    await self.broker.lease(ids, LEASE_SECONDS)
                 except (ServerUnavailable, AuthRefused, ToolError) as e:
                     log.warning("extending the lease of messages %s: %s", ids, e)
 
@@ -189,12 +189,10 @@ class Harness:
         """Messages a previous run of this harness was handling when it died: deliver them again now,
         not when their lease runs out."""
         log.info("handing messages %s back for redelivery: the last run ended in the middle of a turn", ids)
-        await self._persist(
-            "releasing unfinished messages", lambda: self.broker.call("lease", {"ids": ids, "seconds": 0})
-        )
+        await self._persist("releasing unfinished messages", lambda: self.broker.lease(ids, 0))
 
     async def _ack(self, ids: list[int]) -> None:
-        await self._persist("acknowledging messages", lambda: self.broker.call("ack", {"ids": ids}))
+        await self._persist("acknowledging messages", lambda: self.broker.ack(ids))
 
     async def _persist(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
         """Call the broker until it answers; the reason it does not is the harness's state meanwhile.

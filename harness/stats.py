@@ -24,10 +24,11 @@ from fastmcp.exceptions import ToolError
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.servers.common.backoff import Backoff
-from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
+from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.harnessdir import TURN_STATE, HarnessState, TurnState
-from hyperhive.servers.lifecycle.models import LONGEST_TURN, Recorded, TurnRecord
+from hyperhive.servers.lifecycle.client import LifecycleClient
+from hyperhive.servers.lifecycle.models import LONGEST_TURN, TurnRecord
 
 log = logging.getLogger("hyperhive.harness.stats")
 
@@ -40,7 +41,7 @@ FLUSH_SECONDS: Final = 5.0  # at exit, how long rows still waiting may take to g
 class StatsReporter:
     """Delivers turn rows to lifecycle.record_turn in the background (see the module's doc)."""
 
-    def __init__(self, lifecycle: HiveClient | None, *, queue_max: int = QUEUE_MAX, retry_for: float = RETRY_FOR):
+    def __init__(self, lifecycle: LifecycleClient | None, *, queue_max: int = QUEUE_MAX, retry_for: float = RETRY_FOR):
         self.lifecycle = lifecycle
         self.retry_for = retry_for
         self.dropped = 0
@@ -81,7 +82,7 @@ class StatsReporter:
             turn, queued_at = self._queue[0]
             try:
                 assert self.lifecycle is not None
-                await self.lifecycle.call("record_turn", {"turn": turn.model_dump()}, result=Recorded)
+                await self.lifecycle.record_turn(turn)
             except (ServerUnavailable, AuthRefused) as e:
                 # record_turn is idempotent (the row's key), so a call that may have gone through is
                 # simply repeated.

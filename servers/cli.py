@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -10,9 +11,9 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import uvloop
@@ -49,6 +50,20 @@ from .common.systemd import credential, notify
 from .common.tokens import TokenFile
 from .lifecycle.backends.base import BackendError
 from .lifecycle.uidrange import UidRangeError
+
+if TYPE_CHECKING:  # the clients are imported when a command calls a server: `hive token` needs none
+    from .approvals.client import ApprovalsClient
+    from .approvals.models import Request
+    from .broker.client import BrokerClient
+    from .broker.models import Message
+    from .common.harnessdir import TurnState
+    from .common.server_client import ServerClient
+    from .lifecycle.client import LifecycleClient
+    from .lifecycle.models import AgentInfo
+    from .operator.client import OperatorClient
+
+R = TypeVar("R")
+C = TypeVar("C", bound="ServerClient")
 
 DEFAULT_HOME = ".hive"
 DASHBOARD_PASSWORD = "dashboard.password"  # hyperhive.ui.auth.PASSWORD_FILE
@@ -522,20 +537,63 @@ def sandbox_exec(spec_file: Path, base_env: Path | None) -> None:
 # ---------------------------------------------------------------------------------------- calling
 
 
-def _call(
-    home: Path, server: str, tool: str, arguments: dict[str, Any], *, as_name: str = OPERATOR, timeout: float = 30
-) -> Any:
-    """Call one tool of one of the hive's servers, as `as_name` (a five-minute token this owner issues)."""
+class _Servers:
+    """The hive's servers as one command reaches them; a server's client is made when first used."""
+
+    def __init__(self, config: HiveConfig, token: str, timeout: float) -> None:
+        self._config, self._token, self._timeout = config, token, timeout
+        self._made: list[ServerClient] = []
+
+    @functools.cached_property
+    def broker(self) -> BrokerClient:
+        from .broker.client import BrokerClient
+
+        return self._keep(BrokerClient)
+
+    @functools.cached_property
+    def lifecycle(self) -> LifecycleClient:
+        from .lifecycle.client import LifecycleClient
+
+        return self._keep(LifecycleClient)
+
+    @functools.cached_property
+    def approvals(self) -> ApprovalsClient:
+        from .approvals.client import ApprovalsClient
+
+        return self._keep(ApprovalsClient)
+
+    @functools.cached_property
+    def operator(self) -> OperatorClient:
+        from .operator.client import OperatorClient
+
+        return self._keep(OperatorClient)
+
+    def _keep(self, kind: type[C]) -> C:
+        client = kind.for_server(self._config, self._token, timeout=self._timeout, retry_seconds=0)
+        self._made.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self._made:
+            await client.close()
+
+
+def _call(home: Path, call: Callable[[_Servers], Awaitable[R]], *, as_name: str = OPERATOR, timeout: float = 30) -> R:
+    """Call a tool of the hive's servers, as `as_name` (a five-minute token this owner issues):
+    `_call(home, lambda hive: hive.lifecycle.list_agents())`."""
     from fastmcp.exceptions import ToolError
 
-    from .common.client import AuthRefused, HiveClient, ServerUnavailable
+    from .common.client import AuthRefused, ServerUnavailable
 
     config = _config(home)
     token_text = _mint(config, as_name, 300)
 
-    async def go() -> Any:
-        async with HiveClient.for_server(config, server, token_text, timeout=timeout, retry_seconds=0) as client:
-            return await client.call(tool, arguments)
+    async def go() -> R:
+        servers = _Servers(config, token_text, timeout)
+        try:
+            return await call(servers)
+        finally:
+            await servers.close()
 
     try:
         return asyncio.run(go())
@@ -583,35 +641,35 @@ def up(home: Path) -> None:
 @home_option
 def agents(home: Path) -> None:
     """List the agents: state, role, model, restarts, whether they need an update."""
-    listing = _call(home, "lifecycle", "list_agents", {})
-    click.echo(f"◆ {len(listing['agents'])} agents · {listing['backend']} · {listing['isolation']}")
+    listing = _call(home, lambda hive: hive.lifecycle.list_agents())
+    click.echo(f"◆ {len(listing.agents)} agents · {listing.backend} · {listing.isolation}")
     rows = [("name", "role", "state", "model", "started", "restarts", "update", "turn")]
-    for agent in listing["agents"]:
-        state = agent["state"]
-        if agent["last_signal"] or agent["last_exit_code"] not in (None, 0):
-            state += f" (last: {agent['last_signal'] or 'exit ' + str(agent['last_exit_code'])})"
-        started = _when(agent["started_at"])
+    for agent in listing.agents:
+        state: str = agent.state
+        if agent.last_signal or agent.last_exit_code not in (None, 0):
+            state += f" (last: {agent.last_signal or 'exit ' + str(agent.last_exit_code)})"
+        started = _when(agent.started_at)
         rows.append(
-            (agent["name"], agent["role"], state, agent["model"], started, str(agent["restart_count"]),
-             "needed" if agent["needs_update"] else "", _turn_text(agent.get("turn")))
+            (agent.name, agent.role, state, agent.model, started, str(agent.restart_count),
+             "needed" if agent.needs_update else "", _turn_text(agent.turn))
         )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _turn_text(turn: dict[str, Any] | None) -> str:
+def _turn_text(turn: TurnState | None) -> str:
     """What an agent's harness is doing, in a few words: idle, running 12 s, error: why."""
-    if not turn:
+    if turn is None:
         return ""
-    since = _duration(int(max(0.0, time.time() - turn["since"])))
-    if turn["state"] == "running":
-        return f"running {since}" + (f" ({turn['messages']} msgs)" if turn.get("messages") else "")
-    if turn["state"] == "error":
-        return f"error {since}: {turn.get('reason') or '?'}"
-    if turn["state"] == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
-        return f"unreadable: {turn.get('reason') or '?'}"
-    return str(turn["state"])
+    since = _duration(int(max(0.0, time.time() - turn.since)))
+    if turn.state == "running":
+        return f"running {since}" + (f" ({turn.messages} msgs)" if turn.messages else "")
+    if turn.state == "error":
+        return f"error {since}: {turn.reason or '?'}"
+    if turn.state == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
+        return f"unreadable: {turn.reason or '?'}"
+    return turn.state
 
 
 @main.command(name="cancel-turn")
@@ -619,28 +677,31 @@ def _turn_text(turn: dict[str, Any] | None) -> str:
 @home_option
 def cancel_turn(name: str, home: Path) -> None:
     """Stop the Claude Code turn agent NAME is running (its messages are not handled again)."""
-    result = _call(home, "lifecycle", "cancel_turn", {"name": name})
-    ended = result["turn"]["state"] != "running"
-    click.echo(f"◆ {name}: turn {result['cancelled']} " + ("cancelled" if ended else "asked to stop (still ending)"))
+    result = _call(home, lambda hive: hive.lifecycle.cancel_turn(name))
+    ended = result.turn.state != "running"
+    click.echo(f"◆ {name}: turn {result.cancelled} " + ("cancelled" if ended else "asked to stop (still ending)"))
 
 
-def _agent_action(tool: str, summary: str) -> None:
-    @main.command(name=tool, help=summary)
+def _agent_action(
+    command_name: str, action: Callable[[LifecycleClient, str], Awaitable[AgentInfo]], summary: str
+) -> None:
+    @main.command(name=command_name, help=summary)
     @click.argument("name")
     @home_option
     def command(name: str, home: Path) -> None:
-        agent = _call(home, "lifecycle", tool, {"name": name}, timeout=120)
-        click.echo(f"◆ {agent['name']}: {agent['state']}")
+        agent = _call(home, lambda hive: action(hive.lifecycle, name), timeout=120)
+        click.echo(f"◆ {agent.name}: {agent.state}")
 
 
-for _tool, _summary in [
-    ("start", "Start agent NAME."),
-    ("stop", "Stop agent NAME: SIGTERM, then SIGKILL after the stop timeout."),
-    ("restart", "Stop agent NAME if it runs, then start it."),
-    ("kill", "SIGKILL agent NAME's sandbox now."),
-    ("rebuild", "Rebuild agent NAME from its applied config."),
-]:
-    _agent_action(_tool, _summary)
+_agent_action("start", lambda lifecycle, name: lifecycle.start(name), "Start agent NAME.")
+_agent_action(
+    "stop",
+    lambda lifecycle, name: lifecycle.stop(name),
+    "Stop agent NAME: SIGTERM, then SIGKILL after the stop timeout.",
+)
+_agent_action("restart", lambda lifecycle, name: lifecycle.restart(name), "Stop agent NAME if it runs, then start it.")
+_agent_action("kill", lambda lifecycle, name: lifecycle.kill(name), "SIGKILL agent NAME's sandbox now.")
+_agent_action("rebuild", lambda lifecycle, name: lifecycle.rebuild(name), "Rebuild agent NAME from its applied config.")
 
 
 @main.command()
@@ -649,10 +710,10 @@ for _tool, _summary in [
 @home_option
 def audit(agent: str | None, limit: int, home: Path) -> None:
     """Who did what to which agent, when, and how it ended (refusals and failures too)."""
-    entries = _call(home, "lifecycle", "audit", {"limit": limit, "agent": agent})["entries"]
+    entries = _call(home, lambda hive: hive.lifecycle.audit(limit, agent)).entries
     for entry in entries:
-        what = f"{entry['actor']} {entry['action']} {entry['agent']} {entry['outcome']}"
-        click.echo(f"{_when(entry['at'])} {what}" + (f" · {entry['detail']}" if entry.get("detail") else ""))
+        what = f"{entry.actor} {entry.action} {entry.agent} {entry.outcome}"
+        click.echo(f"{_when(entry.at)} {what}" + (f" · {entry.detail}" if entry.detail else ""))
     if not entries:
         click.echo("◆ no actions recorded")
 
@@ -668,7 +729,7 @@ def destroy(name: str, purge: bool, force: bool, yes: bool, home: Path) -> None:
     if not yes:
         what = f"destroy {name} and delete its repos, state and logs" if purge else f"destroy {name}"
         click.confirm(f"Really {what}?", abort=True)
-    _call(home, "lifecycle", "destroy", {"name": name, "purge": purge, "force": force}, timeout=120)
+    _call(home, lambda hive: hive.lifecycle.destroy(name, purge=purge, force=force), timeout=120)
     click.echo(f"◆ {name}: destroyed" + (" and purged" if purge else " (its repos and state are kept)"))
 
 
@@ -679,14 +740,14 @@ def destroy(name: str, purge: bool, force: bool, yes: bool, home: Path) -> None:
 @home_option
 def logs(name: str, lines: int, follow: bool, home: Path) -> None:
     """Print the end of agent NAME's log."""
-    printed = _call(home, "lifecycle", "logs", {"name": name, "lines": lines})["lines"]
+    printed = _call(home, lambda hive: hive.lifecycle.logs(name, lines)).lines
     for line in printed:
         click.echo(line)
     last = printed[-1] if printed else None
     try:
         while follow:
             time.sleep(1)
-            fresh = _call(home, "lifecycle", "logs", {"name": name, "lines": 500})["lines"]
+            fresh = _call(home, lambda hive: hive.lifecycle.logs(name, 500)).lines
             start = len(fresh) - fresh[::-1].index(last) if last in fresh else 0
             for line in fresh[start:]:
                 click.echo(line)
@@ -705,10 +766,10 @@ def _echo_diff(diff: str) -> None:
         click.secho("    " + line, fg=None if line.startswith(("+++", "---")) else colour)
 
 
-def _request_title(request: dict[str, Any]) -> str:
-    what = {"apply_commit": "apply config", "spawn": "spawn", "spawn_commit": "spawn from draft"}
-    commit = f" @ {request['commit_sha'][:12]}" if request.get("commit_sha") else ""
-    return f"#{request['id']} {what.get(request['kind'], request['kind'])} {request['agent']}{commit}"
+def _request_title(request: Request) -> str:
+    what = {"apply_commit": "apply config", "spawn": "spawn", "spawn_commit": "spawn from draft"}[request.kind]
+    commit = f" @ {request.commit_sha[:12]}" if request.commit_sha else ""
+    return f"#{request.id} {what} {request.agent}{commit}"
 
 
 @main.command()
@@ -723,26 +784,26 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
     Approve with `hive approve ID`, or deny with `hive deny ID --note TEXT`.
     """
     if history is not None:
-        resolved = _call(home, "approvals", "approval_history", {"limit": history})["requests"]
+        resolved = _call(home, lambda hive: hive.approvals.approval_history(history)).requests
         click.echo(f"◆ {len(resolved)} resolved requests, newest first")
         for request in resolved:
-            reason = request.get("note") or request.get("error")
+            reason = request.note or request.error
             click.echo(
-                f"{_request_title(request)} · {request['state']} by {request['resolved_by']} "
-                f"at {_when(request['resolved_at'])}" + (f": {reason}" if reason else "")
+                f"{_request_title(request)} · {request.state} by {request.resolved_by} "
+                f"at {_when(request.resolved_at)}" + (f": {reason}" if reason else "")
             )
         return
-    waiting = _call(home, "approvals", "pending_approvals", {})["requests"]
+    waiting = _call(home, lambda hive: hive.approvals.pending_approvals()).requests
     click.echo(f"◆ {len(waiting)} requests waiting" if waiting else "◆ no requests waiting")
     for request in waiting:
-        line = f"{_request_title(request)} · asked by {request['requested_by']} at {_when(request['requested_at'])}"
-        if request["state"] == "approving":  # approved; waiting for the lifecycle server to carry it out
-            line += f" · approved by {request['resolved_by']}, being carried out"
+        line = f"{_request_title(request)} · asked by {request.requested_by} at {_when(request.requested_at)}"
+        if request.state == "approving":  # approved; waiting for the lifecycle server to carry it out
+            line += f" · approved by {request.resolved_by}, being carried out"
         click.echo(line)
-        for widening in request.get("widenings", []):  # shown even without the diff: what it newly allows
+        for widening in request.widenings:  # shown even without the diff: what it newly allows
             click.secho(f"    widens {widening}", fg="yellow", bold=True)
-        if request.get("diff") and not no_diff:
-            _echo_diff(request["diff"])
+        if request.diff and not no_diff:
+            _echo_diff(request.diff)
 
 
 @main.command()
@@ -750,13 +811,13 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
 @home_option
 def approve(request_id: int, home: Path) -> None:
     """Approve request ID: it is carried out now, and the manager told the outcome."""
-    request = _call(home, "approvals", "approve", {"id": request_id}, timeout=300)
-    if request["state"] == "failed":
-        _fail(f"request #{request_id} was approved but failed: {request['error']}")
-    if request["state"] == "approving":
+    request = _call(home, lambda hive: hive.approvals.approve(request_id), timeout=300)
+    if request.state == "failed":
+        _fail(f"request #{request_id} was approved but failed: {request.error}")
+    if request.state == "approving":
         click.echo(f"◆ {_request_title(request)}: approved; it is carried out when the lifecycle server answers")
     else:
-        click.echo(f"◆ {_request_title(request)}: {request['state']}")
+        click.echo(f"◆ {_request_title(request)}: {request.state}")
 
 
 @main.command()
@@ -765,7 +826,7 @@ def approve(request_id: int, home: Path) -> None:
 @home_option
 def deny(request_id: int, note: str, home: Path) -> None:
     """Deny request ID, saying why."""
-    request = _call(home, "approvals", "deny", {"id": request_id, "note": note})
+    request = _call(home, lambda hive: hive.approvals.deny(request_id, note))
     click.echo(f"◆ {_request_title(request)}: denied")
 
 
@@ -779,15 +840,15 @@ def questions(home: Path) -> None:
 
     Answer with `hive answer ID TEXT…`, or cancel with `hive cancel-question ID`.
     """
-    waiting = _call(home, "operator", "pending_questions", {})["questions"]
+    waiting = _call(home, lambda hive: hive.operator.pending_questions()).questions
     click.echo(f"◆ {len(waiting)} questions waiting" if waiting else "◆ no questions waiting")
     for question in waiting:
-        click.echo(f"#{question['id']} from {question['asker']} · {_duration(question['seconds_left'])} left")
-        for line in question["question"].splitlines():
+        click.echo(f"#{question.id} from {question.asker} · {_duration(question.seconds_left)} left")
+        for line in question.question.splitlines():
             click.echo(f"    {line}")
-        if question.get("options"):
-            pick = "pick one or more" if question.get("multi") else "pick one"
-            click.echo(f"    {pick}: {' | '.join(question['options'])}")
+        if question.options:
+            pick = "pick one or more" if question.multi else "pick one"
+            click.echo(f"    {pick}: {' | '.join(question.options)}")
 
 
 def _duration(seconds: int) -> str:
@@ -812,13 +873,13 @@ def answer(question_id: int, text: tuple[str, ...], home: Path) -> None:
     With options, TEXT is one of them; for a question that takes several, give each option as
     its own argument (quote options with spaces): hive answer 7 red "dark blue".
     """
-    waiting = _call(home, "operator", "pending_questions", {})["questions"]
-    question = next((q for q in waiting if q["id"] == question_id), None)
+    waiting = _call(home, lambda hive: hive.operator.pending_questions()).questions
+    question = next((q for q in waiting if q.id == question_id), None)
     given: str | list[str] = " ".join(text)
-    if question is not None and question.get("multi") and len(text) > 1:
+    if question is not None and question.multi and len(text) > 1:
         given = list(text)
-    resolved = _call(home, "operator", "answer", {"id": question_id, "answer": given})
-    click.echo(f"◆ question #{question_id}: answered {resolved['answer']!r}")
+    resolved = _call(home, lambda hive: hive.operator.answer(question_id, given))
+    click.echo(f"◆ question #{question_id}: answered {resolved.answer!r}")
 
 
 @main.command(name="cancel-question")
@@ -826,7 +887,7 @@ def answer(question_id: int, text: tuple[str, ...], home: Path) -> None:
 @home_option
 def cancel_question(question_id: int, home: Path) -> None:
     """Cancel question ID; its asker gets "[cancelled]"."""
-    _call(home, "operator", "cancel_question", {"id": question_id})
+    _call(home, lambda hive: hive.operator.cancel_question(question_id))
     click.echo(f"◆ question #{question_id}: cancelled")
 
 
@@ -840,8 +901,8 @@ def cancel_question(question_id: int, home: Path) -> None:
 @home_option
 def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> None:
     """Send a message as the operator to TO: an agent, or '*' for every agent."""
-    sent = _call(home, "broker", "send", {"to": to, "body": " ".join(text), "in_reply_to": reply_to})
-    click.echo(f"◆ message #{sent['id']} sent to {sent['recipients']} inbox{'' if sent['recipients'] == 1 else 'es'}")
+    sent = _call(home, lambda hive: hive.broker.send(to, " ".join(text), reply_to))
+    click.echo(f"◆ message #{sent.id} sent to {sent.recipients} inbox{'' if sent.recipients == 1 else 'es'}")
 
 
 @main.command()
@@ -850,31 +911,31 @@ def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> No
 def inbox(wait: float, home: Path) -> None:
     """Take the operator's messages (up to 50), waiting up to --wait seconds for the first."""
 
-    def show(messages: list[dict[str, Any]], queued: int) -> None:
+    def show(messages: list[Message], queued: int) -> None:
         for message in messages:
-            reply = f" (re #{message['in_reply_to']})" if message.get("in_reply_to") else ""
-            click.echo(f"#{message['id']} {_when(message['sent_at'])} {message['sender']}{reply}: {message['body']}")
+            reply = f" (re #{message.in_reply_to})" if message.in_reply_to else ""
+            click.echo(f"#{message.id} {_when(message.sent_at)} {message.sender}{reply}: {message.body}")
         if not messages:
             click.echo("◆ no messages")
         if queued:
             click.echo(f"◆ {queued} more waiting")
 
-    _receive(home, {"max": 50, "wait_seconds": wait}, OPERATOR, show)
+    _receive(home, 50, wait, OPERATOR, show)
 
 
-def _receive(
-    home: Path, arguments: dict[str, Any], as_name: str, show: Callable[[list[dict[str, Any]], int], None]
-) -> None:
+def _receive(home: Path, limit: int, wait: float, as_name: str, show: Callable[[list[Message], int], None]) -> None:
     """Lease messages, show them, then ack them: at-least-once, so a broker (or this process) that
     dies before the ack hands them out again when the lease ends, instead of losing them."""
-    timeout = float(arguments["wait_seconds"]) + 30
-    result = _call(home, "broker", "recv_batch", {**arguments, "ack": False}, as_name=as_name, timeout=timeout)
-    show(result["messages"], result["queued"])
-    ids = [message["id"] for message in result["messages"]]
+    result = _call(
+        home, lambda hive: hive.broker.recv_batch(max=limit, wait_seconds=wait, ack=False), as_name=as_name,
+        timeout=wait + 30,
+    )  # fmt: skip
+    show(result.messages, result.queued)
+    ids = [message.id for message in result.messages]
     if not ids:
         return
     try:
-        _call(home, "broker", "ack", {"ids": ids}, as_name=as_name)
+        _call(home, lambda hive: hive.broker.ack(ids), as_name=as_name)
     except click.ClickException as e:
         _fail(f"{e.message}\nthe messages above were shown but not acknowledged: they will be delivered again")
 
@@ -905,9 +966,8 @@ def _as_option(default: str = OPERATOR) -> Callable[[Any], Any]:
 @home_option
 def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Path) -> None:
     """Send BODY to TO (an agent, 'operator' or '*')."""
-    click.echo(
-        json.dumps(_call(home, "broker", "send", {"to": to, "body": body, "in_reply_to": reply_to}, as_name=as_name))
-    )
+    sent = _call(home, lambda hive: hive.broker.send(to, body, reply_to), as_name=as_name)
+    click.echo(sent.model_dump_json())
 
 
 @debug.command(name="recv")
@@ -918,12 +978,12 @@ def debug_send(to: str, body: str, reply_to: int | None, as_name: str, home: Pat
 def debug_recv(wait: float, limit: int, as_name: str, home: Path) -> None:
     """Receive pending messages, one JSON object per line; ack them once printed."""
 
-    def show(messages: list[dict[str, Any]], queued: int) -> None:
+    def show(messages: list[Message], queued: int) -> None:
         for message in messages:
-            click.echo(json.dumps(message))
+            click.echo(message.model_dump_json())
         click.echo(f"({queued} still queued)", err=True)
 
-    _receive(home, {"max": limit, "wait_seconds": wait}, as_name, show)
+    _receive(home, limit, wait, as_name, show)
 
 
 if __name__ == "__main__":

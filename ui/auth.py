@@ -20,8 +20,8 @@ from nicegui import app
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.operator.client import OperatorClient
 
 PASSWORD_FILE: Final = "dashboard.password"
 OPEN_PATHS: Final = ("/login", "/_nicegui", "/favicon.ico")
@@ -81,8 +81,8 @@ class Credentials:
         if not token.startswith("ey"):  # not a JWT: the password mistyped, say, which must not leave here
             return False
         try:
-            async with HiveClient.for_server(self.config, "operator", token, retry_seconds=0) as client:
-                await client.call("pending_questions")
+            async with OperatorClient.for_server(self.config, token, retry_seconds=0) as operator:
+                await operator.pending_questions()
         except Exception:  # refused (401), not an operator (ToolError), or the server is down
             return False
         return True

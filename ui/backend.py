@@ -14,20 +14,34 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final, TypeVar
 
 from fastmcp.exceptions import ToolError
 from nicegui import Event
+from pydantic import ValidationError
 
+from hyperhive.servers.approvals.client import ApprovalsClient
+from hyperhive.servers.approvals.models import ReviewedRequest
+from hyperhive.servers.broker.client import BrokerClient
+from hyperhive.servers.broker.models import ListedMessage, StatsResult
 from hyperhive.servers.common.catalog import SERVERS
-from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable, TokenSource
+from hyperhive.servers.common.client import AuthRefused, ServerUnavailable, TokenSource
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.events import HELPER_EVENT, ContainerCrash, HelperEvent
 from hyperhive.servers.common.names import OPERATOR
+from hyperhive.servers.common.server_client import ServerClient
+from hyperhive.servers.lifecycle.client import LifecycleClient
+from hyperhive.servers.lifecycle.models import AgentInfo, AgentList
+from hyperhive.servers.operator.client import OperatorClient
+from hyperhive.servers.operator.models import PendingQuestion
 
 log = logging.getLogger("hyperhive.ui")
 
 MESSAGES_KEPT: Final = 500  # the message flow a new page starts with
+ACTION_SECONDS: Final = 120.0  # an operator's action (a rebuild, a spawn) may take this long; a poll 30 s
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,14 +53,23 @@ class Notice:
     body: str
 
 
+@dataclass(frozen=True)
+class SwarmAgent:
+    """One agent as the swarm shows it: list_agents' row and its inbox's stats."""
+
+    info: AgentInfo
+    pending: int = 0  # messages waiting for it
+    pending_reminders: int = 0
+
+
 @dataclass
 class HiveState:
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)  # list_agents + inbox stats
+    agents: dict[str, SwarmAgent] = field(default_factory=dict)
     backend: str = ""
     isolation: str = ""
-    approvals: list[dict[str, Any]] = field(default_factory=list)  # pending, with diffs
-    questions: list[dict[str, Any]] = field(default_factory=list)  # pending operator questions
-    messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MESSAGES_KEPT))
+    approvals: list[ReviewedRequest] = field(default_factory=list)  # pending, with diffs
+    questions: list[PendingQuestion] = field(default_factory=list)  # pending operator questions
+    messages: deque[ListedMessage] = field(default_factory=lambda: deque(maxlen=MESSAGES_KEPT))
     reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVERS, True))
     unread: int = 0  # messages to the operator not taken yet
     polled_at: float = 0.0
@@ -56,15 +79,25 @@ class Backend:
     def __init__(self, config: HiveConfig, token: TokenSource, *, interval: float = 1.0) -> None:
         self.config = config
         self.interval = interval
-        self.clients = {
-            server: HiveClient.for_server(config, server, token, timeout=30, retry_seconds=0) for server in SERVERS
+        # Polls use these (30 s); the operator's actions the same sessions with ACTION_SECONDS.
+        self._broker = BrokerClient.for_server(config, token, timeout=30, retry_seconds=0)
+        self._lifecycle = LifecycleClient.for_server(config, token, timeout=30, retry_seconds=0)
+        self._approvals = ApprovalsClient.for_server(config, token, timeout=30, retry_seconds=0)
+        self._operator = OperatorClient.for_server(config, token, timeout=30, retry_seconds=0)
+        self.clients: dict[str, ServerClient] = {
+            client.server: client for client in (self._broker, self._lifecycle, self._approvals, self._operator)
         }
+        # For the pages' actions, passed to call(): backend.call(backend.lifecycle.stop(name)).
+        self.broker = self._broker.with_timeout(ACTION_SECONDS)
+        self.lifecycle = self._lifecycle.with_timeout(ACTION_SECONDS)
+        self.approvals = self._approvals.with_timeout(ACTION_SECONDS)
+        self.operator = self._operator.with_timeout(ACTION_SECONDS)
         self.state = HiveState()
-        self.agent_changed = Event[dict[str, Any]]()  # one agent's row changed (or it appeared)
+        self.agent_changed = Event[SwarmAgent]()  # one agent's row changed (or it appeared)
         self.agent_removed = Event[str]()
-        self.approvals_changed = Event[list[dict[str, Any]]]()
-        self.questions_changed = Event[list[dict[str, Any]]]()
-        self.messages_added = Event[list[dict[str, Any]]]()
+        self.approvals_changed = Event[list[ReviewedRequest]]()
+        self.questions_changed = Event[list[PendingQuestion]]()
+        self.messages_added = Event[list[ListedMessage]]()
         self.unread_changed = Event[int]()
         self.reachability_changed = Event[dict[str, bool]]()
         self.notice = Event[Notice]()
@@ -100,41 +133,41 @@ class Backend:
             await self._poll()
 
     async def _poll(self) -> None:
-        results = await asyncio.gather(
-            self._ask("lifecycle", "list_agents"),
-            self._ask("broker", "stats"),
-            self._ask("approvals", "pending_approvals"),
-            self._ask("operator", "pending_questions"),
-            self._ask("broker", "list_messages", since=self._since, limit=200 if self._since else 100),
+        agents, stats, approvals, questions, messages = await asyncio.gather(
+            self._ask("lifecycle", self._lifecycle.list_agents()),
+            self._ask("broker", self._broker.stats()),
+            self._ask("approvals", self._approvals.pending_approvals()),
+            self._ask("operator", self._operator.pending_questions()),
+            self._ask("broker", self._broker.list_messages(since=self._since, limit=200 if self._since else 100)),
         )
-        agents, stats, approvals, questions, messages = results
         if agents is not None:
             self._update_agents(agents, stats)
         if stats is not None:
             self._update_unread(stats)
         if approvals is not None:
-            self._update_approvals(approvals["requests"])
+            self._update_approvals(approvals.requests)
         if questions is not None:
-            self._update_questions(questions["questions"])
+            self._update_questions(questions.questions)
         if messages is not None:
-            self._add_messages(messages["messages"], messages.get("next_since"))
+            self._add_messages(messages.messages, messages.next_since)
         self.state.polled_at = time.time()
         self.first_poll.set()
 
-    async def call(self, server: str, tool: str, **arguments: Any) -> Any:
-        """Call a tool as the operator; ToolError carries the server's refusal, ServerUnavailable a dead server."""
-        result = await self.clients[server].call(tool, arguments, timeout=120)
+    async def call(self, call: Awaitable[T]) -> T:
+        """Run an operator's call (`backend.call(backend.lifecycle.stop(name))`); ToolError carries the
+        server's refusal, ServerUnavailable a dead server."""
+        result = await call
         self._refresh = asyncio.create_task(self.poll())  # show its effect now, not at the next round
         return result
 
-    async def _ask(self, server: str, tool: str, **arguments: Any) -> Any:
+    async def _ask(self, server: str, call: Awaitable[T]) -> T | None:
         try:
-            result = await self.clients[server].call(tool, arguments)
+            result = await call
         except (ServerUnavailable, AuthRefused) as e:
             self._set_reachable(server, False, str(e))
             return None
         except ToolError as e:
-            log.warning("%s.%s refused the dashboard: %s", server, tool, e)
+            log.warning("%s refused the dashboard: %s", server, e)
             return None
         self._set_reachable(server, True)
         return result
@@ -148,63 +181,61 @@ class Backend:
             self.reachability_changed.emit(dict(self.state.reachable))
 
     # ------------------------------------------------------------------------------- changes
-    def _update_agents(self, listing: dict[str, Any], stats: dict[str, Any] | None) -> None:
-        self.state.backend, self.state.isolation = listing["backend"], listing["isolation"]
-        inboxes = {inbox["name"]: inbox for inbox in (stats or {}).get("inboxes", [])}
-        fresh: dict[str, dict[str, Any]] = {}
-        for agent in listing["agents"]:
-            inbox = inboxes.get(agent["name"], {})
-            fresh[agent["name"]] = {
-                **agent,
-                "pending": inbox.get("pending", 0),
-                "pending_reminders": inbox.get("pending_reminders", 0),
-            }
+    def _update_agents(self, listing: AgentList, stats: StatsResult | None) -> None:
+        self.state.backend, self.state.isolation = listing.backend, listing.isolation
+        inboxes = {inbox.name: inbox for inbox in (stats.inboxes if stats else [])}
+        fresh: dict[str, SwarmAgent] = {}
+        for agent in listing.agents:
+            inbox = inboxes.get(agent.name)
+            fresh[agent.name] = (
+                SwarmAgent(agent, inbox.pending, inbox.pending_reminders) if inbox else SwarmAgent(agent)
+            )
         for name in list(self.state.agents):
             if name not in fresh:
                 del self.state.agents[name]
                 self.agent_removed.emit(name)
-        for name, agent in fresh.items():
-            if self.state.agents.get(name) != agent:
-                self.state.agents[name] = agent
-                self.agent_changed.emit(agent)
+        for name, row in fresh.items():
+            if self.state.agents.get(name) != row:
+                self.state.agents[name] = row
+                self.agent_changed.emit(row)
 
-    def _update_unread(self, stats: dict[str, Any]) -> None:
-        unread = next((inbox["pending"] for inbox in stats["inboxes"] if inbox["name"] == OPERATOR), 0)
+    def _update_unread(self, stats: StatsResult) -> None:
+        unread = next((inbox.pending for inbox in stats.inboxes if inbox.name == OPERATOR), 0)
         if unread != self.state.unread:
             self.state.unread = unread
             self.unread_changed.emit(unread)
 
-    def _update_approvals(self, requests: list[dict[str, Any]]) -> None:
+    def _update_approvals(self, requests: list[ReviewedRequest]) -> None:
         if requests != self.state.approvals:
             self.state.approvals = requests
             self.approvals_changed.emit(requests)
-        ids = {r["id"] for r in requests}
+        ids = {r.id for r in requests}
         if self._seen_approvals is not None:
             for request in requests:
-                if request["id"] not in self._seen_approvals:
-                    what = request["kind"].replace("_", " ")
-                    self.notice.emit(Notice("approval", f"approval #{request['id']}", f"{what} for {request['agent']}"))
+                if request.id not in self._seen_approvals:
+                    what = request.kind.replace("_", " ")
+                    self.notice.emit(Notice("approval", f"approval #{request.id}", f"{what} for {request.agent}"))
         self._seen_approvals = ids
 
-    def _update_questions(self, questions: list[dict[str, Any]]) -> None:
+    def _update_questions(self, questions: list[PendingQuestion]) -> None:
         if [_without_clock(q) for q in questions] != [_without_clock(q) for q in self.state.questions]:
             self.state.questions = questions
             self.questions_changed.emit(questions)
         else:
             self.state.questions = questions
-        ids = {q["id"] for q in questions}
+        ids = {q.id for q in questions}
         if self._seen_questions is not None:
             for question in questions:
-                if question["id"] not in self._seen_questions:
-                    self.notice.emit(Notice("question", f"{question['asker']} asks", question["question"]))
+                if question.id not in self._seen_questions:
+                    self.notice.emit(Notice("question", f"{question.asker} asks", question.question))
         self._seen_questions = ids
 
-    def _add_messages(self, messages: list[dict[str, Any]], next_since: int | None) -> None:
+    def _add_messages(self, messages: list[ListedMessage], next_since: int | None) -> None:
         first_round = self._since is None
         if next_since is not None:
             self._since = next_since
         elif messages:
-            self._since = max(m["id"] for m in messages)
+            self._since = max(m.id for m in messages)
         elif first_round:
             self._since = 0
         if not messages:
@@ -214,10 +245,20 @@ class Backend:
         if first_round:
             return
         for message in messages:
-            event = message.get("event") or {}
-            if event.get("type") == "container_crash":
-                self.notice.emit(Notice("crash", f"{event['agent']} crashed", message["body"].splitlines()[0]))
+            event = _event(message)
+            if isinstance(event, ContainerCrash):
+                self.notice.emit(Notice("crash", f"{event.agent} crashed", message.body.splitlines()[0]))
 
 
-def _without_clock(question: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in question.items() if k != "seconds_left"}
+def _event(message: ListedMessage) -> HelperEvent | None:
+    """The helper event a message carries, if it is one this version knows."""
+    if message.event is None:
+        return None
+    try:
+        return HELPER_EVENT.validate_python(message.event)
+    except ValidationError:  # from a newer or older hyperhive: shown as its text only
+        return None
+
+
+def _without_clock(question: PendingQuestion) -> PendingQuestion:
+    return question.model_copy(update={"seconds_left": 0})

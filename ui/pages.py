@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi.responses import RedirectResponse
 from fastmcp.exceptions import ToolError
 from nicegui import app, context, ui
 
+from hyperhive.servers.approvals.models import Request
+from hyperhive.servers.broker.models import ListedMessage, RecvBatchResult
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.names import OPERATOR
+from hyperhive.servers.lifecycle.client import LifecycleClient
+from hyperhive.servers.lifecycle.models import AgentInfo, Rebuilt
+from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.auth import Credentials
-from hyperhive.ui.backend import MESSAGES_KEPT, Backend, Notice
+from hyperhive.ui.backend import MESSAGES_KEPT, Backend, Notice, SwarmAgent
 
 STATE_COLOURS = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
@@ -34,6 +39,10 @@ TURN_COLOURS = {
     "starting": "info",
     "unreadable": "negative",
 }
+R = TypeVar("R")
+ToastKind = Literal["positive", "negative", "info", "warning"]
+Toast = tuple[str, ToastKind]  # a toast's text and colour, when success is not all a result can say
+_POSITIVE: ToastKind = "positive"
 
 
 class _Hive:
@@ -123,16 +132,16 @@ def root() -> None:
 
     cards: dict[int, ui.card] = {}
 
-    def show_questions(questions: list[dict[str, Any]]) -> None:
+    def show_questions(questions: list[PendingQuestion]) -> None:
         """Add new questions' cards and drop answered ones; a half-typed answer elsewhere stays."""
         show_counts()
-        pending = {q["id"] for q in questions}
+        pending = {q.id for q in questions}
         for qid in [qid for qid in cards if qid not in pending]:
             cards.pop(qid).delete()
         for question in questions:
-            if question["id"] not in cards:
+            if question.id not in cards:
                 with strip:
-                    cards[question["id"]] = question_card(question)
+                    cards[question.id] = question_card(question)
 
     def notify(notice: Notice) -> None:
         colour: Literal["negative", "warning", "info"] = (
@@ -172,10 +181,11 @@ def _logout() -> None:
     ui.navigate.to("/login")
 
 
-async def act(what: str, call: Awaitable[Any], done: str | Callable[[Any], str] | None = None) -> Any:
+async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toast] | None = None) -> R | None:
     """Run an operator action; a refusal or an unreachable server becomes a red toast, never a traceback.
 
-    `done` is the toast on success, or makes it from the result.
+    `done` is the (green) toast on success, or makes it from the result: a text, or a text and its
+    colour for a result that reports a failure of its own (an approval whose apply failed).
     """
     # The toast goes to the page, not the caller's slot: the card whose button started the action is
     # often redrawn (and deleted) by the live update its own action caused before the call returns.
@@ -191,8 +201,13 @@ async def act(what: str, call: Awaitable[Any], done: str | Callable[[Any], str] 
             ui.notify(f"{what}: {e}", type="negative", close_button="ok")
         return None
     if done:
+        toast = done if isinstance(done, str) else done(result)
+        text, kind = toast if isinstance(toast, tuple) else (toast, _POSITIVE)
         with client:
-            ui.notify(done if isinstance(done, str) else done(result), type="positive")
+            if kind == "negative":  # a failure stays until it is read, like a refusal's
+                ui.notify(text, type=kind, multi_line=True, close_button="ok")
+            else:
+                ui.notify(text, type=kind)
     return result
 
 
@@ -240,11 +255,21 @@ SWARM_CSS = """
 """
 
 
+# The swarm's per-agent buttons and menu items, by the name they show.
+AGENT_ACTIONS: dict[str, Callable[[LifecycleClient, str], Awaitable[AgentInfo]]] = {
+    "start": LifecycleClient.start,
+    "stop": LifecycleClient.stop,
+    "restart": LifecycleClient.restart,
+    "kill": LifecycleClient.kill,
+    "rebuild": LifecycleClient.rebuild,
+}
+
+
 class AgentRow:
     """One agent's row; `show` changes its elements in place, `tick` its relative times."""
 
-    def __init__(self, agent: dict[str, Any]) -> None:
-        self.name = name = agent["name"]
+    def __init__(self, agent: SwarmAgent) -> None:
+        self.name = name = agent.info.name
         self.backend = hive.backend
         self.agent = agent
         with ui.element().classes("hh-swarm hh-mono") as self.row:
@@ -280,44 +305,43 @@ class AgentRow:
                 ui.menu_item("destroy", on_click=self.destroy).classes("text-negative").mark(f"destroy-{self.name}")
         self.menu.open()
 
-    def show(self, agent: dict[str, Any]) -> None:
+    def show(self, agent: SwarmAgent) -> None:
         self.agent = agent
-        self.state.set_text(agent["state"])
-        self.state.props(f"color={STATE_COLOURS.get(agent['state'], 'grey')}")
-        self.role.set_text(agent["role"])
-        self.model.set_text(agent["model"])
-        turn = agent.get("turn") or {}
-        self.turn.classes(replace=f"truncate text-{TURN_COLOURS.get(turn.get('state', ''), 'grey-7')}")
-        self.turn.props.set_optional("title", turn.get("reason"))  # the whole reason on hover; the text truncates
-        self.cancel.set_visibility(turn.get("state") == "running")
-        self.inbox.set_text(str(agent["pending"]))
-        self.reminders.set_text(str(agent["pending_reminders"]))
-        self.update.set_visibility(bool(agent["needs_update"]))
+        info, turn = agent.info, agent.info.turn
+        self.state.set_text(info.state)
+        self.state.props(f"color={STATE_COLOURS.get(info.state, 'grey')}")
+        self.role.set_text(info.role)
+        self.model.set_text(info.model)
+        self.turn.classes(replace=f"truncate text-{TURN_COLOURS.get(turn.state, 'grey-7') if turn else 'grey-7'}")
+        self.turn.props.set_optional("title", turn.reason if turn else None)  # the whole reason on hover
+        self.cancel.set_visibility(turn is not None and turn.state == "running")
+        self.inbox.set_text(str(agent.pending))
+        self.reminders.set_text(str(agent.pending_reminders))
+        self.update.set_visibility(info.needs_update)
         self.tick()
 
     def tick(self) -> None:
-        turn = self.agent.get("turn") or {}
-        state = turn.get("state")
-        if state == "running":
-            text = f"running {since(turn['since'])} · {turn.get('messages', 0)} msg"
-        elif state == "error":
-            text = f"error: {turn.get('reason') or '?'}"
-        elif state:
-            text = f"{state} {since(turn['since'])}"
+        turn = self.agent.info.turn
+        if turn is None:
+            text = "no harness" if self.agent.info.state == "running" else "-"
+        elif turn.state == "running":
+            text = f"running {since(turn.since)} · {turn.messages} msg"
+        elif turn.state == "error":
+            text = f"error: {turn.reason or '?'}"
         else:
-            text = "no harness" if self.agent["state"] == "running" else "-"
+            text = f"{turn.state} {since(turn.since)}"
         self.turn.set_text(text)
-        last = turn.get("last_turn_at")
-        self.last_turn.set_text("now" if state == "running" else f"{since(last)} ago" if last else "never")
+        last = turn.last_turn_at if turn else None
+        running = turn is not None and turn.state == "running"
+        self.last_turn.set_text("now" if running else f"{since(last)} ago" if last else "never")
 
     async def do(self, action: str) -> None:
         with self.row:  # its dialog: not inside the menu the click came from, which closes
             # All but start interrupt what the agent is doing (rebuild restarts a running one).
             if action != "start" and not await confirm(f"{action} {self.name}?", action):
                 return
-        await act(
-            f"{action} {self.name}", self.backend.call("lifecycle", action, name=self.name), f"{self.name}: {action}"
-        )
+        await act(f"{action} {self.name}", self.backend.call(AGENT_ACTIONS[action](self.backend.lifecycle, self.name)),
+                  f"{self.name}: {action}")  # fmt: skip
 
     async def destroy(self) -> None:
         with self.row, ui.dialog() as dialog, ui.card():
@@ -331,13 +355,13 @@ class AgentRow:
         if choice is None:
             return
         force = self.name == "manager"
-        call = self.backend.call("lifecycle", "destroy", name=self.name, purge=bool(choice), force=force)
+        call = self.backend.call(self.backend.lifecycle.destroy(self.name, purge=bool(choice), force=force))
         await act(f"destroy {self.name}", call, f"{self.name}: destroyed")
 
     async def cancel_turn(self) -> None:
         await act(
             f"cancel {self.name}'s turn",
-            self.backend.call("lifecycle", "cancel_turn", name=self.name),
+            self.backend.call(self.backend.lifecycle.cancel_turn(self.name)),
             "turn cancelled",
         )
 
@@ -352,7 +376,7 @@ class AgentRow:
         dialog.delete()
         if chosen is None:
             return
-        call = self.backend.call("lifecycle", "set_model", name=self.name, model=chosen or None)
+        call = self.backend.call(self.backend.lifecycle.set_model(self.name, chosen or None))
         await act(f"set {self.name}'s model", call, f"{self.name}: model {chosen or 'from agent.toml'}")
 
 
@@ -363,12 +387,11 @@ def swarm_page() -> None:
         summary = ui.label("").classes("text-grey-6")
         ui.space()
 
-        def updated(result: dict[str, Any]) -> str:
-            rebuilt = result["rebuilt"]
-            return f"rebuilt {', '.join(rebuilt)}" if rebuilt else "every agent is up to date"
+        def updated(result: Rebuilt) -> str:
+            return f"rebuilt {', '.join(result.rebuilt)}" if result.rebuilt else "every agent is up to date"
 
         async def update_all() -> None:
-            await act("update all", backend.call("lifecycle", "rebuild_stale"), updated)
+            await act("update all", backend.call(backend.lifecycle.rebuild_stale()), updated)
 
         ui.button("update all", on_click=update_all).props("outline dense").mark("update-all")
     rows: dict[str, AgentRow] = {}
@@ -377,11 +400,11 @@ def swarm_page() -> None:
             ui.label(label).classes("hh-num" if label in ("inbox", "rem") else "")
     table = ui.column().classes("w-full gap-1")
 
-    def show(agent: dict[str, Any]) -> None:
-        row = rows.get(agent["name"])
+    def show(agent: SwarmAgent) -> None:
+        row = rows.get(agent.info.name)
         if row is None:
             with table:
-                rows[agent["name"]] = AgentRow(agent)
+                rows[agent.info.name] = AgentRow(agent)
         else:
             row.show(agent)
         summary.set_text(f"{len(backend.state.agents)} agents · {backend.state.backend}")
@@ -409,7 +432,7 @@ def swarm_page() -> None:
         async def spawn() -> None:
             if await act(
                 f"spawn {name.value}",
-                backend.call("lifecycle", "create_agent", name=name.value),
+                backend.call(backend.lifecycle.create_agent(name.value)),
                 f"{name.value}: spawned",
             ):
                 name.set_value("")
@@ -425,7 +448,7 @@ def approvals_page() -> None:
     section("approvals")
     pending = ui.column().classes("w-full gap-3")
 
-    def show(requests: list[dict[str, Any]]) -> None:
+    def show(requests: Sequence[Request]) -> None:
         pending.clear()
         with pending:
             if not requests:
@@ -439,40 +462,49 @@ def approvals_page() -> None:
     history = ui.column().classes("w-full gap-1 hh-mono")
 
     async def load_history() -> None:
-        result = await act("history", backend.call("approvals", "approval_history", limit=50))
+        result = await act("history", backend.call(backend.approvals.approval_history(50)))
         history.clear()
         with history:
-            for request in (result or {}).get("requests", []):
-                by = request.get("resolved_by") or "-"
-                outcome = request["state"] + (f": {request['note']}" if request.get("note") else "")
-                outcome += f": {request['error']}" if request.get("error") else ""
+            for request in result.requests if result else []:
+                by = request.resolved_by or "-"
+                outcome = request.state + (f": {request.note}" if request.note else "")
+                outcome += f": {request.error}" if request.error else ""
                 ui.label(
-                    f"#{request['id']} {request['kind'].replace('_', ' ')} {request['agent']} · {outcome} · by {by} "
-                    f"· {(request.get('resolved_at') or '')[:19].replace('T', ' ')}"
+                    f"#{request.id} {request.kind.replace('_', ' ')} {request.agent} · {outcome} · by {by} "
+                    f"· {(request.resolved_at or '')[:19].replace('T', ' ')}"
                 )
 
     ui.timer(0.1, load_history, once=True)
     backend.approvals_changed.subscribe(lambda _: load_history())
 
 
-def approval_card(request: dict[str, Any]) -> None:
+def approved(request: Request) -> Toast:
+    """What approving did: applied (green), approved but not yet carried out, or failed with why (red)."""
+    if request.state == "failed":
+        return f"#{request.id} approved but failed: {request.error or 'no reason given'}", "negative"
+    if request.state == "approving":
+        return f"#{request.id} approved; it is carried out when the lifecycle server answers", "info"
+    return f"#{request.id} approved", "positive"
+
+
+def approval_card(request: Request) -> None:
     backend = hive.backend
-    rid = request["id"]
+    rid = request.id
     with ui.card().classes("w-full"):
         with ui.row().classes("items-center w-full"):
-            ui.label(f"#{rid} {request['kind'].replace('_', ' ')} · {request['agent']}").classes("text-lg")
-            ui.label(f"asked by {request['requested_by']} {since(request['requested_at'])} ago").classes("text-grey-6")
-            if request["state"] == "approving":
+            ui.label(f"#{rid} {request.kind.replace('_', ' ')} · {request.agent}").classes("text-lg")
+            ui.label(f"asked by {request.requested_by} {since(request.requested_at)} ago").classes("text-grey-6")
+            if request.state == "approving":
                 ui.badge("being carried out", color="info")
-        for widening in request.get("widenings", []):  # what the new config may do that the old could not
+        for widening in request.widenings:  # what the new config may do that the old could not
             ui.label(f"widens {widening}").classes("text-warning text-weight-bold").mark(f"widening-{rid}")
-        if request.get("diff"):
-            ui.code(language="diff").classes("w-full").set_content(request["diff"])
+        if request.diff:
+            ui.code(language="diff").classes("w-full").set_content(request.diff)
         with ui.row().classes("items-center"):
 
             async def approve() -> None:
                 approve_button.props("loading")  # carrying out a spawn or rebuild takes seconds
-                await act(f"approve #{rid}", backend.call("approvals", "approve", id=rid), f"#{rid} approved")
+                await act(f"approve #{rid}", backend.call(backend.approvals.approve(rid)), approved)
                 if not approve_button.is_deleted:  # the card usually goes with the request it showed
                     approve_button.props(remove="loading")
 
@@ -483,7 +515,7 @@ def approval_card(request: dict[str, Any]) -> None:
                 if not (note.value or "").strip():
                     ui.notify("say why, for the manager", type="warning")
                     return
-                await act(f"deny #{rid}", backend.call("approvals", "deny", id=rid, note=note.value), f"#{rid} denied")
+                await act(f"deny #{rid}", backend.call(backend.approvals.deny(rid, note.value)), f"#{rid} denied")
 
             ui.button("deny", color="negative", on_click=deny).props("outline").mark(f"deny-{rid}")
 
@@ -491,15 +523,15 @@ def approval_card(request: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------- questions
 
 
-def question_card(question: dict[str, Any]) -> ui.card:
+def question_card(question: PendingQuestion) -> ui.card:
     """A pending question with its answer form and a countdown, for the strip at the top of every page."""
     backend = hive.backend
-    qid = question["id"]
-    deadline = datetime.fromisoformat(question["expires_at"].replace("Z", "+00:00")).timestamp()
+    qid = question.id
+    deadline = datetime.fromisoformat(question.expires_at.replace("Z", "+00:00")).timestamp()
     with ui.card().classes("w-full bg-grey-9 hh-question").props("flat bordered") as card:
         with ui.row().classes("items-center w-full no-wrap"):
-            ui.label(f"? #{qid} {question['asker']}:").classes("font-bold")
-            ui.label(question["question"]).classes("grow")
+            ui.label(f"? #{qid} {question.asker}:").classes("font-bold")
+            ui.label(question.question).classes("grow")
             countdown = ui.chip("", icon="timer", color="orange").props("dense").mark(f"ttl-{qid}")
 
             def tick() -> None:
@@ -509,9 +541,9 @@ def question_card(question: dict[str, Any]) -> ui.card:
             tick()
             ui.timer(1.0, tick)
         with ui.row().classes("items-center"):
-            options = question.get("options")
+            options = question.options
             if options:
-                answer: Any = ui.select(options, multiple=bool(question.get("multi")), label="answer").props("dense")
+                answer: Any = ui.select(options, multiple=bool(question.multi), label="answer").props("dense")
                 answer.classes("w-72").mark(f"answer-{qid}")
             else:
                 answer = ui.input("answer").props("dense").classes("w-96").mark(f"answer-{qid}")
@@ -521,15 +553,13 @@ def question_card(question: dict[str, Any]) -> ui.card:
                 if not value:
                     ui.notify("pick or write an answer first", type="warning")
                     return
-                await act(
-                    f"answer #{qid}", backend.call("operator", "answer", id=qid, answer=value), f"#{qid} answered"
-                )
+                await act(f"answer #{qid}", backend.call(backend.operator.answer(qid, value)), f"#{qid} answered")
 
             ui.button("answer", on_click=send).props("dense").mark(f"send-{qid}")
             ui.button(
                 "cancel",
                 on_click=lambda: act(
-                    f"cancel #{qid}", backend.call("operator", "cancel_question", id=qid), f"#{qid} cancelled"
+                    f"cancel #{qid}", backend.call(backend.operator.cancel_question(qid)), f"#{qid} cancelled"
                 ),
             ).props("flat dense").mark(f"cancel-question-{qid}")
     return card
@@ -543,12 +573,12 @@ def questions_page() -> None:
     history = ui.column().classes("w-full gap-1 hh-mono")
 
     async def load() -> None:
-        result = await act("history", backend.call("operator", "question_history", limit=50))
+        result = await act("history", backend.call(backend.operator.question_history(50)))
         history.clear()
         with history:
-            for q in (result or {}).get("questions", []):
-                asked = f"#{q['id']} {q['asker']} → {q.get('to', 'operator')}: {q['question']}"
-                ui.label(f"{asked} · {q['state']}: {q.get('answer') or '-'}")
+            for q in result.questions if result else []:
+                asked = f"#{q.id} {q.asker} → {q.to}: {q.question}"
+                ui.label(f"{asked} · {q.state}: {q.answer or '-'}")
 
     ui.timer(0.1, load, once=True)
     backend.questions_changed.subscribe(lambda _: load())
@@ -566,12 +596,12 @@ def messages_page() -> None:
         unread = ui.label("").classes("text-grey-6").mark("unread")
         ui.space()
 
-        def marked(taken: dict[str, Any]) -> str:
-            more = f", {taken['queued']} more waiting" if taken["queued"] else ""
-            return f"{len(taken['messages'])} marked read{more}"
+        def marked(taken: RecvBatchResult) -> str:
+            more = f", {taken.queued} more waiting" if taken.queued else ""
+            return f"{len(taken.messages)} marked read{more}"
 
         async def mark_read() -> None:
-            await act("mark read", backend.call("broker", "recv_batch", max=50, ack=True), marked)
+            await act("mark read", backend.call(backend.broker.recv_batch(max=50, ack=True)), marked)
 
         ui.button("mark read", on_click=mark_read).props("outline dense").mark("mark-read").tooltip(
             "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
@@ -581,21 +611,21 @@ def messages_page() -> None:
     def show_unread(count: int) -> None:
         unread.set_text(f"{count} unread" if count else "nothing unread")
 
-    def reply(message: dict[str, Any]) -> None:
-        to.set_value(message["sender"])
-        reply_to["id"] = message["id"]
-        replying.set_text(f"re #{message['id']}")
+    def reply(message: ListedMessage) -> None:
+        to.set_value(message.sender)
+        reply_to["id"] = message.id
+        replying.set_text(f"re #{message.id}")
         replying.set_visibility(True)
         body.run_method("focus")
 
-    def inbox_line(message: dict[str, Any]) -> None:
-        if OPERATOR not in [d["to"] for d in message.get("deliveries", [])]:
+    def inbox_line(message: ListedMessage) -> None:
+        if OPERATOR not in [d.to for d in message.deliveries]:
             return
         with inbox, ui.row().classes("items-center no-wrap gap-2") as row:
-            ui.label(f"#{message['id']} {message['sent_at'][11:19]} {message['sender']}: {message['body']}")
-            if message["sender"] in backend.state.agents:
+            ui.label(f"#{message.id} {message.sent_at[11:19]} {message.sender}: {message.body}")
+            if message.sender in backend.state.agents:
                 ui.button("reply", on_click=lambda m=message: reply(m)).props("flat dense size=sm").mark(
-                    f"reply-{message['id']}"
+                    f"reply-{message.id}"
                 )
         row.move(inbox, target_index=0)  # newest first
         while len(inbox.default_slot.children) > INBOX_SHOWN:
@@ -616,7 +646,7 @@ def messages_page() -> None:
             if not to.value:
                 ui.notify("pick who it is for", type="warning")
                 return
-            call = backend.call("broker", "send", to=to.value, body=body.value, in_reply_to=reply_to["id"])
+            call = backend.call(backend.broker.send(to.value, body.value, reply_to["id"]))
             if await act("send", call, "sent"):
                 body.set_value("")
                 reply_to["id"] = None
@@ -624,7 +654,7 @@ def messages_page() -> None:
 
         body.on("keydown.enter", send)
 
-        def recipients(agent: dict[str, Any]) -> None:  # agents come and go
+        def recipients(*_: object) -> None:  # agents come and go
             if not backend.state.agents:  # not heard from the lifecycle server yet: keep the defaults
                 return
             names = ["*", *sorted(backend.state.agents)]
@@ -643,27 +673,27 @@ def messages_page() -> None:
         )
     flow = ui.column().classes("w-full gap-0 hh-mono")
 
-    def wanted(message: dict[str, Any]) -> bool:
+    def wanted(message: ListedMessage) -> bool:
         who = agent_filter.value
         if who not in (None, "everyone"):
-            recipients = [d["to"] for d in message.get("deliveries", [])]
-            if message["sender"] != who and who not in recipients:
+            recipients = [d.to for d in message.deliveries]
+            if message.sender != who and who not in recipients:
                 return False
-        return not thread.value or message.get("thread_id") == thread_roots.get(int(thread.value))
+        return not thread.value or message.thread_id == thread_roots.get(int(thread.value))
 
     thread_roots: dict[int, int] = {}
 
-    def line(message: dict[str, Any]) -> None:
-        thread_roots[message["id"]] = message.get("thread_id", message["id"])
+    def line(message: ListedMessage) -> None:
+        thread_roots[message.id] = message.thread_id
         if not wanted(message):
             return
-        recipients = ",".join(d["to"] for d in message.get("deliveries", [])) or "?"
-        reply = f" re #{message['in_reply_to']}" if message.get("in_reply_to") else ""
+        recipients = ",".join(d.to for d in message.deliveries) or "?"
+        reply = f" re #{message.in_reply_to}" if message.in_reply_to else ""
         with flow:
-            head = f"#{message['id']} {message['sent_at'][11:19]} {message['sender']} → {recipients}{reply}"
-            text = ui.label(f"{head}: {message['body']}").classes("whitespace-pre-wrap cursor-pointer")
+            head = f"#{message.id} {message.sent_at[11:19]} {message.sender} → {recipients}{reply}"
+            text = ui.label(f"{head}: {message.body}").classes("whitespace-pre-wrap cursor-pointer")
             text.props["title"] = "click: follow its thread"  # an attribute, not a tooltip element per line
-            text.on("click", lambda m=message: thread.set_value(m["id"]))
+            text.on("click", lambda m=message: thread.set_value(m.id))
         while len(flow.default_slot.children) > MESSAGES_KEPT:  # a page open for days stays small
             flow.default_slot.children[0].delete()
 
@@ -672,12 +702,12 @@ def messages_page() -> None:
         for message in backend.state.messages:
             line(message)
 
-    def add(messages: list[dict[str, Any]]) -> None:
+    def add(messages: list[ListedMessage]) -> None:
         for message in messages:
             line(message)
             inbox_line(message)
 
-    recipients({})
+    recipients()
     redraw()
     for message in backend.state.messages:
         inbox_line(message)
@@ -703,8 +733,8 @@ def agent_page(name: str) -> None:
             seen = {"last": ""}
 
             async def follow() -> None:
-                result = await act("logs", backend.call("lifecycle", "logs", name=name, lines=200))
-                lines = (result or {}).get("lines", [])
+                result = await act("logs", backend.call(backend.lifecycle.logs(name, 200)))
+                lines = result.lines if result else []
                 start = lines.index(seen["last"]) + 1 if seen["last"] in lines else 0
                 for text in lines[start:]:
                     log.push(text)
@@ -716,9 +746,9 @@ def agent_page(name: str) -> None:
             config = ui.code("", language="toml").classes("w-full").mark("config")
 
             async def load_config() -> None:
-                result = await act("config", backend.call("lifecycle", "agent_config", name=name))
+                result = await act("config", backend.call(backend.lifecycle.agent_config(name)))
                 if result:
-                    config.set_content(result["agent_toml"])
+                    config.set_content(result.agent_toml)
 
             ui.timer(0.1, load_config, once=True)
         with ui.tab_panel("files"):
@@ -727,9 +757,9 @@ def agent_page(name: str) -> None:
 
             async def read() -> None:
                 result = await act(
-                    f"read {path.value}", backend.call("lifecycle", "read_state_file", name=name, path=path.value)
+                    f"read {path.value}", backend.call(backend.lifecycle.read_state_file(name, path.value))
                 )
-                content.set_content(result["text"] if result else "")
+                content.set_content(result.text if result else "")
 
             ui.button("read", on_click=read).props("dense").mark("file-read")
         with ui.tab_panel("stats"):
@@ -742,33 +772,33 @@ def stats_panel(name: str) -> None:
     charts = ui.row().classes("w-full")
 
     async def load() -> None:
-        result = await act("stats", backend.call("lifecycle", "agent_stats", name=name))
+        result = await act("stats", backend.call(backend.lifecycle.agent_stats(name)))
         if not result:
             return
-        s = result["summary"]
+        s = result.summary
         summary.set_text(
-            f"{s['turns']} turns · {s['errors']} errors"
-            f" · p50 {s['duration_p50'] or 0:.1f} s · p95 {s['duration_p95'] or 0:.1f} s"
-            f" · tokens {s['tokens_in']:,} in / {s['tokens_out']:,} out · ${s['cost_usd']:.4f}"
+            f"{s.turns} turns · {s.errors} errors"
+            f" · p50 {s.duration_p50 or 0:.1f} s · p95 {s.duration_p95 or 0:.1f} s"
+            f" · tokens {s.tokens_in:,} in / {s.tokens_out:,} out · ${s.cost_usd:.4f}"
         )
-        turns = result["turns"]
+        turns = result.turns
         charts.clear()
         with charts:
             per_hour: dict[str, int] = {}
             for turn in turns:
-                hour = datetime.fromtimestamp(turn["started_at"], UTC).strftime("%m-%d %H:00")
+                hour = datetime.fromtimestamp(turn.started_at, UTC).strftime("%m-%d %H:00")
                 per_hour[hour] = per_hour.get(hour, 0) + 1
             _chart("turns per hour", list(per_hour), [{"type": "bar", "data": list(per_hour.values())}])
             _chart("duration (s) and inbox depth", [str(i) for i in range(len(turns))], [
-                {"type": "line", "name": "seconds", "data": [round(t["ended_at"] - t["started_at"], 1) for t in turns]},
-                {"type": "line", "name": "inbox", "data": [t["inbox_depth"] for t in turns]},
+                {"type": "line", "name": "seconds", "data": [round(t.ended_at - t.started_at, 1) for t in turns]},
+                {"type": "line", "name": "inbox", "data": [t.inbox_depth for t in turns]},
             ])  # fmt: skip
-            tools = dict(sorted(s["tool_calls"].items(), key=lambda item: -item[1]))  # most used first
+            tools = dict(sorted(s.tool_calls.items(), key=lambda item: -item[1]))  # most used first
             _chart("tool calls", list(tools), [{"type": "bar", "data": list(tools.values())}])
             _chart("tokens and cost", [str(i) for i in range(len(turns))], [
-                {"type": "line", "name": "tokens in", "data": [t["tokens_in"] for t in turns]},
-                {"type": "line", "name": "tokens out", "data": [t["tokens_out"] for t in turns]},
-                {"type": "bar", "name": "cost $", "yAxisIndex": 1, "data": [t["cost_usd"] for t in turns]},
+                {"type": "line", "name": "tokens in", "data": [t.tokens_in for t in turns]},
+                {"type": "line", "name": "tokens out", "data": [t.tokens_out for t in turns]},
+                {"type": "bar", "name": "cost $", "yAxisIndex": 1, "data": [t.cost_usd for t in turns]},
             ], second_axis=True)  # fmt: skip
 
     ui.timer(0.1, load, once=True)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal
+from typing import Final, Literal, TypeVar
 
 from fastmcp.exceptions import ToolError
 
@@ -32,11 +32,14 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Principal
+from hyperhive.servers.lifecycle.client import LifecycleClient
+from hyperhive.servers.lifecycle.models import Applied, CommitDiff, Created
 
 log = logging.getLogger("hyperhive.approvals")
 
 RECOVERY_RETRY: Final = (1.0, 60.0)  # seconds between attempts while the lifecycle server is away
 MY_REQUESTS: Final = 50  # list_my_requests shows this many
+T = TypeVar("T")
 
 
 class Approvals:
@@ -47,7 +50,7 @@ class Approvals:
         self.store = ApprovalStore(kit.db)
         self.outbox = kit.outbox
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
-        self.lifecycle = kit.client("lifecycle", timeout=300, retry_seconds=5)
+        self.lifecycle = LifecycleClient(kit.client("lifecycle", timeout=300, retry_seconds=5))
         self._recover = asyncio.Event()
         self._carrying_out: set[int] = set()  # requests an approve or the recovery is working on now
 
@@ -60,11 +63,13 @@ class Approvals:
     # --------------------------------------------------------------------------------- requesting
     async def request_apply_commit(self, me: Principal, agent: str, ref: str) -> Request:
         diff = await self._diff(_checked(agent), ref)
-        if diff["applied_sha"] is None:
+        if diff.applied_sha is None:
             raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
-        if not diff["diff"]:
-            raise Refused(f"commit {diff['proposed_sha'][:12]} changes nothing in {agent}'s applied config")
-        return await self._add(me, "apply_commit", agent, diff)
+        if not diff.diff:
+            raise Refused(f"commit {diff.proposed_sha[:12]} changes nothing in {agent}'s applied config")
+        return await self._add(
+            me, "apply_commit", agent, diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings
+        )
 
     async def request_spawn(self, me: Principal, name: str) -> Request:
         drafts = await self._must_not_exist(_checked(name))
@@ -74,57 +79,60 @@ class Approvals:
                 f"(its config repo is {self.config.agents_dir / name / 'config'})"
             )
         template = {AGENT_TOML: agent_toml_template("agent")}
-        shown = {
-            "proposed_sha": None,
-            "applied_sha": None,
-            "diff": render_diff({}, template, "none", "template"),
-            "widenings": widenings({}, template),
-        }
-        return await self._add(me, "spawn", name, shown)
+        shown = render_diff({}, template, "none", "template")
+        return await self._add(me, "spawn", name, None, None, shown, widenings({}, template))
 
     async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
         del me  # drafting needs no approval; spawning it will
         await self._must_not_exist(_checked(name))
-        draft = await self._lifecycle("create_draft", {"name": name})
-        return DraftMade(**draft)
+        draft = await self._lifecycle(self.lifecycle.create_draft(name))
+        return DraftMade(name=draft.name, config_dir=draft.config_dir, state_dir=draft.state_dir, sha=draft.sha)
 
     async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
         await self._must_not_exist(_checked(name))
         diff = await self._diff(name, ref)
-        return await self._add(me, "spawn_commit", name, diff)
+        return await self._add(me, "spawn_commit", name, diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings)
 
-    async def _add(self, me: Principal, kind: Kind, agent: str, shown: dict[str, Any]) -> Request:
+    async def _add(
+        self,
+        me: Principal,
+        kind: Kind,
+        agent: str,
+        proposed_sha: str | None,
+        applied_sha: str | None,
+        diff: str,
+        widened: list[str],
+    ) -> Request:
         """Store a request with what the operator will review: the commit, its base, diff and widenings."""
         request_id = await self.store.add(
             kind,
             agent,
-            shown["proposed_sha"],
-            shown["applied_sha"],
-            shown["diff"],
-            shown.get("widenings", []),
+            proposed_sha,
+            applied_sha,
+            diff,
+            widened,
             me.name,
             self.clock.now(),
             self.config.approvals.max_pending,
         )
         return _model(await self.store.get(request_id))
 
-    async def _diff(self, name: str, ref: str) -> dict[str, Any]:
-        diff: dict[str, Any] = await self._lifecycle("diff_commit", {"name": name, "sha": ref})
-        if not diff["valid"]:
-            raise Refused(f"the config at {diff['proposed_sha'][:12]} cannot be applied: {diff['problems']}")
+    async def _diff(self, name: str, ref: str) -> CommitDiff:
+        diff = await self._lifecycle(self.lifecycle.diff_commit(name, ref))
+        if not diff.valid:
+            raise Refused(f"the config at {diff.proposed_sha[:12]} cannot be applied: {diff.problems}")
         return diff
 
     async def _must_not_exist(self, name: str) -> list[str]:
         """Refuse if agent `name` exists; the drafts there are otherwise."""
-        listing = await self._lifecycle("list_agents", {})
-        if any(agent["name"] == name for agent in listing["agents"]):
+        listing = await self._lifecycle(self.lifecycle.list_agents())
+        if any(agent.name == name for agent in listing.agents):
             raise Refused(f"{name} exists already")
-        drafts: list[str] = listing.get("drafts", [])
-        return drafts
+        return listing.drafts
 
-    async def _lifecycle(self, tool: str, arguments: dict[str, Any]) -> Any:
+    async def _lifecycle(self, call: Awaitable[T]) -> T:
         try:
-            return await self.lifecycle.call(tool, arguments)
+            return await call
         except ToolError as e:
             raise Refused(str(e)) from None
         except (ServerUnavailable, AuthRefused) as e:
@@ -174,7 +182,7 @@ class Approvals:
         # "already applied" for what an earlier attempt carried out, and does not do it twice.
         outcome: tuple[Literal["applied", "failed"], str | None] = ("applied", None)
         try:
-            await self.lifecycle.call(*_lifecycle_call(row))
+            await _lifecycle_call(self.lifecycle, row)
         except ToolError as e:
             outcome = ("failed", str(e))
         except (ServerUnavailable, AuthRefused) as e:
@@ -202,15 +210,17 @@ class Approvals:
         return all([await self._finish(row) for row in stuck])
 
 
-def _lifecycle_call(row: RequestRow) -> tuple[str, dict[str, Any]]:
+def _lifecycle_call(lifecycle: LifecycleClient, row: RequestRow) -> Awaitable[Applied | Created]:
     """What carries `row` out: exactly its commit, on exactly the applied config its diff was against."""
     if row.kind == "apply_commit":
+        if row.commit_sha is None:  # the store never keeps one so; carrying it out fails, visibly
+            raise ToolError(f"request #{row.id} names no commit to apply")
         # No base: a request stored before bases were; applied as it was then, by its sha.
-        return "apply_commit", {"name": row.agent, "sha": row.commit_sha, "expected_base": row.base_sha}
+        return lifecycle.apply_commit(row.agent, row.commit_sha, expected_base=row.base_sha)
     base = row.base_sha or "none"
     if row.kind == "spawn_commit":
-        return "create_agent", {"name": row.agent, "sha": row.commit_sha, "expected_base": base}
-    return "create_agent", {"name": row.agent, "expected_base": base}  # the template, and never a draft
+        return lifecycle.create_agent(row.agent, row.commit_sha, expected_base=base)
+    return lifecycle.create_agent(row.agent, expected_base=base)  # the template, and never a draft
 
 
 def _checked(name: str) -> str:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from hyperhive.servers.common.audit import AuditEntry
 from hyperhive.servers.common.models import CompactModel
+
+RequestKind = Literal["apply_commit", "spawn", "spawn_commit"]
+# approving: approved, being carried out; failed: approved, but carrying it out failed (see `error`).
+RequestState = Literal["pending", "approving", "applied", "denied", "failed"]
 
 
 class Request(CompactModel):
     id: int
-    kind: str  # apply_commit | spawn | spawn_commit
+    kind: RequestKind
     agent: str
     commit_sha: str | None  # the proposed commit approving applies, exactly
     base_sha: str | None  # the applied config the diff is against (None: none, a new agent); it must not move
-    state: str  # pending | approving | applied | denied | failed
+    state: RequestState
     requested_by: str
     requested_at: str
     resolved_by: str | None

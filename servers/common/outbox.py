@@ -10,20 +10,20 @@ is dropped with an error in the log.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 import anyio
 from fastmcp.exceptions import ToolError
+from pydantic import ValidationError
 
 from .backoff import Backoff
 from .client import AuthRefused, HiveClient, ServerUnavailable
 from .clock import Clock
 from .db import Database
-from .events import HelperEvent
+from .events import HELPER_EVENT, HelperEvent
 
 log = logging.getLogger("hyperhive.outbox")
 
@@ -49,7 +49,10 @@ def queue_event(conn: sqlite3.Connection, recipient: str, event: HelperEvent, no
 class Outbox:
     def __init__(self, db: Database, broker: HiveClient, clock: Clock) -> None:
         self.db = db
-        self.broker = broker
+        # Imported here: the broker's client module imports this kernel's modules.
+        from hyperhive.servers.broker.client import BrokerClient
+
+        self.broker = BrokerClient(broker).with_timeout(10)
         self.clock = clock
         self._wake = asyncio.Event()
 
@@ -77,11 +80,13 @@ class Outbox:
         """Deliver the queue in order; False if the broker could not be reached (try again later)."""
         rows = await self.db.fetch_all("SELECT id, recipient, event FROM outbox ORDER BY id LIMIT 100")
         for event_id, recipient, text in rows:
-            event: dict[str, Any] = json.loads(text)
             try:
-                await self.broker.call("post_event", {"to": recipient, "event": event}, timeout=10)
+                event = HELPER_EVENT.validate_json(text)
+                await self.broker.post_event(recipient, event)
+            except ValidationError as e:  # queued by another version of hyperhive: the broker would refuse it too
+                log.error("an event for %s is not a helper event this version knows, dropping it: %s", recipient, e)
             except ToolError as e:
-                log.error("the broker refused a %s event for %s, dropping it: %s", event.get("type"), recipient, e)
+                log.error("the broker refused a %s event for %s, dropping it: %s", event.type, recipient, e)
             except (ServerUnavailable, AuthRefused) as e:
                 log.info("the broker is unavailable, will retry event delivery: %s", e)
                 await self.db.write(

@@ -17,6 +17,7 @@ _ToolName = Annotated[str, Field(min_length=1, max_length=128)]
 _Count = Annotated[int, Field(ge=0, le=1_000_000)]
 _Tokens = Annotated[int, Field(ge=0, le=10**10)]
 _Time = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+AgentState = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
 
 
 class Turn(BaseModel):
@@ -81,8 +82,8 @@ class Recorded(BaseModel):
 class AgentInfo(BaseModel):
     name: str
     role: str
-    state: str  # stopped | starting | running | stopping | restarting | failed
-    desired: str  # running | stopped: what it was last asked to be
+    state: AgentState
+    desired: Literal["running", "stopped"]  # what it was last asked to be
     model: str  # the model its next turn uses (set_model's override, else agent.toml's)
     started_at: str | None
     last_exit_code: int | None

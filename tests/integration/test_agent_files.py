@@ -22,7 +22,7 @@ from hivetest import SLEEPER, Hive, Hivemind, in_process, toml_list
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, turn_row
-from hyperhive.servers.common.client import HiveClient, server_address
+from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
@@ -163,7 +163,7 @@ async def test_the_harness_retries_its_reports_with_a_bounded_queue_and_logs_wha
     hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}")
     # As the harness does: the token file's token of the moment (the lifecycle server starting the
     # manager below begins a new instance, and the old instance's token is refused from then on).
-    lifecycle = HiveClient(server_address(hive.config, "lifecycle"), lambda: hive.token("manager"), retry_seconds=0)
+    lifecycle = LifecycleClient.for_server(hive.config, lambda: hive.token("manager"), retry_seconds=0)
     reporter = StatsReporter(lifecycle, queue_max=2)
     now = time.time()
     rows = [turn_row("wake", now - 30 + i, "sonnet", TurnOutcome(ok=True), 1, 0) for i in range(4)]

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from hivetest import Hive, ServerProcess
 
 from hyperhive.servers import cli
+from hyperhive.servers.broker.client import BrokerClient
+from hyperhive.servers.broker.models import AckResult, RecvBatchResult
 
 pytestmark = pytest.mark.slow
 
@@ -28,21 +30,25 @@ def test_a_broker_that_dies_before_the_ack_redelivers(
         sent = runner.invoke(cli.main, ["debug", "send", "operator", "the only copy", "--as", "manager", *home])
         assert sent.exit_code == 0, sent.output
 
-        real_call = cli._call
+        real_recv_batch, real_ack = BrokerClient.recv_batch, BrokerClient.ack
         tools: list[str] = []
 
-        def broker_dies_before_the_ack(home: Any, server: str, tool: str, arguments: Any, **options: Any) -> Any:
-            tools.append(tool)
-            if tool == "ack":
-                broker.stop(signal.SIGKILL)  # after the reply reached us, before the ack reaches it
-            return real_call(home, server, tool, arguments, **options)
+        async def recv_batch(self: BrokerClient, **arguments: Any) -> RecvBatchResult:
+            tools.append("recv_batch")
+            return await real_recv_batch(self, **arguments)
 
-        monkeypatch.setattr(cli, "_call", broker_dies_before_the_ack)
+        async def broker_dies_before_the_ack(self: BrokerClient, ids: list[int]) -> AckResult:
+            tools.append("ack")
+            broker.stop(signal.SIGKILL)  # after the reply reached us, before the ack reaches it
+            return await real_ack(self, ids)
+
+        monkeypatch.setattr(BrokerClient, "recv_batch", recv_batch)
+        monkeypatch.setattr(BrokerClient, "ack", broker_dies_before_the_ack)
         shown = runner.invoke(cli.main, [*verb, *home])
         assert "the only copy" in shown.output  # printed first ...
         assert tools == ["recv_batch", "ack"]  # ... then acked
         assert shown.exit_code == 1 and "not acknowledged" in shown.output, shown.output
-        monkeypatch.setattr(cli, "_call", real_call)
+        monkeypatch.undo()
 
         broker.start()
         time.sleep(1.2)  # the lease runs out

@@ -275,3 +275,20 @@ def test_hive_up_retries_a_server_that_fails_to_start(hive: Hive) -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+async def test_hive_approve_of_a_request_whose_apply_fails_prints_the_failure_and_exits_1(
+    hivemind: Hivemind,
+) -> None:
+    hive = _hive_beside(hivemind)
+    async with in_process(hivemind.hive, "approvals") as approvals:
+        request = await approvals.client("manager", timeout=60).call("request_spawn", {"name": "bob"})
+        # Meanwhile the operator makes bob otherwise (from a draft): the template spawn cannot be carried out.
+        await hivemind.call("create_draft", name="bob")
+        await hivemind.call("create_agent", name="bob", sha=await hivemind.propose("bob", 'model = "opus"\n'))
+        approved = await hive("approve", str(request["id"]))
+        assert approved.returncode == 1, approved
+        assert f"request #{request['id']} was approved but failed: " in approved.stderr
+        assert "bob already exists" in approved.stderr and approved.stdout == ""
+        history = (await hive("approvals", "--history", "1")).stdout.splitlines()
+        assert history[1].startswith(f"#{request['id']} spawn bob · failed by operator at ")

@@ -7,17 +7,20 @@ import os
 import signal
 import sqlite3
 import time
+from typing import Any
 
 import pytest
 from hivetest import Servers, gone, sandbox_process
 from nicegui import ui
 from nicegui.testing import User
+from nicegui.testing.user_notify import UserNotify
 from uitest import LOGIN_CODE, log_in
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.lifecycle import repos
+from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
@@ -116,6 +119,42 @@ async def test_approvals_show_the_diff_and_are_approved_or_denied_with_a_note(
     await servers.call("lifecycle", "destroy", name="bob", purge=True)
 
 
+class _Toasts(UserNotify):
+    """The toasts a page showed, with their colours (NiceGUI's own keeps the text only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: list[tuple[str, str | None]] = []
+
+    def __call__(self, message: str, **kwargs: Any) -> None:
+        super().__call__(message, **kwargs)
+        self.types.append((message, kwargs.get("type")))
+
+
+async def test_an_approval_whose_apply_fails_is_toasted_as_failed_with_the_reason(
+    user: User, servers: Servers, password: str
+) -> None:
+    request = await servers.call("approvals", "request_spawn", as_name="manager", name="erin")
+    # Meanwhile the operator makes erin otherwise (from a draft): approving the template spawn must fail.
+    await servers.call("lifecycle", "create_draft", name="erin")
+    sha = await repos.commit_files(
+        AgentPaths.of(servers.config, "erin").config, {"agent.toml": "model = 'opus'\n"}, "erin"
+    )
+    await servers.call("lifecycle", "create_agent", name="erin", sha=sha)
+    toasts = _Toasts()
+    user.notify = toasts
+    await log_in(user, password, "/approvals")
+    await user.open("/approvals")
+    await user.should_see(f"#{request['id']} spawn · erin")
+    user.find(marker=f"approve-{request['id']}").click()
+    await user.should_see(f"#{request['id']} approved but failed: ", retries=50)
+    shown = [(text, kind) for text, kind in toasts.types if text.startswith(f"#{request['id']}")]
+    assert len(shown) == 1 and shown[0][1] == "negative", shown  # red, and never a green "approved"
+    assert "erin already exists" in shown[0][0], shown
+    await user.should_see(f"#{request['id']} spawn erin · failed: ", retries=50)  # the history says so too
+    await servers.call("lifecycle", "destroy", name="erin", purge=True)
+
+
 async def test_an_approval_shows_what_it_widens(user: User, servers: Servers, password: str) -> None:
     await servers.call("approvals", "request_spawn_draft", as_name="manager", name="dave")
     paths = AgentPaths.of(servers.config, "dave")
@@ -159,7 +198,8 @@ async def test_messages_compose_filter_and_follow_a_thread(user: User, servers: 
     user.find(marker="compose-send").click()
     await user.should_see("sent")
     await user.should_see("operator → manager: hello manager", retries=50)
-    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=10)
+    # max=50: the earlier tests' helper events (spawned, approval_resolved, destroyed...) queue before it.
+    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=50)
     [mine] = [m for m in inbox["messages"] if m["body"] == "hello manager"]
     await servers.call("broker", "send", as_name="manager", to="operator", body="hi back", in_reply_to=mine["id"])
     await user.should_see(f"manager → operator re #{mine['id']}: hi back", retries=50)
@@ -320,7 +360,7 @@ async def test_the_operator_inbox_replies_and_marks_read(user: User, servers: Se
 
 async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, password: str) -> None:
     """Two turns reported by the harness's own recorder, as the manager, to the lifecycle server."""
-    lifecycle = HiveClient.for_server(servers.config, "lifecycle", servers.token("manager"))
+    lifecycle = LifecycleClient.for_server(servers.config, servers.token("manager"))
     harness = TurnRecorder(AgentPaths.of(servers.config, "manager").harness, StatsReporter(lifecycle))
     await harness.open()
     ok = TurnOutcome(ok=True, terminal_reason="completed", model_turns=2, tokens_in=900, tokens_out=40)

@@ -1,0 +1,98 @@
+"""The lifecycle server's tools as the hive's own processes call them (the CLI, the dashboard, the
+approvals server, the harness's turn stats), with typed results."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from hyperhive.servers.common.server_client import ServerClient
+
+from .models import (
+    AgentConfigText,
+    AgentInfo,
+    AgentList,
+    AgentStats,
+    AgentStatus,
+    Applied,
+    AuditLog,
+    CommitDiff,
+    Created,
+    DestroyResult,
+    Draft,
+    LogLines,
+    ModelResult,
+    Rebuilt,
+    Recorded,
+    StateFile,
+    TurnCancelled,
+    TurnRecord,
+)
+
+
+class LifecycleClient(ServerClient):
+    server: ClassVar[str] = "lifecycle"
+
+    # ------------------------------------------------------------------------------------ reads
+    async def list_agents(self) -> AgentList:
+        return await self._call("list_agents", AgentList)
+
+    async def agent_status(self, name: str) -> AgentStatus:
+        return await self._call("agent_status", AgentStatus, name=name)
+
+    async def logs(self, name: str, lines: int = 100, since: str | None = None) -> LogLines:
+        return await self._call("logs", LogLines, name=name, lines=lines, since=since)
+
+    async def agent_config(self, name: str) -> AgentConfigText:
+        return await self._call("agent_config", AgentConfigText, name=name)
+
+    async def diff_commit(self, name: str, sha: str) -> CommitDiff:
+        return await self._call("diff_commit", CommitDiff, name=name, sha=sha)
+
+    async def agent_stats(self, name: str, since: str | None = None) -> AgentStats:
+        return await self._call("agent_stats", AgentStats, name=name, since=since)
+
+    async def read_state_file(self, name: str, path: str) -> StateFile:
+        return await self._call("read_state_file", StateFile, name=name, path=path)
+
+    async def audit(self, limit: int = 100, agent: str | None = None) -> AuditLog:
+        return await self._call("audit", AuditLog, limit=limit, agent=agent)
+
+    async def record_turn(self, turn: TurnRecord) -> Recorded:
+        return await self._call("record_turn", Recorded, turn=turn.model_dump())
+
+    # ---------------------------------------------------------------------------------- actions
+    async def create_agent(self, name: str, sha: str | None = None, expected_base: str | None = None) -> Created:
+        return await self._call("create_agent", Created, name=name, sha=sha, expected_base=expected_base)
+
+    async def create_draft(self, name: str) -> Draft:
+        return await self._call("create_draft", Draft, name=name)
+
+    async def start(self, name: str) -> AgentInfo:
+        return await self._call("start", AgentInfo, name=name)
+
+    async def stop(self, name: str) -> AgentInfo:
+        return await self._call("stop", AgentInfo, name=name)
+
+    async def restart(self, name: str) -> AgentInfo:
+        return await self._call("restart", AgentInfo, name=name)
+
+    async def kill(self, name: str) -> AgentInfo:
+        return await self._call("kill", AgentInfo, name=name)
+
+    async def rebuild(self, name: str) -> AgentInfo:
+        return await self._call("rebuild", AgentInfo, name=name)
+
+    async def rebuild_stale(self) -> Rebuilt:
+        return await self._call("rebuild_stale", Rebuilt)
+
+    async def destroy(self, name: str, *, purge: bool = False, force: bool = False) -> DestroyResult:
+        return await self._call("destroy", DestroyResult, name=name, purge=purge, force=force)
+
+    async def set_model(self, name: str, model: str | None) -> ModelResult:
+        return await self._call("set_model", ModelResult, name=name, model=model)
+
+    async def cancel_turn(self, name: str) -> TurnCancelled:
+        return await self._call("cancel_turn", TurnCancelled, name=name)
+
+    async def apply_commit(self, name: str, sha: str, expected_base: str | None = None) -> Applied:
+        return await self._call("apply_commit", Applied, name=name, sha=sha, expected_base=expected_base)
