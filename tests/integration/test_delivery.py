@@ -106,13 +106,13 @@ async def test_the_harness_wakes_with_one_leasing_recv_batch_long_poll(
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
     harness = _harness(tmp_path, hive, broker, bob, batch_max=2)
     calls: list[str] = []
-    call = harness.broker.call
+    call = harness.broker.hive.call  # every tool call of the typed client goes through it
 
     async def counted(tool: str, arguments: dict[str, Any], **kwargs: Any) -> Any:
         calls.append(tool)
         return await call(tool, arguments, **kwargs)
 
-    harness.broker.call = counted  # type: ignore[method-assign]
+    harness.broker.hive.call = counted  # type: ignore[method-assign]
     try:
         waking = asyncio.create_task(harness._wake())
         await asyncio.sleep(0.3)
