@@ -124,8 +124,8 @@ def _start(command: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 def serve_echo(home: str) -> None:
     """An echo server on exactly the broker's stack: same verifier, middleware and serving."""
+    from hyperhive.servers.common.access import AGENT
     from hyperhive.servers.common.agents import AgentRegistry
-    from hyperhive.servers.common.catalog import AGENT
     from hyperhive.servers.common.config import Listen
     from hyperhive.servers.common.serving import http_app, serve
     from hyperhive.servers.common.toolserver import create_mcp

@@ -47,7 +47,7 @@ class _Child:
     crashes: list[float] = field(default_factory=list)
 
 
-class Supervisor:
+class ServerSupervisor:
     def __init__(
         self,
         config: HiveConfig,
@@ -206,4 +206,4 @@ def run_hive(
     echo: Echo,
     renew_tokens: Callable[[], list[str]] | None = None,
 ) -> int:
-    return asyncio.run(Supervisor(config, servers, echo, renew_tokens).run())
+    return asyncio.run(ServerSupervisor(config, servers, echo, renew_tokens).run())

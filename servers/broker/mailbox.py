@@ -25,7 +25,6 @@ from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidN
 from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
 
-from .inbox import Waiters
 from .models import (
     AckResult,
     CancelResult,
@@ -46,6 +45,7 @@ from .models import (
 )
 from .scheduler import Scheduler
 from .store import BrokerStore, Claimed, NewMessage
+from .waiters import Waiters
 
 log = logging.getLogger("hyperhive.broker")
 

@@ -13,8 +13,8 @@ import anyio.lowlevel
 from hyperhive.servers.common.clock import Clock, DueLoop
 from hyperhive.servers.common.config import BrokerSettings
 
-from .inbox import Waiters
 from .store import BrokerStore
+from .waiters import Waiters
 
 log = logging.getLogger("hyperhive.broker")
 

@@ -45,7 +45,7 @@ def _access(*roles: Role) -> ToolAccess:
 
 
 AGENT: Final = _access(Role.AGENT, Role.MANAGER, Role.OPERATOR)
-MANAGER: Final = _access(Role.MANAGER, Role.OPERATOR)
+MANAGER_AND_OPERATOR: Final = _access(Role.MANAGER, Role.OPERATOR)
 MANAGER_AND_SERVICE: Final = _access(Role.MANAGER, Role.OPERATOR, Role.SERVICE)
 OPERATOR: Final = _access(Role.OPERATOR)
 OPERATOR_AND_SERVICE: Final = _access(Role.OPERATOR, Role.SERVICE)

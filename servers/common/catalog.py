@@ -3,7 +3,7 @@
 One table serves both enforcement (each server's allow-list middleware) and validation
 (`agent.toml` may only name tools that exist and that an agent may be granted). The tools are
 written in each server's entry of registry.py; a server's registered tools must match them
-exactly (a test checks it). Role and the access levels are access.py's, re-exported here.
+exactly (a test checks it). Role and the access levels are access.py's.
 """
 
 from __future__ import annotations
@@ -11,37 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from .access import (
-    AGENT,
-    HARNESS,
-    MANAGER,
-    MANAGER_AND_SERVICE,
-    OPERATOR,
-    OPERATOR_AND_SERVICE,
-    SERVICE,
-    Role,
-    ToolAccess,
-)
+from .access import Role, ToolAccess
 from .names import SERVICE_PREFIX
 from .registry import REGISTRY, SERVER_NAMES, callers
-
-__all__ = [
-    "AGENT",
-    "CATALOG",
-    "HARNESS",
-    "HARNESS_ONLY",
-    "MANAGER",
-    "MANAGER_AND_SERVICE",
-    "OPERATOR",
-    "OPERATOR_AND_SERVICE",
-    "SERVERS",
-    "SERVICE",
-    "SERVICE_TOOLS",
-    "ToolAccess",
-    "audience_of_service",
-    "offered_to_claude",
-    "role_default",
-]
 
 CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {spec.name: spec.tools for spec in REGISTRY}
 

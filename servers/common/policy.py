@@ -17,8 +17,9 @@ from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 
+from .access import ToolAccess
 from .agents import AgentRegistry
-from .catalog import CATALOG, SERVICE_TOOLS, ToolAccess
+from .catalog import CATALOG, SERVICE_TOOLS
 from .config import AgentConfig
 from .errors import Refused
 from .names import BROADCAST

@@ -18,8 +18,8 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 from pydantic import ValidationError as PydanticValidationError
 
+from .access import ToolAccess
 from .agents import AgentRegistry
-from .catalog import ToolAccess
 from .errors import Refused
 from .policy import AllowListMiddleware
 from .tokens import HiveTokenVerifier, ServerCredentials
