@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Final, Literal, TypedDict
 
 from hyperhive.servers.common.clock import DueLoop, iso
 from hyperhive.servers.common.errors import Refused
@@ -244,13 +244,9 @@ class Questions:
         return MyAsksResult(
             questions=[
                 MyAsk(
-                    id=q.id,
+                    **_shown(q),
                     to=q.target,
-                    question=q.question,
-                    options=q.options,
-                    multi=True if q.multi else None,
                     state=q.state,
-                    asked_at=iso(q.asked_at),
                     expires_at=iso(q.expires_at),
                     answer=q.answer,
                     answered_by=q.resolved_by,
@@ -266,12 +262,8 @@ class Questions:
         return PendingQuestionsResult(
             questions=[
                 PendingQuestion(
-                    id=q.id,
+                    **_shown(q),
                     asker=q.asker,
-                    question=q.question,
-                    options=q.options,
-                    multi=True if q.multi else None,
-                    asked_at=iso(q.asked_at),
                     expires_at=iso(q.expires_at),
                     seconds_left=_seconds_left(q.expires_at, now),
                 )
@@ -289,16 +281,12 @@ class Questions:
             assert q.resolved_by is not None and q.resolved_at is not None
             entries.append(
                 HistoryEntry(
-                    id=q.id,
+                    **_shown(q),
                     asker=q.asker,
                     to=q.target,
-                    question=q.question,
-                    options=q.options,
-                    multi=True if q.multi else None,
                     state=q.state,
                     answer=q.answer,
                     resolved_by=q.resolved_by,
-                    asked_at=iso(q.asked_at),
                     resolved_at=iso(q.resolved_at),
                     audit=trails.get(q.id, []),
                 )
@@ -312,6 +300,21 @@ class Questions:
             self.outbox.wake()
         deadline = await self.store.next_deadline()
         return math.inf if deadline is None else deadline
+
+
+class _Shown(TypedDict):
+    id: int
+    question: str
+    options: list[str] | None
+    multi: Literal[True] | None
+    asked_at: str
+
+
+def _shown(q: QuestionRow) -> _Shown:
+    """What every listing of a question shows of it, whoever lists it (its asker, the operator, the history)."""
+    return _Shown(
+        id=q.id, question=q.question, options=q.options, multi=True if q.multi else None, asked_at=iso(q.asked_at)
+    )
 
 
 def _already(question: QuestionRow) -> str:
