@@ -33,7 +33,8 @@ from typing import Any
 import httpx2
 
 from hyperhive.servers.cli import init_home
-from hyperhive.servers.common.config import AGENT_TOML, load_hive_config
+from hyperhive.servers.common.agent_config import AGENT_TOML
+from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import issue_token, server_credentials

@@ -18,18 +18,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 import uvloop
 
-from .common.config import (
-    AGENT_TOML,
-    HIVE_TOML,
-    HIVE_TOML_TEMPLATE,
-    AgentConfig,
-    ConfigError,
-    HiveConfig,
-    Listen,
-    agent_toml_template,
-    load_agent_config,
-    load_hive_config,
-)
+from .common.agent_config import AGENT_TOML, AgentConfig, agent_toml_template, load_agent_config
+from .common.config import HIVE_TOML, HIVE_TOML_TEMPLATE, HiveConfig, Listen, load_hive_config
+from .common.config_parsing import ConfigError
 from .common.errors import Refused
 from .common.files import write_atomic
 from .common.issuer import DASHBOARD_TOKEN, IssueError, Issuer, handed_token, server_credentials

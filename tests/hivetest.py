@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from hyperhive.servers.cli import SERVERS, init_home
+from hyperhive.servers.common.agent_config import AGENT_TOML
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.clock import Clock, ManualClock
-from hyperhive.servers.common.config import AGENT_TOML, HiveConfig, load_hive_config
+from hyperhive.servers.common.config import HiveConfig, load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer, server_credentials

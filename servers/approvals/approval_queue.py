@@ -23,10 +23,10 @@ from fastmcp.exceptions import ToolError
 from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedRequest
 from hyperhive.servers.approvals.store import ApprovalStore, Kind, RequestRow
 from hyperhive.servers.common import audit
+from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_template
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import iso
-from hyperhive.servers.common.config import AGENT_TOML, agent_toml_template
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.kit import ServiceKit

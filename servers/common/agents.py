@@ -15,7 +15,8 @@ from pathlib import Path
 
 import anyio
 
-from .config import AGENT_TOML, AgentConfig, ConfigError, load_agent_config
+from .agent_config import AGENT_TOML, AgentConfig, load_agent_config
+from .config_parsing import ConfigError
 from .instances import current_instance
 from .names import is_agent_name
 

@@ -1,49 +1,28 @@
-"""Hive settings (`hive.toml`) and per-agent settings (`agent.toml`).
+"""Hive settings: `hive.toml`, its models, loading and the template `hive init` writes.
 
-Both are pydantic models loaded from TOML. A bad file raises ConfigError naming the file,
-the field and the reason; callers print it and never show a traceback.
+Agents' settings are agent_config.py's; what both files share (ConfigError, strict models, reading
+TOML) is config_parsing.py's. About 400 lines for one concept: a fifth of them is the template,
+which documents every setting as a hive's owner reads it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self, TypeVar
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from .catalog import CATALOG, role_default
-from .names import BROADCAST, OPERATOR, InvalidName, check_agent_name
-from .principals import Role
+from .config_parsing import ENV_NAME_RE, STRICT, ConfigError, check_env_names, read_toml, validated
 from .registry import REGISTRY, SERVER_NAMES, server_spec
 
 HIVE_TOML: Final = "hive.toml"
-AGENT_TOML: Final = "agent.toml"
-DEFAULT_MODEL: Final = "sonnet"
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used. `str()` is one line per problem: file: field: reason."""
-
-    def __init__(self, path: Path | str, problems: Iterable[tuple[str, str]]) -> None:
-        self.path = Path(path)
-        self.problems = list(problems)
-        super().__init__(
-            "\n".join(
-                f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}"
-                for field, reason in self.problems
-            )
-        )
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------------------------------- hive.toml
+    model_config = STRICT
 
 
 class Listen(_Strict):
@@ -225,7 +204,7 @@ class HarnessSettings(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        return _check_env_names(env)
+        return check_env_names(env)
 
 
 class TokenSettings(_Strict):
@@ -313,9 +292,9 @@ def load_hive_config(home: Path) -> HiveConfig:
     path = home / HIVE_TOML
     if not path.is_file():
         raise ConfigError(path, [("", "not found; run `hive init` to create the hive home")])
-    data = _read_toml(path)
+    data = read_toml(path)
     data["home"] = home.resolve()
-    return _validate(HiveConfig, data, path)
+    return validated(HiveConfig, data, path)
 
 
 def _servers_template() -> str:
@@ -407,202 +386,6 @@ synchronous = "normal"          # "full" also survives power loss, at an fsync p
 )
 
 
-# --------------------------------------------------------------------------------------- agent.toml
-
-_MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,99}$")
-_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_MCP_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-
-
-class HttpMcpServer(_Strict):
-    type: Literal["http"]
-    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
-    headers: dict[str, str] = {}
-
-
-class StdioMcpServer(_Strict):
-    type: Literal["stdio"]
-    command: Annotated[str, Field(min_length=1)]
-    args: list[str] = []
-    env: dict[str, str] = {}
-
-
-McpServer = Annotated[HttpMcpServer | StdioMcpServer, Field(discriminator="type")]
-
-
-class SandboxSettings(_Strict):
-    # What the sandbox runs; unset runs the harness. Set it to run a program of your own in its place.
-    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
-    max_restarts: Annotated[int, Field(ge=0, le=100)] = 3  # crashes in a row restarted, then it stays failed
-    # bubblewrap: "outbound" (own network namespace: the outside world and the hive's servers, not the
-    # host's other loopback services), "hive-only" (the hive's servers alone), "host" (the host's network).
-    # nixos-container offers "host" only. Unset: the backend's default (bubblewrap "outbound", NixOS "host").
-    network: Literal["outbound", "hive-only", "host"] | None = None
-    # Bounds; unset takes hive.toml's [sandbox].
-    memory_max: MemorySize | None = None
-    pids_max: PidsMax | None = None
-    cpu_weight: CpuWeight | None = None
-    tmp_max: TmpSize | None = None
-    state_max: StateSize | None = None
-
-    def bounds(self, defaults: SandboxDefaults) -> SandboxDefaults:
-        """The bounds this agent runs with: its own where set, the hive's elsewhere."""
-        own = {k: v for k, v in self.model_dump(include=set(SandboxDefaults.model_fields)).items() if v is not None}
-        return defaults.model_copy(update=own)
-
-
-class AgentConfig(_Strict):
-    role: Literal["agent", "manager"] = "agent"
-    model: str = DEFAULT_MODEL
-    # Per hyperhive server, the exact tools this agent may call; a server left out gets the role default.
-    tools: dict[str, list[str]] = {}
-    # Names this agent may send to (and remind): agents, "operator", or "*" for everyone.
-    allowed_recipients: list[str] = [BROADCAST]
-    # Claude Code allowedTools patterns for Bash, e.g. "git diff:*".
-    bash: list[Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\n()]+$")]] = []
-    mcp_servers: dict[str, McpServer] = {}
-    env: dict[str, str] = {}
-    prompt: Annotated[str, Field(max_length=20_000)] = ""
-    sandbox: SandboxSettings = SandboxSettings()
-
-    @property
-    def principal_role(self) -> Role:
-        return Role(self.role)
-
-    @field_validator("model")
-    @classmethod
-    def _model_name(cls, model: str) -> str:
-        if not _MODEL_RE.match(model):
-            raise ValueError(f"{model!r} is not a model name (e.g. 'sonnet' or 'claude-sonnet-4-5')")
-        return model
-
-    @field_validator("tools")
-    @classmethod
-    def _known_tools(cls, tools: dict[str, list[str]]) -> dict[str, list[str]]:
-        for server, names in tools.items():
-            catalog = CATALOG.get(server)
-            if catalog is None:
-                raise ValueError(f"unknown server {server!r}; servers: {', '.join(CATALOG)}")
-            for name in names:
-                access = catalog.get(name)
-                if access is None:
-                    raise ValueError(f"{server} has no tool {name!r}; tools: {', '.join(catalog)}")
-                if not access.grantable:
-                    raise ValueError(f"{server}.{name} is {access.kind}; agents cannot be granted it")
-        return tools
-
-    @field_validator("allowed_recipients")
-    @classmethod
-    def _recipients(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if name in (BROADCAST, OPERATOR):
-                continue
-            try:
-                check_agent_name(name)
-            except InvalidName as e:
-                raise ValueError(f"{e}; use agent names, 'operator' or '*'") from None
-        return names
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        return _check_env_names(env)
-
-    @field_validator("mcp_servers")
-    @classmethod
-    def _mcp_names(cls, servers: dict[str, Any]) -> dict[str, Any]:
-        for name in servers:
-            if not _MCP_NAME_RE.match(name):
-                raise ValueError(f"{name!r} is not a server name (lowercase letters, digits, '-', '_')")
-            if name in CATALOG:
-                raise ValueError(f"{name!r} is a hyperhive server; name the extra server differently")
-        return servers
-
-    def allowed_tools(self, server: str) -> frozenset[str]:
-        if server in self.tools:
-            return frozenset(self.tools[server])
-        return role_default(server, self.principal_role)
-
-    def may_send_to(self, recipient: str) -> bool:
-        return BROADCAST in self.allowed_recipients or recipient in self.allowed_recipients
-
-
-def load_agent_config(path: Path) -> AgentConfig:
-    return parse_agent_config(path.read_text(encoding="utf-8"), path)
-
-
-def parse_agent_config(text: str, path: Path | str) -> AgentConfig:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, [("", f"invalid TOML: {e}")]) from None
-    return _validate(AgentConfig, data, Path(path))
-
-
-# The manager edits agents' config repos and commits there with `git -C <repo> ...`.
-MANAGER_BASH: Final = '["git -C:*"]'
-
-
-def agent_toml_template(role: Literal["agent", "manager"] = "agent", model: str = DEFAULT_MODEL) -> str:
-    bash = MANAGER_BASH if role == "manager" else "[]"
-    return f"""\
-# hyperhive agent config. Edits take effect when the operator approves them.
-role = "{role}"
-model = "{model}"
-
-# Who this agent may message: agent names, "operator", or "*" for everyone.
-allowed_recipients = ["*"]
-
-# Shell commands Claude Code may run, as allowedTools patterns ("git diff:*").
-bash = {bash}
-
-# Extra instructions appended to the system prompt.
-prompt = ""
-
-# The exact tools this agent may call, per hyperhive server; a server left out gets the
-# defaults of the role. For example:
-# [tools]
-# broker = ["send", "recv", "recv_batch", "ack", "thread", "remind"]
-
-# Environment variables for the agent's Claude Code.
-# [env]
-# LANG = "C.UTF-8"
-
-# Extra MCP servers only this agent uses.
-# [mcp_servers.search]
-# type = "http"
-# url = "http://127.0.0.1:9000/mcp"
-
-# The sandbox: how many crashes in a row are restarted (then it stays failed), what it runs
-# (unset: the harness, which drives Claude Code), its network: "outbound" (the outside world
-# and the hive's servers, not the host's other loopback services), "hive-only" (the hive's
-# servers alone) or "host" (the host's network, every loopback service; the only one NixOS
-# containers offer, and their default), and its bounds (unset: hive.toml's [sandbox]).
-# [sandbox]
-# max_restarts = 3
-# command = ["python3", "-m", "my_agent"]
-# network = "outbound"
-# memory_max = "4G"
-# pids_max = 512
-# cpu_weight = 100
-# tmp_max = "1G"
-# state_max = "10G"
-"""
-
-
-# ---------------------------------------------------------------------------------------- helpers
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, [("", f"invalid TOML: {e}")]) from None
-    except OSError as e:
-        raise ConfigError(path, [("", e.strerror or str(e))]) from None
-
-
 def read_env_file(path: Path) -> dict[str, str]:
     """NAME=value lines (systemd EnvironmentFile style: # comments, blank lines, optional quotes)."""
     try:
@@ -619,7 +402,7 @@ def read_env_file(path: Path) -> dict[str, str]:
             continue
         name, equals, value = line.removeprefix("export ").partition("=")
         name, value = name.strip(), value.strip()
-        if not equals or not _ENV_RE.match(name):
+        if not equals or not ENV_NAME_RE.match(name):
             problems.append((f"line {number}", "expected NAME=value"))
             continue
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
@@ -628,28 +411,3 @@ def read_env_file(path: Path) -> dict[str, str]:
     if problems:
         raise ConfigError(path, problems)
     return env
-
-
-def _check_env_names(env: dict[str, str]) -> dict[str, str]:
-    for key in env:
-        if not _ENV_RE.match(key):
-            raise ValueError(f"{key!r} is not an environment variable name")
-    return env
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validate(model: type[M], data: dict[str, Any], path: Path) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(path, [_problem(err) for err in e.errors()]) from None
-
-
-def _problem(err: Any) -> tuple[str, str]:
-    field = ".".join(str(part) for part in err["loc"])
-    reason: str = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        reason = "unknown setting (check the spelling)"
-    return field, reason

@@ -8,8 +8,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Final
 
+from .agent_config import AGENT_TOML, AgentConfig, McpServer, parse_agent_config
 from .catalog import CATALOG
-from .config import AGENT_TOML, AgentConfig, ConfigError, McpServer, parse_agent_config
+from .config_parsing import ConfigError
 from .names import BROADCAST
 
 CONFIG_FILES: Final = ("agent.toml", "agent.nix")  # what a config repo holds and an apply copies

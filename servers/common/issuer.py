@@ -19,8 +19,10 @@ from typing import Final
 
 from joserfc.jwk import KeySet
 
+from .agent_config import AGENT_TOML, AgentConfig, load_agent_config
 from .catalog import SERVERS, audience_of_service
-from .config import AGENT_TOML, AgentConfig, ConfigError, HiveConfig, load_agent_config
+from .config import HiveConfig
+from .config_parsing import ConfigError
 from .files import write_atomic
 from .instances import current_instance
 from .keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, PublicKeys, ReloadingSigningKey, SigningKey, load_signing_key

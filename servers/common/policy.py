@@ -18,9 +18,9 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 
 from .access import ToolAccess
+from .agent_config import AgentConfig
 from .agents import AgentRegistry
 from .catalog import CATALOG, SERVICE_TOOLS
-from .config import AgentConfig
 from .errors import Refused
 from .names import BROADCAST
 from .principals import Principal, Role

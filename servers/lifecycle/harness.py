@@ -17,9 +17,10 @@ from typing import Final
 import anyio
 from pydantic import ValidationError
 
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.catalog import SERVERS, offered_to_claude
 from hyperhive.servers.common.client import ServerUnavailable, server_address
-from hyperhive.servers.common.config import AgentConfig, HiveConfig, read_env_file
+from hyperhive.servers.common.config import HiveConfig, read_env_file
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic
 from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATE_MAX_BYTES, HarnessInfo, TurnState

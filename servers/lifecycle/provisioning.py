@@ -16,8 +16,10 @@ from typing import Literal
 
 import anyio
 
+from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_template, parse_agent_config
 from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.config import AGENT_TOML, ConfigError, HiveConfig, agent_toml_template, parse_agent_config
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name

@@ -15,8 +15,9 @@ from typing import Final
 
 import anyio
 
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.config import AgentConfig, HiveConfig
+from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import Issuer

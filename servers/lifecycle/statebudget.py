@@ -19,8 +19,9 @@ from typing import Final
 
 import anyio
 
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.config import AgentConfig, HiveConfig
+from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent, StateOverBudget
 from hyperhive.servers.lifecycle import logfiles
 from hyperhive.servers.lifecycle.paths import AgentPaths

@@ -25,7 +25,7 @@ from typing import Any, Final
 import anyio
 
 from hyperhive.servers.common import audit
-from hyperhive.servers.common.config import ConfigError
+from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, Destroyed, HelperEvent, Killed, Rebuilt, Spawned
 from hyperhive.servers.common.harnessdir import TurnState

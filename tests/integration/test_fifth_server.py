@@ -68,7 +68,8 @@ assert str(Path(hyperhive.__path__[0]).parent) == os.environ["COPY"], hyperhive.
 from hyperhive.servers.cli import SERVERS, init_home, main
 from hyperhive.servers.common import catalog, names
 from hyperhive.servers.common.client import HiveClient, server_address
-from hyperhive.servers.common.config import HIVE_TOML_TEMPLATE, AgentConfig, load_hive_config
+from hyperhive.servers.common.config import HIVE_TOML_TEMPLATE, load_hive_config
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.issuer import HANDED_TOKENS, issue_token

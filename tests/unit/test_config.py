@@ -6,17 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from hyperhive.servers.common.agent_config import AgentConfig, agent_toml_template, parse_agent_config
 from hyperhive.servers.common.config import (
     HIVE_TOML_TEMPLATE,
-    AgentConfig,
-    ConfigError,
     SandboxDefaults,
-    agent_toml_template,
     load_hive_config,
-    parse_agent_config,
     parse_size,
     read_env_file,
 )
+from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.diffs import widenings
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role

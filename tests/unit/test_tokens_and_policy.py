@@ -13,9 +13,10 @@ import pytest
 from joserfc.jwk import KeySet
 
 from hyperhive.servers.cli import SERVERS, init_home
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.catalog import CATALOG, SERVICE_TOOLS, role_default
-from hyperhive.servers.common.config import AgentConfig, load_hive_config
+from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import current_instance, end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer, server_credentials
