@@ -43,6 +43,7 @@ from .models import (
     ThreadMessage,
     ThreadResult,
 )
+from .reminder_store import ReminderStore
 from .scheduler import Scheduler
 from .store import BrokerStore, Claimed, NewMessage
 from .waiters import Waiters
@@ -59,8 +60,9 @@ class Broker:
         self.clock = kit.clock
         self.agents = kit.agents
         self.store = BrokerStore(kit.db)
+        self.reminder_store = ReminderStore(kit.db)
         self.waiters = Waiters()
-        self.scheduler = Scheduler(self.store, self.waiters, self.settings, kit.clock)
+        self.scheduler = Scheduler(self.store, self.reminder_store, self.waiters, self.settings, kit.clock)
         self._background: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
@@ -276,7 +278,7 @@ class Broker:
             if to == BROADCAST:
                 raise Refused("a reminder goes to one recipient, not '*'")
             recipient = (await self._recipients(me, to))[0]
-        reminder_id = await self.store.add_reminder(
+        reminder_id = await self.reminder_store.add(
             me.name,
             recipient,
             body,
@@ -290,7 +292,7 @@ class Broker:
         return Reminder(id=reminder_id, to=recipient, body=body, due_at=iso(due))
 
     async def reminders(self, me: Principal) -> RemindersResult:
-        rows = await self.store.reminders_of(me.name)
+        rows = await self.reminder_store.pending_of(me.name)
         return RemindersResult(
             reminders=[
                 Reminder(id=row["id"], to=row["recipient"], body=row["body"], due_at=iso(row["due_at"])) for row in rows
@@ -298,7 +300,7 @@ class Broker:
         )
 
     async def cancel_reminder(self, me: Principal, reminder_id: int) -> CancelResult:
-        await self.store.cancel_reminder(me.name, reminder_id, self.clock.now())
+        await self.reminder_store.cancel(me.name, reminder_id, self.clock.now())
         self.scheduler.poke()
         return CancelResult(cancelled=reminder_id)
 

@@ -13,6 +13,7 @@ import anyio.lowlevel
 from hyperhive.servers.common.clock import Clock, DueLoop
 from hyperhive.servers.common.config import BrokerSettings
 
+from .reminder_store import ReminderStore
 from .store import BrokerStore
 from .waiters import Waiters
 
@@ -22,8 +23,11 @@ LATE_AFTER = 2.0  # seconds past due after which a fired reminder is marked late
 
 
 class Scheduler:
-    def __init__(self, store: BrokerStore, waiters: Waiters, settings: BrokerSettings, clock: Clock) -> None:
+    def __init__(
+        self, store: BrokerStore, reminders: ReminderStore, waiters: Waiters, settings: BrokerSettings, clock: Clock
+    ) -> None:
         self.store = store
+        self.reminders = reminders
         self.waiters = waiters
         self.settings = settings
         self.clock = clock
@@ -49,7 +53,7 @@ class Scheduler:
     async def _run_due(self) -> float:
         now = self.clock.now()
         while True:
-            fired = await self.store.fire_due_reminders(now, LATE_AFTER)
+            fired = await self.reminders.fire_due(now, LATE_AFTER)
             for recipient in fired:
                 self.waiters.notify(recipient)
             if not fired:
@@ -60,7 +64,7 @@ class Scheduler:
         if now >= self._next_retention:
             await self._retention(now)
             self._next_retention = now + self.settings.retention_interval_seconds
-        next_reminder = await self.store.next_reminder_due()
+        next_reminder = await self.reminders.next_due()
         return min(
             self._next_retention,
             next_reminder if next_reminder is not None else math.inf,

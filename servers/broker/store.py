@@ -1,15 +1,14 @@
 """The broker's sqlite schema and queries.
 
 A message is stored once; each recipient has a delivery row (queued -> leased -> delivered).
-A leased delivery whose lease has passed counts as queued again. Reminders are rows that
-become messages when they fire. Checks that need the agent registry or settings live in
-mailbox.py; this module reads and writes rows, and refuses (NotFound, LimitReached) what the rows
-it reads forbid, in the same transaction.
+A leased delivery whose lease has passed counts as queued again. Reminders share the schema and
+the inbox cap (inbox_loads) but have queries of their own, in reminder_store.py. Checks that need
+the agent registry or settings live in mailbox.py; this module reads and writes rows, and refuses
+(NotFound, LimitReached) what the rows it reads forbid, in the same transaction.
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,7 +131,7 @@ class BrokerStore:
                 thread_id = parent[0]
             full: list[str] = []
             if inbox_cap is not None:
-                full = sorted(name for name, count in _inbox_loads(conn, recipients).items() if count >= inbox_cap)
+                full = sorted(name for name, count in inbox_loads(conn, recipients).items() if count >= inbox_cap)
             deliver = [name for name in recipients if name not in full]
             if not deliver:
                 assert inbox_cap is not None
@@ -377,105 +376,6 @@ class BrokerStore:
 
         return await self.db.read(read)
 
-    # -------------------------------------------------------------------------------- reminders
-    async def add_reminder(
-        self,
-        owner: str,
-        recipient: str,
-        body: str,
-        due_at: float,
-        now: float,
-        *,
-        max_pending: int,
-        max_per_minute: int,
-        inbox_cap: int,
-    ) -> int:
-        """Insert a reminder and return its id; LimitReached (saying which limit) if it would pass one.
-
-        A reminder takes its place in the recipient's inbox now (see _inbox_loads), so one that
-        comes due is always delivered without passing `inbox_cap`.
-        """
-
-        def tx(conn: sqlite3.Connection) -> int:
-            pending, recent, oldest_recent = conn.execute(
-                "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE created_at > :since), "
-                "min(created_at) FILTER (WHERE created_at > :since) FROM reminders WHERE owner = :owner",
-                {"since": now - 60, "owner": owner},
-            ).fetchone()
-            if pending >= max_pending:
-                raise LimitReached(
-                    f"you have {pending} pending reminders, the limit; cancel some with cancel_reminder first"
-                )
-            if recent >= max_per_minute:
-                retry = math.ceil(oldest_recent + 60 - now)
-                raise LimitReached(
-                    f"too many reminders: {recent} in the last minute (limit {max_per_minute}); try again in {retry} s"
-                )
-            load = _inbox_loads(conn, [recipient]).get(recipient, 0)
-            if load >= inbox_cap:
-                raise LimitReached(
-                    f"the inbox of {recipient} is full ({load:,} undelivered messages and reminders scheduled "
-                    f"for it, the limit is {inbox_cap:,}); nothing was scheduled. Try again later."
-                )
-            cur = conn.execute(
-                "INSERT INTO reminders (owner, recipient, body, due_at, created_at) VALUES (?, ?, ?, ?, ?)",
-                (owner, recipient, body, due_at, now),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-
-        return await self.db.write(tx)
-
-    async def reminders_of(self, owner: str) -> list[sqlite3.Row]:
-        return await self.db.fetch_all(
-            "SELECT * FROM reminders WHERE owner = ? AND state = 'pending' ORDER BY due_at, id", (owner,)
-        )
-
-    async def cancel_reminder(self, owner: str, reminder_id: int, now: float) -> None:
-        """Cancel a pending reminder of `owner`'s; NotFound if it has none with that id."""
-
-        def tx(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE reminders SET state = 'cancelled', resolved_at = ? "
-                "WHERE id = ? AND owner = ? AND state = 'pending'",
-                (now, reminder_id, owner),
-            )
-            if cur.rowcount != 1:
-                raise NotFound(
-                    f"no pending reminder {reminder_id} of yours; list_my_reminders shows the ones you can cancel"
-                )
-
-        await self.db.write(tx)
-
-    async def next_reminder_due(self) -> float | None:
-        value = await self.db.fetch_value("SELECT min(due_at) FROM reminders WHERE state = 'pending'")
-        return None if value is None else float(value)
-
-    async def fire_due_reminders(self, now: float, late_after: float, batch: int = 500) -> list[str]:
-        """Turn due reminders into messages; returns the recipients to wake."""
-
-        def tx(conn: sqlite3.Connection) -> list[str]:
-            due = conn.execute(
-                "SELECT * FROM reminders WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
-                (now, batch),
-            ).fetchall()
-            for reminder in due:
-                cur = conn.execute(
-                    "INSERT INTO messages (sender, body, kind, late, created_at) VALUES (?, ?, 'reminder', ?, ?)",
-                    (reminder["owner"], reminder["body"], now - reminder["due_at"] > late_after, now),
-                )
-                conn.execute(
-                    "INSERT INTO deliveries (message_id, recipient) VALUES (?, ?)",
-                    (cur.lastrowid, reminder["recipient"]),
-                )
-                conn.execute(
-                    "UPDATE reminders SET state = 'fired', resolved_at = ?, message_id = ? WHERE id = ?",
-                    (now, cur.lastrowid, reminder["id"]),
-                )
-            return sorted({reminder["recipient"] for reminder in due})
-
-        return await self.db.write(tx)
-
     # -------------------------------------------------------------------------------- retention
     async def purge(self, before: float, batch: int = 5000) -> int:
         """Delete one batch of what retention allows; returns rows deleted (0: nothing left)."""
@@ -498,7 +398,7 @@ def _listed(ids: Sequence[int]) -> str:
     return ", ".join(map(str, ids))
 
 
-def _inbox_loads(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, int]:
+def inbox_loads(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, int]:
     """Per recipient: undelivered messages plus the reminders scheduled for it. The inbox cap
     counts both, so a reminder that comes due never finds its inbox full."""
     marks = placeholders(recipients)
