@@ -1,1 +1,1 @@
-"""The per-agent harness that drives Claude Code turns inside the agent's sandbox (not built yet)."""
+"""The per-agent harness that drives Claude Code turns inside the agent's sandbox."""

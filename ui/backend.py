@@ -26,11 +26,11 @@ from hyperhive.servers.approvals.client import ApprovalsClient
 from hyperhive.servers.approvals.models import ReviewedRequest
 from hyperhive.servers.broker.client import BrokerClient
 from hyperhive.servers.broker.models import ListedMessage, StatsResult
-from hyperhive.servers.common.catalog import SERVERS
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable, TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HELPER_EVENT, ContainerCrash, HelperEvent
 from hyperhive.servers.common.names import OPERATOR
+from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, AgentList
@@ -70,7 +70,7 @@ class HiveState:
     approvals: list[ReviewedRequest] = field(default_factory=list)  # pending, with diffs
     questions: list[PendingQuestion] = field(default_factory=list)  # pending operator questions
     messages: deque[ListedMessage] = field(default_factory=lambda: deque(maxlen=MESSAGES_KEPT))
-    reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVERS, True))
+    reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVER_NAMES, True))
     unread: int = 0  # messages to the operator not taken yet
     polled_at: float = 0.0
 

@@ -44,9 +44,11 @@ def _access(*roles: Role) -> ToolAccess:
     return ToolAccess(frozenset(roles))
 
 
+# Each level is named for the roles that hold it, but AGENT: an agent tool, held by every agent (the
+# manager is one) and by the operator.
 AGENT: Final = _access(Role.AGENT, Role.MANAGER, Role.OPERATOR)
 MANAGER_AND_OPERATOR: Final = _access(Role.MANAGER, Role.OPERATOR)
-MANAGER_AND_SERVICE: Final = _access(Role.MANAGER, Role.OPERATOR, Role.SERVICE)
+MANAGER_OPERATOR_AND_SERVICE: Final = _access(Role.MANAGER, Role.OPERATOR, Role.SERVICE)
 OPERATOR: Final = _access(Role.OPERATOR)
 OPERATOR_AND_SERVICE: Final = _access(Role.OPERATOR, Role.SERVICE)
 SERVICE: Final = _access(Role.SERVICE)

@@ -13,11 +13,9 @@ from typing import Final
 
 from .access import Role, ToolAccess
 from .names import SERVICE_PREFIX
-from .registry import REGISTRY, SERVER_NAMES, callers
+from .registry import REGISTRY, callers
 
 CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {spec.name: spec.tools for spec in REGISTRY}
-
-SERVERS: Final = SERVER_NAMES
 
 # Exactly the tools each service principal calls, per server: a service may call nothing else,
 # whatever its role would allow (approvals cannot kill an agent; nobody but approvals applies).

@@ -20,7 +20,7 @@ from typing import Final
 from joserfc.jwk import KeySet
 
 from .agent_config import AGENT_TOML, AgentConfig, load_agent_config
-from .catalog import SERVERS, audience_of_service
+from .catalog import audience_of_service
 from .config import HiveConfig
 from .config_parsing import ConfigError
 from .files import write_atomic
@@ -28,7 +28,7 @@ from .instances import current_instance
 from .keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, PublicKeys, ReloadingSigningKey, SigningKey, load_signing_key
 from .names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, service_principal
 from .principals import Principal, Role, principal_for
-from .registry import callers, server_spec
+from .registry import SERVER_NAMES, callers, server_spec
 from .systemd import credential
 from .tokens import InvalidToken, IssuedToken, ServerCredentials, TokenFile, decode_token, mint_token
 
@@ -71,7 +71,7 @@ def handed_token(config: HiveConfig, server: str) -> Path:
 def agent_audience(config: AgentConfig) -> tuple[str, ...]:
     """The servers an agent's token is for: every hive server, so that a tool outside its allow-list
     is refused by name, saying whom to ask (a 401 would teach it nothing); its allow-list decides."""
-    return SERVERS
+    return SERVER_NAMES
 
 
 def audience_of(principal: Principal, config: AgentConfig | None = None) -> tuple[str, ...]:
@@ -81,7 +81,7 @@ def audience_of(principal: Principal, config: AgentConfig | None = None) -> tupl
         if config is None:
             raise IssueError(f"{principal.name} has no applied config")
         return agent_audience(config)
-    return SERVERS
+    return SERVER_NAMES
 
 
 class Issuer:

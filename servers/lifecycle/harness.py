@@ -18,12 +18,13 @@ import anyio
 from pydantic import ValidationError
 
 from hyperhive.servers.common.agent_config import AgentConfig
-from hyperhive.servers.common.catalog import SERVERS, offered_to_claude
+from hyperhive.servers.common.catalog import offered_to_claude
 from hyperhive.servers.common.client import ServerUnavailable, server_address
 from hyperhive.servers.common.config import HiveConfig, read_env_file
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic
 from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATE_MAX_BYTES, HarnessInfo, TurnState
+from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
@@ -39,7 +40,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         model=agent.model,
         servers=agent_urls(config),
         # What its Claude Code may call: the harness's own tools (record_turn) are not offered to the model.
-        tools={server: sorted(offered_to_claude(server, agent.allowed_tools(server))) for server in SERVERS},
+        tools={server: sorted(offered_to_claude(server, agent.allowed_tools(server))) for server in SERVER_NAMES},
         bash=list(agent.bash),
         mcp_servers={extra: server.model_dump() for extra, server in agent.mcp_servers.items()},
         env={**settings.env, **from_file, **agent.env},
@@ -57,7 +58,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
 def agent_urls(config: HiveConfig) -> dict[str, str]:
     """Each server's URL as agents reach it: loopback TCP (a server with only a unix socket is left out)."""
     urls = {}
-    for server in SERVERS:
+    for server in SERVER_NAMES:
         try:
             address = server_address(config, server)
         except ServerUnavailable:
