@@ -66,10 +66,10 @@ import hyperhive
 assert str(Path(hyperhive.__path__[0]).parent) == os.environ["COPY"], hyperhive.__path__
 
 from hyperhive.servers.cli import SERVERS, init_home, main
-from hyperhive.servers.common import catalog, names
+from hyperhive.servers.common import access, catalog, names
 from hyperhive.servers.common.client import HiveClient, server_address
-from hyperhive.servers.common.config import HIVE_TOML_TEMPLATE, load_hive_config
 from hyperhive.servers.common.agent_config import AgentConfig
+from hyperhive.servers.common.config import HIVE_TOML_TEMPLATE, load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.issuer import HANDED_TOKENS, issue_token
@@ -80,7 +80,7 @@ port = int(os.environ["FORGE_PORT"])
 assert list(SERVERS)[-1] == "forge" and SERVERS["forge"] == "hyperhive.servers.forge.server"
 assert f'[servers.forge]\\nhost = "127.0.0.1"\\nport = {port}\\n' in HIVE_TOML_TEMPLATE
 assert "forge" in names.RESERVED and "forge" in names.SERVICES
-assert catalog.CATALOG["forge"]["forge_ping"] is catalog.AGENT
+assert catalog.CATALOG["forge"]["forge_ping"] is access.AGENT
 assert catalog.SERVICE_TOOLS["service:forge"] == {"broker": frozenset({"post_event"})}
 assert "service-forge" in [handed.name for handed in HANDED_TOKENS]
 assert "forge" in main.commands["serve"].params[0].type.choices  # hive serve forge
