@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Literal
 
+from hyperhive.servers.approvals.models import RequestKind, RequestState
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.db import Database
@@ -53,8 +54,8 @@ MIGRATIONS: Final = [
     """,
 ]
 
-Kind = Literal["apply_commit", "spawn", "spawn_commit"]
-State = Literal["pending", "approving", "applied", "denied", "failed"]
+Kind = RequestKind  # the tools' own types (models.py): one definition of each
+State = RequestState
 
 
 @dataclass(frozen=True, slots=True)

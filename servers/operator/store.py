@@ -23,6 +23,7 @@ from hyperhive.servers.common.errors import LimitReached
 from hyperhive.servers.common.events import OperatorAnswered, QuestionAsked
 from hyperhive.servers.common.names import OPERATOR, SYSTEM
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
+from hyperhive.servers.operator.models import State as QuestionState
 
 MIGRATIONS: Final = [
     """
@@ -50,7 +51,7 @@ MIGRATIONS: Final = [
     + AUDIT_SCHEMA,
 ]
 
-State = Literal["pending", "answered", "cancelled", "expired"]
+State = QuestionState  # the tools' own type (models.py): one definition
 CANCELLED: Final = "[cancelled]"
 EXPIRED: Final = "[expired]"
 
