@@ -32,6 +32,7 @@ from .common.config import (
 )
 from .common.errors import Refused
 from .common.files import write_atomic
+from .common.formatting import approval_outcome, duration, request_title, turn_text, when
 from .common.issuer import DASHBOARD_TOKEN, IssueError, Issuer, handed_token, server_credentials
 from .common.keys import (
     PRIVATE_KEY_FILE,
@@ -53,10 +54,8 @@ from .lifecycle.uidrange import UidRangeError
 
 if TYPE_CHECKING:  # the clients are imported when a command calls a server: `hive token` needs none
     from .approvals.client import ApprovalsClient
-    from .approvals.models import Request
     from .broker.client import BrokerClient
     from .broker.models import Message
-    from .common.harnessdir import TurnState
     from .common.server_client import ServerClient
     from .lifecycle.client import LifecycleClient
     from .lifecycle.models import AgentInfo
@@ -603,11 +602,6 @@ def _call(home: Path, call: Callable[[_Servers], Awaitable[R]], *, as_name: str 
         _fail(str(e))
 
 
-def _when(timestamp: str | None) -> str:
-    """An ISO 8601 UTC time as the CLI shows it: to the second, no T."""
-    return (timestamp or "-")[:19].replace("T", " ")
-
-
 # --------------------------------------------------------------------------------------------- up
 
 
@@ -648,28 +642,14 @@ def agents(home: Path) -> None:
         state: str = agent.state
         if agent.last_signal or agent.last_exit_code not in (None, 0):
             state += f" (last: {agent.last_signal or 'exit ' + str(agent.last_exit_code)})"
-        started = _when(agent.started_at)
+        started = when(agent.started_at)
         rows.append(
             (agent.name, agent.role, state, agent.model, started, str(agent.restart_count),
-             "needed" if agent.needs_update else "", _turn_text(agent.turn))
+             "needed" if agent.needs_update else "", turn_text(agent.turn, agent.state == "running"))
         )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def _turn_text(turn: TurnState | None) -> str:
-    """What an agent's harness is doing, in a few words: idle, running 12 s, error: why."""
-    if turn is None:
-        return ""
-    since = _duration(int(max(0.0, time.time() - turn.since)))
-    if turn.state == "running":
-        return f"running {since}" + (f" ({turn.messages} msgs)" if turn.messages else "")
-    if turn.state == "error":
-        return f"error {since}: {turn.reason or '?'}"
-    if turn.state == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
-        return f"unreadable: {turn.reason or '?'}"
-    return turn.state
 
 
 @main.command(name="cancel-turn")
@@ -713,7 +693,7 @@ def audit(agent: str | None, limit: int, home: Path) -> None:
     entries = _call(home, lambda hive: hive.lifecycle.audit(limit, agent)).entries
     for entry in entries:
         what = f"{entry.actor} {entry.action} {entry.agent} {entry.outcome}"
-        click.echo(f"{_when(entry.at)} {what}" + (f" · {entry.detail}" if entry.detail else ""))
+        click.echo(f"{when(entry.at)} {what}" + (f" · {entry.detail}" if entry.detail else ""))
     if not entries:
         click.echo("◆ no actions recorded")
 
@@ -766,12 +746,6 @@ def _echo_diff(diff: str) -> None:
         click.secho("    " + line, fg=None if line.startswith(("+++", "---")) else colour)
 
 
-def _request_title(request: Request) -> str:
-    what = {"apply_commit": "apply config", "spawn": "spawn", "spawn_commit": "spawn from draft"}[request.kind]
-    commit = f" @ {request.commit_sha[:12]}" if request.commit_sha else ""
-    return f"#{request.id} {what} {request.agent}{commit}"
-
-
 @main.command()
 @click.option("--history", "history", type=click.IntRange(1, 500), metavar="N", help="Show the N latest resolved.")
 @click.option("--no-diff", is_flag=True, help="Leave out the diffs.")
@@ -789,14 +763,14 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
         for request in resolved:
             reason = request.note or request.error
             click.echo(
-                f"{_request_title(request)} · {request.state} by {request.resolved_by} "
-                f"at {_when(request.resolved_at)}" + (f": {reason}" if reason else "")
+                f"{request_title(request)} · {request.state} by {request.resolved_by} "
+                f"at {when(request.resolved_at)}" + (f": {reason}" if reason else "")
             )
         return
     waiting = _call(home, lambda hive: hive.approvals.pending_approvals()).requests
     click.echo(f"◆ {len(waiting)} requests waiting" if waiting else "◆ no requests waiting")
     for request in waiting:
-        line = f"{_request_title(request)} · asked by {request.requested_by} at {_when(request.requested_at)}"
+        line = f"{request_title(request)} · asked by {request.requested_by} at {when(request.requested_at)}"
         if request.state == "approving":  # approved; waiting for the lifecycle server to carry it out
             line += f" · approved by {request.resolved_by}, being carried out"
         click.echo(line)
@@ -812,12 +786,10 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
 def approve(request_id: int, home: Path) -> None:
     """Approve request ID: it is carried out now, and the manager told the outcome."""
     request = _call(home, lambda hive: hive.approvals.approve(request_id), timeout=300)
-    if request.state == "failed":
-        _fail(f"request #{request_id} was approved but failed: {request.error}")
-    if request.state == "approving":
-        click.echo(f"◆ {_request_title(request)}: approved; it is carried out when the lifecycle server answers")
-    else:
-        click.echo(f"◆ {_request_title(request)}: {request.state}")
+    outcome, how = approval_outcome(request)
+    if how == "failed":
+        _fail(f"{request_title(request)}: {outcome}")
+    click.echo(f"◆ {request_title(request)}: {outcome}")
 
 
 @main.command()
@@ -827,7 +799,7 @@ def approve(request_id: int, home: Path) -> None:
 def deny(request_id: int, note: str, home: Path) -> None:
     """Deny request ID, saying why."""
     request = _call(home, lambda hive: hive.approvals.deny(request_id, note))
-    click.echo(f"◆ {_request_title(request)}: denied")
+    click.echo(f"◆ {request_title(request)}: denied")
 
 
 # -------------------------------------------------------------------------------------- questions
@@ -843,24 +815,12 @@ def questions(home: Path) -> None:
     waiting = _call(home, lambda hive: hive.operator.pending_questions()).questions
     click.echo(f"◆ {len(waiting)} questions waiting" if waiting else "◆ no questions waiting")
     for question in waiting:
-        click.echo(f"#{question.id} from {question.asker} · {_duration(question.seconds_left)} left")
+        click.echo(f"#{question.id} from {question.asker} · {duration(question.seconds_left)} left")
         for line in question.question.splitlines():
             click.echo(f"    {line}")
         if question.options:
             pick = "pick one or more" if question.multi else "pick one"
             click.echo(f"    {pick}: {' | '.join(question.options)}")
-
-
-def _duration(seconds: int) -> str:
-    """Seconds as their two largest units: 59s, 4m 10s, 23h 59m, 2d 3h."""
-    parts: list[str] = []
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count or (parts and len(parts) < 2):
-            parts.append(f"{count}{unit}")
-        if len(parts) == 2:
-            break
-    return " ".join(part for part in parts if not part.startswith("0")) or "0s"
 
 
 @main.command()
@@ -914,7 +874,7 @@ def inbox(wait: float, home: Path) -> None:
     def show(messages: list[Message], queued: int) -> None:
         for message in messages:
             reply = f" (re #{message.in_reply_to})" if message.in_reply_to else ""
-            click.echo(f"#{message.id} {_when(message.sent_at)} {message.sender}{reply}: {message.body}")
+            click.echo(f"#{message.id} {when(message.sent_at)} {message.sender}{reply}: {message.body}")
         if not messages:
             click.echo("◆ no messages")
         if queued:

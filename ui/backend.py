@@ -30,6 +30,7 @@ from hyperhive.servers.common.catalog import SERVERS
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable, TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HELPER_EVENT, ContainerCrash, HelperEvent
+from hyperhive.servers.common.formatting import request_kind
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.lifecycle.client import LifecycleClient
@@ -213,8 +214,8 @@ class Backend:
         if self._seen_approvals is not None:
             for request in requests:
                 if request.id not in self._seen_approvals:
-                    what = request.kind.replace("_", " ")
-                    self.notice.emit(Notice("approval", f"approval #{request.id}", f"{what} for {request.agent}"))
+                    what = f"{request_kind(request.kind)} for {request.agent}"
+                    self.notice.emit(Notice("approval", f"approval #{request.id}", what))
         self._seen_approvals = ids
 
     def _update_questions(self, questions: list[PendingQuestion]) -> None:

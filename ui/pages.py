@@ -20,6 +20,18 @@ from nicegui import app, context, ui
 from hyperhive.servers.approvals.models import Request
 from hyperhive.servers.broker.models import ListedMessage, RecvBatchResult
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.formatting import (
+    Outcome,
+    age,
+    approval_outcome,
+    clock,
+    epoch,
+    last_turn_text,
+    request_kind,
+    request_title,
+    turn_text,
+    when,
+)
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, Rebuilt
@@ -43,6 +55,7 @@ R = TypeVar("R")
 ToastKind = Literal["positive", "negative", "info", "warning"]
 Toast = tuple[str, ToastKind]  # a toast's text and colour, when success is not all a result can say
 _POSITIVE: ToastKind = "positive"
+OUTCOME_TOASTS: dict[Outcome, ToastKind] = {"done": "positive", "waiting": "info", "failed": "negative"}
 
 
 class _Hive:
@@ -222,20 +235,6 @@ async def confirm(text: str, action: str = "confirm") -> bool:
     return bool(result)
 
 
-def since(timestamp: float | str | None) -> str:
-    """'12 s', '3 min', '2 h' ago."""
-    if timestamp is None:
-        return "-"
-    if isinstance(timestamp, str):
-        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    seconds = max(0, int(time.time() - timestamp))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
-
-
 def section(title: str) -> None:
     ui.label(f"◆ {title}").classes("text-lg text-grey-4")
 
@@ -321,19 +320,9 @@ class AgentRow:
         self.tick()
 
     def tick(self) -> None:
-        turn = self.agent.info.turn
-        if turn is None:
-            text = "no harness" if self.agent.info.state == "running" else "-"
-        elif turn.state == "running":
-            text = f"running {since(turn.since)} · {turn.messages} msg"
-        elif turn.state == "error":
-            text = f"error: {turn.reason or '?'}"
-        else:
-            text = f"{turn.state} {since(turn.since)}"
-        self.turn.set_text(text)
-        last = turn.last_turn_at if turn else None
-        running = turn is not None and turn.state == "running"
-        self.last_turn.set_text("now" if running else f"{since(last)} ago" if last else "never")
+        info = self.agent.info
+        self.turn.set_text(turn_text(info.turn, info.state == "running"))
+        self.last_turn.set_text(last_turn_text(info.turn))
 
     async def do(self, action: str) -> None:
         with self.row:  # its dialog: not inside the menu the click came from, which closes
@@ -469,10 +458,7 @@ def approvals_page() -> None:
                 by = request.resolved_by or "-"
                 outcome = request.state + (f": {request.note}" if request.note else "")
                 outcome += f": {request.error}" if request.error else ""
-                ui.label(
-                    f"#{request.id} {request.kind.replace('_', ' ')} {request.agent} · {outcome} · by {by} "
-                    f"· {(request.resolved_at or '')[:19].replace('T', ' ')}"
-                )
+                ui.label(f"{request_title(request)} · {outcome} · by {by} · {when(request.resolved_at)}")
 
     ui.timer(0.1, load_history, once=True)
     backend.approvals_changed.subscribe(lambda _: load_history())
@@ -480,11 +466,8 @@ def approvals_page() -> None:
 
 def approved(request: Request) -> Toast:
     """What approving did: applied (green), approved but not yet carried out, or failed with why (red)."""
-    if request.state == "failed":
-        return f"#{request.id} approved but failed: {request.error or 'no reason given'}", "negative"
-    if request.state == "approving":
-        return f"#{request.id} approved; it is carried out when the lifecycle server answers", "info"
-    return f"#{request.id} approved", "positive"
+    outcome, how = approval_outcome(request)
+    return f"#{request.id} {outcome}", OUTCOME_TOASTS[how]
 
 
 def approval_card(request: Request) -> None:
@@ -492,8 +475,8 @@ def approval_card(request: Request) -> None:
     rid = request.id
     with ui.card().classes("w-full"):
         with ui.row().classes("items-center w-full"):
-            ui.label(f"#{rid} {request.kind.replace('_', ' ')} · {request.agent}").classes("text-lg")
-            ui.label(f"asked by {request.requested_by} {since(request.requested_at)} ago").classes("text-grey-6")
+            ui.label(f"#{rid} {request_kind(request.kind)} · {request.agent}").classes("text-lg")
+            ui.label(f"asked by {request.requested_by} {age(request.requested_at)} ago").classes("text-grey-6")
             if request.state == "approving":
                 ui.badge("being carried out", color="info")
         for widening in request.widenings:  # what the new config may do that the old could not
@@ -527,7 +510,7 @@ def question_card(question: PendingQuestion) -> ui.card:
     """A pending question with its answer form and a countdown, for the strip at the top of every page."""
     backend = hive.backend
     qid = question.id
-    deadline = datetime.fromisoformat(question.expires_at.replace("Z", "+00:00")).timestamp()
+    deadline = epoch(question.expires_at)
     with ui.card().classes("w-full bg-grey-9 hh-question").props("flat bordered") as card:
         with ui.row().classes("items-center w-full no-wrap"):
             ui.label(f"? #{qid} {question.asker}:").classes("font-bold")
@@ -622,7 +605,7 @@ def messages_page() -> None:
         if OPERATOR not in [d.to for d in message.deliveries]:
             return
         with inbox, ui.row().classes("items-center no-wrap gap-2") as row:
-            ui.label(f"#{message.id} {message.sent_at[11:19]} {message.sender}: {message.body}")
+            ui.label(f"#{message.id} {clock(message.sent_at)} {message.sender}: {message.body}")
             if message.sender in backend.state.agents:
                 ui.button("reply", on_click=lambda m=message: reply(m)).props("flat dense size=sm").mark(
                     f"reply-{message.id}"
@@ -690,7 +673,7 @@ def messages_page() -> None:
         recipients = ",".join(d.to for d in message.deliveries) or "?"
         reply = f" re #{message.in_reply_to}" if message.in_reply_to else ""
         with flow:
-            head = f"#{message.id} {message.sent_at[11:19]} {message.sender} → {recipients}{reply}"
+            head = f"#{message.id} {clock(message.sent_at)} {message.sender} → {recipients}{reply}"
             text = ui.label(f"{head}: {message.body}").classes("whitespace-pre-wrap cursor-pointer")
             text.props["title"] = "click: follow its thread"  # an attribute, not a tooltip element per line
             text.on("click", lambda m=message: thread.set_value(m.id))
