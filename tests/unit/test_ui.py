@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hyperhive.ui.app import storage_secret
-from hyperhive.ui.pages import _local
+from hyperhive.ui.pages.login import _local
 
 
 def test_a_login_only_redirects_within_the_dashboard() -> None:
