@@ -56,13 +56,13 @@ if str(ROOT) not in sys.path:
 import claude_agent_sdk  # noqa: E402
 
 from hyperhive.servers.broker.models import RecvBatchResult  # noqa: E402
-from hyperhive.servers.cli import init_home  # noqa: E402
 from hyperhive.servers.common.client import HiveClient, ServerAddress  # noqa: E402
 from hyperhive.servers.common.config import AGENT_TOML, AgentConfig, HiveConfig, load_hive_config  # noqa: E402
 from hyperhive.servers.common.files import write_atomic  # noqa: E402
 from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, TOKEN_FILE, TURN_STATE, TurnState  # noqa: E402
 from hyperhive.servers.common.instances import current_instance, new_instance  # noqa: E402
 from hyperhive.servers.common.issuer import issue_token  # noqa: E402
+from hyperhive.servers.home import init_home  # noqa: E402
 from hyperhive.servers.lifecycle.harness import harness_info  # noqa: E402
 from hyperhive.servers.lifecycle.models import Turn  # noqa: E402
 from hyperhive.servers.lifecycle.paths import AgentPaths  # noqa: E402

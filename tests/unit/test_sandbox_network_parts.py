@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.config import AgentConfig, ConfigError, load_agent_config, load_hive_config
+from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle import sandbox_network
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.sandbox_network import NetworkError, bwrap_args, hive_ports, keeper_command
