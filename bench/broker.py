@@ -32,12 +32,12 @@ from typing import Any
 
 import httpx2
 
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.agent_config import AGENT_TOML
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import issue_token, server_credentials
+from hyperhive.servers.home import init_home
 
 PROTOCOL = "2026-07-28"
 TARGETS = {"wake_p99_ms": 10.0, "send_p50_ms": 3.0, "send_vs_echo_p50": 1.3, "delivered_per_s_100": 2000.0}

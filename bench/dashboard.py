@@ -31,11 +31,12 @@ from typing import Any
 
 from playwright.async_api import Page, WebSocket, async_playwright
 
-from hyperhive.servers.cli import SERVERS, init_home
+from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.issuer import issue_token
 from hyperhive.servers.common.principals import Role
+from hyperhive.servers.home import init_home
 
 TARGETS = {"page_load_p50_ms": 1000.0, "bytes_per_message": 2048.0}
 SLEEP = ["/bin/sleep", "3600"]

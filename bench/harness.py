@@ -56,7 +56,6 @@ if str(ROOT) not in sys.path:
 import claude_agent_sdk  # noqa: E402
 
 from hyperhive.servers.broker.models import RecvBatchResult  # noqa: E402
-from hyperhive.servers.cli import init_home  # noqa: E402
 from hyperhive.servers.common.agent_config import AGENT_TOML, AgentConfig  # noqa: E402
 from hyperhive.servers.common.client import HiveClient, ServerAddress  # noqa: E402
 from hyperhive.servers.common.config import HiveConfig, load_hive_config  # noqa: E402
@@ -64,6 +63,7 @@ from hyperhive.servers.common.files import write_atomic  # noqa: E402
 from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, TOKEN_FILE, TURN_STATE, TurnState  # noqa: E402
 from hyperhive.servers.common.instances import current_instance, new_instance  # noqa: E402
 from hyperhive.servers.common.issuer import issue_token  # noqa: E402
+from hyperhive.servers.home import init_home  # noqa: E402
 from hyperhive.servers.lifecycle.harness import harness_info  # noqa: E402
 from hyperhive.servers.lifecycle.models import Turn  # noqa: E402
 from hyperhive.servers.lifecycle.paths import AgentPaths  # noqa: E402

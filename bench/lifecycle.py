@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.client import HiveClient, server_address
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.issuer import issue_token, server_credentials
 from hyperhive.servers.common.serving import http_app, serve
+from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle.backends.base import SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.paths import AgentPaths

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hyperhive.servers.cli import SERVERS, init_home
+from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.agent_config import AGENT_TOML
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.clock import Clock, ManualClock
@@ -37,6 +37,7 @@ from hyperhive.servers.common.issuer import Issuer, server_credentials
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, SigningKey, load_signing_key
 from hyperhive.servers.common.serving import http_app, serve
 from hyperhive.servers.common.tokens import ServerCredentials
+from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 

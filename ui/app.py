@@ -1,7 +1,8 @@
 """The operator dashboard: a NiceGUI app that is an unprivileged MCP client of the hive.
 
-`setup()` registers everything (login, pages, the backend's poll loop) and `run()` serves it;
-`hive serve dashboard` and `hive up` call them. Pages live in `pages.py`.
+`setup()` registers everything (login, pages, the hive view's poll loop) and `run()` serves it;
+`hive serve dashboard` and `hive up` call them. Pages live in `pages/`, the live state they
+show in `hive_view.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hyperhive.servers.common.client import TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
 from hyperhive.ui import auth, pages
-from hyperhive.ui.backend import Backend
+from hyperhive.ui.hive_view import HiveView
 
 TITLE = "hyperhive"
 
@@ -32,13 +33,12 @@ def setup(
 ) -> Callable[[], None]:
     """Register the dashboard on NiceGUI's app; returns the root page to give ui.run."""
     Storage.path = config.dashboard_dir  # login sessions in the hive home, not in the working directory
-    backend = Backend(config, token, interval=interval)
+    hive = HiveView(config, token, interval=interval)
     credentials = auth.Credentials(config, password, login_code)
-    app.on_startup(backend.start)
-    app.on_shutdown(backend.stop)
+    app.on_startup(hive.start)
+    app.on_shutdown(hive.stop)
     app.add_middleware(auth.LoginRequired)
-    pages.register(backend, credentials)
-    return pages.root
+    return pages.register(hive, credentials)
 
 
 def storage_secret(password: str) -> str:

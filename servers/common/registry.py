@@ -5,7 +5,7 @@ its tools and who holds each by default, the tools it calls on other servers (as
 principal) and whether it is privileged. Read from it: the tool catalog and the service
 principals (catalog.py), the reserved names (names.py), hive.toml's [servers] and its template
 (config.py), `hive serve`/`hive up` (cli.py), the tokens handed to the services (issuer.py), the
-ports a sandbox reaches (lifecycle/sandbox_network.py), the dashboard's clients (ui/backend.py).
+ports a sandbox reaches (lifecycle/sandbox_network.py), the dashboard's clients (ui/hive_view.py).
 nix/servers.nix is checked against it (tests/unit/test_nix.py). docs/architecture.md, "Adding a
 server", has the steps.
 

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
+from hyperhive.servers.common.privileges import drop_to
 from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.lifecycle.pipes import read_to_end
 
@@ -264,9 +265,7 @@ def _has_default_route(init_pid: int) -> bool:
 
 
 def _drop_privileges(uid: int) -> None:
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
+    drop_to(uid, uid)
     _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 

@@ -198,7 +198,7 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         assert "+model" not in brief and "    widens sandbox.command: (default) → " in brief
 
         approved = await hive("approve", str(first["id"]))
-        assert approved.stdout == f"◆ #{first['id']} apply config alice @ {sha[:12]}: applied\n"
+        assert approved.stdout == f"◆ #{first['id']} apply config alice @ {sha[:12]}: approved and applied\n"
         again = await hive("approve", str(first["id"]))
         assert again.returncode == 1 and f"request #{first['id']} was already applied" in again.stderr
         noteless = await hive("deny", str(second["id"]))
@@ -288,7 +288,7 @@ async def test_hive_approve_of_a_request_whose_apply_fails_prints_the_failure_an
         await hivemind.call("create_agent", name="bob", sha=await hivemind.propose("bob", 'model = "opus"\n'))
         approved = await hive("approve", str(request["id"]))
         assert approved.returncode == 1, approved
-        assert f"request #{request['id']} was approved but failed: " in approved.stderr
+        assert f"#{request['id']} spawn bob: approved but failed: " in approved.stderr
         assert "bob already exists" in approved.stderr and approved.stdout == ""
         history = (await hive("approvals", "--history", "1")).stdout.splitlines()
         assert history[1].startswith(f"#{request['id']} spawn bob · failed by operator at ")

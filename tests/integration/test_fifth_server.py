@@ -65,7 +65,8 @@ from pathlib import Path
 import hyperhive
 assert str(Path(hyperhive.__path__[0]).parent) == os.environ["COPY"], hyperhive.__path__
 
-from hyperhive.servers.cli import SERVERS, init_home, main
+from hyperhive.servers.cli import SERVERS, main
+from hyperhive.servers.home import init_home
 from hyperhive.servers.common import access, catalog, names
 from hyperhive.servers.common.client import HiveClient, server_address
 from hyperhive.servers.common.agent_config import AgentConfig

@@ -162,7 +162,7 @@ async def test_an_approval_shows_what_it_widens(user: User, servers: Servers, pa
     request = await servers.call("approvals", "request_spawn_commit", as_name="manager", name="dave", commit_ref=sha)
     await log_in(user, password, "/approvals")
     await user.open("/approvals")
-    await user.should_see(f"#{request['id']} spawn commit · dave")
+    await user.should_see(f"#{request['id']} spawn from draft · dave")
     await user.should_see('widens bash: + "rm:*"', marker=f"widening-{request['id']}")
     await servers.call("approvals", "deny", id=request["id"], note="no rm")
 

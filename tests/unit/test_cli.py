@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hyperhive.servers.cli import _turn_text, main
+from hyperhive.servers.cli import main
 from hyperhive.servers.common.config import load_hive_config
-from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.keys import load_public_keys
 from hyperhive.servers.common.tokens import InvalidToken, decode_token
@@ -139,9 +138,3 @@ def test_help_teaches_and_hides_the_debug_verbs() -> None:
     assert "Authorization: Bearer" in hive("token", "--help")[1]
     assert "listening on URL" in hive("serve", "--help")[1]
     assert "Send BODY" in hive("debug", "send", "--help")[1]
-
-
-def test_hive_agents_says_why_a_turn_state_is_unreadable() -> None:
-    unreadable = TurnState(state="unreadable", since=1.0, reason="turn.json is a fifo, not a regular file")
-    assert _turn_text(unreadable) == "unreadable: turn.json is a fifo, not a regular file"
-    assert _turn_text(TurnState(state="idle", since=1.0)) == "idle"

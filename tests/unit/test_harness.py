@@ -29,11 +29,11 @@ from hyperhive.harness.prompts import system_prompt
 from hyperhive.harness.stats import TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake
 from hyperhive.servers.broker.models import Message
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.events import ContainerCrash, OperatorAnswered
 from hyperhive.servers.common.harnessdir import HarnessInfo, TurnState
+from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.clock import ManualClock, iso
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle import logfiles, repos, turnstats
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec

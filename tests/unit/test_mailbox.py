@@ -11,13 +11,13 @@ import pytest
 
 from hyperhive.servers.broker.mailbox import Broker
 from hyperhive.servers.broker.store import MIGRATIONS
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.clock import ManualClock
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.home import init_home
 
 ALICE = Principal("alice", Role.AGENT)
 BOB = Principal("bob", Role.AGENT)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.servers.cli import init_home
 from hyperhive.servers.common.agent_config import AgentConfig, load_agent_config
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.config_parsing import ConfigError
+from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle import sandbox_network
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.sandbox_network import NetworkError, bwrap_args, hive_ports, keeper_command

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import KeySet
 
-from hyperhive.servers.cli import SERVERS, init_home
+from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.catalog import CATALOG, SERVICE_TOOLS, role_default
@@ -34,6 +34,7 @@ from hyperhive.servers.common.policy import recipient_refusal, refusal
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES
 from hyperhive.servers.common.tokens import HiveTokenVerifier, InvalidToken, TokenFile, decode_token, mint_token
+from hyperhive.servers.home import init_home
 
 KEY = SigningKey.generate()
 OTHER_KEY = SigningKey.generate()

@@ -29,6 +29,7 @@ from hyperhive.servers.broker.models import ListedMessage, StatsResult
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable, TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HELPER_EVENT, ContainerCrash, HelperEvent
+from hyperhive.servers.common.formatting import request_kind
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.common.server_client import ServerClient
@@ -75,7 +76,9 @@ class HiveState:
     polled_at: float = 0.0
 
 
-class Backend:
+class HiveView:
+    """The dashboard's live view of the hive, shared by every open page (see the module's docstring)."""
+
     def __init__(self, config: HiveConfig, token: TokenSource, *, interval: float = 1.0) -> None:
         self.config = config
         self.interval = interval
@@ -87,7 +90,7 @@ class Backend:
         self.clients: dict[str, ServerClient] = {
             client.server: client for client in (self._broker, self._lifecycle, self._approvals, self._operator)
         }
-        # For the pages' actions, passed to call(): backend.call(backend.lifecycle.stop(name)).
+        # For the pages' actions, passed to call(): hive.call(hive.lifecycle.stop(name)).
         self.broker = self._broker.with_timeout(ACTION_SECONDS)
         self.lifecycle = self._lifecycle.with_timeout(ACTION_SECONDS)
         self.approvals = self._approvals.with_timeout(ACTION_SECONDS)
@@ -154,7 +157,7 @@ class Backend:
         self.first_poll.set()
 
     async def call(self, call: Awaitable[T]) -> T:
-        """Run an operator's call (`backend.call(backend.lifecycle.stop(name))`); ToolError carries the
+        """Run an operator's call (`hive.call(hive.lifecycle.stop(name))`); ToolError carries the
         server's refusal, ServerUnavailable a dead server."""
         result = await call
         self._refresh = asyncio.create_task(self.poll())  # show its effect now, not at the next round
@@ -213,8 +216,8 @@ class Backend:
         if self._seen_approvals is not None:
             for request in requests:
                 if request.id not in self._seen_approvals:
-                    what = request.kind.replace("_", " ")
-                    self.notice.emit(Notice("approval", f"approval #{request.id}", f"{what} for {request.agent}"))
+                    what = f"{request_kind(request.kind)} for {request.agent}"
+                    self.notice.emit(Notice("approval", f"approval #{request.id}", what))
         self._seen_approvals = ids
 
     def _update_questions(self, questions: list[PendingQuestion]) -> None:

@@ -1,0 +1,218 @@
+"""The agents: `hive agents`, `start`, `stop`, `restart`, `kill`, `rebuild`, `destroy`, `logs`,
+`audit`, `cancel-turn`; and being one by hand: `mcp-config`, `claude`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from hyperhive.servers.cli.base import (
+    applied_agent_config,
+    call_hive,
+    fail,
+    hive_config,
+    home_option,
+    main,
+    mint,
+    parse_duration,
+)
+from hyperhive.servers.common.agent_config import AGENT_TOML, load_agent_config
+from hyperhive.servers.common.config_parsing import ConfigError
+from hyperhive.servers.common.formatting import turn_text, when
+from hyperhive.servers.common.privileges import drop_to
+
+if TYPE_CHECKING:
+    from hyperhive.servers.lifecycle.client import LifecycleClient
+    from hyperhive.servers.lifecycle.models import AgentInfo
+
+
+@main.command(name="mcp-config")
+@click.argument("name")
+@click.option("--ttl", help="Lifetime of the token in it: seconds, or 90s, 15m, 12h, 30d. Default: 12h.")
+@home_option
+def mcp_config(name: str, ttl: str | None, home: Path) -> None:
+    """Print the --mcp-config JSON the harness gives agent NAME, with a fresh token.
+
+    \b
+    Run Claude Code by hand as that agent, with the same servers and tools:
+      claude --mcp-config "$(hive mcp-config alice)" --strict-mcp-config
+    The tools it may call are printed on stderr, ready for --allowedTools.
+    """
+    from hyperhive.servers.lifecycle.harness import harness_info
+
+    config = hive_config(home)
+    agent = applied_agent_config(config, name)
+    try:
+        info = harness_info(config, name, agent)
+    except ConfigError as e:
+        fail(str(e))
+    token = mint(config, name, parse_duration(ttl) if ttl else 12 * 3600)
+    click.echo(json.dumps({"mcpServers": info.mcp_config(token)}, indent=2))
+    click.echo(f"allowed tools: {' '.join(info.tool_names())}", err=True)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@home_option
+def claude(name: str, args: tuple[str, ...], home: Path) -> None:
+    """Run Claude Code as agent NAME sees it: its config dir, env and (as root) its uid.
+
+    \b
+    Log an agent in with a Claude account instead of an API key:
+      hive claude manager auth login
+    Its harness picks the credentials up within seconds. ARGS go to Claude Code as they are.
+    """
+    from hyperhive.harness.claude import bundled_cli, claude_dirs, claude_env
+    from hyperhive.servers.lifecycle.harness import harness_info
+    from hyperhive.servers.lifecycle.paths import AgentPaths
+
+    config = hive_config(home)
+    applied_agent_config(config, name)
+    paths = AgentPaths.of(config, name)
+    if not paths.harness.is_dir():
+        fail(f"{name} has no harness dir yet ({paths.harness}); start it once first")
+    owner = paths.harness.stat().st_uid
+    cli = Path(bundled_cli())
+    if os.geteuid() == 0 and owner != 0:
+        # It runs as the agent's uid on the host (no sandbox binds paths in): that uid must be able
+        # to walk to the agent's dirs and to Claude Code itself.
+        for what, path in ((f"{name}'s dir", config.home), ("Claude Code", cli.resolve().parent)):
+            blocked = [p for p in (path, *path.parents) if not p.stat().st_mode & 0o001]
+            if blocked:
+                fail(f"{name}'s uid {owner} cannot reach {what} through {blocked[0]}: `chmod o+x {blocked[0]}`")
+    for directory in claude_dirs(paths.harness):
+        if not directory.exists():
+            directory.mkdir(mode=0o700)
+            # The agent owns the harness dir and may swap the new dir for a link: never chown through one.
+            os.chown(directory, owner, owner, follow_symlinks=False)
+    try:
+        info = harness_info(config, name, load_agent_config(config.applied_dir / name / AGENT_TOML))
+    except ConfigError as e:
+        fail(str(e))
+    env = claude_env(info, paths.harness)
+
+    def become_agent() -> None:
+        if os.geteuid() == 0 and owner != 0:
+            drop_to(owner, owner)
+
+    import subprocess
+
+    try:
+        done = subprocess.run([str(cli), *args], env=env, cwd=paths.state, preexec_fn=become_agent, check=False)
+    except OSError as e:
+        fail(f"cannot run {cli} as {name}'s uid {owner}: {e.strerror}")
+    sys.exit(done.returncode)
+
+
+@main.command()
+@home_option
+def agents(home: Path) -> None:
+    """List the agents: state, role, model, restarts, whether they need an update."""
+    listing = call_hive(home, lambda hive: hive.lifecycle.list_agents())
+    click.echo(f"◆ {len(listing.agents)} agents · {listing.backend} · {listing.isolation}")
+    rows = [("name", "role", "state", "model", "started", "restarts", "update", "turn")]
+    for agent in listing.agents:
+        state: str = agent.state
+        if agent.last_signal or agent.last_exit_code not in (None, 0):
+            state += f" (last: {agent.last_signal or 'exit ' + str(agent.last_exit_code)})"
+        started = when(agent.started_at)
+        rows.append(
+            (agent.name, agent.role, state, agent.model, started, str(agent.restart_count),
+             "needed" if agent.needs_update else "", turn_text(agent.turn, agent.state == "running"))
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command(name="cancel-turn")
+@click.argument("name")
+@home_option
+def cancel_turn(name: str, home: Path) -> None:
+    """Stop the Claude Code turn agent NAME is running (its messages are not handled again)."""
+    result = call_hive(home, lambda hive: hive.lifecycle.cancel_turn(name))
+    ended = result.turn.state != "running"
+    click.echo(f"◆ {name}: turn {result.cancelled} " + ("cancelled" if ended else "asked to stop (still ending)"))
+
+
+def _agent_action(
+    command_name: str, action: Callable[[LifecycleClient, str], Awaitable[AgentInfo]], summary: str
+) -> None:
+    @main.command(name=command_name, help=summary)
+    @click.argument("name")
+    @home_option
+    def command(name: str, home: Path) -> None:
+        agent = call_hive(home, lambda hive: action(hive.lifecycle, name), timeout=120)
+        click.echo(f"◆ {agent.name}: {agent.state}")
+
+
+_agent_action("start", lambda lifecycle, name: lifecycle.start(name), "Start agent NAME.")
+_agent_action(
+    "stop",
+    lambda lifecycle, name: lifecycle.stop(name),
+    "Stop agent NAME: SIGTERM, then SIGKILL after the stop timeout.",
+)
+_agent_action("restart", lambda lifecycle, name: lifecycle.restart(name), "Stop agent NAME if it runs, then start it.")
+_agent_action("kill", lambda lifecycle, name: lifecycle.kill(name), "SIGKILL agent NAME's sandbox now.")
+_agent_action("rebuild", lambda lifecycle, name: lifecycle.rebuild(name), "Rebuild agent NAME from its applied config.")
+
+
+@main.command()
+@click.option("--agent", help="Only actions on this agent.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
+@home_option
+def audit(agent: str | None, limit: int, home: Path) -> None:
+    """Who did what to which agent, when, and how it ended (refusals and failures too)."""
+    entries = call_hive(home, lambda hive: hive.lifecycle.audit(limit, agent)).entries
+    for entry in entries:
+        what = f"{entry.actor} {entry.action} {entry.agent} {entry.outcome}"
+        click.echo(f"{when(entry.at)} {what}" + (f" · {entry.detail}" if entry.detail else ""))
+    if not entries:
+        click.echo("◆ no actions recorded")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete its config repos, state, token and logs.")
+@click.option("--force", is_flag=True, help="Needed to destroy the manager.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+def destroy(name: str, purge: bool, force: bool, yes: bool, home: Path) -> None:
+    """Destroy agent NAME. Its repos and state are kept unless --purge."""
+    if not yes:
+        what = f"destroy {name} and delete its repos, state and logs" if purge else f"destroy {name}"
+        click.confirm(f"Really {what}?", abort=True)
+    call_hive(home, lambda hive: hive.lifecycle.destroy(name, purge=purge, force=force), timeout=120)
+    click.echo(f"◆ {name}: destroyed" + (" and purged" if purge else " (its repos and state are kept)"))
+
+
+@main.command()
+@click.argument("name")
+@click.option("-n", "--lines", type=click.IntRange(1, 5000), default=50, show_default=True)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@home_option
+def logs(name: str, lines: int, follow: bool, home: Path) -> None:
+    """Print the end of agent NAME's log."""
+    printed = call_hive(home, lambda hive: hive.lifecycle.logs(name, lines)).lines
+    for line in printed:
+        click.echo(line)
+    last = printed[-1] if printed else None
+    try:
+        while follow:
+            time.sleep(1)
+            fresh = call_hive(home, lambda hive: hive.lifecycle.logs(name, 500)).lines
+            start = len(fresh) - fresh[::-1].index(last) if last in fresh else 0
+            for line in fresh[start:]:
+                click.echo(line)
+            if fresh:
+                last = fresh[-1]
+    except KeyboardInterrupt:
+        pass

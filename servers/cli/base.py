@@ -1,0 +1,203 @@
+"""What every `hive` command shares: the group, --home, one clear line for a failure, the hive's
+settings and key, and calling the hive's servers with a short-lived token this owner issues."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import click
+
+from hyperhive.servers.common.agent_config import AgentConfig
+from hyperhive.servers.common.config import HiveConfig, load_hive_config
+from hyperhive.servers.common.config_parsing import ConfigError
+from hyperhive.servers.common.issuer import IssueError, Issuer
+from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, KeyFileError, SigningKey, load_signing_key
+from hyperhive.servers.common.names import OPERATOR
+from hyperhive.servers.common.registry import REGISTRY
+
+if TYPE_CHECKING:  # the clients are imported when a command calls a server: `hive token` needs none
+    from hyperhive.servers.approvals.client import ApprovalsClient
+    from hyperhive.servers.broker.client import BrokerClient
+    from hyperhive.servers.common.server_client import ServerClient
+    from hyperhive.servers.lifecycle.client import LifecycleClient
+    from hyperhive.servers.operator.client import OperatorClient
+
+R = TypeVar("R")
+C = TypeVar("C", bound="ServerClient")
+
+DEFAULT_HOME = ".hive"
+DASHBOARD = "dashboard"  # `hive serve dashboard`: the NiceGUI app, not an MCP server
+LOGIN_CODE_MINUTES = 10
+# Each server's module (with create(config, credentials, ...)), in start-up order: the registry's.
+SERVERS: dict[str, str] = {spec.name: spec.module for spec in REGISTRY}
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HIVE_HOME",
+    default=DEFAULT_HOME,
+    show_default=True,
+    help="The hive home: settings, keys, databases and agent configs ($HIVE_HOME).",
+)
+
+
+def fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def hive_config(home: Path) -> HiveConfig:
+    try:
+        return load_hive_config(home)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def signing_key(config: HiveConfig) -> SigningKey:
+    """The hive's private key: only its owner (root, or who ran `hive init`) issues tokens."""
+    try:
+        return load_signing_key(config.home / PRIVATE_KEY_FILE)
+    except KeyFileError as e:
+        fail(str(e))
+
+
+def set_up_home(home: Path) -> list[str]:
+    """Create what is missing in the hive home (servers/home.py); a failure is one clear line."""
+    from hyperhive.servers.home import init_home
+
+    try:
+        return init_home(home)
+    except (ConfigError, KeyFileError, IssueError) as e:
+        fail(str(e))
+
+
+def owner_issuer(config: HiveConfig) -> Issuer:
+    signing = signing_key(config)
+    return Issuer(config, lambda: signing)
+
+
+def mint(config: HiveConfig, name: str, ttl_seconds: int, audience: tuple[str, ...] | None = None) -> str:
+    try:
+        return owner_issuer(config).token_for(name, ttl_seconds, audience)
+    except IssueError as e:
+        fail(str(e))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hyperhive", prog_name="hive")
+def main() -> None:
+    """hyperhive: a swarm of Claude Code agents on one host, every capability an MCP tool server.
+
+    \b
+    Start here:
+      hive up                   set up ./.hive if needed and run the whole hive
+      hive approvals            requests from the manager waiting for your decision
+      hive questions            questions from agents waiting for your answer
+      hive token operator       a bearer token for the MCP Inspector or scripts
+    """
+
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def applied_agent_config(config: HiveConfig, name: str) -> AgentConfig:
+    """The applied config of agent `name`, or a clear failure."""
+    try:
+        _, agent = owner_issuer(config).principal_named(name)
+    except IssueError as e:
+        fail(str(e))
+    if agent is None:
+        fail(f"{name} is not an agent")
+    return agent
+
+
+def parse_duration(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 3600, 90s, 15m, 12h or 30d")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}[match[2]]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("HIVE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpx2", "mcp", "fastmcp", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class HiveServers:
+    """The hive's servers as one command reaches them; a server's client is made when first used."""
+
+    def __init__(self, config: HiveConfig, token: str, timeout: float) -> None:
+        self._config, self._token, self._timeout = config, token, timeout
+        self._made: list[ServerClient] = []
+
+    @functools.cached_property
+    def broker(self) -> BrokerClient:
+        from hyperhive.servers.broker.client import BrokerClient
+
+        return self._keep(BrokerClient)
+
+    @functools.cached_property
+    def lifecycle(self) -> LifecycleClient:
+        from hyperhive.servers.lifecycle.client import LifecycleClient
+
+        return self._keep(LifecycleClient)
+
+    @functools.cached_property
+    def approvals(self) -> ApprovalsClient:
+        from hyperhive.servers.approvals.client import ApprovalsClient
+
+        return self._keep(ApprovalsClient)
+
+    @functools.cached_property
+    def operator(self) -> OperatorClient:
+        from hyperhive.servers.operator.client import OperatorClient
+
+        return self._keep(OperatorClient)
+
+    def _keep(self, kind: type[C]) -> C:
+        client = kind.for_server(self._config, self._token, timeout=self._timeout, retry_seconds=0)
+        self._made.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self._made:
+            await client.close()
+
+
+def call_hive(
+    home: Path, call: Callable[[HiveServers], Awaitable[R]], *, as_name: str = OPERATOR, timeout: float = 30
+) -> R:
+    """Call a tool of the hive's servers, as `as_name` (a five-minute token this owner issues):
+    `call_hive(home, lambda hive: hive.lifecycle.list_agents())`."""
+    from fastmcp.exceptions import ToolError
+
+    from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+
+    config = hive_config(home)
+    token_text = mint(config, as_name, 300)
+
+    async def go() -> R:
+        servers = HiveServers(config, token_text, timeout)
+        try:
+            return await call(servers)
+        finally:
+            await servers.close()
+
+    try:
+        return asyncio.run(go())
+    except ServerUnavailable as e:
+        fail(f"{e} (is `hive up` running, on this --home?)")
+    except (ToolError, AuthRefused) as e:
+        fail(str(e))

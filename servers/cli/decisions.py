@@ -1,0 +1,127 @@
+"""The operator's decisions: `hive approvals`, `approve`, `deny`; `questions`, `answer`,
+`cancel-question`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hyperhive.servers.cli.base import (
+    call_hive,
+    fail,
+    home_option,
+    main,
+)
+from hyperhive.servers.common.formatting import approval_outcome, duration, request_title, when
+
+
+def _echo_diff(diff: str) -> None:
+    for line in diff.splitlines():
+        colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+        click.secho("    " + line, fg=None if line.startswith(("+++", "---")) else colour)
+
+
+@main.command()
+@click.option("--history", "history", type=click.IntRange(1, 500), metavar="N", help="Show the N latest resolved.")
+@click.option("--no-diff", is_flag=True, help="Leave out the diffs.")
+@home_option
+def approvals(history: int | None, no_diff: bool, home: Path) -> None:
+    """List the requests waiting for your decision, with the diff each would apply.
+
+    Each also lists its widenings: what the new config may do that the old could not (role,
+    bash patterns, tools, recipients, extra MCP servers, sandbox settings, agent.nix).
+    Approve with `hive approve ID`, or deny with `hive deny ID --note TEXT`.
+    """
+    if history is not None:
+        resolved = call_hive(home, lambda hive: hive.approvals.approval_history(history)).requests
+        click.echo(f"◆ {len(resolved)} resolved requests, newest first")
+        for request in resolved:
+            reason = request.note or request.error
+            click.echo(
+                f"{request_title(request)} · {request.state} by {request.resolved_by} "
+                f"at {when(request.resolved_at)}" + (f": {reason}" if reason else "")
+            )
+        return
+    waiting = call_hive(home, lambda hive: hive.approvals.pending_approvals()).requests
+    click.echo(f"◆ {len(waiting)} requests waiting" if waiting else "◆ no requests waiting")
+    for request in waiting:
+        line = f"{request_title(request)} · asked by {request.requested_by} at {when(request.requested_at)}"
+        if request.state == "approving":  # approved; waiting for the lifecycle server to carry it out
+            line += f" · approved by {request.resolved_by}, being carried out"
+        click.echo(line)
+        for widening in request.widenings:  # shown even without the diff: what it newly allows
+            click.secho(f"    widens {widening}", fg="yellow", bold=True)
+        if request.diff and not no_diff:
+            _echo_diff(request.diff)
+
+
+@main.command()
+@click.argument("request_id", metavar="ID", type=int)
+@home_option
+def approve(request_id: int, home: Path) -> None:
+    """Approve request ID: it is carried out now, and the manager told the outcome."""
+    request = call_hive(home, lambda hive: hive.approvals.approve(request_id), timeout=300)
+    outcome, how = approval_outcome(request)
+    if how == "failed":
+        fail(f"{request_title(request)}: {outcome}")
+    click.echo(f"◆ {request_title(request)}: {outcome}")
+
+
+@main.command()
+@click.argument("request_id", metavar="ID", type=int)
+@click.option("--note", required=True, help="Why: the manager reads it.")
+@home_option
+def deny(request_id: int, note: str, home: Path) -> None:
+    """Deny request ID, saying why."""
+    request = call_hive(home, lambda hive: hive.approvals.deny(request_id, note))
+    click.echo(f"◆ {request_title(request)}: denied")
+
+
+# -------------------------------------------------------------------------------------- questions
+
+
+@main.command()
+@home_option
+def questions(home: Path) -> None:
+    """List the questions waiting for your answer, oldest first.
+
+    Answer with `hive answer ID TEXT…`, or cancel with `hive cancel-question ID`.
+    """
+    waiting = call_hive(home, lambda hive: hive.operator.pending_questions()).questions
+    click.echo(f"◆ {len(waiting)} questions waiting" if waiting else "◆ no questions waiting")
+    for question in waiting:
+        click.echo(f"#{question.id} from {question.asker} · {duration(question.seconds_left)} left")
+        for line in question.question.splitlines():
+            click.echo(f"    {line}")
+        if question.options:
+            pick = "pick one or more" if question.multi else "pick one"
+            click.echo(f"    {pick}: {' | '.join(question.options)}")
+
+
+@main.command()
+@click.argument("question_id", metavar="ID", type=int)
+@click.argument("text", nargs=-1, required=True)
+@home_option
+def answer(question_id: int, text: tuple[str, ...], home: Path) -> None:
+    """Answer question ID with TEXT; the asker gets it in its inbox.
+
+    With options, TEXT is one of them; for a question that takes several, give each option as
+    its own argument (quote options with spaces): hive answer 7 red "dark blue".
+    """
+    waiting = call_hive(home, lambda hive: hive.operator.pending_questions()).questions
+    question = next((q for q in waiting if q.id == question_id), None)
+    given: str | list[str] = " ".join(text)
+    if question is not None and question.multi and len(text) > 1:
+        given = list(text)
+    resolved = call_hive(home, lambda hive: hive.operator.answer(question_id, given))
+    click.echo(f"◆ question #{question_id}: answered {resolved.answer!r}")
+
+
+@main.command(name="cancel-question")
+@click.argument("question_id", metavar="ID", type=int)
+@home_option
+def cancel_question(question_id: int, home: Path) -> None:
+    """Cancel question ID; its asker gets "[cancelled]"."""
+    call_hive(home, lambda hive: hive.operator.cancel_question(question_id))
+    click.echo(f"◆ question #{question_id}: cancelled")

@@ -1,0 +1,105 @@
+"""How the hive's state reads to a person: one wording for the `hive` CLI and the dashboard.
+
+Pure functions on the tools' typed results (no click, no NiceGUI), so a request, a turn or a
+time says the same thing in a terminal and in a browser. Times are the servers' ISO 8601 UTC
+strings or epoch seconds; `now` is a parameter where the text depends on it, for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:  # types only: this kernel module must not import the servers' packages
+    from hyperhive.servers.approvals.models import Request, RequestKind
+    from hyperhive.servers.common.harnessdir import TurnState
+
+_UNITS: Final = (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1))
+REQUEST_KINDS: Final[dict[RequestKind, str]] = {
+    "apply_commit": "apply config",
+    "spawn": "spawn",
+    "spawn_commit": "spawn from draft",
+}
+Outcome = Literal["done", "waiting", "failed"]  # how an approval ended, for its colour or exit code
+
+
+def duration(seconds: float, parts: int = 2) -> str:
+    """Seconds as their `parts` largest units: 59s, 4m 10s, 23h 59m, 2d 3h (parts=1: 4m, 23h)."""
+    left = max(0, int(seconds))
+    shown: list[str] = []
+    for unit, size in _UNITS:
+        count, left = divmod(left, size)
+        if count or shown:
+            shown.append(f"{count}{unit}")
+        if len(shown) == parts:
+            break
+    return " ".join(part for part in shown if not part.startswith("0")) or "0s"
+
+
+def epoch(timestamp: float | str) -> float:
+    """Epoch seconds of an ISO 8601 time (a trailing Z is UTC) or of epoch seconds."""
+    if isinstance(timestamp, str):
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    return timestamp
+
+
+def age(timestamp: float | str | None, *, parts: int = 2, now: float | None = None) -> str:
+    """How long ago: '12s', '3m 5s' (as duration()); '-' for never."""
+    if timestamp is None:
+        return "-"
+    return duration((time.time() if now is None else now) - epoch(timestamp), parts)
+
+
+def when(timestamp: str | None) -> str:
+    """An ISO 8601 UTC time to the second, without the T: '2026-01-02 03:04:05'; '-' for none."""
+    return (timestamp or "-")[:19].replace("T", " ")
+
+
+def clock(timestamp: str) -> str:
+    """Only the time of day of an ISO 8601 time: '03:04:05' (for a flow of today's messages)."""
+    return timestamp[11:19]
+
+
+def request_kind(kind: RequestKind) -> str:
+    return REQUEST_KINDS[kind]
+
+
+def request_title(request: Request) -> str:
+    """'#3 apply config alice @ 0123456789ab': what approving it does, and to which commit."""
+    commit = f" @ {request.commit_sha[:12]}" if request.commit_sha else ""
+    return f"#{request.id} {request_kind(request.kind)} {request.agent}{commit}"
+
+
+def approval_outcome(request: Request) -> tuple[str, Outcome]:
+    """What approving did, after the request's id or title: carried out, recorded but waiting for
+    the lifecycle server, or failed and why (never "approved" alone for a failure)."""
+    if request.state == "failed":
+        return f"approved but failed: {request.error or 'no reason given'}", "failed"
+    if request.state == "approving":
+        return "approved; it is carried out when the lifecycle server answers", "waiting"
+    return f"approved and {request.state}", "done"
+
+
+def turn_text(turn: TurnState | None, agent_running: bool, *, now: float | None = None) -> str:
+    """What an agent's harness is doing, in a few words: 'idle 3m', 'running 12s · 2 msgs',
+    'error 5s: why'; 'no harness' for a running agent that reports none, '-' for a stopped one."""
+    if turn is None:
+        return "no harness" if agent_running else "-"
+    since = age(turn.since, now=now)
+    if turn.state == "running":
+        count = turn.messages
+        return f"running {since}" + (f" · {count} msg{'' if count == 1 else 's'}" if count else "")
+    if turn.state == "error":
+        return f"error {since}: {turn.reason or '?'}"
+    if turn.state == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
+        return f"unreadable: {turn.reason or '?'}"
+    return f"{turn.state} {since}"
+
+
+def last_turn_text(turn: TurnState | None, *, now: float | None = None) -> str:
+    """When its last turn ended: 'now' while one runs, '3m ago', 'never'."""
+    if turn is not None and turn.state == "running":
+        return "now"
+    last = turn.last_turn_at if turn else None
+    return f"{age(last, parts=1, now=now)} ago" if last else "never"

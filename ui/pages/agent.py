@@ -1,0 +1,104 @@
+"""One agent's page: its live log, applied config, state files and turn-stats charts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from nicegui import ui
+
+from hyperhive.ui.hive_view import HiveView
+from hyperhive.ui.pages.widgets import act, section
+
+
+def agent_page(hive: HiveView, name: str) -> None:
+    section(name)
+    with ui.tabs() as tabs:
+        for tab in ("log", "config", "files", "stats"):
+            ui.tab(tab).mark(f"tab-{tab}")
+    with ui.tab_panels(tabs, value="log").classes("w-full"):
+        with ui.tab_panel("log"):
+            log = ui.log(max_lines=1000).classes("w-full h-96 hh-mono").mark("log")
+            seen = {"last": ""}
+
+            async def follow() -> None:
+                result = await act("logs", hive.call(hive.lifecycle.logs(name, 200)))
+                lines = result.lines if result else []
+                start = lines.index(seen["last"]) + 1 if seen["last"] in lines else 0
+                for text in lines[start:]:
+                    log.push(text)
+                if lines:
+                    seen["last"] = lines[-1]
+
+            ui.timer(1.0, follow)
+        with ui.tab_panel("config"):
+            config = ui.code("", language="toml").classes("w-full").mark("config")
+
+            async def load_config() -> None:
+                result = await act("config", hive.call(hive.lifecycle.agent_config(name)))
+                if result:
+                    config.set_content(result.agent_toml)
+
+            ui.timer(0.1, load_config, once=True)
+        with ui.tab_panel("files"):
+            path = ui.input("file in its state dir", value="notes.md").props("dense").mark("file-path")
+            content = ui.code("", language="markdown").classes("w-full").mark("file")
+
+            async def read() -> None:
+                result = await act(f"read {path.value}", hive.call(hive.lifecycle.read_state_file(name, path.value)))
+                content.set_content(result.text if result else "")
+
+            ui.button("read", on_click=read).props("dense").mark("file-read")
+        with ui.tab_panel("stats"):
+            stats_panel(hive, name)
+
+
+def stats_panel(hive: HiveView, name: str) -> None:
+    summary = ui.label("").mark("stats-summary")
+    charts = ui.row().classes("w-full")
+
+    async def load() -> None:
+        result = await act("stats", hive.call(hive.lifecycle.agent_stats(name)))
+        if not result:
+            return
+        s = result.summary
+        summary.set_text(
+            f"{s.turns} turns · {s.errors} errors"
+            f" · p50 {s.duration_p50 or 0:.1f} s · p95 {s.duration_p95 or 0:.1f} s"
+            f" · tokens {s.tokens_in:,} in / {s.tokens_out:,} out · ${s.cost_usd:.4f}"
+        )
+        turns = result.turns
+        charts.clear()
+        with charts:
+            per_hour: dict[str, int] = {}
+            for turn in turns:
+                hour = datetime.fromtimestamp(turn.started_at, UTC).strftime("%m-%d %H:00")
+                per_hour[hour] = per_hour.get(hour, 0) + 1
+            _chart("turns per hour", list(per_hour), [{"type": "bar", "data": list(per_hour.values())}])
+            _chart("duration (s) and inbox depth", [str(i) for i in range(len(turns))], [
+                {"type": "line", "name": "seconds", "data": [round(t.ended_at - t.started_at, 1) for t in turns]},
+                {"type": "line", "name": "inbox", "data": [t.inbox_depth for t in turns]},
+            ])  # fmt: skip
+            tools = dict(sorted(s.tool_calls.items(), key=lambda item: -item[1]))  # most used first
+            _chart("tool calls", list(tools), [{"type": "bar", "data": list(tools.values())}])
+            _chart("tokens and cost", [str(i) for i in range(len(turns))], [
+                {"type": "line", "name": "tokens in", "data": [t.tokens_in for t in turns]},
+                {"type": "line", "name": "tokens out", "data": [t.tokens_out for t in turns]},
+                {"type": "bar", "name": "cost $", "yAxisIndex": 1, "data": [t.cost_usd for t in turns]},
+            ], second_axis=True)  # fmt: skip
+
+    ui.timer(0.1, load, once=True)
+    ui.button("refresh", on_click=load).props("flat dense")
+
+
+def _chart(title: str, x: list[str], series: list[dict[str, Any]], *, second_axis: bool = False) -> None:
+    ui.echart(
+        {
+            "title": {"text": title, "textStyle": {"fontSize": 12, "color": "#bbb"}},
+            "tooltip": {"trigger": "axis"},
+            "xAxis": {"type": "category", "data": x},
+            "yAxis": [{"type": "value"}, {"type": "value"}] if second_axis else {"type": "value"},
+            "series": series,
+            "animation": False,
+        }
+    ).classes("w-96 h-56")
