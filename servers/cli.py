@@ -266,7 +266,7 @@ def mcp_config(name: str, ttl: str | None, home: Path) -> None:
       claude --mcp-config "$(hive mcp-config alice)" --strict-mcp-config
     The tools it may call are printed on stderr, ready for --allowedTools.
     """
-    from .lifecycle.harness import harness_info
+    from .lifecycle.harness_files import harness_info
 
     config = _config(home)
     agent = _agent_config(config, name)
@@ -293,7 +293,7 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     """
     from hyperhive.harness.claude import bundled_cli, claude_dirs, claude_env
 
-    from .lifecycle.harness import harness_info
+    from .lifecycle.harness_files import harness_info
     from .lifecycle.paths import AgentPaths
 
     config = _config(home)

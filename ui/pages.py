@@ -22,7 +22,7 @@ from hyperhive.servers.broker.models import ListedMessage, RecvBatchResult
 from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, Rebuilt
+from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult
 from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.auth import Credentials
 from hyperhive.ui.backend import MESSAGES_KEPT, Backend, Notice, SwarmAgent
@@ -387,7 +387,7 @@ def swarm_page() -> None:
         summary = ui.label("").classes("text-grey-6")
         ui.space()
 
-        def updated(result: Rebuilt) -> str:
+        def updated(result: RebuildResult) -> str:
             return f"rebuilt {', '.join(result.rebuilt)}" if result.rebuilt else "every agent is up to date"
 
         async def update_all() -> None:

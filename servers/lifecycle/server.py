@@ -1,4 +1,4 @@
-"""The lifecycle server's MCP tools: thin wrappers over Supervisor.
+"""The lifecycle server's MCP tools: thin wrappers over AgentSupervisor.
 
 Reads are for the manager and the operator (and services); actions for the operator and the
 approvals server; apply_commit only for the approvals server; read_state_file only for the
@@ -24,7 +24,7 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
-from hyperhive.servers.lifecycle.backends.base import Backend
+from hyperhive.servers.lifecycle.backends.base import SandboxBackend
 from hyperhive.servers.lifecycle.models import (
     AgentConfigText,
     AgentInfo,
@@ -39,7 +39,7 @@ from hyperhive.servers.lifecycle.models import (
     Draft,
     LogLines,
     ModelResult,
-    Rebuilt,
+    RebuildResult,
     Recorded,
     StateFile,
     TurnCancelled,
@@ -47,7 +47,7 @@ from hyperhive.servers.lifecycle.models import (
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
-from hyperhive.servers.lifecycle.supervisor import Supervisor, signal_name
+from hyperhive.servers.lifecycle.supervisor import AgentSupervisor, signal_name
 from hyperhive.servers.lifecycle.turnstats import summarise
 
 INSTRUCTIONS = (
@@ -74,14 +74,14 @@ def create(
     config: HiveConfig,
     credentials: ServerCredentials,
     *,
-    backend: Backend | None = None,
+    backend: SandboxBackend | None = None,
     stop_agents_on_exit: bool = False,
     clock: Clock | None = None,
 ) -> HiveServer:
     if credentials.signing is None:
         raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
     kit = ServiceKit("lifecycle", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
-    supervisor = Supervisor(
+    supervisor = AgentSupervisor(
         kit, credentials.signing.current, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
     )
 
@@ -261,10 +261,10 @@ def create(
             return await info(await supervisor.rebuild(name))
 
     @mcp.tool
-    async def rebuild_stale() -> Rebuilt:
+    async def rebuild_stale() -> RebuildResult:
         """Rebuild every agent that needs_update, the manager first."""
         async with audited("rebuild_stale", "*"):
-            return Rebuilt(rebuilt=await supervisor.rebuild_stale())
+            return RebuildResult(rebuilt=await supervisor.rebuild_stale())
 
     @mcp.tool(annotations={"destructiveHint": True})
     async def destroy(

@@ -34,8 +34,8 @@ from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.keys import SigningKey
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import MANAGER
-from hyperhive.servers.lifecycle import harness
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Restarted
+from hyperhive.servers.lifecycle import harness_files
+from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Restarted, SandboxBackend
 from hyperhive.servers.lifecycle.models import Turn, TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
@@ -52,12 +52,12 @@ log = logging.getLogger("hyperhive.lifecycle")
 CRASH_LOG_LINES: Final = 20
 
 
-class Supervisor:
+class AgentSupervisor:
     def __init__(
         self,
         kit: ServiceKit,
         signing: Callable[[], SigningKey],
-        backend: Backend,
+        backend: SandboxBackend,
         *,
         stop_agents_on_exit: bool = False,
     ) -> None:
@@ -86,7 +86,7 @@ class Supervisor:
 
     # -------------------------------------------------------------------------------- running
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[Supervisor]:
+    async def running(self) -> AsyncIterator[AgentSupervisor]:
         try:
             async with self.kit.running(
                 self._follow_changes,
@@ -192,7 +192,7 @@ class Supervisor:
         return row.built_version != self.version or row.built_sha != row.applied_sha
 
     def model_of(self, name: str) -> str:
-        return harness.model_of(AgentPaths.of(self.config, name), self.agents.get(name))
+        return harness_files.model_of(AgentPaths.of(self.config, name), self.agents.get(name))
 
     async def logs(self, name: str, lines: int, since: float | None) -> list[str]:
         await self.row(name)
@@ -408,22 +408,22 @@ class Supervisor:
     async def set_model(self, name: str, model: str | None) -> str:
         await self.row(name)
         uid = await self.provisioning.uid(name) if model is not None else None
-        await harness.set_model_override(AgentPaths.of(self.config, name), model, uid)
+        await harness_files.set_model_override(AgentPaths.of(self.config, name), model, uid)
         return self.model_of(name)
 
     async def turn_state(self, name: str) -> TurnState | None:
         """What its harness says it is doing (turn.json, read without trusting it)."""
-        return await harness.read_turn_state(AgentPaths.of(self.config, name))
+        return await harness_files.read_turn_state(AgentPaths.of(self.config, name))
 
-    async def cancel_turn(self, name: str, wait: float = harness.CANCEL_WAIT) -> tuple[int, TurnState]:
+    async def cancel_turn(self, name: str, wait: float = harness_files.CANCEL_WAIT) -> tuple[int, TurnState]:
         """Ask the harness to stop its running turn: (the turn's id, its state once stopped or after `wait`)."""
         row = await self.row(name)
         paths = AgentPaths.of(self.config, name)
-        turn = await harness.read_turn_state(paths) if row.state == "running" else None
+        turn = await harness_files.read_turn_state(paths) if row.state == "running" else None
         if turn is None or turn.state != "running" or turn.turn is None:
             doing = f"its harness is {turn.state}" if turn else f"it is {row.state}"
             raise Refused(f"{name} is not running a turn ({doing}); nothing to cancel")
-        return await harness.cancel_turn(paths, turn, wait)
+        return await harness_files.cancel_turn(paths, turn, wait)
 
     # ------------------------------------------------------------------------------- destroying
     async def destroy(self, name: str, *, purge: bool, force: bool) -> None:

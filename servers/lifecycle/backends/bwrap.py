@@ -46,7 +46,7 @@ import hyperhive.ui
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.lifecycle import cgroups, logfiles, pipes, sandbox_network
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Running, SandboxBackend, SandboxSpec
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 log = logging.getLogger("hyperhive.lifecycle.bwrap")
@@ -74,7 +74,7 @@ class _Sandbox:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class BwrapBackend(Backend):
+class BwrapBackend(SandboxBackend):
     name = "bwrap"
 
     def __init__(self, config: HiveConfig, *, bwrap: str = "bwrap") -> None:

@@ -38,11 +38,11 @@ from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.names import is_agent_name
 from hyperhive.servers.lifecycle.backends.base import (
-    Backend,
     BackendError,
     Change,
     Restarted,
     Running,
+    SandboxBackend,
     SandboxSpec,
 )
 from hyperhive.servers.lifecycle.backends.nixos_flake import FLAKE_OUTPUT, AgentFlake, host_system, render_flake
@@ -61,7 +61,7 @@ STDERR_LINES: Final = 10  # of a failed command, in the BackendError
 DBUS: Final = "org.freedesktop.DBus"
 SYSTEMD: Final = "org.freedesktop.systemd1"
 MANAGER_PATH: Final = "/org/freedesktop/systemd1"
-MANAGER: Final = "org.freedesktop.systemd1.Manager"
+SYSTEMD_MANAGER: Final = "org.freedesktop.systemd1.Manager"
 UNIT: Final = "org.freedesktop.systemd1.Unit"
 SERVICE: Final = "org.freedesktop.systemd1.Service"
 PROPERTIES: Final = "org.freedesktop.DBus.Properties"
@@ -349,7 +349,7 @@ class SystemdError(BackendError):
 # ---------------------------------------------------------------------------------------- backend
 
 
-class NixosContainerBackend(Backend):
+class NixosContainerBackend(SandboxBackend):
     """Agents as nixos-containers. Connects to systemd lazily; call connect() to start the crash watch early.
 
     changes() serves one consumer (the lifecycle server): every stop is queued until it is read.
@@ -706,7 +706,7 @@ class NixosContainerBackend(Backend):
 
     async def _subscribe(self, bus: MessageBus) -> None:
         try:
-            await _call(bus, SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe", "")
+            await _call(bus, SYSTEMD, MANAGER_PATH, SYSTEMD_MANAGER, "Subscribe", "")
         except SystemdError as e:
             if e.error_name != ALREADY_SUBSCRIBED:
                 raise
@@ -715,7 +715,7 @@ class NixosContainerBackend(Backend):
         """Read every container unit; on a reconnect, report the stops that happened while away."""
         sequence = self._sequence
         body = await _call(
-            bus, SYSTEMD, MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", [], [container_unit("*")]
+            bus, SYSTEMD, MANAGER_PATH, SYSTEMD_MANAGER, "ListUnitsByPatterns", "asas", [], [container_unit("*")]
         )
         seen: set[str] = set()
         now = time.time()
@@ -764,7 +764,7 @@ class NixosContainerBackend(Backend):
 
     # ------------------------------------------------------------------------------------ D-Bus calls
     async def _manager(self, member: str, signature: str, *body: Any) -> builtins.list[Any]:
-        return await _call(await self._connected(), SYSTEMD, MANAGER_PATH, MANAGER, member, signature, *body)
+        return await _call(await self._connected(), SYSTEMD, MANAGER_PATH, SYSTEMD_MANAGER, member, signature, *body)
 
     async def _properties(self, name: str, interface: str) -> dict[str, Any]:
         """All properties of `interface` on the agent's unit (which systemd loads if it has not)."""
