@@ -25,6 +25,7 @@ from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
+from hyperhive.servers.lifecycle.crash_handling import signal_name
 from hyperhive.servers.lifecycle.models import (
     AgentConfigText,
     AgentInfo,
@@ -47,7 +48,7 @@ from hyperhive.servers.lifecycle.models import (
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
-from hyperhive.servers.lifecycle.supervisor import AgentSupervisor, signal_name
+from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
 from hyperhive.servers.lifecycle.turnstats import summarise
 
 INSTRUCTIONS = (
