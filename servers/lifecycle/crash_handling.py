@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Final
 
 from hyperhive.servers.common.agents import AgentRegistry
@@ -30,32 +31,24 @@ log = logging.getLogger("hyperhive.lifecycle")
 CRASH_LOG_LINES: Final = 20
 
 
+@dataclass(eq=False)
 class CrashHandling:
-    def __init__(
-        self,
-        config: HiveConfig,
-        store: LifecycleStore,
-        agents: AgentRegistry,
-        backend: SandboxBackend,
-        setup: SandboxSetup,
-        locks: AgentLocks,
-        *,
-        launch: Callable[[str], Awaitable[None]],  # start it from its applied config; the caller holds the agent
-        announce: Callable[[HelperEvent], Awaitable[None]],
-        clock: Callable[[], float],
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.agents = agents
-        self.backend = backend
-        self.setup = setup
-        self.locks = locks
-        self.launch = launch
-        self.announce = announce
-        self.clock = clock
-        self._expected_exits: dict[str, int] = {}  # stops we asked for, not yet seen ending
-        self._coming_back: set[str] = set()  # crashed, and the platform restarts them itself (systemd)
-        self._tasks: set[asyncio.Task[Any]] = set()  # restarts after crashes, waiting out their backoff
+    config: HiveConfig
+    store: LifecycleStore
+    agents: AgentRegistry
+    backend: SandboxBackend
+    setup: SandboxSetup
+    locks: AgentLocks
+    _: KW_ONLY
+    launch: Callable[[str], Awaitable[None]]  # start it from its applied config; the caller holds the agent
+    announce: Callable[[HelperEvent], Awaitable[None]]
+    clock: Callable[[], float]
+    # Stops we asked for, not yet seen ending.
+    _expected_exits: dict[str, int] = field(default_factory=dict, init=False)
+    # Crashed, and the platform restarts them itself (systemd).
+    _coming_back: set[str] = field(default_factory=set, init=False)
+    # Restarts after crashes, waiting out their backoff.
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
 
     def expect_exit(self, name: str) -> None:
         """The supervisor is stopping `name`: its next ending is not a crash."""

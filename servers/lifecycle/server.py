@@ -8,8 +8,9 @@ operator. The catalog in servers/common/catalog.py says so and the allow-list en
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated
 
 import anyio
@@ -131,6 +132,11 @@ def create(
             problem=row.problem,
         )
 
+    async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
+        """`do` it to `name` under the audit trail; the agent as it is then."""
+        async with audited(action, name):
+            return await info(await do(name))
+
     # ------------------------------------------------------------------------------------ reads
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_agents() -> AgentList:
@@ -234,32 +240,27 @@ def create(
     @mcp.tool
     async def start(name: Name) -> AgentInfo:
         """Start a stopped or failed agent."""
-        async with audited("start", name):
-            return await info(await supervisor.start(name))
+        return await acted("start", name, supervisor.start)
 
     @mcp.tool
     async def stop(name: Name) -> AgentInfo:
         """Stop an agent: SIGTERM, then SIGKILL after the stop timeout."""
-        async with audited("stop", name):
-            return await info(await supervisor.stop(name))
+        return await acted("stop", name, supervisor.stop)
 
     @mcp.tool
     async def restart(name: Name) -> AgentInfo:
         """Stop an agent if it runs, then start it."""
-        async with audited("restart", name):
-            return await info(await supervisor.restart(name))
+        return await acted("restart", name, supervisor.restart)
 
     @mcp.tool
     async def kill(name: Name) -> AgentInfo:
         """SIGKILL an agent's sandbox now."""
-        async with audited("kill", name):
-            return await info(await supervisor.kill(name, by=caller().name))
+        return await acted("kill", name, partial(supervisor.kill, by=caller().name))
 
     @mcp.tool
     async def rebuild(name: Name) -> AgentInfo:
         """Rebuild an agent's sandbox from its applied config (restarting it if it runs)."""
-        async with audited("rebuild", name):
-            return await info(await supervisor.rebuild(name))
+        return await acted("rebuild", name, supervisor.rebuild)
 
     @mcp.tool
     async def rebuild_stale() -> RebuildResult:
