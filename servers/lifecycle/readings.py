@@ -1,6 +1,7 @@
-"""What lifecycle/server.py reads through the supervisor: thin delegations to the part that owns each
-answer (the store, the backend, provisioning, turn stats, the audit trail, the harness's files), so
-that server.py calls only the supervisor's methods. AgentSupervisor (supervisor.py) is built on it.
+"""What lifecycle/server.py reads through the supervisor, and the two records it keeps (turn stats,
+the audit trail): thin delegations to the part that owns each (the store, the backend, provisioning,
+turn stats, the audit trail, the harness's files), so that server.py calls only the supervisor's
+methods and never changes an agent through them. AgentSupervisor (supervisor.py) is built on it.
 """
 
 from __future__ import annotations
