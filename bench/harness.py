@@ -64,7 +64,7 @@ from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, TOKEN_FI
 from hyperhive.servers.common.instances import current_instance, new_instance  # noqa: E402
 from hyperhive.servers.common.issuer import issue_token  # noqa: E402
 from hyperhive.servers.home import init_home  # noqa: E402
-from hyperhive.servers.lifecycle.harness import harness_info  # noqa: E402
+from hyperhive.servers.lifecycle.harness_files import harness_info  # noqa: E402
 from hyperhive.servers.lifecycle.models import Turn  # noqa: E402
 from hyperhive.servers.lifecycle.paths import AgentPaths  # noqa: E402
 from hyperhive.servers.lifecycle.store import turn_from_row  # noqa: E402

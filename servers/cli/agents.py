@@ -45,7 +45,7 @@ def mcp_config(name: str, ttl: str | None, home: Path) -> None:
       claude --mcp-config "$(hive mcp-config alice)" --strict-mcp-config
     The tools it may call are printed on stderr, ready for --allowedTools.
     """
-    from hyperhive.servers.lifecycle.harness import harness_info
+    from hyperhive.servers.lifecycle.harness_files import harness_info
 
     config = hive_config(home)
     agent = applied_agent_config(config, name)
@@ -71,7 +71,7 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     Its harness picks the credentials up within seconds. ARGS go to Claude Code as they are.
     """
     from hyperhive.harness.claude import bundled_cli, claude_dirs, claude_env
-    from hyperhive.servers.lifecycle.harness import harness_info
+    from hyperhive.servers.lifecycle.harness_files import harness_info
     from hyperhive.servers.lifecycle.paths import AgentPaths
 
     config = hive_config(home)

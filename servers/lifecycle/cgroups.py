@@ -10,6 +10,9 @@ the directories lets a restarted server (perhaps in another cgroup) find them ag
 A process enters its cgroup by writing its own pid to `procs_files` before it execs anything
 (bwrap.py does it from a tiny shell that then execs bwrap): every process of the sandbox, bwrap
 included, starts inside, so none escapes the kill.
+
+Past ~400 lines because it is one interface written for both layouts, and the file helpers they
+share (freeze, move, read) belong with them; split, each half would be unreadable alone.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from .models import (
     Draft,
     LogLines,
     ModelResult,
-    Rebuilt,
+    RebuildResult,
     Recorded,
     StateFile,
     TurnCancelled,
@@ -82,8 +82,8 @@ class LifecycleClient(ServerClient):
     async def rebuild(self, name: str) -> AgentInfo:
         return await self._call("rebuild", AgentInfo, name=name)
 
-    async def rebuild_stale(self) -> Rebuilt:
-        return await self._call("rebuild_stale", Rebuilt)
+    async def rebuild_stale(self) -> RebuildResult:
+        return await self._call("rebuild_stale", RebuildResult)
 
     async def destroy(self, name: str, *, purge: bool = False, force: bool = False) -> DestroyResult:
         return await self._call("destroy", DestroyResult, name=name, purge=purge, force=force)

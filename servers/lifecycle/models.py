@@ -165,7 +165,7 @@ class Created(AgentInfo):
     already_applied: bool = False
 
 
-class Rebuilt(BaseModel):
+class RebuildResult(BaseModel):
     rebuilt: list[str]
 
 

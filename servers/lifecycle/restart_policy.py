@@ -2,7 +2,7 @@
 
 `decide` reads the agent's recorded row, what the backend reported and the restart settings, and
 says what to record, whether to tell the manager and whether (and when) to start it again. No I/O:
-the supervisor carries the decision out (supervisor.py), and tests/unit/test_restart_policy.py
+crash handling carries the decision out (crash_handling.py), and tests/unit/test_restart_policy.py
 walks the cases as a table.
 """
 

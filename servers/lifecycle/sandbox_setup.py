@@ -22,9 +22,9 @@ from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.lifecycle.backends.base import Backend, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import SandboxBackend, SandboxSpec
 from hyperhive.servers.lifecycle.cgroups import Limits
-from hyperhive.servers.lifecycle.harness import harness_info
+from hyperhive.servers.lifecycle.harness_files import harness_info
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.provisioning import Provisioning
 from hyperhive.servers.lifecycle.store import LifecycleStore
@@ -39,7 +39,7 @@ class SandboxSetup:
         config: HiveConfig,
         issuer: Issuer,
         agents: AgentRegistry,
-        backend: Backend,
+        backend: SandboxBackend,
         provisioning: Provisioning,
         store: LifecycleStore,
         clock: Callable[[], float],

@@ -1,4 +1,4 @@
-"""The lifecycle server's MCP tools: thin wrappers over Supervisor.
+"""The lifecycle server's MCP tools: thin wrappers over AgentSupervisor.
 
 Reads are for the manager and the operator (and services); actions for the operator and the
 approvals server; apply_commit only for the approvals server; read_state_file only for the
@@ -8,8 +8,9 @@ operator. The catalog in servers/common/catalog.py says so and the allow-list en
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated
 
 import anyio
@@ -24,7 +25,8 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
-from hyperhive.servers.lifecycle.backends.base import Backend
+from hyperhive.servers.lifecycle.backends.base import SandboxBackend
+from hyperhive.servers.lifecycle.crash_handling import signal_name
 from hyperhive.servers.lifecycle.models import (
     AgentConfigText,
     AgentInfo,
@@ -39,7 +41,7 @@ from hyperhive.servers.lifecycle.models import (
     Draft,
     LogLines,
     ModelResult,
-    Rebuilt,
+    RebuildResult,
     Recorded,
     StateFile,
     TurnCancelled,
@@ -47,7 +49,7 @@ from hyperhive.servers.lifecycle.models import (
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
-from hyperhive.servers.lifecycle.supervisor import Supervisor, signal_name
+from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
 from hyperhive.servers.lifecycle.turnstats import summarise
 
 INSTRUCTIONS = (
@@ -74,14 +76,14 @@ def create(
     config: HiveConfig,
     credentials: ServerCredentials,
     *,
-    backend: Backend | None = None,
+    backend: SandboxBackend | None = None,
     stop_agents_on_exit: bool = False,
     clock: Clock | None = None,
 ) -> HiveServer:
     if credentials.signing is None:
         raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
     kit = ServiceKit("lifecycle", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
-    supervisor = Supervisor(
+    supervisor = AgentSupervisor(
         kit, credentials.signing.current, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
     )
 
@@ -129,6 +131,11 @@ def create(
             turn=await supervisor.turn_state(row.name) if row.state == "running" else None,
             problem=row.problem,
         )
+
+    async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
+        """`do` it to `name` under the audit trail; the agent as it is then."""
+        async with audited(action, name):
+            return await info(await do(name))
 
     # ------------------------------------------------------------------------------------ reads
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -233,38 +240,33 @@ def create(
     @mcp.tool
     async def start(name: Name) -> AgentInfo:
         """Start a stopped or failed agent."""
-        async with audited("start", name):
-            return await info(await supervisor.start(name))
+        return await acted("start", name, supervisor.start)
 
     @mcp.tool
     async def stop(name: Name) -> AgentInfo:
         """Stop an agent: SIGTERM, then SIGKILL after the stop timeout."""
-        async with audited("stop", name):
-            return await info(await supervisor.stop(name))
+        return await acted("stop", name, supervisor.stop)
 
     @mcp.tool
     async def restart(name: Name) -> AgentInfo:
         """Stop an agent if it runs, then start it."""
-        async with audited("restart", name):
-            return await info(await supervisor.restart(name))
+        return await acted("restart", name, supervisor.restart)
 
     @mcp.tool
     async def kill(name: Name) -> AgentInfo:
         """SIGKILL an agent's sandbox now."""
-        async with audited("kill", name):
-            return await info(await supervisor.kill(name, by=caller().name))
+        return await acted("kill", name, partial(supervisor.kill, by=caller().name))
 
     @mcp.tool
     async def rebuild(name: Name) -> AgentInfo:
         """Rebuild an agent's sandbox from its applied config (restarting it if it runs)."""
-        async with audited("rebuild", name):
-            return await info(await supervisor.rebuild(name))
+        return await acted("rebuild", name, supervisor.rebuild)
 
     @mcp.tool
-    async def rebuild_stale() -> Rebuilt:
+    async def rebuild_stale() -> RebuildResult:
         """Rebuild every agent that needs_update, the manager first."""
         async with audited("rebuild_stale", "*"):
-            return Rebuilt(rebuilt=await supervisor.rebuild_stale())
+            return RebuildResult(rebuilt=await supervisor.rebuild_stale())
 
     @mcp.tool(annotations={"destructiveHint": True})
     async def destroy(

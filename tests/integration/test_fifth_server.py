@@ -74,7 +74,7 @@ from hyperhive.servers.common.config import HIVE_TOML_TEMPLATE, load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.issuer import HANDED_TOKENS, issue_token
-from hyperhive.servers.lifecycle.harness import harness_info
+from hyperhive.servers.lifecycle.harness_files import harness_info
 from hyperhive.servers.lifecycle.sandbox_network import hive_ports
 
 port = int(os.environ["FORGE_PORT"])

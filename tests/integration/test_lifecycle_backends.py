@@ -18,7 +18,7 @@ from fakes.nixos_host import Tools
 from fakes.systemd1 import DBusDaemon, FakeSystemd
 from hivetest import SLEEPER, Hive, Hivemind, in_process, sandbox_process, toml_list
 
-from hyperhive.servers.lifecycle.backends.base import Backend
+from hyperhive.servers.lifecycle.backends.base import SandboxBackend
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.backends.nixos import NixosContainerBackend
 from hyperhive.servers.lifecycle.version import installed_version
@@ -31,7 +31,7 @@ class Platform:
     """One backend under a running lifecycle server, and what a test does to its sandboxes from outside."""
 
     hivemind: Hivemind
-    backend: Backend
+    backend: SandboxBackend
     systemd: FakeSystemd | None = None  # nixos-container only
     tools: Tools | None = None
 
@@ -66,7 +66,7 @@ async def platform(
 ) -> AsyncIterator[Platform]:
     """A broker and a lifecycle server on `request.param`'s backend (the stand-ins idle under bwrap)."""
     settings = f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nrestart_backoff_seconds = 0.2\n"
-    backend: Backend
+    backend: SandboxBackend
     if request.param == "bwrap":
         hive.configure(settings)
         backend = BwrapBackend(hive.config)

@@ -27,16 +27,12 @@ from fakes.nixos_host import Tools
 from fakes.systemd1 import DBusDaemon, FakeSystemd
 
 from hyperhive.servers.common.config import HiveConfig, LifecycleSettings, NixosSettings
-from hyperhive.servers.lifecycle.backends import nixos
+from hyperhive.servers.lifecycle.backends import nixos_units
 from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Restarted, Running, SandboxSpec
-from hyperhive.servers.lifecycle.backends.nixos import (
-    NixosContainerBackend,
-    bus_escape,
-    bus_unescape,
-    container_conf,
-    is_new_stop,
-)
+from hyperhive.servers.lifecycle.backends.nixos import NixosContainerBackend
+from hyperhive.servers.lifecycle.backends.nixos_conf import container_conf
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, nix_string, render_flake
+from hyperhive.servers.lifecycle.backends.nixos_units import bus_escape, bus_unescape, is_new_stop
 from hyperhive.servers.lifecycle.cgroups import Limits
 
 pytestmark = pytest.mark.slow
@@ -379,7 +375,7 @@ async def test_every_start_sets_the_limits_on_the_unit_and_they_hold_through_sys
     # Runtime properties (a drop-in under /run), set before the unit starts, and again at every start.
     limits_call = ("SetUnitProperties", UNIT, True, LIMITS)
     assert systemd.calls.index(limits_call) < systemd.calls.index(("StartUnit", UNIT, "replace"))
-    applied = await backend._properties("alice", "org.freedesktop.systemd1.Service")  # read back over the bus
+    applied = await backend.units.properties("alice", "org.freedesktop.systemd1.Service")  # read back over the bus
     assert [(key, applied[key]) for key, _ in LIMITS] == LIMITS
     unit = systemd.unit("alice")
     unit.crash(signal=9)  # the OOM killer; systemd restarts it by itself, with the same limits
@@ -616,9 +612,9 @@ def test_unit_object_paths_are_escaped_as_systemd_does() -> None:
     assert bus_unescape("_32x") == "2x"
     assert bus_unescape("bad_4") is None
     assert bus_unescape("caf_c3_a9") == "café"
-    assert nixos.agent_of_path("/org/freedesktop/systemd1/unit/container_40alice_2eservice") == "alice"
-    assert nixos.agent_of_path("/org/freedesktop/systemd1/unit/container_40root_2eservice") is None  # reserved
-    assert nixos.agent_of_path("/org/freedesktop/systemd1/unit/sshd_2eservice") is None
+    assert nixos_units.agent_of_path("/org/freedesktop/systemd1/unit/container_40alice_2eservice") == "alice"
+    assert nixos_units.agent_of_path("/org/freedesktop/systemd1/unit/container_40root_2eservice") is None  # reserved
+    assert nixos_units.agent_of_path("/org/freedesktop/systemd1/unit/sshd_2eservice") is None
 
 
 def test_each_stop_is_new_once() -> None:

@@ -34,7 +34,7 @@ from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.events import ContainerCrash, OperatorAnswered
 from hyperhive.servers.common.harnessdir import HarnessInfo, TurnState
 from hyperhive.servers.home import init_home
-from hyperhive.servers.lifecycle.harness import harness_info, read_turn_state
+from hyperhive.servers.lifecycle.harness_files import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 

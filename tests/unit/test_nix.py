@@ -212,7 +212,7 @@ def test_the_package_pins_the_versions_pyproject_pins() -> None:
     )
     assert exact, "pyproject.toml pins nothing exactly?"
     assert {name: pins.get(name) for name in exact} == exact
-    assert project["scripts"]["hive-harness"]  # what agent containers run (Backend.harness_command)
+    assert project["scripts"]["hive-harness"]  # what agent containers run (SandboxBackend.harness_command)
 
 
 # ------------------------------------------------------------------- the container's harness unit

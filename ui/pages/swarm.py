@@ -8,7 +8,7 @@ from nicegui import ui
 
 from hyperhive.servers.common.formatting import last_turn_text, turn_text
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, Rebuilt
+from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
 from hyperhive.ui.pages.widgets import act, confirm, section
 
@@ -156,7 +156,7 @@ def swarm_page(hive: HiveView) -> None:
         summary = ui.label("").classes("text-grey-6")
         ui.space()
 
-        def updated(result: Rebuilt) -> str:
+        def updated(result: RebuildResult) -> str:
             return f"rebuilt {', '.join(result.rebuilt)}" if result.rebuilt else "every agent is up to date"
 
         async def update_all() -> None:

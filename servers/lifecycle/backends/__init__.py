@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError
+from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend
 
 
-def choose_backend(config: HiveConfig) -> Backend:
+def choose_backend(config: HiveConfig) -> SandboxBackend:
     """hive.toml's [lifecycle] backend, or by probing: nixos-container under systemd, else bwrap."""
     wanted = config.lifecycle.backend
     if wanted == "auto":

@@ -72,7 +72,9 @@ class Restarted:
     running: Running  # the new run
 
 
-class Backend(abc.ABC):
+class SandboxBackend(abc.ABC):
+    """How sandboxes are run on one platform (bwrap.py, nixos.py); the supervisor decides what runs."""
+
     name: str  # "bwrap" | "nixos-container"
     path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH inside its sandboxes
     default_network: str = "outbound"  # for an agent.toml that sets no [sandbox] network

@@ -16,6 +16,9 @@ left in the sandbox's cgroup (and its pid namespace) is killed before the end is
 the next run never meets the last one's processes. Each sandbox enters its own cgroup (memory,
 pids, CPU limits; cgroups.py) before bwrap even starts: a tiny shell writes its own pid to the
 cgroup and execs bwrap, so nothing of the sandbox ever runs outside it.
+
+This module starts, stops and watches sandboxes; bwrap's command line is bwrap_command.py's, a
+running sandbox's record and the sweep after it ends bwrap_sandbox.py's.
 """
 
 from __future__ import annotations
@@ -31,50 +34,35 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import anyio
 
-import hyperhive.harness
-import hyperhive.servers
-import hyperhive.ui
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.lifecycle import cgroups, logfiles, pipes, sandbox_network
-from hyperhive.servers.lifecycle.backends.base import Backend, BackendError, Change, Running, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Running, SandboxBackend, SandboxSpec
+from hyperhive.servers.lifecycle.backends.bwrap_command import ENTER_CGROUP, command_line, spawn, supports_tmpfs_size
+from hyperhive.servers.lifecycle.backends.bwrap_sandbox import (
+    Sandbox,
+    exit_code,
+    kill_init,
+    namespace_pids,
+    start_ticks,
+    sweep,
+)
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 log = logging.getLogger("hyperhive.lifecycle.bwrap")
 
 READY_TIMEOUT: Final = 10.0
 ROTATE_EVERY: Final = 5.0
-SWEEP_TIMEOUT: Final = 5.0  # killing what is left of an ended sandbox waits this long at most
 OUT_OF_MEMORY: Final = "out of memory"
-# Writes its own pid to each cgroup.procs given before "--", then execs the rest: the sandbox is
-# in its cgroup before bwrap runs (no preexec_fn, which is unsafe in a threaded server).
-_ENTER_CGROUP: Final = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-_ROOT_LINKS: Final = ("bin", "lib", "lib64", "sbin")  # merged-/usr symlinks, or real dirs elsewhere
 
 
-@dataclass
-class _Sandbox:
-    name: str
-    pid: int  # the outer bwrap (the monitor) in the host pid namespace
-    start_ticks: int | None  # its start time, to tell it from a later process with the same pid
-    init_pid: int  # the sandbox's pid 1, as seen from the host
-    pidns: int  # the sandbox's pid namespace inode
-    started_at: float
-    status: Path
-    cgroup: cgroups.Cgroup | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class BwrapBackend(Backend):
+class BwrapBackend(SandboxBackend):
     name = "bwrap"
 
     def __init__(self, config: HiveConfig, *, bwrap: str = "bwrap") -> None:
@@ -87,10 +75,10 @@ class BwrapBackend(Backend):
             log.warning("sandboxes run without resource limits (memory, processes, CPU): %s", self.cgroups_how)
         elif self.cgroups.missing:
             log.warning("sandboxes run without %s limits: %s", ", ".join(self.cgroups.missing), self.cgroups_how)
-        self.tmpfs_size = _supports_tmpfs_size(self.bwrap)
+        self.tmpfs_size = supports_tmpfs_size(self.bwrap)
         if not self.tmpfs_size:
             log.warning("this bwrap has no --size: sandboxes' /tmp is not size-limited (bubblewrap 0.5 has it)")
-        self._sandboxes: dict[str, _Sandbox] = {}
+        self._sandboxes: dict[str, Sandbox] = {}
         self._changes: asyncio.Queue[Change] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._attached = False
@@ -141,8 +129,8 @@ class BwrapBackend(Backend):
             logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
             argv = self._argv(spec, status_fd, info_write, block_read)
             if cgroup is not None:
-                argv = ["/bin/sh", "-c", _ENTER_CGROUP, "enter-cgroup", *map(str, cgroup.procs_files), "--", *argv]
-            process = await anyio.to_thread.run_sync(_spawn, argv, log_fd, (status_fd, info_write, block_read))
+                argv = ["/bin/sh", "-c", ENTER_CGROUP, "enter-cgroup", *map(str, cgroup.procs_files), "--", *argv]
+            process = await anyio.to_thread.run_sync(spawn, argv, log_fd, (status_fd, info_write, block_read))
         except BaseException:
             os.close(info_read)
             os.close(block_write)
@@ -169,16 +157,11 @@ class BwrapBackend(Backend):
             raise
         finally:
             os.close(block_write)
-        sandbox = _Sandbox(
-            spec.name, process.pid, _start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
+        sandbox = Sandbox(
+            spec.name, process.pid, start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
             started_at, status, cgroup,
         )  # fmt: skip
-        record = {
-            "pid": sandbox.pid, "start_ticks": sandbox.start_ticks, "init_pid": sandbox.init_pid,
-            "pidns": sandbox.pidns, "started_at": started_at, "status": str(status),
-            "cgroup": cgroup.record() if cgroup else None,
-        }  # fmt: skip
-        write_atomic(self.runtime / f"{spec.name}.json", json.dumps(record), mode=0o600)
+        write_atomic(self.runtime / f"{spec.name}.json", json.dumps(sandbox.record()), mode=0o600)
         self._sandboxes[spec.name] = sandbox
         self._spawn(self._watch(sandbox, process))
         self._ensure_rotation()
@@ -219,54 +202,16 @@ class BwrapBackend(Backend):
             raise BackendError(f"cannot make the cgroup of {spec.name}: {e}") from None
 
     def _argv(self, spec: SandboxSpec, status_fd: int, info_fd: int, block_fd: int | None = None) -> list[str]:
-        argv = [self.bwrap, "--new-session", "--ro-bind", "/usr", "/usr"]
-        for name in _ROOT_LINKS:
-            top = Path("/") / name
-            if top.is_symlink():
-                argv += ["--symlink", str(top.readlink()), str(top)]
-            elif top.is_dir():
-                argv += ["--ro-bind", str(top), str(top)]
-        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev", "--perms", "01777"]
-        if spec.tmp_max is not None and self.tmpfs_size:
-            argv += ["--size", str(spec.tmp_max)]
-        argv += ["--tmpfs", "/tmp"]
-        # The Python and hyperhive the harness runs on, read-only at the same paths. Parent
-        # directories are made 0755 first: bwrap would copy the host's modes (/root is 0700).
-        made: set[Path] = {Path("/"), Path("/tmp")}
-        for directory in _runtime_dirs():
-            argv += [*_parents(directory, made), "--ro-bind", str(directory), str(directory)]
-        bound: list[Path] = []
-        for directory in (*spec.shared_rw, spec.state_dir, spec.harness_dir):
-            if any(directory == b or b in directory.parents for b in bound):
-                continue  # already inside a wider bind (the manager's agents tree holds its own dirs)
-            argv += [*_parents(directory, made), "--bind", str(directory), str(directory)]
-            bound.append(directory)
-        argv += ["--ro-bind", str(spec.credentials_dir), str(spec.harness_dir / "credentials")]
-        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.name]
-        if not self.privileged:
-            argv.append("--unshare-user")
-        argv += ["--chdir", str(spec.state_dir), "--clearenv"]
-        for key, value in spec.env.items():
-            argv += ["--setenv", key, value]
-        resolv_conf = None
-        if spec.network == "outbound":
-            # Made again at each start (the host's search domains may change); replaced whole, so a
-            # running sandbox keeps the file it was given.
-            resolv_conf = self.runtime / "resolv.conf"
-            self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomic(resolv_conf, sandbox_network.sandbox_resolv_conf(), durable=False)
-        argv += sandbox_network.bwrap_args(spec.network, resolv_conf)
-        if block_fd is not None:
-            argv += ["--block-fd", str(block_fd)]
-        argv += ["--info-fd", str(info_fd), "--json-status-fd", str(status_fd), "--"]
-        if self.privileged:
-            if spec.uid is None:
-                raise BackendError(f"{spec.name} has no uid: as root, every agent runs as its own uid")
-            argv += [
-                "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-            ]  # fmt: skip
-        return argv + spec.command
+        return command_line(
+            spec,
+            bwrap=self.bwrap,
+            privileged=self.privileged,
+            tmpfs_size=self.tmpfs_size,
+            runtime=self.runtime,
+            status_fd=status_fd,
+            info_fd=info_fd,
+            block_fd=block_fd,
+        )
 
     async def _ready(self, spec: SandboxSpec, process: subprocess.Popen[bytes], info_fd: int) -> dict[str, int]:
         """Wait for bwrap's info: the sandbox is up. A set-up failure closes the pipe with nothing in it."""
@@ -289,7 +234,7 @@ class BwrapBackend(Backend):
     # ----------------------------------------------------------------------------------- stop & kill
     async def stop(self, name: str, timeout: float) -> None:
         sandbox = self._running(name)
-        pids = await anyio.to_thread.run_sync(_namespace_pids, sandbox.pidns, sandbox.init_pid)
+        pids = await anyio.to_thread.run_sync(namespace_pids, sandbox.pidns, sandbox.init_pid)
         for pid in pids:  # bwrap's init ignores SIGTERM: signal what runs under it
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -302,7 +247,7 @@ class BwrapBackend(Backend):
         sandbox = self._running(name)
         # The init first, so bwrap reports how it ended (the kernel kills the rest of the namespace);
         # then, if bwrap does not end, everything in the cgroup, bwrap included.
-        await anyio.to_thread.run_sync(_kill_init, sandbox.pidns, sandbox.init_pid)
+        await anyio.to_thread.run_sync(kill_init, sandbox.pidns, sandbox.init_pid)
         with anyio.move_on_after(2):
             await sandbox.ended.wait()
         if not sandbox.ended.is_set() and sandbox.cgroup is not None:
@@ -310,7 +255,7 @@ class BwrapBackend(Backend):
         with anyio.fail_after(10):
             await sandbox.ended.wait()
 
-    def _running(self, name: str) -> _Sandbox:
+    def _running(self, name: str) -> Sandbox:
         sandbox = self._sandboxes.get(name)
         if sandbox is None:
             raise BackendError(f"{name} is not running")
@@ -328,7 +273,7 @@ class BwrapBackend(Backend):
         while True:
             yield await self._changes.get()
 
-    async def _watch(self, sandbox: _Sandbox, process: subprocess.Popen[bytes] | None) -> None:
+    async def _watch(self, sandbox: Sandbox, process: subprocess.Popen[bytes] | None) -> None:
         """Wait for the sandbox to end through a pidfd: ours (`process`) or adopted from an earlier server."""
         loop = asyncio.get_running_loop()
         try:
@@ -351,11 +296,11 @@ class BwrapBackend(Backend):
         # Our own child must be reaped (its code then comes for free); an adopted one is not ours to reap.
         await self._ended(sandbox, process.wait() if process else None)
 
-    async def _ended(self, sandbox: _Sandbox, returncode: int | None) -> None:
+    async def _ended(self, sandbox: Sandbox, returncode: int | None) -> None:
         # Its command has ended; whatever it forked has not, and dies now, before anyone restarts it.
         with anyio.CancelScope(shield=True):
-            out_of_memory = await anyio.to_thread.run_sync(_sweep, sandbox)
-        code = _exit_code(sandbox.status)
+            out_of_memory = await anyio.to_thread.run_sync(sweep, sandbox)
+        code = exit_code(sandbox.status)
         if code is None:
             code = 128 - returncode if returncode is not None and returncode < 0 else returncode
         change = Change(
@@ -386,16 +331,12 @@ class BwrapBackend(Backend):
             name = record_path.stem
             try:
                 record = json.loads(record_path.read_text())
-                sandbox = _Sandbox(
-                    name, record["pid"], record["start_ticks"], record["init_pid"], record["pidns"],
-                    record["started_at"], Path(record["status"]),
-                    cgroups.open_cgroup(record["cgroup"]) if record.get("cgroup") else None,
-                )  # fmt: skip
+                sandbox = Sandbox.of_record(name, record)
             except (OSError, ValueError, KeyError) as e:
                 log.warning("ignoring unreadable sandbox record %s: %s", record_path, e)
                 record_path.unlink(missing_ok=True)
                 continue
-            if _start_ticks(sandbox.pid) == sandbox.start_ticks:
+            if start_ticks(sandbox.pid) == sandbox.start_ticks:
                 self._sandboxes[name] = sandbox
                 self._spawn(self._watch(sandbox, None))
                 log.info("re-attached to the running sandbox of %s (pid %d)", name, sandbox.pid)
@@ -433,129 +374,3 @@ class BwrapBackend(Backend):
         for task in [*self._tasks, *([self._rotating] if self._rotating else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _spawn(argv: list[str], log_fd: int, keep: tuple[int, ...]) -> subprocess.Popen[bytes]:
-    """Start bwrap with nothing open but its output, /dev/null and the descriptors in `keep`.
-
-    The standard library's Popen, not the event loop's: uvloop's subprocess passes on inheritable
-    descriptors and some of its own, and a sandbox must not hold any of the server's (its
-    listening socket among them).
-    """
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log_fd,
-        stderr=log_fd,
-        pass_fds=keep,
-        close_fds=True,
-        start_new_session=True,  # not ours to take down when this server stops
-        env={},
-    )
-
-
-def _runtime_dirs() -> list[Path]:
-    """Python's prefixes and hyperhive's package dirs (an editable install lives outside them)."""
-    candidates = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix)}
-    for package in (hyperhive.servers, hyperhive.harness, hyperhive.ui):
-        candidates.update(Path(p) for p in package.__path__)
-    resolved = sorted({c.resolve() for c in candidates if c.exists()})
-    usr = Path("/usr")
-    kept: list[Path] = []
-    for path in resolved:
-        if path == usr or usr in path.parents or any(k in path.parents for k in kept):
-            continue
-        kept.append(path)
-    return kept
-
-
-def _parents(path: Path, made: set[Path]) -> list[str]:
-    argv: list[str] = []
-    for parent in reversed(path.parents):
-        if parent not in made:
-            made.add(parent)
-            argv += ["--perms", "0755", "--dir", str(parent)]
-    made.add(path)
-    return argv
-
-
-def _supports_tmpfs_size(bwrap: str) -> bool:
-    """Whether this bwrap knows --size (bubblewrap 0.5 and later)."""
-    try:
-        result = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10, env={})
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--size" in result.stdout
-
-
-def _sweep(sandbox: _Sandbox) -> bool:
-    """Kill what is left of an ended sandbox and wait until it is gone (bounded). True if the
-    kernel killed something in it for its memory limit."""
-    out_of_memory = False
-    if sandbox.cgroup is not None:
-        sandbox.cgroup.kill(SWEEP_TIMEOUT)
-        out_of_memory = sandbox.cgroup.oom_kills() > 0
-        sandbox.cgroup.remove()
-    # Without a cgroup (unprivileged), the pid namespace bounds it: its init's death ends it all.
-    _kill_init(sandbox.pidns, sandbox.init_pid)
-    deadline = time.monotonic() + SWEEP_TIMEOUT
-    while (left := _namespace_pids(sandbox.pidns, None)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if left:
-        log.error("the ended sandbox of %s still has processes %s", sandbox.name, left)
-    return out_of_memory
-
-
-def _kill_init(pidns: int, init_pid: int) -> None:
-    """SIGKILL the init of pid namespace `pidns` (the kernel then kills all of it), if still that init."""
-    try:
-        if str(Path(f"/proc/{init_pid}/ns/pid").readlink()) == f"pid:[{pidns}]":
-            os.kill(init_pid, signal.SIGKILL)
-    except (OSError, ProcessLookupError):
-        pass
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _namespace_pids(pidns: int, init_pid: int | None) -> list[int]:
-    """Host pids of every live process in the pid namespace `pidns`, except its init."""
-    wanted = f"pid:[{pidns}]"
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == init_pid:
-            continue
-        try:
-            if str(Path(f"/proc/{entry.name}/ns/pid").readlink()) != wanted:
-                continue
-            if Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                found.append(int(entry.name))  # a zombie is dead already, waiting for its parent
-        except OSError:  # gone meanwhile
-            continue
-    return found
-
-
-def _status_entries(text: str) -> list[dict[str, Any]]:
-    """bwrap's status lines so far; a last line it is still writing is not one yet."""
-    entries = []
-    for line in text.split("\n")[:-1]:
-        with contextlib.suppress(ValueError):
-            entries.append(json.loads(line))
-    return entries
-
-
-def _exit_code(status: Path) -> int | None:
-    try:
-        text = status.read_text()
-    except OSError:
-        return None
-    for entry in reversed(_status_entries(text)):
-        if "exit-code" in entry:
-            return int(entry["exit-code"])
-    return None

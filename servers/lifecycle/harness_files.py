@@ -1,4 +1,5 @@
-"""What the lifecycle server tells an agent's harness, and what it reads back from it.
+"""What the lifecycle server tells an agent's harness, and what it reads back from it: the files
+between the two. Not the harness itself (harness/, which runs inside the sandbox and reads them).
 
 hive.json, the model override and cancel requests go into the agent's credentials dir (read-only
 in its sandbox); turn.json comes from the harness dir, which the agent can write, so it is read
