@@ -60,7 +60,14 @@ from hyperhive.servers.common.agent_config import AGENT_TOML, AgentConfig  # noq
 from hyperhive.servers.common.client import HiveClient, ServerAddress  # noqa: E402
 from hyperhive.servers.common.config import HiveConfig, load_hive_config  # noqa: E402
 from hyperhive.servers.common.files import write_atomic  # noqa: E402
-from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, TOKEN_FILE, TURN_STATE, TurnState  # noqa: E402
+from hyperhive.servers.common.harnessdir import (  # noqa: E402
+    CREDENTIALS,
+    HIVE_JSON,
+    INSTANCE_DIR,
+    TOKEN_FILE,
+    TURN_STATE,
+    TurnState,
+)
 from hyperhive.servers.common.instances import current_instance, new_instance  # noqa: E402
 from hyperhive.servers.common.issuer import issue_token  # noqa: E402
 from hyperhive.servers.home import init_home  # noqa: E402
@@ -209,7 +216,8 @@ class Bench:
         write_atomic(control / HIVE_JSON, info.model_dump_json(indent=2))
         if current_instance(config.instances_dir, name) is None:
             new_instance(config.instances_dir, name)  # the lifecycle server is not running here
-        write_atomic(control / TOKEN_FILE, issue_token(config, name, 3 * 3600))
+        (control / INSTANCE_DIR).mkdir(exist_ok=True)
+        write_atomic(control / INSTANCE_DIR / TOKEN_FILE, issue_token(config, name, 3 * 3600))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
         log = self.logs / f"{name}.log"
         command = [sys.executable, "-m", "hyperhive.harness", "--agent", name, "--harness-dir", str(paths.harness)]

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict
 CREDENTIALS: Final = "credentials"  # in the harness dir: a read-only bind of the agent's credentials dir
 # In CREDENTIALS, written by lifecycle:
 HIVE_JSON: Final = "hive.json"  # HarnessInfo, written at each start
-TOKEN_FILE: Final = "token"  # the agent's bearer token, refreshed while it runs
+INSTANCE_DIR: Final = "instance"  # holds TOKEN_FILE, the live instance's bearer token, refreshed while it runs
+TOKEN_FILE: Final = "token"
 MODEL_FILE: Final = "model"  # the runtime model override (set_model); absent: agent.toml's model
 CANCEL_FILE: Final = "cancel"  # the id of a turn the operator cancelled (cancel_turn)
 # In the harness dir, written by the harness:

@@ -24,7 +24,14 @@ from hyperhive.servers.common.client import ServerUnavailable, server_address
 from hyperhive.servers.common.config import HiveConfig, read_env_file
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic
-from hyperhive.servers.common.harnessdir import TURN_STATE, TURN_STATE_MAX_BYTES, HarnessInfo, TurnState
+from hyperhive.servers.common.harnessdir import (
+    INSTANCE_DIR,
+    TOKEN_FILE,
+    TURN_STATE,
+    TURN_STATE_MAX_BYTES,
+    HarnessInfo,
+    TurnState,
+)
 from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -48,7 +55,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         prompt=agent.prompt,
         state_dir=str(paths.state),
         harness_dir=str(paths.harness),
-        token_file=str(paths.credentials_mount / paths.token.name),
+        token_file=str(paths.credentials_mount / INSTANCE_DIR / TOKEN_FILE),
         agents_dir=str(config.agents_dir) if agent.role == "manager" else None,
         batch_max=settings.batch_max,
         notes_max_bytes=settings.notes_max_bytes,

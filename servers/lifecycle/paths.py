@@ -10,8 +10,8 @@ from hyperhive.servers.common.harnessdir import (
     CANCEL_FILE,
     CREDENTIALS,
     HIVE_JSON,
+    INSTANCE_DIR,
     MODEL_FILE,
-    TOKEN_FILE,
     TURN_STATE,
 )
 
@@ -56,8 +56,19 @@ class AgentPaths:
         return self.home / "credentials" / self.name
 
     @property
-    def token(self) -> Path:
-        return self.credentials / TOKEN_FILE
+    def token_dir(self) -> Path:
+        """Where the harness finds its token (INSTANCE_DIR), in the credentials dir. A backend with
+        per-instance credentials binds `instance_credentials(...)` over it; the others keep it here."""
+        return self.credentials / INSTANCE_DIR
+
+    def instance_credentials(self, instance: str) -> Path:
+        """One run's own token dir (bwrap): bound over token_dir in that run's sandbox only, and
+        removed when the run ends, so a process that outlived a run never reads a later run's token."""
+        return self.instance_credentials_root / instance
+
+    @property
+    def instance_credentials_root(self) -> Path:
+        return self.home / "instance-credentials" / self.name
 
     @property
     def credentials_mount(self) -> Path:

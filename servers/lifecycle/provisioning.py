@@ -214,11 +214,13 @@ class Provisioning:
     def leftovers(self, name: str) -> bool:
         """Whether a destroyed agent left files (kept without purge)."""
         paths = self.paths(name)
-        return any(path.exists() for path in (paths.root, paths.applied, paths.credentials))
+        return any(
+            path.exists() for path in (paths.root, paths.applied, paths.credentials, paths.instance_credentials_root)
+        )
 
     def purge(self, name: str) -> None:
         paths = self.paths(name)
-        for directory in (paths.root, paths.applied, paths.credentials):
+        for directory in (paths.root, paths.applied, paths.credentials, paths.instance_credentials_root):
             shutil.rmtree(directory, ignore_errors=True)
         logfiles.remove_all(paths.log)
 

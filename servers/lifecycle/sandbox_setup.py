@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Final
 
 import anyio
@@ -19,6 +21,7 @@ from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.harnessdir import TOKEN_FILE
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.principals import Principal, Role
@@ -91,7 +94,14 @@ class SandboxSetup:
             limits=Limits(bounds.memory_max, bounds.pids_max, bounds.cpu_weight),
             tmp_max=bounds.tmp_max,
             network=config.sandbox.network or self.backend.default_network,
+            instance_credentials=self._instance_credentials(paths),
         )
+
+    def _instance_credentials(self, paths: AgentPaths) -> Path | None:
+        if not self.backend.per_instance_credentials:
+            return None
+        instance = current_instance(self.config.instances_dir, paths.name)
+        return None if instance is None else paths.instance_credentials(instance)
 
     def _write_token(self, paths: AgentPaths, config: AgentConfig, uid: int | None, *, new: bool = True) -> None:
         """A token for a new instance of the agent (`new`), or a renewed one for its live instance."""
@@ -99,9 +109,17 @@ class SandboxSetup:
         if new or instance is None:
             instance = new_instance(self.config.instances_dir, paths.name)
         token = self.issuer.agent_token(Principal(paths.name, Role(config.role)), config, instance)
-        write_atomic(paths.token, token, mode=0o600)
+        paths.token_dir.mkdir(mode=0o700, exist_ok=True)  # the harness's path to it (a mount point in bwrap)
+        directory = paths.token_dir
+        if self.backend.per_instance_credentials:
+            directory = paths.instance_credentials(instance)
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
+            _forget_runs(paths, keep=instance)
+        write_atomic(directory / TOKEN_FILE, token, mode=0o600)
         if uid is not None:
-            os.chown(paths.token, uid, uid)
+            for owned in (paths.token_dir, directory, directory / TOKEN_FILE):
+                os.chown(owned, uid, uid, follow_symlinks=False)
 
     async def end_instance(self, name: str, *, reissue: bool = False) -> None:
         """Its sandbox ended: every token of that run stops working now, whatever still holds one.
@@ -112,6 +130,7 @@ class SandboxSetup:
             await anyio.to_thread.run_sync(self._write_token, AgentPaths.of(self.config, name), config, uid)
         else:
             await anyio.to_thread.run_sync(new_instance, self.config.instances_dir, name)
+            await anyio.to_thread.run_sync(partial(_forget_runs, AgentPaths.of(self.config, name), keep=None))
 
     async def refresh_tokens(self) -> None:
         """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them well before, and
@@ -131,3 +150,15 @@ class SandboxSetup:
                     uid = await self.provisioning.uid(row.name)
                     paths = AgentPaths.of(self.config, row.name)
                     await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
+
+
+def _forget_runs(paths: AgentPaths, keep: str | None) -> None:
+    """Remove the token dirs of every run but `keep`: what a survivor of an ended run still has
+    bound is then an empty, deleted directory."""
+    try:
+        runs = list(paths.instance_credentials_root.iterdir())
+    except FileNotFoundError:
+        return
+    for run in runs:
+        if run.name != keep:
+            shutil.rmtree(run, ignore_errors=True)

@@ -19,6 +19,7 @@ from fastmcp.exceptions import ToolError
 from hivetest import PY, SLEEPER, Hive, Hivemind, in_process, sandbox_process, toml_list
 
 from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.instances import current_instance
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -171,7 +172,7 @@ try:
 except OSError as e:
     results["read other"] = e.strerror
 try:
-    results["token"] = len(open(os.environ["HIVE_HARNESS_DIR"] + "/credentials/token").read())
+    results["token"] = len(open(os.environ["HIVE_HARNESS_DIR"] + "/credentials/instance/token").read())
 except OSError as e:
     results["token"] = e.strerror
 with open("result.json", "w") as f:
@@ -205,7 +206,10 @@ async def test_the_sandbox_cannot_write_outside_its_binds_or_read_another_agent(
     assert not Path("/etc/hive-test").exists() and (config.home / "signing.key").read_text() != "x"
     assert results["read other"] == "No such file or directory"  # not even mounted
     assert results["token"] > 100  # its own token, read-only
-    assert stat.S_IMODE(AgentPaths.of(config, "alice").token.stat().st_mode) == 0o600
+    paths = AgentPaths.of(config, "alice")
+    live = paths.instance_credentials(current_instance(config.instances_dir, "alice") or "none")
+    assert stat.S_IMODE((live / "token").stat().st_mode) == 0o600
+    assert [run.name for run in paths.instance_credentials_root.iterdir()] == [live.name]  # no other run's
 
 
 async def test_the_manager_sees_proposed_repos_but_not_other_agents_state(hivemind: Hivemind) -> None:

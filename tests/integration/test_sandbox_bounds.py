@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import PY, SLEEPER, Hive, Hivemind, children_of, cmdline, in_process, toml_list
 
+from hyperhive.servers.common.instances import current_instance
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 pytestmark = pytest.mark.slow
@@ -298,3 +300,33 @@ async def test_a_state_dir_problem_is_still_shown_after_the_lifecycle_server_res
             [alice] = [a for a in (await hivemind.call("list_agents"))["agents"] if a["name"] == "alice"]
             assert alice["state"] == "running"
             assert alice["problem"] is not None and "past its budget of 2M" in alice["problem"], alice
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: enters a sandbox's mount namespace")
+async def test_a_process_that_outlived_its_sandbox_cannot_read_the_next_instances_token(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", FORKER)
+    paths = AgentPaths.of(hivemind.hive.config, "alice")
+    token_file = json.loads(paths.hive_json.read_text())["token_file"]
+    first = _record(hivemind.hive, "alice")
+    await _until(lambda: len(_in_namespace(first["pidns"])) >= 3, 5)
+    [main] = children_of(first["init_pid"])
+    # What a survivor of this sandbox would see: its mount namespace, held open past its end.
+    held = os.open(f"/proc/{main}/ns/mnt", os.O_RDONLY)
+
+    def seen_by_survivor() -> subprocess.CompletedProcess[str]:
+        argv = ["nsenter", f"--mount=/proc/self/fd/{held}", "cat", token_file]
+        return subprocess.run(argv, pass_fds=[held], capture_output=True, text=True, timeout=10)
+
+    try:
+        before = seen_by_survivor()
+        assert before.returncode == 0 and before.stdout.count(".") == 2, before  # its own token, a JWT
+        await hivemind.call("restart", name="alice")
+        await hivemind.until_state("alice", "running")
+        live = current_instance(hivemind.hive.config.instances_dir, "alice")
+        assert live is not None
+        current = (paths.instance_credentials(live) / "token").read_text()  # what the new sandbox reads
+        assert current != before.stdout
+        after = seen_by_survivor()
+        assert current not in after.stdout, "a survivor of the old sandbox read the new instance's token"
+    finally:
+        os.close(held)

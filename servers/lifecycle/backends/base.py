@@ -41,6 +41,7 @@ class SandboxSpec:
     limits: Limits = field(default=Limits())  # its cgroup's (hive.toml [sandbox], agent.toml [sandbox])
     tmp_max: int | None = None  # bytes of its /tmp
     network: str = "outbound"  # agent.toml [sandbox] network: "outbound", "hive-only" or "host"
+    instance_credentials: Path | None = None  # this run's own token dir (per_instance_credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,9 @@ class SandboxBackend(abc.ABC):
     name: str  # "bwrap" | "nixos-container"
     path: str = "/usr/local/bin:/usr/bin:/bin"  # PATH inside its sandboxes
     default_network: str = "outbound"  # for an agent.toml that sets no [sandbox] network
+    # Whether each run gets a token dir of its own (SandboxSpec.instance_credentials), bound over the
+    # credentials dir's INSTANCE_DIR in that run only; else the token is kept in that dir itself.
+    per_instance_credentials: bool = False
 
     def harness_command(self, name: str) -> builtins.list[str]:
         """What a sandbox runs when neither agent.toml nor hive.toml says: the harness, as this Python runs it."""

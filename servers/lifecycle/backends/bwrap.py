@@ -64,6 +64,7 @@ OUT_OF_MEMORY: Final = "out of memory"
 
 class BwrapBackend(SandboxBackend):
     name = "bwrap"
+    per_instance_credentials = True  # a sandbox's mounts are its own: each run binds its own token dir
 
     def __init__(self, config: HiveConfig, *, bwrap: str = "bwrap") -> None:
         self.config = config

@@ -14,6 +14,7 @@ import hyperhive.harness
 import hyperhive.servers
 import hyperhive.ui
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.harnessdir import CREDENTIALS, INSTANCE_DIR
 from hyperhive.servers.lifecycle import sandbox_network
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 
@@ -59,7 +60,9 @@ def command_line(
             continue  # already inside a wider bind (the manager's agents tree holds its own dirs)
         argv += [*parents(directory, made), "--bind", str(directory), str(directory)]
         bound.append(directory)
-    argv += ["--ro-bind", str(spec.credentials_dir), str(spec.harness_dir / "credentials")]
+    argv += ["--ro-bind", str(spec.credentials_dir), str(spec.harness_dir / CREDENTIALS)]
+    if spec.instance_credentials is not None:
+        argv += ["--ro-bind", str(spec.instance_credentials), str(spec.harness_dir / CREDENTIALS / INSTANCE_DIR)]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.name]
     if not privileged:
         argv.append("--unshare-user")
