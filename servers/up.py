@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .common.backoff import Backoff, sleep_or_wake
-from .common.config import HiveConfig
+from hyperhive.servers.common.backoff import Backoff, sleep_or_wake
+from hyperhive.servers.common.config import HiveConfig
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0

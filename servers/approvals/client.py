@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from hyperhive.servers.approvals.models import Request, ReviewList
 from hyperhive.servers.common.server_client import ServerClient
-
-from .models import Request, ReviewList
 
 
 class ApprovalsClient(ServerClient):

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from hyperhive.servers.common.events import HelperEvent
-from hyperhive.servers.common.server_client import ServerClient
-
-from .models import (
+from hyperhive.servers.broker.models import (
     AckResult,
     LeaseResult,
     ListMessagesResult,
@@ -18,6 +15,8 @@ from .models import (
     SendResult,
     StatsResult,
 )
+from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.server_client import ServerClient
 
 
 class BrokerClient(ServerClient):

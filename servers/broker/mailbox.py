@@ -17,15 +17,7 @@ from typing import Any
 
 import anyio
 
-from hyperhive.servers.common.clock import iso, parse_iso
-from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.events import HelperEvent
-from hyperhive.servers.common.kit import ServiceKit
-from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
-from hyperhive.servers.common.policy import check_recipient
-from hyperhive.servers.common.principals import Principal, Role
-
-from .models import (
+from hyperhive.servers.broker.models import (
     AckResult,
     CancelResult,
     Delivery,
@@ -43,10 +35,17 @@ from .models import (
     ThreadMessage,
     ThreadResult,
 )
-from .reminder_store import ReminderStore
-from .scheduler import Scheduler
-from .store import BrokerStore, Claimed, NewMessage
-from .waiters import Waiters
+from hyperhive.servers.broker.reminder_store import ReminderStore
+from hyperhive.servers.broker.scheduler import Scheduler
+from hyperhive.servers.broker.store import BrokerStore, Claimed, NewMessage
+from hyperhive.servers.broker.waiters import Waiters
+from hyperhive.servers.common.clock import iso, parse_iso
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.kit import ServiceKit
+from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
+from hyperhive.servers.common.policy import check_recipient
+from hyperhive.servers.common.principals import Principal, Role
 
 log = logging.getLogger("hyperhive.broker")
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 import sqlite3
 
+from hyperhive.servers.broker.store import inbox_loads
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import LimitReached, NotFound
-
-from .store import inbox_loads
 
 
 class ReminderStore:

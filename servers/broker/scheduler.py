@@ -10,12 +10,11 @@ import math
 import anyio
 import anyio.lowlevel
 
+from hyperhive.servers.broker.reminder_store import ReminderStore
+from hyperhive.servers.broker.store import BrokerStore
+from hyperhive.servers.broker.waiters import Waiters
 from hyperhive.servers.common.clock import Clock, DueLoop
 from hyperhive.servers.common.config import BrokerSettings
-
-from .reminder_store import ReminderStore
-from .store import BrokerStore
-from .waiters import Waiters
 
 log = logging.getLogger("hyperhive.broker")
 

@@ -9,16 +9,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hyperhive.servers.common.clock import Clock
-from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.events import HelperEvent
-from hyperhive.servers.common.kit import ServiceKit
-from hyperhive.servers.common.models import Cursor, Id
-from hyperhive.servers.common.tokens import ServerCredentials, caller
-from hyperhive.servers.common.toolserver import HiveServer, create_mcp
-
-from .mailbox import MAX_WAIT_SECONDS, Broker, to_message
-from .models import (
+from hyperhive.servers.broker.mailbox import MAX_WAIT_SECONDS, Broker, to_message
+from hyperhive.servers.broker.models import (
     AckResult,
     CancelResult,
     LeaseResult,
@@ -33,7 +25,14 @@ from .models import (
     StatsResult,
     ThreadResult,
 )
-from .store import MIGRATIONS
+from hyperhive.servers.broker.store import MIGRATIONS
+from hyperhive.servers.common.clock import Clock
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.kit import ServiceKit
+from hyperhive.servers.common.models import Cursor, Id
+from hyperhive.servers.common.tokens import ServerCredentials, caller
+from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
 INSTRUCTIONS = (
     "The hyperhive message broker. Messages you send are signed with your identity. "

@@ -10,11 +10,11 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from .catalog import CATALOG, role_default
-from .config import CpuWeight, MemorySize, PidsMax, SandboxDefaults, StateSize, TmpSize
-from .config_parsing import STRICT, ConfigError, check_env_names, validated
-from .names import BROADCAST, OPERATOR, InvalidName, check_agent_name
-from .principals import Role
+from hyperhive.servers.common.catalog import CATALOG, role_default
+from hyperhive.servers.common.config import CpuWeight, MemorySize, PidsMax, SandboxDefaults, StateSize, TmpSize
+from hyperhive.servers.common.config_parsing import STRICT, ConfigError, check_env_names, validated
+from hyperhive.servers.common.names import BROADCAST, OPERATOR, InvalidName, check_agent_name
+from hyperhive.servers.common.principals import Role
 
 AGENT_TOML: Final = "agent.toml"
 DEFAULT_MODEL: Final = "sonnet"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import anyio
 
-from .agent_config import AGENT_TOML, AgentConfig, load_agent_config
-from .config_parsing import ConfigError
-from .instances import current_instance
-from .names import is_agent_name
+from hyperhive.servers.common.agent_config import AGENT_TOML, AgentConfig, load_agent_config
+from hyperhive.servers.common.config_parsing import ConfigError
+from hyperhive.servers.common.instances import current_instance
+from hyperhive.servers.common.names import is_agent_name
 
 log = logging.getLogger("hyperhive.agents")
 

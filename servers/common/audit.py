@@ -8,8 +8,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel
 
-from .clock import iso
-from .db import Database
+from hyperhive.servers.common.clock import iso
+from hyperhive.servers.common.db import Database
 
 AUDIT_SCHEMA: Final = """
 CREATE TABLE audit (

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from .access import Role, ToolAccess
-from .names import SERVICE_PREFIX
-from .registry import REGISTRY, callers
+from hyperhive.servers.common.access import Role, ToolAccess
+from hyperhive.servers.common.names import SERVICE_PREFIX
+from hyperhive.servers.common.registry import REGISTRY, callers
 
 CATALOG: Final[Mapping[str, Mapping[str, ToolAccess]]] = {spec.name: spec.tools for spec in REGISTRY}
 

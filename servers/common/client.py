@@ -27,9 +27,9 @@ from fastmcp.client.transports import StreamableHttpTransport
 from fastmcp.exceptions import ToolError
 from pydantic import BaseModel
 
-from .backoff import Backoff
-from .config import HiveConfig
-from .serving import MCP_PATH
+from hyperhive.servers.common.backoff import Backoff
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.serving import MCP_PATH
 
 log = logging.getLogger("hyperhive.client")
 

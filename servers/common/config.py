@@ -15,8 +15,15 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from .config_parsing import ENV_NAME_RE, STRICT, ConfigError, check_env_names, read_toml, validated
-from .registry import REGISTRY, SERVER_NAMES, server_spec
+from hyperhive.servers.common.config_parsing import (
+    ENV_NAME_RE,
+    STRICT,
+    ConfigError,
+    check_env_names,
+    read_toml,
+    validated,
+)
+from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES, server_spec
 
 HIVE_TOML: Final = "hive.toml"
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .config import ServingSettings
+from hyperhive.servers.common.config import ServingSettings
 
 log = logging.getLogger("hyperhive.serving")
 

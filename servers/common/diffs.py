@@ -8,10 +8,10 @@ import shlex
 from collections.abc import Mapping
 from typing import Final
 
-from .agent_config import AGENT_TOML, AgentConfig, McpServer, parse_agent_config
-from .catalog import CATALOG
-from .config_parsing import ConfigError
-from .names import BROADCAST
+from hyperhive.servers.common.agent_config import AGENT_TOML, AgentConfig, McpServer, parse_agent_config
+from hyperhive.servers.common.catalog import CATALOG
+from hyperhive.servers.common.config_parsing import ConfigError
+from hyperhive.servers.common.names import BROADCAST
 
 CONFIG_FILES: Final = ("agent.toml", "agent.nix")  # what a config repo holds and an apply copies
 

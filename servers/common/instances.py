@@ -12,8 +12,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .files import write_atomic
-from .names import check_agent_name
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.names import check_agent_name
 
 
 def instance_path(directory: Path, name: str) -> Path:

@@ -19,18 +19,32 @@ from typing import Final
 
 from joserfc.jwk import KeySet
 
-from .agent_config import AGENT_TOML, AgentConfig, load_agent_config
-from .catalog import audience_of_service
-from .config import HiveConfig
-from .config_parsing import ConfigError
-from .files import write_atomic
-from .instances import current_instance
-from .keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, PublicKeys, ReloadingSigningKey, SigningKey, load_signing_key
-from .names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, service_principal
-from .principals import Principal, Role, principal_for
-from .registry import SERVER_NAMES, callers, server_spec
-from .systemd import credential
-from .tokens import InvalidToken, IssuedToken, ServerCredentials, TokenFile, decode_token, mint_token
+from hyperhive.servers.common.agent_config import AGENT_TOML, AgentConfig, load_agent_config
+from hyperhive.servers.common.catalog import audience_of_service
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.config_parsing import ConfigError
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.instances import current_instance
+from hyperhive.servers.common.keys import (
+    PRIVATE_KEY_FILE,
+    PUBLIC_KEY_FILE,
+    PublicKeys,
+    ReloadingSigningKey,
+    SigningKey,
+    load_signing_key,
+)
+from hyperhive.servers.common.names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, service_principal
+from hyperhive.servers.common.principals import Principal, Role, principal_for
+from hyperhive.servers.common.registry import SERVER_NAMES, callers, server_spec
+from hyperhive.servers.common.systemd import credential
+from hyperhive.servers.common.tokens import (
+    InvalidToken,
+    IssuedToken,
+    ServerCredentials,
+    TokenFile,
+    decode_token,
+    mint_token,
+)
 
 DASHBOARD_TOKEN: Final = "dashboard"  # tokens/dashboard.token: the dashboard's operator token
 SERVICE_TOKEN_CREDENTIAL: Final = "service.token"  # a unit's LoadCredential name for its token

@@ -25,7 +25,7 @@ from typing import Final
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OKPKey
 
-from .files import write_atomic
+from hyperhive.servers.common.files import write_atomic
 
 PRIVATE_KEY_FILE: Final = "signing.key"
 PUBLIC_KEY_FILE: Final = "signing.pub"

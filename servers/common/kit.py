@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .agents import AgentRegistry
-from .background import background
-from .client import HiveClient, server_address
-from .clock import Clock, SystemClock
-from .config import HiveConfig
-from .db import Database
-from .outbox import Outbox
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.background import background
+from hyperhive.servers.common.client import HiveClient, server_address
+from hyperhive.servers.common.clock import Clock, SystemClock
+from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.outbox import Outbox
 
 Loop = Callable[[], Coroutine[Any, Any, object]]
 

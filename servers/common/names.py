@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .registry import SERVER_NAMES, callers
+from hyperhive.servers.common.registry import SERVER_NAMES, callers
 
 # 11 characters is the nixos-container name limit; agents must fit it on every backend.
 AGENT_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,10}$")

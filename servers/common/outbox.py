@@ -19,11 +19,11 @@ import anyio
 from fastmcp.exceptions import ToolError
 from pydantic import ValidationError
 
-from .backoff import Backoff
-from .client import AuthRefused, HiveClient, ServerUnavailable
-from .clock import Clock
-from .db import Database
-from .events import HELPER_EVENT, HelperEvent
+from hyperhive.servers.common.backoff import Backoff
+from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
+from hyperhive.servers.common.clock import Clock
+from hyperhive.servers.common.db import Database
+from hyperhive.servers.common.events import HELPER_EVENT, HelperEvent
 
 log = logging.getLogger("hyperhive.outbox")
 

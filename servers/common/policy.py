@@ -17,14 +17,14 @@ from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 
-from .access import ToolAccess
-from .agent_config import AgentConfig
-from .agents import AgentRegistry
-from .catalog import CATALOG, SERVICE_TOOLS
-from .errors import Refused
-from .names import BROADCAST
-from .principals import Principal, Role
-from .tokens import current_principal
+from hyperhive.servers.common.access import ToolAccess
+from hyperhive.servers.common.agent_config import AgentConfig
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.catalog import CATALOG, SERVICE_TOOLS
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.names import BROADCAST
+from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.tokens import current_principal
 
 
 def refusal(

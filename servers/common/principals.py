@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .access import Role
-from .names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, check_agent_name
+from hyperhive.servers.common.access import Role
+from hyperhive.servers.common.names import OPERATOR, SERVICE_PREFIX, SERVICES, InvalidName, check_agent_name
 
 __all__ = ["Principal", "Role", "principal_for"]
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from .access import (
+from hyperhive.servers.common.access import (
     AGENT,
     HARNESS,
     MANAGER_AND_OPERATOR,

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel
 
-from .client import HiveClient, ServerAddress, TokenSource
-from .config import HiveConfig
+from hyperhive.servers.common.client import HiveClient, ServerAddress, TokenSource
+from hyperhive.servers.common.config import HiveConfig
 
 M = TypeVar("M", bound=BaseModel)
 

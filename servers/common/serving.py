@@ -25,8 +25,8 @@ from fastmcp import FastMCP
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
-from .config import Listen, ServingSettings
-from .connections import PeerLimits, guarded_protocol
+from hyperhive.servers.common.config import Listen, ServingSettings
+from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
 
 log = logging.getLogger("hyperhive.serving")
 

@@ -24,11 +24,11 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .agents import AgentRegistry
-from .errors import Refused
-from .keys import PublicKeys, ReloadingSigningKey, SigningKey, WatchedFile
-from .names import InvalidName
-from .principals import Principal, Role, principal_for
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.keys import PublicKeys, ReloadingSigningKey, SigningKey, WatchedFile
+from hyperhive.servers.common.names import InvalidName
+from hyperhive.servers.common.principals import Principal, Role, principal_for
 
 log = logging.getLogger("hyperhive.tokens")
 

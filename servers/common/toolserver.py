@@ -18,11 +18,11 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools.base import ToolResult
 from pydantic import ValidationError as PydanticValidationError
 
-from .access import ToolAccess
-from .agents import AgentRegistry
-from .errors import Refused
-from .policy import AllowListMiddleware
-from .tokens import HiveTokenVerifier, ServerCredentials
+from hyperhive.servers.common.access import ToolAccess
+from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.policy import AllowListMiddleware
+from hyperhive.servers.common.tokens import HiveTokenVerifier, ServerCredentials
 
 log = logging.getLogger("hyperhive.tools")
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from hyperhive.servers.common.server_client import ServerClient
-
-from .models import (
+from hyperhive.servers.lifecycle.models import (
     AgentConfigText,
     AgentInfo,
     AgentList,

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from hyperhive.servers.common.server_client import ServerClient
-
-from .models import HistoryResult, PendingQuestionsResult, Resolved
+from hyperhive.servers.operator.models import HistoryResult, PendingQuestionsResult, Resolved
 
 
 class OperatorClient(ServerClient):

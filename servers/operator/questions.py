@@ -21,8 +21,7 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import OPERATOR, InvalidName, check_agent_name
 from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
-
-from .models import (
+from hyperhive.servers.operator.models import (
     Asked,
     HistoryEntry,
     HistoryResult,
@@ -32,7 +31,7 @@ from .models import (
     PendingQuestionsResult,
     Resolved,
 )
-from .store import CANCELLED, EXPIRED, NewQuestion, QuestionRow, QuestionStore
+from hyperhive.servers.operator.store import CANCELLED, EXPIRED, NewQuestion, QuestionRow, QuestionStore
 
 log = logging.getLogger("hyperhive.operator")
 

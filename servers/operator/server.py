@@ -17,10 +17,9 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Id
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
-
-from .models import Asked, HistoryResult, MyAsksResult, PendingQuestionsResult, Resolved
-from .questions import Questions
-from .store import MIGRATIONS
+from hyperhive.servers.operator.models import Asked, HistoryResult, MyAsksResult, PendingQuestionsResult, Resolved
+from hyperhive.servers.operator.questions import Questions
+from hyperhive.servers.operator.store import MIGRATIONS
 
 INSTRUCTIONS = (
     "Questions for the operator and between agents. ask_operator and ask_agent return at once; the "
