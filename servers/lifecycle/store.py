@@ -11,7 +11,7 @@ from typing import Any, Final, Literal
 from hyperhive.servers.common.audit import ACTION_AUDIT_SCHEMA
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA
-from hyperhive.servers.lifecycle.models import Turn, TurnRecord
+from hyperhive.servers.lifecycle.models import AgentState, Turn, TurnRecord
 
 MIGRATIONS: Final = [
     """
@@ -78,7 +78,7 @@ class UidsExhausted(Exception):
     """Every uid of the home's block is taken."""
 
 
-State = Literal["stopped", "starting", "running", "stopping", "restarting", "failed"]
+State = AgentState  # the tools' own type (models.py): one definition
 
 
 @dataclass(frozen=True, slots=True)
