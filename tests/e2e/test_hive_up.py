@@ -340,8 +340,8 @@ async def test_7_a_failed_api_call_is_retried_and_the_wake_is_handled_once(runni
     assert handled["body"] == "e2e-7 handled"
     failed = await _until_turn_recorded(running, "alice", None, reason="api_error")
     assert not failed["ok"] and "529" in failed["error"]
-    ok = await _until_turn_recorded(running, "alice", "mcp__broker__send")
-    assert ok["ok"] and ok["started_at"] > failed["started_at"]
+    ok = await _until_turn_recorded(running, "alice", "mcp__broker__send", after=failed["started_at"])
+    assert ok["ok"]
     assert (await running.status("alice"))["turn"]["state"] == "idle"
 
 
@@ -502,12 +502,17 @@ async def _until_turn_recorded(
     reason: str | None = None,
     kind: str = "wake",
     timeout: float = 30,
+    after: str | None = None,
 ) -> dict[str, Any]:
+    """The newest recorded turn of `name` like this; `after`: one that started later than that
+    (ISO time), so an earlier test's turn of the same kind is never taken for the one awaited."""
     deadline = time.monotonic() + timeout
     while True:
         turns = (await running.call("lifecycle", "agent_stats", name=name))["turns"]
         for turn in reversed(turns):
             if turn["kind"] != kind or (tool is not None and tool not in turn["tool_calls"]):
+                continue
+            if after is not None and turn["started_at"] <= after:
                 continue
             if reason is None or turn["terminal_reason"] == reason:
                 found: dict[str, Any] = turn
