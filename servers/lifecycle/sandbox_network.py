@@ -68,10 +68,12 @@ def bwrap_args(mode: str, resolv_conf: Path | None = None) -> list[str]:
     if mode == "host":
         return []
     argv = ["--unshare-net"]
-    if mode == "outbound" and resolv_conf is not None:
+    target = HOST_RESOLV_CONF.resolve()
+    if mode == "outbound" and resolv_conf is not None and target.is_file():
         # Over the host's file, or where its link points (systemd-resolved's /run/... file: /etc
-        # is bound read-only and the link then resolves inside the sandbox to this file).
-        argv += ["--ro-bind", str(resolv_conf), str(HOST_RESOLV_CONF.resolve())]
+        # is bound read-only and the link then resolves inside the sandbox to this file). A host
+        # with none (or a dangling link) resolves nothing either: nothing to bind over.
+        argv += ["--ro-bind", str(resolv_conf), str(target)]
     return argv
 
 

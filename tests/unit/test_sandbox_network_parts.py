@@ -38,6 +38,7 @@ def test_an_outbound_sandbox_asks_pastas_dns_forward_with_the_hosts_search_and_o
     assert bwrap_args("outbound", mine)[-1] == str(host)  # bound where the link leads
     host.unlink()
     assert sandbox_network.sandbox_resolv_conf() == "nameserver 169.254.1.1\n"
+    assert bwrap_args("outbound", mine) == ["--unshare-net"]  # a dangling link: no mount point to bind on
 
 
 def test_the_forwarded_ports_are_the_servers_fixed_tcp_ports(tmp_path: Path) -> None:
