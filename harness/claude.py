@@ -165,6 +165,7 @@ class ClaudeSession:
             tools=builtin_tools(self.info),
             allowed_tools=allowed_tools(self.info),
             disallowed_tools=harness_only_tools(),
+            max_budget_usd=self.info.usd_per_turn,  # agent.toml [budget] usd_per_turn
             permission_mode="dontAsk",  # whatever is not allowed above is refused, never asked about
             setting_sources=[],
             system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt(self.info)},

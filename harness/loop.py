@@ -39,6 +39,8 @@ LEASE_SECONDS: Final = 300.0  # how far each extension moves a running turn's le
 LEASE_EVERY: Final = 60.0
 CANCEL_POLL: Final = 0.2  # how often a running turn looks for the operator's cancel
 CREDENTIALS_POLL: Final = 10.0
+BUDGET_POLL: Final = 5.0  # while paused for its budget, how often it asks lifecycle again
+STATS_DRAIN: Final = 10.0  # how long a budget check waits for the last turn's cost to be recorded
 MAX_BACKOFF: Final = 300.0
 TURN_BACKOFF: Final = Backoff(2.0, MAX_BACKOFF)  # after the nth failed turn in a row: 2, 4, 8 … 300 s
 RESET_AFTER_FAILURES: Final = 3  # failed turns in a row, then a fresh session
@@ -53,6 +55,7 @@ class Harness:
         self.control = self.harness_dir / CREDENTIALS  # read-only: written by the lifecycle server
         self.token_path = Path(info.token_file)
         self.session = session or ClaudeSession(info, self.token, stderr=_claude_stderr)
+        self.budget = self._lifecycle()  # budget_check before each wake
         self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
         self.broker = BrokerClient.at(info.servers["broker"], self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
@@ -85,6 +88,7 @@ class Harness:
                 await self._release(previous.leased)
             while True:
                 await self._wait_for_credentials()
+                await self._wait_for_budget()
                 await self.recorder.set("idle")
                 messages, queued = await self._wake()
                 await self._handle(messages, queued)
@@ -92,6 +96,8 @@ class Harness:
             await self.session.close()
             await self.broker.close()
             await self.recorder.close()
+            if self.budget is not None:
+                await self.budget.close()
 
     async def _wait_for_credentials(self) -> None:
         while not has_credentials(self.session.env):
@@ -99,6 +105,21 @@ class Harness:
                 log.error("%s; this agent waits until there are some", NO_CREDENTIALS)
             await self.recorder.set("error", reason=NO_CREDENTIALS)
             await asyncio.sleep(CREDENTIALS_POLL)
+
+    async def _wait_for_budget(self) -> None:
+        """Take no messages while lifecycle says this agent (or the hive) spent its daily budget; they
+        wait in the inbox. The last turn's cost is recorded first, so the check counts it."""
+        if self.budget is None:
+            return
+        await self.recorder.reporter.drained(STATS_DRAIN)
+        while True:
+            check = await self._persist("checking the budget", self.budget.budget_check)
+            if check.paused is None:
+                return
+            if self.recorder.state.reason != check.paused:
+                log.warning("%s; messages wait until it is raised or the day ends (UTC)", check.paused)
+            await self.recorder.set("paused", reason=check.paused)
+            await asyncio.sleep(BUDGET_POLL)
 
     async def _wake(self) -> tuple[list[Message], int]:
         """Block until at least one message is here; lease it and up to batch_max - 1 more, in one

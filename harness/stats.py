@@ -63,6 +63,12 @@ class StatsReporter:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_all())
 
+    async def drained(self, timeout: float) -> bool:
+        """Wait up to `timeout` for every queued row to reach lifecycle (a budget check counts them)."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender}, timeout=timeout)
+        return not self._queue
+
     async def close(self, flush_seconds: float = FLUSH_SECONDS) -> None:
         """Give waiting rows `flush_seconds` to go out, then stop (what is left is logged as lost)."""
         if self._sender is not None and not self._sender.done():

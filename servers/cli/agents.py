@@ -27,6 +27,7 @@ from hyperhive.servers.common.agent_config import AGENT_TOML, load_agent_config
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.formatting import turn_text, when
 from hyperhive.servers.common.privileges import drop_to
+from hyperhive.servers.lifecycle.models import Spend
 
 if TYPE_CHECKING:
     from hyperhive.servers.lifecycle.client import LifecycleClient
@@ -112,13 +113,21 @@ def claude(name: str, args: tuple[str, ...], home: Path) -> None:
     sys.exit(done.returncode)
 
 
+def spend_cells(spend: Spend | None) -> tuple[str, str]:
+    """Cost today (of its daily budget, and PAUSED past it) and this week, in dollars."""
+    if spend is None:
+        return "", ""
+    today = f"{spend.today_usd:.2f}" + (f"/{spend.usd_per_day:.2f}" if spend.usd_per_day is not None else "")
+    return today + (" PAUSED" if spend.paused else ""), f"{spend.week_usd:.2f}"
+
+
 @main.command()
 @home_option
 def agents(home: Path) -> None:
     """List the agents: state, role, model, restarts, whether they need an update."""
     listing = call_hive(home, lambda hive: hive.lifecycle.list_agents())
     click.echo(f"◆ {len(listing.agents)} agents · {listing.backend} · {listing.isolation}")
-    rows = [("name", "role", "state", "model", "started", "restarts", "update", "turn")]
+    rows = [("name", "role", "state", "model", "started", "restarts", "update", "today $", "week $", "turn")]
     for agent in listing.agents:
         state: str = agent.state
         if agent.last_signal or agent.last_exit_code not in (None, 0):
@@ -126,8 +135,12 @@ def agents(home: Path) -> None:
         started = when(agent.started_at)
         rows.append(
             (agent.name, agent.role, state, agent.model, started, str(agent.restart_count),
-             "needed" if agent.needs_update else "", turn_text(agent.turn, agent.state == "running"))
+             "needed" if agent.needs_update else "", *spend_cells(agent.spend),
+             turn_text(agent.turn, agent.state == "running"))
         )  # fmt: skip
+    if listing.hive_spend is not None:
+        hive = listing.hive_spend
+        rows.append(("(hive)", "", "", "", "", "", "", *spend_cells(hive), hive.paused or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from hyperhive.servers.common.catalog import CATALOG, role_default
-from hyperhive.servers.common.config import CpuWeight, MemorySize, PidsMax, SandboxDefaults, StateSize, TmpSize
+from hyperhive.servers.common.config import CpuWeight, MemorySize, PidsMax, SandboxDefaults, StateSize, TmpSize, Usd
 from hyperhive.servers.common.config_parsing import STRICT, ConfigError, check_env_names, validated
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role
@@ -65,6 +65,15 @@ class SandboxSettings(_Strict):
         return defaults.model_copy(update=own)
 
 
+class AgentBudget(_Strict):
+    """agent.toml [budget], in US dollars from the cost Claude Code reports; unset: no limit."""
+
+    # Past it in a day (UTC) the agent pauses: it takes no turns, its messages wait, the manager is told.
+    usd_per_day: Usd | None = None
+    # Claude Code's --max-budget-usd for each turn: the turn stops when it has cost this much.
+    usd_per_turn: Usd | None = None
+
+
 class AgentConfig(_Strict):
     role: Literal["agent", "manager"] = "agent"
     model: str = DEFAULT_MODEL
@@ -78,6 +87,7 @@ class AgentConfig(_Strict):
     env: dict[str, str] = {}
     prompt: Annotated[str, Field(max_length=20_000)] = ""
     sandbox: SandboxSettings = SandboxSettings()
+    budget: AgentBudget = AgentBudget()
 
     @property
     def principal_role(self) -> Role:
@@ -186,6 +196,14 @@ prompt = ""
 # [mcp_servers.search]
 # type = "http"
 # url = "http://127.0.0.1:9000/mcp"
+
+# What this agent may spend, in US dollars, from the cost Claude Code reports. Past usd_per_day
+# (a UTC day) it pauses: no turns, its messages wait, the manager gets a budget_exhausted event;
+# the operator raises it (set_budget) or this file's budget is raised through an approval.
+# usd_per_turn stops a single turn that costs more (Claude Code's --max-budget-usd).
+# [budget]
+# usd_per_day = 5
+# usd_per_turn = 0.5
 
 # The sandbox: how many crashes in a row are restarted (then it stays failed), what it runs
 # (unset: the harness, which drives Claude Code), its network: "outbound" (the outside world

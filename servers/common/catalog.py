@@ -31,7 +31,7 @@ def audience_of_service(principal_name: str) -> tuple[str, ...]:
 
 # Tools the harness calls for its agent, never offered to the agent's Claude Code: the model must
 # not be able to forge its own turn stats. The harness leaves them out of Claude Code's MCP config.
-HARNESS_ONLY: Final = frozenset({("lifecycle", "record_turn")})
+HARNESS_ONLY: Final = frozenset({("lifecycle", "record_turn"), ("lifecycle", "budget_check")})
 
 
 def offered_to_claude(server: str, tools: frozenset[str]) -> frozenset[str]:

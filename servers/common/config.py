@@ -214,6 +214,17 @@ class HarnessSettings(_Strict):
         return check_env_names(env)
 
 
+# A budget in US dollars: positive and finite (a cent at least), up to a million.
+Usd = Annotated[float, Field(ge=0.01, le=1_000_000, allow_inf_nan=False)]
+
+
+class HiveBudget(_Strict):
+    """hive.toml [budget]: what the whole hive may spend a day (UTC), from the cost Claude Code reports.
+    Past it every agent pauses until the day ends or the budget is raised; unset: no hive-wide limit."""
+
+    usd_per_day: Usd | None = None
+
+
 class TokenSettings(_Strict):
     ttl_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 86_400)] = 30 * 86_400
 
@@ -242,6 +253,7 @@ class HiveConfig(_Strict):
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
     sandbox: SandboxDefaults = SandboxDefaults()
+    budget: HiveBudget = HiveBudget()
 
     @property
     def instances_dir(self) -> Path:
@@ -382,6 +394,12 @@ cpu_weight = 100                # its share of CPU when the host is busy (1..100
 tmp_max = "1G"                  # its /tmp, which is RAM-backed
 state_max = "10G"               # its state dir: a warning to the manager past it, and no start
 state_check_seconds = 300       # how often the state dirs of running agents are measured
+
+[budget]
+# What the whole hive may spend a day (UTC), in US dollars, from the cost Claude Code reports per
+# turn. Past it every agent pauses (messages wait) until the day ends or the budget is raised.
+# Each agent's own limits are its agent.toml [budget].
+# usd_per_day = 50
 
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)

@@ -109,6 +109,29 @@ class StateOverBudget(_Event):
         return f"agent {self.agent}'s state dir holds {self.used}, past its budget of {self.budget}{then}"
 
 
+class BudgetExhausted(_Event):
+    """An agent reached its daily budget (or the hive its own): it takes no turns, its messages wait,
+    until the day ends (UTC) or the budget is raised. Sent once per agent per day."""
+
+    type: Literal["budget_exhausted"] = "budget_exhausted"
+    agent: AgentName
+    scope: Literal["agent", "hive"]  # whose budget: the agent's agent.toml [budget], or hive.toml's
+    usd_per_day: float
+    spent_usd: float  # today, by the agent (scope agent) or the whole hive (scope hive)
+
+    def summary(self) -> str:
+        whose = (
+            f"its budget of ${self.usd_per_day:.2f}/day"
+            if self.scope == "agent"
+            else (f"the hive's budget of ${self.usd_per_day:.2f}/day")
+        )
+        return (
+            f"agent {self.agent} is paused: {whose} is reached (${self.spent_usd:.2f} spent today); its "
+            "messages wait until tomorrow (UTC), or until the operator raises it (set_budget) or approves "
+            "a higher agent.toml [budget] usd_per_day"
+        )
+
+
 class OperatorAnswered(_Event):
     """A question the agent asked was resolved: answered, or "[cancelled]" / "[expired]"."""
 
@@ -154,6 +177,7 @@ HelperEvent = Annotated[
     | Destroyed
     | ContainerCrash
     | StateOverBudget
+    | BudgetExhausted
     | OperatorAnswered
     | QuestionAsked,
     Field(discriminator="type"),

@@ -90,8 +90,8 @@ def turn_text(turn: TurnState | None, agent_running: bool, *, now: float | None 
     if turn.state == "running":
         count = turn.messages
         return f"running {since}" + (f" · {count} msg{'' if count == 1 else 's'}" if count else "")
-    if turn.state == "error":
-        return f"error {since}: {turn.reason or '?'}"
+    if turn.state in ("error", "paused"):
+        return f"{turn.state} {since}: {turn.reason or '?'}"
     if turn.state == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
         return f"unreadable: {turn.reason or '?'}"
     return f"{turn.state} {since}"

@@ -47,6 +47,7 @@ class HarnessInfo(BaseModel):
     batch_max: int = 10
     notes_max_bytes: int = 32 * 1024
     context_reset_tokens: int = 150_000
+    usd_per_turn: float | None = None  # agent.toml [budget]: Claude Code's --max-budget-usd
 
     def tool_names(self) -> list[str]:
         """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""
@@ -64,7 +65,8 @@ class HarnessInfo(BaseModel):
 
 
 # "unreadable" is never written: the lifecycle server shows it for a turn.json it cannot read.
-HarnessState = Literal["starting", "idle", "running", "error", "unreadable"]
+# "paused": lifecycle's budget_check said no (its or the hive's daily budget is reached); messages wait.
+HarnessState = Literal["starting", "idle", "running", "error", "paused", "unreadable"]
 
 
 class TurnState(BaseModel):

@@ -94,6 +94,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "read_state_file": OPERATOR,
             "audit": OPERATOR,
             "record_turn": HARNESS,
+            "budget_check": HARNESS,
+            "set_budget": OPERATOR,
         },
         calls={"broker": frozenset({"post_event"})},
         root=True,

@@ -14,6 +14,8 @@ from hyperhive.servers.lifecycle.models import (
     AgentStatus,
     Applied,
     AuditLog,
+    BudgetCheck,
+    BudgetSet,
     CommitDiff,
     Created,
     DestroyResult,
@@ -58,6 +60,12 @@ class LifecycleClient(ServerClient):
 
     async def record_turn(self, turn: TurnRecord) -> Recorded:
         return await self._call("record_turn", Recorded, turn=turn.model_dump())
+
+    async def budget_check(self) -> BudgetCheck:
+        return await self._call("budget_check", BudgetCheck)
+
+    async def set_budget(self, name: str, usd_per_day: float | None) -> BudgetSet:
+        return await self._call("set_budget", BudgetSet, name=name, usd_per_day=usd_per_day)
 
     # ---------------------------------------------------------------------------------- actions
     async def create_agent(self, name: str, sha: str | None = None, expected_base: str | None = None) -> Created:

@@ -79,6 +79,26 @@ class Recorded(BaseModel):
     recorded: bool  # false: a row with this key was recorded before (a retry)
 
 
+class Spend(BaseModel):
+    """What an agent (or the hive) spent, from the cost its turns reported, and its daily budget."""
+
+    today_usd: float  # since 00:00 UTC
+    week_usd: float  # since Monday 00:00 UTC
+    usd_per_day: float | None  # its daily budget (set_budget's, else agent.toml's / hive.toml's); None: no limit
+    paused: str | None = None  # "paused: budget $X/day reached": it takes no turns until raised or tomorrow
+
+
+class BudgetCheck(BaseModel):
+    """budget_check's answer, for the calling agent's harness before it takes messages."""
+
+    paused: str | None  # why it may not take a turn now; None: go ahead
+
+
+class BudgetSet(BaseModel):
+    name: str
+    spend: Spend
+
+
 class AgentInfo(BaseModel):
     name: str
     role: str
@@ -93,6 +113,7 @@ class AgentInfo(BaseModel):
     needs_update: bool  # built by another hyperhive version, or from an older applied config
     turn: TurnState | None = None  # its harness: idle, running a turn (since when), or an error and why
     problem: str | None = None  # why it cannot run as it is (its state dir past its state_max)
+    spend: Spend | None = None  # cost today and this week, its daily budget, whether it is paused for it
 
 
 class AgentList(BaseModel):
@@ -102,6 +123,7 @@ class AgentList(BaseModel):
     agents: list[AgentInfo]
     # Names with a proposed config repo but no agent: drafts, and what destroyed agents left.
     drafts: list[str] = []
+    hive_spend: Spend | None = None  # every agent's cost together, and hive.toml's [budget]
 
 
 class AgentStatus(AgentInfo):
@@ -148,6 +170,7 @@ class Draft(BaseModel):
 class AgentStats(BaseModel):
     name: str
     summary: TurnSummary
+    spend: Spend | None = None
     turns: list[Turn]
 
 

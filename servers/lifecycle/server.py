@@ -18,7 +18,7 @@ from pydantic import Field
 
 from hyperhive.servers.common import audit as audit_trail
 from hyperhive.servers.common.clock import Clock, iso, parse_iso
-from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.config import HiveConfig, Usd
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import UnsafeFile, read_agent_file_async
 from hyperhive.servers.common.kit import ServiceKit
@@ -35,6 +35,8 @@ from hyperhive.servers.lifecycle.models import (
     AgentStatus,
     Applied,
     AuditLog,
+    BudgetCheck,
+    BudgetSet,
     CommitDiff,
     Created,
     DestroyResult,
@@ -48,6 +50,7 @@ from hyperhive.servers.lifecycle.models import (
     TurnRecord,
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.spending import SpendSheet
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
 from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
 from hyperhive.servers.lifecycle.turnstats import summarise
@@ -115,7 +118,8 @@ def create(
                 except Exception:
                     log.exception("could not write the audit record of %s %s by %s", action, name, actor)
 
-    async def info(row: AgentRow) -> AgentInfo:
+    async def info(row: AgentRow, sheet: SpendSheet | None = None) -> AgentInfo:
+        sheet = sheet or await supervisor.spending.sheet()
         return AgentInfo(
             name=row.name,
             role=supervisor.role_of(row.name),
@@ -130,6 +134,7 @@ def create(
             needs_update=supervisor.needs_update(row),
             turn=await supervisor.turn_state(row.name) if row.state == "running" else None,
             problem=row.problem,
+            spend=supervisor.spending.agent(row.name, sheet),
         )
 
     async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
@@ -142,12 +147,14 @@ def create(
     async def list_agents() -> AgentList:
         """Every agent: state, role, model, last exit, restarts, applied sha, needs_update."""
         rows = await supervisor.rows()
+        sheet = await supervisor.spending.sheet()
         return AgentList(
             backend=supervisor.backend_name,
             isolation=supervisor.isolation,
             version=supervisor.version,
-            agents=[await info(row) for row in rows],
+            agents=[await info(row, sheet) for row in rows],
             drafts=await supervisor.drafts(rows),
+            hive_spend=supervisor.spending.hive(sheet),
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -205,7 +212,7 @@ def create(
     async def agent_stats(name: Name, since: Since = None) -> AgentStats:
         """The harness's turn statistics for an agent: a summary and the turns themselves."""
         turns = await supervisor.turns(name, _time(since))
-        return AgentStats(name=name, summary=summarise(turns), turns=turns)
+        return AgentStats(name=name, summary=summarise(turns), turns=turns, spend=await supervisor.spending.spend(name))
 
     @mcp.tool
     async def record_turn(turn: TurnRecord) -> Recorded:
@@ -215,7 +222,29 @@ def create(
             raise Refused(f"record_turn keeps an agent's own turns; {me} has none")
         return Recorded(recorded=await supervisor.record_turn(me.name, turn))
 
+    @mcp.tool
+    async def budget_check() -> BudgetCheck:
+        """Whether the calling agent may take a turn now (its harness asks before it takes messages):
+        paused says why not (its or the hive's daily budget is reached)."""
+        me = caller()
+        if not me.is_agent:
+            raise Refused(f"budget_check is an agent's own; {me} has no budget")
+        return await supervisor.spending.check(me.name)
+
     # ---------------------------------------------------------------------------------- actions
+    @mcp.tool
+    async def set_budget(
+        name: Name,
+        usd_per_day: Annotated[
+            Usd | None, Field(description="US dollars a day (UTC); null: back to agent.toml's [budget]")
+        ],
+    ) -> BudgetSet:
+        """Set an agent's daily budget, over its agent.toml's; raising it past today's cost resumes a
+        paused agent at once (its waiting messages are then handled)."""
+        async with audited("set_budget", name, f"usd_per_day={usd_per_day}"):
+            await supervisor.row(name)
+            return BudgetSet(name=name, spend=await supervisor.spending.set_budget(name, usd_per_day))
+
     @mcp.tool
     async def create_agent(
         name: Name,

@@ -10,7 +10,8 @@ from typing import Any, Final, Literal
 
 from hyperhive.servers.common.audit import ACTION_AUDIT_SCHEMA
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.outbox import OUTBOX_SCHEMA
+from hyperhive.servers.common.events import HelperEvent
+from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
 from hyperhive.servers.lifecycle.models import AgentState, Turn, TurnRecord
 
 MIGRATIONS: Final = [
@@ -71,6 +72,19 @@ MIGRATIONS: Final = [
     """,
     # Why an agent cannot run as it is (its state dir past state_max), kept across restarts of the server.
     "ALTER TABLE agents ADD COLUMN problem TEXT;",
+    # Budgets: the operator's daily budget for an agent (set_budget; wins over agent.toml's), and the
+    # days an agent's budget_exhausted event was sent (once per agent per day).
+    """
+    CREATE TABLE budget_overrides (
+        agent       TEXT PRIMARY KEY,
+        usd_per_day REAL NOT NULL
+    );
+    CREATE TABLE budget_notices (
+        agent TEXT NOT NULL,
+        day   TEXT NOT NULL,                        -- YYYY-MM-DD, UTC
+        PRIMARY KEY (agent, day)
+    );
+    """,
 ]
 
 
@@ -257,6 +271,42 @@ class LifecycleStore:
                     (agent, agent, keep_per_agent - 1),
                 ).rowcount
             return removed
+
+        return await self.db.write(tx)
+
+    async def costs_since(self, since: float) -> dict[str, float]:
+        """Each agent's cost of the turns it started at or after `since`."""
+        rows = await self.db.fetch_all(
+            "SELECT agent, SUM(cost_usd) AS cost FROM turns WHERE started_at >= ? GROUP BY agent", (since,)
+        )
+        return {row["agent"]: float(row["cost"]) for row in rows}
+
+    async def budget_overrides(self) -> dict[str, float]:
+        rows = await self.db.fetch_all("SELECT agent, usd_per_day FROM budget_overrides")
+        return {row["agent"]: float(row["usd_per_day"]) for row in rows}
+
+    async def set_budget_override(self, agent: str, usd_per_day: float | None) -> None:
+        if usd_per_day is None:
+            await self.db.write(lambda conn: conn.execute("DELETE FROM budget_overrides WHERE agent = ?", (agent,)))
+            return
+        await self.db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO budget_overrides (agent, usd_per_day) VALUES (?, ?) "
+                "ON CONFLICT (agent) DO UPDATE SET usd_per_day = excluded.usd_per_day",
+                (agent, usd_per_day),
+            )
+        )
+
+    async def notice_once(self, agent: str, day: str, recipient: str, event: HelperEvent, now: float) -> bool:
+        """Queue `event` unless `agent` had one on `day` already; True if it was queued (wake the outbox)."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            fresh = conn.execute(
+                "INSERT OR IGNORE INTO budget_notices (agent, day) VALUES (?, ?)", (agent, day)
+            ).rowcount
+            if fresh:
+                queue_event(conn, recipient, event, now)
+            return bool(fresh)
 
         return await self.db.write(tx)
 

@@ -38,6 +38,7 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
 from hyperhive.servers.lifecycle.readings import AgentReadings
 from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
+from hyperhive.servers.lifecycle.spending import Spending
 from hyperhive.servers.lifecycle.statebudget import StateBudgets
 from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
@@ -74,6 +75,7 @@ class AgentSupervisor(AgentReadings):
         self.provisioning = Provisioning(config, self.store, agents, self.uids)
         self.setup = SandboxSetup(config, self.issuer, agents, backend, self.provisioning, self.store, self.clock)
         self.budgets = StateBudgets(config, self.store, agents, self._announce, self.clock)
+        self.spending = Spending(config, self.store, agents, kit.outbox, self.clock)
         self.locks = AgentLocks()
         self.crashes = CrashHandling(
             config,

@@ -495,6 +495,45 @@ async def _pending_request(running: RunningHive, timeout: float = 60) -> int:
     raise AssertionError(f"no approval request came\n{running.log('manager')}")
 
 
+async def test_12_an_agent_past_its_daily_budget_pauses_until_the_operator_raises_it(running: RunningHive) -> None:
+    """The scripted model reports a costly turn; alice passes the daily budget the operator gave her,
+    pauses (turn state, list_agents), the manager hears of it, and a message sent meanwhile waits
+    until the budget is raised."""
+    spent = (await running.call("lifecycle", "agent_stats", name="alice"))["spend"]["today_usd"]
+    budget = round(spent + 0.5, 2)
+    await running.call("lifecycle", "set_budget", name="alice", usd_per_day=budget)
+    running.api.script(agent="alice", when="e2e-12 expensive", steps=[Say("costly", output_tokens=200_000)], times=1)
+    await running.call("broker", "send", to="alice", body="e2e-12 expensive")
+    status = await running.until("alice", lambda s: s["turn"] is not None and s["turn"]["state"] == "paused")
+    assert status["turn"]["reason"] == f"paused: budget ${budget:.2f}/day reached", status
+    assert status["spend"]["paused"] == status["turn"]["reason"] and status["spend"]["today_usd"] >= budget
+    turns = (await running.call("lifecycle", "agent_stats", name="alice"))["turns"]
+    assert max(turn["cost_usd"] for turn in turns) > 0.5, turns  # the cost Claude Code computed and reported
+    listing = await running.call("lifecycle", "list_agents")
+    assert listing["hive_spend"]["today_usd"] >= status["spend"]["today_usd"]
+    told = running.wait_for(
+        "the manager hears alice is paused", lambda r: r.agent == "manager" and "alice is paused" in r.wake
+    )
+    assert "budget_exhausted" in told.wake or "budget of" in told.wake
+
+    running.api.script(
+        agent="alice",
+        when="e2e-12 meanwhile",
+        steps=[ToolCall("mcp__broker__send", {"to": "operator", "body": "e2e-12 handled"}), Say()],
+        times=1,
+    )
+    await running.call("broker", "send", to="alice", body="e2e-12 meanwhile")
+    await asyncio.sleep(3)  # paused: the message waits in the inbox, no turn takes it
+    assert not [r for r in running.api.snapshot() if r.agent == "alice" and "e2e-12 meanwhile" in r.wake]
+    assert (await running.status("alice"))["turn"]["state"] == "paused"
+
+    raised = await running.call("lifecycle", "set_budget", name="alice", usd_per_day=round(budget + 100, 2))
+    assert raised["spend"]["paused"] is None
+    [handled] = await running.operator_inbox()
+    assert handled["body"] == "e2e-12 handled"
+    await running.call("lifecycle", "set_budget", name="alice", usd_per_day=None)
+
+
 async def _until_turn_recorded(
     running: RunningHive,
     name: str,

@@ -81,9 +81,11 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Say:
-    """Reply with text and end the turn (stop_reason end_turn)."""
+    """Reply with text and end the turn (stop_reason end_turn). With `output_tokens` the reply's usage
+    reports that many: Claude Code prices them (its total_cost_usd), so a script can make a turn cost."""
 
     text: str = "done"
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -623,6 +625,8 @@ def _handler_class(api: ScriptedAPI) -> type[BaseHTTPRequestHandler]:
                 return
             content, stop_reason = api._content(plan.reply, request)
             message = _message(request, content, stop_reason)
+            if isinstance(plan.reply, Say) and plan.reply.output_tokens is not None:
+                message["usage"]["output_tokens"] = plan.reply.output_tokens
             if not request.stream:
                 self._json(200, message)
                 return

@@ -298,3 +298,34 @@ def test_the_templates_bounds_are_the_defaults(tmp_path: Path) -> None:
     example = "\n".join(line.removeprefix("# ") for line in lines[start:] if line.startswith("# "))
     agent = parse_agent_config(example, "agent.toml")
     assert agent.sandbox.bounds(SandboxDefaults()) == SandboxDefaults()
+
+
+def test_budgets_are_read_from_both_files(tmp_path: Path) -> None:
+    agent = parse_agent_config("[budget]\nusd_per_day = 5\nusd_per_turn = 0.5\n", "agent.toml")
+    assert agent.budget.usd_per_day == 5.0 and agent.budget.usd_per_turn == 0.5
+    assert parse_agent_config("", "agent.toml").budget.usd_per_day is None
+    assert load_hive_config(_home(tmp_path, "[budget]\nusd_per_day = 50\n")).budget.usd_per_day == 50.0
+    assert load_hive_config(_home(tmp_path, HIVE_TOML_TEMPLATE)).budget.usd_per_day is None
+    # The agent.toml template's commented [budget] example, uncommented, is valid.
+    lines = agent_toml_template().splitlines()
+    start = lines.index("# [budget]")
+    example = "\n".join(line.removeprefix("# ") for line in lines[start : start + 3])
+    assert parse_agent_config(example, "agent.toml").budget.usd_per_turn == 0.5
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("usd_per_day = 0", "budget.usd_per_day: Input should be greater than or equal to 0.01"),
+        ("usd_per_day = -3", "budget.usd_per_day: Input should be greater than or equal to 0.01"),
+        ("usd_per_turn = nan", "budget.usd_per_turn: Input should be a finite number"),
+        ("usd_per_turn = inf", "budget.usd_per_turn: Input should be a finite number"),
+        ('usd_per_day = "lots"', "budget.usd_per_day: Input should be a valid number"),
+        ("usd_per_dya = 3", "budget.usd_per_dya: unknown setting"),
+    ],
+)
+def test_bad_budgets_are_refused_clearly(tmp_path: Path, line: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_agent_config(f"[budget]\n{line}\n", "agent.toml")
+    with pytest.raises(ConfigError, match=error.replace("usd_per_turn", "usd_per_day")):
+        load_hive_config(_home(tmp_path, f"[budget]\n{line.replace('usd_per_turn', 'usd_per_day')}\n"))

@@ -283,8 +283,11 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     assert not any("record_turn" in tool for tool in manager.tool_names())
     Path(manager.harness_dir).mkdir(parents=True)
     options = ClaudeSession(manager, lambda: "T0K", stderr=lambda _: None).options("sonnet", "T0K")
-    assert options.disallowed_tools == ["mcp__lifecycle__record_turn"]
-    assert not any("record_turn" in tool for tool in options.allowed_tools)
+    assert options.disallowed_tools == ["mcp__lifecycle__budget_check", "mcp__lifecycle__record_turn"]
+    assert not any("record_turn" in tool or "budget_check" in tool for tool in options.allowed_tools)
+    assert options.max_budget_usd is None  # no agent.toml [budget] usd_per_turn: no per-turn limit
+    capped = manager.model_copy(update={"usd_per_turn": 0.25})
+    assert ClaudeSession(capped, lambda: "T0K", stderr=lambda _: None).options("sonnet", "T0K").max_budget_usd == 0.25
     assert manager.agents_dir == str(config.agents_dir) and info.agents_dir is None
 
 

@@ -20,6 +20,7 @@ TURN_COLOURS = {
     "idle": "grey-7",
     "running": "primary",
     "error": "negative",
+    "paused": "warning",
     "starting": "info",
     "unreadable": "negative",
 }
