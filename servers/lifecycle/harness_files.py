@@ -60,6 +60,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         batch_max=settings.batch_max,
         notes_max_bytes=settings.notes_max_bytes,
         context_reset_tokens=settings.context_reset_tokens,
+        idle_close_seconds=settings.idle_close_seconds,
     )
 
 
