@@ -126,6 +126,13 @@ async def set_model_override(paths: AgentPaths, model: str | None, uid: int | No
     await anyio.to_thread.run_sync(write)
 
 
+async def request_session_reset(paths: AgentPaths, now: float) -> str:
+    """Ask the harness for a fresh Claude Code session before its next turn: a new request id (ms)."""
+    request = str(int(now * 1000))
+    await anyio.to_thread.run_sync(write_atomic, paths.reset_request, f"{request}\n", 0o644)
+    return request
+
+
 async def cancel_turn(paths: AgentPaths, turn: TurnState, wait: float = CANCEL_WAIT) -> tuple[int, TurnState]:
     """Ask the harness to stop running turn `turn`: (the turn's id, its state once stopped or after `wait`)."""
     assert turn.turn is not None
