@@ -1,14 +1,19 @@
 """One agent's Claude Code, through claude-agent-sdk: a persistent session that runs turns.
 
-The session keeps Claude Code running between wakes (a turn then costs only model time). It is
-replaced by a fresh one after a failure of the CLI, when the agent's token is renewed, and when
-its context grew past the reset threshold; the agent's notes.md carries what matters across.
+The session keeps Claude Code running between wakes (a turn then costs only model time). Its id is
+recorded in session.json and resumed whenever Claude Code starts again: after an idle close, a
+failed CLI, a restart of the harness or of its sandbox. Claude Code reads the agent's current token
+through a headers helper, so a renewed token changes nothing. The session is replaced only when the
+operator asks, when its context grew past the reset threshold, or when resuming it fails twice; the
+agent's notes.md carries what matters across.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +33,8 @@ from claude_agent_sdk.types import McpServerConfig
 
 from hyperhive.harness.prompts import system_prompt
 from hyperhive.servers.common.catalog import HARNESS_ONLY
-from hyperhive.servers.common.harnessdir import HarnessInfo
+from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.harnessdir import CREDENTIALS, RESET_FILE, SESSION_FILE, HarnessInfo, SessionRecord
 
 log = logging.getLogger("hyperhive.harness.claude")
 
@@ -37,6 +43,7 @@ log = logging.getLogger("hyperhive.harness.claude")
 BUILTIN_TOOLS: Final = ("Bash", "Read", "Write", "Edit", "Glob", "Grep", "TodoWrite")
 # Environment variables that Claude Code reads its credentials from.
 CREDENTIAL_VARS: Final = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+RESUME_ATTEMPTS: Final = 2  # resuming the recorded session failed this often in a row: a fresh one
 NO_CREDENTIALS: Final = (
     "no Claude credentials: set ANTHROPIC_API_KEY or run `claude login` "
     "(hive.toml [harness.env], or `hive claude NAME auth login`)"
@@ -142,20 +149,29 @@ def harness_only_tools() -> list[str]:
 
 
 class ClaudeSession:
-    def __init__(self, info: HarnessInfo, token: Callable[[], str], stderr: Callable[[str], None]) -> None:
+    """One agent's Claude Code session, recorded in session.json and resumed whenever Claude Code is
+    started again (after close(), a failed CLI, a restart). It is replaced by a fresh one only when
+    `reset_wanted` says why: the operator asked (reset_session), the context passed
+    context_reset_tokens, or resuming failed RESUME_ATTEMPTS times in a row; the fresh session's first
+    prompt then says so."""
+
+    def __init__(self, info: HarnessInfo, stderr: Callable[[str], None]) -> None:
         self.info = info
-        self.token = token
         self._stderr = stderr
         self._last_stderr: deque[str] = deque(maxlen=5)  # the CLI's last words: why it failed
         self.env = claude_env(info, Path(info.harness_dir))
         self._client: ClaudeSDKClient | None = None
         self._model: str | None = None
-        self._token_used: str | None = None
         self._cost_so_far = 0.0
+        self._record_path = Path(info.harness_dir) / SESSION_FILE
+        self._reset_path = Path(info.harness_dir) / CREDENTIALS / RESET_FILE
+        self.record = load_session_record(self._record_path)
+        self._resuming = False  # the live Claude Code resumed the record's session; no turn has ended in it yet
         self.reset_wanted: str | None = None  # why the next turn starts a fresh session
+        self._fresh_note: str | None = None  # said before the first prompt of a session that replaced one
 
-    def options(self, model: str, token: str) -> ClaudeAgentOptions:
-        servers: dict[str, McpServerConfig] = self.info.mcp_config(token)  # type: ignore[assignment]
+    def options(self, model: str, *, resume: str | None = None, session_id: str | None = None) -> ClaudeAgentOptions:
+        servers: dict[str, McpServerConfig] = self.info.mcp_config()  # type: ignore[assignment]
         return ClaudeAgentOptions(
             model=model,
             cwd=self.info.state_dir,
@@ -170,6 +186,8 @@ class ClaudeSession:
             setting_sources=[],
             system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt(self.info)},
             stderr=self._on_stderr,
+            resume=resume,
+            session_id=session_id,
         )
 
     def _on_stderr(self, line: str) -> None:
@@ -185,28 +203,76 @@ class ClaudeSession:
         self._last_stderr.clear()
         try:
             client = await self._ready(model)
-            await client.query(prompt)
-            return await self._collect(client)
+            await client.query(f"{self._fresh_note}\n\n{prompt}" if self._fresh_note else prompt)
+            outcome = await self._collect(client)
         except ClaudeSDKError as e:
-            await self.close()  # a failed CLI: the next turn starts a fresh session
+            await self.close()  # a failed CLI: the next turn starts Claude Code again
             why = f"Claude Code failed: {self._last_stderr[-1]}" if self._last_stderr else _first_line(e)
+            if self._resuming:
+                self._resume_failed(why)
             return TurnOutcome(ok=False, terminal_reason="cli_error", error=why, retry=True)
+        self._resuming = False
+        self._fresh_note = None
+        record = self.record
+        if record is not None and (not record.resumable or record.resume_failures):  # written only when it changes
+            self._save(record.model_copy(update={"resumable": True, "resume_failures": 0}))
+        return outcome
 
     async def _ready(self, model: str) -> ClaudeSDKClient:
-        token = self.token()
-        if self._client is not None and (self.reset_wanted or token != self._token_used):
-            log.info("starting a fresh Claude Code session: %s", self.reset_wanted or "the agent's token was renewed")
+        request = self._new_reset_request()
+        if request is not None:
+            self.reset_wanted = "the operator asked for a fresh session (reset_session)"
+        handled = request or (self.record.reset_request if self.record else None)
+        if self.reset_wanted:
+            log.info("starting a fresh Claude Code session: %s", self.reset_wanted)
             await self.close()
-        if self._client is None:
-            client = ClaudeSDKClient(self.options(model, token))
-            await client.connect()
-            self._client, self._model, self._token_used = client, model, token
-            self._cost_so_far = 0.0
+            self._fresh_note = fresh_session_note(self.reset_wanted)
+            self._save(None)
             self.reset_wanted = None
+        if self._client is None:
+            record = self.record
+            if record is not None and record.resumable:
+                log.info("resuming Claude Code session %s", record.session_id)
+                options = self.options(model, resume=record.session_id)
+            else:  # nothing to resume (none yet, or its first turn never ended): a new one
+                record = SessionRecord(session_id=str(uuid.uuid4()), started_at=time.time(), reset_request=handled)
+                self._save(record)
+                options = self.options(model, session_id=record.session_id)
+            self._resuming = record.resumable
+            client = ClaudeSDKClient(options)
+            await client.connect()
+            self._client, self._model = client, model
+            self._cost_so_far = 0.0
         elif model != self._model:
             await self._client.set_model(model)
             self._model = model
         return self._client
+
+    def _resume_failed(self, why: str) -> None:
+        if self.record is None:
+            return
+        failures = self.record.resume_failures + 1
+        self._save(self.record.model_copy(update={"resume_failures": failures}))
+        log.warning("resuming session %s failed (%d in a row): %s", self.record.session_id, failures, why)
+        if failures >= RESUME_ATTEMPTS:
+            self.reset_wanted = f"resuming your previous session failed {failures} times ({why})"
+
+    def _new_reset_request(self) -> str | None:
+        """The operator's reset_session: a request id in the credentials dir, carried out once (the
+        session record keeps the last one carried out, across restarts)."""
+        try:
+            request = self._reset_path.read_text().strip()[:100]
+        except OSError:
+            return None
+        done = self.record.reset_request if self.record else None
+        return request if request and request != done else None
+
+    def _save(self, record: SessionRecord | None) -> None:
+        if record is None:  # forgotten: the next connect starts a new session
+            self._record_path.unlink(missing_ok=True)
+        else:
+            write_atomic(self._record_path, record.model_dump_json(), 0o600)
+        self.record = record
 
     async def _collect(self, client: ClaudeSDKClient) -> TurnOutcome:
         outcome = TurnOutcome(ok=False)
@@ -243,6 +309,22 @@ class ClaudeSession:
                 await client.disconnect()
             except Exception as e:  # a CLI that already died cannot disconnect cleanly
                 log.debug("disconnecting Claude Code: %s", e)
+
+
+def load_session_record(path: Path) -> SessionRecord | None:
+    """The recorded session; None if there is none or it is not one (the harness dir is the agent's)."""
+    try:
+        return SessionRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def fresh_session_note(why: str) -> str:
+    """What the first prompt of a session that replaced another one starts with."""
+    return (
+        f"[hyperhive] This is a new Claude Code session: {why}. Your earlier conversation is gone; "
+        "read notes.md in your state dir for what you kept from it before acting."
+    )
 
 
 # ------------------------------------------------------------------------------ turn statistics

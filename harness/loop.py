@@ -24,7 +24,7 @@ from fastmcp.exceptions import ToolError
 from hyperhive.harness.claude import NO_CREDENTIALS, ClaudeSession, TurnOutcome, has_credentials
 from hyperhive.harness.notes import NotesKeeper
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
-from hyperhive.harness.wake import render_wake
+from hyperhive.harness.wake import render_wake, restart_note
 from hyperhive.servers.broker.client import BrokerClient
 from hyperhive.servers.broker.models import Message, RecvBatchResult
 from hyperhive.servers.common.backoff import Backoff
@@ -43,7 +43,6 @@ BUDGET_POLL: Final = 5.0  # while paused for its budget, how often it asks lifec
 STATS_DRAIN: Final = 10.0  # how long a budget check waits for the last turn's cost to be recorded
 MAX_BACKOFF: Final = 300.0
 TURN_BACKOFF: Final = Backoff(2.0, MAX_BACKOFF)  # after the nth failed turn in a row: 2, 4, 8 … 300 s
-RESET_AFTER_FAILURES: Final = 3  # failed turns in a row, then a fresh session
 
 T = TypeVar("T")
 
@@ -54,12 +53,14 @@ class Harness:
         self.harness_dir = Path(info.harness_dir)
         self.control = self.harness_dir / CREDENTIALS  # read-only: written by the lifecycle server
         self.token_path = Path(info.token_file)
-        self.session = session or ClaudeSession(info, self.token, stderr=_claude_stderr)
+        self.session = session or ClaudeSession(info, stderr=_claude_stderr)
         self.budget = self._lifecycle()  # budget_check before each wake
         self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
         self.broker = BrokerClient.at(info.servers["broker"], self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
         self._failures = 0
+        self._restart_note: str | None = None  # said before the first wake after a restart
+        self._idle_since = time.monotonic()  # when the last turn ended (or the harness started)
 
     def _lifecycle(self) -> LifecycleClient | None:
         """Where turn stats go (record_turn): the lifecycle server, if hive.json names it."""
@@ -83,6 +84,7 @@ class Harness:
     # ------------------------------------------------------------------------------------ loop
     async def run(self) -> None:
         previous = await self.recorder.open()
+        self._restart_note = restart_note(previous)
         try:
             if previous is not None and previous.leased:
                 await self._release(previous.leased)
@@ -124,18 +126,30 @@ class Harness:
     async def _wake(self) -> tuple[list[Message], int]:
         """Block until at least one message is here; lease it and up to batch_max - 1 more, in one
         long-poll (it returns as soon as the first message arrives, with what else is waiting)."""
+        self._idle_since = time.monotonic()
         while True:
             batch = await self._persist("waiting for messages", self._recv_batch)
             if batch.messages:
                 return batch.messages, batch.queued
+            if self.session.connected and self._idle_for() >= self.info.idle_close_seconds:
+                log.info("no wake for %.0f s: closing Claude Code; the next wake resumes its session", self._idle_for())
+                await self.session.close()
+
+    def _idle_for(self) -> float:
+        return time.monotonic() - self._idle_since
 
     async def _recv_batch(self) -> RecvBatchResult:
-        return await self.broker.recv_batch(max=self.info.batch_max, wait_seconds=POLL_SECONDS, ack=False)
+        wait = POLL_SECONDS
+        if self.session.connected:  # come back in time to close an idle Claude Code
+            wait = min(wait, max(1.0, self.info.idle_close_seconds - self._idle_for()))
+        return await self.broker.recv_batch(max=self.info.batch_max, wait_seconds=wait, ack=False)
 
     async def _handle(self, messages: list[Message], queued: int) -> None:
         """Run turns on `messages` until one runs through (or is cancelled), then acknowledge them."""
         ids = [m.id for m in messages]
         prompt = render_wake(messages, queued, self.info.role)
+        if self._restart_note:
+            prompt, self._restart_note = f"{self._restart_note}\n\n{prompt}", None
         async with self._leased(ids):
             while True:
                 model = self.model()
@@ -147,8 +161,6 @@ class Harness:
                 if outcome.ok or cancelled or not outcome.retry:
                     break
                 self._failures += 1
-                if self._failures >= RESET_AFTER_FAILURES:
-                    self.session.reset_wanted = f"{self._failures} turns failed in a row"
                 delay = TURN_BACKOFF.delay(self._failures)
                 reason = f"turn failed: {outcome.error}; trying again in {delay:.0f} s"
                 log.warning("%s", reason)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from hyperhive.servers.broker.models import Message
 from hyperhive.servers.common.events import HELPER_EVENT
+from hyperhive.servers.common.harnessdir import TurnState
 
 # What the manager should do about each helper event: a reminder, the system prompt has the rest.
 MANAGER_HINTS: dict[str, str] = {
@@ -73,3 +74,15 @@ def _event_summary(event: dict[str, Any], fallback: str) -> tuple[str, str]:
     except ValidationError:  # an event kind this harness does not know yet: the broker's text
         return fallback, str(event.get("type", ""))
     return parsed.summary(), parsed.type
+
+
+def restart_note(previous: TurnState | None) -> str | None:
+    """What the first wake after a restart starts with, from the turn state the last run left behind:
+    a turn it was running (or retrying) never finished. None when it was idle or there was no last run."""
+    if previous is None or previous.state not in ("running", "error") or not previous.leased:
+        return None
+    return (
+        "[hyperhive] Your sandbox was restarted (after a crash, a stop or a rebuild) while your last turn "
+        "was running: it may not have finished. Check what it did (files, messages you sent, notes.md) "
+        "before you go on; the messages it was handling follow again."
+    )

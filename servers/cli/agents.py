@@ -156,6 +156,15 @@ def cancel_turn(name: str, home: Path) -> None:
     click.echo(f"◆ {name}: turn {result.cancelled} " + ("cancelled" if ended else "asked to stop (still ending)"))
 
 
+@main.command(name="reset-session")
+@click.argument("name")
+@home_option
+def reset_session(name: str, home: Path) -> None:
+    """Give agent NAME a fresh Claude Code session at its next turn (its notes.md stays)."""
+    call_hive(home, lambda hive: hive.lifecycle.reset_session(name))
+    click.echo(f"◆ {name}: its next turn starts a fresh session (notes.md carries what it kept)")
+
+
 def _agent_action(
     command_name: str, action: Callable[[LifecycleClient, str], Awaitable[AgentInfo]], summary: str
 ) -> None:

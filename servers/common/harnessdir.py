@@ -3,13 +3,15 @@
 The lifecycle server writes the harness's instructions into the agent's credentials dir, which
 the sandbox sees read-only at harness/credentials: hive.json (who it is, its servers and tools),
 the token, the model override (set_model) and a cancel request (cancel_turn). The agent cannot
-change them. The harness writes turn.json (its turn state, shown by agent_status) into its harness dir, which
-the agent can write too: the lifecycle server reads it without trusting it. Turn stats go to the
+change them. The harness writes turn.json (its turn state, shown by agent_status) and session.json (the
+Claude Code session it resumes) into its harness dir, which the agent can write too: the lifecycle
+server reads turn.json without trusting it, and never needs session.json. Turn stats go to the
 lifecycle server over MCP (record_turn), never through a file.
 """
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -21,9 +23,11 @@ INSTANCE_DIR: Final = "instance"  # holds TOKEN_FILE, the live instance's bearer
 TOKEN_FILE: Final = "token"
 MODEL_FILE: Final = "model"  # the runtime model override (set_model); absent: agent.toml's model
 CANCEL_FILE: Final = "cancel"  # the id of a turn the operator cancelled (cancel_turn)
+RESET_FILE: Final = "reset"  # a request id: the operator asked for a fresh session (reset_session)
 # In the harness dir, written by the harness:
 TURN_STATE: Final = "turn.json"  # TurnState
 TURN_STATE_MAX_BYTES: Final = 16 * 1024
+SESSION_FILE: Final = "session.json"  # SessionRecord: kept across harness restarts, crashes and rebuilds
 
 
 class HarnessInfo(BaseModel):
@@ -48,15 +52,26 @@ class HarnessInfo(BaseModel):
     notes_max_bytes: int = 32 * 1024
     context_reset_tokens: int = 150_000
     usd_per_turn: float | None = None  # agent.toml [budget]: Claude Code's --max-budget-usd
+    idle_close_seconds: float = 300.0  # Claude Code is closed after this long without a wake
 
     def tool_names(self) -> list[str]:
         """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""
         return [f"mcp__{server}__{tool}" for server, tools in self.tools.items() for tool in sorted(tools)]
 
-    def mcp_config(self, token: str) -> dict[str, dict[str, Any]]:
-        """The `mcpServers` of Claude Code's --mcp-config: the hyperhive servers it may use, then its own."""
+    def headers_helper(self) -> str:
+        """The command Claude Code runs for the hyperhive servers' headers: it prints the agent's CURRENT
+        token, read from token_file each time it connects (and again after a 401), so a renewed token
+        needs no new session. Plain sh, no Python: it runs in the sandbox with a scrubbed environment."""
+        return f'printf \'{{"Authorization":"Bearer %s"}}\' "$(cat {shlex.quote(self.token_file)})"'
+
+    def mcp_config(self, token: str | None = None) -> dict[str, dict[str, Any]]:
+        """The `mcpServers` of Claude Code's --mcp-config: the hyperhive servers it may use, then its own.
+        With `token`, that fixed token (`hive mcp-config`); else the headers helper (the harness)."""
+        auth: dict[str, Any] = (
+            {"headers": {"Authorization": f"Bearer {token}"}} if token else {"headersHelper": self.headers_helper()}
+        )
         servers: dict[str, dict[str, Any]] = {
-            server: {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}
+            server: {"type": "http", "url": url, **auth}
             for server, url in self.servers.items()
             if self.tools.get(server)
         }
@@ -79,3 +94,14 @@ class TurnState(BaseModel):
     leased: list[int] = []  # their ids: a harness that died mid-turn releases them at its next start
     reason: str | None = None  # for an error: what went wrong and what happens next
     last_turn_at: float | None = None  # epoch seconds: when its last turn ended (kept across restarts)
+
+
+class SessionRecord(BaseModel):
+    """session.json: the Claude Code session the harness resumes (claude-agent-sdk `resume`) whenever it
+    connects again — after an idle close, a failed CLI, a restart of the harness or of its sandbox."""
+
+    session_id: str  # a UUID the harness chose (`session_id` for a new session, `resume` after)
+    started_at: float  # epoch seconds
+    resumable: bool = False  # a turn has ended in it (before that there is nothing to resume)
+    resume_failures: int = 0  # in a row; at RESUME_ATTEMPTS the harness starts a fresh session
+    reset_request: str | None = None  # the last reset_session request (RESET_FILE) carried out

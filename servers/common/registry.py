@@ -88,6 +88,7 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "destroy": OPERATOR_AND_SERVICE,
             "set_model": OPERATOR_AND_SERVICE,
             "cancel_turn": OPERATOR_AND_SERVICE,
+            "reset_session": OPERATOR_AND_SERVICE,
             "apply_commit": SERVICE,
             "diff_commit": MANAGER_OPERATOR_AND_SERVICE,
             "create_draft": OPERATOR_AND_SERVICE,

@@ -24,6 +24,7 @@ from hyperhive.servers.lifecycle.models import (
     ModelResult,
     RebuildResult,
     Recorded,
+    SessionReset,
     StateFile,
     TurnCancelled,
     TurnRecord,
@@ -100,6 +101,9 @@ class LifecycleClient(ServerClient):
 
     async def cancel_turn(self, name: str) -> TurnCancelled:
         return await self._call("cancel_turn", TurnCancelled, name=name)
+
+    async def reset_session(self, name: str) -> SessionReset:
+        return await self._call("reset_session", SessionReset, name=name)
 
     async def apply_commit(self, name: str, sha: str, expected_base: str | None = None) -> Applied:
         return await self._call("apply_commit", Applied, name=name, sha=sha, expected_base=expected_base)

@@ -61,6 +61,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         notes_max_bytes=settings.notes_max_bytes,
         context_reset_tokens=settings.context_reset_tokens,
         usd_per_turn=agent.budget.usd_per_turn,
+        idle_close_seconds=settings.idle_close_seconds,
     )
 
 
@@ -124,6 +125,13 @@ async def set_model_override(paths: AgentPaths, model: str | None, uid: int | No
             os.chown(path, uid, uid)
 
     await anyio.to_thread.run_sync(write)
+
+
+async def request_session_reset(paths: AgentPaths, now: float) -> str:
+    """Ask the harness for a fresh Claude Code session before its next turn: a new request id (ms)."""
+    request = str(int(now * 1000))
+    await anyio.to_thread.run_sync(write_atomic, paths.reset_request, f"{request}\n", 0o644)
+    return request
 
 
 async def cancel_turn(paths: AgentPaths, turn: TurnState, wait: float = CANCEL_WAIT) -> tuple[int, TurnState]:

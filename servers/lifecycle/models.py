@@ -215,5 +215,10 @@ class TurnCancelled(BaseModel):
     turn: TurnState  # the harness's state now (still "running" if it has not stopped within 5 s)
 
 
+class SessionReset(BaseModel):
+    name: str
+    request: str  # the request's id: the harness carries each one out once, before its next turn
+
+
 class AuditLog(BaseModel):
     entries: list[ActionEntry]  # newest first

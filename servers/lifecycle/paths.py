@@ -12,6 +12,7 @@ from hyperhive.servers.common.harnessdir import (
     HIVE_JSON,
     INSTANCE_DIR,
     MODEL_FILE,
+    RESET_FILE,
     TURN_STATE,
 )
 
@@ -85,6 +86,10 @@ class AgentPaths:
     @property
     def cancel_request(self) -> Path:
         return self.credentials / CANCEL_FILE
+
+    @property
+    def reset_request(self) -> Path:
+        return self.credentials / RESET_FILE
 
     @property
     def turn_state(self) -> Path:

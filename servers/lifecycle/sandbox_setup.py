@@ -32,7 +32,7 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.provisioning import Provisioning
 from hyperhive.servers.lifecycle.store import LifecycleStore
 
-TOKEN_REFRESH_EVERY: Final = 6 * 3600.0
+RENEW_MARGIN: Final = 3600.0  # a token is renewed this long before it expires (at most a fifth of its life)
 KEY_CHECK_SECONDS: Final = 1.0  # how soon agents get tokens signed by a rotated key
 
 
@@ -133,11 +133,13 @@ class SandboxSetup:
             await anyio.to_thread.run_sync(partial(_forget_runs, AgentPaths.of(self.config, name), keep=None))
 
     async def refresh_tokens(self) -> None:
-        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them well before, and
-        at once when the hive's key is rotated (`hive rotate-key`: what the old key signed is refused)."""
-        every = min(TOKEN_REFRESH_EVERY, self.config.tokens.ttl_seconds / 4)
+        """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them near their expiry,
+        and at once when the hive's key is rotated (`hive rotate-key`: what the old key signed is refused).
+        A renewal costs the agent nothing: Claude Code reads the token file again when it connects or is
+        refused (its headers helper), the harness before each call."""
+        every = renew_every(self.config.tokens.ttl_seconds)
         kid = self.issuer.signing().kid
-        due = self.clock() + every
+        due = self.clock()  # at once: the sandboxes this server re-attached to hold tokens of unknown age
         while True:
             await asyncio.sleep(KEY_CHECK_SECONDS)
             current = self.issuer.signing().kid
@@ -150,6 +152,11 @@ class SandboxSetup:
                     uid = await self.provisioning.uid(row.name)
                     paths = AgentPaths.of(self.config, row.name)
                     await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
+
+
+def renew_every(ttl: float) -> float:
+    """How often tokens that live `ttl` seconds are renewed: shortly before they expire."""
+    return ttl - min(ttl / 5, RENEW_MARGIN)
 
 
 def _forget_runs(paths: AgentPaths, keep: str | None) -> None:

@@ -45,6 +45,7 @@ from hyperhive.servers.lifecycle.models import (
     ModelResult,
     RebuildResult,
     Recorded,
+    SessionReset,
     StateFile,
     TurnCancelled,
     TurnRecord,
@@ -322,6 +323,13 @@ def create(
         async with audited("cancel_turn", name):
             cancelled, state = await supervisor.cancel_turn(name)
         return TurnCancelled(name=name, cancelled=cancelled, turn=state)
+
+    @mcp.tool
+    async def reset_session(name: Name) -> SessionReset:
+        """Give an agent a fresh Claude Code session at its next turn (its conversation is dropped; its
+        notes.md stays, and the first prompt points to it). A running turn is not interrupted."""
+        async with audited("reset_session", name):
+            return SessionReset(name=name, request=await supervisor.reset_session(name))
 
     @mcp.tool
     async def apply_commit(name: Name, sha: Sha, expected_base: ExpectedBase = None) -> Applied:

@@ -331,6 +331,11 @@ class AgentSupervisor(AgentReadings):
             raise Refused(f"{name} is not running a turn ({doing}); nothing to cancel")
         return await harness_files.cancel_turn(paths, turn, wait)
 
+    async def reset_session(self, name: str) -> str:
+        """Ask its harness to start a fresh Claude Code session at its next turn: the request's id."""
+        await self.row(name)
+        return await harness_files.request_session_reset(AgentPaths.of(self.config, name), self.clock())
+
     # ------------------------------------------------------------------------------- destroying
     async def destroy(self, name: str, *, purge: bool, force: bool) -> None:
         if purge and await self.store.agent(checked(name)) is None and self.provisioning.leftovers(name):

@@ -1,16 +1,18 @@
 """The harness's ClaudeSession with the real Claude Code against the scripted model: when it keeps
-its session, when it starts a fresh one, and what a turn's outcome says."""
+its session (across token renewals, closes and restarts: it resumes the recorded one), when it
+starts a fresh one, and what a turn's outcome says."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.anthropic_api import Fail, Say, ScriptedAPI
+from fakes.anthropic_api import Fail, Request, Say, ScriptedAPI
 
 from hyperhive.harness.claude import ClaudeSession
-from hyperhive.servers.common.harnessdir import HarnessInfo
+from hyperhive.servers.common.harnessdir import CREDENTIALS, RESET_FILE, SESSION_FILE, HarnessInfo, SessionRecord
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -21,7 +23,15 @@ def api() -> Iterator[ScriptedAPI]:
         yield fake
 
 
-def _session(api: ScriptedAPI, tmp_path: Path, token: list[str], **changes: object) -> ClaudeSession:
+FACT = "the launch code is PURPLE-OTTER-42"
+
+
+def _told(request: Request) -> bool:
+    """Whether the fact told in the first turn is in the conversation this request carries."""
+    return FACT in json.dumps(request.messages)
+
+
+def _session(api: ScriptedAPI, tmp_path: Path, **changes: object) -> ClaudeSession:
     (tmp_path / "state").mkdir(exist_ok=True)
     (tmp_path / "harness").mkdir(exist_ok=True)
     info = HarnessInfo.model_validate(
@@ -41,14 +51,13 @@ def _session(api: ScriptedAPI, tmp_path: Path, token: list[str], **changes: obje
             **changes,
         }
     )
-    return ClaudeSession(info, lambda: token[0], stderr=lambda line: None)
+    return ClaudeSession(info, stderr=lambda line: None)
 
 
-async def test_one_session_across_turns_until_the_context_is_too_big_or_the_token_changes(
+async def test_one_session_across_turns_and_token_renewals_until_the_context_is_too_big(
     api: ScriptedAPI, tmp_path: Path
 ) -> None:
-    token = ["t1"]
-    session = _session(api, tmp_path, token, context_reset_tokens=50_000)
+    session = _session(api, tmp_path, context_reset_tokens=50_000)
     try:
         first = await session.turn("wake one", "sonnet")
         assert first.ok and first.terminal_reason == "completed" and first.tokens_in > 0 and first.model_turns == 1
@@ -57,9 +66,9 @@ async def test_one_session_across_turns_until_the_context_is_too_big_or_the_toke
         one, two = api.snapshot()
         assert one.session == two.session and "haiku" in two.body["model"] and "sonnet" in one.body["model"]
 
-        token[0] = "t2"  # lifecycle renewed the token: MCP servers need the new one
+        (tmp_path / "token").write_text("t2")  # lifecycle renewed the token: Claude Code reads it itself
         await session.turn("wake three", "haiku")
-        assert api.snapshot()[-1].session != two.session
+        assert api.snapshot()[-1].session == two.session
 
         session.info = session.info.model_copy(update={"context_reset_tokens": 1000})
         big = await session.turn("wake four", "haiku")
@@ -67,13 +76,14 @@ async def test_one_session_across_turns_until_the_context_is_too_big_or_the_toke
         await session.turn("wake five", "haiku")
         four, five = api.snapshot()[-2:]
         assert four.session != five.session  # (and that one is past 1,000 tokens too: the next is fresh again)
+        assert "new Claude Code session: its context reached" in five.wake and "notes.md" in five.wake
     finally:
         await session.close()
 
 
 async def test_an_api_failure_is_an_outcome_to_retry_and_the_session_survives(api: ScriptedAPI, tmp_path: Path) -> None:
     api.script(when="flaky", steps=[Fail(529, times=1), Say()], times=1)
-    session = _session(api, tmp_path, ["t"])
+    session = _session(api, tmp_path)
     try:
         failed = await session.turn("flaky", "sonnet")
         assert (
@@ -88,7 +98,7 @@ async def test_an_api_failure_is_an_outcome_to_retry_and_the_session_survives(ap
 async def test_a_dead_cli_is_an_outcome_to_retry_and_the_next_turn_starts_afresh(
     api: ScriptedAPI, tmp_path: Path
 ) -> None:
-    session = _session(api, tmp_path, ["t"])
+    session = _session(api, tmp_path)
     try:
         assert (await session.turn("one", "sonnet")).ok
         assert session.connected
@@ -99,5 +109,61 @@ async def test_a_dead_cli_is_an_outcome_to_retry_and_the_next_turn_starts_afresh
         assert not session.connected
         session.info = session.info.model_copy(update={"state_dir": str(tmp_path / "state")})
         assert (await session.turn("three", "sonnet")).ok
+    finally:
+        await session.close()
+
+
+async def test_the_conversation_survives_a_close_and_a_new_harness_and_a_reset_starts_empty(
+    api: ScriptedAPI, tmp_path: Path
+) -> None:
+    session = _session(api, tmp_path)
+    try:
+        assert (await session.turn(f"remember this: {FACT}", "sonnet")).ok
+        first = api.snapshot()[-1]
+        record = SessionRecord.model_validate_json((tmp_path / "harness" / SESSION_FILE).read_text())
+        assert record.resumable and record.session_id == first.session
+
+        await session.close()  # an idle close: the next wake starts Claude Code again, resuming
+        assert (await session.turn("after an idle close", "sonnet")).ok
+        assert _told(api.snapshot()[-1]) and api.snapshot()[-1].session == first.session
+    finally:
+        await session.close()
+
+    restarted = _session(api, tmp_path)  # a new harness (a restart, a crash, a rebuild): same harness dir
+    try:
+        assert (await restarted.turn("after a restart", "sonnet")).ok
+        assert _told(api.snapshot()[-1]) and api.snapshot()[-1].session == first.session
+
+        (tmp_path / "harness" / CREDENTIALS).mkdir()
+        (tmp_path / "harness" / CREDENTIALS / RESET_FILE).write_text("1700000000000\n")  # reset_session
+        assert (await restarted.turn("after the reset", "sonnet")).ok
+        reset = api.snapshot()[-1]
+        assert not _told(reset) and reset.session != first.session
+        assert "the operator asked for a fresh session" in reset.wake and "notes.md" in reset.wake
+        assert (await restarted.turn("later", "sonnet")).ok  # the same request is carried out once
+        assert api.snapshot()[-1].session == reset.session and "fresh session" not in api.snapshot()[-1].wake
+    finally:
+        await restarted.close()
+    again = _session(api, tmp_path)  # nor again after a restart
+    try:
+        assert (await again.turn("after another restart", "sonnet")).ok
+        assert api.snapshot()[-1].session == reset.session
+    finally:
+        await again.close()
+
+
+async def test_a_session_that_cannot_be_resumed_twice_is_replaced(api: ScriptedAPI, tmp_path: Path) -> None:
+    lost = SessionRecord(session_id="6f1c9a3e-0000-4000-8000-000000000000", started_at=0, resumable=True)
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / SESSION_FILE).write_text(lost.model_dump_json())  # Claude Code has no such session
+    session = _session(api, tmp_path)
+    try:
+        for _ in range(2):
+            failed = await session.turn("wake", "sonnet")
+            assert not failed.ok and failed.retry and "No conversation found" in (failed.error or "")
+        assert not api.snapshot()
+        fresh = await session.turn("wake", "sonnet")
+        assert fresh.ok and "resuming your previous session failed 2 times" in api.snapshot()[-1].wake
+        assert session.record is not None and session.record.session_id != lost.session_id
     finally:
         await session.close()

@@ -391,6 +391,11 @@ async def test_logs_set_model_and_stats(hivemind: Hivemind) -> None:
     with pytest.raises(ToolError, match="is not a model name"):
         await hivemind.call("set_model", name="alice", model="rm -rf")
     assert (await hivemind.call("set_model", name="alice", model=None))["model"] == "sonnet"
+    reset = await hivemind.call("reset_session", name="alice")  # its harness carries out each request once
+    assert reset["name"] == "alice" and reset["request"].isdigit()
+    assert AgentPaths.of(hivemind.hive.config, "alice").reset_request.read_text() == reset["request"] + "\n"
+    with pytest.raises(ToolError, match="nobody"):
+        await hivemind.call("reset_session", name="nobody")
 
     alice = hivemind.lifecycle.client("alice")  # as alice's harness reports its turns
     base = time.time() - 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from hyperhive.harness.claude import (
 from hyperhive.harness.main import load_info
 from hyperhive.harness.prompts import system_prompt
 from hyperhive.harness.stats import TurnRecorder, turn_row
-from hyperhive.harness.wake import render_wake
+from hyperhive.harness.wake import render_wake, restart_note
 from hyperhive.servers.broker.models import Message
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.config import load_hive_config
@@ -128,6 +129,23 @@ def test_the_mcp_config_has_only_servers_it_may_use_with_its_token(tmp_path: Pat
     }  # lifecycle grants it nothing: not offered at all
 
 
+def test_the_harness_mcp_config_reads_the_current_token_through_a_headers_helper(tmp_path: Path) -> None:
+    info = _info(tmp_path, token_file=str(tmp_path / "it's" / "token"))
+    config = info.mcp_config()
+    assert "headers" not in config["broker"] and config["search"] == {
+        "type": "http",
+        "url": "http://127.0.0.1:9000/mcp",
+        "headers": {},
+    }
+    (tmp_path / "it's").mkdir()
+    for token in ("first.jwt.sig", "renewed.jwt.sig"):  # what Claude Code gets is what the file says now
+        (tmp_path / "it's" / "token").write_text(token + "\n")
+        printed = subprocess.run(
+            ["sh", "-c", config["broker"]["headersHelper"]], capture_output=True, text=True, check=True
+        )
+        assert json.loads(printed.stdout) == {"Authorization": f"Bearer {token}"}
+
+
 def test_claude_gets_its_own_home_and_only_configured_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,7 +234,7 @@ async def test_a_wake_and_a_notes_compaction_count_their_turn_the_same_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     info = _info(tmp_path)
-    session = ClaudeSession(info, lambda: "token", stderr=lambda _: None)
+    session = ClaudeSession(info, stderr=lambda _: None)
 
     class Client:
         async def receive_response(self) -> AsyncIterator[object]:
@@ -271,7 +289,7 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     info = harness_info(config, "alice", agent)
     # record_turn is the harness's: its Claude Code is neither given it nor shown it.
     assert info.tools["broker"] == ["send"] and info.tools["lifecycle"] == [] and info.tools["approvals"] == []
-    assert "lifecycle" not in info.mcp_config("T0K")
+    assert "lifecycle" not in info.mcp_config("T0K") and "lifecycle" not in info.mcp_config()
     assert "record_turn" in agent.allowed_tools("lifecycle")  # while the server lets its harness call it
     assert info.env == {"A": "hive", "B": "agent"} and info.bash == ["ls:*"] and info.prompt == "be brief"
     assert set(info.servers) == {"broker", "lifecycle", "approvals", "operator"}
@@ -282,12 +300,12 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     assert "agent_stats" in manager.tools["lifecycle"] and "record_turn" not in manager.tools["lifecycle"]
     assert not any("record_turn" in tool for tool in manager.tool_names())
     Path(manager.harness_dir).mkdir(parents=True)
-    options = ClaudeSession(manager, lambda: "T0K", stderr=lambda _: None).options("sonnet", "T0K")
+    options = ClaudeSession(manager, stderr=lambda _: None).options("sonnet")
     assert options.disallowed_tools == ["mcp__lifecycle__budget_check", "mcp__lifecycle__record_turn"]
     assert not any("record_turn" in tool or "budget_check" in tool for tool in options.allowed_tools)
     assert options.max_budget_usd is None  # no agent.toml [budget] usd_per_turn: no per-turn limit
     capped = manager.model_copy(update={"usd_per_turn": 0.25})
-    assert ClaudeSession(capped, lambda: "T0K", stderr=lambda _: None).options("sonnet", "T0K").max_budget_usd == 0.25
+    assert ClaudeSession(capped, stderr=lambda _: None).options("sonnet").max_budget_usd == 0.25
     assert manager.agents_dir == str(config.agents_dir) and info.agents_dir is None
 
 
@@ -301,3 +319,14 @@ def test_the_harness_refuses_a_missing_or_foreign_hive_json(tmp_path: Path) -> N
     assert load_info("alice", tmp_path).agent == "alice"
     with pytest.raises(SystemExit, match="no harness dir"):
         load_info("alice", None)
+
+
+def test_the_first_wake_after_a_restart_mid_turn_says_the_last_turn_may_not_have_finished() -> None:
+    mid_turn = TurnState(state="running", since=time.time(), turn=1, leased=[4, 5])
+    retrying = TurnState(state="error", since=time.time(), leased=[4], reason="turn failed")
+    note = restart_note(mid_turn)
+    assert note and "restarted" in note and "may not have finished" in note
+    assert restart_note(retrying) == note
+    assert restart_note(None) is None  # its first start
+    assert restart_note(TurnState(state="idle", since=time.time())) is None  # stopped while waiting
+    assert restart_note(TurnState(state="error", since=time.time(), reason="waiting for messages: down")) is None

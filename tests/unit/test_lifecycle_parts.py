@@ -300,3 +300,11 @@ async def test_the_agent_rows_change_only_through_named_changes(tmp_path: Path) 
         row = await store.agent("alice")
         assert row is not None and (row.desired, row.crashes) == ("running", 0)
         assert not hasattr(store, "update")  # no write of any column a caller names
+
+
+def test_tokens_are_renewed_near_their_expiry_not_every_few_hours() -> None:
+    from hyperhive.servers.lifecycle.sandbox_setup import renew_every
+
+    assert renew_every(30 * 86_400) == 30 * 86_400 - 3600  # the default: once a month, an hour before
+    assert renew_every(600) == 480  # a short life: at four fifths of it
+    assert 0 < renew_every(60) < 60

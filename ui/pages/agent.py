@@ -13,6 +13,14 @@ from hyperhive.ui.pages.widgets import act, section
 
 def agent_page(hive: HiveView, name: str) -> None:
     section(name)
+
+    async def reset_session() -> None:
+        call = hive.call(hive.lifecycle.reset_session(name))
+        await act(f"reset {name}'s session", call, f"{name}: its next turn starts a fresh session")
+
+    ui.button("reset session", on_click=reset_session).props("flat dense").mark("reset-session").tooltip(
+        "drop its conversation: the next turn starts a fresh Claude Code session (notes.md stays)"
+    )
     with ui.tabs() as tabs:
         for tab in ("log", "config", "files", "stats"):
             ui.tab(tab).mark(f"tab-{tab}")
