@@ -70,8 +70,13 @@ LIFECYCLE_ACTIONS = {
 @pytest.mark.parametrize(
     ("principal", "expected"),
     [
-        ("operator", LIFECYCLE_READS | LIFECYCLE_ACTIONS | {"read_state_file", "diff_commit", "create_draft", "audit"}),
-        ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn"}),
+        (
+            "operator",
+            LIFECYCLE_READS
+            | LIFECYCLE_ACTIONS
+            | {"read_state_file", "diff_commit", "create_draft", "audit", "set_budget"},
+        ),
+        ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn", "budget_check"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy
             "service:approvals",
             {"list_agents", "agent_config", "apply_commit", "diff_commit", "create_agent", "create_draft"},
