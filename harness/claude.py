@@ -185,6 +185,9 @@ class ClaudeSession:
             permission_mode="dontAsk",  # whatever is not allowed above is refused, never asked about
             setting_sources=[],
             system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt(self.info)},
+            # By default Claude Code records a conversation's system prompt once and resends it on
+            # resume: a rebuilt agent would keep its old instructions for the rest of its session.
+            extra_args={"system-prompt-snapshot": "off"},
             stderr=self._on_stderr,
             resume=resume,
             session_id=session_id,

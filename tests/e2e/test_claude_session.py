@@ -167,3 +167,20 @@ async def test_a_session_that_cannot_be_resumed_twice_is_replaced(api: ScriptedA
         assert session.record is not None and session.record.session_id != lost.session_id
     finally:
         await session.close()
+
+
+async def test_a_resumed_session_runs_with_the_prompt_of_the_config_now(api: ScriptedAPI, tmp_path: Path) -> None:
+    """A rebuild with a new agent.toml prompt resumes the conversation, under the new instructions."""
+    session = _session(api, tmp_path)
+    try:
+        assert (await session.turn(f"remember this: {FACT}", "sonnet")).ok
+    finally:
+        await session.close()
+    rebuilt = _session(api, tmp_path, prompt="Be brief.")
+    try:
+        assert (await rebuilt.turn("after the rebuild", "sonnet")).ok
+        request = api.snapshot()[-1]
+        assert _told(request)
+        assert "Be brief." in request.system_text
+    finally:
+        await rebuilt.close()

@@ -499,6 +499,8 @@ async def test_12_an_agent_past_its_daily_budget_pauses_until_the_operator_raise
     """The scripted model reports a costly turn; alice passes the daily budget the operator gave her,
     pauses (turn state, list_agents), the manager hears of it, and a message sent meanwhile waits
     until the budget is raised."""
+    # Sonnet's price, whatever model an earlier test left alice on: the costly turn must pass the budget.
+    await running.call("lifecycle", "set_model", name="alice", model="sonnet")
     spent = (await running.call("lifecycle", "agent_stats", name="alice"))["spend"]["today_usd"]
     budget = round(spent + 0.5, 2)
     await running.call("lifecycle", "set_budget", name="alice", usd_per_day=budget)
