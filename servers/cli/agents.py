@@ -165,6 +165,30 @@ def reset_session(name: str, home: Path) -> None:
     click.echo(f"◆ {name}: its next turn starts a fresh session (notes.md carries what it kept)")
 
 
+@main.command(name="set-budget")
+@click.argument("name")
+@click.argument("usd_per_day", metavar="USD_PER_DAY")
+@home_option
+def set_budget(name: str, usd_per_day: str, home: Path) -> None:
+    """Set agent NAME's daily budget in US dollars (e.g. 5 or 2.50), or `none` to go back to agent.toml's.
+
+    \b
+    An agent past its budget takes no turns (its messages wait) until the budget is raised or the
+    day (UTC) ends; raising it here resumes it at once.
+    """
+    budget: float | None = None
+    if usd_per_day.strip().lower() != "none":
+        try:
+            budget = float(usd_per_day.strip().lstrip("$"))
+        except ValueError:
+            fail(f"{usd_per_day!r} is not an amount: give dollars like 5 or 2.50, or none")
+    result = call_hive(home, lambda hive: hive.lifecycle.set_budget(name, budget))
+    spend = result.spend
+    limit = "no daily budget" if spend.usd_per_day is None else f"${spend.usd_per_day:.2f}/day"
+    state = f" · {spend.paused}" if spend.paused else ""
+    click.echo(f"◆ {result.name}: {limit} · spent ${spend.today_usd:.2f} today{state}")
+
+
 def _agent_action(
     command_name: str, action: Callable[[LifecycleClient, str], Awaitable[AgentInfo]], summary: str
 ) -> None:

@@ -529,8 +529,11 @@ async def test_12_an_agent_past_its_daily_budget_pauses_until_the_operator_raise
     assert not [r for r in running.api.snapshot() if r.agent == "alice" and "e2e-12 meanwhile" in r.wake]
     assert (await running.status("alice"))["turn"]["state"] == "paused"
 
-    raised = await running.call("lifecycle", "set_budget", name="alice", usd_per_day=round(budget + 100, 2))
-    assert raised["spend"]["paused"] is None
+    refused = running.hive("set-budget", "alice", "lots")
+    assert refused.returncode == 1 and "is not an amount" in refused.stderr
+    raised = running.hive("set-budget", "alice", f"{budget + 100:.2f}")  # the operator, from the CLI
+    assert raised.returncode == 0, raised.stderr
+    assert f"${budget + 100:.2f}/day" in raised.stdout and "paused" not in raised.stdout, raised.stdout
     [handled] = await running.operator_inbox()
     assert handled["body"] == "e2e-12 handled"
     await running.call("lifecycle", "set_budget", name="alice", usd_per_day=None)
