@@ -1,6 +1,6 @@
-"""What lifecycle/server.py reads through the supervisor, and the two records it keeps (turn stats,
-the audit trail): thin delegations to the part that owns each (the store, the backend, provisioning,
-turn stats, the audit trail, the harness's files), so that server.py calls only the supervisor's
+"""What lifecycle/server.py reads through the supervisor, and the records it keeps (turn stats, the
+audit trail, budget overrides): thin delegations to the part that owns each (the store, the backend,
+provisioning, turn stats, spending, the audit trail, the harness's files), so that server.py calls only the supervisor's
 methods and never changes an agent through them. AgentSupervisor (supervisor.py) is built on it.
 """
 
@@ -17,9 +17,10 @@ from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.lifecycle import harness_files
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
-from hyperhive.servers.lifecycle.models import Turn, TurnRecord
+from hyperhive.servers.lifecycle.models import BudgetCheck, Spend, Turn, TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.provisioning import Provisioning, checked
+from hyperhive.servers.lifecycle.spending import Spending, SpendSheet
 from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 
@@ -33,6 +34,7 @@ class AgentReadings:
     db: Database
     provisioning: Provisioning
     turn_stats: TurnStats
+    spending: Spending
     locks: AgentLocks
     version: str
     clock: Callable[[], float]
@@ -104,3 +106,23 @@ class AgentReadings:
 
     async def actions(self, limit: int, agent: str | None) -> list[audit.ActionEntry]:
         return await audit.actions(self.db, limit, None if agent is None else checked(agent))
+
+    async def spend_sheet(self) -> SpendSheet:
+        return await self.spending.sheet()
+
+    def spend_of(self, name: str, sheet: SpendSheet) -> Spend:
+        return self.spending.agent(name, sheet)
+
+    def hive_spend(self, sheet: SpendSheet) -> Spend:
+        return self.spending.hive(sheet)
+
+    async def spend(self, name: str) -> Spend:
+        return await self.spending.spend(name)
+
+    async def budget_check(self, name: str) -> BudgetCheck:
+        return await self.spending.check(name)
+
+    async def set_budget(self, name: str, usd_per_day: float | None) -> Spend:
+        """Record the operator's daily budget for `name` (None: back to agent.toml's); its spend now."""
+        await self.row(name)
+        return await self.spending.set_budget(name, usd_per_day)

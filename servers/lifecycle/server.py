@@ -120,7 +120,7 @@ def create(
                     log.exception("could not write the audit record of %s %s by %s", action, name, actor)
 
     async def info(row: AgentRow, sheet: SpendSheet | None = None) -> AgentInfo:
-        sheet = sheet or await supervisor.spending.sheet()
+        sheet = sheet or await supervisor.spend_sheet()
         return AgentInfo(
             name=row.name,
             role=supervisor.role_of(row.name),
@@ -135,7 +135,7 @@ def create(
             needs_update=supervisor.needs_update(row),
             turn=await supervisor.turn_state(row.name) if row.state == "running" else None,
             problem=row.problem,
-            spend=supervisor.spending.agent(row.name, sheet),
+            spend=supervisor.spend_of(row.name, sheet),
         )
 
     async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
@@ -148,14 +148,14 @@ def create(
     async def list_agents() -> AgentList:
         """Every agent: state, role, model, last exit, restarts, applied sha, needs_update."""
         rows = await supervisor.rows()
-        sheet = await supervisor.spending.sheet()
+        sheet = await supervisor.spend_sheet()
         return AgentList(
             backend=supervisor.backend_name,
             isolation=supervisor.isolation,
             version=supervisor.version,
             agents=[await info(row, sheet) for row in rows],
             drafts=await supervisor.drafts(rows),
-            hive_spend=supervisor.spending.hive(sheet),
+            hive_spend=supervisor.hive_spend(sheet),
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -213,7 +213,7 @@ def create(
     async def agent_stats(name: Name, since: Since = None) -> AgentStats:
         """The harness's turn statistics for an agent: a summary and the turns themselves."""
         turns = await supervisor.turns(name, _time(since))
-        return AgentStats(name=name, summary=summarise(turns), turns=turns, spend=await supervisor.spending.spend(name))
+        return AgentStats(name=name, summary=summarise(turns), turns=turns, spend=await supervisor.spend(name))
 
     @mcp.tool
     async def record_turn(turn: TurnRecord) -> Recorded:
@@ -230,7 +230,7 @@ def create(
         me = caller()
         if not me.is_agent:
             raise Refused(f"budget_check is an agent's own; {me} has no budget")
-        return await supervisor.spending.check(me.name)
+        return await supervisor.budget_check(me.name)
 
     # ---------------------------------------------------------------------------------- actions
     @mcp.tool
@@ -243,8 +243,7 @@ def create(
         """Set an agent's daily budget, over its agent.toml's; raising it past today's cost resumes a
         paused agent at once (its waiting messages are then handled)."""
         async with audited("set_budget", name, f"usd_per_day={usd_per_day}"):
-            await supervisor.row(name)
-            return BudgetSet(name=name, spend=await supervisor.spending.set_budget(name, usd_per_day))
+            return BudgetSet(name=name, spend=await supervisor.set_budget(name, usd_per_day))
 
     @mcp.tool
     async def create_agent(

@@ -67,11 +67,12 @@ class Spending:
         self.outbox = outbox
         self.clock = clock
 
-    async def sheet(self) -> SpendSheet:
+    async def sheet(self, *, week: bool = True) -> SpendSheet:
+        """`week`: also this week's costs (listings); a budget check needs today's only."""
         now = self.clock()
         return SpendSheet(
             today=await self.store.costs_since(day_start(now)),
-            week=await self.store.costs_since(week_start(now)),
+            week=await self.store.costs_since(week_start(now)) if week else {},
             overrides=await self.store.budget_overrides(),
         )
 
@@ -86,47 +87,48 @@ class Spending:
         today = sum(sheet.today.values())
         paused = paused_reason(budget, "hive") if budget is not None and today >= budget else None
         return Spend(
-            today_usd=_cents(today), week_usd=_cents(sum(sheet.week.values())), usd_per_day=budget, paused=paused
+            today_usd=_rounded(today), week_usd=_rounded(sum(sheet.week.values())), usd_per_day=budget, paused=paused
         )
 
     def agent(self, name: str, sheet: SpendSheet) -> Spend:
+        pause = self._pause(name, sheet)
+        return Spend(
+            today_usd=_rounded(sheet.today.get(name, 0.0)),
+            week_usd=_rounded(sheet.week.get(name, 0.0)),
+            usd_per_day=self.budget_of(name, sheet),
+            paused=None if pause is None else paused_reason(pause.usd_per_day, pause.scope),
+        )
+
+    def _pause(self, name: str, sheet: SpendSheet) -> BudgetExhausted | None:
+        """What stops `name` taking a turn now: its own daily budget, else the hive's; None: nothing."""
         budget = self.budget_of(name, sheet)
         today = sheet.today.get(name, 0.0)
-        paused = paused_reason(budget, "agent") if budget is not None and today >= budget else self.hive(sheet).paused
-        return Spend(
-            today_usd=_cents(today), week_usd=_cents(sheet.week.get(name, 0.0)), usd_per_day=budget, paused=paused
-        )
+        if budget is not None and today >= budget:
+            return BudgetExhausted(agent=name, scope="agent", usd_per_day=budget, spent_usd=_rounded(today))
+        hive_budget, hive_today = self.config.budget.usd_per_day, sum(sheet.today.values())
+        if hive_budget is not None and hive_today >= hive_budget:
+            return BudgetExhausted(agent=name, scope="hive", usd_per_day=hive_budget, spent_usd=_rounded(hive_today))
+        return None
 
     async def spend(self, name: str) -> Spend:
         return self.agent(name, await self.sheet())
 
     async def check(self, name: str) -> BudgetCheck:
         """May `name` take a turn now? The first refusal of a day tells the manager."""
-        sheet = await self.sheet()
-        spend = self.agent(name, sheet)
-        if spend.paused is not None:
-            own = spend.usd_per_day is not None and spend.today_usd >= spend.usd_per_day
-            if own:
-                assert spend.usd_per_day is not None
-                event = BudgetExhausted(
-                    agent=name, scope="agent", usd_per_day=spend.usd_per_day, spent_usd=spend.today_usd
-                )
-            else:
-                hive = self.hive(sheet)
-                assert hive.usd_per_day is not None
-                event = BudgetExhausted(
-                    agent=name, scope="hive", usd_per_day=hive.usd_per_day, spent_usd=hive.today_usd
-                )
-            now = self.clock()
-            day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
-            if await self.store.notice_once(name, day, MANAGER, event, now):
-                self.outbox.wake()
-        return BudgetCheck(paused=spend.paused)
+        pause = self._pause(name, await self.sheet(week=False))
+        if pause is None:
+            return BudgetCheck(paused=None)
+        now = self.clock()
+        day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
+        if await self.store.notice_once(name, day, MANAGER, pause, now):
+            self.outbox.wake()
+        return BudgetCheck(paused=paused_reason(pause.usd_per_day, pause.scope))
 
     async def set_budget(self, name: str, usd_per_day: float | None) -> Spend:
         await self.store.set_budget_override(name, usd_per_day)
         return await self.spend(name)
 
 
-def _cents(usd: float) -> float:
+def _rounded(usd: float) -> float:
+    """To a millionth of a dollar: sums of floats, shown without their noise."""
     return round(usd, 6)

@@ -201,6 +201,8 @@ class LifecycleStore:
     async def remove(self, name: str, forget_uid: bool) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM agents WHERE name = ?", (name,))
+            # A raised budget was the operator's word on that agent, not on whatever gets its name next.
+            conn.execute("DELETE FROM budget_overrides WHERE agent = ?", (name,))
             if forget_uid:
                 conn.execute("DELETE FROM uids WHERE name = ?", (name,))
 

@@ -267,6 +267,15 @@ async def test_uids_are_allocated_once_and_never_shared(tmp_path: Path) -> None:
         assert await store.uid_of("carol", 200_000, taken) == 200_003  # bob's is free again
 
 
+async def test_a_destroyed_agents_budget_override_is_not_inherited_by_a_new_one_of_its_name(tmp_path: Path) -> None:
+    async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
+        store = LifecycleStore(db)
+        await store.add("alice", 100.0, "applied1", "proposed1")
+        await store.set_budget_override("alice", 1000.0)  # the operator raised the old alice's budget
+        await store.remove("alice", forget_uid=False)
+        assert await store.budget_overrides() == {}
+
+
 async def test_the_agent_rows_change_only_through_named_changes(tmp_path: Path) -> None:
     async with Database(tmp_path / "l.sqlite", MIGRATIONS) as db:
         store = LifecycleStore(db)
