@@ -8,8 +8,11 @@ instance ends and every token of that run stops working, whatever still holds on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -25,7 +28,7 @@ from hyperhive.servers.common.harnessdir import TOKEN_FILE
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.lifecycle.backends.base import SandboxBackend, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend, SandboxSpec
 from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness_files import harness_info
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -33,6 +36,7 @@ from hyperhive.servers.lifecycle.provisioning import Provisioning
 from hyperhive.servers.lifecycle.store import LifecycleStore
 
 RENEW_MARGIN: Final = 3600.0  # a token is renewed this long before it expires (at most a fifth of its life)
+log = logging.getLogger("hyperhive.lifecycle")
 KEY_CHECK_SECONDS: Final = 1.0  # how soon agents get tokens signed by a rotated key
 
 
@@ -109,8 +113,7 @@ class SandboxSetup:
         if new or instance is None:
             instance = new_instance(self.config.instances_dir, paths.name)
         token = self.issuer.agent_token(Principal(paths.name, Role(config.role)), config, instance)
-        paths.token_dir.mkdir(mode=0o700, exist_ok=True)  # the harness's path to it (a mount point in bwrap)
-        directory = paths.token_dir
+        directory = token_dir(paths)
         if self.backend.per_instance_credentials:
             directory = paths.instance_credentials(instance)
             directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -151,7 +154,10 @@ class SandboxSetup:
                 if row.state in ("running", "starting") and config is not None:
                     uid = await self.provisioning.uid(row.name)
                     paths = AgentPaths.of(self.config, row.name)
-                    await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
+                    try:
+                        await anyio.to_thread.run_sync(partial(self._write_token, paths, config, uid, new=False))
+                    except (BackendError, OSError) as e:  # one agent's: the others are renewed all the same
+                        log.warning("could not renew %s's token: %s", row.name, e)
 
 
 def renew_every(ttl: float) -> float:
@@ -169,3 +175,15 @@ def _forget_runs(paths: AgentPaths, keep: str | None) -> None:
     for run in runs:
         if run.name != keep:
             shutil.rmtree(run, ignore_errors=True)
+
+
+def token_dir(paths: AgentPaths) -> Path:
+    """The credentials dir's INSTANCE_DIR, made if missing: a real directory, never a link. The
+    credentials dir is the agent's uid's (so its sandbox can read it), and a process of that uid
+    outside the sandbox (`hive claude`) could plant a link there to have root write a token
+    elsewhere."""
+    with contextlib.suppress(FileExistsError):
+        paths.token_dir.mkdir(mode=0o700)
+    if not stat.S_ISDIR(os.lstat(paths.token_dir).st_mode):
+        raise BackendError(f"{paths.token_dir} is not a directory (a link?); remove it and start {paths.name} again")
+    return paths.token_dir

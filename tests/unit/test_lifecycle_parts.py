@@ -21,6 +21,7 @@ from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.sandbox_setup import token_dir
 from hyperhive.servers.lifecycle.store import MIGRATIONS, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 
@@ -265,6 +266,20 @@ async def test_uids_are_allocated_once_and_never_shared(tmp_path: Path) -> None:
         await store.remove("bob", forget_uid=True)
         assert await store.uid("bob") is None
         assert await store.uid_of("carol", 200_000, taken) == 200_003  # bob's is free again
+
+
+def test_a_link_planted_where_the_token_goes_is_refused_not_followed(tmp_path: Path) -> None:
+    init_home(tmp_path)
+    paths = AgentPaths.of(load_hive_config(tmp_path), "alice")
+    paths.credentials.mkdir(parents=True)
+    assert token_dir(paths) == paths.token_dir and paths.token_dir.is_dir()  # made when missing
+    paths.token_dir.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths.token_dir.symlink_to(elsewhere)  # by a process of alice's uid outside its sandbox
+    with pytest.raises(BackendError, match="not a directory"):
+        token_dir(paths)
+    assert list(elsewhere.iterdir()) == []
 
 
 async def test_a_destroyed_agents_budget_override_is_not_inherited_by_a_new_one_of_its_name(tmp_path: Path) -> None:
