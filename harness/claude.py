@@ -92,18 +92,6 @@ def claude_env(info: HarnessInfo, harness_dir: Path) -> dict[str, str]:
     return env
 
 
-def scrub_environment(info: HarnessInfo) -> None:
-    """The SDK passes this process's environment on to Claude Code: keep only configured ANTHROPIC_*/CLAUDE*.
-
-    PYTHONPATH goes too unless configured: a packaged hive-harness (nix/package.nix) gets hyperhive's
-    own path through it, which the agent's Bash tool would inherit. This interpreter's sys.path is
-    set already.
-    """
-    for key in list(os.environ):
-        if (key.startswith(("ANTHROPIC_", "CLAUDE")) or key == "PYTHONPATH") and key not in info.env:
-            del os.environ[key]
-
-
 def has_credentials(env: dict[str, str]) -> bool:
     if any(env.get(key) for key in CREDENTIAL_VARS):
         return True

@@ -2,6 +2,8 @@
 
     long-poll recv_batch(batch_max, ack=false) -> turn -> ack -> stats
 
+After idle_close_seconds without a wake, run() returns True and the harness execs its idle form
+(harness/idle.py), which execs this loop again with the next messages in wake.json.
 Messages are leased, not taken: if this process dies mid-turn the broker delivers them again
 once the lease ends, and while a turn runs the lease is extended so a long turn keeps them.
 The broker being down, a refused token or a failed turn are retried with backoff, with the
@@ -22,19 +24,19 @@ from typing import Final, TypeVar
 from fastmcp.exceptions import ToolError
 
 from hyperhive.harness.claude import NO_CREDENTIALS, ClaudeSession, TurnOutcome, has_credentials
+from hyperhive.harness.idle import POLL_SECONDS, take_wake
 from hyperhive.harness.notes import NotesKeeper
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake, restart_note
 from hyperhive.servers.broker.client import BrokerClient
 from hyperhive.servers.broker.models import Message, RecvBatchResult
 from hyperhive.servers.common.backoff import Backoff
-from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo
 from hyperhive.servers.lifecycle.client import LifecycleClient
 
 log = logging.getLogger("hyperhive.harness")
 
-POLL_SECONDS: Final = 170.0  # a long-poll, under the broker's 180 s bound
 LEASE_SECONDS: Final = 300.0  # how far each extension moves a running turn's lease
 LEASE_EVERY: Final = 60.0
 CANCEL_POLL: Final = 0.2  # how often a running turn looks for the operator's cancel
@@ -82,24 +84,42 @@ class Harness:
         return self.info.model
 
     # ------------------------------------------------------------------------------------ loop
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Turns until cancelled; returns True once it has been idle for idle_close_seconds (the
+        caller then execs the idle waiter, which holds no Claude Code and little memory)."""
         previous = await self.recorder.open()
         self._restart_note = restart_note(previous)
+        handoff = take_wake(self.harness_dir, time.time())  # what the idle waiter received
         try:
             if previous is not None and previous.leased:
                 await self._release(previous.leased)
             while True:
-                await self._wait_for_credentials()
-                await self._wait_for_budget()
+                if handoff is not None and not await self._may_take_turns():
+                    await self._release([m.id for m in handoff.messages])  # they wait in the inbox
+                    handoff = None
+                if handoff is None:
+                    await self._wait_for_credentials()
+                    await self._wait_for_budget()
                 await self.recorder.set("idle")
-                messages, queued = await self._wake()
-                await self._handle(messages, queued)
+                batch, handoff = handoff or await self._wake(), None
+                if batch is None:
+                    return True
+                await self._handle(batch.messages, batch.queued)
         finally:
             await self.session.close()
             await self.broker.close()
             await self.recorder.close()
             if self.budget is not None:
                 await self.budget.close()
+
+    async def _may_take_turns(self) -> bool:
+        """Whether a turn could start now (credentials, budget), without waiting."""
+        if not has_credentials(self.session.env):
+            return False
+        if self.budget is None:
+            return True
+        check = await self._persist("checking the budget", self.budget.budget_check)
+        return check.paused is None
 
     async def _wait_for_credentials(self) -> None:
         while not has_credentials(self.session.env):
@@ -120,28 +140,27 @@ class Harness:
                 return
             if self.recorder.state.reason != check.paused:
                 log.warning("%s; messages wait until it is raised or the day ends (UTC)", check.paused)
+                await self.session.close()  # no turn for a while: Claude Code need not wait with us
             await self.recorder.set("paused", reason=check.paused)
             await asyncio.sleep(BUDGET_POLL)
 
-    async def _wake(self) -> tuple[list[Message], int]:
+    async def _wake(self) -> RecvBatchResult | None:
         """Block until at least one message is here; lease it and up to batch_max - 1 more, in one
-        long-poll (it returns as soon as the first message arrives, with what else is waiting)."""
+        long-poll (it returns as soon as the first message arrives, with what else is waiting).
+        None: no message came for idle_close_seconds (time for the idle waiter)."""
         self._idle_since = time.monotonic()
         while True:
             batch = await self._persist("waiting for messages", self._recv_batch)
             if batch.messages:
-                return batch.messages, batch.queued
-            if self.session.connected and self._idle_for() >= self.info.idle_close_seconds:
-                log.info("no wake for %.0f s: closing Claude Code; the next wake resumes its session", self._idle_for())
-                await self.session.close()
+                return batch
+            if self._idle_for() >= self.info.idle_close_seconds:
+                return None
 
     def _idle_for(self) -> float:
         return time.monotonic() - self._idle_since
 
     async def _recv_batch(self) -> RecvBatchResult:
-        wait = POLL_SECONDS
-        if self.session.connected:  # come back in time to close an idle Claude Code
-            wait = min(wait, max(1.0, self.info.idle_close_seconds - self._idle_for()))
+        wait = min(POLL_SECONDS, max(1.0, self.info.idle_close_seconds - self._idle_for()))  # back in time to go idle
         return await self.broker.recv_batch(max=self.info.batch_max, wait_seconds=wait, ack=False)
 
     async def _handle(self, messages: list[Message], queued: int) -> None:

@@ -3,6 +3,11 @@
 It reads hive.json from the credentials dir the lifecycle server binds read-only into the
 sandbox, then runs the turn loop until SIGTERM. Without hive.json (run by hand, or the server
 has not written it) it says what is missing and exits 2.
+
+The process takes two forms and execs itself from one into the other, keeping its pid: the turn
+loop (harness/loop.py, with Claude Code) and, after idle_close_seconds without a wake, the idle
+waiter (`--idle`, harness/idle.py: a small Python waiting for the next message). Each imports only
+what it runs; this module imports neither until it knows which.
 """
 
 from __future__ import annotations
@@ -15,11 +20,10 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
-from hyperhive.harness.claude import scrub_environment
-from hyperhive.harness.loop import Harness
 from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, HarnessInfo
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 
@@ -37,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=os.environ.get("HIVE_HARNESS_DIR"),
         help="its harness dir, with credentials/hive.json inside ($HIVE_HARNESS_DIR)",
+    )
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="start as the idle waiter (the turn loop execs it after idle_close_seconds without a wake)",
     )
     return parser.parse_args(argv)
 
@@ -60,15 +69,50 @@ def load_info(agent: str, harness_dir: Path | None) -> HarnessInfo:
     return info
 
 
-async def run(info: HarnessInfo) -> None:
+def scrub_environment(info: HarnessInfo) -> None:
+    """The SDK passes this process's environment on to Claude Code: keep only configured ANTHROPIC_*/CLAUDE*.
+
+    PYTHONPATH goes too unless configured: a packaged hive-harness (nix/package.nix) gets hyperhive's
+    own path through it, which the agent's Bash tool would inherit. This interpreter's sys.path is
+    set already (and the environment it was started with is kept for its exec into its other form).
+    """
+    for key in list(os.environ):
+        if (key.startswith(("ANTHROPIC_", "CLAUDE")) or key == "PYTHONPATH") and key not in info.env:
+            del os.environ[key]
+
+
+async def run_turn_loop(info: HarnessInfo) -> bool:
+    """The turn loop until SIGTERM (False) or until it has been idle long enough to exec the idle waiter (True)."""
+    from hyperhive.harness.loop import Harness
+
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
-        await Harness(info).run()
-    log.info("stopped")
+        return await Harness(info).run()
+    return False
+
+
+def run_idle_waiter(info: HarnessInfo) -> None:
+    """Wait for messages with Claude Code closed; returns once some are handed over in wake.json."""
+    from hyperhive.harness.idle import wait_for_messages
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # interrupts the long-poll: nothing is held that needs handing back
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    wait_for_messages(info)
+
+
+def exec_form(idle: bool, environment: dict[str, str]) -> NoReturn:
+    """Replace this process (same pid, same sandbox) with the harness in its other form."""
+    argv = [arg for arg in sys.orig_argv if arg != "--idle"] + (["--idle"] if idle else [])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv[1:]], environment)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +127,14 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("httpx", "httpx2", "mcp", "claude_agent_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     info = load_info(args.agent, args.harness_dir)
+    environment = dict(os.environ)
     scrub_environment(info)
+    if args.idle:
+        run_idle_waiter(info)
+        log.info("messages arrived: starting the turn loop")
+        exec_form(idle=False, environment=environment)
     log.info("harness of %s (%s) starting; model %s", info.agent, info.role, info.model)
-    asyncio.run(run(info))
+    if asyncio.run(run_turn_loop(info)):
+        log.info("no wake for %.0f s: Claude Code is closed; the idle waiter takes over", info.idle_close_seconds)
+        exec_form(idle=True, environment=environment)
+    log.info("stopped")

@@ -23,10 +23,10 @@ import anyio
 from fastmcp.exceptions import ToolError
 
 from hyperhive.harness.claude import TurnOutcome
+from hyperhive.harness.turn_state import TurnStateFile
 from hyperhive.servers.common.backoff import Backoff
-from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
-from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.common.harnessdir import TURN_STATE, HarnessState, TurnState
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.harnessdir import HarnessState, TurnState
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import LONGEST_TURN, TurnRecord
 
@@ -114,24 +114,21 @@ class StatsReporter:
 
 
 class TurnRecorder:
+    """turn.json (TurnStateFile, written off the event loop) and the turn rows (StatsReporter)."""
+
     def __init__(self, harness_dir: Path, reporter: StatsReporter | None = None) -> None:
-        self.state_path = harness_dir / TURN_STATE
+        self.file = TurnStateFile(harness_dir)
         self.reporter = reporter or StatsReporter(None)
-        self.state = TurnState(state="starting", since=time.time())
+
+    @property
+    def state(self) -> TurnState:
+        return self.file.state
 
     async def open(self) -> TurnState | None:
         """Returns the state the previous run left behind."""
-        previous = await anyio.to_thread.run_sync(self._previous)
-        if previous is not None:
-            self.state.last_turn_at = previous.last_turn_at
+        previous = await anyio.to_thread.run_sync(self.file.previous)
         await self.set("starting")
         return previous
-
-    def _previous(self) -> TurnState | None:
-        try:
-            return TurnState.model_validate_json(self.state_path.read_bytes())
-        except (OSError, ValueError):
-            return None
 
     async def set(
         self,
@@ -142,20 +139,8 @@ class TurnRecorder:
         reason: str | None = None,
     ) -> None:
         """Enter `state` (the time counts from now unless it is the same state and reason as before)."""
-        same = self.state.state == state and self.state.reason == reason and self.state.turn == turn
-        since = self.state.since if same else time.time()
-        self.state = TurnState(
-            state=state,
-            since=since,
-            turn=turn,
-            messages=len(leased or ()),
-            leased=leased or [],
-            reason=reason,
-            last_turn_at=self.state.last_turn_at,
-        )
-        # No fsync: it is on the way to every turn's start, and a lost update only shows a stale state.
-        text = self.state.model_dump_json()
-        await anyio.to_thread.run_sync(lambda: write_atomic(self.state_path, text, 0o644, durable=False))
+        self.file.enter(state, turn=turn, leased=leased, reason=reason)
+        await anyio.to_thread.run_sync(self.file.save)
 
     async def record(self, turn: TurnRecord) -> None:
         """Report the turn (in the background); turn.json shows its end from the next state change on."""

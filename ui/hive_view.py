@@ -26,7 +26,8 @@ from hyperhive.servers.approvals.client import ApprovalsClient
 from hyperhive.servers.approvals.models import ReviewedRequest
 from hyperhive.servers.broker.client import BrokerClient
 from hyperhive.servers.broker.models import ListedMessage, StatsResult
-from hyperhive.servers.common.client import AuthRefused, ServerUnavailable, TokenSource
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.client import TokenSource
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HELPER_EVENT, ContainerCrash, HelperEvent
 from hyperhive.servers.common.formatting import request_kind

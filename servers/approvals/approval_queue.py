@@ -25,7 +25,7 @@ from hyperhive.servers.approvals.store import ApprovalStore, Kind, RequestRow
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_template
 from hyperhive.servers.common.backoff import Backoff
-from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused

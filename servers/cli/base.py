@@ -183,7 +183,7 @@ def call_hive(
     `call_hive(home, lambda hive: hive.lifecycle.list_agents())`."""
     from fastmcp.exceptions import ToolError
 
-    from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+    from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 
     config = hive_config(home)
     token_text = mint(config, as_name, 300)

@@ -46,11 +46,15 @@ class Backoff:
         """An attempt succeeded: the next failure waits `initial` again."""
         self.attempts = 0
 
-    async def wait(self, wake: Wakeable | None = None) -> bool:
-        """Count a failed attempt and wait its delay, or until `wake` is set; True if woken."""
+    def failed(self) -> float:
+        """Count a failed attempt; returns the delay to wait before the next (for a caller that sleeps itself)."""
         delay = self.next_delay
         self.attempts += 1
-        return await sleep_or_wake(delay, wake)
+        return delay
+
+    async def wait(self, wake: Wakeable | None = None) -> bool:
+        """Count a failed attempt and wait its delay, or until `wake` is set; True if woken."""
+        return await sleep_or_wake(self.failed(), wake)
 
 
 async def sleep_or_wake(seconds: float, wake: Wakeable | None) -> bool:

@@ -28,6 +28,7 @@ from fastmcp.exceptions import ToolError
 from pydantic import BaseModel
 
 from hyperhive.servers.common.backoff import Backoff
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.serving import MCP_PATH
 
@@ -35,14 +36,6 @@ log = logging.getLogger("hyperhive.client")
 
 M = TypeVar("M", bound=BaseModel)
 TokenSource = str | Callable[[], str]
-
-
-class ServerUnavailable(Exception):
-    """The server could not be reached, or the connection broke during a call."""
-
-
-class AuthRefused(Exception):
-    """The server refused the token (401): it is missing, expired, forged or revoked."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ RESET_FILE: Final = "reset"  # a request id: the operator asked for a fresh sess
 TURN_STATE: Final = "turn.json"  # TurnState
 TURN_STATE_MAX_BYTES: Final = 16 * 1024
 SESSION_FILE: Final = "session.json"  # SessionRecord: kept across harness restarts, crashes and rebuilds
+WAKE_FILE: Final = "wake.json"  # messages the idle waiter received, for the turn loop it execs (harness/idle.py)
 
 
 class HarnessInfo(BaseModel):

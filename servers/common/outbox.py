@@ -20,7 +20,8 @@ from fastmcp.exceptions import ToolError
 from pydantic import ValidationError
 
 from hyperhive.servers.common.backoff import Backoff
-from hyperhive.servers.common.client import AuthRefused, HiveClient, ServerUnavailable
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.events import HELPER_EVENT, HelperEvent

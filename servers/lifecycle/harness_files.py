@@ -19,8 +19,9 @@ import anyio
 from pydantic import ValidationError
 
 from hyperhive.servers.common.agent_config import AgentConfig
+from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.catalog import offered_to_claude
-from hyperhive.servers.common.client import ServerUnavailable, server_address
+from hyperhive.servers.common.client import server_address
 from hyperhive.servers.common.config import HiveConfig, read_env_file
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic

@@ -118,11 +118,12 @@ async def test_the_harness_wakes_with_one_leasing_recv_batch_long_poll(
         await asyncio.sleep(0.3)
         assert not waking.done()  # it long-polls for the first message
         first = await _send(broker, alice, bob, "one")
-        messages, queued = await asyncio.wait_for(waking, 5)
-        assert [m.id for m in messages] == [first] and queued == 0
+        batch = await asyncio.wait_for(waking, 5)
+        assert batch is not None and [m.id for m in batch.messages] == [first] and batch.queued == 0
         second, third, _ = [await _send(broker, alice, bob, body) for body in ("two", "three", "four")]
-        messages, queued = await asyncio.wait_for(harness._wake(), 5)
-        assert [m.id for m in messages] == [second, third] and queued == 1  # batch_max, and what is left
+        batch = await asyncio.wait_for(harness._wake(), 5)
+        assert batch is not None and [m.id for m in batch.messages] == [second, third]
+        assert batch.queued == 1  # batch_max, and what is left
         assert calls == ["recv_batch", "recv_batch"]  # one call a wake, not recv and then recv_batch
         # All three are leased (ack=false): a crash mid-turn gets them delivered again.
         assert await broker.client(bob).call("pending_count", {}) == {"queued": 1, "leased": 3}

@@ -9,7 +9,7 @@ import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import BrokerEndpoint, Hive
 
-from hyperhive.servers.common.client import ServerUnavailable
+from hyperhive.servers.common.call_errors import ServerUnavailable
 
 
 async def test_send_and_recv_carry_the_token_subject_as_sender(hive: Hive, broker: BrokerEndpoint) -> None:

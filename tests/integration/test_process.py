@@ -12,7 +12,8 @@ import httpx2
 import pytest
 from hivetest import BrokerEndpoint, BrokerProcess, Hive
 
-from hyperhive.servers.common.client import HiveClient, ServerAddress, ServerUnavailable
+from hyperhive.servers.common.call_errors import ServerUnavailable
+from hyperhive.servers.common.client import HiveClient, ServerAddress
 
 pytestmark = pytest.mark.slow
 

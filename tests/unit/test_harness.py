@@ -22,10 +22,9 @@ from hyperhive.harness.claude import (
     builtin_tools,
     claude_env,
     has_credentials,
-    scrub_environment,
     tokens_in,
 )
-from hyperhive.harness.main import load_info
+from hyperhive.harness.main import load_info, scrub_environment
 from hyperhive.harness.prompts import system_prompt
 from hyperhive.harness.stats import TurnRecorder, turn_row
 from hyperhive.harness.wake import render_wake, restart_note

@@ -8,7 +8,7 @@ from typing import Literal, TypeVar
 from fastmcp.exceptions import ToolError
 from nicegui import context, ui
 
-from hyperhive.servers.common.client import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import Outcome
 
 R = TypeVar("R")
