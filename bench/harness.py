@@ -1,6 +1,6 @@
 """Harness benchmark: the real Claude Code CLI against the scripted Messages API. Prints one JSON object.
 
-    .venv/bin/python bench/harness.py [--wakes 50] [--agents 10] [--seconds 15]
+    .venv/bin/python bench/harness.py [--wakes 50] [--agents 10] [--seconds 15] [--idle-agents 50] [--cold-wakes 10]
 
 Runs, in a temporary hive: `hive serve broker` and `hive serve lifecycle` as processes (the latter
 only receives the harnesses' turn stats; its manager sandbox runs a sleeper); the scripted Anthropic
@@ -23,6 +23,13 @@ Measures:
   once the harness reported it (lifecycle's store) and acknowledged its message.
 - idle_rss_mb_per_agent: VmRSS summed over the harness process and its children (Claude Code),
   read from /proc once every session is connected and idle; PSS (shared pages split) alongside.
+- idle_closed: `--idle-agents` more agents (idle_close_seconds 2), each after one turn, started in
+  batches of 10: once each has closed Claude Code and exec'd its idle waiter, the same memory
+  figures, the whole fleet's total, and how many such agents 24 GiB holds.
+- cold_wake_ms: one agent with idle_close_seconds 2: each wake waits until it is in its idle form,
+  then times the operator's send to the scripted API's first request of the turn (exec of the turn
+  loop, its imports, Claude Code started and resuming the session); the conversation must be one
+  Claude Code session throughout.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +85,11 @@ from hyperhive.servers.lifecycle.store import turn_from_row  # noqa: E402
 from tests.fakes.anthropic_api import Request, Say, ScriptedAPI, ToolCall  # noqa: E402
 
 TARGET_WAKE_MS = 100.0
+TARGET_WARM_P50_MS = 30.0
+TARGET_COLD_P50_MS = 3000.0
+TARGET_IDLE_MB = 60.0
+IDLE_CLOSE_SECONDS = 2.0  # for the agents measured idle and cold; the others never close
+BATCH = 10  # idle agents started (and running a turn) at a time: 10 Claude Codes at once is enough
 MARK = re.compile(r"<hb-[a-z0-9-]+>")
 TURN_TIMEOUT = 120.0  # a turn (or a fleet's start) taking longer than this is a failure
 REPLY_TIMEOUT = 60.0
@@ -199,7 +211,16 @@ class Bench:
                 return child
         raise RuntimeError(f"the {server} server did not start (exit {process.wait()}):\n{tail(log)}")
 
-    def _start_harness(self, config: HiveConfig, name: str) -> Child:
+    def add_agents(self, names: list[str], idle_close_seconds: float) -> None:
+        """More agents, started now (the servers are up): applied config, then a harness each."""
+        config = load_hive_config(self.home)
+        for name in names:
+            (config.applied_dir / name).mkdir()
+            write_atomic(config.applied_dir / name / AGENT_TOML, 'role = "agent"\n')
+        for name in names:
+            self.harnesses[name] = self._start_harness(config, name, idle_close_seconds)
+
+    def _start_harness(self, config: HiveConfig, name: str, idle_close_seconds: float = 86400.0) -> Child:
         paths = AgentPaths.of(config, name)
         control = paths.harness / CREDENTIALS  # in a sandbox, a read-only bind of credentials/<name>
         for directory in (paths.state, paths.harness, control):
@@ -211,6 +232,7 @@ class Bench:
                 "servers": {server: info.servers[server] for server in ("broker", "lifecycle")},
                 "tools": {"broker": info.tools["broker"]},
                 "env": {**info.env, **self.api.env()},
+                "idle_close_seconds": idle_close_seconds,
             }
         )
         write_atomic(control / HIVE_JSON, info.model_dump_json(indent=2))
@@ -311,8 +333,8 @@ class Operator:
         address = ServerAddress("broker", f"http://127.0.0.1:{config.listen('broker').port}/mcp")
         self.sender = HiveClient(address, token, retry_seconds=0)
         self.receiver = HiveClient(address, token, timeout=60, retry_seconds=0)
-        self.replies: dict[str, asyncio.Queue[str]] = {name: asyncio.Queue() for name in bench.names}
-        self.sent: dict[str, int] = dict.fromkeys(bench.names, 0)
+        self.replies: defaultdict[str, asyncio.Queue[str]] = defaultdict(asyncio.Queue)  # by agent
+        self.sent: defaultdict[str, int] = defaultdict(int)
         self._ids = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -334,8 +356,7 @@ class Operator:
                 "recv_batch", {"max": 50, "wait_seconds": 20}, result=RecvBatchResult, timeout=60
             )
             for message in batch.messages:
-                if message.sender in self.replies:
-                    self.replies[message.sender].put_nowait(message.body)
+                self.replies[message.sender].put_nowait(message.body)
 
     def mark(self) -> str:
         self._ids += 1
@@ -511,11 +532,11 @@ def _kb(path: Path, key: str) -> int:
     return 0
 
 
-def idle_memory(bench: Bench) -> dict[str, Any]:
+def idle_memory(bench: Bench, names: list[str]) -> dict[str, Any]:
     """Per agent: VmRSS (and PSS) of the harness process and of its descendants (Claude Code)."""
     children = _children()
     harness_mb, claude_mb, total_mb, pss_mb, processes = [], [], [], [], []
-    for child in bench.harnesses.values():
+    for child in (bench.harnesses[name] for name in names):
         tree = _tree(child.process.pid, children)
         rss = {pid: _kb(Path(f"/proc/{pid}/status"), "VmRSS") for pid in tree}
         pss = sum(_kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in tree)
@@ -537,7 +558,87 @@ def idle_memory(bench: Bench) -> dict[str, Any]:
         "pss_mean": mb(pss_mb) if any(pss_mb) else None,
         "processes_per_agent": max(processes),
         "agents": len(total_mb),
-        "per_agent": {name: round(mb, 1) for name, mb in zip(bench.harnesses, total_mb, strict=True)},
+        "per_agent": {name: round(mb, 1) for name, mb in zip(names, total_mb, strict=True)},
+        "total_mb": round(sum(total_mb), 1),
+        "pss_total_mb": round(sum(pss_mb), 1) if any(pss_mb) else None,
+    }
+
+
+def in_idle_form(child: Child) -> bool:
+    """Whether the harness has exec'd its idle waiter (`--idle` on its command line)."""
+    try:
+        return b"--idle" in Path(f"/proc/{child.process.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+async def until_idle_form(bench: Bench, names: list[str], timeout: float = TURN_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(in_idle_form(bench.harnesses[name]) for name in names):
+        bench.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not in their idle form within {timeout} s: {names}")
+        await asyncio.sleep(0.05)
+
+
+async def idle_closed(bench: Bench, operator: Operator, count: int, settle: float) -> dict[str, Any]:
+    """`count` agents that each ran a turn and then went idle: their memory once all are idle waiters."""
+    names = [f"i{i}" for i in range(count)]
+    started = time.monotonic()
+    for first in range(0, count, BATCH):
+        batch = names[first : first + BATCH]
+        bench.add_agents(batch, IDLE_CLOSE_SECONDS)
+        for name in batch:
+            await operator.wake(name, operator.mark())
+        await operator.until_done(batch, timeout=TURN_TIMEOUT + 10 * len(batch))
+        await until_idle_form(bench, batch)
+    await asyncio.sleep(settle)
+    memory = await asyncio.to_thread(idle_memory, bench, names)
+    memory.pop("per_agent")
+    gib24 = 24 * 1024
+    return {
+        **memory,
+        "when": f"each after one turn and {IDLE_CLOSE_SECONDS:.0f} s without a wake (its idle waiter)",
+        "fit_in_24_gib": {
+            "by_rss": int(gib24 / memory["mean"]),
+            "by_pss": int(gib24 / memory["pss_mean"]) if memory["pss_mean"] else None,
+        },
+        "seconds_to_set_up": round(time.monotonic() - started, 1),
+    }
+
+
+async def cold_wake(bench: Bench, operator: Operator, wakes: int) -> dict[str, Any]:
+    """Wakes of an agent in its idle form: send -> first model request (exec, imports, Claude Code resuming)."""
+    name = "c0"
+    bench.add_agents([name], IDLE_CLOSE_SECONDS)
+    await operator.wake(name, operator.mark())  # its first turn starts the session every later wake resumes
+    await operator.until_done([name])
+    pid = bench.harnesses[name].process.pid
+    total, to_harness, to_claude, sessions = [], [], [], set[str]()
+    since = time.time()
+    for _ in range(wakes):
+        await until_idle_form(bench, [name])
+        mark = operator.mark()
+        await operator.wake(name, mark)
+        returned, returned_wall = time.monotonic(), time.time()
+        request = await asyncio.to_thread(bench.api.wait_for, _first_of(name, mark), TURN_TIMEOUT)
+        await operator.until_done([name])
+        total.append(request.received - returned)
+        sessions.add(request.session)
+        turn_started = bench.turns(name, since)[-1].started_at - returned_wall
+        to_harness.append(turn_started)
+        to_claude.append(request.received - returned - turn_started)
+    observed = percentiles(total)
+    return {
+        **observed,
+        "target_p50_ms": TARGET_COLD_P50_MS,
+        "met": observed["p50"] <= TARGET_COLD_P50_MS,
+        "split_ms": {
+            "send_returned_to_harness_turn_start": percentiles(to_harness),
+            "harness_turn_start_to_api_request": percentiles(to_claude),
+        },
+        "claude_code_sessions": len(sessions),  # 1: every cold wake resumed the same conversation
+        "same_process": bench.harnesses[name].process.pid == pid and bench.harnesses[name].process.poll() is None,
     }
 
 
@@ -550,7 +651,7 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         names = bench.names
         result["warm_up_seconds"] = round(await warm_up(operator, names, args.warmup), 2)
         await asyncio.sleep(args.settle)
-        memory = await asyncio.to_thread(idle_memory, bench)
+        memory = await asyncio.to_thread(idle_memory, bench, names)
         memory.pop("per_agent")
         result["idle_rss_mb_per_agent"] = {**memory, "when": f"idle after {args.warmup} turn(s) each"}
         result["wake_to_turn_start_ms"] = await wake_latency(bench, operator, names[0], args.wakes, args.gap)
@@ -558,7 +659,7 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         if len(names) > 1:
             result["turns_per_second"][str(len(names))] = await turn_rate(bench, operator, names, args.seconds)
         await asyncio.sleep(args.settle)
-        after = await asyncio.to_thread(idle_memory, bench)
+        after = await asyncio.to_thread(idle_memory, bench, names)
         turns = {name: len(bench.turns(name)) for name in names}
         busiest = max(names, key=lambda name: turns[name])
         result["idle_rss_mb_per_agent"]["after_all_turns"] = {
@@ -566,10 +667,33 @@ async def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "max": after["max"],
             "busiest_agent": {"name": busiest, "turns": turns[busiest], "mb": after["per_agent"][busiest]},
         }
+        if args.cold_wakes:
+            result["cold_wake_ms"] = await cold_wake(bench, operator, args.cold_wakes)
+        if args.idle_agents:
+            result["idle_closed"] = await idle_closed(bench, operator, args.idle_agents, args.settle)
     wake = result["wake_to_turn_start_ms"]
     result["targets"] = {
         "wake_to_turn_start_p99_ms": {"target": TARGET_WAKE_MS, "observed": wake["p99"], "met": wake["met"]},
+        "warm_wake_p50_ms": {
+            "target": TARGET_WARM_P50_MS,
+            "observed": wake["p50"],
+            "met": wake["p50"] <= TARGET_WARM_P50_MS,
+        },
     }
+    if "cold_wake_ms" in result:
+        cold = result["cold_wake_ms"]
+        result["targets"]["cold_wake_p50_ms"] = {
+            "target": TARGET_COLD_P50_MS,
+            "observed": cold["p50"],
+            "met": cold["met"],
+        }
+    if "idle_closed" in result:
+        idle = result["idle_closed"]["mean"]
+        result["targets"]["idle_closed_rss_mb"] = {
+            "target": TARGET_IDLE_MB,
+            "observed": idle,
+            "met": idle <= TARGET_IDLE_MB,
+        }
     return result
 
 
@@ -596,10 +720,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="turns per agent before measuring (default 2)")
     parser.add_argument("--gap", type=float, default=0.2, help="idle seconds before each timed wake (default 0.2)")
     parser.add_argument("--settle", type=float, default=2.0, help="idle seconds before reading memory (default 2)")
+    parser.add_argument("--idle-agents", type=int, default=50, help="agents measured idle-closed (default 50)")
+    parser.add_argument("--cold-wakes", type=int, default=10, help="wakes of an idle-closed agent timed (default 10)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary hive and logs, and say where")
     args = parser.parse_args()
     if args.agents < 1 or args.wakes < 1 or args.warmup < 1:
         parser.error("--agents, --wakes and --warmup must be at least 1")
+    if args.idle_agents < 0 or args.cold_wakes < 0:
+        parser.error("--idle-agents and --cold-wakes must be at least 0")
     signal.signal(signal.SIGTERM, _interrupt)
     started, load_before = time.monotonic(), [round(x, 2) for x in os.getloadavg()]
     try:

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.serving import MCP_PATH
+from hyperhive.servers.common.registry import MCP_PATH
 
 log = logging.getLogger("hyperhive.client")
 

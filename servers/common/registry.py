@@ -29,6 +29,8 @@ from hyperhive.servers.common.access import (
     ToolAccess,
 )
 
+MCP_PATH: Final = "/mcp"  # every server's MCP endpoint (clients need it without the serving stack)
+
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:

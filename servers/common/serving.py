@@ -27,10 +27,9 @@ from starlette.requests import ClientDisconnect
 
 from hyperhive.servers.common.config import Listen, ServingSettings
 from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
+from hyperhive.servers.common.registry import MCP_PATH
 
 log = logging.getLogger("hyperhive.serving")
-
-MCP_PATH = "/mcp"
 
 
 class _CalmDisconnects(logging.Filter):
