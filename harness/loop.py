@@ -189,6 +189,7 @@ class Harness:
         if not outcome.ok:
             log.warning("turn %d ended: %s", turn_id, "cancelled by the operator" if cancelled else outcome.error)
         await self._ack(ids)
+        await self.recorder.set("idle")  # handled: a restart from here on has nothing to hand back
         await self.notes.keep_short(self.model())
 
     async def _turn(self, prompt: str, model: str, turn_id: int) -> tuple[TurnOutcome, bool]:
@@ -238,25 +239,34 @@ class Harness:
                 await keeper
 
     async def _release(self, ids: list[int]) -> None:
-        """Messages a previous run of this harness was handling when it died: deliver them again now,
-        not when their lease runs out."""
-        log.info("handing messages %s back for redelivery: the last run ended in the middle of a turn", ids)
-        await self._persist("releasing unfinished messages", lambda: self.broker.lease(ids, 0))
+        """Messages this harness holds but will not handle now (a previous run died mid-turn, or it
+        must wait): deliver them again now, not when their lease runs out."""
+        log.info("handing messages %s back for redelivery", ids)
+        try:
+            await self._persist("releasing messages", lambda: self.broker.lease(ids, 0), refusal_is_final=True)
+        except ToolError as e:  # acked already (the last run died just after its ack): nothing to hand back
+            log.warning("handing back messages %s: %s; any still leased come back when their lease ends", ids, e)
 
     async def _ack(self, ids: list[int]) -> None:
-        await self._persist("acknowledging messages", lambda: self.broker.ack(ids))
+        try:
+            await self._persist("acknowledging messages", lambda: self.broker.ack(ids), refusal_is_final=True)
+        except ToolError as e:  # not ours: asking again would not change that
+            log.warning("acknowledging messages %s: %s", ids, e)
 
-    async def _persist(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _persist(self, doing: str, call: Callable[[], Awaitable[T]], *, refusal_is_final: bool = False) -> T:
         """Call the broker until it answers; the reason it does not is the harness's state meanwhile.
 
         Only calls that are safe to repeat come here: recv and recv_batch lease (a lost answer's
-        messages come back when the lease ends), ack and lease are idempotent.
+        messages come back when the lease ends), ack and lease are idempotent. `refusal_is_final`:
+        a ToolError (the server refused these arguments) is raised, not tried again.
         """
         backoff = Backoff(1.0, 30.0)
         while True:
             try:
                 return await call()
             except (ServerUnavailable, AuthRefused, ToolError) as e:
+                if refusal_is_final and isinstance(e, ToolError):
+                    raise
                 reason = f"{doing}: {e}; trying again in {backoff.next_delay:.0f} s"
                 log.warning("%s", reason)
                 await self.recorder.set("error", reason=reason)

@@ -263,3 +263,18 @@ async def test_a_handoff_the_turn_loop_cannot_take_now_goes_back_to_the_inbox(
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
+
+
+async def test_a_restart_after_its_messages_were_acked_does_not_hang_on_releasing_them(
+    hive: Hive, broker: BrokerEndpoint, tmp_path: Path
+) -> None:
+    """turn.json still named the messages of a turn whose ack went through (the harness died right
+    after it): handing them back is refused by the broker, and that must not stall the harness."""
+    alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
+    info = _info(tmp_path, hive, broker.url, bob, idle_close_seconds=1.0, env={"ANTHROPIC_API_KEY": "sk-x"})
+    first = await _send(broker, alice, bob, "handled already")
+    await broker.client(bob).call("recv", {"ack": False})
+    await broker.client(bob).call("ack", {"ids": [first]})
+    left = TurnState(state="running", since=time.time(), turn=1, messages=1, leased=[first])
+    (Path(info.harness_dir) / "turn.json").write_text(left.model_dump_json())
+    assert await asyncio.wait_for(Harness(info).run(), 15)  # went idle, not stuck releasing
