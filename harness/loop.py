@@ -84,7 +84,7 @@ class Harness:
     # ------------------------------------------------------------------------------------ loop
     async def run(self) -> None:
         previous = await self.recorder.open()
-        self._restart_note = restart_note(previous)
+        self._restart_note = restart_note(previous, self.info.start)
         try:
             if previous is not None and previous.leased:
                 await self._release(previous.leased)
