@@ -121,3 +121,6 @@ class SessionRecord(BaseModel):
     resumable: bool = False  # a turn has ended in it (before that there is nothing to resume)
     resume_failures: int = 0  # in a row; at RESUME_ATTEMPTS the harness starts a fresh session
     reset_request: str | None = None  # the last reset_session request (RESET_FILE) carried out
+    # Why this session replaced another: said before each prompt until a turn in it ran through, so
+    # a harness that restarts before then still says it.
+    fresh_note: str | None = None
