@@ -76,6 +76,7 @@ async def test_an_env_file_reaches_the_harness_and_a_broken_one_refuses_the_star
             "ANTHROPIC_API_KEY": "sk-from-file",
             "EXTRA": "1",
         }
+        assert info["start"] == {"reason": "boot", "detail": ""}  # started as the lifecycle server came up
 
         secrets.write_text("ANTHROPIC_API_KEY=ok\nno equals sign here\n")
         await hivemind.call("stop", name="manager")
