@@ -156,7 +156,6 @@ class ClaudeSession:
         self.record = load_session_record(self._record_path)
         self._resuming = False  # the live Claude Code resumed the record's session; no turn has ended in it yet
         self.reset_wanted: str | None = None  # why the next turn starts a fresh session
-        self._fresh_note: str | None = None  # said before the first prompt of a session that replaced one
 
     def options(self, model: str, *, resume: str | None = None, session_id: str | None = None) -> ClaudeAgentOptions:
         servers: dict[str, McpServerConfig] = self.info.mcp_config()  # type: ignore[assignment]
@@ -194,7 +193,8 @@ class ClaudeSession:
         self._last_stderr.clear()
         try:
             client = await self._ready(model)
-            await client.query(f"{self._fresh_note}\n\n{prompt}" if self._fresh_note else prompt)
+            note = self.record.fresh_note if self.record else None
+            await client.query(f"{note}\n\n{prompt}" if note else prompt)
             outcome = await self._collect(client)
         except ClaudeSDKError as e:
             await self.close()  # a failed CLI: the next turn starts Claude Code again
@@ -203,10 +203,15 @@ class ClaudeSession:
                 self._resume_failed(why)
             return TurnOutcome(ok=False, terminal_reason="cli_error", error=why, retry=True)
         self._resuming = False
-        self._fresh_note = None
         record = self.record
-        if record is not None and (not record.resumable or record.resume_failures):  # written only when it changes
-            self._save(record.model_copy(update={"resumable": True, "resume_failures": 0}))
+        if record is not None:  # written only when it changes
+            update: dict[str, object] = {}
+            if not record.resumable or record.resume_failures:
+                update.update(resumable=True, resume_failures=0)
+            if outcome.ok and record.fresh_note:  # said until a turn of the new session ran through
+                update.update(fresh_note=None)
+            if update:
+                self._save(record.model_copy(update=update))
         return outcome
 
     async def _ready(self, model: str) -> ClaudeSDKClient:
@@ -214,10 +219,11 @@ class ClaudeSession:
         if request is not None:
             self.reset_wanted = "the operator asked for a fresh session (reset_session)"
         handled = request or (self.record.reset_request if self.record else None)
+        note = None
         if self.reset_wanted:
             log.info("starting a fresh Claude Code session: %s", self.reset_wanted)
             await self.close()
-            self._fresh_note = fresh_session_note(self.reset_wanted)
+            note = fresh_session_note(self.reset_wanted)
             self._save(None)
             self.reset_wanted = None
         if self._client is None:
@@ -225,8 +231,11 @@ class ClaudeSession:
             if record is not None and record.resumable:
                 log.info("resuming Claude Code session %s", record.session_id)
                 options = self.options(model, resume=record.session_id)
-            else:  # nothing to resume (none yet, or its first turn never ended): a new one
-                record = SessionRecord(session_id=str(uuid.uuid4()), started_at=time.time(), reset_request=handled)
+            else:  # nothing to resume (none yet, or its first turn never ended): a new one, still saying why
+                note = note or (record.fresh_note if record else None)
+                record = SessionRecord(
+                    session_id=str(uuid.uuid4()), started_at=time.time(), reset_request=handled, fresh_note=note
+                )
                 self._save(record)
                 options = self.options(model, session_id=record.session_id)
             self._resuming = record.resumable

@@ -32,7 +32,7 @@ from hyperhive.servers.broker.client import BrokerClient
 from hyperhive.servers.broker.models import Message, RecvBatchResult
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
-from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo
+from hyperhive.servers.common.harnessdir import CANCEL_FILE, CREDENTIALS, MODEL_FILE, HarnessInfo, TurnState
 from hyperhive.servers.lifecycle.client import LifecycleClient
 
 log = logging.getLogger("hyperhive.harness")
@@ -50,8 +50,17 @@ T = TypeVar("T")
 
 
 class Harness:
-    def __init__(self, info: HarnessInfo, *, session: ClaudeSession | None = None) -> None:
+    def __init__(
+        self,
+        info: HarnessInfo,
+        *,
+        session: ClaudeSession | None = None,
+        from_idle: bool = False,
+        note_pending: bool = False,
+    ) -> None:
         self.info = info
+        self.from_idle = from_idle  # exec'd by the idle waiter: the same run of the sandbox goes on
+        self.note_pending = note_pending  # and the restart note was not said before it went idle
         self.harness_dir = Path(info.harness_dir)
         self.control = self.harness_dir / CREDENTIALS  # read-only: written by the lifecycle server
         self.token_path = Path(info.token_file)
@@ -63,6 +72,11 @@ class Harness:
         self._failures = 0
         self._restart_note: str | None = None  # said before the first wake after a restart
         self._idle_since = time.monotonic()  # when the last turn ended (or the harness started)
+
+    @property
+    def restart_note_pending(self) -> bool:
+        """The restart note is still to be said (no wake came yet): carried across the idle form."""
+        return self._restart_note is not None
 
     def _lifecycle(self) -> LifecycleClient | None:
         """Where turn stats go (record_turn): the lifecycle server, if hive.json names it."""
@@ -88,7 +102,11 @@ class Harness:
         """Turns until cancelled; returns True once it has been idle for idle_close_seconds (the
         caller then execs the idle waiter, which holds no Claude Code and little memory)."""
         previous = await self.recorder.open()
-        self._restart_note = restart_note(previous)
+        if self.from_idle:  # the same run went on from its idle form: a note not said yet is still due
+            idle = TurnState(state="idle", since=time.time())
+            self._restart_note = restart_note(idle, self.info.start) if self.note_pending else None
+        else:
+            self._restart_note = restart_note(previous, self.info.start)
         handoff = take_wake(self.harness_dir, time.time())  # what the idle waiter received
         try:
             if previous is not None and previous.leased:

@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start as the idle waiter (the turn loop execs it after idle_close_seconds without a wake)",
     )
+    # Set by the harness itself across its execs (the same run of the sandbox goes on):
+    parser.add_argument("--from-idle", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--note-pending", action="store_true", help=argparse.SUPPRESS)  # a restart note is due
     return parser.parse_args(argv)
 
 
@@ -81,8 +84,9 @@ def scrub_environment(info: HarnessInfo) -> None:
             del os.environ[key]
 
 
-async def run_turn_loop(info: HarnessInfo) -> bool:
-    """The turn loop until SIGTERM (False) or until it has been idle long enough to exec the idle waiter (True)."""
+async def run_turn_loop(info: HarnessInfo, *, from_idle: bool, note_pending: bool) -> tuple[bool, bool]:
+    """The turn loop until SIGTERM or until it has been idle long enough to exec the idle waiter:
+    (whether it went idle, whether its restart note is still to be said)."""
     from hyperhive.harness.loop import Harness
 
     task = asyncio.current_task()
@@ -90,9 +94,10 @@ async def run_turn_loop(info: HarnessInfo) -> bool:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
+    harness = Harness(info, from_idle=from_idle, note_pending=note_pending)
     with contextlib.suppress(asyncio.CancelledError):
-        return await Harness(info).run()
-    return False
+        return await harness.run(), harness.restart_note_pending
+    return False, False
 
 
 def run_idle_waiter(info: HarnessInfo) -> None:
@@ -107,9 +112,12 @@ def run_idle_waiter(info: HarnessInfo) -> None:
     wait_for_messages(info)
 
 
-def exec_form(idle: bool, environment: dict[str, str]) -> NoReturn:
+def exec_form(idle: bool, environment: dict[str, str], *, note_pending: bool) -> NoReturn:
     """Replace this process (same pid, same sandbox) with the harness in its other form."""
-    argv = [arg for arg in sys.orig_argv if arg != "--idle"] + (["--idle"] if idle else [])
+    ours = ("--idle", "--from-idle", "--note-pending")
+    argv = [arg for arg in sys.orig_argv if arg not in ours]
+    argv += ["--idle"] if idle else ["--from-idle"]
+    argv += ["--note-pending"] if note_pending else []
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv[1:]], environment)
@@ -132,9 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.idle:
         run_idle_waiter(info)
         log.info("messages arrived: starting the turn loop")
-        exec_form(idle=False, environment=environment)
+        exec_form(idle=False, environment=environment, note_pending=args.note_pending)
     log.info("harness of %s (%s) starting; model %s", info.agent, info.role, info.model)
-    if asyncio.run(run_turn_loop(info)):
+    went_idle, note_pending = asyncio.run(run_turn_loop(info, from_idle=args.from_idle, note_pending=args.note_pending))
+    if went_idle:
         log.info("no wake for %.0f s: Claude Code is closed; the idle waiter takes over", info.idle_close_seconds)
-        exec_form(idle=True, environment=environment)
+        exec_form(idle=True, environment=environment, note_pending=note_pending)
     log.info("stopped")

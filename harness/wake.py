@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from hyperhive.servers.broker.models import Message
 from hyperhive.servers.common.events import HELPER_EVENT
-from hyperhive.servers.common.harnessdir import TurnState
+from hyperhive.servers.common.harnessdir import SandboxStart, TurnState
 
 # What the manager should do about each helper event: a reminder, the system prompt has the rest.
 MANAGER_HINTS: dict[str, str] = {
@@ -76,13 +76,42 @@ def _event_summary(event: dict[str, Any], fallback: str) -> tuple[str, str]:
     return parsed.summary(), parsed.type
 
 
-def restart_note(previous: TurnState | None) -> str | None:
-    """What the first wake after a restart starts with, from the turn state the last run left behind:
-    a turn it was running (or retrying) never finished. None when it was idle or there was no last run."""
-    if previous is None or previous.state not in ("running", "error") or not previous.leased:
+def restart_note(previous: TurnState | None, start: SandboxStart | None) -> str | None:
+    """What the first wake after a restart starts with: what happened to the sandbox (`start`, from
+    hive.json) and, from the turn state the last run left behind, whether a turn it was running (or
+    retrying) was cut short. An idle agent hears only of a crash (something it left running may have
+    caused it) or a rebuild (its tools or instructions may differ); nothing after its first start."""
+    if previous is None:
         return None
-    return (
-        "[hyperhive] Your sandbox was restarted (after a crash, a stop or a rebuild) while your last turn "
-        "was running: it may not have finished. Check what it did (files, messages you sent, notes.md) "
-        "before you go on; the messages it was handling follow again."
-    )
+    what = _what_happened(start)
+    if previous.state in ("running", "error") and previous.leased:
+        return (
+            f"[hyperhive] Your sandbox was {what} while your last turn was running: it may not have finished. "
+            "Check what it did (files, messages you sent, notes.md) before you go on; the messages it was "
+            "handling follow again."
+        )
+    if start is not None and start.reason == "crashed":
+        return f"[hyperhive] Your sandbox was {what} while you were waiting for messages; no turn was cut short."
+    if start is not None and start.reason == "rebuilt":
+        return f"[hyperhive] Your sandbox was {what} since your last turn: your tools or instructions may have changed."
+    return None
+
+
+def _what_happened(start: SandboxStart | None) -> str:
+    """ "restarted after a crash (exit 137)", "rebuilt (config 3f2a… was applied)" …"""
+    if start is None:  # an older hive.json: it does not say
+        return "restarted (after a crash, a stop or a rebuild)"
+    detail = start.detail
+    match start.reason:
+        case "crashed":
+            return f"restarted after a crash ({detail})" if detail else "restarted after a crash"
+        case "rebuilt":
+            return f"rebuilt ({detail})" if detail else "rebuilt"
+        case "restarted":
+            return f"restarted {detail}".rstrip()
+        case "started":
+            return f"stopped and started again {detail}".rstrip()
+        case "boot":
+            return "started again as the hive came up (its lifecycle server restarted, e.g. after a reboot)"
+        case "created":
+            return "destroyed and created again (your files were kept)"

@@ -31,6 +31,21 @@ SESSION_FILE: Final = "session.json"  # SessionRecord: kept across harness resta
 WAKE_FILE: Final = "wake.json"  # messages the idle waiter received, for the turn loop it execs (harness/idle.py)
 
 
+# Why lifecycle started this run of the sandbox (HarnessInfo.start): the harness's first wake says it.
+StartReason = Literal["created", "started", "restarted", "crashed", "rebuilt", "boot"]
+
+
+class SandboxStart(BaseModel):
+    """Why this run of the sandbox started: its first start (created), a start after a stop (started),
+    a restart (restarted), a restart after a crash (crashed, detail: how it ended), a rebuild (rebuilt,
+    detail: why) or the lifecycle server coming up with the agent meant to run (boot)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StartReason
+    detail: str = ""  # "exit 137", "killed by SIGKILL", "a new config was applied", "by operator" …
+
+
 class HarnessInfo(BaseModel):
     """hive.json: who the agent is, where its servers are, and what its Claude Code may do."""
 
@@ -54,6 +69,7 @@ class HarnessInfo(BaseModel):
     context_reset_tokens: int = 150_000
     usd_per_turn: float | None = None  # agent.toml [budget]: Claude Code's --max-budget-usd
     idle_close_seconds: float = 300.0  # Claude Code is closed after this long without a wake
+    start: SandboxStart | None = None  # why this run started (None: not said, e.g. `hive mcp-config`)
 
     def tool_names(self) -> list[str]:
         """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""
@@ -106,3 +122,6 @@ class SessionRecord(BaseModel):
     resumable: bool = False  # a turn has ended in it (before that there is nothing to resume)
     resume_failures: int = 0  # in a row; at RESUME_ATTEMPTS the harness starts a fresh session
     reset_request: str | None = None  # the last reset_session request (RESET_FILE) carried out
+    # Why this session replaced another: said before each prompt until a turn in it ran through, so
+    # a harness that restarts before then still says it.
+    fresh_note: str | None = None

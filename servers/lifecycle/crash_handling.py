@@ -20,6 +20,7 @@ from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import ContainerCrash, HelperEvent
+from hyperhive.servers.common.harnessdir import SandboxStart
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import Change, Restarted, SandboxBackend
 from hyperhive.servers.lifecycle.restart_policy import RestartSettings, decide
@@ -40,7 +41,7 @@ class CrashHandling:
     setup: SandboxSetup
     locks: AgentLocks
     _: KW_ONLY
-    launch: Callable[[str], Awaitable[None]]  # start it from its applied config; the caller holds the agent
+    launch: Callable[[str, SandboxStart], Awaitable[None]]  # start it from its applied config; the caller holds it
     announce: Callable[[HelperEvent], Awaitable[None]]
     clock: Callable[[], float]
     # Stops we asked for, not yet seen ending.
@@ -127,7 +128,9 @@ class CrashHandling:
         async with self.locks.exclusive(name, "restarting after a crash"):
             await self.store.count_restart(name)
             try:
-                await self.launch(name)
+                await self.launch(
+                    name, SandboxStart(reason="crashed", detail=how_it_ended(row.last_exit_code, row.last_signal))
+                )
             except Refused as e:
                 log.error("restarting %s after its crash failed: %s", name, e)
                 await self._on_change(Change(name, at=self.clock()))
@@ -148,6 +151,13 @@ def _crash_event(change: Change, restarts: int, will_restart: bool, lines: list[
         last_lines=lines,
         reason=change.reason,
     )
+
+
+def how_it_ended(exit_code: int | None, signal_number: int | None) -> str:
+    """A crashed run's end as its next run's harness tells the agent: "exit 137", "killed by SIGKILL"."""
+    if signal_number is not None:
+        return f"killed by {signal_name(signal_number)}"
+    return f"exit {exit_code}" if exit_code is not None else ""
 
 
 def signal_name(number: int | None) -> str | None:

@@ -31,6 +31,7 @@ from hyperhive.servers.common.harnessdir import (
     TURN_STATE,
     TURN_STATE_MAX_BYTES,
     HarnessInfo,
+    SandboxStart,
     TurnState,
 )
 from hyperhive.servers.common.registry import SERVER_NAMES
@@ -39,7 +40,8 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 CANCEL_WAIT: Final = 5.0  # cancel_turn waits this long for the harness to end the turn
 
 
-def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessInfo:
+def harness_info(config: HiveConfig, name: str, agent: AgentConfig, start: SandboxStart | None = None) -> HarnessInfo:
+    """hive.json for `name`; `start`: why lifecycle starts its sandbox now (its harness tells the agent)."""
     paths = AgentPaths.of(config, name)
     settings = config.harness
     from_file = read_env_file(config.home / settings.env_file) if settings.env_file else {}  # ConfigError
@@ -63,6 +65,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig) -> HarnessIn
         context_reset_tokens=settings.context_reset_tokens,
         usd_per_turn=agent.budget.usd_per_turn,
         idle_close_seconds=settings.idle_close_seconds,
+        start=start,
     )
 
 

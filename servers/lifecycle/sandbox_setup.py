@@ -24,7 +24,7 @@ from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
-from hyperhive.servers.common.harnessdir import TOKEN_FILE
+from hyperhive.servers.common.harnessdir import TOKEN_FILE, SandboxStart
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.principals import Principal, Role
@@ -59,11 +59,12 @@ class SandboxSetup:
         self.store = store
         self.clock = clock
 
-    def prepare_start(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
-        """A fresh token and hive.json for the harness, and the spec to start it with. Blocking."""
+    def prepare_start(self, name: str, config: AgentConfig, uid: int | None, start: SandboxStart) -> SandboxSpec:
+        """A fresh token and hive.json for the harness (with why it starts), and the spec to start it
+        with. Blocking."""
         paths = AgentPaths.of(self.config, name)
         self._write_token(paths, config, uid)
-        info = harness_info(self.config, name, config)
+        info = harness_info(self.config, name, config, start)
         write_atomic(paths.hive_json, info.model_dump_json(indent=2), mode=0o644)
         paths.cancel_request.unlink(missing_ok=True)  # meant for a turn of the run before
         return self.spec(name, config, uid)

@@ -269,7 +269,7 @@ def create(
     @mcp.tool
     async def start(name: Name) -> AgentInfo:
         """Start a stopped or failed agent."""
-        return await acted("start", name, supervisor.start)
+        return await acted("start", name, partial(supervisor.start, by=caller().name))
 
     @mcp.tool
     async def stop(name: Name) -> AgentInfo:
@@ -279,7 +279,7 @@ def create(
     @mcp.tool
     async def restart(name: Name) -> AgentInfo:
         """Stop an agent if it runs, then start it."""
-        return await acted("restart", name, supervisor.restart)
+        return await acted("restart", name, partial(supervisor.restart, by=caller().name))
 
     @mcp.tool
     async def kill(name: Name) -> AgentInfo:
@@ -289,7 +289,7 @@ def create(
     @mcp.tool
     async def rebuild(name: Name) -> AgentInfo:
         """Rebuild an agent's sandbox from its applied config (restarting it if it runs)."""
-        return await acted("rebuild", name, supervisor.rebuild)
+        return await acted("rebuild", name, partial(supervisor.rebuild, by=caller().name))
 
     @mcp.tool
     async def rebuild_stale() -> RebuildResult:

@@ -24,7 +24,7 @@ import anyio
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import Destroyed, HelperEvent, Killed, Rebuilt, Spawned
-from hyperhive.servers.common.harnessdir import TurnState
+from hyperhive.servers.common.harnessdir import SandboxStart, StartReason, TurnState
 from hyperhive.servers.common.instances import end_instances
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.keys import SigningKey
@@ -46,6 +46,7 @@ from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 from hyperhive.servers.lifecycle.version import installed_version
 
 log = logging.getLogger("hyperhive.lifecycle")
+UPDATED = "hyperhive was updated"  # why a stale agent is rebuilt (rebuild_stale, rebuild_stale_on_start)
 
 
 class AgentSupervisor(AgentReadings):
@@ -118,8 +119,8 @@ class AgentSupervisor(AgentReadings):
         if self.config.lifecycle.rebuild_stale_on_start:
             for row in await self._stale():
                 with contextlib.suppress(Refused):
-                    await self.rebuild(row.name)
-        await startup.start_wanted(await self.store.agents(), self.start)
+                    await self.rebuild(row.name, why=UPDATED)
+        await startup.start_wanted(await self.store.agents(), partial(self.start, reason="boot"))
 
     # -------------------------------------------------------------------------------- creating
     async def create(
@@ -142,7 +143,7 @@ class AgentSupervisor(AgentReadings):
             await self.provisioning.check_new(name, ref, expected_base)
             proposed, applied = await self.provisioning.provision(name, "agent", ref)
             await self.store.add(name, self.clock(), applied, proposed)
-            await self._launch(name)
+            await self._launch(name, SandboxStart(reason="created"))
             await self._announce(Spawned(agent=name, sha=proposed))
         return await self.row(name), False
 
@@ -165,13 +166,14 @@ class AgentSupervisor(AgentReadings):
             return await self.provisioning.make_draft(name)
 
     # ---------------------------------------------------------------------------- start & stop
-    async def start(self, name: str) -> AgentRow:
+    async def start(self, name: str, *, by: str = "", reason: StartReason = "started") -> AgentRow:
+        """Start it (`by` whom, for its harness to say; reason "boot": this server coming up starts it)."""
         row = await self.row(name)
         async with self.locks.exclusive(name, "starting"):
             if row.state == "running":
                 raise Refused(f"{name} is already running")
             await self.store.want_running(name)
-            await self._launch(name)
+            await self._launch(name, SandboxStart(reason=reason, detail=_by(by)))
         return await self.row(name)
 
     async def stop(self, name: str) -> AgentRow:
@@ -184,13 +186,13 @@ class AgentSupervisor(AgentReadings):
                 await self.store.mark_stopped(name)
         return await self.row(name)
 
-    async def restart(self, name: str) -> AgentRow:
+    async def restart(self, name: str, *, by: str = "") -> AgentRow:
         row = await self.row(name)
         async with self.locks.exclusive(name, "restarting"):
             if row.state in ("running", "starting"):
                 await self._stop_sandbox(name)
             await self.store.want_running(name)
-            await self._launch(name)
+            await self._launch(name, SandboxStart(reason="restarted", detail=_by(by)))
         return await self.row(name)
 
     async def kill(self, name: str, by: str) -> AgentRow:
@@ -203,8 +205,9 @@ class AgentSupervisor(AgentReadings):
             await self._announce(Killed(agent=name, by=by))
         return await self.row(name)
 
-    async def _launch(self, name: str, *, rebuild: bool = False) -> None:
-        """Start the sandbox from the applied config (rebuilt first with `rebuild`). The caller holds the agent."""
+    async def _launch(self, name: str, start: SandboxStart, *, rebuild: bool = False) -> None:
+        """Start the sandbox from the applied config (rebuilt first with `rebuild`); hive.json says why
+        (`start`). The caller holds the agent."""
         if self._closing:
             raise Refused("the lifecycle server is stopping; nothing is started now")
         config = self.agents.get(name)
@@ -219,7 +222,7 @@ class AgentSupervisor(AgentReadings):
         await self.store.mark_changing(name, "starting")
         self.crashes.not_coming_back(name)  # what the platform was restarting is started now
         try:
-            spec = await anyio.to_thread.run_sync(self.setup.prepare_start, name, config, uid)
+            spec = await anyio.to_thread.run_sync(self.setup.prepare_start, name, config, uid, start)
             if row.built_version is None:  # its first start: prepare what the backend needs
                 await self.backend.create(spec)
             elif rebuild or self.needs_update(row):  # a config applied, or another hyperhive, since it was built
@@ -275,13 +278,14 @@ class AgentSupervisor(AgentReadings):
 
     async def _finish_apply(self, name: str, proposed: str, applied: str) -> None:
         await self.store.set_applied(name, applied, proposed)
-        await self._rebuild_held(name)
+        await self._rebuild_held(name, f"config {proposed[:12]} was applied")
         await self._announce(Rebuilt(agent=name, sha=proposed))
 
-    async def rebuild(self, name: str) -> AgentRow:
+    async def rebuild(self, name: str, *, by: str = "", why: str = "") -> AgentRow:
+        """Rebuild it from its applied config (`why`, or `by` whom, for its harness to say)."""
         await self.row(name)
         async with self.locks.exclusive(name, "being rebuilt"):
-            await self._rebuild_held(name)
+            await self._rebuild_held(name, why or _by(by))
             await self._announce(Rebuilt(agent=name, sha=(await self.row(name)).applied_sha))
         return await self.row(name)
 
@@ -290,14 +294,14 @@ class AgentSupervisor(AgentReadings):
             row.name for row in startup.manager_first([r for r in await self.store.agents() if self.needs_update(r)])
         ]
         for name in stale:
-            await self.rebuild(name)
+            await self.rebuild(name, why=UPDATED)
         return stale
 
     async def _stale(self) -> list[AgentRow]:
         """The agents that need_update, the manager first."""
         return startup.manager_first([r for r in await self.store.agents() if self.needs_update(r)])
 
-    async def _rebuild_held(self, name: str) -> None:
+    async def _rebuild_held(self, name: str, why: str) -> None:
         row = await self.row(name)
         if row.state in ("running", "starting"):
             await self._stop_sandbox(name)
@@ -305,7 +309,7 @@ class AgentSupervisor(AgentReadings):
         if config is None:
             raise Refused(f"{name} has no applied config")
         if row.desired == "running":
-            await self._launch(name, rebuild=True)
+            await self._launch(name, SandboxStart(reason="rebuilt", detail=why), rebuild=True)
         else:
             spec = self.setup.spec(name, config, await self.provisioning.uid(name))
             try:
@@ -369,3 +373,7 @@ class AgentSupervisor(AgentReadings):
     async def _announce(self, event: HelperEvent) -> None:
         """Tell the manager, through the broker, as soon as it can be delivered."""
         await self.kit.outbox.post(MANAGER, event)
+
+
+def _by(who: str) -> str:
+    return f"by {who}" if who else ""

@@ -184,3 +184,58 @@ async def test_a_resumed_session_runs_with_the_prompt_of_the_config_now(api: Scr
         assert "Be brief." in request.system_text
     finally:
         await rebuilt.close()
+
+
+async def test_the_reset_note_survives_a_restart_before_the_fresh_sessions_first_turn_ran_through(
+    api: ScriptedAPI, tmp_path: Path
+) -> None:
+    """The note that says the conversation is new is kept in session.json until a turn of the fresh
+    session runs through: a harness that restarts (or a turn that fails) before that says it again."""
+    session = _session(api, tmp_path)
+    try:
+        assert (await session.turn(f"remember this: {FACT}", "sonnet")).ok
+        (tmp_path / "harness" / CREDENTIALS).mkdir()
+        (tmp_path / "harness" / CREDENTIALS / RESET_FILE).write_text("1700000000000\n")
+        api.script(when="first after the reset", steps=[Fail(529, times=1)], times=1)
+        failed = await session.turn("first after the reset", "sonnet")
+        assert not failed.ok and failed.retry
+        assert "the operator asked for a fresh session" in api.snapshot()[-1].wake
+    finally:
+        await session.close()  # the harness restarts (a crash, a rebuild) before the retry
+
+    restarted = _session(api, tmp_path)
+    try:
+        assert (await restarted.turn("the retry after a restart", "sonnet")).ok
+        retry = api.snapshot()[-1]
+        assert not _told(retry) and "the retry after a restart" in retry.wake
+        assert "new Claude Code session: the operator asked for a fresh session" in retry.wake
+        assert (await restarted.turn("the next wake", "sonnet")).ok  # said until a turn ran through, then not
+        assert "new Claude Code session" not in api.snapshot()[-1].wake
+    finally:
+        await restarted.close()
+    record = SessionRecord.model_validate_json((tmp_path / "harness" / SESSION_FILE).read_text())
+    assert record.fresh_note is None and record.session_id == retry.session
+
+
+async def test_the_reset_note_survives_a_fresh_session_that_never_started(api: ScriptedAPI, tmp_path: Path) -> None:
+    """Claude Code fails to start for the fresh session (nothing to resume yet): the next harness starts
+    another new session, and still says why the conversation is new."""
+    session = _session(api, tmp_path)
+    try:
+        assert (await session.turn(f"remember this: {FACT}", "sonnet")).ok
+    finally:
+        await session.close()
+    (tmp_path / "harness" / CREDENTIALS).mkdir()
+    (tmp_path / "harness" / CREDENTIALS / RESET_FILE).write_text("1700000000000\n")
+    broken = _session(api, tmp_path, state_dir=str(tmp_path / "missing"))  # its cwd is gone: it cannot start
+    try:
+        assert (await broken.turn("never seen", "sonnet")).terminal_reason == "cli_error"
+    finally:
+        await broken.close()
+    restarted = _session(api, tmp_path)
+    try:
+        assert (await restarted.turn("after the restart", "sonnet")).ok
+        request = api.snapshot()[-1]
+        assert not _told(request) and "new Claude Code session: the operator asked for a fresh session" in request.wake
+    finally:
+        await restarted.close()

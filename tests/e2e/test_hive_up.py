@@ -583,3 +583,123 @@ def _processes_under(home: Path) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
+
+
+FACT = "e2e-13 the launch code is PURPLE-OTTER-42"
+
+
+@pytest.mark.timeout(360)
+async def test_13_alices_conversation_survives_renewal_crash_rebuild_and_idle_close_until_a_reset(
+    running: RunningHive,
+) -> None:
+    """A fact told to alice is in the conversation her Claude Code sends the model after (a) a token
+    renewal, (b) kill -9 of her harness mid-turn (and the crash note says so), (c) a rebuild and (d) an
+    idle close and a wake: one session throughout; `hive reset-session` then starts an empty one."""
+    api = running.api
+
+    async def wake(body: str, *, position: int = 0) -> Request:
+        api.script(agent="alice", when=body, steps=[Say("ok")], times=1)
+        await running.call("broker", "send", to="alice", body=body)
+        return running.wait_for(
+            f"alice woke on {body!r}",
+            lambda r: r.agent == "alice" and body in r.wake and r.position == position,
+            timeout=90,
+        )
+
+    def told(request: Request) -> bool:
+        return FACT in json.dumps(request.messages)
+
+    first = await wake(f"e2e-13 remember this: {FACT}")
+    session = first.session
+    assert session and told(first)
+    await running.until("alice", lambda s: s["turn"]["state"] == "idle")
+    before = await running.status("alice")
+
+    # (a) A token renewal: a lifecycle server that starts renews every running agent's token at once.
+    # It also reads hive.toml again: alice's next runs close an idle Claude Code after 4 s, for (d).
+    with (running.home / "hive.toml").open("a") as toml:
+        toml.write("[harness]\nidle_close_seconds = 4\n")
+    tokens = _alice_tokens(running)
+    [lifecycle] = [pid for pid in children_of(running.up.pid) if " serve lifecycle " in cmdline(pid)]
+    os.kill(lifecycle, signal.SIGKILL)  # hive up starts it again; alice's sandbox runs on, adopted
+    deadline = time.monotonic() + 60
+    while _alice_tokens(running) == tokens:
+        assert time.monotonic() < deadline, "the restarted lifecycle server renewed no token"
+        await asyncio.sleep(0.3)
+    renewed = await wake("e2e-13 after the renewal")
+    assert told(renewed) and renewed.session == session
+    assert (await running.status("alice"))["started_at"] == before["started_at"]  # the same run of the sandbox
+
+    # (b) kill -9 of the harness in the middle of a turn: lifecycle restarts the sandbox, the message
+    # comes again, and the first wake says what happened.
+    holding = threading.Event()
+    api.script(agent="alice", when="e2e-13 crash", steps=[Hold(holding, seconds=120), Say("never")], times=1)
+    await running.call("broker", "send", to="alice", body="e2e-13 crash in this turn")
+    running.wait_for("alice's turn started", lambda r: r.agent == "alice" and "e2e-13 crash" in r.wake)
+    await running.until("alice", lambda s: s["turn"]["state"] == "running")
+    os.kill(_harness_pid(running, "alice"), signal.SIGKILL)
+    holding.set()
+    again = running.wait_for(
+        "alice's restarted harness took the message again",
+        lambda r: r.agent == "alice" and "e2e-13 crash" in r.wake and "restarted after a crash" in r.wake,
+        timeout=90,
+    )
+    assert re.search(
+        r"\[hyperhive\] Your sandbox was restarted after a crash \((exit 137|killed by SIGKILL)\) while your last "
+        r"turn was running: it may not have finished",
+        again.wake,
+    ), again.wake
+    assert told(again) and again.session == session
+    status = await running.until("alice", lambda s: s["turn"]["state"] == "idle")
+    assert status["restart_count"] > before["restart_count"]
+
+    # (c) A rebuild: a new run of the sandbox, told of it in one line, same conversation.
+    rebuilt = running.hive("rebuild", "alice")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    await running.until("alice", lambda s: s["state"] == "running" and s["turn"]["state"] == "idle")
+    after_rebuild = await wake("e2e-13 after the rebuild")
+    assert "Your sandbox was rebuilt (by operator) since your last turn" in after_rebuild.wake, after_rebuild.wake
+    assert told(after_rebuild) and after_rebuild.session == session
+
+    # (d) An idle close (4 s without a wake, as this run's hive.json says) and a wake: resumed.
+    closing = "no wake for"
+    closes = running.log("alice").count(closing)
+    deadline = time.monotonic() + 30
+    while running.log("alice").count(closing) == closes:
+        assert time.monotonic() < deadline, f"alice's Claude Code was never closed\n{running.log('alice')}"
+        await asyncio.sleep(0.3)
+    assert not [pid for pid in _sandbox_pids(running, "alice") if "claude" in cmdline(pid).split(" ")[0]]
+    after_idle = await wake("e2e-13 after the idle close")
+    assert told(after_idle) and after_idle.session == session
+
+    # The operator resets the session: the next wake starts an empty conversation that says why.
+    reset = running.hive("reset-session", "alice")
+    assert reset.returncode == 0, reset.stderr
+    fresh = await wake("e2e-13 after the reset")
+    assert not told(fresh) and fresh.session != session
+    assert "new Claude Code session: the operator asked for a fresh session" in fresh.wake, fresh.wake
+
+
+def _alice_tokens(running: RunningHive) -> dict[str, str]:
+    """alice's token files on the host (each run of her sandbox has its own dir), by path."""
+    root = running.home / "instance-credentials" / "alice"
+    return {str(path): path.read_text() for path in root.glob("*/token")}
+
+
+def _sandbox_pids(running: RunningHive, name: str) -> list[int]:
+    """The processes in `name`'s sandbox (its pid namespace), bwrap's own init left out."""
+    record = json.loads((running.config.run_dir / "lifecycle" / "bwrap" / f"{name}.json").read_text())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != record["init_pid"]:
+            try:
+                if str((entry / "ns" / "pid").readlink()) == f"pid:[{record['pidns']}]":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _harness_pid(running: RunningHive, name: str) -> int:
+    [pid] = [pid for pid in _sandbox_pids(running, name) if "-m hyperhive.harness" in cmdline(pid)]
+    return pid

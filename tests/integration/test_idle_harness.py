@@ -21,7 +21,14 @@ from hyperhive.harness.loop import Harness
 from hyperhive.servers.broker.models import RecvBatchResult
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.client import HiveClient, ServerAddress
-from hyperhive.servers.common.harnessdir import CREDENTIALS, HIVE_JSON, WAKE_FILE, HarnessInfo, TurnState
+from hyperhive.servers.common.harnessdir import (
+    CREDENTIALS,
+    HIVE_JSON,
+    WAKE_FILE,
+    HarnessInfo,
+    SandboxStart,
+    TurnState,
+)
 
 
 async def _send(broker: BrokerEndpoint, sender: str, to: str, body: str) -> int:
@@ -186,10 +193,16 @@ def test_the_harness_process_execs_into_its_idle_form_and_back_keeping_its_pid(
 ) -> None:
     bob = hive.add_agent("bob")
     broker_process.start()
-    info = _info(tmp_path, hive, broker_process.url, bob, idle_close_seconds=1.0, env={"ANTHROPIC_API_KEY": "sk-x"})
+    info = _info(
+        tmp_path, hive, broker_process.url, bob, idle_close_seconds=1.0, env={"ANTHROPIC_API_KEY": "sk-x"},
+        start=SandboxStart(reason="crashed", detail="exit 1"),
+    )  # fmt: skip
+    # It ran before, idle: the crash note is due at its first wake, which comes only after an idle spell.
+    (Path(info.harness_dir) / "turn.json").write_text(TurnState(state="idle", since=time.time()).model_dump_json())
     process = _harness_process(info)
     try:
         _until(lambda: "--idle" in _cmdline(process.pid), "the idle form (exec after idle_close_seconds)")
+        assert "--note-pending" in _cmdline(process.pid)  # the crash note was not said: carried over
         assert not Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()  # no Claude Code
         _until(lambda: (state := _turn_state(info)) is not None and state.state == "idle", "idle in turn.json")
         # Each form reads hive.json as it starts: the turn loop the next exec starts has no credentials,
@@ -198,6 +211,7 @@ def test_the_harness_process_execs_into_its_idle_form_and_back_keeping_its_pid(
 
         asyncio.run(hive_call(hive, broker_process, "send", to=bob, body="wake up"))
         _until(lambda: "--idle" not in _cmdline(process.pid), "the turn loop again (exec on a message)")
+        assert {"--from-idle", "--note-pending"} <= set(_cmdline(process.pid))
         _until(
             lambda: (
                 asyncio.run(hive_call(hive, broker_process, "pending_count", as_name=bob)) == {"queued": 1, "leased": 0}
@@ -278,3 +292,23 @@ async def test_a_restart_after_its_messages_were_acked_does_not_hang_on_releasin
     left = TurnState(state="running", since=time.time(), turn=1, messages=1, leased=[first])
     (Path(info.harness_dir) / "turn.json").write_text(left.model_dump_json())
     assert await asyncio.wait_for(Harness(info).run(), 15)  # went idle, not stuck releasing
+
+
+def test_a_turn_loop_that_went_on_from_its_idle_form_says_a_restart_note_only_if_it_is_still_due(
+    hive: Hive, tmp_path: Path
+) -> None:
+    crashed = SandboxStart(reason="crashed", detail="exit 137")
+    info = _info(tmp_path, hive, "http://127.0.0.1:1/mcp", hive.add_agent("bob"), start=crashed)
+    idle = TurnState(state="idle", since=time.time())
+    (Path(info.harness_dir) / "turn.json").write_text(idle.model_dump_json())
+
+    async def note(**flags: bool) -> str | None:
+        harness = Harness(info, **flags)
+        harness.session.env["ANTHROPIC_API_KEY"] = "sk-x"
+        harness._wake = lambda: asyncio.sleep(0, result=None)  # type: ignore[method-assign]
+        await harness.run()
+        return harness._restart_note
+
+    assert "after a crash (exit 137)" in (asyncio.run(note()) or "")  # the run's first turn loop
+    assert "after a crash (exit 137)" in (asyncio.run(note(from_idle=True, note_pending=True)) or "")
+    assert asyncio.run(note(from_idle=True)) is None  # said already before it went idle: not again

@@ -76,6 +76,7 @@ async def test_an_env_file_reaches_the_harness_and_a_broken_one_refuses_the_star
             "ANTHROPIC_API_KEY": "sk-from-file",
             "EXTRA": "1",
         }
+        assert info["start"] == {"reason": "boot", "detail": ""}  # started as the lifecycle server came up
 
         secrets.write_text("ANTHROPIC_API_KEY=ok\nno equals sign here\n")
         await hivemind.call("stop", name="manager")
@@ -122,6 +123,37 @@ async def test_a_killed_sandbox_is_a_crash_with_a_signal(hivemind: Hivemind) -> 
     crash = await hivemind.event("container_crash", timeout=5)
     assert time.monotonic() - started < 1.0, "the crash took longer than a second to reach the manager"
     assert (crash["signal"], crash["exit_code"]) == ("SIGKILL", 137)
+
+
+async def test_hive_json_says_why_each_run_of_the_sandbox_started(hivemind: Hivemind) -> None:
+    """The harness tells the agent what happened (harness/wake.py restart_note) from hive.json's start."""
+
+    def start() -> dict[str, Any]:
+        started: dict[str, Any] = json.loads(AgentPaths.of(hivemind.hive.config, "alice").hive_json.read_text())[
+            "start"
+        ]
+        return started
+
+    await hivemind.call("create_agent", name="alice")
+    await hivemind.until_state("alice", "running")
+    assert start() == {"reason": "created", "detail": ""}
+    sha = await hivemind.propose("alice", f"[sandbox]\ncommand = {toml_list(SLEEPER)}\n")
+    await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": sha})
+    assert start() == {"reason": "rebuilt", "detail": f"config {sha[:12]} was applied"}
+    await hivemind.call("stop", name="alice")
+    await hivemind.call("start", name="alice")
+    assert start() == {"reason": "started", "detail": "by operator"}
+    await hivemind.call("restart", name="alice")
+    assert start() == {"reason": "restarted", "detail": "by operator"}
+    await hivemind.call("rebuild", name="alice")
+    assert start() == {"reason": "rebuilt", "detail": "by operator"}
+    before = (await hivemind.status("alice"))["started_at"]
+    os.kill(sandbox_process(hivemind.hive, "alice"), 9)
+    deadline = time.monotonic() + 10
+    while (status := await hivemind.status("alice"))["started_at"] == before or status["state"] != "running":
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.1)
+    assert start() == {"reason": "crashed", "detail": "killed by SIGKILL"}
 
 
 async def test_restart_policy_then_failed(hivemind: Hivemind) -> None:
@@ -456,6 +488,8 @@ async def test_needs_update_and_rebuild_stale(hivemind: Hivemind) -> None:
     assert (await hivemind.call("rebuild_stale")) == {"rebuilt": ["alice"]}
     assert not (await hivemind.status("alice"))["needs_update"]
     assert (await hivemind.event("rebuilt"))["agent"] == "alice"
+    info = json.loads(AgentPaths.of(hivemind.hive.config, "alice").hive_json.read_text())
+    assert info["start"] == {"reason": "rebuilt", "detail": "hyperhive was updated"}
 
 
 async def test_two_hives_on_one_host_give_their_agents_different_uids(hivemind: Hivemind, tmp_path: Path) -> None:

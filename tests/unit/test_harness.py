@@ -32,7 +32,7 @@ from hyperhive.servers.broker.models import Message
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.events import ContainerCrash, OperatorAnswered
-from hyperhive.servers.common.harnessdir import HarnessInfo, TurnState
+from hyperhive.servers.common.harnessdir import HarnessInfo, SandboxStart, StartReason, TurnState
 from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle.harness_files import harness_info, read_turn_state
 from hyperhive.servers.lifecycle.models import TurnRecord
@@ -323,9 +323,44 @@ def test_the_harness_refuses_a_missing_or_foreign_hive_json(tmp_path: Path) -> N
 def test_the_first_wake_after_a_restart_mid_turn_says_the_last_turn_may_not_have_finished() -> None:
     mid_turn = TurnState(state="running", since=time.time(), turn=1, leased=[4, 5])
     retrying = TurnState(state="error", since=time.time(), leased=[4], reason="turn failed")
-    note = restart_note(mid_turn)
+    note = restart_note(mid_turn, None)  # a hive.json that does not say why
     assert note and "restarted" in note and "may not have finished" in note
-    assert restart_note(retrying) == note
-    assert restart_note(None) is None  # its first start
-    assert restart_note(TurnState(state="idle", since=time.time())) is None  # stopped while waiting
-    assert restart_note(TurnState(state="error", since=time.time(), reason="waiting for messages: down")) is None
+    assert restart_note(retrying, None) == note
+    assert restart_note(None, None) is None  # its first start
+    assert restart_note(TurnState(state="idle", since=time.time()), None) is None  # stopped while waiting
+    assert restart_note(TurnState(state="error", since=time.time(), reason="waiting for messages: down"), None) is None
+
+
+def test_the_restart_note_says_what_happened_to_the_sandbox() -> None:
+    mid_turn = TurnState(state="running", since=time.time(), turn=1, leased=[4])
+    idle = TurnState(state="idle", since=time.time())
+
+    def note(previous: TurnState | None, reason: StartReason, detail: str = "") -> str | None:
+        return restart_note(previous, SandboxStart(reason=reason, detail=detail))
+
+    assert note(mid_turn, "crashed", "exit 137") == (
+        "[hyperhive] Your sandbox was restarted after a crash (exit 137) while your last turn was running: "
+        "it may not have finished. Check what it did (files, messages you sent, notes.md) before you go on; "
+        "the messages it was handling follow again."
+    )
+    assert "was rebuilt (config 3f2a9c was applied) while your last turn" in str(
+        note(mid_turn, "rebuilt", "config 3f2a9c was applied")
+    )
+    assert "was stopped and started again by operator while your last turn" in str(
+        note(mid_turn, "started", "by operator")
+    )
+    assert "was restarted by manager while" in str(note(mid_turn, "restarted", "by manager"))
+    assert "as the hive came up" in str(note(mid_turn, "boot"))
+    assert "destroyed and created again" in str(note(mid_turn, "created"))
+    # Idle, it hears of a crash or a rebuild in one line, of nothing else.
+    assert note(idle, "crashed", "killed by SIGKILL") == (
+        "[hyperhive] Your sandbox was restarted after a crash (killed by SIGKILL) while you were waiting for "
+        "messages; no turn was cut short."
+    )
+    assert note(idle, "rebuilt", "hyperhive was updated") == (
+        "[hyperhive] Your sandbox was rebuilt (hyperhive was updated) since your last turn: your tools or "
+        "instructions may have changed."
+    )
+    for quiet in ("started", "restarted", "boot", "created"):
+        assert note(idle, quiet, "by operator") is None, quiet  # type: ignore[arg-type]
+    assert note(None, "crashed", "exit 1") is None  # no last run: nothing to tell
