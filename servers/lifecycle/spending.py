@@ -109,9 +109,13 @@ class Spending:
     def hive(self, sheet: SpendSheet) -> Spend:
         budget = self.config.budget.usd_per_day
         today = sum(sheet.today.values())
-        paused = paused_reason(budget, "hive") if budget is not None and today >= budget else None
+        paused = budget is not None and today >= budget
         return Spend(
-            today_usd=_rounded(today), week_usd=_rounded(sum(sheet.week.values())), usd_per_day=budget, paused=paused
+            today_usd=_rounded(today),
+            week_usd=_rounded(sum(sheet.week.values())),
+            usd_per_day=budget,
+            paused=paused_reason(budget, "hive") if budget is not None and paused else None,
+            paused_by="hive" if paused else None,
         )
 
     def agent(self, name: str, sheet: SpendSheet) -> Spend:
@@ -122,6 +126,7 @@ class Spending:
             week_usd=_rounded(sheet.week.get(name, 0.0)),
             usd_per_day=self.budget_of(name, sheet),
             paused=None if pause is None else paused_reason(pause.usd_per_day, pause.scope),
+            paused_by=None if pause is None else pause.scope,
             resumed_at=None if resumed is None else iso(resumed),
             counted_usd=None if resumed is None else _rounded(sheet.counted.get(name, 0.0)),
         )
