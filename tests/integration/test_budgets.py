@@ -74,6 +74,16 @@ async def check(hivemind: Hivemind, name: str) -> str | None:
     return paused
 
 
+async def last_action(hivemind: Hivemind, name: str) -> tuple[str, str]:
+    [entry, *_] = (await hivemind.call("audit", agent=name))["entries"]
+    return entry["action"], entry["outcome"]
+
+
+async def budgeted(hivemind: Hivemind, name: str, usd_per_day: float) -> None:
+    await hivemind.create(name)
+    await hivemind.call("set_budget", name=name, usd_per_day=usd_per_day)
+
+
 async def no_event(hivemind: Hivemind, kind: str, wait: float = 1.0) -> None:
     with pytest.raises(AssertionError, match=f"no {kind} event"):
         await hivemind.event(kind, timeout=wait)
@@ -108,15 +118,13 @@ async def test_the_hives_budget_pauses_every_agent_and_resuming_one_is_refused(h
             await hivemind.call("resume_agent", name="bob")
         assert budget_rows(hive)["budget_resumes"] == []
         assert await check(hivemind, "bob") is not None
-        [entry, *_] = (await hivemind.call("audit", agent="bob"))["entries"]
-        assert (entry["action"], entry["outcome"]) == ("resume_agent", "refused")
+        assert await last_action(hivemind, "bob") == ("resume_agent", "refused")
 
 
 async def test_budget_exhausted_once_per_agent_per_utc_day_and_again_the_next_day(hive: Hive) -> None:
     clock = ShiftedClock(before_midnight(60))
     async with swarm(hive, clock) as hivemind:
-        await hivemind.create("alice")
-        await hivemind.call("set_budget", name="alice", usd_per_day=1.0)
+        await budgeted(hivemind, "alice", 1.0)
         await spend(hivemind, "alice", 1.5, clock.now())
         for _ in range(3):  # the harness asks every few seconds while paused
             assert await check(hivemind, "alice") == "paused: budget $1.00/day reached"
@@ -167,15 +175,13 @@ async def test_resume_starts_the_agents_day_afresh_and_its_next_pause_is_announc
         status = await hivemind.status("alice")
         assert status["spend"]["today_usd"] == 2.2 and status["spend"]["counted_usd"] == 1.0
         assert (await hivemind.call("list_agents"))["hive_spend"]["today_usd"] == 2.2  # the hive counts it all
-        [entry, *_] = (await hivemind.call("audit", agent="alice"))["entries"]
-        assert (entry["action"], entry["outcome"]) == ("resume_agent", "refused")
+        assert await last_action(hivemind, "alice") == ("resume_agent", "refused")
 
 
 async def test_a_resume_counts_until_the_day_ends_only(hive: Hive) -> None:
     clock = ShiftedClock(before_midnight(60))
     async with swarm(hive, clock) as hivemind:
-        await hivemind.create("alice")
-        await hivemind.call("set_budget", name="alice", usd_per_day=1.0)
+        await budgeted(hivemind, "alice", 1.0)
         await spend(hivemind, "alice", 1.0, clock.now() - 10)
         assert await check(hivemind, "alice") is not None
         await hivemind.call("resume_agent", name="alice")
