@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from fastmcp.exceptions import ToolError
-from hivetest import SLEEPER, Hive, Hivemind, in_process, toml_list
+from hivetest import PY, SLEEPER, Hive, Hivemind, in_process, toml_list
 
 from hyperhive.servers.lifecycle.spending import day_start
 
@@ -155,8 +155,9 @@ async def test_resume_starts_the_agents_day_afresh_and_its_next_pause_is_announc
         assert await check(hivemind, "alice") == "paused: budget $1.00/day reached"
         assert (await hivemind.event("budget_exhausted"))["spent_usd"] == 1.2
 
-        resumed = await hivemind.call("resume_agent", name="alice")
-        spent = resumed["spend"]
+        cli = await anyio.run_process([PY, "-m", "hyperhive.servers.cli", "resume", "alice", "--home", str(hive.home)])
+        assert b"alice: resumed" in cli.stdout, cli
+        spent = (await hivemind.status("alice"))["spend"]
         assert spent["paused"] is None and spent["today_usd"] == 1.2 and spent["counted_usd"] == 0
         assert spent["resumed_at"] is not None
         assert await check(hivemind, "alice") is None
