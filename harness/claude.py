@@ -150,7 +150,10 @@ class ClaudeSession:
         self.env = claude_env(info, Path(info.harness_dir))
         self._client: ClaudeSDKClient | None = None
         self._model: str | None = None
-        self._cost_so_far = 0.0
+        # The session's running total_cost_usd as last reported, and whose it is: a resumed session's
+        # first result carries the earlier processes' turns too (the total its transcript saved).
+        self._cost_so_far, self._cost_session = 0.0, ""
+        self._spent_here = 0.0  # by this Claude Code process: what --max-budget-usd counts
         self._record_path = Path(info.harness_dir) / SESSION_FILE
         self._reset_path = Path(info.harness_dir) / CREDENTIALS / RESET_FILE
         self.record = load_session_record(self._record_path)
@@ -168,7 +171,10 @@ class ClaudeSession:
             tools=builtin_tools(self.info),
             allowed_tools=allowed_tools(self.info),
             disallowed_tools=harness_only_tools(),
-            max_budget_usd=self.info.usd_per_turn,  # agent.toml [budget] usd_per_turn
+            # agent.toml [budget] usd_per_turn. Claude Code counts it over the whole process (every
+            # turn since it started), not per turn: _ready starts a new process for a turn once this
+            # one has spent anything, so each turn gets the full allowance.
+            max_budget_usd=self.info.usd_per_turn,
             permission_mode="dontAsk",  # whatever is not allowed above is refused, never asked about
             setting_sources=[],
             system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt(self.info)},
@@ -226,6 +232,8 @@ class ClaudeSession:
             note = fresh_session_note(self.reset_wanted)
             self._save(None)
             self.reset_wanted = None
+        if self._client is not None and self.info.usd_per_turn is not None and self._spent_here > 0:
+            await self.close()  # resumed below, with a fresh per-turn allowance
         if self._client is None:
             record = self.record
             if record is not None and record.resumable:
@@ -242,7 +250,9 @@ class ClaudeSession:
             client = ClaudeSDKClient(options)
             await client.connect()
             self._client, self._model = client, model
-            self._cost_so_far = 0.0
+            self._spent_here = 0.0
+            if record.session_id != self._cost_session:  # not the session the total was of (a restart)
+                self._cost_so_far, self._cost_session = 0.0, record.session_id
         elif model != self._model:
             await self._client.set_model(model)
             self._model = model
@@ -288,9 +298,12 @@ class ClaudeSession:
             return TurnOutcome(
                 ok=False, terminal_reason="no_result", error="Claude Code ended without a result", retry=True
             )
-        # The session's total_cost_usd adds up over its turns: this turn cost the difference.
+        # The session's total_cost_usd adds up over its turns (and over a resume, when its transcript
+        # saved the total): this turn cost the difference. Below the last total it started afresh.
         total = result.total_cost_usd or 0.0
-        cost, self._cost_so_far = max(0.0, total - self._cost_so_far), total
+        cost = total - self._cost_so_far if total >= self._cost_so_far else total
+        self._cost_so_far = total
+        self._spent_here += cost
         count_result(outcome, result, cost)
         if result.is_error:
             outcome.retry = result.api_error_status is not None or result.subtype == "success"

@@ -35,7 +35,7 @@ from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, AgentList
+from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend
 from hyperhive.servers.operator.client import OperatorClient
 from hyperhive.servers.operator.models import PendingQuestion
 
@@ -74,6 +74,7 @@ class HiveState:
     messages: deque[ListedMessage] = field(default_factory=lambda: deque(maxlen=MESSAGES_KEPT))
     reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVER_NAMES, True))
     unread: int = 0  # messages to the operator not taken yet
+    hive_spend: Spend | None = None  # every agent's cost today and this week, and hive.toml's budget
     polled_at: float = 0.0
 
 
@@ -103,6 +104,7 @@ class HiveView:
         self.questions_changed = Event[list[PendingQuestion]]()
         self.messages_added = Event[list[ListedMessage]]()
         self.unread_changed = Event[int]()
+        self.hive_spend_changed = Event[Spend]()
         self.reachability_changed = Event[dict[str, bool]]()
         self.notice = Event[Notice]()
         self._since: int | None = None
@@ -187,6 +189,9 @@ class HiveView:
     # ------------------------------------------------------------------------------- changes
     def _update_agents(self, listing: AgentList, stats: StatsResult | None) -> None:
         self.state.backend, self.state.isolation = listing.backend, listing.isolation
+        if listing.hive_spend is not None and listing.hive_spend != self.state.hive_spend:
+            self.state.hive_spend = listing.hive_spend
+            self.hive_spend_changed.emit(listing.hive_spend)
         inboxes = {inbox.name: inbox for inbox in (stats.inboxes if stats else [])}
         fresh: dict[str, SwarmAgent] = {}
         for agent in listing.agents:

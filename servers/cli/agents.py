@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -181,12 +182,31 @@ def set_budget(name: str, usd_per_day: str, home: Path) -> None:
         try:
             budget = float(usd_per_day.strip().lstrip("$"))
         except ValueError:
+            budget = math.nan
+        if not math.isfinite(budget):  # float() takes "nan" and "inf"
             fail(f"{usd_per_day!r} is not an amount: give dollars like 5 or 2.50, or none")
     result = call_hive(home, lambda hive: hive.lifecycle.set_budget(name, budget))
     spend = result.spend
     limit = "no daily budget" if spend.usd_per_day is None else f"${spend.usd_per_day:.2f}/day"
     state = f" · {spend.paused}" if spend.paused else ""
     click.echo(f"◆ {result.name}: {limit} · spent ${spend.today_usd:.2f} today{state}")
+
+
+@main.command(name="resume")
+@click.argument("name")
+@home_option
+def resume(name: str, home: Path) -> None:
+    """Resume agent NAME, paused for its own daily budget: its day starts afresh now.
+
+    \b
+    Its cost so far stops counting against its budget until the day (UTC) ends; it takes turns
+    again within seconds. Refused if it is not paused, or if the hive's budget pauses it (raise
+    hive.toml [budget] usd_per_day then).
+    """
+    result = call_hive(home, lambda hive: hive.lifecycle.resume_agent(name))
+    spend = result.spend
+    limit = "no daily budget" if spend.usd_per_day is None else f"${spend.usd_per_day:.2f}/day"
+    click.echo(f"◆ {result.name}: resumed · {limit} counts from now · spent ${spend.today_usd:.2f} today in all")
 
 
 def _agent_action(

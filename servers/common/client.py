@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import ssl
 import time
 from collections.abc import Callable, Generator
@@ -133,6 +134,7 @@ class HiveClient:
         Raises ToolError with the server's message when the tool refuses, AuthRefused on 401,
         ServerUnavailable when the server stays unreachable or the connection breaks mid-call.
         """
+        _refuse_non_finite(tool, arguments or {})
         deadline = time.monotonic() + self.retry_seconds
         backoff = Backoff(0.1, 2.0)
         while True:
@@ -260,6 +262,16 @@ def _causes(error: BaseException) -> Generator[BaseException, None, None]:
     while seen is not None:
         yield seen
         seen = seen.__cause__ or seen.__context__
+
+
+def _refuse_non_finite(tool: str, arguments: dict[str, Any], where: str = "") -> None:
+    """The MCP client sends NaN and infinity as null, and null often means "back to the default"
+    (set_budget's usd_per_day): refuse them here rather than let the server do something else."""
+    for key, value in arguments.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ToolError(f"{tool}: {where}{key} is {value}: not a finite number (JSON has no NaN or infinity)")
+        if isinstance(value, dict):
+            _refuse_non_finite(tool, value, f"{where}{key}.")
 
 
 def _reason(error: BaseException) -> str:

@@ -111,7 +111,8 @@ class StateOverBudget(_Event):
 
 class BudgetExhausted(_Event):
     """An agent reached its daily budget (or the hive its own): it takes no turns, its messages wait,
-    until the day ends (UTC) or the budget is raised. Sent once per agent per day."""
+    until the day ends (UTC), the budget is raised or the operator resumes it. Sent once per agent per
+    day, and again if it spends the fresh allowance a resume gave it."""
 
     type: Literal["budget_exhausted"] = "budget_exhausted"
     agent: AgentName
@@ -127,8 +128,8 @@ class BudgetExhausted(_Event):
         )
         return (
             f"agent {self.agent} is paused: {whose} is reached (${self.spent_usd:.2f} spent today); its "
-            "messages wait until tomorrow (UTC), or until the operator raises it (set_budget) or approves "
-            "a higher agent.toml [budget] usd_per_day"
+            "messages wait until tomorrow (UTC), or until the operator raises it (set_budget) or resumes the "
+            "agent (resume_agent), or approves a higher agent.toml [budget] usd_per_day"
         )
 
 

@@ -99,6 +99,7 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "record_turn": HARNESS,
             "budget_check": HARNESS,
             "set_budget": OPERATOR,
+            "resume_agent": OPERATOR,
         },
         calls={"broker": frozenset({"post_event"})},
         root=True,

@@ -24,6 +24,7 @@ from hyperhive.servers.lifecycle.models import (
     ModelResult,
     RebuildResult,
     Recorded,
+    Resumed,
     SessionReset,
     StateFile,
     TurnCancelled,
@@ -69,6 +70,9 @@ class LifecycleClient(ServerClient):
         return await self._call("set_budget", BudgetSet, name=name, usd_per_day=usd_per_day)
 
     # ---------------------------------------------------------------------------------- actions
+    async def resume_agent(self, name: str) -> Resumed:
+        return await self._call("resume_agent", Resumed, name=name)
+
     async def create_agent(self, name: str, sha: str | None = None, expected_base: str | None = None) -> Created:
         return await self._call("create_agent", Created, name=name, sha=sha, expected_base=expected_base)
 

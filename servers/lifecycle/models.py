@@ -86,6 +86,10 @@ class Spend(BaseModel):
     week_usd: float  # since Monday 00:00 UTC
     usd_per_day: float | None  # its daily budget (set_budget's, else agent.toml's / hive.toml's); None: no limit
     paused: str | None = None  # "paused: budget $X/day reached": it takes no turns until raised or tomorrow
+    paused_by: Literal["agent", "hive"] | None = None  # whose budget: its own (resume_agent lifts it) or the hive's
+    # The operator resumed it today (resume_agent): only its cost since then counts against its budget.
+    resumed_at: str | None = None
+    counted_usd: float | None = None  # that cost, when resumed today
 
 
 class BudgetCheck(BaseModel):
@@ -97,6 +101,11 @@ class BudgetCheck(BaseModel):
 class BudgetSet(BaseModel):
     name: str
     spend: Spend
+
+
+class Resumed(BaseModel):
+    name: str
+    spend: Spend  # resumed_at: now; paused: None
 
 
 class AgentInfo(BaseModel):

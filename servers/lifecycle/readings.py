@@ -122,6 +122,11 @@ class AgentReadings:
     async def budget_check(self, name: str) -> BudgetCheck:
         return await self.spending.check(name)
 
+    async def resume(self, name: str) -> Spend:
+        """Start `name`'s day afresh against its own budget (refused unless that budget pauses it)."""
+        await self.row(name)
+        return await self.spending.resume(name)
+
     async def set_budget(self, name: str, usd_per_day: float | None) -> Spend:
         """Record the operator's daily budget for `name` (None: back to agent.toml's); its spend now."""
         await self.row(name)

@@ -45,6 +45,7 @@ from hyperhive.servers.lifecycle.models import (
     ModelResult,
     RebuildResult,
     Recorded,
+    Resumed,
     SessionReset,
     StateFile,
     TurnCancelled,
@@ -244,6 +245,14 @@ def create(
         paused agent at once (its waiting messages are then handled)."""
         async with audited("set_budget", name, f"usd_per_day={usd_per_day}"):
             return BudgetSet(name=name, spend=await supervisor.set_budget(name, usd_per_day))
+
+    @mcp.tool
+    async def resume_agent(name: Name) -> Resumed:
+        """Resume an agent paused for its own daily budget: its day starts afresh now (its cost so far
+        stops counting against that budget until the day ends, UTC). Refused if it is not paused, or if
+        the hive's budget pauses it (raise hive.toml [budget] then)."""
+        async with audited("resume_agent", name):
+            return Resumed(name=name, spend=await supervisor.resume(name))
 
     @mcp.tool
     async def create_agent(

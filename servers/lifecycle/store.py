@@ -85,6 +85,14 @@ MIGRATIONS: Final = [
         PRIMARY KEY (agent, day)
     );
     """,
+    # When the operator last resumed an agent paused for its own budget (resume_agent): its cost
+    # before then no longer counts against its daily budget for the rest of that UTC day.
+    """
+    CREATE TABLE budget_resumes (
+        agent      TEXT PRIMARY KEY,
+        resumed_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -203,6 +211,7 @@ class LifecycleStore:
             conn.execute("DELETE FROM agents WHERE name = ?", (name,))
             # A raised budget was the operator's word on that agent, not on whatever gets its name next.
             conn.execute("DELETE FROM budget_overrides WHERE agent = ?", (name,))
+            conn.execute("DELETE FROM budget_resumes WHERE agent = ?", (name,))
             if forget_uid:
                 conn.execute("DELETE FROM uids WHERE name = ?", (name,))
 
@@ -283,6 +292,30 @@ class LifecycleStore:
         )
         return {row["agent"]: float(row["cost"]) for row in rows}
 
+    async def costs_counted(self, day_start: float) -> dict[str, float]:
+        """Each agent's cost that counts against its own daily budget: of the turns it started at or
+        after `day_start`, or after the operator last resumed it if that was later."""
+        rows = await self.db.fetch_all(
+            "SELECT t.agent, SUM(t.cost_usd) AS cost FROM turns t "
+            "LEFT JOIN budget_resumes r ON r.agent = t.agent "
+            "WHERE t.started_at >= MAX(?, COALESCE(r.resumed_at, 0)) GROUP BY t.agent",
+            (day_start,),
+        )
+        return {row["agent"]: float(row["cost"]) for row in rows}
+
+    async def budget_resumes(self) -> dict[str, float]:
+        rows = await self.db.fetch_all("SELECT agent, resumed_at FROM budget_resumes")
+        return {row["agent"]: float(row["resumed_at"]) for row in rows}
+
+    async def set_resumed(self, agent: str, resumed_at: float) -> None:
+        await self.db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO budget_resumes (agent, resumed_at) VALUES (?, ?) "
+                "ON CONFLICT (agent) DO UPDATE SET resumed_at = excluded.resumed_at",
+                (agent, resumed_at),
+            )
+        )
+
     async def budget_overrides(self) -> dict[str, float]:
         rows = await self.db.fetch_all("SELECT agent, usd_per_day FROM budget_overrides")
         return {row["agent"]: float(row["usd_per_day"]) for row in rows}
@@ -300,7 +333,8 @@ class LifecycleStore:
         )
 
     async def notice_once(self, agent: str, day: str, recipient: str, event: HelperEvent, now: float) -> bool:
-        """Queue `event` unless `agent` had one on `day` already; True if it was queued (wake the outbox)."""
+        """Queue `event` unless `agent` had one for `day` already (a UTC day, or the rest of it after a
+        resume: spending.allowance_key); True if it was queued (wake the outbox)."""
 
         def tx(conn: sqlite3.Connection) -> bool:
             fresh = conn.execute(

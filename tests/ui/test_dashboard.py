@@ -396,3 +396,32 @@ async def test_an_open_message_flow_keeps_only_the_newest(user: User, servers: S
     await user.should_see("operator → manager: flood 020")
     await user.should_not_see("operator → manager: flood 019")  # the page keeps the newest 500 lines
     await servers.call("broker", "recv_batch", as_name="manager", max=50)
+
+
+async def test_a_paused_agent_shows_its_cost_and_the_operator_resumes_it(
+    user: User, servers: Servers, password: str
+) -> None:
+    """bud's harness reports a turn past its $1.00/day: the swarm and its page show it paused, with
+    the hive's cost; the page's resume button starts its day afresh."""
+    await servers.call("lifecycle", "create_agent", name="bud")
+    try:
+        await servers.call("lifecycle", "set_budget", name="bud", usd_per_day=1.0)
+        now = time.time()
+        turn = turn_row("wake", now - 5, "sonnet", TurnOutcome(ok=True, cost_usd=1.25), messages=1, queued=0)
+        await servers.call("lifecycle", "record_turn", as_name="bud", turn=turn.model_dump())
+        await log_in(user, password)
+        await user.should_see(marker="cost-bud", content="$1.25/1.00 paused", retries=50)
+        await user.should_see(marker="swarm-summary", content="hive $1.25 today", retries=50)
+        await user.open("/agent/bud")
+        await user.should_see(marker="agent-cost", content="$1.25 of $1.00 today · $1.25 this week", retries=50)
+        await user.should_see(marker="agent-cost", content="paused: budget $1.00/day reached")
+        user.find(marker="resume").click()
+        await user.should_see("bud: resumed; its day starts afresh", retries=50)
+        await user.should_not_see(marker="agent-cost", content="paused", retries=50)
+        await user.should_not_see(marker="resume")
+        audit = await servers.call("lifecycle", "audit", agent="bud", limit=1)
+        assert [(e["action"], e["outcome"], e["actor"]) for e in audit["entries"]] == [
+            ("resume_agent", "ok", "operator")
+        ]
+    finally:
+        await servers.call("lifecycle", "destroy", name="bud", purge=True)

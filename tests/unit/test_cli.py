@@ -138,3 +138,11 @@ def test_help_teaches_and_hides_the_debug_verbs() -> None:
     assert "Authorization: Bearer" in hive("token", "--help")[1]
     assert "listening on URL" in hive("serve", "--help")[1]
     assert "Send BODY" in hive("debug", "send", "--help")[1]
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "Infinity", "lots"])
+def test_set_budget_refuses_what_is_not_an_amount_before_calling(tmp_path: Path, amount: str) -> None:
+    """float() takes "nan" and "inf"; sent, they would arrive as null and clear the agent's budget."""
+    assert hive("init", "--home", str(tmp_path / "h"))[0] == 0
+    code, output = hive("set-budget", "alice", amount, "--home", str(tmp_path / "h"))
+    assert code == 1 and "is not an amount" in output, output

@@ -3,6 +3,7 @@ choosing a backend, uid allocation."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.sandbox_setup import token_dir
+from hyperhive.servers.lifecycle.spending import allowance_key, day_start, week_start
 from hyperhive.servers.lifecycle.store import MIGRATIONS, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 
@@ -332,3 +334,24 @@ def test_tokens_are_renewed_near_their_expiry_not_every_few_hours() -> None:
     assert renew_every(30 * 86_400) == 30 * 86_400 - 3600  # the default: once a month, an hour before
     assert renew_every(600) == 480  # a short life: at four fifths of it
     assert 0 < renew_every(60) < 60
+
+
+def _utc(text: str) -> float:
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
+
+
+def test_a_budget_day_and_week_turn_over_at_midnight_utc() -> None:
+    assert day_start(_utc("2026-12-01T23:59:59")) == _utc("2026-12-01T00:00:00")
+    assert day_start(_utc("2026-12-02T00:00:00")) == _utc("2026-12-02T00:00:00")
+    # 2026-12-06 is a Sunday: its last second is still the week of Monday 11-30; Monday starts a new one.
+    assert week_start(_utc("2026-12-06T23:59:59")) == _utc("2026-11-30T00:00:00")
+    assert week_start(_utc("2026-12-07T00:00:00")) == _utc("2026-12-07T00:00:00")
+    assert week_start(_utc("2026-12-07T00:00:00") - 0.001) == _utc("2026-11-30T00:00:00")
+
+
+def test_a_resume_opens_a_new_allowance_for_the_rest_of_its_day_only() -> None:
+    now = _utc("2026-12-01T15:00:00")
+    assert allowance_key(now, None) == "2026-12-01"
+    assert allowance_key(now, _utc("2026-11-30T23:00:00")) == "2026-12-01"  # yesterday's resume: spent
+    assert allowance_key(now, _utc("2026-12-01T14:00:00")) == "2026-12-01@2026-12-01T14:00:00.000Z"
+    assert allowance_key(now, _utc("2026-12-01T14:00:00")) != allowance_key(now, _utc("2026-12-01T14:30:00"))

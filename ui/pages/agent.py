@@ -7,8 +7,8 @@ from typing import Any
 
 from nicegui import ui
 
-from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, section
+from hyperhive.ui.hive_view import HiveView, SwarmAgent
+from hyperhive.ui.pages.widgets import act, section, spend_text
 
 
 def agent_page(hive: HiveView, name: str) -> None:
@@ -18,9 +18,32 @@ def agent_page(hive: HiveView, name: str) -> None:
         call = hive.call(hive.lifecycle.reset_session(name))
         await act(f"reset {name}'s session", call, f"{name}: its next turn starts a fresh session")
 
-    ui.button("reset session", on_click=reset_session).props("flat dense").mark("reset-session").tooltip(
-        "drop its conversation: the next turn starts a fresh Claude Code session (notes.md stays)"
-    )
+    async def resume() -> None:
+        call = hive.call(hive.lifecycle.resume_agent(name))
+        await act(f"resume {name}", call, f"{name}: resumed; its day starts afresh")
+
+    with ui.row().classes("items-center"):
+        cost = ui.label("").mark("agent-cost")
+        resume_button = ui.button("resume", on_click=resume).props("dense color=warning").mark("resume")
+        resume_button.tooltip(
+            "its own daily budget is reached: start its day afresh now (its cost so far stops counting)"
+        )
+        ui.button("reset session", on_click=reset_session).props("flat dense").mark("reset-session").tooltip(
+            "drop its conversation: the next turn starts a fresh Claude Code session (notes.md stays)"
+        )
+
+    def show_cost(agent: SwarmAgent) -> None:
+        if agent.info.name != name:
+            return
+        spend = agent.info.spend
+        cost.set_text(" · ".join(filter(None, [spend_text(spend), spend.paused if spend else None])))
+        cost.classes(replace="text-warning" if spend is not None and spend.paused else "")
+        resume_button.set_visibility(spend is not None and spend.paused_by == "agent")
+
+    resume_button.set_visibility(False)
+    if name in hive.state.agents:
+        show_cost(hive.state.agents[name])
+    hive.agent_changed.subscribe(show_cost)
     with ui.tabs() as tabs:
         for tab in ("log", "config", "files", "stats"):
             ui.tab(tab).mark(f"tab-{tab}")

@@ -10,7 +10,7 @@ from hyperhive.servers.common.formatting import last_turn_text, turn_text
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.widgets import act, confirm, section
+from hyperhive.ui.pages.widgets import act, confirm, section, spend_text
 
 STATE_COLOURS = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
@@ -26,9 +26,9 @@ TURN_COLOURS = {
 }
 # The swarm table is a CSS grid: one template for the header and every row, so a row's cells are
 # its elements themselves (no wrappers: 50 agents stay a light page).
-SWARM_COLUMNS = ["agent", "state", "role", "model", "turn", "last turn", "inbox", "rem", "", ""]
+SWARM_COLUMNS = ["agent", "state", "role", "model", "turn", "last turn", "inbox", "rem", "today", "", ""]
 SWARM_CSS = """
-.hh-swarm { display: grid; grid-template-columns: 8rem 5.5rem 4.5rem 7.5rem 16rem 5.5rem 3rem 3rem 6.5rem 1fr;
+.hh-swarm { display: grid; grid-template-columns: 8rem 5.5rem 4.5rem 7.5rem 16rem 5.5rem 3rem 3rem 9rem 6.5rem 1fr;
             align-items: center; justify-items: start; column-gap: 0.75rem; width: 100%; }
 .hh-swarm > .hh-num { justify-self: end; }
 .hh-swarm > .hh-actions { justify-self: end; display: flex; }
@@ -66,6 +66,7 @@ class SwarmRow:
             self.last_turn = ui.label("").classes("text-grey-5").mark(f"last-turn-{name}")
             self.inbox = ui.label("").classes("hh-num").mark(f"inbox-{name}")
             self.reminders = ui.label("").classes("hh-num text-grey-5").mark(f"reminders-{name}")
+            self.cost = ui.label("").classes("truncate").mark(f"cost-{name}")  # today (of budget); week on hover
             self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
             with ui.element().classes("hh-actions"):
                 for action in ("start", "stop"):
@@ -99,7 +100,18 @@ class SwarmRow:
         self.inbox.set_text(str(agent.pending))
         self.reminders.set_text(str(agent.pending_reminders))
         self.update.set_visibility(info.needs_update)
+        self.show_cost(info)
         self.tick()
+
+    def show_cost(self, info: AgentInfo) -> None:
+        spend = info.spend
+        if spend is None:
+            self.cost.set_text("")
+            return
+        budget = f"/{spend.usd_per_day:.2f}" if spend.usd_per_day is not None else ""
+        self.cost.set_text(f"${spend.today_usd:.2f}{budget}" + (" paused" if spend.paused else ""))
+        self.cost.classes(replace=f"truncate {'text-warning' if spend.paused else ''}")
+        self.cost.props.set_optional("title", " · ".join(filter(None, [spend_text(spend), spend.paused])))
 
     def tick(self) -> None:
         info = self.agent.info
@@ -154,7 +166,7 @@ class SwarmRow:
 def swarm_page(hive: HiveView) -> None:
     with ui.row().classes("items-center w-full"):
         section("swarm")
-        summary = ui.label("").classes("text-grey-6")
+        summary = ui.label("").classes("text-grey-6").mark("swarm-summary")
         ui.space()
 
         def updated(result: RebuildResult) -> str:
@@ -177,7 +189,13 @@ def swarm_page(hive: HiveView) -> None:
                 rows[agent.info.name] = SwarmRow(hive, agent)
         else:
             row.show(agent)
-        summary.set_text(f"{len(hive.state.agents)} agents · {hive.state.backend}")
+        show_summary()
+
+    def show_summary(*_: object) -> None:
+        spend = hive.state.hive_spend
+        hive_cost = f" · hive {spend_text(spend)}" + (f" · {spend.paused}" if spend.paused else "") if spend else ""
+        summary.set_text(f"{len(hive.state.agents)} agents · {hive.state.backend}{hive_cost}")
+        summary.classes(replace="text-warning" if spend is not None and spend.paused else "text-grey-6")
 
     def remove(name: str) -> None:
         row = rows.pop(name, None)
@@ -187,6 +205,7 @@ def swarm_page(hive: HiveView) -> None:
     for agent in hive.state.agents.values():
         show(agent)
     hive.agent_changed.subscribe(show)
+    hive.hive_spend_changed.subscribe(show_summary)
     hive.agent_removed.subscribe(remove)
 
     def tick() -> None:  # "running 12 s": only texts that changed go out

@@ -1,4 +1,4 @@
-"""What every page uses: an operator action's toasts, a confirmation, a section title."""
+"""What every page uses: an operator action's toasts, a confirmation, a section title, a cost."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from nicegui import context, ui
 
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import Outcome
+from hyperhive.servers.lifecycle.models import Spend
 
 R = TypeVar("R")
 ToastKind = Literal["positive", "negative", "info", "warning"]
@@ -61,3 +62,11 @@ async def confirm(text: str, action: str = "confirm") -> bool:
 
 def section(title: str) -> None:
     ui.label(f"◆ {title}").classes("text-lg text-grey-4")
+
+
+def spend_text(spend: Spend | None) -> str:
+    """Cost today (of the daily budget) and this week: "$1.20 of $5.00 today · $8.40 this week"."""
+    if spend is None:
+        return ""
+    budget = f" of ${spend.usd_per_day:.2f}" if spend.usd_per_day is not None else ""
+    return f"${spend.today_usd:.2f}{budget} today · ${spend.week_usd:.2f} this week"
