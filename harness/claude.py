@@ -150,9 +150,10 @@ class ClaudeSession:
         self.env = claude_env(info, Path(info.harness_dir))
         self._client: ClaudeSDKClient | None = None
         self._model: str | None = None
-        # The session's running total_cost_usd as last reported, and whose it is: a resumed session's
-        # first result carries the earlier processes' turns too (the total its transcript saved).
-        self._cost_so_far, self._cost_session = 0.0, ""
+        # The session's running total_cost_usd as last reported: a resumed session's first result
+        # carries the earlier processes' turns too (the total its transcript saved). Kept in
+        # session.json, so a new harness process (a restart, the idle form's exec) knows it.
+        self._cost_so_far = 0.0
         self._spent_here = 0.0  # by this Claude Code process: what --max-budget-usd counts
         self._record_path = Path(info.harness_dir) / SESSION_FILE
         self._reset_path = Path(info.harness_dir) / CREDENTIALS / RESET_FILE
@@ -216,6 +217,8 @@ class ClaudeSession:
                 update.update(resumable=True, resume_failures=0)
             if outcome.ok and record.fresh_note:  # said until a turn of the new session ran through
                 update.update(fresh_note=None)
+            if record.cost_usd != self._cost_so_far:
+                update.update(cost_usd=self._cost_so_far)
             if update:
                 self._save(record.model_copy(update=update))
         return outcome
@@ -251,8 +254,7 @@ class ClaudeSession:
             await client.connect()
             self._client, self._model = client, model
             self._spent_here = 0.0
-            if record.session_id != self._cost_session:  # not the session the total was of (a restart)
-                self._cost_so_far, self._cost_session = 0.0, record.session_id
+            self._cost_so_far = record.cost_usd
         elif model != self._model:
             await self._client.set_model(model)
             self._model = model

@@ -125,3 +125,6 @@ class SessionRecord(BaseModel):
     # Why this session replaced another: said before each prompt until a turn in it ran through, so
     # a harness that restarts before then still says it.
     fresh_note: str | None = None
+    # Its total_cost_usd as Claude Code last reported it (a resume reports the earlier turns' too):
+    # the next turn cost the difference.
+    cost_usd: float = 0.0

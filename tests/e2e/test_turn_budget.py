@@ -62,8 +62,14 @@ async def test_a_resumed_sessions_first_turn_costs_only_itself(api: ScriptedAPI,
         second = await session.turn("wake two", "sonnet")
     finally:
         await session.close()
-    assert first.cost_usd == pytest.approx(COST, rel=0.1), first
-    assert second.cost_usd == pytest.approx(COST, rel=0.1), second
+    restarted = _session(api, tmp_path, usd_per_turn=None)  # a new harness process (the idle form's exec, a crash)
+    try:
+        third = await restarted.turn("wake three", "sonnet")
+    finally:
+        await restarted.close()
+    assert len({request.session for request in api.snapshot()}) == 1
+    for outcome in (first, second, third):
+        assert outcome.cost_usd == pytest.approx(COST, rel=0.1), outcome
 
 
 async def test_a_turn_past_its_allowance_stops(api: ScriptedAPI, tmp_path: Path) -> None:
