@@ -205,8 +205,8 @@ class HarnessSettings(_Strict):
     notes_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 32 * 1024  # then notes.md is compacted
     # A session whose context grew past this many tokens is replaced by a fresh one before the next wake.
     context_reset_tokens: Annotated[int, Field(ge=1000, le=10_000_000)] = 150_000
-    # An agent's Claude Code is closed after this long without a wake (it costs memory); the next wake
-    # resumes the same session.
+    # An agent's Claude Code is closed after this long without a wake, and its harness becomes a small
+    # waiter (they cost memory); the next wake resumes the same session.
     idle_close_seconds: Annotated[float, Field(ge=1, le=7 * 86400)] = 300.0
     # How long the lifecycle server keeps the turn stats the harnesses report (agent_stats).
     stats_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
@@ -376,7 +376,7 @@ max_pending = 100               # requests waiting for the operator, in all
 batch_max = 10                  # messages one wake of an agent takes in at most
 notes_max_bytes = 32768         # an agent's notes.md past this size is rewritten shorter
 context_reset_tokens = 150000   # a Claude Code session past this context size starts afresh
-idle_close_seconds = 300        # an agent's Claude Code is closed after this long without a wake
+idle_close_seconds = 300        # idle this long, an agent closes Claude Code and waits in a small process
 stats_retention_days = 90       # the lifecycle server keeps agents' turn stats this long
 
 # Given to every agent's Claude Code; an agent.toml [env] adds to it and wins.
