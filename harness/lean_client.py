@@ -28,6 +28,7 @@ from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 PROTOCOL_VERSION: Final = "2025-06-18"
 MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024  # a full recv_batch is well under 2 MiB
 CONNECT_SECONDS: Final = 10.0
+CLOSE_SECONDS: Final = 2.0
 
 
 class ToolCallFailed(Exception):
@@ -76,7 +77,7 @@ class LeanMcpClient:
         if session is None:
             return
         try:
-            connection = self._connect(CONNECT_SECONDS)
+            connection = self._connect(CLOSE_SECONDS)  # on the way out (SIGTERM too): not for long
             connection.request("DELETE", self._path, headers=self._headers(session))
             connection.getresponse().read(65536)
             connection.close()

@@ -2,13 +2,13 @@
 
     long-poll recv_batch(batch_max, ack=false) -> turn -> ack -> stats
 
-After idle_close_seconds without a wake, run() returns True and the harness execs its idle form
-(harness/idle.py), which execs this loop again with the next messages in wake.json.
 Messages are leased, not taken: if this process dies mid-turn the broker delivers them again
 once the lease ends, and while a turn runs the lease is extended so a long turn keeps them.
 The broker being down, a refused token or a failed turn are retried with backoff, with the
 reason shown in turn.json; a wake is never dropped. Only a turn that ran (or the operator
-cancelled) acknowledges its messages.
+cancelled) acknowledges its messages. After idle_close_seconds without a wake, run() returns True
+and the harness execs its idle form (harness/idle.py), which execs this loop again with the next
+messages in wake.json.
 """
 
 from __future__ import annotations
