@@ -67,14 +67,7 @@ def agent_page(hive: HiveView, name: str) -> None:
 
             ui.timer(1.0, follow)
         with ui.tab_panel("config"):
-            config = ui.code("", language="toml").classes("w-full").mark("config")
-
-            async def load_config() -> None:
-                result = await act("config", hive.call(hive.lifecycle.agent_config(name)))
-                if result:
-                    config.set_content(result.agent_toml)
-
-            ui.timer(0.1, load_config, once=True)
+            applied_config(hive, name)
         with ui.tab_panel("files"):
             path = ui.input("file in its state dir", value="notes.md").props("dense").mark("file-path")
             content = ui.code("", language="markdown").classes("w-full").mark("file")
@@ -99,14 +92,19 @@ PEER_TEXT = (
 def peer_page(hive: HiveView, name: str) -> None:
     """A peer's page: what a peer is, and its applied config (its allow-lists)."""
     ui.label(PEER_TEXT.format(name=name)).classes("text-grey-5 max-w-3xl").mark("peer-note")
+    applied_config(hive, name)
+
+
+def applied_config(hive: HiveView, name: str) -> None:
+    """Its applied agent.toml, loaded once the page is shown."""
     config = ui.code("", language="toml").classes("w-full").mark("config")
 
-    async def load_config() -> None:
+    async def load() -> None:
         result = await act("config", hive.call(hive.lifecycle.agent_config(name)))
         if result:
             config.set_content(result.agent_toml)
 
-    ui.timer(0.1, load_config, once=True)
+    ui.timer(0.1, load, once=True)
 
 
 def stats_panel(hive: HiveView, name: str) -> None:
