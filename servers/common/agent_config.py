@@ -75,6 +75,9 @@ class AgentBudget(_Strict):
 
 
 class AgentConfig(_Strict):
+    # "agent": sandboxed, run by the lifecycle server. "peer": a Claude Code session outside the hive
+    # (`hive peer add`): an applied config and tokens, no sandbox, no harness, no state dir.
+    kind: Literal["agent", "peer"] = "agent"
     role: Literal["agent", "manager"] = "agent"
     model: str = DEFAULT_MODEL
     # Per hyperhive server, the exact tools this agent may call; a server left out gets the role default.
@@ -92,6 +95,10 @@ class AgentConfig(_Strict):
     @property
     def principal_role(self) -> Role:
         return Role(self.role)
+
+    @property
+    def is_peer(self) -> bool:
+        return self.kind == "peer"
 
     @field_validator("model")
     @classmethod

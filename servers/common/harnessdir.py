@@ -81,12 +81,12 @@ class HarnessInfo(BaseModel):
         needs no new session. Plain sh, no Python: it runs in the sandbox with a scrubbed environment."""
         return f'printf \'{{"Authorization":"Bearer %s"}}\' "$(cat {shlex.quote(self.token_file)})"'
 
-    def mcp_config(self, token: str | None = None) -> dict[str, dict[str, Any]]:
+    def mcp_config(self, token: str | None = None, *, headers_helper: str | None = None) -> dict[str, dict[str, Any]]:
         """The `mcpServers` of Claude Code's --mcp-config: the hyperhive servers it may use, then its own.
-        With `token`, that fixed token (`hive mcp-config`); else the headers helper (the harness)."""
-        auth: dict[str, Any] = (
-            {"headers": {"Authorization": f"Bearer {token}"}} if token else {"headersHelper": self.headers_helper()}
-        )
+        With `token`, that fixed token (`hive mcp-config`); else `headers_helper` (a peer's: `hive peer
+        token`), else the harness's headers helper."""
+        helper = headers_helper or self.headers_helper()
+        auth: dict[str, Any] = {"headers": {"Authorization": f"Bearer {token}"}} if token else {"headersHelper": helper}
         servers: dict[str, dict[str, Any]] = {
             server: {"type": "http", "url": url, **auth}
             for server, url in self.servers.items()

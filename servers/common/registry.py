@@ -100,6 +100,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "budget_check": HARNESS,
             "set_budget": OPERATOR,
             "resume_agent": OPERATOR,
+            "add_peer": OPERATOR,
+            "remove_peer": OPERATOR,
         },
         calls={"broker": frozenset({"post_event"})},
         root=True,

@@ -22,6 +22,8 @@ from hyperhive.servers.lifecycle.models import (
     Draft,
     LogLines,
     ModelResult,
+    PeerAdded,
+    PeerRemoved,
     RebuildResult,
     Recorded,
     Resumed,
@@ -111,3 +113,11 @@ class LifecycleClient(ServerClient):
 
     async def apply_commit(self, name: str, sha: str, expected_base: str | None = None) -> Applied:
         return await self._call("apply_commit", Applied, name=name, sha=sha, expected_base=expected_base)
+
+    async def add_peer(
+        self, name: str, tools: dict[str, list[str]] | None = None, allowed_recipients: list[str] | None = None
+    ) -> PeerAdded:
+        return await self._call("add_peer", PeerAdded, name=name, tools=tools, allowed_recipients=allowed_recipients)
+
+    async def remove_peer(self, name: str) -> PeerRemoved:
+        return await self._call("remove_peer", PeerRemoved, name=name)

@@ -111,8 +111,11 @@ class Resumed(BaseModel):
 class AgentInfo(BaseModel):
     name: str
     role: str
-    state: AgentState
-    desired: Literal["running", "stopped"]  # what it was last asked to be
+    # "peer": a Claude Code session outside the hive (`hive peer add`); lifecycle runs nothing of it,
+    # so its state is "peer", desired None and its model its own ("").
+    kind: Literal["agent", "peer"] = "agent"
+    state: AgentState | Literal["peer"]
+    desired: Literal["running", "stopped"] | None  # what it was last asked to be
     model: str  # the model its next turn uses (set_model's override, else agent.toml's)
     started_at: str | None
     last_exit_code: int | None
@@ -144,6 +147,15 @@ class AgentStatus(AgentInfo):
     busy: str | None  # what is being done to it right now, if anything
     state_dir: str
     harness_dir: str
+
+
+class PeerAdded(BaseModel):
+    name: str
+    applied_sha: str  # its applied config's commit (kind = "peer")
+
+
+class PeerRemoved(BaseModel):
+    name: str
 
 
 class LogLines(BaseModel):

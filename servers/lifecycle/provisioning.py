@@ -233,6 +233,12 @@ def validate(name: str, sha: str, files: dict[str, str]) -> None:
         config = parse_agent_config(files[AGENT_TOML], f"{name}@{sha[:12]}:{AGENT_TOML}")
     except ConfigError as e:
         raise Refused(str(e)) from None
+    if config.is_peer:
+        # A sandboxed agent turned peer would keep its sandbox running with nobody watching it.
+        raise Refused(
+            f'kind = "peer" is for agents outside the hive, added with `hive peer add`; '
+            f'{name} runs in a sandbox and must keep kind = "agent"'
+        )
     if name == MANAGER and config.role != "manager":
         raise Refused('the manager\'s config must keep role = "manager"')
     if name != MANAGER and config.role == "manager":

@@ -14,11 +14,12 @@ from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.harnessdir import TurnState
-from hyperhive.servers.lifecycle import harness_files
+from hyperhive.servers.lifecycle import harness_files, repos
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
 from hyperhive.servers.lifecycle.models import BudgetCheck, Spend, Turn, TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
 from hyperhive.servers.lifecycle.provisioning import Provisioning, checked
 from hyperhive.servers.lifecycle.spending import Spending, SpendSheet
 from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore
@@ -36,6 +37,7 @@ class AgentReadings:
     turn_stats: TurnStats
     spending: Spending
     locks: AgentLocks
+    peers: Peers
     version: str
     clock: Callable[[], float]
 
@@ -53,8 +55,14 @@ class AgentReadings:
     async def row(self, name: str) -> AgentRow:
         row = await self.store.agent(checked(name))
         if row is None:
+            config = await self.agents.lookup(name)
+            if config is not None and config.is_peer:  # no row: nothing of it is lifecycle's to run
+                raise Refused(peer_refusal(name))
             raise Refused(f"no agent named {name!r}; list_agents shows the agents there are")
         return row
+
+    async def applied_head(self, name: str) -> str:
+        return await repos.head(AgentPaths.of(self.config, name).applied)
 
     async def drafts(self, rows: list[AgentRow]) -> list[str]:
         """Names with a proposed config repo and no agent: drafts, and what destroyed agents left."""

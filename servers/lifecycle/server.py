@@ -43,6 +43,8 @@ from hyperhive.servers.lifecycle.models import (
     Draft,
     LogLines,
     ModelResult,
+    PeerAdded,
+    PeerRemoved,
     RebuildResult,
     Recorded,
     Resumed,
@@ -52,6 +54,7 @@ from hyperhive.servers.lifecycle.models import (
     TurnRecord,
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.peers import PEER_STATE
 from hyperhive.servers.lifecycle.spending import SpendSheet
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
 from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
@@ -139,6 +142,22 @@ def create(
             spend=supervisor.spend_of(row.name, sheet),
         )
 
+    def peer_info(name: str) -> AgentInfo:
+        return AgentInfo(
+            name=name,
+            role=supervisor.role_of(name),
+            kind="peer",
+            state=PEER_STATE,
+            desired=None,
+            model="",
+            started_at=None,
+            last_exit_code=None,
+            last_signal=None,
+            restart_count=0,
+            applied_sha=None,
+            needs_update=False,
+        )
+
     async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
         """`do` it to `name` under the audit trail; the agent as it is then."""
         async with audited(action, name):
@@ -154,7 +173,10 @@ def create(
             backend=supervisor.backend_name,
             isolation=supervisor.isolation,
             version=supervisor.version,
-            agents=[await info(row, sheet) for row in rows],
+            agents=sorted(
+                [*[await info(row, sheet) for row in rows], *map(peer_info, supervisor.peers.names())],
+                key=lambda agent: agent.name,
+            ),
             drafts=await supervisor.drafts(rows),
             hive_spend=supervisor.hive_spend(sheet),
         )
@@ -183,9 +205,17 @@ def create(
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def agent_config(name: Name) -> AgentConfigText:
-        """The applied agent.toml (and agent.nix) of an agent."""
-        row = await supervisor.row(name)
+        """The applied agent.toml (and agent.nix) of an agent or a peer."""
         applied = AgentPaths.of(config, name).applied
+        if supervisor.peers.get(name) is not None:
+            return AgentConfigText(
+                name=name,
+                sha=await supervisor.applied_head(name),
+                proposed_sha=None,
+                agent_toml=await anyio.to_thread.run_sync((applied / "agent.toml").read_text),
+                agent_nix=None,
+            )
+        row = await supervisor.row(name)
 
         def read() -> tuple[str, str | None]:
             nix = applied / "agent.nix"
@@ -316,6 +346,31 @@ def create(
         async with audited("destroy", name, f"purge={str(purge).lower()} force={str(force).lower()}"):
             await supervisor.destroy(name, purge=purge, force=force)
         return DestroyResult(name=name, purged=purge)
+
+    @mcp.tool
+    async def add_peer(
+        name: Name,
+        tools: Annotated[
+            dict[str, list[str]] | None,
+            Field(description="per server, the exact tools it may call; a server left out: an agent's defaults"),
+        ] = None,
+        allowed_recipients: Annotated[
+            list[str] | None, Field(description="agent names, 'operator' or '*' (the default: everyone)")
+        ] = None,
+    ) -> PeerAdded:
+        """Register a peer: an agent outside the hive (a Claude Code session the operator runs) that
+        messages the swarm under these allow-lists. No sandbox is made; its tokens come from the hive's
+        key (`hive peer token`)."""
+        detail = f"tools={tools} allowed_recipients={allowed_recipients}"
+        async with audited("add_peer", name, detail):
+            return PeerAdded(name=name, applied_sha=await supervisor.add_peer(name, tools, allowed_recipients))
+
+    @mcp.tool(annotations={"destructiveHint": True})
+    async def remove_peer(name: Name) -> PeerRemoved:
+        """Revoke a peer: every token of it stops working at once, and its applied config goes."""
+        async with audited("remove_peer", name):
+            await supervisor.remove_peer(name)
+        return PeerRemoved(name=name)
 
     @mcp.tool
     async def set_model(

@@ -35,6 +35,7 @@ from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend
 from hyperhive.servers.lifecycle.crash_handling import CrashHandling
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
 from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
 from hyperhive.servers.lifecycle.readings import AgentReadings
 from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
@@ -74,6 +75,7 @@ class AgentSupervisor(AgentReadings):
         self.store = LifecycleStore(self.db)
         self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, kit.clock)
         self.provisioning = Provisioning(config, self.store, agents, self.uids)
+        self.peers = Peers(config, agents)
         self.setup = SandboxSetup(config, self.issuer, agents, backend, self.provisioning, self.store, self.clock)
         self.budgets = StateBudgets(config, self.store, agents, self._announce, self.clock)
         self.spending = Spending(config, self.store, agents, kit.outbox, self.clock)
@@ -134,6 +136,7 @@ class AgentSupervisor(AgentReadings):
         created is then exactly what the operator was shown.
         """
         async with self.locks.exclusive(checked(name), "being created"):
+            self._refuse_peer(name)
             if await self.store.agent(name) is not None:
                 if (ref is not None or expected_base is not None) and await self._created_already(
                     name, ref, expected_base
@@ -161,6 +164,7 @@ class AgentSupervisor(AgentReadings):
     async def create_draft(self, name: str) -> tuple[AgentPaths, str]:
         """A proposed repo and a state dir, no sandbox: the manager edits the config and seeds notes first."""
         async with self.locks.exclusive(checked(name), "being drafted"):
+            self._refuse_peer(name)
             if await self.store.agent(name) is not None:
                 raise Refused(f"{name} already exists; a draft is for an agent that does not exist yet")
             return await self.provisioning.make_draft(name)
@@ -342,6 +346,7 @@ class AgentSupervisor(AgentReadings):
 
     # ------------------------------------------------------------------------------- destroying
     async def destroy(self, name: str, *, purge: bool, force: bool) -> None:
+        self._refuse_peer(checked(name))  # its applied config would pass for a destroyed agent's leftovers
         if purge and await self.store.agent(checked(name)) is None and self.provisioning.leftovers(name):
             # Destroyed before, its files kept: purge them now.
             async with self.locks.exclusive(name, "being purged"):
@@ -368,6 +373,34 @@ class AgentSupervisor(AgentReadings):
             await self.agents.refresh()
             if name != MANAGER:
                 await self._announce(Destroyed(agent=name, purged=purge))
+
+    # ---------------------------------------------------------------------------------- peers
+    async def add_peer(self, name: str, tools: dict[str, list[str]] | None, recipients: list[str] | None) -> str:
+        """Register peer `name` (an agent outside the hive): its applied config and a live instance;
+        returns the applied sha. Nothing is started: a peer runs where the operator runs it."""
+        async with self.locks.exclusive(checked(name), "being added as a peer"):
+            if self.peers.get(name) is not None:
+                raise Refused(f"{name} is a peer already; `hive peer remove {name}` first to change it")
+            if await self.store.agent(name) is not None:
+                raise Refused(f"{name} is an agent of the hive; a peer needs a name of its own")
+            if await anyio.to_thread.run_sync(self.provisioning.leftovers, name):
+                raise Refused(
+                    f"{name} has files of an agent or a draft (kept when it was destroyed): "
+                    f"`hive destroy {name} --purge` removes them, or choose another name"
+                )
+            return await self.peers.add(name, tools, recipients)
+
+    async def remove_peer(self, name: str) -> None:
+        """Revoke peer `name`: its tokens stop working at once and its applied config goes."""
+        async with self.locks.exclusive(checked(name), "being removed"):
+            if self.peers.get(name) is None:
+                what = "an agent of the hive: `hive destroy` it" if await self.store.agent(name) else "no peer"
+                raise Refused(f"{name} is {what}; `hive peer list` shows the peers")
+            await self.peers.remove(name)
+
+    def _refuse_peer(self, name: str) -> None:
+        if self.peers.get(name) is not None:
+            raise Refused(peer_refusal(name))
 
     # ------------------------------------------------------------------------------------ helpers
     async def _announce(self, event: HelperEvent) -> None:

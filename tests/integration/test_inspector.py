@@ -74,7 +74,8 @@ LIFECYCLE_ACTIONS = {
             "operator",
             LIFECYCLE_READS
             | LIFECYCLE_ACTIONS
-            | {"read_state_file", "diff_commit", "create_draft", "audit", "set_budget", "resume_agent"},
+            | {"read_state_file", "diff_commit", "create_draft", "audit", "set_budget", "resume_agent"}
+            | {"add_peer", "remove_peer"},
         ),
         ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn", "budget_check"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy

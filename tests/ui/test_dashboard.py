@@ -425,3 +425,19 @@ async def test_a_paused_agent_shows_its_cost_and_the_operator_resumes_it(
         ]
     finally:
         await servers.call("lifecycle", "destroy", name="bud", purge=True)
+
+
+async def test_a_peer_shows_as_a_peer_without_actions_and_its_page_says_what_it_is(
+    user: User, servers: Servers, password: str
+) -> None:
+    await servers.call("lifecycle", "add_peer", name="outside", allowed_recipients=["manager"])
+    await log_in(user, password)
+    await user.should_see(marker="state-outside", retries=50)
+    assert user.find(marker="state-outside").elements.pop().text == "peer"
+    await user.should_see(marker="start-manager")
+    await user.should_not_see(marker="start-outside")  # nothing to start, stop or steer
+    await user.should_not_see(marker="model-outside")
+    await user.open("/agent/outside")
+    await user.should_see("outside the hive", retries=50)
+    await user.should_see('allowed_recipients = ["manager"]', retries=50)
+    await user.should_not_see(marker="log")

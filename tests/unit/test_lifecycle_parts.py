@@ -355,3 +355,26 @@ def test_a_resume_opens_a_new_allowance_for_the_rest_of_its_day_only() -> None:
     assert allowance_key(now, _utc("2026-11-30T23:00:00")) == "2026-12-01"  # yesterday's resume: spent
     assert allowance_key(now, _utc("2026-12-01T14:00:00")) == "2026-12-01@2026-12-01T14:00:00.000Z"
     assert allowance_key(now, _utc("2026-12-01T14:00:00")) != allowance_key(now, _utc("2026-12-01T14:30:00"))
+
+
+# ------------------------------------------------------------------------------------ peers
+
+
+def test_a_proposed_config_cannot_make_a_sandboxed_agent_a_peer() -> None:
+    from hyperhive.servers.lifecycle.provisioning import validate
+
+    validate("alice", "0" * 40, {"agent.toml": 'kind = "agent"\n'})
+    with pytest.raises(Refused, match='kind = "peer" is for agents outside the hive'):
+        validate("alice", "0" * 40, {"agent.toml": 'kind = "peer"\n'})
+
+
+def test_a_peers_config_names_its_kind_recipients_and_tools() -> None:
+    from hyperhive.servers.common.agent_config import parse_agent_config
+    from hyperhive.servers.lifecycle.peers import peer_toml
+
+    config = parse_agent_config(peer_toml({"broker": ["send", "recv"]}, ["manager", "operator"]), "peer")
+    assert config.is_peer and config.role == "agent"
+    assert config.allowed_tools("broker") == {"send", "recv"}
+    assert config.may_send_to("manager") and not config.may_send_to("bob")
+    defaults = parse_agent_config(peer_toml(None, None), "peer")
+    assert defaults.is_peer and defaults.tools == {} and defaults.may_send_to("bob")

@@ -13,6 +13,10 @@ from hyperhive.ui.pages.widgets import act, section, spend_text
 
 def agent_page(hive: HiveView, name: str) -> None:
     section(name)
+    known = hive.state.agents.get(name)
+    if known is not None and known.info.kind == "peer":
+        peer_page(hive, name)
+        return
 
     async def reset_session() -> None:
         call = hive.call(hive.lifecycle.reset_session(name))
@@ -63,14 +67,7 @@ def agent_page(hive: HiveView, name: str) -> None:
 
             ui.timer(1.0, follow)
         with ui.tab_panel("config"):
-            config = ui.code("", language="toml").classes("w-full").mark("config")
-
-            async def load_config() -> None:
-                result = await act("config", hive.call(hive.lifecycle.agent_config(name)))
-                if result:
-                    config.set_content(result.agent_toml)
-
-            ui.timer(0.1, load_config, once=True)
+            applied_config(hive, name)
         with ui.tab_panel("files"):
             path = ui.input("file in its state dir", value="notes.md").props("dense").mark("file-path")
             content = ui.code("", language="markdown").classes("w-full").mark("file")
@@ -82,6 +79,32 @@ def agent_page(hive: HiveView, name: str) -> None:
             ui.button("read", on_click=read).props("dense").mark("file-read")
         with ui.tab_panel("stats"):
             stats_panel(hive, name)
+
+
+PEER_TEXT = (
+    "A peer: a Claude Code session outside the hive (the operator's own terminal, say) that messages the "
+    "swarm like an agent, under the allow-lists below. The hive runs nothing of it: no sandbox, no log, no "
+    "state dir. Its Claude Code fetches a short-lived token with `hive peer token` each time it connects; "
+    "`hive peer remove {name}` revokes it at once."
+)
+
+
+def peer_page(hive: HiveView, name: str) -> None:
+    """A peer's page: what a peer is, and its applied config (its allow-lists)."""
+    ui.label(PEER_TEXT.format(name=name)).classes("text-grey-5 max-w-3xl").mark("peer-note")
+    applied_config(hive, name)
+
+
+def applied_config(hive: HiveView, name: str) -> None:
+    """Its applied agent.toml, loaded once the page is shown."""
+    config = ui.code("", language="toml").classes("w-full").mark("config")
+
+    async def load() -> None:
+        result = await act("config", hive.call(hive.lifecycle.agent_config(name)))
+        if result:
+            config.set_content(result.agent_toml)
+
+    ui.timer(0.1, load, once=True)
 
 
 def stats_panel(hive: HiveView, name: str) -> None:

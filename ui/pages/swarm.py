@@ -14,7 +14,7 @@ from hyperhive.ui.pages.widgets import act, confirm, section, spend_text
 
 STATE_COLOURS = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
-    "stopped": "grey", "failed": "negative",
+    "stopped": "grey", "failed": "negative", "peer": "purple",
 }  # fmt: skip
 TURN_COLOURS = {
     "idle": "grey-7",
@@ -68,7 +68,7 @@ class SwarmRow:
             self.reminders = ui.label("").classes("hh-num text-grey-5").mark(f"reminders-{name}")
             self.cost = ui.label("").classes("truncate").mark(f"cost-{name}")  # today (of budget); week on hover
             self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
-            with ui.element().classes("hh-actions"):
+            with ui.element().classes("hh-actions") as self.actions:
                 for action in ("start", "stop"):
                     ui.button(action, on_click=lambda a=action: self.do(a)).props("flat dense size=sm").mark(
                         f"{action}-{name}"
@@ -92,6 +92,11 @@ class SwarmRow:
         info, turn = agent.info, agent.info.turn
         self.state.set_text(info.state)
         self.state.props(f"color={STATE_COLOURS.get(info.state, 'grey')}")
+        # A peer runs outside the hive: nothing here starts, stops or steers it, and its model is its own.
+        sandboxed = info.kind != "peer"
+        self.state.props.set_optional("title", None if sandboxed else "a peer: a Claude Code session outside the hive")
+        self.actions.set_visibility(sandboxed)
+        self.model.set_visibility(sandboxed)
         self.role.set_text(info.role)
         self.model.set_text(info.model)
         self.turn.classes(replace=f"truncate text-{TURN_COLOURS.get(turn.state, 'grey-7') if turn else 'grey-7'}")
