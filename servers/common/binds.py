@@ -70,24 +70,28 @@ class Bind(BaseModel):
     @field_validator("host")
     @classmethod
     def _host(cls, text: str) -> str:
-        host = bind_path(text, "host")
-        if host == PurePosixPath("/"):
-            raise ValueError("host '/' is the whole host; bind the directory the agent needs")
-        for system in SYSTEM_DIRS:
-            if overlaps(host, system):
-                raise ValueError(f"host {text!r} is (or holds, or is inside) the host's system dir {system}")
-        return str(host)
+        return _place(text, "host", "is the whole host", SYSTEM_DIRS, "the host's system dir {}")
 
     @field_validator("path")
     @classmethod
     def _path(cls, text: str) -> str:
-        path = bind_path(text, "path")
-        if path == PurePosixPath("/"):
-            raise ValueError("path '/' would cover the whole sandbox")
-        for own in SANDBOX_DIRS:
-            if overlaps(path, own):
-                raise ValueError(f"path {text!r} is (or holds, or is inside) {own}, which the sandbox keeps for itself")
-        return str(path)
+        return _place(
+            text, "path", "would cover the whole sandbox", SANDBOX_DIRS, "{}, which the sandbox keeps for itself"
+        )
+
+
+def _place(text: str, what: str, whole: str, refused: tuple[PurePosixPath, ...], says: str) -> str:
+    path = bind_path(text, what)
+    if path == PurePosixPath("/"):
+        raise ValueError(f"{what} '/' {whole}; bind the directory the agent needs")
+    if (place := first_overlap(path, refused)) is not None:
+        raise ValueError(f"{what} {text!r} is (or holds, or is inside) " + says.format(place))
+    return str(path)
+
+
+def first_overlap(path: PurePosixPath, places: tuple[PurePosixPath, ...]) -> PurePosixPath | None:
+    """The first of `places` that `path` is, holds or is inside."""
+    return next((place for place in places if overlaps(path, place)), None)
 
 
 def check_binds(binds: list[Bind]) -> list[Bind]:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from hyperhive.servers.common.agent_config import AgentConfig
-from hyperhive.servers.common.binds import SHARED_MOUNT, SYSTEM_DIRS, overlaps
+from hyperhive.servers.common.binds import SHARED_MOUNT, SYSTEM_DIRS, first_overlap, overlaps
 from hyperhive.servers.lifecycle.backends.base import BackendError, Mount
 
 SHARED_DIR: Final = "shared"  # <home>/shared
@@ -69,9 +69,8 @@ def resolved_host(host: str) -> Path:
         raise BackendError(f"binds: host {host} cannot be checked: {e.strerror}") from None
     if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
         raise BackendError(f"binds: host {host} is neither a directory nor a regular file")
-    for system in SYSTEM_DIRS:  # again, resolved (agent.toml's parse saw only the text)
-        if overlaps(PurePosixPath(real), system):
-            raise BackendError(f"binds: host {host} is (or holds, or is inside) the host's system dir {system}")
+    if (system := first_overlap(PurePosixPath(real), SYSTEM_DIRS)) is not None:  # again, resolved
+        raise BackendError(f"binds: host {host} is (or holds, or is inside) the host's system dir {system}")
     return Path(real)
 
 
