@@ -27,6 +27,11 @@ in
       default = 200000;
       description = "The host uid the harness runs as; the container has no user namespace (set by the generated flake).";
     };
+    sharedGid = mkOption {
+      type = types.nullOr (types.ints.between 1000 2147483647);
+      default = null;
+      description = "The hive's group for /hive/shared (bound in from the host), a supplementary group of the harness; null: the agent has no shared workspace (set by the generated flake).";
+    };
     stateDir = mkOption {
       type = types.str;
       default = "/var/lib/hyperhive/agents/${cfg.name}/state";
@@ -75,10 +80,12 @@ in
     services.resolved.enable = false;
 
     users.groups.agent.gid = cfg.uid;
+    users.groups.hive-shared = lib.mkIf (cfg.sharedGid != null) { gid = cfg.sharedGid; };
     users.users.agent = {
       isNormalUser = true;
       uid = cfg.uid;
       group = "agent";
+      extraGroups = lib.optional (cfg.sharedGid != null) "hive-shared";
       home = cfg.harnessDir;
       createHome = false; # the lifecycle server made it, owned by this uid
       description = "hyperhive agent ${cfg.name}";
@@ -114,6 +121,8 @@ in
         StandardError = "journal+console";
         NoNewPrivileges = true;
         PrivateTmp = true;
+        # What it makes in /hive/shared (setgid: the hive's group) the other agents may change too.
+        UMask = "0002";
       };
     };
   };

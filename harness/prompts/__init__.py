@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hyperhive.servers.common.binds import SHARED_MOUNT
 from hyperhive.servers.common.harnessdir import HarnessInfo
 
 HERE = Path(__file__).parent
@@ -19,6 +20,17 @@ def system_prompt(info: HarnessInfo) -> str:
             f'commit with `git -C {info.agents_dir}/<name>/config commit -am "<what and why>"`, take the sha '
             f"from `git -C {info.agents_dir}/<name>/config rev-parse HEAD`, then request_apply_commit(agent, sha)."
         )
+    if info.shared:
+        access = "read and write" if info.shared == "rw" else "read (not write)"
+        parts.append(
+            f"{SHARED_MOUNT} is the hive's shared workspace: every agent that has it sees the same files there, "
+            f"and you may {access} them. Use it for documents and files you hand to other agents without routing "
+            f"them through the manager: write the file there (e.g. {SHARED_MOUNT}/<topic>/<name>.md) and send its "
+            "path in a message. Others can change or delete what you put there: keep your own copy in your "
+            "working directory of anything you cannot lose."
+        )
+    if info.binds:
+        parts.append("Also bound into your sandbox from the host: " + ", ".join(info.binds) + ".")
     if info.prompt.strip():
         parts.append("Instructions from your config (agent.toml):\n" + info.prompt.strip())
     return "\n\n".join(parts)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from hyperhive.servers.common.binds import Bind, SharedMode, check_binds
 from hyperhive.servers.common.catalog import CATALOG, role_default
 from hyperhive.servers.common.config import CpuWeight, MemorySize, PidsMax, SandboxDefaults, StateSize, TmpSize, Usd
 from hyperhive.servers.common.config_parsing import STRICT, ConfigError, check_env_names, validated
@@ -91,6 +92,10 @@ class AgentConfig(_Strict):
     prompt: Annotated[str, Field(max_length=20_000)] = ""
     sandbox: SandboxSettings = SandboxSettings()
     budget: AgentBudget = AgentBudget()
+    # The hive's shared workspace at /hive/shared: read-write, read-only, or not there at all.
+    shared: SharedMode = "rw"
+    # Host paths bound into the sandbox (binds.py says which are refused).
+    binds: list[Bind] = []
 
     @property
     def principal_role(self) -> Role:
@@ -133,6 +138,11 @@ class AgentConfig(_Strict):
             except InvalidName as e:
                 raise ValueError(f"{e}; use agent names, 'operator' or '*'") from None
         return names
+
+    @field_validator("binds")
+    @classmethod
+    def _binds(cls, binds: list[Bind]) -> list[Bind]:
+        return check_binds(binds)
 
     @field_validator("env")
     @classmethod
@@ -203,6 +213,19 @@ prompt = ""
 # [mcp_servers.search]
 # type = "http"
 # url = "http://127.0.0.1:9000/mcp"
+
+# The hive's shared workspace, /hive/shared in every sandbox: documents and files agents hand
+# each other without the manager. "rw" (the default), "ro" (read only) or "none" (not there).
+# shared = "rw"
+
+# Host paths bound into this sandbox, read-only unless mode = "rw". The host path must exist and
+# not be a link; the hive's home, the host's system dirs (/etc, /usr, /var/lib …) and places the
+# sandbox keeps for itself (/tmp, /hive, /nix …) are refused. A change here is flagged to the
+# operator as a widening. The agent's uid still needs the host's permissions on what is bound.
+# [[binds]]
+# host = "/srv/data"
+# path = "/data"
+# mode = "ro"
 
 # What this agent may spend, in US dollars, from the cost Claude Code reports. Past usd_per_day
 # (a UTC day) it pauses: no turns, its messages wait, the manager gets a budget_exhausted event;

@@ -14,6 +14,7 @@ from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.names import BROADCAST
 
 CONFIG_FILES: Final = ("agent.toml", "agent.nix")  # what a config repo holds and an apply copies
+_SHARED_ACCESS: Final = {"none": 0, "ro": 1, "rw": 2}
 
 
 def render_diff(old: Mapping[str, str], new: Mapping[str, str], old_label: str, new_label: str) -> str:
@@ -70,6 +71,11 @@ def widenings(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     for key, value in sandbox_after.items():
         if key != "max_restarts" and value != sandbox_before.get(key):  # any other setting: what it runs, binds
             found.append(f"sandbox.{key}: {_setting(sandbox_before.get(key))} → {_setting(value)}")
+    if _SHARED_ACCESS[after.shared] > _SHARED_ACCESS[before.shared]:
+        found.append(f"shared: {before.shared} → {after.shared} (the hive's shared workspace, /hive/shared)")
+    for bind in after.binds:
+        if bind not in before.binds:  # a new host path, a new place for it, or read-write now
+            found.append(f"binds: + host {bind.host} at {bind.path} ({bind.mode})")
     if old.get("agent.nix") != new.get("agent.nix"):
         found.append("agent.nix: changed (the container's NixOS config: read its diff)")
     return found

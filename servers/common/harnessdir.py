@@ -64,6 +64,8 @@ class HarnessInfo(BaseModel):
     harness_dir: str
     token_file: str
     agents_dir: str | None = None  # the manager's: where every agent's proposed config repo is
+    shared: str | None = None  # the shared workspace, /hive/shared: "rw", "ro", or None (not there)
+    binds: list[str] = []  # agent.toml's [[binds]], "PATH (ro)": host paths in its sandbox
     batch_max: int = 10
     notes_max_bytes: int = 32 * 1024
     context_reset_tokens: int = 150_000

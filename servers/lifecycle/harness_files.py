@@ -60,6 +60,8 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig, start: Sandb
         harness_dir=str(paths.harness),
         token_file=str(paths.credentials_mount / INSTANCE_DIR / TOKEN_FILE),
         agents_dir=str(config.agents_dir) if agent.role == "manager" else None,
+        shared=None if agent.shared == "none" else agent.shared,
+        binds=[f"{bind.path} ({bind.mode})" for bind in agent.binds],
         batch_max=settings.batch_max,
         notes_max_bytes=settings.notes_max_bytes,
         context_reset_tokens=settings.context_reset_tokens,

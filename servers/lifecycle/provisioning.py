@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from pathlib import Path
 from typing import Literal
 
 import anyio
@@ -24,6 +25,7 @@ from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
 from hyperhive.servers.lifecycle import logfiles, repos
+from hyperhive.servers.lifecycle.host_binds import home_problems
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import LifecycleStore, UidsExhausted
 from hyperhive.servers.lifecycle.uidrange import UidRange
@@ -39,6 +41,12 @@ class Provisioning:
         self.agents = agents
         self.uids = uids  # None: not root, agents share the server's uid
 
+    @property
+    def shared_gid(self) -> int | None:
+        """The hive's group for /hive/shared: the last id of this hive's block, which no agent gets
+        as its uid (nor, so, as its own group); None when not running as root."""
+        return None if self.uids is None else self.uids.end - 1
+
     def paths(self, name: str) -> AgentPaths:
         return AgentPaths.of(self.config, name)
 
@@ -48,7 +56,7 @@ class Provisioning:
             return None
         taken = await anyio.to_thread.run_sync(_system_uids)
         try:
-            return await self.store.uid_of(name, self.uids.start, taken, end=self.uids.end)
+            return await self.store.uid_of(name, self.uids.start, taken, end=self.uids.end - 1)
         except UidsExhausted:
             raise Refused(
                 f"no free host uid left in this hive's block {self.uids}; destroy agents with purge to free some"
@@ -134,7 +142,7 @@ class Provisioning:
     async def read_commit(self, name: str, ref: str) -> tuple[str, dict[str, str]]:
         """(full sha, config files) of commit `ref` of its proposed repo, refused unless it could be applied."""
         proposed, files = await self.files_at(name, ref)
-        validate(name, proposed, files)
+        validate(name, proposed, files, self.config.home)
         return proposed, files
 
     async def files_at(self, name: str, ref: str) -> tuple[str, dict[str, str]]:
@@ -188,7 +196,7 @@ class Provisioning:
             applied_files = await repos.files_at(paths.applied, applied_sha)
         problems = None
         try:
-            validate(name, proposed, files)
+            validate(name, proposed, files, self.config.home)
         except Refused as e:
             problems = str(e)
         diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
@@ -225,8 +233,9 @@ class Provisioning:
         logfiles.remove_all(paths.log)
 
 
-def validate(name: str, sha: str, files: dict[str, str]) -> None:
-    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted or made."""
+def validate(name: str, sha: str, files: dict[str, str], home: Path) -> None:
+    """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted or
+    made, binds into or over the hive's `home`."""
     if AGENT_TOML not in files:
         raise Refused(f"commit {sha[:12]} of {name}'s config has no {AGENT_TOML}")
     try:
@@ -244,6 +253,8 @@ def validate(name: str, sha: str, files: dict[str, str]) -> None:
     if name != MANAGER and config.role == "manager":
         # A manager's token and a read-write bind of every agent's config repo: one manager only.
         raise Refused(f'role = "manager" is for the agent named {MANAGER} only; {name} must keep role = "agent"')
+    if problems := home_problems(home, config):
+        raise Refused(f"{name}@{sha[:12]}:{AGENT_TOML}: " + "; ".join(problems))
 
 
 async def check_base(name: str, paths: AgentPaths, expected: str) -> None:

@@ -28,6 +28,7 @@ from hyperhive.servers.common.harnessdir import TOKEN_FILE, SandboxStart
 from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.lifecycle import host_binds
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend, SandboxSpec
 from hyperhive.servers.lifecycle.cgroups import Limits
 from hyperhive.servers.lifecycle.harness_files import harness_info
@@ -67,12 +68,16 @@ class SandboxSetup:
         info = harness_info(self.config, name, config, start)
         write_atomic(paths.hive_json, info.model_dump_json(indent=2), mode=0o644)
         paths.cancel_request.unlink(missing_ok=True)  # meant for a turn of the run before
+        if config.shared != "none":
+            host_binds.make_shared_dir(self.config.home, self.provisioning.shared_gid)
         return self.spec(name, config, uid)
 
     def spec(self, name: str, config: AgentConfig, uid: int | None) -> SandboxSpec:
+        """What `name` runs with; BackendError for a bind that cannot be made now. Blocking."""
         paths = AgentPaths.of(self.config, name)
         command = config.sandbox.command or self.config.lifecycle.default_command or self.backend.harness_command(name)
         bounds = config.sandbox.bounds(self.config.sandbox)
+        gid = self.provisioning.shared_gid
         env = {
             "PATH": self.backend.path,
             "HOME": str(paths.harness),
@@ -100,6 +105,8 @@ class SandboxSetup:
             tmp_max=bounds.tmp_max,
             network=config.sandbox.network or self.backend.default_network,
             instance_credentials=self._instance_credentials(paths),
+            mounts=host_binds.mounts(self.config.home, config),
+            groups=() if config.shared == "none" or gid is None else (gid,),
         )
 
     def _instance_credentials(self, paths: AgentPaths) -> Path | None:

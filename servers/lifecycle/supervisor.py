@@ -271,7 +271,7 @@ class AgentSupervisor(AgentReadings):
                     await self._finish_apply(name, proposed, done)  # the server died before it was done
                 return proposed, done, True
             try:
-                validate(name, proposed, files)
+                validate(name, proposed, files, self.config.home)
             except Refused as e:
                 raise Refused(f"{e}\nNothing was applied.") from None
             if expected_base is not None:
@@ -315,8 +315,9 @@ class AgentSupervisor(AgentReadings):
         if row.desired == "running":
             await self._launch(name, SandboxStart(reason="rebuilt", detail=why), rebuild=True)
         else:
-            spec = self.setup.spec(name, config, await self.provisioning.uid(name))
+            uid = await self.provisioning.uid(name)
             try:
+                spec = await anyio.to_thread.run_sync(self.setup.spec, name, config, uid)
                 await self.backend.update(spec)
             except BackendError as e:
                 raise Refused(str(e)) from None

@@ -28,7 +28,7 @@ from fakes.systemd1 import DBusDaemon, FakeSystemd
 
 from hyperhive.servers.common.config import HiveConfig, LifecycleSettings, NixosSettings
 from hyperhive.servers.lifecycle.backends import nixos_units
-from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Restarted, Running, SandboxSpec
+from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Mount, Restarted, Running, SandboxSpec
 from hyperhive.servers.lifecycle.backends.nixos import NixosContainerBackend
 from hyperhive.servers.lifecycle.backends.nixos_conf import container_conf
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, nix_string, render_flake
@@ -197,6 +197,27 @@ async def test_update_of_a_container_destroyed_behind_our_back_creates_it_again(
     flake_dir = config.run_dir / "lifecycle" / "flakes" / "alice"
     assert tools.nixos_commands()[2:] == [["list"], ["create", "alice", "--flake", f"path:{flake_dir}#container"]]
     assert (tools.conf_dir / "alice.conf").read_text().endswith(f"\n{expected_flags(spec)}\n")
+
+
+async def test_the_shared_workspace_and_binds_are_the_containers_bind_mounts(
+    backend: NixosContainerBackend, config: HiveConfig, tools: Tools
+) -> None:
+    shared, data = config.home / "shared", Path("/srv/data")
+    spec = dataclasses.replace(
+        make_spec(config),
+        mounts=(Mount(shared, Path("/hive/shared"), read_only=False), Mount(data, Path("/data"), read_only=True)),
+        groups=(209_999,),
+    )
+    await backend.create(spec)
+    flake = (config.run_dir / "lifecycle" / "flakes" / "alice" / "flake.nix").read_text()
+    assert "sharedGid = 209999;" in flake  # the harness's supplementary group (nix/agent-base.nix)
+    flags = expected_flags(spec)[:-1] + f' --bind={shared}:/hive/shared --bind-ro={data}:/data"'
+    assert flags in (tools.conf_dir / "alice.conf").read_text().splitlines()
+
+    # shared = "ro" and a bind dropped: the next update says so.
+    await backend.update(dataclasses.replace(spec, mounts=(Mount(shared, Path("/hive/shared"), read_only=True),)))
+    flags = expected_flags(spec)[:-1] + f' --bind-ro={shared}:/hive/shared"'
+    assert flags in (tools.conf_dir / "alice.conf").read_text().splitlines()
 
 
 async def test_a_bind_path_the_start_script_would_split_is_refused_before_anything_runs(

@@ -177,6 +177,14 @@ def test_system_prompts_name_the_agent_and_carry_its_addendum(tmp_path: Path) ->
     agent = system_prompt(_info(tmp_path, prompt="You review Python code."))
     assert "notes.md" in agent and "ask the manager" in agent and "in_reply_to" in agent
     assert agent.endswith("Instructions from your config (agent.toml):\nYou review Python code.")
+    assert "/hive/shared" not in agent  # no shared workspace unless hive.json says so
+
+
+def test_the_system_prompt_tells_of_the_shared_workspace_and_binds_it_has(tmp_path: Path) -> None:
+    shared = system_prompt(_info(tmp_path, shared="rw", binds=["/data (ro)"]))
+    assert "/hive/shared is the hive's shared workspace" in shared and "read and write" in shared
+    assert "without routing them through the manager" in shared and "/data (ro)" in shared
+    assert "read (not write)" in system_prompt(_info(tmp_path, shared="ro"))
 
 
 # ------------------------------------------------------------------------------------ records

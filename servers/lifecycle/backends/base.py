@@ -24,6 +24,15 @@ class BackendError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """A host path bound into the sandbox at `path` (the shared workspace, agent.toml [[binds]])."""
+
+    host: Path  # resolved, checked at this start
+    path: Path
+    read_only: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """Everything a backend needs to run one agent. Paths are host paths, and the same inside."""
 
@@ -42,6 +51,8 @@ class SandboxSpec:
     tmp_max: int | None = None  # bytes of its /tmp
     network: str = "outbound"  # agent.toml [sandbox] network: "outbound", "hive-only" or "host"
     instance_credentials: Path | None = None  # this run's own token dir (per_instance_credentials)
+    mounts: tuple[Mount, ...] = ()  # /hive/shared and agent.toml's [[binds]]
+    groups: tuple[int, ...] = ()  # supplementary groups of its uid: the hive's shared group
 
 
 @dataclass(frozen=True, slots=True)

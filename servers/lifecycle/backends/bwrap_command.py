@@ -61,6 +61,18 @@ def command_line(
         argv += [*parents(directory, made), "--bind", str(directory), str(directory)]
         bound.append(directory)
     argv += ["--ro-bind", str(spec.credentials_dir), str(spec.harness_dir / CREDENTIALS)]
+    for mount in spec.mounts:  # the shared workspace, agent.toml's [[binds]]
+        for own in (*runtime_dirs(), *bound, spec.credentials_dir):
+            if mount.path == own or mount.path in own.parents or own in mount.path.parents:
+                raise BackendError(
+                    f"{spec.name} cannot have {mount.host} at {mount.path}: the sandbox keeps {own} there"
+                )
+        argv += [
+            *parents(mount.path, made),
+            "--ro-bind" if mount.read_only else "--bind",
+            str(mount.host),
+            str(mount.path),
+        ]
     if spec.instance_credentials is not None:
         argv += ["--ro-bind", str(spec.instance_credentials), str(spec.harness_dir / CREDENTIALS / INSTANCE_DIR)]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.name]
@@ -84,7 +96,8 @@ def command_line(
         if spec.uid is None:
             raise BackendError(f"{spec.name} has no uid: as root, every agent runs as its own uid")
         argv += [
-            "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}", "--clear-groups",
+            "setpriv", f"--reuid={spec.uid}", f"--regid={spec.uid}",
+            f"--groups={','.join(map(str, spec.groups))}" if spec.groups else "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
         ]  # fmt: skip
     return argv + spec.command
@@ -106,6 +119,7 @@ def spawn(argv: list[str], log_fd: int, keep: tuple[int, ...]) -> subprocess.Pop
         close_fds=True,
         start_new_session=True,  # not ours to take down when this server stops
         env={},
+        umask=0o002,  # what an agent makes in /hive/shared the others (its group) may change too
     )
 
 

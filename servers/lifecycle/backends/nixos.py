@@ -117,7 +117,8 @@ class NixosContainerBackend(SandboxBackend):
         name = _checked(spec.name)
         flags = nspawn_flags(spec)  # before building anything: a bad path or network is an error either way
         directory = self.render_dir / name
-        agent = AgentFlake(name, spec.role, _uid(spec), spec.state_dir, spec.harness_dir, _system())
+        shared_gid = spec.groups[0] if spec.groups else None  # the hive's group: /hive/shared
+        agent = AgentFlake(name, spec.role, _uid(spec), spec.state_dir, spec.harness_dir, _system(), shared_gid)
         nixos = self.config.lifecycle.nixos
         files = await asyncio.to_thread(render_flake, agent, spec.applied_dir, nixos.flake, nixos.nixpkgs)
         await asyncio.to_thread(write_flake, directory, files)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Final
 
 from dbus_fast import Variant
 
+from hyperhive.servers.common.binds import BIND_PATH_RE
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 from hyperhive.servers.lifecycle.backends.nixos_spec import SPEC_FILE, sandbox_json
@@ -22,8 +22,7 @@ from hyperhive.servers.lifecycle.backends.nixos_spec import SPEC_FILE, sandbox_j
 UNLIMITED: Final = 2**64 - 1  # MemoryMax/TasksMax "infinity", CPUWeight "not set": systemd's UINT64_MAX
 
 # Bind paths go through systemd's EnvironmentFile parser and then unquoted shell word splitting
-# and globbing in the container's start script, and nspawn splits --bind on ':'.
-BIND_PATH_RE: Final = re.compile(r"/[A-Za-z0-9._+@%=,~/-]*")
+# and globbing in the container's start script, and nspawn splits --bind on ':' (binds.py).
 
 
 def nspawn_bind_flags(spec: SandboxSpec) -> builtins.list[str]:
@@ -33,6 +32,8 @@ def nspawn_bind_flags(spec: SandboxSpec) -> builtins.list[str]:
         ("--bind", spec.harness_dir, spec.harness_dir),
         ("--bind-ro", spec.credentials_dir, spec.harness_dir / "credentials"),
         *(("--bind", path, path) for path in spec.shared_rw),
+        # /hive/shared and agent.toml's [[binds]]: the same places as in a bubblewrap sandbox.
+        *(("--bind-ro" if mount.read_only else "--bind", mount.host, mount.path) for mount in spec.mounts),
     ]
     for _, source, target in binds:
         for path in (source, target):
