@@ -360,12 +360,12 @@ def test_a_resume_opens_a_new_allowance_for_the_rest_of_its_day_only() -> None:
 # ------------------------------------------------------------------------------------ peers
 
 
-def test_a_proposed_config_cannot_make_a_sandboxed_agent_a_peer() -> None:
+def test_a_proposed_config_cannot_make_a_sandboxed_agent_a_peer(tmp_path: Path) -> None:
     from hyperhive.servers.lifecycle.provisioning import validate
 
-    validate("alice", "0" * 40, {"agent.toml": 'kind = "agent"\n'})
+    validate("alice", "0" * 40, {"agent.toml": 'kind = "agent"\n'}, tmp_path)
     with pytest.raises(Refused, match='kind = "peer" is for agents outside the hive'):
-        validate("alice", "0" * 40, {"agent.toml": 'kind = "peer"\n'})
+        validate("alice", "0" * 40, {"agent.toml": 'kind = "peer"\n'}, tmp_path)
 
 
 def test_a_peers_config_names_its_kind_recipients_and_tools() -> None:
