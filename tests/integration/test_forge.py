@@ -283,3 +283,39 @@ async def test_the_forge_starts_again_on_its_repos(hive: Hive, broker: BrokerEnd
         names = [repo["name"] for repo in (await forge.client("manager").call("list_repos", {}))["repos"]]
         assert names == ["docs", "kept"]
     assert time.monotonic() - started < 30
+
+
+async def test_the_harness_git_config_clones_with_the_current_token_and_keeps_working_after_renewal(
+    hive: Hive, broker: BrokerEndpoint, forge: Endpoint, tmp_path: Path
+) -> None:
+    from hyperhive.harness.claude import claude_env
+    from hyperhive.harness.prompts import system_prompt
+    from hyperhive.servers.common.agents import AgentRegistry
+    from hyperhive.servers.lifecycle.harness_files import harness_info
+
+    agent = hive.add_agent("a")
+    config = await AgentRegistry(hive.config.applied_dir, hive.config.instances_dir).lookup(agent)
+    assert config is not None
+    token_file = tmp_path / "token"
+    token_file.write_text(hive.token(agent, ttl=120))
+    info = harness_info(hive.config, agent, config).model_copy(update={"token_file": str(token_file)})
+    assert info.git_url == forge.url.removesuffix(MCP_PATH) + GIT_PATH
+    assert f"git clone {info.git_url}/docs.git" in system_prompt(info)
+    harness_dir = tmp_path / "harness"
+    harness_dir.mkdir()
+    env = claude_env(info, harness_dir)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+    clone = tmp_path / "docs"
+    result = await asyncio.to_thread(run, "clone", f"{info.git_url}/docs.git", str(clone))
+    assert result.returncode == 0, result.stderr
+    # Renewed: the old token is void (its instance ended), the file holds the new one, git goes on.
+    hive.add_agent("a")  # a new instance, as a restart makes; the old token now gets 401
+    refused = await asyncio.to_thread(run, "fetch", cwd=clone)
+    assert refused.returncode != 0
+    token_file.write_text(hive.token(agent, ttl=120))
+    fetched = await asyncio.to_thread(run, "fetch", cwd=clone)
+    assert fetched.returncode == 0, fetched.stderr
