@@ -74,6 +74,11 @@ def claude_env(info: HarnessInfo, harness_dir: Path) -> dict[str, str]:
     home, config_dir, tmp = claude_dirs(harness_dir)
     for directory in (home, config_dir, tmp):
         directory.mkdir(mode=0o700, exist_ok=True)
+    # git reaches the forge with the agent's current token (a credential helper reading token_file).
+    gitconfig = home / ".gitconfig"
+    text = info.gitconfig()
+    if not gitconfig.is_file() or gitconfig.read_text() != text:
+        write_atomic(gitconfig, text, mode=0o600)
     env = {
         "HOME": str(home),
         "CLAUDE_CONFIG_DIR": str(config_dir),

@@ -7,6 +7,7 @@
     "lifecycle"
     "approvals"
     "operator"
+    "forge"
   ];
   # Run as the unprivileged user, each with a database directory of its own; the lifecycle
   # server is root's.
@@ -14,12 +15,14 @@
     "broker"
     "approvals"
     "operator"
+    "forge"
   ];
   # The servers that call another one with a service token the hive hands them (a systemd
   # credential); the lifecycle server mints its own.
   handedToken = [
     "approvals"
     "operator"
+    "forge"
   ];
   # hyperhive's default TCP ports.
   ports = {
@@ -27,5 +30,6 @@
     lifecycle = 7802;
     approvals = 7803;
     operator = 7804;
+    forge = 7806;
   };
 }

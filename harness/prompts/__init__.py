@@ -31,6 +31,14 @@ def system_prompt(info: HarnessInfo) -> str:
         )
     if info.binds:
         parts.append("Also bound into your sandbox from the host: " + ", ".join(info.binds) + ".")
+    if info.git_url:
+        parts.append(
+            f"The hive has a git forge at {info.git_url}: plain git works with your identity "
+            f"(`git clone {info.git_url}/docs.git`). The `docs` repo holds the hive's shared docs — runbooks, "
+            "conventions, skills: clone it and read what concerns your task; "
+            + ("you and the operator may push to it. " if info.role == "manager" else "only the manager writes it. ")
+            + "Share code through repos of your own (forge create_repo, grant, watch): not through messages."
+        )
     if info.prompt.strip():
         parts.append("Instructions from your config (agent.toml):\n" + info.prompt.strip())
     return "\n\n".join(parts)

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.config import HiveConfig
-from hyperhive.servers.common.registry import MCP_PATH
+from hyperhive.servers.common.registry import GIT_PATH, MCP_PATH
 
 log = logging.getLogger("hyperhive.client")
 
@@ -58,6 +58,15 @@ def server_address(config: HiveConfig, server: str) -> ServerAddress:
     if listen.socket is not None:
         return ServerAddress(server, f"http://localhost{MCP_PATH}", listen.socket)
     raise ServerUnavailable(f"{server} has no fixed address in hive.toml (port 0 and no socket)")
+
+
+def forge_git_url(config: HiveConfig) -> str | None:
+    """Where git reaches the forge's repos over TCP (http://host:port/git), or None without a TCP port."""
+    listen = config.listen("forge")
+    if not listen.port:
+        return None
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    return f"http://{host}:{listen.port}{GIT_PATH}"
 
 
 class HiveClient:

@@ -221,6 +221,17 @@ class HarnessSettings(_Strict):
 Usd = Annotated[float, Field(ge=0.01, le=1_000_000, allow_inf_nan=False)]
 
 
+class ForgeSettings(_Strict):
+    """hive.toml [forge]: the git forge's limits."""
+
+    max_repos_per_agent: Annotated[int, Field(ge=0, le=100_000)] = 20  # repos one agent may own
+    max_repo_size: Annotated[int, BeforeValidator(_size_between("1M"))] = 200 * 1024**2  # a push past it is refused
+    request_timeout_seconds: Annotated[float, Field(ge=5, le=86_400)] = 600.0  # one git HTTP request, in all
+    max_file_bytes: Annotated[int, Field(ge=1024, le=64 * 1024**2)] = 1024**2  # read_file returns at most this
+    max_diff_bytes: Annotated[int, Field(ge=1024, le=64 * 1024**2)] = 512 * 1024  # diff returns at most this
+    dir: Path = Path("forge")  # the bare repos; relative paths are under the home
+
+
 class HiveBudget(_Strict):
     """hive.toml [budget]: what the whole hive may spend a day (UTC), from the cost Claude Code reports.
     Past it every agent pauses until the day ends or the budget is raised; unset: no hive-wide limit."""
@@ -257,6 +268,7 @@ class HiveConfig(_Strict):
     storage: StorageSettings = StorageSettings()
     sandbox: SandboxDefaults = SandboxDefaults()
     budget: HiveBudget = HiveBudget()
+    forge: ForgeSettings = ForgeSettings()
 
     @property
     def instances_dir(self) -> Path:
@@ -279,6 +291,11 @@ class HiveConfig(_Strict):
     def dashboard_dir(self) -> Path:
         """The dashboard's login sessions; owned by the user it runs as."""
         return self.home / "dashboard"
+
+    @property
+    def forge_dir(self) -> Path:
+        """The forge's bare repos (<name>.git), owned by the forge server alone."""
+        return self.home / self.forge.dir
 
     @property
     def run_dir(self) -> Path:
@@ -404,6 +421,12 @@ state_check_seconds = 300       # how often the state dirs of running agents are
 # turn. Past it every agent pauses (messages wait) until the day ends or the budget is raised.
 # Each agent's own limits are its agent.toml [budget].
 # usd_per_day = 50
+
+[forge]                         # the git forge (git over HTTP at /git/<repo>.git on its port)
+max_repos_per_agent = 20        # repos one agent may own
+max_repo_size = "200M"          # a push that would make a repo bigger is refused; the repo stays as it was
+request_timeout_seconds = 600   # a clone, fetch or push taking longer is cut off
+# dir = "forge"                 # where the bare repos live (under the home unless absolute)
 
 [tokens]
 ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and given to agents (30 days)

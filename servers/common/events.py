@@ -170,6 +170,26 @@ class QuestionAsked(_Event):
         return "\n".join(lines)
 
 
+class RepoPushed(_Event):
+    """A ref of a forge repo the agent owns or watches moved (a push); fetch to see it."""
+
+    type: Literal["repo_pushed"] = "repo_pushed"
+    repo: str
+    ref: str  # refs/heads/main
+    old: str | None = None  # None: the ref was created
+    new: str | None = None  # None: the ref was deleted
+    pusher: str
+
+    def summary(self) -> str:
+        if self.old is None:
+            what = f"created {self.ref} at {(self.new or '')[:12]}"
+        elif self.new is None:
+            what = f"deleted {self.ref} (was {self.old[:12]})"
+        else:
+            what = f"pushed {self.ref}: {self.old[:12]}..{self.new[:12]}"
+        return f"{self.pusher} {what} in repo {self.repo}"
+
+
 HelperEvent = Annotated[
     ApprovalResolved
     | Spawned
@@ -180,7 +200,8 @@ HelperEvent = Annotated[
     | StateOverBudget
     | BudgetExhausted
     | OperatorAnswered
-    | QuestionAsked,
+    | QuestionAsked
+    | RepoPushed,
     Field(discriminator="type"),
 ]
 HELPER_EVENT: TypeAdapter[HelperEvent] = TypeAdapter(HelperEvent)

@@ -72,6 +72,7 @@ class HarnessInfo(BaseModel):
     usd_per_turn: float | None = None  # agent.toml [budget]: Claude Code's --max-budget-usd
     idle_close_seconds: float = 300.0  # Claude Code is closed after this long without a wake
     start: SandboxStart | None = None  # why this run started (None: not said, e.g. `hive mcp-config`)
+    git_url: str | None = None  # the forge's git over HTTP (http://127.0.0.1:7806/git): <git_url>/<repo>.git
 
     def tool_names(self) -> list[str]:
         """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""
@@ -82,6 +83,21 @@ class HarnessInfo(BaseModel):
         token, read from token_file each time it connects (and again after a 401), so a renewed token
         needs no new session. Plain sh, no Python: it runs in the sandbox with a scrubbed environment."""
         return f'printf \'{{"Authorization":"Bearer %s"}}\' "$(cat {shlex.quote(self.token_file)})"'
+
+    def gitconfig(self) -> str:
+        """Claude Code's ~/.gitconfig: who commits, and for the forge's URL only a credential helper that
+        answers with the agent's CURRENT token (read from token_file at each request, so renewals keep
+        working) as the Basic password git sends. Plain sh, like the headers helper."""
+        lines = ["[user]", f"\tname = {self.agent}", f"\temail = {self.agent}@hyperhive.local"]
+        if self.git_url:
+            base = self.git_url.rsplit("/", 1)[0]  # without /git: credentials match scheme, host and port
+            helper = (
+                "!f() { test \"$1\" = get || exit 0; printf 'username=%s\\npassword=%s\\n' "
+                f'{shlex.quote(self.agent)} "$(cat {shlex.quote(self.token_file)})"; }}; f'
+            )
+            quoted = helper.replace("\\", "\\\\").replace('"', '\\"')
+            lines += [f'[credential "{base}"]', f'\thelper = "{quoted}"']
+        return "\n".join(lines) + "\n"
 
     def mcp_config(self, token: str | None = None, *, headers_helper: str | None = None) -> dict[str, dict[str, Any]]:
         """The `mcpServers` of Claude Code's --mcp-config: the hyperhive servers it may use, then its own.

@@ -30,6 +30,7 @@ from hyperhive.servers.common.access import (
 )
 
 MCP_PATH: Final = "/mcp"  # every server's MCP endpoint (clients need it without the serving stack)
+GIT_PATH: Final = "/git"  # the forge's git over smart HTTP, beside its /mcp: /git/<repo>.git
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,24 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "cancel_question": OPERATOR,
             "question_history": OPERATOR,
         },
+        calls={"broker": frozenset({"post_event"})},
+    ),
+    ServerSpec(
+        name="forge",
+        module="hyperhive.servers.forge.server",
+        port=7806,
+        tools={
+            "create_repo": AGENT,
+            "grant": AGENT,
+            "revoke": AGENT,
+            "list_repos": AGENT,
+            "repo_log": AGENT,
+            "read_file": AGENT,
+            "diff": AGENT,
+            "watch": AGENT,
+            "unwatch": AGENT,
+        },
+        # Pushes are helper events (repo_pushed) to a repo's owner and watchers.
         calls={"broker": frozenset({"post_event"})},
     ),
 )

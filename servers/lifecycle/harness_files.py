@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.catalog import offered_to_claude
-from hyperhive.servers.common.client import server_address
+from hyperhive.servers.common.client import forge_git_url, server_address
 from hyperhive.servers.common.config import HiveConfig, read_env_file
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic
@@ -68,6 +68,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig, start: Sandb
         usd_per_turn=agent.budget.usd_per_turn,
         idle_close_seconds=settings.idle_close_seconds,
         start=start,
+        git_url=forge_git_url(config),
     )
 
 

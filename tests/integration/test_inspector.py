@@ -100,6 +100,7 @@ def test_lifecycle_tools_list_is_strictly_portable(hive: Hive, principal: str, e
 MANAGER_REQUESTS = {"request_apply_commit", "request_spawn", "request_spawn_draft", "request_spawn_commit",
                     "list_my_requests"}  # fmt: skip
 ASKING = {"ask_agent", "answer_question", "list_my_asks", "cancel_ask"}
+FORGE = {"create_repo", "grant", "revoke", "list_repos", "repo_log", "read_file", "diff", "watch", "unwatch"}
 
 
 @pytest.mark.parametrize(
@@ -112,9 +113,11 @@ ASKING = {"ask_agent", "answer_question", "list_my_asks", "cancel_ask"}
                                           "question_history"}),
         ("operator", "manager", ASKING | {"ask_operator"}),
         ("operator", "alice", ASKING),
+        ("forge", "alice", FORGE),
+        ("forge", "operator", FORGE),
     ],
 )  # fmt: skip
-def test_approvals_and_operator_tools_lists_are_strictly_portable(
+def test_approvals_operator_and_forge_tools_lists_are_strictly_portable(
     hive: Hive, server: str, principal: str, expected: set[str]
 ) -> None:
     hive.add_agent("alice")
@@ -144,5 +147,24 @@ def test_inspector_asks_the_operator_a_question_and_lists_it(hive: Hive, broker_
         assert listed.returncode == 0, listed.stderr
         [waiting] = json.loads(listed.stdout)["structuredContent"]["questions"]
         assert (waiting["id"], waiting["options"]) == (question_id, ["yes", "no"])
+    finally:
+        assert process.stop() == 0
+
+
+def test_inspector_creates_a_repo_on_the_forge_and_lists_it(hive: Hive, broker_process: BrokerProcess) -> None:
+    broker_process.start()
+    hive.add_agent("alice")
+    process = ServerProcess(hive, "forge").start()
+    try:
+        created = inspector(
+            process.url, hive.token("alice"), "--method", "tools/call", "--tool-name", "create_repo",
+            "--tool-arg", "name=app", "--tool-arg", "description=the app",
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout)["structuredContent"]["owner"] == "alice"
+        listed = inspector(process.url, hive.token("alice"), "--method", "tools/call", "--tool-name", "list_repos")
+        assert listed.returncode == 0, listed.stderr
+        names = [repo["name"] for repo in json.loads(listed.stdout)["structuredContent"]["repos"]]
+        assert names == ["app", "docs"]
     finally:
         assert process.stop() == 0

@@ -57,8 +57,8 @@ def test_token_for_each_kind_of_principal(tmp_path: Path) -> None:
     keys = load_public_keys(tmp_path / "signing.pub")
     new_instance(tmp_path / "instances", "manager")  # as the lifecycle server does when it starts it
     expected = [
-        ("operator", "operator", ["approvals", "broker", "lifecycle", "operator"]),
-        ("manager", "manager", ["approvals", "broker", "lifecycle", "operator"]),
+        ("operator", "operator", ["approvals", "broker", "forge", "lifecycle", "operator"]),
+        ("manager", "manager", ["approvals", "broker", "forge", "lifecycle", "operator"]),
         ("service:approvals", "service", ["broker", "lifecycle"]),
         ("service:operator", "service", ["broker"]),
     ]
@@ -78,7 +78,7 @@ def test_rotate_key_voids_old_tokens_and_reissues_the_handed_ones(tmp_path: Path
     old_token = hive("token", "operator", "--home", home)[1].strip()
     handed = (tmp_path / "tokens" / "service-approvals.token").read_text()
     code, output = hive("rotate-key", "--yes", "--home", home)
-    assert code == 0 and "re-issued tokens: service-approvals, service-operator, dashboard" in output
+    assert code == 0 and "re-issued tokens: service-approvals, service-operator, service-forge, dashboard" in output
     keys = load_public_keys(tmp_path / "signing.pub")
     with pytest.raises(InvalidToken):
         decode_token(keys, old_token)
@@ -101,7 +101,7 @@ def test_an_old_home_migrates_from_its_shared_secret(tmp_path: Path) -> None:
     [
         (["token", "ghost"], "no agent named 'ghost'"),
         (["token", "manager"], "manager has no live instance: it was never started, or it was destroyed"),
-        (["token", "operator", "--aud", "forge"], "operator holds no tools on forge"),
+        (["token", "operator", "--aud", "quarry"], "operator holds no tools on quarry"),
         (["token", "service:evil"], "'service:evil' is not a service principal"),
         (["token", "Not Valid"], "invalid agent name 'Not Valid'"),
         (["token", "service:"], "is not a service principal"),

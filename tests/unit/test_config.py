@@ -79,8 +79,8 @@ def test_every_server_of_the_registry_listens_on_its_default_port_unless_set(tmp
     assert {name: config.listen(name).port for name in SERVER_NAMES} == {
         spec.name: 9904 if spec.name == "operator" else spec.port for spec in REGISTRY
     }
-    with pytest.raises(KeyError, match="no hyperhive server 'forge': the servers are broker, lifecycle"):
-        config.listen("forge")
+    with pytest.raises(KeyError, match="no hyperhive server 'quarry': the servers are broker, lifecycle"):
+        config.listen("quarry")
 
 
 def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:

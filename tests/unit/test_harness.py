@@ -299,7 +299,7 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     assert "lifecycle" not in info.mcp_config("T0K") and "lifecycle" not in info.mcp_config()
     assert "record_turn" in agent.allowed_tools("lifecycle")  # while the server lets its harness call it
     assert info.env == {"A": "hive", "B": "agent"} and info.bash == ["ls:*"] and info.prompt == "be brief"
-    assert set(info.servers) == {"broker", "lifecycle", "approvals", "operator"}
+    assert set(info.servers) == {"broker", "lifecycle", "approvals", "operator", "forge"}
     assert info.token_file.endswith("agents/alice/harness/credentials/instance/token")
     manager = harness_info(config, "manager", AgentConfig(role="manager"))
     assert "request_spawn" in manager.tools["approvals"] and "ask_operator" in manager.tools["operator"]

@@ -125,6 +125,7 @@ MODULE_DEFAULTS = """{
     lifecycle = { host = "127.0.0.1"; port = 7802; socket = "/run/hyperhive/lifecycle/lifecycle.sock"; };
     approvals = { host = "127.0.0.1"; port = 7803; socket = "/run/hyperhive/approvals.sock"; };
     operator = { host = "127.0.0.1"; port = null; socket = "/run/hyperhive/operator.sock"; };
+    forge = { host = "127.0.0.1"; port = 7806; socket = null; };
   };
   dashboard = { host = "127.0.0.1"; port = 7805; };
   retention = { messageDays = 14; logFiles = 5; };

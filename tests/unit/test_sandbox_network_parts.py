@@ -46,10 +46,10 @@ def test_the_forwarded_ports_are_the_servers_fixed_tcp_ports(tmp_path: Path) -> 
     (tmp_path / "hive.toml").write_text(
         '[servers.broker]\nport = 7901\n[servers.lifecycle]\nhost = "localhost"\nport = 7902\n'
         '[servers.approvals]\nsocket = "run/approvals.sock"\n[servers.operator]\nhost = "::1"\nport = 7904\n'
-        "[lifecycle]\nforward_ports = [4000, 7901]\n"
+        "[servers.forge]\nport = 7906\n[lifecycle]\nforward_ports = [4000, 7901]\n"
     )
     assert hive_ports(load_hive_config(tmp_path)) == [
-        ("127.0.0.1", 7901), ("127.0.0.1", 7902), ("::1", 7904), ("127.0.0.1", 4000)
+        ("127.0.0.1", 7901), ("127.0.0.1", 7902), ("::1", 7904), ("127.0.0.1", 7906), ("127.0.0.1", 4000)
     ]  # fmt: skip
 
 

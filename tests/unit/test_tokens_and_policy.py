@@ -328,6 +328,7 @@ def test_handed_tokens_are_reissued_when_missing_half_spent_or_of_another_key(tm
     assert Issuer(config, lambda: rotated).issue_handed_tokens() == [
         "service-approvals",
         "service-operator",
+        "service-forge",
         "dashboard",
     ]
 

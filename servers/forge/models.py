@@ -1,0 +1,69 @@
+"""What the forge's tools return. Optional fields that are null are left out: agents read these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from hyperhive.servers.common.models import CompactModel
+
+Access = Literal["read", "write"]
+
+
+class Repo(CompactModel):
+    name: str
+    owner: str
+    description: str | None = None
+    clone_url: str  # http://…/git/<name>.git: `git clone` it (the harness configured git with your token)
+    access: Access  # what you hold on it
+    grants: dict[str, Access] | None = None  # who else holds what ("*": every agent)
+    watching: Literal[True] | None = None
+    pushed_at: str | None = None  # ISO 8601 UTC of the last push, and by whom
+    pushed_by: str | None = None
+
+
+class ReposResult(CompactModel):
+    repos: list[Repo]  # the repos you can read, by name
+
+
+class Granted(CompactModel):
+    repo: str
+    who: str
+    access: Access | None = None  # None: revoked
+    changed: bool
+
+
+class Watching(CompactModel):
+    repo: str
+    watching: bool
+    changed: bool
+
+
+class Commit(CompactModel):
+    sha: str
+    author: str
+    date: str  # ISO 8601 author date
+    subject: str
+
+
+class LogResult(CompactModel):
+    repo: str
+    ref: str
+    commits: list[Commit]  # newest first
+
+
+class FileResult(CompactModel):
+    repo: str
+    commit: str
+    path: str
+    size: int  # bytes of the whole file
+    binary: Literal[True] | None = None  # it holds NUL bytes: no text is returned
+    truncated: Literal[True] | None = None  # text holds only the first [forge] max_file_bytes
+    text: str | None = None
+
+
+class DiffResult(CompactModel):
+    repo: str
+    base: str  # the commits compared
+    head: str
+    diff: str  # unified diff, base to head
+    truncated: Literal[True] | None = None  # cut at [forge] max_diff_bytes; clone the repo for the rest
