@@ -145,7 +145,7 @@ class GitHttp:
 
     async def _cgi(self, request: Request, principal: Principal, name: str, *, buffered: bool) -> Response:
         """Run git http-backend for this request. `buffered`: run it to the end before answering (a push,
-        whose refs are compared after it), streaming its output to a spooled file, not memory."""
+        whose refs are compared after it; its answer is receive-pack's short report)."""
         process = await asyncio.create_subprocess_exec(
             HTTP_BACKEND,
             env=self._environment(request, principal, name),
