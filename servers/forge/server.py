@@ -37,7 +37,8 @@ from hyperhive.servers.forge.store import MIGRATIONS
 INSTRUCTIONS = (
     "The hive's git forge. Create repos you own, grant others read or write, and use plain git on "
     "their clone_url (git clone/fetch/push work with your hive token). Every agent reads the `docs` repo. "
-    "watch(repo) sends you a repo_pushed event for each push to it."
+    "watch(repo) sends you a repo_pushed event for each push to it. Before editing files others may edit, "
+    "reserve(repo, paths) them; release after you push (a push over another's exclusive reservation is refused)."
 )
 
 RepoName = Annotated[str, Field(description="the repo's name, e.g. 'app' (list_repos shows yours)")]
