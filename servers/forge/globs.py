@@ -21,6 +21,7 @@ is one (`src/x.py` also covers a path `src/x.py/y` that git would never hold bes
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Final
@@ -181,41 +182,37 @@ def _token_regex(token: Token) -> str:
 
 
 def _segments_meet(a: tuple[Segment, ...], b: tuple[Segment, ...]) -> bool:
+    # Segments: GLOBSTAR absorbs any run of whole segments; two plain segments must share a name.
+    return _meet(a, b, GLOBSTAR, _names_meet)
+
+
+def _names_meet(x: object, y: object) -> bool:
+    assert isinstance(x, tuple) and isinstance(y, tuple)
+    return _meet(x, y, STAR, _charsets_meet)
+
+
+def _charsets_meet(x: object, y: object) -> bool:
+    assert isinstance(x, CharSet) and isinstance(y, CharSet)
+    return x.intersects(y)
+
+
+def _meet(a: Sequence[object], b: Sequence[object], wild: str, meets: Callable[[object, object], bool]) -> bool:
+    """Whether one sequence matches both patterns, where `wild` matches any run of elements (none too)
+    and two other items must `meet` on one element. Exact: a wild item absorbs the other's items one by
+    one (a wild one whole). The same rule on two levels: segments of a path, characters of a name (a
+    name is never empty, but two names that meet only on the empty one are two lone '*'s, which also
+    meet on any name)."""
+
     @cache
     def meet(i: int, j: int) -> bool:
         if i == len(a) and j == len(b):
             return True
-        if i < len(a) and a[i] == GLOBSTAR and (meet(i + 1, j) or (j < len(b) and meet(i, j + 1))):
+        if i < len(a) and a[i] == wild and (meet(i + 1, j) or (j < len(b) and meet(i, j + 1))):
             return True
-        if j < len(b) and b[j] == GLOBSTAR and (meet(i, j + 1) or (i < len(a) and meet(i + 1, j))):
+        if j < len(b) and b[j] == wild and (meet(i, j + 1) or (i < len(a) and meet(i + 1, j))):
             return True
-        if i == len(a) or j == len(b):
+        if i == len(a) or j == len(b) or a[i] == wild or b[j] == wild:
             return False
-        x, y = a[i], b[j]
-        if x == GLOBSTAR or y == GLOBSTAR:
-            return False  # handled above
-        assert isinstance(x, tuple) and isinstance(y, tuple)
-        return _segment_meets(x, y) and meet(i + 1, j + 1)
+        return meets(a[i], b[j]) and meet(i + 1, j + 1)
 
-    return meet(0, 0)
-
-
-def _segment_meets(a: tuple[Token, ...], b: tuple[Token, ...]) -> bool:
-    """Whether one non-empty segment string matches both globs."""
-
-    @cache
-    def meet(i: int, j: int) -> bool:
-        if i == len(a) and j == len(b):
-            return True
-        if i < len(a) and a[i] == STAR and (meet(i + 1, j) or (j < len(b) and meet(i, j + 1))):
-            return True
-        if j < len(b) and b[j] == STAR and (meet(i, j + 1) or (i < len(a) and meet(i + 1, j))):
-            return True
-        if i == len(a) or j == len(b) or a[i] == STAR or b[j] == STAR:
-            return False
-        x, y = a[i], b[j]
-        assert isinstance(x, CharSet) and isinstance(y, CharSet)
-        return x.intersects(y) and meet(i + 1, j + 1)
-
-    # A segment is never empty: two lone '*'s meet on any name, and so does anything the DP finds.
     return meet(0, 0)
