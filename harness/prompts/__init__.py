@@ -37,7 +37,9 @@ def system_prompt(info: HarnessInfo) -> str:
             f"(`git clone {info.git_url}/docs.git`). The `docs` repo holds the hive's shared docs — runbooks, "
             "conventions, skills: clone it and read what concerns your task; "
             + ("you and the operator may push to it. " if info.role == "manager" else "only the manager writes it. ")
-            + "Share code through repos of your own (forge create_repo, grant, watch): not through messages."
+            + "Share code through repos of your own (forge create_repo, grant, watch): not through messages. "
+            "Before editing files of a repo others work on, reserve them (forge reserve, with a reason); release "
+            "them after you push. A push over another's reservation is refused: ask them, or wait."
         )
     if info.prompt.strip():
         parts.append("Instructions from your config (agent.toml):\n" + info.prompt.strip())

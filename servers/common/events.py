@@ -190,6 +190,19 @@ class RepoPushed(_Event):
         return f"{self.pusher} {what} in repo {self.repo}"
 
 
+class ReservationReleased(_Event):
+    """The manager or the operator ended reservations the agent held in a forge repo (release by id)."""
+
+    type: Literal["reservation_released"] = "reservation_released"
+    repo: str
+    patterns: list[str]
+    ids: list[int]
+    released_by: str
+
+    def summary(self) -> str:
+        return f"{self.released_by} released your reservation of {', '.join(self.patterns)} in repo {self.repo}"
+
+
 HelperEvent = Annotated[
     ApprovalResolved
     | Spawned
@@ -201,7 +214,8 @@ HelperEvent = Annotated[
     | BudgetExhausted
     | OperatorAnswered
     | QuestionAsked
-    | RepoPushed,
+    | RepoPushed
+    | ReservationReleased,
     Field(discriminator="type"),
 ]
 HELPER_EVENT: TypeAdapter[HelperEvent] = TypeAdapter(HelperEvent)

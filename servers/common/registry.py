@@ -162,6 +162,9 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "diff": AGENT,
             "watch": AGENT,
             "unwatch": AGENT,
+            "reserve": AGENT,
+            "release": AGENT,
+            "reservations": AGENT,
         },
         # Pushes are helper events (repo_pushed) to a repo's owner and watchers.
         calls={"broker": frozenset({"post_event"})},

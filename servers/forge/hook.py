@@ -1,11 +1,12 @@
 """The forge's pre-receive hook: `python -m hyperhive.servers.forge.hook`, run by git receive-pack.
 
-It refuses a push that would make the repo bigger than [forge] max_repo_size. git keeps a push's
-objects in a quarantine directory inside objects/ until this hook passes, so measuring objects/
-measures the repo as it would be; a refused push's objects are deleted by git and the repo stays as
-it was. What it reads comes from the forge's CGI environment (never the client's): the repo's name
-and the limit. The checks are a list, so more can be added (reservations: the updated refs arrive on
-stdin as "<old> <new> <ref>" lines).
+It refuses a push that would make the repo bigger than [forge] max_repo_size, or that touches a path
+another holds an exclusive reservation on (push_reservations.py). git keeps a push's objects in a
+quarantine directory inside objects/ until this hook passes, so measuring objects/ measures the repo
+as it would be; a refused push's objects are deleted by git and no ref moves: the repo stays as it
+was, whole (the hook sees every ref update of the push at once, on stdin as "<old> <new> <ref>"
+lines). What it reads comes from the forge's CGI environment (never the client's): the repo's name,
+the limit, the pusher (REMOTE_USER), the forge's database, instances dir and time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from hyperhive.servers.forge import push_reservations
 from hyperhive.servers.forge.gitrepo import tree_size
 
 REPO_ENV: Final = "HYPERHIVE_FORGE_REPO"
@@ -40,7 +42,7 @@ def size_check(git_dir: Path, updates: Sequence[Update]) -> str | None:
     )
 
 
-CHECKS: Final[tuple[Check, ...]] = (size_check,)
+CHECKS: Final[tuple[Check, ...]] = (size_check, push_reservations.reservation_check)
 
 
 def main(stdin: Sequence[str] | None = None) -> int:

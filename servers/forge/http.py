@@ -36,6 +36,7 @@ from hyperhive.servers.common.tokens import HiveTokenVerifier
 from hyperhive.servers.forge.forge import Forge
 from hyperhive.servers.forge.gitrepo import REPO_NAME_RE, git_env
 from hyperhive.servers.forge.hook import LIMIT_ENV, REPO_ENV
+from hyperhive.servers.forge.push_reservations import reservation_env
 
 log = logging.getLogger("hyperhive.forge.http")
 
@@ -130,6 +131,8 @@ class GitHttp:
                 "GIT_CONFIG_VALUE_1": str(self.forge.repos.hooks_dir),
             }
         )
+        env.update(reservation_env(self.forge.kit.config.db_path("forge"), self.forge.kit.config.instances_dir,
+                                   self.forge.clock.now()))  # fmt: skip
         content_type = request.headers.get("content-type", "")
         if _CONTENT_TYPE_RE.match(content_type):
             env["CONTENT_TYPE"] = content_type

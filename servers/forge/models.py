@@ -67,3 +67,28 @@ class DiffResult(CompactModel):
     head: str
     diff: str  # unified diff, base to head
     truncated: Literal[True] | None = None  # cut at [forge] max_diff_bytes; clone the repo for the rest
+
+
+class Reservation(CompactModel):
+    id: int  # release(repo, ids=[id]) ends it
+    repo: str
+    holder: str
+    pattern: str  # a glob relative to the repo's root: 'src/api/**', '*.md' (see reserve)
+    exclusive: bool  # True: no one else may reserve or push what it covers; False: shared with other shared ones
+    reason: str | None = None
+    until: str  # ISO 8601 UTC: it ends then (or when its holder's sandbox ends, or at release)
+
+
+class Reserved(CompactModel):
+    repo: str
+    reservations: list[Reservation]  # yours, for the patterns you asked for
+
+
+class Released(CompactModel):
+    repo: str
+    released: list[Reservation]  # what this call ended (empty: you held none of it)
+
+
+class ReservationsResult(CompactModel):
+    repo: str
+    reservations: list[Reservation]  # the live ones, oldest first

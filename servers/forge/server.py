@@ -6,13 +6,15 @@ takes an owner or a pusher.
 
 from typing import Annotated
 
+from fastmcp import FastMCP
+from fastmcp.server.dependencies import get_access_token
 from pydantic import Field
 
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.registry import GIT_PATH
-from hyperhive.servers.common.tokens import HiveTokenVerifier, ServerCredentials, caller
+from hyperhive.servers.common.tokens import INSTANCE_CLAIM, HiveTokenVerifier, ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.forge.forge import MAX_LOG, Forge
 from hyperhive.servers.forge.http import GitHttp
@@ -22,16 +24,21 @@ from hyperhive.servers.forge.models import (
     FileResult,
     Granted,
     LogResult,
+    Released,
     Repo,
     ReposResult,
+    ReservationsResult,
+    Reserved,
     Watching,
 )
+from hyperhive.servers.forge.reservations import MAX_PATTERNS, MAX_TTL, MIN_TTL, Reservations
 from hyperhive.servers.forge.store import MIGRATIONS
 
 INSTRUCTIONS = (
     "The hive's git forge. Create repos you own, grant others read or write, and use plain git on "
     "their clone_url (git clone/fetch/push work with your hive token). Every agent reads the `docs` repo. "
-    "watch(repo) sends you a repo_pushed event for each push to it."
+    "watch(repo) sends you a repo_pushed event for each push to it. Before editing files others may edit, "
+    "reserve(repo, paths) them; release after you push (a push over another's exclusive reservation is refused)."
 )
 
 RepoName = Annotated[str, Field(description="the repo's name, e.g. 'app' (list_repos shows yours)")]
@@ -101,4 +108,54 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         """Stop watching a repo."""
         return await forge.watch(caller(), repo, False)
 
+    _reservation_tools(mcp, Reservations(forge))
     return HiveServer(mcp=mcp)
+
+
+Patterns = Annotated[
+    list[str],
+    Field(
+        description="globs relative to the repo's root, anchored there: 'src/api/**', 'src/api' (a directory "
+        "and all under it), '*.md' (top level only), '**/*.md' (anywhere); * and ? stop at '/'",
+        min_length=1,
+        max_length=MAX_PATTERNS,
+    ),
+]
+
+
+def _reservation_tools(mcp: FastMCP, desk: Reservations) -> None:
+    @mcp.tool
+    async def reserve(
+        repo: RepoName,
+        paths: Patterns,
+        ttl_seconds: Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL, description="how long: 60 s to a day")],
+        reason: Annotated[str, Field(description="what you are doing, shown to whoever it blocks")] = "",
+        exclusive: Annotated[bool, Field(description="False: shared with other shared reservations")] = True,
+    ) -> Reserved:
+        """Announce you are editing these paths of a repo, before you edit them. Refused (saying who holds
+        what until when, and why) if another's reservation collides: exclusive against anything, shared
+        against exclusive. Pushes touching what another holds exclusively are refused by the forge.
+        Reserving a pattern you hold extends it. It ends at ttl_seconds, at release, or when your sandbox ends."""
+        instance = _instance()
+        return await desk.reserve(caller(), instance, repo, paths, ttl_seconds, reason, exclusive)
+
+    @mcp.tool
+    async def release(
+        repo: RepoName,
+        paths: Annotated[list[str] | None, Field(description="your patterns to release, as you reserved them")] = None,
+        ids: Annotated[list[int] | None, Field(description="reservation ids (the manager, operator: anyone's)")] = None,
+    ) -> Released:
+        """End your reservations in a repo after pushing: those of `paths`, those of `ids`, or (neither) all yours."""
+        return await desk.release(caller(), repo, paths, ids)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def reservations(repo: RepoName) -> ReservationsResult:
+        """The live reservations in a repo: holder, pattern, exclusive, reason, until."""
+        return await desk.list(caller(), repo)
+
+
+def _instance() -> str | None:
+    """The sandbox instance the caller's token names (None for the operator): its reservations end with it."""
+    token = get_access_token()
+    value = token.claims.get(INSTANCE_CLAIM) if token is not None else None
+    return value if isinstance(value, str) else None

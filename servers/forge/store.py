@@ -12,6 +12,7 @@ from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import LimitReached, NotFound, Refused
 from hyperhive.servers.common.events import RepoPushed
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
+from hyperhive.servers.forge.reservation_store import RESERVATIONS_SCHEMA
 
 MIGRATIONS: Final = [
     """
@@ -41,6 +42,7 @@ MIGRATIONS: Final = [
     );
     """
     + OUTBOX_SCHEMA,
+    RESERVATIONS_SCHEMA,
 ]
 
 Access = Literal["read", "write"]

@@ -100,7 +100,8 @@ def test_lifecycle_tools_list_is_strictly_portable(hive: Hive, principal: str, e
 MANAGER_REQUESTS = {"request_apply_commit", "request_spawn", "request_spawn_draft", "request_spawn_commit",
                     "list_my_requests"}  # fmt: skip
 ASKING = {"ask_agent", "answer_question", "list_my_asks", "cancel_ask"}
-FORGE = {"create_repo", "grant", "revoke", "list_repos", "repo_log", "read_file", "diff", "watch", "unwatch"}
+FORGE = {"create_repo", "grant", "revoke", "list_repos", "repo_log", "read_file", "diff", "watch", "unwatch",
+         "reserve", "release", "reservations"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
