@@ -35,7 +35,7 @@ async def test_a_peer_added_with_hive_peer_add_sends_through_the_broker_with_rea
     config_file = tmp_path / "peer.json"
     add = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hyperhive.servers.cli", "peer", "add", PEER,
-        "--tools", "broker=send,recv,ack", "--tools", "operator=", "--out", str(config_file),
+        "--tools", "broker=send,recv,ack", "--tools", "operator=", "--tools", "forge=", "--out", str(config_file),
         "--home", str(hivemind.hive.home), stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(add.communicate(), 60)

@@ -85,7 +85,7 @@ def test_hive_up_runs_the_servers_and_the_manager_and_stops_without_orphans(tmp_
             [link] = re.findall(r"log in     (http://\S+/login\?code=\S+)", output)
             assert "eyJ" not in output  # no token printed anywhere
             servers = children_of(up.pid)
-            assert len(servers) == len(SERVERS) + 1 == 5  # and the dashboard
+            assert len(servers) == len(SERVERS) + 1  # and the dashboard
             with urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/", timeout=10) as page:
                 assert page.url.endswith("/login?redirect_to=/")  # not logged in: the login page
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
