@@ -6,6 +6,8 @@ measures the repo as it would be; a refused push's objects are deleted by git an
 it was. What it reads comes from the forge's CGI environment (never the client's): the repo's name
 and the limit. The checks are a list, so more can be added (reservations: the updated refs arrive on
 stdin as "<old> <new> <ref>" lines).
+It runs as a fresh interpreter for every push: it imports nothing heavy (no MCP stack, no pydantic;
+tests/unit/test_forge_hook.py checks), so a push does not wait a second for imports.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from hyperhive.servers.forge.gitrepo import tree_size
+from hyperhive.servers.forge.disk import tree_size
 
 REPO_ENV: Final = "HYPERHIVE_FORGE_REPO"
 LIMIT_ENV: Final = "HYPERHIVE_FORGE_MAX_REPO_BYTES"

@@ -737,11 +737,7 @@ async def test_14_agents_share_code_through_the_forge_and_files_through_the_shar
         "e2e-14 create app",
         [
             ToolCall("mcp__forge__create_repo", {"name": "app", "description": "ann's app"}),
-            ToolCall("Bash", {"command": f"git clone {url}/app.git {ann}/app"}),
-            ToolCall("Write", {"file_path": f"{ann}/app/README.md", "content": "ann's app\n"}),
-            ToolCall("Bash", {"command": f"git -C {ann}/app add README.md"}),
-            ToolCall("Bash", {"command": f"git -C {ann}/app commit -m 'ann: the first commit'"}),
-            ToolCall("Bash", {"command": f"git -C {ann}/app push origin main"}),
+            *_clone_commit_push(f"{url}/app.git", ann / "app", "README.md", "ann's app\n", "ann: the first commit"),
         ],
     )
     assert f'"clone_url":"{url}/app.git"' in created.replace(" ", ""), created
@@ -770,13 +766,7 @@ async def test_14_agents_share_code_through_the_forge_and_files_through_the_shar
         running,
         "ben",
         "e2e-14 clone app again",
-        [
-            ToolCall("Bash", {"command": f"git clone {url}/app.git {ben}/app"}),
-            ToolCall("Write", {"file_path": f"{ben}/app/NOTES.md", "content": "ben was here\n"}),
-            ToolCall("Bash", {"command": f"git -C {ben}/app add NOTES.md"}),
-            ToolCall("Bash", {"command": f"git -C {ben}/app commit -m 'ben: notes'"}),
-            ToolCall("Bash", {"command": f"git -C {ben}/app push origin main"}),
-        ],
+        _clone_commit_push(f"{url}/app.git", ben / "app", "NOTES.md", "ben was here\n", "ben: notes"),
     )
     assert "[error]" not in cloned and (ben / "app" / "README.md").read_text() == "ann's app\n", cloned
     assert "403" in refused and "not push to it" in refused, refused
@@ -804,13 +794,7 @@ async def test_14_agents_share_code_through_the_forge_and_files_through_the_shar
         running,
         "ben",
         "e2e-14 docs",
-        [
-            ToolCall("Bash", {"command": f"git clone {url}/docs.git {ben}/docs"}),
-            ToolCall("Write", {"file_path": f"{ben}/docs/mine.md", "content": "ben's runbook\n"}),
-            ToolCall("Bash", {"command": f"git -C {ben}/docs add mine.md"}),
-            ToolCall("Bash", {"command": f"git -C {ben}/docs commit -m 'ben: a runbook'"}),
-            ToolCall("Bash", {"command": f"git -C {ben}/docs push origin main"}),
-        ],
+        _clone_commit_push(f"{url}/docs.git", ben / "docs", "mine.md", "ben's runbook\n", "ben: a runbook"),
     )
     assert "[error]" not in cloned and "403" in refused, (cloned, refused)
     [docs] = [r for r in (await running.call("forge", "list_repos"))["repos"] if r["name"] == "docs"]
@@ -847,6 +831,17 @@ async def test_14_agents_share_code_through_the_forge_and_files_through_the_shar
     )
     assert "No such file or directory" not in there and "No such file or directory" in missing, (there, missing)
     assert "[error]" in read and "from ann" not in read, read
+
+
+def _clone_commit_push(url: str, clone: Path, file: str, content: str, message: str) -> list[ToolCall]:
+    """What an agent does to change a repo: git clone, Write a file, git add, git commit, git push."""
+    return [
+        ToolCall("Bash", {"command": f"git clone {url} {clone}"}),
+        ToolCall("Write", {"file_path": f"{clone}/{file}", "content": content}),
+        ToolCall("Bash", {"command": f"git -C {clone} add {file}"}),
+        ToolCall("Bash", {"command": f"git -C {clone} commit -m '{message}'"}),
+        ToolCall("Bash", {"command": f"git -C {clone} push origin main"}),
+    ]
 
 
 async def _spawn(running: RunningHive, name: str, agent_toml: str) -> dict[str, Any]:
