@@ -369,7 +369,7 @@ async def test_9_mcp_config_and_claude_show_the_hive_as_an_agent_sees_it(running
     printed = running.hive("mcp-config", "alice")
     assert printed.returncode == 0, printed.stderr
     servers = json.loads(printed.stdout)["mcpServers"]
-    assert set(servers) == {"broker", "operator"}  # alice holds no lifecycle or approvals tools
+    assert set(servers) == {"broker", "operator", "forge"}  # alice holds no lifecycle or approvals tools
     assert "mcp__broker__send" in printed.stderr and "mcp__lifecycle" not in printed.stderr
     token = servers["broker"]["headers"]["Authorization"].removeprefix("Bearer ")
     async with HiveClient(ServerAddress("broker", servers["broker"]["url"]), token, retry_seconds=0) as broker:
