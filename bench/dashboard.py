@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dashboard.py [--quick]     (as root: the agents are bwrap sandboxes)
 
-In a temporary hive it runs the four servers and `hive serve dashboard` as processes, creates the
+In a temporary hive it runs the five servers and `hive serve dashboard` as processes, creates the
 agents (sleepers) and sends the messages through the broker, then drives Debian's headless
 Chromium with Playwright (`scripts/setup.sh test` installs both) and measures:
 - page_load_ms: from navigation to the page's content being shown (the last agent's row, the

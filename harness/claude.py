@@ -32,6 +32,7 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import McpServerConfig
 
 from hyperhive.harness.prompts import system_prompt
+from hyperhive.servers.common.binds import SHARED_MOUNT
 from hyperhive.servers.common.catalog import HARNESS_ONLY
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.harnessdir import CREDENTIALS, RESET_FILE, SESSION_FILE, HarnessInfo, SessionRecord
@@ -119,18 +120,19 @@ def bundled_cli() -> str:
 
 def allowed_tools(info: HarnessInfo) -> list[str]:
     """Exactly the hyperhive tools of its allow-list, its own MCP servers, its bash patterns, and file
-    access to its state dir."""
+    access to its state dir (and to the shared workspace, as its `shared` mode says)."""
     # "//" starts an absolute path in a rule; an Edit rule covers Write too. Reading, globbing and
     # grepping inside the cwd (the state dir) need no rule; bare Read/Edit/Glob/Grep would allow any path.
     # The manager also edits every agent's proposed config repo.
     state = info.state_dir.rstrip("/")
     trees = [f"/{state}/**"] + ([f"/{info.agents_dir.rstrip('/')}/*/config/**"] if info.agents_dir else [])
+    shared = [f"/{SHARED_MOUNT}/**"] if info.shared else []
     return [
         *info.tool_names(),
         *(f"mcp__{name}" for name in info.mcp_servers),
         *(f"Bash({pattern})" for pattern in info.bash),
-        *(f"Read({tree})" for tree in trees),
-        *(f"Edit({tree})" for tree in trees),
+        *(f"Read({tree})" for tree in trees + shared),
+        *(f"Edit({tree})" for tree in trees + (shared if info.shared == "rw" else [])),
         "TodoWrite",
     ]
 

@@ -1,7 +1,7 @@
-# services.hyperhive: the four servers and the dashboard as systemd units, agents as nixos-containers.
+# services.hyperhive: the five servers and the dashboard as systemd units, agents as nixos-containers.
 #
 # The lifecycle server runs as root (it builds and starts containers and hands each agent its own
-# uid); the broker, approvals and operator servers and the dashboard run as the unprivileged
+# uid); the broker, approvals, operator and forge servers and the dashboard run as the unprivileged
 # `hyperhive` user, hardened, each with its own database directory, verifying tokens with the
 # public key and holding its own token, both systemd credentials (only root holds the private
 # key: `hive` and the lifecycle server issue). All listen on loopback TCP (agents share the host network)
@@ -104,6 +104,9 @@ let
     ]
     ++ lib.optional (name != "broker") "hyperhive-broker.service";
     environment.HIVE_HOME = cfg.home;
+    # The forge runs git (http-backend, receive-pack and its hooks): git on its PATH whatever the
+    # package's wrapper says. Its repos and hooks are in its StateDirectory (settings.nix's forge.dir).
+    path = lib.optional (name == "forge") pkgs.git;
     restartTriggers = [ hiveToml ]; # hive.toml is a symlink in the home: the unit itself does not change
     serviceConfig = hardening // {
       Type = "notify";
@@ -152,7 +155,7 @@ in
     user = mkOption {
       type = types.str;
       default = "hyperhive";
-      description = "The unprivileged user of the broker, approvals and operator servers and the dashboard.";
+      description = "The unprivileged user of the broker, approvals, operator and forge servers and the dashboard.";
     };
 
     group = mkOption {

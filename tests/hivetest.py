@@ -120,6 +120,15 @@ class Endpoint:
 BrokerEndpoint = Endpoint
 
 
+async def next_event(broker: BrokerEndpoint, name: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The next message in `name`'s inbox, which must be a helper event from the system."""
+    message = (await broker.client(name).call("recv", {"wait_seconds": timeout}))["message"]
+    assert message is not None, f"no event reached {name} within {timeout} s"
+    assert (message["sender"], message["kind"]) == ("system", "event"), message
+    event: dict[str, Any] = message["event"]
+    return event
+
+
 @contextlib.asynccontextmanager
 async def in_process(hive: Hive, server: str, **options: Any) -> AsyncIterator[Endpoint]:
     """The real app of `server` on its port from hive.toml, served in this event loop."""
@@ -235,7 +244,7 @@ class Servers(Hive):
 
     @contextlib.contextmanager
     def serving(self, *, dashboard: bool = False) -> Iterator[Servers]:
-        """Run the four servers (agents: sleepers), and the dashboard if asked, until the block ends."""
+        """Run every server (agents: sleepers), and the dashboard if asked, until the block ends."""
         self.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
         for name in SERVERS:
             extra = ("--stop-agents-on-exit",) if name == "lifecycle" else ()

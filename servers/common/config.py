@@ -298,6 +298,11 @@ class HiveConfig(_Strict):
         return self.home / self.forge.dir
 
     @property
+    def forge_hooks_dir(self) -> Path:
+        """The hooks every forge repo runs, beside the repos' dir (so whatever may write one may write both)."""
+        return self.forge_dir.parent / "forge-hooks"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 

@@ -47,7 +47,7 @@ class Forge:
         self.settings = kit.config.forge
         self.clock = kit.clock
         self.store = ForgeStore(kit.db)
-        self.repos = Repos(kit.config.forge_dir, kit.config.home / "forge-hooks")
+        self.repos = Repos(kit.config.forge_dir, kit.config.forge_hooks_dir)
         self.git_url = forge_git_url(kit.config) or "http://127.0.0.1/git"
 
     @asynccontextmanager

@@ -13,12 +13,14 @@ import os
 import posixpath
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from hyperhive.servers.common.errors import NotFound, Refused
+from hyperhive.servers.forge.disk import tree_size
 
 REPO_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # A ref or a commit as a tool takes it: branch and tag names, full ref names, HEAD, hex object names,
@@ -94,6 +96,7 @@ class Repos:
         self.root = root
         self.hooks_dir = hooks_dir
         self.git = shutil.which("git") or "/usr/bin/git"
+        self.http_backend = ""  # found by prepare(), where this git keeps its programs
 
     def path(self, name: str) -> Path:
         return self.root / f"{check_repo_name(name)}.git"
@@ -107,13 +110,35 @@ class Repos:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.root.chmod(0o700)
         self.hooks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.http_backend = self._http_backend()
         hook = self.hooks_dir / HOOK_SCRIPT
-        script = f"#!/bin/sh\nexec {_sh_quote(sys.executable)} -m hyperhive.servers.forge.hook\n"
+        # git runs the hook with its clean environment (git_env): where the interpreter finds hyperhive
+        # only through PYTHONPATH (the NixOS package's wrapper sets it), the hook must say it itself.
+        import_path = os.environ.get("PYTHONPATH", "")
+        exported = f"PYTHONPATH={_sh_quote(import_path)}\nexport PYTHONPATH\n" if import_path else ""
+        script = f"#!/bin/sh\n{exported}exec {_sh_quote(sys.executable)} -m hyperhive.servers.forge.hook\n"
         if not hook.exists() or hook.read_text() != script:
             temp = hook.with_suffix(".new")
             temp.write_text(script)
             temp.chmod(0o700)
             temp.replace(hook)
+
+    def _http_backend(self) -> str:
+        """git's smart HTTP CGI, beside git's other programs (`git --exec-path`: /usr/lib/git-core on
+        Debian, the Nix store on NixOS); RuntimeError if this git has none."""
+        try:
+            found = subprocess.run(
+                [self.git, "--exec-path"], env=self.env(), capture_output=True, text=True, timeout=GIT_TIMEOUT
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise RuntimeError(f"the forge cannot run git ({self.git}): {e}") from None
+        backend = Path(found.stdout.strip()) / "git-http-backend"
+        if found.returncode != 0 or not os.access(backend, os.X_OK):
+            raise RuntimeError(
+                f"{self.git} has no git-http-backend (looked in {backend.parent}); the forge serves git's smart "
+                "HTTP with it: install git's full package (Debian: git)"
+            )
+        return str(backend)
 
     async def init(self, name: str) -> None:
         """A new bare repo: no template (no sample hooks), our hooks, fsck of what is pushed."""
@@ -207,26 +232,6 @@ async def _read_up_to(stream: asyncio.StreamReader, limit: int | None) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-def tree_size(path: Path) -> int:
-    """Bytes in the files under `path`, links not followed."""
-    total = 0
-    stack = [path]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
-    return total
 
 
 def _sh_quote(text: str) -> str:

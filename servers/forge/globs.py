@@ -26,7 +26,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
-from hyperhive.servers.common.errors import Refused
+
+class BadPattern(ValueError):
+    """Not a pattern the forge takes; the message says what to give instead. (Not a ToolError: the
+    pre-receive hook imports this module and must not load the MCP stack; the tools turn it into one.)"""
+
 
 MAX_PATTERN: Final = 256  # characters in one pattern
 MAX_CLASS_CHARS: Final = 1024  # characters one pattern's [...] sets may expand to, in all
@@ -75,18 +79,18 @@ class Pattern:
 
 
 def parse(text: object) -> Pattern:
-    """A reservation pattern, checked; Refused says what is wrong with it and what to give instead."""
+    """A reservation pattern, checked; BadPattern says what is wrong with it and what to give instead."""
     if not isinstance(text, str) or not text.strip():
-        raise Refused(f"{text!r} is not a path pattern; give one relative to the repo's root, like 'src/api/**'")
+        raise BadPattern(f"{text!r} is not a path pattern; give one relative to the repo's root, like 'src/api/**'")
     if len(text) > MAX_PATTERN:
-        raise Refused(f"a path pattern is at most {MAX_PATTERN} characters; {text[:40]!r}… has {len(text)}")
+        raise BadPattern(f"a path pattern is at most {MAX_PATTERN} characters; {text[:40]!r}… has {len(text)}")
     if any(ord(c) < 32 or c in "\x7f\\" for c in text):
-        raise Refused(f"{text!r} holds a control character or '\\'; give a plain glob like 'src/*.py'")
+        raise BadPattern(f"{text!r} holds a control character or '\\'; give a plain glob like 'src/*.py'")
     if text.startswith("/"):
-        raise Refused(f"{text!r} is absolute; give a pattern relative to the repo's root, like 'src/api/**'")
+        raise BadPattern(f"{text!r} is absolute; give a pattern relative to the repo's root, like 'src/api/**'")
     parts = text.rstrip("/").split("/")
     if any(part in ("", ".", "..") for part in parts):
-        raise Refused(f"{text!r} has an empty, '.' or '..' segment; give a pattern inside the repo, like 'src/**'")
+        raise BadPattern(f"{text!r} has an empty, '.' or '..' segment; give a pattern inside the repo, like 'src/**'")
     budget = [MAX_CLASS_CHARS]
     segments: list[Segment] = []
     for part in parts:
@@ -94,7 +98,7 @@ def parse(text: object) -> Pattern:
             if not segments or segments[-1] != GLOBSTAR:  # a/**/**/b is a/**/b
                 segments.append(GLOBSTAR)
         elif "**" in part:
-            raise Refused(f"{text!r}: '**' matches directories only as a whole segment ('src/**/x.py'); use '*'")
+            raise BadPattern(f"{text!r}: '**' matches directories only as a whole segment ('src/**/x.py'); use '*'")
         else:
             segments.append(_tokens(part, text, budget))
     if segments[-1] != GLOBSTAR:
@@ -118,7 +122,7 @@ def _tokens(part: str, text: str, budget: list[int]) -> tuple[Token, ...]:
             charset, i = _charset(part, i, text, budget)
             tokens.append(charset)
         elif char == "]":
-            raise Refused(f"{text!r} has a ']' without its '['; a set is written like '[a-z]'")
+            raise BadPattern(f"{text!r} has a ']' without its '['; a set is written like '[a-z]'")
         else:
             tokens.append(CharSet(frozenset(char), negated=False))
             i += 1
@@ -139,17 +143,19 @@ def _charset(part: str, start: int, text: str, budget: list[int]) -> tuple[CharS
         if i + 2 < len(part) and part[i + 1] == "-" and part[i + 2] != "]":
             high = part[i + 2]
             if ord(high) < ord(low):
-                raise Refused(f"{text!r}: the range {low}-{high} is backwards; write it low to high")
+                raise BadPattern(f"{text!r}: the range {low}-{high} is backwards; write it low to high")
             budget[0] -= ord(high) - ord(low) + 1
             if budget[0] < 0:
-                raise Refused(f"{text!r}: its [...] sets are too large; keep them under {MAX_CLASS_CHARS} characters")
+                raise BadPattern(
+                    f"{text!r}: its [...] sets are too large; keep them under {MAX_CLASS_CHARS} characters"
+                )
             chars.update(chr(code) for code in range(ord(low), ord(high) + 1))
             i += 3
         else:
             chars.add(low)
             i += 1
     if i >= len(part):
-        raise Refused(f"{text!r} has a '[' without its ']'; a set is written like '[a-z]'")
+        raise BadPattern(f"{text!r} has a '[' without its ']'; a set is written like '[a-z]'")
     chars.discard("/")
     return CharSet(frozenset(chars), negated), i + 1
 

@@ -7,6 +7,8 @@ as it would be; a refused push's objects are deleted by git and no ref moves: th
 was, whole (the hook sees every ref update of the push at once, on stdin as "<old> <new> <ref>"
 lines). What it reads comes from the forge's CGI environment (never the client's): the repo's name,
 the limit, the pusher (REMOTE_USER), the forge's database, instances dir and time.
+It runs as a fresh interpreter for every push: it imports nothing heavy (no MCP stack, no pydantic;
+tests/unit/test_forge_hook.py checks), so a push does not wait a second for imports.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from hyperhive.servers.forge import push_reservations
-from hyperhive.servers.forge.gitrepo import tree_size
+from hyperhive.servers.forge.disk import tree_size
 
 REPO_ENV: Final = "HYPERHIVE_FORGE_REPO"
 LIMIT_ENV: Final = "HYPERHIVE_FORGE_MAX_REPO_BYTES"

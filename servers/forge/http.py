@@ -40,7 +40,6 @@ from hyperhive.servers.forge.push_reservations import reservation_env
 
 log = logging.getLogger("hyperhive.forge.http")
 
-HTTP_BACKEND: Final = "/usr/lib/git-core/git-http-backend"
 REALM: Final = 'Basic realm="hyperhive forge"'
 UPLOAD: Final = "git-upload-pack"
 RECEIVE: Final = "git-receive-pack"
@@ -150,7 +149,7 @@ class GitHttp:
         """Run git http-backend for this request. `buffered`: run it to the end before answering (a push,
         whose refs are compared after it; its answer is receive-pack's short report)."""
         process = await asyncio.create_subprocess_exec(
-            HTTP_BACKEND,
+            self.forge.repos.http_backend,
             env=self._environment(request, principal, name),
             cwd=self.forge.repos.root,
             stdin=asyncio.subprocess.PIPE,

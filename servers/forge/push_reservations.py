@@ -25,7 +25,7 @@ from typing import Final
 from urllib.parse import quote
 
 from hyperhive.servers.forge.globs import parse
-from hyperhive.servers.forge.reservation_store import ReservationRow, live, until_text
+from hyperhive.servers.forge.reservation_rows import ReservationRow, live, until_text
 
 DB_ENV: Final = "HYPERHIVE_FORGE_DB"
 INSTANCES_ENV: Final = "HYPERHIVE_FORGE_INSTANCES"

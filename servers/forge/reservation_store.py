@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.errors import LimitReached, NotFound, Refused
 from hyperhive.servers.common.events import ReservationReleased
-from hyperhive.servers.common.instances import current_instance
 from hyperhive.servers.common.outbox import queue_event
 from hyperhive.servers.forge.globs import Pattern, parse
+from hyperhive.servers.forge.reservation_rows import ReservationRow, live, row_from, until_text
 
 RESERVATIONS_SCHEMA: Final = """
 CREATE TABLE reservations (
@@ -42,62 +41,6 @@ CREATE INDEX reservations_open ON reservations (repo, ended_at, expires_at);
 """
 MAX_HELD: Final = 200  # live patterns one holder may hold in one repo
 KEPT_SECONDS: Final = 7 * 86_400  # ended and expired rows are deleted after this
-
-
-@dataclass(frozen=True, slots=True)
-class ReservationRow:
-    id: int
-    repo: str
-    holder: str
-    pattern: str
-    exclusive: bool
-    reason: str
-    created_at: float
-    expires_at: float
-
-    def describe(self) -> str:
-        """For a refusal: 'src/api/** is reserved exclusively by bob until 14:05:00 UTC (refactoring auth)'."""
-        how = "exclusively" if self.exclusive else "(shared)"
-        why = f" ({self.reason})" if self.reason else ""
-        return f"{self.pattern} is reserved {how} by {self.holder} until {until_text(self.expires_at)}{why}"
-
-
-def until_text(ts: float) -> str:
-    """A time as people read it in a message: 2026-11-21 14:05:00 UTC."""
-    return iso(ts)[:19].replace("T", " ") + " UTC"
-
-
-def live(conn: sqlite3.Connection, repo: str, now: float, instances_dir: Path) -> list[ReservationRow]:
-    """The repo's live reservations, oldest first."""
-    rows = conn.execute(
-        "SELECT * FROM reservations WHERE repo = ? AND ended_at IS NULL AND expires_at > ? ORDER BY id",
-        (repo, now),
-    ).fetchall()
-    instances: dict[str, str | None] = {}
-    out = []
-    for row in rows:
-        instance = row["instance"]
-        if instance is not None:
-            holder = row["holder"]
-            if holder not in instances:
-                instances[holder] = current_instance(instances_dir, holder)
-            if instances[holder] != instance:
-                continue  # its holder's sandbox ended (or the agent is gone) since it reserved
-        out.append(_row(row))
-    return out
-
-
-def _row(row: sqlite3.Row) -> ReservationRow:
-    return ReservationRow(
-        id=row["id"],
-        repo=row["repo"],
-        holder=row["holder"],
-        pattern=row["pattern"],
-        exclusive=bool(row["exclusive"]),
-        reason=row["reason"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +111,7 @@ def reserve(conn: sqlite3.Connection, claim: Claim, now: float, instances_dir: P
             ids.append(cursor.lastrowid)
     marks = ", ".join("?" for _ in ids)
     rows = conn.execute(f"SELECT * FROM reservations WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
-    return [_row(row) for row in rows]
+    return [row_from(row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

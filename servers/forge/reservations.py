@@ -17,11 +17,12 @@ from typing import Final
 from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.forge import reservation_store
+from hyperhive.servers.forge import reservation_rows, reservation_store
 from hyperhive.servers.forge.forge import Forge
-from hyperhive.servers.forge.globs import parse
+from hyperhive.servers.forge.globs import BadPattern, Pattern, parse
 from hyperhive.servers.forge.models import Released, Reservation, ReservationsResult, Reserved
-from hyperhive.servers.forge.reservation_store import Claim, Release, ReservationRow
+from hyperhive.servers.forge.reservation_rows import ReservationRow
+from hyperhive.servers.forge.reservation_store import Claim, Release
 
 log = logging.getLogger("hyperhive.forge.reservations")
 
@@ -53,7 +54,7 @@ class Reservations:
                 f"ttl_seconds must be between {MIN_TTL} and {MAX_TTL} (a day); reserve again to extend, "
                 f"not {ttl_seconds!r}"
             )
-        patterns = [parse(path) for path in _paths(paths)]
+        patterns = [_pattern(path) for path in _paths(paths)]
         text = reason.strip()
         if len(text) > MAX_REASON:
             raise Refused(f"the reason is {len(text)} characters; say it in under {MAX_REASON}")
@@ -71,7 +72,7 @@ class Reservations:
             raise Refused("give paths (your own patterns) or ids (from reservations), not both")
         if ids is not None and (not ids or len(ids) > MAX_PATTERNS * 4):
             raise Refused(f"ids must name 1 to {MAX_PATTERNS * 4} reservations (reservations(repo) lists them)")
-        patterns = [parse(path).text for path in _paths(paths)] if paths is not None else None
+        patterns = [_pattern(path).text for path in _paths(paths)] if paths is not None else None
         repo = await self.forge.readable(me, name)
         what = Release(repo.name, me.name, me.role in (Role.MANAGER, Role.OPERATOR), ids, patterns)
         now = self.clock.now()
@@ -87,7 +88,7 @@ class Reservations:
     async def list(self, me: Principal, name: str) -> ReservationsResult:
         repo = await self.forge.readable(me, name)
         now = self.clock.now()
-        rows = await self.db.read(lambda conn: reservation_store.live(conn, repo.name, now, self.instances_dir))
+        rows = await self.db.read(lambda conn: reservation_rows.live(conn, repo.name, now, self.instances_dir))
         return ReservationsResult(repo=repo.name, reservations=[_view(row) for row in rows])
 
 
@@ -110,3 +111,11 @@ def _view(row: ReservationRow) -> Reservation:
         reason=row.reason or None,
         until=iso(row.expires_at),
     )
+
+
+def _pattern(text: object) -> Pattern:
+    """A pattern from a tool's caller: its mistakes are refusals that say what to give instead."""
+    try:
+        return parse(text)
+    except BadPattern as e:
+        raise Refused(str(e)) from None

@@ -28,10 +28,12 @@ from hivetest import bwrap_pids, children_of, cmdline, free_port, gone, start_hi
 
 from hyperhive.harness.claude import bundled_cli
 from hyperhive.servers.cli import SERVERS
-from hyperhive.servers.common.client import HiveClient, ServerAddress
+from hyperhive.servers.common.agent_config import AGENT_TOML
+from hyperhive.servers.common.client import HiveClient, ServerAddress, forge_git_url
 from hyperhive.servers.common.config import HiveConfig, load_hive_config
 from hyperhive.servers.common.issuer import issue_token
 from hyperhive.servers.common.principals import Role
+from hyperhive.servers.lifecycle import repos
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -703,3 +705,164 @@ def _sandbox_pids(running: RunningHive, name: str) -> list[int]:
 def _harness_pid(running: RunningHive, name: str) -> int:
     [pid] = [pid for pid in _sandbox_pids(running, name) if "-m hyperhive.harness" in cmdline(pid)]
     return pid
+
+
+# ------------------------------------------------------------------------------ the forge, for real
+
+# What ann, ben and cal run with: plain git through Claude Code's Bash tool.
+FORGE_AGENT_TOML = 'role = "agent"\nbash = ["git:*"]\nshared = "{shared}"\n'
+
+
+@pytest.mark.timeout(420)
+async def test_14_agents_share_code_through_the_forge_and_files_through_the_shared_workspace(
+    running: RunningHive,
+) -> None:
+    """ann, ben and cal in their own sandboxes, each running plain git in Claude Code's Bash tool with
+    the harness's credential helper: ann creates `app` and pushes; ben gets a 403 until granted, then
+    reads but cannot push, then pushes with write and ann hears of it in her wake; ben cannot push to
+    `docs`. ann and ben hand each other files in /hive/shared with Claude Code's file tools; cal,
+    shared = "none", has no /hive/shared at all."""
+    url = forge_git_url(running.config)
+    assert url is not None
+    states = {
+        name: Path((await _spawn(running, name, FORGE_AGENT_TOML.format(shared=shared)))["state_dir"])
+        for name, shared in (("ann", "rw"), ("ben", "rw"), ("cal", "none"))
+    }
+    ann, ben = states["ann"], states["ben"]
+
+    # ann: a repo of her own, a first commit, pushed over her sandbox's network.
+    created, cloned, written, _, committed, pushed = await _turn(
+        running,
+        "ann",
+        "e2e-14 create app",
+        [
+            ToolCall("mcp__forge__create_repo", {"name": "app", "description": "ann's app"}),
+            *_clone_commit_push(f"{url}/app.git", ann / "app", "README.md", "ann's app\n", "ann: the first commit"),
+        ],
+    )
+    assert f'"clone_url":"{url}/app.git"' in created.replace(" ", ""), created
+    assert "empty repository" in cloned and "[error]" not in written, (cloned, written)
+    assert "ann: the first commit" in committed and "[error]" not in pushed, (committed, pushed)
+    log = await running.call("forge", "repo_log", repo="app")
+    assert [(c["subject"], c["author"]) for c in log["commits"]] == [
+        ("ann: the first commit", "ann <ann@hyperhive.local>")
+    ]
+
+    # ben, without a grant: git says 403 in the Bash result the model gets.
+    [denied] = await _turn(
+        running, "ben", "e2e-14 clone app", [ToolCall("Bash", {"command": f"git clone {url}/app.git {ben}/app"})]
+    )
+    assert "403" in denied and not (ben / "app").exists(), denied
+
+    # With read: ben clones, and his push is refused.
+    [granted] = await _turn(
+        running,
+        "ann",
+        "e2e-14 grant read",
+        [ToolCall("mcp__forge__grant", {"repo": "app", "who": "ben", "access": "read"})],
+    )
+    assert '"changed":true' in granted.replace(" ", ""), granted
+    cloned, _, _, _, refused = await _turn(
+        running,
+        "ben",
+        "e2e-14 clone app again",
+        _clone_commit_push(f"{url}/app.git", ben / "app", "NOTES.md", "ben was here\n", "ben: notes"),
+    )
+    assert "[error]" not in cloned and (ben / "app" / "README.md").read_text() == "ann's app\n", cloned
+    assert "403" in refused and "not push to it" in refused, refused
+    assert len((await running.call("forge", "repo_log", repo="app"))["commits"]) == 1
+
+    # With write: ben's push goes through, and ann hears of it in her next wake.
+    await _turn(
+        running,
+        "ann",
+        "e2e-14 grant write",
+        [ToolCall("mcp__forge__grant", {"repo": "app", "who": "ben", "access": "write"})],
+    )
+    [pushed] = await _turn(
+        running, "ben", "e2e-14 push", [ToolCall("Bash", {"command": f"git -C {ben}/app push origin main"})]
+    )
+    assert "[error]" not in pushed and "main -> main" in pushed, pushed
+    heard = running.wait_for("ann hears of ben's push", lambda r: r.agent == "ann" and "repo_pushed" in r.wake)
+    assert "ben" in heard.wake and "app" in heard.wake and "refs/heads/main" in heard.wake, heard.wake
+    head = (await running.call("forge", "repo_log", repo="app"))["commits"][0]
+    assert (head["subject"], head["author"]) == ("ben: notes", "ben <ben@hyperhive.local>")
+    assert head["sha"][:7] in heard.wake, heard.wake
+
+    # docs: every agent clones it; an agent cannot push to it.
+    cloned, _, _, _, refused = await _turn(
+        running,
+        "ben",
+        "e2e-14 docs",
+        _clone_commit_push(f"{url}/docs.git", ben / "docs", "mine.md", "ben's runbook\n", "ben: a runbook"),
+    )
+    assert "[error]" not in cloned and "403" in refused, (cloned, refused)
+    [docs] = [r for r in (await running.call("forge", "list_repos"))["repos"] if r["name"] == "docs"]
+    assert "pushed_at" not in docs, docs  # never pushed to
+    gits = [cmdline(p) for name in ("ann", "ben") for p in _sandbox_pids(running, name)]
+    assert not [c for c in gits if Path(c.split(" ")[0]).name.startswith("git")], gits  # none left running
+
+    # The shared workspace: ann and ben write there and read each other's files; cal has none.
+    shared = Path("/hive/shared")
+    [wrote] = await _turn(
+        running, "ann", "e2e-14 share", [ToolCall("Write", {"file_path": f"{shared}/ann.md", "content": "from ann\n"})]
+    )
+    assert "[error]" not in wrote, wrote
+    wrote, read = await _turn(
+        running,
+        "ben",
+        "e2e-14 share",
+        [
+            ToolCall("Write", {"file_path": f"{shared}/ben.md", "content": "from ben\n"}),
+            ToolCall("Read", {"file_path": f"{shared}/ann.md"}),
+        ],
+    )
+    assert "[error]" not in wrote and "from ann" in read, (wrote, read)
+    [read] = await _turn(running, "ann", "e2e-14 read", [ToolCall("Read", {"file_path": f"{shared}/ben.md"})])
+    assert "from ben" in read and "[error]" not in read, read
+    host = running.home / "shared"
+    uids = {name: (await running.status(name))["uid"] for name in ("ann", "ben")}
+    assert {p.name: p.stat().st_uid for p in host.iterdir()} == {"ann.md": uids["ann"], "ben.md": uids["ben"]}
+    # What git says of the place: "not a git repository" where it is there, "No such file" where not.
+    look = ToolCall("Bash", {"command": f"git -C {shared} status"})
+    [there] = await _turn(running, "ben", "e2e-14 look", [look])
+    missing, read = await _turn(
+        running, "cal", "e2e-14 look", [look, ToolCall("Read", {"file_path": f"{shared}/ann.md"})]
+    )
+    assert "No such file or directory" not in there and "No such file or directory" in missing, (there, missing)
+    assert "[error]" in read and "from ann" not in read, read
+
+
+def _clone_commit_push(url: str, clone: Path, file: str, content: str, message: str) -> list[ToolCall]:
+    """What an agent does to change a repo: git clone, Write a file, git add, git commit, git push."""
+    return [
+        ToolCall("Bash", {"command": f"git clone {url} {clone}"}),
+        ToolCall("Write", {"file_path": f"{clone}/{file}", "content": content}),
+        ToolCall("Bash", {"command": f"git -C {clone} add {file}"}),
+        ToolCall("Bash", {"command": f"git -C {clone} commit -m '{message}'"}),
+        ToolCall("Bash", {"command": f"git -C {clone} push origin main"}),
+    ]
+
+
+async def _spawn(running: RunningHive, name: str, agent_toml: str) -> dict[str, Any]:
+    """Create `name` from a draft whose agent.toml is `agent_toml`, as the operator; wait until it idles."""
+    draft = await running.call("lifecycle", "create_draft", name=name)
+    sha = await repos.commit_files(Path(draft["config_dir"]), {AGENT_TOML: agent_toml}, f"{name} for e2e-14")
+    await running.call("lifecycle", "create_agent", name=name, sha=sha)
+    return await running.until(name, lambda s: s["state"] == "running" and s["turn"] and s["turn"]["state"] == "idle")
+
+
+async def _turn(running: RunningHive, agent: str, marker: str, calls: list[ToolCall]) -> list[str]:
+    """Wake `agent` with `marker`: the scripted model makes `calls` one after another in one turn; the
+    text of each result Claude Code sent back, in order (an error's starts with "[error]")."""
+    running.api.script(agent=agent, when=marker, steps=[*calls, Say("done")], times=1)
+    await running.call("broker", "send", to=agent, body=marker)
+    results = []
+    for position in range(1, len(calls) + 1):
+        request = running.wait_for(
+            f"{agent} got the result of call {position} of {marker!r}",
+            lambda r, p=position: r.agent == agent and marker in r.wake and r.position == p,  # type: ignore[misc]
+            timeout=90,
+        )
+        results.append(request.tool_result_text())
+    return results

@@ -9,11 +9,10 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastmcp.exceptions import ToolError
-from hivetest import BrokerEndpoint, Endpoint, Hive, in_process
+from hivetest import BrokerEndpoint, Endpoint, Hive, in_process, next_event
 
 from hyperhive.servers.common.registry import GIT_PATH, MCP_PATH
 
@@ -67,14 +66,6 @@ async def new_work_tree(path: Path, files: dict[str, str | bytes]) -> Path:
     await git("add", "-A", cwd=path)
     await git("commit", "-q", "-m", "first", cwd=path)
     return path
-
-
-async def next_event(broker: BrokerEndpoint, name: str, timeout: float = 5.0) -> dict[str, Any]:
-    message = (await broker.client(name).call("recv", {"wait_seconds": timeout}))["message"]
-    assert message is not None, f"no event reached {name} within {timeout} s"
-    assert (message["sender"], message["kind"]) == ("system", "event"), message
-    event: dict[str, Any] = message["event"]
-    return event
 
 
 async def test_a_repo_is_shared_by_grants_and_a_push_reaches_the_owner_as_an_event(

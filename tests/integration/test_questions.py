@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastmcp.exceptions import ToolError
-from hivetest import BrokerEndpoint, Endpoint, Hive, in_process
+from hivetest import BrokerEndpoint, Endpoint, Hive, in_process, next_event
 
 from hyperhive.servers.common.clock import ManualClock, iso
 from hyperhive.servers.common.errors import Refused
@@ -37,15 +37,6 @@ async def operator(hive: Hive, broker: BrokerEndpoint) -> AsyncIterator[Endpoint
 def clock_of(endpoint: Endpoint) -> ManualClock:
     assert endpoint.clock is not None
     return endpoint.clock
-
-
-async def next_event(broker: BrokerEndpoint, name: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The next message in `name`'s inbox, which must be a helper event from the system."""
-    message = (await broker.client(name).call("recv", {"wait_seconds": timeout}))["message"]
-    assert message is not None, f"no event reached {name} within {timeout} s"
-    assert (message["sender"], message["kind"]) == ("system", "event"), message
-    event: dict[str, Any] = message["event"]
-    return event
 
 
 async def no_message(broker: BrokerEndpoint, name: str, wait: float = 0.5) -> None:

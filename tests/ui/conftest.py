@@ -1,4 +1,4 @@
-"""Fixtures for the dashboard: the four real servers as processes, and NiceGUI's simulated user
+"""Fixtures for the dashboard: the five real servers as processes, and NiceGUI's simulated user
 driving the real dashboard app against them."""
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.forge.globs import parse
+from hyperhive.servers.forge.globs import BadPattern, parse
 
 
 @pytest.mark.parametrize(
@@ -96,5 +95,5 @@ def test_overlap_agrees_with_a_brute_force() -> None:
     ],
 )
 def test_bad_patterns_are_refused(pattern: str, why: str) -> None:
-    with pytest.raises(Refused, match=why):
+    with pytest.raises(BadPattern, match=why):
         parse(pattern)

@@ -120,6 +120,16 @@ def test_allowed_tools_are_exactly_the_allow_list_bash_patterns_and_files_in_its
     assert "Edit(//hive/agents/*/config/**)" in manager and "Read(//hive/agents/*/config/**)" in manager
 
 
+def test_the_shared_workspace_is_readable_and_writable_with_claude_codes_file_tools_as_its_mode_says(
+    tmp_path: Path,
+) -> None:
+    """The system prompt tells an agent it may read (and write) /hive/shared: its file tools must agree."""
+    rules = {mode: allowed_tools(_info(tmp_path, shared=mode)) for mode in ("rw", "ro", None)}
+    assert "Read(//hive/shared/**)" in rules["rw"] and "Edit(//hive/shared/**)" in rules["rw"]
+    assert "Read(//hive/shared/**)" in rules["ro"] and "Edit(//hive/shared/**)" not in rules["ro"]
+    assert not [rule for rule in rules[None] if "/hive/shared" in rule]
+
+
 def test_the_mcp_config_has_only_servers_it_may_use_with_its_token(tmp_path: Path) -> None:
     config = _info(tmp_path).mcp_config("T0K")
     assert config == {

@@ -164,6 +164,9 @@ def test_the_module_writes_a_hive_toml_hyperhive_loads(tmp_path: Path) -> None:
     assert config.db_path("broker") == HOME / "db" / "broker" / "broker.sqlite"
     assert config.db_path("operator") == HOME / "db" / "operator" / "operator.sqlite"
     assert config.db_path("lifecycle") == tmp_path.resolve() / "state" / "lifecycle.sqlite"
+    # The forge writes its repos and hooks where its unit may write: its StateDirectory.
+    assert config.forge_dir == HOME / "db" / "forge" / "repos"
+    assert config.forge_hooks_dir == HOME / "db" / "forge" / "forge-hooks"
 
 
 def test_the_module_points_the_lifecycle_server_at_the_environment_file(tmp_path: Path) -> None:
