@@ -162,6 +162,9 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "diff": AGENT,
             "watch": AGENT,
             "unwatch": AGENT,
+            "tree": AGENT,
+            "pushes": AGENT,
+            "show_commit": AGENT,
         },
         # Pushes are helper events (repo_pushed) to a repo's owner and watchers.
         calls={"broker": frozenset({"post_event"})},
