@@ -103,6 +103,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "resume_agent": OPERATOR,
             "add_peer": OPERATOR,
             "remove_peer": OPERATOR,
+            "shared_files": OPERATOR,
+            "read_shared_file": OPERATOR,
         },
         calls={"broker": frozenset({"post_event"})},
         root=True,
