@@ -43,6 +43,12 @@ def push_repo(servers: Servers, work: Path, name: str) -> str:
     ).stdout.strip()
 
 
+async def click(user: User, marker: str) -> None:
+    """Click what `marker` marks once it is there (a listing loads after a round trip)."""
+    await user.should_see(marker=marker)
+    user.find(marker=marker).click()
+
+
 async def test_repos_list_a_repo_page_browses_files_log_diff_pushes_and_grants(
     user: User, servers: Servers, password: str, tmp_path: Path
 ) -> None:
@@ -58,15 +64,12 @@ async def test_repos_list_a_repo_page_browses_files_log_diff_pushes_and_grants(
     await user.open("/repos/app")
     await user.should_see("◆ repo app")
     await user.should_see("owner operator")
-    await user.should_see(marker="entry-README.md")
-    user.find(marker="entry-README.md").click()
+    await click(user, "entry-README.md")
     await user.should_see("hello from the forge", marker="file-text")
     user.find(marker="entry-logo.bin").click()
     await user.should_see("binary file: not shown", marker="binary")
-    await user.should_see(marker="entry-src")
-    user.find(marker="entry-src").click()
-    await user.should_see(marker="entry-src/main.py")
-    user.find(marker="entry-src/main.py").click()
+    await click(user, "entry-src")
+    await click(user, "entry-src/main.py")
     await user.should_see("print(42)", marker="file-text")
     user.find(marker="crumb-top").click()
     await user.should_see(marker="entry-README.md")
@@ -74,8 +77,7 @@ async def test_repos_list_a_repo_page_browses_files_log_diff_pushes_and_grants(
     await user.should_see("'nobranch' is no commit in repo 'app'")  # the forge's refusal, as a toast
 
     user.find(marker="tab-log").click()
-    await user.should_see(marker=f"commit-{sha[:12]}")
-    user.find(marker=f"commit-{sha[:12]}").click()
+    await click(user, f"commit-{sha[:12]}")
     await user.should_see("first", marker="commit-subject")
     await user.should_see("+hello from the forge", marker="diff")
     user.find(marker="tab-pushes").click()
@@ -112,10 +114,8 @@ async def test_the_shared_workspace_is_browsed_read_only_and_links_are_not_follo
     await user.open("/shared")
     await user.should_see("◆ shared workspace")
     await user.should_see("link, not followed", marker="shared-secret")
-    await user.should_see(marker="shared-notes")
-    user.find(marker="shared-notes").click()
-    await user.should_see(marker="shared-notes/plan.md")
-    user.find(marker="shared-notes/plan.md").click()
+    await click(user, "shared-notes")
+    await click(user, "shared-notes/plan.md")
     await user.should_see("the plan", marker="shared-text")
     await user.should_not_see(marker="shared-secret")  # inside notes/ now
     user.find(marker="crumb-top").click()
