@@ -1,6 +1,6 @@
 """The dashboard's one view of the hive: a poll loop per process, feeding every open page.
 
-It speaks MCP to the four servers with the operator's token, like any other client, keeps the
+It speaks MCP to the five servers with the operator's token, like any other client, keeps the
 latest state, and emits an event per kind of change (one agent, the approvals, the questions,
 new messages, a server coming and going). Pages subscribe and update their elements in place;
 nothing polls per tab. A server that is down is retried every round and reported through
@@ -34,6 +34,8 @@ from hyperhive.servers.common.formatting import request_kind
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.common.registry import SERVER_NAMES
 from hyperhive.servers.common.server_client import ServerClient
+from hyperhive.servers.forge.client import ForgeClient
+from hyperhive.servers.forge.models import Repo
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend
 from hyperhive.servers.operator.client import OperatorClient
@@ -75,6 +77,7 @@ class HiveState:
     reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVER_NAMES, True))
     unread: int = 0  # messages to the operator not taken yet
     hive_spend: Spend | None = None  # every agent's cost today and this week, and hive.toml's budget
+    repos: list[Repo] | None = None  # the forge's repos (None: not heard from the forge yet)
     polled_at: float = 0.0
 
 
@@ -89,14 +92,17 @@ class HiveView:
         self._lifecycle = LifecycleClient.for_server(config, token, timeout=30, retry_seconds=0)
         self._approvals = ApprovalsClient.for_server(config, token, timeout=30, retry_seconds=0)
         self._operator = OperatorClient.for_server(config, token, timeout=30, retry_seconds=0)
+        self._forge = ForgeClient.for_server(config, token, timeout=30, retry_seconds=0)
         self.clients: dict[str, ServerClient] = {
-            client.server: client for client in (self._broker, self._lifecycle, self._approvals, self._operator)
+            client.server: client
+            for client in (self._broker, self._lifecycle, self._approvals, self._operator, self._forge)
         }
         # For the pages' actions, passed to call(): hive.call(hive.lifecycle.stop(name)).
         self.broker = self._broker.with_timeout(ACTION_SECONDS)
         self.lifecycle = self._lifecycle.with_timeout(ACTION_SECONDS)
         self.approvals = self._approvals.with_timeout(ACTION_SECONDS)
         self.operator = self._operator.with_timeout(ACTION_SECONDS)
+        self.forge = self._forge.with_timeout(ACTION_SECONDS)
         self.state = HiveState()
         self.agent_changed = Event[SwarmAgent]()  # one agent's row changed (or it appeared)
         self.agent_removed = Event[str]()
@@ -105,6 +111,7 @@ class HiveView:
         self.messages_added = Event[list[ListedMessage]]()
         self.unread_changed = Event[int]()
         self.hive_spend_changed = Event[Spend]()
+        self.repos_changed = Event[list[Repo]]()
         self.reachability_changed = Event[dict[str, bool]]()
         self.notice = Event[Notice]()
         self._since: int | None = None
@@ -139,12 +146,13 @@ class HiveView:
             await self._poll()
 
     async def _poll(self) -> None:
-        agents, stats, approvals, questions, messages = await asyncio.gather(
+        agents, stats, approvals, questions, messages, repos = await asyncio.gather(
             self._ask("lifecycle", self._lifecycle.list_agents()),
             self._ask("broker", self._broker.stats()),
             self._ask("approvals", self._approvals.pending_approvals()),
             self._ask("operator", self._operator.pending_questions()),
             self._ask("broker", self._broker.list_messages(since=self._since, limit=200 if self._since else 100)),
+            self._ask("forge", self._forge.list_repos()),
         )
         if agents is not None:
             self._update_agents(agents, stats)
@@ -156,6 +164,9 @@ class HiveView:
             self._update_questions(questions.questions)
         if messages is not None:
             self._add_messages(messages.messages, messages.next_since)
+        if repos is not None and repos.repos != self.state.repos:
+            self.state.repos = repos.repos
+            self.repos_changed.emit(repos.repos)
         self.state.polled_at = time.time()
         self.first_poll.set()
 

@@ -23,6 +23,7 @@ from hyperhive.servers.cli.base import (
     main,
     mint,
     parse_duration,
+    print_table,
 )
 from hyperhive.servers.common.agent_config import AGENT_TOML, load_agent_config
 from hyperhive.servers.common.config_parsing import ConfigError
@@ -142,9 +143,7 @@ def agents(home: Path) -> None:
     if listing.hive_spend is not None:
         hive = listing.hive_spend
         rows.append(("(hive)", "", "", "", "", "", "", *spend_cells(hive), hive.paused or ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
 
 
 @main.command(name="cancel-turn")

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the clients are imported when a command calls a server: `hi
     from hyperhive.servers.approvals.client import ApprovalsClient
     from hyperhive.servers.broker.client import BrokerClient
     from hyperhive.servers.common.server_client import ServerClient
+    from hyperhive.servers.forge.client import ForgeClient
     from hyperhive.servers.lifecycle.client import LifecycleClient
     from hyperhive.servers.operator.client import OperatorClient
 
@@ -135,6 +136,13 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Rows (the first the header) as aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 class HiveServers:
     """The hive's servers as one command reaches them; a server's client is made when first used."""
 
@@ -165,6 +173,12 @@ class HiveServers:
         from hyperhive.servers.operator.client import OperatorClient
 
         return self._keep(OperatorClient)
+
+    @functools.cached_property
+    def forge(self) -> ForgeClient:
+        from hyperhive.servers.forge.client import ForgeClient
+
+        return self._keep(ForgeClient)
 
     def _keep(self, kind: type[C]) -> C:
         client = kind.for_server(self._config, self._token, timeout=self._timeout, retry_seconds=0)

@@ -10,10 +10,14 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, Literal, TypeVar
 
 import anyio
+
+T = TypeVar("T")
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644, *, durable: bool = True) -> None:
@@ -67,12 +71,8 @@ def read_agent_file(
     deadline = time.monotonic() + seconds
     inside = agent_path_parts(relative)
     parts = [agent_dir, *inside]
-    fds: list[int] = []
-    try:
-        fds.append(os.open(trusted, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
-        for i, part in enumerate(parts[:-1]):
-            where = "/".join(inside[:i]) or f"the agent's {agent_dir} dir"  # messages name paths inside it
-            fds.append(_open_component(part, fds[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK, where))
+    with _descriptors(f"{relative} cannot be read") as fds:
+        _open_dirs(trusted, agent_dir, inside[:-1], fds)
         path_fd = _open_component(parts[-1], fds[-1], os.O_PATH, relative)
         fds.append(path_fd)
         mode = os.fstat(path_fd).st_mode
@@ -98,14 +98,6 @@ def read_agent_file(
         if total > cap:
             raise UnsafeFile(f"{relative} grew past {cap:,} bytes while it was read")
         return b"".join(chunks)
-    except UnsafeFile:
-        raise
-    except OSError as e:
-        raise UnsafeFile(f"{relative} cannot be read: {e.strerror}") from None
-    finally:
-        for fd in reversed(fds):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 async def read_agent_file_async(
@@ -113,14 +105,99 @@ async def read_agent_file_async(
 ) -> bytes:
     """read_agent_file in a worker thread, given up after `seconds` even if the thread is stuck in a
     system call (a file on a hung mount): the caller never waits longer."""
+    call = functools.partial(read_agent_file, trusted, agent_dir, relative, cap=cap, seconds=seconds)
+    return await _in_thread(call, seconds, f"reading {relative}")
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """One entry of a directory an agent writes, as lstat sees it (links are not followed)."""
+
+    name: str
+    kind: Literal["file", "dir", "link", "other"]
+    size: int
+    modified: float
+    uid: int
+
+
+def list_agent_dir(
+    trusted: Path, agent_dir: str, relative: str, *, limit: int, seconds: float = AGENT_FILE_SECONDS
+) -> tuple[list[DirEntry], bool]:
+    """The entries of directory `trusted/agent_dir/relative` ("" the agent dir itself), by name, and
+    whether there were more than `limit`. Every component is opened as read_agent_file opens them
+    (a link anywhere on the way is refused); the entries are lstat'ed relative to the directory's
+    descriptor, never followed. Raises UnsafeFile (FileMissing when it is not there)."""
+    deadline = time.monotonic() + seconds
+    inside = agent_path_parts(relative) if relative.strip() not in ("", ".") else []
+    entries: list[DirEntry] = []
+    with _descriptors(f"{relative or agent_dir} cannot be listed") as fds:
+        _open_dirs(trusted, agent_dir, inside, fds)
+        with os.scandir(fds[-1]) as listing:
+            for entry in listing:
+                if time.monotonic() > deadline:
+                    raise UnsafeFile(f"listing {relative or agent_dir} took longer than {seconds:g} s")
+                if len(entries) > limit:
+                    break
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed meanwhile
+                entries.append(
+                    DirEntry(entry.name, _entry_kind(info.st_mode), info.st_size, info.st_mtime, info.st_uid)
+                )
+    entries.sort(key=lambda e: (e.kind != "dir", e.name))
+    return entries[:limit], len(entries) > limit
+
+
+async def list_agent_dir_async(
+    trusted: Path, agent_dir: str, relative: str, *, limit: int, seconds: float = AGENT_FILE_SECONDS
+) -> tuple[list[DirEntry], bool]:
+    """list_agent_dir in a worker thread, given up after `seconds` like read_agent_file_async."""
+    call = functools.partial(list_agent_dir, trusted, agent_dir, relative, limit=limit, seconds=seconds)
+    return await _in_thread(call, seconds, f"listing {relative or agent_dir}")
+
+
+async def _in_thread(call: Callable[[], T], seconds: float, what: str) -> T:
+    """`call` in a worker thread, abandoned after `seconds` (and a margin) even if the thread is stuck."""
     try:
         with anyio.fail_after(seconds + 0.5):
-            return await anyio.to_thread.run_sync(
-                functools.partial(read_agent_file, trusted, agent_dir, relative, cap=cap, seconds=seconds),
-                abandon_on_cancel=True,
-            )
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
     except TimeoutError:
-        raise UnsafeFile(f"reading {relative} took longer than {seconds:g} s") from None
+        raise UnsafeFile(f"{what} took longer than {seconds:g} s") from None
+
+
+@contextlib.contextmanager
+def _descriptors(failure: str) -> Iterator[list[int]]:
+    """A list the caller appends the descriptors it opens to, all closed at the end; an OSError
+    meanwhile becomes UnsafeFile("<failure>: <why>")."""
+    fds: list[int] = []
+    try:
+        yield fds
+    except UnsafeFile:
+        raise
+    except OSError as e:
+        raise UnsafeFile(f"{failure}: {e.strerror}") from None
+    finally:
+        for fd in reversed(fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _open_dirs(trusted: Path, agent_dir: str, inside: list[str], fds: list[int]) -> None:
+    """Open `trusted`, then `agent_dir` and each of `inside` relative to the one before, without
+    following a link; the descriptors are appended to `fds` (the caller closes them)."""
+    fds.append(os.open(trusted, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
+    for i, part in enumerate([agent_dir, *inside]):
+        where = "/".join(inside[:i]) or f"the agent's {agent_dir} dir"  # messages name paths inside it
+        fds.append(_open_component(part, fds[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK, where))
+
+
+EntryKind = Literal["file", "dir", "link", "other"]
+_ENTRY_KINDS: Final[dict[int, EntryKind]] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link"}
+
+
+def _entry_kind(mode: int) -> EntryKind:
+    return _ENTRY_KINDS.get(stat.S_IFMT(mode), "other")
 
 
 def agent_path_parts(relative: str) -> list[str]:

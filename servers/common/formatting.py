@@ -8,6 +8,7 @@ strings or epoch seconds; `now` is a parameter where the text depends on it, for
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -103,3 +104,11 @@ def last_turn_text(turn: TurnState | None, *, now: float | None = None) -> str:
         return "now"
     last = turn.last_turn_at if turn else None
     return f"{age(last, parts=1, now=now)} ago" if last else "never"
+
+
+def grants_text(grants: Mapping[str, str] | None) -> str:
+    """A repo's grants, writers first: 'bob write, * read'; '-' for none."""
+    if not grants:
+        return "-"
+    ordered = sorted(grants.items(), key=lambda item: (item[1] != "write", item[0]))
+    return ", ".join(f"{who} {access}" for who, access in ordered)

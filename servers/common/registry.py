@@ -103,6 +103,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "resume_agent": OPERATOR,
             "add_peer": OPERATOR,
             "remove_peer": OPERATOR,
+            "shared_files": OPERATOR,
+            "read_shared_file": OPERATOR,
         },
         calls={"broker": frozenset({"post_event"})},
         root=True,
@@ -165,6 +167,9 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "reserve": AGENT,
             "release": AGENT,
             "reservations": AGENT,
+            "tree": AGENT,
+            "pushes": AGENT,
+            "show_commit": AGENT,
         },
         # Pushes are helper events (repo_pushed) to a repo's owner and watchers.
         calls={"broker": frozenset({"post_event"})},

@@ -7,12 +7,15 @@ from typing import ClassVar
 from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.forge.models import (
     Access,
+    CommitShown,
     DiffResult,
     FileResult,
     Granted,
     LogResult,
+    PushesResult,
     Repo,
     ReposResult,
+    TreeResult,
     Watching,
 )
 
@@ -46,3 +49,12 @@ class ForgeClient(ServerClient):
 
     async def unwatch(self, repo: str) -> Watching:
         return await self._call("unwatch", Watching, repo=repo)
+
+    async def tree(self, repo: str, ref: str = "HEAD", path: str = "") -> TreeResult:
+        return await self._call("tree", TreeResult, repo=repo, ref=ref, path=path)
+
+    async def pushes(self, repo: str, limit: int = 20) -> PushesResult:
+        return await self._call("pushes", PushesResult, repo=repo, limit=limit)
+
+    async def show_commit(self, repo: str, sha: str) -> CommitShown:
+        return await self._call("show_commit", CommitShown, repo=repo, sha=sha)

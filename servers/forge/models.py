@@ -92,3 +92,46 @@ class Released(CompactModel):
 class ReservationsResult(CompactModel):
     repo: str
     reservations: list[Reservation]  # the live ones, oldest first
+
+
+# ------------------------------------------------------------------------------ browsing (tree, pushes, show_commit)
+EntryKind = Literal["file", "dir", "link", "submodule"]
+
+
+class TreeEntry(CompactModel):
+    name: str
+    kind: EntryKind  # a link is git's symlink blob: its target is what read_file returns
+    size: int | None = None  # bytes, for a file or a link
+
+
+class TreeResult(CompactModel):
+    repo: str
+    commit: str
+    path: str  # the directory listed; "" for the repo's top
+    entries: list[TreeEntry]  # directories first, then files, each by name
+    truncated: Literal[True] | None = None  # more entries than a listing returns
+
+
+class Push(CompactModel):
+    ref: str
+    old: str | None = None  # None: the ref was created
+    new: str | None = None  # None: the ref was deleted
+    pusher: str
+    at: str  # ISO 8601 UTC
+
+
+class PushesResult(CompactModel):
+    repo: str
+    pushes: list[Push]  # newest first
+
+
+class CommitShown(CompactModel):
+    repo: str
+    sha: str
+    parents: list[str]
+    author: str
+    date: str  # ISO 8601 author date
+    subject: str
+    body: str | None = None
+    diff: str  # unified diff from its first parent (a root commit: from nothing)
+    truncated: Literal[True] | None = None  # cut at [forge] max_diff_bytes

@@ -16,23 +16,27 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.registry import GIT_PATH
 from hyperhive.servers.common.tokens import INSTANCE_CLAIM, HiveTokenVerifier, ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
+from hyperhive.servers.forge.browse import Browser
 from hyperhive.servers.forge.forge import MAX_LOG, Forge
 from hyperhive.servers.forge.http import GitHttp
 from hyperhive.servers.forge.models import (
     Access,
+    CommitShown,
     DiffResult,
     FileResult,
     Granted,
     LogResult,
+    PushesResult,
     Released,
     Repo,
     ReposResult,
     ReservationsResult,
     Reserved,
+    TreeResult,
     Watching,
 )
 from hyperhive.servers.forge.reservations import MAX_PATTERNS, MAX_TTL, MIN_TTL, Reservations
-from hyperhive.servers.forge.store import MIGRATIONS
+from hyperhive.servers.forge.store import MIGRATIONS, PUSHES_KEPT
 
 INSTRUCTIONS = (
     "The hive's git forge. Create repos you own, grant others read or write, and use plain git on "
@@ -109,6 +113,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await forge.watch(caller(), repo, False)
 
     _reservation_tools(mcp, Reservations(forge))
+    browse_tools(mcp, Browser(forge))
     return HiveServer(mcp=mcp)
 
 
@@ -159,3 +164,26 @@ def _instance() -> str | None:
     token = get_access_token()
     value = token.claims.get(INSTANCE_CLAIM) if token is not None else None
     return value if isinstance(value, str) else None
+
+
+def browse_tools(mcp: FastMCP, browser: Browser) -> None:
+    """Browsing a repo: a directory of a commit's tree, the recent pushes, one commit and its diff."""
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def tree(
+        repo: RepoName,
+        ref: Ref = "HEAD",
+        path: Annotated[str, Field(description="a directory, relative; '' for the top")] = "",
+    ) -> TreeResult:
+        """One directory of a repo at `ref`: its entries' names, kinds (file, dir, link, submodule) and sizes."""
+        return await browser.tree(caller(), repo, ref, path)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def pushes(repo: RepoName, limit: Annotated[int, Field(ge=1, le=PUSHES_KEPT)] = 20) -> PushesResult:
+        """The latest pushes to a repo, newest first: each changed ref, old..new, who pushed, when."""
+        return await browser.pushes(caller(), repo, limit)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def show_commit(repo: RepoName, sha: Ref) -> CommitShown:
+        """One commit: author, date, message, parents and its diff from its first parent."""
+        return await browser.show_commit(caller(), repo, sha)

@@ -43,7 +43,21 @@ MIGRATIONS: Final = [
     """
     + OUTBOX_SCHEMA,
     RESERVATIONS_SCHEMA,
+    # Recent pushes, one row per changed ref (repo_pushed's contents), for the dashboard and `pushes`.
+    """
+    CREATE TABLE pushes (
+        id      INTEGER PRIMARY KEY,
+        repo    TEXT NOT NULL REFERENCES repos (name) ON DELETE CASCADE,
+        ref     TEXT NOT NULL,
+        old     TEXT,
+        new     TEXT,
+        pusher  TEXT NOT NULL,
+        at      REAL NOT NULL
+    );
+    CREATE INDEX pushes_repo ON pushes (repo, id);
+    """,
 ]
+PUSHES_KEPT: Final = 1000  # per repo; older rows are dropped as new pushes are recorded
 
 Access = Literal["read", "write"]
 EVERYONE: Final = "*"
@@ -159,6 +173,7 @@ class ForgeStore:
             conn.execute("UPDATE repos SET pushed_at = ?, pushed_by = ? WHERE name = ?", (now, pusher, repo.name))
             watchers = [row[0] for row in conn.execute("SELECT who FROM watchers WHERE repo = ?", (repo.name,))]
             recipients = [who for who in dict.fromkeys([repo.owner, *watchers]) if who != pusher]
+            _keep_pushes(conn, repo.name, pusher, changes, now)
             for change in changes:
                 event = RepoPushed(repo=repo.name, ref=change.ref, old=change.old, new=change.new, pusher=pusher)
                 for who in recipients:
@@ -166,6 +181,36 @@ class ForgeStore:
             return len(recipients) * len(changes)
 
         return await self.db.write(tx)
+
+
+@dataclass(frozen=True, slots=True)
+class PushRow:
+    ref: str
+    old: str | None
+    new: str | None
+    pusher: str
+    at: float
+
+
+async def recent_pushes(db: Database, repo: str, limit: int) -> list[PushRow]:
+    """The latest `limit` ref changes pushed to `repo`, newest first."""
+    rows = await db.fetch_all(
+        "SELECT ref, old, new, pusher, at FROM pushes WHERE repo = ? ORDER BY id DESC LIMIT ?", (repo, limit)
+    )
+    return [PushRow(row["ref"], row["old"], row["new"], row["pusher"], row["at"]) for row in rows]
+
+
+def _keep_pushes(conn: sqlite3.Connection, repo: str, pusher: str, changes: Sequence[RefChange], now: float) -> None:
+    """The push's ref changes as rows of `pushes`; only the latest PUSHES_KEPT of the repo stay."""
+    conn.executemany(
+        "INSERT INTO pushes (repo, ref, old, new, pusher, at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(repo, change.ref, change.old, change.new, pusher, now) for change in changes],
+    )
+    conn.execute(
+        "DELETE FROM pushes WHERE repo = ? AND id <= "
+        "(SELECT id FROM pushes WHERE repo = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        (repo, repo, PUSHES_KEPT),
+    )
 
 
 def _grant(conn: sqlite3.Connection, repo: str, who: str, access: Access, by: str, now: float) -> None:

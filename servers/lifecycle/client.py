@@ -28,6 +28,8 @@ from hyperhive.servers.lifecycle.models import (
     Recorded,
     Resumed,
     SessionReset,
+    SharedDir,
+    SharedFile,
     StateFile,
     TurnCancelled,
     TurnRecord,
@@ -58,6 +60,12 @@ class LifecycleClient(ServerClient):
 
     async def read_state_file(self, name: str, path: str) -> StateFile:
         return await self._call("read_state_file", StateFile, name=name, path=path)
+
+    async def shared_files(self, path: str = "") -> SharedDir:
+        return await self._call("shared_files", SharedDir, path=path)
+
+    async def read_shared_file(self, path: str) -> SharedFile:
+        return await self._call("read_shared_file", SharedFile, path=path)
 
     async def audit(self, limit: int = 100, agent: str | None = None) -> AuditLog:
         return await self._call("audit", AuditLog, limit=limit, agent=agent)

@@ -243,3 +243,25 @@ class SessionReset(BaseModel):
 
 class AuditLog(BaseModel):
     entries: list[ActionEntry]  # newest first
+
+
+# ------------------------------------------------------------------------------ the shared workspace, read-only
+class SharedEntry(BaseModel):
+    name: str
+    kind: Literal["file", "dir", "link", "other"]  # a link is shown, never followed
+    size: int
+    modified: str  # ISO 8601 UTC
+    owner: str  # the agent whose uid wrote it, else the uid as a number
+
+
+class SharedDir(BaseModel):
+    path: str  # relative to the shared workspace; "" its top
+    entries: list[SharedEntry]  # directories first, then by name
+    truncated: bool = False  # more entries than a listing returns
+
+
+class SharedFile(BaseModel):
+    path: str
+    size: int
+    binary: bool = False  # it holds NUL bytes: no text
+    text: str | None = None

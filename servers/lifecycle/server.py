@@ -14,6 +14,7 @@ from functools import partial
 from typing import Annotated
 
 import anyio
+from fastmcp import FastMCP
 from pydantic import Field
 
 from hyperhive.servers.common import audit as audit_trail
@@ -49,12 +50,15 @@ from hyperhive.servers.lifecycle.models import (
     Recorded,
     Resumed,
     SessionReset,
+    SharedDir,
+    SharedFile,
     StateFile,
     TurnCancelled,
     TurnRecord,
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import PEER_STATE
+from hyperhive.servers.lifecycle.shared_view import shared_dir, shared_file
 from hyperhive.servers.lifecycle.spending import SpendSheet
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
 from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
@@ -428,7 +432,27 @@ def create(
         """Who did what to which agent, when, and how it ended (refused and failed actions too), newest first."""
         return AuditLog(entries=await supervisor.actions(limit, agent))
 
+    shared_tools(mcp, config, supervisor)
     return HiveServer(mcp=mcp)
+
+
+def shared_tools(mcp: FastMCP, config: HiveConfig, supervisor: AgentSupervisor) -> None:
+    """The shared workspace, read-only, for the operator (the dashboard): everything there is agent-written."""
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def shared_files(
+        path: Annotated[str, Field(description="a directory in the shared workspace; '' its top")] = "",
+    ) -> SharedDir:
+        """One directory of the shared workspace (/hive/shared): names, kinds, sizes, times, who wrote each."""
+        owners = await supervisor.store.names_by_uid()
+        return await shared_dir(config.home, path, owners)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def read_shared_file(
+        path: Annotated[str, Field(description="relative to the shared workspace")],
+    ) -> SharedFile:
+        """A file of the shared workspace (regular files up to 1 MiB; no links; binary said so)."""
+        return await shared_file(config.home, path)
 
 
 def _time(since: str | None) -> float | None:

@@ -221,6 +221,11 @@ class LifecycleStore:
         value = await self.db.fetch_value("SELECT uid FROM uids WHERE name = ?", (name,))
         return None if value is None else int(value)
 
+    async def names_by_uid(self) -> dict[int, str]:
+        """Every recorded host uid and the agent it is for (who wrote a file in the shared workspace)."""
+        rows = await self.db.fetch_all("SELECT name, uid FROM uids")
+        return {int(row["uid"]): row["name"] for row in rows}
+
     async def uid_of(self, name: str, base: int, taken: set[int], end: int = 2**31 - 1) -> int:
         """The uid recorded for `name`, or the lowest free one from `base` up (not in `taken`), below `end`."""
 

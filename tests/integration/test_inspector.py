@@ -75,7 +75,8 @@ LIFECYCLE_ACTIONS = {
             LIFECYCLE_READS
             | LIFECYCLE_ACTIONS
             | {"read_state_file", "diff_commit", "create_draft", "audit", "set_budget", "resume_agent"}
-            | {"add_peer", "remove_peer"},
+            | {"add_peer", "remove_peer"}
+            | {"shared_files", "read_shared_file"},
         ),
         ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn", "budget_check"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy
@@ -101,7 +102,7 @@ MANAGER_REQUESTS = {"request_apply_commit", "request_spawn", "request_spawn_draf
                     "list_my_requests"}  # fmt: skip
 ASKING = {"ask_agent", "answer_question", "list_my_asks", "cancel_ask"}
 FORGE = {"create_repo", "grant", "revoke", "list_repos", "repo_log", "read_file", "diff", "watch", "unwatch",
-         "reserve", "release", "reservations"}  # fmt: skip
+         "reserve", "release", "reservations", "tree", "pushes", "show_commit"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from hyperhive.ui.pages.agent import agent_page
 from hyperhive.ui.pages.approvals import approvals_page
 from hyperhive.ui.pages.messages import messages_page
 from hyperhive.ui.pages.questions import question_card, questions_page
+from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
+from hyperhive.ui.pages.shared import shared_page
 from hyperhive.ui.pages.swarm import SWARM_CSS, swarm_page
 
 
@@ -22,7 +24,7 @@ def frame(hive: HiveView) -> None:
     ui.dark_mode(True)
     ui.add_css(
         ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
-        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS
+        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS + REPOS_CSS
     )
 
     with ui.header().classes("items-center gap-4 py-1 bg-grey-10"):
@@ -31,6 +33,8 @@ def frame(hive: HiveView) -> None:
         approvals_link = ui.link("approvals", "/approvals").classes("text-white")
         questions_link = ui.link("questions", "/questions").classes("text-white")
         ui.link("messages", "/messages").classes("text-white")
+        ui.link("repos", "/repos").classes("text-white")
+        ui.link("shared", "/shared").classes("text-white")
         ui.space()
         ui.button(icon="notifications", on_click=_enable_desktop_notifications).props("flat dense round").tooltip(
             "desktop notifications"
@@ -85,6 +89,9 @@ def frame(hive: HiveView) -> None:
                 "/questions": questions_page,
                 "/messages": messages_page,
                 "/agent/{name}": agent_page,
+                "/repos": repos_page,
+                "/repos/{name}": repo_page,
+                "/shared": shared_page,
             },
             data={"hive": hive},  # each page's `hive` parameter
         )

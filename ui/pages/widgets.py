@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
@@ -70,3 +71,24 @@ def spend_text(spend: Spend | None) -> str:
         return ""
     budget = f" of ${spend.usd_per_day:.2f}" if spend.usd_per_day is not None else ""
     return f"${spend.today_usd:.2f}{budget} today · ${spend.week_usd:.2f} this week"
+
+
+def clickable(text: str) -> ui.label:
+    """A label that acts on a click (a tree entry, a commit) without leaving the page's URL."""
+    return ui.label(text).classes("cursor-pointer text-primary")
+
+
+def breadcrumbs(row: ui.row, top: str, path: str, open_dir: Callable[[str], Awaitable[None]]) -> None:
+    """`row` becomes "top/ a/ b/", each part opening its directory (`open_dir("a")`, "" for the top)."""
+    row.clear()
+    with row:
+        clickable(f"{top}/").on("click", lambda: open_dir("")).mark("crumb-top")
+        parts = path.split("/") if path else []
+        for i, part in enumerate(parts):
+            target = "/".join(parts[: i + 1])
+            clickable(f"{part}/").on("click", lambda target=target: open_dir(target))
+
+
+def text_block(text: str, marker: str) -> None:
+    """Agent-written text, escaped, monospace and wrapped."""
+    ui.html(f"<pre class='hh-diff'>{html.escape(text)}</pre>").classes("w-full").mark(marker)

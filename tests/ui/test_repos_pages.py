@@ -1,0 +1,135 @@
+"""The dashboard's repos pages and shared-workspace page against the real servers (a real forge with
+a repo pushed to by the real git CLI), through NiceGUI's simulated user."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hivetest import Servers
+from nicegui.testing import User
+from uitest import log_in
+
+from hyperhive.servers.common.registry import GIT_PATH
+
+pytestmark = pytest.mark.slow
+
+
+def push_repo(servers: Servers, work: Path, name: str) -> str:
+    """A commit of README.md, src/main.py and a binary file, pushed to `name` as the operator; its sha."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    env |= {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "t"), ("EMAIL", "t@t"))
+    }
+    (work / "src").mkdir(parents=True)
+    (work / "README.md").write_text("hello from the forge\n")
+    (work / "src" / "main.py").write_text("print(42)\n")
+    (work / "logo.bin").write_bytes(b"\x89PNG\0\0\0")
+    url = f"http://x:{servers.token('operator')}@127.0.0.1:{servers.ports['forge']}{GIT_PATH}/{name}.git"
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "first"],
+        ["push", "-q", url, "main"],
+    ):
+        subprocess.run(["git", *args], cwd=work, env=env, check=True, capture_output=True, timeout=60)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=work, env=env, capture_output=True, text=True
+    ).stdout.strip()
+
+
+async def click(user: User, marker: str) -> None:
+    """Click what `marker` marks once it is there (a listing loads after a round trip)."""
+    await user.should_see(marker=marker)
+    user.find(marker=marker).click()
+
+
+async def test_repos_list_a_repo_page_browses_files_log_diff_pushes_and_grants(
+    user: User, servers: Servers, password: str, tmp_path: Path
+) -> None:
+    await servers.call("forge", "create_repo", name="app", description="the app")
+    sha = await asyncio.to_thread(push_repo, servers, tmp_path / "work", "app")
+    await log_in(user, password, "/repos")
+    await user.open("/repos")
+    await user.should_see("◆ repos")
+    await user.should_see(marker="repo-docs")
+    await user.should_see("the app", marker="repo-app")
+    await user.should_see("last push", marker="repo-app")
+
+    await user.open("/repos/app")
+    await user.should_see("◆ repo app")
+    await user.should_see("owner operator")
+    await click(user, "entry-README.md")
+    await user.should_see("hello from the forge", marker="file-text")
+    user.find(marker="entry-logo.bin").click()
+    await user.should_see("binary file: not shown", marker="binary")
+    await click(user, "entry-src")
+    await click(user, "entry-src/main.py")
+    await user.should_see("print(42)", marker="file-text")
+    user.find(marker="crumb-top").click()
+    await user.should_see(marker="entry-README.md")
+    user.find(marker="files-ref").clear().type("nobranch").trigger("keydown.enter")
+    await user.should_see("'nobranch' is no commit in repo 'app'")  # the forge's refusal, as a toast
+
+    user.find(marker="tab-log").click()
+    await click(user, f"commit-{sha[:12]}")
+    await user.should_see("first", marker="commit-subject")
+    await user.should_see("+hello from the forge", marker="diff")
+    user.find(marker="tab-pushes").click()
+    await user.should_see(f"operator refs/heads/main (new)..{sha[:12]}", marker="push")
+
+    user.find(marker="grant-who").type("*")
+    user.find(marker="grant").click()
+    await user.should_see("*: read on app")
+    await user.should_see("* read", marker="grant-*")
+    listed = {repo["name"]: repo for repo in (await servers.call("forge", "list_repos"))["repos"]}
+    assert listed["app"]["grants"] == {"*": "read"}
+    user.find(marker="grant-who").type("Not Valid")
+    user.find(marker="grant").click()
+    await user.should_see("who must be an agent's name")
+    user.find(marker="revoke-*").click()
+    await user.should_see("revoke *'s read on app?")
+    user.find(marker="confirm").click()
+    await user.should_see("*: revoked")
+    await user.should_not_see(marker="grant-*")
+
+    await user.open("/repos/ghost")
+    await user.should_see("no repo named 'ghost'", marker="repo-missing")
+
+
+async def test_the_shared_workspace_is_browsed_read_only_and_links_are_not_followed(
+    user: User, servers: Servers, password: str
+) -> None:
+    shared = servers.home / "shared"
+    assert shared.is_dir(), "made at the manager's start"
+    (shared / "notes").mkdir()
+    (shared / "notes" / "plan.md").write_text("the plan\n")
+    (shared / "secret").symlink_to("/etc/shadow")
+    await log_in(user, password, "/shared")
+    await user.open("/shared")
+    await user.should_see("◆ shared workspace")
+    await user.should_see("link, not followed", marker="shared-secret")
+    await click(user, "shared-notes")
+    await click(user, "shared-notes/plan.md")
+    await user.should_see("the plan", marker="shared-text")
+    await user.should_not_see(marker="shared-secret")  # inside notes/ now
+    user.find(marker="crumb-top").click()
+    await user.should_see(marker="shared-secret")
+
+
+async def test_a_forge_that_is_down_shows_the_banner_and_says_so(user: User, servers: Servers, password: str) -> None:
+    forge = servers.processes["forge"]
+    forge.stop()
+    try:
+        await log_in(user, password, "/repos")
+        await user.open("/repos")
+        await user.should_see("forge unreachable", marker="banner", retries=100)
+        await user.should_see("the forge has not answered yet", marker="repos-empty")
+    finally:
+        forge.start()
+    await user.should_see(marker="repo-docs", retries=100)
