@@ -31,7 +31,7 @@ log = logging.getLogger("hyperhive.ui")
 POLL_MS: Final = 10_000  # one long poll; the server closes a session after its idle_seconds without one
 RETRY_SECONDS: Final = 1.0  # after a failed call (the lifecycle server restarting)
 FAILURES_MAX: Final = 10  # calls in a row that fail before the page gives the session up
-TERMINAL_STYLE: Final = "height: 70vh; min-height: 240px; max-width: 100%; overflow: hidden"  # fits a phone too
+TERMINAL_STYLE: Final = "height: 70vh; min-height: 240px; max-width: calc(100vw - 32px); overflow: hidden"  # phones too
 XTERM_OPTIONS: Final = {
     "cursorBlink": True,
     "fontSize": 13,
