@@ -31,6 +31,9 @@ from hyperhive.servers.lifecycle.models import (
     SharedDir,
     SharedFile,
     StateFile,
+    TerminalClosed,
+    TerminalOutput,
+    TerminalSession,
     TurnCancelled,
     TurnRecord,
 )
@@ -129,3 +132,16 @@ class LifecycleClient(ServerClient):
 
     async def remove_peer(self, name: str) -> PeerRemoved:
         return await self._call("remove_peer", PeerRemoved, name=name)
+
+    # --------------------------------------------------------------------------------- terminal
+    async def terminal_open(self, name: str, cols: int = 80, rows: int = 24) -> TerminalSession:
+        return await self._call("terminal_open", TerminalSession, name=name, cols=cols, rows=rows)
+
+    async def terminal_io(self, session: str, input: str = "", wait_ms: int = 0) -> TerminalOutput:
+        return await self._call("terminal_io", TerminalOutput, session=session, input=input, wait_ms=wait_ms)
+
+    async def terminal_resize(self, session: str, cols: int, rows: int) -> TerminalSession:
+        return await self._call("terminal_resize", TerminalSession, session=session, cols=cols, rows=rows)
+
+    async def terminal_close(self, session: str) -> TerminalClosed:
+        return await self._call("terminal_close", TerminalClosed, session=session)

@@ -265,3 +265,34 @@ class SharedFile(BaseModel):
     size: int
     binary: bool = False  # it holds NUL bytes: no text
     text: str | None = None
+
+
+# ---------------------------------------------------------------------------------- terminal
+class TerminalSession(BaseModel):
+    """A shell the operator opened in an agent's sandbox (terminal_open)."""
+
+    session: str  # what terminal_io, terminal_resize and terminal_close take
+    name: str
+    cols: int
+    rows: int
+    opened_at: str  # ISO 8601 UTC
+    idle_seconds: float  # closed by the server after this long without a terminal_io call
+
+
+class TerminalOutput(BaseModel):
+    """What the shell wrote since the last terminal_io took it."""
+
+    session: str
+    output: str  # the terminal's bytes as UTF-8 (a character split between two calls is kept whole)
+    seq: int  # this output's place among the session's outputs (1, 2, ...; 0: none): write them in order
+    dropped: int  # bytes of output lost before this one because nobody read them (oldest dropped first)
+    more: bool  # more output is waiting: call again at once
+    ended: bool  # the shell is gone; `reason` says why
+    reason: str | None = None
+
+
+class TerminalClosed(BaseModel):
+    session: str
+    name: str
+    seconds: float  # how long it was open
+    reason: str

@@ -53,6 +53,9 @@ from hyperhive.servers.lifecycle.models import (
     SharedDir,
     SharedFile,
     StateFile,
+    TerminalClosed,
+    TerminalOutput,
+    TerminalSession,
     TurnCancelled,
     TurnRecord,
 )
@@ -62,6 +65,7 @@ from hyperhive.servers.lifecycle.shared_view import shared_dir, shared_file
 from hyperhive.servers.lifecycle.spending import SpendSheet
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
 from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
+from hyperhive.servers.lifecycle.terminal import INPUT_MAX, WAIT_MAX_MS
 from hyperhive.servers.lifecycle.turnstats import summarise
 
 INSTRUCTIONS = (
@@ -75,6 +79,9 @@ log = logging.getLogger("hyperhive.lifecycle")
 Name = Annotated[str, Field(description="agent name")]
 Since = Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")]
 Sha = Annotated[str, Field(description="a commit of its proposed repo")]
+Session = Annotated[str, Field(min_length=1, max_length=64, description="terminal_open's session")]
+Cols = Annotated[int, Field(ge=20, le=500, description="the terminal's columns")]
+Rows = Annotated[int, Field(ge=5, le=200, description="the terminal's rows")]
 ExpectedBase = Annotated[
     str | None,
     Field(
@@ -431,6 +438,37 @@ def create(
     ) -> AuditLog:
         """Who did what to which agent, when, and how it ended (refused and failed actions too), newest first."""
         return AuditLog(entries=await supervisor.actions(limit, agent))
+
+    # --------------------------------------------------------------------------------- terminal
+    @mcp.tool
+    async def terminal_open(name: Name, cols: Cols = 80, rows: Rows = 24) -> TerminalSession:
+        """Open a shell in a running agent's sandbox, as its uid, in its namespaces and cgroup (bash,
+        no rc files, a clean environment, in its state dir); the operator only. Audited; closed when
+        nobody calls terminal_io for idle_seconds, when the agent stops, or by terminal_close."""
+        async with audited("terminal_open", name, f"{cols}x{rows}"):
+            return await supervisor.terminals.open(name, cols, rows, caller().name)
+
+    @mcp.tool
+    async def terminal_io(
+        session: Session,
+        input: Annotated[str, Field(max_length=INPUT_MAX, description="keystrokes to write first")] = "",
+        wait_ms: Annotated[
+            int, Field(ge=0, le=WAIT_MAX_MS, description="wait this long for output if there is none yet")
+        ] = 0,
+    ) -> TerminalOutput:
+        """Write keystrokes to a terminal, then take its output (waiting up to wait_ms for some). Write
+        the outputs in `seq` order; `ended` says the shell is gone and `reason` why."""
+        return await supervisor.terminals.io(session, input, wait_ms, caller().name)
+
+    @mcp.tool
+    async def terminal_resize(session: Session, cols: Cols, rows: Rows) -> TerminalSession:
+        """Tell a terminal's shell its new size."""
+        return supervisor.terminals.resize(session, cols, rows, caller().name)
+
+    @mcp.tool
+    async def terminal_close(session: Session) -> TerminalClosed:
+        """Close a terminal: its shell gets SIGHUP, then it and the entry process are killed."""
+        return await supervisor.terminals.close(session, caller().name)
 
     shared_tools(mcp, config, supervisor)
     return HiveServer(mcp=mcp)

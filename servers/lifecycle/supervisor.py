@@ -32,7 +32,7 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import MANAGER
 from hyperhive.servers.lifecycle import harness_files, startup
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
-from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend
+from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend, ShellSpec
 from hyperhive.servers.lifecycle.crash_handling import CrashHandling
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
@@ -42,6 +42,7 @@ from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
 from hyperhive.servers.lifecycle.spending import Spending
 from hyperhive.servers.lifecycle.statebudget import StateBudgets
 from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore
+from hyperhive.servers.lifecycle.terminal import TERM, Terminals
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 from hyperhive.servers.lifecycle.version import installed_version
@@ -91,6 +92,7 @@ class AgentSupervisor(AgentReadings):
             announce=self._announce,
             clock=self.clock,
         )
+        self.terminals = Terminals(backend, self._shell_of, self._record_session, self.clock)
         self._closing = False
 
     # -------------------------------------------------------------------------------- running
@@ -102,6 +104,7 @@ class AgentSupervisor(AgentReadings):
                 self.setup.refresh_tokens,
                 self.budgets.watch,
                 self.turn_stats.prune_forever,
+                self.terminals.reap_forever,
                 first=partial(startup.reconcile, self.store, self.backend, self.setup, self.clock),
             ):
                 try:
@@ -110,6 +113,7 @@ class AgentSupervisor(AgentReadings):
                     yield self
                 finally:
                     self._closing = True  # no sandbox starts from now on
+                    await self.terminals.close_all("the lifecycle server stopped")
                     await self.crashes.close()
                     if self.stop_agents_on_exit:  # keeping what each should be doing
                         await startup.stop_running(await self.store.agents(), self._stop_sandbox)
@@ -240,6 +244,7 @@ class AgentSupervisor(AgentReadings):
     async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:
         """Stop it and mark it stopped; its ending will not count as a crash. `desired` is the caller's."""
         await self.store.mark_changing(name, "stopping")
+        await self.terminals.end_agent(name, f"the sandbox of {name} was stopped")
         self.crashes.expect_exit(name)
         try:
             if kill:
@@ -402,6 +407,27 @@ class AgentSupervisor(AgentReadings):
     def _refuse_peer(self, name: str) -> None:
         if self.peers.get(name) is not None:
             raise Refused(peer_refusal(name))
+
+    # ------------------------------------------------------------------------------- terminal
+    async def _shell_of(self, name: str) -> ShellSpec:
+        """The operator's shell in `name`'s running sandbox: its uid and groups, its state dir, and a
+        clean environment (its sandbox's PATH, HOME and names; none of agent.toml's env)."""
+        row = await self.row(name)
+        config = self.agents.get(name)
+        if row.state != "running" or config is None:
+            raise Refused(f"{name} is {row.state}: a terminal opens into a running sandbox; start it first")
+        uid = await self.provisioning.uid(name)
+        try:
+            spec = await anyio.to_thread.run_sync(self.setup.spec, name, config, uid)
+        except BackendError as e:
+            raise Refused(str(e)) from None
+        keep = ("PATH", "HOME", "LANG", "HIVE_AGENT", "HIVE_ROLE", "HIVE_STATE_DIR", "HIVE_HARNESS_DIR")
+        env = {key: spec.env[key] for key in keep if key in spec.env}
+        env |= {"TERM": TERM, "PS1": f"{name}:\\w\\$ "}
+        return ShellSpec(name=name, uid=spec.uid, groups=spec.groups, cwd=spec.state_dir, env=env)
+
+    async def _record_session(self, name: str, action: str, actor: str, detail: str | None) -> None:
+        await self.record_action(name, action, actor, "ok", detail)
 
     # ------------------------------------------------------------------------------------ helpers
     async def _announce(self, event: HelperEvent) -> None:

@@ -76,7 +76,8 @@ LIFECYCLE_ACTIONS = {
             | LIFECYCLE_ACTIONS
             | {"read_state_file", "diff_commit", "create_draft", "audit", "set_budget", "resume_agent"}
             | {"add_peer", "remove_peer"}
-            | {"shared_files", "read_shared_file"},
+            | {"shared_files", "read_shared_file"}
+            | {"terminal_open", "terminal_io", "terminal_resize", "terminal_close"},
         ),
         ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn", "budget_check"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy

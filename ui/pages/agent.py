@@ -32,6 +32,9 @@ def agent_page(hive: HiveView, name: str) -> None:
         resume_button.tooltip(
             "its own daily budget is reached: start its day afresh now (its cost so far stops counting)"
         )
+        ui.link("terminal", f"/agent/{name}/terminal").mark("open-terminal").tooltip(
+            "a shell in its sandbox, as its uid (audited; it closes when you leave that page)"
+        )
         ui.button("reset session", on_click=reset_session).props("flat dense").mark("reset-session").tooltip(
             "drop its conversation: the next turn starts a fresh Claude Code session (notes.md stays)"
         )

@@ -17,6 +17,7 @@ from hyperhive.ui.pages.questions import question_card, questions_page
 from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
 from hyperhive.ui.pages.shared import shared_page
 from hyperhive.ui.pages.swarm import SWARM_CSS, swarm_page
+from hyperhive.ui.pages.terminal import terminal_page
 
 
 def frame(hive: HiveView) -> None:
@@ -89,6 +90,7 @@ def frame(hive: HiveView) -> None:
                 "/questions": questions_page,
                 "/messages": messages_page,
                 "/agent/{name}": agent_page,
+                "/agent/{name}/terminal": terminal_page,
                 "/repos": repos_page,
                 "/repos/{name}": repo_page,
                 "/shared": shared_page,

@@ -84,6 +84,17 @@ class Restarted:
     running: Running  # the new run
 
 
+@dataclass(frozen=True, slots=True)
+class ShellSpec:
+    """The operator's shell in a running sandbox (servers/lifecycle/terminal.py): as whom, where, with what."""
+
+    name: str
+    uid: int | None  # the agent's host uid (None: the server's own, unprivileged)
+    groups: tuple[int, ...]  # its supplementary groups
+    cwd: Path  # its state dir
+    env: dict[str, str]  # the shell's whole environment
+
+
 class SandboxBackend(abc.ABC):
     """How sandboxes are run on one platform (bwrap.py, nixos.py); the supervisor decides what runs."""
 
@@ -143,6 +154,11 @@ class SandboxBackend(abc.ABC):
     def changes(self) -> AsyncIterator[Change | Restarted]:
         """Every sandbox that stops, as it happens, until the backend is closed; under an init that
         restarts crashed sandboxes itself, also each one it brought back (Restarted)."""
+
+    async def shell_command(self, shell: ShellSpec) -> builtins.list[str]:
+        """The argv that, run by this (root) server with a PTY as its stdin, stdout and stderr, gives
+        a shell inside the running sandbox of `shell.name` as its agent. BackendError where it cannot."""
+        raise BackendError(f"the {self.name} backend cannot open a terminal into a sandbox")
 
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Release watches and connections. Sandboxes keep running."""

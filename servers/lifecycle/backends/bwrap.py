@@ -34,6 +34,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -43,7 +44,15 @@ import anyio
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.lifecycle import cgroups, logfiles, pipes, sandbox_network
-from hyperhive.servers.lifecycle.backends.base import BackendError, Change, Running, SandboxBackend, SandboxSpec
+from hyperhive.servers.lifecycle.backends import bwrap_shell
+from hyperhive.servers.lifecycle.backends.base import (
+    BackendError,
+    Change,
+    Running,
+    SandboxBackend,
+    SandboxSpec,
+    ShellSpec,
+)
 from hyperhive.servers.lifecycle.backends.bwrap_command import ENTER_CGROUP, command_line, spawn, supports_tmpfs_size
 from hyperhive.servers.lifecycle.backends.bwrap_sandbox import (
     Sandbox,
@@ -345,6 +354,25 @@ class BwrapBackend(SandboxBackend):
                 await self._ended(sandbox, None)
         if self._sandboxes:
             self._ensure_rotation()
+
+    # ----------------------------------------------------------------------------------------- shell
+    async def shell_command(self, shell: ShellSpec) -> builtins.list[str]:
+        """bwrap_shell.py run as a program: it joins the sandbox's cgroup and namespaces through a
+        pidfd of its init, drops to the agent, and only then runs the sandbox's own shell."""
+        await self._attach()
+        sandbox = self._sandboxes.get(shell.name)
+        if sandbox is None or sandbox.ended.is_set():
+            raise BackendError(f"{shell.name} is not running: a terminal opens into a running sandbox")
+        if not self.privileged or shell.uid is None:
+            raise BackendError(
+                "a terminal needs the lifecycle server to run as root (its sandboxes then run as the "
+                "agents' own uids); this one runs unprivileged"
+            )
+        argv = [sys.executable, "-m", bwrap_shell.__name__, f"--pid={sandbox.init_pid}", f"--pidns={sandbox.pidns}"]
+        argv += [f"--uid={shell.uid}", f"--gid={shell.uid}", f"--cwd={shell.cwd}"]
+        argv += [f"--group={group}" for group in shell.groups]
+        argv += [f"--cgroup-procs={path}" for path in (sandbox.cgroup.procs_files if sandbox.cgroup else ())]
+        return argv + [f"--env={key}={value}" for key, value in shell.env.items()]
 
     # ------------------------------------------------------------------------------------------ logs
     async def logs(self, name: str, lines: int, since: float | None) -> builtins.list[str]:

@@ -39,6 +39,7 @@ from hyperhive.servers.lifecycle.backends.base import (
     Running,
     SandboxBackend,
     SandboxSpec,
+    ShellSpec,
 )
 from hyperhive.servers.lifecycle.backends.nixos_conf import (
     container_conf,
@@ -279,6 +280,14 @@ class NixosContainerBackend(SandboxBackend):
     async def connect(self) -> None:
         """Connect to systemd and start watching its containers (done lazily by every call too)."""
         await self.units.connect()
+
+    async def shell_command(self, shell: ShellSpec) -> builtins.list[str]:
+        """Not yet: a container's shell would be `machinectl shell` or nsenter into its leader, as its
+        agent's uid; until that is built and tested, say so rather than give a root shell."""
+        raise BackendError(
+            f"the terminal is not available on the {self.name} backend yet; "
+            f"`nixos-container root-login {shell.name}` on the host is the way in meanwhile"
+        )
 
     async def close(self) -> None:
         await self.units.close()
