@@ -109,7 +109,8 @@ async def test_stats_and_merged_audit_with_json(hivemind: Hivemind) -> None:
     assert table[0] == "◆ turns ended within 24h"
     row = next(line.split() for line in table if line.strip().startswith("alice"))
     assert row[:4] == ["alice", "2", "1", "30s"] and "Bash 4, send 1" in " ".join(row), table
-    assert any(line.strip().startswith("(hive)  2  1") for line in table), table
+    hive_row = next(line.split() for line in table if line.strip().startswith("(hive)"))
+    assert hive_row[:6] == ["(hive)", "2", "1", "30s", "0.75", "2"], table
     stats = parsed(AgentStats, (await hive_cli(hivemind, "stats", "--json")).stdout)
     assert {s.name: s.summary.turns for s in stats} == {"manager": 0, "alice": 2}
     one = await hive_cli(hivemind, "stats", "alice", "--since", "7d")
@@ -120,11 +121,11 @@ async def test_stats_and_merged_audit_with_json(hivemind: Hivemind) -> None:
 
     async with in_process(hivemind.hive, "approvals") as approvals, in_process(hivemind.hive, "operator") as operator:
         request = await approvals.client("manager", timeout=60).call("request_spawn", {"name": "bob"})
-        question = await operator.client("alice").call("ask_operator", {"question": "Ship it?"})
+        question = await operator.client("manager").call("ask_operator", {"question": "Ship it?"})
         waiting = parsed(Request, (await hive_cli(hivemind, "approvals", "--json")).stdout)
         assert [r.id for r in waiting] == [request["id"]]
         asked = parsed(PendingQuestion, (await hive_cli(hivemind, "questions", "--json")).stdout)
-        assert [(q.id, q.asker) for q in asked] == [(question["id"], "alice")]
+        assert [(q.id, q.asker) for q in asked] == [(question["id"], "manager")]
         assert (await hive_cli(hivemind, "deny", str(request["id"]), "--note", "not now")).returncode == 0
         history = parsed(ReviewedRequest, (await hive_cli(hivemind, "approvals", "--history", "5", "--json")).stdout)
         assert [(r.id, r.state, r.note) for r in history] == [(request["id"], "denied", "not now")]
@@ -133,12 +134,14 @@ async def test_stats_and_merged_audit_with_json(hivemind: Hivemind) -> None:
         seen = {(line.server, line.action, line.actor) for line in lines}
         assert ("lifecycle", "create_agent", "operator") in seen
         assert ("approvals", "requested", "manager") in seen and ("approvals", "denied", "operator") in seen
-        assert ("operator", "asked", "alice") in seen
+        assert ("operator", "asked", "manager") in seen
         assert [line.at for line in lines] == sorted((line.at for line in lines), reverse=True)  # newest first
         assert len(parsed(AuditLine, (await hive_cli(hivemind, "audit", "--json", "--limit", "2")).stdout)) == 2
         mine = parsed(AuditLine, (await hive_cli(hivemind, "audit", "--json", "--agent", "alice")).stdout)
-        assert mine and {line.server for line in mine} == {"lifecycle", "operator"}  # bob's request is not hers
-        assert all(line.subject == "alice" for line in mine if line.server == "lifecycle")
+        assert mine and {line.server for line in mine} == {"lifecycle"}  # the manager's request and question
+        assert all(line.subject == "alice" for line in mine)
+        managers = parsed(AuditLine, (await hive_cli(hivemind, "audit", "--json", "--agent", "manager")).stdout)
+        assert {line.server for line in managers} == {"approvals", "operator"}  # it asked; nothing was done to it
         text = (await hive_cli(hivemind, "audit", "--server", "approvals")).stdout.splitlines()
         assert text[0].split(" ", 2)[2].startswith("approvals denied by") is False  # columns: date time server …
         assert all(" approvals " in line for line in text) and any("· not now" in line for line in text), text
