@@ -4,6 +4,10 @@ Servers start in order and stop in reverse order. A server that dies, or fails w
 starting (a port still held for a moment, a database still locked), is started again with
 backoff; only one that keeps failing (more than MAX_RESTARTS times within RESTART_WINDOW)
 stops the hive with an error. Children get SIGTERM if this process dies, so nothing outlives it.
+
+One `hive up` per home: it holds an exclusive lock on run/up.lock while it runs (the kernel drops
+it when the process ends, however it ends) and says where it runs in run/up.json, so a second
+`hive up` on that home says "already running, pid N, dashboard URL" instead of "port in use".
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from pydantic import BaseModel, ValidationError
 
 from hyperhive.servers.common.backoff import Backoff, sleep_or_wake
+from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.files import write_atomic
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -30,6 +42,63 @@ RESTART_BACKOFF = Backoff(1.0, MAX_BACKOFF)  # after the nth failure in RESTART_
 RENEW_EVERY = 3600.0  # seconds between checks of the servers' and the dashboard's tokens
 
 Echo = Callable[[str], None]
+
+UP_LOCK: Final = "up.lock"  # in the home's run dir (0700): held by the running `hive up`
+UP_RECORD: Final = "up.json"
+
+
+class UpRecord(BaseModel):
+    """Where the running `hive up` of a home is: its pid, since when, each server's URLs."""
+
+    pid: int
+    started_at: str  # ISO 8601 UTC
+    urls: dict[str, list[str]] = {}  # filled in once every server is up
+
+
+class AlreadyUp(Exception):
+    """Another `hive up` runs on this home; `record` says where (None: it has not written it yet)."""
+
+    def __init__(self, record: UpRecord | None) -> None:
+        super().__init__("already running")
+        self.record = record
+
+
+def read_up_record(config: HiveConfig) -> UpRecord | None:
+    try:
+        return UpRecord.model_validate_json((config.run_dir / UP_RECORD).read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+class UpLock:
+    """The home's one `hive up`: an exclusive flock on run/up.lock, held until this process ends."""
+
+    def __init__(self, config: HiveConfig) -> None:
+        self.config = config
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise AlreadyUp with the running one's record."""
+        path: Path = self.config.run_dir / UP_LOCK
+        # run/ is the owner's 0700 dir; still never follow a link there.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyUp(read_up_record(self.config)) from None
+        self.fd = fd
+        self.write(UpRecord(pid=os.getpid(), started_at=iso(time.time())))
+
+    def write(self, record: UpRecord) -> None:
+        write_atomic(self.config.run_dir / UP_RECORD, record.model_dump_json() + "\n", mode=0o600, durable=False)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                (self.config.run_dir / UP_RECORD).unlink()
+            os.close(self.fd)
+            self.fd = None
 
 
 def _die_with_parent() -> None:
@@ -54,8 +123,10 @@ class ServerSupervisor:
         servers: dict[str, list[str]],
         echo: Echo,
         renew_tokens: Callable[[], list[str]] | None = None,
+        lock: UpLock | None = None,
     ) -> None:
         self.config = config
+        self.lock = lock
         self.children = [_Child(name, args) for name, args in servers.items()]
         self.echo = echo
         self.renew_tokens = renew_tokens
@@ -140,6 +211,9 @@ class ServerSupervisor:
         return not self.stopping.is_set()
 
     def _announce(self) -> None:
+        if self.lock is not None and self.lock.fd is not None:
+            record = read_up_record(self.config) or UpRecord(pid=os.getpid(), started_at=iso(time.time()))
+            self.lock.write(record.model_copy(update={"urls": {c.name: c.urls for c in self.children}}))
         self.echo(f"◆ hive up · home {self.config.home}")
         for child in self.children:
             self.echo(f"  {child.name:<10} {'  '.join(child.urls)}")
@@ -205,5 +279,15 @@ def run_hive(
     servers: dict[str, list[str]],
     echo: Echo,
     renew_tokens: Callable[[], list[str]] | None = None,
+    before_start: Callable[[], None] | None = None,
 ) -> int:
-    return asyncio.run(ServerSupervisor(config, servers, echo, renew_tokens).run())
+    """Run the hive until stopped; raises AlreadyUp if another `hive up` runs on this home.
+    `before_start` runs once this process holds the home's lock (a check that may raise)."""
+    lock = UpLock(config)
+    lock.acquire()
+    try:
+        if before_start is not None:
+            before_start()
+        return asyncio.run(ServerSupervisor(config, servers, echo, renew_tokens, lock).run())
+    finally:
+        lock.release()

@@ -2,12 +2,13 @@
 
 The command group and what every command shares are in `base`; the commands, by topic, in
 `keys` (init, token, rotate-key), `serving` (serve, up), `agents`, `decisions` (approvals and
-questions), `messages`, `peers` and `repos` (the forge). Importing this package registers them all on `main`.
+questions), `messages`, `peers`, `repos` (the forge) and `reports` (stats, audit). Importing this
+package registers them all on `main`.
 """
 
 from __future__ import annotations
 
-from hyperhive.servers.cli import agents, decisions, keys, messages, peers, repos, serving
+from hyperhive.servers.cli import agents, decisions, keys, messages, peers, reports, repos, serving
 from hyperhive.servers.cli.base import SERVERS, main
 
-__all__ = ["SERVERS", "agents", "decisions", "keys", "main", "messages", "peers", "repos", "serving"]
+__all__ = ["SERVERS", "agents", "decisions", "keys", "main", "messages", "peers", "reports", "repos", "serving"]

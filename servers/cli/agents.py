@@ -1,5 +1,6 @@
-"""The agents: `hive agents`, `start`, `stop`, `restart`, `kill`, `rebuild`, `destroy`, `logs`,
-`audit`, `cancel-turn`; and being one by hand: `mcp-config`, `claude`."""
+"""The agents: `hive agents`, `spawn`, `start`, `stop`, `restart`, `kill`, `rebuild`, `update-all`,
+`destroy`, `logs`, `config`, `set-model`, `set-budget`, `resume`, `cancel-turn`, `reset-session`;
+and being one by hand: `mcp-config`, `claude`."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import click
 from hyperhive.servers.cli.base import (
     applied_agent_config,
     call_hive,
+    echo_json,
     fail,
     hive_config,
     home_option,
+    json_option,
     main,
     mint,
     parse_duration,
@@ -27,7 +30,7 @@ from hyperhive.servers.cli.base import (
 )
 from hyperhive.servers.common.agent_config import AGENT_TOML, load_agent_config
 from hyperhive.servers.common.config_parsing import ConfigError
-from hyperhive.servers.common.formatting import turn_text, when
+from hyperhive.servers.common.formatting import plural, turn_text, when
 from hyperhive.servers.common.privileges import drop_to
 from hyperhive.servers.lifecycle.models import Spend
 
@@ -124,11 +127,21 @@ def spend_cells(spend: Spend | None) -> tuple[str, str]:
 
 
 @main.command()
+@json_option
 @home_option
-def agents(home: Path) -> None:
-    """List the agents: state, role, model, restarts, whether they need an update."""
+def agents(as_json: bool, home: Path) -> None:
+    """List the agents: state, role, model, restarts, whether they need an update, cost, turn.
+
+    \b
+      hive agents                          the table
+      hive agents --json | jq -r '.[] | select(.needs_update) | .name'
+    `hive update-all` rebuilds the ones that need an update; `hive stats` shows their turns.
+    """
     listing = call_hive(home, lambda hive: hive.lifecycle.list_agents())
-    click.echo(f"◆ {len(listing.agents)} agents · {listing.backend} · {listing.isolation}")
+    if as_json:
+        echo_json(listing.agents)
+        return
+    click.echo(f"◆ {plural(len(listing.agents), 'agent')} · {listing.backend} · {listing.isolation}")
     rows = [("name", "role", "state", "model", "started", "restarts", "update", "today $", "week $", "turn")]
     for agent in listing.agents:
         state: str = agent.state
@@ -144,6 +157,88 @@ def agents(home: Path) -> None:
         hive = listing.hive_spend
         rows.append(("(hive)", "", "", "", "", "", "", *spend_cells(hive), hive.paused or ""))
     print_table(rows)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--commit", "sha", metavar="SHA", help="Make it from this commit of its draft's proposed repo.")
+@home_option
+def spawn(name: str, sha: str | None, home: Path) -> None:
+    """Create agent NAME and start it (no approval: you are the operator).
+
+    \b
+      hive spawn alice                   from the template: role agent, its model and tools
+      hive spawn bob --commit 3f2a9c1    from a commit of bob's draft (its proposed repo)
+      hive config alice                  what it was made with
+    NAME: 1-11 characters of a-z, 0-9 and '-', starting with a letter.
+    """
+    created = call_hive(home, lambda hive: hive.lifecycle.create_agent(name, sha), timeout=120)
+    applied = f" (config {created.applied_sha[:12]})" if created.applied_sha else ""
+    done = "already there" if created.already_applied else "created"
+    click.echo(f"◆ {created.name}: {done}{applied} · {created.state} · {created.model}")
+
+
+@main.command(name="set-model")
+@click.argument("name")
+@click.argument("model")
+@home_option
+def set_model(name: str, model: str, home: Path) -> None:
+    """Make agent NAME's next turns use MODEL (e.g. opus, sonnet, claude-opus-4-1), no rebuild.
+
+    \b
+      hive set-model alice opus        from its next turn on
+      hive set-model alice default     back to its agent.toml's model
+    """
+    chosen = None if model.strip().lower() in ("default", "none") else model.strip()
+    result = call_hive(home, lambda hive: hive.lifecycle.set_model(name, chosen))
+    click.echo(f"◆ {result.name}: next turns use {result.model}" + (" (agent.toml's)" if chosen is None else ""))
+
+
+@main.command(name="update-all")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+def update_all(yes: bool, home: Path) -> None:
+    """Rebuild every agent that needs an update (another hyperhive version, a newer applied config).
+
+    Lists the agents it will rebuild (a running one restarts, its turn cut short) and asks first;
+    the manager goes first. `hive agents` shows "needed" in the update column for each.
+    """
+    listing = call_hive(home, lambda hive: hive.lifecycle.list_agents())
+    stale = [agent for agent in listing.agents if agent.needs_update and agent.kind == "agent"]
+    if not stale:
+        click.echo("◆ every agent is up to date")
+        return
+    click.echo(f"◆ {plural(len(stale), 'agent')} to rebuild:")
+    for agent in stale:
+        click.echo(f"  {agent.name}  {agent.state}" + ("  (restarts)" if agent.state == "running" else ""))
+    if not yes:
+        click.confirm(f"Rebuild {'it' if len(stale) == 1 else 'them'}?", abort=True)
+    result = call_hive(home, lambda hive: hive.lifecycle.rebuild_stale(), timeout=600)
+    click.echo(
+        f"◆ rebuilt {plural(len(result.rebuilt), 'agent')}"
+        + (f": {', '.join(result.rebuilt)}" if result.rebuilt else "")
+    )
+
+
+@main.command(name="config")
+@click.argument("name")
+@home_option
+def config_command(name: str, home: Path) -> None:
+    """Print agent NAME's applied agent.toml (and agent.nix), and the commit it came from.
+
+    \b
+      hive config alice                          what alice runs with now
+      hive config alice | grep model
+    A change is a commit in its proposed repo that you approve (`hive approvals`).
+    """
+    applied = call_hive(home, lambda hive: hive.lifecycle.agent_config(name))
+    source = f" (from proposed {applied.proposed_sha[:12]})" if applied.proposed_sha else ""
+    click.echo(f"# {applied.name}: applied config {applied.sha[:12] if applied.sha else '(no commit)'}{source}")
+    click.echo("# agent.toml")
+    click.echo(applied.agent_toml.rstrip("\n"))
+    if applied.agent_nix is not None:
+        click.echo("# agent.nix")
+        click.echo(applied.agent_nix.rstrip("\n"))
 
 
 @main.command(name="cancel-turn")
@@ -228,20 +323,6 @@ _agent_action(
 _agent_action("restart", lambda lifecycle, name: lifecycle.restart(name), "Stop agent NAME if it runs, then start it.")
 _agent_action("kill", lambda lifecycle, name: lifecycle.kill(name), "SIGKILL agent NAME's sandbox now.")
 _agent_action("rebuild", lambda lifecycle, name: lifecycle.rebuild(name), "Rebuild agent NAME from its applied config.")
-
-
-@main.command()
-@click.option("--agent", help="Only actions on this agent.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
-@home_option
-def audit(agent: str | None, limit: int, home: Path) -> None:
-    """Who did what to which agent, when, and how it ended (refusals and failures too)."""
-    entries = call_hive(home, lambda hive: hive.lifecycle.audit(limit, agent)).entries
-    for entry in entries:
-        what = f"{entry.actor} {entry.action} {entry.agent} {entry.outcome}"
-        click.echo(f"{when(entry.at)} {what}" + (f" · {entry.detail}" if entry.detail else ""))
-    if not entries:
-        click.echo("◆ no actions recorded")
 
 
 @main.command()

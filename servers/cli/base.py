@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import click
+from pydantic import BaseModel
 
 from hyperhive.servers.common.agent_config import AgentConfig
-from hyperhive.servers.common.config import HiveConfig, load_hive_config
+from hyperhive.servers.common.config import HIVE_TOML, HiveConfig, load_hive_config
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.issuer import IssueError, Issuer
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, KeyFileError, SigningKey, load_signing_key
@@ -55,10 +57,53 @@ def fail(message: str) -> NoReturn:
 
 
 def hive_config(home: Path) -> HiveConfig:
+    if not (home / HIVE_TOML).is_file():
+        # Most often the command ran elsewhere than the hive's home: point at it; a new home is rare.
+        fail(
+            f"{home.resolve()} is not a hive home (it has no {HIVE_TOML}): point at yours with "
+            f"--home DIR or HIVE_HOME=DIR; `hive init --home DIR` sets up a new one"
+        )
     try:
         return load_hive_config(home)
     except ConfigError as e:
         fail(str(e))
+
+
+# The servers' refusals name their tools (an agent reads them); the operator at a shell runs verbs.
+# Each (pattern, CLI words), applied in order to the text of a refusal the CLI prints.
+_CLI_WORDS: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
+    (re.compile(pattern), words)
+    for pattern, words in (
+        (r"\blist_repos and repo_log show\b", "`hive repos` and `hive repo log NAME --ref REF` show"),
+        (r"\blist_agents (shows|lists)\b", r"`hive agents` \1"),
+        (r"\bpending_questions (shows|lists)\b", r"`hive questions` \1"),
+        (r"\bpending_approvals (shows|lists)\b", r"`hive approvals` \1"),
+        (r"\blist_repos (shows|lists)\b", r"`hive repos` \1"),
+        (r"\bneeds force=true\b", "needs --force"),
+        (r"\bdestroy agents with purge\b", "destroy agents with `hive destroy NAME --purge`"),
+        (r"\b(?:call |with |run )?reset_session\b", "run `hive reset-session NAME`"),
+        (r"\b(?:call |with )?set_budget\b", "`hive set-budget NAME USD_PER_DAY`"),
+        (r"\b(?:call |with )?resume_agent\b", "`hive resume NAME`"),
+        (r"\b(?:call |with )?set_model\b", "`hive set-model NAME MODEL`"),
+        (r"\b(?:call |with )?rebuild_stale\b", "`hive update-all`"),
+        (r"\b(?:call |with )?create_agent\b", "`hive spawn NAME`"),
+    )
+)
+
+
+def cli_words(text: str) -> str:
+    """A server's refusal as the CLI prints it: the verbs to run instead of the tools to call."""
+    for pattern, words in _CLI_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the items instead.")
+
+
+def echo_json(items: Sequence[BaseModel]) -> None:
+    """Items as one JSON array (each the tool's model, dumped): `jq`, or parsed back into the model."""
+    click.echo(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
 
 
 def signing_key(config: HiveConfig) -> SigningKey:
@@ -69,12 +114,12 @@ def signing_key(config: HiveConfig) -> SigningKey:
         fail(str(e))
 
 
-def set_up_home(home: Path) -> list[str]:
+def set_up_home(home: Path, port_base: int | None = None) -> list[str]:
     """Create what is missing in the hive home (servers/home.py); a failure is one clear line."""
     from hyperhive.servers.home import init_home
 
     try:
-        return init_home(home)
+        return init_home(home, port_base)
     except (ConfigError, KeyFileError, IssueError) as e:
         fail(str(e))
 
@@ -214,4 +259,4 @@ def call_hive(
     except ServerUnavailable as e:
         fail(f"{e} (is `hive up` running, on this --home?)")
     except (ToolError, AuthRefused) as e:
-        fail(str(e))
+        fail(cli_words(str(e)))

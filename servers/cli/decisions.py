@@ -9,11 +9,13 @@ import click
 
 from hyperhive.servers.cli.base import (
     call_hive,
+    echo_json,
     fail,
     home_option,
+    json_option,
     main,
 )
-from hyperhive.servers.common.formatting import approval_outcome, duration, request_title, when
+from hyperhive.servers.common.formatting import approval_outcome, duration, plural, request_title, when
 
 
 def _echo_diff(diff: str) -> None:
@@ -25,17 +27,26 @@ def _echo_diff(diff: str) -> None:
 @main.command()
 @click.option("--history", "history", type=click.IntRange(1, 500), metavar="N", help="Show the N latest resolved.")
 @click.option("--no-diff", is_flag=True, help="Leave out the diffs.")
+@json_option
 @home_option
-def approvals(history: int | None, no_diff: bool, home: Path) -> None:
+def approvals(history: int | None, no_diff: bool, as_json: bool, home: Path) -> None:
     """List the requests waiting for your decision, with the diff each would apply.
 
     Each also lists its widenings: what the new config may do that the old could not (role,
     bash patterns, tools, recipients, extra MCP servers, sandbox settings, agent.nix).
     Approve with `hive approve ID`, or deny with `hive deny ID --note TEXT`.
+
+    \b
+      hive approvals --no-diff        what waits, and what each widens
+      hive approvals --history 20     the 20 latest decided, and how they ended
+      hive approvals --json | jq '.[].id'
     """
     if history is not None:
         resolved = call_hive(home, lambda hive: hive.approvals.approval_history(history)).requests
-        click.echo(f"◆ {len(resolved)} resolved requests, newest first")
+        if as_json:
+            echo_json(resolved)
+            return
+        click.echo(f"◆ {plural(len(resolved), 'resolved request')}, newest first")
         for request in resolved:
             reason = request.note or request.error
             click.echo(
@@ -44,7 +55,10 @@ def approvals(history: int | None, no_diff: bool, home: Path) -> None:
             )
         return
     waiting = call_hive(home, lambda hive: hive.approvals.pending_approvals()).requests
-    click.echo(f"◆ {len(waiting)} requests waiting" if waiting else "◆ no requests waiting")
+    if as_json:
+        echo_json(waiting)
+        return
+    click.echo(f"◆ {plural(len(waiting), 'request')} waiting" if waiting else "◆ no requests waiting")
     for request in waiting:
         line = f"{request_title(request)} · asked by {request.requested_by} at {when(request.requested_at)}"
         if request.state == "approving":  # approved; waiting for the lifecycle server to carry it out
@@ -82,14 +96,23 @@ def deny(request_id: int, note: str, home: Path) -> None:
 
 
 @main.command()
+@json_option
 @home_option
-def questions(home: Path) -> None:
+def questions(as_json: bool, home: Path) -> None:
     """List the questions waiting for your answer, oldest first.
 
     Answer with `hive answer ID TEXT…`, or cancel with `hive cancel-question ID`.
+
+    \b
+      hive questions
+      hive answer 7 yes, ship it
+      hive questions --json | jq -r '.[] | "\\(.id) \\(.asker)"'
     """
     waiting = call_hive(home, lambda hive: hive.operator.pending_questions()).questions
-    click.echo(f"◆ {len(waiting)} questions waiting" if waiting else "◆ no questions waiting")
+    if as_json:
+        echo_json(waiting)
+        return
+    click.echo(f"◆ {plural(len(waiting), 'question')} waiting" if waiting else "◆ no questions waiting")
     for question in waiting:
         click.echo(f"#{question.id} from {question.asker} · {duration(question.seconds_left)} left")
         for line in question.question.splitlines():

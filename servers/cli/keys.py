@@ -20,14 +20,24 @@ from hyperhive.servers.common.keys import SigningKey, write_key_pair
 
 
 @main.command()
+@click.option(
+    "--port-base", type=int, metavar="N",
+    help="A new home's ports from N: servers on N+1.., the dashboard on N+5 (default 7800). "
+    "For a second hive on this host.",
+)  # fmt: skip
 @home_option
-def init(home: Path) -> None:
+def init(port_base: int | None, home: Path) -> None:
     """Create the hive home: settings, the token-signing key pair, the manager's config.
 
     Safe to run again: it only adds what is missing (and renews the servers' tokens past half
     their life); it never overwrites a setting or a key.
+
+    \b
+      hive init                                   ./.hive, servers on 7801-7806
+      hive init --home ~/hive2 --port-base 7900   a second hive beside it: 7901-7906
+      HIVE_HOME=~/hive2 hive up                   run that one
     """
-    created = set_up_home(home)
+    created = set_up_home(home, port_base)
     where = home.resolve()
     if created:
         click.echo(f"◆ hive home {where}")

@@ -10,8 +10,10 @@ import click
 
 from hyperhive.servers.cli.base import (
     call_hive,
+    echo_json,
     fail,
     home_option,
+    json_option,
     main,
 )
 from hyperhive.servers.common.formatting import when
@@ -34,11 +36,15 @@ def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> No
 
 @main.command()
 @click.option("--wait", type=click.FloatRange(0, 180), default=0, show_default=True, help="Seconds to wait.")
+@json_option
 @home_option
-def inbox(wait: float, home: Path) -> None:
+def inbox(wait: float, as_json: bool, home: Path) -> None:
     """Take the operator's messages (up to 50), waiting up to --wait seconds for the first."""
 
     def show(messages: list[Message], queued: int) -> None:
+        if as_json:
+            echo_json(messages)
+            return
         for message in messages:
             reply = f" (re #{message.in_reply_to})" if message.in_reply_to else ""
             click.echo(f"#{message.id} {when(message.sent_at)} {message.sender}{reply}: {message.body}")

@@ -19,9 +19,11 @@ import click
 from hyperhive.servers.cli.base import (
     applied_agent_config,
     call_hive,
+    echo_json,
     fail,
     hive_config,
     home_option,
+    json_option,
     main,
     mint,
     parse_duration,
@@ -30,6 +32,7 @@ from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.formatting import plural
 
 PEER_TOKEN_TTL = "15m"  # what a peer's headers helper asks for: renewed at each connection and after a 401
 
@@ -169,16 +172,20 @@ def remove(name: str, home: Path) -> None:
 
 
 @peer.command(name="list")
+@json_option
 @home_option
-def list_peers(home: Path) -> None:
-    """List the peers and what each may do."""
+def list_peers(as_json: bool, home: Path) -> None:
+    """List the peers and what each may do (--json: as `hive agents --json` lists them)."""
     listing = call_hive(home, lambda hive: hive.lifecycle.list_agents())
+    if as_json:
+        echo_json([agent for agent in listing.agents if agent.kind == "peer"])
+        return
     peers = [agent.name for agent in listing.agents if agent.kind == "peer"]
     if not peers:
         click.echo("◆ no peers (`hive peer add NAME` registers one)")
         return
     config = hive_config(home)
-    click.echo(f"◆ {len(peers)} peers")
+    click.echo(f"◆ {plural(len(peers), 'peer')}")
     for name in peers:
         agent = applied_agent_config(config, name)
         own = ", ".join(f"{server}: {' '.join(tools)}" for server, tools in sorted(agent.tools.items()))

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import click
 
-from hyperhive.servers.cli.base import call_hive, home_option, main, print_table
-from hyperhive.servers.common.formatting import grants_text, when
+from hyperhive.servers.cli.base import call_hive, echo_json, home_option, json_option, main, print_table
+from hyperhive.servers.common.formatting import grants_text, plural, when
 from hyperhive.servers.forge.models import Access
 
 MAX_LOG = 200  # the forge's repo_log cap
 
 
 @main.command(name="repos")
+@json_option
 @home_option
-def repos(home: Path) -> None:
+def repos(as_json: bool, home: Path) -> None:
     """List the forge's repos: owner, who else holds what, last push, description.
 
     \b
@@ -29,10 +30,13 @@ def repos(home: Path) -> None:
     `hive repo log NAME` shows a repo's commits; the dashboard's repos page browses its files.
     """
     listing = call_hive(home, lambda hive: hive.forge.list_repos())
+    if as_json:
+        echo_json(listing.repos)
+        return
     if not listing.repos:
         click.echo("◆ no repos yet: agents create them with create_repo, or run `hive repo create NAME`")
         return
-    click.echo(f"◆ {len(listing.repos)} repos")
+    click.echo(f"◆ {plural(len(listing.repos), 'repo')}")
     rows = [("name", "owner", "grants", "last push", "description")]
     for repo in listing.repos:
         pushed = f"{when(repo.pushed_at)} by {repo.pushed_by}" if repo.pushed_at else "never"

@@ -21,6 +21,7 @@ from hyperhive.servers.cli.base import (
     hive_config,
     home_option,
     main,
+    mint,
     set_up_home,
     setup_logging,
     signing_key,
@@ -29,6 +30,7 @@ from hyperhive.servers.common.config import HiveConfig, Listen
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.issuer import DASHBOARD_TOKEN, Issuer, handed_token, server_credentials
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, KeyFileError, ReloadingSigningKey
+from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.common.privileges import drop_to
 from hyperhive.servers.common.serving import ListenError, http_app, serve
 from hyperhive.servers.common.systemd import credential, notify
@@ -230,7 +232,7 @@ def up(home: Path) -> None:
     first run and starts the agents that should run, the manager first. Ctrl-C or SIGTERM stops
     the agents, then the servers in reverse order.
     """
-    from hyperhive.servers.up import run_hive
+    from hyperhive.servers.up import AlreadyUp, run_hive
 
     created = set_up_home(home)
     if created:
@@ -241,4 +243,53 @@ def up(home: Path) -> None:
     signing_key(config)  # a clear error now, not in an hour
     # It renews the servers' tokens while it runs: with the key of the moment (`hive rotate-key`).
     issuer = Issuer(config, ReloadingSigningKey(config.home / PRIVATE_KEY_FILE).current)
-    sys.exit(run_hive(config, servers, echo=click.echo, renew_tokens=issuer.issue_handed_tokens))
+    try:
+        code = run_hive(config, servers, echo=click.echo, renew_tokens=issuer.issue_handed_tokens,
+                        before_start=lambda: _refuse_if_serving(config))  # fmt: skip
+    except AlreadyUp as e:
+        fail(_already_up(config, e))
+    sys.exit(code)
+
+
+def _already_up(config: HiveConfig, running: Exception) -> str:
+    from hyperhive.servers.up import AlreadyUp
+
+    assert isinstance(running, AlreadyUp)
+    record = running.record
+    dashboard = f"http://{config.dashboard.host}:{config.dashboard.port}"
+    if record is None:  # it holds the lock but has not written where it runs yet: it is starting
+        return f"the hive at {config.home} is already starting (`hive up` holds {config.run_dir / 'up.lock'})"
+    urls = record.urls.get(DASHBOARD) or [dashboard]
+    return (
+        f"the hive at {config.home} is already running: `hive up` pid {record.pid} since "
+        f"{record.started_at[:19].replace('T', ' ')} UTC, dashboard {urls[0]}. "
+        f"`hive agents` shows it; stop it with Ctrl-C where it runs, or `kill {record.pid}`"
+    )
+
+
+def _refuse_if_serving(config: HiveConfig) -> None:
+    """This hive's servers may run without `hive up` (systemd units, `hive serve`): one that answers
+    this home's operator token on its port is this hive's, and starting another would only fail."""
+    from hyperhive.servers.home import ports_in_use
+    from hyperhive.servers.lifecycle.client import LifecycleClient
+
+    listen = config.listen("lifecycle")
+    if listen.port is None or not ports_in_use({"lifecycle": listen.port}, listen.host):
+        return
+    token = mint(config, OPERATOR, 60)
+
+    async def answers() -> bool:
+        client = LifecycleClient.for_server(config, token, timeout=5, retry_seconds=0)
+        try:
+            await client.list_agents()
+            return True
+        except Exception:  # anything else on that port (another hive, another program) is not ours
+            return False
+        finally:
+            await client.close()
+
+    if asyncio.run(answers()):
+        fail(
+            f"the hive at {config.home} is already running outside `hive up` (its lifecycle server answers "
+            f"on {listen.host}:{listen.port}: a service, or `hive serve`); `hive agents` shows it"
+        )

@@ -165,7 +165,7 @@ async def test_agent_verbs(hivemind: Hivemind) -> None:
     assert logs.returncode == 0 and "hyperhive: starting sandbox" in logs.stdout
 
     refused = await hive("destroy", "manager", "--yes")
-    assert refused.returncode == 1 and "destroying it needs force=true" in refused.stderr
+    assert refused.returncode == 1 and "destroying it needs --force" in refused.stderr  # the CLI's words
     unknown = await hive("start", "ghost")
     assert unknown.returncode == 1 and unknown.stderr.startswith("Error: no agent named 'ghost'")
     unasked = await hive("destroy", "alice")  # nobody answers the question: nothing happens

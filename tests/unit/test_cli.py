@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from hyperhive.servers.cli import main
+from hyperhive.servers.cli import SERVERS, main
+from hyperhive.servers.cli.base import cli_words
 from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.formatting import plural
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.keys import load_public_keys
+from hyperhive.servers.common.registry import REGISTRY
 from hyperhive.servers.common.tokens import InvalidToken, decode_token
+
+DEFAULT_PORTS = {spec.name: spec.port for spec in REGISTRY}
 
 
 def hive(*args: str) -> tuple[int, str]:
@@ -124,9 +131,154 @@ def test_a_bad_hive_toml_is_reported_not_raised(tmp_path: Path) -> None:
     assert f"Error: {tmp_path / 'hive.toml'}: servers.broker.port: Input should be greater than or equal to 0" in output
 
 
-def test_commands_without_a_home_say_to_init(tmp_path: Path) -> None:
-    code, output = hive("token", "operator", "--home", str(tmp_path / "nowhere"))
-    assert code == 1 and "run `hive init`" in output
+@pytest.mark.parametrize(
+    "args", [["token", "operator"], ["agents"], ["stats"], ["audit", "--json"], ["config", "alice"], ["spawn", "bob"]]
+)
+def test_commands_outside_a_home_say_where_to_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Run elsewhere than the home, most often: the fix is --home or HIVE_HOME, not a new hive."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HIVE_HOME", raising=False)
+    code, output = hive(*args)
+    assert code == 1, output
+    assert output == (
+        f"Error: {tmp_path / '.hive'} is not a hive home (it has no hive.toml): point at yours with --home DIR "
+        "or HIVE_HOME=DIR; `hive init --home DIR` sets up a new one\n"
+    )
+    assert not (tmp_path / ".hive").exists()  # nothing made on the way
+
+
+@pytest.mark.parametrize(
+    ("count", "noun", "nouns", "text"),
+    [
+        (0, "agent", None, "0 agents"),
+        (1, "agent", None, "1 agent"),
+        (2, "agent", None, "2 agents"),
+        (1, "inbox", "inboxes", "1 inbox"),
+        (3, "inbox", "inboxes", "3 inboxes"),
+        (1500, "message", None, "1,500 messages"),
+    ],
+)
+def test_plural(count: int, noun: str, nouns: str | None, text: str) -> None:
+    assert plural(count, noun, nouns) == text
+
+
+@pytest.mark.parametrize(
+    ("refusal", "printed"),
+    [
+        ("no agent named 'ghost'; list_agents shows the agents there are",
+         "no agent named 'ghost'; `hive agents` shows the agents there are"),
+        ("no question 9; pending_questions lists the open ones", "no question 9; `hive questions` lists the open ones"),
+        ("there is no request #4; pending_approvals lists the waiting ones",
+         "there is no request #4; `hive approvals` lists the waiting ones"),
+        ("no repo named 'x'; list_repos shows the repos you can read",
+         "no repo named 'x'; `hive repos` shows the repos you can read"),
+        ("'HEAD' is no commit in repo 'x' (list_repos and repo_log show its refs)",
+         "'HEAD' is no commit in repo 'x' (`hive repos` and `hive repo log NAME --ref REF` show its refs)"),
+        ("the manager is infrastructure; destroying it needs force=true",
+         "the manager is infrastructure; destroying it needs --force"),
+        ("its context is full: call reset_session", "its context is full: run `hive reset-session NAME`"),
+        ("raise it (set_budget) or resume it (resume_agent)",
+         "raise it (`hive set-budget NAME USD_PER_DAY`) or resume it (`hive resume NAME`)"),
+        ("no free host uid left; destroy agents with purge to free some",
+         "no free host uid left; destroy agents with `hive destroy NAME --purge` to free some"),
+        ("alice already exists", "alice already exists"),  # nothing to say differently
+        ("reset_sessions is no tool", "reset_sessions is no tool"),  # whole words only
+    ],
+)  # fmt: skip
+def test_refusals_name_cli_verbs_not_tools(refusal: str, printed: str) -> None:
+    assert cli_words(refusal) == printed
+
+
+def test_a_refusal_the_cli_prints_names_the_verb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mapping sits where every verb's refusal is printed (call_hive), not in each verb."""
+    from fastmcp.exceptions import ToolError
+
+    from hyperhive.servers.cli import base
+
+    hive("init", "--home", str(tmp_path))
+
+    async def refused(servers: base.HiveServers) -> None:
+        raise ToolError("no agent named 'ghost'; list_agents shows the agents there are")
+
+    with pytest.raises(click.ClickException) as raised:
+        base.call_hive(tmp_path, refused)
+    assert raised.value.message == "no agent named 'ghost'; `hive agents` shows the agents there are"
+
+
+@pytest.mark.parametrize(
+    ("base", "error"),
+    [
+        ("80", "--port-base 80 is out of range: give 1024-65529 (the default is 7800)"),
+        ("65530", "--port-base 65530 is out of range"),
+        ("-1", "--port-base -1 is out of range"),
+        ("lots", "'lots' is not a valid integer"),
+    ],
+)
+def test_init_port_base_refuses_a_base_out_of_range(tmp_path: Path, base: str, error: str) -> None:
+    code, output = hive("init", "--port-base", base, "--home", str(tmp_path / "h"))
+    assert code != 0 and error in output, output
+    assert not (tmp_path / "h").exists()
+
+
+def test_init_port_base_derives_every_port_and_refuses_taken_ones(tmp_path: Path) -> None:
+    base = free_block()
+    code, output = hive("init", "--port-base", str(base), "--home", str(tmp_path / "h2"))
+    assert code == 0, output
+    config = load_hive_config(tmp_path / "h2")
+    ports = {name: config.listen(name).port for name in SERVERS}
+    assert ports == {name: base + spec_port - 7800 for name, spec_port in DEFAULT_PORTS.items()}
+    assert config.dashboard.port == base + 5
+    assert len({*ports.values(), config.dashboard.port}) == len(SERVERS) + 1
+    # On a home that has its hive.toml: refused, never rewritten.
+    again = hive("init", "--port-base", str(base + 100), "--home", str(tmp_path / "h2"))
+    assert again[0] == 1 and "--port-base is for a new home" in again[1]
+    assert load_hive_config(tmp_path / "h2").listen("broker").port == base + 1
+    # A port of the block taken (another hive's forge, say): named, and nothing is made.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", base + 6))
+        holder.listen()
+        code, output = hive("init", "--port-base", str(base), "--home", str(tmp_path / "h3"))
+    assert code == 1 and f"--port-base {base}: in use on this host: forge {base + 6}" in output, output
+    assert not (tmp_path / "h3").exists()
+
+
+def free_block() -> int:
+    """A base whose seven ports nothing listens on (nor binds, for now)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1]) // 10 * 10
+        if base + 6 > 65535 or base < 1024:
+            continue
+        try:
+            for port in range(base, base + 7):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free block of 7 ports")
+
+
+def test_new_verbs_teach_with_examples() -> None:
+    for verb, example in [
+        (["spawn"], "hive spawn alice"),
+        (["set-model"], "hive set-model alice default"),
+        (["update-all"], "asks first"),
+        (["stats"], "hive stats alice --since 7d"),
+        (["config"], "hive config alice"),
+        (["audit"], "hive audit --agent alice --limit 200"),
+        (["init"], "--port-base 7900"),
+        (["agents"], "hive agents --json"),
+        (["approvals"], "hive approvals --history 20"),
+    ]:
+        code, output = hive(*verb, "--help")
+        assert code == 0 and example in output, (verb, output)
+    listing = hive("--help")[1]
+    for verb in ("spawn", "set-model", "update-all", "stats", "config", "audit"):
+        assert f"  {verb} " in listing
 
 
 def test_help_teaches_and_hides_the_debug_verbs() -> None:
