@@ -135,7 +135,7 @@ def test_hive_up_exits_when_its_server_cannot_start(tmp_path: Path, broker_proce
         [sys.executable, "-m", "hyperhive.servers.cli", "up", "--home", str(home)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # six starts (each seconds of imports on a loaded machine) and ~23 s of backoff
     )
     assert up.returncode == 1
     assert "is in use" in up.stderr and "✗ broker exited with code 1 while starting" in up.stdout
