@@ -47,15 +47,15 @@ def frame(hive: HiveView) -> None:
         ui.link("repos", "/repos").classes("text-white")
         ui.link("shared", "/shared").classes("text-white")
         ui.space()
-        with ui.row().classes("items-center gap-0 no-wrap").mark("health"):
+        with ui.row().classes("items-center gap-0 wrap").mark("health"):
             chips: dict[str, tuple[ui.chip, ui.tooltip]] = {}
             for server in hive.state.health:
                 with ui.chip(server).props("dense square").classes("hh-health").mark(f"health-{server}") as chip:
                     chips[server] = chip, ui.tooltip()
         updated = ui.label().classes("text-grey-4 hh-health").mark("updated")
-        ui.button(icon="notifications", on_click=_enable_desktop_notifications).props("flat dense round").tooltip(
-            "desktop notifications"
-        )
+        ui.button(icon="notifications", on_click=_enable_desktop_notifications).props(
+            'flat dense round aria-label="desktop notifications"'
+        ).tooltip("desktop notifications")
         ui.button("log out", on_click=_logout).props("flat dense")
     banner = ui.label().classes("w-full bg-negative text-white p-2").mark("banner")
     strip = ui.column().classes("w-full gap-1")
