@@ -1,10 +1,16 @@
-"""The dashboard's one view of the hive: a poll loop per process, feeding every open page.
+"""The dashboard's one view of the hive: a poll loop per server, feeding every open page.
 
 It speaks MCP to the five servers with the operator's token, like any other client, keeps the
 latest state, and emits an event per kind of change (one agent, the approvals, the questions,
-new messages, a server coming and going). Pages subscribe and update their elements in place;
-nothing polls per tab. A server that is down is retried every round and reported through
-`reachable`, so pages can show a banner instead of stale data passing for live.
+new messages, a server's health). Pages subscribe and update their elements in place; nothing
+polls per tab.
+
+Each server is polled by a task of its own, every `interval`, with a short bound (POLL_SECONDS):
+a hung broker leaves the other servers' data flowing. Each server has a health (`ServerHealth`):
+up, slow (its answer takes over SLOW_SECONDS), or down (refused, or no answer for STALE_SECONDS),
+so pages can grey out stale data and the frame shows a banner instead of old data passing for live.
+An operator's action goes through its own session per server (ACTION_SECONDS), which a timed-out
+poll never breaks.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, TypeVar
 
 from fastmcp.exceptions import ToolError
 from nicegui import Event
@@ -44,8 +50,14 @@ from hyperhive.servers.operator.models import PendingQuestion
 log = logging.getLogger("hyperhive.ui")
 
 MESSAGES_KEPT: Final = 500  # the message flow a new page starts with
-ACTION_SECONDS: Final = 120.0  # an operator's action (a rebuild, a spawn) may take this long; a poll 30 s
+ACTION_SECONDS: Final = 120.0  # an operator's action (a rebuild, a spawn) may take this long
+POLL_SECONDS: Final = 2.0  # a poll's bound: no answer by then and the server is "not answering"
+SLOW_SECONDS: Final = 1.0  # an answer (or a wait for one) longer than this: the server is "slow"
+STALE_SECONDS: Final = 2.0  # no answer for this long while a poll waits: "down", its data stale
+TICK: Final = 0.25  # how often a waiting poll looks at the clock (slow, down)
+GIVE_UP_SECONDS: Final = 10.0  # a poll still not over (its client's own timeouts failed): cancelled
 T = TypeVar("T")
+Health = Literal["up", "slow", "down"]
 
 
 @dataclass
@@ -55,6 +67,35 @@ class Notice:
     kind: str  # approval | question | crash
     title: str
     body: str
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """How one server answers the dashboard's polls (times are time.monotonic()'s)."""
+
+    state: Health = "up"
+    trouble: str = ""  # what is wrong in a few words: "unreachable", "not answering", "slow"
+    error: str = ""  # the last failure in full, or how long the last answer took
+    answered_at: float | None = None  # when it last answered (None: not yet)
+    took: float = 0.0  # how long its last answer took, in seconds
+
+    @property
+    def fresh(self) -> bool:
+        """Whether what the view holds from this server is current (not down)."""
+        return self.state != "down"
+
+    def silent_for(self, now: float) -> float | None:
+        """Seconds since its last answer (None: it never answered)."""
+        return None if self.answered_at is None else max(0.0, now - self.answered_at)
+
+    def describe(self, server: str, now: float) -> str:
+        """One line for a tooltip: "broker: not answering · last answer 12 s ago · no answer in 2 s"."""
+        silent = self.silent_for(now)
+        last = "no answer yet" if silent is None else f"last answer {silent:.0f} s ago, in {self.took * 1000:.0f} ms"
+        parts = [f"{server}: {self.trouble or self.state}", last]
+        if self.error:
+            parts.append(self.error)
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -74,11 +115,19 @@ class HiveState:
     approvals: list[ReviewedRequest] = field(default_factory=list)  # pending, with diffs
     questions: list[PendingQuestion] = field(default_factory=list)  # pending operator questions
     messages: deque[ListedMessage] = field(default_factory=lambda: deque(maxlen=MESSAGES_KEPT))
-    reachable: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SERVER_NAMES, True))
+    health: dict[str, ServerHealth] = field(default_factory=lambda: dict.fromkeys(SERVER_NAMES, ServerHealth()))
     unread: int = 0  # messages to the operator not taken yet
     hive_spend: Spend | None = None  # every agent's cost today and this week, and hive.toml's budget
     repos: list[Repo] | None = None  # the forge's repos (None: not heard from the forge yet)
-    polled_at: float = 0.0
+
+    @property
+    def reachable(self) -> dict[str, bool]:
+        return {server: health.fresh for server, health in self.health.items()}
+
+    def updated_at(self) -> float | None:
+        """When the view was last wholly current: the oldest of the servers' last answers."""
+        times = [health.answered_at for health in self.health.values()]
+        return None if any(t is None for t in times) else min(t for t in times if t is not None)
 
 
 class HiveView:
@@ -87,22 +136,31 @@ class HiveView:
     def __init__(self, config: HiveConfig, token: TokenSource, *, interval: float = 1.0) -> None:
         self.config = config
         self.interval = interval
-        # Polls use these (30 s); the operator's actions the same sessions with ACTION_SECONDS.
-        self._broker = BrokerClient.for_server(config, token, timeout=30, retry_seconds=0)
-        self._lifecycle = LifecycleClient.for_server(config, token, timeout=30, retry_seconds=0)
-        self._approvals = ApprovalsClient.for_server(config, token, timeout=30, retry_seconds=0)
-        self._operator = OperatorClient.for_server(config, token, timeout=30, retry_seconds=0)
-        self._forge = ForgeClient.for_server(config, token, timeout=30, retry_seconds=0)
+        # Polls use these (POLL_SECONDS, their own sessions: a timed-out poll ends its session, and
+        # must not take an operator's half-done action with it).
+        self._broker = BrokerClient.for_server(config, token, timeout=POLL_SECONDS, retry_seconds=0)
+        self._lifecycle = LifecycleClient.for_server(config, token, timeout=POLL_SECONDS, retry_seconds=0)
+        self._approvals = ApprovalsClient.for_server(config, token, timeout=POLL_SECONDS, retry_seconds=0)
+        self._operator = OperatorClient.for_server(config, token, timeout=POLL_SECONDS, retry_seconds=0)
+        self._forge = ForgeClient.for_server(config, token, timeout=POLL_SECONDS, retry_seconds=0)
+        # For the pages' actions, passed to call(): hive.call(hive.lifecycle.stop(name)).
+        self.broker = BrokerClient.for_server(config, token, timeout=ACTION_SECONDS, retry_seconds=0)
+        self.lifecycle = LifecycleClient.for_server(config, token, timeout=ACTION_SECONDS, retry_seconds=0)
+        self.approvals = ApprovalsClient.for_server(config, token, timeout=ACTION_SECONDS, retry_seconds=0)
+        self.operator = OperatorClient.for_server(config, token, timeout=ACTION_SECONDS, retry_seconds=0)
+        self.forge = ForgeClient.for_server(config, token, timeout=ACTION_SECONDS, retry_seconds=0)
         self.clients: dict[str, ServerClient] = {
             client.server: client
             for client in (self._broker, self._lifecycle, self._approvals, self._operator, self._forge)
         }
-        # For the pages' actions, passed to call(): hive.call(hive.lifecycle.stop(name)).
-        self.broker = self._broker.with_timeout(ACTION_SECONDS)
-        self.lifecycle = self._lifecycle.with_timeout(ACTION_SECONDS)
-        self.approvals = self._approvals.with_timeout(ACTION_SECONDS)
-        self.operator = self._operator.with_timeout(ACTION_SECONDS)
-        self.forge = self._forge.with_timeout(ACTION_SECONDS)
+        self._actors: list[ServerClient] = [self.broker, self.lifecycle, self.approvals, self.operator, self.forge]
+        self._polls: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "lifecycle": self._poll_lifecycle,
+            "broker": self._poll_broker,
+            "approvals": self._poll_approvals,
+            "operator": self._poll_operator,
+            "forge": self._poll_forge,
+        }
         self.state = HiveState()
         self.agent_changed = Event[SwarmAgent]()  # one agent's row changed (or it appeared)
         self.agent_removed = Event[str]()
@@ -112,63 +170,130 @@ class HiveView:
         self.unread_changed = Event[int]()
         self.hive_spend_changed = Event[Spend]()
         self.repos_changed = Event[list[Repo]]()
-        self.reachability_changed = Event[dict[str, bool]]()
+        self.health_changed = Event[dict[str, ServerHealth]]()  # a server went up, slow or down
         self.notice = Event[Notice]()
+        self._listing: AgentList | None = None
+        self._stats: StatsResult | None = None
         self._since: int | None = None
         self._seen_approvals: set[int] | None = None
         self._seen_questions: set[int] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
-        self.first_poll = asyncio.Event()
-        self._polling = asyncio.Lock()
+        self._started = time.monotonic()
+        # Silent this long (a poll waiting) and a server is down; never less than a round and a slow answer.
+        self._stale_after = max(STALE_SECONDS, interval + SLOW_SECONDS)
+        self._locks = {server: asyncio.Lock() for server in self._polls}
 
     # --------------------------------------------------------------------------------- running
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hyperhive-dashboard-poll")
+        self._started = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._run(server), name=f"hyperhive-dashboard-poll-{server}") for server in self._polls
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in [*self._tasks, *([self._refresh] if self._refresh else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for client in self.clients.values():
+                await task
+        for client in [*self.clients.values(), *self._actors]:
             await client.close()
 
-    async def _run(self) -> None:
+    async def _run(self, server: str) -> None:
+        """Poll one server every `interval`, for as long as the view runs."""
         while True:
             started = time.monotonic()
-            await self.poll()
+            await self.poll_server(server)
             await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
 
     async def poll(self) -> None:
-        """One round: every server asked once, at the same time; what changed is emitted."""
-        async with self._polling:
-            await self._poll()
+        """Every server asked once, at the same time; what changed is emitted."""
+        await asyncio.gather(*(self.poll_server(server) for server in self._polls))
 
-    async def _poll(self) -> None:
-        agents, stats, approvals, questions, messages, repos = await asyncio.gather(
-            self._ask("lifecycle", self._lifecycle.list_agents()),
-            self._ask("broker", self._broker.stats()),
-            self._ask("approvals", self._approvals.pending_approvals()),
-            self._ask("operator", self._operator.pending_questions()),
-            self._ask("broker", self._broker.list_messages(since=self._since, limit=200 if self._since else 100)),
-            self._ask("forge", self._forge.list_repos()),
-        )
-        if agents is not None:
-            self._update_agents(agents, stats)
-        if stats is not None:
-            self._update_unread(stats)
-        if approvals is not None:
-            self._update_approvals(approvals.requests)
-        if questions is not None:
-            self._update_questions(questions.questions)
-        if messages is not None:
-            self._add_messages(messages.messages, messages.next_since)
-        if repos is not None and repos.repos != self.state.repos:
-            self.state.repos = repos.repos
-            self.repos_changed.emit(repos.repos)
-        self.state.polled_at = time.time()
-        self.first_poll.set()
+    def is_fresh(self, server: str) -> bool:
+        """Whether the view's data from `server` is current (the server is not down)."""
+        return self.state.health[server].fresh
+
+    async def poll_server(self, server: str) -> None:
+        """Ask `server` once, within POLL_SECONDS; its health follows what happens meanwhile."""
+        async with self._locks[server]:  # one poll per server at a time: the message cursor moves once
+            started = time.monotonic()
+            task = asyncio.create_task(self._polls[server](), name=f"hyperhive-dashboard-poll-{server}-call")
+            try:
+                while not task.done():
+                    waited = time.monotonic() - started
+                    if waited >= GIVE_UP_SECONDS:
+                        await self._give_up(server, task)
+                        break
+                    self._waiting(server, started)
+                    await asyncio.wait({task}, timeout=TICK)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            self._answered(server, task, time.monotonic() - started)
+
+    def _waiting(self, server: str, started: float) -> None:
+        """A poll is waiting for `server`: slow after SLOW_SECONDS; down ("not answering") once the
+        server has been silent for STALE_SECONDS, or this poll has waited POLL_SECONDS."""
+        now = time.monotonic()
+        waited = now - started
+        health = self.state.health[server]
+        silent = now - (health.answered_at if health.answered_at is not None else self._started)
+        # A down server stays as it is (unreachable: refused at once) unless this poll now hangs.
+        if (health.state != "down" and silent >= self._stale_after) or (
+            waited >= POLL_SECONDS and health.trouble != "not answering"
+        ):
+            why = f"no answer for {silent:.0f} s" if health.answered_at is not None else "no answer yet"
+            self._set_health(server, replace(health, state="down", trouble="not answering", error=why))
+        elif waited >= SLOW_SECONDS and health.state == "up":
+            self._set_health(server, replace(health, state="slow", trouble="slow", error="waiting for an answer"))
+
+    async def _give_up(self, server: str, task: asyncio.Task[None]) -> None:
+        """A poll its client's own timeouts did not end: cancel it and start the next with a new session."""
+        log.warning("%s: a poll still not over after %.0f s: cancelled", server, GIVE_UP_SECONDS)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout=1)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.clients[server].close(), timeout=POLL_SECONDS)
+
+    def _answered(self, server: str, task: asyncio.Task[None], took: float) -> None:
+        """The poll is over: the server's health from how it ended."""
+        health = self.state.health[server]
+        error = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            self._set_health(
+                server, replace(health, state="down", trouble="not answering", error=f"no answer in {took:.0f} s")
+            )
+        elif error is None:
+            now = time.monotonic()
+            if took >= SLOW_SECONDS:
+                self._set_health(server, ServerHealth("slow", "slow", f"answered in {took:.1f} s", now, took))
+            else:
+                self._set_health(server, ServerHealth("up", "", "", now, took))
+        elif isinstance(error, ServerUnavailable):
+            trouble = "not answering" if took >= POLL_SECONDS else "unreachable"
+            self._set_health(server, replace(health, state="down", trouble=trouble, error=str(error)))
+        elif isinstance(error, AuthRefused):
+            self._set_health(
+                server, replace(health, state="down", trouble="refuses the dashboard's token", error=str(error))
+            )
+        elif isinstance(error, ToolError):
+            log.warning("%s refused the dashboard's poll: %s", server, error)
+            self._set_health(server, replace(health, state="down", trouble="refuses the poll", error=str(error)))
+        else:  # a bug of ours: logged, shown, and the next poll tries again
+            log.error("polling %s failed", server, exc_info=error)
+            self._set_health(server, replace(health, state="down", trouble="poll failed", error=repr(error)))
+
+    def _set_health(self, server: str, health: ServerHealth) -> None:
+        before = self.state.health[server]
+        self.state.health[server] = health
+        if (before.state, before.trouble) != (health.state, health.trouble):
+            if health.state == "down":
+                log.warning("%s is %s: %s", server, health.trouble, health.error)
+            elif before.state == "down":
+                log.info("%s answers again", server)
+            self.health_changed.emit(dict(self.state.health))
 
     async def call(self, call: Awaitable[T]) -> T:
         """Run an operator's call (`hive.call(hive.lifecycle.stop(name))`); ToolError carries the
@@ -177,28 +302,37 @@ class HiveView:
         self._refresh = asyncio.create_task(self.poll())  # show its effect now, not at the next round
         return result
 
-    async def _ask(self, server: str, call: Awaitable[T]) -> T | None:
-        try:
-            result = await call
-        except (ServerUnavailable, AuthRefused) as e:
-            self._set_reachable(server, False, str(e))
-            return None
-        except ToolError as e:
-            log.warning("%s refused the dashboard: %s", server, e)
-            return None
-        self._set_reachable(server, True)
-        return result
+    # ------------------------------------------------------------------------------- polls
+    async def _poll_lifecycle(self) -> None:
+        self._listing = await self._lifecycle.list_agents()
+        self._update_agents()
 
-    def _set_reachable(self, server: str, up: bool, why: str = "") -> None:
-        if self.state.reachable.get(server) != up:
-            self.state.reachable[server] = up
-            (log.info if up else log.warning)(
-                "%s is %s%s", server, "reachable" if up else "unreachable", f": {why}" if why else ""
-            )
-            self.reachability_changed.emit(dict(self.state.reachable))
+    async def _poll_broker(self) -> None:
+        stats = await self._broker.stats()
+        messages = await self._broker.list_messages(since=self._since, limit=200 if self._since else 100)
+        self._stats = stats
+        self._update_unread(stats)
+        self._update_agents()
+        self._add_messages(messages.messages, messages.next_since)
+
+    async def _poll_approvals(self) -> None:
+        self._update_approvals((await self._approvals.pending_approvals()).requests)
+
+    async def _poll_operator(self) -> None:
+        self._update_questions((await self._operator.pending_questions()).questions)
+
+    async def _poll_forge(self) -> None:
+        repos = (await self._forge.list_repos()).repos
+        if repos != self.state.repos:
+            self.state.repos = repos
+            self.repos_changed.emit(repos)
 
     # ------------------------------------------------------------------------------- changes
-    def _update_agents(self, listing: AgentList, stats: StatsResult | None) -> None:
+    def _update_agents(self) -> None:
+        """The agents' rows from lifecycle's last listing and the broker's last stats."""
+        listing, stats = self._listing, self._stats
+        if listing is None:
+            return
         self.state.backend, self.state.isolation = listing.backend, listing.isolation
         if listing.hive_spend is not None and listing.hive_spend != self.state.hive_spend:
             self.state.hive_spend = listing.hive_spend

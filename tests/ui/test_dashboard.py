@@ -231,7 +231,7 @@ async def test_an_unreachable_server_shows_a_banner_until_it_is_back(
     await user.should_not_see("unreachable")
     approvals = servers.processes["approvals"]
     approvals.stop()
-    await user.should_see("approvals unreachable: retrying every second", retries=100)
+    await user.should_see("approvals unreachable for", marker="banner", retries=100)
     await asyncio.to_thread(approvals.start)
     await user.should_not_see("unreachable", retries=100)
 

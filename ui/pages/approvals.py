@@ -9,12 +9,13 @@ from nicegui import ui
 from hyperhive.servers.approvals.models import Request
 from hyperhive.servers.common.formatting import age, approval_outcome, request_kind, request_title, when
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, section
+from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, section, stale_when, toast
 
 
 def approvals_page(hive: HiveView) -> None:
     section("approvals")
     pending = ui.column().classes("w-full gap-3")
+    stale_when(hive, pending, "approvals")
 
     def show(requests: Sequence[Request]) -> None:
         pending.clear()
@@ -74,7 +75,7 @@ def approval_card(hive: HiveView, request: Request) -> None:
 
             async def deny() -> None:
                 if not (note.value or "").strip():
-                    ui.notify("say why, for the manager", type="warning")
+                    toast("say why, for the manager", "warning")
                     return
                 await act(f"deny #{rid}", hive.call(hive.approvals.deny(rid, note.value)), f"#{rid} denied")
 

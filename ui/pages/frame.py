@@ -1,15 +1,18 @@
-"""The frame around every page: navigation, the "unreachable" banner, the pending questions,
-toasts; the page under it follows the URL (one NiceGUI single-page app)."""
+"""The frame around every page: navigation, each server's health and how fresh the view is, the
+"unreachable" banner, the pending questions, toasts; the page under it follows the URL (one
+NiceGUI single-page app)."""
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+import time
+from typing import Final
 
 from nicegui import app, ui
 
+from hyperhive.servers.common.formatting import duration
 from hyperhive.servers.operator.models import PendingQuestion
-from hyperhive.ui.hive_view import HiveView, Notice
+from hyperhive.ui.hive_view import STALE_SECONDS, HiveView, Notice, ServerHealth
 from hyperhive.ui.pages.agent import agent_page
 from hyperhive.ui.pages.approvals import approvals_page
 from hyperhive.ui.pages.messages import messages_page
@@ -18,6 +21,14 @@ from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
 from hyperhive.ui.pages.shared import shared_page
 from hyperhive.ui.pages.swarm import SWARM_CSS, swarm_page
 from hyperhive.ui.pages.terminal import terminal_page
+from hyperhive.ui.pages.widgets import STALE_CSS, ToastKind, stale_when, toast
+
+HEALTH_LOOK: Final = {
+    "up": ("positive", "check_circle"),
+    "slow": ("warning", "hourglass_top"),
+    "down": ("negative", "error"),
+}
+HEALTH_CSS: Final = ".hh-health { font-size: 13px; } .hh-health .q-chip__icon { font-size: 15px; }"
 
 
 def frame(hive: HiveView) -> None:
@@ -25,10 +36,10 @@ def frame(hive: HiveView) -> None:
     ui.dark_mode(True)
     ui.add_css(
         ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
-        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS + REPOS_CSS
+        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS + REPOS_CSS + STALE_CSS + HEALTH_CSS
     )
 
-    with ui.header().classes("items-center gap-4 py-1 bg-grey-10"):
+    with ui.header().classes("items-center gap-x-4 gap-y-1 py-1 bg-grey-10 wrap"):
         ui.link("◆ hyperhive", "/").classes("text-lg text-white no-underline")
         ui.link("swarm", "/").classes("text-white")
         approvals_link = ui.link("approvals", "/approvals").classes("text-white")
@@ -37,16 +48,37 @@ def frame(hive: HiveView) -> None:
         ui.link("repos", "/repos").classes("text-white")
         ui.link("shared", "/shared").classes("text-white")
         ui.space()
-        ui.button(icon="notifications", on_click=_enable_desktop_notifications).props("flat dense round").tooltip(
-            "desktop notifications"
-        )
+        with ui.row().classes("items-center gap-0 wrap").mark("health"):
+            chips: dict[str, tuple[ui.chip, ui.tooltip]] = {}
+            for server in hive.state.health:
+                with ui.chip(server).props("dense square").classes("hh-health").mark(f"health-{server}") as chip:
+                    chips[server] = chip, ui.tooltip()
+        updated = ui.label().classes("text-grey-4 hh-health").mark("updated")
+        ui.button(icon="notifications", on_click=_enable_desktop_notifications).props(
+            'flat dense round aria-label="desktop notifications"'
+        ).tooltip("desktop notifications")
         ui.button("log out", on_click=_logout).props("flat dense")
     banner = ui.label().classes("w-full bg-negative text-white p-2").mark("banner")
     strip = ui.column().classes("w-full gap-1")
+    stale_when(hive, strip, "operator")
 
-    def show_reachability(reachable: dict[str, bool]) -> None:
-        down = [server for server, up in reachable.items() if not up]
-        banner.set_text(f"{', '.join(down)} unreachable: retrying every second" if down else "")
+    def show_health(*_: object) -> None:
+        """The chips, "updated N s ago" and the banner: on a change of health, and every second."""
+        now = time.monotonic()
+        for server, health in hive.state.health.items():
+            chip, tooltip = chips[server]
+            colour, icon = HEALTH_LOOK[health.state]
+            chip.props(f"color={colour} icon={icon}")
+            chip.classes(replace=f"hh-health hh-health-{health.state}")
+            tooltip.set_text(health.describe(server, now))
+        updated_at = hive.state.updated_at()
+        if updated_at is None:
+            updated.set_text("waiting for the servers")
+        else:
+            ago = now - updated_at
+            updated.set_text("updated just now" if ago < STALE_SECONDS else f"updated {duration(ago)} ago")
+        down = [_trouble(server, health, now) for server, health in hive.state.health.items() if not health.fresh]
+        banner.set_text(f"{' · '.join(down)}: retrying" if down else "")
         banner.set_visibility(bool(down))
 
     def show_counts(*_: object) -> None:
@@ -67,18 +99,17 @@ def frame(hive: HiveView) -> None:
                     cards[question.id] = question_card(hive, question)
 
     def notify(notice: Notice) -> None:
-        colour: Literal["negative", "warning", "info"] = (
-            "negative" if notice.kind == "crash" else "warning" if notice.kind == "question" else "info"
-        )
-        ui.notify(f"{notice.title}: {notice.body}", type=colour, position="top-right", close_button="ok")
+        colour: ToastKind = "negative" if notice.kind == "crash" else "warning" if notice.kind == "question" else "info"
+        toast(f"{notice.title}: {notice.body}", colour)
         ui.run_javascript(
             'if ("Notification" in window && Notification.permission === "granted") '
             f"new Notification({json.dumps(notice.title)}, {{body: {json.dumps(notice.body)}}});"
         )
 
-    show_reachability(hive.state.reachable)
+    show_health()
     show_questions(hive.state.questions)
-    hive.reachability_changed.subscribe(show_reachability)
+    hive.health_changed.subscribe(show_health)
+    ui.timer(1.0, show_health)  # the seconds in "updated N s ago" and the banner
     hive.questions_changed.subscribe(show_questions)
     hive.approvals_changed.subscribe(show_counts)
     hive.notice.subscribe(notify)
@@ -101,7 +132,13 @@ def frame(hive: HiveView) -> None:
 
 def _enable_desktop_notifications() -> None:
     ui.run_javascript('if ("Notification" in window) Notification.requestPermission()')
-    ui.notify("desktop notifications: allow them in the browser's prompt")
+    toast("desktop notifications: allow them in the browser's prompt")
+
+
+def _trouble(server: str, health: ServerHealth, now: float) -> str:
+    """A down server for the banner: "broker not answering for 4s", "approvals unreachable for 12s"."""
+    silent = health.silent_for(now)
+    return f"{server} {health.trouble}" + (f" for {duration(silent)}" if silent is not None else "")
 
 
 def _logout() -> None:

@@ -6,6 +6,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
 from hyperhive.ui.auth import Credentials
+from hyperhive.ui.pages.widgets import toast
 
 
 def register_login(credentials: Credentials) -> None:
@@ -23,7 +24,7 @@ def register_login(credentials: Credentials) -> None:
                 app.storage.user["operator"] = True
                 ui.navigate.to(_local(redirect_to))
             else:
-                ui.notify("not the dashboard password or an operator token", type="negative")
+                toast("not the dashboard password or an operator token", "negative")
 
         with ui.card().classes("absolute-center w-96"):
             ui.label("◆ hyperhive").classes("text-xl")

@@ -8,7 +8,7 @@ from hyperhive.servers.broker.models import ListedMessage, RecvBatchResult
 from hyperhive.servers.common.formatting import clock
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.ui.hive_view import MESSAGES_KEPT, HiveView
-from hyperhive.ui.pages.widgets import act, section
+from hyperhive.ui.pages.widgets import act, section, stale_when, toast
 
 INBOX_SHOWN = 20  # the operator's newest messages on /messages
 
@@ -32,6 +32,7 @@ def messages_page(hive: HiveView) -> None:
             "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
         )
     inbox = ui.column().classes("w-full gap-0 hh-mono").mark("inbox")
+    stale_when(hive, inbox, "broker")
 
     def show_unread(count: int) -> None:
         unread.set_text(f"{count} unread" if count else "nothing unread")
@@ -69,7 +70,7 @@ def messages_page(hive: HiveView) -> None:
             if not (body.value or "").strip():
                 return
             if not to.value:
-                ui.notify("pick who it is for", type="warning")
+                toast("pick who it is for", "warning")
                 return
             call = hive.call(hive.broker.send(to.value, body.value, reply_to["id"]))
             if await act("send", call, "sent"):
@@ -97,6 +98,7 @@ def messages_page(hive: HiveView) -> None:
             ui.number("thread of message #", format="%d").props("dense clearable").classes("w-44").mark("filter-thread")
         )
     flow = ui.column().classes("w-full gap-0 hh-mono")
+    stale_when(hive, flow, "broker")
 
     def wanted(message: ListedMessage) -> bool:
         who = agent_filter.value

@@ -11,7 +11,7 @@ from nicegui import ui
 from hyperhive.servers.common.formatting import epoch
 from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, section
+from hyperhive.ui.pages.widgets import act, section, toast
 
 
 def question_card(hive: HiveView, question: PendingQuestion) -> ui.card:
@@ -41,7 +41,7 @@ def question_card(hive: HiveView, question: PendingQuestion) -> ui.card:
             async def send() -> None:
                 value = answer.value  # several options of a multi question go as a list
                 if not value:
-                    ui.notify("pick or write an answer first", type="warning")
+                    toast("pick or write an answer first", "warning")
                     return
                 await act(f"answer #{qid}", hive.call(hive.operator.answer(qid, value)), f"#{qid} answered")
 

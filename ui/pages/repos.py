@@ -14,7 +14,7 @@ from nicegui import ui
 from hyperhive.servers.common.formatting import grants_text, when
 from hyperhive.servers.forge.models import Access, Repo
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, breadcrumbs, clickable, confirm, section, text_block
+from hyperhive.ui.pages.widgets import act, breadcrumbs, clickable, confirm, section, stale_when, text_block, toast
 
 REPOS_CSS: Final = (
     " .hh-diff { font-family: ui-monospace, monospace; white-space: pre-wrap; overflow-wrap: anywhere;"
@@ -28,6 +28,7 @@ FORGE_DOWN: Final = "the forge has not answered yet: is it running? (`hive up` s
 def repos_page(hive: HiveView) -> None:
     section("repos")
     table = ui.column().classes("w-full gap-1")
+    stale_when(hive, table, "forge")
 
     def show(repos: Sequence[Repo] | None) -> None:
         table.clear()
@@ -103,7 +104,7 @@ def grants_editor(hive: HiveView, repo: Repo) -> None:
         async def grant() -> None:
             who = (who_input.value or "").strip()
             if not who:
-                ui.notify("name who gets it: an agent, manager, operator or * (every agent)", type="warning")
+                toast("name who gets it: an agent, manager, operator or * (every agent)", "warning")
                 return
             access: Access = "write" if level.value == "write" else "read"
             call = hive.call(hive.forge.grant(repo.name, who, access))

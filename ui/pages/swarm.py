@@ -10,7 +10,7 @@ from hyperhive.servers.common.formatting import last_turn_text, turn_text
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text
+from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when
 
 STATE_COLOURS = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
@@ -186,6 +186,7 @@ def swarm_page(hive: HiveView) -> None:
         for label in SWARM_COLUMNS:
             ui.label(label).classes("hh-num" if label in ("inbox", "rem") else "")
     table = ui.column().classes("w-full gap-1")
+    stale_when(hive, table, "lifecycle", "broker")
 
     def show(agent: SwarmAgent) -> None:
         row = rows.get(agent.info.name)

@@ -1,23 +1,59 @@
-"""What every page uses: an operator action's toasts, a confirmation, a section title, a cost."""
+"""What every page uses: the one toast, an operator action's toasts, greying out stale data, a
+confirmation, a section title, a cost."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 from fastmcp.exceptions import ToolError
 from nicegui import context, ui
+from nicegui.element import Element
 
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import Outcome
 from hyperhive.servers.lifecycle.models import Spend
+from hyperhive.ui.hive_view import HiveView
 
 R = TypeVar("R")
 ToastKind = Literal["positive", "negative", "info", "warning"]
 Toast = tuple[str, ToastKind]  # a toast's text and colour, when success is not all a result can say
 _POSITIVE: ToastKind = "positive"
 OUTCOME_TOASTS: dict[Outcome, ToastKind] = {"done": "positive", "waiting": "info", "failed": "negative"}
+TOAST_SECONDS: Final = 6  # a success, a note or a warning fades after this; a failure stays
+STALE_CSS: Final = ".hh-stale { opacity: 0.5; filter: grayscale(1); transition: opacity 0.3s; }"
+
+
+def toast(text: str, kind: ToastKind = "info") -> None:
+    """The dashboard's one toast (every page's, every kind): bottom-right, never over the header.
+
+    A success, a note or a warning fades after TOAST_SECONDS; a failure stays until it is closed.
+    The same toast again merges into the one shown (Quasar's `group`), which then counts the repeats.
+    Call it in a page's context (a handler, an event subscriber, `with client:`).
+    """
+    failure = kind == "negative"
+    ui.notify(
+        text,
+        type=kind,
+        position="bottom-right",
+        multi_line=failure or len(text) > 80,
+        close_button="close" if failure else False,
+        timeout=0 if failure else TOAST_SECONDS * 1000,
+        group=f"{kind}:{text}",
+    )
+
+
+def stale_when(hive: HiveView, element: Element, *servers: str) -> None:
+    """Grey `element` out (CSS class hh-stale) while what it shows from any of `servers` is stale:
+    the server is down, so the view holds its last answer, not the hive as it is now."""
+
+    def show(_: object = None) -> None:
+        stale = not all(hive.is_fresh(server) for server in servers)
+        element.classes(add="hh-stale" if stale else None, remove=None if stale else "hh-stale")
+
+    show()
+    hive.health_changed.subscribe(show)
 
 
 async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toast] | None = None) -> R | None:
@@ -31,22 +67,15 @@ async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toa
     client = context.client
     try:
         result = await call
-    except ToolError as e:
+    except (ToolError, ServerUnavailable, AuthRefused) as e:
         with client:
-            ui.notify(f"{what}: {e}", type="negative", multi_line=True, close_button="ok")
-        return None
-    except (ServerUnavailable, AuthRefused) as e:
-        with client:
-            ui.notify(f"{what}: {e}", type="negative", close_button="ok")
+            toast(f"{what}: {e}", "negative")
         return None
     if done:
-        toast = done if isinstance(done, str) else done(result)
-        text, kind = toast if isinstance(toast, tuple) else (toast, _POSITIVE)
+        said = done if isinstance(done, str) else done(result)
+        text, kind = said if isinstance(said, tuple) else (said, _POSITIVE)
         with client:
-            if kind == "negative":  # a failure stays until it is read, like a refusal's
-                ui.notify(text, type=kind, multi_line=True, close_button="ok")
-            else:
-                ui.notify(text, type=kind)
+            toast(text, kind)  # a failure (an approval whose apply failed) stays, like a refusal's
     return result
 
 
