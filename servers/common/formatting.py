@@ -112,3 +112,8 @@ def grants_text(grants: Mapping[str, str] | None) -> str:
         return "-"
     ordered = sorted(grants.items(), key=lambda item: (item[1] != "write", item[0]))
     return ", ".join(f"{who} {access}" for who, access in ordered)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 message', '2 messages' ('1 inbox', '3 inboxes' with nouns='inboxes')."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
