@@ -132,10 +132,10 @@ async def test_helper_events_show_an_icon_and_fold_their_log_tail(user: User, se
 async def test_an_open_message_flow_keeps_only_the_newest(user: User, servers: Servers, password: str) -> None:
     await log_in(user, password, "/messages")
     async with HiveClient.for_server(servers.config, "broker", servers.token("operator")) as broker:
-        for n in range(520):
+        for n in range(220):
             await broker.call("send", {"to": "manager", "body": f"flood {n:03d}"})
     with user.scope(marker="flow"):
-        await user.should_see("flood 519", retries=100)
+        await user.should_see("flood 219", retries=100)
         await user.should_see("flood 020")
-        await user.should_not_see("flood 019")  # the page keeps the newest 500 rows
+        await user.should_not_see("flood 019")  # the page keeps the newest 200 rows
     await servers.call("broker", "recv_batch", as_name="manager", max=50)

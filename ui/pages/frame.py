@@ -94,7 +94,7 @@ def frame(hive: HiveView) -> None:
                 "/shared": shared_page,
             },
             data={"hive": hive},  # each page's `hive` parameter
-        )
+        ).classes("w-full")  # pages are as wide as the window, not as their content
 
 
 def _enable_desktop_notifications() -> None:

@@ -3,11 +3,12 @@ and a thread in a side panel.
 
 One order everywhere: **newest at the top** (the flow, search results, the inbox, a thread, and the
 agent page's inbox, which uses `message_row`). Columns: local date and time (the browser's timezone;
-UTC until the browser has said which), from → to, the body (wrapping anywhere: one 300-character
+UTC if it does not say), from → to, the body (wrapping anywhere: one 300-character
 word never widens the page), and read state (pending, taken = leased and not acked yet, read).
 Helper events from `system` carry an icon, their first line, and the rest (a crash's log tail)
 folded. `/messages?thread=ID` opens that thread's panel, `/messages?agent=NAME` filters by agent.
-Read state is as of the page's last load (opening it, a filter, ↻), not live.
+The newest 200 are shown (search finds the rest). Read state is as of the last load (opening the
+page, a filter, ↻) plus what arrives since, not live.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from hyperhive.servers.broker.models import ListedMessage, Message, PeekedMessag
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import parse_iso
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
-from hyperhive.ui.hive_view import MESSAGES_KEPT, HiveView
+from hyperhive.ui.hive_view import HiveView
 from hyperhive.ui.pages.widgets import act, section
 
 ORDER: Final = "newest at the top"
 INBOX_SHOWN: Final = 20  # the operator's oldest waiting messages shown on /messages
+FLOW_SHOWN: Final = 200  # the newest messages in the flow (search finds the older ones)
 SEARCH_SHOWN: Final = 100
 THREAD_SHOWN: Final = 200
 READ_SECONDS: Final = 10.0  # a page's own reads (a filter, a thread, a search): not an action's 120 s
@@ -115,9 +117,10 @@ def message_row(
             if text:
                 ui.badge(text, color=colour).props("outline").mark(f"{where}-state-{message.id}")
             if on_thread is not None:
+                # A title, not a tooltip element: hundreds of rows stay cheap to draw.
                 ui.button(icon="forum", on_click=lambda: on_thread(message.id)).props(
-                    "flat dense round size=sm aria-label='open its thread'"
-                ).tooltip(f"thread of #{message.id}").mark(f"{where}-thread-{message.id}")
+                    f"flat dense round size=sm aria-label='open its thread' title='thread of #{message.id}'"
+                ).mark(f"{where}-thread-{message.id}")
     return row
 
 
@@ -251,20 +254,22 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
     flow_rows: dict[int, ui.element] = {}  # by message id: the page's own load and the view's poll overlap
 
     def flow_row(message: ListedMessage) -> None:
+        """Add one row where it belongs: a new message at the top, an older one (a first draw) below."""
         if message.id in flow_rows:
             return
-        with flow:
+        with flow:  # appended: no move, so drawing 200 rows sends the list once, not 200 times
             row = message_row(message, recipients_of(message), read_state(message), view["tz"], open_thread)
-        flow_rows[message.id] = row
         newer = sum(1 for shown in flow_rows if shown > message.id)
-        row.move(flow, target_index=newer)  # newest at the top
-        while len(flow_rows) > MESSAGES_KEPT:  # a page open for days stays small
+        flow_rows[message.id] = row
+        if newer < len(flow_rows) - 1:
+            row.move(flow, target_index=newer)  # newest at the top
+        while len(flow_rows) > FLOW_SHOWN:  # a page open for days stays small
             flow_rows.pop(min(flow_rows)).delete()
 
     def draw(messages: Sequence[ListedMessage]) -> None:
         flow.clear()
         flow_rows.clear()
-        for message in messages:
+        for message in sorted(messages, key=lambda m: m.id, reverse=True):
             if wanted(message):
                 flow_row(message)
 
@@ -272,9 +277,9 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
         """The newest messages (for the filter) straight from the broker: fresh read states."""
         who = agent_filter.value
         try:
-            listing = await reads.list_messages(agent=None if who in (None, "everyone") else who, limit=MESSAGES_KEPT)
+            listing = await reads.list_messages(agent=None if who in (None, "everyone") else who, limit=FLOW_SHOWN)
         except (ToolError, ServerUnavailable, AuthRefused):
-            draw(list(hive.state.messages))  # what the view has, until the broker answers
+            draw(list(hive.state.messages)[-FLOW_SHOWN:])  # what the view has, until the broker answers
             return
         draw(listing.messages)
 
@@ -366,7 +371,6 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
             if name not in agent_filter.options:
                 agent_filter.set_options([*agent_filter.options, name])
             agent_filter.set_value(name)
-    draw(list(hive.state.messages))  # at once, from the view; fresh from the broker just after
     agent_filter.on_value_change(lambda: background_tasks.create(_refilter(), name="messages-filter"))
 
     async def _refilter() -> None:
@@ -375,6 +379,8 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
             await run_search()
 
     async def first_load() -> None:
+        # The browser's timezone first (a round trip, bounded), so each row is drawn once.
+        await _learn_timezone(client, view)
         await asyncio.gather(load_inbox(), load_flow())
         if thread is not None:
             if thread.isdigit() and 0 < int(thread) < 2**63:
@@ -382,23 +388,19 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
             else:
                 with client:
                     ui.notify(f"?thread={thread[:40]!r} is not a message id", type="warning")
-        if await _learn_timezone(client, view):  # the times again, in the browser's timezone
-            await asyncio.gather(load_inbox(), load_flow())
 
     background_tasks.create(first_load(), name="messages-first-load")
     hive.messages_added.subscribe(add)
     hive.unread_changed.subscribe(lambda _: background_tasks.create(load_inbox(), name="messages-inbox"))
 
 
-async def _learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> bool:
-    """Ask the browser its timezone (an IANA name, checked against the known ones); whether it is not UTC."""
+async def _learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> None:
+    """Ask the browser its timezone (an IANA name, checked against the known ones); UTC if it will not say."""
     with contextlib.suppress(Exception):  # a page closed, or a browser that will not say: UTC
         await client.connected(timeout=5)
         name = await client.run_javascript("Intl.DateTimeFormat().resolvedOptions().timeZone", timeout=3)
         if isinstance(name, str) and name != "UTC" and name in _timezones():
             view["tz"] = zoneinfo.ZoneInfo(name)
-            return True
-    return False
 
 
 @functools.cache
