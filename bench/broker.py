@@ -6,7 +6,8 @@ Starts `hive serve broker` and an echo server built on the same stack (tokens, a
 argument checks, serving) as separate processes in a temporary hive, then measures:
 send latency, a bare echo call's latency (the stack's floor), a read-only broker tool's latency
 (pending_count: the floor plus one sqlite job), wake latency (send -> a waiting recv returns),
-and delivered messages per second with 1, 10 and 100 sender/receiver pairs.
+and delivered messages per second with 1, 10 and 100 sender/receiver pairs; then search_messages
+over 10,000 more stored messages (a rare word, a common one, as an agent) beside list_messages.
 
 The load comes from one process speaking MCP's stateless HTTP protocol (2026-07-28) directly
 with httpx2, so the client costs as little CPU as possible on a small machine; the servers do
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -227,6 +229,49 @@ async def throughput(home: Path, broker_url: str, pairs: int, seconds: float) ->
     return round(rate, 1)
 
 
+async def search(home: Path, broker_url: str, n: int, stored: int = 10_000) -> dict[str, Any]:
+    """search_messages over `stored` more messages (written in one transaction, indexed by the
+    broker's triggers as a send's are): a rare word, a word in every message, and an agent's search
+    (the visibility check per hit), beside list_messages (limit 50) as the reference read."""
+    config = load_hive_config(home)
+    with sqlite3.connect(config.db_path("broker"), timeout=30) as db:
+        first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM messages").fetchone()[0]
+        now = time.time()
+        db.executemany(
+            "INSERT INTO messages (id, sender, body, created_at) VALUES (?, 'b0', ?, ?)",
+            [
+                (first + i, f"status report {i}: queue {i % 97} drained" + (" quokka" if i == stored // 2 else ""), now)
+                for i in range(stored)
+            ],
+        )
+        db.executemany(
+            "INSERT INTO deliveries (message_id, recipient, state, delivered_at) VALUES (?, 'b1', 'delivered', ?)",
+            [(first + i, now) for i in range(stored)],
+        )
+    token = _tokens(home)
+    operator, agent = McpCaller(broker_url, token("operator")), McpCaller(broker_url, token("b1"))
+    for _ in range(10):
+        await operator.call("search_messages", {"query": "quokka"})
+    found = await operator.call("search_messages", {"query": "quokka"})
+    assert len(found["messages"]) == 1, found
+    result = {
+        "stored": stored,
+        "rare_word_ms": percentiles(await timed(lambda: operator.call("search_messages", {"query": "quokka"}), n)),
+        "common_word_ms": percentiles(
+            await timed(lambda: operator.call("search_messages", {"query": "drained", "limit": 50}), n // 4)
+        ),
+        "agent_common_word_ms": percentiles(
+            await timed(lambda: agent.call("search_messages", {"query": "drained", "limit": 50}), n // 4)
+        ),
+        "reference_list_messages_50_ms": percentiles(
+            await timed(lambda: operator.call("list_messages", {"limit": 50}), n // 4)
+        ),
+    }
+    for caller in (operator, agent):
+        await caller.close()
+    return result
+
+
 def _tokens(home: Path) -> Any:
     config = load_hive_config(home)
 
@@ -243,6 +288,7 @@ async def run(quick: bool) -> dict[str, Any]:
     with hive_with_servers(agents=200) as (home, broker_url, echo_url):
         result = await latency(home, broker_url, echo_url, n)
         result["delivered_per_s"] = {str(p): await throughput(home, broker_url, p, seconds) for p in (1, 10, 100)}
+        result["search"] = await search(home, broker_url, n // 5)
     result["send_vs_echo_p50"] = round(result["send_ms"]["p50"] / result["echo_ms"]["p50"], 2)
     observed = {
         "wake_p99_ms": result["wake_ms"]["p99"],

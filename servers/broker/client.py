@@ -3,15 +3,17 @@ the other servers' outboxes), with typed results."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from hyperhive.servers.broker.models import (
     AckResult,
     LeaseResult,
     ListMessagesResult,
+    PeekResult,
     PostEventResult,
     RecvBatchResult,
     RecvResult,
+    SearchResult,
     SendResult,
     StatsResult,
 )
@@ -43,6 +45,19 @@ class BrokerClient(ServerClient):
         return await self._call(
             "list_messages", ListMessagesResult, agent=agent, since=since, thread=thread, limit=limit
         )
+
+    async def search_messages(
+        self,
+        query: str,
+        *,
+        agent: str | None = None,
+        limit: int = 50,
+        order: Literal["newest", "relevance"] = "newest",
+    ) -> SearchResult:
+        return await self._call("search_messages", SearchResult, query=query, agent=agent, limit=limit, order=order)
+
+    async def peek_inbox(self, limit: int = 50) -> PeekResult:
+        return await self._call("peek_inbox", PeekResult, limit=limit)
 
     async def stats(self) -> StatsResult:
         return await self._call("stats", StatsResult)

@@ -13,7 +13,7 @@ import math
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -26,10 +26,14 @@ from hyperhive.servers.broker.models import (
     ListedMessage,
     ListMessagesResult,
     Message,
+    PeekedMessage,
+    PeekResult,
     PendingCount,
     PostEventResult,
     Reminder,
     RemindersResult,
+    SearchHit,
+    SearchResult,
     SendResult,
     StatsResult,
     ThreadMessage,
@@ -50,6 +54,9 @@ from hyperhive.servers.common.principals import Principal, Role
 log = logging.getLogger("hyperhive.broker")
 
 MAX_WAIT_SECONDS = 180.0
+MAX_SEARCH_RESULTS = 200
+MAX_QUERY_CHARS = 500
+SEARCH_SECONDS = 5.0  # a search running longer is stopped (the reader serves every other read too)
 
 
 class Broker:
@@ -217,21 +224,10 @@ class Broker:
     async def list_messages(
         self, agent: str | None, since: int | None, thread: int | None, limit: int
     ) -> ListMessagesResult:
-        if agent is not None and agent != OPERATOR and agent != SYSTEM:
-            try:
-                check_agent_name(agent)
-            except InvalidName as e:
-                raise Refused(str(e)) from None
+        if agent is not None:
+            _check_listed_name(agent)
         rows, deliveries = await self.store.list_messages(agent, since, thread, limit)
-        by_message: dict[int, list[Delivery]] = {}
-        for d in deliveries:
-            by_message.setdefault(d["message_id"], []).append(
-                Delivery(
-                    to=d["recipient"],
-                    state=d["state"],
-                    delivered_at=iso(d["delivered_at"]) if d["delivered_at"] else None,
-                )
-            )
+        by_message = _deliveries_by_message(deliveries)
         messages = [
             ListedMessage(
                 **_message_fields(row), thread_id=row["thread_root"], deliveries=by_message.get(row["id"], [])
@@ -239,6 +235,50 @@ class Broker:
             for row in rows
         ]
         return ListMessagesResult(messages=messages, next_since=messages[-1].id if messages else since)
+
+    async def search(
+        self, me: Principal, query: str, agent: str | None, limit: int, order: Literal["newest", "relevance"]
+    ) -> SearchResult:
+        """Messages matching `query`: the operator's search covers every message, anyone else's only
+        what they sent or received (and broadcasts they got), whatever `agent` names."""
+        if not query.strip():
+            raise Refused("query is empty; give the words to look for, e.g. query='deploy failed'")
+        if not 1 <= limit <= MAX_SEARCH_RESULTS:
+            raise Refused(f"limit must be between 1 and {MAX_SEARCH_RESULTS}")
+        if agent is not None:
+            _check_listed_name(agent)
+        viewer = None if me.role is Role.OPERATOR else me.name
+        rows, deliveries = await self.store.search(query, viewer, agent, limit, order, SEARCH_SECONDS)
+        by_message = _deliveries_by_message(deliveries)
+        return SearchResult(
+            messages=[
+                SearchHit(
+                    **_message_fields(row),
+                    thread_id=row["thread_root"],
+                    deliveries=by_message.get(row["id"], []),
+                    snippet=row["snippet"],
+                )
+                for row in rows
+            ]
+        )
+
+    async def peek(self, me: Principal, limit: int) -> PeekResult:
+        """The caller's waiting messages, oldest first, read without taking or leasing them."""
+        now = self.clock.now()
+        rows = await self.store.peek(me.name, limit)
+        queued, leased = await self.store.counts(me.name, now)
+        messages = []
+        for row in rows:
+            leased_now = row["state"] == "leased" and row["lease_until"] > now  # a lease run out: queued again
+            messages.append(
+                PeekedMessage(
+                    **_message_fields(row),
+                    thread_id=row["thread_root"],
+                    state="leased" if leased_now else "queued",
+                    lease_until=iso(row["lease_until"]) if leased_now else None,
+                )
+            )
+        return PeekResult(messages=messages, queued=queued, leased=leased)
 
     async def stats(self) -> StatsResult:
         counts = await self.store.stats(self.clock.now() - 86_400)
@@ -302,6 +342,28 @@ class Broker:
         await self.reminder_store.cancel(me.name, reminder_id, self.clock.now())
         self.scheduler.poke()
         return CancelResult(cancelled=reminder_id)
+
+
+def _check_listed_name(agent: str) -> None:
+    """An `agent` filter names an agent, the operator or system."""
+    if agent != OPERATOR and agent != SYSTEM:
+        try:
+            check_agent_name(agent)
+        except InvalidName as e:
+            raise Refused(str(e)) from None
+
+
+def _deliveries_by_message(deliveries: Sequence[sqlite3.Row]) -> dict[int, list[Delivery]]:
+    by_message: dict[int, list[Delivery]] = {}
+    for d in deliveries:
+        by_message.setdefault(d["message_id"], []).append(
+            Delivery(
+                to=d["recipient"],
+                state=d["state"],
+                delivered_at=iso(d["delivered_at"]) if d["delivered_at"] else None,
+            )
+        )
+    return by_message
 
 
 def to_message(row: sqlite3.Row) -> Message:

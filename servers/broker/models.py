@@ -102,3 +102,23 @@ class StatsResult(CompactModel):
 
 class PostEventResult(CompactModel):
     id: int
+
+
+class SearchHit(ListedMessage):
+    snippet: str  # the best matching part of the body (or sender), matches between « and »
+
+
+class SearchResult(CompactModel):
+    messages: list[SearchHit]  # newest first, or best first (order="relevance")
+
+
+class PeekedMessage(Message):
+    thread_id: int
+    state: Literal["queued", "leased"]  # leased: taken with ack=false and not acked yet
+    lease_until: str | None = None
+
+
+class PeekResult(CompactModel):
+    messages: list[PeekedMessage]  # oldest first, as recv hands them out
+    queued: int  # all waiting to be received
+    leased: int  # all taken with ack=false, not acked yet

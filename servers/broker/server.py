@@ -5,27 +5,35 @@ The sender of everything is the verified token's subject; no tool takes a sender
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from hyperhive.servers.broker.mailbox import MAX_WAIT_SECONDS, Broker, to_message
+from hyperhive.servers.broker.mailbox import (
+    MAX_QUERY_CHARS,
+    MAX_SEARCH_RESULTS,
+    MAX_WAIT_SECONDS,
+    Broker,
+    to_message,
+)
 from hyperhive.servers.broker.models import (
     AckResult,
     CancelResult,
     LeaseResult,
     ListMessagesResult,
+    PeekResult,
     PendingCount,
     PostEventResult,
     RecvBatchResult,
     RecvResult,
     Reminder,
     RemindersResult,
+    SearchResult,
     SendResult,
     StatsResult,
     ThreadResult,
 )
-from hyperhive.servers.broker.store import MIGRATIONS
+from hyperhive.servers.broker.store import MIGRATIONS, check_fts5
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent
@@ -52,6 +60,7 @@ Ids = Annotated[list[Id], Field(min_length=1, max_length=100)]
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
+    check_fts5()  # search_messages' index: say so now, not as a failed migration
     kit = ServiceKit("broker", config, MIGRATIONS, clock=clock)
     broker = Broker(kit)
 
@@ -135,6 +144,31 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
     ) -> ListMessagesResult:
         """Messages and their deliveries, oldest first: the newest `limit`, or the `limit` after `since`."""
         return await broker.list_messages(agent, since, thread, limit)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def search_messages(
+        query: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=MAX_QUERY_CHARS,
+                description='words to find (all must match); "an exact phrase" in double quotes, abc* a prefix, '
+                "OR/NOT between words, sender:NAME or body:WORD for one field (SQLite FTS5 syntax)",
+            ),
+        ],
+        agent: Annotated[str | None, Field(description="only messages this name sent or received")] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_RESULTS)] = 50,
+        order: Annotated[
+            Literal["newest", "relevance"], Field(description="newest first (default), or best match first")
+        ] = "newest",
+    ) -> SearchResult:
+        """Search message bodies and senders. You find only messages you sent or received; the operator, all."""
+        return await broker.search(caller(), query, agent, limit, order)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def peek_inbox(limit: Annotated[int, Field(ge=1, le=200)] = 50) -> PeekResult:
+        """Your waiting messages, oldest first, without taking them: they stay unread (recv takes them)."""
+        return await broker.peek(caller(), limit)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def stats() -> StatsResult:

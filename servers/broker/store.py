@@ -9,13 +9,15 @@ the agent registry or settings live in mailbox.py; this module reads and writes 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from hyperhive.servers.common.db import Database, placeholders
-from hyperhive.servers.common.errors import LimitReached, NotFound
+from hyperhive.servers.common.errors import LimitReached, NotFound, Refused
 
 MIGRATIONS: Final = [
     """
@@ -64,7 +66,30 @@ MIGRATIONS: Final = [
     """,
     # The inbox cap counts reminders scheduled for an inbox as already in it.
     "CREATE INDEX reminders_recipient ON reminders (recipient) WHERE state = 'pending';",
+    # Full-text search (search_messages): an external-content FTS5 index over the messages' bodies
+    # and senders, kept in step by triggers (so retention's deletes leave the index too), and built
+    # once from the rows already stored.
+    """
+    CREATE VIRTUAL TABLE messages_fts USING fts5 (
+        body, sender, content = 'messages', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, body, sender) VALUES (new.id, new.body, new.sender);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, body, sender) VALUES ('delete', old.id, old.body, old.sender);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, sender ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, body, sender) VALUES ('delete', old.id, old.body, old.sender);
+        INSERT INTO messages_fts (rowid, body, sender) VALUES (new.id, new.body, new.sender);
+    END;
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    """,
 ]
+
+# How a search result's snippet marks the words that matched.
+MARK_START: Final = "«"
+MARK_END: Final = "»"
 
 # An inbox's open deliveries. INDEXED BY, because without statistics sqlite prefers the primary
 # key and walks the recipient's whole delivered history (30 days of it) to find the few open ones.
@@ -352,6 +377,68 @@ class BrokerStore:
 
         return await self.db.read(read)
 
+    async def search(
+        self,
+        query: str,
+        viewer: str | None,
+        agent: str | None,
+        limit: int,
+        order: Literal["newest", "relevance"],
+        timeout: float,
+    ) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+        """Messages matching the FTS5 `query` that `viewer` may see (None: everything), with a
+        `snippet` column, and the delivery rows the viewer may see. A query that is not valid FTS5,
+        or runs past `timeout` seconds, is Refused with how to write it."""
+        params = {"query": query, "everyone": viewer is None, "me": viewer, "agent": agent, "limit": limit}
+        where = ["messages_fts MATCH :query", _VISIBLE]
+        if agent is not None:
+            where.append(
+                "(m.sender = :agent OR EXISTS (SELECT 1 FROM deliveries a WHERE a.message_id = m.id "
+                "AND a.recipient = :agent))"
+            )
+        order_by = "messages_fts.rank, m.id DESC" if order == "relevance" else "m.id DESC"
+        sql = (
+            "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root, "
+            f"snippet(messages_fts, -1, '{MARK_START}', '{MARK_END}', '…', 16) AS snippet "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            f"WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT :limit"
+        )
+
+        def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            deadline = time.monotonic() + timeout
+            # The reader serves every read of the broker: a costly query is cut off, not waited out.
+            conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+            try:
+                rows = conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as e:
+                raise _query_refusal(query, str(e), timeout) from None
+            finally:
+                conn.set_progress_handler(None, 0)
+            ids = [row["id"] for row in rows]
+            deliveries = (
+                conn.execute(
+                    "SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                    f"WHERE d.message_id IN ({placeholders(ids)}) AND (? OR d.recipient = ? OR m.sender = ?) "
+                    "ORDER BY d.recipient",
+                    [*ids, viewer is None, viewer, viewer],
+                ).fetchall()
+                if ids
+                else []
+            )
+            return rows, deliveries
+
+        return await self.db.read(read)
+
+    async def peek(self, recipient: str, limit: int) -> list[sqlite3.Row]:
+        """The recipient's undelivered messages (queued or leased), oldest first, with their delivery's
+        `state` and `lease_until`: read only, so they stay waiting."""
+        return await self.db.fetch_all(
+            "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root, d.state, d.lease_until "
+            "FROM deliveries AS d INDEXED BY deliveries_open JOIN messages m ON m.id = d.message_id "
+            "WHERE d.recipient = ? AND d.state != 'delivered' ORDER BY d.message_id LIMIT ?",
+            (recipient, limit),
+        )
+
     async def stats(self, since: float) -> dict[str, tuple[int, int, int]]:
         """Per name: (undelivered, delivered since `since`, pending reminders owned)."""
 
@@ -394,6 +481,23 @@ class BrokerStore:
         return await self.db.write(tx)
 
 
+def _query_refusal(query: str, error: str, timeout: float) -> Refused:
+    """What to tell the caller whose search query sqlite could not run."""
+    if error == "interrupted":
+        return Refused(
+            f"the search for {query!r} took longer than {timeout:g} s and was stopped; make it narrower "
+            "(more words, fewer prefixes like abc*, or an agent)"
+        )
+    how = (
+        'Put words with punctuation in double quotes ("foo-bar", "v1.2"), double a quote inside them '
+        '(""), write AND, OR, NOT in capitals between words only, and prefix a column only with body: or '
+        "sender: (sender:manager). Plain words match messages holding all of them; abc* matches a prefix."
+    )
+    if error.startswith(("fts5:", "no such column", "unterminated string", "unknown special query")):
+        return Refused(f"not a search query sqlite can read ({error}): {query!r}. {how}")
+    return Refused(f"the search for {query!r} failed ({error}). {how}")
+
+
 def _listed(ids: Sequence[int]) -> str:
     return ", ".join(map(str, ids))
 
@@ -409,3 +513,16 @@ def inbox_loads(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str
         [*recipients, *recipients],
     )
     return {name: count for name, count in rows}
+
+
+def check_fts5() -> None:
+    """Raise RuntimeError, saying what to do, if this Python's sqlite lacks FTS5 (message search needs it)."""
+    try:
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            conn.execute("CREATE VIRTUAL TABLE probe USING fts5 (body)")
+    except sqlite3.OperationalError as e:
+        raise RuntimeError(
+            f"this Python's sqlite ({sqlite3.sqlite_version}) has no FTS5 ({e}), which the broker needs for "
+            "search_messages: run hyperhive on a Python whose sqlite3 is built with FTS5 (Debian's, Ubuntu's, "
+            "Nix's and python.org's are)"
+        ) from None

@@ -1,7 +1,8 @@
-"""Messages: `hive send` and `inbox` as the operator; the hidden `debug send|recv` as anyone."""
+"""Messages: `hive send`, `inbox` and `search` as the operator; the hidden `debug send|recv` as anyone."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from hyperhive.servers.cli.base import (
     json_option,
     main,
 )
-from hyperhive.servers.common.formatting import when
+from hyperhive.servers.common.formatting import plural, when
 from hyperhive.servers.common.names import OPERATOR
 
 if TYPE_CHECKING:
@@ -36,10 +37,24 @@ def send(to: str, text: tuple[str, ...], reply_to: int | None, home: Path) -> No
 
 @main.command()
 @click.option("--wait", type=click.FloatRange(0, 180), default=0, show_default=True, help="Seconds to wait.")
+@click.option("--peek", is_flag=True, help="Only look: show what waits (up to 50) and leave it unread.")
 @json_option
 @home_option
-def inbox(wait: float, as_json: bool, home: Path) -> None:
-    """Take the operator's messages (up to 50), waiting up to --wait seconds for the first."""
+def inbox(wait: float, peek: bool, as_json: bool, home: Path) -> None:
+    """Take the operator's messages (up to 50), waiting up to --wait seconds for the first.
+
+    \b
+    Examples:
+      hive inbox               take and show them; they are read now
+      hive inbox --wait 60     wait up to a minute for the first
+      hive inbox --peek        show what waits, oldest first, and leave it unread
+      hive inbox --json        take them and print them as one JSON array
+    """
+    if peek:
+        if wait:
+            fail("--peek does not wait: it shows what waits now (drop --wait)")
+        _peek(home, as_json)
+        return
 
     def show(messages: list[Message], queued: int) -> None:
         if as_json:
@@ -54,6 +69,66 @@ def inbox(wait: float, as_json: bool, home: Path) -> None:
             click.echo(f"◆ {queued} more waiting")
 
     _receive(home, 50, wait, OPERATOR, show)
+
+
+def _peek(home: Path, as_json: bool) -> None:
+    peeked = call_hive(home, lambda hive: hive.broker.peek_inbox(50))
+    if as_json:
+        echo_json(peeked.messages)
+        return
+    for message in peeked.messages:
+        reply = f" (re #{message.in_reply_to})" if message.in_reply_to else ""
+        taken = f" [taken, not acked; back at {when(message.lease_until)}]" if message.state == "leased" else ""
+        click.echo(f"#{message.id} {when(message.sent_at)} {message.sender}{reply}{taken}: {message.body}")
+    total = peeked.queued + peeked.leased
+    if not total:
+        click.echo("◆ no messages waiting")
+    else:
+        more = f", {total - len(peeked.messages)} not shown" if total > len(peeked.messages) else ""
+        click.echo(f"◆ {plural(total, 'message')} waiting{more}; still unread (`hive inbox` takes them)")
+
+
+@main.command()
+@click.argument("query", nargs=-1, required=True)
+@click.option("--agent", help="Only messages this agent (or operator, system) sent or received.")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="At most this many.")
+@click.option("--relevance", is_flag=True, help="Best match first (default: newest first).")
+@click.option("--json", "as_json", is_flag=True, help="The hits as one JSON array (full bodies, deliveries).")
+@home_option
+def search(query: tuple[str, ...], agent: str | None, limit: int, relevance: bool, as_json: bool, home: Path) -> None:
+    """Search every message's body and sender (SQLite FTS5): words all match, newest first.
+
+    \b
+    Examples:
+      hive search deploy failed              both words, anywhere in a message
+      hive search '"deploy-bot"'             punctuation: a phrase in double quotes
+      hive search 'disk OR memory' --agent alice
+      hive search sender:manager budget*     a field, and a prefix
+    """
+    words = " ".join(query)
+    if not words.strip():
+        fail("give the words to look for: hive search deploy failed")
+    try:
+        found = call_hive(
+            home,
+            lambda hive: hive.broker.search_messages(
+                words, agent=agent, limit=limit, order="relevance" if relevance else "newest"
+            ),
+        )
+    except click.ClickException as e:
+        if "not a search query" in e.message:
+            fail(f"{e.message}\nIn a shell, wrap such a query in single quotes: hive search '\"foo-bar\"'")
+        raise
+    if as_json:
+        click.echo(json.dumps([hit.model_dump(mode="json") for hit in found.messages], indent=2))
+        return
+    for hit in found.messages:
+        to = "*" if hit.broadcast else ",".join(d.to for d in hit.deliveries) or "?"
+        snippet = " ".join(hit.snippet.split())  # one line per hit
+        click.echo(f"#{hit.id} {when(hit.sent_at)} {hit.sender} → {to}: {snippet}")
+    click.echo(
+        f"◆ {plural(len(found.messages), 'message')} found" + (" (the limit)" if len(found.messages) == limit else "")
+    )
 
 
 def _receive(home: Path, limit: int, wait: float, as_name: str, show: Callable[[list[Message], int], None]) -> None:

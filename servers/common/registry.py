@@ -66,6 +66,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "remind": AGENT,
             "list_my_reminders": AGENT,
             "cancel_reminder": AGENT,
+            "search_messages": AGENT,  # an agent finds only its own mail; the operator, everyone's
+            "peek_inbox": OPERATOR,  # read the operator's inbox without taking it (agents have recv)
             "list_messages": OPERATOR_AND_SERVICE,
             "stats": OPERATOR_AND_SERVICE,
             "post_event": SERVICE,

@@ -96,10 +96,11 @@ async def test_agent_sees_only_its_tools_and_is_refused_the_rest(hive: Hive, bro
     tools = set(await broker.client(alice).list_tools())
     assert tools == {
         "send", "recv", "recv_batch", "ack", "lease", "pending_count", "thread",
-        "remind", "list_my_reminders", "cancel_reminder",
+        "remind", "list_my_reminders", "cancel_reminder", "search_messages",
     }  # fmt: skip
     for tool, kind in [
         ("list_messages", "operator tool"),
+        ("peek_inbox", "operator tool"),
         ("stats", "operator tool"),
         ("post_event", "service"),
     ]:
@@ -163,5 +164,5 @@ async def test_an_agents_whole_tool_surface_stays_small(hive: Hive, broker: Brok
     tools = json.loads(text)["result"]["tools"]
     # What a model is shown of each tool: its name, description and input schema.
     shown = json.dumps([{k: t[k] for k in ("name", "description", "inputSchema")} for t in tools])
-    assert len(tools) == 10
+    assert len(tools) == 11
     assert len(shown) < 2_500 * 3.5, f"{len(shown)} characters ≈ {len(shown) / 3.5:.0f} tokens"

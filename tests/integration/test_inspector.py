@@ -31,8 +31,8 @@ def inspector(url: str, token: str, *args: str) -> subprocess.CompletedProcess[s
 @pytest.mark.parametrize(
     ("principal", "expected"),
     [
-        ("operator", {"send", "recv", "list_messages", "stats"}),
-        ("alice", {"send", "recv", "recv_batch", "ack", "thread", "remind"}),
+        ("operator", {"send", "recv", "list_messages", "stats", "search_messages", "peek_inbox"}),
+        ("alice", {"send", "recv", "recv_batch", "ack", "thread", "remind", "search_messages"}),
         ("service:approvals", {"post_event"}),  # exactly what the approvals server calls
     ],
 )

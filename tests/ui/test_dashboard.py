@@ -18,7 +18,6 @@ from uitest import LOGIN_CODE, log_in
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
-from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -191,20 +190,6 @@ async def test_questions_are_on_every_page_and_answered_with_options(
     await user.should_see("which regions? · answered: eu, asia", retries=50)
 
 
-async def test_messages_compose_filter_and_follow_a_thread(user: User, servers: Servers, password: str) -> None:
-    await log_in(user, password)
-    await user.open("/messages")
-    user.find(marker="compose-body").type("hello manager")
-    user.find(marker="compose-send").click()
-    await user.should_see("sent")
-    await user.should_see("operator → manager: hello manager", retries=50)
-    # max=50: the earlier tests' helper events (spawned, approval_resolved, destroyed...) queue before it.
-    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=50)
-    [mine] = [m for m in inbox["messages"] if m["body"] == "hello manager"]
-    await servers.call("broker", "send", as_name="manager", to="operator", body="hi back", in_reply_to=mine["id"])
-    await user.should_see(f"manager → operator re #{mine['id']}: hi back", retries=50)
-
-
 async def test_an_agent_page_has_its_log_config_files_and_stats(user: User, servers: Servers, password: str) -> None:
     state = servers.home / "agents" / "manager" / "state"
     (state / "notes.md").write_text("# notes\nremember the milk\n")
@@ -325,39 +310,6 @@ async def test_a_crash_pops_up_a_toast(user: User, servers: Servers, password: s
     await servers.call("lifecycle", "destroy", name="fred", purge=True)
 
 
-async def test_the_operator_inbox_replies_and_marks_read(user: User, servers: Servers, password: str) -> None:
-    await servers.call("broker", "recv_batch", max=50)  # what earlier tests sent the operator: read
-    asked = await servers.call("broker", "send", as_name="manager", to="operator", body="may I spawn three?")
-    await log_in(user, password)
-    await user.open("/messages")
-    await user.should_see(marker="unread", content="1 unread", retries=50)
-    await user.should_see("manager: may I spawn three?")
-    user.find(marker=f"reply-{asked['id']}").click()
-    await user.should_see(marker="replying", content=f"re #{asked['id']}")
-    user.find(marker="compose-body").type("two is enough")
-    user.find(marker="compose-send").click()
-    await user.should_see("sent", retries=50)
-    inbox = await servers.call("broker", "recv_batch", as_name="manager", max=50)
-    [reply] = [m for m in inbox["messages"] if m["body"] == "two is enough"]
-    assert reply["in_reply_to"] == asked["id"] and reply["sender"] == "operator"
-
-    user.find(marker="mark-read").click()
-    await user.should_see(marker="unread", content="nothing unread", retries=50)
-    assert (await servers.call("broker", "pending_count")) == {"queued": 0, "leased": 0}
-
-    # The flow filtered to one agent shows what it sent or received, nothing else.
-    await servers.call("lifecycle", "create_agent", name="hal")
-    await servers.call("broker", "send", to="hal", body="hello hal")
-    await user.should_see("operator → hal: hello hal", retries=50)
-    [agent_filter] = user.find(marker="filter-agent").elements
-    agent_filter.set_value("hal")  # type: ignore[attr-defined]
-    await user.should_not_see("manager → operator: may I spawn three?")  # the flow; the inbox above keeps it
-    await user.should_see("operator → hal: hello hal")
-    agent_filter.set_value("everyone")  # type: ignore[attr-defined]
-    await user.should_see("manager → operator: may I spawn three?")
-    await servers.call("lifecycle", "destroy", name="hal", purge=True)
-
-
 async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, password: str) -> None:
     """Two turns reported by the harness's own recorder, as the manager, to the lifecycle server."""
     lifecycle = LifecycleClient.for_server(servers.config, servers.token("manager"))
@@ -384,18 +336,6 @@ async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, pas
     assert tools.options["series"][0]["data"] == [2, 1]  # type: ignore[attr-defined]
     [tokens] = [c for c in charts if c.options["title"]["text"] == "tokens and cost"]  # type: ignore[attr-defined]
     assert [series["name"] for series in tokens.options["series"]] == ["tokens in", "tokens out", "cost $"]  # type: ignore[attr-defined]
-
-
-async def test_an_open_message_flow_keeps_only_the_newest(user: User, servers: Servers, password: str) -> None:
-    await log_in(user, password)
-    await user.open("/messages")
-    async with HiveClient.for_server(servers.config, "broker", servers.token("operator")) as broker:
-        for n in range(520):
-            await broker.call("send", {"to": "manager", "body": f"flood {n:03d}"})
-    await user.should_see("operator → manager: flood 519", retries=100)
-    await user.should_see("operator → manager: flood 020")
-    await user.should_not_see("operator → manager: flood 019")  # the page keeps the newest 500 lines
-    await servers.call("broker", "recv_batch", as_name="manager", max=50)
 
 
 async def test_a_paused_agent_shows_its_cost_and_the_operator_resumes_it(

@@ -237,8 +237,8 @@ def test_widenings_are_read_from_the_parsed_configs() -> None:
         'allowed_recipients: + "operator"'
     ]
     assert _widenings('[tools]\nbroker = ["recv"]', 'model = "opus"') == [
-        "tools.broker: + ack, cancel_reminder, lease, list_my_reminders, pending_count, recv_batch, remind, send, "
-        "thread"
+        "tools.broker: + ack, cancel_reminder, lease, list_my_reminders, pending_count, recv_batch, remind, "
+        "search_messages, send, thread"
     ]  # leaving a server out gives the role's defaults back
     http = '[mcp_servers.web]\ntype = "http"\nurl = "http://127.0.0.1:9000/mcp"\n'
     assert _widenings(http, http.replace("9000", "9001")) == [

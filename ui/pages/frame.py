@@ -15,7 +15,7 @@ from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.hive_view import STALE_SECONDS, HiveView, Notice, ServerHealth
 from hyperhive.ui.pages.agent import agent_page
 from hyperhive.ui.pages.approvals import approvals_page
-from hyperhive.ui.pages.messages import messages_page
+from hyperhive.ui.pages.messages import MESSAGES_CSS, messages_page
 from hyperhive.ui.pages.questions import question_card, questions_page
 from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
 from hyperhive.ui.pages.shared import shared_page
@@ -36,7 +36,12 @@ def frame(hive: HiveView) -> None:
     ui.dark_mode(True)
     ui.add_css(
         ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
-        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS + REPOS_CSS + STALE_CSS + HEALTH_CSS
+        " .hh-question { border-left: 4px solid var(--q-warning); }"
+        + SWARM_CSS
+        + REPOS_CSS
+        + STALE_CSS
+        + HEALTH_CSS
+        + MESSAGES_CSS
     )
 
     with ui.header().classes("items-center gap-x-4 gap-y-1 py-1 bg-grey-10 wrap"):
@@ -127,7 +132,7 @@ def frame(hive: HiveView) -> None:
                 "/shared": shared_page,
             },
             data={"hive": hive},  # each page's `hive` parameter
-        )
+        ).classes("w-full")  # pages are as wide as the window, not as their content
 
 
 def _enable_desktop_notifications() -> None:
