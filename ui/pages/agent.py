@@ -41,7 +41,7 @@ NAME_SHOWN: Final = 60  # of an unknown name in the 404 page
 NOTES: Final = "notes.md"
 
 AGENT_CSS = """
-.hh-log { height: calc(100vh - 19rem); min-height: 18rem; font-size: 0.8rem; }
+.hh-log { height: calc(100vh - 22rem); min-height: 18rem; font-size: 0.8rem; }
 .hh-log .q-scrollarea__content { white-space: pre-wrap; overflow-wrap: anywhere; width: 100%; }
 .hh-log .q-scrollarea__content > div { min-width: 0; }
 .hh-facts { display: flex; flex-wrap: wrap; column-gap: 1.25rem; row-gap: 0.25rem; }
@@ -165,7 +165,7 @@ class AgentPage:
         self.reads = hive.lifecycle.with_timeout(READ_SECONDS)
         self.agent = hive.state.agents[name]
         self.header()
-        with ui.tabs().classes("w-full").props("align=left dense") as tabs:
+        with ui.tabs().classes("w-full").props("align=left dense mobile-arrows") as tabs:
             for tab in ("log", "messages", "files", "stats", "config"):
                 ui.tab(tab).mark(f"tab-{tab}")
         with ui.tab_panels(tabs, value="log").classes("w-full").props("keep-alive"):

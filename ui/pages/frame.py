@@ -94,7 +94,7 @@ def frame(hive: HiveView) -> None:
                 "/shared": shared_page,
             },
             data={"hive": hive},  # each page's `hive` parameter
-        )
+        ).classes("w-full")  # as wide as the window, not as its widest content: a phone scrolls no sideways
 
 
 def _enable_desktop_notifications() -> None:
