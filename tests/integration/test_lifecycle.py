@@ -496,7 +496,7 @@ async def test_list_state_dir_lists_one_level_without_following_links(hivemind: 
     assert top["path"] == "" and not top["truncated"]
     assert kinds["notes.md"] == ("file", 8) and kinds["sub"][0] == "dir"
     assert kinds["link"][0] == "link" and kinds["pipe"][0] == "other"
-    assert [e["name"] for e in top["entries"]][0] == "sub"  # directories first
+    assert top["entries"][0]["name"] == "sub"  # directories first
     sub = await hivemind.call("list_state_dir", name="alice", path="sub/")
     assert sub["path"] == "sub" and [e["name"] for e in sub["entries"]] == ["deep.md"]
     refusals = {
