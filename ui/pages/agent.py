@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from fastmcp.exceptions import ToolError
-from nicegui import context, ui
+from nicegui import Event, context, ui
 
 from hyperhive.servers.broker.models import ListedMessage
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
@@ -110,6 +110,19 @@ async def quietly(call: Awaitable[T]) -> T | None:
         return None
 
 
+def while_shown(element: ui.element, event: Event[T], callback: Callable[[T], Any]) -> None:
+    """Subscribe `callback` to `event` until `element` is deleted. NiceGUI unsubscribes when the
+    browser tab goes; a sub-page's elements go before that, when the operator navigates away."""
+
+    def handler(value: T) -> Any:
+        if element.is_deleted:
+            event.unsubscribe(handler)
+            return None
+        return callback(value)
+
+    event.subscribe(handler)
+
+
 def agent_page(hive: HiveView, name: str) -> Awaitable[None] | None:
     ui.add_css(AGENT_CSS)
     if name in hive.state.agents:
@@ -180,8 +193,8 @@ class AgentPage:
             with ui.tab_panel("config").classes("px-0"):
                 applied_config(hive, name)
         self.show(self.agent)
-        hive.agent_changed.subscribe(self.changed)
-        hive.agent_removed.subscribe(self.removed)
+        while_shown(self.state, hive.agent_changed, self.changed)
+        while_shown(self.state, hive.agent_removed, self.removed)
         ui.timer(1.0, self.tick)
 
     # ------------------------------------------------------------------------------ the header
@@ -360,20 +373,25 @@ class MessagesPanel:
             with ui.column().classes("min-w-0 gap-1").style("flex: 1 1 18rem"):
                 ui.label("threads").classes("text-grey-4 text-base")
                 self.threads = ui.column().classes("w-full gap-1").mark("agent-threads")
-        hive.messages_added.subscribe(self.passing)
-        hive.agent_changed.subscribe(self.changed)
+        self.loading = asyncio.Lock()
+        while_shown(self.inbox, hive.messages_added, self.passing)
+        while_shown(self.inbox, hive.agent_changed, self.changed)
         ui.timer(0.1, self.load, once=True)
 
-    def passing(self, messages: list[ListedMessage]) -> None:
+    async def passing(self, messages: list[ListedMessage]) -> None:
         if any(m.sender == self.name or self.name in [d.to for d in m.deliveries] for m in messages):
-            ui.timer(0.1, self.load, once=True)
+            await self.load()
 
-    def changed(self, agent: SwarmAgent) -> None:
+    async def changed(self, agent: SwarmAgent) -> None:
         if agent.info.name == self.name and agent.pending != self.pending:
             self.pending = agent.pending
-            ui.timer(0.1, self.load, once=True)
+            await self.load()
 
     async def load(self) -> None:
+        async with self.loading:  # one at a time: the last one read shows
+            await self._load()
+
+    async def _load(self) -> None:
         reads = self.hive.broker.with_timeout(READ_SECONDS)
         result = await quietly(reads.list_messages(agent=self.name, limit=MESSAGES_READ))
         if result is None:
