@@ -42,6 +42,7 @@ def ada(dashboard: Servers) -> Servers:
             await asyncio.sleep(0.1)
 
     asyncio.run(spawn())
+    asyncio.run(dashboard.call("broker", "send", to="ada", body=f"please read this: {LONG_WORD}"))
     state = dashboard.home / "agents" / "ada" / "state"
     (state / "notes.md").write_text("# notes\n- the plan is in work/plan.md\n")
     (state / "work").mkdir(exist_ok=True)
@@ -75,6 +76,11 @@ async def test_the_log_fills_the_page_wraps_and_never_scrolls_sideways(
         assert box is not None and box["height"] >= 0.5 * SIZES[size][1], box  # the page's height, not 300 px
         assert await page.evaluate(SIDEWAYS) <= 0, await page.evaluate(WIDE)  # the 300-character word wraps
         await shot(page, f"agent-log-{size}")
+        await page.get_by_role("tab", name="messages").click()
+        await expect(page.get_by_text(f"please read this: {LONG_WORD}")).to_be_visible()
+        await expect(page.get_by_text("unread", exact=True)).to_be_visible()
+        assert await page.evaluate(SIDEWAYS) <= 0, await page.evaluate(WIDE)
+        await shot(page, f"agent-messages-{size}")
         await page.get_by_role("tab", name="files").click()
         await expect(page.get_by_text("the plan is in work/plan.md")).to_be_visible()
         await page.get_by_text("work/", exact=True).click()

@@ -5,6 +5,7 @@ and the 404 page of an unknown name."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from hivetest import Servers
@@ -12,6 +13,7 @@ from nicegui.testing import User
 from uitest import log_in
 
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.ui.hive_view import HiveView
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +175,28 @@ async def test_an_unknown_agent_is_a_404_page(user: User, servers: Servers, pass
     assert back.props["href"] == "/"
     response = await user.http_client.get("/agent/manager")
     assert response.status_code == 200
+
+
+async def test_leaving_the_page_drops_its_subscriptions(user: User, servers: Servers, password: str) -> None:
+    """Navigating inside the dashboard deletes the page, not the browser tab: its handlers go at the
+    next event instead of piling up with each visit."""
+    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView)]
+
+    def mine() -> int:
+        pages = ("while_shown", "AgentPage.", "MessagesPanel.")  # the agent page's handlers, however subscribed
+        return sum(any(p in c.func.__qualname__ for p in pages) for c in hive.agent_changed.callbacks)
+
+    await log_in(user, password)
+    for _ in range(3):
+        user.navigate.to("/agent/manager")
+        await user.should_see(marker="agent-state", retries=50)
+        user.navigate.to("/")
+        await user.should_see("◆ swarm", retries=50)
+    user.navigate.to("/agent/manager")
+    await user.should_see(marker="agent-state", retries=50)
+    await servers.call("lifecycle", "set_model", name="manager", model="haiku")  # an agent_changed event
+    try:
+        await user.should_see(marker="agent-model", content="model haiku", retries=50)
+        assert mine() == 2  # the page shown: its header's and its inbox's
+    finally:
+        await servers.call("lifecycle", "set_model", name="manager", model=None)
