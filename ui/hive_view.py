@@ -172,6 +172,7 @@ class HiveView:
         self.repos_changed = Event[list[Repo]]()
         self.health_changed = Event[dict[str, ServerHealth]]()  # a server went up, slow or down
         self.notice = Event[Notice]()
+        self.first_poll = asyncio.Event()  # lifecycle's first poll is over (answered or not): agents are known
         self._listing: AgentList | None = None
         self._stats: StatsResult | None = None
         self._since: int | None = None
@@ -231,6 +232,8 @@ class HiveView:
                 task.cancel()
                 raise
             self._answered(server, task, time.monotonic() - started)
+            if server == "lifecycle":
+                self.first_poll.set()
 
     def _waiting(self, server: str, started: float) -> None:
         """A poll is waiting for `server`: slow after SLOW_SECONDS; down ("not answering") once the

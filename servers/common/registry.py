@@ -98,6 +98,7 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "diff_commit": MANAGER_OPERATOR_AND_SERVICE,
             "create_draft": OPERATOR_AND_SERVICE,
             "read_state_file": OPERATOR,
+            "list_state_dir": OPERATOR,
             "audit": OPERATOR,
             "record_turn": HARNESS,
             "budget_check": HARNESS,

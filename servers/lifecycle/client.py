@@ -30,6 +30,7 @@ from hyperhive.servers.lifecycle.models import (
     SessionReset,
     SharedDir,
     SharedFile,
+    StateDir,
     StateFile,
     TerminalClosed,
     TerminalOutput,
@@ -63,6 +64,9 @@ class LifecycleClient(ServerClient):
 
     async def read_state_file(self, name: str, path: str) -> StateFile:
         return await self._call("read_state_file", StateFile, name=name, path=path)
+
+    async def list_state_dir(self, name: str, path: str = "") -> StateDir:
+        return await self._call("list_state_dir", StateDir, name=name, path=path)
 
     async def shared_files(self, path: str = "") -> SharedDir:
         return await self._call("shared_files", SharedDir, path=path)

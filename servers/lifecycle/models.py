@@ -227,7 +227,24 @@ class StateFile(BaseModel):
     name: str
     path: str
     size: int
-    text: str
+    text: str  # '' when binary
+    binary: bool = False  # NUL bytes or not UTF-8: not shown as text
+
+
+class FileEntry(BaseModel):
+    """One entry of a directory an agent writes, as lstat sees it."""
+
+    name: str
+    kind: Literal["file", "dir", "link", "other"]  # a link is shown, never followed
+    size: int
+    modified: str  # ISO 8601 UTC
+
+
+class StateDir(BaseModel):
+    name: str  # the agent
+    path: str  # relative to its state dir; "" its top
+    entries: list[FileEntry]  # directories first, then by name
+    truncated: bool = False  # more entries than a listing returns
 
 
 class TurnCancelled(BaseModel):
@@ -246,11 +263,7 @@ class AuditLog(BaseModel):
 
 
 # ------------------------------------------------------------------------------ the shared workspace, read-only
-class SharedEntry(BaseModel):
-    name: str
-    kind: Literal["file", "dir", "link", "other"]  # a link is shown, never followed
-    size: int
-    modified: str  # ISO 8601 UTC
+class SharedEntry(FileEntry):
     owner: str  # the agent whose uid wrote it, else the uid as a number
 
 

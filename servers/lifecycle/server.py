@@ -1,8 +1,8 @@
 """The lifecycle server's MCP tools: thin wrappers over AgentSupervisor.
 
 Reads are for the manager and the operator (and services); actions for the operator and the
-approvals server; apply_commit only for the approvals server; read_state_file only for the
-operator. The catalog in servers/common/catalog.py says so and the allow-list enforces it.
+approvals server; apply_commit only for the approvals server; read_state_file and list_state_dir only
+for the operator. The catalog in servers/common/catalog.py says so and the allow-list enforces it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from hyperhive.servers.common import audit as audit_trail
 from hyperhive.servers.common.clock import Clock, iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig, Usd
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.files import UnsafeFile, read_agent_file_async
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
@@ -52,6 +51,7 @@ from hyperhive.servers.lifecycle.models import (
     SessionReset,
     SharedDir,
     SharedFile,
+    StateDir,
     StateFile,
     TerminalClosed,
     TerminalOutput,
@@ -63,6 +63,7 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import PEER_STATE
 from hyperhive.servers.lifecycle.shared_view import shared_dir, shared_file
 from hyperhive.servers.lifecycle.spending import SpendSheet
+from hyperhive.servers.lifecycle.state_view import state_dir, state_file
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow
 from hyperhive.servers.lifecycle.supervisor import AgentSupervisor
 from hyperhive.servers.lifecycle.terminal import INPUT_MAX, WAIT_MAX_MS
@@ -72,11 +73,11 @@ INSTRUCTIONS = (
     "The hyperhive lifecycle server: the agents' sandboxes, their config repos, crashes and logs. "
     "list_agents for an overview, agent_status and logs for one agent."
 )
-STATE_FILE_CAP = 1024 * 1024
 
 log = logging.getLogger("hyperhive.lifecycle")
 
 Name = Annotated[str, Field(description="agent name")]
+StatePath = Annotated[str, Field(max_length=4096, description="relative to its state dir, e.g. notes.md")]
 Since = Annotated[str | None, Field(description="ISO 8601 time, e.g. 2026-11-21T15:30:00Z")]
 Sha = Annotated[str, Field(description="a commit of its proposed repo")]
 Session = Annotated[str, Field(min_length=1, max_length=64, description="terminal_open's session")]
@@ -414,22 +415,23 @@ def create(
         return Applied(name=name, proposed_sha=proposed, applied_sha=applied, already_applied=already)
 
     @mcp.tool(annotations={"readOnlyHint": True})
-    async def read_state_file(
-        name: Name, path: Annotated[str, Field(description="relative to its state dir")]
-    ) -> StateFile:
-        """Read a text file from an agent's state dir (regular files up to 1 MiB; no links)."""
+    async def read_state_file(name: Name, path: StatePath) -> StateFile:
+        """Read a file of an agent's state dir (regular files up to 1 MiB; no links; binary said so)."""
         async with audited("read_state_file", name, f"path={path[:300]}"):
             await supervisor.row(name)
-            paths = AgentPaths.of(config, name)
-            try:
-                data = await read_agent_file_async(paths.root, paths.state.name, path, cap=STATE_FILE_CAP)
-            except UnsafeFile as e:
-                raise Refused(str(e)) from None
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                raise Refused(f"{path} is not UTF-8 text ({len(data):,} bytes)") from None
-        return StateFile(name=name, path=path, size=len(data), text=text)
+            return await state_file(AgentPaths.of(config, name), path)
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def list_state_dir(
+        name: Name,
+        path: Annotated[
+            str, Field(max_length=4096, description="a directory relative to its state dir; '' its top")
+        ] = "",
+    ) -> StateDir:
+        """One directory of an agent's state dir: names, kinds, sizes, times (links shown, never
+        followed; up to 1,000 entries, truncated says there were more)."""
+        await supervisor.row(name)
+        return await state_dir(AgentPaths.of(config, name), path)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def audit(

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.errors import NotFound, Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, list_agent_dir_async, read_agent_file_async
 from hyperhive.servers.lifecycle.host_binds import SHARED_DIR
 from hyperhive.servers.lifecycle.models import SharedDir, SharedEntry, SharedFile
+from hyperhive.servers.lifecycle.state_view import file_entry, relative_dir
 
 SHARED_FILE_CAP: Final = 1024 * 1024  # a file the dashboard shows; a bigger one is refused saying so
 SHARED_LIST_LIMIT: Final = 1000  # entries of one listing
@@ -20,7 +20,7 @@ SHARED_LIST_LIMIT: Final = 1000  # entries of one listing
 
 async def shared_dir(home: Path, path: str, owners: dict[int, str]) -> SharedDir:
     """The entries of `path` ("" the top) in the shared workspace; none while it is not made yet."""
-    relative = path.strip().strip("/") if path.strip() not in ("", ".") else ""
+    relative = relative_dir(path)
     try:
         entries, truncated = await list_agent_dir_async(home, SHARED_DIR, relative, limit=SHARED_LIST_LIMIT)
     except FileMissing as e:
@@ -32,13 +32,7 @@ async def shared_dir(home: Path, path: str, owners: dict[int, str]) -> SharedDir
     return SharedDir(
         path=relative,
         entries=[
-            SharedEntry(
-                name=entry.name,
-                kind=entry.kind,
-                size=entry.size,
-                modified=iso(entry.modified),
-                owner=owners.get(entry.uid, str(entry.uid)),
-            )
+            SharedEntry(**file_entry(entry).model_dump(), owner=owners.get(entry.uid, str(entry.uid)))
             for entry in entries
         ],
         truncated=truncated,

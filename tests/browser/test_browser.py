@@ -148,11 +148,10 @@ async def test_every_page_renders_without_browser_errors(page: Page, dashboard: 
     await expect(page.get_by_text('role = "manager"')).to_be_visible()
     await shot(page, "agent-config")
     await page.get_by_role("tab", name="files").click()
-    await page.get_by_role("button", name="read").click()
-    await expect(page.get_by_text("remember the milk")).to_be_visible()
+    await expect(page.get_by_text("remember the milk")).to_be_visible()  # notes.md opens by itself
     await shot(page, "agent-files")
     await page.get_by_role("tab", name="stats").click()
-    await expect(page.get_by_text(re.compile(r"\d+ turns · \d+ errors"))).to_be_visible()
+    await expect(page.get_by_text(re.compile(r"no turns recorded yet|\d+ turns? · \d+ errors?"))).to_be_visible()
     await page.wait_for_timeout(500)  # the charts' first frame
     await shot(page, "agent-stats")
     assert errors == []

@@ -74,7 +74,15 @@ LIFECYCLE_ACTIONS = {
             "operator",
             LIFECYCLE_READS
             | LIFECYCLE_ACTIONS
-            | {"read_state_file", "diff_commit", "create_draft", "audit", "set_budget", "resume_agent"}
+            | {
+                "read_state_file",
+                "list_state_dir",
+                "diff_commit",
+                "create_draft",
+                "audit",
+                "set_budget",
+                "resume_agent",
+            }
             | {"add_peer", "remove_peer"}
             | {"shared_files", "read_shared_file"}
             | {"terminal_open", "terminal_io", "terminal_resize", "terminal_close"},

@@ -98,7 +98,7 @@ async def test_an_env_file_reaches_the_harness_and_a_broken_one_refuses_the_star
     ],
 )
 async def test_names_are_checked_at_every_tool(hivemind: Hivemind, name: str, error: str) -> None:
-    for tool in ("agent_status", "start", "stop", "logs", "agent_config", "read_state_file"):
+    for tool in ("agent_status", "start", "stop", "logs", "agent_config", "read_state_file", "list_state_dir"):
         arguments: dict[str, Any] = {"name": name}
         if tool == "read_state_file":
             arguments["path"] = "notes.md"
@@ -457,7 +457,7 @@ async def test_read_state_file_refuses_what_is_not_a_plain_file_inside(hivemind:
     (state / "binary").write_bytes(b"\xff\xfe\x00")
 
     read = await hivemind.call("read_state_file", name="alice", path="notes.md")
-    assert read == {"name": "alice", "path": "notes.md", "size": 16, "text": "# notes\nall good"}
+    assert read == {"name": "alice", "path": "notes.md", "size": 16, "text": "# notes\nall good", "binary": False}
     assert (await hivemind.call("read_state_file", name="alice", path="sub/deep.md"))["text"] == "deep"
     refusals = {
         "../../secret": "contains '..'",
@@ -470,12 +470,50 @@ async def test_read_state_file_refuses_what_is_not_a_plain_file_inside(hivemind:
         "sub": "is a directory",
         "missing.md": "does not exist",
         "big.md": "1,048,577 bytes; files up to 1,048,576 bytes",
-        "binary": "is not UTF-8 text",
         "": "give a path relative",
     }
     for path, error in refusals.items():
         with pytest.raises(ToolError, match=error):
             await hivemind.call("read_state_file", name="alice", path=path)
+    # Binary is said, without its bytes: NUL bytes, or bytes that are not UTF-8.
+    (state / "nul.txt").write_bytes(b"text\0more")
+    for path, size in (("binary", 3), ("nul.txt", 9)):
+        read = await hivemind.call("read_state_file", name="alice", path=path)
+        assert (read["binary"], read["size"], read["text"]) == (True, size, "")
+
+
+async def test_list_state_dir_lists_one_level_without_following_links(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    state = AgentPaths.of(hivemind.hive.config, "alice").state
+    (state / "notes.md").write_text("# notes\n")
+    (state / "sub").mkdir()
+    (state / "sub" / "deep.md").write_text("deep")
+    (state / "link").symlink_to("/etc")
+    os.mkfifo(state / "pipe")
+
+    top = await hivemind.call("list_state_dir", name="alice")
+    kinds = {e["name"]: (e["kind"], e["size"]) for e in top["entries"]}
+    assert top["path"] == "" and not top["truncated"]
+    assert kinds["notes.md"] == ("file", 8) and kinds["sub"][0] == "dir"
+    assert kinds["link"][0] == "link" and kinds["pipe"][0] == "other"
+    assert top["entries"][0]["name"] == "sub"  # directories first
+    sub = await hivemind.call("list_state_dir", name="alice", path="sub/")
+    assert sub["path"] == "sub" and [e["name"] for e in sub["entries"]] == ["deep.md"]
+    refusals = {
+        "link": "is a symbolic link",
+        "../..": "contains '..'",
+        "/etc": "no directory 'etc'",  # relative to the state dir, never the host's /etc
+        "notes.md": "is not a directory",
+        "missing": "has no directory 'missing'",
+        "x" * 5000: "at most 4096 characters",
+    }
+    for path, error in refusals.items():
+        with pytest.raises(ToolError, match=error):
+            await hivemind.call("list_state_dir", name="alice", path=path)
+    for many in range(1001):
+        (state / "sub" / f"f{many:04d}").touch()
+    crowded = await hivemind.call("list_state_dir", name="alice", path="sub")
+    assert len(crowded["entries"]) == 1000 and crowded["truncated"]
 
 
 async def test_needs_update_and_rebuild_stale(hivemind: Hivemind) -> None:

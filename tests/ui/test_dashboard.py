@@ -190,25 +190,6 @@ async def test_questions_are_on_every_page_and_answered_with_options(
     await user.should_see("which regions? · answered: eu, asia", retries=50)
 
 
-async def test_an_agent_page_has_its_log_config_files_and_stats(user: User, servers: Servers, password: str) -> None:
-    state = servers.home / "agents" / "manager" / "state"
-    (state / "notes.md").write_text("# notes\nremember the milk\n")
-    await log_in(user, password)
-    await user.open("/agent/manager")
-    await user.should_see("◆ manager")
-    await user.should_see(marker="log")
-    user.find(marker="tab-config").click()
-    await user.should_see('role = "manager"', retries=50)
-    user.find(marker="tab-files").click()
-    user.find(marker="file-read").click()
-    await user.should_see("remember the milk", retries=50)
-    user.find(marker="file-path").clear().type("../../secret")
-    user.find(marker="file-read").click()
-    await user.should_see("contains '..'", retries=50)
-    user.find(marker="tab-stats").click()
-    await user.should_see("0 turns · 0 errors", retries=50)
-
-
 async def test_an_unreachable_server_shows_a_banner_until_it_is_back(
     user: User, servers: Servers, password: str
 ) -> None:
@@ -326,7 +307,7 @@ async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, pas
     await user.should_see(marker="last-turn-manager", content="s ago", retries=50)
     await user.open("/agent/manager")
     user.find(marker="tab-stats").click()
-    await user.should_see(marker="stats-summary", content="2 turns · 1 errors", retries=50)
+    await user.should_see(marker="stats-summary", content="2 turns · 1 error ·", retries=50)
     await user.should_see(marker="stats-summary", content="tokens 900 in / 40 out")
     charts = user.find(kind=ui.echart).elements
     titles = {chart.options["title"]["text"] for chart in charts}  # type: ignore[attr-defined]
