@@ -57,7 +57,7 @@ async def test_the_password_logs_in(page: Page, dashboard: Servers, password: st
 
 
 async def test_a_spawn_request_is_approved(page: Page, dashboard: Servers) -> None:
-    request = await dashboard.call("approvals", "request_spawn", as_name="manager", name="bob")
+    request = await dashboard.call("approvals", "request_spawn", as_name="manager", name="bob", reason="more hands")
     rid = request["id"]
     await open_logged_in(page, dashboard, "/approvals")
     card = page.locator(".q-card").filter(has_text=f"#{rid} spawn · bob")

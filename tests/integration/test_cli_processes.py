@@ -183,8 +183,10 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         await hivemind.create("alice")
         sha = await hivemind.propose("alice", f'model = "opus"\n[sandbox]\ncommand = {toml_list(SLEEPER_ARGV)}\n')
         manager = approvals.client("manager", timeout=60)
-        first = await manager.call("request_apply_commit", {"agent": "alice", "commit_ref": sha})
-        second = await manager.call("request_spawn", {"name": "bob"})
+        first = await manager.call(
+            "request_apply_commit", {"agent": "alice", "commit_ref": sha, "reason": "opus for alice"}
+        )
+        second = await manager.call("request_spawn", {"name": "bob", "reason": "more hands"})
 
         listing = await hive("approvals")
         assert listing.returncode == 0, listing.stderr
@@ -282,7 +284,9 @@ async def test_hive_approve_of_a_request_whose_apply_fails_prints_the_failure_an
 ) -> None:
     hive = _hive_beside(hivemind)
     async with in_process(hivemind.hive, "approvals") as approvals:
-        request = await approvals.client("manager", timeout=60).call("request_spawn", {"name": "bob"})
+        request = await approvals.client("manager", timeout=60).call(
+            "request_spawn", {"name": "bob", "reason": "more hands"}
+        )
         # Meanwhile the operator makes bob otherwise (from a draft): the template spawn cannot be carried out.
         await hivemind.call("create_draft", name="bob")
         await hivemind.call("create_agent", name="bob", sha=await hivemind.propose("bob", 'model = "opus"\n'))
