@@ -1,5 +1,6 @@
-"""The frame around every page: navigation, the "unreachable" banner, the pending questions,
-toasts; the page under it follows the URL (one NiceGUI single-page app)."""
+"""The frame around every page: navigation, the "unreachable" banner, the pending questions (a
+badge in the header, a drawer), toasts; the page under it follows the URL (one NiceGUI
+single-page app)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ from typing import Literal
 
 from nicegui import app, ui
 
-from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.hive_view import HiveView, Notice
 from hyperhive.ui.pages.agent import agent_page
-from hyperhive.ui.pages.approvals import approvals_page
+from hyperhive.ui.pages.approvals import APPROVALS_CSS, approvals_page
 from hyperhive.ui.pages.messages import messages_page
-from hyperhive.ui.pages.questions import question_card, questions_page
+from hyperhive.ui.pages.questions import QUESTIONS_CSS, QuestionQueue, questions_page
 from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
 from hyperhive.ui.pages.shared import shared_page
 from hyperhive.ui.pages.swarm import SWARM_CSS, swarm_page
@@ -24,8 +24,12 @@ def frame(hive: HiveView) -> None:
     ui.dark_mode(True)
     ui.add_css(
         ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
-        " .hh-question { border-left: 4px solid var(--q-warning); }" + SWARM_CSS + REPOS_CSS
+        + SWARM_CSS
+        + REPOS_CSS
+        + APPROVALS_CSS
+        + QUESTIONS_CSS
     )
+    questions = QuestionQueue(hive)
 
     with ui.header().classes("items-center gap-4 py-1 bg-grey-10"):
         ui.link("◆ hyperhive", "/").classes("text-lg text-white no-underline")
@@ -36,12 +40,12 @@ def frame(hive: HiveView) -> None:
         ui.link("repos", "/repos").classes("text-white")
         ui.link("shared", "/shared").classes("text-white")
         ui.space()
+        questions.button()
         ui.button(icon="notifications", on_click=_enable_desktop_notifications).props("flat dense round").tooltip(
             "desktop notifications"
         )
         ui.button("log out", on_click=_logout).props("flat dense")
     banner = ui.label().classes("w-full bg-negative text-white p-2").mark("banner")
-    strip = ui.column().classes("w-full gap-1")
 
     def show_reachability(reachable: dict[str, bool]) -> None:
         down = [server for server, up in reachable.items() if not up]
@@ -51,19 +55,6 @@ def frame(hive: HiveView) -> None:
     def show_counts(*_: object) -> None:
         approvals_link.set_text(f"approvals ({len(hive.state.approvals)})" if hive.state.approvals else "approvals")
         questions_link.set_text(f"questions ({len(hive.state.questions)})" if hive.state.questions else "questions")
-
-    cards: dict[int, ui.card] = {}
-
-    def show_questions(questions: list[PendingQuestion]) -> None:
-        """Add new questions' cards and drop answered ones; a half-typed answer elsewhere stays."""
-        show_counts()
-        pending = {q.id for q in questions}
-        for qid in [qid for qid in cards if qid not in pending]:
-            cards.pop(qid).delete()
-        for question in questions:
-            if question.id not in cards:
-                with strip:
-                    cards[question.id] = question_card(hive, question)
 
     def notify(notice: Notice) -> None:
         colour: Literal["negative", "warning", "info"] = (
@@ -76,9 +67,11 @@ def frame(hive: HiveView) -> None:
         )
 
     show_reachability(hive.state.reachable)
-    show_questions(hive.state.questions)
+    show_counts()
+    questions.show(hive.state.questions)
     hive.reachability_changed.subscribe(show_reachability)
-    hive.questions_changed.subscribe(show_questions)
+    hive.questions_changed.subscribe(show_counts)
+    hive.questions_changed.subscribe(questions.show)
     hive.approvals_changed.subscribe(show_counts)
     hive.notice.subscribe(notify)
     with ui.column().classes("w-full p-4 gap-3"):
