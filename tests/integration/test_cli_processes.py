@@ -196,6 +196,11 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         assert '    +model = "opus"' in lines and '    -model = "sonnet"' in lines
         assert any(line.startswith(f"#{second['id']} spawn bob · asked by manager") for line in lines)
         assert f"    widens sandbox.command: (default) → {shlex.join(SLEEPER_ARGV)}" in lines
+        assert "    why: opus for alice" in lines and "    commit: propose for alice" in lines
+        assert "    why: more hands" in lines  # a spawn: its reason and a summary in place of the diff
+        assert "    role         agent" in lines and "    bash         none" in lines
+        assert '    +role = "agent"' not in lines
+        assert '    +role = "agent"' in (await hive("approvals", "--diff")).stdout.splitlines()
         brief = (await hive("approvals", "--no-diff")).stdout
         assert "+model" not in brief and "    widens sandbox.command: (default) → " in brief
 
@@ -208,7 +213,7 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         denied = await hive("deny", str(second["id"]), "--note", "not now")
         assert denied.stdout == f"◆ #{second['id']} spawn bob: denied\n"
         history = (await hive("approvals", "--history", "5")).stdout.splitlines()
-        assert history[0] == "◆ 2 resolved requests, newest first"
+        assert history[0] == "◆ 2 resolved requests, newest first" and "    why: more hands" in history
         assert history[1].startswith(f"#{second['id']} spawn bob · denied by operator at ") and history[1].endswith(
             ": not now"
         )
