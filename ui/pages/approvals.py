@@ -21,7 +21,7 @@ from hyperhive.ui.hive_view import HiveView
 from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, section
 
 APPROVALS_CSS = (
-    " .hh-why { white-space: pre-wrap; overflow-wrap: anywhere; }"
+    " .hh-why { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0; }"
     " .hh-summary { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; }"
     " .hh-summary > * { overflow-wrap: anywhere; min-width: 0; }"
 )

@@ -38,7 +38,7 @@ class QuestionQueue:
 
     def __init__(self, hive: HiveView) -> None:
         self.hive = hive
-        with ui.right_drawer(value=False, fixed=True, bordered=True).props("width=420 overlay") as drawer:
+        with ui.right_drawer(value=False, fixed=True, bordered=True).props("width=360 overlay") as drawer:
             drawer.classes("bg-grey-10 p-3").mark("questions-drawer")
             with ui.row().classes("items-center w-full"):
                 self.heading = ui.label("questions").classes("text-lg")
