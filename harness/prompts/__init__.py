@@ -18,7 +18,8 @@ def system_prompt(info: HarnessInfo) -> str:
         parts.append(
             f"The agents' proposed config repos are {info.agents_dir}/<name>/config. Edit agent.toml there, "
             f'commit with `git -C {info.agents_dir}/<name>/config commit -am "<what and why>"`, take the sha '
-            f"from `git -C {info.agents_dir}/<name>/config rev-parse HEAD`, then request_apply_commit(agent, sha)."
+            f"from `git -C {info.agents_dir}/<name>/config rev-parse HEAD`, then "
+            "request_apply_commit(agent, sha, reason)."
         )
     if info.shared:
         access = "read and write" if info.shared == "rw" else "read (not write)"

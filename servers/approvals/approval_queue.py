@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Final, Literal, TypeVar
 
 from fastmcp.exceptions import ToolError
@@ -27,7 +29,7 @@ from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_templat
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import iso
-from hyperhive.servers.common.diffs import render_diff, widenings
+from hyperhive.servers.common.diffs import ConfigSummary, created_files, render_diff, summary, widenings
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import InvalidName, check_agent_name
@@ -39,7 +41,25 @@ log = logging.getLogger("hyperhive.approvals")
 
 RECOVERY_RETRY: Final = (1.0, 60.0)  # seconds between attempts while the lifecycle server is away
 MY_REQUESTS: Final = 50  # list_my_requests shows this many
+MAX_REASON: Final = 2000  # characters of a request's reason
+MAX_MESSAGE: Final = 4000  # characters of a commit message kept with a request
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What a request asks to carry out, as the operator reviews it."""
+
+    commit_sha: str | None  # the proposed commit; None: the template
+    base_sha: str | None  # the applied config it is against; None: none (a new agent)
+    diff: str
+    widenings: list[str]
+    message: str | None  # the commit's message, made plain and bounded
+
+    @classmethod
+    def of(cls, diff: CommitDiff) -> Proposal:
+        message = _plain(diff.message)[:MAX_MESSAGE].strip() or None
+        return cls(diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings, message)
 
 
 class Approvals:
@@ -61,17 +81,17 @@ class Approvals:
             yield self
 
     # --------------------------------------------------------------------------------- requesting
-    async def request_apply_commit(self, me: Principal, agent: str, ref: str) -> Request:
+    async def request_apply_commit(self, me: Principal, agent: str, ref: str, reason: str) -> Request:
+        why = checked_reason(reason)
         diff = await self._diff(_checked(agent), ref)
         if diff.applied_sha is None:
             raise Refused(f"{agent} does not exist yet; for a draft, use request_spawn_commit")
         if not diff.diff:
             raise Refused(f"commit {diff.proposed_sha[:12]} changes nothing in {agent}'s applied config")
-        return await self._add(
-            me, "apply_commit", agent, diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings
-        )
+        return await self._add(me, "apply_commit", agent, Proposal.of(diff), why)
 
-    async def request_spawn(self, me: Principal, name: str) -> Request:
+    async def request_spawn(self, me: Principal, name: str, reason: str) -> Request:
+        why = checked_reason(reason)
         drafts = await self._must_not_exist(_checked(name))
         if name in drafts:  # the template is not what the draft holds: the operator reviews that instead
             raise Refused(
@@ -80,7 +100,7 @@ class Approvals:
             )
         template = {AGENT_TOML: agent_toml_template("agent")}
         shown = render_diff({}, template, "none", "template")
-        return await self._add(me, "spawn", name, None, None, shown, widenings({}, template))
+        return await self._add(me, "spawn", name, Proposal(None, None, shown, widenings({}, template), None), why)
 
     async def request_spawn_draft(self, me: Principal, name: str) -> DraftMade:
         del me  # drafting needs no approval; spawning it will
@@ -88,29 +108,23 @@ class Approvals:
         draft = await self._lifecycle(self.lifecycle.create_draft(name))
         return DraftMade(name=draft.name, config_dir=draft.config_dir, state_dir=draft.state_dir, sha=draft.sha)
 
-    async def request_spawn_commit(self, me: Principal, name: str, ref: str) -> Request:
+    async def request_spawn_commit(self, me: Principal, name: str, ref: str, reason: str) -> Request:
+        why = checked_reason(reason)
         await self._must_not_exist(_checked(name))
         diff = await self._diff(name, ref)
-        return await self._add(me, "spawn_commit", name, diff.proposed_sha, diff.applied_sha, diff.diff, diff.widenings)
+        return await self._add(me, "spawn_commit", name, Proposal.of(diff), why)
 
-    async def _add(
-        self,
-        me: Principal,
-        kind: Kind,
-        agent: str,
-        proposed_sha: str | None,
-        applied_sha: str | None,
-        diff: str,
-        widened: list[str],
-    ) -> Request:
-        """Store a request with what the operator will review: the commit, its base, diff and widenings."""
+    async def _add(self, me: Principal, kind: Kind, agent: str, proposal: Proposal, reason: str) -> Request:
+        """Store a request with what the operator will review: the proposal and the requester's reason."""
         request_id = await self.store.add(
             kind,
             agent,
-            proposed_sha,
-            applied_sha,
-            diff,
-            widened,
+            proposal.commit_sha,
+            proposal.base_sha,
+            proposal.diff,
+            proposal.widenings,
+            reason,
+            proposal.message,
             me.name,
             self.clock.now(),
             self.config.approvals.max_pending,
@@ -223,6 +237,29 @@ def _lifecycle_call(lifecycle: LifecycleClient, row: RequestRow) -> Awaitable[Ap
     return lifecycle.create_agent(row.agent, expected_base=base)  # the template, and never a draft
 
 
+def checked_reason(reason: str) -> str:
+    """The requester's reason, stripped; Refused unless it is a sentence or a few the operator can read."""
+    why = reason.strip()
+    if not why:
+        raise Refused(
+            "give a reason: why this change or agent is needed, in a sentence or two; the operator reads it "
+            "before deciding"
+        )
+    if len(why) > MAX_REASON:
+        raise Refused(
+            f"the reason is {len(why)} characters, over the {MAX_REASON} allowed; say why in a few "
+            "sentences and put the details in the commit message"
+        )
+    if _plain(why) != why:
+        raise Refused("the reason has control characters; write it as plain text (newlines and tabs are fine)")
+    return why
+
+
+def _plain(text: str) -> str:
+    """`text` without control characters (a terminal would obey them), newlines and tabs kept."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf"))
+
+
 def _checked(name: str) -> str:
     try:
         return check_agent_name(name)
@@ -246,4 +283,15 @@ def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
         error=row.error,
         diff=row.diff if with_diff else None,
         widenings=json.loads(row.widenings),
+        reason=row.reason,
+        message=row.message,
+        summary=_summary(row) if with_diff else None,
     )
+
+
+def _summary(row: RequestRow) -> ConfigSummary | None:
+    """A new agent's config, read from its stored diff (made against nothing, it holds every file whole)."""
+    if row.kind == "apply_commit" or row.base_sha is not None:
+        return None
+    files = created_files(row.diff)
+    return None if files is None else summary(files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from hyperhive.servers.common.audit import AuditEntry
+from hyperhive.servers.common.diffs import ConfigSummary
 from hyperhive.servers.common.models import CompactModel
 
 RequestKind = Literal["apply_commit", "spawn", "spawn_commit"]
@@ -28,6 +29,10 @@ class Request(CompactModel):
     diff: str | None = None  # what approving changes (left out where the caller does not need it)
     # What the new config may do that the old could not (role, bash, tools, servers, sandbox), one line each.
     widenings: list[str]
+    reason: str | None = None  # the requester's why (None only on requests made before reasons were)
+    message: str | None = None  # the proposed commit's message (None: no commit, the template)
+    # A new agent's config, read from its agent.toml: role, model, recipients, bash, tools, binds, …
+    summary: ConfigSummary | None = None
 
 
 class ReviewedRequest(Request):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hyperhive.servers.approvals.approval_queue import Approvals
+from hyperhive.servers.approvals.approval_queue import MAX_REASON, Approvals
 from hyperhive.servers.approvals.models import DraftMade, Request, RequestList, ReviewList
 from hyperhive.servers.approvals.store import MIGRATIONS
 from hyperhive.servers.common.clock import Clock
@@ -26,6 +26,13 @@ INSTRUCTIONS = (
 
 Agent = Annotated[str, Field(description="agent name")]
 Ref = Annotated[str, Field(description="a commit of the agent's proposed config repo (sha)")]
+Reason = Annotated[
+    str,
+    Field(
+        description=f"why it is needed, in a sentence or two (required, at most {MAX_REASON} characters): "
+        "the operator reads it before deciding"
+    ),
+]
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
@@ -38,14 +45,15 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
 
     # ------------------------------------------------------------------------------ the manager
     @mcp.tool
-    async def request_apply_commit(agent: Agent, commit_ref: Ref) -> Request:
-        """Ask the operator to apply a commit of an agent's proposed config (shown as a diff)."""
-        return await approvals.request_apply_commit(caller(), agent, commit_ref)
+    async def request_apply_commit(agent: Agent, commit_ref: Ref, reason: Reason) -> Request:
+        """Ask the operator to apply a commit of an agent's proposed config (shown as a diff, with your
+        reason and the commit's message)."""
+        return await approvals.request_apply_commit(caller(), agent, commit_ref, reason)
 
     @mcp.tool
-    async def request_spawn(name: Agent) -> Request:
-        """Ask the operator to create a new agent from the template config."""
-        return await approvals.request_spawn(caller(), name)
+    async def request_spawn(name: Agent, reason: Reason) -> Request:
+        """Ask the operator to create a new agent from the template config, saying why."""
+        return await approvals.request_spawn(caller(), name, reason)
 
     @mcp.tool
     async def request_spawn_draft(name: Agent) -> DraftMade:
@@ -53,9 +61,9 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         return await approvals.request_spawn_draft(caller(), name)
 
     @mcp.tool
-    async def request_spawn_commit(name: Agent, commit_ref: Ref) -> Request:
-        """Ask the operator to create a drafted agent from a commit of its config repo."""
-        return await approvals.request_spawn_commit(caller(), name, commit_ref)
+    async def request_spawn_commit(name: Agent, commit_ref: Ref, reason: Reason) -> Request:
+        """Ask the operator to create a drafted agent from a commit of its config repo, saying why."""
+        return await approvals.request_spawn_commit(caller(), name, commit_ref, reason)
 
     @mcp.tool(annotations={"readOnlyHint": True})
     async def list_my_requests() -> RequestList:

@@ -52,6 +52,11 @@ MIGRATIONS: Final = [
     ALTER TABLE requests ADD COLUMN base_sha TEXT;
     ALTER TABLE requests ADD COLUMN widenings TEXT NOT NULL DEFAULT '[]';
     """,
+    # reason: the requester's why; message: the proposed commit's message. NULL on older requests.
+    """
+    ALTER TABLE requests ADD COLUMN reason TEXT;
+    ALTER TABLE requests ADD COLUMN message TEXT;
+    """,
 ]
 
 Kind = RequestKind  # the tools' own types (models.py): one definition of each
@@ -74,6 +79,8 @@ class RequestRow:
     error: str | None
     base_sha: str | None
     widenings: str  # JSON list
+    reason: str | None
+    message: str | None
 
 
 class ApprovalStore:
@@ -115,6 +122,8 @@ class ApprovalStore:
         base_sha: str | None,
         diff: str,
         widenings: list[str],
+        reason: str,
+        message: str | None,
         requester: str,
         now: float,
         max_pending: int,
@@ -139,9 +148,9 @@ class ApprovalStore:
                     "try again when some are resolved"
                 )
             cur = conn.execute(
-                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, requested_by, requested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, agent, commit_sha, base_sha, diff, json.dumps(widenings), requester, now),
+                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, reason, message, "
+                "requested_by, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, agent, commit_sha, base_sha, diff, json.dumps(widenings), reason, message, requester, now),
             )
             assert cur.lastrowid is not None
             detail = f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")

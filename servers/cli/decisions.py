@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hyperhive.servers.approvals.models import Request
 from hyperhive.servers.cli.base import (
     call_hive,
     echo_json,
@@ -15,7 +16,29 @@ from hyperhive.servers.cli.base import (
     json_option,
     main,
 )
-from hyperhive.servers.common.formatting import approval_outcome, duration, plural, request_title, when
+from hyperhive.servers.common.formatting import approval_outcome, duration, plural, request_title, summary_rows, when
+
+
+def _echo_why(request: Request) -> None:
+    """The requester's reason and the commit's message, indented under the request."""
+    for label, text in (("why", request.reason), ("commit", request.message)):
+        if text:
+            lines = text.splitlines() or [""]
+            click.echo(f"    {label}: {lines[0]}")
+            for line in lines[1:]:
+                click.echo(f"    {' ' * len(label)}  {line}")
+
+
+def _echo_summary(request: Request) -> None:
+    """A spawn's config, one field a line, the risky ones flagged."""
+    if request.summary is None:
+        return
+    for row in summary_rows(request.summary):
+        text = f"    {row.label:<12} {row.value}"
+        if row.risky:
+            click.secho(text + "  (risky)", fg="yellow", bold=True)
+        else:
+            click.echo(text)
 
 
 def _echo_diff(diff: str) -> None:
@@ -27,19 +50,25 @@ def _echo_diff(diff: str) -> None:
 @main.command()
 @click.option("--history", "history", type=click.IntRange(1, 500), metavar="N", help="Show the N latest resolved.")
 @click.option("--no-diff", is_flag=True, help="Leave out the diffs.")
+@click.option(
+    "--diff", "spawn_diff", is_flag=True, help="Show a new agent's config as a diff too, not only its summary."
+)
 @json_option
 @home_option
-def approvals(history: int | None, no_diff: bool, as_json: bool, home: Path) -> None:
-    """List the requests waiting for your decision, with the diff each would apply.
+def approvals(history: int | None, no_diff: bool, spawn_diff: bool, as_json: bool, home: Path) -> None:
+    """List the requests waiting for your decision: why the manager asks, its commit message, and
+    the diff each would apply (a new agent: a summary of its config; the diff with --diff).
 
     Each also lists its widenings: what the new config may do that the old could not (role,
-    bash patterns, tools, recipients, extra MCP servers, sandbox settings, agent.nix).
+    bash patterns, tools, recipients, extra MCP servers, sandbox settings, shared access, binds,
+    a raised budget, agent.nix).
     Approve with `hive approve ID`, or deny with `hive deny ID --note TEXT`.
 
     \b
       hive approvals --no-diff        what waits, and what each widens
       hive approvals --history 20     the 20 latest decided, and how they ended
       hive approvals --json | jq '.[].id'
+      hive approvals --diff           a new agent's whole config as a diff too
     """
     if history is not None:
         resolved = call_hive(home, lambda hive: hive.approvals.approval_history(history)).requests
@@ -49,10 +78,12 @@ def approvals(history: int | None, no_diff: bool, as_json: bool, home: Path) -> 
         click.echo(f"◆ {plural(len(resolved), 'resolved request')}, newest first")
         for request in resolved:
             reason = request.note or request.error
-            click.echo(
+            click.secho(
                 f"{request_title(request)} · {request.state} by {request.resolved_by} "
-                f"at {when(request.resolved_at)}" + (f": {reason}" if reason else "")
+                f"at {when(request.resolved_at)}" + (f": {reason}" if reason else ""),
+                fg="red" if request.state == "failed" else None,
             )
+            _echo_why(request)
         return
     waiting = call_hive(home, lambda hive: hive.approvals.pending_approvals()).requests
     if as_json:
@@ -64,9 +95,11 @@ def approvals(history: int | None, no_diff: bool, as_json: bool, home: Path) -> 
         if request.state == "approving":  # approved; waiting for the lifecycle server to carry it out
             line += f" · approved by {request.resolved_by}, being carried out"
         click.echo(line)
+        _echo_why(request)
         for widening in request.widenings:  # shown even without the diff: what it newly allows
             click.secho(f"    widens {widening}", fg="yellow", bold=True)
-        if request.diff and not no_diff:
+        _echo_summary(request)
+        if request.diff and not no_diff and (request.summary is None or spawn_diff):
             _echo_diff(request.diff)
 
 

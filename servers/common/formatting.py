@@ -7,13 +7,15 @@ strings or epoch seconds; `now` is a parameter where the text depends on it, for
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 if TYPE_CHECKING:  # types only: this kernel module must not import the servers' packages
     from hyperhive.servers.approvals.models import Request, RequestKind
+    from hyperhive.servers.common.diffs import ConfigSummary
     from hyperhive.servers.common.harnessdir import TurnState
 
 _UNITS: Final = (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1))
@@ -36,6 +38,20 @@ def duration(seconds: float, parts: int = 2) -> str:
         if len(shown) == parts:
             break
     return " ".join(part for part in shown if not part.startswith("0")) or "0s"
+
+
+def countdown(seconds: float) -> str:
+    """Time left, in hours and minutes: '1 h 12 m', '2 h', '4 m'; seconds in the last minute ('42 s');
+    'expired' at zero."""
+    left = int(seconds)
+    if left <= 0:
+        return "expired"
+    if left < 60:
+        return f"{left} s"
+    hours, minutes = divmod(left // 60, 60)
+    if not hours:
+        return f"{minutes} m"
+    return f"{hours} h {minutes} m" if minutes else f"{hours} h"
 
 
 def epoch(timestamp: float | str) -> float:
@@ -80,6 +96,53 @@ def approval_outcome(request: Request) -> tuple[str, Outcome]:
     if request.state == "approving":
         return "approved; it is carried out when the lifecycle server answers", "waiting"
     return f"approved and {request.state}", "done"
+
+
+class SummaryRow(NamedTuple):
+    label: str
+    value: str
+    risky: bool  # it allows more than a default agent
+
+
+def summary_rows(summary: ConfigSummary) -> list[SummaryRow]:
+    """A spawn's config as label/value rows, the risky ones marked: one reading for CLI and dashboard."""
+    risky = set(summary.risky)
+
+    def listed(values: list[str], empty: str) -> str:
+        return ", ".join(values) if values else empty
+
+    def usd(value: float | None) -> str:
+        return "no limit" if value is None else f"${value:g}"
+
+    tools = [f"{server}: {', '.join(names) or 'none'}" for server, names in summary.tools.items()]
+    rows = [
+        SummaryRow("role", summary.role, "role" in risky),
+        SummaryRow("model", summary.model, False),
+        SummaryRow(
+            "recipients",
+            listed(["everyone" if r == "*" else r for r in summary.recipients], "nobody"),
+            "recipients" in risky,
+        ),
+        SummaryRow("bash", listed(summary.bash, "none"), "bash" in risky),
+        SummaryRow(
+            "tools", "; ".join(tools) + ("; " if tools else "") + "others: the role's defaults", "tools" in risky
+        ),
+        SummaryRow("mcp servers", listed(summary.mcp_servers, "none"), "mcp_servers" in risky),
+        SummaryRow("binds", listed(summary.binds, "none"), "binds" in risky),
+        SummaryRow("shared", summary.shared, "shared" in risky),
+        SummaryRow(
+            "sandbox",
+            f"network {summary.network or 'default'}, runs "
+            + (shlex.join(summary.command) if summary.command else "the harness"),
+            "sandbox" in risky,
+        ),
+        SummaryRow(
+            "budget", f"{usd(summary.usd_per_day)} a day, {usd(summary.usd_per_turn)} a turn", "budget" in risky
+        ),
+    ]
+    if summary.nix:
+        rows.append(SummaryRow("agent.nix", "present: read the diff", "nix" in risky))
+    return rows
 
 
 def turn_text(turn: TurnState | None, agent_running: bool, *, now: float | None = None) -> str:

@@ -179,6 +179,7 @@ class CommitDiff(BaseModel):
     valid: bool
     problems: str | None  # why it cannot be applied, when it cannot
     widenings: list[str] = []  # what it may do that the applied config could not, e.g. 'bash: + "rm:*"'
+    message: str = ""  # the proposed commit's message (the manager's: what and why)
 
 
 class Draft(BaseModel):

@@ -184,8 +184,9 @@ class Provisioning:
         files = await repos.files_at(applied, sha)
         return sha if files == {AGENT_TOML: agent_toml_template("agent")} else None
 
-    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str]]:
-        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None, widenings)."""
+    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str], str]:
+        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None,
+        widenings, the commit's message)."""
         paths = self.paths(checked(name))
         if not await anyio.to_thread.run_sync((paths.config / ".git").exists):
             raise Refused(f"{name} has no proposed config repo; create it, or request_spawn_draft({name!r})")
@@ -200,7 +201,11 @@ class Provisioning:
         except Refused as e:
             problems = str(e)
         diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
-        return proposed, applied_sha, diff, problems, widenings(applied_files, files)
+        try:
+            message = await repos.commit_message(paths.config, proposed)
+        except repos.RepoError as e:
+            raise Refused(str(e)) from None
+        return proposed, applied_sha, diff, problems, widenings(applied_files, files), message
 
     # ------------------------------------------------------------------------- drafts and purging
     async def drafts(self, agents: set[str]) -> list[str]:

@@ -96,8 +96,9 @@ class AgentReadings:
         await self.row(name)
         return await self.backend.logs(name, lines, since)
 
-    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str]]:
-        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None, widenings)."""
+    async def diff_commit(self, name: str, ref: str) -> tuple[str, str | None, str, str | None, list[str], str]:
+        """(proposed sha, applied sha, diff of the applied config to it, why it is invalid or None,
+        widenings, the commit's message)."""
         return await self.provisioning.diff_commit(name, ref)
 
     async def turns(self, name: str, since: float | None) -> list[Turn]:

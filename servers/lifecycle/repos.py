@@ -113,6 +113,13 @@ async def files_at(repo: Path, sha: str) -> dict[str, str]:
     return files
 
 
+async def commit_message(repo: Path, sha: str) -> str:
+    """Commit `sha`'s message, read raw and hash-checked like files_at (the repo is the manager's)."""
+    commit = await _object(repo, "commit", sha)
+    _headers, _, message = commit.partition(b"\n\n")  # headers (a signature's lines are indented) end at a blank line
+    return message.decode(errors="replace").strip()
+
+
 async def _object(repo: Path, kind: str, oid: str) -> bytes:
     """Object `oid`'s content, after checking that it hashes to `oid`."""
     data = await _git_bytes(repo, "cat-file", kind, oid)

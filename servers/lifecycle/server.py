@@ -241,7 +241,7 @@ def create(
     @mcp.tool(annotations={"readOnlyHint": True})
     async def diff_commit(name: Name, sha: Sha) -> CommitDiff:
         """What applying a proposed commit would change, and whether it can be applied."""
-        proposed, applied, diff, problems, widenings = await supervisor.diff_commit(name, sha)
+        proposed, applied, diff, problems, widenings, message = await supervisor.diff_commit(name, sha)
         return CommitDiff(
             name=name,
             proposed_sha=proposed,
@@ -250,6 +250,7 @@ def create(
             valid=problems is None,
             problems=problems,
             widenings=widenings,
+            message=message,
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})

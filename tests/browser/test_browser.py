@@ -57,11 +57,12 @@ async def test_the_password_logs_in(page: Page, dashboard: Servers, password: st
 
 
 async def test_a_spawn_request_is_approved(page: Page, dashboard: Servers) -> None:
-    request = await dashboard.call("approvals", "request_spawn", as_name="manager", name="bob")
+    request = await dashboard.call("approvals", "request_spawn", as_name="manager", name="bob", reason="more hands")
     rid = request["id"]
     await open_logged_in(page, dashboard, "/approvals")
     card = page.locator(".q-card").filter(has_text=f"#{rid} spawn · bob")
-    await expect(card.get_by_text('+role = "agent"')).to_be_visible()  # the diff of bob's config
+    await expect(card.get_by_text("more hands")).to_be_visible()  # why the manager asks
+    await expect(card.locator(".hh-summary").get_by_text("everyone")).to_be_visible()  # bob's config, summarised
     await expect(page.get_by_role("link", name="approvals (1)")).to_be_visible()
     await shot(page, "approvals")
     await card.get_by_role("button", name="approve").click()
@@ -81,9 +82,10 @@ async def test_a_question_is_answered_with_options(page: Page, dashboard: Server
         "operator", "ask_operator", as_name="manager",
         question="which regions?", options=["eu", "us", "asia"], multi=True, ttl_seconds=600,
     )  # fmt: skip
-    await open_logged_in(page, dashboard, "/messages")  # the strip of pending questions is on every page
+    await open_logged_in(page, dashboard, "/messages")  # the badge and drawer of questions are on every page
+    await page.get_by_role("button", name="questions").click()
     card = page.locator(".q-card").filter(has_text="which regions?")
-    await expect(card.get_by_text(re.compile(r"^(9|10):\d\d$"))).to_be_visible()  # the ttl counts down
+    await expect(card.get_by_text(re.compile(r"^(9|10) m$"))).to_be_visible()  # the ttl counts down
     await card.get_by_label("answer").click()
     await page.get_by_role("option", name="eu").click()
     await page.get_by_role("option", name="asia").click()
@@ -173,3 +175,59 @@ def test_the_dashboard_runs_as_an_unprivileged_user(dashboard: Servers) -> None:
     sessions = dashboard.home / "dashboard"
     assert sessions.stat().st_uid == uid and sessions.stat().st_mode & 0o777 == 0o700
     assert any(sessions.glob("storage-user-*.json"))  # the logins above kept their sessions here
+
+
+async def test_the_approvals_page_and_the_questions_drawer_at_desktop_and_phone_sizes(
+    page: Page, dashboard: Servers
+) -> None:
+    """A spawn's summary with its risky fields, a failed approval in red in the history, and the
+    questions drawer with an urgent countdown: at 1440×900 and 390×844, nothing in a card overflowing."""
+    failing = await dashboard.call(
+        "approvals", "request_spawn", as_name="manager", name="ivan", reason="a second pair of eyes on the logs"
+    )
+    await dashboard.call("lifecycle", "create_draft", name="ivan")  # made meanwhile: approving ivan fails
+    await dashboard.call("approvals", "request_spawn_draft", as_name="manager", name="judy")
+    config = dashboard.home / "agents" / "judy" / "config"
+    (config / "agent.toml").write_text('model = "opus"\nbash = ["git diff:*", "rm:*"]\n[budget]\nusd_per_day = 2\n')
+    sha = await _commit(config, "judy: reviews diffs\n\nChecked: git diff and rm inside her own tree only.")
+    judy = await dashboard.call(
+        "approvals", "request_spawn_commit", as_name="manager", name="judy", commit_ref=sha,
+        reason="alice asked for a reviewer " + "x" * 300,
+    )  # fmt: skip
+    await dashboard.call("operator", "ask_operator", as_name="manager", question="ship it today?", ttl_seconds=200)
+    await open_logged_in(page, dashboard, "/approvals")
+    failed = page.locator(".q-card").filter(has_text=f"#{failing['id']} spawn · ivan")
+    await failed.get_by_role("button", name="approve").click()
+    await expect(page.get_by_text(f"#{failing['id']} approved but failed")).to_be_visible(timeout=30_000)
+    line = page.locator(".q-expansion-item").filter(has_text=f"#{failing['id']} spawn ivan · failed")
+    await expect(line).to_have_class(re.compile("text-negative"))
+    card = page.locator(".q-card").filter(has_text=f"#{judy['id']} spawn from draft · judy")
+    await expect(card.get_by_text("Checked: git diff and rm")).to_be_visible()
+    await expect(card.get_by_text("risky", exact=True)).to_be_visible()
+    for width, height in ((1440, 900), (390, 844)):
+        await page.set_viewport_size({"width": width, "height": height})
+        await expect(card.get_by_text("risky: widens 1")).to_be_visible()
+        # Nothing on the page's cards is wider than its box: long reasons and values wrap. (The header
+        # is the frame's: at 390 px its links are wider than the screen; see issue 16 §5.)
+        overflowing = await card.evaluate(
+            "c => [c, ...c.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1).length"
+        )
+        assert overflowing == 0
+        await shot(page, f"approvals-{width}")
+        await page.get_by_role("button", name="questions").click()
+        drawer = page.locator(".q-drawer").filter(has_text="ship it today?")
+        await expect(drawer.get_by_text(re.compile(r"^[23] m$"))).to_be_visible()
+        await shot(page, f"questions-drawer-{width}")
+        await drawer.get_by_role("button", name="close").click()
+    assert await page.title() == "(1) hyperhive"
+
+
+async def _commit(repo: Path, message: str) -> str:
+    """Commit what is in the config repo, as the manager would."""
+    for args in (["add", "-A"], ["commit", "-qm", message], ["rev-parse", "HEAD"]):
+        process = await asyncio.create_subprocess_exec(
+            "git", "-c", "user.name=manager", "-c", "user.email=m@hive", "-c", "safe.directory=*", "-C", str(repo),
+            *args, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+    return out.decode().strip()

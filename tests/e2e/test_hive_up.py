@@ -171,7 +171,10 @@ async def test_2_spawn_with_approval_then_manager_and_alice_talk_in_a_thread(run
     api.script(
         agent="manager",
         when="e2e-2 spawn",
-        steps=[ToolCall("mcp__approvals__request_spawn", {"name": "alice"}), Say("asked")],
+        steps=[
+            ToolCall("mcp__approvals__request_spawn", {"name": "alice", "reason": "the operator asked for alice"}),
+            Say("asked"),
+        ],
         times=1,
     )
     api.script(
@@ -432,7 +435,7 @@ async def test_11_the_manager_edits_and_commits_a_config_and_asks_to_apply_it(ru
     def request_apply(request: Request) -> dict[str, Any]:
         sha = request.tool_result_text().strip()
         assert re.fullmatch(r"[0-9a-f]{40}", sha), sha
-        return {"agent": "alice", "commit_ref": sha}
+        return {"agent": "alice", "commit_ref": sha, "reason": "the operator asked alice to be brief"}
 
     running.api.script(
         agent="manager",

@@ -37,6 +37,9 @@ class Queue:
         self.operator = approvals.client("operator", timeout=120)
 
     async def request(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        """A request_* call as the manager; a reason unless the test gives its own."""
+        if tool.startswith("request_") and tool != "request_spawn_draft":
+            arguments.setdefault("reason", f"the test asks for it: {tool}")
         result: dict[str, Any] = await self.manager.call(tool, arguments)
         return result
 
@@ -114,7 +117,10 @@ async def test_requests_are_checked_when_made(queue: Queue) -> None:
     await hivemind.create("alice")
     bad = await queue.propose("alice", 'model = "not a model"\n')
     cases = [
-        ({"agent": "alice", "commit_ref": bad}, r"cannot be applied: .*'not a model' is not a model name"),
+        (
+            {"agent": "alice", "commit_ref": bad, "reason": "opus for alice"},
+            r"cannot be applied: .*'not a model' is not a model name",
+        ),
         ({"agent": "alice", "commit_ref": "abcdef1234"}, "there is no commit abcdef1234"),
         ({"agent": "ghost", "commit_ref": "abcdef1234"}, "ghost has no proposed config repo"),
         ({"agent": "Bad!", "commit_ref": "abcdef1234"}, "invalid agent name"),
@@ -139,15 +145,15 @@ async def test_identical_requests_at_once_make_one_and_the_queue_is_capped(hivem
     hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n[approvals]\nmax_pending = 2")
     async with in_process(hive, "approvals") as approvals:
         manager = approvals.client("manager", timeout=60)
-        spawns = [manager.call("request_spawn", {"name": "bob"}) for _ in range(4)]
+        spawns = [manager.call("request_spawn", {"name": "bob", "reason": "more hands"}) for _ in range(4)]
         outcomes = await asyncio.gather(*spawns, return_exceptions=True)
         made = [o for o in outcomes if isinstance(o, dict)]
         assert len(made) == 1, outcomes
         refusal = f"request #{made[0]['id']} asks for this already and is pending"
         assert all(refusal in str(o) for o in outcomes if o not in made), outcomes
-        await manager.call("request_spawn", {"name": "carol"})
+        await manager.call("request_spawn", {"name": "carol", "reason": "more hands"})
         with pytest.raises(ToolError, match="2 requests are waiting for the operator already, the limit"):
-            await manager.call("request_spawn", {"name": "dave"})
+            await manager.call("request_spawn", {"name": "dave", "reason": "more hands"})
         waiting = (await approvals.client("operator").call("pending_approvals", {}))["requests"]
         assert [r["agent"] for r in waiting] == ["bob", "carol"]
 
@@ -156,7 +162,7 @@ async def test_who_may_do_what(queue: Queue) -> None:
     alice = queue.hive.add_agent("alice")
     as_alice = queue.endpoint.client(alice)
     with pytest.raises(ToolError, match=r"alice lacks approvals\.request_spawn; ask the manager"):
-        await as_alice.call("request_spawn", {"name": "bob"})
+        await as_alice.call("request_spawn", {"name": "bob", "reason": "more hands"})
     with pytest.raises(ToolError, match=r"approvals\.approve is an operator tool"):
         await as_alice.call("approve", {"id": 1})
     with pytest.raises(ToolError, match=r"approvals\.approve is an operator tool"):
@@ -238,7 +244,9 @@ async def test_pending_requests_survive_a_restart(hivemind: Hivemind) -> None:
     await hivemind.create("alice")
     sha = await hivemind.propose("alice", 'model = "opus"\n')
     async with in_process(hivemind.hive, "approvals") as approvals:
-        request = await approvals.client("manager").call("request_apply_commit", {"agent": "alice", "commit_ref": sha})
+        request = await approvals.client("manager").call(
+            "request_apply_commit", {"agent": "alice", "commit_ref": sha, "reason": "opus for alice"}
+        )
     async with in_process(hivemind.hive, "approvals") as approvals:
         [waiting] = (await approvals.client("operator").call("pending_approvals", {}))["requests"]
         assert waiting["id"] == request["id"] and waiting["state"] == "pending"
@@ -260,7 +268,7 @@ async def test_a_crash_between_approve_and_apply_is_recovered(hivemind: Hivemind
     first = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
     async with in_process(hivemind.hive, "approvals") as approvals:
         request = await approvals.client("manager").call(
-            "request_apply_commit", {"agent": "alice", "commit_ref": first}
+            "request_apply_commit", {"agent": "alice", "commit_ref": first, "reason": "opus for alice"}
         )
     _crash_mid_approval(hivemind.hive, request["id"])
     async with in_process(hivemind.hive, "approvals") as approvals:  # recovery carries it out
@@ -274,7 +282,7 @@ async def test_a_crash_between_approve_and_apply_is_recovered(hivemind: Hivemind
     second = await hivemind.propose("alice", 'model = "haiku"\n' + SLEEPING)
     async with in_process(hivemind.hive, "approvals") as approvals:
         request = await approvals.client("manager").call(
-            "request_apply_commit", {"agent": "alice", "commit_ref": second}
+            "request_apply_commit", {"agent": "alice", "commit_ref": second, "reason": "opus for alice"}
         )
     await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": second})
     applies = await repos.git(AgentPaths.of(hivemind.hive.config, "alice").applied, "rev-list", "--count", "HEAD")
@@ -293,7 +301,7 @@ async def test_approving_while_the_lifecycle_server_is_down(hive: Hive) -> None:
             await hivemind.create("alice")
             sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
             request = await approvals.client("manager").call(
-                "request_apply_commit", {"agent": "alice", "commit_ref": sha}
+                "request_apply_commit", {"agent": "alice", "commit_ref": sha, "reason": "opus for alice"}
             )
             await hivemind.operator.close()
             await hivemind.approvals.close()
@@ -313,7 +321,7 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
         ServiceKit("approvals", hive.config, MIGRATIONS, token=hive.credentials("approvals").service_token())
     )
     async with approvals.running():
-        request = await approvals.request_apply_commit(MANAGER, "alice", sha)
+        request = await approvals.request_apply_commit(MANAGER, "alice", sha, "opus for alice")
         # The recovery looks for `approving` requests while the approve is still carrying this one out.
         approved, _ = await asyncio.gather(approvals.approve(OPERATOR, request.id), approvals._recovery_pass())
         final = await approvals.store.get(request.id)
@@ -459,3 +467,100 @@ async def test_only_the_agent_named_manager_has_role_manager(queue: Queue) -> No
     with pytest.raises(ToolError, match='the manager\'s config must keep role = "manager"'):
         await queue.request("request_apply_commit", agent="manager", commit_ref=demoted)
     assert (await queue.hivemind.status("alice"))["role"] == "agent"
+
+
+# ------------------------------------------------------------- requests explain themselves (#16)
+
+
+async def test_every_request_needs_a_reason_which_is_stored_and_shown(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    sha = await repos.commit_files(
+        AgentPaths.of(queue.hive.config, "alice").config,
+        {"agent.toml": 'model = "opus"\n'},
+        "alice: opus\n\nShe reviews proofs; sonnet misses steps. Checked: cost is within budget.",
+    )
+    bad = [
+        ({}, "reason"),  # left out: the schema requires it
+        ({"reason": "   \n"}, "give a reason: why this change or agent is needed"),
+        ({"reason": "x" * 2001}, "the reason is 2001 characters, over the 2000 allowed"),
+        ({"reason": "fine\x1b[2Jgone"}, "the reason has control characters"),
+        ({"reason": "bidi \u202e trick"}, "the reason has control characters"),
+    ]
+    for reason, error in bad:
+        with pytest.raises(ToolError, match=error):
+            await queue.manager.call("request_apply_commit", {"agent": "alice", "commit_ref": sha, **reason})
+        with pytest.raises(ToolError, match=error):
+            await queue.manager.call("request_spawn", {"name": "bob", **reason})
+    assert (await queue.operator.call("pending_approvals", {}))["requests"] == []  # none was stored
+
+    request = await queue.request(
+        "request_apply_commit", agent="alice", commit_ref=sha, reason="  alice asked for a stronger model\n"
+    )
+    assert request["reason"] == "alice asked for a stronger model"
+    assert (
+        request["message"] == "alice: opus\n\nShe reviews proofs; sonnet misses steps. Checked: cost is within budget."
+    )
+    assert "summary" not in request  # an existing agent's change is read as its diff (nulls are left out)
+    [waiting] = (await queue.operator.call("pending_approvals", {}))["requests"]
+    assert (waiting["reason"], waiting["message"]) == (request["reason"], request["message"])
+    assert (await queue.approve(request["id"]))["state"] == "applied"
+    [done] = (await queue.operator.call("approval_history", {}))["requests"]
+    assert (done["reason"], done["message"]) == (request["reason"], request["message"])
+    [mine] = (await queue.request("list_my_requests"))["requests"]
+    assert mine["reason"] == request["reason"]
+
+    spawn = await queue.request("request_spawn", name="bob", reason="a second reviewer")
+    assert (spawn["reason"], spawn.get("message")) == ("a second reviewer", None)  # the template: no commit
+
+
+async def test_a_commit_message_is_kept_plain_and_bounded(queue: Queue) -> None:
+    await queue.request("request_spawn_draft", name="carol")
+    sha = await repos.commit_files(
+        AgentPaths.of(queue.hive.config, "carol").config,
+        {"agent.toml": 'model = "haiku"\n'},
+        "carol\x1b]0;owned\x07 \u202ereviews\n\n" + "y" * 5000,
+    )
+    request = await queue.request("request_spawn_commit", name="carol", commit_ref=sha)
+    assert request["message"].startswith("carol]0;owned reviews\n\nyyy") and len(request["message"]) == 4000
+
+
+async def test_a_spawn_is_summarised_from_its_agent_toml_with_the_risky_fields(
+    queue: Queue, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    template = await queue.request("request_spawn", name="bob")
+    summary = template["summary"]
+    assert (summary["role"], summary["model"], summary["recipients"], summary["bash"]) == (
+        "agent", "sonnet", ["*"], [],
+    )  # fmt: skip
+    assert (summary["shared"], summary["binds"], summary["usd_per_day"], summary["risky"]) == ("rw", [], None, [])
+
+    await queue.request("request_spawn_draft", name="carol")
+    data = tmp_path_factory.mktemp("data")  # outside the hive's home
+    wide = await queue.propose(
+        "carol",
+        'model = "opus"\nallowed_recipients = ["manager", "operator"]\nbash = ["+++ x:*", "git diff:*"]\n'
+        '[tools]\nforge = ["list_repos"]\n'
+        f'[[binds]]\nhost = "{data}"\npath = "/data"\nmode = "rw"\n'
+        "[budget]\nusd_per_day = 3\n" + SLEEPING,
+    )
+    request = await queue.request("request_spawn_commit", name="carol", commit_ref=wide)
+    summary = request["summary"]
+    assert (summary["model"], summary["recipients"]) == ("opus", ["manager", "operator"])
+    assert summary["bash"] == ["+++ x:*", "git diff:*"]  # a line that reads like a diff header is still a line
+    assert summary["tools"] == {"forge": ["list_repos"]} and summary["binds"] == [f"host {data} at /data (rw)"]
+    assert (summary["usd_per_day"], summary["command"]) == (3.0, SLEEPER)
+    assert summary["risky"] == ["bash", "binds", "sandbox"]
+    [waiting] = [r for r in (await queue.operator.call("pending_approvals", {}))["requests"] if r["agent"] == "carol"]
+    assert waiting["summary"] == summary
+    assert "summary" not in (await queue.request("list_my_requests"))["requests"][0]  # the requester's list is short
+
+
+async def test_a_raised_or_removed_budget_is_a_widening(queue: Queue) -> None:
+    await queue.hivemind.create("alice")
+    capped = await queue.propose("alice", "[budget]\nusd_per_day = 5\nusd_per_turn = 0.5\n" + SLEEPING)
+    await queue.hivemind.approvals.call("apply_commit", {"name": "alice", "sha": capped})
+    raised = await queue.propose("alice", "[budget]\nusd_per_day = 50\n" + SLEEPING)
+    request = await queue.request("request_apply_commit", agent="alice", commit_ref=raised)
+    assert request["widenings"] == ["budget.usd_per_day: $5 → $50", "budget.usd_per_turn: $0.5 → no limit"]
+    lowered = await queue.propose("alice", "[budget]\nusd_per_day = 1\nusd_per_turn = 0.1\n" + SLEEPING)
+    assert (await queue.request("request_apply_commit", agent="alice", commit_ref=lowered))["widenings"] == []

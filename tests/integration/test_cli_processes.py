@@ -183,8 +183,10 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         await hivemind.create("alice")
         sha = await hivemind.propose("alice", f'model = "opus"\n[sandbox]\ncommand = {toml_list(SLEEPER_ARGV)}\n')
         manager = approvals.client("manager", timeout=60)
-        first = await manager.call("request_apply_commit", {"agent": "alice", "commit_ref": sha})
-        second = await manager.call("request_spawn", {"name": "bob"})
+        first = await manager.call(
+            "request_apply_commit", {"agent": "alice", "commit_ref": sha, "reason": "opus for alice"}
+        )
+        second = await manager.call("request_spawn", {"name": "bob", "reason": "more hands"})
 
         listing = await hive("approvals")
         assert listing.returncode == 0, listing.stderr
@@ -194,6 +196,11 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         assert '    +model = "opus"' in lines and '    -model = "sonnet"' in lines
         assert any(line.startswith(f"#{second['id']} spawn bob · asked by manager") for line in lines)
         assert f"    widens sandbox.command: (default) → {shlex.join(SLEEPER_ARGV)}" in lines
+        assert "    why: opus for alice" in lines and "    commit: propose for alice" in lines
+        assert "    why: more hands" in lines  # a spawn: its reason and a summary in place of the diff
+        assert "    role         agent" in lines and "    bash         none" in lines
+        assert '    +role = "agent"' not in lines
+        assert '    +role = "agent"' in (await hive("approvals", "--diff")).stdout.splitlines()
         brief = (await hive("approvals", "--no-diff")).stdout
         assert "+model" not in brief and "    widens sandbox.command: (default) → " in brief
 
@@ -206,7 +213,7 @@ async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
         denied = await hive("deny", str(second["id"]), "--note", "not now")
         assert denied.stdout == f"◆ #{second['id']} spawn bob: denied\n"
         history = (await hive("approvals", "--history", "5")).stdout.splitlines()
-        assert history[0] == "◆ 2 resolved requests, newest first"
+        assert history[0] == "◆ 2 resolved requests, newest first" and "    why: more hands" in history
         assert history[1].startswith(f"#{second['id']} spawn bob · denied by operator at ") and history[1].endswith(
             ": not now"
         )
@@ -282,7 +289,9 @@ async def test_hive_approve_of_a_request_whose_apply_fails_prints_the_failure_an
 ) -> None:
     hive = _hive_beside(hivemind)
     async with in_process(hivemind.hive, "approvals") as approvals:
-        request = await approvals.client("manager", timeout=60).call("request_spawn", {"name": "bob"})
+        request = await approvals.client("manager", timeout=60).call(
+            "request_spawn", {"name": "bob", "reason": "more hands"}
+        )
         # Meanwhile the operator makes bob otherwise (from a draft): the template spawn cannot be carried out.
         await hivemind.call("create_draft", name="bob")
         await hivemind.call("create_agent", name="bob", sha=await hivemind.propose("bob", 'model = "opus"\n'))

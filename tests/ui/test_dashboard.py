@@ -99,8 +99,8 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(
 async def test_approvals_show_the_diff_and_are_approved_or_denied_with_a_note(
     user: User, servers: Servers, password: str
 ) -> None:
-    first = await servers.call("approvals", "request_spawn", as_name="manager", name="bob")
-    second = await servers.call("approvals", "request_spawn", as_name="manager", name="carol")
+    first = await servers.call("approvals", "request_spawn", as_name="manager", name="bob", reason="more hands")
+    second = await servers.call("approvals", "request_spawn", as_name="manager", name="carol", reason="more hands")
     await log_in(user, password, "/approvals")
     await user.open("/approvals")
     await user.should_see(f"#{first['id']} spawn · bob")
@@ -133,7 +133,7 @@ class _Toasts(UserNotify):
 async def test_an_approval_whose_apply_fails_is_toasted_as_failed_with_the_reason(
     user: User, servers: Servers, password: str
 ) -> None:
-    request = await servers.call("approvals", "request_spawn", as_name="manager", name="erin")
+    request = await servers.call("approvals", "request_spawn", as_name="manager", name="erin", reason="more hands")
     # Meanwhile the operator makes erin otherwise (from a draft): approving the template spawn must fail.
     await servers.call("lifecycle", "create_draft", name="erin")
     sha = await repos.commit_files(
@@ -158,7 +158,9 @@ async def test_an_approval_shows_what_it_widens(user: User, servers: Servers, pa
     await servers.call("approvals", "request_spawn_draft", as_name="manager", name="dave")
     paths = AgentPaths.of(servers.config, "dave")
     sha = await repos.commit_files(paths.config, {"agent.toml": 'bash = ["rm:*"]\n'}, "dave may rm")
-    request = await servers.call("approvals", "request_spawn_commit", as_name="manager", name="dave", commit_ref=sha)
+    request = await servers.call(
+        "approvals", "request_spawn_commit", as_name="manager", name="dave", commit_ref=sha, reason="dave cleans up"
+    )
     await log_in(user, password, "/approvals")
     await user.open("/approvals")
     await user.should_see(f"#{request['id']} spawn from draft · dave")

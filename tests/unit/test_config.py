@@ -15,7 +15,8 @@ from hyperhive.servers.common.config import (
     read_env_file,
 )
 from hyperhive.servers.common.config_parsing import ConfigError
-from hyperhive.servers.common.diffs import widenings
+from hyperhive.servers.common.diffs import created_files, render_diff, widenings
+from hyperhive.servers.common.diffs import summary as config_summary
 from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role
 from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES
@@ -251,6 +252,23 @@ def test_widenings_are_read_from_the_parsed_configs() -> None:
     promoted = _widenings(None, 'role = "manager"')
     assert promoted[0] == "role: agent → manager" and "tools.approvals: + list_my_requests" in promoted[2]
     assert _widenings(None, 'model = "not a model"') == []  # invalid: refused before anyone sees it
+
+
+def test_a_new_agents_files_are_read_back_whole_from_its_diff_and_nothing_else_is() -> None:
+    files = {"agent.toml": 'bash = ["x"]\n\nprompt = """\n+++ a/agent.toml\n--- /dev/null\n@@ -0,0 +1 @@\n"""\n'}
+    files["agent.nix"] = "{ ... }: { }\n"
+    assert created_files(render_diff({}, files, "none", "template")) == files
+    assert created_files(render_diff({}, {"agent.toml": "one = 1"}, "none", "t")) == {"agent.toml": "one = 1\n"}
+    changed = render_diff({"agent.toml": "a = 1\n"}, {"agent.toml": "a = 2\n"}, "applied", "proposed")
+    assert created_files(changed) is None  # a change to an existing agent is not whole in its diff
+    made = render_diff({}, {"agent.toml": "a = 1\nb = 2\n"}, "none", "t")
+    assert created_files(made.replace("+b = 2", " b = 2")) is None  # a context line: not a new file
+    assert created_files(made.replace("+1,2", "+1,3")) is None  # fewer lines than its hunk says
+    assert created_files(made.replace("t/agent.toml", "t/../../etc/passwd")) is None  # only the config files
+    assert created_files("") == {}
+    summary = config_summary({"agent.toml": '[budget]\nusd_per_day = 2\n[sandbox]\nnetwork = "host"\n'})
+    assert summary is not None and (summary.usd_per_day, summary.network, summary.risky) == (2, "host", ["sandbox"])
+    assert config_summary({"agent.toml": "model = 1"}) is None
 
 
 # ---------------------------------------------------------------------------------- [sandbox] sizes

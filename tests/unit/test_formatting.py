@@ -7,14 +7,17 @@ import time
 import pytest
 
 from hyperhive.servers.approvals.models import Request
+from hyperhive.servers.common import diffs
 from hyperhive.servers.common.formatting import (
     age,
     approval_outcome,
     clock,
+    countdown,
     duration,
     epoch,
     last_turn_text,
     request_title,
+    summary_rows,
     turn_text,
     when,
 )
@@ -92,3 +95,22 @@ def test_the_last_turn_is_now_an_age_or_never() -> None:
     assert last_turn_text(TurnState(state="idle", since=NOW, last_turn_at=NOW - 250), now=NOW) == "4m ago"
     assert last_turn_text(TurnState(state="idle", since=NOW), now=NOW) == "never"
     assert last_turn_text(None) == "never"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(4352, "1 h 12 m"), (7200, "2 h"), (7259, "2 h"), (299, "4 m"), (60, "1 m"), (42.9, "42 s"), (0, "expired"),
+     (-5, "expired"), (90_000, "25 h")],
+)  # fmt: skip
+def test_a_countdown_reads_in_hours_and_minutes(seconds: float, text: str) -> None:
+    assert countdown(seconds) == text
+
+
+def test_a_spawn_summary_reads_as_rows_with_the_risky_ones_marked() -> None:
+    summary = diffs.summary({"agent.toml": 'bash = ["rm:*"]\nallowed_recipients = ["*"]\n[tools]\nforge = []\n'})
+    assert summary is not None
+    rows = {row.label: row for row in summary_rows(summary)}
+    assert rows["bash"] == ("bash", "rm:*", True) and rows["recipients"] == ("recipients", "everyone", False)
+    assert rows["tools"].value == "forge: none; others: the role's defaults"
+    assert rows["budget"].value == "no limit a day, no limit a turn" and "agent.nix" not in rows
+    assert rows["sandbox"].value == "network default, runs the harness"

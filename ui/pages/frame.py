@@ -1,6 +1,6 @@
 """The frame around every page: navigation, each server's health and how fresh the view is, the
-"unreachable" banner, the pending questions, toasts; the page under it follows the URL (one
-NiceGUI single-page app)."""
+"unreachable" banner, the pending questions (a badge in the header, a drawer), toasts; the page
+under it follows the URL (one NiceGUI single-page app)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from typing import Final
 from nicegui import app, ui
 
 from hyperhive.servers.common.formatting import duration
-from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.hive_view import STALE_SECONDS, HiveView, Notice, ServerHealth
 from hyperhive.ui.pages.agent import agent_page
-from hyperhive.ui.pages.approvals import approvals_page
+from hyperhive.ui.pages.approvals import APPROVALS_CSS, approvals_page
 from hyperhive.ui.pages.messages import MESSAGES_CSS, messages_page
-from hyperhive.ui.pages.questions import question_card, questions_page
+from hyperhive.ui.pages.questions import QUESTIONS_CSS, QuestionQueue, questions_page
 from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
 from hyperhive.ui.pages.shared import shared_page
 from hyperhive.ui.pages.swarm import SWARM_CSS, swarm_page
@@ -36,13 +35,16 @@ def frame(hive: HiveView) -> None:
     ui.dark_mode(True)
     ui.add_css(
         ".hh-mono { font-family: ui-monospace, monospace; } .q-badge { text-transform: lowercase; }"
-        " .hh-question { border-left: 4px solid var(--q-warning); }"
         + SWARM_CSS
         + REPOS_CSS
         + STALE_CSS
         + HEALTH_CSS
         + MESSAGES_CSS
+        + APPROVALS_CSS
+        + QUESTIONS_CSS
     )
+    questions = QuestionQueue(hive)
+    stale_when(hive, questions.list, "operator")
 
     with ui.header().classes("items-center gap-x-4 gap-y-1 py-1 bg-grey-10 wrap"):
         ui.link("◆ hyperhive", "/").classes("text-lg text-white no-underline")
@@ -53,6 +55,7 @@ def frame(hive: HiveView) -> None:
         ui.link("repos", "/repos").classes("text-white")
         ui.link("shared", "/shared").classes("text-white")
         ui.space()
+        questions.button()
         with ui.row().classes("items-center gap-0 wrap").mark("health"):
             chips: dict[str, tuple[ui.chip, ui.tooltip]] = {}
             for server in hive.state.health:
@@ -64,8 +67,6 @@ def frame(hive: HiveView) -> None:
         ).tooltip("desktop notifications")
         ui.button("log out", on_click=_logout).props("flat dense")
     banner = ui.label().classes("w-full bg-negative text-white p-2").mark("banner")
-    strip = ui.column().classes("w-full gap-1")
-    stale_when(hive, strip, "operator")
 
     def show_health(*_: object) -> None:
         """The chips, "updated N s ago" and the banner: on a change of health, and every second."""
@@ -90,19 +91,6 @@ def frame(hive: HiveView) -> None:
         approvals_link.set_text(f"approvals ({len(hive.state.approvals)})" if hive.state.approvals else "approvals")
         questions_link.set_text(f"questions ({len(hive.state.questions)})" if hive.state.questions else "questions")
 
-    cards: dict[int, ui.card] = {}
-
-    def show_questions(questions: list[PendingQuestion]) -> None:
-        """Add new questions' cards and drop answered ones; a half-typed answer elsewhere stays."""
-        show_counts()
-        pending = {q.id for q in questions}
-        for qid in [qid for qid in cards if qid not in pending]:
-            cards.pop(qid).delete()
-        for question in questions:
-            if question.id not in cards:
-                with strip:
-                    cards[question.id] = question_card(hive, question)
-
     def notify(notice: Notice) -> None:
         colour: ToastKind = "negative" if notice.kind == "crash" else "warning" if notice.kind == "question" else "info"
         toast(f"{notice.title}: {notice.body}", colour)
@@ -112,10 +100,12 @@ def frame(hive: HiveView) -> None:
         )
 
     show_health()
-    show_questions(hive.state.questions)
+    show_counts()
+    questions.show(hive.state.questions)
     hive.health_changed.subscribe(show_health)
     ui.timer(1.0, show_health)  # the seconds in "updated N s ago" and the banner
-    hive.questions_changed.subscribe(show_questions)
+    hive.questions_changed.subscribe(show_counts)
+    hive.questions_changed.subscribe(questions.show)
     hive.approvals_changed.subscribe(show_counts)
     hive.notice.subscribe(notify)
     with ui.column().classes("w-full p-4 gap-3"):

@@ -1,42 +1,117 @@
-"""Questions to the operator: a card with an answer form and a countdown (in every page's frame);
-the history on /questions."""
+"""Questions to the operator: a badge with their count in every page's header, a drawer listing them
+(each with its answer form, a countdown and a link to the asker's messages), the count in the tab
+title; the history on /questions."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlencode
 
-from nicegui import ui
+from nicegui import context, ui
 
-from hyperhive.servers.common.formatting import epoch
+from hyperhive.servers.common.formatting import countdown, epoch
 from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.hive_view import HiveView
 from hyperhive.ui.pages.widgets import act, section, toast
 
+TITLE: Final = "hyperhive"
+URGENT_SECONDS: Final = 300  # under 5 minutes left, the countdown turns red
+QUESTIONS_CSS: Final = (
+    " .hh-question { border-left: 4px solid var(--q-warning); }"
+    " .hh-question-text { white-space: pre-wrap; overflow-wrap: anywhere; }"
+)
+
+
+def tab_title(count: int) -> str:
+    """The browser tab's title: the number of questions waiting first, '(2) hyperhive'."""
+    return f"({count}) {TITLE}" if count else TITLE
+
+
+def thread_link(question: PendingQuestion) -> str:
+    """Where the asker's conversation is: the messages page, filtered to the asker."""
+    return "/messages?" + urlencode({"agent": question.asker})
+
+
+class QuestionQueue:
+    """The header's badge and the drawer of pending questions; a half-typed answer survives updates."""
+
+    def __init__(self, hive: HiveView) -> None:
+        self.hive = hive
+        with ui.right_drawer(value=False, fixed=True, bordered=True).props("width=360 overlay") as drawer:
+            drawer.classes("bg-grey-10 p-3").mark("questions-drawer")
+            with ui.row().classes("items-center w-full"):
+                self.heading = ui.label("questions").classes("text-lg")
+                ui.space()
+                ui.link("history", "/questions").classes("text-grey-4")
+                ui.button(icon="close", on_click=drawer.hide).props("flat dense round aria-label=close").tooltip(
+                    "close"
+                )
+            self.empty = ui.label("no questions waiting").classes("text-grey-5")
+            self.list = ui.column().classes("w-full gap-2")
+        self.drawer = drawer
+        self.client = context.client  # this page's: the tab whose title counts the questions
+        self.cards: dict[int, ui.card] = {}
+
+    def button(self) -> None:
+        """The header's button: a badge with the count; it opens and closes the drawer."""
+        with (
+            ui.button(icon="help_outline", on_click=self.drawer.toggle)
+            .props("flat dense round aria-label=questions")
+            .mark("questions-button") as button
+        ):
+            self.badge = ui.badge("", color="warning").props("floating text-color=black").mark("questions-count")
+        button.tooltip("questions waiting for you")
+
+    def show(self, questions: list[PendingQuestion]) -> None:
+        """Add new questions' cards and drop answered ones (a toast says when one arrives)."""
+        count = len(questions)
+        self.badge.set_text(str(count))
+        self.badge.set_visibility(bool(count))
+        self.heading.set_text(f"questions ({count})" if count else "questions")
+        self.empty.set_visibility(not count)
+        with self.client:  # an update may come in another client's context
+            ui.page_title(tab_title(count))
+        pending = {q.id for q in questions}
+        for qid in [qid for qid in self.cards if qid not in pending]:
+            self.cards.pop(qid).delete()
+        new = [question for question in questions if question.id not in self.cards]
+        for question in new:
+            with self.list:
+                self.cards[question.id] = question_card(self.hive, question)
+        if not count:
+            self.drawer.hide()
+
 
 def question_card(hive: HiveView, question: PendingQuestion) -> ui.card:
-    """A pending question with its answer form and a countdown, for the strip at the top of every page."""
+    """A pending question with its answer form, a countdown and a link to the asker's messages."""
     qid = question.id
     deadline = epoch(question.expires_at)
-    with ui.card().classes("w-full bg-grey-9 hh-question").props("flat bordered") as card:
-        with ui.row().classes("items-center w-full no-wrap"):
-            ui.label(f"? #{qid} {question.asker}:").classes("font-bold")
-            ui.label(question.question).classes("grow")
-            countdown = ui.chip("", icon="timer", color="orange").props("dense").mark(f"ttl-{qid}")
+    with ui.card().classes("w-full hh-question").props("flat bordered").mark(f"question-{qid}") as card:
+        with ui.row().classes("items-center w-full no-wrap gap-2"):
+            ui.label(f"#{qid}").classes("text-grey-5")
+            ui.link(question.asker, thread_link(question)).classes("font-bold").mark(f"asker-{qid}").tooltip(
+                f"{question.asker}'s messages"
+            )
+            ui.space()
+            timer_chip = ui.chip("", icon="timer").props("dense").mark(f"ttl-{qid}")
 
             def tick() -> None:
-                left = int(deadline - time.time())
-                countdown.set_text(f"{max(0, left) // 60}:{max(0, left) % 60:02d}")
+                left = deadline - time.time()
+                timer_chip.set_text(countdown(left))
+                urgent = left < URGENT_SECONDS
+                timer_chip.props(f"color={'negative' if urgent else 'grey-8'} text-color=white")
 
             tick()
             ui.timer(1.0, tick)
-        with ui.row().classes("items-center"):
+        ui.label(question.question).classes("hh-question-text w-full")
+        with ui.row().classes("items-center w-full gap-2"):
             options = question.options
             if options:
                 answer: Any = ui.select(options, multiple=bool(question.multi), label="answer").props("dense")
-                answer.classes("w-72").mark(f"answer-{qid}")
+                answer.classes("grow").mark(f"answer-{qid}")
             else:
-                answer = ui.input("answer").props("dense").classes("w-96").mark(f"answer-{qid}")
+                answer = ui.input("answer").props("dense").classes("grow").mark(f"answer-{qid}")
 
             async def send() -> None:
                 value = answer.value  # several options of a multi question go as a list
@@ -57,7 +132,7 @@ def question_card(hive: HiveView, question: PendingQuestion) -> ui.card:
 
 def questions_page(hive: HiveView) -> None:
     section("questions")
-    ui.label("pending questions are at the top of every page").classes("text-grey-6")
+    ui.label("pending questions are in the drawer the header's ? button opens").classes("text-grey-5")
     section("history")
     history = ui.column().classes("w-full gap-1 hh-mono")
 
@@ -67,7 +142,7 @@ def questions_page(hive: HiveView) -> None:
         with history:
             for q in result.questions if result else []:
                 asked = f"#{q.id} {q.asker} → {q.to}: {q.question}"
-                ui.label(f"{asked} · {q.state}: {q.answer or '-'}")
+                ui.label(f"{asked} · {q.state}: {q.answer or '-'}").classes("hh-question-text")
 
     ui.timer(0.1, load, once=True)
     hive.questions_changed.subscribe(lambda _: load())
