@@ -37,13 +37,14 @@ from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.forge.client import ForgeClient
 from hyperhive.servers.forge.models import Repo
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend
+from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend, TurnTotals
 from hyperhive.servers.operator.client import OperatorClient
 from hyperhive.servers.operator.models import PendingQuestion
 
 log = logging.getLogger("hyperhive.ui")
 
 MESSAGES_KEPT: Final = 500  # the message flow a new page starts with
+SWARM_STATS_EVERY: Final = 10.0  # turn totals change with turns, not by the second: swarm_stats this often
 ACTION_SECONDS: Final = 120.0  # an operator's action (a rebuild, a spawn) may take this long; a poll 30 s
 T = TypeVar("T")
 
@@ -64,6 +65,7 @@ class SwarmAgent:
     info: AgentInfo
     pending: int = 0  # messages waiting for it
     pending_reminders: int = 0
+    delivered_24h: int = 0  # messages it took in the last 24 h
 
 
 @dataclass
@@ -79,6 +81,7 @@ class HiveState:
     hive_spend: Spend | None = None  # every agent's cost today and this week, and hive.toml's budget
     repos: list[Repo] | None = None  # the forge's repos (None: not heard from the forge yet)
     polled_at: float = 0.0
+    turn_totals: dict[str, TurnTotals] = field(default_factory=dict)  # swarm_stats: each agent's turns today
 
 
 class HiveView:
@@ -112,12 +115,14 @@ class HiveView:
         self.unread_changed = Event[int]()
         self.hive_spend_changed = Event[Spend]()
         self.repos_changed = Event[list[Repo]]()
+        self.turn_totals_changed = Event[dict[str, TurnTotals]]()
         self.reachability_changed = Event[dict[str, bool]]()
         self.notice = Event[Notice]()
         self._since: int | None = None
         self._seen_approvals: set[int] | None = None
         self._seen_questions: set[int] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self.first_poll = asyncio.Event()
         self._polling = asyncio.Lock()
@@ -125,12 +130,14 @@ class HiveView:
     # --------------------------------------------------------------------------------- running
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hyperhive-dashboard-poll")
+        self._stats_task = asyncio.create_task(self._run_swarm_stats(), name="hyperhive-dashboard-swarm-stats")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._stats_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for client in self.clients.values():
             await client.close()
 
@@ -170,6 +177,21 @@ class HiveView:
         self.state.polled_at = time.time()
         self.first_poll.set()
 
+    async def _run_swarm_stats(self) -> None:
+        while True:
+            await self.poll_swarm_stats()
+            await asyncio.sleep(SWARM_STATS_EVERY)
+
+    async def poll_swarm_stats(self) -> None:
+        """Every agent's turns today, in one call (lifecycle's swarm_stats); emitted when they changed."""
+        stats = await self._ask("lifecycle", self._lifecycle.swarm_stats())
+        if stats is None:
+            return
+        totals = {agent.name: agent for agent in stats.agents}
+        if totals != self.state.turn_totals:
+            self.state.turn_totals = totals
+            self.turn_totals_changed.emit(totals)
+
     async def call(self, call: Awaitable[T]) -> T:
         """Run an operator's call (`hive.call(hive.lifecycle.stop(name))`); ToolError carries the
         server's refusal, ServerUnavailable a dead server."""
@@ -208,7 +230,9 @@ class HiveView:
         for agent in listing.agents:
             inbox = inboxes.get(agent.name)
             fresh[agent.name] = (
-                SwarmAgent(agent, inbox.pending, inbox.pending_reminders) if inbox else SwarmAgent(agent)
+                SwarmAgent(agent, inbox.pending, inbox.pending_reminders, inbox.delivered_24h)
+                if inbox
+                else SwarmAgent(agent)
             )
         for name in list(self.state.agents):
             if name not in fresh:

@@ -172,7 +172,8 @@ def health(agent: AgentInfo, *, now: float | None = None) -> tuple[Health, str]:
     if turn.state == "paused":
         return "paused", f"paused: {turn.reason or 'budget'}"
     if turn.state == "running":
-        return "working", f"working {since}" + (f" · {turn.tool}" if turn.tool else "")
+        count = f" · {turn.messages} msg{'' if turn.messages == 1 else 's'}" if turn.messages else ""
+        return "working", f"working {since}{count}" + (f" · {turn.tool}" if turn.tool else "")
     if turn.state == "starting":
         return "starting", "starting"
     return "idle", f"idle {since}"
