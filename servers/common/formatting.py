@@ -161,7 +161,7 @@ def health(agent: AgentInfo, *, now: float | None = None) -> tuple[Health, str]:
     if agent.state in ("restarting", "stopping", "starting"):
         return ("starting" if agent.state == "starting" else "restarting"), agent.state
     if agent.state != "running":
-        return "stopped", "stopped" + (f" (exit {agent.last_exit_code})" if agent.last_exit_code else "")
+        return "stopped", "stopped"  # as asked: its last exit matters for a failed agent, not a stopped one
     if agent.problem:
         return "error", f"error: {agent.problem}"
     if turn is None:
