@@ -81,6 +81,13 @@ def can(action: str, info: AgentInfo) -> bool:
     return info.state != "stopping"  # restart, rebuild
 
 
+def set_prop(element: ui.element, key: str, value: str | None) -> None:
+    """Set (None: drop) one prop, sending the element again only if it changed: a NiceGUI prop
+    assignment always does, and the 1 s tick would resend every row."""
+    if element.props.get(key) != value:
+        element.props.set_optional(key, value)
+
+
 def top_tools(totals: TurnTotals | None) -> str:
     if totals is None or not totals.top_tools:
         return ""
@@ -148,7 +155,7 @@ class SwarmRow:
         self.agent = agent
         info = agent.info
         self.kind, _ = health(info)
-        self.state.props(f"color={HEALTH_COLOURS[self.kind]}")
+        set_prop(self.state, "color", HEALTH_COLOURS[self.kind])
         # A peer runs outside the hive: nothing here starts, stops or steers it, and its model is its own.
         sandboxed = info.kind != "peer"
         self.actions.set_visibility(sandboxed)
@@ -172,7 +179,7 @@ class SwarmRow:
         avg = totals.avg_seconds if totals else None
         self.avg.set_text(duration(avg) if avg is not None else "-")
         self.tools.set_text(top_tools(totals))
-        self.tools.props.set_optional("title", top_tools(totals) or None)
+        set_prop(self.tools, "title", top_tools(totals) or None)
 
     def show_cost(self, info: AgentInfo) -> None:
         spend = info.spend
@@ -182,14 +189,14 @@ class SwarmRow:
         budget = f"/{spend.usd_per_day:.2f}" if spend.usd_per_day is not None else ""
         self.cost.set_text(f"${spend.today_usd:.2f}{budget}" + (" paused" if spend.paused else ""))
         self.cost.classes(replace=f"truncate {'text-warning' if spend.paused else ''}")
-        self.cost.props.set_optional("title", " · ".join(filter(None, [spend_text(spend), spend.paused])))
+        set_prop(self.cost, "title", " · ".join(filter(None, [spend_text(spend), spend.paused])))
 
     def tick(self) -> None:
         info = self.agent.info
         _, text = health(info)
         self.state.set_text(text)
         peer = "a peer: a Claude Code session outside the hive"
-        self.state.props.set_optional("title", peer if info.kind == "peer" else text)  # the whole reason on hover
+        set_prop(self.state, "title", peer if info.kind == "peer" else text)  # the whole reason on hover
         self.last_turn.set_text(last_turn_text(info.turn))
 
     def matches(self, query: str, chip: str) -> bool:
@@ -441,9 +448,9 @@ class SwarmPage:
 
     def show_chips(self) -> None:
         for chip, button in self.chips.items():
-            button.props(f"color={'primary' if chip == self.chip else 'grey-8'}")
+            set_prop(button, "color", "primary" if chip == self.chip else "grey-8")
         for group, button in self.group_buttons.items():
-            button.props(f"color={'primary' if group == self.group else 'grey-8'}")
+            set_prop(button, "color", "primary" if group == self.group else "grey-8")
         for key, button in self.headers.items():
             label = next(label for label, k in SWARM_COLUMNS if k == key)
             button.set_text(label + ((" ↓" if self.descending else " ↑") if key == self.sort_key else ""))
