@@ -11,6 +11,7 @@ Pure functions, standard library only.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -113,3 +114,14 @@ def problem_line(explained: Explained, names: list[str]) -> str:
     who = names[0] if len(names) == 1 else f"{len(names)} agents"
     fix = explained.fix_for(names)
     return f"{who}: {explained.summary}" + (f" → {fix}" if fix else "")
+
+
+def group_problems(stuck: Iterable[tuple[str, str | None]]) -> list[tuple[str, list[str]]]:
+    """(agent, its reason) pairs as one line per problem with the agents it holds (sorted), the
+    problem most agents share first: what the dashboard's strip and `hive agents` print."""
+    grouped: dict[str, tuple[Explained, list[str]]] = {}
+    for name, reason in stuck:
+        explained = explain(reason)
+        grouped.setdefault(explained.key, (explained, []))[1].append(name)
+    ordered = sorted(grouped.values(), key=lambda group: (-len(group[1]), group[0].summary))
+    return [(problem_line(explained, sorted(names)), sorted(names)) for explained, names in ordered]

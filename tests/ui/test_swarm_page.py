@@ -6,6 +6,9 @@ and reports turns to the lifecycle server as they do (record_turn)."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -75,6 +78,15 @@ async def test_the_strip_counts_what_needs_the_operator_and_links_to_it(
         "2 agents: no Claude credentials → add ANTHROPIC_API_KEY to hive.toml [harness.env] "
         "or run `hive claude NAME auth login`"
     ]
+    # `hive agents` says the same, once, under its table.
+    listed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "hyperhive.servers.cli", "agents", "--home", str(servers.home)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    problems = [line for line in listed.stdout.splitlines() if line.startswith("! ")]
+    assert problems == ["! 2 agents: no Claude credentials → add ANTHROPIC_API_KEY to hive.toml [harness.env] "
+                        "or run `hive claude NAME auth login`"]  # fmt: skip
     # The erroring count is a filter of the swarm.
     user.find(marker="need-errors").click()
     await user.should_not_see(marker="state-sw-idle")

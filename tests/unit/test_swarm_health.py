@@ -12,7 +12,7 @@ import pytest
 from hyperhive.harness.stats import TurnRecorder
 from hyperhive.servers.common.formatting import health, health_rank, tool_text, turn_text
 from hyperhive.servers.common.harnessdir import TOOL_TEXT_MAX, TURN_STATE, TurnState
-from hyperhive.servers.common.turn_reasons import explain, problem_line
+from hyperhive.servers.common.turn_reasons import explain, group_problems, problem_line
 from hyperhive.servers.lifecycle.models import AgentInfo
 
 NOW = 1_800_000_000.0
@@ -120,3 +120,11 @@ async def test_the_recorder_writes_the_running_turns_tool_and_drops_it_with_the_
     assert TurnState.model_validate_json((tmp_path / TURN_STATE).read_text()).tool == "Bash: git diff"
     await recorder.set("idle")
     assert TurnState.model_validate_json((tmp_path / TURN_STATE).read_text()).tool is None
+
+
+def test_problems_group_most_agents_first_with_their_names() -> None:
+    stuck = [("c", NO_CREDENTIALS), ("x", "disk on fire"), ("a", NO_CREDENTIALS), ("b", NO_CREDENTIALS)]
+    assert group_problems(stuck) == [
+        (problem_line(explain(NO_CREDENTIALS), ["a", "b", "c"]), ["a", "b", "c"]),
+        ("x: disk on fire", ["x"]),
+    ]

@@ -13,7 +13,7 @@ from nicegui import ui
 
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import HEALTH_ORDER, Health, duration, health, health_rank, last_turn_text
-from hyperhive.servers.common.turn_reasons import Explained, explain, problem_line
+from hyperhive.servers.common.turn_reasons import group_problems
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult, TurnTotals
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
@@ -401,22 +401,19 @@ class SwarmPage:
 
     def show_problems(self) -> None:
         """Agents in error or paused, one line per problem with its fix, most agents first."""
-        grouped: dict[str, tuple[Explained, list[str]]] = {}
-        for row in self.rows.values():
-            turn = row.agent.info.turn
-            if row.kind not in ("error", "paused"):
-                continue
-            reason = row.agent.info.problem or (turn.reason if turn else None)
-            explained = explain(reason)
-            grouped.setdefault(explained.key, (explained, []))[1].append(row.name)
-        lines = sorted(grouped.values(), key=lambda group: (-len(group[1]), group[0].summary))
-        texts = [problem_line(explained, sorted(names)) for explained, names in lines]
+        stuck = [
+            (row.name, row.agent.info.problem or (row.agent.info.turn.reason if row.agent.info.turn else None))
+            for row in self.rows.values()
+            if row.kind in ("error", "paused")
+        ]
+        lines = group_problems(stuck)
+        texts = [text for text, _ in lines]
         if texts == self.problem_texts:
             return
         self.problem_texts = texts
         self.problems.clear()
         with self.problems:
-            for text, (_, names) in zip(texts, lines, strict=True):
+            for text, names in lines:
                 ui.label(text).classes("text-negative").props(f'title="{", ".join(sorted(names))}"').mark("problem")
 
     def tick(self) -> None:  # "working 12 s": only texts that changed go out
