@@ -122,20 +122,34 @@ class SwarmRow:
             self.delivered = self._number("24h", f"delivered-{name}")
             self.last_turn = ui.label("").classes("text-grey-5").mark(f"last-turn-{name}")
             with ui.element().classes("hh-actions") as self.actions:
-                self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
-                self.cancel = ui.button("cancel", on_click=self.cancel_turn).mark(f"cancel-{name}")
-                self.cancel.props('flat dense size=sm color=warning title="cancel the running turn"')
-                self.buttons = {
-                    action: ui.button(action, on_click=lambda a=action: self.do(a))
-                    .props("flat dense size=sm")
-                    .mark(f"{action}-{name}")
-                    for action in ("start", "stop")
-                }
                 self.more = ui.button(icon="more_horiz", on_click=self.more_actions).mark(f"more-{name}")
                 self.more.props(f'flat dense round size=sm aria-label="more actions for {name}"')
                 self.more.props('title="restart, kill, rebuild, destroy"')
         self.menu: ui.menu | None = None
+        # The controls a state calls for (start, stop, cancel, needs update), made when first needed:
+        # most rows of a swarm never show most of them.
+        self.controls: dict[str, ui.element] = {}
         self.show(agent)
+
+    CONTROLS: Final = ("update", "cancel", "start", "stop")  # their order, before the more button
+
+    def control(self, key: str, wanted: bool) -> None:
+        element = self.controls.get(key)
+        if element is None:
+            if not wanted:
+                return
+            with self.actions:
+                if key == "update":
+                    element = ui.badge("needs update", color="warning")
+                elif key == "cancel":
+                    element = ui.button("cancel", on_click=self.cancel_turn)
+                    element.props('flat dense size=sm color=warning title="cancel the running turn"')
+                else:
+                    element = ui.button(key, on_click=lambda: self.do(key)).props("flat dense size=sm")
+            self.controls[key] = element.mark(f"{key}-{self.name}")
+            before = sum(1 for other in self.CONTROLS[: self.CONTROLS.index(key)] if other in self.controls)
+            element.move(self.actions, target_index=before)
+        element.set_visibility(wanted)
 
     @staticmethod
     def _number(label: str, marker: str) -> ui.label:
@@ -161,15 +175,15 @@ class SwarmRow:
         self.actions.set_visibility(sandboxed)
         self.model.set_visibility(sandboxed)
         self.selected.set_visibility(sandboxed)
-        for action, button in self.buttons.items():
-            button.set_visibility(can(action, info))
+        for action in ("start", "stop"):
+            self.control(action, can(action, info))
         self.role.set_text(info.role)
         self.model.set_text(info.model)
-        self.cancel.set_visibility(info.turn is not None and info.turn.state == "running" and info.state == "running")
+        self.control("cancel", info.turn is not None and info.turn.state == "running" and info.state == "running")
         self.inbox.set_text(str(agent.pending))
         self.reminders.set_text(str(agent.pending_reminders))
         self.delivered.set_text(str(agent.delivered_24h))
-        self.update.set_visibility(info.needs_update)
+        self.control("update", info.needs_update)
         self.show_cost(info)
         self.tick()
 
