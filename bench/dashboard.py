@@ -47,6 +47,7 @@ TARGETS = {"page_load_p50_ms": 1000.0, "bytes_per_message": 2048.0}
 SWARM_TARGET_MS = 200.0  # the swarm page ready, p50, with 50 agents (issue 16)
 SWARM_TARGET_AGENTS = 50
 SLEEP = ["/bin/sleep", "3600"]
+CREATING_AT_ONCE = 16  # create_agent calls in flight while seeding
 
 
 def free_port() -> int:
@@ -116,7 +117,7 @@ def stats_of(samples: list[float], scale: float = 1.0) -> dict[str, float]:
 
 
 async def seed(home: Path, agents: int, messages: int) -> dict[str, Any]:
-    """Create the agents at once, then send the messages from 8 senders (agents and the operator)."""
+    """Create the agents (16 at a time), then send the messages from 8 senders (agents and the operator)."""
     config = load_hive_config(home)
 
     def client(server: str, name: str, role: Role) -> HiveClient:
@@ -126,8 +127,10 @@ async def seed(home: Path, agents: int, messages: int) -> dict[str, Any]:
     names = [f"agent-{i:02d}" for i in range(agents)]
     started = time.perf_counter()
 
+    creating = asyncio.Semaphore(CREATING_AT_ONCE)  # 500 at once: each call waits its turn past any timeout
+
     async def create(name: str) -> None:
-        async with client("lifecycle", "operator", Role.OPERATOR) as lifecycle:
+        async with creating, client("lifecycle", "operator", Role.OPERATOR) as lifecycle:
             await lifecycle.call("create_agent", {"name": name})
 
     await asyncio.gather(*(create(name) for name in names))
