@@ -406,7 +406,7 @@ class SwarmPage:
             (self.need_questions, len(state.questions), "question", "questions"),
             (self.need_unread, state.unread, "unread message", "unread messages"),
             (self.need_failed, kinds.count("failed"), "failed", "failed"),
-            (self.need_errors, kinds.count("error") + kinds.count("paused"), "erroring", "erroring"),
+            (self.need_errors, kinds.count("error"), "erroring", "erroring"),
         ]
         for element, count, one, many in counts:
             element.set_text(f"{count} {one if count == 1 else many}")
