@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +35,7 @@ from hyperhive.harness.prompts import system_prompt
 from hyperhive.servers.common.binds import SHARED_MOUNT
 from hyperhive.servers.common.catalog import HARNESS_ONLY
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.formatting import tool_text
 from hyperhive.servers.common.harnessdir import CREDENTIALS, RESET_FILE, SESSION_FILE, HarnessInfo, SessionRecord
 
 log = logging.getLogger("hyperhive.harness.claude")
@@ -154,6 +155,8 @@ class ClaudeSession:
         self.info = info
         self._stderr = stderr
         self._last_stderr: deque[str] = deque(maxlen=5)  # the CLI's last words: why it failed
+        # Told each tool call of a turn as it starts ("Bash: git diff"): turn.json shows it (see loop.py).
+        self.on_tool: Callable[[str], Awaitable[None]] | None = None
         self.env = claude_env(info, Path(info.harness_dir))
         self._client: ClaudeSDKClient | None = None
         self._model: str | None = None
@@ -299,6 +302,9 @@ class ClaudeSession:
         async for message in client.receive_response():
             if isinstance(message, AssistantMessage):
                 count_step(outcome, message)
+                calls = [block for block in message.content if isinstance(block, ToolUseBlock)]
+                if calls and self.on_tool is not None:
+                    await self.on_tool(tool_text(calls[-1].name, calls[-1].input))
             elif isinstance(message, SystemMessage) and message.subtype == "init":
                 _log_failed_servers(message.data)
             elif isinstance(message, ResultMessage):

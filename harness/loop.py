@@ -68,6 +68,7 @@ class Harness:
         self.budget = self._lifecycle()  # budget_check before each wake
         self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
+        self.session.on_tool = self.recorder.set_tool  # turn.json says what the running turn is calling
         self.broker = BrokerClient.at(info.servers["broker"], self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
         self._failures = 0
         self._restart_note: str | None = None  # said before the first wake after a restart

@@ -142,6 +142,14 @@ class TurnRecorder:
         self.file.enter(state, turn=turn, leased=leased, reason=reason)
         await anyio.to_thread.run_sync(self.file.save)
 
+    async def set_tool(self, tool: str) -> None:
+        """The running turn is calling `tool` now (tool_text's words): turn.json shows it until the
+        state changes. Nothing while no turn runs (a compaction's tools are not the agent's work)."""
+        if self.file.state.state != "running" or self.file.state.tool == tool:
+            return
+        self.file.state = self.file.state.model_copy(update={"tool": tool})
+        await anyio.to_thread.run_sync(self.file.save)
+
     async def record(self, turn: TurnRecord) -> None:
         """Report the turn (in the background); turn.json shows its end from the next state change on."""
         self.reporter.submit(turn)

@@ -43,13 +43,14 @@ from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.forge.client import ForgeClient
 from hyperhive.servers.forge.models import Repo
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend
+from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend, TurnTotals
 from hyperhive.servers.operator.client import OperatorClient
 from hyperhive.servers.operator.models import PendingQuestion
 
 log = logging.getLogger("hyperhive.ui")
 
 MESSAGES_KEPT: Final = 500  # the message flow a new page starts with
+SWARM_STATS_EVERY: Final = 10.0  # turn totals change with turns, not by the second: swarm_stats this often
 ACTION_SECONDS: Final = 120.0  # an operator's action (a rebuild, a spawn) may take this long
 POLL_SECONDS: Final = 2.0  # a poll's bound: no answer by then and the server is "not answering"
 SLOW_SECONDS: Final = 1.0  # an answer (or a wait for one) longer than this: the server is "slow"
@@ -105,6 +106,7 @@ class SwarmAgent:
     info: AgentInfo
     pending: int = 0  # messages waiting for it
     pending_reminders: int = 0
+    delivered_24h: int = 0  # messages it took in the last 24 h
 
 
 @dataclass
@@ -119,6 +121,7 @@ class HiveState:
     unread: int = 0  # messages to the operator not taken yet
     hive_spend: Spend | None = None  # every agent's cost today and this week, and hive.toml's budget
     repos: list[Repo] | None = None  # the forge's repos (None: not heard from the forge yet)
+    turn_totals: dict[str, TurnTotals] = field(default_factory=dict)  # swarm_stats: each agent's turns today
 
     @property
     def reachable(self) -> dict[str, bool]:
@@ -170,6 +173,7 @@ class HiveView:
         self.unread_changed = Event[int]()
         self.hive_spend_changed = Event[Spend]()
         self.repos_changed = Event[list[Repo]]()
+        self.turn_totals_changed = Event[dict[str, TurnTotals]]()
         self.health_changed = Event[dict[str, ServerHealth]]()  # a server went up, slow or down
         self.notice = Event[Notice]()
         self.first_poll = asyncio.Event()  # lifecycle's first poll is over (answered or not): agents are known
@@ -191,6 +195,7 @@ class HiveView:
         self._tasks = [
             asyncio.create_task(self._run(server), name=f"hyperhive-dashboard-poll-{server}") for server in self._polls
         ]
+        self._tasks.append(asyncio.create_task(self._run_swarm_stats(), name="hyperhive-dashboard-swarm-stats"))
 
     async def stop(self) -> None:
         for task in [*self._tasks, *([self._refresh] if self._refresh else [])]:
@@ -298,6 +303,24 @@ class HiveView:
                 log.info("%s answers again", server)
             self.health_changed.emit(dict(self.state.health))
 
+    async def _run_swarm_stats(self) -> None:
+        while True:
+            await self.poll_swarm_stats()
+            await asyncio.sleep(SWARM_STATS_EVERY)
+
+    async def poll_swarm_stats(self) -> None:
+        """Every agent's turns today, in one call (lifecycle's swarm_stats); emitted when they changed.
+        Lifecycle's health is the per-server poll's to tell: a failure here only waits for the next round."""
+        try:
+            stats = await asyncio.wait_for(self._lifecycle.swarm_stats(), GIVE_UP_SECONDS)
+        except (TimeoutError, ServerUnavailable, AuthRefused, ToolError, ValidationError) as e:
+            log.info("swarm_stats: %s", e or type(e).__name__)
+            return
+        totals = {agent.name: agent for agent in stats.agents}
+        if totals != self.state.turn_totals:
+            self.state.turn_totals = totals
+            self.turn_totals_changed.emit(totals)
+
     async def call(self, call: Awaitable[T]) -> T:
         """Run an operator's call (`hive.call(hive.lifecycle.stop(name))`); ToolError carries the
         server's refusal, ServerUnavailable a dead server."""
@@ -345,7 +368,9 @@ class HiveView:
         for agent in listing.agents:
             inbox = inboxes.get(agent.name)
             fresh[agent.name] = (
-                SwarmAgent(agent, inbox.pending, inbox.pending_reminders) if inbox else SwarmAgent(agent)
+                SwarmAgent(agent, inbox.pending, inbox.pending_reminders, inbox.delivered_24h)
+                if inbox
+                else SwarmAgent(agent)
             )
         for name in list(self.state.agents):
             if name not in fresh:

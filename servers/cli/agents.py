@@ -30,9 +30,10 @@ from hyperhive.servers.cli.base import (
 )
 from hyperhive.servers.common.agent_config import AGENT_TOML, load_agent_config
 from hyperhive.servers.common.config_parsing import ConfigError
-from hyperhive.servers.common.formatting import plural, turn_text, when
+from hyperhive.servers.common.formatting import health, plural, turn_text, when
 from hyperhive.servers.common.privileges import drop_to
-from hyperhive.servers.lifecycle.models import Spend
+from hyperhive.servers.common.turn_reasons import group_problems
+from hyperhive.servers.lifecycle.models import AgentInfo, Spend
 
 if TYPE_CHECKING:
     from hyperhive.servers.lifecycle.client import LifecycleClient
@@ -157,6 +158,13 @@ def agents(as_json: bool, home: Path) -> None:
         hive = listing.hive_spend
         rows.append(("(hive)", "", "", "", "", "", "", *spend_cells(hive), hive.paused or ""))
     print_table(rows)
+    stuck = [(a.name, a.problem or (a.turn.reason if a.turn else None)) for a in listing.agents if _stuck(a)]
+    for line, _ in group_problems(stuck):  # what the dashboard's "needs you" strip says, with the fix
+        click.echo(f"! {line}")
+
+
+def _stuck(agent: AgentInfo) -> bool:
+    return health(agent)[0] in ("error", "paused")
 
 
 @main.command()

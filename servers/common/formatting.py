@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # types only: this kernel module must not import the servers'
     from hyperhive.servers.approvals.models import Request, RequestKind
     from hyperhive.servers.common.diffs import ConfigSummary
     from hyperhive.servers.common.harnessdir import TurnState
+    from hyperhive.servers.lifecycle.models import AgentInfo
 
 _UNITS: Final = (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1))
 REQUEST_KINDS: Final[dict[RequestKind, str]] = {
@@ -153,7 +154,8 @@ def turn_text(turn: TurnState | None, agent_running: bool, *, now: float | None 
     since = age(turn.since, now=now)
     if turn.state == "running":
         count = turn.messages
-        return f"running {since}" + (f" · {count} msg{'' if count == 1 else 's'}" if count else "")
+        text = f"running {since}" + (f" · {count} msg{'' if count == 1 else 's'}" if count else "")
+        return text + (f" · {turn.tool}" if turn.tool else "")
     if turn.state in ("error", "paused"):
         return f"{turn.state} {since}: {turn.reason or '?'}"
     if turn.state == "unreadable":  # lifecycle could not read its turn.json (a link, a fifo, garbage)
@@ -180,3 +182,72 @@ def grants_text(grants: Mapping[str, str] | None) -> str:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """'1 agent', '2 agents', '0 agents'; `nouns` where adding an s is wrong ('1 inbox', '2 inboxes')."""
     return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
+# --------------------------------------------------------------------------------- tools and health
+_TOOL_ARGUMENT: Final = {  # the argument that says what a built-in tool call is about
+    "Bash": "command", "Read": "file_path", "Write": "file_path", "Edit": "file_path",
+    "Glob": "pattern", "Grep": "pattern",
+}  # fmt: skip
+
+
+def tool_text(name: str, arguments: Mapping[str, object] | None, limit: int = 60) -> str:
+    """A tool call in a few words: 'Bash: git diff --stat', 'send → manager', 'Read: notes.md',
+    'recv_batch' (a hyperhive tool by its own name), cut to `limit` with '…'."""
+    arguments = arguments or {}
+    short = name.rsplit("__", 1)[-1] if name.startswith("mcp__") else name
+    key = _TOOL_ARGUMENT.get(name)
+    if short == "send" and isinstance(arguments.get("to"), str):
+        text = f"send → {arguments['to']}"
+    elif key is not None and isinstance(arguments.get(key), str):
+        text = f"{name}: {' '.join(str(arguments[key]).split())}"
+    else:
+        text = short
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+Health = Literal["failed", "error", "paused", "restarting", "starting", "working", "idle", "stopped", "peer"]
+# The swarm's order: what needs the operator first; "needs update" sorts between error and working.
+HEALTH_ORDER: Final[dict[Health, int]] = {
+    "failed": 0, "error": 1, "paused": 2, "restarting": 4, "starting": 4, "working": 5, "idle": 6,
+    "stopped": 7, "peer": 8,
+}  # fmt: skip
+NEEDS_UPDATE_RANK: Final = 3
+
+
+def health(agent: AgentInfo, *, now: float | None = None) -> tuple[Health, str]:
+    """One honest state for an agent, its sandbox and its harness together, and its badge's text:
+    ('failed', 'failed: exit 1 · 3 restarts'), ('error', 'error: no Claude credentials…'),
+    ('paused', 'paused: …'), ('working', 'working 12s · Bash: git diff'), ('idle', 'idle 3m')."""
+    turn = agent.turn
+    if agent.kind == "peer":
+        return "peer", "peer"
+    if agent.state == "failed":
+        how = f"signal {agent.last_signal}" if agent.last_signal else f"exit {agent.last_exit_code}"
+        restarts = agent.restart_count
+        return "failed", f"failed: {how} · {restarts} restart{'' if restarts == 1 else 's'}"
+    if agent.state in ("restarting", "stopping", "starting"):
+        return ("starting" if agent.state == "starting" else "restarting"), agent.state
+    if agent.state != "running":
+        return "stopped", "stopped"  # as asked: its last exit matters for a failed agent, not a stopped one
+    if agent.problem:
+        return "error", f"error: {agent.problem}"
+    if turn is None:
+        return "idle", "running · no harness"
+    since = age(turn.since, parts=1, now=now)
+    if turn.state in ("error", "unreadable"):
+        return "error", f"error: {turn.reason or 'no reason given'}"
+    if turn.state == "paused":
+        return "paused", f"paused: {turn.reason or 'budget'}"
+    if turn.state == "running":
+        count = f" · {turn.messages} msg{'' if turn.messages == 1 else 's'}" if turn.messages else ""
+        return "working", f"working {since}{count}" + (f" · {turn.tool}" if turn.tool else "")
+    if turn.state == "starting":
+        return "starting", "starting"
+    return "idle", f"idle {since}"
+
+
+def health_rank(agent: AgentInfo) -> int:
+    kind, _ = health(agent)
+    rank = HEALTH_ORDER[kind]
+    return min(rank, NEEDS_UPDATE_RANK) if agent.needs_update else rank

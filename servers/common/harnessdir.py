@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 CREDENTIALS: Final = "credentials"  # in the harness dir: a read-only bind of the agent's credentials dir
 # In CREDENTIALS, written by lifecycle:
@@ -27,6 +27,7 @@ RESET_FILE: Final = "reset"  # a request id: the operator asked for a fresh sess
 # In the harness dir, written by the harness:
 TURN_STATE: Final = "turn.json"  # TurnState
 TURN_STATE_MAX_BYTES: Final = 16 * 1024
+TOOL_TEXT_MAX: Final = 80  # TurnState.tool's length at most
 SESSION_FILE: Final = "session.json"  # SessionRecord: kept across harness restarts, crashes and rebuilds
 WAKE_FILE: Final = "wake.json"  # messages the idle waiter received, for the turn loop it execs (harness/idle.py)
 
@@ -129,6 +130,17 @@ class TurnState(BaseModel):
     leased: list[int] = []  # their ids: a harness that died mid-turn releases them at its next start
     reason: str | None = None  # for an error: what went wrong and what happens next
     last_turn_at: float | None = None  # epoch seconds: when its last turn ended (kept across restarts)
+    # What the running turn is calling now, in a few words ("Bash: git diff --stat", "send → manager");
+    # formatting.tool_text writes it. Cut, not refused: the file is the agent's to scribble on.
+    tool: str | None = None
+
+    @field_validator("tool")
+    @classmethod
+    def _short_tool(cls, tool: str | None) -> str | None:
+        if tool is None:
+            return None
+        tool = "".join(c if c.isprintable() else " " for c in tool[: TOOL_TEXT_MAX * 4])  # no terminal escapes
+        return tool if len(tool) <= TOOL_TEXT_MAX else tool[: TOOL_TEXT_MAX - 1] + "…"
 
 
 class SessionRecord(BaseModel):

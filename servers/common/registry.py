@@ -83,6 +83,7 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "logs": MANAGER_OPERATOR_AND_SERVICE,
             "agent_config": MANAGER_OPERATOR_AND_SERVICE,
             "agent_stats": MANAGER_OPERATOR_AND_SERVICE,
+            "swarm_stats": MANAGER_OPERATOR_AND_SERVICE,
             "create_agent": OPERATOR_AND_SERVICE,
             "start": OPERATOR_AND_SERVICE,
             "stop": OPERATOR_AND_SERVICE,

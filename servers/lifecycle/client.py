@@ -32,6 +32,7 @@ from hyperhive.servers.lifecycle.models import (
     SharedFile,
     StateDir,
     StateFile,
+    SwarmStats,
     TerminalClosed,
     TerminalOutput,
     TerminalSession,
@@ -61,6 +62,9 @@ class LifecycleClient(ServerClient):
 
     async def agent_stats(self, name: str, since: str | None = None) -> AgentStats:
         return await self._call("agent_stats", AgentStats, name=name, since=since)
+
+    async def swarm_stats(self) -> SwarmStats:
+        return await self._call("swarm_stats", SwarmStats)
 
     async def read_state_file(self, name: str, path: str) -> StateFile:
         return await self._call("read_state_file", StateFile, name=name, path=path)

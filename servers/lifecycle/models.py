@@ -75,6 +75,22 @@ class TurnSummary(BaseModel):
     messages: int
 
 
+class TurnTotals(BaseModel):
+    """One agent's turns since a time, added up (swarm_stats)."""
+
+    name: str
+    turns: int
+    errors: int
+    avg_seconds: float | None  # the turns' mean duration
+    cost_usd: float
+    top_tools: dict[str, int]  # its most called tools, most first (TOP_TOOLS at most)
+
+
+class SwarmStats(BaseModel):
+    since: str  # ISO 8601: 00:00 UTC today, the day budgets count
+    agents: list[TurnTotals]  # only agents with turns since then
+
+
 class Recorded(BaseModel):
     recorded: bool  # false: a row with this key was recorded before (a retry)
 

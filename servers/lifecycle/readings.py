@@ -17,11 +17,11 @@ from hyperhive.servers.common.harnessdir import TurnState
 from hyperhive.servers.lifecycle import harness_files, repos
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
-from hyperhive.servers.lifecycle.models import BudgetCheck, Spend, Turn, TurnRecord
+from hyperhive.servers.lifecycle.models import BudgetCheck, Spend, Turn, TurnRecord, TurnTotals
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
 from hyperhive.servers.lifecycle.provisioning import Provisioning, checked
-from hyperhive.servers.lifecycle.spending import Spending, SpendSheet
+from hyperhive.servers.lifecycle.spending import Spending, SpendSheet, day_start
 from hyperhive.servers.lifecycle.store import AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 
@@ -104,6 +104,11 @@ class AgentReadings:
     async def turns(self, name: str, since: float | None) -> list[Turn]:
         await self.row(name)
         return await self.turn_stats.turns(name, since)
+
+    async def turns_today(self) -> tuple[float, list[TurnTotals]]:
+        """Since 00:00 UTC (the day budgets count): every agent's turns added up."""
+        since = day_start(self.clock())
+        return since, await self.turn_stats.totals(since)
 
     async def record_turn(self, name: str, turn: TurnRecord) -> bool:
         return await self.turn_stats.record(name, turn)

@@ -53,6 +53,7 @@ from hyperhive.servers.lifecycle.models import (
     SharedFile,
     StateDir,
     StateFile,
+    SwarmStats,
     TerminalClosed,
     TerminalOutput,
     TerminalSession,
@@ -258,6 +259,13 @@ def create(
         """The harness's turn statistics for an agent: a summary and the turns themselves."""
         turns = await supervisor.turns(name, _time(since))
         return AgentStats(name=name, summary=summarise(turns), turns=turns, spend=await supervisor.spend(name))
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def swarm_stats() -> SwarmStats:
+        """Every agent's turns today (since 00:00 UTC): how many, errors, mean duration, cost, top
+        tools; one call for the whole swarm (agents without a turn today are left out)."""
+        since, totals = await supervisor.turns_today()
+        return SwarmStats(since=iso(since), agents=totals)
 
     @mcp.tool
     async def record_turn(turn: TurnRecord) -> Recorded:

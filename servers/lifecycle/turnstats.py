@@ -16,7 +16,7 @@ from typing import Final
 
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.lifecycle.models import Turn, TurnRecord, TurnSummary
+from hyperhive.servers.lifecycle.models import Turn, TurnRecord, TurnSummary, TurnTotals
 from hyperhive.servers.lifecycle.store import LifecycleStore
 
 log = logging.getLogger("hyperhive.lifecycle.turnstats")
@@ -26,6 +26,7 @@ PRUNE_EVERY: Final = 3600.0
 # can fill in root's database, ~10 KiB a row at worst (typically a few hundred bytes).
 KEEP_PER_AGENT: Final = 100_000
 STATS_LIMIT: Final = 1000  # turns agent_stats returns (and summarises) at most
+TOP_TOOLS: Final = 3  # swarm_stats' tools per agent
 
 
 class TurnStats:
@@ -45,6 +46,9 @@ class TurnStats:
 
     async def turns(self, agent: str, since: float | None) -> list[Turn]:
         return await self.store.turns(agent, since, STATS_LIMIT)
+
+    async def totals(self, since: float) -> list[TurnTotals]:
+        return await self.store.turn_totals(since, TOP_TOOLS)
 
     async def prune(self) -> int:
         removed = await self.store.prune_turns(self.clock.now() - self.retention, KEEP_PER_AGENT)

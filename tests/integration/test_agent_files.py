@@ -23,7 +23,9 @@ from hivetest import SLEEPER, Hive, Hivemind, in_process, toml_list
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, turn_row
 from hyperhive.servers.lifecycle.client import LifecycleClient
+from hyperhive.servers.lifecycle.models import SwarmStats
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.spending import day_start
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +78,30 @@ async def test_agent_stats_never_opens_a_planted_turn_stats_file(hivemind: Hivem
     fifo.symlink_to(bob.harness / "turn-stats.sqlite")
     stats = await asyncio.wait_for(hivemind.call("agent_stats", name="alice"), BOUND)
     assert stats["turns"] == []  # nothing of bob's
+
+
+async def test_swarm_stats_adds_up_every_agents_turns_of_today_in_one_call(hivemind: Hivemind) -> None:
+    await hivemind.create("alice", SLEEPER)
+    await hivemind.create("bob", SLEEPER)
+    now = time.time()
+    today = max(now - 100, day_start(now) + 1)  # a test run just after 00:00 UTC still has "today"
+    alice, bob = hivemind.lifecycle.client("alice"), hivemind.lifecycle.client("bob")
+    tools = {"Bash": 5, "Read": 2, "mcp__broker__send": 3, "Grep": 1}
+    await alice.call("record_turn", {"turn": _turn("a-1", today, tool_calls=tools, cost_usd=0.25)})
+    late = _turn("a-2", today + 1, ok=False, error="API error 529", cost_usd=0.5) | {"ended_at": today + 16}
+    await alice.call("record_turn", {"turn": late})
+    await alice.call("record_turn", {"turn": _turn("a-0", day_start(now) - 3600)})  # yesterday: not counted
+    await bob.call("record_turn", {"turn": _turn("b-1", today)})
+    stats = SwarmStats.model_validate(await hivemind.call("swarm_stats"))
+    assert stats.since.startswith(time.strftime("%Y-%m-%dT00:00:00", time.gmtime(now)))
+    by_name = {totals.name: totals for totals in stats.agents}
+    assert set(by_name) == {"alice", "bob"}  # the manager took no turn: left out
+    assert (by_name["alice"].turns, by_name["alice"].errors, by_name["alice"].cost_usd) == (2, 1, 0.75)
+    assert by_name["alice"].avg_seconds == 10.0  # 5 s and 15 s
+    assert by_name["alice"].top_tools == {"Bash": 5, "mcp__broker__send": 4, "Read": 2}  # the top three
+    assert by_name["bob"].top_tools == {"mcp__broker__send": 1}
+    with pytest.raises(ToolError):  # an agent reads no one's stats
+        await alice.call("swarm_stats", {})
 
 
 async def test_record_turn_is_for_the_caller_only_and_bounded(hivemind: Hivemind) -> None:

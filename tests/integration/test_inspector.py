@@ -60,7 +60,7 @@ def test_inspector_calls_a_tool_and_is_refused_without_a_valid_token(hive: Hive,
     assert refused.returncode != 0
 
 
-LIFECYCLE_READS = {"list_agents", "agent_status", "logs", "agent_config", "agent_stats"}
+LIFECYCLE_READS = {"list_agents", "agent_status", "logs", "agent_config", "agent_stats", "swarm_stats"}
 LIFECYCLE_ACTIONS = {
     "create_agent", "start", "stop", "restart", "kill", "rebuild", "rebuild_stale", "destroy", "set_model",
     "cancel_turn", "reset_session",

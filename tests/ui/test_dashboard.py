@@ -246,6 +246,8 @@ async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers
     db.close()
     await user.should_see(marker="update-erin", retries=50)
     user.find(marker="update-all").click()
+    await user.should_see("update all: rebuild and restart erin?", retries=50)  # the list it restarts
+    user.find(marker="confirm").click()
     await user.should_see("rebuilt erin", retries=50)
     await user.should_not_see(marker="update-erin", retries=50)
     assert not (await servers.call("lifecycle", "agent_status", name="erin"))["needs_update"]
@@ -260,8 +262,8 @@ async def test_a_running_turn_is_shown_and_cancelled(user: User, servers: Server
     await harness.open()
     await harness.set("running", turn=42, leased=[7, 8])
     await log_in(user, password)
-    await user.should_see(marker="turn-gus", content="running", retries=50)
-    await user.should_see(marker="turn-gus", content="2 msg")
+    await user.should_see(marker="state-gus", content="working", retries=50)
+    await user.should_see(marker="state-gus", content="2 msgs")
     await user.should_see(marker="last-turn-gus", content="now")
 
     async def obey_cancel() -> None:
@@ -277,7 +279,7 @@ async def test_a_running_turn_is_shown_and_cancelled(user: User, servers: Server
     user.find(marker="cancel-gus").click()
     await user.should_see("turn cancelled", retries=100)
     await obeying
-    await user.should_see(marker="turn-gus", content="idle", retries=50)
+    await user.should_see(marker="state-gus", content="idle", retries=50)
     await user.should_see(marker="last-turn-gus", content="s ago", retries=50)
     await user.should_not_see(marker="cancel-gus")
     await servers.call("lifecycle", "destroy", name="gus", purge=True)
@@ -357,7 +359,8 @@ async def test_a_peer_shows_as_a_peer_without_actions_and_its_page_says_what_it_
     await log_in(user, password)
     await user.should_see(marker="state-outside", retries=50)
     assert user.find(marker="state-outside").elements.pop().text == "peer"
-    await user.should_see(marker="start-manager")
+    await user.should_see(marker="stop-manager")  # a running agent: stop, never start
+    await user.should_not_see(marker="start-manager")
     await user.should_not_see(marker="start-outside")  # nothing to start, stop or steer
     await user.should_not_see(marker="model-outside")
     await user.open("/agent/outside")

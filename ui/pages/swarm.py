@@ -1,40 +1,69 @@
-"""The swarm: a row per agent (its state, turn, inbox and actions), update all, spawn."""
+"""The swarm: what needs the operator first, then a row per agent (one health badge, its turns today,
+its inbox, its actions), filtered, searched, sorted and grouped in the browser's layout (CSS order
+and visibility: rows are never rebuilt), bulk actions, update all, spawn."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Final
 
+from fastmcp.exceptions import ToolError
 from nicegui import ui
 
-from hyperhive.servers.common.formatting import last_turn_text, turn_text
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.formatting import (
+    HEALTH_ORDER,
+    Health,
+    duration,
+    health,
+    health_rank,
+    last_turn_text,
+    plural,
+)
+from hyperhive.servers.common.turn_reasons import group_problems
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult
+from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult, TurnTotals
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when
+from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when, toast
 
-STATE_COLOURS = {
-    "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
-    "stopped": "grey", "failed": "negative", "peer": "purple",
+HEALTH_COLOURS: Final[dict[Health, str]] = {
+    "failed": "negative", "error": "negative", "paused": "warning", "restarting": "warning", "starting": "info",
+    "working": "primary", "idle": "grey-8", "stopped": "grey-9", "peer": "purple",
 }  # fmt: skip
-TURN_COLOURS = {
-    "idle": "grey-7",
-    "running": "primary",
-    "error": "negative",
-    "paused": "warning",
-    "starting": "info",
-    "unreadable": "negative",
-}
-# The swarm table is a CSS grid: one template for the header and every row, so a row's cells are
-# its elements themselves (no wrappers: 50 agents stay a light page).
-SWARM_COLUMNS = ["agent", "state", "role", "model", "turn", "last turn", "inbox", "rem", "today", "", ""]
+# The state chips: a filter each (needs update is not a health but sorts and filters like one).
+CHIPS: Final = ("all", "failed", "error", "paused", "needs update", "working", "idle", "stopped")
+# (label, sort key name); a header button sorts by it, again for the other way.
+SWARM_COLUMNS: Final = [
+    ("", ""), ("agent", "name"), ("health", "health"), ("role", "role"), ("model", "model"),
+    ("turns", "turns"), ("avg", "avg"), ("today", "cost"), ("top tools", "tools"), ("inbox", "inbox"),
+    ("rem", "reminders"), ("24h", "delivered"), ("last turn", "last"), ("", ""),
+]  # fmt: skip
+NUMERIC: Final = {"turns", "avg", "cost", "inbox", "reminders", "delivered"}
+# The swarm table is a CSS grid: one template for the header and every row, so a row's cells are its
+# elements themselves (no wrappers). Under 700 px a row is a card: its cells wrap, the header goes.
 SWARM_CSS = """
-.hh-swarm { display: grid; grid-template-columns: 8rem 5.5rem 4.5rem 7.5rem 16rem 5.5rem 3rem 3rem 9rem 6.5rem 1fr;
-            align-items: center; justify-items: start; column-gap: 0.75rem; width: 100%; }
+.hh-swarm { display: grid;
+            grid-template-columns: 1.5rem 8rem 15rem 4.5rem 7rem 3rem 3.5rem 7rem 10rem 3rem 2.5rem 3rem 5rem 1fr;
+            align-items: center; justify-items: start; column-gap: 0.6rem; width: 100%; min-height: 2rem; }
 .hh-swarm > .hh-num { justify-self: end; }
-.hh-swarm > .hh-actions { justify-self: end; display: flex; }
-.hh-turn { display: flex; align-items: center; gap: 0.25rem; max-width: 16rem; }
+.hh-swarm > .hh-actions { justify-self: end; display: flex; align-items: center; }
+.hh-health { text-transform: none; max-width: 15rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+             display: block; }
+.hh-rows { display: flex; flex-direction: column; gap: 0.25rem; width: 100%; }
+.hh-group { font-weight: bold; color: #bdbdbd; padding-top: 0.5rem; }
+.hh-strip a { text-decoration: none; }
+.hh-strip, .hh-swarm { overflow-wrap: anywhere; min-width: 0; }
+@media (max-width: 700px) {
+  .hh-swarm-head { display: none !important; }
+  .hh-swarm { display: flex; flex-wrap: wrap; gap: 0.25rem 0.75rem; padding: 0.5rem; border: 1px solid #424242;
+              border-radius: 6px; }
+  .hh-swarm > * { max-width: 100%; }
+  .hh-health { max-width: 100%; white-space: normal; overflow-wrap: anywhere; }
+  .hh-swarm > .hh-actions { margin-left: auto; }
+  .hh-num::before { content: attr(data-label) " "; color: #9e9e9e; }
+}
 """
-
 
 # The swarm's per-agent buttons and menu items, by the name they show.
 AGENT_ACTIONS: dict[str, Callable[[LifecycleClient, str], Awaitable[AgentInfo]]] = {
@@ -44,69 +73,135 @@ AGENT_ACTIONS: dict[str, Callable[[LifecycleClient, str], Awaitable[AgentInfo]]]
     "kill": LifecycleClient.kill,
     "rebuild": LifecycleClient.rebuild,
 }
+BULK_ACTIONS: Final = ("stop", "restart", "rebuild")
+CALL_ERRORS: Final = (ToolError, ServerUnavailable, AuthRefused)
+
+
+def can(action: str, info: AgentInfo) -> bool:
+    """Whether `action` makes sense for the agent now: no start on a running agent, no stop on a stopped one."""
+    if info.kind == "peer":
+        return False
+    running = info.state in ("running", "starting", "restarting")
+    if action == "start":
+        return info.state in ("stopped", "failed")
+    if action in ("stop", "kill"):
+        return running
+    return info.state != "stopping"  # restart, rebuild
+
+
+def set_prop(element: ui.element, key: str, value: str | None) -> None:
+    """Set (None: drop) one prop, sending the element again only if it changed: a NiceGUI prop
+    assignment always does, and the 1 s tick would resend every row."""
+    if element.props.get(key) != value:
+        element.props.set_optional(key, value)
+
+
+def top_tools(totals: TurnTotals | None) -> str:
+    if totals is None or not totals.top_tools:
+        return ""
+    return ", ".join(f"{name.rsplit('__', 1)[-1]} {count}" for name, count in totals.top_tools.items())
 
 
 class SwarmRow:
     """One agent's row; `show` changes its elements in place, `tick` its relative times."""
 
-    def __init__(self, hive: HiveView, agent: SwarmAgent) -> None:
-        self.hive = hive
+    def __init__(self, page: SwarmPage, agent: SwarmAgent) -> None:
+        self.page = page
+        self.hive = page.hive
         self.name = name = agent.info.name
         self.agent = agent
+        self.totals: TurnTotals | None = None
+        self.kind: Health = "idle"
+        self.order = -1  # its CSS order in the table
         with ui.element().classes("hh-swarm hh-mono") as self.row:
+            self.selected = ui.checkbox(on_change=lambda e: page.select(name, bool(e.value))).props("dense")
+            self.selected.props(f'aria-label="select {name}"').mark(f"select-{name}")
             ui.link(name, f"/agent/{name}").classes("font-bold truncate max-w-full")
-            self.state = ui.badge("").mark(f"state-{name}")
+            self.state = ui.badge("").classes("hh-health").mark(f"state-{name}")
             self.role = ui.label("").classes("text-grey-5")
             self.model = ui.button("", icon="psychology", on_click=self.change_model).mark(f"model-{name}")
             self.model.props('outline rounded dense size=sm title="change the model"')
-            with ui.element().classes("hh-turn"):
-                self.turn = ui.label("").classes("truncate").mark(f"turn-{name}")
-                self.cancel = ui.button("cancel", on_click=self.cancel_turn).mark(f"cancel-{name}")
-                self.cancel.props('flat dense size=sm color=warning title="cancel the running turn"')
-            self.last_turn = ui.label("").classes("text-grey-5").mark(f"last-turn-{name}")
-            self.inbox = ui.label("").classes("hh-num").mark(f"inbox-{name}")
-            self.reminders = ui.label("").classes("hh-num text-grey-5").mark(f"reminders-{name}")
+            self.turns = self._number("turns", f"turns-{name}")
+            self.avg = self._number("avg", f"avg-{name}")
             self.cost = ui.label("").classes("truncate").mark(f"cost-{name}")  # today (of budget); week on hover
-            self.update = ui.badge("needs update", color="warning").mark(f"update-{name}")
+            self.tools = ui.label("").classes("truncate text-grey-5 max-w-full").mark(f"tools-{name}")
+            self.inbox = self._number("inbox", f"inbox-{name}")
+            self.reminders = self._number("rem", f"reminders-{name}")
+            self.delivered = self._number("24h", f"delivered-{name}")
+            self.last_turn = ui.label("").classes("text-grey-5").mark(f"last-turn-{name}")
             with ui.element().classes("hh-actions") as self.actions:
-                for action in ("start", "stop"):
-                    ui.button(action, on_click=lambda a=action: self.do(a)).props("flat dense size=sm").mark(
-                        f"{action}-{name}"
-                    )
                 self.more = ui.button(icon="more_horiz", on_click=self.more_actions).mark(f"more-{name}")
-                self.more.props('flat dense round size=sm title="restart, kill, rebuild, destroy"')
+                self.more.props(f'flat dense round size=sm aria-label="more actions for {name}"')
+                self.more.props('title="restart, kill, rebuild, destroy"')
         self.menu: ui.menu | None = None
+        # The controls a state calls for (start, stop, cancel, needs update), made when first needed:
+        # most rows of a swarm never show most of them.
+        self.controls: dict[str, ui.element] = {}
         self.show(agent)
+
+    CONTROLS: Final = ("update", "cancel", "start", "stop")  # their order, before the more button
+
+    def control(self, key: str, wanted: bool) -> None:
+        element = self.controls.get(key)
+        if element is None:
+            if not wanted:
+                return
+            with self.actions:
+                if key == "update":
+                    element = ui.badge("needs update", color="warning")
+                elif key == "cancel":
+                    element = ui.button("cancel", on_click=self.cancel_turn)
+                    element.props('flat dense size=sm color=warning title="cancel the running turn"')
+                else:
+                    element = ui.button(key, on_click=lambda: self.do(key)).props("flat dense size=sm")
+            self.controls[key] = element.mark(f"{key}-{self.name}")
+            before = sum(1 for other in self.CONTROLS[: self.CONTROLS.index(key)] if other in self.controls)
+            element.move(self.actions, target_index=before)
+        element.set_visibility(wanted)
+
+    @staticmethod
+    def _number(label: str, marker: str) -> ui.label:
+        return ui.label("").classes("hh-num").props(f'data-label="{label}"').mark(marker)
 
     def more_actions(self) -> None:
         """The rarer actions, built on first use: a swarm page of 50 agents need not carry 200 buttons."""
         if self.menu is None:
             with self.more, ui.menu() as self.menu:
                 for action in ("restart", "kill", "rebuild"):
-                    ui.menu_item(action, on_click=lambda a=action: self.do(a)).mark(f"{action}-{self.name}")
+                    item = ui.menu_item(action, on_click=lambda a=action: self.do(a)).mark(f"{action}-{self.name}")
+                    item.set_enabled(can(action, self.agent.info))
                 ui.menu_item("destroy", on_click=self.destroy).classes("text-negative").mark(f"destroy-{self.name}")
         self.menu.open()
 
     def show(self, agent: SwarmAgent) -> None:
         self.agent = agent
-        info, turn = agent.info, agent.info.turn
-        self.state.set_text(info.state)
-        self.state.props(f"color={STATE_COLOURS.get(info.state, 'grey')}")
+        info = agent.info
+        self.kind, _ = health(info)
+        set_prop(self.state, "color", HEALTH_COLOURS[self.kind])
         # A peer runs outside the hive: nothing here starts, stops or steers it, and its model is its own.
         sandboxed = info.kind != "peer"
-        self.state.props.set_optional("title", None if sandboxed else "a peer: a Claude Code session outside the hive")
         self.actions.set_visibility(sandboxed)
         self.model.set_visibility(sandboxed)
+        self.selected.set_visibility(sandboxed)
+        for action in ("start", "stop"):
+            self.control(action, can(action, info))
         self.role.set_text(info.role)
         self.model.set_text(info.model)
-        self.turn.classes(replace=f"truncate text-{TURN_COLOURS.get(turn.state, 'grey-7') if turn else 'grey-7'}")
-        self.turn.props.set_optional("title", turn.reason if turn else None)  # the whole reason on hover
-        self.cancel.set_visibility(turn is not None and turn.state == "running")
+        self.control("cancel", info.turn is not None and info.turn.state == "running" and info.state == "running")
         self.inbox.set_text(str(agent.pending))
         self.reminders.set_text(str(agent.pending_reminders))
-        self.update.set_visibility(info.needs_update)
+        self.delivered.set_text(str(agent.delivered_24h))
+        self.control("update", info.needs_update)
         self.show_cost(info)
         self.tick()
+
+    def show_totals(self, totals: TurnTotals | None) -> None:
+        self.totals = totals
+        self.turns.set_text(str(totals.turns) if totals else "0")
+        avg = totals.avg_seconds if totals else None
+        self.avg.set_text(duration(avg) if avg is not None else "-")
+        self.tools.set_text(top_tools(totals))
+        set_prop(self.tools, "title", top_tools(totals) or None)
 
     def show_cost(self, info: AgentInfo) -> None:
         spend = info.spend
@@ -116,12 +211,44 @@ class SwarmRow:
         budget = f"/{spend.usd_per_day:.2f}" if spend.usd_per_day is not None else ""
         self.cost.set_text(f"${spend.today_usd:.2f}{budget}" + (" paused" if spend.paused else ""))
         self.cost.classes(replace=f"truncate {'text-warning' if spend.paused else ''}")
-        self.cost.props.set_optional("title", " · ".join(filter(None, [spend_text(spend), spend.paused])))
+        set_prop(self.cost, "title", " · ".join(filter(None, [spend_text(spend), spend.paused])))
 
     def tick(self) -> None:
         info = self.agent.info
-        self.turn.set_text(turn_text(info.turn, info.state == "running"))
+        _, text = health(info)
+        self.state.set_text(text)
+        peer = "a peer: a Claude Code session outside the hive"
+        set_prop(self.state, "title", peer if info.kind == "peer" else text)  # the whole reason on hover
         self.last_turn.set_text(last_turn_text(info.turn))
+
+    def matches(self, query: str, chip: str) -> bool:
+        info = self.agent.info
+        if chip == "needs update" and not info.needs_update:
+            return False
+        if chip not in ("all", "needs update") and chip != self.kind:
+            return False
+        if not query:
+            return True
+        haystack = f"{info.name} {info.role} {info.model} {self.state.text} {self.tools.text}".lower()
+        return all(word in haystack for word in query.lower().split())
+
+    def sort_value(self, key: str) -> tuple[float | str, ...]:
+        info, totals = self.agent.info, self.totals
+        values: dict[str, tuple[float | str, ...]] = {
+            "name": (info.name,),
+            "health": (health_rank(info),),
+            "role": (info.role,),
+            "model": (info.model,),
+            "turns": (totals.turns if totals else 0,),
+            "avg": (totals.avg_seconds or 0.0 if totals else 0.0,),
+            "cost": (info.spend.today_usd if info.spend else 0.0,),
+            "tools": (top_tools(totals),),
+            "inbox": (self.agent.pending,),
+            "reminders": (self.agent.pending_reminders,),
+            "delivered": (self.agent.delivered_24h,),
+            "last": (-(info.turn.last_turn_at or 0.0) if info.turn else 0.0,),
+        }
+        return values[key]
 
     async def do(self, action: str) -> None:
         with self.row:  # its dialog: not inside the menu the click came from, which closes
@@ -168,58 +295,282 @@ class SwarmRow:
         await act(f"set {self.name}'s model", call, f"{self.name}: model {chosen or 'from agent.toml'}")
 
 
-def swarm_page(hive: HiveView) -> None:
-    with ui.row().classes("items-center w-full"):
-        section("swarm")
-        summary = ui.label("").classes("text-grey-6").mark("swarm-summary")
-        ui.space()
+class SwarmPage:
+    """The page's state: rows, the filter, the sort, the grouping and the selection."""
+
+    def __init__(self, hive: HiveView) -> None:
+        self.hive = hive
+        self.rows: dict[str, SwarmRow] = {}
+        self.query = ""
+        self.chip = "all"
+        self.sort_key, self.descending = "health", False
+        self.group = "none"  # none | role | state
+        self.chosen: set[str] = set()
+        self.dirty = True  # the order or the filter needs doing again (at the next tick)
+        self.groups: dict[str, ui.label] = {}
+        self.problem_texts: list[str] = []
+        self.build()
+
+    # ------------------------------------------------------------------------------------ building
+    def build(self) -> None:
+        hive = self.hive
+        with ui.row().classes("items-center w-full"):
+            section("swarm")
+            self.summary = ui.label("").classes("text-grey-6").mark("swarm-summary")
+            ui.space()
+            ui.button("update all", on_click=self.update_all).props("outline dense").mark("update-all")
+        with ui.column().classes("w-full gap-1 hh-strip").mark("needs-you"):
+            with ui.row().classes("items-center gap-2"):
+                ui.label("needs you:").classes("text-grey-5")
+                self.need_approvals = ui.link("", "/approvals").mark("need-approvals")
+                self.need_questions = ui.link("", "/questions").mark("need-questions")
+                self.need_unread = ui.link("", "/messages").mark("need-unread")
+                self.need_failed = ui.button("", on_click=lambda: self.set_chip("failed")).mark("need-failed")
+                self.need_errors = ui.button("", on_click=lambda: self.set_chip("error")).mark("need-errors")
+                for button in (self.need_failed, self.need_errors):
+                    button.props("flat dense no-caps")
+            self.problems = ui.column().classes("gap-0")
+        with ui.row().classes("items-center w-full gap-2"):
+            search = ui.input(placeholder="search name, role, model, state, tool")
+            search.props('dense clearable aria-label="search agents"')
+            search.classes("w-64").mark("swarm-search")
+            search.on_value_change(lambda e: self.set_query(e.value or ""))
+            self.chips = {
+                chip: ui.button(chip, on_click=lambda c=chip: self.set_chip(c)).mark(f"chip-{chip}") for chip in CHIPS
+            }
+            ui.space()
+            ui.label("group:").classes("text-grey-5")
+            self.group_buttons = {
+                group: ui.button(group, on_click=lambda g=group: self.set_group(g)).mark(f"group-{group}")
+                for group in ("none", "role", "state")
+            }
+            for button in [*self.chips.values(), *self.group_buttons.values()]:
+                button.props("dense no-caps")
+        with ui.row().classes("items-center gap-2") as self.bulk_bar:
+            self.bulk_label = ui.label("").mark("bulk-count")
+            for action in BULK_ACTIONS:
+                ui.button(action, on_click=lambda a=action: self.bulk(a)).props("outline dense").mark(f"bulk-{action}")
+            ui.button("clear", on_click=self.clear_selection).props("flat dense").mark("bulk-clear")
+        with ui.element().classes("hh-swarm hh-swarm-head text-grey-6 text-xs"):
+            self.headers: dict[str, ui.button] = {}
+            for label, key in SWARM_COLUMNS:
+                if not key:
+                    ui.label("")
+                    continue
+                button = ui.button(label, on_click=lambda k=key: self.set_sort(k)).props("flat dense no-caps size=sm")
+                self.headers[key] = button.classes("hh-num" if key in NUMERIC else "").mark(f"sort-{key}")
+        self.table = ui.element().classes("hh-rows")
+        stale_when(hive, self.table, "lifecycle", "broker")
+        for agent in hive.state.agents.values():
+            self.show(agent)
+        self.show_totals(hive.state.turn_totals)
+        hive.agent_changed.subscribe(self.show)
+        hive.agent_removed.subscribe(self.remove)
+        hive.turn_totals_changed.subscribe(self.show_totals)
+        hive.hive_spend_changed.subscribe(self.show_summary)
+        for event in (hive.approvals_changed, hive.questions_changed, hive.unread_changed):
+            event.subscribe(self.show_strip)
+        self.show_chips()
+        self.show_selection()
+        self.arrange()
+        ui.timer(1.0, self.tick)
+
+    # ------------------------------------------------------------------------------------- changes
+    def show(self, agent: SwarmAgent) -> None:
+        row = self.rows.get(agent.info.name)
+        if row is None:
+            with self.table:
+                row = self.rows[agent.info.name] = SwarmRow(self, agent)
+            row.show_totals(self.hive.state.turn_totals.get(agent.info.name))
+        else:
+            row.show(agent)
+        self.dirty = True
+        self.show_summary()
+
+    def remove(self, name: str) -> None:
+        row = self.rows.pop(name, None)
+        self.chosen.discard(name)
+        if row is not None:
+            row.row.delete()
+        self.dirty = True
+
+    def show_totals(self, totals: dict[str, TurnTotals]) -> None:
+        for name, row in self.rows.items():
+            if row.totals != totals.get(name):
+                row.show_totals(totals.get(name))
+        self.dirty = True
+
+    def show_summary(self, *_: object) -> None:
+        spend = self.hive.state.hive_spend
+        hive_cost = f" · hive {spend_text(spend)}" + (f" · {spend.paused}" if spend.paused else "") if spend else ""
+        count = len(self.hive.state.agents)
+        self.summary.set_text(f"{count} agent{'' if count == 1 else 's'} · {self.hive.state.backend}{hive_cost}")
+        self.summary.classes(replace="text-warning" if spend is not None and spend.paused else "text-grey-6")
+
+    def show_strip(self, *_: object) -> None:
+        state = self.hive.state
+        kinds = [row.kind for row in self.rows.values()]
+        counts = [
+            (self.need_approvals, len(state.approvals), "approval", "approvals"),
+            (self.need_questions, len(state.questions), "question", "questions"),
+            (self.need_unread, state.unread, "unread message", "unread messages"),
+            (self.need_failed, kinds.count("failed"), "failed", "failed"),
+            (self.need_errors, kinds.count("error"), "erroring", "erroring"),
+        ]
+        for element, count, one, many in counts:
+            element.set_text(f"{count} {one if count == 1 else many}")
+            element.classes(replace="text-warning font-bold" if count else "text-grey-6")
+        self.show_problems()
+
+    def show_problems(self) -> None:
+        """Agents in error or paused, one line per problem with its fix, most agents first."""
+        stuck = [
+            (row.name, row.agent.info.problem or (row.agent.info.turn.reason if row.agent.info.turn else None))
+            for row in self.rows.values()
+            if row.kind in ("error", "paused")
+        ]
+        lines = group_problems(stuck)
+        texts = [text for text, _ in lines]
+        if texts == self.problem_texts:
+            return
+        self.problem_texts = texts
+        self.problems.clear()
+        with self.problems:
+            for text, names in lines:
+                ui.label(text).classes("text-negative").props(f'title="{", ".join(sorted(names))}"').mark("problem")
+
+    def tick(self) -> None:  # "working 12 s": only texts that changed go out
+        for row in self.rows.values():
+            row.tick()
+        if self.dirty:
+            self.arrange()
+
+    # -------------------------------------------------------------------------- filter, sort, group
+    def set_query(self, query: str) -> None:
+        self.query = query.strip()
+        self.arrange()
+
+    def set_chip(self, chip: str) -> None:
+        self.chip = chip
+        self.show_chips()
+        self.arrange()
+
+    def set_group(self, group: str) -> None:
+        self.group = group
+        self.show_chips()
+        self.arrange()
+
+    def set_sort(self, key: str) -> None:
+        self.descending = not self.descending if self.sort_key == key else key in NUMERIC
+        self.sort_key = key
+        self.show_chips()
+        self.arrange()
+
+    def show_chips(self) -> None:
+        for chip, button in self.chips.items():
+            set_prop(button, "color", "primary" if chip == self.chip else "grey-8")
+        for group, button in self.group_buttons.items():
+            set_prop(button, "color", "primary" if group == self.group else "grey-8")
+        for key, button in self.headers.items():
+            label = next(label for label, k in SWARM_COLUMNS if k == key)
+            button.set_text(label + ((" ↓" if self.descending else " ↑") if key == self.sort_key else ""))
+
+    def arrange(self) -> None:
+        """Order rows with CSS `order` and hide the filtered out: no element is moved or rebuilt."""
+        self.dirty = False
+        rows = sorted(self.rows.values(), key=lambda row: row.name)  # stable: by name within equal values
+        rows.sort(key=lambda row: row.sort_value(self.sort_key), reverse=self.descending)
+        if self.group != "none":
+            rows.sort(key=self.group_of)  # stable: the chosen sort within each group
+        seen: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            visible = row.matches(self.query, self.chip)
+            row.row.set_visibility(visible)
+            order = index * 2 + 1
+            if row.order != order:  # only changed rows go out
+                row.order = order
+                row.row.style(f"order: {order}")
+            if visible and self.group != "none":
+                seen.setdefault(self.group_label(row), order - 1)
+        for key in [key for key in self.groups if key not in seen]:
+            self.groups.pop(key).delete()
+        for key, order in seen.items():
+            label = self.groups.get(key)
+            if label is None:
+                with self.table:
+                    label = self.groups[key] = ui.label(key).classes("hh-group").mark(f"group-label-{key}")
+            label.style(f"order: {order}")
+        self.show_strip()
+
+    def group_of(self, row: SwarmRow) -> tuple[int | str, ...]:
+        if self.group == "role":
+            return (row.agent.info.role,)
+        return (HEALTH_ORDER[row.kind],)
+
+    def group_label(self, row: SwarmRow) -> str:
+        return row.agent.info.role if self.group == "role" else row.kind
+
+    # ---------------------------------------------------------------------------------- selection
+    def select(self, name: str, chosen: bool) -> None:
+        (self.chosen.add if chosen else self.chosen.discard)(name)
+        self.show_selection()
+
+    def clear_selection(self) -> None:
+        for name in list(self.chosen):
+            if name in self.rows:
+                self.rows[name].selected.set_value(False)
+        self.chosen.clear()
+        self.show_selection()
+
+    def show_selection(self) -> None:
+        count = len(self.chosen)
+        self.bulk_label.set_text(f"{count} selected" if count else "select agents for stop, restart, rebuild")
+
+    async def bulk(self, action: str) -> None:
+        """`action` on every selected agent it makes sense for, after a confirmation that lists them."""
+        chosen = sorted(name for name in self.chosen if name in self.rows)
+        names = [name for name in chosen if can(action, self.rows[name].agent.info)]
+        skipped = [name for name in chosen if name not in names]
+        if not names:
+            why = f"{action}: it does not apply to the selected agents' state" if chosen else "select agents first"
+            toast(why, "warning")
+            return
+        text = f"{action} {plural(len(names), 'agent')}: {', '.join(names)}?"
+        if skipped:
+            text += f" (not {', '.join(skipped)}: {action} does not apply to their state)"
+        if not await confirm(text, action):
+            return
+        calls = [self.hive.call(AGENT_ACTIONS[action](self.hive.lifecycle, name)) for name in names]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, CALL_ERRORS):
+                failed.append(f"{name}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+        done = len(names) - len(failed)
+        if failed:
+            text = f"{action}: {done} done; " + "; ".join(failed)
+            toast(text, "negative")
+        else:
+            toast(f"{action}: {plural(done, 'agent')} done", "positive")
+
+    async def update_all(self) -> None:
+        stale = sorted(name for name, agent in self.hive.state.agents.items() if agent.info.needs_update)
+        if not stale:
+            toast("every agent is up to date")
+            return
+        if not await confirm(f"update all: rebuild and restart {', '.join(stale)}?", "update all"):
+            return
 
         def updated(result: RebuildResult) -> str:
             return f"rebuilt {', '.join(result.rebuilt)}" if result.rebuilt else "every agent is up to date"
 
-        async def update_all() -> None:
-            await act("update all", hive.call(hive.lifecycle.rebuild_stale()), updated)
+        await act("update all", self.hive.call(self.hive.lifecycle.rebuild_stale()), updated)
 
-        ui.button("update all", on_click=update_all).props("outline dense").mark("update-all")
-    rows: dict[str, SwarmRow] = {}
-    with ui.element().classes("hh-swarm text-grey-6 text-xs"):
-        for label in SWARM_COLUMNS:
-            ui.label(label).classes("hh-num" if label in ("inbox", "rem") else "")
-    table = ui.column().classes("w-full gap-1")
-    stale_when(hive, table, "lifecycle", "broker")
 
-    def show(agent: SwarmAgent) -> None:
-        row = rows.get(agent.info.name)
-        if row is None:
-            with table:
-                rows[agent.info.name] = SwarmRow(hive, agent)
-        else:
-            row.show(agent)
-        show_summary()
-
-    def show_summary(*_: object) -> None:
-        spend = hive.state.hive_spend
-        hive_cost = f" · hive {spend_text(spend)}" + (f" · {spend.paused}" if spend.paused else "") if spend else ""
-        summary.set_text(f"{len(hive.state.agents)} agents · {hive.state.backend}{hive_cost}")
-        summary.classes(replace="text-warning" if spend is not None and spend.paused else "text-grey-6")
-
-    def remove(name: str) -> None:
-        row = rows.pop(name, None)
-        if row is not None:
-            row.row.delete()
-
-    for agent in hive.state.agents.values():
-        show(agent)
-    hive.agent_changed.subscribe(show)
-    hive.hive_spend_changed.subscribe(show_summary)
-    hive.agent_removed.subscribe(remove)
-
-    def tick() -> None:  # "running 12 s": only texts that changed go out
-        for row in rows.values():
-            row.tick()
-
-    ui.timer(1.0, tick)
-
+def swarm_page(hive: HiveView) -> None:
+    SwarmPage(hive)
     section("spawn")
     with ui.row().classes("items-center"):
         name = ui.input("name", placeholder="a-z, 0-9, -").props("dense").mark("spawn-name")

@@ -1,0 +1,173 @@
+"""The swarm page against the real servers, through NiceGUI's simulated user: the needs-you strip,
+the health badges, grouped errors with their fix, turns today, sort, filter, group and bulk actions.
+
+The test plays the agents' harnesses: it writes their turn.json as the real one does (TurnRecorder)
+and reports turns to the lifecycle server as they do (record_turn)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from hivetest import Servers
+from nicegui.testing import User
+from uitest import log_in
+
+from hyperhive.harness.claude import NO_CREDENTIALS, TurnOutcome
+from hyperhive.harness.stats import TurnRecorder, turn_row
+from hyperhive.servers.lifecycle.paths import AgentPaths
+
+pytestmark = pytest.mark.slow
+
+AGENTS = ("sw-cred-a", "sw-cred-b", "sw-busy", "sw-idle")
+
+
+@pytest.fixture
+async def swarm(servers: Servers) -> AsyncIterator[dict[str, TurnRecorder]]:
+    """Four sleepers: two without Claude credentials, one in a turn calling Bash, one idle."""
+    recorders: dict[str, TurnRecorder] = {}
+    for name in AGENTS:
+        await servers.call("lifecycle", "create_agent", name=name)
+        recorders[name] = recorder = TurnRecorder(AgentPaths.of(servers.config, name).harness)
+        await recorder.open()
+    for name in ("sw-cred-a", "sw-cred-b"):
+        await recorders[name].set("error", reason=NO_CREDENTIALS)
+    await recorders["sw-busy"].set("running", turn=7, leased=[1, 2])
+    await recorders["sw-busy"].set_tool("Bash: git diff --stat")
+    await recorders["sw-idle"].set("idle")
+    yield recorders
+    for name in AGENTS:
+        await servers.call("lifecycle", "destroy", name=name, purge=True)
+
+
+def order_of(user: User, name: str) -> int:
+    """The row's place in the table: its CSS order (rows are ordered, never moved)."""
+    [badge] = user.find(marker=f"state-{name}").elements
+    row = badge.parent_slot.parent if badge.parent_slot else None
+    assert row is not None
+    return int(row.style["order"])
+
+
+def text_of(user: User, marker: str) -> str:
+    [element] = user.find(marker=marker).elements
+    return str(element.text)  # type: ignore[attr-defined]
+
+
+async def test_the_strip_counts_what_needs_the_operator_and_links_to_it(
+    user: User, servers: Servers, password: str, swarm: dict[str, TurnRecorder]
+) -> None:
+    await servers.call("broker", "recv_batch", max=50)  # earlier tests' messages to the operator: read
+    await servers.call("broker", "send", as_name="manager", to="operator", body="a word for you")
+    await servers.call("broker", "send", as_name="manager", to="operator", body="and another")
+    await log_in(user, password)
+    await user.should_see(marker="need-unread", content="2 unread messages", retries=50)
+    await user.should_see(marker="need-errors", content="2 erroring", retries=50)
+    await user.should_see(marker="need-failed", content="0 failed")
+    await user.should_see(marker="need-approvals", content="approvals")
+    links = {
+        m: user.find(marker=m).elements.pop().props["href"] for m in ("need-approvals", "need-questions", "need-unread")
+    }
+    assert links == {"need-approvals": "/approvals", "need-questions": "/questions", "need-unread": "/messages"}
+    # Two agents, one problem: said once, with its fix.
+    await user.should_see(marker="problem", content="2 agents: no Claude credentials → add ANTHROPIC_API_KEY")
+    assert [e.text for e in user.find(marker="problem").elements] == [  # type: ignore[attr-defined]
+        "2 agents: no Claude credentials → add ANTHROPIC_API_KEY to hive.toml [harness.env] "
+        "or run `hive claude NAME auth login`"
+    ]
+    # `hive agents` says the same, once, under its table.
+    listed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "hyperhive.servers.cli", "agents", "--home", str(servers.home)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    problems = [line for line in listed.stdout.splitlines() if line.startswith("! ")]
+    assert problems == ["! 2 agents: no Claude credentials → add ANTHROPIC_API_KEY to hive.toml [harness.env] "
+                        "or run `hive claude NAME auth login`"]  # fmt: skip
+    # The erroring count is a filter of the swarm.
+    user.find(marker="need-errors").click()
+    await user.should_not_see(marker="state-sw-idle")
+    await user.should_see(marker="state-sw-cred-a")
+    await servers.call("broker", "recv_batch", max=50)
+
+
+async def test_badges_say_what_each_agent_does_and_rows_sort_by_what_needs_you(
+    user: User, servers: Servers, password: str, swarm: dict[str, TurnRecorder]
+) -> None:
+    turn = TurnOutcome(ok=True, cost_usd=0.5)
+    turn.tool_calls.update({"Bash": 4, "mcp__broker__send": 2, "Read": 1, "Grep": 1})
+    row = turn_row("wake", time.time() - 8, "sonnet", turn, messages=1, queued=0)
+    await servers.call("lifecycle", "record_turn", as_name="sw-idle", turn=row.model_dump())
+    await log_in(user, password)
+    await user.should_see(marker="state-sw-busy", content="working", retries=50)
+    assert text_of(user, "state-sw-busy").endswith("· 2 msgs · Bash: git diff --stat")
+    assert text_of(user, "state-sw-cred-a").startswith("error: no Claude credentials")
+    await user.should_see(marker="state-sw-idle", content="idle")
+    await user.should_see(marker="turns-sw-idle", content="1", retries=150)  # swarm_stats, every 10 s
+    assert text_of(user, "tools-sw-idle") == "Bash 4, send 2, Grep 1"
+    assert text_of(user, "avg-sw-idle").endswith("s")
+    await user.should_see(marker="cancel-sw-busy")  # a running turn can be cancelled, an idle one not
+    await user.should_not_see(marker="cancel-sw-idle")
+
+    # failed → error → needs update → working → idle, by name within.
+    await user.should_see(marker="state-sw-busy", content="working", retries=10)
+    orders = {name: order_of(user, name) for name in AGENTS}
+    assert sorted(AGENTS, key=orders.__getitem__) == ["sw-cred-a", "sw-cred-b", "sw-busy", "sw-idle"]
+    user.find(marker="sort-name").click()  # any column: by name now
+    await user.should_see(marker="sort-name", content="agent ↑")
+    orders = {name: order_of(user, name) for name in AGENTS}
+    assert sorted(AGENTS, key=orders.__getitem__) == ["sw-busy", "sw-cred-a", "sw-cred-b", "sw-idle"]
+    user.find(marker="sort-name").click()  # again: the other way
+    orders = {name: order_of(user, name) for name in AGENTS}
+    assert sorted(AGENTS, key=orders.__getitem__) == ["sw-idle", "sw-cred-b", "sw-cred-a", "sw-busy"]
+
+    user.find(marker="group-state").click()
+    await user.should_see(marker="group-label-error")
+    await user.should_see(marker="group-label-working")
+
+
+async def test_search_and_chips_filter_the_rows(
+    user: User, servers: Servers, password: str, swarm: dict[str, TurnRecorder]
+) -> None:
+    await log_in(user, password)
+    await user.should_see(marker="state-sw-busy", content="working", retries=50)
+    user.find(marker="swarm-search").type("git diff")  # a tool the badge shows
+    await user.should_not_see(marker="state-sw-idle")
+    await user.should_not_see(marker="state-manager")
+    await user.should_see(marker="state-sw-busy")
+    user.find(marker="swarm-search").clear()
+    await user.should_see(marker="state-sw-idle")
+    user.find(marker="chip-idle").click()
+    await user.should_not_see(marker="state-sw-busy")
+    await user.should_see(marker="state-sw-idle")
+    user.find(marker="chip-all").click()
+    await user.should_see(marker="state-sw-busy")
+
+
+async def test_bulk_stop_confirms_with_the_agents_and_controls_follow_the_state(
+    user: User, servers: Servers, password: str, swarm: dict[str, TurnRecorder]
+) -> None:
+    await log_in(user, password)
+    await user.should_see(marker="state-sw-idle", content="idle", retries=50)
+    await user.should_see(marker="stop-sw-idle")
+    await user.should_not_see(marker="start-sw-idle")  # no start on a running agent
+    user.find(marker="select-sw-idle").click()
+    user.find(marker="select-sw-busy").click()
+    await user.should_see(marker="bulk-count", content="2 selected")
+    user.find(marker="bulk-stop").click()
+    await user.should_see("stop 2 agents: sw-busy, sw-idle?")  # what it acts on, by name
+    user.find(marker="confirm").click()
+    await user.should_see("stop: 2 agents done", retries=100)
+    await user.should_see(marker="state-sw-idle", content="stopped", retries=50)
+    await user.should_see(marker="state-sw-busy", content="stopped", retries=50)
+    for name in ("sw-idle", "sw-busy"):
+        assert (await servers.call("lifecycle", "agent_status", name=name))["state"] == "stopped"
+    assert (await servers.call("lifecycle", "agent_status", name="sw-cred-a"))["state"] == "running"
+    await user.should_see(marker="start-sw-idle")  # stopped: start, and no stop
+    await user.should_not_see(marker="stop-sw-idle")
+    # A stopped agent cannot be stopped again: the confirmation never lists it.
+    user.find(marker="bulk-stop").click()
+    await user.should_see("does not apply to the selected agents' state")
