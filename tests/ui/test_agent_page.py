@@ -165,6 +165,10 @@ async def test_no_notes_and_no_turns_are_empty_states_not_errors(user: User, ser
 
 async def test_an_unknown_agent_is_a_404_page(user: User, servers: Servers, password: str) -> None:
     await log_in(user, password)
+    # Before lifecycle's first answer the page waits for it (a 200 that turns into the 404 page);
+    # run alone, this test would otherwise ask before the view's first poll is over.
+    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView)]
+    await asyncio.wait_for(hive.first_poll.wait(), 30)
     response = await user.http_client.get("/agent/nobody")
     assert response.status_code == 404
     assert "no agent named &#x27;nobody&#x27;" in response.text or "no agent named 'nobody'" in response.text
