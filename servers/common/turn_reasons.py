@@ -101,7 +101,8 @@ _NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 def explain(reason: str | None) -> Explained:
     """The known problem behind a harness's reason, or the reason itself (numbers blanked for grouping)."""
-    text = (reason or "no reason given").strip()
+    # The reason is the agent's to write (turn.json): no terminal escapes reach `hive agents`.
+    text = "".join(c if c.isprintable() else " " for c in (reason or "no reason given")[:2000]).strip()
     for known in KNOWN_REASONS:
         if known.pattern.search(text):
             return Explained(known.key, known.summary, known.fix)

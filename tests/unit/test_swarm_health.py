@@ -128,3 +128,8 @@ def test_problems_group_most_agents_first_with_their_names() -> None:
         (problem_line(explain(NO_CREDENTIALS), ["a", "b", "c"]), ["a", "b", "c"]),
         ("x: disk on fire", ["x"]),
     ]
+
+
+def test_an_unknown_reason_carries_no_terminal_escapes() -> None:
+    [(line, names)] = group_problems([("eve", "\x1b]0;pwned\x07\x1b[2Jboom")])
+    assert "\x1b" not in line and "\x07" not in line and line.endswith("boom") and names == ["eve"]
