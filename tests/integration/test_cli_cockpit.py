@@ -120,7 +120,9 @@ async def test_stats_and_merged_audit_with_json(hivemind: Hivemind) -> None:
     assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
 
     async with in_process(hivemind.hive, "approvals") as approvals, in_process(hivemind.hive, "operator") as operator:
-        request = await approvals.client("manager", timeout=60).call("request_spawn", {"name": "bob"})
+        request = await approvals.client("manager", timeout=60).call(
+            "request_spawn", {"name": "bob", "reason": "a second pair of hands"}
+        )
         question = await operator.client("manager").call("ask_operator", {"question": "Ship it?"})
         waiting = parsed(Request, (await hive_cli(hivemind, "approvals", "--json")).stdout)
         assert [r.id for r in waiting] == [request["id"]]

@@ -165,11 +165,13 @@ async def test_no_notes_and_no_turns_are_empty_states_not_errors(user: User, ser
 
 async def test_an_unknown_agent_is_a_404_page(user: User, servers: Servers, password: str) -> None:
     await log_in(user, password)
-    # Before lifecycle's first answer the page waits for it (a 200 that turns into the 404 page);
-    # run alone, this test would otherwise ask before the view's first poll is over.
-    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView)]
-    await asyncio.wait_for(hive.first_poll.wait(), 30)
-    response = await user.http_client.get("/agent/nobody")
+    # Before lifecycle's first answer the page waits for it (a 200 that turns into the 404 page):
+    # run alone, this test may ask before the view's first poll is over.
+    for _ in range(60):
+        response = await user.http_client.get("/agent/nobody")
+        if response.status_code == 404:
+            break
+        await asyncio.sleep(0.5)
     assert response.status_code == 404
     assert "no agent named &#x27;nobody&#x27;" in response.text or "no agent named 'nobody'" in response.text
     user.navigate.to("/agent/nobody")  # navigating inside the dashboard: the same page
@@ -184,13 +186,14 @@ async def test_an_unknown_agent_is_a_404_page(user: User, servers: Servers, pass
 async def test_leaving_the_page_drops_its_subscriptions(user: User, servers: Servers, password: str) -> None:
     """Navigating inside the dashboard deletes the page, not the browser tab: its handlers go at the
     next event instead of piling up with each visit."""
-    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView)]
+    await log_in(user, password)
+    # The dashboard's view: a page subscribed to it (other tests' HiveViews may still be in memory).
+    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView) and o.health_changed.callbacks]
 
     def mine() -> int:
         pages = ("while_shown", "AgentPage.", "MessagesPanel.")  # the agent page's handlers, however subscribed
         return sum(any(p in c.func.__qualname__ for p in pages) for c in hive.agent_changed.callbacks)
 
-    await log_in(user, password)
     for _ in range(3):
         user.navigate.to("/agent/manager")
         await user.should_see(marker="agent-state", retries=50)
