@@ -104,7 +104,7 @@ def spend_text(spend: Spend | None) -> str:
 
 def clickable(text: str) -> ui.label:
     """A label that acts on a click (a tree entry, a commit) without leaving the page's URL."""
-    return ui.label(text).classes("cursor-pointer text-primary")
+    return ui.label(text).classes("hh-clickable cursor-pointer text-primary")  # 32 px high (look.py)
 
 
 def breadcrumbs(row: ui.row, top: str, path: str, open_dir: Callable[[str], Awaitable[None]]) -> None:
