@@ -19,10 +19,11 @@ from typing import Final
 
 from nicegui import app, ui
 
-# Backgrounds with white text on them: ≥ 4.5:1 (primary 5.8, positive 5.1, negative 6.4).
-BRAND: Final = {"primary": "#2566b0", "positive": "#1e7e34", "negative": "#c10015"}
+# Backgrounds with white text on them (a button, a badge, a toast): ≥ 4.5:1 (primary 5.8, positive 5.1,
+# negative 6.4, info 5.4). Warning stays light: white text on it turns black.
+BRAND: Final = {"primary": "#2566b0", "positive": "#1e7e34", "negative": "#c10015", "info": "#0e7490"}
 # The same colours as text on the dark page and its cards (#121212 … #2a2a2a): ≥ 6.2:1.
-ON_DARK: Final = {"primary": "#8ab4f8", "positive": "#6fdc8c", "negative": "#ff8a80"}
+ON_DARK: Final = {"primary": "#8ab4f8", "positive": "#6fdc8c", "negative": "#ff8a80", "info": "#31ccec"}
 MIN_CONTROL_PX: Final = 32
 MIN_TEXT_PX: Final = 13
 
@@ -34,6 +35,7 @@ LOOK_CSS: Final = (
     + " }"
     + "".join(f" .body--dark .text-{name} {{ color: var(--hh-{name}-text) !important; }}" for name in ON_DARK)
     + f"""
+.bg-warning.text-white {{ color: #000 !important; }}
 .q-btn {{ font-size: 14px !important; min-height: {MIN_CONTROL_PX}px !important; }}
 .q-btn--round, .q-btn--dense.q-btn--round {{ min-width: {MIN_CONTROL_PX}px !important; }}
 .text-xs, .text-caption, .q-badge {{ font-size: {MIN_TEXT_PX}px !important; line-height: 1.3; }}
