@@ -198,6 +198,19 @@ async def visit(page: Page, findings: Findings, width: int, hive: Servers) -> No
     await page.get_by_role("button", name="desktop notifications").click()  # an info toast (white on cyan once)
     await expect(page.locator(".q-notification").get_by_text("desktop notifications: allow")).to_be_visible()
     await findings.check(page, "toast", width)
+    await page.get_by_role("button", name="more actions for lee").click()  # a menu
+    await expect(page.locator(".q-menu").get_by_text("rebuild")).to_be_visible()
+    await findings.check(page, "swarm-menu", width)
+    await page.keyboard.press("Escape")
+    await (
+        page.locator(".hh-swarm")
+        .filter(has=page.get_by_role("link", name="lee", exact=True))
+        .get_by_role("button", name="stop", exact=True)
+        .click()
+    )  # a confirmation
+    await expect(page.get_by_role("dialog").get_by_text("stop lee?")).to_be_visible()
+    await findings.check(page, "confirm", width)
+    await page.get_by_role("dialog").get_by_role("button", name="cancel").click()
     await at("approvals", "/approvals", text("more hands"))
     await page.get_by_role("button", name="questions").click()
     await expect(page.locator(".q-drawer").get_by_text("ship it today?")).to_be_visible()

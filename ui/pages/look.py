@@ -46,8 +46,8 @@ LOOK_CSS: Final = (
 )
 
 # Quasar's scroll areas (ui.log) and a code block that scrolls sideways take the keyboard's focus, so a
-# keyboard can scroll them; a progress bar and ui.code's copy button have a name. For what is added
-# later too (at most once a frame).
+# keyboard can scroll them; a progress bar and ui.code's copy button have a name; a menu's items are
+# menu items (Quasar makes them list items). For what is added later too (at most once a frame).
 LOOK_SCRIPT: Final = """<script>
 (() => {
   let queued = false;
@@ -57,6 +57,7 @@ LOOK_SCRIPT: Final = """<script>
     for (const e of document.querySelectorAll(scrolling)) if (!e.hasAttribute('tabindex')) e.tabIndex = 0;
     for (const e of document.querySelectorAll('[role="progressbar"]:not([aria-label])'))
       e.setAttribute('aria-label', 'loading');
+    for (const e of document.querySelectorAll('.q-menu .q-item[role="listitem"]')) e.setAttribute('role', 'menuitem');
     for (const e of document.querySelectorAll('.nicegui-code-copy:not([aria-label])'))
       e.setAttribute('aria-label', 'copy');
   };

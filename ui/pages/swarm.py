@@ -260,7 +260,8 @@ class SwarmRow:
 
     async def destroy(self) -> None:
         with self.row, ui.dialog() as dialog, ui.card():
-            ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
+            title = ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
+            dialog.props(f"aria-labelledby={title.html_id}")
             purge = ui.checkbox("also purge its repos, files, token and logs").mark("purge")
             with ui.row():
                 ui.button("cancel", on_click=lambda: dialog.submit(None)).props("flat")
@@ -282,7 +283,8 @@ class SwarmRow:
 
     async def change_model(self) -> None:
         with ui.dialog() as dialog, ui.card():
-            ui.label(f"model for {self.name}'s next turns")
+            title = ui.label(f"model for {self.name}'s next turns")
+            dialog.props(f"aria-labelledby={title.html_id}")
             model = ui.input("model", value=self.model.text).mark("model-input")
             with ui.row():
                 ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat")

@@ -81,7 +81,7 @@ async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toa
 
 async def confirm(text: str, action: str = "confirm") -> bool:
     with ui.dialog() as dialog, ui.card():
-        ui.label(text)
+        dialog.props(f"aria-labelledby={ui.label(text).html_id}")  # the dialog is named by its question
         with ui.row():
             ui.button("cancel", on_click=lambda: dialog.submit(False)).props("flat")
             ui.button(action, color="negative", on_click=lambda: dialog.submit(True)).mark("confirm")
