@@ -55,6 +55,7 @@ def run(
         host=host,
         port=port,
         title=TITLE,
+        language="en-US",  # the page's <html lang> (screen readers, axe's html-has-lang)
         dark=True,
         reload=False,
         show=False,

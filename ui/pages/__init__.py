@@ -18,11 +18,13 @@ from hyperhive.ui.auth import Credentials
 from hyperhive.ui.hive_view import HiveView
 from hyperhive.ui.pages.frame import frame
 from hyperhive.ui.pages.login import register_login
+from hyperhive.ui.pages.look import apply_look
 
 
 def register(hive: HiveView, credentials: Credentials) -> Callable[[], None]:
     """Register /login; return the root page (the frame and its sub-pages) to give ui.run."""
     ui.button.default_props("no-caps")  # labels as written: lowercase, as everywhere in hyperhive
+    apply_look()  # colours, sizes and the rest every page shares
     register_login(credentials)
 
     def root() -> None:

@@ -41,12 +41,12 @@ NAME_SHOWN: Final = 60  # of an unknown name in the 404 page
 NOTES: Final = "notes.md"
 
 AGENT_CSS = """
-.hh-log { height: calc(100vh - 22rem); min-height: 18rem; font-size: 0.8rem; }
+.hh-log { height: calc(100vh - 22rem); min-height: 18rem; font-size: 13px; }
 .hh-log .q-scrollarea__content { white-space: pre-wrap; overflow-wrap: anywhere; width: 100%; }
 .hh-log .q-scrollarea__content > div { min-width: 0; }
 .hh-facts { display: flex; flex-wrap: wrap; column-gap: 1.25rem; row-gap: 0.25rem; }
 .hh-wrap { overflow-wrap: anywhere; min-width: 0; }
-.hh-tree-row { display: flex; align-items: center; gap: 0.35rem; min-height: 1.75rem; }
+.hh-tree-row { display: flex; align-items: center; gap: 0.35rem; min-height: 2rem; }
 """
 
 STATE_COLOURS: Final[dict[str, str]] = {

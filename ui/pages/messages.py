@@ -330,6 +330,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
     with ui.dialog().props("position=right") as panel, ui.card().classes("w-[min(40rem,100vw)] max-w-full h-full"):
         with ui.row().classes("items-center w-full no-wrap"):
             panel_title = ui.label("").classes("text-lg").mark("thread-title")
+            panel.props(f"aria-labelledby={panel_title.html_id}")
             ui.space()
             ui.button(icon="close", on_click=panel.close).props("flat dense round aria-label='close the thread'")
         panel_note = ui.label("").classes("text-negative")

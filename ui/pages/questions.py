@@ -58,16 +58,18 @@ class QuestionQueue:
         with (
             ui.button(icon="help_outline", on_click=self.drawer.toggle)
             .props("flat dense round aria-label=questions")
-            .mark("questions-button") as button
+            .mark("questions-button") as self.toggle
         ):
             self.badge = ui.badge("", color="warning").props("floating text-color=black").mark("questions-count")
-        button.tooltip("questions waiting for you")
+        self.toggle.tooltip("questions waiting for you")
 
     def show(self, questions: list[PendingQuestion]) -> None:
         """Add new questions' cards and drop answered ones (a toast says when one arrives)."""
         count = len(questions)
         self.badge.set_text(str(count))
         self.badge.set_visibility(bool(count))
+        # its name says what it shows, the count as a word of its own (axe: label-content-name-mismatch)
+        self.toggle.props(f'aria-label="questions, {count} waiting"' if count else "aria-label=questions")
         self.heading.set_text(f"questions ({count})" if count else "questions")
         self.empty.set_visibility(not count)
         with self.client:  # an update may come in another client's context

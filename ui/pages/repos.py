@@ -18,7 +18,7 @@ from hyperhive.ui.pages.widgets import act, breadcrumbs, clickable, confirm, sec
 
 REPOS_CSS: Final = (
     " .hh-diff { font-family: ui-monospace, monospace; white-space: pre-wrap; overflow-wrap: anywhere;"
-    " font-size: 0.8rem; } .hh-add { color: var(--q-positive); } .hh-del { color: var(--q-negative); }"
+    " font-size: 13px; } .hh-add { color: var(--hh-positive-text); } .hh-del { color: var(--hh-negative-text); }"
     " .hh-hunk { color: var(--q-info); }"
 )
 NO_REPOS: Final = "no repos yet: agents create them with create_repo (or run `hive repo create NAME`)"
@@ -96,7 +96,9 @@ def grants_editor(hive: HiveView, repo: Repo) -> None:
                     if await confirm(f"revoke {who}'s {access} on {repo.name}?", "revoke"):
                         await act(f"revoke {who}", hive.call(hive.forge.revoke(repo.name, who)), f"{who}: revoked")
 
-                ui.button(icon="close", on_click=revoke).props("flat dense round size=sm").mark(f"revoke-{who}")
+                ui.button(icon="close", on_click=revoke).props(f'flat dense round aria-label="revoke {who}"').mark(
+                    f"revoke-{who}"
+                )
     with ui.row().classes("items-center gap-2"):
         who_input = ui.input("agent, manager, operator or *").props("dense").classes("w-64").mark("grant-who")
         level = ui.select(["read", "write"], value="read").props("dense").mark("grant-access")

@@ -48,8 +48,8 @@ SWARM_CSS = """
             align-items: center; justify-items: start; column-gap: 0.6rem; width: 100%; min-height: 2rem; }
 .hh-swarm > .hh-num { justify-self: end; }
 .hh-swarm > .hh-actions { justify-self: end; display: flex; align-items: center; }
-.hh-health { text-transform: none; max-width: 15rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
-             display: block; }
+.hh-swarm .hh-health { text-transform: none; max-width: 15rem; overflow: hidden; text-overflow: ellipsis;
+                       white-space: nowrap; display: block; }
 .hh-rows { display: flex; flex-direction: column; gap: 0.25rem; width: 100%; }
 .hh-group { font-weight: bold; color: #bdbdbd; padding-top: 0.5rem; }
 .hh-strip a { text-decoration: none; }
@@ -59,7 +59,7 @@ SWARM_CSS = """
   .hh-swarm { display: flex; flex-wrap: wrap; gap: 0.25rem 0.75rem; padding: 0.5rem; border: 1px solid #424242;
               border-radius: 6px; }
   .hh-swarm > * { max-width: 100%; }
-  .hh-health { max-width: 100%; white-space: normal; overflow-wrap: anywhere; }
+  .hh-swarm .hh-health { max-width: 100%; white-space: normal; overflow-wrap: anywhere; }
   .hh-swarm > .hh-actions { margin-left: auto; }
   .hh-num::before { content: attr(data-label) " "; color: #9e9e9e; }
 }
@@ -260,7 +260,8 @@ class SwarmRow:
 
     async def destroy(self) -> None:
         with self.row, ui.dialog() as dialog, ui.card():
-            ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
+            title = ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
+            dialog.props(f"aria-labelledby={title.html_id}")
             purge = ui.checkbox("also purge its repos, files, token and logs").mark("purge")
             with ui.row():
                 ui.button("cancel", on_click=lambda: dialog.submit(None)).props("flat")
@@ -282,7 +283,8 @@ class SwarmRow:
 
     async def change_model(self) -> None:
         with ui.dialog() as dialog, ui.card():
-            ui.label(f"model for {self.name}'s next turns")
+            title = ui.label(f"model for {self.name}'s next turns")
+            dialog.props(f"aria-labelledby={title.html_id}")
             model = ui.input("model", value=self.model.text).mark("model-input")
             with ui.row():
                 ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat")

@@ -81,7 +81,7 @@ async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toa
 
 async def confirm(text: str, action: str = "confirm") -> bool:
     with ui.dialog() as dialog, ui.card():
-        ui.label(text)
+        dialog.props(f"aria-labelledby={ui.label(text).html_id}")  # the dialog is named by its question
         with ui.row():
             ui.button("cancel", on_click=lambda: dialog.submit(False)).props("flat")
             ui.button(action, color="negative", on_click=lambda: dialog.submit(True)).mark("confirm")
@@ -104,7 +104,7 @@ def spend_text(spend: Spend | None) -> str:
 
 def clickable(text: str) -> ui.label:
     """A label that acts on a click (a tree entry, a commit) without leaving the page's URL."""
-    return ui.label(text).classes("cursor-pointer text-primary")
+    return ui.label(text).classes("hh-clickable cursor-pointer text-primary")  # 32 px high (look.py)
 
 
 def breadcrumbs(row: ui.row, top: str, path: str, open_dir: Callable[[str], Awaitable[None]]) -> None:
