@@ -5,15 +5,13 @@ and the 404 page of an unknown name."""
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import pytest
 from hivetest import Servers
 from nicegui.testing import User
-from uitest import log_in
+from uitest import log_in, the_hive
 
 from hyperhive.servers.lifecycle.paths import AgentPaths
-from hyperhive.ui.hive_view import HiveView
 
 pytestmark = pytest.mark.slow
 
@@ -180,13 +178,13 @@ async def test_an_unknown_agent_is_a_404_page(user: User, servers: Servers, pass
 async def test_leaving_the_page_drops_its_subscriptions(user: User, servers: Servers, password: str) -> None:
     """Navigating inside the dashboard deletes the page, not the browser tab: its handlers go at the
     next event instead of piling up with each visit."""
-    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView)]
 
     def mine() -> int:
-        pages = ("while_shown", "AgentPage.", "MessagesPanel.")  # the agent page's handlers, however subscribed
+        pages = ("AgentPage.", "MessagesPanel.")  # the agent page's handlers
         return sum(any(p in c.func.__qualname__ for p in pages) for c in hive.agent_changed.callbacks)
 
     await log_in(user, password)
+    hive = the_hive()
     for _ in range(3):
         user.navigate.to("/agent/manager")
         await user.should_see(marker="agent-state", retries=50)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from fastmcp.exceptions import ToolError
-from nicegui import Event, context, ui
+from nicegui import context, ui
 
 from hyperhive.servers.broker.models import ListedMessage
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
@@ -25,7 +25,7 @@ from hyperhive.servers.lifecycle.models import AgentInfo, AgentState, FileEntry,
 from hyperhive.servers.lifecycle.state_view import STATE_FILE_CAP
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
 from hyperhive.ui.logview import LEVELS, Level, LogBuffer, LogLine, passes
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block
+from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block, while_shown
 
 T = TypeVar("T")
 
@@ -106,19 +106,6 @@ async def quietly(call: Awaitable[T]) -> T | None:
         return None
 
 
-def while_shown(element: ui.element, event: Event[T], callback: Callable[[T], Any]) -> None:
-    """Subscribe `callback` to `event` until `element` is deleted. NiceGUI unsubscribes when the
-    browser tab goes; a sub-page's elements go before that, when the operator navigates away."""
-
-    def handler(value: T) -> Any:
-        if element.is_deleted:
-            event.unsubscribe(handler)
-            return None
-        return callback(value)
-
-    event.subscribe(handler)
-
-
 def agent_page(hive: HiveView, name: str) -> Awaitable[None] | None:
     ui.add_css(AGENT_CSS)
     if name in hive.state.agents:
@@ -189,8 +176,8 @@ class AgentPage:
             with ui.tab_panel("config").classes("px-0"):
                 applied_config(hive, name)
         self.show(self.agent)
-        while_shown(self.state, hive.agent_changed, self.changed)
-        while_shown(self.state, hive.agent_removed, self.removed)
+        while_shown(hive.agent_changed, self.changed)
+        while_shown(hive.agent_removed, self.removed)
         ui.timer(1.0, self.tick)
 
     # ------------------------------------------------------------------------------ the header
@@ -372,8 +359,8 @@ class MessagesPanel:
                 ui.label("threads").classes("text-grey-4 text-base")
                 self.threads = ui.column().classes("w-full gap-1").mark("agent-threads")
         self.loading = asyncio.Lock()
-        while_shown(self.inbox, hive.messages_added, self.passing)
-        while_shown(self.inbox, hive.agent_changed, self.changed)
+        while_shown(hive.messages_added, self.passing)
+        while_shown(hive.agent_changed, self.changed)
         ui.timer(0.1, self.load, once=True)
 
     async def passing(self, messages: list[ListedMessage]) -> None:

@@ -18,7 +18,7 @@ from hyperhive.servers.common.formatting import (
     when,
 )
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, section, stale_when, toast
+from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, section, stale_when, toast, while_shown
 
 APPROVALS_CSS = (
     " .hh-why { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0; }"
@@ -43,7 +43,7 @@ def approvals_page(hive: HiveView) -> None:
                 approval_card(hive, request)
 
     show(hive.state.approvals)
-    hive.approvals_changed.subscribe(show)
+    while_shown(hive.approvals_changed, show)
     section("history")
     history = ui.column().classes("w-full gap-0")
 
@@ -55,7 +55,7 @@ def approvals_page(hive: HiveView) -> None:
                 history_line(request)
 
     ui.timer(0.1, load_history, once=True)
-    hive.approvals_changed.subscribe(lambda _: load_history())
+    while_shown(hive.approvals_changed, lambda _: load_history())
 
 
 def history_line(request: Request) -> None:

@@ -29,7 +29,7 @@ from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import parse_iso
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, section, stale_when, toast
+from hyperhive.ui.pages.widgets import act, section, stale_when, toast, while_shown
 
 ORDER: Final = "newest at the top"
 INBOX_SHOWN: Final = 20  # the operator's oldest waiting messages shown on /messages
@@ -363,7 +363,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
         if list(agent_filter.options) != wanted_names:
             agent_filter.set_options(wanted_names, value=agent_filter.value)
 
-    hive.agent_changed.subscribe(recipients)
+    while_shown(hive.agent_changed, recipients)
     recipients()
     if agent is not None:
         name = _valid_name(agent)
@@ -392,8 +392,8 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
                     toast(f"?thread={thread[:40]!r} is not a message id", "warning")
 
     background_tasks.create(first_load(), name="messages-first-load")
-    hive.messages_added.subscribe(add)
-    hive.unread_changed.subscribe(lambda _: background_tasks.create(load_inbox(), name="messages-inbox"))
+    while_shown(hive.messages_added, add)
+    while_shown(hive.unread_changed, lambda _: background_tasks.create(load_inbox(), name="messages-inbox"))
 
 
 async def _learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> None:

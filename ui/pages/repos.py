@@ -14,7 +14,17 @@ from nicegui import ui
 from hyperhive.servers.common.formatting import grants_text, when
 from hyperhive.servers.forge.models import Access, Repo
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, breadcrumbs, clickable, confirm, section, stale_when, text_block, toast
+from hyperhive.ui.pages.widgets import (
+    act,
+    breadcrumbs,
+    clickable,
+    confirm,
+    section,
+    stale_when,
+    text_block,
+    toast,
+    while_shown,
+)
 
 REPOS_CSS: Final = (
     " .hh-diff { font-family: ui-monospace, monospace; white-space: pre-wrap; overflow-wrap: anywhere;"
@@ -49,7 +59,7 @@ def repos_page(hive: HiveView) -> None:
                     ui.label(repo.description or "").classes("text-grey-6")
 
     show(hive.state.repos)
-    hive.repos_changed.subscribe(show)
+    while_shown(hive.repos_changed, show)
 
 
 def repo_page(hive: HiveView, name: str) -> None:
@@ -69,7 +79,7 @@ def repo_page(hive: HiveView, name: str) -> None:
             grants_editor(hive, repo)
 
     show_repo(hive.state.repos)
-    hive.repos_changed.subscribe(show_repo)
+    while_shown(hive.repos_changed, show_repo)
     with ui.tabs() as tabs:
         for tab in ("files", "log", "pushes"):
             ui.tab(tab).mark(f"tab-{tab}")

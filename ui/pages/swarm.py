@@ -25,7 +25,7 @@ from hyperhive.servers.common.turn_reasons import group_problems
 from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult, TurnTotals
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when, toast
+from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when, toast, while_shown
 
 HEALTH_COLOURS: Final[dict[Health, str]] = {
     "failed": "negative", "error": "negative", "paused": "warning", "restarting": "warning", "starting": "info",
@@ -364,12 +364,13 @@ class SwarmPage:
         for agent in hive.state.agents.values():
             self.show(agent)
         self.show_totals(hive.state.turn_totals)
-        hive.agent_changed.subscribe(self.show)
-        hive.agent_removed.subscribe(self.remove)
-        hive.turn_totals_changed.subscribe(self.show_totals)
-        hive.hive_spend_changed.subscribe(self.show_summary)
-        for event in (hive.approvals_changed, hive.questions_changed, hive.unread_changed):
-            event.subscribe(self.show_strip)
+        while_shown(hive.agent_changed, self.show)
+        while_shown(hive.agent_removed, self.remove)
+        while_shown(hive.turn_totals_changed, self.show_totals)
+        while_shown(hive.hive_spend_changed, self.show_summary)
+        while_shown(hive.approvals_changed, self.show_strip)
+        while_shown(hive.questions_changed, self.show_strip)
+        while_shown(hive.unread_changed, self.show_strip)
         self.show_chips()
         self.show_selection()
         self.arrange()

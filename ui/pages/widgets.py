@@ -1,14 +1,14 @@
-"""What every page uses: the one toast, an operator action's toasts, greying out stale data, a
-confirmation, a section title, a cost."""
+"""What every page uses: the one toast, an operator action's toasts, following the hive view's events
+while shown, greying out stale data, a confirmation, a section title, a cost."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from fastmcp.exceptions import ToolError
-from nicegui import context, ui
+from nicegui import Event, context, ui
 from nicegui.element import Element
 
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
@@ -17,6 +17,7 @@ from hyperhive.servers.lifecycle.models import Spend
 from hyperhive.ui.hive_view import HiveView
 
 R = TypeVar("R")
+P = ParamSpec("P")
 ToastKind = Literal["positive", "negative", "info", "warning"]
 Toast = tuple[str, ToastKind]  # a toast's text and colour, when success is not all a result can say
 _POSITIVE: ToastKind = "positive"
@@ -44,6 +45,33 @@ def toast(text: str, kind: ToastKind = "info") -> None:
     )
 
 
+class _Subscription(ui.element):
+    """An invisible element that holds one subscription: deleting it (with the part of the page it
+    sits in) unsubscribes at once."""
+
+    def __init__(self, event: Event[P], callback: Callable[P, Any] | Callable[[], Any]) -> None:
+        super().__init__()
+        self.style("display: none")  # no box, and no gap in a flex row or column
+        self.event: Event[Any] = event
+        self.callback: Callable[..., Any] = callback
+        # Not also on the client's deletion: this element goes with the client, and so does the handler.
+        event.subscribe(callback, unsubscribe_on_delete=False)
+
+    def _handle_delete(self) -> None:  # NiceGUI's documented clean-up hook
+        self.event.unsubscribe(self.callback)
+        super()._handle_delete()
+
+
+def while_shown(event: Event[P], callback: Callable[P, Any] | Callable[[], Any]) -> None:
+    """Subscribe `callback` to `event` for as long as the part of the page this is called from is shown.
+
+    NiceGUI unsubscribes a page's handlers when the browser tab goes; navigating to another
+    sub-page deletes the page's elements long before that, and without this its handlers would stay,
+    one more set with each visit. Call it where the page (or the card, the panel) is being built.
+    """
+    _Subscription(event, callback)
+
+
 def stale_when(hive: HiveView, element: Element, *servers: str) -> None:
     """Grey `element` out (CSS class hh-stale) while what it shows from any of `servers` is stale:
     the server is down, so the view holds its last answer, not the hive as it is now."""
@@ -53,7 +81,7 @@ def stale_when(hive: HiveView, element: Element, *servers: str) -> None:
         element.classes(add="hh-stale" if stale else None, remove=None if stale else "hh-stale")
 
     show()
-    hive.health_changed.subscribe(show)
+    while_shown(hive.health_changed, show)
 
 
 async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toast] | None = None) -> R | None:
