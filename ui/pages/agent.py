@@ -10,7 +10,7 @@ no sandbox: its page says what a peer is and shows its allow-lists.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -20,9 +20,9 @@ from nicegui import context, ui
 from hyperhive.servers.broker.models import ListedMessage
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import age, plural, turn_text, when
-from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, AgentState, FileEntry, Turn
+from hyperhive.servers.lifecycle.models import FileEntry, Turn
 from hyperhive.servers.lifecycle.state_view import STATE_FILE_CAP
+from hyperhive.ui.actions import ACTION_TIPS, AGENT_ACTIONS, CONFIRMED, AgentAction, actions_for
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
 from hyperhive.ui.logview import LEVELS, Level, LogBuffer, LogLine, passes
 from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block, while_shown
@@ -66,35 +66,6 @@ LEVEL_CHOICES: Final[dict[Level, str]] = {
     "error": "errors only",
 }
 READ_STATES: Final = {"queued": "unread", "leased": "being read", "delivered": "read"}
-
-# The header's actions, by the name they show: what each calls, and the states it makes sense in
-# (no start on a running agent, no stop on a stopped one).
-AGENT_ACTIONS: Final[dict[str, Callable[[LifecycleClient, str], Awaitable[AgentInfo]]]] = {
-    "start": LifecycleClient.start,
-    "stop": LifecycleClient.stop,
-    "restart": LifecycleClient.restart,
-    "kill": LifecycleClient.kill,
-    "rebuild": LifecycleClient.rebuild,
-}
-ACTION_STATES: Final[dict[str, frozenset[AgentState]]] = {
-    "start": frozenset({"stopped", "failed"}),
-    "stop": frozenset({"running", "starting", "restarting"}),
-    "restart": frozenset({"running", "failed"}),
-    "kill": frozenset({"running", "starting", "restarting", "stopping"}),
-    "rebuild": frozenset({"running", "stopped", "failed"}),
-}
-ACTION_TIPS: Final = {
-    "start": "start its sandbox",
-    "stop": "SIGTERM, then SIGKILL after the stop timeout",
-    "restart": "stop it if it runs, then start it",
-    "kill": "SIGKILL its sandbox now",
-    "rebuild": "rebuild its sandbox from its applied config (restarts it if it runs)",
-}
-
-
-def actions_for(state: str) -> list[str]:
-    """The actions an agent in `state` offers, in the header's order."""
-    return [action for action, states in ACTION_STATES.items() if state in states]
 
 
 async def quietly(call: Awaitable[T]) -> T | None:
@@ -242,7 +213,7 @@ class AgentPage:
         self.cost.classes(replace="hh-wrap" + (" text-warning" if spend is not None and spend.paused else ""))
         self.problem.set_text(info.problem or "")
         self.problem.set_visibility(bool(info.problem))
-        allowed = set(actions_for(info.state))
+        allowed = set(actions_for(info))
         for action, button in self.buttons.items():
             button.set_visibility(action in allowed)
         self.resume.set_visibility(spend is not None and spend.paused_by == "agent")
@@ -260,8 +231,8 @@ class AgentPage:
             self.uptime.set_text("not running")
 
     # ----------------------------------------------------------------------------- the actions
-    async def do(self, action: str) -> None:
-        if action != "start" and not await confirm(f"{action} {self.name}?", action):
+    async def do(self, action: AgentAction) -> None:
+        if action in CONFIRMED and not await confirm(f"{action} {self.name}?", action):
             return
         call = self.hive.call(AGENT_ACTIONS[action](self.hive.lifecycle, self.name))
         await act(f"{action} {self.name}", call, f"{self.name}: {action}")
