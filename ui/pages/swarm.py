@@ -32,7 +32,18 @@ from hyperhive.ui.actions import (
     split,
 )
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when, toast, while_shown
+from hyperhive.ui.pages.widgets import (
+    act,
+    agent_name_error,
+    check_as_typed,
+    confirm,
+    model_error,
+    section,
+    spend_text,
+    stale_when,
+    toast,
+    while_shown,
+)
 
 HEALTH_COLOURS: Final[dict[Health, str]] = {
     "failed": "negative", "error": "negative", "paused": "warning", "restarting": "warning", "starting": "info",
@@ -276,9 +287,12 @@ class SwarmRow:
         with ui.dialog() as dialog, ui.card():
             ui.label(f"model for {self.name}'s next turns")
             model = ui.input("model", value=self.model.text).mark("model-input")
+            model.props('hint="empty: back to agent.toml\'s" clearable')
             with ui.row():
-                ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat")
-                ui.button("set", on_click=lambda: dialog.submit(model.value)).mark("set-model")
+                ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat").mark("model-reset")
+                chosen_button = ui.button("set", on_click=lambda: dialog.submit(str(model.value or "").strip()))
+                chosen_button.mark("set-model")
+            check_as_typed(model, model_error, chosen_button, required=False)
         chosen = await dialog
         dialog.delete()
         if chosen is None:
@@ -565,11 +579,21 @@ def swarm_page(hive: HiveView) -> None:
         name = ui.input("name", placeholder="a-z, 0-9, -").props("dense").mark("spawn-name")
 
         async def spawn() -> None:
-            if await act(
-                f"spawn {name.value}",
-                hive.call(hive.lifecycle.create_agent(name.value)),
-                f"{name.value}: spawned",
-            ):
+            chosen = str(name.value or "").strip()
+            if spawn_error(hive, chosen) is not None:
+                return  # the button is disabled, and the field says why; Enter lands here too
+            if await act(f"spawn {chosen}", hive.call(hive.lifecycle.create_agent(chosen)), f"{chosen}: spawned"):
                 name.set_value("")
 
-        ui.button("spawn", on_click=spawn).props("dense").mark("spawn")
+        button = ui.button("spawn", on_click=spawn).props("dense").mark("spawn")
+        check_as_typed(name, lambda typed: spawn_error(hive, typed), button)
+        name.on("keydown.enter", spawn)
+
+
+def spawn_error(hive: HiveView, name: str) -> str | None:
+    """What is wrong with `name` for a new agent: the name rule, or an agent (or peer) has it already."""
+    if not name:
+        return "name the agent: 1-11 characters, lowercase letters, digits and '-', starting with a letter"
+    if name in hive.state.agents:
+        return f"{name} exists already"
+    return agent_name_error(name)

@@ -1,5 +1,6 @@
 """What every page uses: the one toast, an operator action's toasts, following the hive view's events
-while shown, greying out stale data, a confirmation, a section title, a cost."""
+while shown, greying out stale data, checking what is typed before it is sent, a confirmation, a
+section title, a cost."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar
 from fastmcp.exceptions import ToolError
 from nicegui import Event, context, ui
 from nicegui.element import Element
+from pydantic import ValidationError
 
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import Outcome
+from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.lifecycle.models import Spend
 from hyperhive.ui.hive_view import HiveView
 
@@ -82,6 +86,48 @@ def stale_when(hive: HiveView, element: Element, *servers: str) -> None:
 
     show()
     while_shown(hive.health_changed, show)
+
+
+Check = Callable[[str], str | None]  # what is wrong with a typed (stripped, non-empty) value, None if nothing
+
+
+def agent_name_error(name: str) -> str | None:
+    """What is wrong with `name` as an agent's name: the one rule every server checks (names.py)."""
+    try:
+        check_agent_name(name)
+    except InvalidName as e:
+        return str(e)
+    return None
+
+
+def model_error(model: str) -> str | None:
+    """What is wrong with `model` as a model name: agent.toml's rule, which set_model checks too."""
+    try:
+        AgentConfig(model=model)
+    except ValidationError as e:
+        return str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+    return None
+
+
+def check_as_typed(field: ui.input, check: Check, *buttons: ui.button, required: bool = True) -> None:
+    """Say what is wrong with `field`'s value under it as the operator types (its error line), and
+    enable `buttons` only while there is nothing wrong (and, if `required`, something typed): a
+    mistake shows before anything is sent, not as a refusal after."""
+
+    def typed() -> str:
+        return str(field.value or "").strip()
+
+    def error(_: object = None) -> str | None:
+        return check(typed()) if typed() else None
+
+    def enable(_: object = None) -> None:
+        ok = error() is None and (bool(typed()) or not required)
+        for button in buttons:
+            button.set_enabled(ok)
+
+    field.validation = error  # checked now, and at every change
+    field.on_value_change(enable)
+    enable()
 
 
 async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toast] | None = None) -> R | None:
