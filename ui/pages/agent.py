@@ -10,6 +10,7 @@ no sandbox: its page says what a peer is and shows its allow-lists.
 from __future__ import annotations
 
 import asyncio
+import zoneinfo
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -25,6 +26,15 @@ from hyperhive.servers.lifecycle.state_view import STATE_FILE_CAP
 from hyperhive.ui.actions import ACTION_TIPS, AGENT_ACTIONS, CONFIRMED, AgentAction, actions_for
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
 from hyperhive.ui.logview import LEVELS, Level, LogBuffer, LogLine, passes
+from hyperhive.ui.pages.messages import (
+    DELIVERY_STATES,
+    learn_timezone,
+    local_time,
+    message_row,
+)
+from hyperhive.ui.pages.messages import (
+    UTC as UTC_ZONE,
+)
 from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block, while_shown
 
 T = TypeVar("T")
@@ -34,7 +44,7 @@ FIRST_POLL_SECONDS: Final = 5.0  # a page opened before the dashboard heard from
 LOG_FETCHED: Final = 200  # lines each look at the log's end reads
 LOG_FIRST: Final = 1000  # lines the page starts with
 LOG_KEPT: Final = 2000  # lines the page keeps (and searches)
-INBOX_SHOWN: Final = 20  # the agent's newest incoming messages
+INBOX_SHOWN: Final = 20  # the agent's newest incoming messages, newest at the top (the messages page's order)
 MESSAGES_READ: Final = 200  # its messages (sent and received) its threads are made of
 THREADS_SHOWN: Final = 20
 NAME_SHOWN: Final = 60  # of an unknown name in the 404 page
@@ -65,7 +75,6 @@ LEVEL_CHOICES: Final[dict[Level, str]] = {
     "warning": "warnings and errors",
     "error": "errors only",
 }
-READ_STATES: Final = {"queued": "unread", "leased": "being read", "delivered": "read"}
 
 
 async def quietly(call: Awaitable[T]) -> T | None:
@@ -100,6 +109,11 @@ async def _after_first_poll(hive: HiveView, name: str) -> None:
         _build(hive, name)
     else:
         not_found(name)
+
+
+def open_thread(message_id: int) -> None:
+    """A message's thread, in the messages page's side panel."""
+    ui.navigate.to(f"/messages?thread={message_id}")
 
 
 def not_found(name: str) -> None:
@@ -330,9 +344,15 @@ class MessagesPanel:
                 ui.label("threads").classes("text-grey-4 text-base")
                 self.threads = ui.column().classes("w-full gap-1").mark("agent-threads")
         self.loading = asyncio.Lock()
+        self.view: dict[str, zoneinfo.ZoneInfo] = {"tz": UTC_ZONE}  # the browser's, once it says
+        self.client = context.client
         while_shown(hive.messages_added, self.passing)
         while_shown(hive.agent_changed, self.changed)
-        ui.timer(0.1, self.load, once=True)
+        ui.timer(0.1, self.start, once=True)
+
+    async def start(self) -> None:
+        await learn_timezone(self.client, self.view)  # first, so each row is drawn once, in local time
+        await self.load()
 
     async def passing(self, messages: list[ListedMessage]) -> None:
         if any(m.sender == self.name or self.name in [d.to for d in m.deliveries] for m in messages):
@@ -363,17 +383,9 @@ class MessagesPanel:
         self.show_threads(messages)
 
     def inbox_line(self, message: ListedMessage) -> None:
+        """The messages page's row (local time, from → to, body, read state), its thread a click away."""
         delivery = next(d for d in message.deliveries if d.to == self.name)
-        state = READ_STATES[delivery.state]
-        with ui.row().classes("w-full no-wrap items-start gap-2").mark(f"inbox-{message.id}"):
-            ui.badge(state, color="primary" if delivery.state == "queued" else "grey-8").classes("shrink-0").mark(
-                f"inbox-state-{message.id}"
-            )
-            with ui.column().classes("gap-0 min-w-0 grow"):
-                with ui.row().classes("gap-2 text-grey-5 text-xs items-center"):
-                    ui.label(f"{when(message.sent_at)} UTC · from {message.sender}")
-                    ui.link(f"thread #{message.thread_id}", f"/messages?thread={message.thread_id}")
-                ui.label(message.body).classes("hh-wrap whitespace-pre-wrap")
+        message_row(message, self.name, DELIVERY_STATES[delivery.state], self.view["tz"], open_thread, where="inbox")
 
     def show_threads(self, messages: list[ListedMessage]) -> None:
         threads: dict[int, list[ListedMessage]] = {}
@@ -392,9 +404,8 @@ class MessagesPanel:
                         f"thread-{thread}"
                     )
                     last = max(members, key=lambda m: m.id)
-                    ui.label(f"{plural(len(members), 'message')} · last {when(last.sent_at)} UTC").classes(
-                        "text-grey-6 text-xs"
-                    )
+                    last_at = local_time(last.sent_at, self.view["tz"])
+                    ui.label(f"{plural(len(members), 'message')} · last {last_at}").classes("text-grey-6 text-xs")
 
 
 class FilesPanel:

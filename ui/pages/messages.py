@@ -69,6 +69,14 @@ MESSAGES_CSS: Final = """
 
 
 # ----------------------------------------------------------------------------------------- a row
+# A delivery's state as every page says it: pending, taken (leased, not acked yet) or read.
+DELIVERY_STATES: Final = {
+    "queued": ("pending", "warning"),
+    "leased": ("taken", "info"),
+    "delivered": ("read", "positive"),
+}
+
+
 def read_state(message: ListedMessage) -> tuple[str, str]:
     """(text, colour) of a message's read state: pending, taken (leased, not acked) or read; a
     message to several inboxes says how many read it."""
@@ -76,9 +84,7 @@ def read_state(message: ListedMessage) -> tuple[str, str]:
     if not states:
         return "", "grey"
     if len(states) == 1:
-        return {"queued": ("pending", "warning"), "leased": ("taken", "info"), "delivered": ("read", "positive")}[
-            states[0]
-        ]
+        return DELIVERY_STATES[states[0]]
     read = sum(state == "delivered" for state in states)
     return f"{read}/{len(states)} read", "positive" if read == len(states) else "grey"
 
@@ -382,7 +388,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
 
     async def first_load() -> None:
         # The browser's timezone first (a round trip, bounded), so each row is drawn once.
-        await _learn_timezone(client, view)
+        await learn_timezone(client, view)
         await asyncio.gather(load_inbox(), load_flow())
         if thread is not None:
             if thread.isdigit() and 0 < int(thread) < 2**63:
@@ -396,7 +402,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
     while_shown(hive.unread_changed, lambda _: background_tasks.create(load_inbox(), name="messages-inbox"))
 
 
-async def _learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> None:
+async def learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> None:
     """Ask the browser its timezone (an IANA name, checked against the known ones); UTC if it will not say."""
     with contextlib.suppress(Exception):  # a page closed, or a browser that will not say: UTC
         await client.connected(timeout=5)
