@@ -5,15 +5,13 @@ and the 404 page of an unknown name."""
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import pytest
 from hivetest import Servers
 from nicegui.testing import User
-from uitest import log_in
+from uitest import log_in, the_hive
 
 from hyperhive.servers.lifecycle.paths import AgentPaths
-from hyperhive.ui.hive_view import HiveView
 
 pytestmark = pytest.mark.slow
 
@@ -104,14 +102,21 @@ async def test_the_inbox_shows_read_state_and_links_each_thread(user: User, serv
         await user.should_see(marker="inbox-empty", retries=50)
         sent = await servers.call("broker", "send", to="ada", body="please review the plan")
         await user.should_see("please review the plan", retries=50)
-        await user.should_see(marker=f"inbox-state-{sent['id']}", content="unread")
+        await user.should_see(marker=f"inbox-state-{sent['id']}", content="pending")  # the messages page's words
         await user.should_see(marker="agent-inbox", content="inbox 1", retries=50)
         [link] = user.find(marker=f"thread-{sent['id']}").elements
         assert link.props["href"] == f"/messages?thread={sent['id']}"
         await servers.call("broker", "recv_batch", as_name="ada", max=10, ack=True)
         await user.should_see(marker="agent-inbox", content="inbox 0", retries=50)
         await user.should_see(marker=f"inbox-state-{sent['id']}", content="read", retries=50)
-        await user.should_not_see(marker=f"inbox-state-{sent['id']}", content="unread")
+        await user.should_not_see(marker=f"inbox-state-{sent['id']}", content="pending")
+        newer = await servers.call("broker", "send", to="ada", body="and the tests")
+        await user.should_see("and the tests", retries=50)
+        [inbox] = user.find(marker="agent-inbox-list").elements
+        rows = [m for child in inbox.default_slot.children for m in child._markers]
+        assert rows == [f"inbox-{newer['id']}", f"inbox-{sent['id']}"]  # newest at the top, as on /messages
+        user.find(marker=f"inbox-thread-{sent['id']}").click()  # its thread, in the messages page's side panel
+        await user.should_see(marker="thread-title", content=f"thread of #{sent['id']}", retries=50)
     finally:
         await servers.call("lifecycle", "destroy", name="ada", purge=True)
 
@@ -186,14 +191,13 @@ async def test_an_unknown_agent_is_a_404_page(user: User, servers: Servers, pass
 async def test_leaving_the_page_drops_its_subscriptions(user: User, servers: Servers, password: str) -> None:
     """Navigating inside the dashboard deletes the page, not the browser tab: its handlers go at the
     next event instead of piling up with each visit."""
-    await log_in(user, password)
-    # The dashboard's view: a page subscribed to it (other tests' HiveViews may still be in memory).
-    [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView) and o.health_changed.callbacks]
 
     def mine() -> int:
-        pages = ("while_shown", "AgentPage.", "MessagesPanel.")  # the agent page's handlers, however subscribed
+        pages = ("AgentPage.", "MessagesPanel.")  # the agent page's handlers
         return sum(any(p in c.func.__qualname__ for p in pages) for c in hive.agent_changed.callbacks)
 
+    await log_in(user, password)
+    hive = the_hive()
     for _ in range(3):
         user.navigate.to("/agent/manager")
         await user.should_see(marker="agent-state", retries=50)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hivetest import Servers
+from nicegui import ui
 from nicegui.testing import User
 from uitest import log_in
 
@@ -89,9 +90,18 @@ async def test_repos_list_a_repo_page_browses_files_log_diff_pushes_and_grants(
     await user.should_see("* read", marker="grant-*")
     listed = {repo["name"]: repo for repo in (await servers.call("forge", "list_repos"))["repos"]}
     assert listed["app"]["grants"] == {"*": "read"}
+    # A name the forge would refuse is said as it is typed, and grant waits for a valid one.
+    [who] = user.find(marker="grant-who").elements
+    [grant] = user.find(marker="grant").elements
+    assert isinstance(who, ui.input) and isinstance(grant, ui.button)
     user.find(marker="grant-who").type("Not Valid")
-    user.find(marker="grant").click()
-    await user.should_see("who must be an agent's name")
+    assert who.error is not None and "an agent's name, 'manager', 'operator' or '*'" in who.error
+    assert not grant.enabled
+    user.find(marker="grant-who").clear().type("operator")  # the repo's owner: it writes already
+    assert who.error == "operator owns app and writes to it already" and not grant.enabled
+    user.find(marker="grant-who").clear().type("manager")
+    assert who.error is None and grant.enabled
+    user.find(marker="grant-who").clear()
     user.find(marker="revoke-*").click()
     await user.should_see("revoke *'s read on app?")
     user.find(marker="confirm").click()

@@ -168,6 +168,13 @@ async def test_bulk_stop_confirms_with_the_agents_and_controls_follow_the_state(
     assert (await servers.call("lifecycle", "agent_status", name="sw-cred-a"))["state"] == "running"
     await user.should_see(marker="start-sw-idle")  # stopped: start, and no stop
     await user.should_not_see(marker="stop-sw-idle")
-    # A stopped agent cannot be stopped again: the confirmation never lists it.
+    # A stopped agent cannot be stopped again: nothing to do, and why.
     user.find(marker="bulk-stop").click()
-    await user.should_see("does not apply to the selected agents' state")
+    await user.should_see("stop: nothing to do (sw-busy, sw-idle: already stopped)")
+    # With a running one selected too, the confirmation lists it and says which it skips.
+    user.find(marker="select-sw-cred-a").click()
+    await user.should_see(marker="bulk-count", content="3 selected")
+    user.find(marker="bulk-stop").click()
+    await user.should_see("stop 1 agent: sw-cred-a? (skipped: sw-busy, sw-idle: already stopped)")
+    user.find("cancel").click()
+    assert (await servers.call("lifecycle", "agent_status", name="sw-cred-a"))["state"] == "running"

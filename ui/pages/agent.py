@@ -10,22 +10,32 @@ no sandbox: its page says what a peer is and shows its allow-lists.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import zoneinfo
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from fastmcp.exceptions import ToolError
-from nicegui import Event, context, ui
+from nicegui import context, ui
 
 from hyperhive.servers.broker.models import ListedMessage
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import age, plural, turn_text, when
-from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, AgentState, FileEntry, Turn
+from hyperhive.servers.lifecycle.models import FileEntry, Turn
 from hyperhive.servers.lifecycle.state_view import STATE_FILE_CAP
+from hyperhive.ui.actions import ACTION_TIPS, AGENT_ACTIONS, CONFIRMED, AgentAction, actions_for
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
 from hyperhive.ui.logview import LEVELS, Level, LogBuffer, LogLine, passes
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block
+from hyperhive.ui.pages.messages import (
+    DELIVERY_STATES,
+    learn_timezone,
+    local_time,
+    message_row,
+)
+from hyperhive.ui.pages.messages import (
+    UTC as UTC_ZONE,
+)
+from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block, while_shown
 
 T = TypeVar("T")
 
@@ -34,7 +44,7 @@ FIRST_POLL_SECONDS: Final = 5.0  # a page opened before the dashboard heard from
 LOG_FETCHED: Final = 200  # lines each look at the log's end reads
 LOG_FIRST: Final = 1000  # lines the page starts with
 LOG_KEPT: Final = 2000  # lines the page keeps (and searches)
-INBOX_SHOWN: Final = 20  # the agent's newest incoming messages
+INBOX_SHOWN: Final = 20  # the agent's newest incoming messages, newest at the top (the messages page's order)
 MESSAGES_READ: Final = 200  # its messages (sent and received) its threads are made of
 THREADS_SHOWN: Final = 20
 NAME_SHOWN: Final = 60  # of an unknown name in the 404 page
@@ -65,36 +75,6 @@ LEVEL_CHOICES: Final[dict[Level, str]] = {
     "warning": "warnings and errors",
     "error": "errors only",
 }
-READ_STATES: Final = {"queued": "unread", "leased": "being read", "delivered": "read"}
-
-# The header's actions, by the name they show: what each calls, and the states it makes sense in
-# (no start on a running agent, no stop on a stopped one).
-AGENT_ACTIONS: Final[dict[str, Callable[[LifecycleClient, str], Awaitable[AgentInfo]]]] = {
-    "start": LifecycleClient.start,
-    "stop": LifecycleClient.stop,
-    "restart": LifecycleClient.restart,
-    "kill": LifecycleClient.kill,
-    "rebuild": LifecycleClient.rebuild,
-}
-ACTION_STATES: Final[dict[str, frozenset[AgentState]]] = {
-    "start": frozenset({"stopped", "failed"}),
-    "stop": frozenset({"running", "starting", "restarting"}),
-    "restart": frozenset({"running", "failed"}),
-    "kill": frozenset({"running", "starting", "restarting", "stopping"}),
-    "rebuild": frozenset({"running", "stopped", "failed"}),
-}
-ACTION_TIPS: Final = {
-    "start": "start its sandbox",
-    "stop": "SIGTERM, then SIGKILL after the stop timeout",
-    "restart": "stop it if it runs, then start it",
-    "kill": "SIGKILL its sandbox now",
-    "rebuild": "rebuild its sandbox from its applied config (restarts it if it runs)",
-}
-
-
-def actions_for(state: str) -> list[str]:
-    """The actions an agent in `state` offers, in the header's order."""
-    return [action for action, states in ACTION_STATES.items() if state in states]
 
 
 async def quietly(call: Awaitable[T]) -> T | None:
@@ -104,19 +84,6 @@ async def quietly(call: Awaitable[T]) -> T | None:
         return await call
     except (ToolError, ServerUnavailable, AuthRefused):
         return None
-
-
-def while_shown(element: ui.element, event: Event[T], callback: Callable[[T], Any]) -> None:
-    """Subscribe `callback` to `event` until `element` is deleted. NiceGUI unsubscribes when the
-    browser tab goes; a sub-page's elements go before that, when the operator navigates away."""
-
-    def handler(value: T) -> Any:
-        if element.is_deleted:
-            event.unsubscribe(handler)
-            return None
-        return callback(value)
-
-    event.subscribe(handler)
 
 
 def agent_page(hive: HiveView, name: str) -> Awaitable[None] | None:
@@ -142,6 +109,11 @@ async def _after_first_poll(hive: HiveView, name: str) -> None:
         _build(hive, name)
     else:
         not_found(name)
+
+
+def open_thread(message_id: int) -> None:
+    """A message's thread, in the messages page's side panel."""
+    ui.navigate.to(f"/messages?thread={message_id}")
 
 
 def not_found(name: str) -> None:
@@ -189,8 +161,8 @@ class AgentPage:
             with ui.tab_panel("config").classes("px-0"):
                 applied_config(hive, name)
         self.show(self.agent)
-        while_shown(self.state, hive.agent_changed, self.changed)
-        while_shown(self.state, hive.agent_removed, self.removed)
+        while_shown(hive.agent_changed, self.changed)
+        while_shown(hive.agent_removed, self.removed)
         ui.timer(1.0, self.tick)
 
     # ------------------------------------------------------------------------------ the header
@@ -255,7 +227,7 @@ class AgentPage:
         self.cost.classes(replace="hh-wrap" + (" text-warning" if spend is not None and spend.paused else ""))
         self.problem.set_text(info.problem or "")
         self.problem.set_visibility(bool(info.problem))
-        allowed = set(actions_for(info.state))
+        allowed = set(actions_for(info))
         for action, button in self.buttons.items():
             button.set_visibility(action in allowed)
         self.resume.set_visibility(spend is not None and spend.paused_by == "agent")
@@ -273,8 +245,8 @@ class AgentPage:
             self.uptime.set_text("not running")
 
     # ----------------------------------------------------------------------------- the actions
-    async def do(self, action: str) -> None:
-        if action != "start" and not await confirm(f"{action} {self.name}?", action):
+    async def do(self, action: AgentAction) -> None:
+        if action in CONFIRMED and not await confirm(f"{action} {self.name}?", action):
             return
         call = self.hive.call(AGENT_ACTIONS[action](self.hive.lifecycle, self.name))
         await act(f"{action} {self.name}", call, f"{self.name}: {action}")
@@ -372,9 +344,15 @@ class MessagesPanel:
                 ui.label("threads").classes("text-grey-4 text-base")
                 self.threads = ui.column().classes("w-full gap-1").mark("agent-threads")
         self.loading = asyncio.Lock()
-        while_shown(self.inbox, hive.messages_added, self.passing)
-        while_shown(self.inbox, hive.agent_changed, self.changed)
-        ui.timer(0.1, self.load, once=True)
+        self.view: dict[str, zoneinfo.ZoneInfo] = {"tz": UTC_ZONE}  # the browser's, once it says
+        self.client = context.client
+        while_shown(hive.messages_added, self.passing)
+        while_shown(hive.agent_changed, self.changed)
+        ui.timer(0.1, self.start, once=True)
+
+    async def start(self) -> None:
+        await learn_timezone(self.client, self.view)  # first, so each row is drawn once, in local time
+        await self.load()
 
     async def passing(self, messages: list[ListedMessage]) -> None:
         if any(m.sender == self.name or self.name in [d.to for d in m.deliveries] for m in messages):
@@ -405,17 +383,9 @@ class MessagesPanel:
         self.show_threads(messages)
 
     def inbox_line(self, message: ListedMessage) -> None:
+        """The messages page's row (local time, from → to, body, read state), its thread a click away."""
         delivery = next(d for d in message.deliveries if d.to == self.name)
-        state = READ_STATES[delivery.state]
-        with ui.row().classes("w-full no-wrap items-start gap-2").mark(f"inbox-{message.id}"):
-            ui.badge(state, color="primary" if delivery.state == "queued" else "grey-8").classes("shrink-0").mark(
-                f"inbox-state-{message.id}"
-            )
-            with ui.column().classes("gap-0 min-w-0 grow"):
-                with ui.row().classes("gap-2 text-grey-5 text-xs items-center"):
-                    ui.label(f"{when(message.sent_at)} UTC · from {message.sender}")
-                    ui.link(f"thread #{message.thread_id}", f"/messages?thread={message.thread_id}")
-                ui.label(message.body).classes("hh-wrap whitespace-pre-wrap")
+        message_row(message, self.name, DELIVERY_STATES[delivery.state], self.view["tz"], open_thread, where="inbox")
 
     def show_threads(self, messages: list[ListedMessage]) -> None:
         threads: dict[int, list[ListedMessage]] = {}
@@ -434,9 +404,8 @@ class MessagesPanel:
                         f"thread-{thread}"
                     )
                     last = max(members, key=lambda m: m.id)
-                    ui.label(f"{plural(len(members), 'message')} · last {when(last.sent_at)} UTC").classes(
-                        "text-grey-6 text-xs"
-                    )
+                    last_at = local_time(last.sent_at, self.view["tz"])
+                    ui.label(f"{plural(len(members), 'message')} · last {last_at}").classes("text-grey-6 text-xs")
 
 
 class FilesPanel:

@@ -18,13 +18,14 @@ from hyperhive.servers.common.formatting import (
     when,
 )
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, section, stale_when, toast
+from hyperhive.ui.pages.widgets import OUTCOME_TOASTS, Toast, act, check_as_typed, section, stale_when, while_shown
 
 APPROVALS_CSS = (
     " .hh-why { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0; }"
     " .hh-summary { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; }"
     " .hh-summary > * { overflow-wrap: anywhere; min-width: 0; }"
 )
+DENY_HINT = "required to deny: the manager reads why"
 # How a resolved request reads in the history: its colour says how it ended.
 STATE_COLOURS = {"applied": "text-positive", "denied": "text-warning", "failed": "text-negative"}
 
@@ -43,7 +44,7 @@ def approvals_page(hive: HiveView) -> None:
                 approval_card(hive, request)
 
     show(hive.state.approvals)
-    hive.approvals_changed.subscribe(show)
+    while_shown(hive.approvals_changed, show)
     section("history")
     history = ui.column().classes("w-full gap-0")
 
@@ -55,7 +56,7 @@ def approvals_page(hive: HiveView) -> None:
                 history_line(request)
 
     ui.timer(0.1, load_history, once=True)
-    hive.approvals_changed.subscribe(lambda _: load_history())
+    while_shown(hive.approvals_changed, lambda _: load_history())
 
 
 def history_line(request: Request) -> None:
@@ -134,12 +135,13 @@ def approval_card(hive: HiveView, request: Request) -> None:
 
             approve_button = ui.button("approve", color="positive", on_click=approve).mark(f"approve-{rid}")
             note = ui.input("why not (shown to the manager)").props("dense").classes("w-96 max-w-full")
-            note.mark(f"note-{rid}")
+            note.props(f'hint="{DENY_HINT}"').mark(f"note-{rid}")
 
             async def deny() -> None:
-                if not (note.value or "").strip():
-                    toast("say why, for the manager", "warning")
-                    return
-                await act(f"deny #{rid}", hive.call(hive.approvals.deny(rid, note.value)), f"#{rid} denied")
+                why = (note.value or "").strip()
+                if not why:
+                    return  # the button is disabled until a reason is typed
+                await act(f"deny #{rid}", hive.call(hive.approvals.deny(rid, why)), f"#{rid} denied")
 
-            ui.button("deny", color="negative", on_click=deny).props("outline").mark(f"deny-{rid}")
+            deny_button = ui.button("deny", color="negative", on_click=deny).props("outline").mark(f"deny-{rid}")
+            check_as_typed(note, lambda _: None, deny_button)  # required: deny waits for a reason

@@ -29,7 +29,7 @@ from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.clock import parse_iso
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, section, stale_when, toast
+from hyperhive.ui.pages.widgets import act, section, stale_when, toast, while_shown
 
 ORDER: Final = "newest at the top"
 INBOX_SHOWN: Final = 20  # the operator's oldest waiting messages shown on /messages
@@ -69,6 +69,14 @@ MESSAGES_CSS: Final = """
 
 
 # ----------------------------------------------------------------------------------------- a row
+# A delivery's state as every page says it: pending, taken (leased, not acked yet) or read.
+DELIVERY_STATES: Final = {
+    "queued": ("pending", "warning"),
+    "leased": ("taken", "info"),
+    "delivered": ("read", "positive"),
+}
+
+
 def read_state(message: ListedMessage) -> tuple[str, str]:
     """(text, colour) of a message's read state: pending, taken (leased, not acked) or read; a
     message to several inboxes says how many read it."""
@@ -76,9 +84,7 @@ def read_state(message: ListedMessage) -> tuple[str, str]:
     if not states:
         return "", "grey"
     if len(states) == 1:
-        return {"queued": ("pending", "warning"), "leased": ("taken", "info"), "delivered": ("read", "positive")}[
-            states[0]
-        ]
+        return DELIVERY_STATES[states[0]]
     read = sum(state == "delivered" for state in states)
     return f"{read}/{len(states)} read", "positive" if read == len(states) else "grey"
 
@@ -364,7 +370,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
         if list(agent_filter.options) != wanted_names:
             agent_filter.set_options(wanted_names, value=agent_filter.value)
 
-    hive.agent_changed.subscribe(recipients)
+    while_shown(hive.agent_changed, recipients)
     recipients()
     if agent is not None:
         name = _valid_name(agent)
@@ -383,7 +389,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
 
     async def first_load() -> None:
         # The browser's timezone first (a round trip, bounded), so each row is drawn once.
-        await _learn_timezone(client, view)
+        await learn_timezone(client, view)
         await asyncio.gather(load_inbox(), load_flow())
         if thread is not None:
             if thread.isdigit() and 0 < int(thread) < 2**63:
@@ -393,11 +399,11 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
                     toast(f"?thread={thread[:40]!r} is not a message id", "warning")
 
     background_tasks.create(first_load(), name="messages-first-load")
-    hive.messages_added.subscribe(add)
-    hive.unread_changed.subscribe(lambda _: background_tasks.create(load_inbox(), name="messages-inbox"))
+    while_shown(hive.messages_added, add)
+    while_shown(hive.unread_changed, lambda _: background_tasks.create(load_inbox(), name="messages-inbox"))
 
 
-async def _learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> None:
+async def learn_timezone(client: Client, view: dict[str, zoneinfo.ZoneInfo]) -> None:
     """Ask the browser its timezone (an IANA name, checked against the known ones); UTC if it will not say."""
     with contextlib.suppress(Exception):  # a page closed, or a browser that will not say: UTC
         await client.connected(timeout=5)

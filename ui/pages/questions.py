@@ -13,7 +13,7 @@ from nicegui import context, ui
 from hyperhive.servers.common.formatting import countdown, epoch
 from hyperhive.servers.operator.models import PendingQuestion
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, section, toast
+from hyperhive.ui.pages.widgets import act, section, toast, while_shown
 
 TITLE: Final = "hyperhive"
 URGENT_SECONDS: Final = 300  # under 5 minutes left, the countdown turns red
@@ -147,4 +147,4 @@ def questions_page(hive: HiveView) -> None:
                 ui.label(f"{asked} · {q.state}: {q.answer or '-'}").classes("hh-question-text")
 
     ui.timer(0.1, load, once=True)
-    hive.questions_changed.subscribe(lambda _: load())
+    while_shown(hive.questions_changed, lambda _: load())

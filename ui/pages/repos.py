@@ -12,9 +12,22 @@ from typing import Final
 from nicegui import ui
 
 from hyperhive.servers.common.formatting import grants_text, when
+from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.forge.models import Access, Repo
+from hyperhive.servers.forge.store import EVERYONE
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.widgets import act, breadcrumbs, clickable, confirm, section, stale_when, text_block, toast
+from hyperhive.ui.pages.widgets import (
+    act,
+    agent_name_error,
+    breadcrumbs,
+    check_as_typed,
+    clickable,
+    confirm,
+    section,
+    stale_when,
+    text_block,
+    while_shown,
+)
 
 REPOS_CSS: Final = (
     " .hh-diff { font-family: ui-monospace, monospace; white-space: pre-wrap; overflow-wrap: anywhere;"
@@ -49,7 +62,7 @@ def repos_page(hive: HiveView) -> None:
                     ui.label(repo.description or "").classes("text-grey-6")
 
     show(hive.state.repos)
-    hive.repos_changed.subscribe(show)
+    while_shown(hive.repos_changed, show)
 
 
 def repo_page(hive: HiveView, name: str) -> None:
@@ -69,7 +82,7 @@ def repo_page(hive: HiveView, name: str) -> None:
             grants_editor(hive, repo)
 
     show_repo(hive.state.repos)
-    hive.repos_changed.subscribe(show_repo)
+    while_shown(hive.repos_changed, show_repo)
     with ui.tabs() as tabs:
         for tab in ("files", "log", "pushes"):
             ui.tab(tab).mark(f"tab-{tab}")
@@ -105,15 +118,26 @@ def grants_editor(hive: HiveView, repo: Repo) -> None:
 
         async def grant() -> None:
             who = (who_input.value or "").strip()
-            if not who:
-                toast("name who gets it: an agent, manager, operator or * (every agent)", "warning")
-                return
+            if not who or grantee_error(repo, who) is not None:
+                return  # the button is disabled, and the field says why
             access: Access = "write" if level.value == "write" else "read"
             call = hive.call(hive.forge.grant(repo.name, who, access))
             if await act(f"grant {who}", call, f"{who}: {access} on {repo.name}"):
                 who_input.set_value("")
 
-        ui.button("grant", on_click=grant).props("dense").mark("grant")
+        grant_button = ui.button("grant", on_click=grant).props("dense").mark("grant")
+        check_as_typed(who_input, lambda who: grantee_error(repo, who), grant_button)
+
+
+def grantee_error(repo: Repo, who: str) -> str | None:
+    """What is wrong with `who` as a grantee of `repo`: the forge's rule (an agent's name, 'operator'
+    or '*'), and its owner holds write already."""
+    if who == repo.owner:
+        return f"{who} owns {repo.name} and writes to it already"
+    if who in (EVERYONE, OPERATOR):
+        return None
+    error = agent_name_error(who)
+    return f"an agent's name, 'manager', 'operator' or '*' (every agent): {error}" if error else None
 
 
 def file_browser(hive: HiveView, name: str) -> None:

@@ -5,7 +5,6 @@ and visibility: rows are never rebuilt), bulk actions, update all, spawn."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 from fastmcp.exceptions import ToolError
@@ -22,10 +21,29 @@ from hyperhive.servers.common.formatting import (
     plural,
 )
 from hyperhive.servers.common.turn_reasons import group_problems
-from hyperhive.servers.lifecycle.client import LifecycleClient
 from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult, TurnTotals
+from hyperhive.ui.actions import (
+    AGENT_ACTIONS,
+    CONFIRMED,
+    AgentAction,
+    bulk_question,
+    can,
+    skipped_text,
+    split,
+)
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, stale_when, toast
+from hyperhive.ui.pages.widgets import (
+    act,
+    agent_name_error,
+    check_as_typed,
+    confirm,
+    model_error,
+    section,
+    spend_text,
+    stale_when,
+    toast,
+    while_shown,
+)
 
 HEALTH_COLOURS: Final[dict[Health, str]] = {
     "failed": "negative", "error": "negative", "paused": "warning", "restarting": "warning", "starting": "info",
@@ -65,28 +83,9 @@ SWARM_CSS = """
 }
 """
 
-# The swarm's per-agent buttons and menu items, by the name they show.
-AGENT_ACTIONS: dict[str, Callable[[LifecycleClient, str], Awaitable[AgentInfo]]] = {
-    "start": LifecycleClient.start,
-    "stop": LifecycleClient.stop,
-    "restart": LifecycleClient.restart,
-    "kill": LifecycleClient.kill,
-    "rebuild": LifecycleClient.rebuild,
-}
-BULK_ACTIONS: Final = ("stop", "restart", "rebuild")
+BULK_ACTIONS: Final[tuple[AgentAction, ...]] = ("stop", "restart", "rebuild")
+MENU_ACTIONS: Final[tuple[AgentAction, ...]] = ("restart", "kill", "rebuild")  # the rarer ones, in its menu
 CALL_ERRORS: Final = (ToolError, ServerUnavailable, AuthRefused)
-
-
-def can(action: str, info: AgentInfo) -> bool:
-    """Whether `action` makes sense for the agent now: no start on a running agent, no stop on a stopped one."""
-    if info.kind == "peer":
-        return False
-    running = info.state in ("running", "starting", "restarting")
-    if action == "start":
-        return info.state in ("stopped", "failed")
-    if action in ("stop", "kill"):
-        return running
-    return info.state != "stopping"  # restart, rebuild
 
 
 def set_prop(element: ui.element, key: str, value: str | None) -> None:
@@ -134,6 +133,7 @@ class SwarmRow:
                 self.more.props(f'flat dense round size=sm aria-label="more actions for {name}"')
                 self.more.props('title="restart, kill, rebuild, destroy"')
         self.menu: ui.menu | None = None
+        self.menu_items: dict[AgentAction, ui.menu_item] = {}
         # The controls a state calls for (start, stop, cancel, needs update), made when first needed:
         # most rows of a swarm never show most of them.
         self.controls: dict[str, ui.element] = {}
@@ -152,8 +152,10 @@ class SwarmRow:
                 elif key == "cancel":
                     element = ui.button("cancel", on_click=self.cancel_turn)
                     element.props('flat dense size=sm color=warning title="cancel the running turn"')
+                elif key == "start":
+                    element = ui.button("start", on_click=lambda: self.do("start")).props("flat dense size=sm")
                 else:
-                    element = ui.button(key, on_click=lambda: self.do(key)).props("flat dense size=sm")
+                    element = ui.button("stop", on_click=lambda: self.do("stop")).props("flat dense size=sm")
             self.controls[key] = element.mark(f"{key}-{self.name}")
             before = sum(1 for other in self.CONTROLS[: self.CONTROLS.index(key)] if other in self.controls)
             element.move(self.actions, target_index=before)
@@ -167,10 +169,12 @@ class SwarmRow:
         """The rarer actions, built on first use: a swarm page of 50 agents need not carry 200 buttons."""
         if self.menu is None:
             with self.more, ui.menu() as self.menu:
-                for action in ("restart", "kill", "rebuild"):
+                for action in MENU_ACTIONS:
                     item = ui.menu_item(action, on_click=lambda a=action: self.do(a)).mark(f"{action}-{self.name}")
-                    item.set_enabled(can(action, self.agent.info))
+                    self.menu_items[action] = item
                 ui.menu_item("destroy", on_click=self.destroy).classes("text-negative").mark(f"destroy-{self.name}")
+        for action, item in self.menu_items.items():  # as the agent is now, not as it was at the first open
+            item.set_enabled(can(action, self.agent.info))
         self.menu.open()
 
     def show(self, agent: SwarmAgent) -> None:
@@ -183,8 +187,8 @@ class SwarmRow:
         self.actions.set_visibility(sandboxed)
         self.model.set_visibility(sandboxed)
         self.selected.set_visibility(sandboxed)
-        for action in ("start", "stop"):
-            self.control(action, can(action, info))
+        self.control("start", can("start", info))
+        self.control("stop", can("stop", info))
         self.role.set_text(info.role)
         self.model.set_text(info.model)
         self.control("cancel", info.turn is not None and info.turn.state == "running" and info.state == "running")
@@ -250,10 +254,9 @@ class SwarmRow:
         }
         return values[key]
 
-    async def do(self, action: str) -> None:
+    async def do(self, action: AgentAction) -> None:
         with self.row:  # its dialog: not inside the menu the click came from, which closes
-            # All but start interrupt what the agent is doing (rebuild restarts a running one).
-            if action != "start" and not await confirm(f"{action} {self.name}?", action):
+            if action in CONFIRMED and not await confirm(f"{action} {self.name}?", action):
                 return
         await act(f"{action} {self.name}", self.hive.call(AGENT_ACTIONS[action](self.hive.lifecycle, self.name)),
                   f"{self.name}: {action}")  # fmt: skip
@@ -286,9 +289,12 @@ class SwarmRow:
             title = ui.label(f"model for {self.name}'s next turns")
             dialog.props(f"aria-labelledby={title.html_id}")
             model = ui.input("model", value=self.model.text).mark("model-input")
+            model.props('hint="empty: back to agent.toml\'s" clearable')
             with ui.row():
-                ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat")
-                ui.button("set", on_click=lambda: dialog.submit(model.value)).mark("set-model")
+                ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat").mark("model-reset")
+                chosen_button = ui.button("set", on_click=lambda: dialog.submit(str(model.value or "").strip()))
+                chosen_button.mark("set-model")
+            check_as_typed(model, model_error, chosen_button, required=False)
         chosen = await dialog
         dialog.delete()
         if chosen is None:
@@ -366,12 +372,13 @@ class SwarmPage:
         for agent in hive.state.agents.values():
             self.show(agent)
         self.show_totals(hive.state.turn_totals)
-        hive.agent_changed.subscribe(self.show)
-        hive.agent_removed.subscribe(self.remove)
-        hive.turn_totals_changed.subscribe(self.show_totals)
-        hive.hive_spend_changed.subscribe(self.show_summary)
-        for event in (hive.approvals_changed, hive.questions_changed, hive.unread_changed):
-            event.subscribe(self.show_strip)
+        while_shown(hive.agent_changed, self.show)
+        while_shown(hive.agent_removed, self.remove)
+        while_shown(hive.turn_totals_changed, self.show_totals)
+        while_shown(hive.hive_spend_changed, self.show_summary)
+        while_shown(hive.approvals_changed, self.show_strip)
+        while_shown(hive.questions_changed, self.show_strip)
+        while_shown(hive.unread_changed, self.show_strip)
         self.show_chips()
         self.show_selection()
         self.arrange()
@@ -528,19 +535,15 @@ class SwarmPage:
         count = len(self.chosen)
         self.bulk_label.set_text(f"{count} selected" if count else "select agents for stop, restart, rebuild")
 
-    async def bulk(self, action: str) -> None:
-        """`action` on every selected agent it makes sense for, after a confirmation that lists them."""
-        chosen = sorted(name for name in self.chosen if name in self.rows)
-        names = [name for name in chosen if can(action, self.rows[name].agent.info)]
-        skipped = [name for name in chosen if name not in names]
+    async def bulk(self, action: AgentAction) -> None:
+        """`action` on every selected agent it applies to, after a confirmation that lists them and the
+        ones it skips (an agent already stopped, for a stop) with why."""
+        names, skipped = split(action, [self.rows[name].agent.info for name in self.chosen if name in self.rows])
         if not names:
-            why = f"{action}: it does not apply to the selected agents' state" if chosen else "select agents first"
+            why = f"{action}: nothing to do ({skipped_text(skipped)})" if skipped else "select agents first"
             toast(why, "warning")
             return
-        text = f"{action} {plural(len(names), 'agent')}: {', '.join(names)}?"
-        if skipped:
-            text += f" (not {', '.join(skipped)}: {action} does not apply to their state)"
-        if not await confirm(text, action):
+        if not await confirm(bulk_question(action, names, skipped), action):
             return
         calls = [self.hive.call(AGENT_ACTIONS[action](self.hive.lifecycle, name)) for name in names]
         results = await asyncio.gather(*calls, return_exceptions=True)
@@ -551,11 +554,11 @@ class SwarmPage:
             elif isinstance(result, BaseException):
                 raise result
         done = len(names) - len(failed)
+        skipped_note = f" · skipped {skipped_text(skipped)}" if skipped else ""
         if failed:
-            text = f"{action}: {done} done; " + "; ".join(failed)
-            toast(text, "negative")
+            toast(f"{action}: {done} done; " + "; ".join(failed) + skipped_note, "negative")
         else:
-            toast(f"{action}: {plural(done, 'agent')} done", "positive")
+            toast(f"{action}: {plural(done, 'agent')} done{skipped_note}", "positive")
 
     async def update_all(self) -> None:
         stale = sorted(name for name, agent in self.hive.state.agents.items() if agent.info.needs_update)
@@ -578,11 +581,21 @@ def swarm_page(hive: HiveView) -> None:
         name = ui.input("name", placeholder="a-z, 0-9, -").props("dense").mark("spawn-name")
 
         async def spawn() -> None:
-            if await act(
-                f"spawn {name.value}",
-                hive.call(hive.lifecycle.create_agent(name.value)),
-                f"{name.value}: spawned",
-            ):
+            chosen = str(name.value or "").strip()
+            if spawn_error(hive, chosen) is not None:
+                return  # the button is disabled, and the field says why; Enter lands here too
+            if await act(f"spawn {chosen}", hive.call(hive.lifecycle.create_agent(chosen)), f"{chosen}: spawned"):
                 name.set_value("")
 
-        ui.button("spawn", on_click=spawn).props("dense").mark("spawn")
+        button = ui.button("spawn", on_click=spawn).props("dense").mark("spawn")
+        check_as_typed(name, lambda typed: spawn_error(hive, typed), button)
+        name.on("keydown.enter", spawn)
+
+
+def spawn_error(hive: HiveView, name: str) -> str | None:
+    """What is wrong with `name` for a new agent: the name rule, or an agent (or peer) has it already."""
+    if not name:
+        return "name the agent: 1-11 characters, lowercase letters, digits and '-', starting with a letter"
+    if name in hive.state.agents:
+        return f"{name} exists already"
+    return agent_name_error(name)

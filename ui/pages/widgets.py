@@ -1,22 +1,27 @@
-"""What every page uses: the one toast, an operator action's toasts, greying out stale data, a
-confirmation, a section title, a cost."""
+"""What every page uses: the one toast, an operator action's toasts, following the hive view's events
+while shown, greying out stale data, checking what is typed before it is sent, a confirmation, a
+section title, a cost."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from fastmcp.exceptions import ToolError
-from nicegui import context, ui
+from nicegui import Event, context, ui
 from nicegui.element import Element
+from pydantic import ValidationError
 
+from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.formatting import Outcome
+from hyperhive.servers.common.names import InvalidName, check_agent_name
 from hyperhive.servers.lifecycle.models import Spend
 from hyperhive.ui.hive_view import HiveView
 
 R = TypeVar("R")
+P = ParamSpec("P")
 ToastKind = Literal["positive", "negative", "info", "warning"]
 Toast = tuple[str, ToastKind]  # a toast's text and colour, when success is not all a result can say
 _POSITIVE: ToastKind = "positive"
@@ -44,6 +49,33 @@ def toast(text: str, kind: ToastKind = "info") -> None:
     )
 
 
+class _Subscription(ui.element):
+    """An invisible element that holds one subscription: deleting it (with the part of the page it
+    sits in) unsubscribes at once."""
+
+    def __init__(self, event: Event[P], callback: Callable[P, Any] | Callable[[], Any]) -> None:
+        super().__init__()
+        self.style("display: none")  # no box, and no gap in a flex row or column
+        self.event: Event[Any] = event
+        self.callback: Callable[..., Any] = callback
+        # Not also on the client's deletion: this element goes with the client, and so does the handler.
+        event.subscribe(callback, unsubscribe_on_delete=False)
+
+    def _handle_delete(self) -> None:  # NiceGUI's documented clean-up hook
+        self.event.unsubscribe(self.callback)
+        super()._handle_delete()
+
+
+def while_shown(event: Event[P], callback: Callable[P, Any] | Callable[[], Any]) -> None:
+    """Subscribe `callback` to `event` for as long as the part of the page this is called from is shown.
+
+    NiceGUI unsubscribes a page's handlers when the browser tab goes; navigating to another
+    sub-page deletes the page's elements long before that, and without this its handlers would stay,
+    one more set with each visit. Call it where the page (or the card, the panel) is being built.
+    """
+    _Subscription(event, callback)
+
+
 def stale_when(hive: HiveView, element: Element, *servers: str) -> None:
     """Grey `element` out (CSS class hh-stale) while what it shows from any of `servers` is stale:
     the server is down, so the view holds its last answer, not the hive as it is now."""
@@ -53,7 +85,49 @@ def stale_when(hive: HiveView, element: Element, *servers: str) -> None:
         element.classes(add="hh-stale" if stale else None, remove=None if stale else "hh-stale")
 
     show()
-    hive.health_changed.subscribe(show)
+    while_shown(hive.health_changed, show)
+
+
+Check = Callable[[str], str | None]  # what is wrong with a typed (stripped, non-empty) value, None if nothing
+
+
+def agent_name_error(name: str) -> str | None:
+    """What is wrong with `name` as an agent's name: the one rule every server checks (names.py)."""
+    try:
+        check_agent_name(name)
+    except InvalidName as e:
+        return str(e)
+    return None
+
+
+def model_error(model: str) -> str | None:
+    """What is wrong with `model` as a model name: agent.toml's rule, which set_model checks too."""
+    try:
+        AgentConfig(model=model)
+    except ValidationError as e:
+        return str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+    return None
+
+
+def check_as_typed(field: ui.input, check: Check, *buttons: ui.button, required: bool = True) -> None:
+    """Say what is wrong with `field`'s value under it as the operator types (its error line), and
+    enable `buttons` only while there is nothing wrong (and, if `required`, something typed): a
+    mistake shows before anything is sent, not as a refusal after."""
+
+    def typed() -> str:
+        return str(field.value or "").strip()
+
+    def error(_: object = None) -> str | None:
+        return check(typed()) if typed() else None
+
+    def enable(_: object = None) -> None:
+        ok = error() is None and (bool(typed()) or not required)
+        for button in buttons:
+            button.set_enabled(ok)
+
+    field.validation = error  # checked now, and at every change
+    field.on_value_change(enable)
+    enable()
 
 
 async def act(what: str, call: Awaitable[R], done: str | Callable[[R], str | Toast] | None = None) -> R | None:
