@@ -4,7 +4,9 @@ audit and --json, against real servers; `hive up` twice on one home; `hive init 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -191,7 +193,7 @@ def test_hive_up_twice_says_it_is_running_and_init_port_base_runs_a_second_hive(
 
 def test_hive_up_on_a_home_whose_servers_run_as_services_says_so(hive: Hive) -> None:
     """No `hive up` holds the lock, but this home's lifecycle server answers its token on its port."""
-    from hivetest import ServerProcess
+    from hivetest import ServerProcess, bwrap_pids, gone
 
     hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}")
     servers = [ServerProcess(hive, name) for name in ("broker", "lifecycle")]
@@ -204,6 +206,12 @@ def test_hive_up_on_a_home_whose_servers_run_as_services_says_so(hive: Hive) -> 
     finally:
         for server in reversed(servers):
             server.kill_if_running()
+        # Sandboxes outlive their lifecycle server by design (the next one adopts them): the manager
+        # it started would be left running after this test.
+        for pid in bwrap_pids(str(hive.home)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert all(gone(pid) for pid in bwrap_pids(str(hive.home)))
 
 
 def _free_block() -> int:
