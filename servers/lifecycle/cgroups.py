@@ -147,14 +147,17 @@ class _V1Cgroup(Cgroup):
 
     def _kill_round(self) -> None:
         freezer = self._dirs.get("freezer")
-        frozen = freezer is not None and _freeze(freezer, True)
+        if freezer is not None:
+            _freeze(freezer, True)  # no fork escapes the round; on a loaded host it may outlast its wait
         try:
             for pid in self.pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         finally:
-            if frozen and freezer is not None:
-                _freeze(freezer, False)  # a frozen process cannot die of its SIGKILL
+            if freezer is not None:
+                # Always, reached or not: a freeze that outlasted its wait still completes, and a
+                # frozen process cannot die of its SIGKILL — the cgroup would stay frozen for good.
+                _freeze(freezer, False)
 
     def oom_kills(self) -> int:
         memory = self._dirs.get("memory")

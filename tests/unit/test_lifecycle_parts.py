@@ -378,3 +378,27 @@ def test_a_peers_config_names_its_kind_recipients_and_tools() -> None:
     assert config.may_send_to("manager") and not config.may_send_to("bob")
     defaults = parse_agent_config(peer_toml(None, None), "peer")
     assert defaults.is_peer and defaults.tools == {} and defaults.may_send_to("bob")
+
+
+def test_a_kill_round_thaws_its_freezer_even_when_the_freeze_outlasted_its_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a load of ~100 (500 sandboxes starting on 2 cores) freezing took more than its 1 s wait;
+    the round then never thawed, and 79 agents' cgroups stayed FROZEN with their SIGKILLs pending."""
+    from hyperhive.servers.lifecycle import cgroups
+
+    freezer = tmp_path / "freezer"
+    freezer.mkdir()
+    (freezer / "freezer.state").write_text("THAWED\n")
+    (freezer / "cgroup.procs").write_text("")
+    writes: list[bool] = []
+
+    def slow_freeze(directory: Path, frozen: bool) -> bool:
+        writes.append(frozen)
+        (directory / "freezer.state").write_text("FROZEN\n" if frozen else "THAWED\n")
+        return not frozen  # the freeze is still under way when the wait ends; a thaw is at once
+
+    monkeypatch.setattr(cgroups, "_freeze", slow_freeze)
+    cgroups._V1Cgroup({"freezer": freezer})._kill_round()
+    assert writes == [True, False]
+    assert (freezer / "freezer.state").read_text().strip() == "THAWED"
