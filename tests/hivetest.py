@@ -421,3 +421,21 @@ def start_hive_up(home: Path, timeout: float = 90) -> tuple[subprocess.Popen[str
         raise AssertionError("hive up did not start:\n" + "".join(output))
     threading.Thread(target=lambda: output.extend(up.stdout or []), daemon=True).start()
     return up, output
+
+
+def free_block() -> int:
+    """A base N whose ports N..N+6 nothing listens on (nor binds, for now): `hive init --port-base N`."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1]) // 10 * 10
+        if base + 6 > 65535 or base < 1024:
+            continue
+        try:
+            for port in range(base, base + 7):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free block of 7 ports")

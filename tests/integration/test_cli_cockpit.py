@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from hivetest import Hive, Hivemind, free_port, in_process, start_hive_up, toml_list
+from hivetest import Hive, Hivemind, free_block, free_port, in_process, start_hive_up, toml_list
 from pydantic import TypeAdapter
 
 from hyperhive.servers.approvals.models import Request, ReviewedRequest
@@ -173,7 +173,7 @@ def test_hive_up_twice_says_it_is_running_and_init_port_base_runs_a_second_hive(
         assert up.poll() is None  # the running one is untouched
 
         # A second hive on this host: its own block of ports, up beside the first.
-        base = _free_block()
+        base = free_block()
         made = _hive(tmp_path / "two", "init", "--port-base", str(base))
         assert made.returncode == 0, made.stderr
         second, second_output = start_hive_up(tmp_path / "two")
@@ -212,22 +212,3 @@ def test_hive_up_on_a_home_whose_servers_run_as_services_says_so(hive: Hive) -> 
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         assert all(gone(pid) for pid in bwrap_pids(str(hive.home)))
-
-
-def _free_block() -> int:
-    import socket
-
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1]) // 10 * 10
-        if not 1024 <= base <= 65529:
-            continue
-        try:
-            for port in range(base, base + 7):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free block of 7 ports")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from hivetest import free_block
 
 from hyperhive.servers.cli import SERVERS, main
 from hyperhive.servers.cli.base import cli_words
@@ -242,24 +243,6 @@ def test_init_port_base_derives_every_port_and_refuses_taken_ones(tmp_path: Path
         code, output = hive("init", "--port-base", str(base), "--home", str(tmp_path / "h3"))
     assert code == 1 and f"--port-base {base}: in use on this host: forge {base + 6}" in output, output
     assert not (tmp_path / "h3").exists()
-
-
-def free_block() -> int:
-    """A base whose seven ports nothing listens on (nor binds, for now)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1]) // 10 * 10
-        if base + 6 > 65535 or base < 1024:
-            continue
-        try:
-            for port in range(base, base + 7):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free block of 7 ports")
 
 
 def test_new_verbs_teach_with_examples() -> None:
