@@ -78,7 +78,7 @@ async def test_the_log_fills_the_page_wraps_and_never_scrolls_sideways(
         await shot(page, f"agent-log-{size}")
         await page.get_by_role("tab", name="messages").click()
         await expect(page.get_by_text(f"please read this: {LONG_WORD}")).to_be_visible()
-        await expect(page.get_by_text("unread", exact=True)).to_be_visible()
+        await expect(page.get_by_text("pending", exact=True)).to_be_visible()  # the messages page's words
         assert await page.evaluate(SIDEWAYS) <= 0, await page.evaluate(WIDE)
         await shot(page, f"agent-messages-{size}")
         await page.get_by_role("tab", name="files").click()

@@ -339,7 +339,8 @@ class MessagesPanel:
         with ui.row().classes("w-full gap-6 items-start"):
             with ui.column().classes("grow min-w-0 gap-1").style("flex-basis: 28rem"):
                 ui.label("inbox").classes("text-grey-4 text-base")
-                self.inbox = ui.column().classes("w-full gap-1").mark("agent-inbox-list")
+                # hh-msgs: the messages page's rows stack their columns when narrow (a phone)
+                self.inbox = ui.column().classes("hh-msgs w-full gap-1").mark("agent-inbox-list")
             with ui.column().classes("min-w-0 gap-1").style("flex: 1 1 18rem"):
                 ui.label("threads").classes("text-grey-4 text-base")
                 self.threads = ui.column().classes("w-full gap-1").mark("agent-threads")

@@ -38,7 +38,7 @@ LOOK_CSS: Final = (
 .bg-warning.text-white {{ color: #000 !important; }}
 .q-btn {{ font-size: 14px !important; min-height: {MIN_CONTROL_PX}px !important; }}
 .q-btn--round, .q-btn--dense.q-btn--round {{ min-width: {MIN_CONTROL_PX}px !important; }}
-.text-xs, .text-caption, .q-badge {{ font-size: {MIN_TEXT_PX}px !important; line-height: 1.3; }}
+.text-xs, .text-caption, .q-badge, .q-field__bottom {{ font-size: {MIN_TEXT_PX}px !important; line-height: 1.3; }}
 .q-chip {{ height: auto; min-height: {MIN_CONTROL_PX}px; }}
 .q-checkbox, .q-toggle, .q-radio {{ min-height: {MIN_CONTROL_PX}px; min-width: {MIN_CONTROL_PX}px; }}
 .q-header a, .hh-clickable {{ display: inline-flex; align-items: center; min-height: {MIN_CONTROL_PX}px; }}
