@@ -50,10 +50,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports: all held open while asked for (one at a time, the kernel may
+    hand the same port out twice — a hive got broker and operator on one port, and its sandboxes'
+    network could not listen on both)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
 @dataclass
 class Hive:
     home: Path
-    ports: dict[str, int] = field(default_factory=lambda: {server: free_port() for server in SERVERS})
+    ports: dict[str, int] = field(default_factory=lambda: dict(zip(SERVERS, free_ports(len(SERVERS)), strict=True)))
 
     def __post_init__(self) -> None:
         init_home(self.home)
