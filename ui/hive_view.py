@@ -107,6 +107,7 @@ class SwarmAgent:
     pending: int = 0  # messages waiting for it
     pending_reminders: int = 0
     delivered_24h: int = 0  # messages it took in the last 24 h
+    reminders_24h: int = 0  # reminders it took in the last 24 h
 
 
 @dataclass
@@ -368,7 +369,7 @@ class HiveView:
         for agent in listing.agents:
             inbox = inboxes.get(agent.name)
             fresh[agent.name] = (
-                SwarmAgent(agent, inbox.pending, inbox.pending_reminders, inbox.delivered_24h)
+                SwarmAgent(agent, inbox.pending, inbox.pending_reminders, inbox.delivered_24h, inbox.reminders_24h)
                 if inbox
                 else SwarmAgent(agent)
             )

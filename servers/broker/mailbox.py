@@ -285,9 +285,9 @@ class Broker:
         names = sorted({*self.agents.names(), OPERATOR, *counts})
         return StatsResult(
             inboxes=[
-                InboxStats(name=name, pending=c[0], delivered_24h=c[1], pending_reminders=c[2])
+                InboxStats(name=name, pending=c[0], delivered_24h=c[1], pending_reminders=c[2], reminders_24h=c[3])
                 for name in names
-                for c in [counts.get(name, (0, 0, 0))]
+                for c in [counts.get(name, (0, 0, 0, 0))]
             ]
         )
 

@@ -92,8 +92,9 @@ class ListMessagesResult(CompactModel):
 class InboxStats(CompactModel):
     name: str
     pending: int  # undelivered: queued or leased
-    delivered_24h: int
-    pending_reminders: int
+    delivered_24h: int  # messages and reminders it took in the last 24 h
+    pending_reminders: int  # reminders it set that have not fired
+    reminders_24h: int  # reminders it took in the last 24 h
 
 
 class StatsResult(CompactModel):

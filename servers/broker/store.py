@@ -439,27 +439,28 @@ class BrokerStore:
             (recipient, limit),
         )
 
-    async def stats(self, since: float) -> dict[str, tuple[int, int, int]]:
-        """Per name: (undelivered, delivered since `since`, pending reminders owned)."""
+    async def stats(self, since: float) -> dict[str, tuple[int, int, int, int]]:
+        """Per name: (undelivered, delivered since `since`, pending reminders owned, reminders
+        delivered since `since`)."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int]]:
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int, int]]:
             result: dict[str, list[int]] = {}
-            queries = (
-                (
-                    "SELECT recipient, count(*) FROM deliveries WHERE state != 'delivered' GROUP BY recipient",
-                    (),
-                ),
-                (
-                    "SELECT recipient, count(*) FROM deliveries WHERE state = 'delivered' AND delivered_at > ? "
-                    "GROUP BY recipient",
-                    (since,),
-                ),
-                ("SELECT owner, count(*) FROM reminders WHERE state = 'pending' GROUP BY owner", ()),
-            )
-            for column, (sql, params) in enumerate(queries):
-                for name, count in conn.execute(sql, params):
-                    result.setdefault(name, [0, 0, 0])[column] = count
-            return {name: (c[0], c[1], c[2]) for name, c in result.items()}
+            for name, count in conn.execute(
+                "SELECT recipient, count(*) FROM deliveries WHERE state != 'delivered' GROUP BY recipient"
+            ):
+                result.setdefault(name, [0, 0, 0, 0])[0] = count
+            for name, count, reminders in conn.execute(
+                "SELECT d.recipient, count(*), sum(m.kind = 'reminder') FROM deliveries d "
+                "JOIN messages m ON m.id = d.message_id "
+                "WHERE d.state = 'delivered' AND d.delivered_at > ? GROUP BY d.recipient",
+                (since,),
+            ):
+                counts = result.setdefault(name, [0, 0, 0, 0])
+                counts[1], counts[3] = count, reminders
+            owners = "SELECT owner, count(*) FROM reminders WHERE state = 'pending' GROUP BY owner"
+            for name, count in conn.execute(owners):
+                result.setdefault(name, [0, 0, 0, 0])[2] = count
+            return {name: (c[0], c[1], c[2], c[3]) for name, c in result.items()}
 
         return await self.db.read(read)
 

@@ -215,36 +215,54 @@ HEALTH_ORDER: Final[dict[Health, int]] = {
 NEEDS_UPDATE_RANK: Final = 3
 
 
-def health(agent: AgentInfo, *, now: float | None = None) -> tuple[Health, str]:
+class HealthText(NamedTuple):
+    """A health badge's text in three parts: `prefix`, the time since `since` (None: no time), `suffix`.
+    A page that ticks the time itself (the swarm table, in the browser) gets the parts, not the text."""
+
+    kind: Health
+    prefix: str
+    since: float | None = None
+    suffix: str = ""
+
+    def text(self, now: float | None = None) -> str:
+        return self.prefix + (age(self.since, parts=1, now=now) if self.since is not None else "") + self.suffix
+
+
+def health_text(agent: AgentInfo) -> HealthText:
     """One honest state for an agent, its sandbox and its harness together, and its badge's text:
     ('failed', 'failed: exit 1 · 3 restarts'), ('error', 'error: no Claude credentials…'),
     ('paused', 'paused: …'), ('working', 'working 12s · Bash: git diff'), ('idle', 'idle 3m')."""
     turn = agent.turn
     if agent.kind == "peer":
-        return "peer", "peer"
+        return HealthText("peer", "peer")
     if agent.state == "failed":
         how = f"signal {agent.last_signal}" if agent.last_signal else f"exit {agent.last_exit_code}"
         restarts = agent.restart_count
-        return "failed", f"failed: {how} · {restarts} restart{'' if restarts == 1 else 's'}"
+        return HealthText("failed", f"failed: {how} · {restarts} restart{'' if restarts == 1 else 's'}")
     if agent.state in ("restarting", "stopping", "starting"):
-        return ("starting" if agent.state == "starting" else "restarting"), agent.state
+        return HealthText("starting" if agent.state == "starting" else "restarting", agent.state)
     if agent.state != "running":
-        return "stopped", "stopped"  # as asked: its last exit matters for a failed agent, not a stopped one
+        return HealthText("stopped", "stopped")  # as asked: its last exit matters for a failed agent only
     if agent.problem:
-        return "error", f"error: {agent.problem}"
+        return HealthText("error", f"error: {agent.problem}")
     if turn is None:
-        return "idle", "running · no harness"
-    since = age(turn.since, parts=1, now=now)
+        return HealthText("idle", "running · no harness")
     if turn.state in ("error", "unreadable"):
-        return "error", f"error: {turn.reason or 'no reason given'}"
+        return HealthText("error", f"error: {turn.reason or 'no reason given'}")
     if turn.state == "paused":
-        return "paused", f"paused: {turn.reason or 'budget'}"
+        return HealthText("paused", f"paused: {turn.reason or 'budget'}")
     if turn.state == "running":
         count = f" · {turn.messages} msg{'' if turn.messages == 1 else 's'}" if turn.messages else ""
-        return "working", f"working {since}{count}" + (f" · {turn.tool}" if turn.tool else "")
+        return HealthText("working", "working ", turn.since, count + (f" · {turn.tool}" if turn.tool else ""))
     if turn.state == "starting":
-        return "starting", "starting"
-    return "idle", f"idle {since}"
+        return HealthText("starting", "starting")
+    return HealthText("idle", "idle ", turn.since)
+
+
+def health(agent: AgentInfo, *, now: float | None = None) -> tuple[Health, str]:
+    """The kind and the whole text of health_text(agent), its time as of `now`."""
+    parts = health_text(agent)
+    return parts.kind, parts.text(now)
 
 
 def health_rank(agent: AgentInfo) -> int:

@@ -96,7 +96,10 @@ MEASURE = r"""([minControl, minText]) => {
   const container = document.querySelector('.q-page-container');
   let covered = null;
   if (header && container && shown(header)) {
-    const under = container.getBoundingClientRect().top + parseFloat(getComputedStyle(container).paddingTop);
+    // where the page starts when scrolled to its top (a click may have scrolled it; the header is fixed;
+    // an open dialog fixes the body at top: -scrolled)
+    const scrolled = window.scrollY - (parseFloat(document.body.style.top) || 0);
+    const under = container.getBoundingClientRect().top + scrolled + parseFloat(getComputedStyle(container).paddingTop);
     const bottom = header.getBoundingClientRect().bottom;
     if (bottom > under + 1) covered = `the header ends at ${bottom} px, the page starts at ${under} px`;
   }
@@ -199,7 +202,7 @@ async def visit(page: Page, findings: Findings, width: int, hive: Servers) -> No
     await expect(page.locator(".q-notification").get_by_text("desktop notifications: allow")).to_be_visible()
     await findings.check(page, "toast", width)
     await page.get_by_role("button", name="more actions for lee").click()  # a menu
-    await expect(page.locator(".q-menu").get_by_text("rebuild")).to_be_visible()
+    await expect(page.get_by_role("menuitem", name="rebuild")).to_be_visible()
     await findings.check(page, "swarm-menu", width)
     await page.keyboard.press("Escape")
     await (

@@ -117,8 +117,19 @@ async def test_an_agent_is_stopped_after_one_confirmation(page: Page, dashboard:
 
     await row.get_by_role("button", name="start", exact=True).click()
     await expect(row.get_by_text(RUNNING)).to_be_visible()
-    await row.get_by_role("button", name="more actions for dave").click()  # the rarer actions' menu
-    await page.locator(".q-menu").get_by_text("kill").click()
+    more = row.get_by_role("button", name="more actions for dave")  # the rarer actions' menu
+    await more.focus()  # by keyboard: Enter opens it on its first item, Escape closes it
+    await page.keyboard.press("Enter")
+    await expect(row.get_by_role("menuitem", name="restart")).to_be_focused()
+    await expect(row.get_by_role("menuitem", name="kill")).to_be_enabled()
+    await page.keyboard.press("Escape")
+    await expect(row.get_by_role("menu")).to_be_hidden()
+    await expect(more).to_be_focused()
+    await more.click()
+    await page.mouse.click(5, 300)  # a click elsewhere closes it too
+    await expect(row.get_by_role("menu")).to_be_hidden()
+    await more.click()
+    await row.get_by_role("menuitem", name="kill").click()
     await expect(page.get_by_role("dialog").get_by_text("kill dave?")).to_be_visible()  # not closed with the menu
     await page.get_by_role("dialog").get_by_role("button", name="kill").click()
     await expect(row.get_by_text("stopped", exact=True)).to_be_visible()

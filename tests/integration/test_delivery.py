@@ -250,8 +250,19 @@ async def test_stats_counts_each_inbox(hive: Hive, broker: BrokerEndpoint) -> No
         await _send(broker, alice, bob, body)
     await broker.client(bob).call("recv", {})
     await broker.client(alice).call("remind", {"body": "later", "in_seconds": 600})
+    await broker.client(bob).call("remind", {"body": "soon", "in_seconds": 5})  # fires, and bob takes it
+    assert broker.clock is not None
+    broker.clock.advance(6)
+    took = (await broker.client(bob).call("recv", {"wait_seconds": 5}))["message"]
+    while took is not None and took.get("kind") != "reminder":  # its earlier messages first (kind omitted)
+        took = (await broker.client(bob).call("recv", {"wait_seconds": 5}))["message"]
+    assert took is not None and took["body"] == "soon"
     inboxes = {row["name"]: row for row in (await broker.client("operator").call("stats", {}))["inboxes"]}
     assert set(inboxes) >= {"alice", "bob", "manager", "operator"}
-    assert inboxes["bob"] == {"name": "bob", "pending": 2, "delivered_24h": 1, "pending_reminders": 0}
-    assert inboxes["alice"] == {"name": "alice", "pending": 0, "delivered_24h": 0, "pending_reminders": 1}
+    assert inboxes["bob"] == {
+        "name": "bob", "pending": 0, "delivered_24h": 4, "pending_reminders": 0, "reminders_24h": 1
+    }  # fmt: skip
+    assert inboxes["alice"] == {
+        "name": "alice", "pending": 0, "delivered_24h": 0, "pending_reminders": 1, "reminders_24h": 0
+    }  # fmt: skip
     assert inboxes["operator"]["pending"] == 0

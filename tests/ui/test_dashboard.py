@@ -14,7 +14,7 @@ from hivetest import Servers, gone, sandbox_process
 from nicegui import ui
 from nicegui.testing import User
 from nicegui.testing.user_notify import UserNotify
-from uitest import LOGIN_CODE, log_in
+from uitest import LOGIN_CODE, log_in, swarm_click, swarm_see, swarm_text
 
 from hyperhive.harness.claude import TurnOutcome
 from hyperhive.harness.stats import StatsReporter, TurnRecorder, turn_row
@@ -36,7 +36,7 @@ async def test_login_is_required_and_the_password_or_a_token_lets_you_in(
     user.find(marker="secret").clear().type(password)
     user.find(marker="login").click()
     await user.should_see("◆ swarm")
-    await user.should_see(marker="state-manager", content="running", retries=100)
+    await swarm_see(user, "state-manager", "running", retries=100)
 
 
 async def test_the_one_time_link_logs_in_once_and_a_token_in_a_url_never(user: User, servers: Servers) -> None:
@@ -64,21 +64,21 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(
     await log_in(user, password)
     user.find(marker="spawn-name").type("alice")
     user.find(marker="spawn").click()
-    await user.should_see(marker="state-alice", content="running", retries=50)
+    await swarm_see(user, "state-alice", "running", retries=50)
 
-    user.find(marker="stop-alice").click()
+    swarm_click(user, "stop-alice")
     await user.should_see("stop alice?")
     user.find(marker="confirm").click()
-    await user.should_see(marker="state-alice", content="stopped", retries=50)
+    await swarm_see(user, "state-alice", "stopped", retries=50)
     assert (await servers.call("lifecycle", "agent_status", name="alice"))["state"] == "stopped"
-    user.find(marker="start-alice").click()
-    await user.should_see(marker="state-alice", content="running", retries=50)
+    swarm_click(user, "start-alice")
+    await swarm_see(user, "state-alice", "running", retries=50)
 
-    user.find(marker="model-alice").click()
+    swarm_click(user, "model-alice")
     await user.should_see(marker="model-input")
     user.find(marker="model-input").clear().type("haiku")
     user.find(marker="set-model").click()
-    await user.should_see(marker="model-alice", content="haiku", retries=50)
+    await swarm_see(user, "model-alice", "haiku", retries=50)
     assert (await servers.call("lifecycle", "agent_status", name="alice"))["model"] == "haiku"
 
     user.find(marker="spawn-name").type("Bad Name")
@@ -86,13 +86,12 @@ async def test_swarm_spawns_stops_starts_sets_the_model_and_destroys(
     assert not spawn.enabled  # the field says why (tests/ui/test_validation.py); nothing is sent
     user.find(marker="spawn-name").clear()
 
-    user.find(marker="more-alice").click()  # the menu of rarer actions
-    user.find(marker="destroy-alice").click()
+    swarm_click(user, "destroy-alice")
     await user.should_see("also purge its repos, files, token and logs")
     user.find(marker="purge").click()
     user.find(marker="confirm").click()
     await user.should_see("alice: destroyed", retries=50)
-    await user.should_not_see(marker="state-alice", retries=50)
+    await swarm_see(user, "state-alice", retries=50, shown=False)
     listing = await servers.call("lifecycle", "list_agents")
     assert [a["name"] for a in listing["agents"]] == ["manager"]
 
@@ -216,27 +215,24 @@ async def test_new_requests_and_questions_pop_up_as_toasts(user: User, servers: 
 async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers: Servers, password: str) -> None:
     await servers.call("lifecycle", "create_agent", name="erin")
     await log_in(user, password)
-    await user.should_see(marker="state-erin", content="running", retries=50)
-    await user.should_see(marker="last-turn-erin", content="never")  # a sleeper: no harness, no turns
+    await swarm_see(user, "state-erin", "running", retries=50)
+    await swarm_see(user, "last-turn-erin", "never")  # a sleeper: no harness, no turns
 
     first = sandbox_process(servers, "erin")
-    user.find(marker="more-erin").click()  # the menu of rarer actions
-    user.find(marker="restart-erin").click()
+    swarm_click(user, "restart-erin")
     await user.should_see("restart erin?")
     user.find(marker="confirm").click()
     await user.should_see("erin: restart", retries=50)
-    await user.should_see(marker="state-erin", content="running", retries=50)
+    await swarm_see(user, "state-erin", "running", retries=50)
     assert sandbox_process(servers, "erin") != first
 
-    user.find(marker="more-erin").click()  # the menu of rarer actions
-    user.find(marker="kill-erin").click()
+    swarm_click(user, "kill-erin")
     await user.should_see("kill erin?")
     user.find(marker="confirm").click()
-    await user.should_see(marker="state-erin", content="stopped", retries=50)
+    await swarm_see(user, "state-erin", "stopped", retries=50)
     assert gone(first) and (await servers.call("lifecycle", "agent_status", name="erin"))["state"] == "stopped"
 
-    user.find(marker="more-erin").click()  # the menu of rarer actions
-    user.find(marker="rebuild-erin").click()
+    swarm_click(user, "rebuild-erin")
     await user.should_see("rebuild erin?")  # it restarts a running agent: asked once too
     user.find(marker="confirm").click()
     await user.should_see("erin: rebuild", retries=50)
@@ -245,12 +241,12 @@ async def test_swarm_kills_restarts_rebuilds_and_updates_all(user: User, servers
     with sqlite3.connect(servers.config.db_path("lifecycle")) as db:
         db.execute("UPDATE agents SET built_version = '0.0.1' WHERE name = 'erin'")
     db.close()
-    await user.should_see(marker="update-erin", retries=50)
+    await swarm_see(user, "update-erin", retries=50)
     user.find(marker="update-all").click()
     await user.should_see("update all: rebuild and restart erin?", retries=50)  # the list it restarts
     user.find(marker="confirm").click()
     await user.should_see("rebuilt erin", retries=50)
-    await user.should_not_see(marker="update-erin", retries=50)
+    await swarm_see(user, "update-erin", retries=50, shown=False)
     assert not (await servers.call("lifecycle", "agent_status", name="erin"))["needs_update"]
     await servers.call("lifecycle", "destroy", name="erin", purge=True)
 
@@ -263,9 +259,9 @@ async def test_a_running_turn_is_shown_and_cancelled(user: User, servers: Server
     await harness.open()
     await harness.set("running", turn=42, leased=[7, 8])
     await log_in(user, password)
-    await user.should_see(marker="state-gus", content="working", retries=50)
-    await user.should_see(marker="state-gus", content="2 msgs")
-    await user.should_see(marker="last-turn-gus", content="now")
+    await swarm_see(user, "state-gus", "working", retries=50)
+    await swarm_see(user, "state-gus", "2 msgs")
+    await swarm_see(user, "last-turn-gus", "now")
 
     async def obey_cancel() -> None:
         while not paths.cancel_request.exists():
@@ -277,19 +273,19 @@ async def test_a_running_turn_is_shown_and_cancelled(user: User, servers: Server
         await harness.set("idle")
 
     obeying = asyncio.create_task(obey_cancel())
-    user.find(marker="cancel-gus").click()
+    swarm_click(user, "cancel-gus")
     await user.should_see("turn cancelled", retries=100)
     await obeying
-    await user.should_see(marker="state-gus", content="idle", retries=50)
-    await user.should_see(marker="last-turn-gus", content="s ago", retries=50)
-    await user.should_not_see(marker="cancel-gus")
+    await swarm_see(user, "state-gus", "idle", retries=50)
+    await swarm_see(user, "last-turn-gus", "s ago", retries=50)
+    await swarm_see(user, "cancel-gus", shown=False)
     await servers.call("lifecycle", "destroy", name="gus", purge=True)
 
 
 async def test_a_crash_pops_up_a_toast(user: User, servers: Servers, password: str) -> None:
     await servers.call("lifecycle", "create_agent", name="fred")
     await log_in(user, password)
-    await user.should_see(marker="state-fred", content="running", retries=50)
+    await swarm_see(user, "state-fred", "running", retries=50)
     await asyncio.sleep(0.5)  # the dashboard has read the flow so far
     os.kill(sandbox_process(servers, "fred"), signal.SIGKILL)
     await user.should_see("fred crashed", retries=100)
@@ -309,7 +305,7 @@ async def test_the_stats_tab_charts_real_turns(user: User, servers: Servers, pas
     await harness.close()  # sends what is waiting
     assert harness.reporter.dropped == 0
     await log_in(user, password)
-    await user.should_see(marker="last-turn-manager", content="s ago", retries=50)
+    await swarm_see(user, "last-turn-manager", "s ago", retries=50)
     await user.open("/agent/manager")
     user.find(marker="tab-stats").click()
     await user.should_see(marker="stats-summary", content="2 turns · 1 error ·", retries=50)
@@ -336,7 +332,7 @@ async def test_a_paused_agent_shows_its_cost_and_the_operator_resumes_it(
         turn = turn_row("wake", now - 5, "sonnet", TurnOutcome(ok=True, cost_usd=1.25), messages=1, queued=0)
         await servers.call("lifecycle", "record_turn", as_name="bud", turn=turn.model_dump())
         await log_in(user, password)
-        await user.should_see(marker="cost-bud", content="$1.25/1.00 paused", retries=50)
+        await swarm_see(user, "cost-bud", "$1.25/1.00 paused", retries=50)
         await user.should_see(marker="swarm-summary", content="hive $1.25 today", retries=50)
         await user.open("/agent/bud")
         await user.should_see(marker="agent-cost", content="$1.25 of $1.00 today · $1.25 this week", retries=50)
@@ -358,12 +354,12 @@ async def test_a_peer_shows_as_a_peer_without_actions_and_its_page_says_what_it_
 ) -> None:
     await servers.call("lifecycle", "add_peer", name="outside", allowed_recipients=["manager"])
     await log_in(user, password)
-    await user.should_see(marker="state-outside", retries=50)
-    assert user.find(marker="state-outside").elements.pop().text == "peer"
-    await user.should_see(marker="stop-manager")  # a running agent: stop, never start
-    await user.should_not_see(marker="start-manager")
-    await user.should_not_see(marker="start-outside")  # nothing to start, stop or steer
-    await user.should_not_see(marker="model-outside")
+    await swarm_see(user, "state-outside", retries=50)
+    assert swarm_text(user, "state-outside") == "peer"
+    await swarm_see(user, "stop-manager")  # a running agent: stop, never start
+    await swarm_see(user, "start-manager", shown=False)
+    await swarm_see(user, "start-outside", shown=False)  # nothing to start, stop or steer
+    await swarm_see(user, "model-outside", shown=False)
     await user.open("/agent/outside")
     await user.should_see("outside the hive", retries=50)
     await user.should_see('allowed_recipients = ["manager"]', retries=50)

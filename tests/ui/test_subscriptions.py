@@ -8,7 +8,7 @@ import pytest
 from hivetest import Servers
 from nicegui import Event
 from nicegui.testing import User
-from uitest import log_in, the_hive
+from uitest import log_in, swarm_see, the_hive
 
 from hyperhive.ui.hive_view import HiveView
 
@@ -57,7 +57,7 @@ async def test_a_page_shown_follows_the_events(user: User, servers: Servers, pas
         await user.should_see("◆ swarm", retries=50)
     await servers.call("lifecycle", "set_model", name="manager", model="haiku")  # an agent_changed event
     try:
-        await user.should_see(marker="model-manager", content="haiku", retries=50)
+        await swarm_see(user, "model-manager", "haiku", retries=50)
         assert len([c for c in hive.agent_changed.callbacks if "SwarmPage" in c.func.__qualname__]) == 1
     finally:
         await servers.call("lifecycle", "set_model", name="manager", model=None)

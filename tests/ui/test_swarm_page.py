@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hivetest import Servers
 from nicegui.testing import User
-from uitest import log_in
+from uitest import log_in, swarm_click, swarm_row, swarm_see, swarm_text
 
 from hyperhive.harness.claude import NO_CREDENTIALS, TurnOutcome
 from hyperhive.harness.stats import TurnRecorder, turn_row
@@ -46,15 +46,9 @@ async def swarm(servers: Servers) -> AsyncIterator[dict[str, TurnRecorder]]:
 
 def order_of(user: User, name: str) -> int:
     """The row's place in the table: its CSS order (rows are ordered, never moved)."""
-    [badge] = user.find(marker=f"state-{name}").elements
-    row = badge.parent_slot.parent if badge.parent_slot else None
+    row = swarm_row(user, name)
     assert row is not None
     return int(row.style["order"])
-
-
-def text_of(user: User, marker: str) -> str:
-    [element] = user.find(marker=marker).elements
-    return str(element.text)  # type: ignore[attr-defined]
 
 
 async def test_the_strip_counts_what_needs_the_operator_and_links_to_it(
@@ -89,8 +83,8 @@ async def test_the_strip_counts_what_needs_the_operator_and_links_to_it(
                         "or run `hive claude NAME auth login`"]  # fmt: skip
     # The erroring count is a filter of the swarm.
     user.find(marker="need-errors").click()
-    await user.should_not_see(marker="state-sw-idle")
-    await user.should_see(marker="state-sw-cred-a")
+    await swarm_see(user, "state-sw-idle", shown=False)
+    await swarm_see(user, "state-sw-cred-a")
     await servers.call("broker", "recv_batch", max=50)
 
 
@@ -102,18 +96,18 @@ async def test_badges_say_what_each_agent_does_and_rows_sort_by_what_needs_you(
     row = turn_row("wake", time.time() - 8, "sonnet", turn, messages=1, queued=0)
     await servers.call("lifecycle", "record_turn", as_name="sw-idle", turn=row.model_dump())
     await log_in(user, password)
-    await user.should_see(marker="state-sw-busy", content="working", retries=50)
-    assert text_of(user, "state-sw-busy").endswith("· 2 msgs · Bash: git diff --stat")
-    assert text_of(user, "state-sw-cred-a").startswith("error: no Claude credentials")
-    await user.should_see(marker="state-sw-idle", content="idle")
-    await user.should_see(marker="turns-sw-idle", content="1", retries=150)  # swarm_stats, every 10 s
-    assert text_of(user, "tools-sw-idle") == "Bash 4, send 2, Grep 1"
-    assert text_of(user, "avg-sw-idle").endswith("s")
-    await user.should_see(marker="cancel-sw-busy")  # a running turn can be cancelled, an idle one not
-    await user.should_not_see(marker="cancel-sw-idle")
+    await swarm_see(user, "state-sw-busy", "working", retries=50)
+    assert swarm_text(user, "state-sw-busy").endswith("· 2 msgs · Bash: git diff --stat")
+    assert swarm_text(user, "state-sw-cred-a").startswith("error: no Claude credentials")
+    await swarm_see(user, "state-sw-idle", "idle")
+    await swarm_see(user, "turns-sw-idle", "1", retries=150)  # swarm_stats, every 10 s
+    assert swarm_text(user, "tools-sw-idle") == "Bash 4, send 2, Grep 1"
+    assert swarm_text(user, "avg-sw-idle").endswith("s")
+    await swarm_see(user, "cancel-sw-busy")  # a running turn can be cancelled, an idle one not
+    await swarm_see(user, "cancel-sw-idle", shown=False)
 
     # failed → error → needs update → working → idle, by name within.
-    await user.should_see(marker="state-sw-busy", content="working", retries=10)
+    await swarm_see(user, "state-sw-busy", "working", retries=10)
     orders = {name: order_of(user, name) for name in AGENTS}
     assert sorted(AGENTS, key=orders.__getitem__) == ["sw-cred-a", "sw-cred-b", "sw-busy", "sw-idle"]
     user.find(marker="sort-name").click()  # any column: by name now
@@ -133,46 +127,46 @@ async def test_search_and_chips_filter_the_rows(
     user: User, servers: Servers, password: str, swarm: dict[str, TurnRecorder]
 ) -> None:
     await log_in(user, password)
-    await user.should_see(marker="state-sw-busy", content="working", retries=50)
+    await swarm_see(user, "state-sw-busy", "working", retries=50)
     user.find(marker="swarm-search").type("git diff")  # a tool the badge shows
-    await user.should_not_see(marker="state-sw-idle")
-    await user.should_not_see(marker="state-manager")
-    await user.should_see(marker="state-sw-busy")
+    await swarm_see(user, "state-sw-idle", shown=False)
+    await swarm_see(user, "state-manager", shown=False)
+    await swarm_see(user, "state-sw-busy")
     user.find(marker="swarm-search").clear()
-    await user.should_see(marker="state-sw-idle")
+    await swarm_see(user, "state-sw-idle")
     user.find(marker="chip-idle").click()
-    await user.should_not_see(marker="state-sw-busy")
-    await user.should_see(marker="state-sw-idle")
+    await swarm_see(user, "state-sw-busy", shown=False)
+    await swarm_see(user, "state-sw-idle")
     user.find(marker="chip-all").click()
-    await user.should_see(marker="state-sw-busy")
+    await swarm_see(user, "state-sw-busy")
 
 
 async def test_bulk_stop_confirms_with_the_agents_and_controls_follow_the_state(
     user: User, servers: Servers, password: str, swarm: dict[str, TurnRecorder]
 ) -> None:
     await log_in(user, password)
-    await user.should_see(marker="state-sw-idle", content="idle", retries=50)
-    await user.should_see(marker="stop-sw-idle")
-    await user.should_not_see(marker="start-sw-idle")  # no start on a running agent
-    user.find(marker="select-sw-idle").click()
-    user.find(marker="select-sw-busy").click()
+    await swarm_see(user, "state-sw-idle", "idle", retries=50)
+    await swarm_see(user, "stop-sw-idle")
+    await swarm_see(user, "start-sw-idle", shown=False)  # no start on a running agent
+    swarm_click(user, "select-sw-idle")
+    swarm_click(user, "select-sw-busy")
     await user.should_see(marker="bulk-count", content="2 selected")
     user.find(marker="bulk-stop").click()
     await user.should_see("stop 2 agents: sw-busy, sw-idle?")  # what it acts on, by name
     user.find(marker="confirm").click()
     await user.should_see("stop: 2 agents done", retries=100)
-    await user.should_see(marker="state-sw-idle", content="stopped", retries=50)
-    await user.should_see(marker="state-sw-busy", content="stopped", retries=50)
+    await swarm_see(user, "state-sw-idle", "stopped", retries=50)
+    await swarm_see(user, "state-sw-busy", "stopped", retries=50)
     for name in ("sw-idle", "sw-busy"):
         assert (await servers.call("lifecycle", "agent_status", name=name))["state"] == "stopped"
     assert (await servers.call("lifecycle", "agent_status", name="sw-cred-a"))["state"] == "running"
-    await user.should_see(marker="start-sw-idle")  # stopped: start, and no stop
-    await user.should_not_see(marker="stop-sw-idle")
+    await swarm_see(user, "start-sw-idle")  # stopped: start, and no stop
+    await swarm_see(user, "stop-sw-idle", shown=False)
     # A stopped agent cannot be stopped again: nothing to do, and why.
     user.find(marker="bulk-stop").click()
     await user.should_see("stop: nothing to do (sw-busy, sw-idle: already stopped)")
     # With a running one selected too, the confirmation lists it and says which it skips.
-    user.find(marker="select-sw-cred-a").click()
+    swarm_click(user, "select-sw-cred-a")
     await user.should_see(marker="bulk-count", content="3 selected")
     user.find(marker="bulk-stop").click()
     await user.should_see("stop 1 agent: sw-cred-a? (skipped: sw-busy, sw-idle: already stopped)")

@@ -8,7 +8,7 @@ import pytest
 from hivetest import Servers
 from nicegui import ui
 from nicegui.testing import User
-from uitest import log_in
+from uitest import log_in, swarm_click, swarm_see
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def enabled(user: User, marker: str) -> bool:
 
 async def test_the_spawn_name_is_checked_as_it_is_typed(user: User, servers: Servers, password: str) -> None:
     await log_in(user, password)
-    await user.should_see(marker="state-manager", retries=50)
+    await swarm_see(user, "state-manager", retries=50)
     name = field(user, "spawn-name")
     assert not enabled(user, "spawn") and name.error is None  # nothing typed: nothing to complain about yet
     for typed, said in [
@@ -51,8 +51,8 @@ async def test_the_model_dialog_checks_the_name_and_empty_means_agent_toml(
     user: User, servers: Servers, password: str
 ) -> None:
     await log_in(user, password)
-    await user.should_see(marker="model-manager", content="sonnet", retries=50)
-    user.find(marker="model-manager").click()
+    await swarm_see(user, "model-manager", "sonnet", retries=50)
+    swarm_click(user, "model-manager")
     await user.should_see(marker="model-input")
     model = field(user, "model-input")
     user.find(marker="model-input").clear().type("not a model!")

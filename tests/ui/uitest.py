@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Callable
 from typing import Final
 
 from nicegui.testing import User
 
 from hyperhive.ui.hive_view import HiveView
+from hyperhive.ui.pages.swarm_row import SwarmRowData, SwarmRowElement
 
 LOGIN_CODE: Final = "one-time-code-of-this-test"  # the dashboard's one-time login code in these tests
 
@@ -26,3 +29,79 @@ def the_hive() -> HiveView:
     memory, has no page following it any more."""
     [hive] = [o for o in gc.get_objects() if isinstance(o, HiveView) and o.health_changed.callbacks]
     return hive
+
+
+# ------------------------------------------------------------------------------------- swarm rows
+# A swarm row is one element rendered in the browser (ui/pages/swarm_row.js): its cells are not
+# elements the simulated user can find. These read a cell from the row's data, as the browser shows
+# it, and click through the events its buttons send. A "cell marker" is CELL-AGENT, e.g. state-alice.
+CELLS: Final[dict[str, Callable[[SwarmRowData], str | None]]] = {
+    "state": lambda row: row.health(),
+    "role": lambda row: row.role,
+    "model": lambda row: None if row.peer else row.model,  # a peer's model is not a button
+    "turns": lambda row: str(row.turns),
+    "avg": lambda row: row.avg,
+    "cost": lambda row: row.cost,
+    "tools": lambda row: row.tools,
+    "inbox": lambda row: str(row.inbox),
+    "reminders": lambda row: str(row.reminders),
+    "delivered": lambda row: str(row.delivered),
+    "last-turn": lambda row: row.last_turn(),
+    # the controls a row shows for its state
+    **{
+        control: (lambda row, control=control: control if control in row.controls else None)
+        for control in ("update", "cancel", "start", "stop")
+    },
+    "select": lambda row: None if row.peer else "",
+}
+
+
+def _cell(marker: str) -> tuple[str, str]:
+    cell = next((cell for cell in sorted(CELLS, key=len, reverse=True) if marker.startswith(cell + "-")), None)
+    assert cell is not None, f"{marker}: not a swarm cell ({', '.join(CELLS)})"
+    return cell, marker[len(cell) + 1 :]
+
+
+def swarm_row(user: User, name: str) -> SwarmRowElement | None:
+    """Agent `name`'s row, if the swarm shows it (not filtered out)."""
+    assert user.client is not None
+    rows = [e for e in user.client.elements.values() if isinstance(e, SwarmRowElement) and e.data.name == name]
+    return next((row for row in rows if row.visible and all(e.visible for e in row.ancestors())), None)
+
+
+def swarm_text(user: User, marker: str) -> str:
+    cell, name = _cell(marker)
+    row = swarm_row(user, name)
+    assert row is not None, f"no row for {name}"
+    text = CELLS[cell](row.data)
+    assert text is not None, f"{name}'s row shows no {cell}"
+    return text
+
+
+async def swarm_see(user: User, marker: str, content: str = "", *, shown: bool = True, retries: int = 3) -> None:
+    """Like user.should_see / should_not_see (shown=False) for a swarm cell: `state-alice` with "running"."""
+    cell, name = _cell(marker)
+    text: str | None = None
+    for _ in range(retries):
+        row = swarm_row(user, name)
+        text = CELLS[cell](row.data) if row is not None else None
+        if (text is not None and content in text) == shown:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(
+        f"expected {'' if shown else 'not '}to see {cell} of {name} with {content!r}; it shows {text!r}"
+    )
+
+
+def swarm_click(user: User, marker: str) -> None:
+    """Click a row's control or menu item (`stop-alice`, `destroy-alice`, `model-alice`), or its checkbox
+    (`select-alice`, which toggles)."""
+    action, name = marker.split("-", 1)
+    row = swarm_row(user, name)
+    assert row is not None, f"no row for {name}"
+    if action == "select":
+        user.find(marker=f"row-{name}").trigger("select", not row.props["selected"])
+        return
+    offered = ("model", *row.data.controls, *(item for item, enabled in row.data.menu if enabled))
+    assert action in offered, f"{name}'s row offers no {action} now, only {', '.join(offered)}"
+    user.find(marker=f"row-{name}").trigger("act", action)

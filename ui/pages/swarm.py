@@ -9,29 +9,22 @@ from typing import Final
 
 from fastmcp.exceptions import ToolError
 from nicegui import ui
+from nicegui.events import GenericEventArguments
 
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
-from hyperhive.servers.common.formatting import (
-    HEALTH_ORDER,
-    Health,
-    duration,
-    health,
-    health_rank,
-    last_turn_text,
-    plural,
-)
+from hyperhive.servers.common.formatting import HEALTH_ORDER, Health, health_rank, plural
 from hyperhive.servers.common.turn_reasons import group_problems
-from hyperhive.servers.lifecycle.models import AgentInfo, RebuildResult, TurnTotals
+from hyperhive.servers.lifecycle.models import RebuildResult, TurnTotals
 from hyperhive.ui.actions import (
     AGENT_ACTIONS,
     CONFIRMED,
     AgentAction,
     bulk_question,
-    can,
     skipped_text,
     split,
 )
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
+from hyperhive.ui.pages.swarm_row import SwarmRowElement, row_data
 from hyperhive.ui.pages.widgets import (
     act,
     agent_name_error,
@@ -45,29 +38,53 @@ from hyperhive.ui.pages.widgets import (
     while_shown,
 )
 
-HEALTH_COLOURS: Final[dict[Health, str]] = {
-    "failed": "negative", "error": "negative", "paused": "warning", "restarting": "warning", "starting": "info",
-    "working": "primary", "idle": "grey-8", "stopped": "grey-9", "peer": "purple",
-}  # fmt: skip
 # The state chips: a filter each (needs update is not a health but sorts and filters like one).
 CHIPS: Final = ("all", "failed", "error", "paused", "needs update", "working", "idle", "stopped")
 # (label, sort key name); a header button sorts by it, again for the other way.
 SWARM_COLUMNS: Final = [
     ("", ""), ("agent", "name"), ("health", "health"), ("role", "role"), ("model", "model"),
     ("turns", "turns"), ("avg", "avg"), ("today", "cost"), ("top tools", "tools"), ("inbox", "inbox"),
-    ("rem", "reminders"), ("24h", "delivered"), ("last turn", "last"), ("", ""),
+    ("rem/fired", "reminders"), ("24h", "delivered"), ("last turn", "last"), ("", ""),
 ]  # fmt: skip
 NUMERIC: Final = {"turns", "avg", "cost", "inbox", "reminders", "delivered"}
-# The swarm table is a CSS grid: one template for the header and every row, so a row's cells are its
-# elements themselves (no wrappers). Under 700 px a row is a card: its cells wrap, the header goes.
+# The swarm table is a CSS grid: one template for the header and every row (a row's cells are the
+# children of its one element, swarm_row.js). Under 700 px a row is a card: its cells wrap, the
+# header goes. Its controls are plain buttons, styled as the look's rules ask (32 px, 13 px and more).
 SWARM_CSS = """
 .hh-swarm { display: grid;
-            grid-template-columns: 1.5rem 8rem 15rem 4.5rem 7rem 3rem 3.5rem 7rem 10rem 3rem 2.5rem 3rem 5rem 1fr;
+            grid-template-columns: 2rem 8rem 15rem 4.5rem 7rem 3rem 3.5rem 7rem 10rem 3rem 3rem 3rem 5rem 1fr;
             align-items: center; justify-items: start; column-gap: 0.6rem; width: 100%; min-height: 2rem; }
 .hh-swarm > .hh-num { justify-self: end; }
-.hh-swarm > .hh-actions { justify-self: end; display: flex; align-items: center; }
-.hh-swarm .hh-health { text-transform: none; max-width: 15rem; overflow: hidden; text-overflow: ellipsis;
-                       white-space: nowrap; display: block; }
+.hh-swarm > .hh-actions { justify-self: end; display: flex; align-items: center; gap: 0.25rem; }
+.hh-swarm .hh-health { max-width: 15rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+                       display: block; padding: 2px 6px; border-radius: 4px; font-size: 13px; color: #fff; }
+.hh-swarm .hh-health.bg-warning, .hh-swarm .hh-tag.bg-warning { color: #000; }
+.hh-swarm .hh-tag { padding: 2px 6px; border-radius: 4px; font-size: 13px; white-space: nowrap; }
+.hh-swarm .hh-name { font-weight: bold; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+                     max-width: 100%; color: var(--hh-primary-text); min-height: 32px; display: inline-flex;
+                     align-items: center; }
+.hh-swarm .hh-dim { color: #bdbdbd; }
+.hh-swarm .hh-cut { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 100%; }
+.hh-swarm .hh-check { display: inline-flex; align-items: center; justify-content: center; min-width: 32px;
+                      min-height: 32px; cursor: pointer; }
+.hh-swarm .hh-check input { width: 16px; height: 16px; cursor: pointer; accent-color: var(--hh-primary-text); }
+.hh-swarm .hh-btn { background: transparent; color: inherit; border: 0; border-radius: 4px; padding: 0 8px;
+                    min-height: 32px; min-width: 32px; font: inherit; font-size: 14px; cursor: pointer; }
+.hh-swarm .hh-btn:hover:not([disabled]) { background: rgba(255, 255, 255, 0.1); }
+.hh-swarm .hh-btn:focus-visible, .hh-swarm .hh-item:focus-visible, .hh-swarm .hh-check:focus-within,
+.hh-swarm .hh-name:focus-visible { outline: 2px solid var(--hh-primary-text); outline-offset: 1px; }
+.hh-swarm .hh-outline { border: 1px solid #9e9e9e; border-radius: 16px; max-width: 100%; overflow: hidden;
+                        text-overflow: ellipsis; white-space: nowrap; }
+.hh-swarm .hh-btn.text-warning { color: #f2c037; }
+.hh-swarm .hh-more { position: relative; display: inline-flex; }
+.hh-swarm .hh-menu { position: absolute; right: 0; top: 100%; z-index: 10; display: flex; flex-direction: column;
+                     background: #2a2a2a; border: 1px solid #616161; border-radius: 4px; padding: 4px 0;
+                     min-width: 8rem; box-shadow: 0 4px 12px rgba(0, 0, 0, 0.5); }
+.hh-swarm .hh-item { background: transparent; color: #fff; border: 0; text-align: left; padding: 0 12px;
+                     min-height: 32px; font: inherit; font-size: 14px; cursor: pointer; }
+.hh-swarm .hh-item.text-negative { color: var(--hh-negative-text); }
+.hh-swarm .hh-item:hover:not([disabled]) { background: rgba(255, 255, 255, 0.1); }
+.hh-swarm .hh-item[disabled] { color: #9e9e9e; cursor: default; }
 .hh-rows { display: flex; flex-direction: column; gap: 0.25rem; width: 100%; }
 .hh-group { font-weight: bold; color: #bdbdbd; padding-top: 0.5rem; }
 .hh-strip a { text-decoration: none; }
@@ -78,152 +95,62 @@ SWARM_CSS = """
               border-radius: 6px; }
   .hh-swarm > * { max-width: 100%; }
   .hh-swarm .hh-health { max-width: 100%; white-space: normal; overflow-wrap: anywhere; }
-  .hh-swarm > .hh-actions { margin-left: auto; }
+  .hh-swarm > .hh-actions { margin-left: auto; flex-wrap: wrap; justify-content: flex-end; }
+  .hh-swarm .hh-more { flex-wrap: wrap; justify-content: flex-end; }
+  .hh-swarm .hh-menu { position: static; flex-direction: row; flex-wrap: wrap; width: 100%; box-shadow: none; }
   .hh-num::before { content: attr(data-label) " "; color: #9e9e9e; }
 }
 """
 
 BULK_ACTIONS: Final[tuple[AgentAction, ...]] = ("stop", "restart", "rebuild")
-MENU_ACTIONS: Final[tuple[AgentAction, ...]] = ("restart", "kill", "rebuild")  # the rarer ones, in its menu
 CALL_ERRORS: Final = (ToolError, ServerUnavailable, AuthRefused)
 
 
 def set_prop(element: ui.element, key: str, value: str | None) -> None:
     """Set (None: drop) one prop, sending the element again only if it changed: a NiceGUI prop
-    assignment always does, and the 1 s tick would resend every row."""
+    assignment always does."""
     if element.props.get(key) != value:
         element.props.set_optional(key, value)
 
 
-def top_tools(totals: TurnTotals | None) -> str:
-    if totals is None or not totals.top_tools:
-        return ""
-    return ", ".join(f"{name.rsplit('__', 1)[-1]} {count}" for name, count in totals.top_tools.items())
-
-
 class SwarmRow:
-    """One agent's row; `show` changes its elements in place, `tick` its relative times."""
+    """One agent's row (a SwarmRowElement), its place in the table and what its clicks do."""
 
-    def __init__(self, page: SwarmPage, agent: SwarmAgent) -> None:
+    def __init__(self, page: SwarmPage, agent: SwarmAgent, totals: TurnTotals | None) -> None:
         self.page = page
         self.hive = page.hive
-        self.name = name = agent.info.name
+        self.name = agent.info.name
         self.agent = agent
-        self.totals: TurnTotals | None = None
-        self.kind: Health = "idle"
+        self.totals = totals
         self.order = -1  # its CSS order in the table
-        with ui.element().classes("hh-swarm hh-mono") as self.row:
-            self.selected = ui.checkbox(on_change=lambda e: page.select(name, bool(e.value))).props("dense")
-            self.selected.props(f'aria-label="select {name}"').mark(f"select-{name}")
-            ui.link(name, f"/agent/{name}").classes("font-bold truncate max-w-full")
-            self.state = ui.badge("").classes("hh-health").mark(f"state-{name}")
-            self.role = ui.label("").classes("text-grey-5")
-            self.model = ui.button("", icon="psychology", on_click=self.change_model).mark(f"model-{name}")
-            self.model.props('outline rounded dense size=sm title="change the model"')
-            self.turns = self._number("turns", f"turns-{name}")
-            self.avg = self._number("avg", f"avg-{name}")
-            self.cost = ui.label("").classes("truncate").mark(f"cost-{name}")  # today (of budget); week on hover
-            self.tools = ui.label("").classes("truncate text-grey-5 max-w-full").mark(f"tools-{name}")
-            self.inbox = self._number("inbox", f"inbox-{name}")
-            self.reminders = self._number("rem", f"reminders-{name}")
-            self.delivered = self._number("24h", f"delivered-{name}")
-            self.last_turn = ui.label("").classes("text-grey-5").mark(f"last-turn-{name}")
-            with ui.element().classes("hh-actions") as self.actions:
-                self.more = ui.button(icon="more_horiz", on_click=self.more_actions).mark(f"more-{name}")
-                self.more.props(f'flat dense round size=sm aria-label="more actions for {name}"')
-                self.more.props('title="restart, kill, rebuild, destroy"')
-        self.menu: ui.menu | None = None
-        self.menu_items: dict[AgentAction, ui.menu_item] = {}
-        # The controls a state calls for (start, stop, cancel, needs update), made when first needed:
-        # most rows of a swarm never show most of them.
-        self.controls: dict[str, ui.element] = {}
-        self.show(agent)
+        self.data = row_data(agent, totals)
+        self.row = SwarmRowElement(self.data).mark(f"row-{self.name}")
+        self.row.on("act", self.clicked)
+        self.row.on("select", lambda e: page.select(self.name, bool(e.args)))
 
-    CONTROLS: Final = ("update", "cancel", "start", "stop")  # their order, before the more button
-
-    def control(self, key: str, wanted: bool) -> None:
-        element = self.controls.get(key)
-        if element is None:
-            if not wanted:
-                return
-            with self.actions:
-                if key == "update":
-                    element = ui.badge("needs update", color="warning")
-                elif key == "cancel":
-                    element = ui.button("cancel", on_click=self.cancel_turn)
-                    element.props('flat dense size=sm color=warning title="cancel the running turn"')
-                elif key == "start":
-                    element = ui.button("start", on_click=lambda: self.do("start")).props("flat dense size=sm")
-                else:
-                    element = ui.button("stop", on_click=lambda: self.do("stop")).props("flat dense size=sm")
-            self.controls[key] = element.mark(f"{key}-{self.name}")
-            before = sum(1 for other in self.CONTROLS[: self.CONTROLS.index(key)] if other in self.controls)
-            element.move(self.actions, target_index=before)
-        element.set_visibility(wanted)
-
-    @staticmethod
-    def _number(label: str, marker: str) -> ui.label:
-        return ui.label("").classes("hh-num").props(f'data-label="{label}"').mark(marker)
-
-    def more_actions(self) -> None:
-        """The rarer actions, built on first use: a swarm page of 50 agents need not carry 200 buttons."""
-        if self.menu is None:
-            with self.more, ui.menu() as self.menu:
-                for action in MENU_ACTIONS:
-                    item = ui.menu_item(action, on_click=lambda a=action: self.do(a)).mark(f"{action}-{self.name}")
-                    self.menu_items[action] = item
-                ui.menu_item("destroy", on_click=self.destroy).classes("text-negative").mark(f"destroy-{self.name}")
-        for action, item in self.menu_items.items():  # as the agent is now, not as it was at the first open
-            item.set_enabled(can(action, self.agent.info))
-        self.menu.open()
+    @property
+    def kind(self) -> Health:
+        return self.data.kind
 
     def show(self, agent: SwarmAgent) -> None:
         self.agent = agent
-        info = agent.info
-        self.kind, _ = health(info)
-        set_prop(self.state, "color", HEALTH_COLOURS[self.kind])
-        # A peer runs outside the hive: nothing here starts, stops or steers it, and its model is its own.
-        sandboxed = info.kind != "peer"
-        self.actions.set_visibility(sandboxed)
-        self.model.set_visibility(sandboxed)
-        self.selected.set_visibility(sandboxed)
-        self.control("start", can("start", info))
-        self.control("stop", can("stop", info))
-        self.role.set_text(info.role)
-        self.model.set_text(info.model)
-        self.control("cancel", info.turn is not None and info.turn.state == "running" and info.state == "running")
-        self.inbox.set_text(str(agent.pending))
-        self.reminders.set_text(str(agent.pending_reminders))
-        self.delivered.set_text(str(agent.delivered_24h))
-        self.control("update", info.needs_update)
-        self.show_cost(info)
-        self.tick()
+        self.data = row_data(agent, self.totals)
+        self.row.show(self.data)
 
     def show_totals(self, totals: TurnTotals | None) -> None:
         self.totals = totals
-        self.turns.set_text(str(totals.turns) if totals else "0")
-        avg = totals.avg_seconds if totals else None
-        self.avg.set_text(duration(avg) if avg is not None else "-")
-        self.tools.set_text(top_tools(totals))
-        set_prop(self.tools, "title", top_tools(totals) or None)
+        self.show(self.agent)
 
-    def show_cost(self, info: AgentInfo) -> None:
-        spend = info.spend
-        if spend is None:
-            self.cost.set_text("")
-            return
-        budget = f"/{spend.usd_per_day:.2f}" if spend.usd_per_day is not None else ""
-        self.cost.set_text(f"${spend.today_usd:.2f}{budget}" + (" paused" if spend.paused else ""))
-        self.cost.classes(replace=f"truncate {'text-warning' if spend.paused else ''}")
-        set_prop(self.cost, "title", " · ".join(filter(None, [spend_text(spend), spend.paused])))
-
-    def tick(self) -> None:
-        info = self.agent.info
-        _, text = health(info)
-        self.state.set_text(text)
-        peer = "a peer: a Claude Code session outside the hive"
-        set_prop(self.state, "title", peer if info.kind == "peer" else text)  # the whole reason on hover
-        self.last_turn.set_text(last_turn_text(info.turn))
+    async def clicked(self, event: GenericEventArguments) -> None:
+        action = str(event.args)
+        if action == "model":
+            await self.change_model()
+        elif action == "cancel":
+            await self.cancel_turn()
+        elif action == "destroy":
+            await self.destroy()
+        elif action in AGENT_ACTIONS:
+            await self.do(action)
 
     def matches(self, query: str, chip: str) -> bool:
         info = self.agent.info
@@ -233,7 +160,7 @@ class SwarmRow:
             return False
         if not query:
             return True
-        haystack = f"{info.name} {info.role} {info.model} {self.state.text} {self.tools.text}".lower()
+        haystack = f"{info.name} {info.role} {info.model} {self.data.health()} {self.data.tools}".lower()
         return all(word in haystack for word in query.lower().split())
 
     def sort_value(self, key: str) -> tuple[float | str, ...]:
@@ -246,7 +173,7 @@ class SwarmRow:
             "turns": (totals.turns if totals else 0,),
             "avg": (totals.avg_seconds or 0.0 if totals else 0.0,),
             "cost": (info.spend.today_usd if info.spend else 0.0,),
-            "tools": (top_tools(totals),),
+            "tools": (self.data.tools,),
             "inbox": (self.agent.pending,),
             "reminders": (self.agent.pending_reminders,),
             "delivered": (self.agent.delivered_24h,),
@@ -288,7 +215,7 @@ class SwarmRow:
         with ui.dialog() as dialog, ui.card():
             title = ui.label(f"model for {self.name}'s next turns")
             dialog.props(f"aria-labelledby={title.html_id}")
-            model = ui.input("model", value=self.model.text).mark("model-input")
+            model = ui.input("model", value=self.agent.info.model).mark("model-input")
             model.props('hint="empty: back to agent.toml\'s" clearable')
             with ui.row():
                 ui.button("back to agent.toml's", on_click=lambda: dialog.submit("")).props("flat").mark("model-reset")
@@ -389,8 +316,8 @@ class SwarmPage:
         row = self.rows.get(agent.info.name)
         if row is None:
             with self.table:
-                row = self.rows[agent.info.name] = SwarmRow(self, agent)
-            row.show_totals(self.hive.state.turn_totals.get(agent.info.name))
+                row = SwarmRow(self, agent, self.hive.state.turn_totals.get(agent.info.name))
+            self.rows[agent.info.name] = row
         else:
             row.show(agent)
         self.dirty = True
@@ -448,9 +375,7 @@ class SwarmPage:
             for text, names in lines:
                 ui.label(text).classes("text-negative").props(f'title="{", ".join(sorted(names))}"').mark("problem")
 
-    def tick(self) -> None:  # "working 12 s": only texts that changed go out
-        for row in self.rows.values():
-            row.tick()
+    def tick(self) -> None:  # the rows' times tick in the browser: only a changed order goes out
         if self.dirty:
             self.arrange()
 
@@ -522,12 +447,14 @@ class SwarmPage:
     # ---------------------------------------------------------------------------------- selection
     def select(self, name: str, chosen: bool) -> None:
         (self.chosen.add if chosen else self.chosen.discard)(name)
+        if name in self.rows:
+            self.rows[name].row.set_selected(chosen)
         self.show_selection()
 
     def clear_selection(self) -> None:
         for name in list(self.chosen):
             if name in self.rows:
-                self.rows[name].selected.set_value(False)
+                self.rows[name].row.set_selected(False)
         self.chosen.clear()
         self.show_selection()
 

@@ -1,0 +1,108 @@
+// One agent's row of the swarm table (ui/pages/swarm_row.py): plain HTML cells from one prop, `row`,
+// rendered in the browser. A NiceGUI element per cell made a 50-agent page take seconds to build.
+// The times tick here, from the epoch seconds in `row` (against the server's clock), so an idle
+// page sends nothing each second. Clicks go back as events: `act` (an action's name) and `select`.
+import { reactive } from "vue";
+
+const UNITS = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
+// One clock for every row: `offset` is the server's time minus the browser's, set by the first row.
+const clock = reactive({ now: Date.now(), offset: null });
+setInterval(() => (clock.now = Date.now()), 1000);
+
+// formatting.duration(seconds, parts=1): the largest unit ("4m", "2h"), "0s" for none.
+function age(since) {
+  let left = Math.max(0, Math.floor((clock.now + (clock.offset || 0)) / 1000 - since));
+  for (const [unit, size] of UNITS) {
+    const count = Math.floor(left / size);
+    if (count) return count + unit;
+    left -= count * size;
+  }
+  return "0s";
+}
+
+export default {
+  template: `
+<div class="hh-swarm hh-mono" :data-agent="row.name">
+  <label class="hh-check"><input v-if="!row.peer" type="checkbox" :checked="selected"
+    :aria-label="'select ' + row.name" @change="$emit('select', $event.target.checked)"></label>
+  <a :href="'/agent/' + row.name" class="hh-name">{{ row.name }}</a>
+  <span :class="'hh-health bg-' + row.colour" :title="row.peer ? 'a peer: a Claude Code session outside the hive' : health">{{ health }}</span>
+  <span class="hh-dim">{{ row.role }}</span>
+  <span><button v-if="!row.peer" type="button" class="hh-btn hh-outline" title="change the model"
+    @click="$emit('act', 'model')">{{ row.model }}</button><span v-else class="hh-dim">{{ row.model }}</span></span>
+  <span class="hh-num" data-label="turns">{{ row.turns }}</span>
+  <span class="hh-num" data-label="avg">{{ row.avg }}</span>
+  <span :class="['hh-cut', row.paused ? 'text-warning' : '']" :title="row.cost_title || null">{{ row.cost }}</span>
+  <span class="hh-cut hh-dim" :title="row.tools || null">{{ row.tools }}</span>
+  <span class="hh-num" data-label="inbox">{{ row.inbox }}</span>
+  <span class="hh-num" data-label="rem" :title="row.fired + ' reminders delivered in 24 h'">{{ row.reminders }}/{{ row.fired }}</span>
+  <span class="hh-num" data-label="24h">{{ row.delivered }}</span>
+  <span class="hh-dim">{{ lastTurn }}</span>
+  <span class="hh-actions" v-if="!row.peer" @focusout="leave">
+    <span v-if="row.controls.includes('update')" class="hh-tag bg-warning">needs update</span>
+    <button v-if="row.controls.includes('cancel')" type="button" class="hh-btn text-warning"
+      title="cancel the running turn" @click="$emit('act', 'cancel')">cancel</button>
+    <button v-if="row.controls.includes('start')" type="button" class="hh-btn" @click="$emit('act', 'start')">start</button>
+    <button v-if="row.controls.includes('stop')" type="button" class="hh-btn" @click="$emit('act', 'stop')">stop</button>
+    <span class="hh-more">
+      <button type="button" class="hh-btn hh-round" aria-haspopup="menu" :aria-expanded="open ? 'true' : 'false'"
+        :aria-label="'more actions for ' + row.name" title="restart, kill, rebuild, destroy"
+        @click="open = !open" @keydown.esc="open = false">⋯</button>
+      <span v-if="open" class="hh-menu" role="menu" @keydown.esc="close">
+        <button v-for="[action, enabled] in row.menu" :key="action" type="button" role="menuitem"
+          :class="['hh-item', action === 'destroy' ? 'text-negative' : '']" :disabled="!enabled"
+          @click="choose(action)">{{ action }}</button>
+      </span>
+    </span>
+  </span>
+  <span v-else></span>
+  <slot></slot>
+</div>`,
+  props: { row: Object, selected: Boolean, clock: Number },
+  data() {
+    return { open: false };
+  },
+  mounted() {
+    if (clock.offset === null && this.clock) clock.offset = this.clock - Date.now();
+  },
+  computed: {
+    health() {
+      const row = this.row;
+      return row.prefix + (row.since === null ? "" : age(row.since)) + row.suffix;
+    },
+    lastTurn() {
+      if (this.row.turn_running) return "now";
+      return this.row.last_turn_at === null ? "never" : age(this.row.last_turn_at) + " ago";
+    },
+  },
+  watch: {
+    open(now) {
+      if (now) {
+        this.$nextTick(() => this.$el.querySelector(".hh-item:not([disabled])")?.focus({ preventScroll: true }));
+        document.addEventListener("pointerdown", this.outside, true);
+      } else {
+        document.removeEventListener("pointerdown", this.outside, true);
+      }
+    },
+  },
+  unmounted() {
+    document.removeEventListener("pointerdown", this.outside, true);
+  },
+  methods: {
+    choose(action) {
+      this.open = false;
+      this.$emit("act", action);
+    },
+    close() {
+      this.open = false;
+      this.$el.querySelector(".hh-round")?.focus({ preventScroll: true });
+    },
+    outside(event) {  // a click anywhere else closes the menu
+      if (!this.$el.querySelector(".hh-more")?.contains(event.target)) this.open = false;
+    },
+    leave(event) {  // so does the keyboard's focus leaving it (Tab)
+      const more = this.$el.querySelector(".hh-more");
+      if (this.open && event.relatedTarget && !more?.contains(event.relatedTarget)) this.open = false;
+    },
+  },
+};
