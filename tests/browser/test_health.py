@@ -43,6 +43,8 @@ async def test_a_stopped_broker_is_shown_within_3_s_and_the_banner_goes_when_it_
         await shot(page, "broker-stopped-1440")
         await page.set_viewport_size(PHONE)
         await expect(banner).to_be_visible()
+        await expect(page.locator("header").get_by_text("broker down")).to_be_visible()  # the chips, summed up
+        await expect(broker_chip).to_be_hidden()  # they fold away on a phone
         await shot(page, "broker-stopped-390")
         for part in (
             "header",
