@@ -74,7 +74,7 @@ async def test_the_agent_pages_tree_opens_by_keyboard(page: Page, hive: Servers)
 
     await page.keyboard.press("Enter")
     await expect(work).to_have_attribute("aria-expanded", "true")
-    plan = page.get_by_role("button", name=re.compile(r"^plan\.md, "))
+    plan = page.get_by_role("button", name=re.compile(r"^plan\.md "))
     await expect(plan).to_be_visible()
     await press(page, plan, " ")
     await expect(page.get_by_text("2. write")).to_be_visible()
@@ -84,7 +84,7 @@ async def test_the_agent_pages_tree_opens_by_keyboard(page: Page, hive: Servers)
     await press(page, work, " ")  # Space closes it again
     await expect(work).to_have_attribute("aria-expanded", "false")
     await expect(plan).to_be_hidden()
-    await press(page, page.get_by_role("button", name=re.compile(r"^notes\.md, ")), "Enter")
+    await press(page, page.get_by_role("button", name=re.compile(r"^notes\.md ")), "Enter")
     await expect(page.get_by_text("the plan is in work/plan.md")).to_be_visible()
 
 

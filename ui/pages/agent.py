@@ -484,7 +484,7 @@ class FilesPanel:
                 ui.icon("description", size="1.1rem").classes("text-grey-5 ml-5")
                 ui.label(entry.name).classes("text-primary hh-wrap")
                 ui.label(size).classes("text-grey-6 text-xs")
-            activates(row, lambda: self.open_file(path, entry), f"{entry.name}, {size}").mark(f"file-{path}")
+            activates(row, lambda: self.open_file(path, entry)).mark(f"file-{path}")  # named "notes.md 38 B"
         else:
             what = "a link, not followed" if entry.kind == "link" else "not a regular file"
             with ui.row().classes("hh-tree-row text-grey-6").style(indent):

@@ -181,25 +181,23 @@ Action = Callable[[], Any]  # what a control does: a function of nothing, sync o
 E = TypeVar("E", bound=Element)
 
 
-def activates(element: E, action: Action, name: str | None = None) -> E:
+def activates(element: E, action: Action) -> E:
     """Make `element` (a label, a row) a real control rather than only a thing to click: a button to a
-    screen reader (role=button, named by `name`, else by its text), in the Tab order, with a focus ring
-    (look.py's .hh-clickable), and `action` on a click, on Enter and on Space (Space then does not scroll
-    the page). The one way the dashboard makes anything but a button or a link act."""
+    screen reader (role=button, named by its text: its icons are hidden from it), in the Tab order, with
+    a focus ring (look.py's .hh-clickable), and `action` on a click, on Enter and on Space (Space then
+    does not scroll the page). The one way the dashboard makes anything but a button or a link act."""
     element.classes("hh-clickable cursor-pointer")  # 32 px high, and the focus ring (look.py)
     element.props["role"] = "button"
     element.props["tabindex"] = "0"
-    if name is not None:
-        element.props["aria-label"] = name
     for event in ("click", "keydown.enter", "keydown.space.prevent"):
         element.on(event, action)
     return element
 
 
-def clickable(text: str, action: Action, name: str | None = None) -> ui.label:
+def clickable(text: str, action: Action) -> ui.label:
     """A label that acts (a tree entry, a commit, a breadcrumb) without leaving the page's URL: on a
     click, or focused with Tab and Enter or Space (`activates`)."""
-    return activates(ui.label(text).classes("text-primary"), action, name)
+    return activates(ui.label(text).classes("text-primary"), action)
 
 
 def breadcrumbs(row: ui.row, top: str, path: str, open_dir: Callable[[str], Awaitable[None]]) -> None:
