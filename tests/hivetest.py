@@ -35,6 +35,7 @@ from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer, server_credentials
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, SigningKey, load_signing_key
+from hyperhive.servers.common.registry import GIT_PATH
 from hyperhive.servers.common.serving import http_app, serve
 from hyperhive.servers.common.tokens import ServerCredentials
 from hyperhive.servers.home import init_home
@@ -252,6 +253,36 @@ class Servers(Hive):
         """One MCP tool call to a running server, as the operator or as the agent named."""
         async with HiveClient.for_server(self.config, server, self.token(as_name), retry_seconds=0) as client:
             return await client.call(tool, arguments)
+
+    def push_repo(self, work: Path, name: str) -> str:
+        """A commit of README.md, src/main.py and a binary file in `work`, pushed to the forge's repo
+        `name` as the operator with the real git CLI; its sha."""
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(work),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
+        env |= {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", "t"), ("EMAIL", "t@t"))
+        }
+        (work / "src").mkdir(parents=True)
+        (work / "README.md").write_text("hello from the forge\n")
+        (work / "src" / "main.py").write_text("print(42)\n")
+        (work / "logo.bin").write_bytes(b"\x89PNG\0\0\0")
+        url = f"http://x:{self.token('operator')}@127.0.0.1:{self.ports['forge']}{GIT_PATH}/{name}.git"
+        for args in (
+            ["init", "-q", "-b", "main"],
+            ["add", "-A"],
+            ["commit", "-q", "-m", "first"],
+            ["push", "-q", url, "main"],
+        ):
+            subprocess.run(["git", *args], cwd=work, env=env, check=True, capture_output=True, timeout=60)
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=work, env=env, capture_output=True, text=True, timeout=60
+        ).stdout.strip()
 
     @contextlib.contextmanager
     def serving(self, *, dashboard: bool = False) -> Iterator[Servers]:

@@ -27,7 +27,7 @@ async def test_a_stopped_broker_is_shown_within_3_s_and_the_banner_goes_when_it_
 ) -> None:
     await page.set_viewport_size(DESKTOP)
     await open_logged_in(page, dashboard)
-    broker_chip = page.locator("header .q-chip").filter(has_text="broker")
+    broker_chip = page.locator("header .q-chip").filter(has=page.get_by_text("broker", exact=True))
     await expect(broker_chip).to_have_class(re.compile(r"\bhh-health-up\b"))
     await expect(page.get_by_text("updated just now")).to_be_visible()
     banner = page.get_by_text(re.compile(r"broker not answering for \d+s: retrying"))
@@ -43,6 +43,8 @@ async def test_a_stopped_broker_is_shown_within_3_s_and_the_banner_goes_when_it_
         await shot(page, "broker-stopped-1440")
         await page.set_viewport_size(PHONE)
         await expect(banner).to_be_visible()
+        await expect(page.locator("header").get_by_text("broker down")).to_be_visible()  # the chips, summed up
+        await expect(broker_chip).to_be_hidden()  # they fold away on a phone
         await shot(page, "broker-stopped-390")
         for part in (
             "header",

@@ -18,7 +18,8 @@ from nicegui.testing import User
 from uitest import log_in
 
 from hyperhive.servers.common.issuer import issue_token
-from hyperhive.ui.hive_view import HiveView
+from hyperhive.ui.hive_view import Health, HiveView, ServerHealth
+from hyperhive.ui.pages.frame import health_summary
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +102,13 @@ async def test_the_header_shows_each_servers_health_and_a_down_servers_data_grey
     await user.should_see("updated just now", marker="updated", retries=100)
     assert "hh-health-up" in _chip(user, "approvals").classes
     assert _stale(user) == []
+
+
+def test_a_phones_health_summary_names_the_worst_state_and_who_is_in_it() -> None:
+    def of(**states: Health) -> dict[str, ServerHealth]:
+        return {server: ServerHealth(state=state) for server, state in states.items()}
+
+    assert health_summary(of(broker="up", forge="up")) == ("up", "all up")
+    assert health_summary(of(broker="up", forge="slow")) == ("slow", "forge slow")
+    assert health_summary(of(broker="slow", forge="down", operator="up")) == ("down", "forge down")
+    assert health_summary(of(broker="down", forge="down", operator="slow")) == ("down", "2 down")

@@ -4,8 +4,6 @@ a repo pushed to by the real git CLI), through NiceGUI's simulated user."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,34 +12,7 @@ from nicegui import ui
 from nicegui.testing import User
 from uitest import log_in
 
-from hyperhive.servers.common.registry import GIT_PATH
-
 pytestmark = pytest.mark.slow
-
-
-def push_repo(servers: Servers, work: Path, name: str) -> str:
-    """A commit of README.md, src/main.py and a binary file, pushed to `name` as the operator; its sha."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(work), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-    env |= {
-        f"GIT_{who}_{what}": value
-        for who in ("AUTHOR", "COMMITTER")
-        for what, value in (("NAME", "t"), ("EMAIL", "t@t"))
-    }
-    (work / "src").mkdir(parents=True)
-    (work / "README.md").write_text("hello from the forge\n")
-    (work / "src" / "main.py").write_text("print(42)\n")
-    (work / "logo.bin").write_bytes(b"\x89PNG\0\0\0")
-    url = f"http://x:{servers.token('operator')}@127.0.0.1:{servers.ports['forge']}{GIT_PATH}/{name}.git"
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "-A"],
-        ["commit", "-q", "-m", "first"],
-        ["push", "-q", url, "main"],
-    ):
-        subprocess.run(["git", *args], cwd=work, env=env, check=True, capture_output=True, timeout=60)
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=work, env=env, capture_output=True, text=True
-    ).stdout.strip()
 
 
 async def click(user: User, marker: str) -> None:
@@ -54,7 +25,7 @@ async def test_repos_list_a_repo_page_browses_files_log_diff_pushes_and_grants(
     user: User, servers: Servers, password: str, tmp_path: Path
 ) -> None:
     await servers.call("forge", "create_repo", name="app", description="the app")
-    sha = await asyncio.to_thread(push_repo, servers, tmp_path / "work", "app")
+    sha = await asyncio.to_thread(servers.push_repo, tmp_path / "work", "app")
     await log_in(user, password, "/repos")
     await user.open("/repos")
     await user.should_see("◆ repos")

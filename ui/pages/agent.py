@@ -35,7 +35,7 @@ from hyperhive.ui.pages.messages import (
 from hyperhive.ui.pages.messages import (
     UTC as UTC_ZONE,
 )
-from hyperhive.ui.pages.widgets import act, confirm, section, spend_text, text_block, while_shown
+from hyperhive.ui.pages.widgets import act, activates, confirm, section, spend_text, text_block, while_shown
 
 T = TypeVar("T")
 
@@ -471,32 +471,33 @@ class FilesPanel:
         indent = f"padding-left: {depth * 1.1}rem"
         size = "" if entry.kind == "dir" else f"{entry.size:,} B"
         if entry.kind == "dir":
-            with ui.row().classes("hh-tree-row cursor-pointer").style(indent) as row:
+            with ui.row().classes("hh-tree-row").style(indent) as row:
                 icon = ui.icon("chevron_right", size="1.1rem").classes("text-grey-5")
                 ui.icon("folder", size="1.1rem").classes("text-amber-7")
                 ui.label(f"{entry.name}/").classes("text-primary hh-wrap")
             children = ui.column().classes("w-full gap-0")
             children.set_visibility(False)
-            row.on("click", lambda: self.toggle(path, children, icon, depth + 1)).mark(f"dir-{path}")
+            activates(row, lambda: self.toggle(path, row, children, icon, depth + 1)).mark(f"dir-{path}")
+            row.props["aria-expanded"] = "false"
         elif entry.kind == "file":
-            with ui.row().classes("hh-tree-row cursor-pointer").style(indent) as row:
+            with ui.row().classes("hh-tree-row").style(indent) as row:
                 ui.icon("description", size="1.1rem").classes("text-grey-5 ml-5")
                 ui.label(entry.name).classes("text-primary hh-wrap")
                 ui.label(size).classes("text-grey-6 text-xs")
-            row.on("click", lambda: self.open_file(path, entry)).mark(f"file-{path}")
+            activates(row, lambda: self.open_file(path, entry)).mark(f"file-{path}")  # named "notes.md 38 B"
         else:
             what = "a link, not followed" if entry.kind == "link" else "not a regular file"
             with ui.row().classes("hh-tree-row text-grey-6").style(indent):
                 ui.icon("link" if entry.kind == "link" else "block", size="1.1rem").classes("ml-5")
                 ui.label(f"{entry.name} ({what})").classes("hh-wrap").mark(f"other-{path}")
 
-    async def toggle(self, path: str, children: ui.column, icon: ui.icon, depth: int) -> None:
-        if children.visible:
-            children.set_visibility(False)
-            icon.name = "chevron_right"
+    async def toggle(self, path: str, row: ui.row, children: ui.column, icon: ui.icon, depth: int) -> None:
+        opening = not children.visible
+        children.set_visibility(opening)
+        icon.name = "expand_more" if opening else "chevron_right"
+        row.props["aria-expanded"] = "true" if opening else "false"  # a screen reader says open or closed
+        if not opening:
             return
-        children.set_visibility(True)
-        icon.name = "expand_more"
         if path not in self.opened:
             self.opened[path] = (children, icon)
             with children:

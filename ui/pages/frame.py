@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Final
 
 from nicegui import app, ui
 
 from hyperhive.servers.common.formatting import duration
-from hyperhive.ui.hive_view import STALE_SECONDS, HiveView, Notice, ServerHealth
+from hyperhive.ui.hive_view import STALE_SECONDS, Health, HiveView, Notice, ServerHealth
 from hyperhive.ui.pages.agent import agent_page
 from hyperhive.ui.pages.approvals import APPROVALS_CSS, approvals_page
 from hyperhive.ui.pages.messages import MESSAGES_CSS, messages_page
@@ -28,6 +29,33 @@ HEALTH_LOOK: Final = {
     "down": ("negative", "error"),
 }
 HEALTH_CSS: Final = ".hh-health { font-size: 13px; } .hh-health .q-chip__icon { font-size: 15px; }"
+# The header's pages: on a phone (under Quasar's 600 px breakpoint, `xs`) they, "updated N s ago", the
+# notifications button and log out fold into the menu button; the health summary and the questions
+# badge stay in the header.
+NAV: Final = (
+    ("swarm", "/"),
+    ("approvals", "/approvals"),
+    ("questions", "/questions"),
+    ("messages", "/messages"),
+    ("repos", "/repos"),
+    ("shared", "/shared"),
+)
+MENU_CSS: Final = (
+    " .hh-menu-link { display: flex; align-items: center; min-height: 40px; padding: 0 16px;"
+    " color: #fff; text-decoration: none; font-size: 15px; }"
+    " .hh-menu-link:hover, .hh-menu-link:focus-visible { background: rgba(255, 255, 255, 0.1); }"
+)
+TROUBLE: Final[tuple[Health, ...]] = ("down", "slow")  # worst first
+
+
+def health_summary(health: Mapping[str, ServerHealth]) -> tuple[Health, str]:
+    """Every server's health in one word for a phone's header: ("up", "all up"), ("down", "forge
+    down"), ("slow", "2 slow"): the worst state and who is in it."""
+    for state in TROUBLE:
+        servers = [server for server, h in health.items() if h.state == state]
+        if servers:
+            return state, f"{servers[0] if len(servers) == 1 else len(servers)} {state}"
+    return "up", "all up"
 
 
 def frame(hive: HiveView) -> None:
@@ -42,30 +70,37 @@ def frame(hive: HiveView) -> None:
         + MESSAGES_CSS
         + APPROVALS_CSS
         + QUESTIONS_CSS
+        + MENU_CSS
     )
     questions = QuestionQueue(hive)
     stale_when(hive, questions.list, "operator")
 
+    links: dict[str, list[ui.link]] = {text: [] for text, _ in NAV}  # the header's and the menu's
     with ui.header().classes("items-center gap-x-4 gap-y-1 py-1 bg-grey-10 wrap"):
         ui.link("◆ hyperhive", "/").classes("text-lg text-white no-underline")
-        ui.link("swarm", "/").classes("text-white")
-        approvals_link = ui.link("approvals", "/approvals").classes("text-white")
-        questions_link = ui.link("questions", "/questions").classes("text-white")
-        ui.link("messages", "/messages").classes("text-white")
-        ui.link("repos", "/repos").classes("text-white")
-        ui.link("shared", "/shared").classes("text-white")
+        for text, path in NAV:
+            links[text].append(ui.link(text, path).classes("text-white gt-xs"))
         ui.space()
+        summary = ui.chip().props("dense square").classes("xs").mark("health-summary")
         questions.button()
-        with ui.row().classes("items-center gap-0 wrap").mark("health"):
+        with ui.row().classes("items-center gap-0 wrap gt-xs").mark("health"):
             chips: dict[str, tuple[ui.chip, ui.tooltip]] = {}
             for server in hive.state.health:
                 with ui.chip(server).props("dense square").classes("hh-health").mark(f"health-{server}") as chip:
                     chips[server] = chip, ui.tooltip()
-        updated = ui.label().classes("text-grey-4 hh-health").mark("updated")
+        updated = ui.label().classes("text-grey-4 hh-health gt-xs").mark("updated")
         ui.button(icon="notifications", on_click=_enable_desktop_notifications).props(
             'flat dense round aria-label="desktop notifications"'
-        ).tooltip("desktop notifications")
-        ui.button("log out", on_click=_logout).props("flat dense")
+        ).classes("gt-xs").tooltip("desktop notifications")
+        ui.button("log out", on_click=_logout).props("flat dense").classes("gt-xs")
+        menu = ui.button(icon="menu").props('flat dense round aria-label="menu"').classes("xs").mark("menu")
+        with menu, ui.menu().props("auto-close").classes("bg-grey-10").mark("nav-menu"):
+            for text, path in NAV:
+                links[text].append(ui.link(text, path).props("role=menuitem").classes("hh-menu-link"))
+            with ui.item().classes("text-grey-4"):
+                menu_updated = ui.item_label().mark("menu-updated")
+            ui.menu_item("desktop notifications", on_click=_enable_desktop_notifications)
+            ui.menu_item("log out", on_click=_logout)
     banner = ui.label().classes("w-full bg-negative text-white p-2").mark("banner")
 
     def show_health(*_: object) -> None:
@@ -77,19 +112,27 @@ def frame(hive: HiveView) -> None:
             chip.props(f"color={colour} icon={icon}")
             chip.classes(replace=f"hh-health hh-health-{health.state}")
             tooltip.set_text(health.describe(server, now))
+        state, text = health_summary(hive.state.health)
+        colour, icon = HEALTH_LOOK[state]
+        summary.props(f"color={colour} icon={icon}")
+        summary.classes(replace=f"xs hh-health hh-health-{state}")
+        summary.set_text(text)
         updated_at = hive.state.updated_at()
         if updated_at is None:
-            updated.set_text("waiting for the servers")
+            fresh = "waiting for the servers"
         else:
             ago = now - updated_at
-            updated.set_text("updated just now" if ago < STALE_SECONDS else f"updated {duration(ago)} ago")
+            fresh = "updated just now" if ago < STALE_SECONDS else f"updated {duration(ago)} ago"
+        updated.set_text(fresh)
+        menu_updated.set_text(fresh)
         down = [_trouble(server, health, now) for server, health in hive.state.health.items() if not health.fresh]
         banner.set_text(f"{' · '.join(down)}: retrying" if down else "")
         banner.set_visibility(bool(down))
 
     def show_counts(*_: object) -> None:
-        approvals_link.set_text(f"approvals ({len(hive.state.approvals)})" if hive.state.approvals else "approvals")
-        questions_link.set_text(f"questions ({len(hive.state.questions)})" if hive.state.questions else "questions")
+        for text, waiting in (("approvals", hive.state.approvals), ("questions", hive.state.questions)):
+            for link in links[text]:
+                link.set_text(f"{text} ({len(waiting)})" if waiting else text)
 
     def notify(notice: Notice) -> None:
         colour: ToastKind = "negative" if notice.kind == "crash" else "warning" if notice.kind == "question" else "info"

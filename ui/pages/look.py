@@ -6,7 +6,8 @@
   lighter tone of it;
 - the smallest text is 13 px (Quasar's `size=sm` buttons are 10 px, its badges and `text-xs` 12 px);
 - every control at least 32 px high: buttons, chips, checkboxes, the header's links, a label that
-  acts on a click (`hh-clickable`);
+  acts on a click (`hh-clickable`, widgets.activates), which shows a focus ring when the keyboard
+  reaches it;
 - scrolling regions are reachable by keyboard and Quasar's progress bars are named (a small script:
   both are elements Quasar makes, out of reach of props).
 
@@ -42,6 +43,7 @@ LOOK_CSS: Final = (
 .q-chip {{ height: auto; min-height: {MIN_CONTROL_PX}px; }}
 .q-checkbox, .q-toggle, .q-radio {{ min-height: {MIN_CONTROL_PX}px; min-width: {MIN_CONTROL_PX}px; }}
 .q-header a, .hh-clickable {{ display: inline-flex; align-items: center; min-height: {MIN_CONTROL_PX}px; }}
+.hh-clickable:focus-visible {{ outline: 2px solid var(--hh-primary-text); outline-offset: 2px; border-radius: 4px; }}
 }}"""
 )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 from nicegui import ui
@@ -165,11 +166,11 @@ def file_browser(hive: HiveView, name: str) -> None:
             for entry in result.entries:
                 child = f"{result.path}/{entry.name}" if result.path else entry.name
                 if entry.kind == "dir":
-                    clickable(f"{entry.name}/").on("click", lambda child=child: open_dir(child)).mark(f"entry-{child}")
+                    clickable(f"{entry.name}/", partial(open_dir, child)).mark(f"entry-{child}")
                 elif entry.kind in ("file", "link"):
                     size = f"{entry.size:,} B" if entry.size is not None else ""
                     label = f"{entry.name}{' → link' if entry.kind == 'link' else ''}  {size}"
-                    clickable(label).on("click", lambda child=child: open_file(child)).mark(f"entry-{child}")
+                    clickable(label, partial(open_file, child)).mark(f"entry-{child}")
                 else:
                     ui.label(f"{entry.name} (submodule)").classes("text-grey-6")
             if result.truncated:
@@ -212,7 +213,7 @@ def log_panel(hive: HiveView, name: str) -> None:
                 return
             for commit in result.commits:
                 text = f"{commit.sha[:12]} {when(commit.date)} {commit.author}: {commit.subject}"
-                clickable(text).on("click", lambda sha=commit.sha: show(sha)).mark(f"commit-{commit.sha[:12]}")
+                clickable(text, partial(show, commit.sha)).mark(f"commit-{commit.sha[:12]}")
 
     async def show(sha: str) -> None:
         result = await act(f"commit {sha[:12]}", hive.forge.show_commit(name, sha))

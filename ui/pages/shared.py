@@ -4,6 +4,8 @@ there: links are shown as links and never followed, only regular files up to 1 M
 
 from __future__ import annotations
 
+from functools import partial
+
 from nicegui import ui
 
 from hyperhive.servers.common.formatting import when
@@ -34,13 +36,9 @@ def shared_page(hive: HiveView) -> None:
                 child = f"{result.path}/{entry.name}" if result.path else entry.name
                 about = f"{entry.size:,} B · {when(entry.modified)} · {entry.owner}"
                 if entry.kind == "dir":
-                    clickable(f"{entry.name}/  {about}").on("click", lambda child=child: open_dir(child)).mark(
-                        f"shared-{child}"
-                    )
+                    clickable(f"{entry.name}/  {about}", partial(open_dir, child)).mark(f"shared-{child}")
                 elif entry.kind == "file":
-                    clickable(f"{entry.name}  {about}").on("click", lambda child=child: open_file(child)).mark(
-                        f"shared-{child}"
-                    )
+                    clickable(f"{entry.name}  {about}", partial(open_file, child)).mark(f"shared-{child}")
                 else:
                     what = "link, not followed" if entry.kind == "link" else "not a regular file"
                     ui.label(f"{entry.name} ({what})  {about}").classes("text-grey-6").mark(f"shared-{child}")
