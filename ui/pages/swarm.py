@@ -402,9 +402,9 @@ class SwarmPage:
 
     def show_chips(self) -> None:
         for chip, button in self.chips.items():
-            set_prop(button, "color", "primary" if chip == self.chip else "grey-8")
+            set_prop(button, "color", "primary" if chip == self.chip else "grey-9")
         for group, button in self.group_buttons.items():
-            set_prop(button, "color", "primary" if group == self.group else "grey-8")
+            set_prop(button, "color", "primary" if group == self.group else "grey-9")
         for key, button in self.headers.items():
             label = next(label for label, k in SWARM_COLUMNS if k == key)
             button.set_text(label + ((" ↓" if self.descending else " ↑") if key == self.sort_key else ""))
