@@ -139,3 +139,24 @@ async def test_an_open_message_flow_keeps_only_the_newest(user: User, servers: S
         await user.should_see("flood 020")
         await user.should_not_see("flood 019")  # the page keeps the newest 200 rows
     await servers.call("broker", "recv_batch", as_name="manager", max=50)
+
+
+async def test_a_new_message_redraws_only_what_changed_in_the_inbox(
+    user: User, servers: Servers, password: str
+) -> None:
+    """The inbox shows the oldest 20 waiting: a new one behind them draws nothing again (it was all
+    redrawn: 31 KB to the browser for each message, in bench/dashboard.py)."""
+    await servers.call("broker", "recv_batch", max=50)  # what earlier tests sent the operator: read
+    first = await servers.call("broker", "send", as_name="manager", to="operator", body="the first")
+    await log_in(user, password, "/messages")
+    await user.should_see(marker=f"inbox-{first['id']}", retries=50)
+    [drawn] = user.find(marker=f"inbox-{first['id']}").elements
+    second = await servers.call("broker", "send", as_name="manager", to="operator", body="the second")
+    await user.should_see(marker=f"inbox-{second['id']}", retries=50)
+    assert user.find(marker=f"inbox-{first['id']}").elements == {drawn}  # the same row, not drawn again
+    [inbox] = user.find(marker="inbox").elements
+    assert [sorted(child._markers)[0] for child in inbox.default_slot.children] == [
+        f"inbox-{second['id']}", f"inbox-{first['id']}"
+    ]  # fmt: skip  # newest at the top
+    await servers.call("broker", "recv_batch", max=50)
+    await user.should_not_see(marker=f"inbox-{first['id']}", retries=50)  # taken: gone from the inbox

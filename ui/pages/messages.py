@@ -180,6 +180,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
             "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
         )
     inbox = ui.column().classes("hh-msgs gap-0").mark("inbox")
+    inbox_rows: dict[int, tuple[str, ui.element]] = {}  # by message id: its state and timezone when drawn, its row
     stale_when(hive, inbox, "broker")
 
     def reply(message: Message) -> None:
@@ -194,14 +195,24 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
             peeked = await reads.peek_inbox(INBOX_SHOWN)
         except (ToolError, ServerUnavailable, AuthRefused):
             return  # the frame's banner says the broker is unreachable
-        inbox.clear()
+        # Only what changed is drawn again: a new message behind the 20 shown changes nothing here.
+        waiting = list(reversed(peeked.messages))  # newest at the top
+        drawn_as = {message.id: f"{message.state} {view['tz']}" for message in waiting}  # redrawn when either changes
+        for message_id, (state, row) in list(inbox_rows.items()):
+            if drawn_as.get(message_id) != state:
+                row.delete()
+                del inbox_rows[message_id]
         with inbox:
-            for message in reversed(peeked.messages):  # newest at the top
-                _inbox_row(message)
+            for index, message in enumerate(waiting):
+                if message.id not in inbox_rows:
+                    inbox_rows[message.id] = (drawn_as[message.id], _inbox_row(message))
+                row = inbox_rows[message.id][1]
+                if inbox.default_slot.children.index(row) != index:
+                    row.move(inbox, target_index=index)
         total = peeked.queued + peeked.leased
         unread.set_text(f"{total} unread" if total else "nothing unread")
 
-    def _inbox_row(message: PeekedMessage) -> None:
+    def _inbox_row(message: PeekedMessage) -> ui.element:
         state = ("taken", "info") if message.state == "leased" else ("pending", "warning")
         row = message_row(message, OPERATOR, state, view["tz"], open_thread, where="inbox")
         if message.sender in hive.state.agents:
@@ -209,6 +220,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
                 ui.button("reply", on_click=lambda m=message: reply(m)).props("flat dense size=sm").mark(
                     f"reply-{message.id}"
                 )
+        return row
 
     # ---- compose
     section("compose")
