@@ -11,13 +11,17 @@ from hivetest import SLEEPER, BrokerEndpoint, BrokerProcess, Hive, Hivemind, in_
 from hyperhive.servers.lifecycle.uidrange import REGISTRY_ENV
 
 # Lifecycle servers run as root register their home's uid block host-wide: never in the host's
-# own registry from a test. Each test gets its own (servers started in a test inherit it).
-os.environ[REGISTRY_ENV] = str(Path(tempfile.mkdtemp(prefix="hive-uids-")) / "uid-ranges")
+# own registry from a test. Each test gets its own (servers started in a test inherit it), but tests
+# run side by side (pytest-xdist workers) share one for the run, as two hives on one host do: two
+# hives running at once then never give their agents the same uids.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_SHARED_REGISTRY = Path(tempfile.gettempdir()) / f"hive-uids-{_RUN}" / "uid-ranges" if _RUN else None
+os.environ[REGISTRY_ENV] = str(_SHARED_REGISTRY or Path(tempfile.mkdtemp(prefix="hive-uids-")) / "uid-ranges")
 
 
 @pytest.fixture(autouse=True)
 def _own_uid_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "uid-ranges"))
+    monkeypatch.setenv(REGISTRY_ENV, str(_SHARED_REGISTRY or tmp_path / "uid-ranges"))
 
 
 @pytest.fixture
