@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,12 @@ from typing import Any
 
 import pytest
 from hivetest import SLEEPER, Endpoint, Hive, Hivemind, ServerProcess, in_process, sandbox_process, toml_list
+
+from hyperhive.servers.common.harnessdir import TOKEN_FILE
+from hyperhive.servers.common.instances import current_instance
+from hyperhive.servers.lifecycle.backends.base import Change
+from hyperhive.servers.lifecycle.crash_handling import CrashHandling
+from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +108,54 @@ async def test_a_killed_lifecycle_server_loses_no_agent(hive: Hive, lifecycle_pr
         bob = await hivemind.status("bob")
         assert bob["state"] == "running" and bob["started_at"] == bob_before["started_at"]  # untouched
         await hivemind.operator.close()
+
+
+async def test_a_run_found_ended_at_boot_never_ends_the_run_started_in_its_place(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fresh-clone CI race: alice died while no server watched; the new server marks her stopped
+    (reconcile) and starts her again, while its crash handling handles her old run's end. That must
+    not end the new run's instance (its token dir removed under the start: the server exited 3)."""
+    _configure(hive)
+    prepared, handled = threading.Event(), threading.Event()
+    prepare_start, on_change = SandboxSetup.prepare_start, CrashHandling._on_change
+
+    def slow_prepare_start(setup: SandboxSetup, name: str, *args: Any) -> Any:
+        spec = prepare_start(setup, name, *args)
+        if name == "alice":  # the new run's token is written: now the old run's end is handled
+            prepared.set()
+            handled.wait(15)
+        return spec
+
+    async def late_on_change(crashes: CrashHandling, change: Change) -> None:
+        if change.name == "alice":
+            assert await asyncio.to_thread(prepared.wait, 15), "alice was not started again"
+        try:
+            await on_change(crashes, change)
+        finally:
+            if change.name == "alice":
+                handled.set()
+
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle") as lifecycle:  # agents keep running when it stops
+            await Hivemind(hive, broker, lifecycle).create("alice")
+        os.kill(sandbox_process(hive, "alice"), signal.SIGKILL)  # alice dies while nobody watches
+        await asyncio.sleep(0.3)
+
+        monkeypatch.setattr(SandboxSetup, "prepare_start", slow_prepare_start)
+        monkeypatch.setattr(CrashHandling, "_on_change", late_on_change)
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            crash = await hivemind.event("container_crash")
+            assert (crash["agent"], crash["exit_code"]) == ("alice", 137)
+            assert handled.is_set()  # the interleaving was the one forced
+            alice = await hivemind.until_state("alice", "running", "failed")
+            assert alice["state"] == "running" and alice["last_signal"] == "SIGKILL"
+            # The token alice runs with names the live instance, in the dir bound into her sandbox.
+            instance = current_instance(hive.config.instances_dir, "alice")
+            runs = list((hive.home / "instance-credentials" / "alice").iterdir())
+            assert [run.name for run in runs] == [instance]
+            assert (runs[0] / TOKEN_FILE).is_file()
 
 
 async def test_an_unprivileged_server_uses_a_user_namespace_and_says_so(hive: Hive) -> None:
