@@ -19,6 +19,7 @@ from hyperhive.servers.common.harnessdir import TOKEN_FILE
 from hyperhive.servers.common.instances import current_instance
 from hyperhive.servers.lifecycle.backends.base import Change
 from hyperhive.servers.lifecycle.crash_handling import CrashHandling
+from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
 
 pytestmark = pytest.mark.slow
@@ -156,6 +157,28 @@ async def test_a_run_found_ended_at_boot_never_ends_the_run_started_in_its_place
             runs = list((hive.home / "instance-credentials" / "alice").iterdir())
             assert [run.name for run in runs] == [instance]
             assert (runs[0] / TOKEN_FILE).is_file()
+
+
+async def test_an_agent_that_cannot_start_at_boot_fails_alone(hive: Hive) -> None:
+    """Its own files are hostile: alice's hive.json made a directory (her uid owns the dir it is in)
+    broke her start at boot with an OSError, and that took the whole lifecycle server down (exit 3)."""
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            for name in ("alice", "bob"):
+                await hivemind.create(name)
+        hive_json = AgentPaths.of(hive.config, "alice").hive_json
+        hive_json.unlink()
+        (hive_json / "planted").mkdir(parents=True)
+
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:  # it comes up
+            hivemind = Hivemind(hive, broker, lifecycle)
+            alice, bob = await hivemind.status("alice"), await hivemind.status("bob")
+            assert (alice["state"], bob["state"]) == ("failed", "running")
+            entry = (await hivemind.call("audit", agent="alice", limit=1))["entries"][0]
+            assert (entry["action"], entry["actor"], entry["outcome"]) == ("start", "lifecycle", "refused")
+            assert "hive.json" in entry["detail"] and "Is a directory" in entry["detail"]
 
 
 async def test_an_unprivileged_server_uses_a_user_namespace_and_says_so(hive: Hive) -> None:
