@@ -150,6 +150,7 @@ class HiveClient:
             sent_before = self._wire.maybe_delivered
             try:
                 client = await self._connect()
+                sent_before = self._wire.maybe_delivered  # what connecting sent is not the call
                 outcome = await client.call_tool(
                     tool, arguments or {}, timeout=timeout or self.timeout, raise_on_error=False
                 )
@@ -189,6 +190,10 @@ class HiveClient:
                 self.address.url, auth=self._auth, httpx_client_factory=self._http_client
             )
             client: Client[Any] = await self._session.enter_async_context(Client(transport, timeout=self.timeout))
+            # The MCP client checks a result against its tool's output schema, and lists the tools
+            # first if it has not yet: a call answered just before its server stopped (a released
+            # long-poll) then failed as "Connection closed". Listed now, an answer is the whole call.
+            await client.list_tools()
             self._client = client
         return self._client
 

@@ -30,9 +30,10 @@ class RestartSettings:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What an ended sandbox leads to. `kind`: "expected" (a stop or kill we asked for), "stale" (a run
-    older than the one recorded, ended while no server watched), "crash" (it ended unasked)."""
+    older than the one recorded, ended while no server watched), "accounted" (the recorded run, already
+    marked ended: found so at boot), "crash" (it ended unasked)."""
 
-    kind: Literal["expected", "stale", "crash"]
+    kind: Literal["expected", "stale", "accounted", "crash"]
     record_exit: bool  # store its exit code and signal
     end_instance: bool  # every token of the run that ended stops working
     reissue_token: bool  # ... and the platform's own restart gets a token of a new instance
@@ -51,6 +52,11 @@ def decide(row: AgentRow, change: Change, settings: RestartSettings, *, expected
     if change.started_at is not None and row.started_at is not None and change.started_at < row.started_at:
         # A run that ended while no server watched; a newer one is already going. Report only.
         return Decision("stale", False, False, False, None, row.crashes, True, False, None)
+    if row.state not in ("running", "restarting") and not change.auto_restarting and not _newer(change, row):
+        # The recorded run, but already accounted for: found ended at boot (startup.reconcile) or
+        # stopped, its instance ended then. The instance now current may be a new run's, being
+        # started this very moment: ending it would pull that run's token from under it.
+        return Decision("accounted", True, False, False, None, row.crashes, True, False, None)
     crashes = row.crashes + 1
     if row.started_at is not None and change.at - row.started_at > settings.steady_seconds:
         crashes = 1  # it had been running steadily: a new run of bad luck
@@ -64,3 +70,8 @@ def decide(row: AgentRow, change: Change, settings: RestartSettings, *, expected
     if restart_ourselves and row.state in ("running", "restarting"):
         delay = Backoff(settings.backoff_seconds, settings.max_backoff).delay(crashes)
     return Decision("crash", True, True, change.auto_restarting, state, crashes, True, will_restart, delay)
+
+
+def _newer(change: Change, row: AgentRow) -> bool:
+    """Whether the run that ended started after the recorded one (a start not yet recorded)."""
+    return change.started_at is not None and (row.started_at is None or change.started_at > row.started_at)

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from hyperhive.servers.common.audit import Outcome
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import MANAGER
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
@@ -42,15 +43,24 @@ async def ensure_manager(store: LifecycleStore, provisioning: Provisioning, cloc
         log.info("created the manager agent")
 
 
-async def start_wanted(rows: list[AgentRow], start: Callable[[str], Awaitable[object]]) -> None:
+async def start_wanted(
+    rows: list[AgentRow],
+    start: Callable[[str], Awaitable[object]],
+    failed: Callable[[str, Outcome, str], Awaitable[None]],
+) -> None:
     """Start every agent that should run and does not: the manager first, then the rest together.
-    One that cannot start is logged; the others start all the same."""
+    One that cannot start, whatever the reason, is logged and `failed(name, why)`; the others start
+    all the same, and the server comes up. `failed(name, outcome, why)`: "refused" or "failed"."""
 
     async def start_logged(name: str) -> None:
         try:
             await start(name)
         except Refused as e:
             log.error("could not start %s: %s", name, e)
+            await failed(name, "refused", str(e))
+        except Exception as e:  # a defect, not a refusal: it still must not keep the hive down
+            log.exception("starting %s failed", name)
+            await failed(name, "failed", f"{type(e).__name__}: {e}")
 
     to_start = [r for r in rows if r.desired == "running" and r.state not in ("running", "restarting")]
     for batch in manager_first_batches(to_start):

@@ -21,6 +21,7 @@ from functools import partial
 
 import anyio
 
+from hyperhive.servers.common.audit import Outcome
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import Destroyed, HelperEvent, Killed, Rebuilt, Spawned
@@ -48,6 +49,7 @@ from hyperhive.servers.lifecycle.uidrange import claim as claim_uids
 from hyperhive.servers.lifecycle.version import installed_version
 
 log = logging.getLogger("hyperhive.lifecycle")
+BOOT_ACTOR = "lifecycle"  # who the audit trail says started the agents at boot
 UPDATED = "hyperhive was updated"  # why a stale agent is rebuilt (rebuild_stale, rebuild_stale_on_start)
 
 
@@ -126,7 +128,17 @@ class AgentSupervisor(AgentReadings):
             for row in await self._stale():
                 with contextlib.suppress(Refused):
                     await self.rebuild(row.name, why=UPDATED)
-        await startup.start_wanted(await self.store.agents(), partial(self.start, reason="boot"))
+        await startup.start_wanted(await self.store.agents(), partial(self.start, reason="boot"), self._failed_at_boot)
+
+    async def _failed_at_boot(self, name: str, outcome: Outcome, why: str) -> None:
+        """`name` did not start as this server came up: failed, and the audit trail says why."""
+        try:
+            row = await self.row(name)
+            if row.state == "starting":  # given up midway by an error _launch did not expect
+                await self.store.mark_failed(name, self.clock())
+            await self.record_action(name, "start", BOOT_ACTOR, outcome, why)
+        except Exception:  # the database itself: the log says it, the server still comes up
+            log.exception("could not record that %s failed to start", name)
 
     # -------------------------------------------------------------------------------- creating
     async def create(
@@ -239,6 +251,11 @@ class AgentSupervisor(AgentReadings):
         except (BackendError, ConfigError) as e:  # ConfigError: [harness] env_file
             await self.store.mark_failed(name, self.clock())
             raise Refused(str(e)) from None
+        except OSError as e:  # its files (some of them its own, so hostile): hive.json made a directory, ...
+            await self.store.mark_failed(name, self.clock())
+            raise Refused(
+                f"{name} could not be prepared to start: {e}; fix or remove that path and start it again"
+            ) from None
         await self.store.mark_started(name, running.started_at, row.applied_sha, self.version)
 
     async def _stop_sandbox(self, name: str, *, kill: bool = False) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,13 @@ from typing import Any
 
 import pytest
 from hivetest import SLEEPER, Endpoint, Hive, Hivemind, ServerProcess, in_process, sandbox_process, toml_list
+
+from hyperhive.servers.common.harnessdir import TOKEN_FILE
+from hyperhive.servers.common.instances import current_instance
+from hyperhive.servers.lifecycle.backends.base import Change
+from hyperhive.servers.lifecycle.crash_handling import CrashHandling
+from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +109,76 @@ async def test_a_killed_lifecycle_server_loses_no_agent(hive: Hive, lifecycle_pr
         bob = await hivemind.status("bob")
         assert bob["state"] == "running" and bob["started_at"] == bob_before["started_at"]  # untouched
         await hivemind.operator.close()
+
+
+async def test_a_run_found_ended_at_boot_never_ends_the_run_started_in_its_place(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fresh-clone CI race: alice died while no server watched; the new server marks her stopped
+    (reconcile) and starts her again, while its crash handling handles her old run's end. That must
+    not end the new run's instance (its token dir removed under the start: the server exited 3)."""
+    _configure(hive)
+    prepared, handled = threading.Event(), threading.Event()
+    prepare_start, on_change = SandboxSetup.prepare_start, CrashHandling._on_change
+
+    def slow_prepare_start(setup: SandboxSetup, name: str, *args: Any) -> Any:
+        spec = prepare_start(setup, name, *args)
+        if name == "alice":  # the new run's token is written: now the old run's end is handled
+            prepared.set()
+            handled.wait(15)
+        return spec
+
+    async def late_on_change(crashes: CrashHandling, change: Change) -> None:
+        if change.name == "alice":
+            assert await asyncio.to_thread(prepared.wait, 15), "alice was not started again"
+        try:
+            await on_change(crashes, change)
+        finally:
+            if change.name == "alice":
+                handled.set()
+
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle") as lifecycle:  # agents keep running when it stops
+            await Hivemind(hive, broker, lifecycle).create("alice")
+        os.kill(sandbox_process(hive, "alice"), signal.SIGKILL)  # alice dies while nobody watches
+        await asyncio.sleep(0.3)
+
+        monkeypatch.setattr(SandboxSetup, "prepare_start", slow_prepare_start)
+        monkeypatch.setattr(CrashHandling, "_on_change", late_on_change)
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            crash = await hivemind.event("container_crash")
+            assert (crash["agent"], crash["exit_code"]) == ("alice", 137)
+            assert handled.is_set()  # the interleaving was the one forced
+            alice = await hivemind.until_state("alice", "running", "failed")
+            assert alice["state"] == "running" and alice["last_signal"] == "SIGKILL"
+            # The token alice runs with names the live instance, in the dir bound into her sandbox.
+            instance = current_instance(hive.config.instances_dir, "alice")
+            runs = list((hive.home / "instance-credentials" / "alice").iterdir())
+            assert [run.name for run in runs] == [instance]
+            assert (runs[0] / TOKEN_FILE).is_file()
+
+
+async def test_an_agent_that_cannot_start_at_boot_fails_alone(hive: Hive) -> None:
+    """Its own files are hostile: alice's hive.json made a directory (her uid owns the dir it is in)
+    broke her start at boot with an OSError, and that took the whole lifecycle server down (exit 3)."""
+    _configure(hive)
+    async with in_process(hive, "broker") as broker:
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:
+            hivemind = Hivemind(hive, broker, lifecycle)
+            for name in ("alice", "bob"):
+                await hivemind.create(name)
+        hive_json = AgentPaths.of(hive.config, "alice").hive_json
+        hive_json.unlink()
+        (hive_json / "planted").mkdir(parents=True)
+
+        async with in_process(hive, "lifecycle", stop_agents_on_exit=True) as lifecycle:  # it comes up
+            hivemind = Hivemind(hive, broker, lifecycle)
+            alice, bob = await hivemind.status("alice"), await hivemind.status("bob")
+            assert (alice["state"], bob["state"]) == ("failed", "running")
+            entry = (await hivemind.call("audit", agent="alice", limit=1))["entries"][0]
+            assert (entry["action"], entry["actor"], entry["outcome"]) == ("start", "lifecycle", "refused")
+            assert "hive.json" in entry["detail"] and "Is a directory" in entry["detail"]
 
 
 async def test_an_unprivileged_server_uses_a_user_namespace_and_says_so(hive: Hive) -> None:

@@ -7,13 +7,17 @@ import signal
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
-from hivetest import BrokerEndpoint, BrokerProcess, Hive
+from hivetest import BrokerEndpoint, BrokerProcess, Endpoint, Hive
 
+from hyperhive.servers.broker.server import create as create_broker
+from hyperhive.servers.broker.store import BrokerStore
 from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.client import HiveClient, ServerAddress
+from hyperhive.servers.common.serving import http_app, serve
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +70,40 @@ async def test_sigterm_releases_waiting_long_polls_and_stops_promptly(
     assert loop.time() - started < 5
     result = await asyncio.wait_for(waiting, 5)
     assert result == {"message": None, "queued": 0}
+    await broker.close_clients()
+
+
+async def test_a_long_poll_released_slowly_at_shutdown_still_gets_its_answer(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loaded-machine case of the test above: the released recv is answered late (its claim
+    slowed past serving.py's 2 s wait), so the server closes its connections right after the answer.
+    The answer must be the whole call: the MCP client used to list the tools after it (to check the
+    result's schema) and got "Connection closed" from a server that was gone."""
+    bob = hive.add_agent("bob")
+    claim, claims = BrokerStore.claim, 0
+
+    async def slow_after_release(store: BrokerStore, *args: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        if claims > 1:  # the look after the release, not the first one
+            await asyncio.sleep(3)
+        return await claim(store, *args)
+
+    monkeypatch.setattr(BrokerStore, "claim", slow_after_release)
+    hive_server = create_broker(hive.config, hive.credentials("broker"))
+    stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(
+        serve(http_app(hive_server.mcp), hive.config.listen("broker"), before_shutdown=hive_server.before_shutdown,
+              on_ready=ready.set_result, stop=stop, limits=hive.config.serving)
+    )  # fmt: skip
+    broker = Endpoint(hive, (await ready)[0])
+    waiting = asyncio.create_task(broker.client(bob, timeout=200).call("recv", {"wait_seconds": 170}))
+    await asyncio.sleep(0.5)
+    stop.set()  # what SIGTERM does
+    await asyncio.wait_for(serving, 15)
+    assert claims == 2
+    assert await asyncio.wait_for(waiting, 5) == {"message": None, "queued": 0}
     await broker.close_clients()
 
 

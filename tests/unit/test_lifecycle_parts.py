@@ -3,6 +3,7 @@ choosing a backend, uid allocation."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import sys
@@ -16,7 +17,7 @@ from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.home import init_home
-from hyperhive.servers.lifecycle import logfiles, repos, turnstats
+from hyperhive.servers.lifecycle import logfiles, repos, startup, turnstats
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
@@ -24,7 +25,7 @@ from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.sandbox_setup import token_dir
 from hyperhive.servers.lifecycle.spending import allowance_key, day_start, week_start
-from hyperhive.servers.lifecycle.store import MIGRATIONS, LifecycleStore
+from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
 from hyperhive.servers.lifecycle.turnstats import TurnStats
 
 # --------------------------------------------------------------------------------------- log files
@@ -402,3 +403,32 @@ def test_a_kill_round_thaws_its_freezer_even_when_the_freeze_outlasted_its_wait(
     cgroups._V1Cgroup({"freezer": freezer})._kill_round()
     assert writes == [True, False]
     assert (freezer / "freezer.state").read_text().strip() == "THAWED"
+
+
+async def test_one_agent_failing_to_start_at_boot_leaves_the_others_starting() -> None:
+    """Whatever one start raises, refusal or defect, it is that agent's failure: the rest start."""
+    row = AgentRow(
+        name="manager", state="stopped", desired="running", started_at=None, stopped_at=None,
+        last_exit_code=None, last_signal=None, crashes=0, restart_count=0, applied_sha=None,
+        built_sha=None, built_version=None, created_at=0.0,
+    )  # fmt: skip
+    rows = [row, *(dataclasses.replace(row, name=name) for name in ("alice", "bob", "carol"))]
+    started: list[str] = []
+    failures: list[tuple[str, str, str]] = []
+
+    async def start(name: str) -> None:
+        if name == "alice":
+            raise Refused("alice's env_file is missing")
+        if name == "bob":
+            raise FileNotFoundError("a defect")
+        started.append(name)
+
+    async def failed(name: str, outcome: str, why: str) -> None:
+        failures.append((name, outcome, why))
+
+    await startup.start_wanted(rows, start, failed)
+    assert started == ["manager", "carol"]
+    assert sorted(failures) == [
+        ("alice", "refused", "alice's env_file is missing"),
+        ("bob", "failed", "FileNotFoundError: a defect"),
+    ]

@@ -70,6 +70,20 @@ CASES = [
     ("a run older than the recorded one, ended while no server watched: reported only",
      RUNNING, Change("alice", at=SOON, exit_code=1, started_at=STARTED - 100), False, SETTINGS,
      Decision("stale", False, False, False, None, 0, True, False, None)),
+    # The run found ended at boot (startup.reconcile marked it stopped and ended its instance), its
+    # change handled while it is started again: the instance now is the new run's, and stays.
+    ("the recorded run, found ended at boot, reported while stopped: exit and report, its instance ended already",
+     replace(RUNNING, state="stopped"), Change("alice", at=SOON, signal=9, started_at=STARTED), False, SETTINGS,
+     Decision("accounted", True, False, False, None, 0, True, False, None)),
+    ("the same, handled while the next run is being started: that run's instance is not touched",
+     replace(RUNNING, state="starting"), Change("alice", at=SOON, signal=9, started_at=STARTED), False, SETTINGS,
+     Decision("accounted", True, False, False, None, 0, True, False, None)),
+    ("a run newer than the recorded one ended while starting: a crash of the new run",
+     replace(RUNNING, state="starting"), Change("alice", at=SOON, exit_code=1, started_at=STARTED + 1), False,
+     SETTINGS, _crash(None, 1, True, None)),
+    ("the first run of a new agent ended before it was recorded started: a crash",
+     replace(RUNNING, state="starting", started_at=None), Change("alice", at=SOON, exit_code=1, started_at=STARTED),
+     False, SETTINGS, _crash(None, 1, True, None)),
 ]  # fmt: skip
 
 
