@@ -219,8 +219,10 @@ def test_the_harness_process_execs_into_its_idle_form_and_back_keeping_its_pid(
             "the message handed back: this turn loop has no credentials",
         )
         assert process.poll() is None  # one process all along, waiting for credentials
+        # It hands the message back, then says why in turn.json (a moment later under load).
+        _until(lambda: (state := _turn_state(info)) is not None and state.state == "error", "the error in turn.json")
         state = _turn_state(info)
-        assert state is not None and state.state == "error" and "no Claude credentials" in (state.reason or "")
+        assert state is not None and "no Claude credentials" in (state.reason or "")
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
     finally:
