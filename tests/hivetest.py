@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.agent_config import AGENT_TOML
@@ -45,21 +45,53 @@ from hyperhive.servers.lifecycle.paths import AgentPaths
 _names = itertools.count(1)
 
 
-def free_port() -> int:
+def _port_slice() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range, so no outgoing
+    connection and no bind to port 0 can take one between its allocation and its server's bind (two
+    workers side by side made thousands of connections: a lifecycle server found its port taken),
+    and each pytest-xdist worker its own slice of them."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = 10_000 if low > 20_000 else 1024
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    size = (low - first) // 8  # up to 8 workers
+    start = first + (int(worker) % 8 if worker.isdigit() else 0) * size
+    return range(start, start + size)
+
+
+_PORTS: Final = _port_slice()
+_next_port = 0
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` different free ports: all held open while asked for (one at a time, the kernel may
-    hand the same port out twice — a hive got broker and operator on one port, and its sandboxes'
-    network could not listen on both)."""
-    with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
+def free_ports(count: int, *, consecutive: bool = False) -> list[int]:
+    """`count` different ports nothing listens on, the next ones of this process's slice
+    (`_port_slice`); `consecutive`: a run of them (`hive init --port-base N` takes N..N+6)."""
+    global _next_port
+    ports: list[int] = []
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port % len(_PORTS)]
+        _next_port += 1
+        if consecutive and ports and port != ports[-1] + 1:
+            ports = []  # the slice wrapped around
+        if _bindable(port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+        elif consecutive:
+            ports = []
+    raise AssertionError(f"no {count} free ports in {_PORTS}")
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -466,18 +498,5 @@ def start_hive_up(home: Path, timeout: float = 90) -> tuple[subprocess.Popen[str
 
 
 def free_block() -> int:
-    """A base N whose ports N..N+6 nothing listens on (nor binds, for now): `hive init --port-base N`."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1]) // 10 * 10
-        if base + 6 > 65535 or base < 1024:
-            continue
-        try:
-            for port in range(base, base + 7):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free block of 7 ports")
+    """A base N whose ports N..N+6 nothing listens on: `hive init --port-base N`."""
+    return free_ports(7, consecutive=True)[0]
