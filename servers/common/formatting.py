@@ -165,10 +165,15 @@ def turn_text(turn: TurnState | None, agent_running: bool, *, now: float | None 
 
 def last_turn_text(turn: TurnState | None, *, now: float | None = None) -> str:
     """When its last turn ended: 'now' while one runs, '3m ago', 'never'."""
-    if turn is not None and turn.state == "running":
+    running = turn is not None and turn.state == "running"
+    return last_turn_words(running, turn.last_turn_at if turn else None, now=now)
+
+
+def last_turn_words(running: bool, last_turn_at: float | None, *, now: float | None = None) -> str:
+    """last_turn_text from its parts (a swarm row carries them, not the TurnState)."""
+    if running:
         return "now"
-    last = turn.last_turn_at if turn else None
-    return f"{age(last, parts=1, now=now)} ago" if last else "never"
+    return f"{age(last_turn_at, parts=1, now=now)} ago" if last_turn_at else "never"
 
 
 def grants_text(grants: Mapping[str, str] | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 from nicegui import ui
 from pydantic import BaseModel, ConfigDict
 
-from hyperhive.servers.common.formatting import Health, HealthText, age, duration, health_text
+from hyperhive.servers.common.formatting import Health, HealthText, duration, health_text, last_turn_words
 from hyperhive.servers.lifecycle.models import AgentInfo, TurnTotals
 from hyperhive.ui.actions import AgentAction, can
 from hyperhive.ui.hive_view import SwarmAgent
@@ -62,10 +62,8 @@ class SwarmRowData(BaseModel):
         return HealthText(self.kind, self.prefix, self.since, self.suffix).text(now)
 
     def last_turn(self, now: float | None = None) -> str:
-        """When its last turn ended, as formatting.last_turn_text says it: "now", "3m ago", "never"."""
-        if self.turn_running:
-            return "now"
-        return f"{age(self.last_turn_at, parts=1, now=now)} ago" if self.last_turn_at is not None else "never"
+        """When its last turn ended, as the browser shows it at `now`: "now", "3m ago", "never"."""
+        return last_turn_words(self.turn_running, self.last_turn_at, now=now)
 
     def texts(self) -> list[str]:
         """What the row shows as text (the time as of now): for search and the tests' `should_see`."""
