@@ -58,6 +58,7 @@ def run(
         language="en-US",  # the page's <html lang> (screen readers, axe's html-has-lang)
         dark=True,
         reload=False,
+        tailwind=False,  # our own utility classes (pages/look.py): Tailwind's runtime compiler cost ~50 ms per page
         show=False,
         favicon="◆",
         storage_secret=storage_secret(password),

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hivetest import Servers
 from nicegui.testing import User
-from uitest import log_in, swarm_click, swarm_row, swarm_see, swarm_text
+from uitest import log_in, swarm_click, swarm_order, swarm_see, swarm_table, swarm_text, swarm_view
 
 from hyperhive.harness.claude import NO_CREDENTIALS, TurnOutcome
 from hyperhive.harness.stats import TurnRecorder, turn_row
@@ -44,11 +44,9 @@ async def swarm(servers: Servers) -> AsyncIterator[dict[str, TurnRecorder]]:
         await servers.call("lifecycle", "destroy", name=name, purge=True)
 
 
-def order_of(user: User, name: str) -> int:
-    """The row's place in the table: its CSS order (rows are ordered, never moved)."""
-    row = swarm_row(user, name)
-    assert row is not None
-    return int(row.style["order"])
+def order_of(user: User) -> list[str]:
+    """The test's agents in the order the swarm shows them."""
+    return [name for name in swarm_order(user) if name in AGENTS]
 
 
 async def test_the_strip_counts_what_needs_the_operator_and_links_to_it(
@@ -108,19 +106,25 @@ async def test_badges_say_what_each_agent_does_and_rows_sort_by_what_needs_you(
 
     # failed → error → needs update → working → idle, by name within.
     await swarm_see(user, "state-sw-busy", "working", retries=10)
-    orders = {name: order_of(user, name) for name in AGENTS}
-    assert sorted(AGENTS, key=orders.__getitem__) == ["sw-cred-a", "sw-cred-b", "sw-busy", "sw-idle"]
-    user.find(marker="sort-name").click()  # any column: by name now
-    await user.should_see(marker="sort-name", content="agent ↑")
-    orders = {name: order_of(user, name) for name in AGENTS}
-    assert sorted(AGENTS, key=orders.__getitem__) == ["sw-busy", "sw-cred-a", "sw-cred-b", "sw-idle"]
-    user.find(marker="sort-name").click()  # again: the other way
-    orders = {name: order_of(user, name) for name in AGENTS}
-    assert sorted(AGENTS, key=orders.__getitem__) == ["sw-idle", "sw-cred-b", "sw-cred-a", "sw-busy"]
+    assert order_of(user) == ["sw-cred-a", "sw-cred-b", "sw-busy", "sw-idle"]
+    assert swarm_table(user).sort == ("health", False)
+    user.find(marker="swarm-table").trigger("sort", "name")  # any column: by name now
+    assert swarm_table(user).sort == ("name", False)  # its header shows "agent ↑"
+    assert order_of(user) == ["sw-busy", "sw-cred-a", "sw-cred-b", "sw-idle"]
+    user.find(marker="swarm-table").trigger("sort", "name")  # again: the other way
+    assert swarm_table(user).sort == ("name", True)
+    assert order_of(user) == ["sw-idle", "sw-cred-b", "sw-cred-a", "sw-busy"]
+    user.find(marker="swarm-table").trigger("sort", "inbox")  # a number: the most first
+    assert swarm_table(user).sort == ("inbox", True)
 
-    user.find(marker="group-state").click()
-    await user.should_see(marker="group-label-error")
-    await user.should_see(marker="group-label-working")
+    user.find(marker="group-state").click()  # by state, each group under its label, by inbox within
+    view = [item for item in swarm_view(user) if item[0] == "group" or item[1] in AGENTS]
+    after_error = view.index(("group", "error")) + 1
+    assert set(view[after_error : after_error + 2]) == {("row", "sw-cred-a"), ("row", "sw-cred-b")}
+    assert view.index(("group", "error")) < view.index(("group", "working")) < view.index(("row", "sw-busy"))
+    user.find(marker="chip-working").click()  # a filter leaves the labels of the groups it hides out
+    assert [item for item in swarm_view(user) if item[0] == "group"] == [("group", "working")]
+    assert user.find(marker="swarm-table").elements.pop().props["view"] == [list(i) for i in swarm_view(user)]
 
 
 async def test_search_and_chips_filter_the_rows(

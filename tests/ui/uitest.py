@@ -10,7 +10,7 @@ from typing import Final
 from nicegui.testing import User
 
 from hyperhive.ui.hive_view import HiveView
-from hyperhive.ui.pages.swarm_row import SwarmRowData, SwarmRowElement
+from hyperhive.ui.pages.swarm_table import SwarmRowData, SwarmTableElement
 
 LOGIN_CODE: Final = "one-time-code-of-this-test"  # the dashboard's one-time login code in these tests
 
@@ -32,8 +32,8 @@ def the_hive() -> HiveView:
 
 
 # ------------------------------------------------------------------------------------- swarm rows
-# A swarm row is one element rendered in the browser (ui/pages/swarm_row.js): its cells are not
-# elements the simulated user can find. These read a cell from the row's data, as the browser shows
+# The swarm table is one element rendered in the browser (ui/pages/swarm_table.js): its rows and
+# cells are not elements the simulated user can find. These read a cell from the row's data, as the browser shows
 # it, and click through the events its buttons send. A "cell marker" is CELL-AGENT, e.g. state-alice.
 CELLS: Final[dict[str, Callable[[SwarmRowData], str | None]]] = {
     "state": lambda row: row.health(),
@@ -62,18 +62,35 @@ def _cell(marker: str) -> tuple[str, str]:
     return cell, marker[len(cell) + 1 :]
 
 
-def swarm_row(user: User, name: str) -> SwarmRowElement | None:
-    """Agent `name`'s row, if the swarm shows it (not filtered out)."""
+def swarm_table(user: User) -> SwarmTableElement:
     assert user.client is not None
-    rows = [e for e in user.client.elements.values() if isinstance(e, SwarmRowElement) and e.data.name == name]
-    return next((row for row in rows if row.visible and all(e.visible for e in row.ancestors())), None)
+    [table] = [e for e in user.client.elements.values() if isinstance(e, SwarmTableElement)]
+    return table
+
+
+def swarm_view(user: User) -> list[tuple[str, str]]:
+    """What the swarm table shows, in order: ("row", NAME) and ("group", LABEL); [] when hidden."""
+    table = swarm_table(user)
+    if not (table.visible and all(e.visible for e in table.ancestors())):
+        return []
+    return list(table.view)
+
+
+def swarm_order(user: User) -> list[str]:
+    """The names of the rows the swarm shows, in its order."""
+    return [name for kind, name in swarm_view(user) if kind == "row"]
+
+
+def swarm_row(user: User, name: str) -> SwarmRowData | None:
+    """Agent `name`'s row, if the swarm shows it (not filtered out)."""
+    return swarm_table(user).rows.get(name) if ("row", name) in swarm_view(user) else None
 
 
 def swarm_text(user: User, marker: str) -> str:
     cell, name = _cell(marker)
     row = swarm_row(user, name)
     assert row is not None, f"no row for {name}"
-    text = CELLS[cell](row.data)
+    text = CELLS[cell](row)
     assert text is not None, f"{name}'s row shows no {cell}"
     return text
 
@@ -84,7 +101,7 @@ async def swarm_see(user: User, marker: str, content: str = "", *, shown: bool =
     text: str | None = None
     for _ in range(retries):
         row = swarm_row(user, name)
-        text = CELLS[cell](row.data) if row is not None else None
+        text = CELLS[cell](row) if row is not None else None
         if (text is not None and content in text) == shown:
             return
         await asyncio.sleep(0.1)
@@ -99,9 +116,11 @@ def swarm_click(user: User, marker: str) -> None:
     action, name = marker.split("-", 1)
     row = swarm_row(user, name)
     assert row is not None, f"no row for {name}"
+    table = user.find(marker="swarm-table")
     if action == "select":
-        user.find(marker=f"row-{name}").trigger("select", not row.props["selected"])
+        table.trigger("select", [name, name not in swarm_table(user).selected])
         return
-    offered = ("model", *row.data.controls, *(item for item, enabled in row.data.menu if enabled))
+    assert not row.peer, f"{name} is a peer: its row has no controls"
+    offered = ("model", *row.controls, *(item for item, enabled in row.menu if enabled))
     assert action in offered, f"{name}'s row offers no {action} now, only {', '.join(offered)}"
-    user.find(marker=f"row-{name}").trigger("act", action)
+    table.trigger("act", [name, action])

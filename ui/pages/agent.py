@@ -624,4 +624,4 @@ def _chart(title: str, x: list[str], series: list[dict[str, Any]], *, second_axi
             "series": series,
             "animation": False,
         }
-    ).classes("w-full sm:w-96 h-56")
+    ).classes("hh-chart h-56")

@@ -8,6 +8,10 @@
 - every control at least 32 px high: buttons, chips, checkboxes, the header's links, a label that
   acts on a click (`hh-clickable`, widgets.activates), which shows a focus ring when the keyboard
   reaches it;
+- layout utilities: the few Tailwind-named classes the pages use (`w-full`, `gap-2`, `text-sm`…),
+  defined here in NiceGUI's `utilities` layer instead of running Tailwind's in-browser compiler,
+  which cost every page load ~50 ms of main-thread time (bench/dashboard.py). A class not defined
+  here nor by Quasar does nothing; tests/ui/test_look.py fails on one;
 - scrolling regions are reachable by keyboard and Quasar's progress bars are named (a small script:
   both are elements Quasar makes, out of reach of props).
 
@@ -47,6 +51,36 @@ LOOK_CSS: Final = (
 }}"""
 )
 
+_REM: Final = 0.25  # Tailwind's spacing unit: `gap-2` is 0.5rem
+_GAPS: Final = (0, 1, 2, 3, 4, 6)
+_PADDINGS: Final = (0, 2, 3, 4)
+_WIDTHS: Final = (40, 48, 64, 72, 96)
+_TEXT: Final = {"sm": (0.875, 1.25), "base": (1, 1.5), "lg": (1.125, 1.75), "xl": (1.25, 1.75)}
+
+# In the `utilities` layer: after Quasar's own (.row, .q-card …) and before `overrides`, as Tailwind's were;
+# and the one piece of Tailwind's reset the pages relied on (no margins on p and pre: NiceGUI's Quasar
+# layer reverts Quasar's margins to the `base` layer's).
+UTILITY_CSS: Final = (
+    "@layer utilities {"
+    + "".join(f" .gap-{n} {{ gap: {n * _REM}rem; }}" for n in _GAPS)
+    + "".join(f" .p-{n} {{ padding: {n * _REM}rem; }}" for n in _PADDINGS)
+    + "".join(f" .w-{n} {{ width: {n * _REM}rem; }}" for n in _WIDTHS)
+    + "".join(f" .text-{k} {{ font-size: {f}rem; line-height: {h}rem; }}" for k, (f, h) in _TEXT.items())
+    + """
+.gap-x-4 { column-gap: 1rem; } .gap-y-1 { row-gap: 0.25rem; }
+.px-0 { padding-left: 0; padding-right: 0; } .py-1 { padding-top: 0.25rem; padding-bottom: 0.25rem; }
+.pt-2 { padding-top: 0.5rem; } .ml-5 { margin-left: 1.25rem; }
+.w-full { width: 100%; } .h-full { height: 100%; } .h-56 { height: 14rem; } .min-w-0 { min-width: 0; }
+.max-w-full { max-width: 100%; } .max-w-md { max-width: 28rem; } .max-w-3xl { max-width: 48rem; }
+.grow { flex-grow: 1; } .shrink-0 { flex-shrink: 0; }
+.font-bold { font-weight: 700; } .no-underline { text-decoration: none; }
+.whitespace-pre-wrap { white-space: pre-wrap; } .cursor-pointer { cursor: pointer; }
+.hh-chart { width: 100%; } @media (min-width: 640px) { .hh-chart { width: 24rem; } }
+.hh-side-panel { width: min(40rem, 100vw); }
+}
+@layer base { blockquote, dd, dl, figure, h1, h2, h3, h4, h5, h6, hr, p, pre { margin: 0; } }"""
+)
+
 # Quasar's scroll areas (ui.log) and a code block that scrolls sideways take the keyboard's focus, so a
 # keyboard can scroll them; a progress bar and ui.code's copy button have a name; a menu's items are
 # menu items (Quasar makes them list items). For what is added later too (at most once a frame).
@@ -75,5 +109,5 @@ LOOK_SCRIPT: Final = """<script>
 def apply_look() -> None:
     """Set the shared look for every page (the app's colours, its CSS and script); once per app."""
     app.colors(**BRAND)
-    ui.add_css(LOOK_CSS, shared=True)
+    ui.add_css(UTILITY_CSS + LOOK_CSS, shared=True)
     ui.add_body_html(LOOK_SCRIPT, shared=True)

@@ -345,7 +345,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
     search.on("clear", run_search)
 
     # ---- a thread, in a side panel
-    with ui.dialog().props("position=right") as panel, ui.card().classes("w-[min(40rem,100vw)] max-w-full h-full"):
+    with ui.dialog().props("position=right") as panel, ui.card().classes("hh-side-panel max-w-full h-full"):
         with ui.row().classes("items-center w-full no-wrap"):
             panel_title = ui.label("").classes("text-lg").mark("thread-title")
             panel.props(f"aria-labelledby={panel_title.html_id}")

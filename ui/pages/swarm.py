@@ -1,6 +1,6 @@
 """The swarm: what needs the operator first, then a row per agent (one health badge, its turns today,
-its inbox, its actions), filtered, searched, sorted and grouped in the browser's layout (CSS order
-and visibility: rows are never rebuilt), bulk actions, update all, spawn."""
+its inbox, its actions), filtered, searched, sorted and grouped (here: the table in the browser,
+swarm_table.js, gets the order as a list of names), bulk actions, update all, spawn."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from hyperhive.ui.actions import (
     split,
 )
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
-from hyperhive.ui.pages.swarm_row import SwarmRowElement, row_data
+from hyperhive.ui.pages.swarm_table import SwarmTableElement, TableView, row_data
 from hyperhive.ui.pages.widgets import (
     act,
     agent_name_error,
@@ -46,17 +46,21 @@ SWARM_COLUMNS: Final = [
     ("turns", "turns"), ("avg", "avg"), ("today", "cost"), ("top tools", "tools"), ("inbox", "inbox"),
     ("rem/fired", "reminders"), ("24h", "delivered"), ("last turn", "last"), ("", ""),
 ]  # fmt: skip
-NUMERIC: Final = {"turns", "avg", "cost", "inbox", "reminders", "delivered"}
-# The swarm table is a CSS grid: one template for the header and every row (a row's cells are the
-# children of its one element, swarm_row.js). Under 700 px a row is a card: its cells wrap, the
+NUMERIC: Final = {"turns", "avg", "cost", "inbox", "reminders", "delivered"}  # sorted the most first
+RIGHT_ALIGNED: Final = NUMERIC - {"cost"}  # their cells (hh-num in swarm_table.js) and so their headers
+# The swarm table is a CSS grid: one template for the header and every row (a row's cells are its
+# children in swarm_table.js). Under 700 px a row is a card: its cells wrap, the
 # header goes. Its controls are plain buttons, styled as the look's rules ask (32 px, 13 px and more).
 SWARM_CSS = """
 .hh-swarm { display: grid;
-            grid-template-columns: 2rem 8rem 15rem 4.5rem 7rem 3rem 3.5rem 7rem 10rem 3rem 3rem 3rem 5rem 1fr;
-            align-items: center; justify-items: start; column-gap: 0.6rem; width: 100%; min-height: 2rem; }
+            grid-template-columns: 2rem 8rem 14rem 4.5rem 7rem 3rem 3.5rem 7rem 9rem 3rem 4rem 2.5rem 5rem 1fr;
+            align-items: center; justify-items: start; column-gap: 0.5rem; width: 100%; min-height: 2rem; }
 .hh-swarm > .hh-num { justify-self: end; }
-.hh-swarm > .hh-actions { justify-self: end; display: flex; align-items: center; gap: 0.25rem; }
-.hh-swarm .hh-health { max-width: 15rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+.hh-swarm > .hh-actions { justify-self: end; display: flex; flex-wrap: wrap; justify-content: flex-end;
+                          align-items: center; gap: 0.25rem; }
+.hh-swarm .hh-btn, .hh-swarm .hh-tag { white-space: nowrap; overflow-wrap: normal; }
+.hh-swarm-head .hh-btn { padding: 0 4px; }
+.hh-swarm .hh-health { max-width: 14rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
                        display: block; padding: 2px 6px; border-radius: 4px; font-size: 13px; color: #fff; }
 .hh-swarm .hh-health.bg-warning, .hh-swarm .hh-tag.bg-warning { color: #000; }
 .hh-swarm .hh-tag { padding: 2px 6px; border-radius: 4px; font-size: 13px; white-space: nowrap; }
@@ -85,6 +89,7 @@ SWARM_CSS = """
 .hh-swarm .hh-item.text-negative { color: var(--hh-negative-text); }
 .hh-swarm .hh-item:hover:not([disabled]) { background: rgba(255, 255, 255, 0.1); }
 .hh-swarm .hh-item[disabled] { color: #9e9e9e; cursor: default; }
+.hh-table { width: 100%; }
 .hh-rows { display: flex; flex-direction: column; gap: 0.25rem; width: 100%; }
 .hh-group { font-weight: bold; color: #bdbdbd; padding-top: 0.5rem; }
 .hh-strip a { text-decoration: none; }
@@ -114,7 +119,7 @@ def set_prop(element: ui.element, key: str, value: str | None) -> None:
 
 
 class SwarmRow:
-    """One agent's row (a SwarmRowElement), its place in the table and what its clicks do."""
+    """One agent's row: its data (shown by the page's SwarmTableElement), and what its clicks do."""
 
     def __init__(self, page: SwarmPage, agent: SwarmAgent, totals: TurnTotals | None) -> None:
         self.page = page
@@ -122,11 +127,8 @@ class SwarmRow:
         self.name = agent.info.name
         self.agent = agent
         self.totals = totals
-        self.order = -1  # its CSS order in the table
         self.data = row_data(agent, totals)
-        self.row = SwarmRowElement(self.data).mark(f"row-{self.name}")
-        self.row.on("act", self.clicked)
-        self.row.on("select", lambda e: page.select(self.name, bool(e.args)))
+        page.table.put(self.data)
 
     @property
     def kind(self) -> Health:
@@ -135,14 +137,13 @@ class SwarmRow:
     def show(self, agent: SwarmAgent) -> None:
         self.agent = agent
         self.data = row_data(agent, self.totals)
-        self.row.show(self.data)
+        self.page.table.put(self.data)
 
     def show_totals(self, totals: TurnTotals | None) -> None:
         self.totals = totals
         self.show(self.agent)
 
-    async def clicked(self, event: GenericEventArguments) -> None:
-        action = str(event.args)
+    async def clicked(self, action: str) -> None:
         if action == "model":
             await self.change_model()
         elif action == "cancel":
@@ -182,14 +183,14 @@ class SwarmRow:
         return values[key]
 
     async def do(self, action: AgentAction) -> None:
-        with self.row:  # its dialog: not inside the menu the click came from, which closes
+        with self.page.dialogs:
             if action in CONFIRMED and not await confirm(f"{action} {self.name}?", action):
                 return
         await act(f"{action} {self.name}", self.hive.call(AGENT_ACTIONS[action](self.hive.lifecycle, self.name)),
                   f"{self.name}: {action}")  # fmt: skip
 
     async def destroy(self) -> None:
-        with self.row, ui.dialog() as dialog, ui.card():
+        with self.page.dialogs, ui.dialog() as dialog, ui.card():
             title = ui.label(f"destroy {self.name}? its sandbox goes; its repos and files stay unless purged")
             dialog.props(f"aria-labelledby={title.html_id}")
             purge = ui.checkbox("also purge its repos, files, token and logs").mark("purge")
@@ -212,7 +213,7 @@ class SwarmRow:
         )
 
     async def change_model(self) -> None:
-        with ui.dialog() as dialog, ui.card():
+        with self.page.dialogs, ui.dialog() as dialog, ui.card():
             title = ui.label(f"model for {self.name}'s next turns")
             dialog.props(f"aria-labelledby={title.html_id}")
             model = ui.input("model", value=self.agent.info.model).mark("model-input")
@@ -242,7 +243,6 @@ class SwarmPage:
         self.group = "none"  # none | role | state
         self.chosen: set[str] = set()
         self.dirty = True  # the order or the filter needs doing again (at the next tick)
-        self.groups: dict[str, ui.label] = {}
         self.problem_texts: list[str] = []
         self.build()
 
@@ -286,16 +286,15 @@ class SwarmPage:
             for action in BULK_ACTIONS:
                 ui.button(action, on_click=lambda a=action: self.bulk(a)).props("outline dense").mark(f"bulk-{action}")
             ui.button("clear", on_click=self.clear_selection).props("flat dense").mark("bulk-clear")
-        with ui.element().classes("hh-swarm hh-swarm-head text-grey-6 text-xs"):
-            self.headers: dict[str, ui.button] = {}
-            for label, key in SWARM_COLUMNS:
-                if not key:
-                    ui.label("")
-                    continue
-                button = ui.button(label, on_click=lambda k=key: self.set_sort(k)).props("flat dense no-caps size=sm")
-                self.headers[key] = button.classes("hh-num" if key in NUMERIC else "").mark(f"sort-{key}")
-        self.table = ui.element().classes("hh-rows")
-        stale_when(hive, self.table, "lifecycle", "broker")
+        # Greyed out as a whole while stale: a class on the table itself would send all its rows again.
+        with ui.element().classes("w-full") as shell:
+            columns = [(label, key, key in RIGHT_ALIGNED) for label, key in SWARM_COLUMNS]
+            self.table = SwarmTableElement(columns).mark("swarm-table")
+        stale_when(hive, shell, "lifecycle", "broker")
+        self.table.on("act", self.clicked)
+        self.table.on("select", lambda e: self.select(str(e.args[0]), bool(e.args[1])))
+        self.table.on("sort", lambda e: self.set_sort(str(e.args)))
+        self.dialogs = ui.element()  # a row's dialogs: here, out of the table
         for agent in hive.state.agents.values():
             self.show(agent)
         self.show_totals(hive.state.turn_totals)
@@ -309,14 +308,14 @@ class SwarmPage:
         self.show_chips()
         self.show_selection()
         self.arrange()
+        self.table.go_live()
         ui.timer(1.0, self.tick)
 
     # ------------------------------------------------------------------------------------- changes
     def show(self, agent: SwarmAgent) -> None:
         row = self.rows.get(agent.info.name)
         if row is None:
-            with self.table:
-                row = SwarmRow(self, agent, self.hive.state.turn_totals.get(agent.info.name))
+            row = SwarmRow(self, agent, self.hive.state.turn_totals.get(agent.info.name))
             self.rows[agent.info.name] = row
         else:
             row.show(agent)
@@ -324,10 +323,10 @@ class SwarmPage:
         self.show_summary()
 
     def remove(self, name: str) -> None:
-        row = self.rows.pop(name, None)
+        self.rows.pop(name, None)
         self.chosen.discard(name)
-        if row is not None:
-            row.row.delete()
+        self.table.drop(name)
+        self.table.select(frozenset(self.chosen))
         self.dirty = True
 
     def show_totals(self, totals: dict[str, TurnTotals]) -> None:
@@ -375,6 +374,13 @@ class SwarmPage:
             for text, names in lines:
                 ui.label(text).classes("text-negative").props(f'title="{", ".join(sorted(names))}"').mark("problem")
 
+    async def clicked(self, event: GenericEventArguments) -> None:
+        """A row's control or menu item: the event's args are [name, action]."""
+        name, action = (str(arg) for arg in event.args)
+        row = self.rows.get(name)
+        if row is not None:
+            await row.clicked(action)
+
     def tick(self) -> None:  # the rows' times tick in the browser: only a changed order goes out
         if self.dirty:
             self.arrange()
@@ -405,35 +411,25 @@ class SwarmPage:
             set_prop(button, "color", "primary" if chip == self.chip else "grey-9")
         for group, button in self.group_buttons.items():
             set_prop(button, "color", "primary" if group == self.group else "grey-9")
-        for key, button in self.headers.items():
-            label = next(label for label, k in SWARM_COLUMNS if k == key)
-            button.set_text(label + ((" ↓" if self.descending else " ↑") if key == self.sort_key else ""))
+        self.table.sort_by(self.sort_key, self.descending)
 
     def arrange(self) -> None:
-        """Order rows with CSS `order` and hide the filtered out: no element is moved or rebuilt."""
+        """Send the table its order: the rows that pass the filter, sorted, each group after its label."""
         self.dirty = False
         rows = sorted(self.rows.values(), key=lambda row: row.name)  # stable: by name within equal values
         rows.sort(key=lambda row: row.sort_value(self.sort_key), reverse=self.descending)
         if self.group != "none":
             rows.sort(key=self.group_of)  # stable: the chosen sort within each group
-        seen: dict[str, int] = {}
-        for index, row in enumerate(rows):
-            visible = row.matches(self.query, self.chip)
-            row.row.set_visibility(visible)
-            order = index * 2 + 1
-            if row.order != order:  # only changed rows go out
-                row.order = order
-                row.row.style(f"order: {order}")
-            if visible and self.group != "none":
-                seen.setdefault(self.group_label(row), order - 1)
-        for key in [key for key in self.groups if key not in seen]:
-            self.groups.pop(key).delete()
-        for key, order in seen.items():
-            label = self.groups.get(key)
-            if label is None:
-                with self.table:
-                    label = self.groups[key] = ui.label(key).classes("hh-group").mark(f"group-label-{key}")
-            label.style(f"order: {order}")
+        view: TableView = []
+        group: str | None = None
+        for row in rows:
+            if not row.matches(self.query, self.chip):
+                continue
+            if self.group != "none" and self.group_label(row) != group:
+                group = self.group_label(row)
+                view.append(("group", group))
+            view.append(("row", row.name))
+        self.table.arrange(view)
         self.show_strip()
 
     def group_of(self, row: SwarmRow) -> tuple[int | str, ...]:
@@ -446,16 +442,14 @@ class SwarmPage:
 
     # ---------------------------------------------------------------------------------- selection
     def select(self, name: str, chosen: bool) -> None:
-        (self.chosen.add if chosen else self.chosen.discard)(name)
         if name in self.rows:
-            self.rows[name].row.set_selected(chosen)
+            (self.chosen.add if chosen else self.chosen.discard)(name)
+        self.table.select(frozenset(self.chosen))
         self.show_selection()
 
     def clear_selection(self) -> None:
-        for name in list(self.chosen):
-            if name in self.rows:
-                self.rows[name].row.set_selected(False)
         self.chosen.clear()
+        self.table.select(frozenset())
         self.show_selection()
 
     def show_selection(self) -> None:

@@ -1,9 +1,11 @@
-"""One agent's row of the swarm table: what it shows (SwarmRowData, made from the hive's state by
-`row_data`) and the element that shows it (SwarmRowElement, rendered in the browser by swarm_row.js).
+"""The swarm table: what one agent's row shows (SwarmRowData, made from the hive's state by
+`row_data`) and the one element that shows them all (SwarmTableElement, rendered in the browser by
+swarm_table.js).
 
-One element per row, its cells plain HTML from one prop: a NiceGUI element per cell (17 a row) made
-the page with 50 agents take seconds to build in the browser. A change to an agent sends its row
-again (a few hundred bytes); the relative times ("working 12s", "3m ago") tick in the browser."""
+One element for the whole table, its rows plain HTML: a NiceGUI element per cell (17 a row) made
+the page with 50 agents take seconds to build in the browser, one per row still ~2.5 ms a row. A
+change to an agent sends its row again (a few hundred bytes), a new order the list of names; the
+relative times ("working 12s", "3m ago") tick in the browser."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ RowAction = Literal["model", "cancel", "start", "stop", "restart", "kill", "rebu
 
 
 class SwarmRowData(BaseModel):
-    """What one agent's row shows, as swarm_row.js reads it."""
+    """What one agent's row shows, as swarm_table.js reads it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -126,26 +128,82 @@ def row_data(agent: SwarmAgent, totals: TurnTotals | None) -> SwarmRowData:
     )
 
 
-class SwarmRowElement(ui.element, component="swarm_row.js"):
-    """A row: `show` sends its data again only when it changed; `act` and `select` come from its clicks."""
+TableView = list[tuple[Literal["row", "group"], str]]  # what the table shows, in order: rows and group labels
 
-    def __init__(self, data: SwarmRowData) -> None:
+
+class SwarmTableElement(ui.element, component="swarm_table.js"):
+    """The swarm table: its header and every row in one element (swarm_table.js renders them).
+
+    `rows` holds each agent's data; `view` is what shows, in order (a filtered-out row is not in it).
+    Each change goes to the browser as a small method call, and only when something changed; the
+    props follow along without sending (the whole table again) so that a reconnect starts from them.
+    Its clicks come back as events: `act` [name, action], `select` [name, chosen], `sort` key."""
+
+    def __init__(self, columns: list[tuple[str, str, bool]]) -> None:
         super().__init__()
-        self.data = data
-        self._props["row"] = data.model_dump(mode="json")
-        self._props["selected"] = False
-        self._props["clock"] = int(time.time() * 1000)  # the server's time: the browser ticks against it
+        self.rows: dict[str, SwarmRowData] = {}
+        self.view: TableView = []
+        self.selected: frozenset[str] = frozenset()
+        self.sort: tuple[str, bool] = ("", False)
+        self.live = False
+        self._props.update(
+            rows={}, view=[], selected=[], sort=["", False], columns=[list(c) for c in columns],
+            clock=int(time.time() * 1000),  # the server's time: the browser's times tick against it
+        )  # fmt: skip
 
-    def show(self, data: SwarmRowData) -> None:
-        if data != self.data:
-            self.data = data
-            self._props["row"] = data.model_dump(mode="json")
-            self.update()
+    def go_live(self) -> None:
+        """From now on send each change: call it once the page is built. What changed before is in
+        the props the page's HTML carries; sending it too would make the browser build it twice."""
+        self.live = True
 
-    def set_selected(self, selected: bool) -> None:
-        if self._props["selected"] != selected:
-            self._props["selected"] = selected
-            self.update()
+    def _send(self, method: str, *args: Any) -> None:
+        if self.live:
+            self.run_method(method, *args)  # queued until the browser is connected
+
+    def put(self, row: SwarmRowData) -> None:
+        """Show `row` (an agent's data, new or changed); nothing goes out if it is as shown."""
+        if self.rows.get(row.name) != row:
+            self.rows[row.name] = row
+            data = row.model_dump(mode="json")
+            with self._props.suspend_updates():
+                self._props["rows"][row.name] = data
+            self._send("put", data)
+
+    def drop(self, name: str) -> None:
+        if self.rows.pop(name, None) is not None:
+            with self._props.suspend_updates():
+                self._props["rows"].pop(name, None)
+            self._send("drop", name)
+
+    def arrange(self, view: TableView) -> None:
+        """Show the rows and group labels of `view`, in its order."""
+        if view != self.view:
+            self.view = view
+            shown = [list(item) for item in view]
+            with self._props.suspend_updates():
+                self._props["view"] = shown
+            self._send("arrange", shown)
+
+    def select(self, names: frozenset[str]) -> None:
+        if names != self.selected:
+            self.selected = names
+            chosen = sorted(names)
+            with self._props.suspend_updates():
+                self._props["selected"] = chosen
+            self._send("select", chosen)
+
+    def sort_by(self, key: str, descending: bool) -> None:
+        """Mark the column the rows are sorted by (the rows themselves come in `arrange`'s order)."""
+        if (key, descending) != self.sort:
+            self.sort = (key, descending)
+            with self._props.suspend_updates():
+                self._props["sort"] = [key, descending]
+            self._send("sortBy", key, descending)
+
+    def shown(self) -> list[SwarmRowData]:
+        """The rows the table shows, in its order."""
+        return [self.rows[name] for kind, name in self.view if kind == "row" and name in self.rows]
 
     def _displayed_contents(self, *, only_visible: bool) -> list[Any]:
-        return list(self.data.texts())
+        groups = [name for kind, name in self.view if kind == "group"]
+        return groups + [text for row in self.shown() for text in row.texts()]

@@ -1,17 +1,20 @@
-// One agent's row of the swarm table (ui/pages/swarm_row.py): plain HTML cells from one prop, `row`,
-// rendered in the browser. A NiceGUI element per cell made a 50-agent page take seconds to build.
-// The times tick here, from the epoch seconds in `row` (against the server's clock), so an idle
-// page sends nothing each second. Clicks go back as events: `act` (an action's name) and `select`.
+// The swarm table (ui/pages/swarm_table.py): one NiceGUI element for the header and every row, the
+// rows plain HTML rendered here from their data. A NiceGUI element per row (or per cell) cost the
+// browser milliseconds a row to build. Python sends the whole table once (props) and then small
+// idempotent changes: put(row), drop(name), arrange(view), select(names), sortBy(key, descending).
+// The times tick here, from the epoch seconds in a row (against the server's clock), so an idle page
+// sends nothing each second. Clicks go back as events: `act` (name, action), `select` (name, chosen)
+// and `sort` (a column's key).
 import { reactive } from "vue";
 
 const UNITS = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
-// One clock for every row: `offset` is the server's time minus the browser's, set by the first row.
-const clock = reactive({ now: Date.now(), offset: null });
+// One clock for every row: `offset` is the server's time minus the browser's.
+const clock = reactive({ now: Date.now(), offset: 0 });
 setInterval(() => (clock.now = Date.now()), 1000);
 
 // formatting.duration(seconds, parts=1): the largest unit ("4m", "2h"), "0s" for none.
 function age(since) {
-  let left = Math.max(0, Math.floor((clock.now + (clock.offset || 0)) / 1000 - since));
+  let left = Math.max(0, Math.floor((clock.now + clock.offset) / 1000 - since));
   for (const [unit, size] of UNITS) {
     const count = Math.floor(left / size);
     if (count) return count + unit;
@@ -20,7 +23,8 @@ function age(since) {
   return "0s";
 }
 
-export default {
+// One agent's row; its menu's open state is its own.
+const SwarmRow = {
   template: `
 <div class="hh-swarm hh-mono" :data-agent="row.name">
   <label class="hh-check"><input v-if="!row.peer" type="checkbox" :checked="selected"
@@ -56,14 +60,11 @@ export default {
     </span>
   </span>
   <span v-else></span>
-  <slot></slot>
 </div>`,
-  props: { row: Object, selected: Boolean, clock: Number },
+  props: { row: Object, selected: Boolean },
+  emits: ["act", "select"],
   data() {
     return { open: false };
-  },
-  mounted() {
-    if (clock.offset === null && this.clock) clock.offset = this.clock - Date.now();
   },
   computed: {
     health() {
@@ -103,6 +104,73 @@ export default {
     leave(event) {  // so does the keyboard's focus leaving it (Tab)
       const more = this.$el.querySelector(".hh-more");
       if (this.open && event.relatedTarget && !more?.contains(event.relatedTarget)) this.open = false;
+    },
+  },
+};
+
+export default {
+  components: { SwarmRow },
+  template: `
+<div class="hh-table">
+  <div class="hh-swarm hh-swarm-head text-grey-6 text-xs">
+    <template v-for="[label, key, numeric] in columns" :key="label + key">
+      <button v-if="key" type="button" :class="['hh-btn', 'hh-sort', numeric ? 'hh-num' : '']"
+        :aria-label="'sort by ' + label" :aria-pressed="table.sort[0] === key ? 'true' : 'false'"
+        @click="$emit('sort', key)">{{ label }}{{ arrow(key) }}</button>
+      <span v-else></span>
+    </template>
+  </div>
+  <div class="hh-rows">
+    <template v-for="[kind, id] in table.view" :key="kind + ':' + id">
+      <div v-if="kind === 'group'" class="hh-group">{{ id }}</div>
+      <swarm-row v-else-if="table.rows[id]" :row="table.rows[id]" :selected="table.selected.has(id)"
+        @act="(action) => $emit('act', id, action)" @select="(chosen) => $emit('select', id, chosen)"></swarm-row>
+    </template>
+  </div>
+</div>`,
+  props: { rows: Object, view: Array, selected: Array, sort: Array, columns: Array, clock: Number },
+  emits: ["act", "select", "sort"],
+  data() {
+    return {
+      table: { rows: { ...this.rows }, view: this.view, selected: new Set(this.selected), sort: this.sort },
+    };
+  },
+  mounted() {
+    if (this.clock) clock.offset = this.clock - Date.now();
+  },
+  watch: {  // the element sent again (a reconnect): start over from its props
+    rows(rows) {
+      this.table.rows = { ...rows };
+    },
+    view(view) {
+      this.table.view = view;
+    },
+    selected(names) {
+      this.table.selected = new Set(names);
+    },
+    sort(sort) {
+      this.table.sort = sort;
+    },
+  },
+  methods: {
+    put(row) {
+      this.table.rows[row.name] = row;
+    },
+    drop(name) {
+      delete this.table.rows[name];
+    },
+    arrange(view) {
+      this.table.view = view;
+    },
+    select(names) {
+      this.table.selected = new Set(names);
+    },
+    sortBy(key, descending) {
+      this.table.sort = [key, descending];
+    },
+    arrow(key) {
+      const [sortKey, descending] = this.table.sort;
+      return key === sortKey ? (descending ? " ↓" : " ↑") : "";
     },
   },
 };
