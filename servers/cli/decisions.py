@@ -147,7 +147,8 @@ def questions(as_json: bool, home: Path) -> None:
         return
     click.echo(f"◆ {plural(len(waiting), 'question')} waiting" if waiting else "◆ no questions waiting")
     for question in waiting:
-        click.echo(f"#{question.id} from {question.asker} · {duration(question.seconds_left)} left")
+        about = f" · about message #{question.about} (`hive thread {question.about}`)" if question.about else ""
+        click.echo(f"#{question.id} from {question.asker} · {duration(question.seconds_left)} left{about}")
         for line in question.question.splitlines():
             click.echo(f"    {line}")
         if question.options:

@@ -131,6 +131,32 @@ def search(query: tuple[str, ...], agent: str | None, limit: int, relevance: boo
     )
 
 
+@main.command()
+@click.argument("message_id", metavar="ID", type=click.IntRange(1, 2**63 - 1))
+@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="The messages as one JSON array (deliveries too).")
+@home_option
+def thread(message_id: int, limit: int, as_json: bool, home: Path) -> None:
+    """The conversation message ID belongs to (its first message and every reply), oldest first.
+
+    \b
+    Examples:
+      hive thread 412            a question's `about`, a search hit's id
+      hive thread 412 --json
+    """
+    listing = call_hive(home, lambda hive: hive.broker.list_messages(thread=message_id, limit=limit))
+    messages = sorted(listing.messages, key=lambda message: message.id)
+    if as_json:
+        echo_json(messages)
+        return
+    for message in messages:
+        to = "*" if message.broadcast else ",".join(d.to for d in message.deliveries) or "?"
+        reply = f" (re #{message.in_reply_to})" if message.in_reply_to else ""
+        click.echo(f"#{message.id} {when(message.sent_at)} {message.sender} → {to}{reply}: {message.body}")
+    more = " (the limit: --limit shows more)" if len(messages) == limit else ""
+    click.echo(f"◆ {plural(len(messages), 'message')} in the thread of #{message_id}{more}")
+
+
 def _receive(home: Path, limit: int, wait: float, as_name: str, show: Callable[[list[Message], int], None]) -> None:
     """Lease messages, show them, then ack them: at-least-once, so a broker (or this process) that
     dies before the ack hands them out again when the lease ends, instead of losing them."""

@@ -49,6 +49,7 @@ class PendingQuestion(CompactModel):
     asked_at: str
     expires_at: str
     seconds_left: int
+    about: int | None = None  # the message it is about, as its asker said: its thread
 
 
 class PendingQuestionsResult(CompactModel):

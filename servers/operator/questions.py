@@ -61,9 +61,15 @@ class Questions:
 
     # ------------------------------------------------------------------------------------ asking
     async def ask_operator(
-        self, me: Principal, question: str, options: Sequence[str] | None, multi: bool, ttl_seconds: float | None
+        self,
+        me: Principal,
+        question: str,
+        options: Sequence[str] | None,
+        multi: bool,
+        ttl_seconds: float | None,
+        about: int | None = None,
     ) -> Asked:
-        return await self._ask(me, OPERATOR, question, options, multi, ttl_seconds)
+        return await self._ask(me, OPERATOR, question, options, multi, ttl_seconds, about)
 
     async def ask_agent(
         self,
@@ -85,6 +91,7 @@ class Questions:
         options: Sequence[str] | None,
         multi: bool,
         ttl_seconds: float | None,
+        about: int | None = None,
     ) -> Asked:
         text = self._check_text("question", question)
         choices = self._check_options(options, multi)
@@ -92,7 +99,7 @@ class Questions:
         expires_at = now + self._check_ttl(ttl_seconds)
         limit = self.settings.max_pending_per_asker
         question_id = await self.store.add(
-            NewQuestion(me.name, target, text, choices, multi, expires_at), now, max_pending=limit
+            NewQuestion(me.name, target, text, choices, multi, expires_at, about), now, max_pending=limit
         )
         self._expiry.poke()  # the expiry task sleeps until the earliest deadline; this may be sooner
         if target != OPERATOR:
@@ -265,6 +272,7 @@ class Questions:
                     asker=q.asker,
                     expires_at=iso(q.expires_at),
                     seconds_left=_seconds_left(q.expires_at, now),
+                    about=q.about,
                 )
                 for q in rows
                 if q.expires_at > now  # past its deadline it is as good as expired: the expiry task is on it

@@ -52,9 +52,12 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
         options: Options = None,
         multi: Multi = False,
         ttl_seconds: Annotated[float | None, Field(description=ttl_help)] = None,
+        about: Annotated[
+            Id | None, Field(description="the id of the message this is about: the operator sees its thread beside it")
+        ] = None,
     ) -> Asked:
         """Ask the operator. Returns the question's id at once; the answer comes as an operator_answered event."""
-        return await questions.ask_operator(caller(), question, options, multi, ttl_seconds)
+        return await questions.ask_operator(caller(), question, options, multi, ttl_seconds, about)
 
     @mcp.tool
     async def ask_agent(

@@ -49,6 +49,8 @@ MIGRATIONS: Final = [
     """
     + OUTBOX_SCHEMA
     + AUDIT_SCHEMA,
+    # the message the asker says a question is about (ask_operator's `about`): its thread opens beside it
+    "ALTER TABLE questions ADD COLUMN about INTEGER;",
 ]
 
 State = QuestionState  # the tools' own type (models.py): one definition
@@ -64,6 +66,7 @@ class NewQuestion:
     options: list[str] | None
     multi: bool
     expires_at: float
+    about: int | None = None  # a broker message id
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class QuestionRow:
     answer: str | None
     resolved_by: str | None
     resolved_at: float | None
+    about: int | None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> QuestionRow:
@@ -96,6 +100,7 @@ class QuestionRow:
             answer=row["answer"],
             resolved_by=row["resolved_by"],
             resolved_at=row["resolved_at"],
+            about=row["about"],
         )
 
 
@@ -127,8 +132,8 @@ class QuestionStore:
                     "with cancel_ask (list_my_asks shows them)"
                 )
             cur = conn.execute(
-                "INSERT INTO questions (asker, target, question, options, multi, asked_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO questions (asker, target, question, options, multi, asked_at, expires_at, about) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     new.asker,
                     new.target,
@@ -137,6 +142,7 @@ class QuestionStore:
                     new.multi,
                     now,
                     new.expires_at,
+                    new.about,
                 ),
             )
             question_id = cur.lastrowid

@@ -125,11 +125,13 @@ async def test_stats_and_merged_audit_with_json(hivemind: Hivemind) -> None:
         request = await approvals.client("manager", timeout=60).call(
             "request_spawn", {"name": "bob", "reason": "a second pair of hands"}
         )
-        question = await operator.client("manager").call("ask_operator", {"question": "Ship it?"})
+        question = await operator.client("manager").call("ask_operator", {"question": "Ship it?", "about": 7})
         waiting = parsed(Request, (await hive_cli(hivemind, "approvals", "--json")).stdout)
         assert [r.id for r in waiting] == [request["id"]]
         asked = parsed(PendingQuestion, (await hive_cli(hivemind, "questions", "--json")).stdout)
-        assert [(q.id, q.asker) for q in asked] == [(question["id"], "manager")]
+        assert [(q.id, q.asker, q.about) for q in asked] == [(question["id"], "manager", 7)]
+        said = (await hive_cli(hivemind, "questions")).stdout
+        assert f"#{question['id']} from manager · " in said and "about message #7 (`hive thread 7`)" in said, said
         assert (await hive_cli(hivemind, "deny", str(request["id"]), "--note", "not now")).returncode == 0
         history = parsed(ReviewedRequest, (await hive_cli(hivemind, "approvals", "--history", "5", "--json")).stdout)
         assert [(r.id, r.state, r.note) for r in history] == [(request["id"], "denied", "not now")]

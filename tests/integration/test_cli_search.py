@@ -1,4 +1,4 @@
-"""`hive search` and `hive inbox --peek` against a real broker process."""
+"""`hive search`, `hive thread` and `hive inbox --peek` against a real broker process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hivetest import Hive, ServerProcess
 from pydantic import TypeAdapter
 
 from hyperhive.servers import cli
-from hyperhive.servers.broker.models import PeekedMessage, SearchHit
+from hyperhive.servers.broker.models import ListedMessage, PeekedMessage, SearchHit
 from hyperhive.servers.common.client import HiveClient
 
 pytestmark = pytest.mark.slow
@@ -90,3 +90,24 @@ def test_hive_inbox_peek_leaves_the_messages_unread(hive: Hive, broker: ServerPr
     assert "◆ no messages waiting" in run(hive, "inbox", "--peek").output
     assert json.loads(run(hive, "inbox", "--json").output) == []  # taking prints JSON too (nothing left)
     assert "--peek does not wait" in run(hive, "inbox", "--peek", "--wait", "5").output
+
+
+def test_hive_thread_prints_a_conversation_oldest_first(hive: Hive, broker: ServerProcess) -> None:
+    alice = hive.add_agent("alice")
+    first = call(hive, broker, alice, "send", to="manager", body="review my branch?")
+    call(hive, broker, "manager", "send", to=alice, body="elsewhere")  # not in the thread
+    reply = call(hive, broker, "manager", "send", to=alice, body="looks good", in_reply_to=first["id"])
+
+    shown = run(hive, "thread", str(reply["id"]))  # any message of it: the whole thread
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith(f"#{first['id']} ") and lines[0].endswith(f"{alice} → manager: review my branch?")
+    assert lines[1].endswith(f"manager → {alice} (re #{first['id']}): looks good")
+    assert lines[2] == f"◆ 2 messages in the thread of #{reply['id']}"
+    listed = TypeAdapter(list[ListedMessage]).validate_python(
+        json.loads(run(hive, "thread", str(first["id"]), "--json").output)
+    )
+    assert [m.id for m in listed] == [first["id"], reply["id"]]
+    missing = run(hive, "thread", "999999")
+    assert missing.exit_code == 1 and "unknown message 999999" in missing.output
+    assert run(hive, "thread", "0").exit_code == 2  # click's range check

@@ -92,6 +92,17 @@ async def test_the_operator_answers_a_plain_question_and_the_asker_gets_it_in_it
     ]
 
 
+async def test_a_question_names_the_message_it_is_about(operator: Endpoint) -> None:
+    asked = await operator.client("manager").call("ask_operator", {"question": "Merge it?", "about": 412})
+    pending = (await operator.client("operator").call("pending_questions", {}))["questions"]
+    assert [(q["id"], q.get("about")) for q in pending] == [(asked["id"], 412)]
+    for bad in (0, -3, 2**63):
+        with pytest.raises(ToolError, match=r"about"):  # the tool's schema names the argument at fault
+            await operator.client("manager").call("ask_operator", {"question": "Merge it?", "about": bad})
+    assert len((await operator.client("operator").call("pending_questions", {}))["questions"]) == 1  # none added
+    await operator.client("operator").call("cancel_question", {"id": asked["id"]})
+
+
 async def test_options_take_one_of_them_and_refuse_anything_else(broker: BrokerEndpoint, operator: Endpoint) -> None:
     asked = await operator.client("manager").call(
         "ask_operator", {"question": "Which database?", "options": ["sqlite", "PostgreSQL"]}

@@ -88,7 +88,9 @@ async def test_questions_wait_in_a_drawer_behind_a_badge_with_an_h_m_countdown(
         "operator", "ask_operator", as_name="manager", question="ship on friday?", options=["yes", "no"],
         ttl_seconds=4430,
     )  # fmt: skip
-    soon = await servers.call("operator", "ask_operator", as_name="manager", question="urgent?", ttl_seconds=235)
+    soon = await servers.call(
+        "operator", "ask_operator", as_name="manager", question="urgent?", ttl_seconds=235, about=41
+    )  # fmt: skip
     await log_in(user, password)
     await user.should_see(marker="questions-count", content="2")
     [drawer] = user.find(marker="questions-drawer").elements
@@ -104,6 +106,8 @@ async def test_questions_wait_in_a_drawer_behind_a_badge_with_an_h_m_countdown(
     assert urgent_chip.props["color"] == "negative" and slow_chip.props["color"] != "negative"  # red under 5 m
     [asker] = user.find(marker=f"asker-{long['id']}").elements
     assert isinstance(asker, ui.link) and asker.props["href"] == "/messages?agent=manager"
+    [asker] = user.find(marker=f"asker-{soon['id']}").elements  # a question about a message: its thread
+    assert isinstance(asker, ui.link) and asker.props["href"] == "/messages?thread=41"
     user.find(marker=f"cancel-question-{soon['id']}").click()
     await user.should_see(f"#{soon['id']} cancelled", retries=50)
     await user.should_see(marker="questions-count", content="1", retries=50)

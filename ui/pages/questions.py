@@ -29,7 +29,10 @@ def tab_title(count: int) -> str:
 
 
 def thread_link(question: PendingQuestion) -> str:
-    """Where the asker's conversation is: the messages page, filtered to the asker."""
+    """Where the asker's conversation is: the thread of the message it asks about (`about`), else the
+    messages page filtered to the asker."""
+    if question.about is not None:
+        return "/messages?" + urlencode({"thread": question.about})
     return "/messages?" + urlencode({"agent": question.asker})
 
 
