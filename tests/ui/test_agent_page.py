@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from hivetest import Servers
 from nicegui.testing import User
-from uitest import log_in, the_hive
+from uitest import log_in, message_rows, message_shown, the_hive
 
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
@@ -102,20 +102,21 @@ async def test_the_inbox_shows_read_state_and_links_each_thread(user: User, serv
         await user.should_see(marker="inbox-empty", retries=50)
         sent = await servers.call("broker", "send", to="ada", body="please review the plan")
         await user.should_see("please review the plan", retries=50)
-        await user.should_see(marker=f"inbox-state-{sent['id']}", content="pending")  # the messages page's words
+        await message_shown(
+            user, "agent-inbox-list", sent["id"], lambda row: row.state == "pending"
+        )  # /messages' words
         await user.should_see(marker="agent-inbox", content="inbox 1", retries=50)
         [link] = user.find(marker=f"thread-{sent['id']}").elements
         assert link.props["href"] == f"/messages?thread={sent['id']}"
         await servers.call("broker", "recv_batch", as_name="ada", max=10, ack=True)
         await user.should_see(marker="agent-inbox", content="inbox 0", retries=50)
-        await user.should_see(marker=f"inbox-state-{sent['id']}", content="read", retries=50)
-        await user.should_not_see(marker=f"inbox-state-{sent['id']}", content="pending")
+        await message_shown(user, "agent-inbox-list", sent["id"], lambda row: row.state == "read")
         newer = await servers.call("broker", "send", to="ada", body="and the tests")
         await user.should_see("and the tests", retries=50)
-        [inbox] = user.find(marker="agent-inbox-list").elements
-        rows = [m for child in inbox.default_slot.children for m in child._markers]
-        assert rows == [f"inbox-{newer['id']}", f"inbox-{sent['id']}"]  # newest at the top, as on /messages
-        user.find(marker=f"inbox-thread-{sent['id']}").click()  # its thread, in the messages page's side panel
+        rows = [row.id for row in message_rows(user, "agent-inbox-list")]
+        assert rows == [newer["id"], sent["id"]]  # newest at the top, as on /messages
+        await user.should_not_see(marker="inbox-empty")
+        user.find(marker="agent-inbox-list").trigger("thread", sent["id"])  # its thread, in /messages' side panel
         await user.should_see(marker="thread-title", content=f"thread of #{sent['id']}", retries=50)
     finally:
         await servers.call("lifecycle", "destroy", name="ada", purge=True)

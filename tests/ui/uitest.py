@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 from collections.abc import Callable
 from typing import Final
 
 from nicegui.testing import User
 
 from hyperhive.ui.hive_view import HiveView
+from hyperhive.ui.pages.message_list import MessageListElement, MessageRowData
 from hyperhive.ui.pages.swarm_table import SwarmRowData, SwarmTableElement
 
 LOGIN_CODE: Final = "one-time-code-of-this-test"  # the dashboard's one-time login code in these tests
 
 
 async def log_in(user: User, password: str, path: str = "/") -> None:
+    # The simulated browser takes the method calls a DeltaElement's component answers (ui/pages/delta_element.py).
+    user.javascript_rules[re.compile(r"return runMethod\(")] = lambda _: True
     await user.open(f"/login?redirect_to={path}")
     user.find(marker="secret").type(password)
     user.find(marker="login").click()
@@ -124,3 +128,43 @@ def swarm_click(user: User, marker: str) -> None:
     offered = ("model", *row.controls, *(item for item, enabled in row.menu if enabled))
     assert action in offered, f"{name}'s row offers no {action} now, only {', '.join(offered)}"
     table.trigger("act", [name, action])
+
+
+# ------------------------------------------------------------------------------------ message lists
+# A list of messages is one element rendered in the browser (ui/pages/message_list.js): these read
+# its rows (newest first) and wait for one, by the list's marker: flow, inbox, search-results,
+# thread-panel, agent-inbox-list.
+def message_list(user: User, marker: str) -> MessageListElement:
+    [listing] = user.find(marker=marker).elements
+    assert isinstance(listing, MessageListElement), f"{marker} is not a list of messages"
+    return listing
+
+
+def message_rows(user: User, marker: str) -> list[MessageRowData]:
+    return message_list(user, marker).shown()
+
+
+async def list_says(user: User, marker: str, text: str, *, shown: bool = True, retries: int = 50) -> None:
+    """Like user.should_see (shown=False: should_not_see) within a list of messages: a row shows `text`."""
+    for _ in range(retries):
+        if any(text in said for row in message_rows(user, marker) for said in row.texts()) == shown:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{marker}: expected {'a' if shown else 'no'} row showing {text!r}")
+
+
+async def message_shown(
+    user: User,
+    marker: str,
+    message_id: int,
+    check: Callable[[MessageRowData], bool] = lambda _: True,
+    retries: int = 50,
+) -> MessageRowData:
+    """Message `message_id`'s row in list `marker` once it is there and passes `check`."""
+    row: MessageRowData | None = None
+    for _ in range(retries):
+        row = message_list(user, marker).rows.get(message_id)
+        if row is not None and check(row):
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{marker}: message {message_id} is not shown as expected; its row: {row}")

@@ -26,15 +26,15 @@ from hyperhive.servers.lifecycle.state_view import STATE_FILE_CAP
 from hyperhive.ui.actions import ACTION_TIPS, AGENT_ACTIONS, CONFIRMED, AgentAction, actions_for
 from hyperhive.ui.hive_view import HiveView, SwarmAgent
 from hyperhive.ui.logview import LEVELS, Level, LogBuffer, LogLine, passes
-from hyperhive.ui.pages.messages import (
+from hyperhive.ui.pages.message_list import (
     DELIVERY_STATES,
-    learn_timezone,
+    MessageListElement,
+    MessageRowData,
     local_time,
-    message_row,
+    message_data,
 )
-from hyperhive.ui.pages.messages import (
-    UTC as UTC_ZONE,
-)
+from hyperhive.ui.pages.message_list import UTC as UTC_ZONE
+from hyperhive.ui.pages.messages import learn_timezone
 from hyperhive.ui.pages.widgets import act, activates, confirm, section, spend_text, text_block, while_shown
 
 T = TypeVar("T")
@@ -339,8 +339,11 @@ class MessagesPanel:
         with ui.row().classes("w-full gap-6 items-start"):
             with ui.column().classes("grow min-w-0 gap-1").style("flex-basis: 28rem"):
                 ui.label("inbox").classes("text-grey-4 text-base")
-                # hh-msgs: the messages page's rows stack their columns when narrow (a phone)
-                self.inbox = ui.column().classes("hh-msgs w-full gap-1").mark("agent-inbox-list")
+                self.inbox_empty = ui.label("nothing sent to it yet").classes("text-grey-6").mark("inbox-empty")
+                self.inbox_empty.set_visibility(False)
+                # the messages page's rows, which stack their columns when narrow (a phone)
+                self.inbox = MessageListElement().mark("agent-inbox-list")
+                self.inbox.on("thread", lambda e: open_thread(int(e.args)))
             with ui.column().classes("min-w-0 gap-1").style("flex: 1 1 18rem"):
                 ui.label("threads").classes("text-grey-4 text-base")
                 self.threads = ui.column().classes("w-full gap-1").mark("agent-threads")
@@ -375,18 +378,14 @@ class MessagesPanel:
             return
         messages = result.messages
         incoming = [m for m in messages if self.name in [d.to for d in m.deliveries]][-INBOX_SHOWN:]
-        self.inbox.clear()
-        with self.inbox:
-            if not incoming:
-                ui.label("nothing sent to it yet").classes("text-grey-6").mark("inbox-empty")
-            for message in reversed(incoming):
-                self.inbox_line(message)
+        self.inbox_empty.set_visibility(not incoming)
+        self.inbox.show([self.inbox_line(message) for message in incoming])
         self.show_threads(messages)
 
-    def inbox_line(self, message: ListedMessage) -> None:
+    def inbox_line(self, message: ListedMessage) -> MessageRowData:
         """The messages page's row (local time, from → to, body, read state), its thread a click away."""
         delivery = next(d for d in message.deliveries if d.to == self.name)
-        message_row(message, self.name, DELIVERY_STATES[delivery.state], self.view["tz"], open_thread, where="inbox")
+        return message_data(message, self.name, DELIVERY_STATES[delivery.state], self.view["tz"], thread=True)
 
     def show_threads(self, messages: list[ListedMessage]) -> None:
         threads: dict[int, list[ListedMessage]] = {}

@@ -15,7 +15,8 @@ from hyperhive.servers.common.formatting import duration
 from hyperhive.ui.hive_view import STALE_SECONDS, Health, HiveView, Notice, ServerHealth
 from hyperhive.ui.pages.agent import agent_page
 from hyperhive.ui.pages.approvals import APPROVALS_CSS, approvals_page
-from hyperhive.ui.pages.messages import MESSAGES_CSS, messages_page
+from hyperhive.ui.pages.message_list import MESSAGE_LIST_CSS
+from hyperhive.ui.pages.messages import messages_page
 from hyperhive.ui.pages.questions import QUESTIONS_CSS, QuestionQueue, questions_page
 from hyperhive.ui.pages.repos import REPOS_CSS, repo_page, repos_page
 from hyperhive.ui.pages.shared import shared_page
@@ -67,7 +68,7 @@ def frame(hive: HiveView) -> None:
         + REPOS_CSS
         + STALE_CSS
         + HEALTH_CSS
-        + MESSAGES_CSS
+        + MESSAGE_LIST_CSS
         + APPROVALS_CSS
         + QUESTIONS_CSS
         + MENU_CSS

@@ -1,7 +1,8 @@
 // The swarm table (ui/pages/swarm_table.py): one NiceGUI element for the header and every row, the
 // rows plain HTML rendered here from their data. A NiceGUI element per row (or per cell) cost the
 // browser milliseconds a row to build. Python sends the whole table once (props) and then small
-// idempotent changes: put(row), drop(name), arrange(view), select(names), sortBy(key, descending).
+// idempotent changes: put(row), drop(name), arrange(view), select(names), sortBy(key, descending),
+// each answering true (ui/pages/delta_element.py).
 // The times tick here, from the epoch seconds in a row (against the server's clock), so an idle page
 // sends nothing each second. Clicks go back as events: `act` (name, action), `select` (name, chosen)
 // and `sort` (a column's key).
@@ -162,18 +163,23 @@ export default {
   methods: {
     put(row) {
       this.table.rows[row.name] = markRaw(row);
+      return true;  // taken (delta_element.py: no answer sends the element whole)
     },
     drop(name) {
       delete this.table.rows[name];
+      return true;
     },
     arrange(view) {
       this.table.view = markRaw(view);
+      return true;
     },
     select(names) {
       this.table.selected = new Set(names);
+      return true;
     },
     sortBy(key, descending) {
       this.table.sort = [key, descending];
+      return true;
     },
     arrow(key) {
       const [sortKey, descending] = this.table.sort;

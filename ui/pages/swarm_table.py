@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any, Final, Literal
 
-from nicegui import ui
 from pydantic import BaseModel, ConfigDict
 
 from hyperhive.servers.common.formatting import Health, HealthText, duration, health_text, last_turn_words
 from hyperhive.servers.lifecycle.models import AgentInfo, TurnTotals
 from hyperhive.ui.actions import AgentAction, can
 from hyperhive.ui.hive_view import SwarmAgent
+from hyperhive.ui.pages.delta_element import DeltaElement
 from hyperhive.ui.pages.widgets import spend_text
 
 HEALTH_COLOURS: Final[dict[Health, str]] = {
@@ -131,12 +131,12 @@ def row_data(agent: SwarmAgent, totals: TurnTotals | None) -> SwarmRowData:
 TableView = list[tuple[Literal["row", "group"], str]]  # what the table shows, in order: rows and group labels
 
 
-class SwarmTableElement(ui.element, component="swarm_table.js"):
+class SwarmTableElement(DeltaElement, component="swarm_table.js"):
     """The swarm table: its header and every row in one element (swarm_table.js renders them).
 
     `rows` holds each agent's data; `view` is what shows, in order (a filtered-out row is not in it).
-    Each change goes to the browser as a small method call, and only when something changed. The
-    table's state is not in the element's props (NiceGUI wraps every nested dict put there in an
+    Each change goes to the browser as a small method call (a DeltaElement), and only when something
+    changed. The table's state is not in the element's props (NiceGUI wraps every nested dict put there in an
     observable, ~0.3 ms a row) but joins them whenever the element is sent whole (`_to_dict`: the
     page's HTML, a reconnect). Its clicks come back as events: `act` [name, action], `select`
     [name, chosen], `sort` key."""
@@ -170,7 +170,7 @@ class SwarmTableElement(ui.element, component="swarm_table.js"):
 
     def _send(self, method: str, *args: Any) -> None:
         if self.live:
-            self.run_method(method, *args)  # queued until the browser is connected
+            super()._send(method, *args)
 
     def put(self, row: SwarmRowData) -> None:
         """Show `row` (an agent's data, new or changed); nothing goes out if it is as shown."""
