@@ -67,11 +67,13 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
         ui.button("mark read", on_click=mark_read).props("outline dense").mark("mark-read").tooltip(
             "take the oldest 50 (as `hive inbox` does): the broker stops counting them as waiting"
         )
-    inbox = MessageListElement().mark("inbox")
+    # Greyed out while stale in a wrapper: a class on the list itself would send all its rows again.
+    with ui.element().classes("w-full") as inbox_shell:
+        inbox = MessageListElement().mark("inbox")
     waiting_messages: dict[int, PeekedMessage] = {}  # what the inbox shows, by id: a reply's addressee
     inbox.on("thread", lambda e: open_thread(int(e.args)))
     inbox.on("reply", lambda e: reply(waiting_messages[int(e.args)]) if int(e.args) in waiting_messages else None)
-    stale_when(hive, inbox, "broker")
+    stale_when(hive, inbox_shell, "broker")
 
     def reply(message: PeekedMessage) -> None:
         to.set_value(message.sender)
@@ -138,10 +140,11 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
     search_error = ui.label("").classes("text-negative whitespace-pre-wrap").mark("search-error")
     search_error.set_visibility(False)
     results = MessageListElement().classes("hh-hits").mark("search-results")
-    flow = MessageListElement().mark("flow")
+    with ui.element().classes("w-full") as flow_shell:
+        flow = MessageListElement().mark("flow")
     for listing in (results, flow):
         listing.on("thread", lambda e: open_thread(int(e.args)))
-    stale_when(hive, flow, "broker")
+    stale_when(hive, flow_shell, "broker")
 
     def wanted(message: ListedMessage) -> bool:
         who = agent_filter.value
