@@ -97,10 +97,16 @@ async def test_search_finds_shows_columns_and_explains_bad_syntax(user: User, se
     await servers.call("broker", "send", as_name="manager", to="operator", body="the deploy-bot broke staging")
     await servers.call("broker", "send", to="manager", body="nothing to see")
     await log_in(user, password, "/messages")
+    await list_says(user, "flow", "nothing to see")
+    flow = message_list(user, "flow")
+    sent_whole: list[int] = []
+    update = flow.update
+    flow.update = lambda: (sent_whole.append(1), update())[1]  # type: ignore[method-assign]
     user.find(marker="search").type("staging").trigger("keydown.enter")
     await user.should_see(marker="search-note", content="1 found for 'staging'", retries=50)
     [hit] = message_rows(user, "search-results")
     assert (hit.first, hit.who) == ("the deploy-bot broke staging", "manager → operator")
+    assert not sent_whole  # hiding the flow during a search does not send its 200 rows again
     user.find(marker="search").clear().type("deploy-bot").trigger("keydown.enter")
     await user.should_see(marker="search-error", content='double quotes ("foo-bar"', retries=50)
     user.find(marker="search").clear().type('"deploy-bot"').trigger("keydown.enter")

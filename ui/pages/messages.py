@@ -180,7 +180,7 @@ def messages_page(hive: HiveView, thread: str | None = None, agent: str | None =
         query = (search.value or "").strip()
         results.show([])
         search_error.set_visibility(False)
-        flow.set_visibility(not query)
+        flow_shell.set_visibility(not query)  # the list itself would be sent again, all its rows
         if not query:
             search_note.set_text("")
             return
