@@ -81,6 +81,33 @@ async def test_a_failed_approval_reads_as_failed_and_history_lines_open_to_their
     await servers.call("lifecycle", "destroy", name="hank", purge=True)
 
 
+async def test_a_new_request_leaves_the_cards_shown_alone_a_click_and_a_typed_note_survive_it(
+    user: User, servers: Servers, password: str
+) -> None:
+    """Every change used to rebuild every card: a click on a button just replaced was lost (seen in
+    CI: approve clicked, nothing happened) and a deny note being typed vanished."""
+    first = await servers.call("approvals", "request_spawn", as_name="manager", name="iris", reason="more hands")
+    await log_in(user, password, "/approvals")
+    await user.open("/approvals")
+    await user.should_see(f"#{first['id']} spawn · iris")
+    [approve] = user.find(marker=f"approve-{first['id']}").elements
+    [note] = user.find(marker=f"note-{first['id']}").elements
+    assert isinstance(note, ui.input)
+    note.set_value("half a reason")
+    second = await servers.call("approvals", "request_spawn", as_name="manager", name="jack", reason="even more")
+    await user.should_see(f"#{second['id']} spawn · jack", retries=50)
+    assert not approve.is_deleted and note.value == "half a reason"
+    [card] = user.find(marker=f"request-{first['id']}").elements
+    [later] = user.find(marker=f"request-{second['id']}").elements
+    assert card.parent_slot is not None and later.parent_slot is card.parent_slot
+    assert card.parent_slot.children.index(card) < card.parent_slot.children.index(later)  # the queue's order
+    await servers.call("approvals", "deny", id=first["id"], note="not now")
+    await user.should_not_see(marker=f"request-{first['id']}", retries=50)
+    await user.should_see(marker=f"request-{second['id']}")
+    await servers.call("approvals", "deny", id=second["id"], note="not now")
+    await user.should_see("no requests waiting", retries=50)
+
+
 async def test_questions_wait_in_a_drawer_behind_a_badge_with_an_h_m_countdown(
     user: User, servers: Servers, password: str
 ) -> None:

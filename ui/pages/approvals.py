@@ -32,16 +32,27 @@ STATE_COLOURS = {"applied": "text-positive", "denied": "text-warning", "failed":
 
 def approvals_page(hive: HiveView) -> None:
     section("approvals")
+    empty = ui.label("no requests waiting").classes("text-grey-5")
     pending = ui.column().classes("w-full gap-3")
     stale_when(hive, pending, "approvals")
+    # Each request's card, kept while the request stays as it was shown: rebuilding every card on
+    # each change lost a click on a button that was just replaced, and the deny note being typed.
+    cards: dict[int, tuple[Request, ui.card]] = {}
 
     def show(requests: Sequence[Request]) -> None:
-        pending.clear()
-        with pending:
-            if not requests:
-                ui.label("no requests waiting").classes("text-grey-5")
-            for request in requests:
-                approval_card(hive, request)
+        wanted = {request.id: request for request in requests}
+        for rid, (shown, card) in list(cards.items()):
+            if wanted.get(rid) != shown:
+                pending.remove(card)
+                del cards[rid]
+        for index, request in enumerate(requests):
+            if request.id not in cards:
+                with pending:
+                    cards[request.id] = (request, approval_card(hive, request))
+            card = cards[request.id][1]
+            if pending.default_slot.children.index(card) != index:
+                card.move(target_index=index)
+        empty.set_visibility(not requests)
 
     show(hive.state.approvals)
     while_shown(hive.approvals_changed, show)
@@ -94,9 +105,9 @@ def approved(request: Request) -> Toast:
     return f"#{request.id} {outcome}", OUTCOME_TOASTS[how]
 
 
-def approval_card(hive: HiveView, request: Request) -> None:
+def approval_card(hive: HiveView, request: Request) -> ui.card:
     rid = request.id
-    with ui.card().classes("w-full"):
+    with ui.card().classes("w-full").mark(f"request-{rid}") as card:
         with ui.row().classes("items-center w-full"):
             ui.label(f"#{rid} {request_kind(request.kind)} · {request.agent}").classes("text-lg")
             ui.label(f"asked by {request.requested_by} {age(request.requested_at)} ago").classes("text-grey-5")
@@ -145,3 +156,4 @@ def approval_card(hive: HiveView, request: Request) -> None:
 
             deny_button = ui.button("deny", color="negative", on_click=deny).props("outline").mark(f"deny-{rid}")
             check_as_typed(note, lambda _: None, deny_button)  # required: deny waits for a reason
+    return card
