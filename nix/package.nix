@@ -253,6 +253,8 @@ let
     joserfc
     mcp
     nicegui
+    psycopg
+    psycopg-pool
     pydantic
     uvicorn
     uvloop

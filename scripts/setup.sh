@@ -44,8 +44,9 @@ if [ -z "$python" ]; then
   python_ok "$python" || { echo "Python 3.11 or newer is required; $python is older" >&2; exit 1; }
 fi
 # git keeps agent configs; bubblewrap and setpriv (util-linux) make the agents' sandboxes, pasta
-# (passt) their outbound network ([sandbox] network = "outbound", the default).
-apt_install git ca-certificates bubblewrap util-linux passt
+# (passt) their outbound network ([sandbox] network = "outbound", the default); libpq is what
+# psycopg talks to PostgreSQL with ([storage] url = "postgresql://…", a hive across hosts).
+apt_install git ca-certificates bubblewrap util-linux passt libpq5
 
 # --- the venv ----------------------------------------------------------------------------------
 extras=""; [ "$mode" = test ] && extras="[dev]"
@@ -73,8 +74,9 @@ fi
 # --- test tools: a D-Bus daemon (a stand-in systemd in the NixOS backend's contract test),
 # Nix (`nix-instantiate` checks every .nix file and evaluates the module's hive.toml; there is no
 # nixpkgs here), Chromium for the browser suite (Playwright drives Debian's, it downloads none),
-# the MCP Inspector and the Node it needs (from the npm registry) -----------------------------------
-apt_install dbus-daemon nix-bin chromium
+# the MCP Inspector and the Node it needs (from the npm registry), PostgreSQL (the tests start a
+# throw-away cluster of their own with its initdb; the package's own cluster is not used) ----------
+apt_install dbus-daemon nix-bin chromium postgresql
 command -v npm >/dev/null || apt_install nodejs npm
 tools=tests/tools
 want="$(stamp_of $tools/package.json $tools/package-lock.json)"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hivetest import SLEEPER, BrokerEndpoint, BrokerProcess, Hive, Hivemind, in_process, in_process_broker, toml_list
+from pgtest import PgCluster
 
 from hyperhive.servers.lifecycle.uidrange import REGISTRY_ENV
 
@@ -24,10 +25,46 @@ def _own_uid_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(REGISTRY_ENV, str(_SHARED_REGISTRY or tmp_path / "uid-ranges"))
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `stores` runs once on each engine of the shared stores."""
+    if metafunc.definition.get_closest_marker("stores") and "storage" in metafunc.fixturenames:
+        metafunc.parametrize("storage", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """This session's throw-away PostgreSQL (pgtest.py), started when a test first needs it."""
+    cluster = PgCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def hive(tmp_path: Path) -> Hive:
-    """A fresh hive home (hive init) with only the manager."""
-    return Hive(tmp_path / "hive")
+def storage(request: pytest.FixtureRequest) -> str:
+    """The shared stores' engine: "sqlite", unless the test is marked `stores` (then each in turn)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def storage_url(storage: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """[storage] url for the hive: None on sqlite; on PostgreSQL a database of this test's own."""
+    if storage == "sqlite":
+        yield None
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+def hive(tmp_path: Path, storage_url: str | None) -> Hive:
+    """A fresh hive home (hive init) with only the manager; its shared stores on `storage`."""
+    return Hive(tmp_path / "hive", storage_url=storage_url)
 
 
 @pytest.fixture

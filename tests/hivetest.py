@@ -98,6 +98,8 @@ def free_port() -> int:
 class Hive:
     home: Path
     ports: dict[str, int] = field(default_factory=lambda: dict(zip(SERVERS, free_ports(len(SERVERS)), strict=True)))
+    # hive.toml's [storage] url (PostgreSQL), kept by configure(); None: sqlite.
+    storage_url: str | None = None
 
     def __post_init__(self) -> None:
         init_home(self.home)
@@ -119,7 +121,8 @@ class Hive:
     def configure(self, toml: str) -> None:
         """Replace hive.toml with these settings (and the servers' ports); the rest takes its default."""
         ports = "".join(f"[servers.{server}]\nport = {port}\n" for server, port in self.ports.items())
-        (self.home / "hive.toml").write_text(ports + toml + "\n")
+        storage = f"[storage]\nurl = {json.dumps(self.storage_url)}\n" if self.storage_url else ""
+        (self.home / "hive.toml").write_text(ports + storage + toml + "\n")
 
     def add_agent(self, name: str | None = None, *, role: str = "agent", extra: str = "") -> str:
         """Write applied/<name>/agent.toml as the lifecycle server would; returns the name."""

@@ -67,7 +67,7 @@ class Approvals:
         self.kit = kit
         self.config = kit.config
         self.clock = kit.clock
-        self.store = ApprovalStore(kit.db)
+        self.store = ApprovalStore(kit.sqlite)
         self.outbox = kit.outbox
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
         self.lifecycle = LifecycleClient(kit.client("lifecycle", timeout=300, retry_seconds=5))

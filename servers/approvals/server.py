@@ -16,6 +16,7 @@ from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Id
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
@@ -36,7 +37,7 @@ Reason = Annotated[
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    kit = ServiceKit("approvals", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
+    kit = ServiceKit("approvals", config, Schemas(MIGRATIONS), token=credentials.service_token(), clock=clock)
     approvals = Approvals(kit)
 
     mcp = create_mcp(

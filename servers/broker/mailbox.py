@@ -65,8 +65,8 @@ class Broker:
         self.settings = kit.config.broker
         self.clock = kit.clock
         self.agents = kit.agents
-        self.store = BrokerStore(kit.db)
-        self.reminder_store = ReminderStore(kit.db)
+        self.store = BrokerStore(kit.sqlite)
+        self.reminder_store = ReminderStore(kit.sqlite)
         self.waiters = Waiters()
         self.scheduler = Scheduler(self.store, self.reminder_store, self.waiters, self.settings, kit.clock)
         self._background: set[asyncio.Task[Any]] = set()

@@ -39,6 +39,7 @@ from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Cursor, Id
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
@@ -61,7 +62,7 @@ Ids = Annotated[list[Id], Field(min_length=1, max_length=100)]
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
     check_fts5()  # search_messages' index: say so now, not as a failed migration
-    kit = ServiceKit("broker", config, MIGRATIONS, clock=clock)
+    kit = ServiceKit("broker", config, Schemas(MIGRATIONS), clock=clock)
     broker = Broker(kit)
 
     mcp = create_mcp(

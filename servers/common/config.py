@@ -249,6 +249,24 @@ class StorageSettings(_Strict):
     # A server's database directory when not <home>/state; relative paths are under the home. The
     # NixOS module gives each unprivileged server its own, so none can touch the lifecycle's.
     dirs: Annotated[dict[str, Path], BeforeValidator(_known_servers)] = {}
+    # A PostgreSQL database for the stores the hive shares across processes and hosts (SHARED_STORES:
+    # each server a schema of its own in it); unset, every store is a sqlite file. The lifecycle
+    # server's store stays sqlite: it belongs to its host. A password is better kept out of this file:
+    # libpq's passfile (`?passfile=/path`) or PGPASSFILE.
+    url: str | None = None
+    pool_size: Annotated[int, Field(ge=1, le=200)] = 10  # connections each server process may hold
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError('a PostgreSQL url starts with "postgresql://" (postgresql://user@host/db)')
+        return url
+
+
+# The servers whose store moves to [storage] url: what one hive shares across hosts. The lifecycle
+# server's is its host's own (its sandboxes, its uids).
+SHARED_STORES: Final = frozenset({"operator"})
 
 
 class HiveConfig(_Strict):
@@ -439,6 +457,10 @@ ttl_seconds = 2592000           # lifetime of tokens minted by `hive token` and 
 [storage]
 synchronous = "normal"          # "full" also survives power loss, at an fsync per commit
 # dirs = { broker = "/var/lib/hyperhive/db/broker" }   # a server's database elsewhere than state/
+# A hive across hosts (docs/scaling.md): the broker's, approvals' and operator's stores in one
+# PostgreSQL database, a schema each; sqlite stays the default.
+# url = "postgresql://hive@db.example/hive?passfile=/etc/hyperhive/pgpass"
+# pool_size = 10                # connections each server process may hold
 """
 )
 

@@ -1,6 +1,7 @@
 """What every hyperhive server runs on, built once in its server.py `create(...)` and handed to its
-rules class: its own database, the agent registry, the clock, the clients it calls other servers
-with (as its service principal) and, for a server that reports helper events, its outbox.
+rules class: its own database (sqlite, or for a shared store PostgreSQL: storage.py), the agent
+registry, the clock, the clients it calls other servers with (as its service principal) and, for a
+server that reports helper events, its outbox.
 
 `running(*loops, first=...)` is the server's life: the database open, the registry read, `first`
 done before any loop or call (work a crash left half done), then the registry watch, the outbox
@@ -9,7 +10,7 @@ and the server's own loops in the background until exit, and every client closed
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +21,7 @@ from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.outbox import Outbox
+from hyperhive.servers.common.storage import AnyDatabase, Schemas, store_database
 
 Loop = Callable[[], Coroutine[Any, Any, object]]
 
@@ -29,7 +31,7 @@ class ServiceKit:
         self,
         server: str,
         config: HiveConfig,
-        migrations: Sequence[str],
+        schemas: Schemas,
         *,
         token: Callable[[], str] | None = None,
         clock: Clock | None = None,
@@ -41,11 +43,18 @@ class ServiceKit:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.agents = agents or AgentRegistry(config.applied_dir, config.instances_dir)
-        self.db = Database(config.db_path(server), migrations, synchronous=config.storage.synchronous)
+        self.db: AnyDatabase = store_database(server, config, schemas)
         self._token = token
         self._clients: list[HiveClient] = []
         # The broker's refusals and outages are the outbox's to handle: no retries inside a call.
         self._outbox = Outbox(self.db, self.client("broker", retry_seconds=0), self.clock) if token else None
+
+    @property
+    def sqlite(self) -> Database:
+        """The database of a server whose store is sqlite only (its host's own: lifecycle, forge)."""
+        if not isinstance(self.db, Database):
+            raise RuntimeError(f"the {self.server} server's store is sqlite only")
+        return self.db
 
     @property
     def outbox(self) -> Outbox:

@@ -46,7 +46,7 @@ class Forge:
         self.kit = kit
         self.settings = kit.config.forge
         self.clock = kit.clock
-        self.store = ForgeStore(kit.db)
+        self.store = ForgeStore(kit.sqlite)
         self.repos = Repos(kit.config.forge_dir, kit.config.forge_hooks_dir)
         self.git_url = forge_git_url(kit.config) or "http://127.0.0.1/git"
 

@@ -14,6 +14,7 @@ from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.registry import GIT_PATH
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.tokens import INSTANCE_CLAIM, HiveTokenVerifier, ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.forge.browse import Browser
@@ -51,7 +52,7 @@ Who = Annotated[str, Field(description="an agent's name, 'manager', 'operator', 
 
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    kit = ServiceKit("forge", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
+    kit = ServiceKit("forge", config, Schemas(MIGRATIONS), token=credentials.service_token(), clock=clock)
     forge = Forge(kit)
     mcp = create_mcp(
         "forge", instructions=INSTRUCTIONS, credentials=credentials, agents=kit.agents, running=forge.running

@@ -22,6 +22,7 @@ from hyperhive.servers.common.clock import Clock, iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig, Usd
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.kit import ServiceKit
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
@@ -103,7 +104,7 @@ def create(
 ) -> HiveServer:
     if credentials.signing is None:
         raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
-    kit = ServiceKit("lifecycle", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
+    kit = ServiceKit("lifecycle", config, Schemas(MIGRATIONS), token=credentials.service_token(), clock=clock)
     supervisor = AgentSupervisor(
         kit, credentials.signing.current, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
     )

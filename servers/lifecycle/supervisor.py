@@ -74,7 +74,7 @@ class AgentSupervisor(AgentReadings):
         self.privileged = os.geteuid() == 0
         # This home's block of host uids, which no other hive on this host may use (UidRangeError if taken).
         self.uids = claim_uids(config.home, config.lifecycle.uid_base) if self.privileged else None
-        self.db = kit.db
+        self.db = kit.sqlite
         self.store = LifecycleStore(self.db)
         self.turn_stats = TurnStats(self.store, config.harness.stats_retention_days, kit.clock)
         self.provisioning = Provisioning(config, self.store, agents, self.uids)

@@ -31,7 +31,7 @@ from hyperhive.servers.operator.models import (
     PendingQuestionsResult,
     Resolved,
 )
-from hyperhive.servers.operator.store import CANCELLED, EXPIRED, NewQuestion, QuestionRow, QuestionStore
+from hyperhive.servers.operator.store import CANCELLED, EXPIRED, NewQuestion, QuestionRow, question_store
 
 log = logging.getLogger("hyperhive.operator")
 
@@ -47,7 +47,7 @@ class Questions:
         self.settings = kit.config.questions
         self.clock = kit.clock
         self.agents = kit.agents
-        self.store = QuestionStore(kit.db)
+        self.store = question_store(kit.db)
         self.outbox = kit.outbox
         # Sleeps until the earliest deadline; a new question may be sooner, and pokes it.
         self._expiry = DueLoop(kit.clock, self._expire_due, what="expiring questions")

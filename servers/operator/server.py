@@ -15,11 +15,12 @@ from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Id
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
+from hyperhive.servers.operator import store_pg, store_sqlite
 from hyperhive.servers.operator.models import Asked, HistoryResult, MyAsksResult, PendingQuestionsResult, Resolved
 from hyperhive.servers.operator.questions import Questions
-from hyperhive.servers.operator.store import MIGRATIONS
 
 INSTRUCTIONS = (
     "Questions for the operator and between agents. ask_operator and ask_agent return at once; the "
@@ -32,9 +33,11 @@ Options = Annotated[
 Multi = Annotated[bool, Field(description="the answer may pick several options")]
 AnswerArg = Annotated[str | list[str], Field(description="text, one of the options, or a list of them if multi")]
 
+SCHEMAS = Schemas(store_sqlite.MIGRATIONS, store_pg.MIGRATIONS)
+
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    kit = ServiceKit("operator", config, MIGRATIONS, token=credentials.service_token(), clock=clock)
+    kit = ServiceKit("operator", config, SCHEMAS, token=credentials.service_token(), clock=clock)
     questions = Questions(kit)
     settings = config.questions
     ttl_help = (

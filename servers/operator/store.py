@@ -1,57 +1,30 @@
-"""The operator server's sqlite: questions, the events they owe (outbox) and their audit trail.
+"""The operator server's store: questions, the events they owe (outbox) and their audit trail.
 
 A question is `pending` until exactly one of answer, cancel or expiry resolves it. Each of those
 is one write transaction whose state change is a conditional `UPDATE … WHERE state = 'pending'`:
 only the transaction that changes the row queues the asker's event and writes the audit entry,
-so a race between an answer, a cancel and the deadline resolves the question once. Checks that
-need settings or the agent registry live in questions.py; this module reads and writes rows, and refuses
-what the rows it reads forbid (LimitReached), in the same transaction.
+so a race between an answer, a cancel and the deadline resolves the question once, whichever
+process runs them. Checks that need settings or the agent registry live in questions.py; a store
+reads and writes rows, and refuses what the rows it reads forbid (LimitReached), in the same
+transaction.
+
+`QuestionStore` is the contract; store_sqlite.py and store_pg.py keep it, one per engine, and
+`question_store(db)` picks the one for the database the server was given (common/storage.py).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from hyperhive.servers.common import audit
-from hyperhive.servers.common.audit import AUDIT_SCHEMA
+from hyperhive.servers.common.audit import AuditEntry
 from hyperhive.servers.common.clock import iso
-from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import LimitReached
 from hyperhive.servers.common.events import OperatorAnswered, QuestionAsked
-from hyperhive.servers.common.names import OPERATOR, SYSTEM
-from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
+from hyperhive.servers.common.storage import AnyDatabase, Row, is_postgresql
 from hyperhive.servers.operator.models import State as QuestionState
-
-MIGRATIONS: Final = [
-    """
-    CREATE TABLE questions (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        asker       TEXT NOT NULL,
-        target      TEXT NOT NULL,                      -- 'operator', or the agent asked (ask_agent)
-        question    TEXT NOT NULL,
-        options     TEXT,                               -- JSON list of strings; NULL: free text
-        multi       INTEGER NOT NULL DEFAULT 0,
-        asked_at    REAL NOT NULL,
-        expires_at  REAL NOT NULL,
-        state       TEXT NOT NULL DEFAULT 'pending'
-                    CHECK (state IN ('pending', 'answered', 'cancelled', 'expired')),
-        answer      TEXT,                               -- the answer, '[cancelled]' or '[expired]'
-        resolved_by TEXT,                               -- a principal, or 'system' for an expiry
-        resolved_at REAL
-    );
-    CREATE INDEX questions_due ON questions (expires_at) WHERE state = 'pending';
-    CREATE INDEX questions_target ON questions (target, id) WHERE state = 'pending';
-    CREATE INDEX questions_asker ON questions (asker, id);
-    CREATE INDEX questions_resolved ON questions (resolved_at, id) WHERE state != 'pending';
-    """
-    + OUTBOX_SCHEMA
-    + AUDIT_SCHEMA,
-    # the message the asker says a question is about (ask_operator's `about`): its thread opens beside it
-    "ALTER TABLE questions ADD COLUMN about INTEGER;",
-]
 
 State = QuestionState  # the tools' own type (models.py): one definition
 CANCELLED: Final = "[cancelled]"
@@ -67,6 +40,17 @@ class NewQuestion:
     multi: bool
     expires_at: float
     about: int | None = None  # a broker message id
+
+    def asked_event(self, question_id: int) -> QuestionAsked:
+        """What an agent asked is told (the operator reads pending_questions instead)."""
+        return QuestionAsked(
+            question_id=question_id,
+            asker=self.asker,
+            question=self.question,
+            options=self.options,
+            multi=self.multi,
+            expires_at=iso(self.expires_at),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +70,7 @@ class QuestionRow:
     about: int | None
 
     @classmethod
-    def of(cls, row: sqlite3.Row) -> QuestionRow:
+    def of(cls, row: Row) -> QuestionRow:
         return cls(
             id=row["id"],
             asker=row["asker"],
@@ -103,6 +87,13 @@ class QuestionRow:
             about=row["about"],
         )
 
+    def answered_event(self) -> OperatorAnswered:
+        """What its asker is told once it is resolved."""
+        assert self.answer is not None and self.resolved_by is not None
+        return OperatorAnswered(
+            question_id=self.id, question=self.question, answer=self.answer, answered_by=self.resolved_by
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -110,59 +101,15 @@ class Resolution:
     won: bool  # False: it was already resolved (or had just expired), and nothing changed
 
 
-class QuestionStore:
-    """Each method is one job on the database's thread: one transaction, or one consistent read."""
+class QuestionStore(ABC):
+    """Each method is one transaction, or one consistent read."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    # -------------------------------------------------------------------------------- asking
+    @abstractmethod
     async def add(self, new: NewQuestion, now: float, *, max_pending: int) -> int:
         """Insert a question (its audit entry and, for an agent, the QuestionAsked event) and return its id;
-        LimitReached if its asker has `max_pending` pending already."""
+        LimitReached (`too_many_pending`) if its asker has `max_pending` pending already."""
 
-        def tx(conn: sqlite3.Connection) -> int:
-            # Counted in the same transaction as the insert, so parallel asks cannot pass the cap together.
-            pending = conn.execute(
-                "SELECT count(*) FROM questions WHERE asker = ? AND state = 'pending'", (new.asker,)
-            ).fetchone()[0]
-            if pending >= max_pending:
-                raise LimitReached(
-                    f"you have {pending} pending questions, the limit; wait for answers or withdraw some "
-                    "with cancel_ask (list_my_asks shows them)"
-                )
-            cur = conn.execute(
-                "INSERT INTO questions (asker, target, question, options, multi, asked_at, expires_at, about) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.asker,
-                    new.target,
-                    new.question,
-                    json.dumps(new.options) if new.options is not None else None,
-                    new.multi,
-                    now,
-                    new.expires_at,
-                    new.about,
-                ),
-            )
-            question_id = cur.lastrowid
-            assert question_id is not None
-            audit.record(conn, question_id, "asked", new.asker, now, f"to {new.target}")
-            if new.target != OPERATOR:  # the operator reads pending_questions; an agent reads its inbox
-                event = QuestionAsked(
-                    question_id=question_id,
-                    asker=new.asker,
-                    question=new.question,
-                    options=new.options,
-                    multi=new.multi,
-                    expires_at=iso(new.expires_at),
-                )
-                queue_event(conn, new.target, event, now)
-            return question_id
-
-        return await self.db.write(tx)
-
-    # ----------------------------------------------------------------------------- resolving
+    @abstractmethod
     async def resolve(
         self, question_id: int, state: Literal["answered", "cancelled"], answer: str, actor: str, now: float
     ) -> Resolution:
@@ -172,98 +119,48 @@ class QuestionStore:
         final even in the moment before the expiry task gets to it.
         """
 
-        def tx(conn: sqlite3.Connection) -> Resolution:
-            _expire(conn, now, only=question_id)
-            changed = conn.execute(
-                "UPDATE questions SET state = ?, answer = ?, resolved_by = ?, resolved_at = ? "
-                "WHERE id = ? AND state = 'pending' RETURNING *",
-                (state, answer, actor, now, question_id),
-            ).fetchone()
-            if changed is None:
-                return Resolution(QuestionRow.of(_row(conn, question_id)), won=False)
-            row = QuestionRow.of(changed)
-            audit.record(conn, question_id, state, actor, now, answer if state == "answered" else None)
-            if not (state == "cancelled" and actor == row.asker):  # who withdraws a question knows it
-                _tell_asker(conn, row, now)
-            return Resolution(row, won=True)
-
-        return await self.db.write(tx)
-
+    @abstractmethod
     async def expire_due(self, now: float, batch: int = 500) -> int:
         """Expire one batch of pending questions past their deadline; returns how many (0: none left)."""
-        return await self.db.write(lambda conn: len(_expire(conn, now, batch=batch)))
 
-    async def next_deadline(self) -> float | None:
-        value = await self.db.fetch_value("SELECT min(expires_at) FROM questions WHERE state = 'pending'")
-        return None if value is None else float(value)
+    @abstractmethod
+    async def next_deadline(self) -> float | None: ...
 
-    # ------------------------------------------------------------------------------- reading
-    async def get(self, question_id: int) -> QuestionRow | None:
-        row = await self.db.fetch_one("SELECT * FROM questions WHERE id = ?", (question_id,))
-        return None if row is None else QuestionRow.of(row)
+    @abstractmethod
+    async def get(self, question_id: int) -> QuestionRow | None: ...
 
+    @abstractmethod
     async def asked_by(self, asker: str, resolved_limit: int) -> list[QuestionRow]:
         """The asker's pending questions (oldest first), then its `resolved_limit` latest resolved ones."""
 
-        def read(conn: sqlite3.Connection) -> list[QuestionRow]:
-            pending = conn.execute(
-                "SELECT * FROM questions WHERE asker = ? AND state = 'pending' ORDER BY id", (asker,)
-            ).fetchall()
-            resolved = conn.execute(
-                "SELECT * FROM questions WHERE asker = ? AND state != 'pending' ORDER BY id DESC LIMIT ?",
-                (asker, resolved_limit),
-            ).fetchall()
-            return [QuestionRow.of(row) for row in (*pending, *resolved)]
+    @abstractmethod
+    async def pending_for(self, target: str) -> list[QuestionRow]: ...
 
-        return await self.db.read(read)
+    @abstractmethod
+    async def resolved(self, limit: int) -> list[QuestionRow]: ...
 
-    async def pending_for(self, target: str) -> list[QuestionRow]:
-        rows = await self.db.fetch_all(
-            "SELECT * FROM questions WHERE target = ? AND state = 'pending' ORDER BY id", (target,)
-        )
-        return [QuestionRow.of(row) for row in rows]
-
-    async def resolved(self, limit: int) -> list[QuestionRow]:
-        rows = await self.db.fetch_all(
-            "SELECT * FROM questions WHERE state != 'pending' ORDER BY resolved_at DESC, id DESC LIMIT ?", (limit,)
-        )
-        return [QuestionRow.of(row) for row in rows]
-
-    async def audit_trails(self, question_ids: list[int]) -> dict[int, list[audit.AuditEntry]]:
-        return await audit.entries(self.db, question_ids)
+    @abstractmethod
+    async def audit_trails(self, question_ids: list[int]) -> dict[int, list[AuditEntry]]: ...
 
 
-def _expire(conn: sqlite3.Connection, now: float, *, only: int | None = None, batch: int = 500) -> list[QuestionRow]:
-    """Inside a transaction: resolve due questions as '[expired]', with their events and audit entries."""
-    if only is not None:
-        which = "id = :only"
-    else:  # the oldest deadlines first, a batch at a time, so one transaction stays short
-        which = (
-            "id IN (SELECT id FROM questions WHERE state = 'pending' AND expires_at <= :now "
-            "ORDER BY expires_at LIMIT :n)"
-        )
-    rows = conn.execute(
-        "UPDATE questions SET state = 'expired', answer = :answer, resolved_by = :system, resolved_at = :now "
-        f"WHERE {which} AND state = 'pending' AND expires_at <= :now RETURNING *",
-        {"answer": EXPIRED, "system": SYSTEM, "now": now, "only": only, "n": batch},
-    ).fetchall()
-    expired = [QuestionRow.of(row) for row in rows]
-    for question in expired:
-        audit.record(conn, question.id, "expired", SYSTEM, now)
-        _tell_asker(conn, question, now)
-    return expired
+def tells_asker(state: Literal["answered", "cancelled"], actor: str, question: QuestionRow) -> bool:
+    """Whether resolving `question` sends its asker an event: not when it withdrew the question itself."""
+    return not (state == "cancelled" and actor == question.asker)
 
 
-def _tell_asker(conn: sqlite3.Connection, question: QuestionRow, now: float) -> None:
-    assert question.answer is not None and question.resolved_by is not None
-    event = OperatorAnswered(
-        question_id=question.id, question=question.question, answer=question.answer, answered_by=question.resolved_by
+def too_many_pending(pending: int) -> LimitReached:
+    return LimitReached(
+        f"you have {pending} pending questions, the limit; wait for answers or withdraw some "
+        "with cancel_ask (list_my_asks shows them)"
     )
-    queue_event(conn, question.asker, event, now)
 
 
-def _row(conn: sqlite3.Connection, question_id: int) -> sqlite3.Row:
-    row: sqlite3.Row | None = conn.execute("SELECT * FROM questions WHERE id = ?", (question_id,)).fetchone()
-    if row is None:  # questions are never deleted, and callers look a question up before resolving it
-        raise LookupError(f"no question {question_id}")
-    return row
+def question_store(db: AnyDatabase) -> QuestionStore:
+    """The store for `db`'s engine."""
+    if is_postgresql(db):
+        from hyperhive.servers.operator.store_pg import PgQuestionStore
+
+        return PgQuestionStore(db)
+    from hyperhive.servers.operator.store_sqlite import SqliteQuestionStore
+
+    return SqliteQuestionStore(db)

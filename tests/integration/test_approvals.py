@@ -19,6 +19,7 @@ from hyperhive.servers.approvals.approval_queue import Approvals
 from hyperhive.servers.approvals.store import MIGRATIONS
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.kit import ServiceKit
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
@@ -318,7 +319,7 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
     sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
     hive = hivemind.hive
     approvals = Approvals(
-        ServiceKit("approvals", hive.config, MIGRATIONS, token=hive.credentials("approvals").service_token())
+        ServiceKit("approvals", hive.config, Schemas(MIGRATIONS), token=hive.credentials("approvals").service_token())
     )
     async with approvals.running():
         request = await approvals.request_apply_commit(MANAGER, "alice", sha, "opus for alice")

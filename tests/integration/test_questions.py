@@ -20,9 +20,10 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.operator.models import Resolved
 from hyperhive.servers.operator.questions import Questions
-from hyperhive.servers.operator.store import MIGRATIONS
+from hyperhive.servers.operator.server import SCHEMAS
 
-pytestmark = pytest.mark.slow  # two servers per test, and events that travel through the outbox
+# Two servers per test, and events that travel through the outbox; on sqlite and on PostgreSQL.
+pytestmark = [pytest.mark.slow, pytest.mark.stores]
 
 DAY = 86_400  # the default [questions] default_ttl_seconds
 
@@ -285,7 +286,7 @@ MANAGER = Principal("manager", Role.MANAGER)
 
 def questions_of(hive: Hive, clock: ManualClock) -> Questions:
     token = hive.credentials("operator").service_token()
-    return Questions(ServiceKit("operator", hive.config, MIGRATIONS, token=token, clock=clock))
+    return Questions(ServiceKit("operator", hive.config, SCHEMAS, token=token, clock=clock))
 
 
 async def test_calls_that_both_saw_a_question_pending_still_resolve_it_once(hive: Hive, broker: BrokerEndpoint) -> None:
@@ -324,7 +325,7 @@ async def test_a_deadline_is_final_even_before_the_expiry_task_runs(hive: Hive) 
         with pytest.raises(Refused, match=late):
             await questions.cancel_question(OPERATOR, asked.id)
         queued = await questions.kit.db.fetch_all("SELECT recipient, event FROM outbox")
-        assert [(row[0], json.loads(row[1])) for row in queued] == [
+        assert [(row["recipient"], json.loads(row["event"])) for row in queued] == [
             ("manager", answered(asked.id, "Now?", "[expired]", by="system"))
         ]
 

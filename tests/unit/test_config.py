@@ -102,6 +102,8 @@ def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
         ("[broker]\ninbox_cap = 0\n", "broker.inbox_cap", "greater than or equal to 1"),
         ("[broker]\ninbox_kap = 5\n", "broker.inbox_kap", "unknown setting"),
         ('[storage]\nsynchronous = "off"\n', "storage.synchronous", "'normal' or 'full'"),
+        ('[storage]\nurl = "mysql://db/hive"\n', "storage.url", 'starts with "postgresql://"'),
+        ("[storage]\npool_size = 0\n", "storage.pool_size", "greater than or equal to 1"),
         ("[broker.reminders]\nmax_per_minute = -1\n", "broker.reminders.max_per_minute", "greater than"),
     ],
 )

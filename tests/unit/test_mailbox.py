@@ -16,6 +16,7 @@ from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.kit import ServiceKit
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.home import init_home
 
@@ -30,7 +31,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     for name in ("alice", "bob"):
         (config.applied_dir / name).mkdir()
         write_atomic(config.applied_dir / name / "agent.toml", "")
-    broker = Broker(ServiceKit("broker", config, MIGRATIONS, clock=ManualClock()))
+    broker = Broker(ServiceKit("broker", config, Schemas(MIGRATIONS), clock=ManualClock()))
     async with broker.running():
         yield broker
 

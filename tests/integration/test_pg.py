@@ -1,0 +1,119 @@
+"""PgDatabase (servers/common/pg.py) against the session's throw-away PostgreSQL: migrations taken once
+by concurrent processes, a newer schema refused, a failed migration named with nothing half done, an
+unreachable database a clear error within its bound, a write finished when its caller goes away,
+reads read-only, and each server in a schema of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from pgtest import PgCluster
+
+from hyperhive.servers.common.db import DatabaseError
+from hyperhive.servers.common.pg import Conn, PgDatabase
+
+SCHEMA = ["CREATE TABLE things (id bigint PRIMARY KEY, name text NOT NULL);"]
+
+
+@pytest.fixture
+def url(pg_cluster: PgCluster) -> Iterator[str]:
+    name = pg_cluster.create_database()
+    yield pg_cluster.url(name)
+    pg_cluster.drop_database(name)
+
+
+async def test_processes_opening_at_once_migrate_once(url: str) -> None:
+    migrations = [*SCHEMA, "ALTER TABLE things ADD COLUMN size integer;"]
+    databases = [PgDatabase(url, "broker", migrations) for _ in range(4)]
+    await asyncio.gather(*(db.open() for db in databases))  # would fail on a second CREATE TABLE
+    try:
+        versions = await databases[0].fetch_all("SELECT version FROM schema_version ORDER BY version")
+        assert [row["version"] for row in versions] == [1, 2]
+    finally:
+        await asyncio.gather(*(db.close() for db in databases))
+
+
+async def test_each_server_has_a_schema_of_its_own(url: str) -> None:
+    async with PgDatabase(url, "broker", SCHEMA) as broker, PgDatabase(url, "operator", SCHEMA) as operator:
+
+        async def insert(conn: Conn) -> None:
+            await conn.execute("INSERT INTO things VALUES (1, 'message')")
+
+        await broker.write(insert)
+        assert await broker.fetch_value("SELECT count(*) FROM things") == 1
+        assert await operator.fetch_value("SELECT count(*) FROM things") == 0
+
+
+async def test_a_newer_schema_is_refused_with_what_to_do(url: str) -> None:
+    async with PgDatabase(url, "operator", [*SCHEMA, "CREATE INDEX things_name ON things (name);"]):
+        pass
+    newer = r"the operator schema has version 2, newer than this hyperhive knows \(1\)"
+    with pytest.raises(DatabaseError, match=newer):
+        async with PgDatabase(url, "operator", SCHEMA):
+            pass
+
+
+async def test_a_failed_migration_is_named_and_leaves_nothing_half_done(url: str) -> None:
+    async with PgDatabase(url, "operator", SCHEMA):
+        pass
+    broken = [*SCHEMA, "CREATE TABLE more (id bigint); CREATE TABLE things (id bigint);"]
+    with pytest.raises(DatabaseError, match=r"the operator schema: migration 2 failed: .*already exists"):
+        async with PgDatabase(url, "operator", broken):
+            pass
+    async with PgDatabase(url, "operator", SCHEMA) as db:  # still at version 1, and `more` was not made
+        assert await db.fetch_value("SELECT max(version) FROM schema_version") == 1
+        assert await db.fetch_value("SELECT to_regclass('operator.more') IS NULL") is True
+
+
+async def test_an_unreachable_database_is_a_clear_error_within_its_bound(pg_cluster: PgCluster) -> None:
+    url = f"postgresql:///nowhere?host={pg_cluster.dir}/missing&user={pg_cluster.user}"
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(DatabaseError, match=r"did not answer within 1 s: is the server up and the url right\?"):
+        async with PgDatabase(url, "broker", SCHEMA, connect_seconds=1):
+            pass
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_a_write_whose_caller_is_cancelled_still_commits_whole(url: str) -> None:
+    async with PgDatabase(url, "broker", SCHEMA) as db:
+        started = asyncio.Event()
+
+        async def slow(conn: Conn) -> None:
+            await conn.execute("INSERT INTO things VALUES (1, 'first')")
+            started.set()
+            await asyncio.sleep(0.3)
+            await conn.execute("INSERT INTO things VALUES (2, 'second')")
+
+        caller = asyncio.create_task(db.write(slow))
+        await started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.5)
+        assert await db.fetch_value("SELECT count(*) FROM things") == 2
+
+
+async def test_a_failed_write_leaves_nothing_and_reads_cannot_write(url: str) -> None:
+    async with PgDatabase(url, "broker", SCHEMA) as db:
+
+        async def half(conn: Conn) -> None:
+            await conn.execute("INSERT INTO things VALUES (1, 'first')")
+            raise RuntimeError("changed my mind")
+
+        with pytest.raises(RuntimeError):
+            await db.write(half)
+        assert await db.fetch_value("SELECT count(*) FROM things") == 0
+
+        async def sneaky(conn: Conn) -> None:
+            await conn.execute("INSERT INTO things VALUES (3, 'via a read')")
+
+        with pytest.raises(Exception, match="read-only transaction"):
+            await db.read(sneaky)
+        assert await db.fetch_value("SELECT count(*) FROM things") == 0
+
+
+def test_the_url_never_shows_in_its_repr() -> None:
+    db = PgDatabase("postgresql://hive:s3cret@db/hive", "broker", SCHEMA)
+    assert "s3cret" not in repr(db)
