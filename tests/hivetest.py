@@ -30,7 +30,7 @@ from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.agent_config import AGENT_TOML
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.clock import Clock, ManualClock
-from hyperhive.servers.common.config import HiveConfig, load_hive_config
+from hyperhive.servers.common.config import HiveConfig, Listen, load_hive_config
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.instances import end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer, server_credentials
@@ -177,8 +177,11 @@ async def next_event(broker: BrokerEndpoint, name: str, timeout: float = 5.0) ->
 
 
 @contextlib.asynccontextmanager
-async def in_process(hive: Hive, server: str, **options: Any) -> AsyncIterator[Endpoint]:
-    """The real app of `server` on its port from hive.toml, served in this event loop."""
+async def in_process(
+    hive: Hive, server: str, *, listen: Listen | None = None, **options: Any
+) -> AsyncIterator[Endpoint]:
+    """The real app of `server` on its port from hive.toml (or on `listen`: a second process of it),
+    served in this event loop."""
     module = importlib.import_module(SERVERS[server])
     hive_server = module.create(hive.config, hive.credentials(server), **options)
     stop = asyncio.Event()
@@ -186,7 +189,7 @@ async def in_process(hive: Hive, server: str, **options: Any) -> AsyncIterator[E
     task = asyncio.create_task(
         serve(
             http_app(hive_server.mcp),
-            hive.config.listen(server),
+            listen or hive.config.listen(server),
             before_shutdown=hive_server.before_shutdown,
             on_ready=ready.set_result,
             stop=stop,

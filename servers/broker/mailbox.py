@@ -10,13 +10,13 @@ import asyncio
 import json
 import logging
 import math
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
 
+from hyperhive.servers.broker import search_query
 from hyperhive.servers.broker.models import (
     AckResult,
     CancelResult,
@@ -39,9 +39,8 @@ from hyperhive.servers.broker.models import (
     ThreadMessage,
     ThreadResult,
 )
-from hyperhive.servers.broker.reminder_store import ReminderStore
 from hyperhive.servers.broker.scheduler import Scheduler
-from hyperhive.servers.broker.store import BrokerStore, Claimed, NewMessage
+from hyperhive.servers.broker.store import Claimed, NewMessage, broker_stores
 from hyperhive.servers.broker.waiters import Waiters
 from hyperhive.servers.common.clock import iso, parse_iso
 from hyperhive.servers.common.errors import Refused
@@ -50,6 +49,7 @@ from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, SYSTEM, InvalidName, check_agent_name
 from hyperhive.servers.common.policy import check_recipient
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.storage import Row
 
 log = logging.getLogger("hyperhive.broker")
 
@@ -65,21 +65,32 @@ class Broker:
         self.settings = kit.config.broker
         self.clock = kit.clock
         self.agents = kit.agents
-        self.store = BrokerStore(kit.sqlite)
-        self.reminder_store = ReminderStore(kit.sqlite)
+        self.store, self.reminder_store = broker_stores(kit.db)
         self.waiters = Waiters()
         self.scheduler = Scheduler(self.store, self.reminder_store, self.waiters, self.settings, kit.clock)
         self._background: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Broker]:
-        """Open the database and run the registry watch and the scheduler until exit."""
-        async with self.kit.running(self.scheduler.run):
+        """Open the database and run the registry watch, the scheduler and the watch on other broker
+        processes (PostgreSQL) until exit."""
+        async with self.kit.running(self.scheduler.run, self._hear_others):
             try:
                 yield self
             finally:
                 self.waiters.close()
             await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _hear_others(self) -> None:
+        await self.store.watch(self._woken, self.scheduler.poke)
+
+    def _woken(self, names: Sequence[str] | None) -> None:
+        """Another process changed these inboxes (None: any of them may have changed)."""
+        if names is None:
+            self.waiters.notify_all()
+        else:
+            for name in names:
+                self.waiters.notify(name)
 
     async def drain(self) -> None:
         """Answer every waiting long-poll now (empty), so the server can stop promptly."""
@@ -160,6 +171,8 @@ class Broker:
             remaining = deadline - anyio.current_time()
             if claimed.rows or remaining <= 0 or self.waiters.closed:
                 return claimed
+            if claimed.next_lease_end is not None:  # taken by a receiver here or in another process
+                self.scheduler.lease_taken(me.name, claimed.next_lease_end)
             with anyio.move_on_after(remaining):
                 await woken.wait()
 
@@ -247,8 +260,9 @@ class Broker:
             raise Refused(f"limit must be between 1 and {MAX_SEARCH_RESULTS}")
         if agent is not None:
             _check_listed_name(agent)
+        parsed = search_query.parse(query)
         viewer = None if me.role is Role.OPERATOR else me.name
-        rows, deliveries = await self.store.search(query, viewer, agent, limit, order, SEARCH_SECONDS)
+        rows, deliveries = await self.store.search(parsed, viewer, agent, limit, order, SEARCH_SECONDS)
         by_message = _deliveries_by_message(deliveries)
         return SearchResult(
             messages=[
@@ -353,7 +367,7 @@ def _check_listed_name(agent: str) -> None:
             raise Refused(str(e)) from None
 
 
-def _deliveries_by_message(deliveries: Sequence[sqlite3.Row]) -> dict[int, list[Delivery]]:
+def _deliveries_by_message(deliveries: Sequence[Row]) -> dict[int, list[Delivery]]:
     by_message: dict[int, list[Delivery]] = {}
     for d in deliveries:
         by_message.setdefault(d["message_id"], []).append(
@@ -366,11 +380,11 @@ def _deliveries_by_message(deliveries: Sequence[sqlite3.Row]) -> dict[int, list[
     return by_message
 
 
-def to_message(row: sqlite3.Row) -> Message:
+def to_message(row: Row) -> Message:
     return Message(**_message_fields(row))
 
 
-def _message_fields(row: sqlite3.Row) -> dict[str, Any]:
+def _message_fields(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "sender": row["sender"],

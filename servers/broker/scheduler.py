@@ -10,8 +10,7 @@ import math
 import anyio
 import anyio.lowlevel
 
-from hyperhive.servers.broker.reminder_store import ReminderStore
-from hyperhive.servers.broker.store import BrokerStore
+from hyperhive.servers.broker.store import BrokerStore, ReminderStore
 from hyperhive.servers.broker.waiters import Waiters
 from hyperhive.servers.common.clock import Clock, DueLoop
 from hyperhive.servers.common.config import BrokerSettings
@@ -31,6 +30,7 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self._lease_wakes: list[tuple[float, str]] = []
+        self._lease_wakes_set: set[tuple[float, str]] = set()  # what the heap holds: each once
         self._due = DueLoop(clock, self._run_due, what="the broker's scheduler step")
         self._next_retention = 0.0  # at start-up: run once
 
@@ -39,14 +39,16 @@ class Scheduler:
         self._due.poke()
 
     def lease_taken(self, recipient: str, until: float) -> None:
-        """Wake `recipient`'s receivers when this lease runs out, in case it is never acked."""
+        """Wake `recipient`'s receivers here when this lease runs out (in case it is never acked),
+        whichever process took it: a receiver that found nothing registers its inbox's next lease end."""
+        if (until, recipient) in self._lease_wakes_set:
+            return
+        self._lease_wakes_set.add((until, recipient))
         heapq.heappush(self._lease_wakes, (until, recipient))
         if self._lease_wakes[0][0] == until:
             self.poke()
 
     async def run(self) -> None:
-        for recipient, until in await self.store.lease_expiries(self.clock.now()):
-            heapq.heappush(self._lease_wakes, (until, recipient))
         await self._due.run()
 
     async def _run_due(self) -> float:
@@ -58,8 +60,9 @@ class Scheduler:
             if not fired:
                 break
         while self._lease_wakes and self._lease_wakes[0][0] <= now:
-            _, recipient = heapq.heappop(self._lease_wakes)
-            self.waiters.notify(recipient)
+            due = heapq.heappop(self._lease_wakes)
+            self._lease_wakes_set.discard(due)
+            self.waiters.notify(due[1])
         if now >= self._next_retention:
             await self._retention(now)
             self._next_retention = now + self.settings.retention_interval_seconds

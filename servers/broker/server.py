@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from hyperhive.servers.broker import store_pg, store_sqlite
 from hyperhive.servers.broker.mailbox import (
     MAX_QUERY_CHARS,
     MAX_SEARCH_RESULTS,
@@ -33,13 +34,12 @@ from hyperhive.servers.broker.models import (
     StatsResult,
     ThreadResult,
 )
-from hyperhive.servers.broker.store import MIGRATIONS, check_fts5
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.events import HelperEvent
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.models import Cursor, Id
-from hyperhive.servers.common.storage import Schemas
+from hyperhive.servers.common.storage import Schemas, is_postgresql
 from hyperhive.servers.common.tokens import ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 
@@ -59,10 +59,13 @@ Ack = Annotated[
 ]
 Ids = Annotated[list[Id], Field(min_length=1, max_length=100)]
 
+SCHEMAS = Schemas(store_sqlite.MIGRATIONS, store_pg.MIGRATIONS)
+
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    check_fts5()  # search_messages' index: say so now, not as a failed migration
-    kit = ServiceKit("broker", config, Schemas(MIGRATIONS), clock=clock)
+    kit = ServiceKit("broker", config, SCHEMAS, clock=clock)
+    if not is_postgresql(kit.db):
+        store_sqlite.check_fts5()  # search_messages' index: say so now, not as a failed migration
     broker = Broker(kit)
 
     mcp = create_mcp(

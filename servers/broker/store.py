@@ -1,105 +1,43 @@
-"""The broker's sqlite schema and queries.
+"""The broker's store: messages, their deliveries and reminders, as one contract with an
+implementation per engine (store_sqlite.py, the default; store_pg.py, a hive across processes and
+hosts). `broker_stores(db)` picks the pair for the database the server was given.
 
-A message is stored once; each recipient has a delivery row (queued -> leased -> delivered).
-A leased delivery whose lease has passed counts as queued again. Reminders share the schema and
-the inbox cap (inbox_loads) but have queries of their own, in reminder_store.py. Checks that need
-the agent registry or settings live in mailbox.py; this module reads and writes rows, and refuses
-(NotFound, LimitReached) what the rows it reads forbid, in the same transaction.
+A message is stored once; each recipient has a delivery row (queued -> leased -> delivered). A
+leased delivery whose lease has passed counts as queued again. A reminder is a row that becomes a
+message when it comes due, and counts against its recipient's inbox cap from the moment it is
+scheduled, so one that fires is always delivered. Checks that need the agent registry or settings
+live in mailbox.py; a store reads and writes rows, and refuses (NotFound, LimitReached) what the
+rows it reads forbid, in the same transaction.
+
+Rows come back as the engine gives them (common/storage.py `Row`), read by column name: a message
+row has the `messages` columns, plus `thread_root`, `recipients`, `snippet`, `state` and
+`lease_until` where a method says so.
+
+With several processes on one database (PostgreSQL), every rule holds across them: a delivery is
+taken by one claim, a reminder fires once, an inbox's cap counts every sender; a store wakes the
+receivers of the inboxes it changed in every process (`wakes`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import time
-from collections.abc import Sequence
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from hyperhive.servers.common.db import Database, placeholders
 from hyperhive.servers.common.errors import LimitReached, NotFound, Refused
+from hyperhive.servers.common.storage import AnyDatabase, Row, is_postgresql
 
-MIGRATIONS: Final = [
-    """
-    CREATE TABLE messages (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after retention
-        sender      TEXT NOT NULL,
-        body        TEXT NOT NULL,
-        kind        TEXT NOT NULL DEFAULT 'message' CHECK (kind IN ('message', 'reminder', 'event')),
-        event       TEXT,                               -- JSON of the helper event, kind = 'event'
-        in_reply_to INTEGER,                            -- may point at a message retention removed
-        thread_id   INTEGER,                            -- the thread's first message; NULL on that one
-        broadcast   INTEGER NOT NULL DEFAULT 0,
-        late        INTEGER NOT NULL DEFAULT 0,         -- a reminder fired after its time
-        created_at  REAL NOT NULL
-    );
-    CREATE INDEX messages_thread ON messages (thread_id) WHERE thread_id IS NOT NULL;
-    CREATE INDEX messages_sender ON messages (sender, id);
-    CREATE INDEX messages_created ON messages (created_at);
-
-    CREATE TABLE deliveries (
-        message_id   INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-        recipient    TEXT NOT NULL,
-        state        TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'leased', 'delivered')),
-        lease_until  REAL,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        delivered_at REAL,
-        PRIMARY KEY (recipient, message_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX deliveries_open ON deliveries (recipient, message_id) WHERE state != 'delivered';
-    CREATE INDEX deliveries_message ON deliveries (message_id);
-    CREATE INDEX deliveries_done ON deliveries (delivered_at) WHERE state = 'delivered';
-
-    CREATE TABLE reminders (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        owner       TEXT NOT NULL,
-        recipient   TEXT NOT NULL,
-        body        TEXT NOT NULL,
-        due_at      REAL NOT NULL,
-        created_at  REAL NOT NULL,
-        state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'fired', 'cancelled')),
-        resolved_at REAL,
-        message_id  INTEGER
-    );
-    CREATE INDEX reminders_due ON reminders (due_at) WHERE state = 'pending';
-    CREATE INDEX reminders_owner ON reminders (owner, created_at);
-    """,
-    # The inbox cap counts reminders scheduled for an inbox as already in it.
-    "CREATE INDEX reminders_recipient ON reminders (recipient) WHERE state = 'pending';",
-    # Full-text search (search_messages): an external-content FTS5 index over the messages' bodies
-    # and senders, kept in step by triggers (so retention's deletes leave the index too), and built
-    # once from the rows already stored.
-    """
-    CREATE VIRTUAL TABLE messages_fts USING fts5 (
-        body, sender, content = 'messages', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
-    );
-    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts (rowid, body, sender) VALUES (new.id, new.body, new.sender);
-    END;
-    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, body, sender) VALUES ('delete', old.id, old.body, old.sender);
-    END;
-    CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, sender ON messages BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, body, sender) VALUES ('delete', old.id, old.body, old.sender);
-        INSERT INTO messages_fts (rowid, body, sender) VALUES (new.id, new.body, new.sender);
-    END;
-    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
-    """,
-]
+if TYPE_CHECKING:
+    from hyperhive.servers.broker.search_query import Query
 
 # How a search result's snippet marks the words that matched.
 MARK_START: Final = "«"
 MARK_END: Final = "»"
+SNIPPET_TOKENS: Final = 16  # about how many words of a body a snippet shows
 
-# An inbox's open deliveries. INDEXED BY, because without statistics sqlite prefers the primary
-# key and walks the recipient's whole delivered history (30 days of it) to find the few open ones.
-_OPEN: Final = "deliveries INDEXED BY deliveries_open"
-# A delivery the recipient can take now: queued, or leased with the lease run out.
-_AVAILABLE: Final = "state != 'delivered' AND (state = 'queued' OR lease_until <= :now)"
-_VISIBLE: Final = (
-    "(:everyone OR m.sender = :me OR EXISTS "
-    "(SELECT 1 FROM deliveries v WHERE v.message_id = m.id AND v.recipient = :me))"
-)
+SearchOrder = Literal["newest", "relevance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +53,18 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    rows: list[sqlite3.Row]  # messages rows, oldest first
+    rows: Sequence[Row]  # messages rows, oldest first
     queued: int  # still available to the recipient after this claim
+    # When the first lease of this inbox that is still running ends (its messages are then
+    # available again): a receiver that found nothing waits no longer than that.
+    next_lease_end: float | None = None
 
 
-class BrokerStore:
-    """Each method is one job on the database's thread: one transaction, or one consistent read."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class BrokerStore(ABC):
+    """Each method is one transaction, or one consistent read."""
 
     # ---------------------------------------------------------------------------------- sending
+    @abstractmethod
     async def insert_message(
         self,
         message: NewMessage,
@@ -142,388 +81,196 @@ class BrokerStore:
         principal), else NotFound.
         """
 
-        def tx(conn: sqlite3.Connection) -> tuple[int, list[str], list[str]]:
-            thread_id = None
-            if message.in_reply_to is not None:
-                parent = conn.execute(
-                    f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
-                    {"id": message.in_reply_to, "everyone": reply_visible_to is None, "me": reply_visible_to},
-                ).fetchone()
-                if parent is None:
-                    raise NotFound(
-                        f"unknown in_reply_to {message.in_reply_to}: no message with that id was sent to or by you"
-                    )
-                thread_id = parent[0]
-            full: list[str] = []
-            if inbox_cap is not None:
-                full = sorted(name for name, count in inbox_loads(conn, recipients).items() if count >= inbox_cap)
-            deliver = [name for name in recipients if name not in full]
-            if not deliver:
-                assert inbox_cap is not None
-                whose = "the inbox of " + full[0] if len(full) == 1 else "every inbox"
-                raise LimitReached(
-                    f"{whose} is full ({inbox_cap:,} undelivered messages and reminders scheduled for it); "
-                    "nothing was sent. Try again later, or tell the operator the recipient is not reading its "
-                    "messages."
-                )
-            cur = conn.execute(
-                "INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, late, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message.sender,
-                    message.body,
-                    message.kind,
-                    message.event,
-                    message.in_reply_to,
-                    thread_id,
-                    message.broadcast,
-                    message.late,
-                    now,
-                ),
-            )
-            message_id = cur.lastrowid
-            assert message_id is not None
-            conn.executemany(
-                "INSERT INTO deliveries (message_id, recipient) VALUES (?, ?)",
-                [(message_id, name) for name in deliver],
-            )
-            return message_id, deliver, full
-
-        return await self.db.write(tx)
-
     # -------------------------------------------------------------------------------- receiving
+    @abstractmethod
     async def claim(self, recipient: str, limit: int, now: float, lease_until: float | None) -> Claimed:
         """Take up to `limit` available messages, oldest first: delivered, or leased until `lease_until`."""
-        params = {
-            "me": recipient,
-            "now": now,
-            "limit": limit,
-            "state": "delivered" if lease_until is None else "leased",
-            "lease": lease_until,
-            "delivered": now if lease_until is None else None,
-        }
 
-        def tx(conn: sqlite3.Connection) -> Claimed:
-            ids = sorted(
-                row[0]
-                for row in conn.execute(
-                    "UPDATE deliveries SET state = :state, lease_until = :lease, delivered_at = :delivered, "
-                    "attempts = attempts + 1 "
-                    "WHERE recipient = :me AND message_id IN ("
-                    f"  SELECT message_id FROM {_OPEN} WHERE recipient = :me AND {_AVAILABLE} "
-                    "   ORDER BY message_id LIMIT :limit) "
-                    "RETURNING message_id",
-                    params,
-                ).fetchall()
-            )
-            rows = (
-                conn.execute(f"SELECT * FROM messages WHERE id IN ({placeholders(ids)}) ORDER BY id", ids).fetchall()
-                if ids
-                else []
-            )
-            queued = conn.execute(
-                f"SELECT count(*) FROM {_OPEN} WHERE recipient = :me AND {_AVAILABLE}", params
-            ).fetchone()[0]
-            return Claimed(rows, queued)
-
-        return await self.db.write(tx)
-
+    @abstractmethod
     async def unclaim(self, recipient: str, ids: Sequence[int]) -> None:
         """Put back messages a recv took but could not hand over (its caller went away)."""
 
-        def tx(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL, delivered_at = NULL, "
-                f"attempts = attempts - 1 WHERE recipient = ? AND message_id IN ({placeholders(ids)})",
-                [recipient, *ids],
-            )
-
-        await self.db.write(tx)
-
+    @abstractmethod
     async def ack(self, recipient: str, ids: Sequence[int], now: float) -> tuple[int, int]:
         """Mark deliveries as delivered. Returns (acked, already_acked); NotFound if any id is not ours."""
 
-        def tx(conn: sqlite3.Connection) -> tuple[int, int]:
-            states = dict(
-                conn.execute(
-                    f"SELECT message_id, state FROM deliveries WHERE recipient = ? "
-                    f"AND message_id IN ({placeholders(ids)})",
-                    [recipient, *ids],
-                ).fetchall()
-            )
-            missing = [i for i in ids if i not in states]
-            if missing:
-                raise NotFound(
-                    f"not messages of yours: {_listed(missing)}; nothing was acked. Ack only ids you received."
-                )
-            todo = [i for i, state in states.items() if state != "delivered"]
-            if todo:
-                conn.execute(
-                    "UPDATE deliveries SET state = 'delivered', delivered_at = ?, lease_until = NULL "
-                    f"WHERE recipient = ? AND message_id IN ({placeholders(todo)})",
-                    [now, recipient, *todo],
-                )
-            return len(todo), len(states) - len(todo)
-
-        return await self.db.write(tx)
-
+    @abstractmethod
     async def set_lease(self, recipient: str, ids: Sequence[int], lease_until: float | None) -> None:
         """Extend the caller's leases to `lease_until`, or release them (None). NotFound if not leased."""
 
-        def tx(conn: sqlite3.Connection) -> None:
-            leased = {
-                row[0]
-                for row in conn.execute(
-                    f"SELECT message_id FROM deliveries WHERE recipient = ? AND state = 'leased' "
-                    f"AND message_id IN ({placeholders(ids)})",
-                    [recipient, *ids],
-                )
-            }
-            missing = [i for i in ids if i not in leased]
-            if missing:
-                raise NotFound(
-                    f"not leased to you: {_listed(missing)}; nothing changed. Only messages received with "
-                    "ack=false and not yet acked hold a lease."
-                )
-            state = "leased" if lease_until is not None else "queued"
-            conn.execute(
-                f"UPDATE deliveries SET state = ?, lease_until = ? WHERE recipient = ? "
-                f"AND message_id IN ({placeholders(ids)})",
-                [state, lease_until, recipient, *ids],
-            )
-
-        await self.db.write(tx)
-
+    @abstractmethod
     async def counts(self, recipient: str, now: float) -> tuple[int, int]:
         """(queued, leased) for one inbox: available now, and leased with time left."""
-        row = await self.db.fetch_one(
-            f"SELECT count(*) FILTER (WHERE {_AVAILABLE}), "
-            "count(*) FILTER (WHERE state = 'leased' AND lease_until > :now) "
-            f"FROM {_OPEN} WHERE recipient = :me AND state != 'delivered'",
-            {"me": recipient, "now": now},
-        )
-        return (row[0], row[1]) if row else (0, 0)
-
-    async def lease_expiries(self, now: float) -> list[tuple[str, float]]:
-        """(recipient, lease_until) of every lease still running: the times to wake receivers."""
-        rows = await self.db.fetch_all(
-            "SELECT recipient, max(lease_until) FROM deliveries WHERE state = 'leased' AND lease_until > ? "
-            "GROUP BY recipient",
-            (now,),
-        )
-        return [(row[0], row[1]) for row in rows]
 
     # ---------------------------------------------------------------------------------- reading
-    async def thread(self, message_id: int, viewer: str | None) -> list[sqlite3.Row]:
-        """The whole thread of `message_id` as `viewer` may see it (None: everything), oldest first."""
-        visible = {"everyone": viewer is None, "me": viewer}
+    @abstractmethod
+    async def thread(self, message_id: int, viewer: str | None) -> Sequence[Row]:
+        """The whole thread of `message_id` as `viewer` may see it (None: everything), oldest first,
+        each row with `recipients` (comma-separated)."""
 
-        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            root = conn.execute(
-                f"SELECT COALESCE(m.thread_id, m.id) FROM messages m WHERE m.id = :id AND {_VISIBLE}",
-                {"id": message_id, **visible},
-            ).fetchone()
-            if root is None:
-                raise NotFound(f"unknown message {message_id}: no message with that id was sent to or by you")
-            return conn.execute(
-                "SELECT m.*, (SELECT group_concat(d.recipient, ',') FROM deliveries d "
-                "WHERE d.message_id = m.id) AS recipients "
-                f"FROM messages m WHERE (m.id = :root OR m.thread_id = :root) AND {_VISIBLE} ORDER BY m.id",
-                {"root": root[0], **visible},
-            ).fetchall()
-
-        return await self.db.read(read)
-
+    @abstractmethod
     async def list_messages(
         self, agent: str | None, since: int | None, thread: int | None, limit: int
-    ) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-        """Messages (newest `limit`, or the first `limit` after `since`) and their delivery rows."""
+    ) -> tuple[Sequence[Row], Sequence[Row]]:
+        """Messages (newest `limit`, or the first `limit` after `since`), each with `thread_root`, and
+        their delivery rows."""
 
-        def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-            root = thread
-            if thread is not None:
-                found = conn.execute("SELECT COALESCE(thread_id, id) FROM messages WHERE id = ?", (thread,)).fetchone()
-                if found is None:
-                    raise NotFound(f"unknown message {thread}: no message has that id (or retention removed it)")
-                root = found[0]
-            # Only the filters given, each in a form its index serves ("x IS NULL OR ..." defeats them).
-            where = []
-            if agent is not None:
-                where.append(
-                    "m.id IN (SELECT id FROM messages WHERE sender = :agent "
-                    "UNION SELECT message_id FROM deliveries WHERE recipient = :agent)"
-                )
-            if since is not None:
-                where.append("m.id > :since")
-            if root is not None:
-                where.append("(m.id = :thread OR m.thread_id = :thread)")
-            rows = conn.execute(
-                "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root FROM messages m "
-                + ("WHERE " + " AND ".join(where) if where else "")
-                + f" ORDER BY m.id {'ASC' if since is not None else 'DESC'} LIMIT :limit",
-                {"agent": agent, "since": since, "thread": root, "limit": limit},
-            ).fetchall()
-            rows.sort(key=lambda row: int(row["id"]))
-            ids = [row["id"] for row in rows]
-            deliveries = (
-                conn.execute(
-                    f"SELECT * FROM deliveries WHERE message_id IN ({placeholders(ids)}) ORDER BY recipient",
-                    ids,
-                ).fetchall()
-                if ids
-                else []
-            )
-            return rows, deliveries
-
-        return await self.db.read(read)
-
+    @abstractmethod
     async def search(
-        self,
-        query: str,
-        viewer: str | None,
-        agent: str | None,
-        limit: int,
-        order: Literal["newest", "relevance"],
-        timeout: float,
-    ) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-        """Messages matching the FTS5 `query` that `viewer` may see (None: everything), with a
-        `snippet` column, and the delivery rows the viewer may see. A query that is not valid FTS5,
-        or runs past `timeout` seconds, is Refused with how to write it."""
-        params = {"query": query, "everyone": viewer is None, "me": viewer, "agent": agent, "limit": limit}
-        where = ["messages_fts MATCH :query", _VISIBLE]
-        if agent is not None:
-            where.append(
-                "(m.sender = :agent OR EXISTS (SELECT 1 FROM deliveries a WHERE a.message_id = m.id "
-                "AND a.recipient = :agent))"
-            )
-        order_by = "messages_fts.rank, m.id DESC" if order == "relevance" else "m.id DESC"
-        sql = (
-            "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root, "
-            f"snippet(messages_fts, -1, '{MARK_START}', '{MARK_END}', '…', 16) AS snippet "
-            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-            f"WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT :limit"
-        )
+        self, query: Query, viewer: str | None, agent: str | None, limit: int, order: SearchOrder, timeout: float
+    ) -> tuple[Sequence[Row], Sequence[Row]]:
+        """Messages matching `query` (parsed by search_query.py) that `viewer` may see (None:
+        everything), with `thread_root` and a `snippet`, and the delivery rows the viewer may see.
+        A search that runs past `timeout` seconds is Refused, saying how to narrow it."""
 
-        def read(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-            deadline = time.monotonic() + timeout
-            # The reader serves every read of the broker: a costly query is cut off, not waited out.
-            conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
-            try:
-                rows = conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as e:
-                raise _query_refusal(query, str(e), timeout) from None
-            finally:
-                conn.set_progress_handler(None, 0)
-            ids = [row["id"] for row in rows]
-            deliveries = (
-                conn.execute(
-                    "SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id "
-                    f"WHERE d.message_id IN ({placeholders(ids)}) AND (? OR d.recipient = ? OR m.sender = ?) "
-                    "ORDER BY d.recipient",
-                    [*ids, viewer is None, viewer, viewer],
-                ).fetchall()
-                if ids
-                else []
-            )
-            return rows, deliveries
+    @abstractmethod
+    async def peek(self, recipient: str, limit: int) -> Sequence[Row]:
+        """The recipient's undelivered messages (queued or leased), oldest first, with `thread_root`
+        and their delivery's `state` and `lease_until`: read only, so they stay waiting."""
 
-        return await self.db.read(read)
-
-    async def peek(self, recipient: str, limit: int) -> list[sqlite3.Row]:
-        """The recipient's undelivered messages (queued or leased), oldest first, with their delivery's
-        `state` and `lease_until`: read only, so they stay waiting."""
-        return await self.db.fetch_all(
-            "SELECT m.*, COALESCE(m.thread_id, m.id) AS thread_root, d.state, d.lease_until "
-            "FROM deliveries AS d INDEXED BY deliveries_open JOIN messages m ON m.id = d.message_id "
-            "WHERE d.recipient = ? AND d.state != 'delivered' ORDER BY d.message_id LIMIT ?",
-            (recipient, limit),
-        )
-
+    @abstractmethod
     async def stats(self, since: float) -> dict[str, tuple[int, int, int, int]]:
         """Per name: (undelivered, delivered since `since`, pending reminders owned, reminders
         delivered since `since`)."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int, int]]:
-            result: dict[str, list[int]] = {}
-            for name, count in conn.execute(
-                "SELECT recipient, count(*) FROM deliveries WHERE state != 'delivered' GROUP BY recipient"
-            ):
-                result.setdefault(name, [0, 0, 0, 0])[0] = count
-            for name, count, reminders in conn.execute(
-                "SELECT d.recipient, count(*), sum(m.kind = 'reminder') FROM deliveries d "
-                "JOIN messages m ON m.id = d.message_id "
-                "WHERE d.state = 'delivered' AND d.delivered_at > ? GROUP BY d.recipient",
-                (since,),
-            ):
-                counts = result.setdefault(name, [0, 0, 0, 0])
-                counts[1], counts[3] = count, reminders
-            owners = "SELECT owner, count(*) FROM reminders WHERE state = 'pending' GROUP BY owner"
-            for name, count in conn.execute(owners):
-                result.setdefault(name, [0, 0, 0, 0])[2] = count
-            return {name: (c[0], c[1], c[2], c[3]) for name, c in result.items()}
-
-        return await self.db.read(read)
-
     # -------------------------------------------------------------------------------- retention
+    @abstractmethod
     async def purge(self, before: float, batch: int = 5000) -> int:
         """Delete one batch of what retention allows; returns rows deleted (0: nothing left)."""
 
-        def tx(conn: sqlite3.Connection) -> int:
-            statements = (
-                "DELETE FROM deliveries WHERE (recipient, message_id) IN (SELECT recipient, message_id "
-                "FROM deliveries WHERE state = 'delivered' AND delivered_at < ? LIMIT ?)",
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m WHERE m.created_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) LIMIT ?)",
-                "DELETE FROM reminders WHERE id IN (SELECT id FROM reminders WHERE state != 'pending' "
-                "AND resolved_at < ? LIMIT ?)",
-            )
-            return sum(conn.execute(sql, (before, batch)).rowcount for sql in statements)
-
-        return await self.db.write(tx)
+    # ----------------------------------------------------------------------------- other processes
+    @abstractmethod
+    async def watch(self, wake: Callable[[Sequence[str] | None], None], poke: Callable[[], None]) -> None:
+        """Until cancelled: call `wake(names)` when another process changed those inboxes (None: any
+        may have changed), `poke()` when it changed the reminders. A store only one process uses
+        has nothing to hear."""
 
 
-def _query_refusal(query: str, error: str, timeout: float) -> Refused:
-    """What to tell the caller whose search query sqlite could not run."""
-    if error == "interrupted":
-        return Refused(
-            f"the search for {query!r} took longer than {timeout:g} s and was stopped; make it narrower "
-            "(more words, fewer prefixes like abc*, or an agent)"
-        )
-    how = (
-        'Put words with punctuation in double quotes ("foo-bar", "v1.2"), double a quote inside them '
-        '(""), write AND, OR, NOT in capitals between words only, and prefix a column only with body: or '
-        "sender: (sender:manager). Plain words match messages holding all of them; abc* matches a prefix."
+class ReminderStore(ABC):
+    """Each method is one transaction, or one consistent read."""
+
+    @abstractmethod
+    async def add(
+        self,
+        owner: str,
+        recipient: str,
+        body: str,
+        due_at: float,
+        now: float,
+        *,
+        max_pending: int,
+        max_per_minute: int,
+        inbox_cap: int,
+    ) -> int:
+        """Insert a reminder and return its id; LimitReached (saying which limit) if it would pass one.
+
+        A reminder takes its place in the recipient's inbox now, so one that comes due is always
+        delivered without passing `inbox_cap`.
+        """
+
+    @abstractmethod
+    async def pending_of(self, owner: str) -> Sequence[Row]:
+        """The owner's pending reminders (reminders rows), soonest first."""
+
+    @abstractmethod
+    async def cancel(self, owner: str, reminder_id: int, now: float) -> None:
+        """Cancel a pending reminder of `owner`'s; NotFound if it has none with that id."""
+
+    @abstractmethod
+    async def next_due(self) -> float | None: ...
+
+    @abstractmethod
+    async def fire_due(self, now: float, late_after: float, batch: int = 500) -> list[str]:
+        """Turn due reminders into messages, each once whichever process fires it; returns the
+        recipients to wake."""
+
+
+def broker_stores(db: AnyDatabase) -> tuple[BrokerStore, ReminderStore]:
+    """The stores for `db`'s engine."""
+    if is_postgresql(db):
+        from hyperhive.servers.broker.store_pg import PgBrokerStore, PgReminderStore
+
+        return PgBrokerStore(db), PgReminderStore(db)
+    from hyperhive.servers.broker.store_sqlite import SqliteBrokerStore, SqliteReminderStore
+
+    return SqliteBrokerStore(db), SqliteReminderStore(db)
+
+
+# ------------------------------------------------------------------------------------- refusals
+# One wording for both engines.
+
+
+def unknown_reply_target(message_id: int) -> NotFound:
+    return NotFound(f"unknown in_reply_to {message_id}: no message with that id was sent to or by you")
+
+
+def unknown_thread_message(message_id: int) -> NotFound:
+    return NotFound(f"unknown message {message_id}: no message with that id was sent to or by you")
+
+
+def unknown_listed_thread(message_id: int) -> NotFound:
+    return NotFound(f"unknown message {message_id}: no message has that id (or retention removed it)")
+
+
+def all_inboxes_full(full: Sequence[str], inbox_cap: int) -> LimitReached:
+    whose = "the inbox of " + full[0] if len(full) == 1 else "every inbox"
+    return LimitReached(
+        f"{whose} is full ({inbox_cap:,} undelivered messages and reminders scheduled for it); "
+        "nothing was sent. Try again later, or tell the operator the recipient is not reading its messages."
     )
-    if error.startswith(("fts5:", "no such column", "unterminated string", "unknown special query")):
-        return Refused(f"not a search query sqlite can read ({error}): {query!r}. {how}")
-    return Refused(f"the search for {query!r} failed ({error}). {how}")
+
+
+def not_yours(missing: Sequence[int]) -> NotFound:
+    return NotFound(f"not messages of yours: {_listed(missing)}; nothing was acked. Ack only ids you received.")
+
+
+def not_leased(missing: Sequence[int]) -> NotFound:
+    return NotFound(
+        f"not leased to you: {_listed(missing)}; nothing changed. Only messages received with "
+        "ack=false and not yet acked hold a lease."
+    )
+
+
+def too_many_reminders(pending: int) -> LimitReached:
+    return LimitReached(f"you have {pending} pending reminders, the limit; cancel some with cancel_reminder first")
+
+
+def reminders_too_fast(recent: int, max_per_minute: int, oldest_recent: float, now: float) -> LimitReached:
+    retry = math.ceil(oldest_recent + 60 - now)
+    return LimitReached(
+        f"too many reminders: {recent} in the last minute (limit {max_per_minute}); try again in {retry} s"
+    )
+
+
+def reminder_inbox_full(recipient: str, load: int, inbox_cap: int) -> LimitReached:
+    return LimitReached(
+        f"the inbox of {recipient} is full ({load:,} undelivered messages and reminders scheduled "
+        f"for it, the limit is {inbox_cap:,}); nothing was scheduled. Try again later."
+    )
+
+
+def no_such_reminder(reminder_id: int) -> NotFound:
+    return NotFound(f"no pending reminder {reminder_id} of yours; list_my_reminders shows the ones you can cancel")
+
+
+QUERY_HOW: Final = (
+    'Put words with punctuation in double quotes ("foo-bar", "v1.2"), double a quote inside them '
+    '(""), write AND, OR, NOT in capitals between words only, and prefix a column only with body: or '
+    "sender: (sender:manager). Plain words match messages holding all of them; abc* matches a prefix."
+)
+
+
+def query_refusal(query: str, error: str) -> Refused:
+    """A search query the broker cannot read: what was wrong (`error`) and how to write it."""
+    return Refused(f"not a search query the broker can read ({error}): {query!r}. {QUERY_HOW}")
+
+
+def search_too_slow(query: str, timeout: float) -> Refused:
+    return Refused(
+        f"the search for {query!r} took longer than {timeout:g} s and was stopped; make it narrower "
+        "(more words, fewer prefixes like abc*, or an agent)"
+    )
 
 
 def _listed(ids: Sequence[int]) -> str:
     return ", ".join(map(str, ids))
-
-
-def inbox_loads(conn: sqlite3.Connection, recipients: Sequence[str]) -> dict[str, int]:
-    """Per recipient: undelivered messages plus the reminders scheduled for it. The inbox cap
-    counts both, so a reminder that comes due never finds its inbox full."""
-    marks = placeholders(recipients)
-    rows = conn.execute(
-        f"SELECT recipient, count(*) FROM (SELECT recipient FROM {_OPEN} WHERE state != 'delivered' "
-        f"AND recipient IN ({marks}) UNION ALL SELECT recipient FROM reminders INDEXED BY reminders_recipient "
-        f"WHERE state = 'pending' AND recipient IN ({marks})) GROUP BY recipient",
-        [*recipients, *recipients],
-    )
-    return {name: count for name, count in rows}
-
-
-def check_fts5() -> None:
-    """Raise RuntimeError, saying what to do, if this Python's sqlite lacks FTS5 (message search needs it)."""
-    try:
-        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
-            conn.execute("CREATE VIRTUAL TABLE probe USING fts5 (body)")
-    except sqlite3.OperationalError as e:
-        raise RuntimeError(
-            f"this Python's sqlite ({sqlite3.sqlite_version}) has no FTS5 ({e}), which the broker needs for "
-            "search_messages: run hyperhive on a Python whose sqlite3 is built with FTS5 (Debian's, Ubuntu's, "
-            "Nix's and python.org's are)"
-        ) from None

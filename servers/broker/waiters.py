@@ -29,6 +29,12 @@ class Waiters:
         if ev is not None:
             ev.set()
 
+    def notify_all(self) -> None:
+        """Wake every receiver waiting now (they look again): what changed is not known."""
+        events, self._events = self._events, {}
+        for ev in events.values():
+            ev.set()
+
     def close(self) -> None:
         """Release every waiter now and from now on (the server is stopping)."""
         self.closed = True

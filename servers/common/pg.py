@@ -159,6 +159,26 @@ class PgDatabase:
         async with self._require().connection(timeout=self.connect_seconds) as conn:
             yield conn
 
+    async def listen(self, channels: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
+        """(channel, payload) of each NOTIFY on `channels`, on a connection of its own: first ("", "")
+        once listening (what was sent before is not heard: look again then), and DatabaseError when
+        the connection is lost (listen again)."""
+        try:
+            conn = await AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=max(1, round(self.connect_seconds))
+            )
+        except psycopg.Error as e:
+            raise DatabaseError(f"could not connect to listen: {_last_error(e)}") from None
+        async with conn:
+            try:
+                for channel in channels:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                yield "", ""
+                async for notify in conn.notifies():
+                    yield notify.channel, notify.payload
+            except psycopg.Error as e:
+                raise DatabaseError(f"the listening connection was lost: {_last_error(e)}") from None
+
     async def _job(self, fn: Callable[[Conn], Awaitable[T]], *, read_only: bool) -> T:
         pool = self._require()
 

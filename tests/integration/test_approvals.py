@@ -19,8 +19,8 @@ from hyperhive.servers.approvals.approval_queue import Approvals
 from hyperhive.servers.approvals.store import MIGRATIONS
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.kit import ServiceKit
-from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 

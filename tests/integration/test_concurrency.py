@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from hivetest import BrokerProcess, Hive
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stores]
 
 AGENTS = 50
 PER_SENDER = 6

@@ -13,6 +13,8 @@ from hivetest import BrokerEndpoint, Hive
 from hyperhive.harness.loop import Harness
 from hyperhive.servers.common.harnessdir import HarnessInfo
 
+pytestmark = pytest.mark.stores  # on sqlite and on PostgreSQL
+
 LEASE = 120  # the default [broker] lease_seconds
 
 

@@ -11,6 +11,8 @@ from hivetest import BrokerEndpoint, Hive
 
 from hyperhive.servers.common.call_errors import ServerUnavailable
 
+pytestmark = pytest.mark.stores  # on sqlite and on PostgreSQL
+
 
 async def test_send_and_recv_carry_the_token_subject_as_sender(hive: Hive, broker: BrokerEndpoint) -> None:
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")

@@ -14,7 +14,7 @@ import pytest
 from hivetest import BrokerEndpoint, BrokerProcess, Endpoint, Hive
 
 from hyperhive.servers.broker.server import create as create_broker
-from hyperhive.servers.broker.store import BrokerStore
+from hyperhive.servers.broker.store_sqlite import SqliteBrokerStore
 from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.serving import http_app, serve
@@ -81,16 +81,16 @@ async def test_a_long_poll_released_slowly_at_shutdown_still_gets_its_answer(
     The answer must be the whole call: the MCP client used to list the tools after it (to check the
     result's schema) and got "Connection closed" from a server that was gone."""
     bob = hive.add_agent("bob")
-    claim, claims = BrokerStore.claim, 0
+    claim, claims = SqliteBrokerStore.claim, 0
 
-    async def slow_after_release(store: BrokerStore, *args: Any) -> Any:
+    async def slow_after_release(store: SqliteBrokerStore, *args: Any) -> Any:
         nonlocal claims
         claims += 1
         if claims > 1:  # the look after the release, not the first one
             await asyncio.sleep(3)
         return await claim(store, *args)
 
-    monkeypatch.setattr(BrokerStore, "claim", slow_after_release)
+    monkeypatch.setattr(SqliteBrokerStore, "claim", slow_after_release)
     hive_server = create_broker(hive.config, hive.credentials("broker"))
     stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
     serving = asyncio.create_task(

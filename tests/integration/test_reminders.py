@@ -12,6 +12,8 @@ from hivetest import BrokerEndpoint, Hive, in_process_broker
 
 from hyperhive.servers.common.clock import ManualClock, iso
 
+pytestmark = pytest.mark.stores  # on sqlite and on PostgreSQL
+
 
 async def _eventually(check: Any, timeout: float = 5.0) -> Any:
     """Await `check()` until it returns something truthy (the scheduler runs in its own task)."""

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from hyperhive.servers.broker.mailbox import Broker
-from hyperhive.servers.broker.store import MIGRATIONS
+from hyperhive.servers.broker.store_sqlite import MIGRATIONS
 from hyperhive.servers.common.clock import ManualClock
 from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.kit import ServiceKit
-from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.home import init_home
 
 ALICE = Principal("alice", Role.AGENT)
@@ -72,7 +72,7 @@ async def test_hot_queries_use_the_open_deliveries_index_not_the_history(broker:
     """A busy inbox keeps 30 days of delivered rows; claims and counts must not walk them."""
     import sqlite3
 
-    from hyperhive.servers.broker.store import _AVAILABLE, _OPEN
+    from hyperhive.servers.broker.store_sqlite import _AVAILABLE, _OPEN
 
     def plans(conn: sqlite3.Connection) -> list[str]:
         queries = [
