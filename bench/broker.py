@@ -1,6 +1,7 @@
 """Broker benchmark over real MCP HTTP on loopback. Prints one JSON object.
 
     .venv/bin/python bench/broker.py [--quick]
+    .venv/bin/python bench/broker.py --store postgresql [--brokers 1,2,4] [--quick]
 
 Starts `hive serve broker` and an echo server built on the same stack (tokens, allow-list,
 argument checks, serving) as separate processes in a temporary hive, then measures:
@@ -8,6 +9,12 @@ send latency, a bare echo call's latency (the stack's floor), a read-only broker
 (pending_count: the floor plus one sqlite job), wake latency (send -> a waiting recv returns),
 and delivered messages per second with 1, 10 and 100 sender/receiver pairs; then search_messages
 over 10,000 more stored messages (a rare word, a common one, as an agent) beside list_messages.
+
+With --store postgresql it measures a hive across processes instead (issue 17): delivered
+messages per second and wake latency with 1, 2 and 4 broker processes on one PostgreSQL (a
+throw-away cluster it starts: Debian's postgresql, initdb in a temp dir, fsync on and
+synchronous_commit off, as durable as sqlite's WAL with synchronous=NORMAL), each pair's sender on
+one broker and its receiver on another, side by side with one sqlite broker in the same run.
 
 The load comes from one process speaking MCP's stateless HTTP protocol (2026-07-28) directly
 with httpx2, so the client costs as little CPU as possible on a small machine; the servers do
@@ -41,6 +48,7 @@ from hyperhive.servers.common.instances import current_instance, new_instance
 from hyperhive.servers.common.issuer import issue_token, server_credentials
 from hyperhive.servers.home import init_home
 
+ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = "2026-07-28"
 TARGETS = {"wake_p99_ms": 10.0, "send_p50_ms": 3.0, "send_vs_echo_p50": 1.3, "delivered_per_s_100": 2000.0}
 
@@ -92,23 +100,29 @@ class McpCaller:
 
 
 @contextmanager
-def hive_with_servers(agents: int) -> Iterator[tuple[Path, str, str]]:
+def hive_with_servers(
+    agents: int, *, storage_url: str | None = None, brokers: int = 1, echo: bool = True
+) -> Iterator[tuple[Path, list[str], str]]:
+    """A temporary hive with `agents` agents, `brokers` broker processes (on PostgreSQL at
+    `storage_url`, else one sqlite broker) and the echo server: (home, broker urls, echo url)."""
     with tempfile.TemporaryDirectory(prefix="hive-bench-") as tmp:
         home = Path(tmp)
         init_home(home)
-        (home / "hive.toml").write_text("[broker]\ninbox_cap = 1000000\n")
+        storage = f"[storage]\nurl = {json.dumps(storage_url)}\n" if storage_url else ""
+        (home / "hive.toml").write_text(f"[broker]\ninbox_cap = 1000000\n{storage}")
         config = load_hive_config(home)
         for i in range(agents):
             (config.applied_dir / f"b{i}").mkdir()
             write_atomic(config.applied_dir / f"b{i}" / AGENT_TOML, 'role = "agent"\n')
-        broker = _start(
-            [sys.executable, "-m", "hyperhive.servers.cli", "serve", "broker", "--home", tmp, "--port", "0"]
-        )
-        echo = _start([sys.executable, __file__, "--serve-echo", tmp])
+        serve = [sys.executable, "-m", "hyperhive.servers.cli", "serve", "broker", "--home", tmp, "--port", "0"]
+        processes = [_start(serve) for _ in range(brokers)]
+        if echo:
+            processes.append(_start([sys.executable, __file__, "--serve-echo", tmp]))
         try:
-            yield home, broker[1], echo[1]
+            urls = [url for _, url in processes]
+            yield home, urls[:brokers], urls[brokers] if echo else ""
         finally:
-            for process, _ in (broker, echo):
+            for process, _ in processes:
                 process.terminate()
                 process.wait(30)
 
@@ -135,7 +149,7 @@ def serve_echo(home: str) -> None:
 
     config = load_hive_config(Path(home))
     mcp = create_mcp(
-        "echo",
+        "broker",  # the tokens' audience: the echo stands where the broker does
         instructions="benchmark baseline",
         credentials=server_credentials(config, "broker"),
         agents=AgentRegistry(config.applied_dir, config.instances_dir),
@@ -175,7 +189,7 @@ async def timed(call: Any, n: int) -> list[float]:
 
 async def latency(home: Path, broker_url: str, echo_url: str, n: int) -> dict[str, Any]:
     token = _tokens(home)
-    sender, receiver = McpCaller(broker_url, token("b0")), McpCaller(broker_url, token("b1"))
+    sender = McpCaller(broker_url, token("b0"))
     operator = McpCaller(echo_url, token("operator"))
     for _ in range(50):  # warm up connections and caches
         await sender.call("send", {"to": "b1", "body": "warm"})
@@ -183,31 +197,43 @@ async def latency(home: Path, broker_url: str, echo_url: str, n: int) -> dict[st
     send = await timed(lambda: sender.call("send", {"to": "b1", "body": "x" * 200}), n)
     echo = await timed(lambda: operator.call("echo", {"text": "x" * 200}), n)
     read = await timed(lambda: sender.call("pending_count", {}), n)  # a broker tool that only reads
+    for caller in (sender, operator):
+        await caller.close()
+    return {
+        "send_ms": percentiles(send),
+        "echo_ms": percentiles(echo),
+        "read_tool_ms": percentiles(read),
+        "wake_ms": await wake(home, broker_url, broker_url, max(50, n // 5)),
+    }
 
-    wake = []
-    for _ in range(max(50, n // 5)):
+
+async def wake(home: Path, sender_url: str, receiver_url: str, n: int) -> dict[str, float]:
+    """send -> a recv waiting (on `receiver_url`: another broker process, or the same) returns."""
+    token = _tokens(home)
+    sender, receiver = McpCaller(sender_url, token("b0")), McpCaller(receiver_url, token("b1"))
+    for _ in range(20):
+        await sender.call("send", {"to": "b1", "body": "warm"})
+    samples = []
+    for _ in range(n):
         await receiver.call("recv_batch", {"max": 50})  # empty the inbox
         waiting = asyncio.create_task(receiver.call("recv", {"wait_seconds": 30}))
         await asyncio.sleep(0.005)  # let the recv reach the server and wait
         started = time.perf_counter()
         await sender.call("send", {"to": "b1", "body": "wake"})
         await waiting
-        wake.append(time.perf_counter() - started)
-    for caller in (sender, receiver, operator):
+        samples.append(time.perf_counter() - started)
+    for caller in (sender, receiver):
         await caller.close()
-    return {
-        "send_ms": percentiles(send),
-        "echo_ms": percentiles(echo),
-        "read_tool_ms": percentiles(read),
-        "wake_ms": percentiles(wake),
-    }
+    return percentiles(samples)
 
 
-async def throughput(home: Path, broker_url: str, pairs: int, seconds: float) -> float:
-    """Delivered messages per second with `pairs` senders each feeding one receiver."""
+async def throughput(home: Path, broker_urls: list[str], pairs: int, seconds: float) -> float:
+    """Delivered messages per second with `pairs` senders each feeding one receiver; with several
+    brokers, pair i sends through broker i and receives through the next one."""
     token = _tokens(home)
-    senders = [McpCaller(broker_url, token(f"b{2 * i}")) for i in range(pairs)]
-    receivers = [McpCaller(broker_url, token(f"b{2 * i + 1}")) for i in range(pairs)]
+    count = len(broker_urls)
+    senders = [McpCaller(broker_urls[i % count], token(f"b{2 * i}")) for i in range(pairs)]
+    receivers = [McpCaller(broker_urls[(i + 1) % count], token(f"b{2 * i + 1}")) for i in range(pairs)]
     delivered = 0
     stop = time.monotonic() + seconds
 
@@ -285,9 +311,10 @@ def _tokens(home: Path) -> Any:
 
 async def run(quick: bool) -> dict[str, Any]:
     n, seconds = (300, 3.0) if quick else (1000, 8.0)
-    with hive_with_servers(agents=200) as (home, broker_url, echo_url):
+    with hive_with_servers(agents=200) as (home, broker_urls, echo_url):
+        [broker_url] = broker_urls
         result = await latency(home, broker_url, echo_url, n)
-        result["delivered_per_s"] = {str(p): await throughput(home, broker_url, p, seconds) for p in (1, 10, 100)}
+        result["delivered_per_s"] = {str(p): await throughput(home, broker_urls, p, seconds) for p in (1, 10, 100)}
         result["search"] = await search(home, broker_url, n // 5)
     result["send_vs_echo_p50"] = round(result["send_ms"]["p50"] / result["echo_ms"]["p50"], 2)
     observed = {
@@ -308,13 +335,81 @@ async def run(quick: bool) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------- across processes
+SCALING_TARGETS = {"pg_1_broker_vs_sqlite": 0.7, "cross_process_wake_p99_ms": 15.0}
+SCALING_PAIRS = 50
+
+
+async def run_postgresql(quick: bool, broker_counts: list[int]) -> dict[str, Any]:
+    """Delivered messages/s and wake latency with each count of broker processes on one PostgreSQL,
+    beside one sqlite broker in the same run."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the throw-away cluster lives with the tests (Debian's postgresql)
+    from tests.pgtest import PgCluster
+
+    n, seconds = (100, 3.0) if quick else (300, 8.0)
+    result: dict[str, Any] = {"pairs": SCALING_PAIRS, "seconds": seconds}
+    with hive_with_servers(agents=2 * SCALING_PAIRS, echo=False) as (home, urls, _):
+        result["sqlite"] = {
+            "delivered_per_s": await throughput(home, urls, SCALING_PAIRS, seconds),
+            "wake_ms": await wake(home, urls[0], urls[0], n),
+        }
+    cluster = PgCluster(settings={"fsync": "on"}).start()
+    try:
+        for count in broker_counts:
+            database = cluster.create_database()
+            storage = cluster.url(database)
+            with hive_with_servers(agents=2 * SCALING_PAIRS, storage_url=storage, brokers=count, echo=False) as (
+                home,
+                urls,
+                _,
+            ):
+                result[f"postgresql_{count}"] = {
+                    "brokers": count,
+                    "delivered_per_s": await throughput(home, urls, SCALING_PAIRS, seconds),
+                    # the receiver on the last broker: across processes whenever there are two
+                    "wake_ms": await wake(home, urls[0], urls[-1], n),
+                }
+            cluster.drop_database(database)
+    finally:
+        cluster.stop()
+    sqlite_rate = result["sqlite"]["delivered_per_s"]
+    for count in broker_counts:
+        measured = result[f"postgresql_{count}"]
+        measured["vs_sqlite"] = round(measured["delivered_per_s"] / sqlite_rate, 2) if sqlite_rate else None
+    targets: dict[str, Any] = {}
+    if 1 in broker_counts:
+        ratio, goal = result["postgresql_1"]["vs_sqlite"], SCALING_TARGETS["pg_1_broker_vs_sqlite"]
+        targets["pg_1_broker_vs_sqlite"] = {"target": goal, "observed": ratio, "met": ratio >= goal}
+    across = [result[f"postgresql_{count}"]["wake_ms"]["p99"] for count in broker_counts if count > 1]
+    if across:
+        worst, goal = max(across), SCALING_TARGETS["cross_process_wake_p99_ms"]
+        targets["cross_process_wake_p99_ms"] = {"target": goal, "observed": worst, "met": worst <= goal}
+    result["targets"] = targets
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples and shorter runs")
+    parser.add_argument(
+        "--store", choices=["sqlite", "postgresql"], default="sqlite", help="postgresql: the hive across processes"
+    )
+    parser.add_argument("--brokers", default="1,2,4", help="with --store postgresql: broker process counts (1,2,4)")
     parser.add_argument("--serve-echo", metavar="HOME", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_echo:
         serve_echo(args.serve_echo)
+        return
+    if args.store == "postgresql":
+        try:
+            counts = sorted({int(count) for count in args.brokers.split(",")})
+        except ValueError:
+            parser.error("--brokers: counts separated by commas, e.g. 1,2,4")
+        if not counts or not all(1 <= count <= 16 for count in counts):
+            parser.error("--brokers: each count from 1 to 16")
+        print(json.dumps(asyncio.run(run_postgresql(args.quick, counts)), indent=2))
         return
     print(json.dumps(asyncio.run(run(args.quick)), indent=2))
 

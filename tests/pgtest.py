@@ -41,7 +41,9 @@ def pg_bin() -> Path:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """`settings` replace SETTINGS' (a benchmark wants fsync on)."""
+        self.settings = {**SETTINGS, **(settings or {})}
         self.bin = pg_bin()
         # Not under pytest's tmp_path: a unix socket's path must stay under 108 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="hh-pg-"))
@@ -54,7 +56,7 @@ class PgCluster:
             shutil.chown(self.dir, "postgres", "postgres")
         self.dir.chmod(0o700)
         self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = " ".join(f"-c {key}={value or repr('')}" for key, value in SETTINGS.items())
+        options = " ".join(f"-c {key}={value or repr('')}" for key, value in self.settings.items())
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
             "-o", f"-k {self.dir} {options}", "start",

@@ -170,29 +170,35 @@ class PgBrokerStore(BrokerStore):
             if not deliver:
                 assert inbox_cap is not None
                 raise all_inboxes_full(full, inbox_cap)
+            # The message, its deliveries and the wake in one statement: one round trip.
+            payload = ",".join(deliver)
             inserted = await _one(
                 conn,
-                "INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, late, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (
-                    message.sender,
-                    message.body,
-                    message.kind,
-                    message.event,
-                    message.in_reply_to,
-                    thread_id,
-                    message.broadcast,
-                    message.late,
-                    now,
-                ),
+                "WITH m AS (INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, "
+                "late, created_at) VALUES (%(sender)s, %(body)s, %(kind)s, %(event)s, %(in_reply_to)s, "
+                "%(thread_id)s, %(broadcast)s, %(late)s, %(now)s) RETURNING id), "
+                "d AS (INSERT INTO deliveries (message_id, recipient) SELECT m.id, unnest(%(deliver)s::text[]) FROM m) "
+                "SELECT m.id, CASE WHEN %(notify)s THEN pg_notify(%(channel)s, %(payload)s) END AS woken FROM m",
+                {
+                    "sender": message.sender,
+                    "body": message.body,
+                    "kind": message.kind,
+                    "event": message.event,
+                    "in_reply_to": message.in_reply_to,
+                    "thread_id": thread_id,
+                    "broadcast": message.broadcast,
+                    "late": message.late,
+                    "now": now,
+                    "deliver": deliver,
+                    "notify": len(payload) <= _NOTIFY_BYTES,
+                    "channel": INBOX_CHANNEL,
+                    "payload": payload,
+                },
             )
             assert inserted is not None
-            message_id = int(inserted["id"])
-            await conn.execute(
-                "INSERT INTO deliveries (message_id, recipient) SELECT %s, unnest(%s::text[])", (message_id, deliver)
-            )
-            await _wake(conn, deliver)
-            return message_id, deliver, full
+            if len(payload) > _NOTIFY_BYTES:  # a broadcast to hundreds: the names in several notifications
+                await _wake(conn, deliver)
+            return int(inserted["id"]), deliver, full
 
         return await self.db.write(tx)
 
@@ -209,30 +215,26 @@ class PgBrokerStore(BrokerStore):
 
         async def tx(conn: Conn) -> Claimed:
             # SKIP LOCKED: a claim in another process takes other deliveries, never the same ones.
-            taken = await _all(
-                conn,
+            # The second statement sees what the first changed (the same transaction).
+            taken = await conn.execute(
                 "WITH pick AS (SELECT message_id FROM deliveries WHERE recipient = %(me)s AND "
-                f"{_AVAILABLE} ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-                "UPDATE deliveries d SET state = %(state)s, lease_until = %(lease)s, delivered_at = %(delivered)s, "
-                "attempts = d.attempts + 1 FROM pick WHERE d.recipient = %(me)s AND d.message_id = pick.message_id "
-                "RETURNING d.message_id",
+                f"{_AVAILABLE} ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+                "taken AS (UPDATE deliveries d SET state = %(state)s, lease_until = %(lease)s, "
+                "delivered_at = %(delivered)s, attempts = d.attempts + 1 FROM pick "
+                "WHERE d.recipient = %(me)s AND d.message_id = pick.message_id RETURNING d.message_id) "
+                f"SELECT {_MESSAGE} FROM messages m JOIN taken ON m.id = taken.message_id ORDER BY m.id",
                 params,
             )
-            ids = sorted(row["message_id"] for row in taken)
-            rows = (
-                await _all(conn, f"SELECT {_MESSAGE} FROM messages m WHERE m.id = ANY(%s) ORDER BY m.id", (ids,))
-                if ids
-                else []
-            )
-            left = await _one(
-                conn,
+            left = await conn.execute(
                 f"SELECT count(*) FILTER (WHERE {_AVAILABLE}) AS queued, "
                 "min(lease_until) FILTER (WHERE state = 'leased' AND lease_until > %(now)s) AS next_lease_end "
                 "FROM deliveries WHERE recipient = %(me)s AND state != 'delivered'",
                 params,
             )
-            assert left is not None
-            return Claimed(rows, int(left["queued"]), left["next_lease_end"])
+            counted = await left.fetchone()
+            rows: list[Row] = [*await taken.fetchall()]
+            assert counted is not None
+            return Claimed(rows, int(counted["queued"]), counted["next_lease_end"])
 
         return await self.db.write(tx)
 

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, IsolationLevel, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -131,23 +131,25 @@ class PgDatabase:
     # ----------------------------------------------------------------------------------------- jobs
     async def write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn(conn)` as one read-write transaction."""
-        return await self._job(fn, read_only=False)
+        return await self._job(fn)
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn(conn)` in a read-only transaction: one snapshot for all it reads."""
+        """Run `fn(conn)` in a read-only transaction (REPEATABLE READ: one snapshot for all it reads)."""
         return await self._job(fn, read_only=True)
 
+    # One statement alone is its own transaction and its own snapshot: no BEGIN and COMMIT around
+    # it (each a round trip to the server).
     async def fetch_all(self, query: str, params: Params = ()) -> list[DictRow]:
         async def run(conn: Conn) -> list[DictRow]:
             return await (await conn.execute(query, params)).fetchall()
 
-        return await self.read(run)
+        return await self._job(run, transaction=False)
 
     async def fetch_one(self, query: str, params: Params = ()) -> DictRow | None:
         async def run(conn: Conn) -> DictRow | None:
             return await (await conn.execute(query, params)).fetchone()
 
-        return await self.read(run)
+        return await self._job(run, transaction=False)
 
     async def fetch_value(self, query: str, params: Params = ()) -> Any:
         row = await self.fetch_one(query, params)
@@ -179,14 +181,21 @@ class PgDatabase:
             except psycopg.Error as e:
                 raise DatabaseError(f"the listening connection was lost: {_last_error(e)}") from None
 
-    async def _job(self, fn: Callable[[Conn], Awaitable[T]], *, read_only: bool) -> T:
+    async def _job(self, fn: Callable[[Conn], Awaitable[T]], *, read_only: bool = False, transaction: bool = True) -> T:
         pool = self._require()
 
         async def run() -> T:
-            async with pool.connection(timeout=self.connect_seconds) as conn, conn.transaction():
-                if read_only:
-                    await conn.execute("SET TRANSACTION READ ONLY")
-                return await fn(conn)
+            async with pool.connection(timeout=self.connect_seconds) as conn:
+                if not transaction:
+                    return await fn(conn)
+                # The connection's settings go out with its BEGIN (BEGIN READ ONLY ISOLATION LEVEL
+                # REPEATABLE READ), not as statements of their own. (libpq's pipeline mode was slower
+                # here: a job reads each result before it sends the next statement.)
+                if conn.read_only != (read_only or None):
+                    await conn.set_read_only(read_only or None)
+                    await conn.set_isolation_level(IsolationLevel.REPEATABLE_READ if read_only else None)
+                async with conn.transaction():
+                    return await fn(conn)
 
         job: asyncio.Future[T] = asyncio.ensure_future(run())
         self._jobs.add(job)

@@ -2,7 +2,7 @@
 a send through one wakes a long-poll on another, concurrent claims take each message once, a
 reminder fires once whichever scheduler sees it first, a lease taken through one runs out for a
 receiver on another, and the inbox cap counts every process's senders. Here the processes are
-brokers in this event loop on ports of their own; tests/integration/test_hosts.py runs real ones."""
+brokers in this event loop on ports of their own."""
 
 from __future__ import annotations
 
