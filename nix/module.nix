@@ -87,12 +87,16 @@ let
       "@system-service"
       "~@privileged"
     ];
-    IPAddressAllow = "localhost";
+    IPAddressAllow = [ "localhost" ];
     IPAddressDeny = "any";
     ReadWritePaths = [ "/run/hyperhive" ];
     # Python's ctypes (cffi callbacks) and uvloop need writable+executable pages now and then:
     # MemoryDenyWriteExecute stays off.
   };
+
+  # A server whose store is the hive's PostgreSQL (services.hyperhive.storage): it may reach the
+  # database's addresses, and reads the password file as a credential (libpq's PGPASSFILE).
+  onPostgresql = name: cfg.storage.url != null && lib.elem name servers.sharedStore;
 
   serverUnit = name: {
     description = "hyperhive ${name} server";
@@ -103,12 +107,18 @@ let
       "network.target"
     ]
     ++ lib.optional (name != "broker") "hyperhive-broker.service";
-    environment.HIVE_HOME = cfg.home;
+    environment = {
+      HIVE_HOME = cfg.home;
+    }
+    // lib.optionalAttrs (onPostgresql name && cfg.storage.passFile != null) {
+      PGPASSFILE = "/run/credentials/hyperhive-${name}.service/pgpass";
+    };
     # The forge runs git (http-backend, receive-pack and its hooks): git on its PATH whatever the
     # package's wrapper says. Its repos and hooks are in its StateDirectory (settings.nix's forge.dir).
     path = lib.optional (name == "forge") pkgs.git;
     restartTriggers = [ hiveToml ]; # hive.toml is a symlink in the home: the unit itself does not change
     serviceConfig = hardening // {
+      IPAddressAllow = hardening.IPAddressAllow ++ lib.optionals (onPostgresql name) cfg.storage.allowedAddresses;
       Type = "notify";
       ExecStart = "${hive} serve ${name}";
       Restart = "on-failure";
@@ -119,7 +129,8 @@ let
       LoadCredential = [
         "signing.pub:${cfg.home}/signing.pub"
       ]
-      ++ lib.optional (lib.elem name servers.handedToken) "service.token:${cfg.home}/tokens/service-${name}.token";
+      ++ lib.optional (lib.elem name servers.handedToken) "service.token:${cfg.home}/tokens/service-${name}.token"
+      ++ lib.optional (onPostgresql name && cfg.storage.passFile != null) "pgpass:${toString cfg.storage.passFile}";
     };
   };
 in
@@ -225,6 +236,39 @@ in
         type = types.ints.between 1 100;
         default = 3;
         description = "Rotated log files kept per agent (bwrap backend; nixos-containers log to the journal).";
+      };
+    };
+
+    storage = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgresql://hive@db.internal/hive";
+        description = ''
+          A PostgreSQL database for the stores the hive shares across processes and hosts (the
+          broker's and the operator's, a schema each), as [storage] url in hive.toml; null keeps
+          every store in sqlite. The role needs to own the database (the broker creates the
+          unaccent extension, a trusted one). No password here: the Nix store is world-readable;
+          use passFile. docs/scaling.md says when and how.
+        '';
+      };
+      passFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/hyperhive-pgpass";
+        description = ''
+          A libpq password file (host:port:database:user:password lines), outside the Nix store:
+          given to the servers on PostgreSQL as a systemd credential (their PGPASSFILE).
+        '';
+      };
+      allowedAddresses = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "10.0.0.5" ];
+        description = ''
+          The database's addresses (IPAddressAllow) when it is not on this host: the servers'
+          units reach nothing but loopback otherwise.
+        '';
       };
     };
 

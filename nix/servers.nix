@@ -24,6 +24,12 @@
     "operator"
     "forge"
   ];
+  # The servers whose store moves to PostgreSQL with services.hyperhive.storage.url (config.py's
+  # SHARED_STORES); the others keep sqlite.
+  sharedStore = [
+    "broker"
+    "operator"
+  ];
   # hyperhive's default TCP ports.
   ports = {
     broker = 7801;

@@ -30,6 +30,8 @@ in
   # Each unprivileged server keeps its database in a directory of its own (its StateDirectory),
   # apart from the lifecycle server's state/, which only root may write.
   storage.dirs = genAttrs servers.unprivileged (name: "${cfg.home}/db/${name}");
+  # The shared stores on PostgreSQL (a hive across hosts); null leaves it out: sqlite.
+  storage.url = cfg.storage.url;
   # The forge's repos, and its hooks beside them (forge-hooks), in its own StateDirectory too.
   forge.dir = "${cfg.home}/db/forge/repos";
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.servers.common.config import HIVE_TOML, load_hive_config
+from hyperhive.servers.common.config import HIVE_TOML, SHARED_STORES, load_hive_config
 from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES, callers
 from hyperhive.servers.lifecycle.backends.base import SandboxSpec
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, render_flake
@@ -130,11 +130,12 @@ MODULE_DEFAULTS = """{
   dashboard = { host = "127.0.0.1"; port = 7805; };
   retention = { messageDays = 14; logFiles = 5; };
   environmentFile = null;
+  storage = { url = null; passFile = null; allowedAddresses = [ ]; };
 }"""
 
 
-def module_hive_toml(extra: str = "{ }") -> str:
-    settings = f"import ./settings.nix {{ cfg = {MODULE_DEFAULTS}; nixpkgs = /nix/store/1111-nixpkgs-source; }}"
+def module_hive_toml(extra: str = "{ }", cfg: str = MODULE_DEFAULTS) -> str:
+    settings = f"import ./settings.nix {{ cfg = {cfg}; nixpkgs = /nix/store/1111-nixpkgs-source; }}"
     # module.nix merges services.hyperhive.settings over them with lib.recursiveUpdate; `//` on
     # one level is enough for the settings tested here.
     text = evaluate(f"import ./hive-toml.nix (({settings}) // {extra})")
@@ -169,6 +170,16 @@ def test_the_module_writes_a_hive_toml_hyperhive_loads(tmp_path: Path) -> None:
     assert config.forge_hooks_dir == HOME / "db" / "forge" / "forge-hooks"
 
 
+def test_the_module_puts_the_shared_stores_on_postgresql_when_given_a_url(tmp_path: Path) -> None:
+    (tmp_path / HIVE_TOML).write_text(module_hive_toml())
+    assert load_hive_config(tmp_path).storage.url is None  # sqlite by default
+    url = "postgresql://hive@db.internal/hive"
+    (tmp_path / HIVE_TOML).write_text(module_hive_toml(cfg=MODULE_DEFAULTS.replace("url = null;", f'url = "{url}";')))
+    config = load_hive_config(tmp_path)
+    assert config.storage.url == url
+    assert config.db_path("lifecycle") == tmp_path.resolve() / "state" / "lifecycle.sqlite"  # its host's own
+
+
 def test_the_module_points_the_lifecycle_server_at_the_environment_file(tmp_path: Path) -> None:
     text = evaluate(
         "import ./hive-toml.nix (import ./settings.nix { nixpkgs = /nix/store/1111-nixpkgs-source; "
@@ -201,6 +212,7 @@ def test_servers_nix_says_what_the_server_registry_says() -> None:
         "all": list(SERVER_NAMES),
         "unprivileged": [spec.name for spec in REGISTRY if not spec.root],
         "handedToken": [spec.name for spec in callers() if not spec.issues_tokens],
+        "sharedStore": [name for name in SERVER_NAMES if name in SHARED_STORES],
         "ports": {spec.name: spec.port for spec in REGISTRY},
     }
 
