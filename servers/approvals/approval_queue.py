@@ -23,7 +23,7 @@ from typing import Final, Literal, TypeVar
 from fastmcp.exceptions import ToolError
 
 from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedRequest
-from hyperhive.servers.approvals.store import ApprovalStore, Kind, RequestRow
+from hyperhive.servers.approvals.store_sqlite import ApprovalStore, Kind, RequestRow
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_template
 from hyperhive.servers.common.backoff import Backoff

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from hyperhive.servers.approvals.approval_queue import MAX_REASON, Approvals
 from hyperhive.servers.approvals.models import DraftMade, Request, RequestList, ReviewList
-from hyperhive.servers.approvals.store import MIGRATIONS
+from hyperhive.servers.approvals.store_sqlite import MIGRATIONS
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.kit import ServiceKit

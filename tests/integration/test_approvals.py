@@ -16,7 +16,7 @@ from fastmcp.exceptions import ToolError
 from hivetest import SLEEPER, Endpoint, Hive, Hivemind, in_process, toml_list
 
 from hyperhive.servers.approvals.approval_queue import Approvals
-from hyperhive.servers.approvals.store import MIGRATIONS
+from hyperhive.servers.approvals.store_sqlite import MIGRATIONS
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.storage import Schemas
