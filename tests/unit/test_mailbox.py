@@ -16,8 +16,8 @@ from hyperhive.servers.common.config import load_hive_config
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.kit import ServiceKit
-from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.storage import Schemas
 from hyperhive.servers.home import init_home
 
 ALICE = Principal("alice", Role.AGENT)
