@@ -1,25 +1,26 @@
-"""The approvals server's sqlite: requests, their audit trail, events to deliver.
-
-A request is `pending` until the operator acts. Approving claims it (`approving`) in one
-transaction, so two approvals, or an approval racing a denial, resolve it once; carrying it out
-then ends it `applied` or `failed`. A request still `approving` after a crash is carried out (or
-found done) at start-up. Each change, its audit entry and its event commit together.
-"""
+"""The approvals store on sqlite (store.py has the contract): one writer, each method one job on the
+database's thread. Its MIGRATIONS are the history of every sqlite file made so far: only ever added to."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from functools import partial
 from typing import Final, Literal
 
-from hyperhive.servers.approvals.models import RequestKind, RequestState
+from hyperhive.servers.approvals.store import (
+    ApprovalStore,
+    Kind,
+    RequestRow,
+    already_resolved,
+    asks_already,
+    no_such_request,
+    requested_detail,
+    too_many_waiting,
+)
 from hyperhive.servers.common import audit
-from hyperhive.servers.common.clock import iso
 from hyperhive.servers.common.db import Database
-from hyperhive.servers.common.errors import AlreadyResolved, LimitReached, NotFound, Refused
-from hyperhive.servers.common.events import ApprovalResolved
+from hyperhive.servers.common.names import SYSTEM
 from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
 
 MIGRATIONS: Final = [
@@ -59,31 +60,10 @@ MIGRATIONS: Final = [
     """,
 ]
 
-Kind = RequestKind  # the tools' own types (models.py): one definition of each
-State = RequestState
 
+class SqliteApprovalStore(ApprovalStore):
+    """Each method is one job on the database's thread: one transaction, or one consistent read."""
 
-@dataclass(frozen=True, slots=True)
-class RequestRow:
-    id: int
-    kind: Kind
-    agent: str
-    commit_sha: str | None
-    diff: str
-    requested_by: str
-    requested_at: float
-    state: State
-    resolved_by: str | None
-    resolved_at: float | None
-    note: str | None
-    error: str | None
-    base_sha: str | None
-    widenings: str  # JSON list
-    reason: str | None
-    message: str | None
-
-
-class ApprovalStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -92,26 +72,22 @@ class ApprovalStore:
         return await self.db.read(partial(_row, request_id=request_id))
 
     async def requested_by(self, requester: str, limit: int) -> list[RequestRow]:
-        """`requester`'s requests: the open ones first, then the latest resolved; newest first in each."""
         return await self._rows(
             "requested_by = ? ORDER BY state NOT IN ('pending', 'approving'), id DESC LIMIT ?", (requester, limit)
         )
 
     async def open_requests(self) -> list[RequestRow]:
-        """Requests waiting for a decision or being carried out, oldest first."""
         return await self._rows("state IN ('pending', 'approving') ORDER BY id")
 
     async def resolved(self, limit: int) -> list[RequestRow]:
-        """The `limit` latest applied, denied or failed requests, newest first."""
         return await self._rows("state IN ('applied', 'denied', 'failed') ORDER BY id DESC LIMIT ?", (limit,))
 
     async def approving(self) -> list[RequestRow]:
-        """Requests approved and not yet carried out (a crash, or a lifecycle server away), oldest first."""
         return await self._rows("state = 'approving' ORDER BY id")
 
     async def _rows(self, where: str, params: tuple[object, ...] = ()) -> list[RequestRow]:
         rows = await self.db.fetch_all(f"SELECT * FROM requests WHERE {where}", params)
-        return [RequestRow(**dict(row)) for row in rows]
+        return [RequestRow.of(row) for row in rows]
 
     # ------------------------------------------------------------------------------------ writing
     async def add(
@@ -128,9 +104,6 @@ class ApprovalStore:
         now: float,
         max_pending: int,
     ) -> int:
-        """The new request's id. Refused if an open request asks the same already; LimitReached if
-        `max_pending` requests wait already."""
-
         def tx(conn: sqlite3.Connection) -> int:
             # Both checks in the insert's transaction, so two identical requests at once make one.
             # Asked against another base (the applied config moved), it is a new request: the old went stale.
@@ -140,28 +113,23 @@ class ApprovalStore:
                 (agent, kind, commit_sha, base_sha),
             ).fetchone()
             if same is not None:
-                raise Refused(f"request #{same['id']} asks for this already and is {same['state']}")
+                raise asks_already(same["id"], same["state"])
             waiting = conn.execute("SELECT count(*) FROM requests WHERE state = 'pending'").fetchone()[0]
             if waiting >= max_pending:
-                raise LimitReached(
-                    f"{waiting} requests are waiting for the operator already, the limit; "
-                    "try again when some are resolved"
-                )
+                raise too_many_waiting(waiting)
             cur = conn.execute(
                 "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, reason, message, "
                 "requested_by, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, agent, commit_sha, base_sha, diff, json.dumps(widenings), reason, message, requester, now),
             )
             assert cur.lastrowid is not None
-            detail = f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")
+            detail = requested_detail(kind, agent, commit_sha)
             audit.record(conn, cur.lastrowid, "requested", requester, now, detail)
             return cur.lastrowid
 
         return await self.db.write(tx)
 
     async def claim(self, request_id: int, operator: str, now: float) -> RequestRow:
-        """pending -> approving, by `operator`: exactly one caller wins; AlreadyResolved for the others."""
-
         def tx(conn: sqlite3.Connection) -> RequestRow:
             cur = conn.execute(
                 "UPDATE requests SET state = 'approving', resolved_by = ?, resolved_at = ? "
@@ -170,7 +138,7 @@ class ApprovalStore:
             )
             row = _row(conn, request_id)
             if cur.rowcount == 0:
-                raise AlreadyResolved(_already(row))
+                raise already_resolved(row)
             audit.record(conn, request_id, "approved", operator, now)
             return row
 
@@ -185,9 +153,9 @@ class ApprovalStore:
             )
             row = _row(conn, request_id)
             if cur.rowcount == 0:
-                raise AlreadyResolved(_already(row))
+                raise already_resolved(row)
             audit.record(conn, request_id, "denied", operator, now, note)
-            queue_event(conn, row.requested_by, _event(row), now)
+            queue_event(conn, row.requested_by, row.resolved_event(), now)
             return row
 
         return await self.db.write(tx)
@@ -195,8 +163,6 @@ class ApprovalStore:
     async def finish(
         self, request_id: int, outcome: Literal["applied", "failed"], error: str | None, now: float
     ) -> RequestRow:
-        """approving -> applied | failed, with its audit entry and the requester's event."""
-
         def tx(conn: sqlite3.Connection) -> RequestRow:
             cur = conn.execute(
                 "UPDATE requests SET state = ?, error = ? WHERE id = ? AND state = 'approving'",
@@ -204,8 +170,8 @@ class ApprovalStore:
             )
             row = _row(conn, request_id)
             if cur.rowcount == 1:  # recovery and an approval may both try; the first one records it
-                audit.record(conn, request_id, outcome, "system", now, error)
-                queue_event(conn, row.requested_by, _event(row), now)
+                audit.record(conn, request_id, outcome, SYSTEM, now, error)
+                queue_event(conn, row.requested_by, row.resolved_event(), now)
             return row
 
         return await self.db.write(tx)
@@ -214,26 +180,5 @@ class ApprovalStore:
 def _row(conn: sqlite3.Connection, request_id: int) -> RequestRow:
     row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
     if row is None:
-        raise NotFound(f"there is no request #{request_id}; pending_approvals lists the waiting ones")
-    return RequestRow(**dict(row))
-
-
-def _already(row: RequestRow) -> str:
-    """How a request that is no longer pending was resolved, for whoever acts on it late."""
-    when = iso(row.resolved_at) if row.resolved_at else "?"
-    if row.state == "approving":
-        return f"request #{row.id} was approved by {row.resolved_by} at {when} and is being carried out"
-    return f"request #{row.id} was already {row.state}: by {row.resolved_by} at {when}"
-
-
-def _event(row: RequestRow) -> ApprovalResolved:
-    assert row.state in ("applied", "denied", "failed") and row.resolved_by is not None
-    return ApprovalResolved(
-        request_id=row.id,
-        request="apply_commit" if row.kind == "apply_commit" else "spawn",
-        agent=row.agent,
-        outcome=row.state,
-        by=row.resolved_by,
-        note=row.note,
-        error=row.error,
-    )
+        raise no_such_request(request_id)
+    return RequestRow.of(row)
