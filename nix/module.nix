@@ -246,7 +246,7 @@ in
         example = "postgresql://hive@db.internal/hive";
         description = ''
           A PostgreSQL database for the stores the hive shares across processes and hosts (the
-          broker's and the operator's, a schema each), as [storage] url in hive.toml; null keeps
+          broker's, the approvals' and the operator's, a schema each), as [storage] url in hive.toml; null keeps
           every store in sqlite. The role needs to own the database (the broker creates the
           unaccent extension, a trusted one). No password here: the Nix store is world-readable;
           use passFile. docs/scaling.md says when and how.

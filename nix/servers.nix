@@ -28,6 +28,7 @@
   # SHARED_STORES); the others keep sqlite.
   sharedStore = [
     "broker"
+    "approvals"
     "operator"
   ];
   # hyperhive's default TCP ports.

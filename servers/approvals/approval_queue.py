@@ -12,7 +12,6 @@ answers "already applied" for what was carried out before, and does not do it tw
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable
@@ -23,7 +22,7 @@ from typing import Final, Literal, TypeVar
 from fastmcp.exceptions import ToolError
 
 from hyperhive.servers.approvals.models import DraftMade, Request, ReviewedRequest
-from hyperhive.servers.approvals.store import ApprovalStore, Kind, RequestRow
+from hyperhive.servers.approvals.store import Kind, RequestRow, approval_store
 from hyperhive.servers.common import audit
 from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_template
 from hyperhive.servers.common.backoff import Backoff
@@ -67,7 +66,7 @@ class Approvals:
         self.kit = kit
         self.config = kit.config
         self.clock = kit.clock
-        self.store = ApprovalStore(kit.sqlite)
+        self.store = approval_store(kit.db)
         self.outbox = kit.outbox
         # Creating or rebuilding an agent takes a while; a refused connection is retried a little.
         self.lifecycle = LifecycleClient(kit.client("lifecycle", timeout=300, retry_seconds=5))
@@ -282,7 +281,7 @@ def _model(row: RequestRow, *, with_diff: bool = True) -> Request:
         note=row.note,
         error=row.error,
         diff=row.diff if with_diff else None,
-        widenings=json.loads(row.widenings),
+        widenings=row.widenings,
         reason=row.reason,
         message=row.message,
         summary=_summary(row) if with_diff else None,

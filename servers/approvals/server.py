@@ -9,9 +9,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from hyperhive.servers.approvals import store_pg, store_sqlite
 from hyperhive.servers.approvals.approval_queue import MAX_REASON, Approvals
 from hyperhive.servers.approvals.models import DraftMade, Request, RequestList, ReviewList
-from hyperhive.servers.approvals.store import MIGRATIONS
 from hyperhive.servers.common.clock import Clock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.kit import ServiceKit
@@ -35,9 +35,11 @@ Reason = Annotated[
     ),
 ]
 
+SCHEMAS = Schemas(store_sqlite.MIGRATIONS, store_pg.MIGRATIONS)
+
 
 def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock | None = None) -> HiveServer:
-    kit = ServiceKit("approvals", config, Schemas(MIGRATIONS), token=credentials.service_token(), clock=clock)
+    kit = ServiceKit("approvals", config, SCHEMAS, token=credentials.service_token(), clock=clock)
     approvals = Approvals(kit)
 
     mcp = create_mcp(

@@ -1,63 +1,29 @@
-"""The approvals server's sqlite: requests, their audit trail, events to deliver.
+"""The approvals server's store: requests, their audit trail, events to deliver.
 
 A request is `pending` until the operator acts. Approving claims it (`approving`) in one
-transaction, so two approvals, or an approval racing a denial, resolve it once; carrying it out
-then ends it `applied` or `failed`. A request still `approving` after a crash is carried out (or
-found done) at start-up. Each change, its audit entry and its event commit together.
+transaction, so two approvals, or an approval racing a denial, resolve it once, whichever process
+runs them; carrying it out then ends it `applied` or `failed`. A request still `approving` after a
+crash is carried out (or found done) at start-up. Every state change is a conditional
+`UPDATE … WHERE state = …`: only the transaction that changes the row writes its audit entry and
+queues its event, and the three commit together. A store refuses what the rows it reads forbid (a
+request asked for already, a full queue) in the transaction that would insert.
+
+`ApprovalStore` is the contract; store_sqlite.py and store_pg.py keep it, one per engine, and
+`approval_store(db)` picks the one for the database the server was given (common/storage.py).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import partial
-from typing import Final, Literal
+from typing import Literal
 
 from hyperhive.servers.approvals.models import RequestKind, RequestState
-from hyperhive.servers.common import audit
 from hyperhive.servers.common.clock import iso
-from hyperhive.servers.common.db import Database
 from hyperhive.servers.common.errors import AlreadyResolved, LimitReached, NotFound, Refused
 from hyperhive.servers.common.events import ApprovalResolved
-from hyperhive.servers.common.outbox import OUTBOX_SCHEMA, queue_event
-
-MIGRATIONS: Final = [
-    """
-    CREATE TABLE requests (
-        id           INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind         TEXT NOT NULL CHECK (kind IN ('apply_commit', 'spawn', 'spawn_commit')),
-        agent        TEXT NOT NULL,
-        commit_sha   TEXT,                 -- the proposed commit, for apply_commit and spawn_commit
-        diff         TEXT NOT NULL,        -- what approving changes, as the operator reviews it
-        requested_by TEXT NOT NULL,
-        requested_at REAL NOT NULL,
-        state        TEXT NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'approving', 'applied', 'denied', 'failed')),
-        resolved_by  TEXT,
-        resolved_at  REAL,
-        note         TEXT,                 -- the operator's, on a denial
-        error        TEXT                  -- why carrying it out failed
-    );
-    CREATE INDEX requests_state ON requests (state, id);
-    CREATE INDEX requests_requester ON requests (requested_by, id);
-    """
-    + OUTBOX_SCHEMA
-    + audit.AUDIT_SCHEMA,
-    # The applied config's sha the diff was made against (NULL: there was none, a new agent);
-    # approving applies the request only while it is still that. NULL in an apply_commit made
-    # before this column was: not checked.
-    # widenings: a JSON list of what the new config may do that the old could not.
-    """
-    ALTER TABLE requests ADD COLUMN base_sha TEXT;
-    ALTER TABLE requests ADD COLUMN widenings TEXT NOT NULL DEFAULT '[]';
-    """,
-    # reason: the requester's why; message: the proposed commit's message. NULL on older requests.
-    """
-    ALTER TABLE requests ADD COLUMN reason TEXT;
-    ALTER TABLE requests ADD COLUMN message TEXT;
-    """,
-]
+from hyperhive.servers.common.storage import AnyDatabase, Row, is_postgresql
 
 Kind = RequestKind  # the tools' own types (models.py): one definition of each
 State = RequestState
@@ -78,42 +44,71 @@ class RequestRow:
     note: str | None
     error: str | None
     base_sha: str | None
-    widenings: str  # JSON list
+    widenings: list[str]
     reason: str | None
     message: str | None
 
-
-class ApprovalStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    # ------------------------------------------------------------------------------------ reading
-    async def get(self, request_id: int) -> RequestRow:
-        return await self.db.read(partial(_row, request_id=request_id))
-
-    async def requested_by(self, requester: str, limit: int) -> list[RequestRow]:
-        """`requester`'s requests: the open ones first, then the latest resolved; newest first in each."""
-        return await self._rows(
-            "requested_by = ? ORDER BY state NOT IN ('pending', 'approving'), id DESC LIMIT ?", (requester, limit)
+    @classmethod
+    def of(cls, row: Row) -> RequestRow:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            agent=row["agent"],
+            commit_sha=row["commit_sha"],
+            diff=row["diff"],
+            requested_by=row["requested_by"],
+            requested_at=row["requested_at"],
+            state=row["state"],
+            resolved_by=row["resolved_by"],
+            resolved_at=row["resolved_at"],
+            note=row["note"],
+            error=row["error"],
+            base_sha=row["base_sha"],
+            widenings=json.loads(row["widenings"]),  # stored as a JSON list
+            reason=row["reason"],
+            message=row["message"],
         )
 
+    def resolved_event(self) -> ApprovalResolved:
+        """What its requester is told once it is applied, denied or failed."""
+        assert self.state in ("applied", "denied", "failed") and self.resolved_by is not None
+        return ApprovalResolved(
+            request_id=self.id,
+            request="apply_commit" if self.kind == "apply_commit" else "spawn",
+            agent=self.agent,
+            outcome=self.state,
+            by=self.resolved_by,
+            note=self.note,
+            error=self.error,
+        )
+
+
+class ApprovalStore(ABC):
+    """Each method is one transaction, or one consistent read."""
+
+    # ------------------------------------------------------------------------------------ reading
+    @abstractmethod
+    async def get(self, request_id: int) -> RequestRow:
+        """The request; NotFound if there is none."""
+
+    @abstractmethod
+    async def requested_by(self, requester: str, limit: int) -> list[RequestRow]:
+        """`requester`'s requests: the open ones first, then the latest resolved; newest first in each."""
+
+    @abstractmethod
     async def open_requests(self) -> list[RequestRow]:
         """Requests waiting for a decision or being carried out, oldest first."""
-        return await self._rows("state IN ('pending', 'approving') ORDER BY id")
 
+    @abstractmethod
     async def resolved(self, limit: int) -> list[RequestRow]:
         """The `limit` latest applied, denied or failed requests, newest first."""
-        return await self._rows("state IN ('applied', 'denied', 'failed') ORDER BY id DESC LIMIT ?", (limit,))
 
+    @abstractmethod
     async def approving(self) -> list[RequestRow]:
         """Requests approved and not yet carried out (a crash, or a lifecycle server away), oldest first."""
-        return await self._rows("state = 'approving' ORDER BY id")
-
-    async def _rows(self, where: str, params: tuple[object, ...] = ()) -> list[RequestRow]:
-        rows = await self.db.fetch_all(f"SELECT * FROM requests WHERE {where}", params)
-        return [RequestRow(**dict(row)) for row in rows]
 
     # ------------------------------------------------------------------------------------ writing
+    @abstractmethod
     async def add(
         self,
         kind: Kind,
@@ -128,112 +123,61 @@ class ApprovalStore:
         now: float,
         max_pending: int,
     ) -> int:
-        """The new request's id. Refused if an open request asks the same already; LimitReached if
-        `max_pending` requests wait already."""
+        """The new request's id, with its audit entry. Refused (`asks_already`) if an open request asks
+        the same already; LimitReached (`too_many_waiting`) if `max_pending` requests wait already."""
 
-        def tx(conn: sqlite3.Connection) -> int:
-            # Both checks in the insert's transaction, so two identical requests at once make one.
-            # Asked against another base (the applied config moved), it is a new request: the old went stale.
-            same = conn.execute(
-                "SELECT * FROM requests WHERE state IN ('pending', 'approving') "
-                "AND agent = ? AND kind = ? AND commit_sha IS ? AND base_sha IS ? ORDER BY id LIMIT 1",
-                (agent, kind, commit_sha, base_sha),
-            ).fetchone()
-            if same is not None:
-                raise Refused(f"request #{same['id']} asks for this already and is {same['state']}")
-            waiting = conn.execute("SELECT count(*) FROM requests WHERE state = 'pending'").fetchone()[0]
-            if waiting >= max_pending:
-                raise LimitReached(
-                    f"{waiting} requests are waiting for the operator already, the limit; "
-                    "try again when some are resolved"
-                )
-            cur = conn.execute(
-                "INSERT INTO requests (kind, agent, commit_sha, base_sha, diff, widenings, reason, message, "
-                "requested_by, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (kind, agent, commit_sha, base_sha, diff, json.dumps(widenings), reason, message, requester, now),
-            )
-            assert cur.lastrowid is not None
-            detail = f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")
-            audit.record(conn, cur.lastrowid, "requested", requester, now, detail)
-            return cur.lastrowid
-
-        return await self.db.write(tx)
-
+    @abstractmethod
     async def claim(self, request_id: int, operator: str, now: float) -> RequestRow:
         """pending -> approving, by `operator`: exactly one caller wins; AlreadyResolved for the others."""
 
-        def tx(conn: sqlite3.Connection) -> RequestRow:
-            cur = conn.execute(
-                "UPDATE requests SET state = 'approving', resolved_by = ?, resolved_at = ? "
-                "WHERE id = ? AND state = 'pending'",
-                (operator, now, request_id),
-            )
-            row = _row(conn, request_id)
-            if cur.rowcount == 0:
-                raise AlreadyResolved(_already(row))
-            audit.record(conn, request_id, "approved", operator, now)
-            return row
-
-        return await self.db.write(tx)
-
+    @abstractmethod
     async def deny(self, request_id: int, operator: str, note: str, now: float) -> RequestRow:
-        def tx(conn: sqlite3.Connection) -> RequestRow:
-            cur = conn.execute(
-                "UPDATE requests SET state = 'denied', resolved_by = ?, resolved_at = ?, note = ? "
-                "WHERE id = ? AND state = 'pending'",
-                (operator, now, note, request_id),
-            )
-            row = _row(conn, request_id)
-            if cur.rowcount == 0:
-                raise AlreadyResolved(_already(row))
-            audit.record(conn, request_id, "denied", operator, now, note)
-            queue_event(conn, row.requested_by, _event(row), now)
-            return row
+        """pending -> denied with `note`, its audit entry and the requester's event: exactly one caller
+        wins (a denial racing an approval too); AlreadyResolved for the others."""
 
-        return await self.db.write(tx)
-
+    @abstractmethod
     async def finish(
         self, request_id: int, outcome: Literal["applied", "failed"], error: str | None, now: float
     ) -> RequestRow:
-        """approving -> applied | failed, with its audit entry and the requester's event."""
-
-        def tx(conn: sqlite3.Connection) -> RequestRow:
-            cur = conn.execute(
-                "UPDATE requests SET state = ?, error = ? WHERE id = ? AND state = 'approving'",
-                (outcome, error, request_id),
-            )
-            row = _row(conn, request_id)
-            if cur.rowcount == 1:  # recovery and an approval may both try; the first one records it
-                audit.record(conn, request_id, outcome, "system", now, error)
-                queue_event(conn, row.requested_by, _event(row), now)
-            return row
-
-        return await self.db.write(tx)
+        """approving -> applied | failed, with its audit entry and the requester's event; the request
+        as it is after (recovery and an approval may both try: the first one records it)."""
 
 
-def _row(conn: sqlite3.Connection, request_id: int) -> RequestRow:
-    row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"there is no request #{request_id}; pending_approvals lists the waiting ones")
-    return RequestRow(**dict(row))
+def requested_detail(kind: Kind, agent: str, commit_sha: str | None) -> str:
+    """The audit detail of a new request."""
+    return f"{kind} {agent}" + (f" at {commit_sha}" if commit_sha else "")
 
 
-def _already(row: RequestRow) -> str:
+def asks_already(request_id: int, state: State) -> Refused:
+    return Refused(f"request #{request_id} asks for this already and is {state}")
+
+
+def too_many_waiting(waiting: int) -> LimitReached:
+    return LimitReached(
+        f"{waiting} requests are waiting for the operator already, the limit; try again when some are resolved"
+    )
+
+
+def no_such_request(request_id: int) -> NotFound:
+    return NotFound(f"there is no request #{request_id}; pending_approvals lists the waiting ones")
+
+
+def already_resolved(row: RequestRow) -> AlreadyResolved:
     """How a request that is no longer pending was resolved, for whoever acts on it late."""
     when = iso(row.resolved_at) if row.resolved_at else "?"
     if row.state == "approving":
-        return f"request #{row.id} was approved by {row.resolved_by} at {when} and is being carried out"
-    return f"request #{row.id} was already {row.state}: by {row.resolved_by} at {when}"
+        return AlreadyResolved(
+            f"request #{row.id} was approved by {row.resolved_by} at {when} and is being carried out"
+        )
+    return AlreadyResolved(f"request #{row.id} was already {row.state}: by {row.resolved_by} at {when}")
 
 
-def _event(row: RequestRow) -> ApprovalResolved:
-    assert row.state in ("applied", "denied", "failed") and row.resolved_by is not None
-    return ApprovalResolved(
-        request_id=row.id,
-        request="apply_commit" if row.kind == "apply_commit" else "spawn",
-        agent=row.agent,
-        outcome=row.state,
-        by=row.resolved_by,
-        note=row.note,
-        error=row.error,
-    )
+def approval_store(db: AnyDatabase) -> ApprovalStore:
+    """The store for `db`'s engine."""
+    if is_postgresql(db):
+        from hyperhive.servers.approvals.store_pg import PgApprovalStore
+
+        return PgApprovalStore(db)
+    from hyperhive.servers.approvals.store_sqlite import SqliteApprovalStore
+
+    return SqliteApprovalStore(db)

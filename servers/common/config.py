@@ -266,7 +266,7 @@ class StorageSettings(_Strict):
 
 # The servers whose store moves to [storage] url: what one hive shares across hosts. The lifecycle
 # server's is its host's own (its sandboxes, its uids).
-SHARED_STORES: Final = frozenset({"broker", "operator"})
+SHARED_STORES: Final = frozenset({"broker", "approvals", "operator"})
 
 
 class HiveConfig(_Strict):

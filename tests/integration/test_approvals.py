@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -16,15 +15,16 @@ from fastmcp.exceptions import ToolError
 from hivetest import SLEEPER, Endpoint, Hive, Hivemind, in_process, toml_list
 
 from hyperhive.servers.approvals.approval_queue import Approvals
-from hyperhive.servers.approvals.store import MIGRATIONS
-from hyperhive.servers.common import audit
+from hyperhive.servers.approvals.server import SCHEMAS
+from hyperhive.servers.approvals.store import approval_store
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.principals import Principal, Role
-from hyperhive.servers.common.storage import Schemas
+from hyperhive.servers.common.storage import store_database
 from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
-pytestmark = pytest.mark.slow
+# Three servers per test, and events that travel through the outbox; on sqlite and on PostgreSQL.
+pytestmark = [pytest.mark.slow, pytest.mark.stores]
 
 
 class Queue:
@@ -241,7 +241,7 @@ async def test_concurrent_approvals_resolve_once(queue: Queue) -> None:
 # ------------------------------------------------------------------------------------ restarts
 
 
-async def test_pending_requests_survive_a_restart(hivemind: Hivemind) -> None:
+async def test_pending_requests_survive_a_restart(hivemind: Hivemind, storage: str) -> None:
     await hivemind.create("alice")
     sha = await hivemind.propose("alice", 'model = "opus"\n')
     async with in_process(hivemind.hive, "approvals") as approvals:
@@ -251,17 +251,14 @@ async def test_pending_requests_survive_a_restart(hivemind: Hivemind) -> None:
     async with in_process(hivemind.hive, "approvals") as approvals:
         [waiting] = (await approvals.client("operator").call("pending_approvals", {}))["requests"]
         assert waiting["id"] == request["id"] and waiting["state"] == "pending"
+    # Kept where [storage] says: the server's own sqlite file, or else the PostgreSQL database alone.
+    assert hivemind.hive.config.db_path("approvals").exists() == (storage == "sqlite")
 
 
-def _crash_mid_approval(hive: Hive, request_id: int) -> None:
-    """What a crash between claiming and carrying out leaves: approving, nothing else."""
-    with sqlite3.connect(hive.config.db_path("approvals")) as db:
-        now = time.time()
-        db.execute(
-            "UPDATE requests SET state = 'approving', resolved_by = 'operator', resolved_at = ? WHERE id = ?",
-            (now, request_id),
-        )
-        audit.record(db, request_id, "approved", "operator", now)
+async def _crash_mid_approval(hive: Hive, request_id: int) -> None:
+    """What a crash between claiming and carrying out leaves: the claim (approving, its audit entry), nothing else."""
+    async with store_database("approvals", hive.config, SCHEMAS) as db:
+        await approval_store(db).claim(request_id, "operator", time.time())
 
 
 async def test_a_crash_between_approve_and_apply_is_recovered(hivemind: Hivemind) -> None:
@@ -271,7 +268,7 @@ async def test_a_crash_between_approve_and_apply_is_recovered(hivemind: Hivemind
         request = await approvals.client("manager").call(
             "request_apply_commit", {"agent": "alice", "commit_ref": first, "reason": "opus for alice"}
         )
-    _crash_mid_approval(hivemind.hive, request["id"])
+    await _crash_mid_approval(hivemind.hive, request["id"])
     async with in_process(hivemind.hive, "approvals") as approvals:  # recovery carries it out
         event = await hivemind.event("approval_resolved")
         assert (event["request_id"], event["outcome"]) == (request["id"], "applied")
@@ -287,7 +284,7 @@ async def test_a_crash_between_approve_and_apply_is_recovered(hivemind: Hivemind
         )
     await hivemind.approvals.call("apply_commit", {"name": "alice", "sha": second})
     applies = await repos.git(AgentPaths.of(hivemind.hive.config, "alice").applied, "rev-list", "--count", "HEAD")
-    _crash_mid_approval(hivemind.hive, request["id"])
+    await _crash_mid_approval(hivemind.hive, request["id"])
     async with in_process(hivemind.hive, "approvals"):
         assert (await hivemind.event("approval_resolved"))["outcome"] == "applied"
     again = await repos.git(AgentPaths.of(hivemind.hive.config, "alice").applied, "rev-list", "--count", "HEAD")
@@ -319,7 +316,7 @@ async def test_an_approve_and_the_recovery_carry_a_request_out_once(hivemind: Hi
     sha = await hivemind.propose("alice", 'model = "opus"\n' + SLEEPING)
     hive = hivemind.hive
     approvals = Approvals(
-        ServiceKit("approvals", hive.config, Schemas(MIGRATIONS), token=hive.credentials("approvals").service_token())
+        ServiceKit("approvals", hive.config, SCHEMAS, token=hive.credentials("approvals").service_token())
     )
     async with approvals.running():
         request = await approvals.request_apply_commit(MANAGER, "alice", sha, "opus for alice")

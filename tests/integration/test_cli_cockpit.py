@@ -97,6 +97,7 @@ async def test_spawn_set_model_config_update_all_and_agents_json(hivemind: Hivem
     assert not any(a.needs_update for a in parsed(AgentInfo, (await hive_cli(hivemind, "agents", "--json")).stdout))
 
 
+@pytest.mark.stores  # the approvals' and operator's trails, on sqlite and on PostgreSQL
 async def test_stats_and_merged_audit_with_json(hivemind: Hivemind) -> None:
     await hivemind.create("alice")
     now = time.time()

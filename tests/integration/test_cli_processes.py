@@ -175,6 +175,7 @@ async def test_agent_verbs(hivemind: Hivemind) -> None:
     assert destroyed.stdout == "◆ alice: destroyed (its repos and state are kept)\n"
 
 
+@pytest.mark.stores  # the approvals and operator stores, on sqlite and on PostgreSQL
 async def test_approval_and_question_verbs(hivemind: Hivemind) -> None:
     hive = _hive_beside(hivemind)
 
