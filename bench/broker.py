@@ -12,8 +12,9 @@ over 10,000 more stored messages (a rare word, a common one, as an agent) beside
 
 With --store postgresql it measures a hive across processes instead (issue 17): delivered
 messages per second and wake latency with 1, 2 and 4 broker processes on one PostgreSQL (a
-throw-away cluster it starts: Debian's postgresql, initdb in a temp dir, fsync on and
-synchronous_commit off, as durable as sqlite's WAL with synchronous=NORMAL), each pair's sender on
+throw-away cluster it starts: Debian's postgresql, initdb in a temp dir, with PostgreSQL's default
+durability: each commit flushed to disk, where sqlite's default, WAL with synchronous=NORMAL,
+flushes at checkpoints), each pair's sender on
 one broker and its receiver on another, side by side with one sqlite broker in the same run.
 
 The load comes from one process speaking MCP's stateless HTTP protocol (2026-07-28) directly
@@ -354,7 +355,7 @@ async def run_postgresql(quick: bool, broker_counts: list[int]) -> dict[str, Any
             "delivered_per_s": await throughput(home, urls, SCALING_PAIRS, seconds),
             "wake_ms": await wake(home, urls[0], urls[0], n),
         }
-    cluster = PgCluster(settings={"fsync": "on"}).start()
+    cluster = PgCluster(settings={"fsync": "on", "synchronous_commit": "on"}).start()  # PostgreSQL's defaults
     try:
         for count in broker_counts:
             database = cluster.create_database()

@@ -56,12 +56,19 @@ class PgCluster:
             shutil.chown(self.dir, "postgres", "postgres")
         self.dir.chmod(0o700)
         self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.resume()
+        return self
+
+    def pause(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data: resume() starts it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
         options = " ".join(f"-c {key}={value or repr('')}" for key, value in self.settings.items())
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
             "-o", f"-k {self.dir} {options}", "start",
         )  # fmt: skip
-        return self
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

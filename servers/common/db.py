@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
+from fastmcp.exceptions import ToolError
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
@@ -27,6 +28,11 @@ Params = Sequence[Any] | dict[str, Any]
 
 class DatabaseError(Exception):
     """The database cannot be used as it is (for example, it was written by a newer version)."""
+
+
+class StoreUnavailable(DatabaseError, ToolError):
+    """The database did not answer, or the connection to it broke (PostgreSQL). A ToolError: a tool
+    call that meets it tells its caller so, in its own words, and to try again."""
 
 
 class Database:

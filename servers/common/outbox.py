@@ -23,6 +23,7 @@ from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.client import HiveClient
 from hyperhive.servers.common.clock import Clock
+from hyperhive.servers.common.db import DatabaseError
 from hyperhive.servers.common.events import HELPER_EVENT, HelperEvent
 from hyperhive.servers.common.storage import AnyDatabase, is_postgresql
 
@@ -97,7 +98,12 @@ class Outbox:
         backoff = Backoff(0.5, 30)
         while True:
             self._wake.clear()
-            if await self._deliver_pending():
+            try:
+                delivered = await self._deliver_pending()
+            except DatabaseError as e:  # its store is unreachable (PostgreSQL down): the queue waits there
+                log.warning("cannot read the event queue, will retry: %s", e)
+                delivered = False
+            if delivered:
                 backoff.reset()
                 with anyio.move_on_after(60):  # and look again now and then, should a wake be missed
                     await self._wake.wait()

@@ -29,7 +29,7 @@ from psycopg import AsyncConnection, IsolationLevel, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hyperhive.servers.common.db import DatabaseError
+from hyperhive.servers.common.db import DatabaseError, StoreUnavailable
 
 T = TypeVar("T")
 Conn = AsyncConnection[DictRow]
@@ -203,10 +203,20 @@ class PgDatabase:
         try:
             return await asyncio.shield(job)
         except PoolTimeout as e:
-            raise DatabaseError(
+            raise self._unavailable(
                 f"no PostgreSQL connection free within {self.connect_seconds:g} s ({self.pool_size} in the pool, "
                 f"[storage] pool_size): {_last_error(e)}"
             ) from None
+        except psycopg.OperationalError as e:
+            if not _connection_lost(e):
+                raise
+            raise self._unavailable(f"the connection to PostgreSQL broke: {_last_error(e)}") from None
+
+    def _unavailable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the {self.schema} server cannot reach its database right now ({why}); try again in a moment. "
+            "If this call changed something, look before you repeat it: it may have been stored."
+        )
 
     def _require(self) -> AsyncConnectionPool[Conn]:
         if self._pool is None:
@@ -219,5 +229,11 @@ def _lock_key(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+def _connection_lost(e: psycopg.OperationalError) -> bool:
+    """A failure of the connection or the server (no SQLSTATE: the client's side; class 08: the
+    connection; 57P: the server shutting down or starting), not of the statement."""
+    return e.sqlstate is None or e.sqlstate.startswith(("08", "57P"))
+
+
 def _last_error(e: Exception) -> str:
-    return str(e).strip() or type(e).__name__
+    return " ".join(str(e).split()) or type(e).__name__  # libpq's messages run over several lines

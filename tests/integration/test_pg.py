@@ -1,16 +1,22 @@
 """PgDatabase (servers/common/pg.py) against the session's throw-away PostgreSQL: migrations taken once
 by concurrent processes, a newer schema refused, a failed migration named with nothing half done, an
 unreachable database a clear error within its bound, a write finished when its caller goes away,
-reads read-only, and each server in a schema of its own."""
+reads read-only, and each server in a schema of its own; and a broker whose database goes away and
+comes back."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from fastmcp.exceptions import ToolError
+from hivetest import Endpoint, Hive, in_process
 from pgtest import PgCluster
 
+from hyperhive.servers.common.clock import SystemClock
 from hyperhive.servers.common.db import DatabaseError
 from hyperhive.servers.common.pg import Conn, PgDatabase
 
@@ -117,3 +123,41 @@ async def test_a_failed_write_leaves_nothing_and_reads_cannot_write(url: str) ->
 def test_the_url_never_shows_in_its_repr() -> None:
     db = PgDatabase("postgresql://hive:s3cret@db/hive", "broker", SCHEMA)
     assert "s3cret" not in repr(db)
+
+
+async def test_a_database_that_goes_away_is_a_clear_refusal_and_its_return_heals_the_broker(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL stopped under a running broker: a send is refused saying to try again (not the
+    masked "Error calling tool"), and once the database is back sends work and a long-poll is woken
+    again (the pool and the notification listener reconnect by themselves)."""
+    # Its own: stopping the session's would stop every other test's. Commits durable at once, as by
+    # default (the session's cluster trades that for speed), so a crash of it loses none of them.
+    cluster = PgCluster(settings={"synchronous_commit": "on"}).start()
+    try:
+        hive = Hive(tmp_path / "hive", storage_url=cluster.url(cluster.create_database()))
+        alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
+        async with in_process(hive, "broker", clock=SystemClock()) as broker:
+            await broker.client(alice).call("send", {"to": bob, "body": "before"})
+            cluster.pause()
+            refusal = r"^the broker server cannot reach its database right now \(.*try again"
+            with pytest.raises(ToolError, match=refusal):
+                await broker.client(alice).call("send", {"to": bob, "body": "while down"})
+            cluster.resume()
+            for _ in range(50):  # the pool notices its broken connections and makes new ones
+                try:
+                    assert (await broker.client(bob).call("recv", {}))["message"]["body"] == "before"
+                    break
+                except ToolError:
+                    await asyncio.sleep(0.2)
+            else:
+                pytest.fail("the broker did not come back with its database")
+            await asyncio.sleep(1.5)  # the listener's backoff: listening again
+            waiting: asyncio.Task[Any] = asyncio.create_task(broker.client(bob).call("recv", {"wait_seconds": 20}))
+            await asyncio.sleep(0.3)
+            other = Endpoint(hive, broker.url)  # another client: the send goes through another connection
+            await other.client(alice).call("send", {"to": bob, "body": "after"})
+            assert (await asyncio.wait_for(waiting, 10))["message"]["body"] == "after"
+            await other.close_clients()
+    finally:
+        cluster.stop()
