@@ -157,7 +157,7 @@ def create(config: HiveConfig, credentials: ServerCredentials, *, clock: Clock |
                 min_length=1,
                 max_length=MAX_QUERY_CHARS,
                 description='words to find (all must match); "an exact phrase" in double quotes, abc* a prefix, '
-                "OR/NOT between words, sender:NAME or body:WORD for one field (SQLite FTS5 syntax)",
+                "OR/NOT between words, sender:NAME or body:WORD for one field",
             ),
         ],
         agent: Annotated[str | None, Field(description="only messages this name sent or received")] = None,

@@ -96,7 +96,7 @@ def _peek(home: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The hits as one JSON array (full bodies, deliveries).")
 @home_option
 def search(query: tuple[str, ...], agent: str | None, limit: int, relevance: bool, as_json: bool, home: Path) -> None:
-    """Search every message's body and sender (SQLite FTS5): words all match, newest first.
+    """Search every message's body and sender: words all match, newest first.
 
     \b
     Examples:

@@ -58,7 +58,7 @@ def test_hive_search_finds_quotes_and_prints_json(hive: Hive, broker: ServerProc
 
     bad = run(hive, "search", "deploy-bot")
     assert bad.exit_code == 1
-    assert "not a search query sqlite can read" in bad.output
+    assert "not a search query the broker can read" in bad.output
     assert "hive search '\"foo-bar\"'" in bad.output and "search_messages" not in bad.output
     quoted = run(hive, "search", '"deploy-bot"', "--json")
     assert quoted.exit_code == 0, quoted.output
