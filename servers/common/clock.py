@@ -10,6 +10,8 @@ from typing import Protocol
 
 import anyio
 
+from hyperhive.servers.common.db import StoreUnavailable
+
 log = logging.getLogger("hyperhive.clock")
 
 
@@ -83,6 +85,9 @@ class DueLoop:
             self._wake = anyio.Event()
             try:
                 due = await self.step()
+            except StoreUnavailable as e:  # the database is away: one line each time, not a traceback
+                log.warning("%s: %s; retrying in %g s", self.what, e, self.retry_seconds)
+                due = self.clock.now() + self.retry_seconds
             except Exception:
                 log.exception("%s failed; retrying in %g s", self.what, self.retry_seconds)
                 due = self.clock.now() + self.retry_seconds

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import re
 import socket
@@ -19,7 +21,7 @@ import pytest
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.clock import DueLoop, ManualClock, iso, parse_iso
-from hyperhive.servers.common.db import Database, DatabaseError
+from hyperhive.servers.common.db import Database, DatabaseError, StoreUnavailable
 from hyperhive.servers.common.events import HELPER_EVENT, ApprovalResolved, ContainerCrash, OperatorAnswered
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file, read_agent_file_async, write_atomic
 from hyperhive.servers.common.serving import ListenError, bind_tcp, bind_unix
@@ -168,6 +170,34 @@ async def test_a_due_loop_sleeps_until_the_next_due_time_or_a_poke_and_survives_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_due_loop_says_in_one_line_that_its_store_is_away(caplog: pytest.LogCaptureFixture) -> None:
+    """A database that is down fails every step until it is back: a warning each time, not a traceback."""
+    clock = ManualClock(start=100)
+    calls = 0
+
+    async def step() -> float:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreUnavailable("the broker server cannot reach its database right now (gone)")
+        return math.inf
+
+    loop = DueLoop(clock, step, what="the broker's scheduler step", retry_seconds=5)
+    task = asyncio.create_task(loop.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="hyperhive.clock"):
+            await asyncio.sleep(0.01)
+            clock.advance(5)
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert calls == 2  # retried after retry_seconds
+    [record] = [r for r in caplog.records if r.name == "hyperhive.clock"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "cannot reach its database right now (gone); retrying in 5 s" in record.getMessage()
 
 
 async def test_backoff_grows_to_its_cap_resets_and_is_cut_short_by_a_wake() -> None:
