@@ -118,12 +118,79 @@ MIGRATIONS: Final = [
     CREATE INDEX reminders_owner ON reminders (owner, created_at);
     CREATE INDEX reminders_recipient ON reminders (recipient) WHERE state = 'pending';
     """,
+    # A send in one round trip: the inbox locks, the count after them (in PL/pgSQL each query takes
+    # a new snapshot, so it sees every sender that held a lock before), the message, its deliveries
+    # and the wake. Returns the message's id (NULL: the reply target is not visible, or every
+    # inbox is full: reply_found says which) and the inboxes that were full.
+    """
+    CREATE FUNCTION send_message(
+        p_sender text, p_body text, p_kind text, p_event text, p_in_reply_to bigint, p_broadcast boolean,
+        p_late boolean, p_now double precision, p_recipients text[], p_cap bigint, p_everyone boolean,
+        p_viewer text, p_channel text, p_notify boolean
+    ) RETURNS TABLE (message_id bigint, full_inboxes text[], reply_found boolean)
+    LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE
+        v_thread bigint;
+        v_full text[] := '{}';
+        v_deliver text[];
+        v_name text;
+        v_id bigint;
+    BEGIN
+        IF p_in_reply_to IS NOT NULL THEN
+            SELECT COALESCE(m.thread_id, m.id) INTO v_thread FROM messages m
+            WHERE m.id = p_in_reply_to AND (p_everyone OR m.sender = p_viewer OR EXISTS
+                (SELECT 1 FROM deliveries v WHERE v.message_id = m.id AND v.recipient = p_viewer));
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT NULL::bigint, NULL::text[], false;
+                RETURN;
+            END IF;
+        END IF;
+        IF p_cap IS NOT NULL THEN
+            FOREACH v_name IN ARRAY ARRAY(SELECT DISTINCT r FROM unnest(p_recipients) AS r ORDER BY r) LOOP
+                PERFORM pg_advisory_xact_lock(hashtext('broker.inbox'), hashtext(v_name));
+            END LOOP;
+            SELECT coalesce(array_agg(recipient ORDER BY recipient), '{}') INTO v_full FROM (
+                SELECT recipient FROM (
+                    SELECT d.recipient FROM deliveries d
+                    WHERE d.state != 'delivered' AND d.recipient = ANY(p_recipients)
+                    UNION ALL SELECT r.recipient FROM reminders r
+                    WHERE r.state = 'pending' AND r.recipient = ANY(p_recipients)
+                ) AS load GROUP BY recipient HAVING count(*) >= p_cap
+            ) AS over;
+        END IF;
+        v_deliver := ARRAY(SELECT r FROM unnest(p_recipients) WITH ORDINALITY AS t (r, i)
+                           WHERE NOT (r = ANY(v_full)) ORDER BY i);
+        IF cardinality(v_deliver) = 0 THEN
+            RETURN QUERY SELECT NULL::bigint, v_full, true;
+            RETURN;
+        END IF;
+        INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, late, created_at)
+        VALUES (p_sender, p_body, p_kind, p_event, p_in_reply_to, v_thread, p_broadcast, p_late, p_now)
+        RETURNING id INTO v_id;
+        INSERT INTO deliveries (message_id, recipient) SELECT v_id, unnest(v_deliver);
+        IF p_notify THEN
+            PERFORM pg_notify(p_channel, array_to_string(v_deliver, ','));
+        END IF;
+        RETURN QUERY SELECT v_id, v_full, true;
+    END
+    $$;
+    """,
 ]
 
 # A message's columns as the contract reads them (not its tsvector).
-_MESSAGE: Final = (
-    "m.id, m.sender, m.body, m.kind, m.event, m.in_reply_to, m.thread_id, m.broadcast, m.late, m.created_at"
+_MESSAGE_COLUMNS: Final = (
+    "id",
+    "sender",
+    "body",
+    "kind",
+    "event",
+    "in_reply_to",
+    "thread_id",
+    "broadcast",
+    "late",
+    "created_at",
 )
+_MESSAGE: Final = ", ".join(f"m.{column}" for column in _MESSAGE_COLUMNS)
 # A delivery the recipient can take now: queued, or leased with the lease run out.
 _AVAILABLE: Final = "state != 'delivered' AND (state = 'queued' OR lease_until <= %(now)s)"
 _VISIBLE: Final = (
@@ -150,57 +217,39 @@ class PgBrokerStore(BrokerStore):
         inbox_cap: int | None,
         reply_visible_to: str | None,
     ) -> tuple[int, list[str], list[str]]:
-        async def tx(conn: Conn) -> tuple[int, list[str], list[str]]:
-            thread_id = None
-            if message.in_reply_to is not None:
-                parent = await _one(
-                    conn,
-                    f"SELECT COALESCE(m.thread_id, m.id) AS root FROM messages m WHERE m.id = %(id)s AND {_VISIBLE}",
-                    {"id": message.in_reply_to, "everyone": reply_visible_to is None, "me": reply_visible_to},
-                )
-                if parent is None:
-                    raise unknown_reply_target(message.in_reply_to)
-                thread_id = parent["root"]
-            full: list[str] = []
-            if inbox_cap is not None:
-                await _lock_inboxes(conn, recipients)
-                loads = await _inbox_loads(conn, recipients)
-                full = sorted(name for name, count in loads.items() if count >= inbox_cap)
-            deliver = [name for name in recipients if name not in full]
-            if not deliver:
-                assert inbox_cap is not None
-                raise all_inboxes_full(full, inbox_cap)
-            # The message, its deliveries and the wake in one statement: one round trip.
-            payload = ",".join(deliver)
-            inserted = await _one(
-                conn,
-                "WITH m AS (INSERT INTO messages (sender, body, kind, event, in_reply_to, thread_id, broadcast, "
-                "late, created_at) VALUES (%(sender)s, %(body)s, %(kind)s, %(event)s, %(in_reply_to)s, "
-                "%(thread_id)s, %(broadcast)s, %(late)s, %(now)s) RETURNING id), "
-                "d AS (INSERT INTO deliveries (message_id, recipient) SELECT m.id, unnest(%(deliver)s::text[]) FROM m) "
-                "SELECT m.id, CASE WHEN %(notify)s THEN pg_notify(%(channel)s, %(payload)s) END AS woken FROM m",
-                {
-                    "sender": message.sender,
-                    "body": message.body,
-                    "kind": message.kind,
-                    "event": message.event,
-                    "in_reply_to": message.in_reply_to,
-                    "thread_id": thread_id,
-                    "broadcast": message.broadcast,
-                    "late": message.late,
-                    "now": now,
-                    "deliver": deliver,
-                    "notify": len(payload) <= _NOTIFY_BYTES,
-                    "channel": INBOX_CHANNEL,
-                    "payload": payload,
-                },
-            )
-            assert inserted is not None
-            if len(payload) > _NOTIFY_BYTES:  # a broadcast to hundreds: the names in several notifications
-                await _wake(conn, deliver)
-            return int(inserted["id"]), deliver, full
-
-        return await self.db.write(tx)
+        # One statement, its own transaction: one round trip (send_message, the second migration).
+        notify = len(",".join(recipients)) <= _NOTIFY_BYTES
+        sent = await self.db.write_one(
+            "SELECT * FROM send_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                message.sender,
+                message.body,
+                message.kind,
+                message.event,
+                message.in_reply_to,
+                message.broadcast,
+                message.late,
+                now,
+                list(recipients),
+                inbox_cap,
+                reply_visible_to is None,
+                reply_visible_to,
+                INBOX_CHANNEL,
+                notify,
+            ),
+        )
+        assert sent is not None
+        if not sent["reply_found"]:
+            assert message.in_reply_to is not None
+            raise unknown_reply_target(message.in_reply_to)
+        full: list[str] = list(sent["full_inboxes"] or [])
+        if sent["message_id"] is None:
+            assert inbox_cap is not None
+            raise all_inboxes_full(full, inbox_cap)
+        deliver = [name for name in recipients if name not in full]
+        if not notify:  # a broadcast to hundreds: the names in several notifications, after the commit
+            await self.db.write(lambda conn: _wake(conn, deliver))
+        return int(sent["message_id"]), deliver, full
 
     # -------------------------------------------------------------------------------- receiving
     async def claim(self, recipient: str, limit: int, now: float, lease_until: float | None) -> Claimed:
@@ -213,30 +262,28 @@ class PgBrokerStore(BrokerStore):
             "delivered": now if lease_until is None else None,
         }
 
-        async def tx(conn: Conn) -> Claimed:
-            # SKIP LOCKED: a claim in another process takes other deliveries, never the same ones.
-            # The second statement sees what the first changed (the same transaction).
-            taken = await conn.execute(
-                "WITH pick AS (SELECT message_id FROM deliveries WHERE recipient = %(me)s AND "
-                f"{_AVAILABLE} ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
-                "taken AS (UPDATE deliveries d SET state = %(state)s, lease_until = %(lease)s, "
-                "delivered_at = %(delivered)s, attempts = d.attempts + 1 FROM pick "
-                "WHERE d.recipient = %(me)s AND d.message_id = pick.message_id RETURNING d.message_id) "
-                f"SELECT {_MESSAGE} FROM messages m JOIN taken ON m.id = taken.message_id ORDER BY m.id",
-                params,
-            )
-            left = await conn.execute(
-                f"SELECT count(*) FILTER (WHERE {_AVAILABLE}) AS queued, "
-                "min(lease_until) FILTER (WHERE state = 'leased' AND lease_until > %(now)s) AS next_lease_end "
-                "FROM deliveries WHERE recipient = %(me)s AND state != 'delivered'",
-                params,
-            )
-            counted = await left.fetchone()
-            rows: list[Row] = [*await taken.fetchall()]
-            assert counted is not None
-            return Claimed(rows, int(counted["queued"]), counted["next_lease_end"])
-
-        return await self.db.write(tx)
+        # One statement, its own transaction: one round trip. What is left is counted from the same
+        # snapshot as the claim (before it), less what it took.
+        result = await self.db.write_all(
+            "WITH pick AS (SELECT message_id FROM deliveries WHERE recipient = %(me)s AND "
+            f"{_AVAILABLE} ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+            "taken AS (UPDATE deliveries d SET state = %(state)s, lease_until = %(lease)s, "
+            "delivered_at = %(delivered)s, attempts = d.attempts + 1 FROM pick "
+            "WHERE d.recipient = %(me)s AND d.message_id = pick.message_id RETURNING d.message_id), "
+            f"before AS (SELECT count(*) FILTER (WHERE {_AVAILABLE}) AS available, "
+            "min(lease_until) FILTER (WHERE state = 'leased' AND lease_until > %(now)s) AS lease_end "
+            "FROM deliveries WHERE recipient = %(me)s AND state != 'delivered') "
+            f"SELECT {_MESSAGE}, before.available, before.lease_end FROM before "
+            "LEFT JOIN (messages m JOIN taken ON m.id = taken.message_id) ON true ORDER BY m.id",
+            params,
+        )
+        rows: list[Row] = [
+            {column: row[column] for column in _MESSAGE_COLUMNS} for row in result if row["id"] is not None
+        ]
+        available, lease_end = int(result[0]["available"]), result[0]["lease_end"]
+        if rows and lease_until is not None:  # the leases just taken run out too
+            lease_end = lease_until if lease_end is None else min(lease_end, lease_until)
+        return Claimed(rows, available - len(rows), lease_end)
 
     async def unclaim(self, recipient: str, ids: Sequence[int]) -> None:
         async def tx(conn: Conn) -> None:

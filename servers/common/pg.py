@@ -151,6 +151,14 @@ class PgDatabase:
 
         return await self._job(run, transaction=False)
 
+    async def write_one(self, query: str, params: Params = ()) -> DictRow | None:
+        """One statement that changes something, as its own transaction (one round trip); its first row."""
+        return await self.fetch_one(query, params)
+
+    async def write_all(self, query: str, params: Params = ()) -> list[DictRow]:
+        """One statement that changes something, as its own transaction (one round trip); its rows."""
+        return await self.fetch_all(query, params)
+
     async def fetch_value(self, query: str, params: Params = ()) -> Any:
         row = await self.fetch_one(query, params)
         return None if row is None else next(iter(row.values()))
