@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -162,12 +161,6 @@ class PgDatabase:
     async def fetch_value(self, query: str, params: Params = ()) -> Any:
         row = await self.fetch_one(query, params)
         return None if row is None else next(iter(row.values()))
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
-        """A connection of the pool for what is not one transaction (LISTEN, say), returned after."""
-        async with self._require().connection(timeout=self.connect_seconds) as conn:
-            yield conn
 
     async def listen(self, channels: Sequence[str]) -> AsyncIterator[tuple[str, str]]:
         """(channel, payload) of each NOTIFY on `channels`, on a connection of its own: first ("", "")
