@@ -256,6 +256,7 @@ let
     psycopg
     psycopg-pool
     pydantic
+    typing-extensions
     uvicorn
     uvloop
   ];
