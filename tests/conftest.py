@@ -42,6 +42,16 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 
 @pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A database of this test's own on the session's PostgreSQL, dropped after it."""
+    name = pg_cluster.create_database()
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        pg_cluster.drop_database(name)
+
+
+@pytest.fixture
 def storage(request: pytest.FixtureRequest) -> str:
     """The shared stores' engine: "sqlite", unless the test is marked `stores` (then each in turn)."""
     return str(getattr(request, "param", "sqlite"))

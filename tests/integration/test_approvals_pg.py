@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
-from pgtest import PgCluster
 
 from hyperhive.servers.approvals.store import RequestRow
 from hyperhive.servers.approvals.store_pg import MIGRATIONS, PgApprovalStore
@@ -22,17 +21,10 @@ PROCESSES = 4
 
 
 @pytest.fixture
-def url(pg_cluster: PgCluster) -> Iterator[str]:
-    name = pg_cluster.create_database()
-    yield pg_cluster.url(name)
-    pg_cluster.drop_database(name)
-
-
-@pytest.fixture
-async def stores(url: str) -> AsyncIterator[list[PgApprovalStore]]:
+async def stores(pg_url: str) -> AsyncIterator[list[PgApprovalStore]]:
     """One store per process, each on a pool of its own."""
     async with AsyncExitStack() as stack:
-        databases = [PgDatabase(url, "approvals", MIGRATIONS) for _ in range(PROCESSES)]
+        databases = [PgDatabase(pg_url, "approvals", MIGRATIONS) for _ in range(PROCESSES)]
         for db in databases:
             await stack.enter_async_context(db)
         yield [PgApprovalStore(db) for db in databases]

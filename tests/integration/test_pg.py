@@ -7,7 +7,6 @@ comes back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,9 @@ from hyperhive.servers.common.pg import Conn, PgDatabase
 SCHEMA = ["CREATE TABLE things (id bigint PRIMARY KEY, name text NOT NULL);"]
 
 
-@pytest.fixture
-def url(pg_cluster: PgCluster) -> Iterator[str]:
-    name = pg_cluster.create_database()
-    yield pg_cluster.url(name)
-    pg_cluster.drop_database(name)
-
-
-async def test_processes_opening_at_once_migrate_once(url: str) -> None:
+async def test_processes_opening_at_once_migrate_once(pg_url: str) -> None:
     migrations = [*SCHEMA, "ALTER TABLE things ADD COLUMN size integer;"]
-    databases = [PgDatabase(url, "broker", migrations) for _ in range(4)]
+    databases = [PgDatabase(pg_url, "broker", migrations) for _ in range(4)]
     await asyncio.gather(*(db.open() for db in databases))  # would fail on a second CREATE TABLE
     try:
         versions = await databases[0].fetch_all("SELECT version FROM schema_version ORDER BY version")
@@ -41,8 +33,8 @@ async def test_processes_opening_at_once_migrate_once(url: str) -> None:
         await asyncio.gather(*(db.close() for db in databases))
 
 
-async def test_each_server_has_a_schema_of_its_own(url: str) -> None:
-    async with PgDatabase(url, "broker", SCHEMA) as broker, PgDatabase(url, "operator", SCHEMA) as operator:
+async def test_each_server_has_a_schema_of_its_own(pg_url: str) -> None:
+    async with PgDatabase(pg_url, "broker", SCHEMA) as broker, PgDatabase(pg_url, "operator", SCHEMA) as operator:
 
         async def insert(conn: Conn) -> None:
             await conn.execute("INSERT INTO things VALUES (1, 'message')")
@@ -52,23 +44,23 @@ async def test_each_server_has_a_schema_of_its_own(url: str) -> None:
         assert await operator.fetch_value("SELECT count(*) FROM things") == 0
 
 
-async def test_a_newer_schema_is_refused_with_what_to_do(url: str) -> None:
-    async with PgDatabase(url, "operator", [*SCHEMA, "CREATE INDEX things_name ON things (name);"]):
+async def test_a_newer_schema_is_refused_with_what_to_do(pg_url: str) -> None:
+    async with PgDatabase(pg_url, "operator", [*SCHEMA, "CREATE INDEX things_name ON things (name);"]):
         pass
     newer = r"the operator schema has version 2, newer than this hyperhive knows \(1\)"
     with pytest.raises(DatabaseError, match=newer):
-        async with PgDatabase(url, "operator", SCHEMA):
+        async with PgDatabase(pg_url, "operator", SCHEMA):
             pass
 
 
-async def test_a_failed_migration_is_named_and_leaves_nothing_half_done(url: str) -> None:
-    async with PgDatabase(url, "operator", SCHEMA):
+async def test_a_failed_migration_is_named_and_leaves_nothing_half_done(pg_url: str) -> None:
+    async with PgDatabase(pg_url, "operator", SCHEMA):
         pass
     broken = [*SCHEMA, "CREATE TABLE more (id bigint); CREATE TABLE things (id bigint);"]
     with pytest.raises(DatabaseError, match=r"the operator schema: migration 2 failed: .*already exists"):
-        async with PgDatabase(url, "operator", broken):
+        async with PgDatabase(pg_url, "operator", broken):
             pass
-    async with PgDatabase(url, "operator", SCHEMA) as db:  # still at version 1, and `more` was not made
+    async with PgDatabase(pg_url, "operator", SCHEMA) as db:  # still at version 1, and `more` was not made
         assert await db.fetch_value("SELECT max(version) FROM schema_version") == 1
         assert await db.fetch_value("SELECT to_regclass('operator.more') IS NULL") is True
 
@@ -82,8 +74,8 @@ async def test_an_unreachable_database_is_a_clear_error_within_its_bound(pg_clus
     assert asyncio.get_running_loop().time() - started < 5
 
 
-async def test_a_write_whose_caller_is_cancelled_still_commits_whole(url: str) -> None:
-    async with PgDatabase(url, "broker", SCHEMA) as db:
+async def test_a_write_whose_caller_is_cancelled_still_commits_whole(pg_url: str) -> None:
+    async with PgDatabase(pg_url, "broker", SCHEMA) as db:
         started = asyncio.Event()
 
         async def slow(conn: Conn) -> None:
@@ -101,8 +93,8 @@ async def test_a_write_whose_caller_is_cancelled_still_commits_whole(url: str) -
         assert await db.fetch_value("SELECT count(*) FROM things") == 2
 
 
-async def test_a_failed_write_leaves_nothing_and_reads_cannot_write(url: str) -> None:
-    async with PgDatabase(url, "broker", SCHEMA) as db:
+async def test_a_failed_write_leaves_nothing_and_reads_cannot_write(pg_url: str) -> None:
+    async with PgDatabase(pg_url, "broker", SCHEMA) as db:
 
         async def half(conn: Conn) -> None:
             await conn.execute("INSERT INTO things VALUES (1, 'first')")
