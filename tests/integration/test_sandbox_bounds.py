@@ -87,6 +87,7 @@ async def test_killing_the_main_process_ends_everything_in_the_sandbox(hivemind:
     first = _record(hivemind.hive, "alice")
     await _until(lambda: len(_in_namespace(first["pidns"])) >= 3, 5)  # init, sh, its sleep
     [main] = children_of(first["init_pid"])
+    await _until(lambda: len(_owned_by(uid)) == 3, 5)  # the second sleep may start a moment later
     assert len(_owned_by(uid)) == 3, "the main process and its two sleeps"
 
     os.kill(main, signal.SIGKILL)  # as the OOM killer or a crash would end the harness
@@ -99,6 +100,7 @@ async def test_killing_the_main_process_ends_everything_in_the_sandbox(hivemind:
     second = _record(hivemind.hive, "alice")
     assert second["pidns"] != first["pidns"]
     await _until(lambda: len(_in_namespace(second["pidns"])) >= 3, 5)
+    await _until(lambda: len(_owned_by(uid)) == 3, 5)  # as above: its second sleep may lag
     # The restarted instance is the only one: every process of alice's uid is in the new sandbox.
     assert set(_owned_by(uid)) <= set(_in_namespace(second["pidns"]))
     assert len(_owned_by(uid)) == 3
