@@ -4,12 +4,14 @@ processes and CPU. Real bubblewrap sandboxes in real cgroups (as root; skipped o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,17 @@ def _in_namespace(pidns: int) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def _holding_namespace(init_pid: int) -> Iterator[None]:
+    """Hold the pid namespace of `init_pid` open: the kernel reuses an ended namespace's inode number
+    within a second (another sandbox's, a parallel test's), and only a held one keeps it unique."""
+    fd = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def _owned_by(uid: int) -> list[int]:
     """Live processes (not zombies) of this test whose real uid is `uid`."""
     found = []
@@ -90,15 +103,16 @@ async def test_killing_the_main_process_ends_everything_in_the_sandbox(hivemind:
     await _until(lambda: len(_owned_by(uid)) == 3, 5)  # the second sleep may start a moment later
     assert len(_owned_by(uid)) == 3, "the main process and its two sleeps"
 
-    os.kill(main, signal.SIGKILL)  # as the OOM killer or a crash would end the harness
-    ended = await _until(lambda: not _in_namespace(first["pidns"]), 1.0)
-    assert ended, f"left alive in the dead sandbox: {_in_namespace(first['pidns'])}"
+    with _holding_namespace(first["init_pid"]):
+        os.kill(main, signal.SIGKILL)  # as the OOM killer or a crash would end the harness
+        ended = await _until(lambda: not _in_namespace(first["pidns"]), 1.0)
+        assert ended, f"left alive in the dead sandbox: {_in_namespace(first['pidns'])}"
 
-    crash = await hivemind.event("container_crash")
-    assert crash["agent"] == "alice" and crash["will_restart"]
-    await hivemind.until_state("alice", "running")
-    second = _record(hivemind.hive, "alice")
-    assert second["pidns"] != first["pidns"]
+        crash = await hivemind.event("container_crash")
+        assert crash["agent"] == "alice" and crash["will_restart"]
+        await hivemind.until_state("alice", "running")
+        second = _record(hivemind.hive, "alice")
+        assert second["pidns"] != first["pidns"]
     await _until(lambda: len(_in_namespace(second["pidns"])) >= 3, 5)
     await _until(lambda: len(_owned_by(uid)) == 3, 5)  # as above: its second sleep may lag
     # The restarted instance is the only one: every process of alice's uid is in the new sandbox.
@@ -117,9 +131,10 @@ async def test_a_sandbox_the_restarted_server_reattached_to_is_killed_whole(hive
             hivemind = Hivemind(hive, broker, lifecycle)
             await _until(lambda: len(_in_namespace(first["pidns"])) >= 3, 5)
             [main] = children_of(first["init_pid"])
-            os.kill(main, signal.SIGKILL)
-            ended = await _until(lambda: not _in_namespace(first["pidns"]), 1.0)
-            assert ended, f"left alive in the dead sandbox: {_in_namespace(first['pidns'])}"
+            with _holding_namespace(first["init_pid"]):
+                os.kill(main, signal.SIGKILL)
+                ended = await _until(lambda: not _in_namespace(first["pidns"]), 1.0)
+                assert ended, f"left alive in the dead sandbox: {_in_namespace(first['pidns'])}"
             assert (await hivemind.event("container_crash"))["agent"] == "alice"
             await hivemind.until_state("alice", "running")
         # Stopped with the server: its cgroup is gone too.
@@ -204,8 +219,9 @@ async def test_a_fork_loop_stops_at_pids_max_and_the_sandbox_is_killed_clean(hiv
     begun = time.monotonic()
     await hivemind.call("agent_status", name="alice")  # the host (and the server) still answer at once
     assert time.monotonic() - begun < 2
-    await hivemind.call("kill", name="alice")
-    assert not _in_namespace(record["pidns"])
+    with _holding_namespace(record["init_pid"]):
+        await hivemind.call("kill", name="alice")
+        assert not _in_namespace(record["pidns"])
 
 
 FILL_TMP = """
@@ -332,3 +348,22 @@ async def test_a_process_that_outlived_its_sandbox_cannot_read_the_next_instance
         assert current not in after.stdout, "a survivor of the old sandbox read the new instance's token"
     finally:
         os.close(held)
+
+
+def _held_namespaces() -> set[str]:
+    """The namespaces this process (the in-process lifecycle server's) holds open through an fd."""
+    held = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            held.add(str(fd.readlink()))
+    return held
+
+
+async def test_the_lifecycle_holds_a_sandboxs_pid_namespace_until_it_is_swept(hivemind: Hivemind) -> None:
+    # A freed namespace's inode number names the next one made; the lifecycle signals "everything in
+    # pid namespace N" (stop, sweep, a terminal's entry), so N must stay this sandbox's while it tracks it.
+    await hivemind.create("alice", FORKER)
+    record = _record(hivemind.hive, "alice")
+    assert f"pid:[{record['pidns']}]" in _held_namespaces()
+    await hivemind.call("stop", name="alice")
+    assert f"pid:[{record['pidns']}]" not in _held_namespaces()

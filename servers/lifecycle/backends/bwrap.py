@@ -171,6 +171,7 @@ class BwrapBackend(SandboxBackend):
             spec.name, process.pid, start_ticks(process.pid), ready["child-pid"], ready["pid-namespace"],
             started_at, status, cgroup,
         )  # fmt: skip
+        sandbox.hold_namespace()
         write_atomic(self.runtime / f"{spec.name}.json", json.dumps(sandbox.record()), mode=0o600)
         self._sandboxes[spec.name] = sandbox
         self._spawn(self._watch(sandbox, process))
@@ -347,6 +348,7 @@ class BwrapBackend(SandboxBackend):
                 record_path.unlink(missing_ok=True)
                 continue
             if start_ticks(sandbox.pid) == sandbox.start_ticks:
+                sandbox.hold_namespace()
                 self._sandboxes[name] = sandbox
                 self._spawn(self._watch(sandbox, None))
                 log.info("re-attached to the running sandbox of %s (pid %d)", name, sandbox.pid)
@@ -403,3 +405,5 @@ class BwrapBackend(SandboxBackend):
         for task in [*self._tasks, *([self._rotating] if self._rotating else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sandbox in self._sandboxes.values():  # left running for the next server to re-attach
+            sandbox.release_namespace()

@@ -37,6 +37,19 @@ class Sandbox:
     status: Path
     cgroup: cgroups.Cgroup | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # An open fd on its pid namespace while we track it: the kernel reuses a freed namespace's inode
+    # number (within a second), so only a held namespace makes `pidns` name this sandbox alone.
+    pidns_fd: int | None = None
+
+    def hold_namespace(self) -> None:
+        """Hold its pid namespace open (see pidns_fd), if its init still lives in it."""
+        if self.pidns_fd is None:
+            self.pidns_fd = hold_namespace(self.init_pid, self.pidns)
+
+    def release_namespace(self) -> None:
+        fd, self.pidns_fd = self.pidns_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -70,7 +83,20 @@ def sweep(sandbox: Sandbox) -> bool:
         time.sleep(0.01)
     if left:
         log.error("the ended sandbox of %s still has processes %s", sandbox.name, left)
+    sandbox.release_namespace()  # empty now: its inode number may name a later namespace
     return out_of_memory
+
+
+def hold_namespace(init_pid: int, pidns: int) -> int | None:
+    """An fd holding the pid namespace `pidns` of `init_pid`, or None if that init is gone."""
+    try:
+        fd = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if os.fstat(fd).st_ino != pidns:  # a later process with the same pid: not the sandbox's init
+        os.close(fd)
+        return None
+    return fd
 
 
 def kill_init(pidns: int, init_pid: int) -> None:
