@@ -15,23 +15,26 @@ import importlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.agent_config import AGENT_TOML
+from hyperhive.servers.common.agents import PublishingAgentRegistry
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.clock import Clock, ManualClock
 from hyperhive.servers.common.config import HiveConfig, Listen, load_hive_config
 from hyperhive.servers.common.files import write_atomic
+from hyperhive.servers.common.hivedb import HiveDirectory
 from hyperhive.servers.common.instances import end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer, server_credentials
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, SigningKey, load_signing_key
@@ -43,6 +46,23 @@ from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 _names = itertools.count(1)
+
+
+def _run_aside(job: Coroutine[Any, Any, None]) -> None:
+    """Run `job` to its end on an event loop of its own (a sync helper called from async tests)."""
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(job)
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _port_slice() -> range:
@@ -100,11 +120,18 @@ class Hive:
     ports: dict[str, int] = field(default_factory=lambda: dict(zip(SERVERS, free_ports(len(SERVERS)), strict=True)))
     # hive.toml's [storage] url (PostgreSQL), kept by configure(); None: sqlite.
     storage_url: str | None = None
+    # [host] name, for a hive of several hosts (another home sharing the hive's database); such a
+    # host has no manager of its own (the hive's lives on its first host).
+    host: str | None = None
 
     def __post_init__(self) -> None:
         init_home(self.home)
         self.configure("")
-        new_instance(self.config.instances_dir, "manager")  # as if the lifecycle server had started it
+        if self.host is None:
+            new_instance(self.config.instances_dir, "manager")  # as if the lifecycle server had started it
+        else:
+            shutil.rmtree(self.home / "applied" / "manager", ignore_errors=True)
+        self.publish()
 
     @property
     def config(self) -> HiveConfig:
@@ -122,7 +149,8 @@ class Hive:
         """Replace hive.toml with these settings (and the servers' ports); the rest takes its default."""
         ports = "".join(f"[servers.{server}]\nport = {port}\n" for server, port in self.ports.items())
         storage = f"[storage]\nurl = {json.dumps(self.storage_url)}\n" if self.storage_url else ""
-        (self.home / "hive.toml").write_text(ports + storage + toml + "\n")
+        host = f'[host]\nname = "{self.host}"\n' if self.host else ""
+        (self.home / "hive.toml").write_text(ports + storage + host + toml + "\n")
 
     def add_agent(self, name: str | None = None, *, role: str = "agent", extra: str = "") -> str:
         """Write applied/<name>/agent.toml as the lifecycle server would; returns the name."""
@@ -131,12 +159,37 @@ class Hive:
         directory.mkdir(parents=True, exist_ok=True)
         write_atomic(directory / AGENT_TOML, f'role = "{role}"\n{extra}\n')
         new_instance(self.config.instances_dir, name)  # as if the lifecycle server had started it
+        self.publish()
         return name
 
     def remove_agent(self, name: str) -> None:
         (self.home / "applied" / name / AGENT_TOML).unlink()
         (self.home / "applied" / name).rmdir()
         end_instances(self.config.instances_dir, name)
+        self.publish()
+
+    def publish(self) -> None:
+        """On PostgreSQL, publish the home's agents to the hive's directory as the lifecycle server
+        does (servers read agents there, not in applied/): run after writing agents' files."""
+        if self.storage_url is None:
+            return
+        config = self.config
+
+        async def run() -> None:
+            directory = HiveDirectory(self.storage_url or "", pool_size=1)
+            async with directory:
+                await directory.db.write_one(  # this host, unless its lifecycle server registered it
+                    "INSERT INTO hosts (name, lifecycle_url, capacity, backend, started_at, seen_at) "
+                    "VALUES (%s, 'http://127.0.0.1/mcp', 100, 'none', now(), now()) "
+                    "ON CONFLICT DO NOTHING RETURNING name",
+                    (config.host.name,),
+                )
+                registry = PublishingAgentRegistry(
+                    config.applied_dir, config.instances_dir, directory, config.host.name
+                )
+                await registry.publish()
+
+        _run_aside(run())
 
     def token(self, name: str, ttl: int = 3600) -> str:
         signing = self.signing
@@ -151,10 +204,11 @@ class Endpoint:
     server: str = "broker"
     _clients: list[HiveClient] = field(default_factory=list)
 
-    def client(self, name: str, **kwargs: Any) -> HiveClient:
-        """A HiveClient acting as `name`; closed when the fixture ends."""
+    def client(self, name: str, *, of: Hive | None = None, **kwargs: Any) -> HiveClient:
+        """A HiveClient acting as `name` (an agent of this hive's home, or of the home `of`: another
+        host's); closed when the fixture ends."""
         kwargs.setdefault("retry_seconds", 0)
-        client = HiveClient(ServerAddress(self.server, self.url), self.hive.token(name), **kwargs)
+        client = HiveClient(ServerAddress(self.server, self.url), (of or self.hive).token(name), **kwargs)
         self._clients.append(client)
         return client
 

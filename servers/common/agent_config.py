@@ -12,7 +12,16 @@ from pydantic import BaseModel, Field, field_validator
 
 from hyperhive.servers.common.binds import Bind, SharedMode, check_binds
 from hyperhive.servers.common.catalog import CATALOG, role_default
-from hyperhive.servers.common.config import CpuWeight, MemorySize, PidsMax, SandboxDefaults, StateSize, TmpSize, Usd
+from hyperhive.servers.common.config import (
+    CpuWeight,
+    HostLabel,
+    MemorySize,
+    PidsMax,
+    SandboxDefaults,
+    StateSize,
+    TmpSize,
+    Usd,
+)
 from hyperhive.servers.common.config_parsing import STRICT, ConfigError, check_env_names, validated
 from hyperhive.servers.common.names import BROADCAST, OPERATOR, InvalidName, check_agent_name
 from hyperhive.servers.common.principals import Role
@@ -75,6 +84,12 @@ class AgentBudget(_Strict):
     usd_per_turn: Usd | None = None
 
 
+class Placement(_Strict):
+    """Where the agent may live in a hive of several hosts: only on a host with every label here."""
+
+    labels: list[HostLabel] = []
+
+
 class AgentConfig(_Strict):
     # "agent": sandboxed, run by the lifecycle server. "peer": a Claude Code session outside the hive
     # (`hive peer add`): an applied config and tokens, no sandbox, no harness, no state dir.
@@ -96,6 +111,7 @@ class AgentConfig(_Strict):
     shared: SharedMode = "rw"
     # Host paths bound into the sandbox (binds.py says which are refused).
     binds: list[Bind] = []
+    placement: Placement = Placement()
 
     @property
     def principal_role(self) -> Role:

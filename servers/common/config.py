@@ -268,6 +268,33 @@ class StorageSettings(_Strict):
 # server's is its host's own (its sandboxes, its uids).
 SHARED_STORES: Final = frozenset({"broker", "approvals", "operator"})
 
+HOST_NAME_PATTERN: Final = r"^[a-z][a-z0-9-]{0,30}$"
+HostLabel = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")]
+
+
+class HostSettings(_Strict):
+    """This host, in a hive that spans several (`[storage] url` set: hosts.py). Each host runs a
+    lifecycle server of its own; it registers itself with these settings and keeps a heartbeat."""
+
+    name: Annotated[str, Field(pattern=HOST_NAME_PATTERN)] = "local"
+    # Where the other hosts' lifecycle servers reach this one (relayed calls, merged lists); unset,
+    # [servers.lifecycle]'s own address, which is loopback: one host only.
+    lifecycle_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
+    labels: list[HostLabel] = []  # what agents may ask for in agent.toml's [placement] labels
+    capacity: Annotated[int, Field(ge=0, le=100_000)] = 100  # agents placed here at most (0: none new)
+    heartbeat_seconds: Annotated[float, Field(ge=0.2, le=600)] = 5.0
+    # A host whose heartbeat is this late is down: its agents show as unreachable, the manager hears.
+    down_after_seconds: Annotated[float, Field(ge=0.5, le=86_400)] = 15.0
+
+    @model_validator(mode="after")
+    def _heard_before_down(self) -> Self:
+        if self.down_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"down_after_seconds ({self.down_after_seconds:g}) must be at least twice heartbeat_seconds "
+                f"({self.heartbeat_seconds:g}), or one late heartbeat marks a live host down"
+            )
+        return self
+
 
 class HiveConfig(_Strict):
     """Everything in hive.toml, plus `home`: the directory the file lives in."""
@@ -284,6 +311,7 @@ class HiveConfig(_Strict):
     dashboard: DashboardSettings = DashboardSettings()
     tokens: TokenSettings = TokenSettings()
     storage: StorageSettings = StorageSettings()
+    host: HostSettings = HostSettings()
     sandbox: SandboxDefaults = SandboxDefaults()
     budget: HiveBudget = HiveBudget()
     forge: ForgeSettings = ForgeSettings()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from hyperhive.servers.common.agents import AgentRegistry
+from hyperhive.servers.common.agents import AgentRegistry, agent_registry
 from hyperhive.servers.common.background import background
 from hyperhive.servers.common.client import HiveClient, server_address
 from hyperhive.servers.common.clock import Clock, SystemClock
@@ -42,7 +42,7 @@ class ServiceKit:
         self.server = server
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.agents = agents or AgentRegistry(config.applied_dir, config.instances_dir)
+        self.agents = agents or agent_registry(config, server)
         self.db: AnyDatabase = store_database(server, config, schemas)
         self._token = token
         self._clients: list[HiveClient] = []
@@ -76,6 +76,7 @@ class ServiceKit:
     async def running(self, *loops: Loop, first: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[None]:
         """The server's life: see the module's docstring. `loops` are started (called) once `first` is done."""
         async with self.db:
+            await self.agents.open()
             try:
                 await self.agents.refresh()
                 if first is not None:
@@ -86,3 +87,4 @@ class ServiceKit:
             finally:
                 for client in self._clients:
                     await client.close()
+                await self.agents.close()

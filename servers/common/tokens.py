@@ -130,7 +130,7 @@ class HiveTokenVerifier(TokenVerifier):
                     raise InvalidToken(f"no agent named {principal.name!r} exists")
                 if config.principal_role is not principal.role:
                     raise InvalidToken(f"{principal.name} is now a {config.role}, not a {principal.role}")
-                current = self._agents.instance(principal.name)
+                current = await self._agents.current_instance(principal.name, claims[INSTANCE_CLAIM])
                 if current != claims[INSTANCE_CLAIM]:
                     raise InvalidToken(
                         f"the token is of an ended instance of {principal.name}"

@@ -142,6 +142,7 @@ class SandboxSetup:
         else:
             await anyio.to_thread.run_sync(new_instance, self.config.instances_dir, name)
             await anyio.to_thread.run_sync(partial(_forget_runs, AgentPaths.of(self.config, name), keep=None))
+        await self.agents.instances_changed()
 
     async def refresh_tokens(self) -> None:
         """Agents run for weeks; their tokens last `[tokens] ttl_seconds`: renew them near their expiry,

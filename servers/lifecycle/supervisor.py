@@ -243,6 +243,7 @@ class AgentSupervisor(AgentReadings):
         self.crashes.not_coming_back(name)  # what the platform was restarting is started now
         try:
             spec = await anyio.to_thread.run_sync(self.setup.prepare_start, name, config, uid, start)
+            await self.agents.instances_changed()  # its new token is good on every host before it runs
             if row.built_version is None:  # its first start: prepare what the backend needs
                 await self.backend.create(spec)
             elif rebuild or self.needs_update(row):  # a config applied, or another hyperhive, since it was built

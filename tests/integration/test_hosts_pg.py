@@ -1,0 +1,148 @@
+"""A hive across hosts: the hive's directory in PostgreSQL (hosts, and which agents live where),
+and servers of one host that know the agents of another through it. Two hosts here are two homes
+on one machine sharing the hive's key and database, as two machines would."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from hivetest import Hive, in_process_broker
+
+from hyperhive.servers.common.agents import DirectoryAgentRegistry, PublishingAgentRegistry
+from hyperhive.servers.common.call_errors import AuthRefused
+from hyperhive.servers.common.hivedb import HiveDirectory, NameTaken
+from hyperhive.servers.common.instances import new_instance
+from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
+
+
+async def _directory(url: str) -> HiveDirectory:
+    directory = HiveDirectory(url)
+    await directory.db.open()
+    return directory
+
+
+async def _register(directory: HiveDirectory, *names: str) -> None:
+    for name in names:
+        await directory.register(name, lifecycle_url=f"http://{name}.test/mcp", labels=[], capacity=5, backend="bwrap")
+
+
+async def test_a_name_lives_on_one_host(pg_url: str) -> None:
+    directory = await _directory(pg_url)
+    try:
+        await _register(directory, "alpha", "beta")
+        assert await directory.place("alice", "beta") == "beta"
+        assert await directory.place("alice", "alpha") == "beta"  # taken: where it lives
+        with pytest.raises(NameTaken, match="alice lives on host beta"):
+            await directory.publish("alpha", "alice", 'role = "agent"\n', "i1")
+        await directory.publish("beta", "alice", 'role = "agent"\n', "i1")
+        placed = await directory.agent("alice")
+        assert placed is not None and (placed.host, placed.config, placed.instance) == (
+            "beta",
+            'role = "agent"\n',
+            "i1",
+        )
+        version = placed.version
+        await directory.publish("beta", "alice", 'role = "agent"\n', "i1")  # nothing changed: no new version
+        assert (await directory.agent("alice")).version == version  # type: ignore[union-attr]
+        await directory.unpublish("alpha", "alice")  # not alpha's to remove
+        assert await directory.agent("alice") is not None
+        await directory.unpublish("beta", "alice")
+        assert await directory.agent("alice") is None
+        assert await directory.place("alice", "alpha") == "alpha"  # free again
+        assert {h.name: h.agents for h in await directory.hosts()} == {"alpha": 1, "beta": 0}
+    finally:
+        await directory.db.close()
+
+
+async def test_a_silent_host_is_marked_down_once_and_up_at_its_next_heartbeat(pg_url: str) -> None:
+    directories = [await _directory(pg_url) for _ in range(3)]  # three processes watching
+    try:
+        await _register(directories[0], "alpha", "beta")
+        await asyncio.sleep(0.6)
+        assert await directories[0].heartbeat("alpha") is None  # alpha is alive; beta says nothing
+        marked = await asyncio.gather(*(d.mark_down(0.5) for d in directories))
+        assert sorted(name for names in marked for name in names) == ["beta"], marked  # one watcher marked it, once
+        assert [h.up for h in await directories[1].hosts()] == [True, False]
+        assert await directories[2].mark_down(0.5) == []
+        was_down = await directories[0].heartbeat("beta")
+        assert was_down is not None  # it comes back: its heartbeat says it had been down
+        assert await directories[0].heartbeat("beta") is None
+        assert all(h.up for h in await directories[1].hosts())
+    finally:
+        for directory in directories:
+            await directory.db.close()
+
+
+def _second_host(first: Hive, tmp_path: Path, name: str) -> Hive:
+    """Another host of `first`'s hive: a home of its own, the hive's key and database."""
+    other = Hive(tmp_path / name, storage_url=first.storage_url, host=name)
+    for key in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE):
+        shutil.copy2(first.home / key, other.home / key)
+    return other
+
+
+@pytest.mark.stores
+async def test_a_server_knows_an_agent_of_another_host_and_refuses_its_ended_instance(
+    hive: Hive, storage: str, tmp_path: Path
+) -> None:
+    if storage != "postgresql":
+        pytest.skip("hosts share their agents through PostgreSQL")
+    beta = _second_host(hive, tmp_path, "beta")
+    async with in_process_broker(hive) as broker:  # on the first host
+        bob = beta.add_agent("bob")  # lives on beta: its files are beta's alone
+        assert not (hive.home / "applied" / "bob").exists()
+        alice = hive.add_agent("alice")
+        sent = await broker.client(bob, of=beta).call("send", {"to": alice, "body": "from beta"})
+        got = await broker.client(alice).call("recv", {})
+        assert (got["message"]["id"], got["message"]["sender"]) == (sent["id"], "bob")
+
+        ended = broker.client(bob, of=beta)  # its token names the instance now live
+        new_instance(beta.config.instances_dir, "bob")  # bob's sandbox restarted on beta
+        beta.publish()
+        refused = False
+        for _ in range(100):  # the broker hears of beta's change through LISTEN, within moments
+            try:
+                await ended.call("pending_count", {})
+            except AuthRefused:
+                refused = True
+                break
+            await asyncio.sleep(0.01)
+        assert refused, "the ended instance's token still works"
+        await broker.client(bob, of=beta).call("send", {"to": alice, "body": "from the new one"})
+
+
+async def test_a_registry_sees_another_hosts_change_within_moments(pg_url: str, tmp_path: Path) -> None:
+    homes = {name: tmp_path / name for name in ("alpha", "beta")}
+    for home in homes.values():
+        (home / "applied").mkdir(parents=True)
+    directory = await _directory(pg_url)
+    await _register(directory, "alpha", "beta")
+    publisher = PublishingAgentRegistry(homes["beta"] / "applied", None, await _directory(pg_url), "beta")
+    reader = DirectoryAgentRegistry(homes["alpha"] / "applied", None, await _directory(pg_url))
+    watching = asyncio.create_task(reader.watch())
+    try:
+        await reader.refresh()
+        assert reader.names() == []
+        (homes["beta"] / "applied" / "bob").mkdir()
+        (homes["beta"] / "applied" / "bob" / "agent.toml").write_text('role = "manager"\n')
+        await publisher.refresh()
+        for _ in range(100):  # heard through LISTEN, not looked up
+            if reader.get("bob") is not None:
+                break
+            await asyncio.sleep(0.01)
+        config = reader.get("bob")
+        assert config is not None and config.role == "manager"
+        shutil.rmtree(homes["beta"] / "applied" / "bob")
+        await publisher.refresh()
+        for _ in range(100):
+            if reader.get("bob") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert reader.get("bob") is None and await directory.agent("bob") is None
+    finally:
+        watching.cancel()
+        for closing in (directory, publisher.directory, reader.directory):
+            await closing.db.close()
