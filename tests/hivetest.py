@@ -120,18 +120,20 @@ class Hive:
     ports: dict[str, int] = field(default_factory=lambda: dict(zip(SERVERS, free_ports(len(SERVERS)), strict=True)))
     # hive.toml's [storage] url (PostgreSQL), kept by configure(); None: sqlite.
     storage_url: str | None = None
-    # [host] name, for a hive of several hosts (another home sharing the hive's database); such a
-    # host has no manager of its own (the hive's lives on its first host).
+    # [host] name, for a hive of several hosts (another home sharing the hive's database), and more
+    # lines of [host]; such a host has no manager of its own unless `manager` (the hive's first host).
     host: str | None = None
+    host_settings: str = ""
+    manager: bool = False
 
     def __post_init__(self) -> None:
         init_home(self.home)
         self.configure("")
-        if self.host is None:
+        if self.host is None or self.manager:
             new_instance(self.config.instances_dir, "manager")  # as if the lifecycle server had started it
-        else:
+            self.publish()
+        else:  # nothing to publish: its lifecycle server registers it when it starts
             shutil.rmtree(self.home / "applied" / "manager", ignore_errors=True)
-        self.publish()
 
     @property
     def config(self) -> HiveConfig:
@@ -149,7 +151,7 @@ class Hive:
         """Replace hive.toml with these settings (and the servers' ports); the rest takes its default."""
         ports = "".join(f"[servers.{server}]\nport = {port}\n" for server, port in self.ports.items())
         storage = f"[storage]\nurl = {json.dumps(self.storage_url)}\n" if self.storage_url else ""
-        host = f'[host]\nname = "{self.host}"\n' if self.host else ""
+        host = f'[host]\nname = "{self.host}"\n{self.host_settings}\n' if self.host else ""
         (self.home / "hive.toml").write_text(ports + storage + host + toml + "\n")
 
     def add_agent(self, name: str | None = None, *, role: str = "agent", extra: str = "") -> str:
@@ -184,9 +186,7 @@ class Hive:
                     "ON CONFLICT DO NOTHING RETURNING name",
                     (config.host.name,),
                 )
-                registry = PublishingAgentRegistry(
-                    config.applied_dir, config.instances_dir, directory, config.host.name
-                )
+                registry = PublishingAgentRegistry(config, directory)
                 await registry.publish()
 
         _run_aside(run())

@@ -52,7 +52,7 @@ def agent_registry(config: HiveConfig, server: str) -> AgentRegistry:
 
     directory = HiveDirectory(config.storage.url)
     if server == "lifecycle":
-        return PublishingAgentRegistry(config.applied_dir, config.instances_dir, directory, config.host.name)
+        return PublishingAgentRegistry(config, directory)
     return DirectoryAgentRegistry(config.applied_dir, config.instances_dir, directory)
 
 
@@ -229,13 +229,28 @@ class PublishingAgentRegistry(DirectoryAgentRegistry):
     first publishes what changed in them to the directory, so every server sees what this host's
     agents are and may do. `placing` names taken for an agent being created here, not yet on disk."""
 
-    def __init__(self, applied_dir: Path, instances_dir: Path | None, directory: HiveDirectory, host: str) -> None:
-        super().__init__(applied_dir, instances_dir, directory)
-        self.host = host
+    def __init__(self, config: HiveConfig, directory: HiveDirectory) -> None:
+        super().__init__(config.applied_dir, config.instances_dir, directory)
+        self.config = config
+        self.host = config.host.name
         self.placing: set[str] = set()
         self._published: dict[str, tuple[str | None, str | None]] | None = None
         self._foreign: set[str] = set()  # names living on another host (logged once)
         self._publish_lock = anyio.Lock()
+
+    async def open(self) -> None:
+        await super().open()
+        # This host first: its agents' rows name it.
+        from hyperhive.servers.common.client import server_address
+
+        settings = self.config.host
+        await self.directory.register(
+            self.host,
+            lifecycle_url=settings.lifecycle_url or server_address(self.config, "lifecycle").url,
+            labels=settings.labels,
+            capacity=settings.capacity,
+            backend=self.config.lifecycle.backend,
+        )
 
     async def refresh(self) -> None:
         await self.publish()

@@ -77,8 +77,10 @@ class HiveClient:
         *,
         timeout: float = 30.0,
         retry_seconds: float = 10.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.address = address
+        self._headers = headers or {}
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self._auth = _Bearer(token)
@@ -206,7 +208,7 @@ class HiveClient:
     ) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(
             transport=self._wire,
-            headers=headers,
+            headers={**(headers or {}), **self._headers},
             auth=auth,
             # Long-polls hold a request for up to 180 s; the server pings SSE streams every 15 s.
             timeout=timeout or httpx2.Timeout(30.0, read=300.0),

@@ -75,6 +75,29 @@ class Destroyed(_Event):
         return f"agent {self.agent} was destroyed" + (" and its state purged" if self.purged else "")
 
 
+class HostDown(_Event):
+    """A host of the hive stopped answering (its lifecycle server's heartbeat is late): its agents are
+    unreachable, neither stopped nor running as far as the hive can tell, until it is back."""
+
+    type: Literal["host_down"] = "host_down"
+    host: str
+    agents: list[AgentName]  # the agents that live on it
+    silent_seconds: float  # how late its heartbeat was when it was marked down
+
+    def summary(self) -> str:
+        on = f"; its agents are unreachable: {', '.join(self.agents)}" if self.agents else ""
+        return f"host {self.host} is down (no heartbeat for {self.silent_seconds:.0f} s){on}"
+
+
+class HostUp(_Event):
+    type: Literal["host_up"] = "host_up"
+    host: str
+    down_seconds: float
+
+    def summary(self) -> str:
+        return f"host {self.host} is back after {self.down_seconds:.0f} s down"
+
+
 class ContainerCrash(_Event):
     type: Literal["container_crash"] = "container_crash"
     agent: AgentName
@@ -209,6 +232,8 @@ HelperEvent = Annotated[
     | Rebuilt
     | Killed
     | Destroyed
+    | HostDown
+    | HostUp
     | ContainerCrash
     | StateOverBudget
     | BudgetExhausted

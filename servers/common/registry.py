@@ -79,6 +79,7 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
         port=7802,
         tools={
             "list_agents": MANAGER_OPERATOR_AND_SERVICE,
+            "list_hosts": MANAGER_OPERATOR_AND_SERVICE,
             "agent_status": MANAGER_OPERATOR_AND_SERVICE,
             "logs": MANAGER_OPERATOR_AND_SERVICE,
             "agent_config": MANAGER_OPERATOR_AND_SERVICE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +43,10 @@ def create_mcp(
     agents: AgentRegistry,
     running: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     catalog: Mapping[str, ToolAccess] | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> FastMCP[Any]:
-    """A server named `name` (its catalog entry), whose `running()` context spans its life."""
+    """A server named `name` (its catalog entry), whose `running()` context spans its life.
+    `middleware` runs after the allow-list and the argument check."""
     # FastMCP's OpenTelemetry spans cost about a quarter of a call even when nothing exports them.
     # hyperhive exports no traces; FASTMCP_TELEMETRY_MODE=native turns them back on.
     if "FASTMCP_TELEMETRY_MODE" not in os.environ:
@@ -54,7 +56,7 @@ def create_mcp(
         name,
         instructions=instructions,
         auth=HiveTokenVerifier(name, credentials.keys, agents),
-        middleware=[AllowListMiddleware(name, agents, catalog), ArgumentErrors()],
+        middleware=[AllowListMiddleware(name, agents, catalog), ArgumentErrors(), *middleware],
         lifespan=_lifespan(running) if running is not None else None,
         # Unexpected exceptions reach the caller as "Error calling tool 'x'"; the server logs them.
         mask_error_details=True,

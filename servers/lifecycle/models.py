@@ -130,7 +130,8 @@ class AgentInfo(BaseModel):
     # "peer": a Claude Code session outside the hive (`hive peer add`); lifecycle runs nothing of it,
     # so its state is "peer", desired None and its model its own ("").
     kind: Literal["agent", "peer"] = "agent"
-    state: AgentState | Literal["peer"]
+    # "unreachable": it lives on another host of the hive that does not answer (see `host`).
+    state: AgentState | Literal["peer", "unreachable"]
     desired: Literal["running", "stopped"] | None  # what it was last asked to be
     model: str  # the model its next turn uses (set_model's override, else agent.toml's)
     started_at: str | None
@@ -142,6 +143,7 @@ class AgentInfo(BaseModel):
     turn: TurnState | None = None  # its harness: idle, running a turn (since when), or an error and why
     problem: str | None = None  # why it cannot run as it is (its state dir past its state_max)
     spend: Spend | None = None  # cost today and this week, its daily budget, whether it is paused for it
+    host: str | None = None  # the host it lives on, in a hive of several hosts ([storage] url)
 
 
 class AgentList(BaseModel):
@@ -326,3 +328,21 @@ class TerminalClosed(BaseModel):
     name: str
     seconds: float  # how long it was open
     reason: str
+
+
+class HostInfo(BaseModel):
+    """A host of the hive: it runs a lifecycle server of its own (hive.toml [host])."""
+
+    name: str
+    lifecycle_url: str
+    labels: list[str]
+    capacity: int  # agents placed on it at most
+    agents: int  # placed on it now
+    up: bool  # false: its heartbeat stopped; its agents are unreachable
+    last_seen: str | None  # ISO 8601, its last heartbeat
+    down_since: str | None = None
+    answering: bool = False  # this is the host that answered the call
+
+
+class HostList(BaseModel):
+    hosts: list[HostInfo]

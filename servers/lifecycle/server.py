@@ -42,6 +42,8 @@ from hyperhive.servers.lifecycle.models import (
     Created,
     DestroyResult,
     Draft,
+    HostInfo,
+    HostList,
     LogLines,
     ModelResult,
     PeerAdded,
@@ -63,6 +65,7 @@ from hyperhive.servers.lifecycle.models import (
 )
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import PEER_STATE
+from hyperhive.servers.lifecycle.relay import HostRelay
 from hyperhive.servers.lifecycle.shared_view import shared_dir, shared_file
 from hyperhive.servers.lifecycle.spending import SpendSheet
 from hyperhive.servers.lifecycle.state_view import state_dir, state_file
@@ -109,9 +112,33 @@ def create(
         kit, credentials.signing.current, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
     )
 
+    async def unreachable(name: str, host: str) -> AgentInfo:
+        """Agent `name` of host `host`, which does not answer: what the directory knows of it."""
+        config = kit.agents.get(name)
+        return AgentInfo(
+            name=name,
+            role=config.role if config else "agent",
+            state="unreachable",
+            desired=None,
+            model=config.model if config else "",
+            started_at=None,
+            last_exit_code=None,
+            last_signal=None,
+            restart_count=0,
+            applied_sha=None,
+            needs_update=False,
+            host=host,
+        )
+
     mcp = create_mcp(
-        "lifecycle", instructions=INSTRUCTIONS, credentials=credentials, agents=kit.agents, running=supervisor.running
+        "lifecycle",
+        instructions=INSTRUCTIONS,
+        credentials=credentials,
+        agents=kit.agents,
+        running=supervisor.running,
+        middleware=[HostRelay(supervisor.hosts, unreachable)],
     )
+    here = supervisor.hosts.name if supervisor.hosts.spans_hosts else None  # each agent's host, when there are several
 
     @asynccontextmanager
     async def audited(action: str, name: str, detail: str | None = None) -> AsyncIterator[None]:
@@ -154,6 +181,7 @@ def create(
             turn=await supervisor.turn_state(row.name) if row.state == "running" else None,
             problem=row.problem,
             spend=supervisor.spend_of(row.name, sheet),
+            host=here,
         )
 
     def peer_info(name: str) -> AgentInfo:
@@ -170,6 +198,7 @@ def create(
             restart_count=0,
             applied_sha=None,
             needs_update=False,
+            host=here,
         )
 
     async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
@@ -193,6 +222,44 @@ def create(
             ),
             drafts=await supervisor.drafts(rows),
             hive_spend=supervisor.hive_spend(sheet),
+        )
+
+    @mcp.tool(annotations={"readOnlyHint": True})
+    async def list_hosts() -> HostList:
+        """The hive's hosts: where each lifecycle server is, its labels, capacity and load, up or down."""
+        plane = supervisor.hosts
+        if not plane.spans_hosts:
+            count = len(await supervisor.rows())
+            url = config.host.lifecycle_url or ""
+            return HostList(
+                hosts=[
+                    HostInfo(
+                        name=plane.name,
+                        lifecycle_url=url,
+                        labels=config.host.labels,
+                        capacity=config.host.capacity,
+                        agents=count,
+                        up=True,
+                        last_seen=None,
+                        answering=True,
+                    )
+                ]
+            )
+        return HostList(
+            hosts=[
+                HostInfo(
+                    name=row.name,
+                    lifecycle_url=row.lifecycle_url,
+                    labels=list(row.labels),
+                    capacity=row.capacity,
+                    agents=row.agents,
+                    up=row.up,
+                    last_seen=iso(row.seen_at),
+                    down_since=iso(row.down_since) if row.down_since else None,
+                    answering=row.name == plane.name,
+                )
+                for row in await plane.hosts()
+            ]
         )
 
     @mcp.tool(annotations={"readOnlyHint": True})
@@ -313,9 +380,23 @@ def create(
             str | None, Field(description="a commit of its draft's proposed repo; default: the template")
         ] = None,
         expected_base: ExpectedBase = None,
+        host: Annotated[
+            str | None,
+            Field(
+                max_length=31,
+                description="the host it lives on, in a hive of several; default: the least loaded host with "
+                "room (with a sha: the host its draft was made on)",
+            ),
+        ] = None,
     ) -> Created:
         """Create an agent and start it. With expected_base and no sha: from the template only, never a draft.
         Sent again for an agent it created (same sha and expected_base): already_applied, nothing done."""
+        if host not in (None, supervisor.hosts.name):  # the relay sends a new agent on to its host
+            raise Refused(
+                f"{name} lives on host {supervisor.hosts.name}"
+                if await supervisor.hosts.host_of(name) == supervisor.hosts.name
+                else f"this hive has no host {host!r} that can take {name}; list_hosts says which there are"
+            )
         async with audited("create_agent", name, f"sha={sha}" if sha else None):
             row, already = await supervisor.create(name, sha, expected_base)
             return Created(**(await info(row)).model_dump(), already_applied=already)

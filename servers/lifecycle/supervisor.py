@@ -35,6 +35,7 @@ from hyperhive.servers.lifecycle import harness_files, startup
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend, ShellSpec
 from hyperhive.servers.lifecycle.crash_handling import CrashHandling
+from hyperhive.servers.lifecycle.hosts import HostPlane
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
 from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
@@ -83,6 +84,7 @@ class AgentSupervisor(AgentReadings):
         self.budgets = StateBudgets(config, self.store, agents, self._announce, self.clock)
         self.spending = Spending(config, self.store, agents, kit.outbox, self.clock)
         self.locks = AgentLocks()
+        self.hosts = HostPlane(kit)
         self.crashes = CrashHandling(
             config,
             self.store,
@@ -107,10 +109,13 @@ class AgentSupervisor(AgentReadings):
                 self.budgets.watch,
                 self.turn_stats.prune_forever,
                 self.terminals.reap_forever,
+                self.hosts.run,
                 first=partial(startup.reconcile, self.store, self.backend, self.setup, self.clock),
             ):
                 try:
-                    await startup.ensure_manager(self.store, self.provisioning, self.clock)
+                    if not await self.hosts.manager_lives_elsewhere():
+                        async with self.hosts.claim(MANAGER):
+                            await startup.ensure_manager(self.store, self.provisioning, self.clock)
                     await self._start_up()
                     yield self
                 finally:
@@ -160,8 +165,9 @@ class AgentSupervisor(AgentReadings):
                     return await self.row(name), True
                 raise Refused(f"{name} already exists")
             await self.provisioning.check_new(name, ref, expected_base)
-            proposed, applied = await self.provisioning.provision(name, "agent", ref)
-            await self.store.add(name, self.clock(), applied, proposed)
+            async with self.hosts.claim(name):  # a name lives on one host of the hive
+                proposed, applied = await self.provisioning.provision(name, "agent", ref)
+                await self.store.add(name, self.clock(), applied, proposed)
             await self._launch(name, SandboxStart(reason="created"))
             await self._announce(Spawned(agent=name, sha=proposed))
         return await self.row(name), False

@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hivetest import Hive, in_process_broker
+from fastmcp.exceptions import ToolError
+from hivetest import SLEEPER, Hive, Hivemind, free_port, in_process, in_process_broker, toml_list
 
 from hyperhive.servers.common.agents import DirectoryAgentRegistry, PublishingAgentRegistry
 from hyperhive.servers.common.call_errors import AuthRefused
+from hyperhive.servers.common.config import HiveConfig, HostSettings
 from hyperhive.servers.common.hivedb import HiveDirectory, NameTaken
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
@@ -120,7 +122,8 @@ async def test_a_registry_sees_another_hosts_change_within_moments(pg_url: str, 
         (home / "applied").mkdir(parents=True)
     directory = await _directory(pg_url)
     await _register(directory, "alpha", "beta")
-    publisher = PublishingAgentRegistry(homes["beta"] / "applied", None, await _directory(pg_url), "beta")
+    beta = HiveConfig(home=homes["beta"], host=HostSettings(name="beta"))
+    publisher = PublishingAgentRegistry(beta, await _directory(pg_url))
     reader = DirectoryAgentRegistry(homes["alpha"] / "applied", None, await _directory(pg_url))
     watching = asyncio.create_task(reader.watch())
     try:
@@ -146,3 +149,75 @@ async def test_a_registry_sees_another_hosts_change_within_moments(pg_url: str, 
         watching.cancel()
         for closing in (directory, publisher.directory, reader.directory):
             await closing.db.close()
+
+
+BEATS = "heartbeat_seconds = 0.2\ndown_after_seconds = 1.0\n"
+
+
+def _host_of(first: Hive, tmp_path: Path, name: str, *, uid_base: int, labels: str = "[]") -> Hive:
+    """Host `name` of `first`'s hive: a home of its own, the hive's key, database and servers; its own
+    lifecycle server (port, uid block)."""
+    ports = {**first.ports, "lifecycle": free_port()}
+    other = Hive(
+        tmp_path / name, ports=ports, storage_url=first.storage_url, host=name,
+        host_settings=f"{BEATS}labels = {labels}\n",
+    )  # fmt: skip
+    for key in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE):
+        shutil.copy2(first.home / key, other.home / key)
+    other.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n")
+    return other
+
+
+async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, tmp_path: Path) -> None:
+    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
+    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000, labels='["gpu"]')
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
+    ):
+        alpha = Hivemind(hive, broker, alpha_lc)
+        async with in_process(beta, "lifecycle", stop_agents_on_exit=True) as beta_lc:
+            hosts = {h["name"]: h for h in (await alpha.call("list_hosts"))["hosts"]}
+            assert set(hosts) == {"alpha", "beta"} and all(h["up"] for h in hosts.values()), hosts
+            assert hosts["beta"]["labels"] == ["gpu"] and hosts["alpha"]["answering"]
+
+            # Through alpha's lifecycle server, an agent placed on beta: its files are beta's.
+            created = await alpha.call("create_agent", name="bob", host="beta")
+            assert created["host"] == "beta"
+            assert (beta.home / "applied" / "bob").is_dir() and not (hive.home / "applied" / "bob").exists()
+            assert (await alpha.event("spawned"))["agent"] == "bob"
+            status = await alpha.until_state("bob", "running")  # relayed to beta
+            assert status["host"] == "beta"
+            # Placement: the least loaded host with room (alpha has the manager, beta has bob).
+            assert (await alpha.call("create_agent", name="carol"))["host"] in ("alpha", "beta")
+            with pytest.raises(ToolError, match="no host named 'gamma'"):
+                await alpha.call("create_agent", name="dave", host="gamma")
+            with pytest.raises(ToolError, match="bob already exists"):  # beta's refusal, as beta said it
+                await alpha.call("create_agent", name="bob")
+
+            listed = {a["name"]: a for a in (await alpha.call("list_agents"))["agents"]}
+            assert listed["bob"]["host"] == "beta" and listed["bob"]["state"] == "running"
+            assert listed["manager"]["host"] == "alpha"
+            # Either host answers for the whole hive.
+            beta_view = Hivemind(beta, broker, beta_lc)
+            assert {a["name"] for a in (await beta_view.call("list_agents"))["agents"]} == set(listed)
+            await beta_view.call("stop", name="manager")  # relayed to alpha
+            assert (await alpha.status("manager"))["state"] == "stopped"
+            await beta_view.call("start", name="manager")
+            alpha = Hivemind(hive, broker, alpha_lc)  # the manager's new instance, for its inbox
+
+        # beta's lifecycle server is gone: its heartbeat stops, alpha marks it down once.
+        down = await alpha.event("host_down", timeout=10)
+        assert down["host"] == "beta" and "bob" in down["agents"]
+        listed = {a["name"]: a for a in (await alpha.call("list_agents"))["agents"]}
+        assert listed["bob"]["state"] == "unreachable" and listed["bob"]["host"] == "beta"
+        with pytest.raises(ToolError, match="bob lives on host beta, whose lifecycle server does not answer"):
+            await alpha.call("agent_status", name="bob")
+        with pytest.raises(ToolError, match="host beta cannot take a new agent: down"):
+            await alpha.call("create_agent", name="erin", host="beta")
+
+        async with in_process(beta, "lifecycle", stop_agents_on_exit=True):
+            back = await alpha.event("host_up", timeout=10)
+            assert back["host"] == "beta"
+            assert (await alpha.until_state("bob", "running"))["host"] == "beta"
