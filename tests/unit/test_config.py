@@ -90,12 +90,36 @@ def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
     assert listen.port is None and listen.socket == tmp_path.resolve() / "run" / "b.sock"
 
 
+BEYOND_LOOPBACK = "listens beyond loopback only over TLS: set tls_cert and tls_key (see docs/scaling.md)"
+
+
+def test_a_server_listens_beyond_loopback_with_a_certificate_and_its_paths_are_under_the_home(tmp_path: Path) -> None:
+    config = load_hive_config(
+        _home(
+            tmp_path,
+            '[servers.broker]\nhost = "10.1.0.1"\nport = 7801\ntls_cert = "tls/hive.crt"\ntls_key = "/etc/hive.key"\n'
+            '[servers.forge]\nhost = "hive.example.com"\nport = 7806\ntls_cert = "/etc/forge.crt"\n',
+        )
+    )
+    broker = config.listen("broker")
+    assert (broker.host, broker.tls_cert, broker.tls_key) == ("10.1.0.1", tmp_path.resolve() / "tls/hive.crt",
+                                                              Path("/etc/hive.key"))  # fmt: skip
+    # The certificate alone: a host that only calls the forge, elsewhere, and trusts its certificate.
+    forge = config.listen("forge")
+    assert (forge.host, forge.tls_cert, forge.tls_key) == ("hive.example.com", Path("/etc/forge.crt"), None)
+    assert config.listen("lifecycle").tls_cert is None  # loopback needs none
+
+
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
         ("[servers.broker]\nport = 70000\n", "servers.broker.port", "less than or equal to 65535"),
-        ('[servers.broker]\nhost = "0.0.0.0"\nport = 1\n', "servers.broker.host", "not a loopback address"),
-        ('[servers.broker]\nhost = "example.com"\nport = 1\n', "servers.broker.host", "not a loopback"),
+        ('[servers.broker]\nhost = "0.0.0.0"\nport = 1\n', "servers.broker", BEYOND_LOOPBACK),
+        ('[servers.broker]\nhost = "10.1.0.1"\nport = 1\n', "servers.broker", BEYOND_LOOPBACK),
+        ('[servers.broker]\nhost = "hive.example.com"\nport = 1\n', "servers.broker", BEYOND_LOOPBACK),
+        ('[servers.broker]\nport = 1\ntls_key = "k.pem"\n', "servers.broker", "tls_key without tls_cert: set tls_cert"),
+        ('[servers.broker]\nhost = "a host"\nport = 1\n', "servers.broker.host", "neither an IP address nor a host"),
+        ('[dashboard]\nhost = "0.0.0.0"\n', "dashboard.host", "not a loopback address"),
         ("[servers.broker]\n", "servers.broker", "set a port, a socket, or both"),
         ("[servers.brokr]\nport = 1\n", "servers", "unknown server 'brokr'; the servers are broker, lifecycle"),
         ('[storage]\ndirs = { brokr = "db" }\n', "storage.dirs", "unknown server 'brokr'; the servers are broker"),
