@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.common.agent_config import AgentConfig, agent_toml_template, parse_agent_config
+from hyperhive.servers.common.client import forge_git_url, server_address
 from hyperhive.servers.common.config import (
     HIVE_TOML_TEMPLATE,
     SandboxDefaults,
@@ -108,6 +109,26 @@ def test_a_server_listens_beyond_loopback_with_a_certificate_and_its_paths_are_u
     forge = config.listen("forge")
     assert (forge.host, forge.tls_cert, forge.tls_key) == ("hive.example.com", Path("/etc/forge.crt"), None)
     assert config.listen("lifecycle").tls_cert is None  # loopback needs none
+
+
+def test_clients_reach_a_server_with_a_certificate_over_https_trusting_exactly_it(tmp_path: Path) -> None:
+    config = load_hive_config(
+        _home(
+            tmp_path,
+            '[servers.broker]\nhost = "hive.example.com"\nport = 7801\ntls_cert = "tls/hive.crt"\n'
+            '[servers.forge]\nhost = "fd00::1"\nport = 7806\ntls_cert = "/etc/forge.crt"\n'
+            '[servers.operator]\nsocket = "run/operator.sock"\ntls_cert = "tls/hive.crt"\n',
+        )
+    )
+    broker = server_address(config, "broker")
+    assert (broker.url, broker.tls_cert) == ("https://hive.example.com:7801/mcp", tmp_path.resolve() / "tls/hive.crt")
+    assert forge_git_url(config) == "https://[fd00::1]:7806/git"
+    assert server_address(config, "forge").tls_cert == Path("/etc/forge.crt")
+    lifecycle = server_address(config, "lifecycle")
+    assert (lifecycle.url, lifecycle.tls_cert) == ("http://127.0.0.1:7802/mcp", None)
+    operator = server_address(config, "operator")  # the unix socket is plain HTTP whatever the port does
+    assert (operator.url, operator.tls_cert, operator.socket) == ("http://localhost/mcp", None,
+                                                                  tmp_path.resolve() / "run/operator.sock")  # fmt: skip
 
 
 @pytest.mark.parametrize(
