@@ -44,7 +44,9 @@ def wait_for_messages(info: HarnessInfo) -> RecvBatchResult:
     state.enter("idle")
     state.save()
     token_file = Path(info.token_file)
-    broker = LeanMcpClient(info.servers["broker"], lambda: token_file.read_text().strip())
+    broker = LeanMcpClient(
+        info.servers["broker"], lambda: token_file.read_text().strip(), tls_cert_pem=info.tls_certs.get("broker")
+    )
     backoff = Backoff(1.0, 30.0)
     arguments = {"max": info.batch_max, "wait_seconds": POLL_SECONDS, "ack": False}
     log.info("idle: Claude Code is closed; waiting for messages")

@@ -40,7 +40,16 @@ class _SessionGone(Exception):
 
 
 class LeanMcpClient:
-    def __init__(self, url: str, token: Callable[[], str], *, client_name: str = "hive-harness-idle") -> None:
+    def __init__(
+        self,
+        url: str,
+        token: Callable[[], str],
+        *,
+        client_name: str = "hive-harness-idle",
+        tls_cert_pem: str | None = None,
+    ) -> None:
+        """`tls_cert_pem`: the one certificate an https server is trusted by (hive.json's); without
+        it, the system's CAs."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -50,6 +59,8 @@ class LeanMcpClient:
         self._path = parts.path or "/"
         self._token = token
         self._client_name = client_name
+        self._tls_cert_pem = tls_cert_pem
+        self._tls: ssl.SSLContext | None = None
         self._session: str | None = None
         self._next_id = 0
 
@@ -81,7 +92,7 @@ class LeanMcpClient:
             connection.request("DELETE", self._path, headers=self._headers(session))
             connection.getresponse().read(65536)
             connection.close()
-        except (OSError, http.client.HTTPException, AuthRefused):
+        except (OSError, http.client.HTTPException, AuthRefused, ServerUnavailable):
             pass
 
     # ------------------------------------------------------------------------------ protocol
@@ -142,10 +153,16 @@ class LeanMcpClient:
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=ssl.create_default_context()
-            )
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls_context())
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            try:  # exactly hive.json's certificate if it gives one (host names still checked), else the system's CAs
+                self._tls = ssl.create_default_context(cadata=self._tls_cert_pem)
+            except (ssl.SSLError, ValueError) as e:
+                raise ServerUnavailable(f"cannot load the certificate hive.json gives for {self._host}: {e}") from None
+        return self._tls
 
     def _headers(self, session: str | None) -> dict[str, str]:
         try:

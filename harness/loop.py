@@ -69,7 +69,13 @@ class Harness:
         self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
         self.session.on_tool = self.recorder.set_tool  # turn.json says what the running turn is calling
-        self.broker = BrokerClient.at(info.servers["broker"], self.token, timeout=POLL_SECONDS + 30, retry_seconds=5)
+        self.broker = BrokerClient.at(
+            info.servers["broker"],
+            self.token,
+            tls_cert_pem=info.tls_certs.get("broker"),
+            timeout=POLL_SECONDS + 30,
+            retry_seconds=5,
+        )
         self._failures = 0
         self._restart_note: str | None = None  # said before the first wake after a restart
         self._idle_since = time.monotonic()  # when the last turn ended (or the harness started)
@@ -85,7 +91,8 @@ class Harness:
         if url is None:
             log.warning("hive.json names no lifecycle URL: turn stats are not recorded")
             return None
-        return LifecycleClient.at(url, self.token, timeout=30, retry_seconds=2)
+        certificate = self.info.tls_certs.get("lifecycle")
+        return LifecycleClient.at(url, self.token, tls_cert_pem=certificate, timeout=30, retry_seconds=2)
 
     def token(self) -> str:
         return self.token_path.read_text().strip()

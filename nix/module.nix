@@ -28,7 +28,7 @@ let
     host = mkOption {
       type = types.str;
       default = "127.0.0.1";
-      description = "Loopback address of the ${name} server's TCP port (hyperhive refuses any other).";
+      description = "Address of the ${name} server's TCP port: loopback, or with tlsCert the name or address its certificate names (docs/scaling.md).";
     };
     port = mkOption {
       type = types.nullOr types.port;
@@ -39,6 +39,26 @@ let
       type = types.nullOr types.str;
       default = defaultSocket name;
       description = "Unix socket of the ${name} server (created 0600 in a 0700 directory); null for none.";
+    };
+    tlsCert = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/etc/hyperhive/tls/hive.crt";
+      description = ''
+        PEM certificate of the ${name} server's TCP port, which then speaks TLS (needed for a host
+        beyond loopback); every client trusts exactly it, so it must name `host`. Alone, without
+        tlsKey: a host that only calls this server elsewhere, and trusts this certificate. The
+        units admit loopback only (IPAddressAllow): addresses of other hosts need adding there.
+      '';
+    };
+    tlsKey = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/hyperhive-tls.key";
+      description = ''
+        The certificate's private key, outside the Nix store and readable by root only (0600): an
+        unprivileged server's unit gets it as a systemd credential (the lifecycle server is root).
+      '';
     };
   };
 
@@ -130,7 +150,9 @@ let
         "signing.pub:${cfg.home}/signing.pub"
       ]
       ++ lib.optional (lib.elem name servers.handedToken) "service.token:${cfg.home}/tokens/service-${name}.token"
-      ++ lib.optional (onPostgresql name && cfg.storage.passFile != null) "pgpass:${toString cfg.storage.passFile}";
+      ++ lib.optional (onPostgresql name && cfg.storage.passFile != null) "pgpass:${toString cfg.storage.passFile}"
+      # The key of its TLS port, a root-only file: `hive serve` reads this copy (systemd.py TLS_KEY_CREDENTIAL).
+      ++ lib.optional (cfg.listen.${name}.tlsKey != null) "tls.key:${cfg.listen.${name}.tlsKey}";
     };
   };
 in

@@ -7,7 +7,17 @@
 let
   servers = import ./servers.nix;
   genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
-  listen = name: builtins.removeAttrs cfg.listen.${name} (builtins.filter (k: cfg.listen.${name}.${k} == null) [ "port" "socket" ]);
+  # hive.toml's [servers.NAME]; null values are left out (hive-toml.nix).
+  listen =
+    name:
+    let
+      l = cfg.listen.${name};
+    in
+    {
+      inherit (l) host port socket;
+      tls_cert = l.tlsCert;
+      tls_key = l.tlsKey;
+    };
 in
 {
   servers = genAttrs servers.all listen;

@@ -5,13 +5,16 @@ loop (the broker with a ManualClock the test moves). `BrokerProcess` runs `hive 
 a real process, for tests that stop and restart it.
 
 Each Hive gets free ports for its servers in hive.toml, so servers find each other as in `hive up`.
+`make_certificate` makes a self-signed certificate and key for a server over TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import importlib
+import ipaddress
 import itertools
 import json
 import os
@@ -26,6 +29,11 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.agent_config import AGENT_TOML
@@ -560,3 +568,50 @@ def start_hive_up(home: Path, timeout: float = 90) -> tuple[subprocess.Popen[str
 def free_block() -> int:
     """A base N whose ports N..N+6 nothing listens on: `hive init --port-base N`."""
     return free_ports(7, consecutive=True)[0]
+
+
+# ------------------------------------------------------------------------------------ TLS
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate (its own CA, as `openssl req -x509` makes one) and its key, 0600."""
+
+    cert: Path
+    key: Path
+
+    @property
+    def pem(self) -> str:
+        return self.cert.read_text()
+
+
+def make_certificate(
+    directory: Path, name: str = "hive", *, ips: tuple[str, ...] = ("127.0.0.1",), dns: tuple[str, ...] = ("localhost",)
+) -> Certificate:
+    """<directory>/<name>.crt and .key for a server reached at `ips` and `dns` names (its SANs)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hyperhive test {name}")])
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    names += [x509.DNSName(host) for host in dns]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    made = Certificate(directory / f"{name}.crt", directory / f"{name}.key")
+    made.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    made.key.touch(mode=0o600)
+    made.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return made

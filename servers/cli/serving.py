@@ -33,7 +33,7 @@ from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, KeyFileError, Reload
 from hyperhive.servers.common.names import OPERATOR
 from hyperhive.servers.common.privileges import drop_to
 from hyperhive.servers.common.serving import ListenError, http_app, serve
-from hyperhive.servers.common.systemd import credential, notify
+from hyperhive.servers.common.systemd import TLS_KEY_CREDENTIAL, credential, notify
 from hyperhive.servers.common.tokens import TokenFile
 from hyperhive.servers.home import DASHBOARD_PASSWORD
 from hyperhive.servers.lifecycle.backends.base import BackendError
@@ -131,7 +131,9 @@ def _become_dashboard_user(config: HiveConfig) -> None:
 @main.command(name="serve")
 @click.argument("server", type=click.Choice([*sorted(SERVERS), DASHBOARD]), metavar="SERVER")
 @home_option
-@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this loopback port (0: any free one).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Listen on this port of the server's host (0: any free one)."
+)
 @click.option(
     "--socket",
     "socket_path",
@@ -165,9 +167,14 @@ def serve_command(
     listen = config.listen(server)
     if port is not None or socket_path is not None:
         try:
-            listen = Listen(host=listen.host, port=port, socket=socket_path)
+            listen = Listen(
+                host=listen.host, port=port, socket=socket_path, tls_cert=listen.tls_cert, tls_key=listen.tls_key
+            )
         except ValueError as e:
             fail(str(e))
+    if listen.tls_key is not None:
+        # A unit reads a key that only root may read as the copy systemd hands it (nix/module.nix).
+        listen = listen.model_copy(update={"tls_key": credential(TLS_KEY_CREDENTIAL, listen.tls_key)})
     options: dict[str, Any] = {}
     if stop_agents_on_exit:
         if server != "lifecycle":

@@ -44,29 +44,46 @@ class ServerAddress:
     name: str
     url: str  # with a unix socket, the host part only sets the Host header
     socket: Path | None = None
+    # An https URL's server is trusted by exactly this certificate (a self-signed one is its own CA),
+    # as a file (hive.toml's tls_cert) or as its PEM text (hive.json's, in a sandbox without the file);
+    # neither: the system's CAs. Either way the certificate must name the URL's host.
+    tls_cert: Path | None = None
+    tls_cert_pem: str | None = None
 
     def __str__(self) -> str:
         return f"{self.name} at {self.socket or self.url}"
 
+    @property
+    def trusted(self) -> str:
+        """The certificate it trusts, in words."""
+        if self.tls_cert is not None:
+            return str(self.tls_cert)
+        return "the certificate hive.json gives" if self.tls_cert_pem else "the system's certificate authorities"
+
+
+def _tcp_base(host: str, port: int, tls: bool) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
 
 def server_address(config: HiveConfig, server: str) -> ServerAddress:
-    """Where to reach `server`: its TCP port if it has one, else its unix socket."""
+    """Where to reach `server`: its TCP port if it has one (https with a tls_cert), else its unix socket."""
     listen = config.listen(server)
     if listen.port:
-        host = f"[{listen.host}]" if ":" in listen.host else listen.host
-        return ServerAddress(server, f"http://{host}:{listen.port}{MCP_PATH}")
+        base = _tcp_base(listen.host, listen.port, listen.tls_cert is not None)
+        return ServerAddress(server, f"{base}{MCP_PATH}", tls_cert=listen.tls_cert)
     if listen.socket is not None:
         return ServerAddress(server, f"http://localhost{MCP_PATH}", listen.socket)
     raise ServerUnavailable(f"{server} has no fixed address in hive.toml (port 0 and no socket)")
 
 
 def forge_git_url(config: HiveConfig) -> str | None:
-    """Where git reaches the forge's repos over TCP (http://host:port/git), or None without a TCP port."""
+    """Where git reaches the forge's repos over TCP (http(s)://host:port/git), or None without a TCP
+    port. Over https, git must trust the forge's tls_cert (`git -c http.sslCAInfo=CERT`)."""
     listen = config.listen("forge")
     if not listen.port:
         return None
-    host = f"[{listen.host}]" if ":" in listen.host else listen.host
-    return f"http://{host}:{listen.port}{GIT_PATH}"
+    return f"{_tcp_base(listen.host, listen.port, listen.tls_cert is not None)}{GIT_PATH}"
 
 
 class HiveClient:
@@ -84,7 +101,7 @@ class HiveClient:
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self._auth = _Bearer(token)
-        self._wire = _CountingTransport(address.socket)
+        self._wire = _CountingTransport(address)
         self._client: Client[Any] | None = None
         self._session = AsyncExitStack()
         self._refused = False
@@ -162,6 +179,8 @@ class HiveClient:
                 await self._end_session()
                 if self._refused:
                     raise AuthRefused(f"{self.address.name} refused the token (401)") from None
+                if self._wire.untrusted is not None:  # a certificate does not change by waiting
+                    raise ServerUnavailable(f"cannot reach {self.address}: {self._wire.untrusted}") from None
                 if maybe_sent:  # it may have taken effect: never repeat it
                     raise ServerUnavailable(f"call to {self.address.name}.{tool} failed: {_reason(e)}") from None
                 if time.monotonic() + backoff.next_delay > deadline:
@@ -183,7 +202,8 @@ class HiveClient:
             await self._end_session()
             if self._refused:
                 raise AuthRefused(f"{self.address.name} refused the token (401)") from None
-            raise ServerUnavailable(f"listing tools of {self.address.name} failed: {_reason(e)}") from None
+            why = self._wire.untrusted or _reason(e)
+            raise ServerUnavailable(f"listing tools of {self.address.name} failed: {why}") from None
 
     async def _connect(self) -> Client[Any]:
         if self._client is None:
@@ -234,23 +254,45 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
     """Counts the requests that may have reached the server: all but those whose connect failed.
 
     The MCP client reports a dead connection as "Connection closed" whether or not the request
-    went out; this count is what tells the two apart.
+    went out; this count is what tells the two apart. It also says when the server's certificate
+    is not the one to trust (`untrusted`): no retry fixes that.
     """
 
-    def __init__(self, socket: Path | None) -> None:
-        self._socket = socket
+    def __init__(self, address: ServerAddress) -> None:
+        self._address = address
+        self._unloadable: str | None = None  # why the certificate to trust cannot be loaded
         self._inner = self._new_pool()
         self.maybe_delivered = 0
         self.last_refusal: str | None = None
+        self.untrusted: str | None = None  # the last request failed on the server's certificate: why
 
     def _new_pool(self) -> httpx2.AsyncHTTPTransport:
-        return httpx2.AsyncHTTPTransport(uds=str(self._socket) if self._socket else None, verify=_tls_context())
+        socket = self._address.socket
+        return httpx2.AsyncHTTPTransport(uds=str(socket) if socket else None, verify=self._tls_context())
+
+    def _tls_context(self) -> ssl.SSLContext:
+        address = self._address
+        self._unloadable = None
+        if address.tls_cert is None and address.tls_cert_pem is None:
+            return _default_tls_context()
+        # Exactly this certificate, none of the system's CAs; host names are still checked against it.
+        # Loaded with each new pool, so a renewed certificate file is read at the next reconnection.
+        try:
+            return ssl.create_default_context(cafile=address.tls_cert, cadata=address.tls_cert_pem)
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self._unloadable = f"cannot load the certificate to trust, {address.trusted}: {why}"
+            return _default_tls_context()  # never used: every request is refused with that
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.untrusted = self._unloadable
+        if self._unloadable is not None:
+            raise httpx2.ConnectError(self._unloadable, request=request)  # nothing was sent
         try:
             response = await self._inner.handle_async_request(request)
         except httpx2.ConnectError as e:
             self.last_refusal = str(e) or "connection refused"
+            self.untrusted = _verify_failure(e, self._address)
             raise  # refused or unreachable: nothing was sent
         except BaseException:
             self.maybe_delivered += 1
@@ -268,9 +310,20 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def _default_tls_context() -> ssl.SSLContext:
     # Loading the CA bundle takes ~50 ms; every client would otherwise do it again.
     return ssl.create_default_context()
+
+
+def _verify_failure(error: BaseException, address: ServerAddress) -> str | None:
+    """What is wrong with the server's certificate, when that is why the connection failed."""
+    for cause in _causes(error):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"its TLS certificate does not verify against {address.trusted} ({cause.verify_message}); "
+                "tls_cert in hive.toml must be the server's certificate, and name the host clients connect to"
+            )
+    return None
 
 
 def _causes(error: BaseException) -> Generator[BaseException, None, None]:

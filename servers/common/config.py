@@ -32,29 +32,62 @@ class _Strict(BaseModel):
     model_config = STRICT
 
 
+# A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123).
+_LABEL: Final = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME_RE: Final = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine's loopback ("localhost", 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Listen(_Strict):
-    """Where a server listens: loopback TCP, a unix socket, or both."""
+    """Where a server listens: TCP (loopback, or beyond it over TLS), a unix socket, or both.
+
+    `host` is where clients connect as much as what the server binds: beyond loopback, the name or
+    address its certificate names, the same in every host's hive.toml (docs/scaling.md)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] | None = None  # 0 picks a free port
-    socket: Path | None = None  # relative paths are under the hive home
+    socket: Path | None = None  # relative paths are under the hive home (it stays plain HTTP: 0600, local)
+    # TLS on the TCP port: PEM files, relative paths under the hive home. A host beyond loopback
+    # needs it. tls_cert without tls_key is how a host that does not run this server says where it
+    # is and what to trust: clients verify the server against exactly this certificate.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None  # readable by its owner only, or the server refuses to start
 
     @field_validator("host")
     @classmethod
-    def _loopback_only(cls, host: str) -> str:
-        if host == "localhost":
-            return host
+    def _host(cls, host: str) -> str:
         try:
-            if ipaddress.ip_address(host).is_loopback:
-                return host
+            ipaddress.ip_address(host)
         except ValueError:
-            pass
-        raise ValueError(f"{host!r} is not a loopback address; hyperhive servers listen on 127.0.0.1 or ::1")
+            if not _HOST_NAME_RE.match(host):
+                raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
+        return host
 
     @model_validator(mode="after")
     def _somewhere(self) -> Self:
         if self.port is None and self.socket is None:
             raise ValueError("set a port, a socket, or both")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_beyond_loopback(self) -> Self:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key without tls_cert: set tls_cert to the certificate the key belongs to")
+        # Tokens are bearer credentials: off this machine they travel encrypted, or not at all.
+        if self.tls_cert is None and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address, and a hyperhive server listens beyond "
+                "loopback only over TLS: set tls_cert and tls_key (see docs/scaling.md)"
+            )
         return self
 
 
@@ -115,7 +148,9 @@ class DashboardSettings(_Strict):
     @field_validator("host")
     @classmethod
     def _loopback_only(cls, host: str) -> str:
-        return Listen._loopback_only(host)
+        if not is_loopback(host):
+            raise ValueError(f"{host!r} is not a loopback address; the dashboard listens on 127.0.0.1 or ::1")
+        return host
 
 
 class ApprovalSettings(_Strict):
@@ -372,10 +407,13 @@ class HiveConfig(_Strict):
         return self.home / directory / f"{server}.sqlite"
 
     def listen(self, server: str) -> Listen:
+        """Where `server` listens, its relative paths (socket, TLS files) made absolute under the home."""
         listen = self.servers[server_spec(server).name]
-        if listen.socket is not None and not listen.socket.is_absolute():
-            return listen.model_copy(update={"socket": self.home / listen.socket})
-        return listen
+        paths = {"socket": listen.socket, "tls_cert": listen.tls_cert, "tls_key": listen.tls_key}
+        under_home = {
+            field: self.home / path for field, path in paths.items() if path is not None and not path.is_absolute()
+        }
+        return listen.model_copy(update=under_home) if under_home else listen
 
 
 def load_hive_config(home: Path) -> HiveConfig:
@@ -394,6 +432,9 @@ def _servers_template() -> str:
         table = f'[servers.{spec.name}]\nhost = "127.0.0.1"\nport = {spec.port}\n'
         if index == 0:
             table += f'# socket = "run/{spec.name}.sock"   # a unix socket too (created 0600 in a 0700 directory)\n'
+            # Beyond loopback (host = this host's name or address): TLS, the key 0600 (docs/scaling.md).
+            table += '# tls_cert = "tls/hive.crt"    # TLS on the port; other hosts set it alone, to trust it\n'
+            table += '# tls_key = "tls/hive.key"     # the host that runs the server: its key (chmod 600)\n'
         tables.append(table)
     return "\n".join(tables)
 

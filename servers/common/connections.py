@@ -6,20 +6,24 @@ told apart), else its address. Each peer may hold `max_connections_per_peer` con
 the server's own uid are not capped) and the server `max_connections` in all; a connection over
 either cap is closed at once, not queued, and logged once a minute per peer. A connection must
 send its request line and headers within `header_timeout_seconds` (slowloris), and one idle
-between requests is closed after `idle_timeout_seconds`.
+between requests is closed after `idle_timeout_seconds`. Over TLS (TlsAcceptor) a connection is
+admitted before its handshake, which must end within `header_timeout_seconds` too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
 import resource
 import socket
+import ssl
 import struct
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, Self
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -170,61 +174,150 @@ def raise_fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else hard
 
 
-def guarded_protocol(limits: PeerLimits) -> type[HttpToolsProtocol]:
+class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol with the peer caps and the header timeout of `limits` (uvicorn's own
-    keep-alive timeout is the idle one)."""
-    header_timeout = limits.settings.header_timeout_seconds
+    keep-alive timeout is the idle one). `guarded_protocol` makes the class for one server's limits."""
 
-    class GuardedProtocol(HttpToolsProtocol):
-        _peer: str | None = None
-        _header_timer: asyncio.TimerHandle | None = None
+    limits: ClassVar[PeerLimits]
+    _peer: str | None = None
+    connected = False  # connection_made ran: connection_lost gives the peer's place back
+    _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            peer = limits.peer_of(transport.get_extra_info("socket"))
-            if not limits.admit(peer):
+    def admitted_as(self, peer: str) -> Self:
+        """A connection whose peer TlsAcceptor admitted before its handshake: not counted again."""
+        self._peer = peer
+        return self
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self._peer is None:
+            peer = self.limits.peer_of(transport.get_extra_info("socket"))
+            if not self.limits.admit(peer):
                 transport.abort()  # closed now: a refused connection holds no descriptor
                 return
             self._peer = peer
-            super().connection_made(transport)
-            self._arm_header_timer()
+        self.connected = True
+        super().connection_made(transport)
+        self._arm_header_timer()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._peer is None:
-                return  # refused in connection_made: uvicorn never saw it
-            self._disarm_header_timer()
-            limits.release(self._peer)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._peer is None:
+            return  # refused in connection_made: uvicorn never saw it
+        self._disarm_header_timer()
+        self.limits.release(self._peer)
+        self._peer = None
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        # The websocket protocol takes the connection over and is never told to give its place back.
+        self._disarm_header_timer()
+        if self._peer is not None:
+            self.limits.release(self._peer)
             self._peer = None
-            super().connection_lost(exc)
+        super().handle_websocket_upgrade()
 
-        def handle_websocket_upgrade(self) -> None:
-            # The websocket protocol takes the connection over and is never told to give its place back.
-            self._disarm_header_timer()
-            if self._peer is not None:
-                limits.release(self._peer)
-                self._peer = None
-            super().handle_websocket_upgrade()
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()  # the next request on a kept-alive connection
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm_header_timer()  # the next request on a kept-alive connection
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
 
-        def on_headers_complete(self) -> None:
-            self._disarm_header_timer()
-            super().on_headers_complete()
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(
+                self.limits.settings.header_timeout_seconds, self._headers_too_slow
+            )
 
-        def _arm_header_timer(self) -> None:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
-
-        def _disarm_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _headers_too_slow(self) -> None:
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
-            if self._peer is not None and not self.transport.is_closing():
-                limits.note(self._peer, f"connections closed: no complete request headers within {header_timeout:g} s")
-                self.transport.abort()
 
-    return GuardedProtocol
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._peer is not None and not self.transport.is_closing():
+            seconds = self.limits.settings.header_timeout_seconds
+            self.limits.note(self._peer, f"connections closed: no complete request headers within {seconds:g} s")
+            self.transport.abort()
+
+
+def guarded_protocol(limits: PeerLimits) -> type[GuardedProtocol]:
+    """GuardedProtocol with `limits`: what uvicorn instantiates for each connection."""
+
+    class Guarded(GuardedProtocol):
+        pass
+
+    Guarded.limits = limits
+    return Guarded
+
+
+class TlsAcceptor:
+    """Accepts connections on a listening socket and serves them over TLS, the caps applied first.
+
+    An asyncio server given an SSL context hands a connection to its protocol only after the TLS
+    handshake: until then it would be nobody's, neither capped nor timed, and a peer opening
+    connections that never shake hands would hold as many descriptors as it liked. So this accepts
+    each connection itself, admits its peer as the plain protocol does (closing it at once over a
+    cap), and only then starts TLS on it, the header timeout bounding the handshake."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        context: ssl.SSLContext,
+        limits: PeerLimits,
+        protocol: Callable[[], GuardedProtocol],
+    ) -> None:
+        self.listener = listener
+        self.context = context
+        self.limits = limits
+        self.protocol = protocol
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self.listener.setblocking(False)
+        self._accepting = asyncio.get_running_loop().create_task(self._accept())
+
+    async def close(self) -> None:
+        """Stop accepting, and drop the connections still shaking hands (those past it are uvicorn's)."""
+        tasks = [task for task in (self._accepting, *self._handshakes) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                connection, _ = await loop.sock_accept(self.listener)
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: wait as asyncio's own servers do, then accept again.
+                    log.warning("cannot accept connections on %s: %s", self.listener.getsockname(), e.strerror)
+                    await asyncio.sleep(1.0)
+                continue  # anything else is one connection's (it died in the backlog)
+            peer = self.limits.peer_of(connection)
+            if not self.limits.admit(peer):
+                connection.close()
+                continue
+            handshake = loop.create_task(self._handshake(connection, peer))
+            self._handshakes.add(handshake)
+            handshake.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, connection: socket.socket, peer: str) -> None:
+        protocol = self.protocol().admitted_as(peer)
+        timeout = self.limits.settings.header_timeout_seconds
+        try:
+            # The loop owns the connection from here, and closes it if the handshake fails.
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: protocol, connection, ssl=self.context, ssl_handshake_timeout=timeout
+            )
+        except Exception as e:  # a plain HTTP client, one that does not trust this certificate, ...
+            # asyncio and uvloop both end a handshake past its timeout with ConnectionAbortedError.
+            slow = isinstance(e, ConnectionAbortedError)
+            what = f"no TLS handshake within {timeout:g} s" if slow else "a failed TLS handshake"
+            self.limits.note(peer, f"connections closed: {what}")
+        finally:
+            if not protocol.connected:  # it never reached the protocol, which would give its place back
+                self.limits.release(peer)

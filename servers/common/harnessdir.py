@@ -56,6 +56,9 @@ class HarnessInfo(BaseModel):
     role: str
     model: str  # agent.toml's; the override file wins
     servers: dict[str, str]  # hyperhive server -> MCP URL reachable from inside the sandbox
+    # hyperhive server -> the PEM certificate its https URL is trusted by (servers over TLS only): the
+    # text, not hive.toml's path, which the sandbox may not have.
+    tls_certs: dict[str, str] = {}
     tools: dict[str, list[str]]  # hyperhive server -> the tools this agent may call there
     bash: list[str]  # Claude Code allowedTools patterns for Bash ("git diff:*")
     mcp_servers: dict[str, dict[str, Any]]  # its own extra MCP servers, as Claude Code's --mcp-config has them
@@ -73,7 +76,7 @@ class HarnessInfo(BaseModel):
     usd_per_turn: float | None = None  # agent.toml [budget]: Claude Code's --max-budget-usd
     idle_close_seconds: float = 300.0  # Claude Code is closed after this long without a wake
     start: SandboxStart | None = None  # why this run started (None: not said, e.g. `hive mcp-config`)
-    git_url: str | None = None  # the forge's git over HTTP (http://127.0.0.1:7806/git): <git_url>/<repo>.git
+    git_url: str | None = None  # the forge's git over HTTP(S) (http://127.0.0.1:7806/git): <git_url>/<repo>.git
 
     def tool_names(self) -> list[str]:
         """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""

@@ -34,9 +34,10 @@ class ServerClient:
         return cls(HiveClient.for_server(config, cls.server, token, **kwargs))
 
     @classmethod
-    def at(cls, url: str, token: TokenSource, **kwargs: Any) -> Self:
-        """Reach the server at `url` (the harness: the address hive.json gives it)."""
-        return cls(HiveClient(ServerAddress(cls.server, url), token, **kwargs))
+    def at(cls, url: str, token: TokenSource, *, tls_cert_pem: str | None = None, **kwargs: Any) -> Self:
+        """Reach the server at `url` (the harness: the address hive.json gives it); an https one is
+        trusted by `tls_cert_pem` (hive.json's certificate for it) if given, else by the system's CAs."""
+        return cls(HiveClient(ServerAddress(cls.server, url, tls_cert_pem=tls_cert_pem), token, **kwargs))
 
     def with_timeout(self, seconds: float) -> Self:
         """The same client (same session) whose calls may take up to `seconds`: actions, not polls."""

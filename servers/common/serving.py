@@ -1,8 +1,10 @@
-"""Serve a hyperhive FastMCP server over streamable HTTP on loopback TCP and/or a unix socket.
+"""Serve a hyperhive FastMCP server over streamable HTTP on TCP and/or a unix socket.
 
-The unix socket is created 0600 inside a 0700 directory; Host/Origin protection is on; SIGTERM
-and SIGINT stop the server gracefully: `before_shutdown` runs first (the broker uses it to
-release waiting long-polls), then open requests get a few seconds to finish.
+TCP is loopback, or beyond it over TLS ([servers.X] tls_cert and tls_key; the key readable by its
+owner only). The unix socket stays plain HTTP (it is local), created 0600 inside a 0700 directory.
+Host/Origin protection is on; SIGTERM and SIGINT stop the server gracefully: `before_shutdown`
+runs first (the broker uses it to release waiting long-polls), then open requests get a few
+seconds to finish.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -26,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
 from hyperhive.servers.common.config import Listen, ServingSettings
-from hyperhive.servers.common.connections import PeerLimits, guarded_protocol
+from hyperhive.servers.common.connections import GuardedProtocol, PeerLimits, TlsAcceptor, guarded_protocol
 from hyperhive.servers.common.registry import MCP_PATH
 
 log = logging.getLogger("hyperhive.serving")
@@ -110,7 +113,37 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def endpoint_urls(sockets: list[socket.socket]) -> list[str]:
+def tls_context(listen: Listen) -> ssl.SSLContext | None:
+    """The server side of TLS on `listen`'s TCP port (None: plain HTTP, loopback). ListenError when
+    it cannot serve it: no key, a key others may read, files that are not a certificate and its key."""
+    cert, key = listen.tls_cert, listen.tls_key
+    if cert is None or listen.port is None:  # TLS is the TCP port's; the unix socket stays plain
+        return None
+    if key is None:
+        # Its clients speak https to it (they see tls_cert): served plain, it would answer none of them.
+        raise ListenError(
+            f"{listen.host}:{listen.port} has tls_cert {cert} but no tls_key: a server cannot serve TLS without "
+            "its key; set tls_key in hive.toml on the host that runs it (tls_cert alone is for hosts that call it)"
+        )
+    try:
+        mode = stat.S_IMODE(key.stat().st_mode)
+    except OSError as e:
+        raise ListenError(f"cannot read the TLS key {key}: {e.strerror}") from None
+    if mode & 0o077:
+        raise ListenError(f"the TLS key {key} may be read by others (mode {mode:04o}); run `chmod 600 {key}`")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        why = e.reason or str(e)
+        raise ListenError(f"cannot serve TLS with {cert} and {key}: {why} (a PEM certificate and its key?)") from None
+    except OSError as e:
+        raise ListenError(f"cannot read {e.filename or cert}: {e.strerror}") from None
+    return context
+
+
+def endpoint_urls(sockets: list[socket.socket], *, tls: bool = False) -> list[str]:
+    """Each socket's URL; `tls`: its TCP sockets serve https."""
     urls = []
     for sock in sockets:
         if sock.family == socket.AF_UNIX:
@@ -118,7 +151,7 @@ def endpoint_urls(sockets: list[socket.socket]) -> list[str]:
         else:
             host, port = sock.getsockname()[:2]
             host = f"[{host}]" if ":" in host else host
-            urls.append(f"http://{host}:{port}{MCP_PATH}")
+            urls.append(f"{'https' if tls else 'http'}://{host}:{port}{MCP_PATH}")
     return urls
 
 
@@ -128,10 +161,13 @@ class _Server(uvicorn.Server):
         config: uvicorn.Config,
         before_shutdown: Callable[[], Awaitable[None]] | None,
         on_ready: Callable[[], None] | None,
+        tls: tuple[list[socket.socket], ssl.SSLContext, PeerLimits] | None = None,
     ) -> None:
         super().__init__(config)
         self._before_shutdown = before_shutdown
         self._on_ready = on_ready
+        self._tls = tls  # listeners uvicorn is not given: TlsAcceptor serves them, with this context
+        self._acceptors: list[TlsAcceptor] = []
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -140,6 +176,17 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
+        if self.started and self._tls is not None:
+            listeners, context, limits = self._tls
+            # What uvicorn makes for each connection of its own listeners, for each of ours.
+            protocol_class: type[GuardedProtocol] = self.config.http_protocol_class  # type: ignore[assignment]
+
+            def protocol() -> GuardedProtocol:
+                return protocol_class(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+            self._acceptors = [TlsAcceptor(listener, context, limits, protocol) for listener in listeners]
+            for acceptor in self._acceptors:
+                acceptor.start()
         # Everything built so far (FastMCP, pydantic schemas) lives as long as the server; moving it
         # out of the collector's view turns full collections from tens of ms into a few.
         gc.collect()
@@ -155,6 +202,8 @@ class _Server(uvicorn.Server):
             deadline = time.monotonic() + 2.0
             while self.server_state.tasks and time.monotonic() < deadline:  # noqa: ASYNC110 (no event to wait on)
                 await asyncio.sleep(0.02)
+        for acceptor in self._acceptors:  # as uvicorn stops accepting on its own listeners first
+            await acceptor.close()
         await super().shutdown(sockets=sockets)
 
 
@@ -171,19 +220,21 @@ async def serve(
     """Serve `app` until SIGTERM/SIGINT (or `stop` is set). `on_ready` gets the endpoint URLs.
 
     `limits` (hive.toml [serving]) caps connections per peer and in all, and times out idle
-    connections and slow request headers."""
+    connections and slow request headers (and TLS handshakes)."""
     settings = limits or ServingSettings()
+    tls = tls_context(listen)  # before anything listens: a server that cannot serve TLS does not start
     peers = PeerLimits(settings)
     _calm_disconnect_logs()
-    sockets: list[socket.socket] = []
+    sockets: list[socket.socket] = []  # uvicorn's: plain HTTP
+    tls_sockets: list[socket.socket] = []  # TlsAcceptor's
     unix_paths: list[Path] = []  # uvicorn closes the sockets, so remember where to clean up
     try:
         if listen.port is not None:
-            sockets.append(bind_tcp(listen.host, listen.port))
+            (tls_sockets if tls else sockets).append(bind_tcp(listen.host, listen.port))
         if listen.socket is not None:
             sockets.append(bind_unix(listen.socket))
             unix_paths.append(listen.socket)
-        urls = endpoint_urls(sockets)
+        urls = endpoint_urls(tls_sockets, tls=True) + endpoint_urls(sockets)
         config = uvicorn.Config(
             app,
             log_level="warning",
@@ -194,7 +245,12 @@ async def serve(
             ws="none",  # MCP needs no websockets; an upgraded connection would leave the peer limits
             timeout_keep_alive=settings.idle_timeout_seconds,
         )
-        server = _Server(config, before_shutdown, (lambda: on_ready(urls)) if on_ready else None)
+        server = _Server(
+            config,
+            before_shutdown,
+            (lambda: on_ready(urls)) if on_ready else None,
+            (tls_sockets, tls, peers) if tls else None,
+        )
 
         def request_exit() -> None:
             server.should_exit = True
@@ -214,7 +270,7 @@ async def serve(
             for sig in handled:
                 loop.remove_signal_handler(sig)
     finally:
-        _close(sockets, unix_paths)
+        _close(sockets + tls_sockets, unix_paths)
         peers.close()
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Final
+
+# A server's TLS key ([servers.X] tls_key), as the NixOS module hands it to that server's unit.
+TLS_KEY_CREDENTIAL: Final = "tls.key"
 
 
 def credential(name: str, default: Path) -> Path:

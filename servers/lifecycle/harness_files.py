@@ -23,6 +23,7 @@ from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.catalog import offered_to_claude
 from hyperhive.servers.common.client import forge_git_url, server_address
 from hyperhive.servers.common.config import HiveConfig, read_env_file
+from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file_async, write_atomic
 from hyperhive.servers.common.harnessdir import (
@@ -50,6 +51,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig, start: Sandb
         role=agent.role,
         model=agent.model,
         servers=agent_urls(config),
+        tls_certs=agent_tls_certs(config),
         # What its Claude Code may call: the harness's own tools (record_turn) are not offered to the model.
         tools={server: sorted(offered_to_claude(server, agent.allowed_tools(server))) for server in SERVER_NAMES},
         bash=list(agent.bash),
@@ -83,6 +85,23 @@ def agent_urls(config: HiveConfig) -> dict[str, str]:
         if address.socket is None:
             urls[server] = address.url
     return urls
+
+
+def agent_tls_certs(config: HiveConfig) -> dict[str, str]:
+    """The PEM certificate of each server agents reach over TLS: hive.json carries the text, since the
+    sandbox need not have hive.toml's tls_cert path. ConfigError when one cannot be read."""
+    certs = {}
+    for server in agent_urls(config):
+        cert = config.listen(server).tls_cert
+        if cert is None:
+            continue
+        try:
+            certs[server] = cert.read_text(encoding="ascii")
+        except OSError as e:
+            raise ConfigError(cert, [("", f"cannot read {server}'s tls_cert: {e.strerror}")]) from None
+        except UnicodeDecodeError:
+            raise ConfigError(cert, [("", f"{server}'s tls_cert is not a PEM certificate (text)")]) from None
+    return certs
 
 
 async def read_turn_state(paths: AgentPaths) -> TurnState | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.common.agent_config import AgentConfig, agent_toml_template, parse_agent_config
+from hyperhive.servers.common.client import forge_git_url, server_address
 from hyperhive.servers.common.config import (
     HIVE_TOML_TEMPLATE,
     SandboxDefaults,
@@ -90,12 +91,56 @@ def test_socket_paths_are_relative_to_the_home(tmp_path: Path) -> None:
     assert listen.port is None and listen.socket == tmp_path.resolve() / "run" / "b.sock"
 
 
+BEYOND_LOOPBACK = "listens beyond loopback only over TLS: set tls_cert and tls_key (see docs/scaling.md)"
+
+
+def test_a_server_listens_beyond_loopback_with_a_certificate_and_its_paths_are_under_the_home(tmp_path: Path) -> None:
+    config = load_hive_config(
+        _home(
+            tmp_path,
+            '[servers.broker]\nhost = "10.1.0.1"\nport = 7801\ntls_cert = "tls/hive.crt"\ntls_key = "/etc/hive.key"\n'
+            '[servers.forge]\nhost = "hive.example.com"\nport = 7806\ntls_cert = "/etc/forge.crt"\n',
+        )
+    )
+    broker = config.listen("broker")
+    assert (broker.host, broker.tls_cert, broker.tls_key) == ("10.1.0.1", tmp_path.resolve() / "tls/hive.crt",
+                                                              Path("/etc/hive.key"))  # fmt: skip
+    # The certificate alone: a host that only calls the forge, elsewhere, and trusts its certificate.
+    forge = config.listen("forge")
+    assert (forge.host, forge.tls_cert, forge.tls_key) == ("hive.example.com", Path("/etc/forge.crt"), None)
+    assert config.listen("lifecycle").tls_cert is None  # loopback needs none
+
+
+def test_clients_reach_a_server_with_a_certificate_over_https_trusting_exactly_it(tmp_path: Path) -> None:
+    config = load_hive_config(
+        _home(
+            tmp_path,
+            '[servers.broker]\nhost = "hive.example.com"\nport = 7801\ntls_cert = "tls/hive.crt"\n'
+            '[servers.forge]\nhost = "fd00::1"\nport = 7806\ntls_cert = "/etc/forge.crt"\n'
+            '[servers.operator]\nsocket = "run/operator.sock"\ntls_cert = "tls/hive.crt"\n',
+        )
+    )
+    broker = server_address(config, "broker")
+    assert (broker.url, broker.tls_cert) == ("https://hive.example.com:7801/mcp", tmp_path.resolve() / "tls/hive.crt")
+    assert forge_git_url(config) == "https://[fd00::1]:7806/git"
+    assert server_address(config, "forge").tls_cert == Path("/etc/forge.crt")
+    lifecycle = server_address(config, "lifecycle")
+    assert (lifecycle.url, lifecycle.tls_cert) == ("http://127.0.0.1:7802/mcp", None)
+    operator = server_address(config, "operator")  # the unix socket is plain HTTP whatever the port does
+    assert (operator.url, operator.tls_cert, operator.socket) == ("http://localhost/mcp", None,
+                                                                  tmp_path.resolve() / "run/operator.sock")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [
         ("[servers.broker]\nport = 70000\n", "servers.broker.port", "less than or equal to 65535"),
-        ('[servers.broker]\nhost = "0.0.0.0"\nport = 1\n', "servers.broker.host", "not a loopback address"),
-        ('[servers.broker]\nhost = "example.com"\nport = 1\n', "servers.broker.host", "not a loopback"),
+        ('[servers.broker]\nhost = "0.0.0.0"\nport = 1\n', "servers.broker", BEYOND_LOOPBACK),
+        ('[servers.broker]\nhost = "10.1.0.1"\nport = 1\n', "servers.broker", BEYOND_LOOPBACK),
+        ('[servers.broker]\nhost = "hive.example.com"\nport = 1\n', "servers.broker", BEYOND_LOOPBACK),
+        ('[servers.broker]\nport = 1\ntls_key = "k.pem"\n', "servers.broker", "tls_key without tls_cert: set tls_cert"),
+        ('[servers.broker]\nhost = "a host"\nport = 1\n', "servers.broker.host", "neither an IP address nor a host"),
+        ('[dashboard]\nhost = "0.0.0.0"\n', "dashboard.host", "not a loopback address"),
         ("[servers.broker]\n", "servers.broker", "set a port, a socket, or both"),
         ("[servers.brokr]\nport = 1\n", "servers", "unknown server 'brokr'; the servers are broker, lifecycle"),
         ('[storage]\ndirs = { brokr = "db" }\n', "storage.dirs", "unknown server 'brokr'; the servers are broker"),

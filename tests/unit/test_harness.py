@@ -31,6 +31,7 @@ from hyperhive.harness.wake import render_wake, restart_note
 from hyperhive.servers.broker.models import Message
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.config import load_hive_config
+from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.events import ContainerCrash, OperatorAnswered
 from hyperhive.servers.common.harnessdir import HarnessInfo, SandboxStart, StartReason, TurnState
 from hyperhive.servers.home import init_home
@@ -324,6 +325,21 @@ def test_harness_info_carries_the_allow_list_and_merges_hive_env_under_agent_env
     capped = manager.model_copy(update={"usd_per_turn": 0.25})
     assert ClaudeSession(capped, stderr=lambda _: None).options("sonnet").max_budget_usd == 0.25
     assert manager.agents_dir == str(config.agents_dir) and info.agents_dir is None
+
+
+def test_hive_json_carries_the_certificate_of_each_server_over_tls_as_text(tmp_path: Path) -> None:
+    init_home(tmp_path)
+    cert = tmp_path / "tls" / "hive.crt"
+    toml = (tmp_path / "hive.toml").read_text()
+    (tmp_path / "hive.toml").write_text(toml.replace("port = 7801\n", 'port = 7801\ntls_cert = "tls/hive.crt"\n', 1))
+    config = load_hive_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"hive\.crt: cannot read broker's tls_cert: No such file or directory"):
+        harness_info(config, "alice", AgentConfig())  # the sandbox would not start: it could trust nothing
+    cert.parent.mkdir()
+    cert.write_text("-----BEGIN CERTIFICATE-----\n...\n")
+    info = harness_info(config, "alice", AgentConfig())
+    assert info.servers["broker"] == "https://127.0.0.1:7801/mcp" and info.tls_certs == {"broker": cert.read_text()}
+    assert HarnessInfo.model_validate_json(info.model_dump_json()).tls_certs == info.tls_certs
 
 
 def test_the_harness_refuses_a_missing_or_foreign_hive_json(tmp_path: Path) -> None:

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hivetest import make_certificate
 
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.backoff import Backoff
 from hyperhive.servers.common.clock import DueLoop, ManualClock, iso, parse_iso
+from hyperhive.servers.common.config import Listen
 from hyperhive.servers.common.db import Database, DatabaseError, StoreUnavailable
 from hyperhive.servers.common.events import HELPER_EVENT, ApprovalResolved, ContainerCrash, OperatorAnswered
 from hyperhive.servers.common.files import FileMissing, UnsafeFile, read_agent_file, read_agent_file_async, write_atomic
-from hyperhive.servers.common.serving import ListenError, bind_tcp, bind_unix
+from hyperhive.servers.common.serving import ListenError, bind_tcp, bind_unix, tls_context
 
 ROOT = Path(__file__).parents[2]
 
@@ -283,6 +285,32 @@ def test_an_existing_socket_directory_is_tightened(tmp_path: Path) -> None:
     directory.mkdir(mode=0o755)
     bind_unix(directory / "s.sock").close()
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_tls_is_served_only_with_its_key_and_only_a_key_its_owner_alone_may_read(tmp_path: Path) -> None:
+    cert = make_certificate(tmp_path, "hive")
+    other = make_certificate(tmp_path, "other")
+    assert tls_context(Listen(port=0)) is None  # loopback, no certificate: plain HTTP
+    assert tls_context(Listen(socket=tmp_path / "s.sock", tls_cert=cert.cert)) is None  # no TCP port to secure
+    # The certificate alone says where the server is and what to trust; it cannot serve TLS with it.
+    for host in ("127.0.0.1", "10.1.0.1"):
+        with pytest.raises(ListenError, match=f"{host}:7801 has tls_cert {cert.cert} but no tls_key: a server cannot"):
+            tls_context(Listen(host=host, port=7801, tls_cert=cert.cert))
+    with_key = Listen(host="10.1.0.1", port=7801, tls_cert=cert.cert, tls_key=cert.key)
+    assert tls_context(with_key) is not None
+    for mode in (0o640, 0o604):
+        cert.key.chmod(mode)
+        with pytest.raises(ListenError) as refused:
+            tls_context(with_key)
+        assert (
+            str(refused.value)
+            == f"the TLS key {cert.key} may be read by others (mode 0{mode:o}); run `chmod 600 {cert.key}`"
+        )
+    cert.key.chmod(0o600)
+    with pytest.raises(ListenError, match=r"cannot serve TLS with .*other\.crt and .*hive\.key: KEY_VALUES_MISMATCH"):
+        tls_context(with_key.model_copy(update={"tls_cert": other.cert}))
+    with pytest.raises(ListenError, match=r"cannot read the TLS key .*nowhere\.key: No such file or directory"):
+        tls_context(with_key.model_copy(update={"tls_key": tmp_path / "nowhere.key"}))
 
 
 # -------------------------------------------------------------------------------------- packaging

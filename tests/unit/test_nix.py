@@ -22,6 +22,7 @@ import pytest
 
 from hyperhive.servers.common.config import HIVE_TOML, SHARED_STORES, load_hive_config
 from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES, callers
+from hyperhive.servers.common.systemd import TLS_KEY_CREDENTIAL
 from hyperhive.servers.lifecycle.backends.base import SandboxSpec
 from hyperhive.servers.lifecycle.backends.nixos_flake import AgentFlake, render_flake
 from hyperhive.servers.lifecycle.backends.nixos_spec import sandbox_json
@@ -116,16 +117,16 @@ def test_a_hostile_flake_reference_stays_one_nix_string() -> None:
 # --------------------------------------------------------------------------- the module's hive.toml
 
 # services.hyperhive's defaults, as module.nix declares them.
-MODULE_DEFAULTS = """{
+MODULE_DEFAULTS = """let plain = { tlsCert = null; tlsKey = null; }; in {
   home = "/var/lib/hyperhive";
   backend = "nixos-container";
   flake = "path:/nix/store/0000-source?dir=nix";
   listen = {
-    broker = { host = "127.0.0.1"; port = 7801; socket = "/run/hyperhive/broker.sock"; };
-    lifecycle = { host = "127.0.0.1"; port = 7802; socket = "/run/hyperhive/lifecycle/lifecycle.sock"; };
-    approvals = { host = "127.0.0.1"; port = 7803; socket = "/run/hyperhive/approvals.sock"; };
-    operator = { host = "127.0.0.1"; port = null; socket = "/run/hyperhive/operator.sock"; };
-    forge = { host = "127.0.0.1"; port = 7806; socket = null; };
+    broker = plain // { host = "127.0.0.1"; port = 7801; socket = "/run/hyperhive/broker.sock"; };
+    lifecycle = plain // { host = "127.0.0.1"; port = 7802; socket = "/run/hyperhive/lifecycle/lifecycle.sock"; };
+    approvals = plain // { host = "127.0.0.1"; port = 7803; socket = "/run/hyperhive/approvals.sock"; };
+    operator = plain // { host = "127.0.0.1"; port = null; socket = "/run/hyperhive/operator.sock"; };
+    forge = plain // { host = "127.0.0.1"; port = 7806; socket = null; };
   };
   dashboard = { host = "127.0.0.1"; port = 7805; };
   retention = { messageDays = 14; logFiles = 5; };
@@ -178,6 +179,26 @@ def test_the_module_puts_the_shared_stores_on_postgresql_when_given_a_url(tmp_pa
     config = load_hive_config(tmp_path)
     assert config.storage.url == url
     assert config.db_path("lifecycle") == tmp_path.resolve() / "state" / "lifecycle.sqlite"  # its host's own
+
+
+def test_the_module_passes_a_servers_tls_certificate_and_key_on_to_hive_toml(tmp_path: Path) -> None:
+    (tmp_path / HIVE_TOML).write_text(module_hive_toml())
+    assert load_hive_config(tmp_path).listen("broker").tls_cert is None  # plain, on loopback, by default
+    cert, key = '"/etc/hyperhive/hive.crt"', '"/run/secrets/hive.key"'
+    listen = (
+        f"({MODULE_DEFAULTS}).listen // {{ "
+        f'broker = {{ host = "hive.example.com"; port = 7801; socket = null; tlsCert = {cert}; tlsKey = {key}; }}; '
+        f'forge = {{ host = "hive.example.com"; port = 7806; socket = null; tlsCert = {cert}; tlsKey = null; }}; }}'
+    )
+    (tmp_path / HIVE_TOML).write_text(module_hive_toml(cfg=f"({MODULE_DEFAULTS}) // {{ listen = {listen}; }}"))
+    config = load_hive_config(tmp_path)
+    broker = config.listen("broker")
+    assert (broker.host, broker.tls_cert, broker.tls_key) == (
+        "hive.example.com", Path("/etc/hyperhive/hive.crt"), Path("/run/secrets/hive.key"))  # fmt: skip
+    forge = config.listen("forge")  # served on another host: only the certificate to trust
+    assert (forge.tls_cert, forge.tls_key) == (Path("/etc/hyperhive/hive.crt"), None)
+    # An unprivileged server's unit reads the root-only key as the systemd credential `hive serve` looks for.
+    assert f'"{TLS_KEY_CREDENTIAL}:${{cfg.listen.${{name}}.tlsKey}}"' in (NIX / "module.nix").read_text()
 
 
 def test_the_module_points_the_lifecycle_server_at_the_environment_file(tmp_path: Path) -> None:
