@@ -244,9 +244,11 @@ class PublishingAgentRegistry(DirectoryAgentRegistry):
         from hyperhive.servers.common.client import server_address
 
         settings = self.config.host
+        cert = self.config.listen("lifecycle").tls_cert
         await self.directory.register(
             self.host,
             lifecycle_url=settings.lifecycle_url or server_address(self.config, "lifecycle").url,
+            tls_cert=await anyio.to_thread.run_sync(cert.read_text) if cert else None,
             labels=settings.labels,
             capacity=settings.capacity,
             backend=self.config.lifecycle.backend,

@@ -33,6 +33,7 @@ MIGRATIONS: Final = (
     CREATE TABLE hosts (
         name text PRIMARY KEY,
         lifecycle_url text NOT NULL,
+        tls_cert text,
         labels text[] NOT NULL DEFAULT '{}',
         capacity integer NOT NULL,
         backend text NOT NULL,
@@ -64,6 +65,7 @@ MIGRATIONS: Final = (
 class HostRow:
     name: str
     lifecycle_url: str
+    tls_cert: str | None  # the PEM certificate its lifecycle server's https is trusted by
     labels: tuple[str, ...]
     capacity: int
     backend: str
@@ -110,17 +112,24 @@ class HiveDirectory:
 
     # ------------------------------------------------------------------------------------- hosts
     async def register(
-        self, name: str, *, lifecycle_url: str, labels: Sequence[str], capacity: int, backend: str
+        self,
+        name: str,
+        *,
+        lifecycle_url: str,
+        tls_cert: str | None,
+        labels: Sequence[str],
+        capacity: int,
+        backend: str,
     ) -> None:
         """This host is up with these settings (a restart updates them)."""
         await self.db.write_one(
-            """INSERT INTO hosts (name, lifecycle_url, labels, capacity, backend, started_at, seen_at)
-               VALUES (%s, %s, %s, %s, %s, now(), now())
+            """INSERT INTO hosts (name, lifecycle_url, tls_cert, labels, capacity, backend, started_at, seen_at)
+               VALUES (%s, %s, %s, %s, %s, %s, now(), now())
                ON CONFLICT (name) DO UPDATE SET lifecycle_url = EXCLUDED.lifecycle_url,
-                   labels = EXCLUDED.labels, capacity = EXCLUDED.capacity, backend = EXCLUDED.backend,
-                   started_at = now(), seen_at = now()
+                   tls_cert = EXCLUDED.tls_cert, labels = EXCLUDED.labels, capacity = EXCLUDED.capacity,
+                   backend = EXCLUDED.backend, started_at = now(), seen_at = now()
                RETURNING name""",
-            (name, lifecycle_url, list(labels), capacity, backend),
+            (name, lifecycle_url, tls_cert, list(labels), capacity, backend),
         )
 
     async def heartbeat(self, name: str) -> float | None:
@@ -146,7 +155,7 @@ class HiveDirectory:
 
     async def hosts(self) -> list[HostRow]:
         rows = await self.db.fetch_all(
-            """SELECT h.name, h.lifecycle_url, h.labels, h.capacity, h.backend,
+            """SELECT h.name, h.lifecycle_url, h.tls_cert, h.labels, h.capacity, h.backend,
                       extract(epoch FROM h.started_at)::float8 AS started_at,
                       extract(epoch FROM h.seen_at)::float8 AS seen_at,
                       extract(epoch FROM h.down_since)::float8 AS down_since,
@@ -157,6 +166,7 @@ class HiveDirectory:
             HostRow(
                 name=row["name"],
                 lifecycle_url=row["lifecycle_url"],
+                tls_cert=row["tls_cert"],
                 labels=tuple(row["labels"]),
                 capacity=row["capacity"],
                 backend=row["backend"],

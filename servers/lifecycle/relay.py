@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import mcp_types as mt
@@ -29,6 +29,9 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import is_agent_name
 from hyperhive.servers.lifecycle.hosts import HostPlane
 from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, SwarmStats
+
+if TYPE_CHECKING:
+    from hyperhive.servers.common.hivedb import HostRow
 
 log = logging.getLogger("hyperhive.lifecycle.relay")
 
@@ -86,8 +89,7 @@ class HostRelay(Middleware):
         return host
 
     async def _relay(self, host: str, tool: str, arguments: dict[str, Any]) -> ToolResult:
-        url = await self._url_of(host)
-        async with self._client(host, url) as client:
+        async with self._client(await self._host_row(host)) as client:
             try:
                 data = await client.call(tool, arguments)
             except ToolError as e:  # its refusal, as it said it
@@ -111,18 +113,18 @@ class HostRelay(Middleware):
         others = [h for h in await self.plane.hosts() if h.name != self.plane.name]
         answers: dict[str, Any] = {}
 
-        async def ask(host: str, url: str) -> None:
-            async with self._client(host, url) as client:
+        async def ask(host: HostRow) -> None:
+            async with self._client(host) as client:
                 try:
-                    answers[host] = await client.call(tool, arguments, timeout=ASK_SECONDS)
+                    answers[host.name] = await client.call(tool, arguments, timeout=ASK_SECONDS)
                 except (ToolError, ServerUnavailable, AuthRefused) as e:
-                    log.warning("host %s did not answer %s: %s", host, tool, e)
+                    log.warning("host %s did not answer %s: %s", host.name, tool, e)
 
         with anyio.move_on_after(ASK_SECONDS + 1):
             async with anyio.create_task_group() as group:
                 for host in others:
                     if host.up:  # a host known to be down is not waited for
-                        group.start_soon(ask, host.name, host.lifecycle_url)
+                        group.start_soon(ask, host)
         if tool == "swarm_stats":
             stats = SwarmStats.model_validate(own.structured_content)
             for data in answers.values():
@@ -143,18 +145,19 @@ class HostRelay(Middleware):
         listed.drafts = sorted(set(listed.drafts))
         return ToolResult(structured_content=listed.model_dump(mode="json"))
 
-    async def _url_of(self, host: str) -> str:
+    async def _host_row(self, host: str) -> HostRow:
         for row in await self.plane.hosts():
             if row.name == host:
-                return row.lifecycle_url
+                return row
         raise Refused(f"the agent lives on host {host}, which the hive no longer knows")
 
-    def _client(self, host: str, url: str) -> HiveClient:
+    def _client(self, host: HostRow) -> HiveClient:
         token = get_access_token()
         if token is None:  # the verifier let the call in: it has a token
             raise Refused("a relayed call needs the caller's token")
         return HiveClient(
-            ServerAddress(f"lifecycle of host {host}", url),
+            # Its https trusted by the certificate it registered (the directory is the hive's own).
+            ServerAddress(f"lifecycle of host {host.name}", host.lifecycle_url, tls_cert_pem=host.tls_cert),
             token.token,
             retry_seconds=0,
             timeout=ASK_SECONDS,

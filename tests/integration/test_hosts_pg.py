@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 from fastmcp.exceptions import ToolError
-from hivetest import SLEEPER, Hive, Hivemind, free_port, in_process, in_process_broker, toml_list
+from hivetest import (
+    SLEEPER,
+    Certificate,
+    Hive,
+    Hivemind,
+    free_port,
+    in_process,
+    in_process_broker,
+    make_certificate,
+    toml_list,
+)
 
 from hyperhive.servers.common.agents import DirectoryAgentRegistry, PublishingAgentRegistry
 from hyperhive.servers.common.call_errors import AuthRefused
@@ -28,7 +38,8 @@ async def _directory(url: str) -> HiveDirectory:
 
 async def _register(directory: HiveDirectory, *names: str) -> None:
     for name in names:
-        await directory.register(name, lifecycle_url=f"http://{name}.test/mcp", labels=[], capacity=5, backend="bwrap")
+        url = f"http://{name}.test/mcp"
+        await directory.register(name, lifecycle_url=url, tls_cert=None, labels=[], capacity=5, backend="bwrap")
 
 
 async def test_a_name_lives_on_one_host(pg_url: str) -> None:
@@ -154,17 +165,22 @@ async def test_a_registry_sees_another_hosts_change_within_moments(pg_url: str, 
 BEATS = "heartbeat_seconds = 0.2\ndown_after_seconds = 1.0\n"
 
 
-def _host_of(first: Hive, tmp_path: Path, name: str, *, uid_base: int, labels: str = "[]") -> Hive:
+def _host_of(
+    first: Hive, tmp_path: Path, name: str, *, uid_base: int, labels: str = "[]", tls: Certificate | None = None
+) -> Hive:
     """Host `name` of `first`'s hive: a home of its own, the hive's key, database and servers; its own
-    lifecycle server (port, uid block)."""
-    ports = {**first.ports, "lifecycle": free_port()}
+    lifecycle server (port, uid block), over https with `tls`."""
+    ports = {server: port for server, port in first.ports.items() if server != "lifecycle"}
+    lifecycle = f"[servers.lifecycle]\nport = {free_port()}\n"
+    if tls is not None:
+        lifecycle += f'tls_cert = "{tls.cert}"\ntls_key = "{tls.key}"\n'
     other = Hive(
         tmp_path / name, ports=ports, storage_url=first.storage_url, host=name,
         host_settings=f"{BEATS}labels = {labels}\n",
     )  # fmt: skip
     for key in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE):
         shutil.copy2(first.home / key, other.home / key)
-    other.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n")
+    other.configure(f"{lifecycle}[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n")
     return other
 
 
@@ -221,3 +237,20 @@ async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, t
             back = await alpha.event("host_up", timeout=10)
             assert back["host"] == "beta"
             assert (await alpha.until_state("bob", "running"))["host"] == "beta"
+
+
+async def test_a_host_whose_lifecycle_server_speaks_tls_is_reached_over_it(pg_url: str, tmp_path: Path) -> None:
+    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
+    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000, tls=make_certificate(tmp_path / "certs", "beta"))
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
+        in_process(beta, "lifecycle", stop_agents_on_exit=True),
+    ):
+        alpha = Hivemind(hive, broker, alpha_lc)
+        hosts = {h["name"]: h for h in (await alpha.call("list_hosts"))["hosts"]}
+        assert hosts["beta"]["lifecycle_url"].startswith("https://127.0.0.1:"), hosts
+        # Relayed over https, trusting the certificate beta registered with the hive.
+        assert (await alpha.call("create_agent", name="bob", host="beta"))["host"] == "beta"
+        assert (await alpha.until_state("bob", "running"))["host"] == "beta"

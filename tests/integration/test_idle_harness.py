@@ -168,7 +168,8 @@ def _turn_state(info: HarnessInfo) -> TurnState | None:
 
 
 def _cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    """Its arguments; [] while it is between two programs (an exec under way reads as empty)."""
+    return [arg for arg in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if arg]
 
 
 @pytest.mark.slow
@@ -210,7 +211,9 @@ def test_the_harness_process_execs_into_its_idle_form_and_back_keeping_its_pid(
         _harness_process_config(info.model_copy(update={"env": {"CLAUDE_CONFIG_DIR": str(tmp_path / "none")}}))
 
         asyncio.run(hive_call(hive, broker_process, "send", to=bob, body="wake up"))
-        _until(lambda: "--idle" not in _cmdline(process.pid), "the turn loop again (exec on a message)")
+        _until(
+            lambda: (args := _cmdline(process.pid)) and "--idle" not in args, "the turn loop again (exec on a message)"
+        )
         assert {"--from-idle", "--note-pending"} <= set(_cmdline(process.pid))
         _until(
             lambda: (
