@@ -19,7 +19,7 @@ import anyio
 
 from hyperhive.servers.common.agent_config import AGENT_TOML, agent_toml_template, parse_agent_config
 from hyperhive.servers.common.agents import AgentRegistry
-from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.config import HiveConfig, HostSettings
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.diffs import render_diff, widenings
 from hyperhive.servers.common.errors import Refused
@@ -142,7 +142,7 @@ class Provisioning:
     async def read_commit(self, name: str, ref: str) -> tuple[str, dict[str, str]]:
         """(full sha, config files) of commit `ref` of its proposed repo, refused unless it could be applied."""
         proposed, files = await self.files_at(name, ref)
-        validate(name, proposed, files, self.config.home)
+        validate(name, proposed, files, self.config.home, placement_host(self.config))
         return proposed, files
 
     async def files_at(self, name: str, ref: str) -> tuple[str, dict[str, str]]:
@@ -197,7 +197,7 @@ class Provisioning:
             applied_files = await repos.files_at(paths.applied, applied_sha)
         problems = None
         try:
-            validate(name, proposed, files, self.config.home)
+            validate(name, proposed, files, self.config.home, placement_host(self.config))
         except Refused as e:
             problems = str(e)
         diff = render_diff(applied_files, files, "applied", f"proposed@{proposed[:12]}")
@@ -238,9 +238,15 @@ class Provisioning:
         logfiles.remove_all(paths.log)
 
 
-def validate(name: str, sha: str, files: dict[str, str], home: Path) -> None:
+def placement_host(config: HiveConfig) -> HostSettings | None:
+    """This host, whose labels an agent's [placement] must find, in a hive of several hosts."""
+    return config.host if config.storage.url is not None else None
+
+
+def validate(name: str, sha: str, files: dict[str, str], home: Path, host: HostSettings | None = None) -> None:
     """Refuse a config that could not be applied: no agent.toml, an invalid one, a manager demoted or
-    made, binds into or over the hive's `home`."""
+    made, binds into or over the hive's `home`, [placement] labels this `host` lacks (a hive of
+    several hosts; None: one host, labels mean nothing)."""
     if AGENT_TOML not in files:
         raise Refused(f"commit {sha[:12]} of {name}'s config has no {AGENT_TOML}")
     try:
@@ -260,6 +266,12 @@ def validate(name: str, sha: str, files: dict[str, str], home: Path) -> None:
         raise Refused(f'role = "manager" is for the agent named {MANAGER} only; {name} must keep role = "agent"')
     if problems := home_problems(home, config):
         raise Refused(f"{name}@{sha[:12]}:{AGENT_TOML}: " + "; ".join(problems))
+    if host is not None and (missing := sorted(set(config.placement.labels) - set(host.labels))):
+        raise Refused(
+            f"{name}@{sha[:12]}:{AGENT_TOML} asks for a host labelled {', '.join(config.placement.labels)}; "
+            f"{name} lives on host {host.name}, which lacks {', '.join(missing)} (list_hosts shows each host's "
+            "labels): drop the label, or make the agent on a host that has it"
+        )
 
 
 async def check_base(name: str, paths: AgentPaths, expected: str) -> None:

@@ -38,7 +38,7 @@ from hyperhive.servers.lifecycle.crash_handling import CrashHandling
 from hyperhive.servers.lifecycle.hosts import HostPlane
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
-from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, validate
+from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, placement_host, validate
 from hyperhive.servers.lifecycle.readings import AgentReadings
 from hyperhive.servers.lifecycle.sandbox_setup import SandboxSetup
 from hyperhive.servers.lifecycle.spending import Spending
@@ -300,7 +300,7 @@ class AgentSupervisor(AgentReadings):
                     await self._finish_apply(name, proposed, done)  # the server died before it was done
                 return proposed, done, True
             try:
-                validate(name, proposed, files, self.config.home)
+                validate(name, proposed, files, self.config.home, placement_host(self.config))
             except Refused as e:
                 raise Refused(f"{e}\nNothing was applied.") from None
             if expected_base is not None:

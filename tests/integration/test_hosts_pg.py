@@ -223,6 +223,14 @@ async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, t
             await beta_view.call("start", name="manager")
             alpha = Hivemind(hive, broker, alpha_lc)  # the manager's new instance, for its inbox
 
+            # [placement] labels: a config asking for "gpu" applies on beta (labelled so), not on alpha.
+            sha = await beta_view.propose("bob", '[placement]\nlabels = ["gpu"]\n')
+            await alpha.approvals.call("apply_commit", {"name": "bob", "sha": sha})  # relayed to beta
+            assert (await alpha.event("rebuilt"))["agent"] == "bob"
+            sha = await alpha.propose("manager", 'role = "manager"\n[placement]\nlabels = ["gpu"]\n')
+            with pytest.raises(ToolError, match="manager lives on host alpha, which lacks gpu"):
+                await alpha.approvals.call("apply_commit", {"name": "manager", "sha": sha})
+
         # beta's lifecycle server is gone: its heartbeat stops, alpha marks it down once.
         down = await alpha.event("host_down", timeout=10)
         assert down["host"] == "beta" and "bob" in down["agents"]
