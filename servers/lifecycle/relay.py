@@ -84,6 +84,8 @@ class HostRelay(Middleware):
         host = await self.plane.host_of(name)
         if host is None and tool == "create_agent":
             wanted = arguments.get("host")
+            if wanted is None and arguments.get("sha") is not None:
+                return None  # from a draft: its repo is this host's (create_draft made it here)
             host = await self.plane.choose(wanted if isinstance(wanted, str) else None)
             arguments["host"] = host
         return host

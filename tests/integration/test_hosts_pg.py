@@ -207,6 +207,8 @@ async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, t
             assert status["host"] == "beta"
             # Placement: the least loaded host with room (alpha has the manager, beta has bob).
             assert (await alpha.call("create_agent", name="carol"))["host"] in ("alpha", "beta")
+            draft = await alpha.call("create_draft", name="frank")  # a draft's repo is the answering host's
+            assert (await alpha.call("create_agent", name="frank", sha=draft["sha"]))["host"] == "alpha"
             with pytest.raises(ToolError, match="no host named 'gamma'"):
                 await alpha.call("create_agent", name="dave", host="gamma")
             with pytest.raises(ToolError, match="bob already exists"):  # beta's refusal, as beta said it
