@@ -176,6 +176,8 @@ class LifecycleSettings(_Strict):
     forward_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
     # What a sandbox runs when agent.toml has no [sandbox] command. Unset: the harness.
     default_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    # move_agent: how long each of an agent's dirs may take to copy to another host.
+    move_timeout_seconds: Annotated[float, Field(ge=1, le=86_400)] = 900.0
     nixos: NixosSettings = NixosSettings()
 
 

@@ -213,6 +213,16 @@ class HiveDirectory:
 
         await self.db.write(run)
 
+    async def move(self, name: str, source: str, target: str) -> bool:
+        """Agent `name` lives on `target` now, no longer on `source` (move_agent); False if it did not
+        live on `source`."""
+        row = await self.db.write_one(
+            """UPDATE agents SET host = %s, instance = NULL, version = version + 1, changed_at = now()
+               WHERE name = %s AND host = %s RETURNING name""",
+            (target, name, source),
+        )
+        return row is not None
+
     async def unpublish(self, host: str, name: str) -> None:
         """Agent `name` of `host` is gone (destroyed): the name is free again."""
         await self.db.write_one("DELETE FROM agents WHERE name = %s AND host = %s RETURNING name", (name, host))

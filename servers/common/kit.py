@@ -62,6 +62,12 @@ class ServiceKit:
             raise RuntimeError(f"the {self.server} server was given no service token, so it has no outbox")
         return self._outbox
 
+    def service_token(self) -> str:
+        """This server's service token (for a client of its own making: another host's server)."""
+        if self._token is None:
+            raise RuntimeError(f"the {self.server} server was given no service token; it calls no other server")
+        return self._token()
+
     def client(self, server: str, *, timeout: float = 30.0, retry_seconds: float = 10.0) -> HiveClient:
         """A client of `server` with this server's service token, closed when the server stops."""
         if self._token is None:

@@ -80,6 +80,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
         tools={
             "list_agents": MANAGER_OPERATOR_AND_SERVICE,
             "list_hosts": MANAGER_OPERATOR_AND_SERVICE,
+            "move_agent": OPERATOR,
+            "adopt_agent": SERVICE,
             "agent_status": MANAGER_OPERATOR_AND_SERVICE,
             "logs": MANAGER_OPERATOR_AND_SERVICE,
             "agent_config": MANAGER_OPERATOR_AND_SERVICE,
@@ -115,7 +117,8 @@ REGISTRY: Final[tuple[ServerSpec, ...]] = (
             "terminal_resize": OPERATOR,
             "terminal_close": OPERATOR,
         },
-        calls={"broker": frozenset({"post_event"})},
+        # A host's lifecycle server hands a moving agent to another host's (move_agent).
+        calls={"broker": frozenset({"post_event"}), "lifecycle": frozenset({"adopt_agent"})},
         root=True,
         issues_tokens=True,
     ),

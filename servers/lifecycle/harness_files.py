@@ -125,13 +125,16 @@ def _first_problem(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"[:200]
 
 
+def model_override(paths: AgentPaths) -> str | None:
+    """set_model's override, if any (the file is root's, in its credentials dir)."""
+    with contextlib.suppress(OSError):
+        return paths.model_override.read_text().strip() or None
+    return None
+
+
 def model_of(paths: AgentPaths, config: AgentConfig | None) -> str:
     """The model its next turn uses: set_model's override, else agent.toml's."""
-    with contextlib.suppress(OSError):
-        text = paths.model_override.read_text().strip()
-        if text:
-            return text
-    return config.model if config else "?"
+    return model_override(paths) or (config.model if config else "?")
 
 
 async def set_model_override(paths: AgentPaths, model: str | None, uid: int | None) -> None:

@@ -13,14 +13,19 @@ down_after_seconds` late marks it down (one winner, hivedb.mark_down) and tells 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import httpx2
+from fastmcp.exceptions import ToolError
 
 from hyperhive.servers.common.agents import PublishingAgentRegistry
+from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
+from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.db import DatabaseError
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.events import HostDown, HostUp
@@ -31,6 +36,9 @@ if TYPE_CHECKING:
     from hyperhive.servers.common.hivedb import HiveDirectory, HostRow
 
 log = logging.getLogger("hyperhive.lifecycle.hosts")
+
+RELAYED_HEADER: Final = "x-hyperhive-relayed"  # a call one lifecycle server makes of another: answer it there
+ADOPT_SECONDS: Final = 1800.0  # a move's whole copy, however large the agent's state
 
 
 class HostPlane:
@@ -116,6 +124,33 @@ class HostPlane:
             status = "; ".join(f"{h.name}: {unfit(h)}" for h in hosts)
             raise Refused(f"no host can take a new agent ({status}); add capacity or a host")
         return min(fit, key=lambda h: (h.agents / max(h.capacity, 1), h.agents, h.name)).name
+
+    async def host(self, name: str) -> HostRow:
+        for row in await self.hosts():
+            if row.name == name:
+                return row
+        raise Refused(f"the hive knows no host named {name!r}")
+
+    async def call_on(self, host: str, tool: str, arguments: dict[str, Any]) -> Any:
+        """Call `tool` on `host`'s lifecycle server as this server's service (answered there)."""
+        target = await self.host(host)
+        address = ServerAddress(f"lifecycle of host {target.name}", target.lifecycle_url, tls_cert_pem=target.tls_cert)
+        async with HiveClient(
+            address, self.kit.service_token, retry_seconds=0, timeout=ADOPT_SECONDS, headers={RELAYED_HEADER: "1"}
+        ) as client:
+            try:
+                return await client.call(tool, arguments)
+            except ToolError as e:
+                raise Refused(f"host {target.name}: {e}") from None
+            except (ServerUnavailable, AuthRefused) as e:
+                raise Refused(f"host {target.name} does not answer: {e}") from None
+
+    def fetcher(self, source: HostRow) -> httpx2.AsyncClient:
+        """An HTTP client of `source`'s lifecycle server (its https trusted by its registered certificate)."""
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cadata=source.tls_cert) if source.tls_cert else ssl.create_default_context()
+        )
+        return httpx2.AsyncClient(verify=verify, timeout=httpx2.Timeout(30.0, read=300.0))
 
     async def hosts(self) -> list[HostRow]:
         return await self.directory.hosts() if self.registry is not None else []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,7 @@ from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import MANAGER, InvalidName, check_agent_name
 from hyperhive.servers.lifecycle import logfiles, repos
 from hyperhive.servers.lifecycle.host_binds import home_problems
+from hyperhive.servers.lifecycle.moving import Part
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.store import LifecycleStore, UidsExhausted
 from hyperhive.servers.lifecycle.uidrange import UidRange
@@ -129,6 +131,13 @@ class Provisioning:
             _chown_tree(paths.state, uid)
             for private in (paths.harness, paths.credentials):
                 os.chown(private, uid, uid)
+
+    def make_move_dirs(self, paths: AgentPaths, owners: Mapping[Part, int | None]) -> None:
+        """Empty dirs for an agent moving here (moving.py), each owned by whoever unpacks it."""
+        self._make_dirs(paths, owners["state"])
+        paths.applied.mkdir(mode=0o700)
+        if (manager_uid := owners["config"]) is not None:
+            os.chown(paths.config, manager_uid, manager_uid)
 
     def _make_draft_dirs(self, paths: AgentPaths, manager_uid: int | None) -> None:
         _make_agents_dir(self.config)

@@ -27,7 +27,7 @@ from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.names import is_agent_name
-from hyperhive.servers.lifecycle.hosts import HostPlane
+from hyperhive.servers.lifecycle.hosts import RELAYED_HEADER, HostPlane
 from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, SwarmStats
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hyperhive.lifecycle.relay")
 
-RELAYED_HEADER: Final = "x-hyperhive-relayed"  # set on a relayed call: answer it here, relay nothing
 MERGED: Final = frozenset({"list_agents", "swarm_stats"})
 SESSION_TOOLS: Final = frozenset({"terminal_io", "terminal_resize", "terminal_close"})
 ASK_SECONDS: Final = 10.0  # a host asked for its part of a merged list

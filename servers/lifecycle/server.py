@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastmcp import FastMCP
@@ -23,7 +23,7 @@ from hyperhive.servers.common.config import HiveConfig, Usd
 from hyperhive.servers.common.errors import Refused
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.storage import Schemas
-from hyperhive.servers.common.tokens import ServerCredentials, caller
+from hyperhive.servers.common.tokens import HiveTokenVerifier, ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
@@ -63,6 +63,7 @@ from hyperhive.servers.lifecycle.models import (
     TurnCancelled,
     TurnRecord,
 )
+from hyperhive.servers.lifecycle.moving import MOVE_PATH, MoveOut
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import PEER_STATE
 from hyperhive.servers.lifecycle.relay import HostRelay
@@ -108,8 +109,13 @@ def create(
     if credentials.signing is None:
         raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
     kit = ServiceKit("lifecycle", config, Schemas(MIGRATIONS), token=credentials.service_token(), clock=clock)
+    moves = MoveOut(config.home, HiveTokenVerifier("lifecycle", credentials.keys, kit.agents))
     supervisor = AgentSupervisor(
-        kit, credentials.signing.current, backend or choose_backend(config), stop_agents_on_exit=stop_agents_on_exit
+        kit,
+        credentials.signing.current,
+        backend or choose_backend(config),
+        stop_agents_on_exit=stop_agents_on_exit,
+        moves=moves,
     )
 
     async def unreachable(name: str, host: str) -> AgentInfo:
@@ -439,6 +445,30 @@ def create(
         async with audited("rebuild_stale", "*"):
             return RebuildResult(rebuilt=await supervisor.rebuild_stale())
 
+    @mcp.tool
+    async def move_agent(
+        name: Name,
+        host: Annotated[str, Field(min_length=1, max_length=31, description="the host it moves to (list_hosts)")],
+    ) -> AgentInfo:
+        """Move an agent to another host of the hive: stopped, its state, session, config repos and model
+        copied, started there if it ran. Its turn stats and audit trail stay on the host it leaves."""
+        async with audited("move_agent", name, f"to={host}"):
+            return await supervisor.move(name, host, caller().name)
+
+    @mcp.tool
+    async def adopt_agent(
+        name: Name,
+        source: Annotated[str, Field(max_length=31, description="the host it leaves")],
+        ticket: Annotated[str, Field(max_length=100)],
+        desired: Literal["running", "stopped"],
+        applied_from: Annotated[str | None, Field(max_length=64)] = None,
+        model: Annotated[str | None, Field(max_length=200)] = None,
+        by: Annotated[str, Field(max_length=100)] = "",
+    ) -> AgentInfo:
+        """Take over an agent another host's lifecycle server is moving here (its move_agent)."""
+        async with audited("adopt_agent", name, f"from={source}"):
+            return await info(await supervisor.adopt(name, source, ticket, desired, applied_from, model, by))
+
     @mcp.tool(annotations={"destructiveHint": True})
     async def destroy(
         name: Name,
@@ -564,6 +594,7 @@ def create(
         return await supervisor.terminals.close(session, caller().name)
 
     shared_tools(mcp, config, supervisor)
+    mcp.custom_route(MOVE_PATH + "/{name}/{part}", methods=["GET"], include_in_schema=False)(moves.handle)
     return HiveServer(mcp=mcp)
 
 

@@ -31,11 +31,13 @@ from hyperhive.servers.common.issuer import Issuer
 from hyperhive.servers.common.keys import SigningKey
 from hyperhive.servers.common.kit import ServiceKit
 from hyperhive.servers.common.names import MANAGER
-from hyperhive.servers.lifecycle import harness_files, startup
+from hyperhive.servers.lifecycle import harness_files, repos, startup
 from hyperhive.servers.lifecycle.agentlocks import AgentLocks
 from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxBackend, ShellSpec
 from hyperhive.servers.lifecycle.crash_handling import CrashHandling
 from hyperhive.servers.lifecycle.hosts import HostPlane
+from hyperhive.servers.lifecycle.models import AgentInfo
+from hyperhive.servers.lifecycle.moving import MOVE_PATH, PARTS, MoveOut, Part, fetch_part, part_dir, remove_parts
 from hyperhive.servers.lifecycle.paths import AgentPaths
 from hyperhive.servers.lifecycle.peers import Peers, peer_refusal
 from hyperhive.servers.lifecycle.provisioning import Provisioning, check_base, checked, placement_host, validate
@@ -62,8 +64,11 @@ class AgentSupervisor(AgentReadings):
         backend: SandboxBackend,
         *,
         stop_agents_on_exit: bool = False,
+        moves: MoveOut | None = None,
     ) -> None:
+        """`moves`: the tickets and HTTP parts of agents moving to other hosts (none: this server moves none)."""
         config, agents = kit.config, kit.agents
+        self.moves = moves
         self.kit = kit
         self.config = config
         self.issuer = Issuer(config, signing)
@@ -403,6 +408,101 @@ class AgentSupervisor(AgentReadings):
             await self.agents.refresh()
             if name != MANAGER:
                 await self._announce(Destroyed(agent=name, purged=purge))
+
+    # ---------------------------------------------------------------------------------- moving
+    async def move(self, name: str, host: str, by: str) -> AgentInfo:
+        """Move `name` to `host` (moving.py has the whole story); the agent as `host` has it now."""
+        self._refuse_peer(checked(name))
+        if name == MANAGER:
+            raise Refused("the manager stays on its host: its sandbox binds that host's proposed config repos")
+        if not self.hosts.spans_hosts or self.moves is None:
+            raise Refused("this hive has one host: there is nowhere to move an agent to")
+        if host == self.hosts.name:
+            raise Refused(f"{name} lives on host {host} already")
+        row = await self.row(name)
+        config = self.agents.get(name)
+        target = await self.hosts.host(await self.hosts.choose(host, config.placement.labels if config else ()))
+        owners: dict[Part, int | None] = {
+            "applied": None, "config": await self.provisioning.uid(MANAGER),
+            "state": await self.provisioning.uid(name), "harness": await self.provisioning.uid(name),
+        }  # fmt: skip
+        async with self.locks.exclusive(name, f"being moved to host {host}"):
+            ran = row.state in ("running", "starting", "restarting")
+            if ran:
+                await self._stop_sandbox(name)
+            ticket = self.moves.open(name, owners)
+            model = await anyio.to_thread.run_sync(harness_files.model_override, AgentPaths.of(self.config, name))
+            try:
+                adopted = await self.hosts.call_on(
+                    target.name,
+                    "adopt_agent",
+                    {
+                        "name": name, "source": self.hosts.name, "ticket": ticket.ticket,
+                        "desired": row.desired, "applied_from": row.applied_from, "model": model,
+                        "by": by,
+                    },
+                )  # fmt: skip
+            except BaseException:
+                if ran and row.desired == "running" and not self._closing:
+                    with contextlib.suppress(Refused):
+                        await self._launch(name, SandboxStart(reason="started", detail=f"its move to {host} failed"))
+                raise
+            finally:
+                self.moves.close(name)
+            # It is the target's now: forget it here (not "destroyed": it lives on).
+            await self.backend.destroy(name)
+            await self.store.remove(name, forget_uid=True)
+            await self.store.forget_turns(name)
+            await anyio.to_thread.run_sync(end_instances, self.config.instances_dir, name)
+            await anyio.to_thread.run_sync(self.provisioning.purge, name)
+            await self.agents.refresh()
+        return AgentInfo.model_validate(adopted)
+
+    async def adopt(
+        self, name: str, source: str, ticket: str, desired: str, applied_from: str | None, model: str | None, by: str
+    ) -> AgentRow:
+        """Take over agent `name` from host `source` (its move_agent): fetch its parts, make it ours,
+        start it if it was meant to run."""
+        if self.moves is None or not self.hosts.spans_hosts:
+            raise Refused("this host is not part of a hive of several hosts")
+        origin = await self.hosts.host(source)
+        paths = AgentPaths.of(self.config, checked(name))
+        async with self.locks.exclusive(name, f"moving here from host {source}"):
+            if await self.store.agent(name) is not None or await anyio.to_thread.run_sync(paths.root.exists):
+                raise Refused(f"host {self.hosts.name} has an agent or the files of one named {name} already")
+            uid = await self.provisioning.uid(name)
+            manager_uid = await self.provisioning.uid(MANAGER)
+            owners: dict[Part, int | None] = {"applied": None, "config": manager_uid, "state": uid, "harness": uid}
+            try:
+                await anyio.to_thread.run_sync(self.provisioning.make_move_dirs, paths, owners)
+                async with self.hosts.fetcher(origin) as client:
+                    base = origin.lifecycle_url.removesuffix("/mcp").rstrip("/")
+                    for part in PARTS:
+                        url = f"{base}{MOVE_PATH}/{name}/{part}"
+                        await fetch_part(
+                            client, url, self.kit.service_token(), ticket, part_dir(paths, part), owners[part],
+                            self.config.lifecycle.move_timeout_seconds,
+                        )  # fmt: skip
+                applied_sha = await repos.head(paths.applied)
+                if not await self.hosts.directory.move(name, source, self.hosts.name):
+                    raise Refused(f"{name} no longer lives on host {source}")
+            except BaseException:
+                await anyio.to_thread.run_sync(remove_parts, paths)
+                raise
+            await self.store.add(name, self.clock(), applied_sha, applied_from or applied_sha)
+            if desired == "stopped":
+                await self.store.want_stopped(name)
+            if model is not None:
+                await harness_files.set_model_override(paths, model, uid)
+            await self.agents.refresh()
+            if desired == "running":
+                try:
+                    await self._launch(
+                        name, SandboxStart(reason="started", detail=f"moved from host {source} {_by(by)}".strip())
+                    )
+                except Refused as e:  # it is here all the same; its state says why it does not run
+                    log.warning("%s moved here but did not start: %s", name, e)
+        return await self.row(name)
 
     # ---------------------------------------------------------------------------------- peers
     async def add_peer(self, name: str, tools: dict[str, list[str]] | None, recipients: list[str] | None) -> str:

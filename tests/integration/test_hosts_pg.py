@@ -5,6 +5,7 @@ on one machine sharing the hive's key and database, as two machines would."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from hyperhive.servers.common.config import HiveConfig, HostSettings
 from hyperhive.servers.common.hivedb import HiveDirectory, NameTaken
 from hyperhive.servers.common.instances import new_instance
 from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
+from hyperhive.servers.lifecycle.paths import AgentPaths
 
 
 async def _directory(url: str) -> HiveDirectory:
@@ -264,3 +266,48 @@ async def test_a_host_whose_lifecycle_server_speaks_tls_is_reached_over_it(pg_ur
         # Relayed over https, trusting the certificate beta registered with the hive.
         assert (await alpha.call("create_agent", name="bob", host="beta"))["host"] == "beta"
         assert (await alpha.until_state("bob", "running"))["host"] == "beta"
+
+
+async def test_an_agent_moves_to_another_host_with_its_state_session_and_repos(pg_url: str, tmp_path: Path) -> None:
+    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
+    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000)
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
+        in_process(beta, "lifecycle", stop_agents_on_exit=True),
+    ):
+        alpha = Hivemind(hive, broker, alpha_lc)
+        await alpha.call("create_agent", name="bob", host="beta")
+        before = await alpha.until_state("bob", "running")
+        await alpha.call("set_model", name="bob", model="opus")
+        there = AgentPaths.of(beta.config, "bob")
+        uid = before["uid"]
+        # What bob made on beta: notes, its Claude Code session, and a link it planted to a root file.
+        for path, text in ((there.state / "notes.md", "remember this"), (there.harness / "claude" / "s.jsonl", "{}")):
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+            os.chown(path.parent, uid, uid)
+            os.chown(path, uid, uid)
+        (there.state / "shadow").symlink_to("/etc/shadow")
+
+        moved = await alpha.call("move_agent", name="bob", host="alpha")
+        assert (moved["host"], moved["state"]) == ("alpha", "running"), moved
+        status = await alpha.status("bob")
+        assert status["applied_sha"] == before["applied_sha"] and status["model"] == "opus"
+        here = AgentPaths.of(hive.config, "bob")
+        assert (here.state / "notes.md").read_text() == "remember this"
+        assert (here.harness / "claude" / "s.jsonl").read_text() == "{}"
+        assert (here.state / "notes.md").stat().st_uid == status["uid"] != uid  # alpha's uid for it
+        assert (here.state / "shadow").is_symlink()  # moved as a link, never as the file it names
+        assert (here.config / ".git").is_dir() and (here.applied / ".git").is_dir()
+        assert not there.root.exists() and not there.applied.exists()  # beta forgot it
+        listed = [a for a in (await alpha.call("list_agents"))["agents"] if a["name"] == "bob"]
+        assert [a["host"] for a in listed] == ["alpha"]
+        hive.add_agent("carol")
+        await broker.client("bob").call("send", {"to": "carol", "body": "from alpha now"})  # its new token works
+
+        with pytest.raises(ToolError, match="lives on host alpha already"):
+            await alpha.call("move_agent", name="bob", host="alpha")
+        with pytest.raises(ToolError, match="the manager stays on its host"):
+            await alpha.call("move_agent", name="manager", host="beta")
