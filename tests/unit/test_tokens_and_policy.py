@@ -291,7 +291,9 @@ def test_the_server_registry_is_consistent() -> None:
     assert len(issuers) == 1 and issuers[0].calls
     assert REGISTRY[0].name == "broker"  # started first: every service posts its events there
     for spec in REGISTRY:
-        assert spec.name not in spec.calls and set(spec.calls) <= set(SERVER_NAMES), spec.name
+        assert set(spec.calls) <= set(SERVER_NAMES), spec.name
+        # None calls itself, but a host's lifecycle server calls another host's (move_agent's adopt_agent).
+        assert spec.name not in spec.calls or spec.calls[spec.name] == {"adopt_agent"}, spec.name
 
 
 def test_role_defaults() -> None:
