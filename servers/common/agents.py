@@ -13,20 +13,24 @@ process through LISTEN within milliseconds. `agent_registry(config, server)` pic
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+from joserfc.jwk import OKPKey
 
 from hyperhive.servers.common.agent_config import AGENT_TOML, AgentConfig, load_agent_config, parse_agent_config
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.db import DatabaseError
 from hyperhive.servers.common.instances import current_instance
+from hyperhive.servers.common.keys import host_of_kid, import_public_jwk
 from hyperhive.servers.common.names import is_agent_name
 
 if TYPE_CHECKING:
@@ -96,6 +100,14 @@ class AgentRegistry:
         """The lifecycle server began or ended an instance (instances.py): a registry that reads
         files reads them at each call; one that publishes them does so now."""
 
+    def host_of(self, name: str) -> str | None:
+        """The host agent (or peer) `name` lives on, in a hive of several hosts; None on one host."""
+        return None
+
+    async def host_key(self, kid: str) -> OKPKey | None:
+        """The public key a host signs with under `kid` (keys.py); a hive of one host has none."""
+        return None
+
     async def open(self) -> None:
         """Before the first refresh (a registry that reads a database connects)."""
 
@@ -157,6 +169,26 @@ class DirectoryAgentRegistry(AgentRegistry):
         super().__init__(applied_dir, instances_dir)
         self.directory = directory
         self._instances: dict[str, str | None] = {}
+        self._hosts: dict[str, str] = {}  # agent -> the host it lives on
+        self._host_keys: dict[str, OKPKey] = {}  # kid -> a host's public key
+        self._keys_read = 0.0
+
+    def host_of(self, name: str) -> str | None:
+        return self._hosts.get(name)
+
+    async def host_key(self, kid: str) -> OKPKey | None:
+        """From the directory's hosts, read again (once a second at most) for a kid not known yet."""
+        key = self._host_keys.get(kid)
+        if key is None and time.monotonic() - self._keys_read > 1.0:
+            self._keys_read = time.monotonic()
+            keys = {}
+            for host in await self.directory.hosts():
+                public = import_public_jwk(host.public_key) if host.public_key else None
+                if public is not None and host_of_kid(public.kid or "") == host.name:  # a host signs as itself
+                    keys[public.kid or ""] = public
+            self._host_keys = keys
+            key = keys.get(kid)
+        return key
 
     async def open(self) -> None:
         await self.directory.db.open()
@@ -190,11 +222,14 @@ class DirectoryAgentRegistry(AgentRegistry):
     def _take(self, rows: Iterable[PlacedAgent], *, everything: bool, names: Iterable[str] = ()) -> None:
         seen = {} if everything else dict(self._seen)
         instances = {} if everything else dict(self._instances)
+        hosts = {} if everything else dict(self._hosts)
         for name in names:  # asked about and not in the directory: gone
             seen.pop(name, None)
             instances.pop(name, None)
+            hosts.pop(name, None)
         for row in rows:
             instances[row.name] = row.instance
+            hosts[row.name] = row.host
             if row.config is None:  # placed, not applied yet: not an agent so far
                 seen.pop(row.name, None)
                 continue
@@ -208,7 +243,7 @@ class DirectoryAgentRegistry(AgentRegistry):
             except ConfigError as e:
                 log.error("applied config of %s on %s is invalid, keeping the previous one: %s", row.name, row.host, e)
                 seen[row.name] = _Seen(signature, old.config if old else None, str(e))
-        self._seen, self._instances = seen, instances
+        self._seen, self._instances, self._hosts = seen, instances, hosts
 
     async def watch(self, interval: float = 1.0) -> None:
         """Follow the directory's changes forever (LISTEN; everything again after each reconnect)."""
@@ -242,13 +277,16 @@ class PublishingAgentRegistry(DirectoryAgentRegistry):
         await super().open()
         # This host first: its agents' rows name it.
         from hyperhive.servers.common.client import server_address
+        from hyperhive.servers.common.keys import host_signing_key
 
         settings = self.config.host
         cert = self.config.listen("lifecycle").tls_cert
+        signing = await anyio.to_thread.run_sync(host_signing_key, self.config.home, self.host)
         await self.directory.register(
             self.host,
             lifecycle_url=settings.lifecycle_url or server_address(self.config, "lifecycle").url,
             tls_cert=await anyio.to_thread.run_sync(cert.read_text) if cert else None,
+            public_key=json.dumps(signing.public_jwk()),
             labels=settings.labels,
             capacity=settings.capacity,
             backend=self.config.lifecycle.backend,

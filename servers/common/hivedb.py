@@ -34,6 +34,7 @@ MIGRATIONS: Final = (
         name text PRIMARY KEY,
         lifecycle_url text NOT NULL,
         tls_cert text,
+        public_key text,
         labels text[] NOT NULL DEFAULT '{}',
         capacity integer NOT NULL,
         backend text NOT NULL,
@@ -66,6 +67,7 @@ class HostRow:
     name: str
     lifecycle_url: str
     tls_cert: str | None  # the PEM certificate its lifecycle server's https is trusted by
+    public_key: str | None  # its signing key's public JWK (keys.py: tokens its lifecycle server mints)
     labels: tuple[str, ...]
     capacity: int
     backend: str
@@ -117,19 +119,21 @@ class HiveDirectory:
         *,
         lifecycle_url: str,
         tls_cert: str | None,
+        public_key: str | None,
         labels: Sequence[str],
         capacity: int,
         backend: str,
     ) -> None:
         """This host is up with these settings (a restart updates them)."""
         await self.db.write_one(
-            """INSERT INTO hosts (name, lifecycle_url, tls_cert, labels, capacity, backend, started_at, seen_at)
-               VALUES (%s, %s, %s, %s, %s, %s, now(), now())
+            """INSERT INTO hosts (name, lifecycle_url, tls_cert, public_key, labels, capacity, backend,
+                                  started_at, seen_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, now(), now())
                ON CONFLICT (name) DO UPDATE SET lifecycle_url = EXCLUDED.lifecycle_url,
-                   tls_cert = EXCLUDED.tls_cert, labels = EXCLUDED.labels, capacity = EXCLUDED.capacity,
-                   backend = EXCLUDED.backend, started_at = now(), seen_at = now()
+                   tls_cert = EXCLUDED.tls_cert, public_key = EXCLUDED.public_key, labels = EXCLUDED.labels,
+                   capacity = EXCLUDED.capacity, backend = EXCLUDED.backend, started_at = now(), seen_at = now()
                RETURNING name""",
-            (name, lifecycle_url, tls_cert, list(labels), capacity, backend),
+            (name, lifecycle_url, tls_cert, public_key, list(labels), capacity, backend),
         )
 
     async def heartbeat(self, name: str) -> float | None:
@@ -155,7 +159,7 @@ class HiveDirectory:
 
     async def hosts(self) -> list[HostRow]:
         rows = await self.db.fetch_all(
-            """SELECT h.name, h.lifecycle_url, h.tls_cert, h.labels, h.capacity, h.backend,
+            """SELECT h.name, h.lifecycle_url, h.tls_cert, h.public_key, h.labels, h.capacity, h.backend,
                       extract(epoch FROM h.started_at)::float8 AS started_at,
                       extract(epoch FROM h.seen_at)::float8 AS seen_at,
                       extract(epoch FROM h.down_since)::float8 AS down_since,
@@ -167,6 +171,7 @@ class HiveDirectory:
                 name=row["name"],
                 lifecycle_url=row["lifecycle_url"],
                 tls_cert=row["tls_cert"],
+                public_key=row["public_key"],
                 labels=tuple(row["labels"]),
                 capacity=row["capacity"],
                 backend=row["backend"],

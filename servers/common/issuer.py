@@ -200,6 +200,8 @@ def server_credentials(config: HiveConfig, server: str) -> ServerCredentials:
     """
     keys = PublicKeys(credential(PUBLIC_KEY_FILE, config.home / PUBLIC_KEY_FILE))
     if server_spec(server).issues_tokens:
+        if config.storage.url is not None and not (config.home / PRIVATE_KEY_FILE).exists():
+            return ServerCredentials(keys)  # a host of a hive of several: it signs with its own key (keys.py)
         signing = ReloadingSigningKey(config.home / PRIVATE_KEY_FILE)
         principal = Principal(service_principal(server), Role.SERVICE)
         return ServerCredentials(keys, IssuedToken(signing.current, principal, audience_of(principal)), signing)

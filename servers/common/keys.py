@@ -5,6 +5,13 @@
 - `signing.pub` (0644): the public half as a JWK set. Every server verifies with it; it holds no
   secret, so a unit may read it directly or as a credential.
 
+In a hive that spans hosts, each host's lifecycle server signs with a key of its own instead
+(`host.key`, made on its first start; its kid "host:<name>:<thumbprint>"), whose public half it
+registers in the hive's directory (hivedb.py): a token signed by a host's key is good only for
+the principals that live on that host and for its lifecycle server's service (tokens.py), so a
+host that is taken over cannot mint the operator's token, nor another host's agents'. The hive's
+own key then stays with the hive's owner.
+
 Both are written atomically, the public half last, and re-read when they change on disk: after
 `hive rotate-key` every process verifies with the new key within a second, and a token signed by
 the old one is refused (rotation revokes everything minted before it). A home from before key
@@ -27,6 +34,8 @@ from joserfc.jwk import KeySet, OKPKey
 
 from hyperhive.servers.common.files import write_atomic
 
+HOST_KEY_FILE: Final = "host.key"
+HOST_KID_PREFIX: Final = "host:"
 PRIVATE_KEY_FILE: Final = "signing.key"
 PUBLIC_KEY_FILE: Final = "signing.pub"
 LEGACY_SECRET_FILE: Final = "secret"  # the HS256 secret of homes made before key pairs
@@ -50,11 +59,51 @@ class SigningKey:
         key = OKPKey.generate_key(CURVE)
         return cls(key, key.thumbprint())
 
-    def public_jwks(self) -> dict[str, list[dict[str, object]]]:
+    def public_jwk(self) -> dict[str, object]:
         public: dict[str, object] = dict(self.key.as_dict(private=False))
         public["kid"] = self.kid
         public["use"] = "sig"
-        return {"keys": [public]}
+        return public
+
+    def public_jwks(self) -> dict[str, list[dict[str, object]]]:
+        return {"keys": [self.public_jwk()]}
+
+
+def host_kid(host: str, key: OKPKey) -> str:
+    return f"{HOST_KID_PREFIX}{host}:{key.thumbprint()}"
+
+
+def host_of_kid(kid: str) -> str | None:
+    """The host whose key `kid` names ("host:<name>:<thumbprint>"), or None for the hive's key."""
+    if not kid.startswith(HOST_KID_PREFIX):
+        return None
+    return kid.removeprefix(HOST_KID_PREFIX).partition(":")[0] or None
+
+
+def host_signing_key(home: Path, host: str) -> SigningKey:
+    """This host's own signing key (host.key, 0600), made on first use or when the host was renamed."""
+    path = home / HOST_KEY_FILE
+    if path.exists():
+        signing = load_signing_key(path)
+        if host_of_kid(signing.kid) == host:
+            return signing
+    key = OKPKey.generate_key(CURVE)
+    signing = SigningKey(key, host_kid(host, key))
+    private = dict(key.as_dict(private=True))
+    private["kid"] = signing.kid
+    write_atomic(path, json.dumps(private) + "\n", mode=0o600)
+    return signing
+
+
+def import_public_jwk(text: str) -> OKPKey | None:
+    """A host's registered public key (a JWK with its kid), or None if it is not an Ed25519 public key."""
+    try:
+        key = OKPKey.import_key(json.loads(text))
+    except (ValueError, TypeError, JoseError):
+        return None
+    if key.is_private or key.as_dict(private=False).get("crv") != CURVE:
+        return None
+    return key
 
 
 def create_key_pair(home: Path) -> bool:

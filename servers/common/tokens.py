@@ -10,6 +10,8 @@ at once, so no stray process of an ended sandbox can act as the agent.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -26,7 +28,7 @@ from joserfc.jwk import KeySet
 
 from hyperhive.servers.common.agents import AgentRegistry
 from hyperhive.servers.common.errors import Refused
-from hyperhive.servers.common.keys import PublicKeys, ReloadingSigningKey, SigningKey, WatchedFile
+from hyperhive.servers.common.keys import PublicKeys, ReloadingSigningKey, SigningKey, WatchedFile, host_of_kid
 from hyperhive.servers.common.names import InvalidName
 from hyperhive.servers.common.principals import Principal, Role, principal_for
 
@@ -123,7 +125,14 @@ class HiveTokenVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
-            principal, claims = self._decode_cached(token)
+            host = host_of_kid(_kid(token))
+            host_keys = None
+            if host is not None:  # signed by a host's own key (a hive of several hosts: keys.py)
+                key = await self._agents.host_key(_kid(token))
+                if key is None:
+                    raise InvalidToken(f"signed by a key of host {host} the hive does not know")
+                host_keys = KeySet([key])
+            principal, claims = self._decode_cached(token, host_keys)
             if principal.is_agent:
                 config = await self._agents.lookup(principal.name)
                 if config is None:
@@ -137,6 +146,10 @@ class HiveTokenVerifier(TokenVerifier):
                         if current
                         else f"{principal.name} was destroyed"
                     )
+            if host is not None and principal.name != HOST_SERVICE and self._agents.host_of(principal.name) != host:
+                # A host's key signs for what lives on that host alone: a host taken over cannot
+                # mint the operator's token, another service's, or another host's agents'.
+                raise InvalidToken(f"host {host}'s key signs only for what lives on {host}; {principal.name} does not")
         except InvalidToken as e:
             log.info("refused a token for %s: %s", self._server, e)
             return None
@@ -148,9 +161,9 @@ class HiveTokenVerifier(TokenVerifier):
             claims=claims,
         )
 
-    def _decode_cached(self, token: str) -> tuple[Principal, dict[str, Any]]:
+    def _decode_cached(self, token: str, host_keys: KeySet | None = None) -> tuple[Principal, dict[str, Any]]:
         # Verifying a signature and claims on every call costs more than the broker's own work.
-        keys = self._keys.current()
+        keys = self._keys.current() if host_keys is None else host_keys
         if self._keys.generation != self._generation:  # a new key: what the old one signed is void
             self._cache.clear()
             self._generation = self._keys.generation
@@ -166,6 +179,19 @@ class HiveTokenVerifier(TokenVerifier):
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return result
+
+
+HOST_SERVICE: Final = "service:lifecycle"  # besides its agents, what a host's own key signs for
+
+
+def _kid(token: str) -> str:
+    """The `kid` of a token's header, unverified ("" if it has none): which key to verify it with."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "=="))
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else ""
 
 
 # ------------------------------------------------------------------------------------ holding one

@@ -21,9 +21,13 @@ from hyperhive.servers.common import audit as audit_trail
 from hyperhive.servers.common.clock import Clock, iso, parse_iso
 from hyperhive.servers.common.config import HiveConfig, Usd
 from hyperhive.servers.common.errors import Refused
+from hyperhive.servers.common.issuer import audience_of
+from hyperhive.servers.common.keys import SigningKey, host_signing_key
 from hyperhive.servers.common.kit import ServiceKit
+from hyperhive.servers.common.names import service_principal
+from hyperhive.servers.common.principals import Principal, Role
 from hyperhive.servers.common.storage import Schemas
-from hyperhive.servers.common.tokens import HiveTokenVerifier, ServerCredentials, caller
+from hyperhive.servers.common.tokens import HiveTokenVerifier, IssuedToken, ServerCredentials, caller
 from hyperhive.servers.common.toolserver import HiveServer, create_mcp
 from hyperhive.servers.lifecycle.backends import choose_backend
 from hyperhive.servers.lifecycle.backends.base import SandboxBackend
@@ -98,6 +102,18 @@ ExpectedBase = Annotated[
 ]
 
 
+def _signing(config: HiveConfig, credentials: ServerCredentials) -> tuple[Callable[[], SigningKey], Callable[[], str]]:
+    """What this server signs agents' tokens and its own with: the hive's key on one host; in a hive
+    of several hosts, this host's own (keys.py), which signs for what lives here alone."""
+    if config.storage.url is not None:
+        host_key = host_signing_key(config.home, config.host.name)
+        principal = Principal(service_principal("lifecycle"), Role.SERVICE)
+        return (lambda: host_key), IssuedToken(lambda: host_key, principal, audience_of(principal))
+    if credentials.signing is None:
+        raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
+    return credentials.signing.current, credentials.service_token()
+
+
 def create(
     config: HiveConfig,
     credentials: ServerCredentials,
@@ -106,13 +122,12 @@ def create(
     stop_agents_on_exit: bool = False,
     clock: Clock | None = None,
 ) -> HiveServer:
-    if credentials.signing is None:
-        raise RuntimeError("the lifecycle server issues agents' tokens: it needs the signing key")
-    kit = ServiceKit("lifecycle", config, Schemas(MIGRATIONS), token=credentials.service_token(), clock=clock)
+    signing, token = _signing(config, credentials)
+    kit = ServiceKit("lifecycle", config, Schemas(MIGRATIONS), token=token, clock=clock)
     moves = MoveOut(config.home, HiveTokenVerifier("lifecycle", credentials.keys, kit.agents))
     supervisor = AgentSupervisor(
         kit,
-        credentials.signing.current,
+        signing,
         backend or choose_backend(config),
         stop_agents_on_exit=stop_agents_on_exit,
         moves=moves,

@@ -25,10 +25,14 @@ from hivetest import (
 
 from hyperhive.servers.common.agents import DirectoryAgentRegistry, PublishingAgentRegistry
 from hyperhive.servers.common.call_errors import AuthRefused
+from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.common.config import HiveConfig, HostSettings
 from hyperhive.servers.common.hivedb import HiveDirectory, NameTaken
 from hyperhive.servers.common.instances import new_instance
-from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
+from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, SigningKey, host_signing_key
+from hyperhive.servers.common.principals import Principal, Role
+from hyperhive.servers.common.tokens import mint_token
+from hyperhive.servers.lifecycle import repos
 from hyperhive.servers.lifecycle.paths import AgentPaths
 
 
@@ -41,7 +45,9 @@ async def _directory(url: str) -> HiveDirectory:
 async def _register(directory: HiveDirectory, *names: str) -> None:
     for name in names:
         url = f"http://{name}.test/mcp"
-        await directory.register(name, lifecycle_url=url, tls_cert=None, labels=[], capacity=5, backend="bwrap")
+        await directory.register(
+            name, lifecycle_url=url, tls_cert=None, public_key=None, labels=[], capacity=5, backend="bwrap"
+        )
 
 
 async def test_a_name_lives_on_one_host(pg_url: str) -> None:
@@ -170,8 +176,9 @@ BEATS = "heartbeat_seconds = 0.2\ndown_after_seconds = 1.0\n"
 def _host_of(
     first: Hive, tmp_path: Path, name: str, *, uid_base: int, labels: str = "[]", tls: Certificate | None = None
 ) -> Hive:
-    """Host `name` of `first`'s hive: a home of its own, the hive's key, database and servers; its own
-    lifecycle server (port, uid block), over https with `tls`."""
+    """Host `name` of `first`'s hive: a home of its own, the hive's public key (not its private one: the
+    host signs with its own), database and servers; its own lifecycle server (port, uid block), over
+    https with `tls`."""
     ports = {server: port for server, port in first.ports.items() if server != "lifecycle"}
     lifecycle = f"[servers.lifecycle]\nport = {free_port()}\n"
     if tls is not None:
@@ -180,8 +187,8 @@ def _host_of(
         tmp_path / name, ports=ports, storage_url=first.storage_url, host=name,
         host_settings=f"{BEATS}labels = {labels}\n",
     )  # fmt: skip
-    for key in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE):
-        shutil.copy2(first.home / key, other.home / key)
+    shutil.copy2(first.home / PUBLIC_KEY_FILE, other.home / PUBLIC_KEY_FILE)
+    (other.home / PRIVATE_KEY_FILE).unlink()
     other.configure(f"{lifecycle}[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n")
     return other
 
@@ -220,15 +227,16 @@ async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, t
             assert listed["bob"]["host"] == "beta" and listed["bob"]["state"] == "running"
             assert listed["manager"]["host"] == "alpha"
             # Either host answers for the whole hive.
-            beta_view = Hivemind(beta, broker, beta_lc)
+            beta_view = beta_lc.client("operator", of=hive, timeout=60)  # the hive's owner's token
             assert {a["name"] for a in (await beta_view.call("list_agents"))["agents"]} == set(listed)
-            await beta_view.call("stop", name="manager")  # relayed to alpha
+            await beta_view.call("stop", {"name": "manager"})  # relayed to alpha
             assert (await alpha.status("manager"))["state"] == "stopped"
-            await beta_view.call("start", name="manager")
+            await beta_view.call("start", {"name": "manager"})
             alpha = Hivemind(hive, broker, alpha_lc)  # the manager's new instance, for its inbox
 
             # [placement] labels: a config asking for "gpu" applies on beta (labelled so), not on alpha.
-            sha = await beta_view.propose("bob", '[placement]\nlabels = ["gpu"]\n')
+            bob_repo = AgentPaths.of(beta.config, "bob").config  # as the manager would, were it on beta
+            sha = await repos.commit_files(bob_repo, {"agent.toml": '[placement]\nlabels = ["gpu"]\n'}, "gpu")
             await alpha.approvals.call("apply_commit", {"name": "bob", "sha": sha})  # relayed to beta
             assert (await alpha.event("rebuilt"))["agent"] == "bob"
             sha = await alpha.propose("manager", 'role = "manager"\n[placement]\nlabels = ["gpu"]\n')
@@ -311,3 +319,43 @@ async def test_an_agent_moves_to_another_host_with_its_state_session_and_repos(p
             await alpha.call("move_agent", name="bob", host="alpha")
         with pytest.raises(ToolError, match="the manager stays on its host"):
             await alpha.call("move_agent", name="manager", host="beta")
+
+
+async def test_a_hosts_key_signs_only_for_what_lives_on_it(pg_url: str, tmp_path: Path) -> None:
+    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
+    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
+    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000)
+    async with (
+        in_process(hive, "broker") as broker,
+        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
+        in_process(beta, "lifecycle", stop_agents_on_exit=True),
+    ):
+        alpha = Hivemind(hive, broker, alpha_lc)
+        await alpha.call("create_agent", name="bob", host="beta")  # beta holds no hive key: its own signs
+        await alpha.until_state("bob", "running")
+        key = host_signing_key(beta.home, "beta")
+        assert key.kid.startswith("host:beta:")
+        directory = await _directory(pg_url)
+        try:
+            bob = await directory.agent("bob")
+            manager = await directory.agent("manager")
+        finally:
+            await directory.db.close()
+        assert bob is not None and bob.instance and manager is not None and manager.instance
+
+        def signed_by_beta(name: str, role: Role, instance: str | None) -> HiveClient:
+            token = mint_token(key, Principal(name, role), 600, audience=["broker"], instance=instance)
+            return HiveClient(ServerAddress("broker", broker.url), token, retry_seconds=0)
+
+        async with signed_by_beta("bob", Role.AGENT, bob.instance) as client:  # bob lives on beta: good
+            assert (await client.call("pending_count", {}))["queued"] >= 0
+        for name, role, instance in (("manager", Role.MANAGER, manager.instance), ("operator", Role.OPERATOR, None)):
+            async with signed_by_beta(name, role, instance) as client:  # what beta's key must not sign for
+                with pytest.raises(AuthRefused):
+                    await client.call("pending_count", {})
+        forged = SigningKey.generate()
+        forged = SigningKey(forged.key, "host:beta:forged")  # claims to be beta's, is not registered
+        token = mint_token(forged, Principal("bob", Role.AGENT), 600, audience=["broker"], instance=bob.instance)
+        async with HiveClient(ServerAddress("broker", broker.url), token, retry_seconds=0) as client:
+            with pytest.raises(AuthRefused):
+                await client.call("pending_count", {})
