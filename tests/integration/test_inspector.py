@@ -60,7 +60,7 @@ def test_inspector_calls_a_tool_and_is_refused_without_a_valid_token(hive: Hive,
     assert refused.returncode != 0
 
 
-LIFECYCLE_READS = {"list_agents", "agent_status", "logs", "agent_config", "agent_stats", "swarm_stats"}
+LIFECYCLE_READS = {"list_agents", "list_hosts", "agent_status", "logs", "agent_config", "agent_stats", "swarm_stats"}
 LIFECYCLE_ACTIONS = {
     "create_agent", "start", "stop", "restart", "kill", "rebuild", "rebuild_stale", "destroy", "set_model",
     "cancel_turn", "reset_session",
@@ -85,7 +85,8 @@ LIFECYCLE_ACTIONS = {
             }
             | {"add_peer", "remove_peer"}
             | {"shared_files", "read_shared_file"}
-            | {"terminal_open", "terminal_io", "terminal_resize", "terminal_close"},
+            | {"terminal_open", "terminal_io", "terminal_resize", "terminal_close"}
+            | {"move_agent"},
         ),
         ("manager", LIFECYCLE_READS | {"diff_commit", "record_turn", "budget_check"}),
         (  # exactly what the approvals server calls: it cannot kill or destroy
