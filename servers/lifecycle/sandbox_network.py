@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (as idna: asyncio resolves a name in its default executor's)
 import contextlib
 import ctypes
 import encodings.idna  # noqa: F401  (loaded while the keeper can still read Python's files)
