@@ -248,10 +248,11 @@ async def in_process(
     hive_server = module.create(hive.config, hive.credentials(server), **options)
     stop = asyncio.Event()
     ready: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+    listen = listen or hive.config.listen(server)
     task = asyncio.create_task(
         serve(
-            http_app(hive_server.mcp),
-            listen or hive.config.listen(server),
+            http_app(hive_server.mcp, listen.host),
+            listen,
             before_shutdown=hive_server.before_shutdown,
             on_ready=ready.set_result,
             stop=stop,

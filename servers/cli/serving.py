@@ -198,7 +198,7 @@ def serve_command(
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(
                 serve(
-                    http_app(hive_server.mcp),
+                    http_app(hive_server.mcp, listen.host),
                     listen,
                     before_shutdown=hive_server.before_shutdown,
                     on_ready=ready,

@@ -56,13 +56,16 @@ class ListenError(Exception):
     """The server cannot listen where it was told to; the message says why."""
 
 
-def http_app(mcp: FastMCP) -> Starlette:
-    """The ASGI app for one of our servers: streamable HTTP at /mcp, Host/Origin checks on."""
+def http_app(mcp: FastMCP, host: str = "127.0.0.1") -> Starlette:
+    """The ASGI app for one of our servers: streamable HTTP at /mcp, Host/Origin checks on.
+
+    A request's Host must be loopback, the address it came in on, or `host`: hive.toml's [servers.X]
+    host, which clients connect to (a name, beyond loopback: the one its certificate names)."""
     # The SDK validates Mcp-Param-* headers against the called tool's schema; without this lookup
     # it lists every tool through the whole middleware chain on each call (about half the cost of
     # a call). None of our tools declare header parameters, so there is nothing to validate.
     mcp._mcp_server.get_tool_input_schema = lambda name: None
-    return mcp.http_app(path=MCP_PATH, host_origin_protection=True)
+    return mcp.http_app(path=MCP_PATH, host_origin_protection=True, allowed_hosts=[host])
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:

@@ -3,37 +3,54 @@
 - "outbound" (the default): a private network namespace. pasta (Debian's `passt`) gives it
   user-mode outbound networking — the model API, package mirrors — with the host's loopback out
   of reach (`--no-map-gw`, no port forwarding of its own), and the hive's server ports are
-  forwarded onto its loopback, so its URLs stay http://127.0.0.1:PORT/mcp.
-- "hive-only": a private namespace with only the hive's server ports on its loopback.
+  forwarded into it at the servers' own addresses, so hive.json's URLs work unchanged inside.
+- "hive-only": a private namespace with only the hive's server ports in it.
 - "host": the host's network namespace, every loopback service in reach (tokens decide).
 
 The hive's ports are forwarded by a keeper process per sandbox rather than by pasta: it listens
-inside the sandbox's namespace and connects from the host's as the agent's uid, so the servers
-tell agents apart by uid ([serving] caps each). The keeper also starts pasta; as root it forks,
-and its root half only waits for the sandbox to end to end pasta (the forwarding half runs as the
-agent). With a cgroup, all of them join the sandbox's, so the kill that ends it ends them too.
-It is this module run as a program.
+inside the sandbox's namespace on each server's (address, port) and connects from the host's to
+it as the agent's uid, so the servers tell agents apart by uid ([serving] caps each). The keeper
+also starts pasta; as root it forks, and its root half only waits for the sandbox to end to end
+pasta (the forwarding half runs as the agent). With a cgroup, all of them join the sandbox's, so
+the kill that ends it ends them too. It is this module run as a program.
+
+A server beyond loopback (a hive across hosts: hive.toml's `host = "10.1.0.1"`, over TLS) is
+forwarded the same way. Before it listens, the keeper adds the server's address to the sandbox's
+lo (a /32 or /128, scope host), as the helper it forks into the namespace, which holds
+CAP_NET_ADMIN there (root; unprivileged, as the owner of bwrap's user namespace that owns it);
+the agent holds none. So https://10.1.0.1:7801/mcp and the certificate that names 10.1.0.1
+work inside as outside, and the address's local route, looked up before any other, keeps its
+connections on lo, away from pasta's default route: the sandbox reaches only the hive's ports at
+that address. The server then sees the host's address as the peer, not the agent's uid: every
+agent of a host is one peer there (`max_connections_per_peer`). A server named by a host name
+is resolved on the host when the sandbox starts; the sandbox gets an /etc/hosts of its own that
+maps the name to the address its keeper listens on (sandbox_hosts: a "hive-only" sandbox has no
+DNS, and DNS could answer another address), and the keeper connects to the name itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (as idna: asyncio resolves a name in its default executor's)
 import contextlib
 import ctypes
 import encodings.idna  # noqa: F401  (loaded while the keeper can still read Python's files)
+import errno
 import fcntl
+import ipaddress
 import os
 import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from hyperhive.servers.common.privileges import drop_to
 from hyperhive.servers.common.registry import SERVER_NAMES
@@ -49,6 +66,19 @@ _CLONE_NEWUSER: Final = 0x10000000
 _NS_GET_USERNS: Final = 0xB701  # ioctl: the user namespace that owns a namespace
 _PR_SET_PDEATHSIG: Final = 1
 _PR_SET_NO_NEW_PRIVS: Final = 38
+# rtnetlink: add an address to an interface (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h)
+_NLMSG_HDR: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+_IFADDRMSG: Final = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, interface index
+_RTATTR: Final = struct.Struct("=HH")  # length, type
+_RTM_NEWADDR: Final = 20
+_NLMSG_ERROR: Final = 2
+_NLM_F_REQUEST: Final = 0x1
+_NLM_F_ACK: Final = 0x4
+_NLM_F_CREATE: Final = 0x400
+_IFA_ADDRESS: Final = 1
+_IFA_LOCAL: Final = 2
+_IFA_F_NODAD: Final = 0x02
+_RT_SCOPE_HOST: Final = 254
 
 
 class NetworkError(Exception):
@@ -60,11 +90,13 @@ class NetworkError(Exception):
 # Link-local, so it is never a real host; Podman's pasta networks use the same address.
 DNS_FORWARD: Final = "169.254.1.1"
 HOST_RESOLV_CONF: Final = Path("/etc/resolv.conf")
+HOST_HOSTS: Final = Path("/etc/hosts")
 
 
-def bwrap_args(mode: str, resolv_conf: Path | None = None) -> list[str]:
-    """What bwrap needs for `mode`: its own network namespace unless the host's, and for "outbound"
-    the resolv.conf that names pasta's DNS forward (`resolv_conf`, from `sandbox_resolv_conf`)."""
+def bwrap_args(mode: str, resolv_conf: Path | None = None, hosts: Path | None = None) -> list[str]:
+    """What bwrap needs for `mode`: its own network namespace unless the host's, for "outbound"
+    the resolv.conf that names pasta's DNS forward (`resolv_conf`, from `sandbox_resolv_conf`), and
+    the /etc/hosts that maps servers named by host name (`hosts`, from `sandbox_hosts`)."""
     if mode == "host":
         return []
     argv = ["--unshare-net"]
@@ -74,6 +106,9 @@ def bwrap_args(mode: str, resolv_conf: Path | None = None) -> list[str]:
         # is bound read-only and the link then resolves inside the sandbox to this file). A host
         # with none (or a dangling link) resolves nothing either: nothing to bind over.
         argv += ["--ro-bind", str(resolv_conf), str(target)]
+    if hosts is not None:
+        # Over the host's file, or where its link points, as resolv.conf (sandbox_hosts read it).
+        argv += ["--ro-bind", str(hosts), str(HOST_HOSTS.resolve())]
     return argv
 
 
@@ -85,6 +120,20 @@ def sandbox_resolv_conf() -> str:
         host = ""  # no resolver configured: pasta has none to forward to either
     kept = [line for line in host.splitlines() if line.split()[:1] in (["search"], ["domain"], ["options"])]
     return "\n".join([f"nameserver {DNS_FORWARD}", *kept]) + "\n"
+
+
+class Forward(NamedTuple):
+    """A hive port as a sandbox reaches it: the keeper listens on (`address`, `port`) inside the
+    sandbox's network namespace and connects to (`host`, `port`) from the host's, as the agent."""
+
+    address: str  # an IP address: hive.toml's, or the one its host name resolved to when the sandbox started
+    port: int
+    host: str  # hive.toml's host: the address, or a name (then resolved again at each connection)
+
+    @property
+    def named(self) -> bool:
+        """Whether hive.toml names this server by a host name, which the sandbox's /etc/hosts then maps."""
+        return self.host != self.address
 
 
 def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
@@ -99,8 +148,76 @@ def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
     return ports
 
 
+def resolve_forwards(ports: Sequence[tuple[str, int]]) -> list[Forward]:
+    """`ports` (hive_ports) as a sandbox starting now reaches them: an address as it is; a host name
+    resolved here, on the host, to the address its keeper listens on inside (and the sandbox's
+    /etc/hosts maps the name to: sandbox_hosts). Blocking (DNS); NetworkError for a name that does
+    not resolve."""
+    forwards = []
+    for host, port in ports:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            forwards.append(Forward(_resolve(host, port), port, host))
+        else:
+            forwards.append(Forward(host, port, host))
+    return forwards
+
+
+def _resolve(host: str, port: int) -> str:
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise NetworkError(
+            f"hive.toml names a server's host {host!r}, which does not resolve on this host ({why}); a sandbox "
+            "reaches the server at the address it resolves to when the sandbox starts: fix its DNS record or "
+            "/etc/hosts entry, or set the server's host to its IP address (one its certificate names)"
+        ) from None
+    addresses = [str(info[4][0]) for info in found if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not addresses:
+        raise NetworkError(f"hive.toml names a server's host {host!r}, which resolves to no IP address on this host")
+    # IPv4 first: the address is only where the keeper listens inside the sandbox (it connects to the
+    # name itself), and an IPv4 one can be added to any sandbox's loopback, IPv6 or not.
+    return next((address for address in addresses if ":" not in address), addresses[0])
+
+
+def sandbox_hosts(forwards: Sequence[Forward]) -> str | None:
+    """The sandbox's /etc/hosts when hive.toml names a server by a host name: each such name mapped to
+    the address its keeper listens on, then the host's own lines without those names; None when
+    every server is an address (the host's file then stays, untouched). NetworkError if the host
+    has no /etc/hosts to bind it over.
+
+    Pinned rather than left to DNS: a "hive-only" sandbox has no DNS at all, and DNS answering
+    another address than the keeper's (a second record, an AAAA one first, a record changed since
+    the start) would send the agent past its keeper, out through pasta or nowhere. A changed
+    record reaches a sandbox at its next start; the keeper resolves the name at each connection."""
+    pinned = {forward.host.lower(): forward.address for forward in forwards if forward.named}
+    if not pinned:
+        return None
+    try:
+        host_lines = HOST_HOSTS.read_text(errors="replace").splitlines()
+    except OSError as e:
+        raise NetworkError(
+            f"a sandbox reaches a server named by host name ({', '.join(pinned)}) through its own /etc/hosts, "
+            f"bound over the host's, and {HOST_HOSTS} cannot be read here ({e.strerror}): create it (empty will do), "
+            "or set the server's host in hive.toml to its IP address"
+        ) from None
+    lines = ["# The hive's servers, as this sandbox's keeper forwards them (resolved when it started):"]
+    lines += [f"{address} {name}" for name, address in pinned.items()]
+    lines.append(f"# {HOST_HOSTS} of the host, less those names:")
+    for line in host_lines:
+        fields = line.split("#", 1)[0].split()
+        kept = [name for name in fields[1:] if name.lower() not in pinned]
+        if len(kept) == len(fields[1:]):
+            lines.append(line)
+        elif kept:  # the line's other names stay; a line of only pinned names goes
+            lines.append(" ".join([fields[0], *kept]))
+    return "\n".join(lines) + "\n"
+
+
 def keeper_command(
-    mode: str, init_pid: int, uid: int, ports: Sequence[tuple[str, int]], cgroup_procs: Sequence[Path] = ()
+    mode: str, init_pid: int, uid: int, forwards: Sequence[Forward], cgroup_procs: Sequence[Path] = ()
 ) -> list[str]:
     if mode == "outbound" and shutil.which("pasta") is None:
         raise NetworkError(
@@ -109,14 +226,24 @@ def keeper_command(
         )
     argv = [sys.executable, "-m", __name__, "--mode", mode, "--pid", str(init_pid), "--uid", str(uid)]
     argv += [f"--cgroup-procs={path}" for path in cgroup_procs]
-    return argv + [f"--forward={host},{port}" for host, port in ports]
+    return argv + [f"--forward={_forward_arg(forward)}" for forward in forwards]
+
+
+def _forward_arg(forward: Forward) -> str:
+    """ADDRESS,PORT, or ADDRESS,PORT,HOST for a server named by host name (_parse_forward reads it)."""
+    return f"{forward.address},{forward.port}" + (f",{forward.host}" if forward.named else "")
+
+
+def _parse_forward(text: str) -> Forward:
+    address, port, *host = text.split(",", 2)
+    return Forward(address, int(port), host[0] if host else address)
 
 
 async def attach(
     mode: str,
     init_pid: int,
     uid: int,
-    ports: Sequence[tuple[str, int]],
+    forwards: Sequence[Forward],
     log_fd: int,
     cgroup_procs: Sequence[Path] = (),
 ) -> None:
@@ -129,7 +256,7 @@ async def attach(
     privileges it would need to end a root pasta itself)."""
     if mode == "host":
         return
-    argv = keeper_command(mode, init_pid, uid, ports, cgroup_procs)
+    argv = keeper_command(mode, init_pid, uid, forwards, cgroup_procs)
     read_end, write_end = os.pipe()
     try:
         # The standard library's Popen, like the sandbox's: nothing of the server's is inherited.
@@ -170,11 +297,14 @@ def _setns(fd: int, kind: int, name: str) -> None:
         raise OSError(e.errno, f"cannot enter the sandbox's {name} namespace: {e.strerror}") from None
 
 
-def _listen_inside(init_pid: int, forwards: Sequence[tuple[str, int]], join_userns: bool) -> list[socket.socket]:
-    """Listening sockets on `forwards` inside the sandbox's network namespace.
+def _listen_inside(init_pid: int, forwards: Sequence[Forward], join_userns: bool) -> list[socket.socket]:
+    """Listening sockets on `forwards` inside the sandbox's network namespace, each address that is
+    not loopback added to its lo first.
 
     A forked child joins the namespace and hands the sockets back: a socket stays in the namespace
-    it was made in, and this process stays in the host's."""
+    it was made in, and this process stays in the host's. The child may change the namespace's
+    addresses: as root it holds every capability over it; unprivileged, entering the user namespace
+    that owns it (bwrap's, made by our uid) gives it every capability there. The agent has none."""
     netns = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     # Unprivileged, the namespace belongs to a user namespace of bwrap's (not always the one its
     # pid 1 is in: bwrap may nest another); we may enter it as its owner.
@@ -187,12 +317,15 @@ def _listen_inside(init_pid: int, forwards: Sequence[tuple[str, int]], join_user
             if userns >= 0:
                 _setns(userns, _CLONE_NEWUSER, "user")
             _setns(netns, _CLONE_NEWNET, "network")
+            for address in dict.fromkeys(forward.address for forward in forwards):
+                if not ipaddress.ip_address(address).is_loopback:  # 127.0.0.0/8 and ::1 are lo's already
+                    _add_to_loopback(address)
             made = []
-            for host, port in forwards:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            for forward in forwards:
+                family = socket.AF_INET6 if ":" in forward.address else socket.AF_INET
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((host, port))
+                sock.bind((forward.address, forward.port))
                 sock.listen(128)
                 made.append(sock)
             socket.send_fds(theirs, [b"ok"], [s.fileno() for s in made])
@@ -215,6 +348,38 @@ def _listen_inside(init_pid: int, forwards: Sequence[tuple[str, int]], join_user
             os.close(fd)
         raise OSError(message.decode(errors="replace") or "the namespace helper died")
     return [socket.socket(fileno=fd) for fd in fds]
+
+
+def _add_to_loopback(address: str) -> None:
+    """Give this network namespace's lo `address` alone (/32, /128), scope host: what `ip address add
+    ADDRESS dev lo scope host` does, without needing `ip`.
+
+    A server beyond loopback (another host's 10.1.0.1) is then reached inside the sandbox at the
+    address its URL and its certificate name, and the kernel's local route for the address, in the
+    local table that is looked up before any other, takes a connection there to lo, to the keeper:
+    never out through pasta's default route. Scope host: never a source address for anything that
+    does leave. The sandbox's namespace ends with it, and its addresses with it."""
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    # IPv6: no duplicate address detection (nobody on lo to ask), for a tentative address cannot be bound.
+    flags = _IFA_F_NODAD if ip.version == 6 else 0
+    body = _IFADDRMSG.pack(family, ip.max_prefixlen, flags, _RT_SCOPE_HOST, socket.if_nametoindex("lo"))
+    for attribute in (_IFA_LOCAL, _IFA_ADDRESS):
+        body += _RTATTR.pack(_RTATTR.size + len(ip.packed), attribute) + ip.packed  # 4 or 16 bytes: aligned
+    request = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as netlink:
+        netlink.settimeout(READY_TIMEOUT)
+        netlink.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_NEWADDR, request, 1, 0) + body)
+        reply = netlink.recv(4096)
+    kind = _NLMSG_HDR.unpack_from(reply)[1] if len(reply) >= _NLMSG_HDR.size + 4 else None
+    code = -struct.unpack_from("=i", reply, _NLMSG_HDR.size)[0] if kind == _NLMSG_ERROR else errno.EPROTO
+    if code not in (0, errno.EEXIST):
+        raise OSError(
+            code,
+            f"cannot add the address {address} of a hive server to the sandbox's loopback ({os.strerror(code)}); "
+            'name that server by an IPv4 address or host name in hive.toml, or set [sandbox] network = "host" in '
+            "the agent's agent.toml",
+        )
 
 
 def _start_pasta(init_pid: int, privileged: bool) -> subprocess.Popen[bytes]:
@@ -283,6 +448,9 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _forward(listener: socket.socket, host: str, port: int) -> asyncio.Server:
+    """Connect each connection `listener` accepts to (`host`, `port`) from the host's namespace: a name
+    is resolved at each connection, with the host's resolver (no DNS change waits for a restart)."""
+
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream = await asyncio.open_connection(host, port)
@@ -301,10 +469,10 @@ async def _forward(listener: socket.socket, host: str, port: int) -> asyncio.Ser
 async def _keep(
     pidfd: int,
     listeners: list[socket.socket],
-    forwards: Sequence[tuple[str, int]],
+    forwards: Sequence[Forward],
     pasta: subprocess.Popen[bytes] | None,
 ) -> None:
-    servers = [await _forward(sock, host, port) for sock, (host, port) in zip(listeners, forwards, strict=True)]
+    servers = [await _forward(sock, f.host, f.port) for sock, f in zip(listeners, forwards, strict=True)]
     loop = asyncio.get_running_loop()
     ended = asyncio.Event()
     loop.add_reader(pidfd, ended.set)  # a pidfd turns readable when its process ends
@@ -329,10 +497,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("outbound", "hive-only"), required=True)
     parser.add_argument("--pid", type=int, required=True, help="the sandbox's pid 1, as the host sees it")
     parser.add_argument("--uid", type=int, required=True, help="the agent's uid: forwarded connections are its")
-    parser.add_argument("--forward", action="append", default=[], help="HOST,PORT of a hive server")
+    parser.add_argument(
+        "--forward", action="append", default=[],
+        help="ADDRESS,PORT of a hive server, or ADDRESS,PORT,HOST for one named HOST that resolved to ADDRESS",
+    )  # fmt: skip
     parser.add_argument("--cgroup-procs", action="append", default=[], help="the sandbox's cgroup.procs files")
     args = parser.parse_args(argv)
-    forwards = [(host, int(port)) for host, port in (f.rsplit(",", 1) for f in args.forward)]
+    forwards = [_parse_forward(forward) for forward in args.forward]
     privileged = os.geteuid() == 0
     try:
         for procs in args.cgroup_procs:  # first: whatever it starts is the sandbox's to end

@@ -4,6 +4,9 @@ Everything runs in a network namespace this test makes, so no real network is to
 loopback holds the hive's servers and another service the agents must not reach, and a veth pair
 inside it holds the "outside world" (an address that is not loopback) and the default route.
 The test talks to the servers over their unix sockets, which cross network namespaces.
+
+A hive across hosts has servers beyond loopback, over TLS: the broker on an address of that veth
+pair (as another host's would be), named by its address or by a name only DNS knows.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hivetest import Hive, ServerProcess, free_port, toml_list
+from hivetest import Hive, ServerProcess, free_port, make_certificate, toml_list
 
 from hyperhive.servers.common.client import HiveClient, ServerAddress
 from hyperhive.servers.lifecycle import repos
@@ -35,6 +38,8 @@ pytestmark = [
 
 OUTSIDE = "10.213.9.9"  # on an interface of the test's namespace: "the outside world"
 GATEWAY = "10.213.0.1"  # the namespace's default route (pasta maps it to the host's loopback unless told not to)
+ADDRESS = "10.213.0.2"  # the namespace's own address on that route: pasta gives the sandbox the same
+SERVER = "10.213.7.1"  # on an interface of the test's namespace: a hive server "on another host"
 
 # Serves "hello" on the host's loopback (a service agents must not reach) and on OUTSIDE, and is
 # the host's DNS resolver on its loopback (as systemd-resolved is on 127.0.0.53): every name of
@@ -122,8 +127,9 @@ def netns() -> Iterator[str]:
         ip("-n", name, "link", "set", "lo", "up")
         # A veth pair with both ends inside (this kernel has no dummy interfaces): nothing leaves it.
         ip("-n", name, "link", "add", "hh0", "type", "veth", "peer", "name", "hh1")
-        ip("-n", name, "addr", "add", "10.213.0.2/24", "dev", "hh0")
+        ip("-n", name, "addr", "add", f"{ADDRESS}/24", "dev", "hh0")
         ip("-n", name, "addr", "add", f"{OUTSIDE}/32", "dev", "hh1")
+        ip("-n", name, "addr", "add", f"{SERVER}/32", "dev", "hh1")
         ip("-n", name, "link", "set", "hh0", "up")
         ip("-n", name, "link", "set", "hh1", "up")
         ip("-n", name, "route", "add", "default", "via", GATEWAY)
@@ -212,3 +218,120 @@ async def _probe_result(path: Path, timeout: float = 30) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     result: dict[str, Any] = json.loads(path.read_text())
     return result
+
+
+# The namespace's DNS server, on its loopback: every name of type A is argv[1], no other type has any.
+RESOLVE = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    query, peer = s.recvfrom(512)
+    end = query.index(b"\0", 12) + 5
+    is_a = query[end - 4:end] == b"\0\1\0\1"
+    answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(sys.argv[1])
+    header = query[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, int(is_a), 0, 0)
+    s.sendto(header + query[12:end] + (answer if is_a else b""), peer)
+"""
+
+# Inside the sandbox, as its harness: hive.json's broker URL, connected to (and held open, for the
+# test to find the keeper's side of it), then a message sent over it with the agent's token.
+REACH = r"""
+import asyncio, json, os, socket, time
+from urllib.parse import urlsplit
+from hyperhive.servers.broker.client import BrokerClient
+info = json.load(open(os.path.join(os.environ["HIVE_HARNESS_DIR"], "credentials", "hive.json")))
+url = info["servers"]["broker"]
+result = {"url": url}
+try:
+    held = socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), timeout=5)
+    result["local"] = held.getsockname()[0]  # the server's own address: over lo, to the keeper
+except OSError as e:
+    result["local"] = f"failed: {e}"
+async def send():
+    token = open(info["token_file"]).read().strip()
+    async with BrokerClient.at(url, token, tls_cert_pem=info["tls_certs"]["broker"], retry_seconds=0) as broker:
+        return (await broker.send("manager", "hello from " + info["agent"])).id
+try:
+    result["sent"] = asyncio.run(send())
+except Exception as e:
+    result["sent"] = f"failed: {type(e).__name__}: {e}"
+path = os.path.join(os.environ["HIVE_STATE_DIR"], "probe.json")
+open(path + ".tmp", "w").write(json.dumps(result)); os.rename(path + ".tmp", path)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [(SERVER, SERVER), ("broker.hive.test", SERVER), (ADDRESS, ADDRESS)],
+    ids=["address", "dns-name", "hosts-own-address"],
+)
+async def test_sandboxes_reach_a_server_beyond_loopback_through_their_keeper(
+    netns: str, host: str, address: str
+) -> None:
+    """The broker on an address that is not loopback, over TLS, named in hive.toml by that address or
+    by a name only DNS resolves (to it), or on the address of the host's default route, which pasta
+    gives an outbound sandbox too: an outbound and a hive-only agent send it a message."""
+    base = Path(tempfile.mkdtemp(prefix="hhr-"))
+    in_ns = ("ip", "netns", "exec", netns)
+    resolver = subprocess.Popen(  # noqa: ASYNC220 (a start; ended in the finally below)
+        [*in_ns, sys.executable, "-c", RESOLVE, SERVER], stdout=subprocess.PIPE, text=True
+    )
+    servers: list[ServerProcess] = []
+    agents = {"reachout": "outbound", "reachonly": "hive-only"}
+    try:
+        assert resolver.stdout is not None and resolver.stdout.readline().strip() == "ready"
+        hive = Hive(base / "h")
+        cert = make_certificate(base / "tls", ips=(SERVER, ADDRESS), dns=("broker.hive.test",))
+        broker_port, lifecycle_port = hive.ports.pop("broker"), hive.ports.pop("lifecycle")
+        hive.configure(
+            f'[servers.broker]\nhost = "{host}"\nport = {broker_port}\nsocket = "run/broker.sock"\n'
+            f'tls_cert = "{cert.cert}"\ntls_key = "{cert.key}"\n'
+            f'[servers.lifecycle]\nport = {lifecycle_port}\nsocket = "run/lifecycle.sock"\n'
+        )
+        for server in ("broker", "lifecycle"):
+            extra = ("--stop-agents-on-exit",) if server == "lifecycle" else ()
+            servers.append(ServerProcess(hive, server, *extra, prefix=in_ns).start())
+        lifecycle_address = ServerAddress("lifecycle", "http://localhost/mcp", hive.config.listen("lifecycle").socket)
+        broker_address = ServerAddress("broker", "http://localhost/mcp", hive.config.listen("broker").socket)
+        reach = [sys.executable, "-c", REACH]
+        results: dict[str, dict[str, Any]] = {}
+        uids: dict[str, int] = {}
+        async with HiveClient(lifecycle_address, hive.token("operator"), timeout=60, retry_seconds=0) as lifecycle:
+            for name, mode in agents.items():
+                await lifecycle.call("create_draft", {"name": name})
+                agent_toml = f'[sandbox]\nnetwork = "{mode}"\ncommand = {toml_list(reach)}\n'
+                sha = await repos.commit_files(
+                    AgentPaths.of(hive.config, name).config, {"agent.toml": agent_toml}, mode
+                )
+                await lifecycle.call("create_agent", {"name": name, "sha": sha})
+            for name in agents:
+                results[name] = await _probe_result(AgentPaths.of(hive.config, name).state / "probe.json")
+                uids[name] = (await lifecycle.call("agent_status", {"name": name}))["uid"]
+            # The keeper's side of each held connection, in the host's (here: the test's) namespace.
+            assert servers[0].process is not None
+            table = Path(f"/proc/{servers[0].process.pid}/net/tcp").read_text().splitlines()[1:]
+            upstream = {int(line.split()[7]) for line in table if line.split()[2].endswith(f":{broker_port:04X}")}
+        async with HiveClient(broker_address, hive.token("manager"), retry_seconds=0) as manager:
+            got = []  # the agents' messages, among the helper events ("spawned") the manager gets
+            while len(got) < len(agents) and (received := await manager.call("recv", {"wait_seconds": 5}))["message"]:
+                got += [received["message"]] if received["message"]["sender"] in agents else []
+    finally:
+        for process in reversed(servers):
+            if process.process is not None and process.process.poll() is None:
+                process.stop()
+        resolver.kill()
+        await asyncio.to_thread(resolver.wait, 10)
+        shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps(results, indent=1))
+    for name in agents:
+        result = results[name]
+        # hive.json's URL, as hive.toml has it (the certificate names it), works unchanged inside.
+        assert result["url"] == f"https://{host}:{broker_port}/mcp", result
+        # Over the sandbox's loopback to its keeper (out through pasta, it would be from ADDRESS)...
+        assert result["local"] == address, result
+        assert isinstance(result["sent"], int), result
+        # ... which connects from the host's namespace as the agent's own uid, not as pasta or root.
+        assert uids[name] in upstream, (uids, upstream)
+    assert sorted((m["sender"], m["body"]) for m in got) == sorted((n, f"hello from {n}") for n in agents)

@@ -23,6 +23,7 @@ from hyperhive.servers.lifecycle.backends.base import BackendError, SandboxSpec
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
 from hyperhive.servers.lifecycle.models import TurnRecord
 from hyperhive.servers.lifecycle.paths import AgentPaths
+from hyperhive.servers.lifecycle.sandbox_network import Forward
 from hyperhive.servers.lifecycle.sandbox_setup import token_dir
 from hyperhive.servers.lifecycle.spending import allowance_key, day_start, week_start
 from hyperhive.servers.lifecycle.store import MIGRATIONS, AgentRow, LifecycleStore
@@ -185,6 +186,24 @@ def test_the_bwrap_command_line(tmp_path: Path) -> None:
     backend.privileged = True
     with pytest.raises(BackendError, match="as root, every agent runs as its own uid"):
         backend._argv(_spec(tmp_path, uid=None), 9, 10)
+
+
+def test_a_sandbox_has_its_own_hosts_file_only_for_servers_named_by_host_name(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, uid=200_123)
+    backend = BwrapBackend(load_hive_config(tmp_path))
+    backend.privileged = True
+    by_address = [Forward("127.0.0.1", 7801, "127.0.0.1"), Forward("10.1.0.1", 7802, "10.1.0.1")]
+    assert backend._argv(spec, 9, 10, forwards=by_address) == backend._argv(spec, 9, 10)  # the host's /etc/hosts
+    hosts = backend.runtime / "alice.hosts"
+    assert not hosts.exists()
+    named = [*by_address, Forward("10.1.0.1", 7803, "hive.example.com")]
+    argv = backend._argv(spec, 9, 10, forwards=named)
+    at = argv.index(str(hosts))
+    assert argv[at - 1 : at + 2] == ["--ro-bind", str(hosts), str(Path("/etc/hosts").resolve())]
+    assert "\n10.1.0.1 hive.example.com\n" in hosts.read_text()
+    hosts.unlink()
+    assert str(hosts) not in backend._argv(dataclasses.replace(spec, network="host"), 9, 10, forwards=named)
+    assert not hosts.exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,15 @@ from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.home import init_home
 from hyperhive.servers.lifecycle import sandbox_network
 from hyperhive.servers.lifecycle.backends.bwrap import BwrapBackend
-from hyperhive.servers.lifecycle.sandbox_network import NetworkError, bwrap_args, hive_ports, keeper_command
+from hyperhive.servers.lifecycle.sandbox_network import (
+    Forward,
+    NetworkError,
+    bwrap_args,
+    hive_ports,
+    keeper_command,
+    resolve_forwards,
+    sandbox_hosts,
+)
 
 
 def test_only_host_shares_the_hosts_network_namespace() -> None:
@@ -56,9 +66,58 @@ def test_the_forwarded_ports_are_the_servers_fixed_tcp_ports(tmp_path: Path) -> 
 def test_outbound_without_pasta_is_refused_saying_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox_network.shutil, "which", lambda name: None)
     with pytest.raises(NetworkError, match="passt"):
-        keeper_command("outbound", 123, 200_000, [("127.0.0.1", 7801)])
-    argv = keeper_command("hive-only", 123, 200_000, [("127.0.0.1", 7801)])  # needs no pasta
+        keeper_command("outbound", 123, 200_000, [Forward("127.0.0.1", 7801, "127.0.0.1")])
+    argv = keeper_command("hive-only", 123, 200_000, [Forward("127.0.0.1", 7801, "127.0.0.1")])  # needs no pasta
     assert argv[-5:] == ["--pid", "123", "--uid", "200000", "--forward=127.0.0.1,7801"]
+
+
+def test_a_server_named_by_host_name_is_resolved_on_the_host_and_pinned_in_the_sandboxs_hosts_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host_hosts = tmp_path / "hosts"
+    host_hosts.write_text(
+        "127.0.0.1 localhost\n127.0.1.1 box.lan box  # this host\n"
+        "10.0.0.9 hive.example.com old-alias\n10.0.0.8 HIVE.Example.com\n"
+    )
+    monkeypatch.setattr(sandbox_network, "HOST_HOSTS", host_hosts)
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        if host != "hive.example.com":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fd00::1", port, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.0.1", port)),
+        ]
+
+    monkeypatch.setattr(sandbox_network.socket, "getaddrinfo", getaddrinfo)
+    forwards = resolve_forwards([("127.0.0.1", 7802), ("hive.example.com", 7801), ("::1", 7804)])
+    # Addresses as they are; the name at its IPv4 address (only where the keeper listens inside).
+    assert forwards == [
+        Forward("127.0.0.1", 7802, "127.0.0.1"),
+        Forward("10.1.0.1", 7801, "hive.example.com"),
+        Forward("::1", 7804, "::1"),
+    ]
+    argv = keeper_command("hive-only", 123, 200_000, forwards)
+    assert argv[-3:] == ["--forward=127.0.0.1,7802", "--forward=10.1.0.1,7801,hive.example.com", "--forward=::1,7804"]
+    assert [sandbox_network._parse_forward(arg.removeprefix("--forward=")) for arg in argv[-3:]] == forwards
+
+    # The name maps to the keeper's address alone: the host's other entries for it go, its other names stay.
+    assert sandbox_hosts(forwards) == (
+        "# The hive's servers, as this sandbox's keeper forwards them (resolved when it started):\n"
+        "10.1.0.1 hive.example.com\n"
+        f"# {host_hosts} of the host, less those names:\n"
+        "127.0.0.1 localhost\n127.0.1.1 box.lan box  # this host\n10.0.0.9 old-alias\n"
+    )
+    assert sandbox_hosts([forwards[0], forwards[2]]) is None  # no name: the host's own file stays
+    mine = tmp_path / "sandbox-hosts"
+    assert bwrap_args("hive-only", None, mine) == ["--unshare-net", "--ro-bind", str(mine), str(host_hosts)]
+    assert bwrap_args("host", None, mine) == []
+
+    with pytest.raises(NetworkError, match=r"'nowhere\.example', which does not resolve on this host \(Name or serv"):
+        resolve_forwards([("nowhere.example", 7801)])
+    host_hosts.unlink()
+    with pytest.raises(NetworkError, match=r"cannot be read here \(No such file or directory\): create it"):
+        sandbox_hosts(forwards)
 
 
 def test_an_unknown_network_is_refused(tmp_path: Path) -> None:

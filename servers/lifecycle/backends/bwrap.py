@@ -36,7 +36,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import anyio
@@ -127,6 +127,7 @@ class BwrapBackend(SandboxBackend):
         await self._attach()
         if spec.name in self._sandboxes:
             raise BackendError(f"{spec.name} is already running")
+        forwards = await self._forwards(spec)
         cgroup = await anyio.to_thread.run_sync(self._prepare, spec)
         status = self.runtime / f"{spec.name}.status"
         status_fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -137,7 +138,7 @@ class BwrapBackend(SandboxBackend):
         started_at = time.time()
         try:
             logfiles.mark(spec.log_path, started_at, f"starting sandbox: {logfiles.one_line(shlex.join(spec.command))}")
-            argv = self._argv(spec, status_fd, info_write, block_read)
+            argv = self._argv(spec, status_fd, info_write, block_read, forwards)
             if cgroup is not None:
                 argv = ["/bin/sh", "-c", ENTER_CGROUP, "enter-cgroup", *map(str, cgroup.procs_files), "--", *argv]
             process = await anyio.to_thread.run_sync(spawn, argv, log_fd, (status_fd, info_write, block_read))
@@ -154,7 +155,7 @@ class BwrapBackend(SandboxBackend):
             os.close(block_read)
         try:
             ready = await self._ready(spec, process, info_read)
-            await self._network(spec, ready["child-pid"], block_write, cgroup)
+            await self._network(spec, ready["child-pid"], block_write, cgroup, forwards)
         except BaseException:
             # Whatever went wrong (or cancelled us), no sandbox may run that nobody tracks.
             with contextlib.suppress(ProcessLookupError):
@@ -178,14 +179,31 @@ class BwrapBackend(SandboxBackend):
         self._ensure_rotation()
         return Running(spec.name, started_at, sandbox.pid)
 
-    async def _network(self, spec: SandboxSpec, init_pid: int, block_fd: int, cgroup: cgroups.Cgroup | None) -> None:
+    async def _forwards(self, spec: SandboxSpec) -> list[sandbox_network.Forward]:
+        """The hive's ports its keeper forwards (none for "host"), host names resolved now, on this host:
+        its /etc/hosts and its keeper then agree on where each server is for as long as it runs."""
+        if spec.network == "host":
+            return []
+        ports = sandbox_network.hive_ports(self.config)
+        try:
+            return await anyio.to_thread.run_sync(sandbox_network.resolve_forwards, ports)
+        except sandbox_network.NetworkError as e:
+            raise BackendError(f"the sandbox of {spec.name} did not start: {e}") from None
+
+    async def _network(
+        self,
+        spec: SandboxSpec,
+        init_pid: int,
+        block_fd: int,
+        cgroup: cgroups.Cgroup | None,
+        forwards: Sequence[sandbox_network.Forward],
+    ) -> None:
         """Give the sandbox its network ([sandbox] network), then let its command run."""
         log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND)
         try:
             uid = spec.uid if spec.uid is not None else os.geteuid()
-            ports = sandbox_network.hive_ports(self.config)
             procs = cgroup.procs_files if cgroup is not None else ()
-            await sandbox_network.attach(spec.network, init_pid, uid, ports, log_fd, procs)
+            await sandbox_network.attach(spec.network, init_pid, uid, forwards, log_fd, procs)
         except sandbox_network.NetworkError as e:
             raise BackendError(f"the sandbox of {spec.name} did not start: {e}") from None
         finally:
@@ -212,7 +230,14 @@ class BwrapBackend(SandboxBackend):
         except cgroups.CgroupError as e:
             raise BackendError(f"cannot make the cgroup of {spec.name}: {e}") from None
 
-    def _argv(self, spec: SandboxSpec, status_fd: int, info_fd: int, block_fd: int | None = None) -> list[str]:
+    def _argv(
+        self,
+        spec: SandboxSpec,
+        status_fd: int,
+        info_fd: int,
+        block_fd: int | None = None,
+        forwards: Sequence[sandbox_network.Forward] = (),
+    ) -> list[str]:
         return command_line(
             spec,
             bwrap=self.bwrap,
@@ -222,6 +247,7 @@ class BwrapBackend(SandboxBackend):
             status_fd=status_fd,
             info_fd=info_fd,
             block_fd=block_fd,
+            forwards=forwards,
         )
 
     async def _ready(self, spec: SandboxSpec, process: subprocess.Popen[bytes], info_fd: int) -> dict[str, int]:
@@ -328,7 +354,7 @@ class BwrapBackend(SandboxBackend):
         await anyio.to_thread.run_sync(logfiles.mark, log_path, change.at, f"sandbox ended ({how})")
         if self._sandboxes.get(sandbox.name) is sandbox:
             del self._sandboxes[sandbox.name]
-        for path in (self.runtime / f"{sandbox.name}.json", sandbox.status):
+        for path in (self.runtime / f"{sandbox.name}.json", self.runtime / f"{sandbox.name}.hosts", sandbox.status):
             path.unlink(missing_ok=True)
         sandbox.ended.set()
         self._changes.put_nowait(change)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -34,10 +35,12 @@ def command_line(
     status_fd: int,
     info_fd: int,
     block_fd: int | None = None,
+    forwards: Sequence[sandbox_network.Forward] = (),
 ) -> list[str]:
     """bwrap's argv for `spec`: the host's /usr and /etc read-only, Python and hyperhive bound in,
     the agent's dirs read-write and its credentials read-only, its namespaces, environment and
-    network, then (as root) setpriv down to its uid, then its command."""
+    network (`forwards`: what its keeper will forward, resolve_forwards'), then (as root) setpriv
+    down to its uid, then its command."""
     argv = [bwrap, "--new-session", "--ro-bind", "/usr", "/usr"]
     for name in ROOT_LINKS:
         top = Path("/") / name
@@ -88,7 +91,18 @@ def command_line(
         resolv_conf = runtime / "resolv.conf"
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(resolv_conf, sandbox_network.sandbox_resolv_conf(), durable=False)
-    argv += sandbox_network.bwrap_args(spec.network, resolv_conf)
+    hosts = None
+    if spec.network != "host":
+        try:
+            text = sandbox_network.sandbox_hosts(forwards)
+        except sandbox_network.NetworkError as e:
+            raise BackendError(f"the sandbox of {spec.name} did not start: {e}") from None
+        if text is not None:
+            # The sandbox's own (the names resolved for its keeper), replaced whole at each start.
+            hosts = runtime / f"{spec.name}.hosts"
+            runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(hosts, text, durable=False)
+    argv += sandbox_network.bwrap_args(spec.network, resolv_conf, hosts)
     if block_fd is not None:
         argv += ["--block-fd", str(block_fd)]
     argv += ["--info-fd", str(info_fd), "--json-status-fd", str(status_fd), "--"]
