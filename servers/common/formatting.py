@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # types only: this kernel module must not import the servers'
     from hyperhive.servers.approvals.models import Request, RequestKind
     from hyperhive.servers.common.diffs import ConfigSummary
     from hyperhive.servers.common.harnessdir import TurnState
-    from hyperhive.servers.lifecycle.models import AgentInfo
+    from hyperhive.servers.lifecycle.models import AgentInfo, HostInfo
 
 _UNITS: Final = (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1))
 REQUEST_KINDS: Final[dict[RequestKind, str]] = {
@@ -274,3 +274,30 @@ def health_rank(agent: AgentInfo) -> int:
     kind, _ = health(agent)
     rank = HEALTH_ORDER[kind]
     return min(rank, NEEDS_UPDATE_RANK) if agent.needs_update else rank
+
+
+# ------------------------------------------------------------------------------------------- hosts
+def host_state(host: HostInfo, *, now: float | None = None) -> str:
+    """Up or down, and since when: 'up · seen 2s ago' (its last heartbeat; one host: 'up'),
+    'down since 2026-01-02 03:04:05 (4m ago)'."""
+    if host.up:
+        return f"up · seen {age(host.last_seen, parts=1, now=now)} ago" if host.last_seen else "up"
+    since = host.down_since or host.last_seen
+    return f"down since {when(since)} ({age(since, parts=1, now=now)} ago)" if since else "down"
+
+
+def host_load(host: HostInfo) -> str:
+    """The agents placed on a host of those it takes: '3/100'."""
+    return f"{host.agents}/{host.capacity}"
+
+
+def unreachable_lines(agents: Iterable[AgentInfo]) -> list[str]:
+    """The unreachable agents, one line per host: 'host beta does not answer: bob, carol are unreachable'."""
+    by_host: dict[str, list[str]] = {}
+    for agent in agents:
+        if agent.state == "unreachable":
+            by_host.setdefault(agent.host or "?", []).append(agent.name)
+    return [
+        f"host {host} does not answer: {', '.join(sorted(names))} {'is' if len(names) == 1 else 'are'} unreachable"
+        for host, names in sorted(by_host.items())
+    ]
