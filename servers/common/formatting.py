@@ -211,13 +211,15 @@ def tool_text(name: str, arguments: Mapping[str, object] | None, limit: int = 60
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-Health = Literal["failed", "error", "paused", "restarting", "starting", "working", "idle", "stopped", "peer"]
-# The swarm's order: what needs the operator first; "needs update" sorts between error and working.
+Health = Literal[
+    "failed", "error", "unreachable", "paused", "restarting", "starting", "working", "idle", "stopped", "peer"
+]  # fmt: skip
+# The swarm's order: what needs the operator first; "needs update" sorts between paused and working.
 HEALTH_ORDER: Final[dict[Health, int]] = {
-    "failed": 0, "error": 1, "paused": 2, "restarting": 4, "starting": 4, "working": 5, "idle": 6,
-    "stopped": 7, "peer": 8,
+    "failed": 0, "error": 1, "unreachable": 2, "paused": 3, "restarting": 5, "starting": 5, "working": 6,
+    "idle": 7, "stopped": 8, "peer": 9,
 }  # fmt: skip
-NEEDS_UPDATE_RANK: Final = 3
+NEEDS_UPDATE_RANK: Final = 4
 
 
 class HealthText(NamedTuple):
@@ -236,10 +238,13 @@ class HealthText(NamedTuple):
 def health_text(agent: AgentInfo) -> HealthText:
     """One honest state for an agent, its sandbox and its harness together, and its badge's text:
     ('failed', 'failed: exit 1 · 3 restarts'), ('error', 'error: no Claude credentials…'),
-    ('paused', 'paused: …'), ('working', 'working 12s · Bash: git diff'), ('idle', 'idle 3m')."""
+    ('paused', 'paused: …'), ('working', 'working 12s · Bash: git diff'), ('idle', 'idle 3m'),
+    ('unreachable', 'unreachable: host beta does not answer')."""
     turn = agent.turn
     if agent.kind == "peer":
         return HealthText("peer", "peer")
+    if agent.state == "unreachable":  # its host's lifecycle server is silent: nothing else is known
+        return HealthText("unreachable", f"unreachable: host {agent.host or '?'} does not answer")
     if agent.state == "failed":
         how = f"signal {agent.last_signal}" if agent.last_signal else f"exit {agent.last_exit_code}"
         restarts = agent.restart_count

@@ -90,6 +90,20 @@ def test_rows_sort_failed_error_needs_update_working_idle() -> None:
     assert [a.name for a in ordered] == ["e-failed", "d-err", "c-stale", "b-work", "a-idle", "f-idle"]
 
 
+def test_an_agent_whose_host_does_not_answer_is_a_problem_after_the_errors() -> None:
+    lost = agent("b-lost", state="unreachable", desired=None, host="beta")
+    assert health(lost) == ("unreachable", "unreachable: host beta does not answer")
+    rows = [
+        agent("a-idle", turn=TurnState(state="idle", since=NOW)),
+        lost,
+        agent("c-paused", turn=TurnState(state="paused", since=NOW, reason="paused: budget")),
+        agent("d-err", turn=TurnState(state="error", since=NOW, reason="x")),
+        agent("e-stale", turn=TurnState(state="idle", since=NOW), needs_update=True),
+    ]
+    ordered = sorted(rows, key=lambda a: (health_rank(a), a.name))
+    assert [a.name for a in ordered] == ["d-err", "b-lost", "c-paused", "e-stale", "a-idle"]
+
+
 def test_a_running_turn_says_its_tool() -> None:
     turn = TurnState(state="running", since=NOW - 5, turn=1, messages=1, tool="send → manager")
     assert turn_text(turn, True, now=NOW) == "running 5s · 1 msg · send → manager"
