@@ -294,6 +294,54 @@ in
       };
     };
 
+    # This host, in a hive across hosts (storage.url set): hive.toml's [host]. null leaves a
+    # setting out, for hyperhive's default (servers/common/config.py HostSettings).
+    host = {
+      name = mkOption {
+        type = types.nullOr (types.strMatching "[a-z][a-z0-9-]{0,30}");
+        default = null;
+        example = "gpu1";
+        description = "This host's name, unique in the hive (agents are placed on hosts by name); null: `local`.";
+      };
+      lifecycleUrl = mkOption {
+        type = types.nullOr (types.strMatching "https?://[^/[:space:]]+(/.*)?");
+        default = null;
+        example = "https://gpu1.example.com:7802/mcp";
+        description = ''
+          Where the other hosts' lifecycle servers reach this one (relayed calls, merged lists);
+          beyond loopback it is https, with listen.lifecycle.tlsCert and tlsKey. null: the
+          lifecycle server's own address, which is loopback: a hive of this host alone.
+        '';
+      };
+      labels = mkOption {
+        type = types.listOf (types.strMatching "[a-z0-9][a-z0-9_.-]{0,39}");
+        default = [ ];
+        example = [ "gpu" ];
+        description = "What this host offers: an agent.toml's [placement] labels must all be among them.";
+      };
+      capacity = mkOption {
+        type = types.nullOr (types.ints.between 0 100000);
+        default = null;
+        example = 20;
+        description = "Agents placed on this host at most (0: no new ones); null: 100.";
+      };
+      heartbeatSeconds = mkOption {
+        type = types.nullOr (types.numbers.between 0.2 600);
+        default = null;
+        example = 5;
+        description = "How often this host's lifecycle server tells the hive it is alive; null: 5.";
+      };
+      downAfterSeconds = mkOption {
+        type = types.nullOr (types.numbers.between 0.5 86400);
+        default = null;
+        example = 15;
+        description = ''
+          A host whose heartbeat is this late is marked down: its agents show as unreachable and
+          the manager hears of it. At least twice heartbeatSeconds; null: 15.
+        '';
+      };
+    };
+
     settings = mkOption {
       type = types.attrsOf types.anything;
       default = { };

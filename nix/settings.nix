@@ -42,6 +42,14 @@ in
   storage.dirs = genAttrs servers.unprivileged (name: "${cfg.home}/db/${name}");
   # The shared stores on PostgreSQL (a hive across hosts); null leaves it out: sqlite.
   storage.url = cfg.storage.url;
+  # This host among the hive's hosts; null values (and no labels) are left out: hyperhive's defaults.
+  host = {
+    inherit (cfg.host) name capacity;
+    lifecycle_url = cfg.host.lifecycleUrl;
+    labels = if cfg.host.labels == [ ] then null else cfg.host.labels;
+    heartbeat_seconds = cfg.host.heartbeatSeconds;
+    down_after_seconds = cfg.host.downAfterSeconds;
+  };
   # The forge's repos, and its hooks beside them (forge-hooks), in its own StateDirectory too.
   forge.dir = "${cfg.home}/db/forge/repos";
 }

@@ -45,7 +45,7 @@ from hyperhive.servers.common.files import write_atomic
 from hyperhive.servers.common.hivedb import HiveDirectory
 from hyperhive.servers.common.instances import end_instances, new_instance
 from hyperhive.servers.common.issuer import Issuer, server_credentials
-from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, SigningKey, load_signing_key
+from hyperhive.servers.common.keys import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, SigningKey, load_signing_key
 from hyperhive.servers.common.registry import GIT_PATH
 from hyperhive.servers.common.serving import http_app, serve
 from hyperhive.servers.common.tokens import ServerCredentials
@@ -419,6 +419,27 @@ SLEEPER = [PY, "-c", "import time; time.sleep(3600)"]
 
 def toml_list(argv: list[str]) -> str:
     return json.dumps(argv)  # a JSON array of strings is a TOML array
+
+
+# A hive across hosts in a test: a silent host is marked down within a second or two.
+HOST_BEATS: Final = "heartbeat_seconds = 0.2\ndown_after_seconds = 1.0\n"
+
+
+def another_host(first: Hive, home: Path, name: str, *, uid_base: int, labels: tuple[str, ...] = ()) -> Hive:
+    """Host `name` of `first`'s hive (its public key, not its private one: the host signs with its own;
+    its database and other servers; [host] beats as HOST_BEATS), at `home`, with a lifecycle server of
+    its own: its port, its uid block, sleepers for agents. `first` is a hive across hosts too
+    (storage_url and host set, HOST_BEATS)."""
+    ports = {server: port for server, port in first.ports.items() if server != "lifecycle"}
+    settings = f"{HOST_BEATS}labels = {json.dumps(list(labels))}\n"
+    other = Hive(home, ports=ports, storage_url=first.storage_url, host=name, host_settings=settings)
+    shutil.copy2(first.home / PUBLIC_KEY_FILE, other.home / PUBLIC_KEY_FILE)
+    (other.home / PRIVATE_KEY_FILE).unlink()
+    other.configure(
+        f"[servers.lifecycle]\nport = {free_port()}\n"
+        f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n"
+    )
+    return other
 
 
 class Hivemind:

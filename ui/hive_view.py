@@ -43,7 +43,7 @@ from hyperhive.servers.common.server_client import ServerClient
 from hyperhive.servers.forge.client import ForgeClient
 from hyperhive.servers.forge.models import Repo
 from hyperhive.servers.lifecycle.client import LifecycleClient
-from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, Spend, TurnTotals
+from hyperhive.servers.lifecycle.models import AgentInfo, AgentList, HostInfo, Spend, TurnTotals
 from hyperhive.servers.operator.client import OperatorClient
 from hyperhive.servers.operator.models import PendingQuestion
 
@@ -123,6 +123,12 @@ class HiveState:
     hive_spend: Spend | None = None  # every agent's cost today and this week, and hive.toml's budget
     repos: list[Repo] | None = None  # the forge's repos (None: not heard from the forge yet)
     turn_totals: dict[str, TurnTotals] = field(default_factory=dict)  # swarm_stats: each agent's turns today
+    hosts: list[HostInfo] = field(default_factory=list)  # list_hosts, in a hive across hosts (else none)
+
+    @property
+    def spans_hosts(self) -> bool:
+        """Whether the hive spans hosts: its agents then each name theirs."""
+        return any(agent.info.host is not None for agent in self.agents.values())
 
     @property
     def reachable(self) -> dict[str, bool]:
@@ -175,6 +181,7 @@ class HiveView:
         self.hive_spend_changed = Event[Spend]()
         self.repos_changed = Event[list[Repo]]()
         self.turn_totals_changed = Event[dict[str, TurnTotals]]()
+        self.hosts_changed = Event[list[HostInfo]]()  # a host went up or down, or its load changed
         self.health_changed = Event[dict[str, ServerHealth]]()  # a server went up, slow or down
         self.notice = Event[Notice]()
         self.first_poll = asyncio.Event()  # lifecycle's first poll is over (answered or not): agents are known
@@ -333,6 +340,8 @@ class HiveView:
     async def _poll_lifecycle(self) -> None:
         self._listing = await self._lifecycle.list_agents()
         self._update_agents()
+        # A hive across hosts (its agents name their hosts): which hosts are up. One host: none asked.
+        self._update_hosts((await self._lifecycle.list_hosts()).hosts if self.state.spans_hosts else [])
 
     async def _poll_broker(self) -> None:
         stats = await self._broker.stats()
@@ -381,6 +390,12 @@ class HiveView:
             if self.state.agents.get(name) != row:
                 self.state.agents[name] = row
                 self.agent_changed.emit(row)
+
+    def _update_hosts(self, hosts: list[HostInfo]) -> None:
+        """Emitted when a host changed but for its heartbeat's time (each poll would see a new one)."""
+        if [_without_heartbeat(h) for h in hosts] != [_without_heartbeat(h) for h in self.state.hosts]:
+            self.state.hosts = hosts
+            self.hosts_changed.emit(hosts)
 
     def _update_unread(self, stats: StatsResult) -> None:
         unread = next((inbox.pending for inbox in stats.inboxes if inbox.name == OPERATOR), 0)
@@ -445,3 +460,7 @@ def _event(message: ListedMessage) -> HelperEvent | None:
 
 def _without_clock(question: PendingQuestion) -> PendingQuestion:
     return question.model_copy(update={"seconds_left": 0})
+
+
+def _without_heartbeat(host: HostInfo) -> HostInfo:
+    return host.model_copy(update={"last_seen": None})

@@ -30,7 +30,7 @@ from hyperhive.servers.cli.base import (
 )
 from hyperhive.servers.common.agent_config import AGENT_TOML, load_agent_config
 from hyperhive.servers.common.config_parsing import ConfigError
-from hyperhive.servers.common.formatting import health, plural, turn_text, when
+from hyperhive.servers.common.formatting import health, plural, turn_text, unreachable_lines, when
 from hyperhive.servers.common.privileges import drop_to
 from hyperhive.servers.common.turn_reasons import group_problems
 from hyperhive.servers.lifecycle.models import AgentInfo, Spend
@@ -137,30 +137,38 @@ def agents(as_json: bool, home: Path) -> None:
       hive agents                          the table
       hive agents --json | jq -r '.[] | select(.needs_update) | .name'
     `hive update-all` rebuilds the ones that need an update; `hive stats` shows their turns.
+    In a hive across hosts a HOST column says where each lives, and an agent whose host does not
+    answer is "unreachable" (`hive hosts` shows the hosts).
     """
     listing = call_hive(home, lambda hive: hive.lifecycle.list_agents())
     if as_json:
         echo_json(listing.agents)
         return
     click.echo(f"◆ {plural(len(listing.agents), 'agent')} · {listing.backend} · {listing.isolation}")
-    rows = [("name", "role", "state", "model", "started", "restarts", "update", "today $", "week $", "turn")]
+    rows: list[tuple[str, ...]] = [
+        ("name", "host", "role", "state", "model", "started", "restarts", "update", "today $", "week $", "turn")
+    ]
     for agent in listing.agents:
         state: str = agent.state
         if agent.last_signal or agent.last_exit_code not in (None, 0):
             state += f" (last: {agent.last_signal or 'exit ' + str(agent.last_exit_code)})"
         started = when(agent.started_at)
         rows.append(
-            (agent.name, agent.role, state, agent.model, started, str(agent.restart_count),
+            (agent.name, agent.host or "-", agent.role, state, agent.model, started, str(agent.restart_count),
              "needed" if agent.needs_update else "", *spend_cells(agent.spend),
              turn_text(agent.turn, agent.state == "running"))
         )  # fmt: skip
     if listing.hive_spend is not None:
         hive = listing.hive_spend
-        rows.append(("(hive)", "", "", "", "", "", "", *spend_cells(hive), hive.paused or ""))
+        rows.append(("(hive)", "", "", "", "", "", "", "", *spend_cells(hive), hive.paused or ""))
+    if not any(agent.host is not None for agent in listing.agents):  # one host: no host column
+        rows = [(row[0], *row[2:]) for row in rows]
     print_table(rows)
     stuck = [(a.name, a.problem or (a.turn.reason if a.turn else None)) for a in listing.agents if _stuck(a)]
     for line, _ in group_problems(stuck):  # what the dashboard's "needs you" strip says, with the fix
         click.echo(f"! {line}")
+    for line in unreachable_lines(listing.agents):
+        click.echo(f"! {line} (`hive hosts` shows the hive's hosts)")
 
 
 def _stuck(agent: AgentInfo) -> bool:
@@ -170,20 +178,27 @@ def _stuck(agent: AgentInfo) -> bool:
 @main.command()
 @click.argument("name")
 @click.option("--commit", "sha", metavar="SHA", help="Make it from this commit of its draft's proposed repo.")
+@click.option(
+    "--host",
+    metavar="HOST",
+    help="The host it lives on, in a hive across hosts (`hive hosts`). Default: the least loaded one with room.",
+)
 @home_option
-def spawn(name: str, sha: str | None, home: Path) -> None:
+def spawn(name: str, sha: str | None, host: str | None, home: Path) -> None:
     """Create agent NAME and start it (no approval: you are the operator).
 
     \b
       hive spawn alice                   from the template: role agent, its model and tools
       hive spawn bob --commit 3f2a9c1    from a commit of bob's draft (its proposed repo)
+      hive spawn gpu1 --host beta        on host beta, in a hive across hosts
       hive config alice                  what it was made with
     NAME: 1-11 characters of a-z, 0-9 and '-', starting with a letter.
     """
-    created = call_hive(home, lambda hive: hive.lifecycle.create_agent(name, sha), timeout=120)
+    created = call_hive(home, lambda hive: hive.lifecycle.create_agent(name, sha, host=host), timeout=120)
     applied = f" (config {created.applied_sha[:12]})" if created.applied_sha else ""
     done = "already there" if created.already_applied else "created"
-    click.echo(f"◆ {created.name}: {done}{applied} · {created.state} · {created.model}")
+    where = f" · on {created.host}" if created.host else ""
+    click.echo(f"◆ {created.name}: {done}{applied} · {created.state} · {created.model}{where}")
 
 
 @main.command(name="set-model")

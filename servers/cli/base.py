@@ -79,6 +79,7 @@ _CLI_WORDS: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
         (r"\bpending_questions (shows|lists)\b", r"`hive questions` \1"),
         (r"\bpending_approvals (shows|lists)\b", r"`hive approvals` \1"),
         (r"\blist_repos (shows|lists)\b", r"`hive repos` \1"),
+        (r"\blist_hosts (says|shows|lists)\b", r"`hive hosts` \1"),
         (r"\bneeds force=true\b", "needs --force"),
         (r"\bdestroy agents with purge\b", "destroy agents with `hive destroy NAME --purge`"),
         (r"\b(?:call |with |run )?reset_session\b", "run `hive reset-session NAME`"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # types only: this kernel module must not import the servers'
     from hyperhive.servers.approvals.models import Request, RequestKind
     from hyperhive.servers.common.diffs import ConfigSummary
     from hyperhive.servers.common.harnessdir import TurnState
-    from hyperhive.servers.lifecycle.models import AgentInfo
+    from hyperhive.servers.lifecycle.models import AgentInfo, HostInfo
 
 _UNITS: Final = (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1))
 REQUEST_KINDS: Final[dict[RequestKind, str]] = {
@@ -211,13 +211,15 @@ def tool_text(name: str, arguments: Mapping[str, object] | None, limit: int = 60
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-Health = Literal["failed", "error", "paused", "restarting", "starting", "working", "idle", "stopped", "peer"]
-# The swarm's order: what needs the operator first; "needs update" sorts between error and working.
+Health = Literal[
+    "failed", "error", "unreachable", "paused", "restarting", "starting", "working", "idle", "stopped", "peer"
+]  # fmt: skip
+# The swarm's order: what needs the operator first; "needs update" sorts between paused and working.
 HEALTH_ORDER: Final[dict[Health, int]] = {
-    "failed": 0, "error": 1, "paused": 2, "restarting": 4, "starting": 4, "working": 5, "idle": 6,
-    "stopped": 7, "peer": 8,
+    "failed": 0, "error": 1, "unreachable": 2, "paused": 3, "restarting": 5, "starting": 5, "working": 6,
+    "idle": 7, "stopped": 8, "peer": 9,
 }  # fmt: skip
-NEEDS_UPDATE_RANK: Final = 3
+NEEDS_UPDATE_RANK: Final = 4
 
 
 class HealthText(NamedTuple):
@@ -236,10 +238,13 @@ class HealthText(NamedTuple):
 def health_text(agent: AgentInfo) -> HealthText:
     """One honest state for an agent, its sandbox and its harness together, and its badge's text:
     ('failed', 'failed: exit 1 · 3 restarts'), ('error', 'error: no Claude credentials…'),
-    ('paused', 'paused: …'), ('working', 'working 12s · Bash: git diff'), ('idle', 'idle 3m')."""
+    ('paused', 'paused: …'), ('working', 'working 12s · Bash: git diff'), ('idle', 'idle 3m'),
+    ('unreachable', 'unreachable: host beta does not answer')."""
     turn = agent.turn
     if agent.kind == "peer":
         return HealthText("peer", "peer")
+    if agent.state == "unreachable":  # its host's lifecycle server is silent: nothing else is known
+        return HealthText("unreachable", f"unreachable: host {agent.host or '?'} does not answer")
     if agent.state == "failed":
         how = f"signal {agent.last_signal}" if agent.last_signal else f"exit {agent.last_exit_code}"
         restarts = agent.restart_count
@@ -274,3 +279,30 @@ def health_rank(agent: AgentInfo) -> int:
     kind, _ = health(agent)
     rank = HEALTH_ORDER[kind]
     return min(rank, NEEDS_UPDATE_RANK) if agent.needs_update else rank
+
+
+# ------------------------------------------------------------------------------------------- hosts
+def host_state(host: HostInfo, *, now: float | None = None) -> str:
+    """Up or down, and since when: 'up · seen 2s ago' (its last heartbeat; one host: 'up'),
+    'down since 2026-01-02 03:04:05 (4m ago)'."""
+    if host.up:
+        return f"up · seen {age(host.last_seen, parts=1, now=now)} ago" if host.last_seen else "up"
+    since = host.down_since or host.last_seen
+    return f"down since {when(since)} ({age(since, parts=1, now=now)} ago)" if since else "down"
+
+
+def host_load(host: HostInfo) -> str:
+    """The agents placed on a host of those it takes: '3/100'."""
+    return f"{host.agents}/{host.capacity}"
+
+
+def unreachable_lines(agents: Iterable[AgentInfo]) -> list[str]:
+    """The unreachable agents, one line per host: 'host beta does not answer: bob, carol are unreachable'."""
+    by_host: dict[str, list[str]] = {}
+    for agent in agents:
+        if agent.state == "unreachable":
+            by_host.setdefault(agent.host or "?", []).append(agent.name)
+    return [
+        f"host {host} does not answer: {', '.join(sorted(names))} {'is' if len(names) == 1 else 'are'} unreachable"
+        for host, names in sorted(by_host.items())
+    ]

@@ -20,6 +20,7 @@ from hyperhive.servers.lifecycle.models import (
     Created,
     DestroyResult,
     Draft,
+    HostList,
     LogLines,
     ModelResult,
     PeerAdded,
@@ -66,6 +67,9 @@ class LifecycleClient(ServerClient):
     async def swarm_stats(self) -> SwarmStats:
         return await self._call("swarm_stats", SwarmStats)
 
+    async def list_hosts(self) -> HostList:
+        return await self._call("list_hosts", HostList)
+
     async def read_state_file(self, name: str, path: str) -> StateFile:
         return await self._call("read_state_file", StateFile, name=name, path=path)
 
@@ -94,8 +98,10 @@ class LifecycleClient(ServerClient):
     async def resume_agent(self, name: str) -> Resumed:
         return await self._call("resume_agent", Resumed, name=name)
 
-    async def create_agent(self, name: str, sha: str | None = None, expected_base: str | None = None) -> Created:
-        return await self._call("create_agent", Created, name=name, sha=sha, expected_base=expected_base)
+    async def create_agent(
+        self, name: str, sha: str | None = None, expected_base: str | None = None, host: str | None = None
+    ) -> Created:
+        return await self._call("create_agent", Created, name=name, sha=sha, expected_base=expected_base, host=host)
 
     async def create_draft(self, name: str) -> Draft:
         return await self._call("create_draft", Draft, name=name)

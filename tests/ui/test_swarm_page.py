@@ -95,6 +95,10 @@ async def test_badges_say_what_each_agent_does_and_rows_sort_by_what_needs_you(
     await servers.call("lifecycle", "record_turn", as_name="sw-idle", turn=row.model_dump())
     await log_in(user, password)
     await swarm_see(user, "state-sw-busy", "working", retries=50)
+    # One host: no host column, no strip of hosts (test_hosts_page.py has a hive across two).
+    assert not swarm_table(user).hosts and "host" not in [key for _, key, _ in swarm_table(user)._props["columns"]]
+    await user.should_not_see(marker="hosts")
+    await swarm_see(user, "host-sw-busy", shown=False)
     assert swarm_text(user, "state-sw-busy").endswith("· 2 msgs · Bash: git diff --stat")
     assert swarm_text(user, "state-sw-cred-a").startswith("error: no Claude credentials")
     await swarm_see(user, "state-sw-idle", "idle")

@@ -41,6 +41,7 @@ def the_hive() -> HiveView:
 # it, and click through the events its buttons send. A "cell marker" is CELL-AGENT, e.g. state-alice.
 CELLS: Final[dict[str, Callable[[SwarmRowData], str | None]]] = {
     "state": lambda row: row.health(),
+    "host": lambda row: row.host or None,  # a hive across hosts only
     "role": lambda row: row.role,
     "model": lambda row: None if row.peer else row.model,  # a peer's model is not a button
     "turns": lambda row: str(row.turns),

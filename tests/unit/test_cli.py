@@ -133,7 +133,16 @@ def test_a_bad_hive_toml_is_reported_not_raised(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["token", "operator"], ["agents"], ["stats"], ["audit", "--json"], ["config", "alice"], ["spawn", "bob"]]
+    "args",
+    [
+        ["token", "operator"],
+        ["agents"],
+        ["hosts"],
+        ["stats"],
+        ["audit", "--json"],
+        ["config", "alice"],
+        ["spawn", "bob"],
+    ],
 )
 def test_commands_outside_a_home_say_where_to_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
@@ -184,6 +193,8 @@ def test_plural(count: int, noun: str, nouns: str | None, text: str) -> None:
          "raise it (`hive set-budget NAME USD_PER_DAY`) or resume it (`hive resume NAME`)"),
         ("no free host uid left; destroy agents with purge to free some",
          "no free host uid left; destroy agents with `hive destroy NAME --purge` to free some"),
+        ("this hive has no host 'gamma' that can take bob; list_hosts says which there are",
+         "this hive has no host 'gamma' that can take bob; `hive hosts` says which there are"),
         ("alice already exists", "alice already exists"),  # nothing to say differently
         ("reset_sessions is no tool", "reset_sessions is no tool"),  # whole words only
     ],
@@ -248,6 +259,8 @@ def test_init_port_base_derives_every_port_and_refuses_taken_ones(tmp_path: Path
 def test_new_verbs_teach_with_examples() -> None:
     for verb, example in [
         (["spawn"], "hive spawn alice"),
+        (["spawn"], "hive spawn gpu1 --host beta"),
+        (["hosts"], "hive hosts --json"),
         (["set-model"], "hive set-model alice default"),
         (["update-all"], "asks first"),
         (["stats"], "hive stats alice --since 7d"),
@@ -260,7 +273,7 @@ def test_new_verbs_teach_with_examples() -> None:
         code, output = hive(*verb, "--help")
         assert code == 0 and example in output, (verb, output)
     listing = hive("--help")[1]
-    for verb in ("spawn", "set-model", "update-all", "stats", "config", "audit"):
+    for verb in ("spawn", "set-model", "update-all", "stats", "config", "audit", "hosts"):
         assert f"  {verb} " in listing
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.servers.common.config import HIVE_TOML, SHARED_STORES, load_hive_config
+from hyperhive.servers.common.config import HIVE_TOML, SHARED_STORES, HostSettings, load_hive_config
+from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.registry import REGISTRY, SERVER_NAMES, callers
 from hyperhive.servers.common.systemd import TLS_KEY_CREDENTIAL
 from hyperhive.servers.lifecycle.backends.base import SandboxSpec
@@ -132,7 +133,12 @@ MODULE_DEFAULTS = """let plain = { tlsCert = null; tlsKey = null; }; in {
   retention = { messageDays = 14; logFiles = 5; };
   environmentFile = null;
   storage = { url = null; passFile = null; allowedAddresses = [ ]; };
+  host = {
+    name = null; lifecycleUrl = null; labels = [ ]; capacity = null; heartbeatSeconds = null;
+    downAfterSeconds = null;
+  };
 }"""
+HOST_OPTIONS = ("name", "lifecycleUrl", "labels", "capacity", "heartbeatSeconds", "downAfterSeconds")
 
 
 def module_hive_toml(extra: str = "{ }", cfg: str = MODULE_DEFAULTS) -> str:
@@ -199,6 +205,32 @@ def test_the_module_passes_a_servers_tls_certificate_and_key_on_to_hive_toml(tmp
     assert (forge.tls_cert, forge.tls_key) == (Path("/etc/hyperhive/hive.crt"), None)
     # An unprivileged server's unit reads the root-only key as the systemd credential `hive serve` looks for.
     assert f'"{TLS_KEY_CREDENTIAL}:${{cfg.listen.${{name}}.tlsKey}}"' in (NIX / "module.nix").read_text()
+
+
+def test_the_module_describes_this_host_in_host(tmp_path: Path) -> None:
+    text = module_hive_toml()
+    (tmp_path / HIVE_TOML).write_text(text)
+    assert "[host]" not in text and load_hive_config(tmp_path).host == HostSettings()  # hyperhive's defaults
+    host = (
+        '{ name = "gpu1"; lifecycleUrl = "https://gpu1.example.com:7802/mcp"; labels = [ "gpu" "big-ram" ]; '
+        "capacity = 20; heartbeatSeconds = 2.5; downAfterSeconds = 10; }"
+    )
+    url = "postgresql://hive@db.internal/hive"
+    cfg = f'({MODULE_DEFAULTS}) // {{ host = {host}; storage = {{ url = "{url}"; passFile = null; }}; }}'
+    (tmp_path / HIVE_TOML).write_text(module_hive_toml(cfg=cfg))
+    assert load_hive_config(tmp_path).host == HostSettings(
+        name="gpu1", lifecycle_url="https://gpu1.example.com:7802/mcp", labels=["gpu", "big-ram"], capacity=20,
+        heartbeat_seconds=2.5, down_after_seconds=10,
+    )  # fmt: skip
+    # What the loader refuses reaches the operator as its error (the module's types check the rest).
+    too_fast = cfg.replace("downAfterSeconds = 10;", "downAfterSeconds = 4;")
+    (tmp_path / HIVE_TOML).write_text(module_hive_toml(cfg=too_fast))
+    with pytest.raises(ConfigError, match=r"down_after_seconds \(4\) must be at least twice heartbeat_seconds"):
+        load_hive_config(tmp_path)
+    # module.nix declares each option settings.nix reads (no nixpkgs here to evaluate the module itself).
+    declared = re.search(r"\n    host = \{\n(.*?)\n    \};\n", (NIX / "module.nix").read_text(), re.S)
+    assert declared, "module.nix lost its services.hyperhive.host options"
+    assert re.findall(r"^      (\w+) = mkOption", declared.group(1), re.M) == list(HOST_OPTIONS)
 
 
 def test_the_module_points_the_lifecycle_server_at_the_environment_file(tmp_path: Path) -> None:

@@ -1,19 +1,28 @@
-"""The swarm's words for an agent: its one health badge, the tool its turn is calling, and a
-harness's reason grouped with its fix (servers/common/formatting.py, turn_reasons.py)."""
+"""The swarm's words for an agent: its one health badge, the tool its turn is calling, a
+harness's reason grouped with its fix, and its host (servers/common/formatting.py, turn_reasons.py)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hyperhive.harness.stats import TurnRecorder
-from hyperhive.servers.common.formatting import health, health_rank, tool_text, turn_text
+from hyperhive.servers.common.formatting import (
+    health,
+    health_rank,
+    host_load,
+    host_state,
+    tool_text,
+    turn_text,
+    unreachable_lines,
+)
 from hyperhive.servers.common.harnessdir import TOOL_TEXT_MAX, TURN_STATE, TurnState
 from hyperhive.servers.common.turn_reasons import explain, group_problems, problem_line
-from hyperhive.servers.lifecycle.models import AgentInfo
+from hyperhive.servers.lifecycle.models import AgentInfo, HostInfo
 
 NOW = 1_800_000_000.0
 NO_CREDENTIALS = (
@@ -81,6 +90,20 @@ def test_rows_sort_failed_error_needs_update_working_idle() -> None:
     assert [a.name for a in ordered] == ["e-failed", "d-err", "c-stale", "b-work", "a-idle", "f-idle"]
 
 
+def test_an_agent_whose_host_does_not_answer_is_a_problem_after_the_errors() -> None:
+    lost = agent("b-lost", state="unreachable", desired=None, host="beta")
+    assert health(lost) == ("unreachable", "unreachable: host beta does not answer")
+    rows = [
+        agent("a-idle", turn=TurnState(state="idle", since=NOW)),
+        lost,
+        agent("c-paused", turn=TurnState(state="paused", since=NOW, reason="paused: budget")),
+        agent("d-err", turn=TurnState(state="error", since=NOW, reason="x")),
+        agent("e-stale", turn=TurnState(state="idle", since=NOW), needs_update=True),
+    ]
+    ordered = sorted(rows, key=lambda a: (health_rank(a), a.name))
+    assert [a.name for a in ordered] == ["d-err", "b-lost", "c-paused", "e-stale", "a-idle"]
+
+
 def test_a_running_turn_says_its_tool() -> None:
     turn = TurnState(state="running", since=NOW - 5, turn=1, messages=1, tool="send → manager")
     assert turn_text(turn, True, now=NOW) == "running 5s · 1 msg · send → manager"
@@ -133,3 +156,32 @@ def test_problems_group_most_agents_first_with_their_names() -> None:
 def test_an_unknown_reason_carries_no_terminal_escapes() -> None:
     [(line, names)] = group_problems([("eve", "\x1b]0;pwned\x07\x1b[2Jboom")])
     assert "\x1b" not in line and "\x07" not in line and line.endswith("boom") and names == ["eve"]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_a_host_reads_up_with_its_heartbeat_or_down_since_when() -> None:
+    beta = HostInfo(
+        name="beta", lifecycle_url="https://beta:7802/mcp", labels=["gpu"], capacity=5, agents=2, up=True,
+        last_seen=_iso(NOW - 3),
+    )  # fmt: skip
+    assert (host_state(beta, now=NOW), host_load(beta)) == ("up · seen 3s ago", "2/5")
+    assert host_state(beta.model_copy(update={"last_seen": None}), now=NOW) == "up"  # one host: no heartbeat
+    down = beta.model_copy(update={"up": False, "last_seen": _iso(NOW - 300), "down_since": _iso(NOW - 240)})
+    assert host_state(down, now=NOW) == f"down since {_iso(NOW - 240)[:19].replace('T', ' ')} (4m ago)"
+
+
+def test_unreachable_agents_read_as_one_line_per_host() -> None:
+    listed = [
+        agent("carol", state="unreachable", host="beta"),
+        agent("alice", host="alpha"),
+        agent("bob", state="unreachable", host="beta"),
+        agent("dave", state="unreachable", host="gamma"),
+    ]
+    assert unreachable_lines(listed) == [
+        "host beta does not answer: bob, carol are unreachable",
+        "host gamma does not answer: dave is unreachable",
+    ]
+    assert unreachable_lines([agent("alice", host="alpha")]) == []

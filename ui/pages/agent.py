@@ -61,7 +61,7 @@ AGENT_CSS = """
 
 STATE_COLOURS: Final[dict[str, str]] = {
     "running": "positive", "starting": "info", "stopping": "warning", "restarting": "warning",
-    "stopped": "grey", "failed": "negative", "peer": "purple",
+    "stopped": "grey", "failed": "negative", "peer": "purple", "unreachable": "negative",
 }  # fmt: skip
 LEVEL_CLASSES: Final[dict[Level, str]] = {
     "debug": "text-grey-6",

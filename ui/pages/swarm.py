@@ -12,9 +12,17 @@ from nicegui import ui
 from nicegui.events import GenericEventArguments
 
 from hyperhive.servers.common.call_errors import AuthRefused, ServerUnavailable
-from hyperhive.servers.common.formatting import HEALTH_ORDER, Health, health_rank, plural
+from hyperhive.servers.common.formatting import (
+    HEALTH_ORDER,
+    Health,
+    health_rank,
+    host_load,
+    plural,
+    unreachable_lines,
+    when,
+)
 from hyperhive.servers.common.turn_reasons import group_problems
-from hyperhive.servers.lifecycle.models import RebuildResult, TurnTotals
+from hyperhive.servers.lifecycle.models import HostInfo, RebuildResult, TurnTotals
 from hyperhive.ui.actions import (
     AGENT_ACTIONS,
     CONFIRMED,
@@ -42,7 +50,7 @@ from hyperhive.ui.pages.widgets import (
 CHIPS: Final = ("all", "failed", "error", "paused", "needs update", "working", "idle", "stopped")
 # (label, sort key name); a header button sorts by it, again for the other way.
 SWARM_COLUMNS: Final = [
-    ("", ""), ("agent", "name"), ("health", "health"), ("role", "role"), ("model", "model"),
+    ("", ""), ("agent", "name"), ("host", "host"), ("health", "health"), ("role", "role"), ("model", "model"),
     ("turns", "turns"), ("avg", "avg"), ("today", "cost"), ("top tools", "tools"), ("inbox", "inbox"),
     ("rem/fired", "reminders"), ("24h", "delivered"), ("last turn", "last"), ("", ""),
 ]  # fmt: skip
@@ -55,6 +63,9 @@ SWARM_CSS = """
 .hh-swarm { display: grid;
             grid-template-columns: 2rem 8rem 14rem 4.5rem 7rem 3rem 3.5rem 7rem 9rem 3rem 4rem 2.5rem 5rem 1fr;
             align-items: center; justify-items: start; column-gap: 0.5rem; width: 100%; min-height: 2rem; }
+.hh-hosts .hh-swarm {  /* a hive across hosts: a host column after the name, health and top tools narrower */
+  grid-template-columns: 2rem 8rem 5.5rem 11rem 4.5rem 7rem 3rem 3.5rem 7rem 6.5rem 3rem 4rem 2.5rem 5rem 1fr; }
+.hh-hosts .hh-swarm .hh-health { max-width: 11rem; }
 .hh-swarm > .hh-num { justify-self: end; }
 .hh-swarm > .hh-actions { justify-self: end; display: flex; flex-wrap: wrap; justify-content: flex-end;
                           align-items: center; gap: 0.25rem; }
@@ -161,13 +172,15 @@ class SwarmRow:
             return False
         if not query:
             return True
-        haystack = f"{info.name} {info.role} {info.model} {self.data.health()} {self.data.tools}".lower()
+        haystack = f"{info.name} {info.host or ''} {info.role} {info.model} {self.data.health()} {self.data.tools}"
+        haystack = haystack.lower()
         return all(word in haystack for word in query.lower().split())
 
     def sort_value(self, key: str) -> tuple[float | str, ...]:
         info, totals = self.agent.info, self.totals
         values: dict[str, tuple[float | str, ...]] = {
             "name": (info.name,),
+            "host": (info.host or "",),
             "health": (health_rank(info),),
             "role": (info.role,),
             "model": (info.model,),
@@ -254,6 +267,8 @@ class SwarmPage:
             self.summary = ui.label("").classes("text-grey-6").mark("swarm-summary")
             ui.space()
             ui.button("update all", on_click=self.update_all).props("outline dense").mark("update-all")
+        # A hive across hosts: each host up or down, its agents of its capacity (one host: hidden).
+        self.hosts_strip = ui.row().classes("items-center gap-3 hh-strip").mark("hosts")
         with ui.column().classes("w-full gap-1 hh-strip").mark("needs-you"):
             with ui.row().classes("items-center gap-2"):
                 ui.label("needs you:").classes("text-grey-5")
@@ -298,6 +313,8 @@ class SwarmPage:
         for agent in hive.state.agents.values():
             self.show(agent)
         self.show_totals(hive.state.turn_totals)
+        self.show_hosts(hive.state.hosts)
+        while_shown(hive.hosts_changed, self.show_hosts)
         while_shown(hive.agent_changed, self.show)
         while_shown(hive.agent_removed, self.remove)
         while_shown(hive.turn_totals_changed, self.show_totals)
@@ -319,6 +336,7 @@ class SwarmPage:
             self.rows[agent.info.name] = row
         else:
             row.show(agent)
+        self.table.show_hosts(self.hive.state.spans_hosts)
         self.dirty = True
         self.show_summary()
 
@@ -327,7 +345,22 @@ class SwarmPage:
         self.chosen.discard(name)
         self.table.drop(name)
         self.table.select(frozenset(self.chosen))
+        self.table.show_hosts(self.hive.state.spans_hosts)
         self.dirty = True
+
+    def show_hosts(self, hosts: list[HostInfo]) -> None:
+        """The hive's hosts (none on one host): "beta down since 2026-01-02 03:04:05 · 2/5 agents"."""
+        self.hosts_strip.clear()
+        self.hosts_strip.set_visibility(bool(hosts))
+        with self.hosts_strip:
+            ui.label("hosts:").classes("text-grey-5")
+            for host in hosts:
+                state = "up" if host.up else f"down since {when(host.down_since or host.last_seen)}"
+                label = ui.label(f"{host.name} {state} · {host_load(host)} agents").mark(f"host-{host.name}")
+                if not host.up:
+                    label.classes("text-negative font-bold")
+                labels = f" · labels: {', '.join(host.labels)}" if host.labels else ""
+                label.props.set_optional("title", f"lifecycle {host.lifecycle_url or 'on loopback'}{labels}")
 
     def show_totals(self, totals: dict[str, TurnTotals]) -> None:
         for name, row in self.rows.items():
@@ -358,13 +391,15 @@ class SwarmPage:
         self.show_problems()
 
     def show_problems(self) -> None:
-        """Agents in error or paused, one line per problem with its fix, most agents first."""
+        """Agents in error or paused, one line per problem with its fix, most agents first; then the
+        unreachable ones, a line per host."""
         stuck = [
             (row.name, row.agent.info.problem or (row.agent.info.turn.reason if row.agent.info.turn else None))
             for row in self.rows.values()
             if row.kind in ("error", "paused")
         ]
         lines = group_problems(stuck)
+        lines += [(line, []) for line in unreachable_lines(row.agent.info for row in self.rows.values())]
         texts = [text for text, _ in lines]
         if texts == self.problem_texts:
             return

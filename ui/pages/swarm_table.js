@@ -2,7 +2,8 @@
 // rows plain HTML rendered here from their data. A NiceGUI element per row (or per cell) cost the
 // browser milliseconds a row to build. Python sends the whole table once (props) and then small
 // idempotent changes: put(row), drop(name), arrange(view), select(names), sortBy(key, descending),
-// each answering true (ui/pages/delta_element.py).
+// each answering true (ui/pages/delta_element.py). `hosts`: a hive across hosts, whose rows show a host
+// column (the element is sent again when it changes).
 // The times tick here, from the epoch seconds in a row (against the server's clock), so an idle page
 // sends nothing each second. Clicks go back as events: `act` (name, action), `select` (name, chosen)
 // and `sort` (a column's key).
@@ -39,6 +40,7 @@ const SwarmRow = {
   <label class="hh-check"><input v-if="!row.peer" type="checkbox" :checked="selected"
     :aria-label="'select ' + row.name" @change="$emit('select', $event.target.checked)"></label>
   <a :href="'/agent/' + row.name" class="hh-name">{{ row.name }}</a>
+  <span v-if="hosts" class="hh-cut hh-dim" data-label="host" :title="row.host || null">{{ row.host }}</span>
   <span :class="'hh-health bg-' + row.colour" :title="row.peer ? 'a peer: a Claude Code session outside the hive' : health">{{ health }}</span>
   <span class="hh-dim">{{ row.role }}</span>
   <span><button v-if="!row.peer" type="button" class="hh-btn hh-outline" title="change the model"
@@ -70,7 +72,7 @@ const SwarmRow = {
   </span>
   <span v-else></span>
 </div>`,
-  props: { row: Object, selected: Boolean },
+  props: { row: Object, selected: Boolean, hosts: Boolean },
   emits: ["act", "select"],
   data() {
     return { open: false };
@@ -120,7 +122,7 @@ const SwarmRow = {
 export default {
   components: { SwarmRow },
   template: `
-<div class="hh-table">
+<div :class="['hh-table', hosts ? 'hh-hosts' : '']">
   <div class="hh-swarm hh-swarm-head text-grey-6 text-xs">
     <template v-for="[label, key, numeric] in columns" :key="label + key">
       <button v-if="key" type="button" :class="['hh-btn', 'hh-sort', numeric ? 'hh-num' : '']"
@@ -132,12 +134,12 @@ export default {
   <div class="hh-rows">
     <template v-for="[kind, id] in table.view" :key="kind + ':' + id">
       <div v-if="kind === 'group'" class="hh-group">{{ id }}</div>
-      <swarm-row v-else-if="table.rows[id]" :row="table.rows[id]" :selected="table.selected.has(id)"
+      <swarm-row v-else-if="table.rows[id]" :row="table.rows[id]" :selected="table.selected.has(id)" :hosts="hosts"
         @act="(action) => $emit('act', id, action)" @select="(chosen) => $emit('select', id, chosen)"></swarm-row>
     </template>
   </div>
 </div>`,
-  props: { rows: Object, view: Array, selected: Array, sort: Array, columns: Array, clock: Number },
+  props: { rows: Object, view: Array, selected: Array, sort: Array, columns: Array, clock: Number, hosts: Boolean },
   emits: ["act", "select", "sort"],
   data() {
     const table = { rows: rawRows(this.rows), view: markRaw(toRaw(this.view)), selected: new Set(this.selected) };

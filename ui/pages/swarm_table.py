@@ -22,8 +22,9 @@ from hyperhive.ui.pages.delta_element import DeltaElement
 from hyperhive.ui.pages.widgets import spend_text
 
 HEALTH_COLOURS: Final[dict[Health, str]] = {
-    "failed": "negative", "error": "negative", "paused": "warning", "restarting": "warning", "starting": "info",
-    "working": "primary", "idle": "grey-8", "stopped": "grey-9", "peer": "purple",
+    "failed": "negative", "error": "negative", "unreachable": "negative", "paused": "warning",
+    "restarting": "warning", "starting": "info", "working": "primary", "idle": "grey-8", "stopped": "grey-9",
+    "peer": "purple",
 }  # fmt: skip
 MENU_ACTIONS: Final[tuple[AgentAction, ...]] = ("restart", "kill", "rebuild")  # the rarer ones, in its menu
 RowControl = Literal["update", "cancel", "start", "stop"]  # what its actions cell shows, in this order
@@ -36,6 +37,7 @@ class SwarmRowData(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    host: str  # the host it lives on, in a hive across hosts ("" on one host)
     peer: bool  # a Claude Code session outside the hive: nothing here steers it
     kind: Health
     colour: str  # the health badge's Quasar colour
@@ -71,6 +73,7 @@ class SwarmRowData(BaseModel):
         """What the row shows as text (the time as of now): for search and the tests' `should_see`."""
         numbers = [str(self.turns), self.avg, str(self.inbox), str(self.reminders), str(self.delivered)]
         texts = [self.name, self.health(), self.role, self.model, self.cost, self.tools, self.last_turn()]
+        texts += [self.host] if self.host else []
         return texts + numbers + list(self.controls)
 
 
@@ -103,6 +106,7 @@ def row_data(agent: SwarmAgent, totals: TurnTotals | None) -> SwarmRowData:
     avg = totals.avg_seconds if totals else None
     return SwarmRowData(
         name=info.name,
+        host=info.host or "",
         peer=info.kind == "peer",
         kind=badge.kind,
         colour=HEALTH_COLOURS[badge.kind],
@@ -139,17 +143,21 @@ class SwarmTableElement(DeltaElement, component="swarm_table.js"):
     changed. The table's state is not in the element's props (NiceGUI wraps every nested dict put there in an
     observable, ~0.3 ms a row) but joins them whenever the element is sent whole (`_to_dict`: the
     page's HTML, a reconnect). Its clicks come back as events: `act` [name, action], `select`
-    [name, chosen], `sort` key."""
+    [name, chosen], `sort` key. The host column (key "host") shows only in a hive across hosts
+    (`show_hosts`)."""
 
     def __init__(self, columns: list[tuple[str, str, bool]]) -> None:
         super().__init__()
+        self.columns = columns
+        self.hosts = False
         self.rows: dict[str, SwarmRowData] = {}
         self.row_json: dict[str, dict[str, Any]] = {}  # each row as the browser gets it
         self.view: TableView = []
         self.selected: frozenset[str] = frozenset()
         self.sort: tuple[str, bool] = ("", False)
         self.live = False
-        self._props["columns"] = [list(column) for column in columns]
+        self._props["columns"] = [list(column) for column in columns if column[1] != "host"]
+        self._props["hosts"] = False
         self._props["clock"] = int(time.time() * 1000)  # the server's time: the browser's times tick against it
 
     def _to_dict(self) -> dict[str, Any]:
@@ -171,6 +179,16 @@ class SwarmTableElement(DeltaElement, component="swarm_table.js"):
     def _send(self, method: str, *args: Any) -> None:
         if self.live:
             super()._send(method, *args)
+
+    def show_hosts(self, shown: bool) -> None:
+        """Show the host column (a hive across hosts) or not. Rare (a hive's hosts are its settings): the
+        table goes out whole, its grid one column wider or narrower."""
+        if shown != self.hosts:
+            self.hosts = shown
+            self._props["hosts"] = shown
+            self._props["columns"] = [list(column) for column in self.columns if shown or column[1] != "host"]
+            if self.live:
+                self.update()
 
     def put(self, row: SwarmRowData) -> None:
         """Show `row` (an agent's data, new or changed); nothing goes out if it is as shown."""
