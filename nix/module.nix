@@ -114,9 +114,11 @@ let
     # MemoryDenyWriteExecute stays off.
   };
 
-  # A server whose store is the hive's PostgreSQL (services.hyperhive.storage): it may reach the
-  # database's addresses, and reads the password file as a credential (libpq's PGPASSFILE).
-  onPostgresql = name: cfg.storage.url != null && lib.elem name servers.sharedStore;
+  # A server of a hive on PostgreSQL (services.hyperhive.storage): it may reach the database's
+  # addresses, and reads the password file as a credential (libpq's PGPASSFILE). Every server is:
+  # the shared stores live there (servers.sharedStore), and every server reads the hive's agent
+  # directory there (servers/common/hivedb.py), the lifecycle server writing its host's part.
+  onPostgresql = name: cfg.storage.url != null;
 
   serverUnit = name: {
     description = "hyperhive ${name} server";
