@@ -201,6 +201,23 @@ def spawn(name: str, sha: str | None, host: str | None, home: Path) -> None:
     click.echo(f"◆ {created.name}: {done}{applied} · {created.state} · {created.model}{where}")
 
 
+@main.command()
+@click.argument("name")
+@click.argument("host")
+@home_option
+def move(name: str, host: str, home: Path) -> None:
+    """Move agent NAME to HOST, in a hive across hosts: stopped, its state, Claude Code session,
+    config repos and model copied, started there if it ran.
+
+    \b
+      hive move alice beta      alice lives on beta from now on
+      hive hosts                the hosts, their labels and room
+    Its turn stats and audit trail stay on the host it leaves.
+    """
+    moved = call_hive(home, lambda hive: hive.lifecycle.move_agent(name, host), timeout=1800)
+    click.echo(f"◆ {moved.name}: on {moved.host or host} now · {moved.state} · {moved.model}")
+
+
 @main.command(name="set-model")
 @click.argument("name")
 @click.argument("model")

@@ -103,6 +103,9 @@ class LifecycleClient(ServerClient):
     ) -> Created:
         return await self._call("create_agent", Created, name=name, sha=sha, expected_base=expected_base, host=host)
 
+    async def move_agent(self, name: str, host: str) -> AgentInfo:
+        return await self._call("move_agent", AgentInfo, name=name, host=host)
+
     async def create_draft(self, name: str) -> Draft:
         return await self._call("create_draft", Draft, name=name)
 

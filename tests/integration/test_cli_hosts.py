@@ -89,6 +89,15 @@ async def test_two_hosts_show_where_agents_live_and_a_silent_host_down(pg_url: s
             assert hosts["beta"]["labels"] == "gpu" and hosts["beta"]["lifecycle"].startswith("http://127.0.0.1:")
             assert hosts["alpha (here)"]["agents"] == "1/100" and hosts["alpha (here)"]["labels"] == "-"
 
+            # `hive move`: carol goes from beta to alpha, and runs there.
+            assert (await hive_at(hive.home, "spawn", "carol", "--host", "beta")).returncode == 0
+            await alpha.until_state("carol", "running")
+            moved = await hive_at(hive.home, "move", "carol", "alpha")
+            assert moved.returncode == 0, moved.stderr
+            assert moved.stdout.startswith("◆ carol: on alpha now · running"), moved.stdout
+            refused = await hive_at(hive.home, "move", "carol", "alpha")
+            assert refused.returncode != 0 and "carol lives on host alpha already" in refused.stderr + refused.stdout
+
         # beta's lifecycle server is gone: its heartbeat stops, alpha marks it down.
         assert (await alpha.event("host_down", timeout=10))["host"] == "beta"
         listed = await hive_at(hive.home, "hosts")
