@@ -41,9 +41,15 @@ def pg_bin() -> Path:
 
 
 class PgCluster:
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
-        """`settings` replace SETTINGS' (a benchmark wants fsync on)."""
-        self.settings = {**SETTINGS, **(settings or {})}
+    def __init__(
+        self, settings: dict[str, str] | None = None, *, prefix: tuple[str, ...] = (), tcp: str | None = None
+    ) -> None:
+        """`settings` replace SETTINGS' (a benchmark wants fsync on). `prefix` runs its tools under
+        another command (`nsenter --net=…`: in a network namespace); `tcp`: it also listens on that
+        address (port 5432), any of its users trusted from anywhere (a throw-away cluster)."""
+        self.settings = {**SETTINGS, **(settings or {}), **({"listen_addresses": tcp} if tcp else {})}
+        self.prefix = prefix
+        self.tcp = tcp
         self.bin = pg_bin()
         # Not under pytest's tmp_path: a unix socket's path must stay under 108 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="hh-pg-"))
@@ -56,6 +62,9 @@ class PgCluster:
             shutil.chown(self.dir, "postgres", "postgres")
         self.dir.chmod(0o700)
         self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        if self.tcp:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 0.0.0.0/0 trust\n")
         self.resume()
         return self
 
@@ -78,6 +87,10 @@ class PgCluster:
     def url(self, database: str) -> str:
         return f"postgresql:///{database}?host={self.dir}&user={self.user}"
 
+    def tcp_url(self, database: str) -> str:
+        assert self.tcp is not None, "this cluster listens on its unix socket only"
+        return f"postgresql://{self.user}@{self.tcp}:5432/{database}"
+
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.url("postgres"), autocommit=True)
 
@@ -93,7 +106,7 @@ class PgCluster:
 
     def _run(self, tool: str, *args: str, check: bool = True) -> None:
         result = subprocess.run(
-            [*self._as_user, str(self.bin / tool), *args], capture_output=True, text=True, timeout=120
+            [*self.prefix, *self._as_user, str(self.bin / tool), *args], capture_output=True, text=True, timeout=120
         )
         if check and result.returncode != 0:
             log = (self.dir / "log").read_text()[-2000:] if (self.dir / "log").exists() else ""
