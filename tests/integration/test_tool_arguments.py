@@ -16,6 +16,7 @@ from hivetest import Servers, free_port
 from hyperhive.servers.cli import SERVERS
 from hyperhive.servers.common.catalog import CATALOG
 from hyperhive.servers.common.principals import Role
+from hyperhive.servers.common.registry import callers
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,8 @@ def _caller(server: str, tool: str) -> str:
         return "operator"
     if Role.MANAGER in roles:  # the harness's own tools (record_turn)
         return "manager"
-    return "service:approvals" if server == "lifecycle" else f"service:{'lifecycle' if server == 'broker' else server}"
+    calling = [spec.name for spec in callers() if tool in spec.calls.get(server, ())]  # the service that calls it
+    return f"service:{calling[0]}" if calling else f"service:{server}"
 
 
 def _plausible(schema: dict[str, Any]) -> Any:
