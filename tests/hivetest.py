@@ -425,21 +425,46 @@ def toml_list(argv: list[str]) -> str:
 HOST_BEATS: Final = "heartbeat_seconds = 0.2\ndown_after_seconds = 1.0\n"
 
 
-def another_host(first: Hive, home: Path, name: str, *, uid_base: int, labels: tuple[str, ...] = ()) -> Hive:
+def another_host(
+    first: Hive,
+    home: Path,
+    name: str,
+    *,
+    uid_base: int,
+    labels: tuple[str, ...] = (),
+    tls: Certificate | None = None,
+) -> Hive:
     """Host `name` of `first`'s hive (its public key, not its private one: the host signs with its own;
     its database and other servers; [host] beats as HOST_BEATS), at `home`, with a lifecycle server of
-    its own: its port, its uid block, sleepers for agents. `first` is a hive across hosts too
-    (storage_url and host set, HOST_BEATS)."""
+    its own: its port (over https with `tls`), its uid block, sleepers for agents. `first` is a hive
+    across hosts too (storage_url and host set, HOST_BEATS)."""
     ports = {server: port for server, port in first.ports.items() if server != "lifecycle"}
     settings = f"{HOST_BEATS}labels = {json.dumps(list(labels))}\n"
     other = Hive(home, ports=ports, storage_url=first.storage_url, host=name, host_settings=settings)
     shutil.copy2(first.home / PUBLIC_KEY_FILE, other.home / PUBLIC_KEY_FILE)
     (other.home / PRIVATE_KEY_FILE).unlink()
-    other.configure(
-        f"[servers.lifecycle]\nport = {free_port()}\n"
-        f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n"
-    )
+    lifecycle = f"[servers.lifecycle]\nport = {free_port()}\n"
+    if tls is not None:
+        lifecycle += f'tls_cert = "{tls.cert}"\ntls_key = "{tls.key}"\n'
+    other.configure(f"{lifecycle}[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n")
     return other
+
+
+@contextlib.asynccontextmanager
+async def two_hosts(
+    storage_url: str, base: Path, *, labels: tuple[str, ...] = (), tls: Certificate | None = None
+) -> AsyncIterator[tuple[Hivemind, Hive]]:
+    """A hive across hosts alpha (its broker and lifecycle server, the manager) and beta (another_host:
+    its lifecycle server), all in-process: alpha's Hivemind, and beta."""
+    alpha = Hive(base / "alpha", storage_url=storage_url, host="alpha", host_settings=HOST_BEATS, manager=True)
+    alpha.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
+    beta = another_host(alpha, base / "beta", "beta", uid_base=400_000, labels=labels, tls=tls)
+    async with (
+        in_process(alpha, "broker") as broker,
+        in_process(alpha, "lifecycle", stop_agents_on_exit=True) as lifecycle,
+        in_process(beta, "lifecycle", stop_agents_on_exit=True),
+    ):
+        yield Hivemind(alpha, broker, lifecycle), beta
 
 
 class Hivemind:

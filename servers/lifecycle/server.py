@@ -102,6 +102,22 @@ ExpectedBase = Annotated[
 ]
 
 
+def unrun_info(
+    name: str,
+    role: str,
+    state: Literal["peer", "unreachable"],
+    model: str,
+    host: str | None,
+    *,
+    kind: Literal["agent", "peer"] = "agent",
+) -> AgentInfo:
+    """An agent this server runs nothing of (a peer; one of a host that does not answer), as listed."""
+    return AgentInfo(
+        name=name, role=role, kind=kind, state=state, desired=None, model=model, started_at=None,
+        last_exit_code=None, last_signal=None, restart_count=0, applied_sha=None, needs_update=False, host=host,
+    )  # fmt: skip
+
+
 def _signing(config: HiveConfig, credentials: ServerCredentials) -> tuple[Callable[[], SigningKey], Callable[[], str]]:
     """What this server signs agents' tokens and its own with: the hive's key on one host; in a hive
     of several hosts, this host's own (keys.py), which signs for what lives here alone."""
@@ -136,20 +152,7 @@ def create(
     async def unreachable(name: str, host: str) -> AgentInfo:
         """Agent `name` of host `host`, which does not answer: what the directory knows of it."""
         config = kit.agents.get(name)
-        return AgentInfo(
-            name=name,
-            role=config.role if config else "agent",
-            state="unreachable",
-            desired=None,
-            model=config.model if config else "",
-            started_at=None,
-            last_exit_code=None,
-            last_signal=None,
-            restart_count=0,
-            applied_sha=None,
-            needs_update=False,
-            host=host,
-        )
+        return unrun_info(name, config.role if config else "agent", "unreachable", config.model if config else "", host)
 
     mcp = create_mcp(
         "lifecycle",
@@ -206,21 +209,7 @@ def create(
         )
 
     def peer_info(name: str) -> AgentInfo:
-        return AgentInfo(
-            name=name,
-            role=supervisor.role_of(name),
-            kind="peer",
-            state=PEER_STATE,
-            desired=None,
-            model="",
-            started_at=None,
-            last_exit_code=None,
-            last_signal=None,
-            restart_count=0,
-            applied_sha=None,
-            needs_update=False,
-            host=here,
-        )
+        return unrun_info(name, supervisor.role_of(name), PEER_STATE, "", here, kind="peer")
 
     async def acted(action: str, name: str, do: Callable[[str], Awaitable[AgentRow]]) -> AgentInfo:
         """`do` it to `name` under the audit trail; the agent as it is then."""

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import (
+    HOST_BEATS,
     SLEEPER,
-    Certificate,
     Hive,
     Hivemind,
-    free_port,
+    another_host,
     in_process,
     in_process_broker,
     make_certificate,
     toml_list,
+    two_hosts,
 )
 
 from hyperhive.servers.common.agents import DirectoryAgentRegistry, PublishingAgentRegistry
@@ -170,33 +171,10 @@ async def test_a_registry_sees_another_hosts_change_within_moments(pg_url: str, 
             await closing.db.close()
 
 
-BEATS = "heartbeat_seconds = 0.2\ndown_after_seconds = 1.0\n"
-
-
-def _host_of(
-    first: Hive, tmp_path: Path, name: str, *, uid_base: int, labels: str = "[]", tls: Certificate | None = None
-) -> Hive:
-    """Host `name` of `first`'s hive: a home of its own, the hive's public key (not its private one: the
-    host signs with its own), database and servers; its own lifecycle server (port, uid block), over
-    https with `tls`."""
-    ports = {server: port for server, port in first.ports.items() if server != "lifecycle"}
-    lifecycle = f"[servers.lifecycle]\nport = {free_port()}\n"
-    if tls is not None:
-        lifecycle += f'tls_cert = "{tls.cert}"\ntls_key = "{tls.key}"\n'
-    other = Hive(
-        tmp_path / name, ports=ports, storage_url=first.storage_url, host=name,
-        host_settings=f"{BEATS}labels = {labels}\n",
-    )  # fmt: skip
-    shutil.copy2(first.home / PUBLIC_KEY_FILE, other.home / PUBLIC_KEY_FILE)
-    (other.home / PRIVATE_KEY_FILE).unlink()
-    other.configure(f"{lifecycle}[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\nuid_base = {uid_base}\n")
-    return other
-
-
 async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, tmp_path: Path) -> None:
-    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
+    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=HOST_BEATS, manager=True)
     hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
-    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000, labels='["gpu"]')
+    beta = another_host(hive, tmp_path / "beta", "beta", uid_base=400_000, labels=("gpu",))
     async with (
         in_process(hive, "broker") as broker,
         in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
@@ -260,15 +238,7 @@ async def test_two_hosts_one_hive_through_either_lifecycle_server(pg_url: str, t
 
 
 async def test_a_host_whose_lifecycle_server_speaks_tls_is_reached_over_it(pg_url: str, tmp_path: Path) -> None:
-    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
-    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
-    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000, tls=make_certificate(tmp_path / "certs", "beta"))
-    async with (
-        in_process(hive, "broker") as broker,
-        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
-        in_process(beta, "lifecycle", stop_agents_on_exit=True),
-    ):
-        alpha = Hivemind(hive, broker, alpha_lc)
+    async with two_hosts(pg_url, tmp_path, tls=make_certificate(tmp_path / "certs", "beta")) as (alpha, _):
         hosts = {h["name"]: h for h in (await alpha.call("list_hosts"))["hosts"]}
         assert hosts["beta"]["lifecycle_url"].startswith("https://127.0.0.1:"), hosts
         # Relayed over https, trusting the certificate beta registered with the hive.
@@ -277,15 +247,8 @@ async def test_a_host_whose_lifecycle_server_speaks_tls_is_reached_over_it(pg_ur
 
 
 async def test_an_agent_moves_to_another_host_with_its_state_session_and_repos(pg_url: str, tmp_path: Path) -> None:
-    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
-    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
-    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000)
-    async with (
-        in_process(hive, "broker") as broker,
-        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
-        in_process(beta, "lifecycle", stop_agents_on_exit=True),
-    ):
-        alpha = Hivemind(hive, broker, alpha_lc)
+    async with two_hosts(pg_url, tmp_path) as (alpha, beta):
+        hive, broker = alpha.hive, alpha.broker
         await alpha.call("create_agent", name="bob", host="beta")
         before = await alpha.until_state("bob", "running")
         await alpha.call("set_model", name="bob", model="opus")
@@ -322,15 +285,8 @@ async def test_an_agent_moves_to_another_host_with_its_state_session_and_repos(p
 
 
 async def test_a_hosts_key_signs_only_for_what_lives_on_it(pg_url: str, tmp_path: Path) -> None:
-    hive = Hive(tmp_path / "alpha", storage_url=pg_url, host="alpha", host_settings=BEATS, manager=True)
-    hive.configure(f"[lifecycle]\ndefault_command = {toml_list(SLEEPER)}\n")
-    beta = _host_of(hive, tmp_path, "beta", uid_base=400_000)
-    async with (
-        in_process(hive, "broker") as broker,
-        in_process(hive, "lifecycle", stop_agents_on_exit=True) as alpha_lc,
-        in_process(beta, "lifecycle", stop_agents_on_exit=True),
-    ):
-        alpha = Hivemind(hive, broker, alpha_lc)
+    async with two_hosts(pg_url, tmp_path) as (alpha, beta):
+        broker = alpha.broker
         await alpha.call("create_agent", name="bob", host="beta")  # beta holds no hive key: its own signs
         await alpha.until_state("bob", "running")
         key = host_signing_key(beta.home, "beta")
