@@ -47,6 +47,42 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_host(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME_RE.match(host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
+    return host
+
+
+class FailoverAddress(_Strict):
+    """Another process of a server, as its clients reach it: an entry of `[servers.broker] failover`.
+    The client-side fields of Listen (where to connect, which certificate to trust); the process
+    itself is started with `hive serve broker --port N` on its own host, which holds its key."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)]  # a fixed TCP port: clients must know it beforehand
+    tls_cert: Path | None = None  # relative paths are under the hive home
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        return _check_host(host)
+
+    @model_validator(mode="after")
+    def _tls_beyond_loopback(self) -> Self:
+        if self.tls_cert is None and not is_loopback(self.host):  # tokens travel encrypted off this machine
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address, and a broker beyond loopback is reached only "
+                "over TLS: set tls_cert to the certificate it serves (see docs/scaling.md)"
+            )
+        return self
+
+    def same_place(self, listen: Listen) -> bool:
+        return (self.host, self.port) == (listen.host, listen.port)
+
+
 class Listen(_Strict):
     """Where a server listens: TCP (loopback, or beyond it over TLS), a unix socket, or both.
 
@@ -61,16 +97,15 @@ class Listen(_Strict):
     # is and what to trust: clients verify the server against exactly this certificate.
     tls_cert: Path | None = None
     tls_key: Path | None = None  # readable by its owner only, or the server refuses to start
+    # The broker only: its other processes on the hive's database, in the order clients try them
+    # when this one does not answer (a connection refused or unreachable: nothing was sent). It
+    # says where clients go, not where this process listens; [storage] url is required.
+    failover: list[FailoverAddress] = []
 
     @field_validator("host")
     @classmethod
     def _host(cls, host: str) -> str:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not _HOST_NAME_RE.match(host):
-                raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
-        return host
+        return _check_host(host)
 
     @model_validator(mode="after")
     def _somewhere(self) -> Self:
@@ -404,6 +439,33 @@ class HiveConfig(_Strict):
         defaults = default_listens()
         return {name: servers.get(name, defaults[name]) for name in SERVER_NAMES}
 
+    @model_validator(mode="after")
+    def _failover_shares_the_store(self) -> Self:
+        # Raised on the whole model (it needs [storage] too), so each reason names its field itself.
+        for name, listen in self.servers.items():
+            if not listen.failover:
+                continue
+            where = f"servers.{name}.failover"
+            if name != "broker":
+                raise ValueError(f"{where}: only the broker runs as several processes of one hive; remove it")
+            # Brokers share messages, leases and reminders only through PostgreSQL: two brokers on
+            # sqlite files would be two hives, and a client failing over would find another inbox.
+            if self.storage.url is None:
+                raise ValueError(
+                    f"{where}: names other broker processes, but this hive's stores are sqlite files, which "
+                    "two brokers do not share: set [storage] url to the hive's PostgreSQL database "
+                    '(docs/scaling.md, "Several broker processes"), or remove failover'
+                )
+            seen: set[tuple[str, int]] = set()
+            for address in listen.failover:
+                place = (address.host, address.port)
+                if address.same_place(listen):
+                    raise ValueError(f"{where}: {address.host}:{address.port} is [servers.{name}]'s own address")
+                if place in seen:
+                    raise ValueError(f"{where}: {address.host}:{address.port} is named twice")
+                seen.add(place)
+        return self
+
     def db_path(self, server: str) -> Path:
         directory = self.storage.dirs.get(server_spec(server).name, Path("state"))
         return self.home / directory / f"{server}.sqlite"
@@ -412,9 +474,14 @@ class HiveConfig(_Strict):
         """Where `server` listens, its relative paths (socket, TLS files) made absolute under the home."""
         listen = self.servers[server_spec(server).name]
         paths = {"socket": listen.socket, "tls_cert": listen.tls_cert, "tls_key": listen.tls_key}
-        under_home = {
+        under_home: dict[str, object] = {
             field: self.home / path for field, path in paths.items() if path is not None and not path.is_absolute()
         }
+        if any(a.tls_cert is not None and not a.tls_cert.is_absolute() for a in listen.failover):
+            under_home["failover"] = [
+                a.model_copy(update={"tls_cert": self.home / a.tls_cert}) if a.tls_cert is not None else a
+                for a in listen.failover
+            ]
         return listen.model_copy(update=under_home) if under_home else listen
 
 
@@ -437,6 +504,8 @@ def _servers_template() -> str:
             # Beyond loopback (host = this host's name or address): TLS, the key 0600 (docs/scaling.md).
             table += '# tls_cert = "tls/hive.crt"    # TLS on the port; other hosts set it alone, to trust it\n'
             table += '# tls_key = "tls/hive.key"     # the host that runs the server: its key (chmod 600)\n'
+        if spec.name == "broker":  # several broker processes share one PostgreSQL (docs/scaling.md)
+            table += "# failover = [{ port = 7811 }]  # its other processes ([storage] url): clients move on to them\n"
         tables.append(table)
     return "\n".join(tables)
 

@@ -57,6 +57,9 @@ def test_non_string_names_are_refused() -> None:
 # ----------------------------------------------------------------------------------- hive.toml
 
 
+PG = '[storage]\nurl = "postgresql://hive@db.internal/hive"\n'
+
+
 def _home(tmp_path: Path, text: str) -> Path:
     (tmp_path / "hive.toml").write_text(text)
     return tmp_path
@@ -150,6 +153,37 @@ def test_clients_reach_a_server_with_a_certificate_over_https_trusting_exactly_i
         ('[storage]\nurl = "mysql://db/hive"\n', "storage.url", 'starts with "postgresql://"'),
         ("[storage]\npool_size = 0\n", "storage.pool_size", "greater than or equal to 1"),
         ("[broker.reminders]\nmax_per_minute = -1\n", "broker.reminders.max_per_minute", "greater than"),
+        # Two brokers on sqlite files would be two hives: a failing-over client would find another inbox.
+        (
+            "[servers.broker]\nport = 1\nfailover = [{ port = 2 }]\n",
+            "servers.broker.failover",
+            "this hive's stores are sqlite files, which two brokers do not share: set [storage] url",
+        ),
+        (
+            f"{PG}[servers.broker]\nport = 1\nfailover = [{{ port = 2 }}, {{ port = 2 }}]\n",
+            "servers.broker.failover",
+            "127.0.0.1:2 is named twice",
+        ),
+        (
+            f'{PG}[servers.broker]\nport = 1\nfailover = [{{ host = "127.0.0.1", port = 1 }}]\n',
+            "servers.broker.failover",
+            "127.0.0.1:1 is [servers.broker]'s own address",
+        ),
+        (
+            f"{PG}[servers.forge]\nport = 1\nfailover = [{{ port = 2 }}]\n",
+            "servers.forge.failover",
+            "only the broker runs as several processes",
+        ),
+        (
+            f'{PG}[servers.broker]\nport = 1\nfailover = [{{ host = "10.1.0.2", port = 2 }}]\n',
+            "servers.broker.failover.0",
+            "reached only over TLS: set tls_cert",
+        ),
+        (
+            f"{PG}[servers.broker]\nport = 1\nfailover = [{{ port = 0 }}]\n",
+            "servers.broker.failover.0.port",
+            "greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_hive_toml_names_file_field_and_reason(tmp_path: Path, text: str, field: str, reason: str) -> None:
