@@ -7,6 +7,13 @@ The client survives server restarts. A call that provably never reached the serv
 connection attempt was refused) is retried with backoff for `retry_seconds`; a call that may
 have reached it fails with ServerUnavailable, so nothing is ever done twice. Either way the
 next call starts a fresh session.
+
+A server may have several addresses (the broker's other processes: `[servers.broker] failover`).
+The client keeps to the one that last answered; a call that one refuses or cannot be connected to
+goes to the next at once (nothing was sent, so nothing is done twice), and only when every address
+refused does the client wait and try them again. A call that may have reached a process is never
+repeated on another: it fails as above, and the caller's next call finds that process gone and
+moves on.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,7 @@ from typing import Any, TypeVar, overload
 
 import httpx2
 from fastmcp import Client
+from fastmcp.client.client import CallToolResult
 from fastmcp.client.transports import StreamableHttpTransport
 from fastmcp.exceptions import ToolError
 from pydantic import BaseModel
@@ -36,6 +44,7 @@ from hyperhive.servers.common.registry import GIT_PATH, MCP_PATH
 log = logging.getLogger("hyperhive.client")
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 TokenSource = str | Callable[[], str]
 
 
@@ -77,6 +86,19 @@ def server_address(config: HiveConfig, server: str) -> ServerAddress:
     raise ServerUnavailable(f"{server} has no fixed address in hive.toml (port 0 and no socket)")
 
 
+def failover_addresses(config: HiveConfig, server: str) -> list[ServerAddress]:
+    """`server`'s other processes ([servers.X] failover: the broker's), in the order clients try them."""
+    return [
+        ServerAddress(server, f"{_tcp_base(a.host, a.port, a.tls_cert is not None)}{MCP_PATH}", tls_cert=a.tls_cert)
+        for a in config.listen(server).failover
+    ]
+
+
+def server_addresses(config: HiveConfig, server: str) -> list[ServerAddress]:
+    """Every address of `server`: server_address first, then its failover addresses."""
+    return [server_address(config, server), *failover_addresses(config, server)]
+
+
 def forge_git_url(config: HiveConfig) -> str | None:
     """Where git reaches the forge's repos over TCP (http(s)://host:port/git), or None without a TCP
     port. Over https, git must trust the forge's tls_cert (`git -c http.sslCAInfo=CERT`)."""
@@ -89,26 +111,42 @@ def forge_git_url(config: HiveConfig) -> str | None:
 class HiveClient:
     def __init__(
         self,
-        address: ServerAddress,
+        address: ServerAddress | Sequence[ServerAddress],
         token: TokenSource,
         *,
         timeout: float = 30.0,
         retry_seconds: float = 10.0,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.address = address
+        """`address`: where the server is, or several addresses of one server (its processes on one
+        store, the preferred first): calls go to the one that answers (the module's docstring)."""
+        self.addresses = (address,) if isinstance(address, ServerAddress) else tuple(address)
+        if not self.addresses:
+            raise ValueError("a HiveClient needs at least one address")
         self._headers = headers or {}
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self._auth = _Bearer(token)
-        self._wire = _CountingTransport(address)
+        # A pool (and certificate to trust) per address: a session and its connections are one process's.
+        self._wires = [_CountingTransport(one) for one in self.addresses]
+        self._current = 0  # the address calls go to: the one that last answered
         self._client: Client[Any] | None = None
         self._session = AsyncExitStack()
         self._refused = False
 
     @classmethod
     def for_server(cls, config: HiveConfig, server: str, token: TokenSource, **kwargs: Any) -> HiveClient:
-        return cls(server_address(config, server), token, **kwargs)
+        """A client of `server` where hive.toml says it is, with its failover addresses if it has any."""
+        return cls(server_addresses(config, server), token, **kwargs)
+
+    @property
+    def address(self) -> ServerAddress:
+        """The address calls go to now."""
+        return self.addresses[self._current]
+
+    @property
+    def _wire(self) -> _CountingTransport:
+        return self._wires[self._current]
 
     async def __aenter__(self) -> HiveClient:
         return self
@@ -119,7 +157,8 @@ class HiveClient:
     async def close(self) -> None:
         """End the session and close its connections. The client may be used again after."""
         await self._end_session()
-        await self._wire.close_pool()
+        for wire in self._wires:
+            await wire.close_pool()
 
     async def _end_session(self) -> None:
         session, self._session, self._client = self._session, AsyncExitStack(), None
@@ -163,30 +202,11 @@ class HiveClient:
         ServerUnavailable when the server stays unreachable or the connection breaks mid-call.
         """
         _refuse_non_finite(tool, arguments or {})
-        deadline = time.monotonic() + self.retry_seconds
-        backoff = Backoff(0.1, 2.0)
-        while True:
-            sent_before = self._wire.maybe_delivered
-            try:
-                client = await self._connect()
-                sent_before = self._wire.maybe_delivered  # what connecting sent is not the call
-                outcome = await client.call_tool(
-                    tool, arguments or {}, timeout=timeout or self.timeout, raise_on_error=False
-                )
-                break
-            except Exception as e:
-                maybe_sent = self._wire.maybe_delivered != sent_before
-                await self._end_session()
-                if self._refused:
-                    raise AuthRefused(f"{self.address.name} refused the token (401)") from None
-                if self._wire.untrusted is not None:  # a certificate does not change by waiting
-                    raise ServerUnavailable(f"cannot reach {self.address}: {self._wire.untrusted}") from None
-                if maybe_sent:  # it may have taken effect: never repeat it
-                    raise ServerUnavailable(f"call to {self.address.name}.{tool} failed: {_reason(e)}") from None
-                if time.monotonic() + backoff.next_delay > deadline:
-                    why = self._wire.last_refusal or _reason(e)
-                    raise ServerUnavailable(f"cannot reach {self.address}: {why}") from None
-                await backoff.wait()
+
+        async def call_tool(client: Client[Any]) -> CallToolResult:
+            return await client.call_tool(tool, arguments or {}, timeout=timeout or self.timeout, raise_on_error=False)
+
+        outcome = await self._reach(call_tool, f"call to {self.addresses[0].name}.{tool}", self.retry_seconds)
         if outcome.is_error:
             text = " ".join(getattr(block, "text", "") for block in outcome.content).strip()
             raise ToolError(text or f"{self.address.name}.{tool} failed")
@@ -195,22 +215,82 @@ class HiveClient:
         return result.model_validate(data) if result is not None else data
 
     async def list_tools(self) -> list[str]:
-        try:
-            client = await self._connect()
+        async def names(client: Client[Any]) -> list[str]:
             return [tool.name for tool in await client.list_tools()]
-        except Exception as e:
-            await self._end_session()
-            if self._refused:
-                raise AuthRefused(f"{self.address.name} refused the token (401)") from None
-            why = self._wire.untrusted or _reason(e)
-            raise ServerUnavailable(f"listing tools of {self.address.name} failed: {why}") from None
+
+        return await self._reach(names, f"listing tools of {self.addresses[0].name}", 0)
+
+    async def _reach(self, action: Callable[[Client[Any]], Awaitable[R]], doing: str, retry_seconds: float) -> R:
+        """`action` in a session with the server, at the address that answers.
+
+        While nothing was sent (the connection was refused, or never made), the next address is
+        tried at once; once every address refused, all are tried again with backoff for
+        `retry_seconds`. AuthRefused on 401; ServerUnavailable when none answered in time, when a
+        certificate is wrong everywhere (waiting does not change it), or when the connection broke
+        after `action` may have reached the server: then it is not repeated, here or elsewhere."""
+        deadline = time.monotonic() + retry_seconds
+        backoff = Backoff(0.1, 2.0)
+        unreached: dict[int, str] = {}  # this round: the addresses that took nothing, and why
+        untrusted: set[int] = set()  # those of them whose certificate is not the one to trust
+        while True:
+            index, wire = self._current, self._wire
+            sent_before = wire.maybe_delivered
+            try:
+                client = await self._connect()
+                sent_before = wire.maybe_delivered  # what connecting sent is not the action
+                return await action(client)
+            except Exception as e:
+                maybe_sent = wire.maybe_delivered != sent_before
+                await self._end_session()
+                if self._refused:
+                    raise AuthRefused(f"{self.address.name} refused the token (401)") from None
+                if maybe_sent:  # it may have taken effect: never repeat it
+                    raise ServerUnavailable(f"{doing} failed: {_reason(e)}") from None
+                unreached[index] = wire.untrusted or wire.last_refusal or _reason(e)
+                if wire.untrusted is not None:
+                    untrusted.add(index)
+            # Nothing was sent: the next address that has not refused in this round, at once.
+            following = [(index + step) % len(self.addresses) for step in range(1, len(self.addresses))]
+            untried = [other for other in following if other not in unreached]
+            if untried:
+                self._move_to(untried[0], unreached[index])
+                continue
+            if untrusted == set(unreached) or time.monotonic() + backoff.next_delay > deadline:
+                raise ServerUnavailable(f"cannot reach {self._where(unreached)}") from None
+            await backoff.wait()
+            unreached.clear()
+            untrusted.clear()
+            if following:  # a new round, from the address after the one tried last
+                self._move_to(following[0], None)
+
+    def _move_to(self, index: int, why: str | None) -> None:
+        if why is not None:
+            log.info("%s does not answer (%s); trying %s", self.address, why, self.addresses[index])
+        self._current = index  # and it stays there while it answers
+
+    def _where(self, unreached: dict[int, str]) -> str:
+        """The addresses that refused, and why, in words."""
+        if len(unreached) == 1:
+            [(index, why)] = unreached.items()
+            return f"{self.addresses[index]}: {why}"
+        each = "; ".join(f"{self.addresses[index].socket or self.addresses[index].url}: {why}"
+                         for index, why in sorted(unreached.items()))  # fmt: skip
+        return f"{self.addresses[0].name} at any of its {len(unreached)} addresses: {each}"
 
     async def _connect(self) -> Client[Any]:
         if self._client is None:
             self._refused = False
-            transport = StreamableHttpTransport(
-                self.address.url, auth=self._auth, httpx_client_factory=self._http_client
-            )
+            wire = self._wire  # the session's connections are all to this address
+
+            def http_client(
+                headers: dict[str, str] | None = None,
+                timeout: httpx2.Timeout | None = None,
+                auth: httpx2.Auth | None = None,
+                **_: Any,  # what else the MCP client passes (follow_redirects): ours are fixed
+            ) -> httpx2.AsyncClient:
+                return self._http_client(wire, headers, timeout, auth)
+
+            transport = StreamableHttpTransport(self.address.url, auth=self._auth, httpx_client_factory=http_client)
             client: Client[Any] = await self._session.enter_async_context(Client(transport, timeout=self.timeout))
             # The MCP client checks a result against its tool's output schema, and lists the tools
             # first if it has not yet: a call answered just before its server stopped (a released
@@ -221,13 +301,13 @@ class HiveClient:
 
     def _http_client(
         self,
-        headers: dict[str, str] | None = None,
-        timeout: httpx2.Timeout | None = None,
-        auth: httpx2.Auth | None = None,
-        **_: Any,
+        wire: _CountingTransport,
+        headers: dict[str, str] | None,
+        timeout: httpx2.Timeout | None,
+        auth: httpx2.Auth | None,
     ) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(
-            transport=self._wire,
+            transport=wire,
             headers={**(headers or {}), **self._headers},
             auth=auth,
             # Long-polls hold a request for up to 180 s; the server pings SSE streams every 15 s.
@@ -251,7 +331,8 @@ class _Bearer(httpx2.Auth):
 
 
 class _CountingTransport(httpx2.AsyncBaseTransport):
-    """Counts the requests that may have reached the server: all but those whose connect failed.
+    """Counts the requests that may have reached the server: all but those whose connect failed
+    (refused, unreachable, timed out).
 
     The MCP client reports a dead connection as "Connection closed" whether or not the request
     went out; this count is what tells the two apart. It also says when the server's certificate
@@ -290,8 +371,13 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
             raise httpx2.ConnectError(self._unloadable, request=request)  # nothing was sent
         try:
             response = await self._inner.handle_async_request(request)
-        except httpx2.ConnectError as e:
-            self.last_refusal = str(e) or "connection refused"
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as e:
+            # A connect timeout is a host that went away (its packets dropped, not refused): the
+            # connection was never made, so the request was not sent either, and another process
+            # of the server may take it.
+            self.last_refusal = str(e) or (
+                "timed out connecting" if isinstance(e, httpx2.ConnectTimeout) else "connection refused"
+            )
             self.untrusted = _verify_failure(e, self._address)
             raise  # refused or unreachable: nothing was sent
         except BaseException:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hyperhive.servers.common.agents import AgentRegistry, agent_registry
 from hyperhive.servers.common.background import background
-from hyperhive.servers.common.client import HiveClient, server_address
+from hyperhive.servers.common.client import HiveClient, server_addresses
 from hyperhive.servers.common.clock import Clock, SystemClock
 from hyperhive.servers.common.config import HiveConfig
 from hyperhive.servers.common.db import Database
@@ -69,11 +69,12 @@ class ServiceKit:
         return self._token()
 
     def client(self, server: str, *, timeout: float = 30.0, retry_seconds: float = 10.0) -> HiveClient:
-        """A client of `server` with this server's service token, closed when the server stops."""
+        """A client of `server` with this server's service token, closed when the server stops; it
+        fails over to the server's other processes (the broker's `failover` in hive.toml)."""
         if self._token is None:
             raise RuntimeError(f"the {self.server} server was given no service token; it calls no other server")
         client = HiveClient(
-            server_address(self.config, server), self._token, timeout=timeout, retry_seconds=retry_seconds
+            server_addresses(self.config, server), self._token, timeout=timeout, retry_seconds=retry_seconds
         )
         self._clients.append(client)
         return client

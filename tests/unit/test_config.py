@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.common.agent_config import AgentConfig, agent_toml_template, parse_agent_config
-from hyperhive.servers.common.client import forge_git_url, server_address
+from hyperhive.servers.common.client import forge_git_url, server_address, server_addresses
 from hyperhive.servers.common.config import (
     HIVE_TOML_TEMPLATE,
     SandboxDefaults,
@@ -192,6 +192,23 @@ def test_bad_hive_toml_names_file_field_and_reason(tmp_path: Path, text: str, fi
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'hive.toml'}: {field}: ")
     assert reason in message
+
+
+def test_the_brokers_failover_addresses_follow_its_own_for_every_client(tmp_path: Path) -> None:
+    config = load_hive_config(
+        _home(
+            tmp_path,
+            f"{PG}[servers.broker]\nport = 7801\n"
+            'failover = [{ port = 7811 }, { host = "hub2.example.com", port = 7801, tls_cert = "tls/hub2.crt" }]\n',
+        )
+    )
+    assert [(a.url, a.tls_cert) for a in server_addresses(config, "broker")] == [
+        ("http://127.0.0.1:7801/mcp", None),
+        ("http://127.0.0.1:7811/mcp", None),
+        ("https://hub2.example.com:7801/mcp", tmp_path.resolve() / "tls/hub2.crt"),  # under the home, like tls_cert
+    ]
+    assert server_addresses(config, "lifecycle") == [server_address(config, "lifecycle")]  # one address: as before
+    assert load_hive_config(_home(tmp_path, f"{PG}[servers.broker]\nport = 7801\n")).listen("broker").failover == []
 
 
 def test_invalid_toml_syntax_is_reported_with_the_line(tmp_path: Path) -> None:
