@@ -44,8 +44,13 @@ def wait_for_messages(info: HarnessInfo) -> RecvBatchResult:
     state.enter("idle")
     state.save()
     token_file = Path(info.token_file)
+    first, *others = info.endpoints("broker")
     broker = LeanMcpClient(
-        info.servers["broker"], lambda: token_file.read_text().strip(), tls_cert_pem=info.tls_certs.get("broker")
+        first.url,
+        lambda: token_file.read_text().strip(),
+        tls_cert_pem=first.tls_cert,
+        # A broken long-poll is tried again below after a pause; one whose process is gone moves on.
+        failover=[(other.url, other.tls_cert) for other in others],
     )
     backoff = Backoff(1.0, 30.0)
     arguments = {"max": info.batch_max, "wait_seconds": POLL_SECONDS, "ack": False}

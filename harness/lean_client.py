@@ -11,6 +11,11 @@ as read from its file at that moment, so a renewed token just works. The answer 
 SSE stream; only the JSON-RPC response to our request id counts. A server that lost the session (it
 restarted: 404) gets a new one and the call again: the 404 proves the call never ran. Failures are
 the real client's: ServerUnavailable, AuthRefused, and ToolCallFailed for a tool's own error.
+
+Like the real client it may be given a server's other processes (`failover`): a call whose
+connection cannot be made (refused, unreachable, its TLS handshake failed: nothing was sent) goes to
+the next of them at once, with a session there, and later calls stay where it answered. A request
+that broke off after it was sent is not repeated elsewhere: ServerUnavailable, as ever.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import http.client
 import json
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -39,6 +45,33 @@ class _SessionGone(Exception):
     """404 for our session id: the server restarted and forgot it; the request never ran."""
 
 
+class _Unreached(Exception):
+    """The connection could not be made (refused, unreachable, TLS handshake): nothing was sent."""
+
+
+@dataclass
+class _Target:
+    """One address of the server: where to connect, and over https what to trust."""
+
+    https: bool
+    host: str
+    port: int
+    path: str
+    tls_cert_pem: str | None
+    tls: ssl.SSLContext | None = None  # made at the first https connection
+
+    @classmethod
+    def of(cls, url: str, tls_cert_pem: str | None) -> _Target:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        https = parts.scheme == "https"
+        return cls(https, parts.hostname, parts.port or (443 if https else 80), parts.path or "/", tls_cert_pem)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class LeanMcpClient:
     def __init__(
         self,
@@ -47,25 +80,42 @@ class LeanMcpClient:
         *,
         client_name: str = "hive-harness-idle",
         tls_cert_pem: str | None = None,
+        failover: Sequence[tuple[str, str | None]] = (),
     ) -> None:
         """`tls_cert_pem`: the one certificate an https server is trusted by (hive.json's); without
-        it, the system's CAs."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path or "/"
+        it, the system's CAs. `failover`: the server's other processes, (url, tls_cert_pem) each, in
+        the order they are tried when the one in use takes no connection."""
+        self._targets = [_Target.of(url, tls_cert_pem), *(_Target.of(other, pem) for other, pem in failover)]
+        self._current = 0  # the target in use: the one that last took a connection
         self._token = token
         self._client_name = client_name
-        self._tls_cert_pem = tls_cert_pem
-        self._tls: ssl.SSLContext | None = None
-        self._session: str | None = None
+        self._session: str | None = None  # the target in use's
         self._next_id = 0
+
+    @property
+    def _target(self) -> _Target:
+        return self._targets[self._current]
 
     def call_tool(self, tool: str, arguments: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         """The tool's structured result. `timeout`: the longest the server may take to answer."""
+        unreached: dict[int, str] = {}
+        while True:
+            try:
+                return self._call_here(tool, arguments, timeout)
+            except _Unreached as e:
+                unreached[self._current] = str(e)
+            # Nothing was sent: the next target that has not refused this call, with a session there.
+            count = len(self._targets)
+            following = [(self._current + step) % count for step in range(1, count)]
+            untried = [index for index in following if index not in unreached]
+            self._session = None
+            if not untried:
+                raise ServerUnavailable(
+                    "; ".join(f"{self._targets[index]}: {why}" for index, why in sorted(unreached.items()))
+                )
+            self._current = untried[0]
+
+    def _call_here(self, tool: str, arguments: dict[str, Any], timeout: float) -> dict[str, Any]:
         for _ in range(2):
             if self._session is None:
                 self._initialize()
@@ -89,10 +139,10 @@ class LeanMcpClient:
             return
         try:
             connection = self._connect(CLOSE_SECONDS)  # on the way out (SIGTERM too): not for long
-            connection.request("DELETE", self._path, headers=self._headers(session))
+            connection.request("DELETE", self._target.path, headers=self._headers(session))
             connection.getresponse().read(65536)
             connection.close()
-        except (OSError, http.client.HTTPException, AuthRefused, ServerUnavailable):
+        except (OSError, http.client.HTTPException, AuthRefused, ServerUnavailable, _Unreached):
             pass
 
     # ------------------------------------------------------------------------------ protocol
@@ -124,12 +174,13 @@ class LeanMcpClient:
     def _post(self, body: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
         """Send one JSON-RPC message; yields the JSON-RPC messages of the answer (none for a notification)."""
         connection = self._connect(timeout)
+        target = self._target
         try:
             try:
-                connection.request("POST", self._path, body=json.dumps(body), headers=self._headers(self._session))
+                connection.request("POST", target.path, body=json.dumps(body), headers=self._headers(self._session))
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as e:
-                raise ServerUnavailable(f"{self._host}:{self._port}: {_why(e)}") from None
+                raise ServerUnavailable(f"{target}: {_why(e)}") from None
             if response.status == 401:
                 raise AuthRefused("the server refused this agent's token (401)")
             if response.status == 404 and self._session is not None:
@@ -152,17 +203,32 @@ class LeanMcpClient:
             connection.close()
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls_context())
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        """A connection to the target in use, made now (so that a failure here is known to have sent
+        nothing: _Unreached), whose requests may then take up to `timeout`."""
+        target = self._target
+        connect_within = min(timeout, CONNECT_SECONDS)  # a host that went away is not waited for a long-poll's time
+        connection: http.client.HTTPConnection
+        if target.https:
+            context = self._tls_context(target)
+            connection = http.client.HTTPSConnection(target.host, target.port, timeout=connect_within, context=context)
+        else:
+            connection = http.client.HTTPConnection(target.host, target.port, timeout=connect_within)
+        try:
+            connection.connect()
+        except OSError as e:  # refused, unreachable, timed out, or the TLS handshake (ssl.SSLError)
+            connection.close()
+            raise _Unreached(_why(e)) from None
+        assert connection.sock is not None
+        connection.sock.settimeout(timeout)
+        return connection
 
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
+    def _tls_context(self, target: _Target) -> ssl.SSLContext:
+        if target.tls is None:
             try:  # exactly hive.json's certificate if it gives one (host names still checked), else the system's CAs
-                self._tls = ssl.create_default_context(cadata=self._tls_cert_pem)
+                target.tls = ssl.create_default_context(cadata=target.tls_cert_pem)
             except (ssl.SSLError, ValueError) as e:
-                raise ServerUnavailable(f"cannot load the certificate hive.json gives for {self._host}: {e}") from None
-        return self._tls
+                raise _Unreached(f"cannot load the certificate hive.json gives for {target.host}: {e}") from None
+        return target.tls
 
     def _headers(self, session: str | None) -> dict[str, str]:
         try:

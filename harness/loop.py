@@ -69,12 +69,10 @@ class Harness:
         self.recorder = TurnRecorder(self.harness_dir, StatsReporter(self._lifecycle()))
         self.notes = NotesKeeper(info, self.session.env, self.recorder)
         self.session.on_tool = self.recorder.set_tool  # turn.json says what the running turn is calling
-        self.broker = BrokerClient.at(
-            info.servers["broker"],
-            self.token,
-            tls_cert_pem=info.tls_certs.get("broker"),
-            timeout=POLL_SECONDS + 30,
-            retry_seconds=5,
+        # Every broker process hive.json names: a long-poll broken by its process dying is tried
+        # again (_persist), and the client takes the retry to the next process that answers.
+        self.broker = BrokerClient.at_any(
+            info.endpoints("broker"), self.token, timeout=POLL_SECONDS + 30, retry_seconds=5
         )
         self._failures = 0
         self._restart_note: str | None = None  # said before the first wake after a restart

@@ -47,6 +47,15 @@ class SandboxStart(BaseModel):
     detail: str = ""  # "exit 137", "killed by SIGKILL", "a new config was applied", "by operator" …
 
 
+class ServerEndpoint(BaseModel):
+    """One address of a hyperhive server as the sandbox reaches it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str  # its MCP URL
+    tls_cert: str | None = None  # the PEM certificate an https URL is trusted by; None: the system's CAs
+
+
 class HarnessInfo(BaseModel):
     """hive.json: who the agent is, where its servers are, and what its Claude Code may do."""
 
@@ -59,6 +68,9 @@ class HarnessInfo(BaseModel):
     # hyperhive server -> the PEM certificate its https URL is trusted by (servers over TLS only): the
     # text, not hive.toml's path, which the sandbox may not have.
     tls_certs: dict[str, str] = {}
+    # hyperhive server -> its other processes (hive.toml's [servers.broker] failover: the broker's), in
+    # the order the harness tries them when the one in `servers` does not answer.
+    failover: dict[str, list[ServerEndpoint]] = {}
     tools: dict[str, list[str]]  # hyperhive server -> the tools this agent may call there
     bash: list[str]  # Claude Code allowedTools patterns for Bash ("git diff:*")
     mcp_servers: dict[str, dict[str, Any]]  # its own extra MCP servers, as Claude Code's --mcp-config has them
@@ -77,6 +89,11 @@ class HarnessInfo(BaseModel):
     idle_close_seconds: float = 300.0  # Claude Code is closed after this long without a wake
     start: SandboxStart | None = None  # why this run started (None: not said, e.g. `hive mcp-config`)
     git_url: str | None = None  # the forge's git over HTTP(S) (http://127.0.0.1:7806/git): <git_url>/<repo>.git
+
+    def endpoints(self, server: str) -> list[ServerEndpoint]:
+        """Every address of `server` (which `servers` names), its failover ones after the first."""
+        first = ServerEndpoint(url=self.servers[server], tls_cert=self.tls_certs.get(server))
+        return [first, *self.failover.get(server, [])]
 
     def tool_names(self) -> list[str]:
         """Claude Code's names for the hyperhive tools it may call: mcp__<server>__<tool>."""

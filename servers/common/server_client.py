@@ -11,12 +11,14 @@ renamed field or tool is found by mypy, not by users.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel
 
 from hyperhive.servers.common.client import HiveClient, ServerAddress, TokenSource
 from hyperhive.servers.common.config import HiveConfig
+from hyperhive.servers.common.harnessdir import ServerEndpoint
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,6 +40,13 @@ class ServerClient:
         """Reach the server at `url` (the harness: the address hive.json gives it); an https one is
         trusted by `tls_cert_pem` (hive.json's certificate for it) if given, else by the system's CAs."""
         return cls(HiveClient(ServerAddress(cls.server, url, tls_cert_pem=tls_cert_pem), token, **kwargs))
+
+    @classmethod
+    def at_any(cls, endpoints: Sequence[ServerEndpoint], token: TokenSource, **kwargs: Any) -> Self:
+        """Reach the server at whichever of `endpoints` answers, the first preferred (the harness: every
+        address hive.json gives it, HarnessInfo.endpoints); each trusted as `at` trusts its one."""
+        addresses = [ServerAddress(cls.server, one.url, tls_cert_pem=one.tls_cert) for one in endpoints]
+        return cls(HiveClient(addresses, token, **kwargs))
 
     def with_timeout(self, seconds: float) -> Self:
         """The same client (same session) whose calls may take up to `seconds`: actions, not polls."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+from pathlib import Path
 from typing import Final
 
 import anyio
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.catalog import offered_to_claude
-from hyperhive.servers.common.client import forge_git_url, server_address
+from hyperhive.servers.common.client import failover_addresses, forge_git_url, server_address
 from hyperhive.servers.common.config import HiveConfig, read_env_file
 from hyperhive.servers.common.config_parsing import ConfigError
 from hyperhive.servers.common.errors import Refused
@@ -33,6 +34,7 @@ from hyperhive.servers.common.harnessdir import (
     TURN_STATE_MAX_BYTES,
     HarnessInfo,
     SandboxStart,
+    ServerEndpoint,
     TurnState,
 )
 from hyperhive.servers.common.registry import SERVER_NAMES
@@ -52,6 +54,7 @@ def harness_info(config: HiveConfig, name: str, agent: AgentConfig, start: Sandb
         model=agent.model,
         servers=agent_urls(config),
         tls_certs=agent_tls_certs(config),
+        failover=agent_failover(config),
         # What its Claude Code may call: the harness's own tools (record_turn) are not offered to the model.
         tools={server: sorted(offered_to_claude(server, agent.allowed_tools(server))) for server in SERVER_NAMES},
         bash=list(agent.bash),
@@ -93,15 +96,32 @@ def agent_tls_certs(config: HiveConfig) -> dict[str, str]:
     certs = {}
     for server in agent_urls(config):
         cert = config.listen(server).tls_cert
-        if cert is None:
-            continue
-        try:
-            certs[server] = cert.read_text(encoding="ascii")
-        except OSError as e:
-            raise ConfigError(cert, [("", f"cannot read {server}'s tls_cert: {e.strerror}")]) from None
-        except UnicodeDecodeError:
-            raise ConfigError(cert, [("", f"{server}'s tls_cert is not a PEM certificate (text)")]) from None
+        if cert is not None:
+            certs[server] = _read_cert(cert, server)
     return certs
+
+
+def _read_cert(cert: Path, server: str) -> str:
+    try:
+        return cert.read_text(encoding="ascii")
+    except OSError as e:
+        raise ConfigError(cert, [("", f"cannot read {server}'s tls_cert: {e.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(cert, [("", f"{server}'s tls_cert is not a PEM certificate (text)")]) from None
+
+
+def agent_failover(config: HiveConfig) -> dict[str, list[ServerEndpoint]]:
+    """Each server's failover addresses ([servers.broker] failover), with the text of their
+    certificates as agent_tls_certs gives the first one's. ConfigError when one cannot be read."""
+    failover: dict[str, list[ServerEndpoint]] = {}
+    for server in agent_urls(config):
+        endpoints = [
+            ServerEndpoint(url=address.url, tls_cert=_read_cert(address.tls_cert, server) if address.tls_cert else None)
+            for address in failover_addresses(config, server)
+        ]
+        if endpoints:
+            failover[server] = endpoints
+    return failover
 
 
 async def read_turn_state(paths: AgentPaths) -> TurnState | None:
