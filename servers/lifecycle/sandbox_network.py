@@ -138,12 +138,13 @@ class Forward(NamedTuple):
 
 def hive_ports(config: HiveConfig) -> list[tuple[str, int]]:
     """What a sandbox reaches on its loopback: the (address, port) of each hive server with a fixed
-    TCP port, and [lifecycle] forward_ports."""
+    TCP port, of the broker's failover processes (hive.json names them too), and [lifecycle] forward_ports."""
     ports = []
     for server in SERVER_NAMES:
         listen = config.listen(server)
         if listen.port:
             ports.append(("127.0.0.1" if listen.host == "localhost" else listen.host, listen.port))
+        ports += [("127.0.0.1" if other.host == "localhost" else other.host, other.port) for other in listen.failover]
     ports += [("127.0.0.1", port) for port in config.lifecycle.forward_ports if ("127.0.0.1", port) not in ports]
     return ports
 

@@ -63,6 +63,15 @@ def test_the_forwarded_ports_are_the_servers_fixed_tcp_ports(tmp_path: Path) -> 
     ]  # fmt: skip
 
 
+def test_the_brokers_failover_ports_are_forwarded_after_its_own(tmp_path: Path) -> None:
+    init_home(tmp_path)
+    (tmp_path / "hive.toml").write_text(
+        '[storage]\nurl = "postgresql:///hive"\n[servers.broker]\nport = 7901\n'
+        'failover = [{ port = 7911 }, { host = "localhost", port = 7921 }]\n'
+    )
+    assert hive_ports(load_hive_config(tmp_path))[:3] == [("127.0.0.1", 7901), ("127.0.0.1", 7911), ("127.0.0.1", 7921)]
+
+
 def test_outbound_without_pasta_is_refused_saying_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox_network.shutil, "which", lambda name: None)
     with pytest.raises(NetworkError, match="passt"):
