@@ -133,6 +133,8 @@ class Hive:
     host: str | None = None
     host_settings: str = ""
     manager: bool = False
+    # [servers.broker] failover: ports of the broker's other processes on this machine (PostgreSQL only).
+    broker_failover: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         init_home(self.home)
@@ -158,6 +160,9 @@ class Hive:
     def configure(self, toml: str) -> None:
         """Replace hive.toml with these settings (and the servers' ports); the rest takes its default."""
         ports = "".join(f"[servers.{server}]\nport = {port}\n" for server, port in self.ports.items())
+        if self.broker_failover:
+            failover = ", ".join(f"{{ port = {port} }}" for port in self.broker_failover)
+            ports = ports.replace("[servers.broker]\n", f"[servers.broker]\nfailover = [{failover}]\n")
         storage = f"[storage]\nurl = {json.dumps(self.storage_url)}\n" if self.storage_url else ""
         host = f'[host]\nname = "{self.host}"\n{self.host_settings}\n' if self.host else ""
         (self.home / "hive.toml").write_text(ports + storage + host + toml + "\n")
