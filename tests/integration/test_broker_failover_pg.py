@@ -11,20 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hivetest import BrokerProcess, Hive, free_port
 
-from hyperhive.harness.idle import wait_for_messages
 from hyperhive.harness.loop import Harness
 from hyperhive.servers.common.agent_config import AgentConfig
 from hyperhive.servers.common.call_errors import ServerUnavailable
 from hyperhive.servers.common.client import HiveClient
-from hyperhive.servers.common.harnessdir import HarnessInfo, ServerEndpoint
+from hyperhive.servers.common.harnessdir import (
+    CREDENTIALS,
+    HIVE_JSON,
+    TURN_STATE,
+    HarnessInfo,
+    ServerEndpoint,
+    TurnState,
+)
 from hyperhive.servers.lifecycle.harness_files import harness_info
 
 pytestmark = pytest.mark.parametrize("storage", ["postgresql"], indirect=True)
@@ -213,8 +221,8 @@ async def test_hive_json_names_both_brokers_and_the_turn_loop_s_long_poll_moves_
         assert info.servers["broker"] == first.url
         assert info.failover == {"broker": [ServerEndpoint(url=second.url)]}
         harness = Harness(info)  # its broker client, as the turn loop makes it
+        waking = asyncio.create_task(harness._wake())
         try:
-            waking = asyncio.create_task(harness._wake())
             await asyncio.sleep(0.5)
             assert not waking.done()  # long-polling the first
             assert harness.broker.hive.address.url == first.url
@@ -227,23 +235,66 @@ async def test_hive_json_names_both_brokers_and_the_turn_loop_s_long_poll_moves_
             assert harness.broker.hive.address.url == second.url
             await harness.broker.ack([sent["id"]])  # the ack goes there too
         finally:
+            waking.cancel()
             await harness.broker.close()
             await harness.recorder.close()
 
 
-async def test_the_idle_waiter_s_long_poll_moves_to_the_second_broker(hive: Hive, tmp_path: Path) -> None:
+def test_the_idle_harness_s_long_poll_moves_to_the_second_broker(hive: Hive, tmp_path: Path) -> None:
+    """The harness as the lifecycle server starts it, in its idle form, hive.json in its credentials dir."""
     alice, bob = hive.add_agent("alice"), hive.add_agent("bob")
     with two_brokers(hive) as (first, _):
-        info = _harness_info(hive, tmp_path, bob)
-        waiting = asyncio.create_task(asyncio.to_thread(wait_for_messages, info))
-        await asyncio.sleep(1.0)
-        assert not waiting.done()  # long-polling the first
-        first.stop(signal.SIGKILL)
-        await asyncio.sleep(0.5)
-        async with client(hive, alice) as sender:
-            sent = await sender.call("send", {"to": bob, "body": "wake up"})
-        # Its broken long-poll is retried after a second's backoff, and goes to the second.
-        batch = await asyncio.wait_for(waiting, 15)
-        assert [m.id for m in batch.messages] == [sent["id"]]
-        async with client(hive, bob) as receiver:  # leased to the waiter (ack=false), as its handoff says
-            assert await receiver.call("pending_count", {}) == {"queued": 0, "leased": 1}
+        # No Claude credentials: the turn loop the waiter execs can only hand the message back.
+        info = _harness_info(hive, tmp_path, bob).model_copy(update={"env": {"CLAUDE_CONFIG_DIR": str(tmp_path)}})
+        hive_json = Path(info.harness_dir) / CREDENTIALS / HIVE_JSON
+        hive_json.write_text(info.model_dump_json())
+        log = (tmp_path / "harness.log").open("ab")
+        command = [sys.executable, "-m", "hyperhive.harness", "--agent", bob, "--harness-dir", info.harness_dir]
+        process = subprocess.Popen([*command, "--idle"], stdout=log, stderr=log)
+        try:
+            _until(lambda: _turn_state(info) == "idle", "the idle waiter long-polling")
+            time.sleep(0.5)
+            first.stop(signal.SIGKILL)
+            asyncio.run(_send(hive, alice, bob, "wake up"))
+            # Its broken long-poll is tried again after a second's backoff, at the second broker: the
+            # message arrives and it execs the turn loop, whose first call (handing the message back,
+            # with no credentials to run a turn) goes there too.
+            _until(lambda: "--idle" not in _cmdline(process.pid), "the turn loop, exec'd on the message")
+            _until(lambda: _pending(hive, bob) == {"queued": 1, "leased": 0}, "the message handed back")
+            assert process.poll() is None
+        finally:
+            process.kill()
+            process.wait()
+            log.close()
+
+
+async def _send(hive: Hive, sender: str, to: str, body: str) -> None:
+    async with client(hive, sender) as broker:
+        await broker.call("send", {"to": to, "body": body})
+
+
+def _pending(hive: Hive, name: str) -> Any:
+    async def ask() -> Any:
+        async with client(hive, name) as broker:
+            return await broker.call("pending_count", {})
+
+    return asyncio.run(ask())
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.1)
+
+
+def _turn_state(info: HarnessInfo) -> str | None:
+    try:
+        return TurnState.model_validate_json((Path(info.harness_dir) / TURN_STATE).read_bytes()).state
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    """Its arguments; [] while it is between two programs (an exec under way reads as empty)."""
+    return [arg for arg in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0") if arg]
