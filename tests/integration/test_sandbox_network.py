@@ -335,3 +335,58 @@ async def test_sandboxes_reach_a_server_beyond_loopback_through_their_keeper(
         # ... which connects from the host's namespace as the agent's own uid, not as pasta or root.
         assert uids[name] in upstream, (uids, upstream)
     assert sorted((m["sender"], m["body"]) for m in got) == sorted((n, f"hello from {n}") for n in agents)
+
+
+# Inside the sandbox: ask each broker port (the broker's own, its failover's) over HTTP.
+PROBE_BROKERS = r"""
+import json, os, socket, sys, time
+result = {}
+for port in json.loads(sys.argv[1]):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        result[str(port)] = s.recv(64).decode(errors="replace").split("\r\n")[0]
+    except OSError as e:
+        result[str(port)] = f"failed: {e}"
+path = os.path.join(os.environ["HIVE_STATE_DIR"], "probe.json")
+open(path + ".tmp", "w").write(json.dumps(result)); os.rename(path + ".tmp", path)
+time.sleep(3600)
+"""
+
+
+async def test_a_sandbox_reaches_the_brokers_failover_process_too(netns: str, pg_url: str) -> None:
+    """hive.json names the broker's failover process (PostgreSQL: a unix socket, which crosses network
+    namespaces); the sandbox's network forwards its port as it does the broker's own."""
+    base = Path(tempfile.mkdtemp(prefix="hhn-"))
+    in_ns = ("ip", "netns", "exec", netns)
+    servers: list[ServerProcess] = []
+    try:
+        hive = Hive(base / "h", storage_url=pg_url)
+        broker_port, lifecycle_port, failover_port = hive.ports.pop("broker"), hive.ports.pop("lifecycle"), free_port()
+        hive.configure(
+            f"[servers.broker]\nport = {broker_port}\nfailover = [{{ port = {failover_port} }}]\n"
+            f'[servers.lifecycle]\nport = {lifecycle_port}\nsocket = "run/lifecycle.sock"\n'
+        )
+        servers.append(ServerProcess(hive, "broker", prefix=in_ns).start())
+        failover = ServerProcess(hive, "broker", "--port", str(failover_port), prefix=in_ns)
+        failover.log = base / "broker-failover.log"
+        servers.append(failover.start())
+        servers.append(ServerProcess(hive, "lifecycle", "--stop-agents-on-exit", prefix=in_ns).start())
+        address = ServerAddress("lifecycle", "http://localhost/mcp", hive.config.listen("lifecycle").socket)
+        probe = [sys.executable, "-c", PROBE_BROKERS, json.dumps([broker_port, failover_port])]
+        async with HiveClient(address, hive.token("operator"), timeout=60, retry_seconds=0) as lifecycle:
+            await lifecycle.call("create_draft", {"name": "netfail"})
+            paths = AgentPaths.of(hive.config, "netfail")
+            agent_toml = f'[sandbox]\nnetwork = "hive-only"\ncommand = {toml_list(probe)}\n'
+            sha = await repos.commit_files(paths.config, {"agent.toml": agent_toml}, "broker probe")
+            await lifecycle.call("create_agent", {"name": "netfail", "sha": sha})
+            result = await _probe_result(paths.state / "probe.json")
+            hive_json = json.loads(paths.hive_json.read_text())
+    finally:
+        for process in reversed(servers):
+            if process.process is not None and process.process.poll() is None:
+                process.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    assert hive_json["failover"] == {"broker": [{"url": f"http://127.0.0.1:{failover_port}/mcp", "tls_cert": None}]}
+    for port in (broker_port, failover_port):
+        assert result[str(port)].startswith("HTTP/1.1 "), result  # a broker answers (401: no token)
