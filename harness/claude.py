@@ -170,9 +170,20 @@ class ClaudeSession:
         self.record = load_session_record(self._record_path)
         self._resuming = False  # the live Claude Code resumed the record's session; no turn has ended in it yet
         self.reset_wanted: str | None = None  # why the next turn starts a fresh session
+        # The broker address the harness's own client last reached (loop.py sets it before each
+        # turn): after a failover Claude Code's MCP config names it rather than hive.json's first,
+        # so the model's own calls (send …) reach a live broker process too.
+        self.broker_url: str | None = None
+        self._client_broker: str | None = None  # the broker URL the live Claude Code was given
+
+    def _broker(self) -> str | None:
+        return self.broker_url or self.info.servers.get("broker")
 
     def options(self, model: str, *, resume: str | None = None, session_id: str | None = None) -> ClaudeAgentOptions:
-        servers: dict[str, McpServerConfig] = self.info.mcp_config()  # type: ignore[assignment]
+        info, broker = self.info, self._broker()
+        if broker is not None and broker != info.servers.get("broker"):
+            info = info.model_copy(update={"servers": {**info.servers, "broker": broker}})
+        servers: dict[str, McpServerConfig] = info.mcp_config()  # type: ignore[assignment]
         return ClaudeAgentOptions(
             model=model,
             cwd=self.info.state_dir,
@@ -247,6 +258,9 @@ class ClaudeSession:
             self.reset_wanted = None
         if self._client is not None and self.info.usd_per_turn is not None and self._spent_here > 0:
             await self.close()  # resumed below, with a fresh per-turn allowance
+        if self._client is not None and self._client_broker != self._broker():
+            log.info("the broker moved to %s: Claude Code starts again there, its session resumed", self._broker())
+            await self.close()  # resumed below, its MCP config naming the broker that answers
         if self._client is None:
             record = self.record
             if record is not None and record.resumable:
@@ -263,6 +277,7 @@ class ClaudeSession:
             client = ClaudeSDKClient(options)
             await client.connect()
             self._client, self._model = client, model
+            self._client_broker = self._broker()
             self._spent_here = 0.0
             self._cost_so_far = record.cost_usd
         elif model != self._model:

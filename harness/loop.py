@@ -196,6 +196,7 @@ class Harness:
         async with self._leased(ids):
             while True:
                 model = self.model()
+                self.session.broker_url = self.broker.hive.address.url  # Claude Code follows a failover
                 started = time.time()
                 turn_id = int(started * 1000)
                 await self.recorder.set("running", turn=turn_id, leased=ids)

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from claude_agent_sdk import AssistantMessage, ResultMessage, ToolUseBlock
+from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, ResultMessage, ToolUseBlock
 
-from hyperhive.harness import notes
+from hyperhive.harness import claude, notes
 from hyperhive.harness.claude import (
     NO_CREDENTIALS,
     ClaudeSession,
@@ -154,6 +154,41 @@ def test_the_harness_mcp_config_reads_the_current_token_through_a_headers_helper
             ["sh", "-c", config["broker"]["headersHelper"]], capture_output=True, text=True, check=True
         )
         assert json.loads(printed.stdout) == {"Authorization": f"Bearer {token}"}
+
+
+async def test_claude_code_follows_the_harness_to_the_broker_that_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failover (the harness's client moved to another broker process) Claude Code starts
+    again with its MCP config naming that one, its session resumed; while the broker stays, it stays."""
+    second = "http://127.0.0.1:7811/mcp"
+    info = _info(tmp_path, failover={"broker": [{"url": second}]})
+    started: list[ClaudeAgentOptions] = []
+
+    class Client:
+        def __init__(self, options: ClaudeAgentOptions) -> None:
+            started.append(options)
+
+        async def connect(self) -> None:
+            pass
+
+        async def disconnect(self) -> None:
+            pass
+
+    monkeypatch.setattr(claude, "ClaudeSDKClient", Client)
+    session = ClaudeSession(info, stderr=lambda _: None)
+    session.broker_url = info.servers["broker"]  # where the harness's client is: hive.json's first
+    await session._ready("sonnet")
+    await session._ready("sonnet")
+    assert len(started) == 1 and started[0].mcp_servers["broker"]["url"] == info.servers["broker"]  # type: ignore[index]
+    assert session.record is not None
+    session._save(session.record.model_copy(update={"resumable": True}))  # as a turn that ended leaves it
+    session.broker_url = second  # the harness's client failed over
+    await session._ready("sonnet")
+    assert len(started) == 2 and started[1].mcp_servers["broker"]["url"] == second  # type: ignore[index]
+    assert started[1].resume == started[0].session_id  # the same conversation goes on
+    await session._ready("sonnet")
+    assert len(started) == 2
 
 
 def test_claude_gets_its_own_home_and_only_configured_credentials(
