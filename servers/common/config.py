@@ -61,6 +61,8 @@ class FailoverAddress(_Strict):
     The client-side fields of Listen (where to connect, which certificate to trust); the process
     itself is started with `hive serve broker --port N` on its own host, which holds its key."""
 
+    # In hive.toml, unset: [servers.broker]'s host (Listen fills it in), where `hive serve broker
+    # --port N` on that machine listens; and then its tls_cert too, which that process serves.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)]  # a fixed TCP port: clients must know it beforehand
     tls_cert: Path | None = None  # relative paths are under the hive home
@@ -106,6 +108,23 @@ class Listen(_Strict):
     @classmethod
     def _host(cls, host: str) -> str:
         return _check_host(host)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _failover_defaults_to_this_host(cls, data: object) -> object:
+        """A failover entry without a host is another process on this server's host, and one on this
+        server's host serves its certificate: they default to this table's host and tls_cert."""
+        if not isinstance(data, dict) or not isinstance(data.get("failover"), list):
+            return data
+        host = data.get("host", "127.0.0.1")
+        entries: list[object] = []
+        for entry in data["failover"]:
+            if isinstance(entry, dict):
+                entry = {"host": host, **entry}
+                if entry["host"] == host and "tls_cert" not in entry and data.get("tls_cert") is not None:
+                    entry["tls_cert"] = data["tls_cert"]
+            entries.append(entry)
+        return {**data, "failover": entries}
 
     @model_validator(mode="after")
     def _somewhere(self) -> Self:

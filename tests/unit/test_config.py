@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hyperhive.servers.common.agent_config import AgentConfig, agent_toml_template, parse_agent_config
-from hyperhive.servers.common.client import forge_git_url, server_address, server_addresses
+from hyperhive.servers.common.client import failover_addresses, forge_git_url, server_address, server_addresses
 from hyperhive.servers.common.config import (
     HIVE_TOML_TEMPLATE,
     SandboxDefaults,
@@ -208,6 +208,20 @@ def test_the_brokers_failover_addresses_follow_its_own_for_every_client(tmp_path
         ("https://hub2.example.com:7801/mcp", tmp_path.resolve() / "tls/hub2.crt"),  # under the home, like tls_cert
     ]
     assert server_addresses(config, "lifecycle") == [server_address(config, "lifecycle")]  # one address: as before
+    # Beyond loopback: an entry without a host is another process on the broker's host, serving its certificate.
+    config = load_hive_config(
+        _home(
+            tmp_path,
+            f'{PG}[servers.broker]\nhost = "hub.example.com"\nport = 7801\ntls_cert = "tls/hub.crt"\n'
+            'failover = [{ port = 7811 }, { host = "127.0.0.1", port = 7821 },\n'
+            '            { host = "hub.example.com", port = 7831 }]\n',
+        )
+    )
+    assert [(a.url, a.tls_cert) for a in failover_addresses(config, "broker")] == [
+        ("https://hub.example.com:7811/mcp", tmp_path.resolve() / "tls/hub.crt"),
+        ("http://127.0.0.1:7821/mcp", None),
+        ("https://hub.example.com:7831/mcp", tmp_path.resolve() / "tls/hub.crt"),
+    ]
     assert load_hive_config(_home(tmp_path, f"{PG}[servers.broker]\nport = 7801\n")).listen("broker").failover == []
 
 
