@@ -273,8 +273,8 @@ class HiveClient:
         if len(unreached) == 1:
             [(index, why)] = unreached.items()
             return f"{self.addresses[index]}: {why}"
-        each = "; ".join(f"{self.addresses[index].socket or self.addresses[index].url}: {why}"
-                         for index, why in sorted(unreached.items()))  # fmt: skip
+        places = [(self.addresses[index].socket or self.addresses[index].url, why) for index, why in unreached.items()]
+        each = "; ".join(f"{place}: {why}" for place, why in places)
         return f"{self.addresses[0].name} at any of its {len(unreached)} addresses: {each}"
 
     async def _connect(self) -> Client[Any]:
