@@ -4,9 +4,9 @@ between them, private addresses that exist only inside them (issue 17's proof).
 alpha (10.213.9.1) runs PostgreSQL, two broker processes, the approvals and operator servers and a
 lifecycle server; beta (10.213.9.2) runs only a lifecycle server, which reaches everything on alpha
 over TLS (PostgreSQL over TCP) and holds the hive's public key, not its private one. Every server is
-a real `hive serve` process; the agents are real sandboxes whose program talks to the broker
+a real `hive serve` process; the agents are real sandboxes whose program talks to the brokers
 hive.json names with the token it was given — alpha's agents through one broker process, beta's
-through the other.
+through the other, each with the other as its failover; the first is killed under load.
 """
 
 from __future__ import annotations
@@ -40,36 +40,70 @@ pytestmark = [
 ALPHA, BETA = "10.213.9.1", "10.213.9.2"
 BEATS = "heartbeat_seconds = 0.5\ndown_after_seconds = 2.0\n"
 
-# Each agent's program, in its sandbox: alice says hello to bob and waits for his answer; bob answers
-# whoever greets him. What each heard goes to talk.json in its state dir. Any other agent sleeps.
+# Each agent's program, in its sandbox, with the token and the brokers hive.json gives it (the one it
+# names first, then its failover): alice greets bob and, once he answers, sends him LOAD numbered
+# messages (a send whose answer was lost is sent again: bob counts each number once); bob answers a
+# greeting and says when he has every number. What each heard goes to talk.json in its state dir.
+LOAD = 150
 AGENT = r"""
 import asyncio, json, os, time
 from hyperhive.servers.broker.client import BrokerClient
-info = json.load(open(os.path.join(os.environ["HIVE_HARNESS_DIR"], "credentials", "hive.json")))
-me, url = info["agent"], info["servers"]["broker"]
+from hyperhive.servers.common.harnessdir import HarnessInfo
+LOAD = @LOAD@
+hive_json = os.path.join(os.environ["HIVE_HARNESS_DIR"], "credentials", "hive.json")
+info = HarnessInfo.model_validate_json(open(hive_json).read())
+me = info.agent
 out = os.path.join(os.environ["HIVE_STATE_DIR"], "talk.json")
+talk = {"heard": [], "numbers": [], "sent": 0}
 def token():
-    return open(info["token_file"]).read().strip()
+    return open(info.token_file).read().strip()
+def client():
+    return BrokerClient.at_any(info.endpoints("broker"), token, retry_seconds=60)
+def save(broker):
+    talk["broker"] = broker.hive.address.url  # where its client is now (after a failover: the next)
+    open(out + ".tmp", "w").write(json.dumps(talk))
+    os.rename(out + ".tmp", out)
+async def load():
+    async with client() as sender:
+        for n in range(LOAD):
+            while True:
+                try:
+                    await sender.send("bob", "n=" + str(n))
+                    break
+                except Exception:  # its broker died mid-call: maybe stored, maybe not; bob counts once
+                    await asyncio.sleep(0.2)
+            talk["sent"] = n + 1
+            await asyncio.sleep(0.02)
 async def main():
-    heard = []
-    pem = info["tls_certs"].get("broker")
-    async with BrokerClient.at(url, token, tls_cert_pem=pem, retry_seconds=60) as broker:
+    numbers, tasks = set(), []
+    async with client() as broker:
         if me == "alice":
             await broker.send("bob", "hello bob, from alpha")
         while True:
-            message = (await broker.recv(wait_seconds=20, ack=True)).message
+            try:
+                message = (await broker.recv(wait_seconds=20, ack=True)).message
+            except Exception:  # its broker died under a long-poll: the next one goes elsewhere
+                await asyncio.sleep(0.2)
+                continue
             if message is None or message.sender == "system":
                 continue
-            heard.append({"from": message.sender, "body": message.body})
-            open(out + ".tmp", "w").write(json.dumps({"broker": url, "heard": heard}))
-            os.rename(out + ".tmp", out)
-            if me == "bob":
-                await broker.send(message.sender, "hello " + message.sender + ", from beta")
+            if message.body.startswith("n="):
+                numbers.add(int(message.body[2:]))
+                talk["numbers"] = sorted(numbers)
+                if len(numbers) == LOAD:
+                    await broker.send("alice", "got all " + str(LOAD))
+            else:
+                talk["heard"].append({"from": message.sender, "body": message.body})
+                if me == "bob" and message.body.startswith("hello"):
+                    await broker.send(message.sender, "hello " + message.sender + ", from beta")
+                if me == "alice" and message.body.startswith("hello"):
+                    tasks.append(asyncio.create_task(load()))
+            save(broker)
 if me in ("alice", "bob"):
     asyncio.run(main())
 else:
     time.sleep(3600)
-"""
+""".replace("@LOAD@", str(LOAD))
 
 
 def ip(*args: str) -> None:
@@ -102,12 +136,14 @@ def two_hosts() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
 
 
-def _listen(server: str, host: str, port: int, cert: Any, *, serve: bool) -> str:
+def _listen(server: str, host: str, port: int, cert: Any, *, serve: bool, failover: int | None = None) -> str:
     """hive.toml's [servers.SERVER]: on `host` over TLS (`serve`: with its key, and a unix socket
-    for the test, which sits in neither namespace)."""
+    for the test, which sits in neither namespace); a broker's `failover`: its other process's port."""
     lines = f'[servers.{server}]\nhost = "{host}"\nport = {port}\ntls_cert = "{cert.cert}"\n'
     if serve:
         lines += f'tls_key = "{cert.key}"\nsocket = "run/{server}.sock"\n'
+    if failover is not None:
+        lines += f"failover = [{{ port = {failover} }}]\n"
     return lines
 
 
@@ -148,8 +184,8 @@ async def test_one_hive_across_two_hosts(two_hosts: tuple[str, str]) -> None:
         )
         served = "".join(
             _listen(server, ALPHA, ports[server], cert, serve=server != "forge")
-            for server in ("broker", "lifecycle", "approvals", "operator", "forge")
-        )
+            for server in ("lifecycle", "approvals", "operator", "forge")
+        ) + _listen("broker", ALPHA, ports["broker"], cert, serve=True, failover=ports["broker2"])
         alpha.configure(f"{served}[lifecycle]\ndefault_command = {agent}\n")
         # beta: its lifecycle server alone; the database over TCP, the second broker process, the
         # hive's public key only (it signs with a key of its own).
@@ -157,16 +193,18 @@ async def test_one_hive_across_two_hosts(two_hosts: tuple[str, str]) -> None:
         shutil.copy2(alpha.home / PUBLIC_KEY_FILE, beta.home / PUBLIC_KEY_FILE)
         (beta.home / PRIVATE_KEY_FILE).unlink()
         elsewhere = "".join(
-            _listen(server, ALPHA, ports["broker2" if server == "broker" else server], cert, serve=False)
-            for server in ("broker", "approvals", "operator", "forge")
-        )
+            _listen(server, ALPHA, ports[server], cert, serve=False) for server in ("approvals", "operator", "forge")
+        ) + _listen("broker", ALPHA, ports["broker2"], cert, serve=False, failover=ports["broker"])
         beta.configure(
             f"{elsewhere}{_listen('lifecycle', BETA, ports['beta'], cert, serve=True)}"
             f"[lifecycle]\ndefault_command = {agent}\nuid_base = 400000\n"
         )
 
         on_alpha, on_beta = in_netns(alpha_ns), in_netns(beta_ns)
-        broker2 = ServerProcess(alpha, "broker", "--port", str(ports["broker2"]), prefix=on_alpha)
+        broker2_socket = alpha.home / "run" / "broker2.sock"
+        broker2 = ServerProcess(
+            alpha, "broker", "--port", str(ports["broker2"]), "--socket", str(broker2_socket), prefix=on_alpha
+        )
         broker2.log = alpha.home.parent / "broker2.log"
         for process in (
             ServerProcess(alpha, "broker", prefix=on_alpha),
@@ -203,10 +241,28 @@ async def test_one_hive_across_two_hosts(two_hosts: tuple[str, str]) -> None:
                 return heard if heard[0] and heard[1] else None  # type: ignore[return-value]
 
             alice_heard, bob_heard = await _until(conversation, 60, "alice and bob talk")
-            assert alice_heard["heard"] == [{"from": "bob", "body": "hello alice, from beta"}]
+            assert alice_heard["heard"][0] == {"from": "bob", "body": "hello alice, from beta"}
             assert bob_heard["heard"] == [{"from": "alice", "body": "hello bob, from alpha"}]
-            assert alice_heard["broker"] == f"https://{ALPHA}:{ports['broker']}/mcp"
-            assert bob_heard["broker"] == f"https://{ALPHA}:{ports['broker2']}/mcp"  # the other process
+            first, second = (f"https://{ALPHA}:{ports[broker]}/mcp" for broker in ("broker", "broker2"))
+            assert (alice_heard["broker"], bob_heard["broker"]) == (first, second)  # different processes
+
+            # Under alice's load, kill -9 the broker process she uses (alpha's first): nothing is lost,
+            # and her client — her long-poll with it — moves to the other process.
+            async def under_way() -> dict[str, Any] | None:
+                bob = _talk(bob_talk)
+                return bob if bob and len(bob["numbers"]) >= 20 else None
+
+            await _until(under_way, 60, "alice's load under way")
+            processes[0].stop(signal.SIGKILL)
+
+            async def all_through() -> tuple[dict[str, Any], dict[str, Any]] | None:
+                alice, bob = _talk(alice_talk), _talk(bob_talk)
+                done = alice and bob and any(h["body"] == f"got all {LOAD}" for h in alice["heard"])
+                return (alice, bob) if done else None  # type: ignore[return-value]
+
+            alice_heard, bob_heard = await _until(all_through, 120, "every message through after the kill")
+            assert bob_heard["numbers"] == list(range(LOAD)) and alice_heard["sent"] == LOAD  # none lost
+            assert alice_heard["broker"] == second, alice_heard  # her long-polls went on there
 
             # The operator approves a spawn: placed on the least loaded host, beta.
             request = await approvals.call("request_spawn", {"name": "carol", "reason": "the proof needs a third"})
@@ -233,7 +289,8 @@ async def test_one_hive_across_two_hosts(two_hosts: tuple[str, str]) -> None:
             hosts = await _until(beta_down, 20, "beta marked down")  # its heartbeat 2 s late
             assert hosts["beta"]["down_since"] and hosts["alpha"]["up"], hosts
 
-        async with HiveClient(local(alpha, "broker"), alpha.token("manager"), retry_seconds=0) as manager:
+        inbox = ServerAddress("broker", "http://localhost/mcp", broker2_socket)  # the first broker is dead
+        async with HiveClient(inbox, alpha.token("manager"), retry_seconds=0) as manager:
 
             async def host_down() -> dict[str, Any] | None:
                 got = (await manager.call("recv", {"wait_seconds": 1}))["message"]
