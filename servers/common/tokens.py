@@ -125,10 +125,11 @@ class HiveTokenVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
-            host = host_of_kid(_kid(token))
+            kid = _kid(token)
+            host = host_of_kid(kid)
             host_keys = None
             if host is not None:  # signed by a host's own key (a hive of several hosts: keys.py)
-                key = await self._agents.host_key(_kid(token))
+                key = await self._agents.host_key(kid)
                 if key is None:
                     raise InvalidToken(f"signed by a key of host {host} the hive does not know")
                 host_keys = KeySet([key])

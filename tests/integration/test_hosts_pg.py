@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx2
 import pytest
 from fastmcp.exceptions import ToolError
 from hivetest import (
@@ -315,3 +316,21 @@ async def test_a_hosts_key_signs_only_for_what_lives_on_it(pg_url: str, tmp_path
         async with HiveClient(ServerAddress("broker", broker.url), token, retry_seconds=0) as client:
             with pytest.raises(AuthRefused):
                 await client.call("pending_count", {})
+
+
+async def test_the_move_route_serves_no_one_but_a_host_with_the_moves_ticket(pg_url: str, tmp_path: Path) -> None:
+    """GET /lifecycle/move/<name>/<part> is on the lifecycle server's port, which sandboxes reach:
+    without the lifecycle service's token it answers 401, and with it but no move's ticket, 404."""
+    async with two_hosts(pg_url, tmp_path) as (alpha, _):
+        await alpha.call("create_agent", name="bob", host="alpha")
+        await alpha.until_state("bob", "running")
+        base = alpha.lifecycle.url.removesuffix("/mcp")
+        async with httpx2.AsyncClient(timeout=10) as http:
+            for who in (None, "operator", "bob", "service:approvals"):
+                headers = {"Authorization": f"Bearer {alpha.hive.token(who)}"} if who else {}
+                response = await http.get(f"{base}/lifecycle/move/bob/state", headers=headers)
+                assert response.status_code == 401, (who, response.text)
+            service = {"Authorization": f"Bearer {alpha.hive.token('service:lifecycle')}"}
+            for path, ticket in (("bob/state", "guess"), ("bob/state", ""), ("..%2F..%2Fetc/state", "x")):
+                response = await http.get(f"{base}/lifecycle/move/{path}", params={"ticket": ticket}, headers=service)
+                assert response.status_code == 404, (path, response.text)
