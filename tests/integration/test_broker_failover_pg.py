@@ -131,8 +131,12 @@ async def test_kill_9_of_the_broker_in_use_under_load_loses_no_message(hive: Hiv
         killed_at: list[float] = []
 
         async def stored(body: str) -> bool:
-            newest = await operator.call("list_messages", {"agent": alice, "limit": 20})
-            return any(message["body"] == body for message in newest["messages"])
+            while True:  # a read: looked up again when its own connection broke with the dying process
+                try:
+                    newest = await operator.call("list_messages", {"agent": alice, "limit": 20})
+                    return any(message["body"] == body for message in newest["messages"])
+                except ServerUnavailable:
+                    await asyncio.sleep(0.1)
 
         async def send(n: int) -> None:
             body = f"message {n}"
